@@ -1,0 +1,156 @@
+"""The things placed on PCI buses: controllers (which provide buses) and endpoint devices.
+
+Both are frozen values. A device without an address is a request for one; the
+:mod:`pcitopo.solver` fills it in.
+
+>>> from pcitopo.address import PciAddress
+>>> nic = Device("net0", "virtio-net", needs=Needs(hotplug=HotplugNeed.REQUIRED))
+>>> nic.address is None, str(nic)
+(True, "'net0' (virtio-net)")
+>>> rp = Controller(1, "pcie-root-port", address=PciAddress.parse("00:02.0"), chassis=1, port=0x10)
+>>> rp.name, str(rp)
+('pci.1', "'pci.1' (pcie-root-port, index 1)")
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.errors import InvalidInput
+
+__all__ = ["Controller", "Device", "HotplugNeed", "Needs"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class HotplugNeed(enum.Enum):
+    """What a device needs of hotplug at its position."""
+
+    ANY = "any"
+    REQUIRED = "required"
+    PREFERRED = "preferred"
+    FORBIDDEN = "forbidden"
+
+
+def _optional_int(low: int, high: int) -> object:
+    def check(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidInput(
+                _who(instance), f"{attribute.name} must be an int or None (got {value!r})"
+            )
+        if not low <= value <= high:
+            raise InvalidInput(
+                _who(instance), f"{attribute.name} must be in {low}..{high} (got {value})"
+            )
+
+    return check
+
+
+def _who(instance: object) -> str:
+    ident = getattr(instance, "id", None)
+    if isinstance(instance, Controller):
+        return f"controller index {instance.index}"
+    return f"device {ident!r}" if ident else type(instance).__name__
+
+
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
+
+
+def _check_id(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None and isinstance(instance, Controller):
+        return
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidInput(
+            type(instance).__name__.lower(),
+            f"{attribute.name} must be a non-empty string of letters, digits and _.:+- (got {value!r})",
+        )
+
+
+@attrs.frozen
+class Needs:
+    """What a device asks of its position, beyond legality.
+
+    ``numa_strict`` makes ``numa_node`` a hard requirement (else a preference).
+    ``slot_group`` names devices that are functions of one slot (a GPU's VGA
+    and audio functions); ``bus_group`` devices that share a bus;
+    ``switch_group`` devices behind one PCIe switch. ``order`` is a hint: lower
+    comes first among devices of one kind.
+    """
+
+    hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=HotplugNeed)
+    numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    numa_strict: bool = False
+    integrated: bool = False
+    slot_group: str | None = None
+    bus_group: str | None = None
+    switch_group: str | None = None
+    order: int | None = None
+
+
+@attrs.frozen
+class Device:
+    """An endpoint device: an id, a kind from the catalog, and maybe an address."""
+
+    id: str = attrs.field(validator=_check_id)
+    kind: str
+    address: PciAddress | None = None
+    multifunction: bool | None = None
+    needs: Needs = Needs()
+    io_bar: bool | None = None
+    """Override the catalog's idea of whether this device has an IO BAR (passthrough devices)."""
+
+    def __str__(self) -> str:
+        return f"{self.id!r} ({self.kind})"
+
+    def placed_at(self, address: PciAddress | None) -> Device:
+        """This device at another address."""
+        return attrs.evolve(self, address=address)
+
+
+@attrs.frozen
+class Controller:
+    """A PCI controller: a device on one bus that provides another (or a root bus).
+
+    ``index`` is libvirt's controller index, which is also the ``bus`` of the
+    addresses of everything plugged into it. The target properties are those of
+    libvirt's ``<target>``: ``chassis``/``port`` for PCIe ports, ``chassis_nr``
+    for pci-bridges, ``bus_nr`` and ``numa_node`` for expander buses,
+    ``target_index`` and ``numa_node`` for pseries host bridges, ``hotplug``
+    for ports and the i440fx root.
+    """
+
+    index: int = attrs.field(validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    model: str
+    address: PciAddress | None = None
+    id: str | None = attrs.field(default=None, validator=_check_id)
+    qemu_model: str | None = None
+    chassis: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    port: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    chassis_nr: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    bus_nr: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    target_index: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    hotplug: bool | None = None
+    multifunction: bool | None = None
+
+    @property
+    def name(self) -> str:
+        """The controller's id: its alias, or libvirt's default ``pci.N``."""
+        if self.id is not None:
+            return self.id
+        return "pcie.0" if self.model == "pcie-root" else f"pci.{self.index}"
+
+    def __str__(self) -> str:
+        return f"{self.name!r} ({self.model}, index {self.index})"
+
+    def placed_at(self, address: PciAddress | None) -> Controller:
+        """This controller at another address."""
+        return attrs.evolve(self, address=address)

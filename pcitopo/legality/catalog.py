@@ -1,0 +1,339 @@
+"""The catalog: controller models and endpoint device kinds, loaded from data files.
+
+Legality lives in ``pcitopo/legality/data/controllers.toml`` and
+``devices.toml``; this module only reads them into frozen values.
+
+>>> cat = Catalog.default()
+>>> rp = cat.controller("pcie-root-port")
+>>> rp.qemu_device, rp.slots, sorted(c.value for c in rp.accepts)
+('pcie-root-port', (0, 0), ['pcie-device', 'pcie-switch-upstream-port', 'pcie-to-pci-bridge'])
+>>> cat.device("virtio-net-transitional").connect
+<Connect.PCI_DEVICE: 'pci-device'>
+>>> cat.controller("pcie-rot-port")
+Traceback (most recent call last):
+  ...
+pcitopo.errors.UnknownName: unknown controller model 'pcie-rot-port'; did you mean 'pcie-root-port'?
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from pcitopo.errors import InvalidDescription, UnknownName
+from pcitopo.legality._toml import Table, load_packaged, load_path
+
+__all__ = [
+    "Catalog",
+    "Connect",
+    "ControllerModel",
+    "DeviceKind",
+    "Hotplug",
+    "Integrated",
+    "IoBar",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class Connect(enum.Enum):
+    """What a device needs from the bus it plugs into, and what a bus accepts."""
+
+    PCI_DEVICE = "pci-device"
+    PCIE_DEVICE = "pcie-device"
+    PCIE_ROOT_PORT = "pcie-root-port"
+    PCIE_SWITCH_UPSTREAM_PORT = "pcie-switch-upstream-port"
+    PCIE_SWITCH_DOWNSTREAM_PORT = "pcie-switch-downstream-port"
+    DMI_TO_PCI_BRIDGE = "dmi-to-pci-bridge"
+    PCIE_TO_PCI_BRIDGE = "pcie-to-pci-bridge"
+    PCI_BRIDGE = "pci-bridge"
+    PCI_EXPANDER_BUS = "pci-expander-bus"
+    PCIE_EXPANDER_BUS = "pcie-expander-bus"
+
+    @property
+    def phrase(self) -> str:
+        """How libvirt names what a bus must accept for this connect type."""
+        return _PHRASES[self]
+
+
+_PHRASES = {
+    Connect.PCI_DEVICE: "standard PCI device",
+    Connect.PCIE_DEVICE: "PCI Express device",
+    Connect.PCIE_ROOT_PORT: "pcie-root-port",
+    Connect.PCIE_SWITCH_UPSTREAM_PORT: "pcie-switch-upstream-port",
+    Connect.PCIE_SWITCH_DOWNSTREAM_PORT: "pcie-switch-downstream-port",
+    Connect.DMI_TO_PCI_BRIDGE: "dmi-to-pci-bridge",
+    Connect.PCIE_TO_PCI_BRIDGE: "pcie-to-pci-bridge",
+    Connect.PCI_BRIDGE: "pci-bridge",
+    Connect.PCI_EXPANDER_BUS: "pci-expander-bus",
+    Connect.PCIE_EXPANDER_BUS: "pcie-expander-bus",
+}
+
+
+class Hotplug(enum.Enum):
+    """Whether the slots of a controller's bus accept hot-plugged devices."""
+
+    NEVER = "never"
+    ALWAYS = "always"
+    DEFAULT_ON = "default-on"
+
+
+class Integrated(enum.Enum):
+    """Whether an endpoint kind may sit directly on a PCI Express root bus."""
+
+    ALLOWED = "allowed"
+    REQUIRED = "required"
+    FORBIDDEN = "forbidden"
+
+
+class IoBar(enum.Enum):
+    """When an endpoint kind has an IO BAR (and so needs an IO window above it)."""
+
+    ALWAYS = "always"
+    NEVER = "never"
+    LEGACY = "legacy"
+
+
+@attrs.frozen
+class ControllerModel:
+    """A PCI controller model: what it provides downstream and needs upstream."""
+
+    name: str
+    description: str
+    qemu_devices: tuple[str, ...]
+    root: bool
+    connect: Connect | None
+    accepts: frozenset[Connect]
+    slots: tuple[int, int]
+    functions: int
+    hotplug: Hotplug
+    hotplug_slots: tuple[int, int] | None
+    autoassign: bool
+    aggregate: bool
+    port: bool
+    expander: bool
+    bus_numbers: int
+    identity: tuple[str, ...]
+
+    @property
+    def qemu_device(self) -> str | None:
+        """The QEMU device this model is created with by default."""
+        return self.qemu_devices[0] if self.qemu_devices else None
+
+    def slot_range(self) -> range:
+        return range(self.slots[0], self.slots[1] + 1)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@attrs.frozen
+class DeviceKind:
+    """An endpoint device kind: how it connects, whether it has an IO BAR, its class."""
+
+    name: str
+    qemu_device: str
+    connect_type: str  # "pci", "pcie" or "virtio"
+    io_bar: IoBar
+    io_bar_size: int
+    integrated: Integrated
+    device_class: str
+    usb2_function: int | None = None
+    hotpluggable: bool = True
+
+    @property
+    def connect(self) -> Connect:
+        """The connect type on a PCI Express machine.
+
+        Use :meth:`connect_on` to resolve it for a given machine.
+        """
+        return self.connect_on(pcie=True)
+
+    def connect_on(self, *, pcie: bool) -> Connect:
+        """The connect type on a machine with (``pcie=True``) or without PCI Express.
+
+        On machines without PCI Express every endpoint is a conventional PCI device.
+        """
+        if not pcie or self.connect_type == "pci":
+            return Connect.PCI_DEVICE
+        return Connect.PCIE_DEVICE
+
+    def has_io_bar(self, *, behind_pcie_port: bool) -> bool:
+        """Whether this device has an IO BAR where it sits."""
+        if self.io_bar is IoBar.ALWAYS:
+            return True
+        if self.io_bar is IoBar.LEGACY:
+            return not behind_pcie_port
+        return False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_CONNECT_BY_VALUE = {c.value: c for c in Connect}
+
+
+def _connect(table: Table, name: str, value: str) -> Connect:
+    try:
+        return _CONNECT_BY_VALUE[value]
+    except KeyError:
+        raise InvalidDescription(
+            table.source,
+            f"{table.key}.{name}",
+            f"unknown connect type {value!r} (known: {', '.join(sorted(_CONNECT_BY_VALUE))})",
+        ) from None
+
+
+def _slot_pair(table: Table, name: str, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    raw = table.get(name, list, list(default) if default else None)
+    if raw is None:
+        return None
+    if len(raw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        raise InvalidDescription(table.source, f"{table.key}.{name}", f"expected [first, last] slots (got {raw!r})")
+    first, last = raw
+    if not 0 <= first <= last <= 31:
+        raise InvalidDescription(
+            table.source, f"{table.key}.{name}", f"slots must satisfy 0 <= first <= last <= 31 (got {raw!r})"
+        )
+    return (first, last)
+
+
+def _controller(source: str, name: str, data: Mapping[str, Any]) -> ControllerModel:
+    t = Table(source, name, data)
+    connect_name = t.get("connect", str, None)
+    model = ControllerModel(
+        name=name,
+        description=t.get("description", str, ""),
+        qemu_devices=t.str_list("qemu"),
+        root=t.get("root", bool, False),
+        connect=_connect(t, "connect", connect_name) if connect_name is not None else None,
+        accepts=frozenset(_connect(t, "accepts", v) for v in t.str_list("accepts", required=True)),
+        slots=_slot_pair(t, "slots", None) or (0, 31),
+        functions=t.get("functions", int, 8),
+        hotplug=Hotplug(t.choice("hotplug", tuple(h.value for h in Hotplug), "never")),
+        hotplug_slots=_slot_pair(t, "hotplug-slots", None),
+        autoassign=t.get("autoassign", bool, False),
+        aggregate=t.get("aggregate", bool, False),
+        port=t.get("port", bool, False),
+        expander=t.get("expander", bool, False),
+        bus_numbers=t.get("bus-numbers", int, 1),
+        identity=t.str_list("identity"),
+    )
+    if model.connect is None and not model.root:
+        raise InvalidDescription(source, f"{name}.connect", "a controller that is not a root needs a connect type")
+    t.check_unknown()
+    return model
+
+
+def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind]:
+    t = Table(source, name, data)
+    kind = DeviceKind(
+        name=name,
+        qemu_device=t.get("qemu", str, required=True),
+        connect_type=t.choice("connect", ("pci", "pcie", "virtio"), "pci"),
+        io_bar=IoBar(t.choice("io-bar", tuple(i.value for i in IoBar), "never")),
+        io_bar_size=t.get("io-bar-size", int, 0),
+        integrated=Integrated(t.choice("integrated", tuple(i.value for i in Integrated), "allowed")),
+        device_class=t.get("class", str, required=True),
+        usb2_function=t.get("usb2-function", int, None),
+        hotpluggable=t.get("hotpluggable", bool, True),
+    )
+    if kind.io_bar is not IoBar.NEVER and kind.io_bar_size <= 0:
+        raise InvalidDescription(source, f"{name}.io-bar-size", "a kind with an IO BAR needs its size in bytes")
+    kinds = [kind]
+    if t.get("virtio-variants", bool, False):
+        kinds.append(
+            attrs.evolve(
+                kind,
+                name=f"{name}-transitional",
+                qemu_device=f"{kind.qemu_device}-transitional",
+                connect_type="pci",
+                io_bar=IoBar.ALWAYS,
+            )
+        )
+        kinds.append(
+            attrs.evolve(
+                kind,
+                name=f"{name}-non-transitional",
+                qemu_device=f"{kind.qemu_device}-non-transitional",
+                io_bar=IoBar.NEVER,
+                io_bar_size=0,
+            )
+        )
+    t.check_unknown()
+    return kinds
+
+
+@attrs.frozen
+class Catalog:
+    """Controller models and device kinds by name."""
+
+    controllers: Mapping[str, ControllerModel] = attrs.field(repr=lambda m: f"<{len(m)} controller models>")
+    devices: Mapping[str, DeviceKind] = attrs.field(repr=lambda m: f"<{len(m)} device kinds>")
+
+    @classmethod
+    def default(cls) -> Catalog:
+        """The catalog shipped with pcitopo."""
+        return _default_catalog()
+
+    @classmethod
+    def from_files(cls, controllers: str | Path, devices: str | Path) -> Catalog:
+        """Load a catalog from two TOML files in the shipped format."""
+        return cls._build(load_path(controllers), load_path(devices))
+
+    @classmethod
+    def _build(
+        cls, controllers: tuple[str, dict[str, Any]], devices: tuple[str, dict[str, Any]]
+    ) -> Catalog:
+        csource, cdata = controllers
+        dsource, ddata = devices
+        models = {name: _controller(csource, name, data) for name, data in cdata.items()}
+        kinds: dict[str, DeviceKind] = {}
+        for name, data in ddata.items():
+            for kind in _devices(dsource, name, data):
+                if kind.name in kinds or kind.name in models:
+                    raise InvalidDescription(dsource, kind.name, "defined twice")
+                kinds[kind.name] = kind
+        return cls(controllers=_FrozenDict(models), devices=_FrozenDict(kinds))
+
+    def controller(self, name: str) -> ControllerModel:
+        """The controller model called ``name``; :class:`UnknownName` if none."""
+        try:
+            return self.controllers[name]
+        except KeyError:
+            raise UnknownName("controller model", name, self.controllers) from None
+
+    def device(self, name: str) -> DeviceKind:
+        """The endpoint device kind called ``name``; :class:`UnknownName` if none."""
+        try:
+            return self.devices[name]
+        except KeyError:
+            raise UnknownName("device kind", name, self.devices) from None
+
+    def controllers_accepting(self, connect: Connect) -> tuple[ControllerModel, ...]:
+        """Controller models whose bus accepts ``connect``, in file order."""
+        return tuple(m for m in self.controllers.values() if connect in m.accepts)
+
+
+class _FrozenDict(dict[str, Any]):
+    """A dict that refuses changes, so a shared catalog stays shared safely."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("catalog mappings are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+
+@functools.cache
+def _default_catalog() -> Catalog:
+    return Catalog._build(load_packaged("controllers.toml"), load_packaged("devices.toml"))

@@ -1,0 +1,247 @@
+"""Machine descriptions: the root bus, built-in devices and limits of a QEMU machine type.
+
+Descriptions are TOML files; the shipped ones live in
+``pcitopo/legality/data/machines``. A user can load their own with
+:meth:`Machine.from_file` (say, for a QEMU build without ``pcie-to-pci-bridge``).
+
+>>> q35 = Machine.named("q35")
+>>> q35.root_bus_name, q35.pcie, q35.bus_numbers
+('pcie.0', True, 256)
+>>> [str(b.address) for b in q35.builtins]
+['0000:00:00.0', '0000:00:1f.0', '0000:00:1f.2', '0000:00:1f.3']
+>>> Machine.for_machine_type("pc-q35-7.2", arch="x86_64").name
+'q35'
+>>> sorted(machines())
+['aarch64-virt', 'aarch64-virt-highmem-off', 'pc', 'pseries', 'q35', 'riscv64-virt']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
+from pcitopo.legality._toml import Table, load_packaged, load_path
+from pcitopo.legality.catalog import Catalog, ControllerModel
+
+__all__ = ["Builtin", "Machine", "machines"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+@attrs.frozen
+class Builtin:
+    """A device the machine itself creates at a fixed address.
+
+    ``stands_for`` names the device kind a user's device may declare at this
+    address to mean the built-in one (libvirt's SATA controller 0 at 00:1f.2).
+    """
+
+    address: PciAddress
+    name: str
+    qemu_device: str
+    description: str = ""
+    multifunction: bool = False
+    stands_for: str | None = None
+    optional: bool = False
+
+
+@attrs.frozen
+class Machine:
+    """What pcitopo knows of one machine type."""
+
+    name: str
+    description: str
+    arches: tuple[str, ...]
+    machine_types: tuple[str, ...]
+    qemu_binary: str
+    pcie: bool
+    root_model: str
+    root_qemu: str | None
+    root_bus_name: str
+    root_hotplug: bool
+    bus_numbers: int
+    io_windows: int | None
+    io_windows_without_acpi: int | None
+    controllers: tuple[str, ...]
+    unique_bridge_chassis: bool
+    max_host_bridges: int
+    builtins: tuple[Builtin, ...]
+    preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False)
+    catalog: Catalog = attrs.field(eq=False, repr=False)
+    source: str = attrs.field(eq=False, repr=False, default="")
+
+    @classmethod
+    def named(cls, name: str, *, catalog: Catalog | None = None) -> Machine:
+        """A shipped machine description by name (``q35``, ``pc``, ``aarch64-virt``, ...)."""
+        if catalog is None or catalog is Catalog.default():
+            return _shipped(name)
+        source, data = load_packaged(f"machines/{_check_known(name)}.toml")
+        return cls.from_data(source, data, catalog=catalog)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, catalog: Catalog | None = None) -> Machine:
+        """Load a machine description from a TOML file in the shipped format."""
+        source, data = load_path(path)
+        return cls.from_data(source, data, catalog=catalog)
+
+    @classmethod
+    def for_machine_type(cls, machine_type: str, *, arch: str) -> Machine:
+        """The shipped description matching a QEMU machine type on an architecture.
+
+        Raises :class:`UnknownName` for machines without PCI (``s390-ccw-virtio``).
+        """
+        for name in _shipped_names():
+            machine = _shipped(name)
+            if arch in machine.arches and any(
+                fnmatch.fnmatchcase(machine_type, pattern) for pattern in machine.machine_types
+            ):
+                return machine
+        known = sorted(
+            {f"{t} ({a})" for n in _shipped_names() for t in _shipped(n).machine_types for a in _shipped(n).arches}
+        )
+        raise UnknownName(
+            "machine type with PCI", f"{machine_type}", known, where=f"arch {arch}"
+        )
+
+    @classmethod
+    def from_data(cls, source: str, data: Mapping[str, Any], *, catalog: Catalog | None = None) -> Machine:
+        """Build from parsed TOML data; ``source`` names it in errors."""
+        catalog = catalog or Catalog.default()
+        t = Table(source, "", data)
+        root_model = t.get("root-model", str, required=True)
+        _check_model(catalog, source, "root-model", root_model, root=True)
+        controllers = t.str_list("controllers", required=True)
+        for i, model in enumerate(controllers):
+            _check_model(catalog, source, f"controllers[{i}]", model, root=False)
+        builtins = tuple(_builtin(source, i, entry) for i, entry in enumerate(t.get("builtin", list, [])))
+        pref_table = t.sub("preferred")
+        preferred = {
+            role: tuple(_address(source, f"preferred.{role}[{i}]", a) for i, a in enumerate(pref_table.str_list(role)))
+            for role in list(pref_table.data)
+        }
+        machine = cls(
+            name=t.get("name", str, required=True),
+            description=t.get("description", str, ""),
+            arches=t.str_list("arches", required=True),
+            machine_types=t.str_list("machine-types"),
+            qemu_binary=t.get("qemu-binary", str, ""),
+            pcie=t.get("pcie", bool, required=True),
+            root_model=root_model,
+            root_qemu=t.get("root-qemu", str, None),
+            root_bus_name=t.get("root-bus-name", str, required=True),
+            root_hotplug=t.get("root-hotplug", bool, False),
+            bus_numbers=t.get("bus-numbers", int, 256),
+            io_windows=t.get("io-windows", int, None),
+            io_windows_without_acpi=t.get("io-windows-without-acpi", int, None),
+            controllers=controllers,
+            unique_bridge_chassis=t.get("unique-bridge-chassis", bool, False),
+            max_host_bridges=t.get("max-host-bridges", int, 1),
+            builtins=builtins,
+            preferred=preferred,
+            catalog=catalog,
+            source=source,
+        )
+        t.check_unknown()
+        if not 1 <= machine.bus_numbers <= 256:
+            raise InvalidDescription(source, "bus-numbers", f"must be in 1..256 (got {machine.bus_numbers})")
+        seen: dict[PciAddress, str] = {}
+        for b in builtins:
+            if b.address in seen:
+                raise InvalidDescription(
+                    source, "builtin", f"{b.address} is given to both {seen[b.address]!r} and {b.name!r}"
+                )
+            seen[b.address] = b.name
+            if b.stands_for is not None and b.stands_for not in catalog.devices:
+                raise InvalidDescription(
+                    source, f"builtin {b.name!r}.stands-for", str(UnknownName("device kind", b.stands_for, catalog.devices))
+                )
+        return machine
+
+    @property
+    def root(self) -> ControllerModel:
+        """The controller model of the root bus (index 0)."""
+        return self.catalog.controller(self.root_model)
+
+    def offers(self, model: str) -> bool:
+        """Whether controllers of ``model`` may be added on this machine."""
+        return model in self.controllers
+
+    def builtin_at(self, address: PciAddress) -> Builtin | None:
+        for b in self.builtins:
+            if b.address == address:
+                return b
+        return None
+
+    def io_window_budget(self, *, acpi: bool = True) -> int | None:
+        """How many 4 KiB IO windows the firmware can give bridges (``None``: no limit known)."""
+        return self.io_windows if acpi else self.io_windows_without_acpi
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def machines() -> dict[str, Machine]:
+    """Every shipped machine description, by name."""
+    return {name: _shipped(name) for name in _shipped_names()}
+
+
+def _builtin(source: str, index: int, data: Any) -> Builtin:
+    t = Table(source, f"builtin[{index}]", data)
+    b = Builtin(
+        address=_address(source, f"builtin[{index}].address", t.get("address", str, required=True)),
+        name=t.get("name", str, required=True),
+        qemu_device=t.get("qemu", str, required=True),
+        description=t.get("description", str, ""),
+        multifunction=t.get("multifunction", bool, False),
+        stands_for=t.get("stands-for", str, None),
+        optional=t.get("optional", bool, False),
+    )
+    t.check_unknown()
+    return b
+
+
+def _address(source: str, key: str, text: str) -> PciAddress:
+    try:
+        return PciAddress.parse(text)
+    except InvalidAddress as exc:
+        raise InvalidDescription(source, key, str(exc)) from None
+
+
+def _check_model(catalog: Catalog, source: str, key: str, model: str, *, root: bool) -> None:
+    if model not in catalog.controllers:
+        raise InvalidDescription(source, key, str(UnknownName("controller model", model, catalog.controllers)))
+    if catalog.controllers[model].root and not root and model != "spapr-pci-host-bridge":
+        raise InvalidDescription(source, key, f"{model!r} is a root bus, not an addable controller")
+    if root and not catalog.controllers[model].root:
+        raise InvalidDescription(source, key, f"{model!r} is not a root bus model")
+
+
+@functools.cache
+def _shipped_names() -> tuple[str, ...]:
+    folder = resources.files("pcitopo.legality").joinpath("data").joinpath("machines")
+    return tuple(sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")))
+
+
+def _check_known(name: str) -> str:
+    if name not in _shipped_names():
+        raise UnknownName("machine", name, _shipped_names())
+    return name
+
+
+@functools.cache
+def _shipped(name: str) -> Machine:
+    source, data = load_packaged(f"machines/{_check_known(name)}.toml")
+    machine = Machine.from_data(source, data)
+    if machine.name != name:
+        raise InvalidDescription(source, "name", f"must match the file name {name!r} (got {machine.name!r})")
+    return machine

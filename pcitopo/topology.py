@@ -1,0 +1,516 @@
+"""The topology graph: buses, the controllers that provide them, and what sits on them.
+
+A :class:`Topology` is a frozen value: a machine, its controllers and its
+devices. Its :attr:`~Topology.graph` is a networkx ``DiGraph`` (frozen) whose
+nodes are ``("bus", index)``, ``("controller", index)``, ``("device", id)`` and
+``("builtin", name)``; a controller has an edge to the bus it provides, and a
+bus has an edge, carrying the ``address``, to everything plugged into it.
+
+Building or querying a topology never changes anything a caller holds: every
+change returns a new topology.
+
+>>> from pcitopo.address import PciAddress
+>>> t = Topology.default("q35")
+>>> [str(p) for p in t.free_positions("pcie-root-port")][:3]
+['0000:00:01.0', '0000:00:02.0', '0000:00:03.0']
+>>> t = t.with_controllers(Controller(1, "pcie-root-port", address=PciAddress.parse("00:01.0"), chassis=1, port=8))
+>>> t = t.with_devices(Device("net0", "virtio-net", address=PciAddress.parse("01:00.0")))
+>>> [str(c) for c in t.path_to_root("net0")]
+["'pci.1' (pcie-root-port, index 1)", "'pcie.0' (pcie-root, index 0)"]
+>>> t.is_hotpluggable(1, 0), t.is_hotpluggable(0, 2)
+(True, False)
+>>> t.bus_numbers_used(), t.bus_numbers_left()
+(2, 254)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Literal
+
+import attrs
+import networkx as nx
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidInput, UnknownName
+from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
+from pcitopo.legality.machine import Builtin, Machine
+
+__all__ = ["Bus", "Node", "Topology"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+Node = tuple[Literal["bus", "controller", "device", "builtin"], int | str]
+"""A node of the topology graph."""
+
+
+@attrs.frozen
+class Bus:
+    """A bus, as provided by a controller."""
+
+    index: int
+    controller: Controller
+    model: ControllerModel
+    name: str
+    """The name QEMU gives the bus (``pcie.0``, ``pci.3``, an alias)."""
+
+    def __str__(self) -> str:
+        return f"bus {self.index} ({self.model.name} {self.name!r})"
+
+
+def _as_machine(machine: Machine | str) -> Machine:
+    return Machine.named(machine) if isinstance(machine, str) else machine
+
+
+@attrs.frozen(cache_hash=True)
+class Topology:
+    """A machine with its controllers and devices. Construct with :meth:`build` or :meth:`default`."""
+
+    machine: Machine
+    controllers: tuple[Controller, ...]
+    devices: tuple[Device, ...] = ()
+    numa_nodes: int = 0
+    """How many guest NUMA nodes the VM declares."""
+    acpi: bool = True
+    """Whether the guest has ACPI (it changes the x86 IO-port budget)."""
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def default(cls, machine: Machine | str, *, numa_nodes: int = 0, acpi: bool = True) -> Topology:
+        """The machine as QEMU creates it: the root bus and the built-in devices."""
+        return cls.build(machine, numa_nodes=numa_nodes, acpi=acpi)
+
+    @classmethod
+    def build(
+        cls,
+        machine: Machine | str,
+        controllers: Iterable[Controller] = (),
+        devices: Iterable[Device] = (),
+        *,
+        numa_nodes: int = 0,
+        acpi: bool = True,
+    ) -> Topology:
+        """A topology from controllers and devices (with or without addresses).
+
+        The root controller (index 0) is added when missing. Unknown models or
+        kinds and duplicate indexes or ids raise a :class:`~pcitopo.errors.PcitopoError`
+        naming every one of them; legality is :func:`pcitopo.validate`'s job.
+        """
+        machine = _as_machine(machine)
+        ctrls = sorted(controllers, key=lambda c: c.index)
+        if not any(c.index == 0 for c in ctrls):
+            ctrls.insert(0, Controller(0, machine.root_model))
+        topology = cls(machine, tuple(ctrls), tuple(devices), numa_nodes=numa_nodes, acpi=acpi)
+        topology._check_names()
+        return topology
+
+    def _check_names(self) -> None:
+        problems: list[str] = []
+        catalog = self.machine.catalog
+        seen_index: set[int] = set()
+        names: dict[str, str] = {}
+        for c in self.controllers:
+            if c.model not in catalog.controllers:
+                problems.append(str(UnknownName("controller model", c.model, catalog.controllers, where=f"controller index {c.index}")))
+            if c.index in seen_index:
+                problems.append(f"controller index {c.index} is used twice")
+            seen_index.add(c.index)
+            if c.name in names:
+                problems.append(f"id {c.name!r} is used by {names[c.name]} and controller index {c.index}")
+            names[c.name] = f"controller index {c.index}"
+        for d in self.devices:
+            if d.kind not in catalog.devices:
+                problems.append(str(UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")))
+            if d.id in names:
+                problems.append(f"id {d.id!r} is used by {names[d.id]} and device {d.id!r}")
+            names[d.id] = f"device {d.id!r}"
+        if self.numa_nodes < 0:
+            problems.append(f"numa_nodes must be >= 0 (got {self.numa_nodes})")
+        if problems:
+            if len(problems) == 1 and problems[0].startswith("unknown "):
+                bad = next(
+                    (UnknownName("controller model", c.model, catalog.controllers, where=f"controller index {c.index}")
+                     for c in self.controllers if c.model not in catalog.controllers),
+                    None,
+                ) or next(
+                    UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")
+                    for d in self.devices if d.kind not in catalog.devices
+                )
+                raise bad
+            raise InvalidInput("topology", "; ".join(problems))
+
+    def replace(
+        self,
+        *,
+        controllers: Iterable[Controller] | None = None,
+        devices: Iterable[Device] | None = None,
+    ) -> Topology:
+        """A new topology with these controllers and/or devices instead."""
+        return Topology.build(
+            self.machine,
+            self.controllers if controllers is None else controllers,
+            self.devices if devices is None else devices,
+            numa_nodes=self.numa_nodes,
+            acpi=self.acpi,
+        )
+
+    def with_controllers(self, *controllers: Controller) -> Topology:
+        """A new topology with these controllers added."""
+        return self.replace(controllers=(*self.controllers, *controllers))
+
+    def with_devices(self, *devices: Device) -> Topology:
+        """A new topology with these devices added."""
+        return self.replace(devices=(*self.devices, *devices))
+
+    def without(self, *ids: str) -> Topology:
+        """A new topology without the devices or controllers named (by id or ``pci.N``).
+
+        Nothing else moves or is renumbered.
+        """
+        gone = set(ids)
+        unknown = gone - {d.id for d in self.devices} - {c.name for c in self.controllers}
+        if unknown:
+            raise UnknownName("device or controller", sorted(unknown)[0], [d.id for d in self.devices] + [c.name for c in self.controllers])
+        return self.replace(
+            controllers=[c for c in self.controllers if c.name not in gone],
+            devices=[d for d in self.devices if d.id not in gone],
+        )
+
+    # -- lookups ----------------------------------------------------------------------
+
+    @functools.cached_property
+    def _by_index(self) -> Mapping[int, Controller]:
+        return {c.index: c for c in self.controllers}
+
+    @functools.cached_property
+    def _by_id(self) -> Mapping[str, Device]:
+        return {d.id: d for d in self.devices}
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog the machine description was read with."""
+        return self.machine.catalog
+
+    def controller(self, index: int) -> Controller:
+        """The controller with this index; :class:`UnknownName` if none."""
+        try:
+            return self._by_index[index]
+        except KeyError:
+            raise UnknownName("controller index", str(index), [str(i) for i in self._by_index]) from None
+
+    def has_bus(self, index: int) -> bool:
+        return index in self._by_index
+
+    def device(self, id: str) -> Device:
+        """The device with this id; :class:`UnknownName` if none."""
+        try:
+            return self._by_id[id]
+        except KeyError:
+            raise UnknownName("device", id, self._by_id) from None
+
+    def model(self, controller: Controller | int) -> ControllerModel:
+        """The catalog model of a controller (or of the controller with that index)."""
+        c = self.controller(controller) if isinstance(controller, int) else controller
+        return self.machine.catalog.controller(c.model)
+
+    def kind(self, device: Device | str) -> DeviceKind:
+        """The catalog kind of a device (or of the device with that id)."""
+        d = self.device(device) if isinstance(device, str) else device
+        return self.machine.catalog.device(d.kind)
+
+    def connect(self, device: Device | str) -> Connect:
+        """The connect type of a device on this machine."""
+        return self.kind(device).connect_on(pcie=self.machine.pcie)
+
+    def bus(self, index: int) -> Bus:
+        """The bus with this index (that of the controller providing it)."""
+        c = self.controller(index)
+        return Bus(index, c, self.model(c), self.bus_name(index))
+
+    def buses(self) -> tuple[Bus, ...]:
+        """Every bus, by index."""
+        return tuple(self.bus(c.index) for c in self.controllers)
+
+    def bus_name(self, index: int) -> str:
+        """The QEMU name of a bus: ``pcie.0``/``pci.0`` for the root, else the controller's id."""
+        c = self.controller(index)
+        if index == 0:
+            return self.machine.root_bus_name
+        if c.model == "spapr-pci-host-bridge":
+            return f"{c.name}.0"
+        return c.name
+
+    def builtins(self) -> tuple[Builtin, ...]:
+        """The machine's built-in devices that occupy their addresses in this topology."""
+        standing = {
+            b.name
+            for b in self.machine.builtins
+            if b.stands_for is not None
+            and any(d.address == b.address and d.kind == b.stands_for for d in self.devices)
+        }
+        return tuple(b for b in self.machine.builtins if b.name not in standing and not b.optional)
+
+    def occupants(self) -> dict[PciAddress, list[str]]:
+        """Every used address with what uses it (built-ins, controllers, devices), in that order."""
+        used: dict[PciAddress, list[str]] = {}
+        for b in self.builtins():
+            used.setdefault(b.address, []).append(f"built-in {b.name}")
+        for c in self.controllers:
+            if c.address is not None:
+                used.setdefault(c.address, []).append(c.name)
+        for d in self.devices:
+            if d.address is not None:
+                used.setdefault(d.address, []).append(d.id)
+        return used
+
+    def slot_usage(self) -> dict[tuple[int, int, int], set[int]]:
+        """For each (domain, bus, slot) in use, the functions used."""
+        usage: dict[tuple[int, int, int], set[int]] = {}
+        for a in self.occupants():
+            usage.setdefault((a.domain, a.bus, a.slot), set()).add(a.function)
+        return usage
+
+    # -- the graph ---------------------------------------------------------------
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph[Node]:
+        """The topology as a frozen networkx ``DiGraph`` (see the module docstring)."""
+        g: nx.DiGraph[Node] = nx.DiGraph()
+        for c in self.controllers:
+            g.add_node(("controller", c.index), kind="controller", model=c.model, name=c.name)
+            g.add_node(("bus", c.index), kind="bus", name=self.bus_name(c.index))
+            g.add_edge(("controller", c.index), ("bus", c.index), provides=True)
+        for b in self.builtins():
+            g.add_node(("builtin", b.name), kind="builtin", qemu=b.qemu_device)
+            g.add_edge(("bus", 0), ("builtin", b.name), address=b.address)
+        for c in self.controllers:
+            if c.address is not None and c.address.bus in self._by_index:
+                g.add_edge(("bus", c.address.bus), ("controller", c.index), address=c.address)
+        for d in self.devices:
+            g.add_node(("device", d.id), kind="device", device_kind=d.kind)
+            if d.address is not None and d.address.bus in self._by_index:
+                g.add_edge(("bus", d.address.bus), ("device", d.id), address=d.address)
+        return nx.freeze(g)
+
+    def controller_cycles(self) -> list[list[int]]:
+        """Controllers that plug, through each other, into themselves (indexes, each cycle once)."""
+        g = nx.DiGraph()
+        for c in self.controllers:
+            g.add_node(c.index)
+            if c.address is not None and c.address.bus in self._by_index:
+                g.add_edge(c.address.bus, c.index)
+        return sorted(sorted(cycle) for cycle in nx.simple_cycles(g))
+
+    def _parent_index(self, index: int) -> int | None:
+        c = self._by_index.get(index)
+        if c is None or c.address is None or index == 0:
+            return None
+        return c.address.bus if c.address.bus in self._by_index else None
+
+    def _walk_up(self, bus: int) -> Iterator[Controller]:
+        """The controllers from ``bus`` up to its root; stops at a cycle or a dangling bus."""
+        seen: set[int] = set()
+        current: int | None = bus
+        while current is not None and current in self._by_index and current not in seen:
+            seen.add(current)
+            yield self._by_index[current]
+            current = self._parent_index(current)
+
+    def path_to_root(self, item: str | int) -> tuple[Controller, ...]:
+        """The controllers from a device (by id) or a bus (by index) up to its root bus."""
+        if isinstance(item, str):
+            d = self.device(item)
+            if d.address is None:
+                raise InvalidInput(f"device {item!r}", "has no address, so no path to a root bus")
+            bus = d.address.bus
+        else:
+            bus = item
+        self.controller(bus)
+        return tuple(self._walk_up(bus))
+
+    def root_of(self, bus: int) -> Controller | None:
+        """The root controller above a bus (``None`` if it never reaches one)."""
+        for c in self._walk_up(bus):
+            if self.model(c).root:
+                return c
+        return None
+
+    def numa_node_of_bus(self, index: int) -> int | None:
+        """The guest NUMA node a bus belongs to: that of the nearest expander bus or host bridge above it."""
+        for c in self._walk_up(index):
+            m = self.model(c)
+            if (m.expander or m.root) and c.numa_node is not None:
+                return c.numa_node
+            if m.expander or m.root:
+                return None
+        return None
+
+    def is_behind_pcie_port(self, bus: int) -> bool:
+        """Whether a bus is the link of a PCIe root or downstream port."""
+        return self.model(bus).port
+
+    def is_hotpluggable(self, bus: int, slot: int) -> bool:
+        """Whether a device may be hot-plugged at (bus, slot)."""
+        c = self.controller(bus)
+        m = self.model(c)
+        if m.hotplug is Hotplug.NEVER:
+            return False
+        if c.index == 0 and not self.machine.root_hotplug:
+            return False
+        if m.hotplug is Hotplug.DEFAULT_ON and c.hotplug is False:
+            return False
+        if m.hotplug_slots is not None:
+            return m.hotplug_slots[0] <= slot <= m.hotplug_slots[1]
+        return True
+
+    # -- bus numbers ------------------------------------------------------------
+
+    def bus_numbers_used(self, root: int = 0) -> int:
+        """Guest bus numbers used in the PCI domain of the root bus ``root``."""
+        total = 0
+        for c in self.controllers:
+            top = self.root_of(c.index)
+            if top is not None and top.index == root:
+                total += self.model(c).bus_numbers
+        return total
+
+    def bus_numbers_left(self, root: int = 0) -> int:
+        """Guest bus numbers still free in that domain."""
+        return self.machine.bus_numbers - self.bus_numbers_used(root)
+
+    def subtree_bus_numbers(self, index: int) -> int:
+        """Bus numbers used by a controller and everything below it (not crossing other expanders)."""
+        g = nx.DiGraph()
+        for c in self.controllers:
+            if c.address is not None and c.address.bus in self._by_index and c.index != 0:
+                g.add_edge(c.address.bus, c.index)
+        g.add_node(index)
+        total = 0
+        stack = [index]
+        seen = set()
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            m = self.model(i)
+            if i != index and (m.expander or m.root):
+                continue
+            total += m.bus_numbers
+            stack.extend(g.successors(i))
+        return total
+
+    # -- positions ----------------------------------------------------------------
+
+    def placement_problem(
+        self, bus: int, *, model: ControllerModel | None = None, kind: DeviceKind | None = None, strict: bool = True
+    ) -> str | None:
+        """Why a controller ``model`` or an endpoint ``kind`` may not plug into ``bus`` (``None``: it may).
+
+        ``strict=False`` applies libvirt's relaxation for addresses a user gave:
+        a bus that takes any endpoint takes both conventional and PCIe endpoints.
+        """
+        bus_model = self.model(bus)
+        bus_label = f"bus {bus} ({bus_model.name})"
+        if model is not None:
+            if model.root:
+                return f"{model.name} is a root bus and plugs into nothing"
+            assert model.connect is not None
+            if model.connect not in bus_model.accepts:
+                return f"{bus_label} does not accept a {model.name}; it accepts {_accepts(bus_model)}"
+            if model.expander and bus != 0:
+                return f"an expander bus can only be attached to the main root bus, not to {bus_label}"
+            return None
+        assert kind is not None
+        connect = kind.connect_on(pcie=self.machine.pcie)
+        if kind.integrated is Integrated.REQUIRED and bus != 0:
+            return f"{kind.name} must be an integrated device on bus 0, not on {bus_label}"
+        if bus_model.root and bus_model.name == "pcie-root":
+            if kind.integrated is Integrated.FORBIDDEN:
+                return f"{kind.name} may not be an integrated endpoint on the PCIe root bus"
+            return None
+        if kind.integrated is Integrated.REQUIRED:
+            return None if bus == 0 else f"{kind.name} must be on bus 0"
+        endpoints = {Connect.PCI_DEVICE, Connect.PCIE_DEVICE} & bus_model.accepts
+        if connect in bus_model.accepts or (not strict and endpoints):
+            return None
+        return f"{bus_label} does not accept a {connect.phrase}; it accepts {_accepts(bus_model)}"
+
+    def free_positions(
+        self,
+        item: str | Device | Controller,
+        *,
+        needs: Needs | None = None,
+    ) -> tuple[PciAddress, ...]:
+        """Addresses where a device kind, device or controller model could go now.
+
+        For an endpoint, function 0 of every empty slot of every bus that
+        legally takes it and meets ``needs`` (hotplug, NUMA node, integrated).
+        For a controller model that packs into a slot (root ports), every free
+        function of slots that hold only such controllers, too.
+        """
+        catalog = self.machine.catalog
+        model: ControllerModel | None = None
+        kind: DeviceKind | None = None
+        if isinstance(item, Controller):
+            model = catalog.controller(item.model)
+        elif isinstance(item, Device):
+            kind = catalog.device(item.kind)
+            needs = needs or item.needs
+        elif item in catalog.controllers:
+            model = catalog.controller(item)
+        else:
+            kind = catalog.device(item)
+        needs = needs or Needs()
+        usage = self.slot_usage()
+        occupants = self.occupants()
+        result: list[PciAddress] = []
+        for c in self.controllers:
+            bus_model = self.model(c)
+            if model is not None and (not self.machine.offers(model.name)):
+                break
+            if self.placement_problem(c.index, model=model, kind=kind) is not None:
+                continue
+            if self.root_of(c.index) is None:
+                continue
+            if needs.integrated and c.index != 0:
+                continue
+            if needs.numa_node is not None and needs.numa_strict and self.numa_node_of_bus(c.index) != needs.numa_node:
+                continue
+            domain = 0
+            for slot in bus_model.slot_range():
+                hot = self.is_hotpluggable(c.index, slot)
+                if needs.hotplug is HotplugNeed.REQUIRED and not hot:
+                    continue
+                if needs.hotplug is HotplugNeed.FORBIDDEN and hot:
+                    continue
+                used = usage.get((domain, c.index, slot), set())
+                if not used:
+                    result.append(PciAddress(domain=domain, bus=c.index, slot=slot))
+                elif model is not None and model.aggregate:
+                    holders = [occupants[PciAddress(domain=domain, bus=c.index, slot=slot, function=f)] for f in used]
+                    if all(
+                        self._by_name_model(name) == model.name for names in holders for name in names
+                    ):
+                        result.extend(
+                            PciAddress(domain=domain, bus=c.index, slot=slot, function=f)
+                            for f in range(bus_model.functions)
+                            if f not in used
+                        )
+        return tuple(result)
+
+    def _by_name_model(self, name: str) -> str | None:
+        for c in self.controllers:
+            if c.name == name:
+                return c.model
+        return None
+
+
+def _accepts(model: ControllerModel) -> str:
+    return ", ".join(sorted(c.phrase for c in model.accepts))
