@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -38,18 +40,14 @@ class HotplugNeed(enum.Enum):
     FORBIDDEN = "forbidden"
 
 
-def _optional_int(low: int, high: int) -> object:
-    def check(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+def _optional_int(low: int, high: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
         if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidInput(
-                _who(instance), f"{attribute.name} must be an int or None (got {value!r})"
-            )
+            raise InvalidInput(_who(instance), f"{attribute.name} must be an int or None (got {value!r})")
         if not low <= value <= high:
-            raise InvalidInput(
-                _who(instance), f"{attribute.name} must be in {low}..{high} (got {value})"
-            )
+            raise InvalidInput(_who(instance), f"{attribute.name} must be in {low}..{high} (got {value})")
 
     return check
 
@@ -64,7 +62,7 @@ def _who(instance: object) -> str:
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
 
 
-def _check_id(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+def _check_id(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None and isinstance(instance, Controller):
         return
     if not isinstance(value, str) or not _ID.match(value):
@@ -86,7 +84,7 @@ class Needs:
     """
 
     hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=HotplugNeed)
-    numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
     numa_strict: bool = False
     integrated: bool = False
     slot_group: str | None = None
@@ -127,17 +125,17 @@ class Controller:
     for ports and the i440fx root.
     """
 
-    index: int = attrs.field(validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    index: int = attrs.field(validator=_optional_int(0, 255))
     model: str
     address: PciAddress | None = None
     id: str | None = attrs.field(default=None, validator=_check_id)
     qemu_model: str | None = None
-    chassis: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
-    port: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
-    chassis_nr: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
-    bus_nr: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
-    target_index: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
-    numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))  # type: ignore[arg-type]
+    chassis: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
+    port: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
+    chassis_nr: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
+    bus_nr: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
+    target_index: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
+    numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
     hotplug: bool | None = None
     multifunction: bool | None = None
 

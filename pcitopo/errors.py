@@ -163,9 +163,7 @@ class InvalidTopology(PcitopoError, ValueError):
 
     def as_exception_group(self) -> ExceptionGroup[PcitopoError]:
         """The violations as an :class:`ExceptionGroup`, one exception each."""
-        return ExceptionGroup(
-            "invalid topology", [_ViolationError(v) for v in self.violations]
-        )
+        return ExceptionGroup("invalid topology", [_ViolationError(v) for v in self.violations])
 
 
 class _ViolationError(PcitopoError, ValueError):
@@ -227,9 +225,7 @@ def _rebuild(cls: type[InvalidAddress], args: tuple[str], fields: dict[str, obje
     return cls(args[0], **fields)  # type: ignore[arg-type]
 
 
-def _rebuild_unknown(
-    cls: type[UnknownName], what: str, name: str, known: tuple[str, ...], where: str
-) -> UnknownName:
+def _rebuild_unknown(cls: type[UnknownName], what: str, name: str, known: tuple[str, ...], where: str) -> UnknownName:
     return cls(what, name, known, where=where)
 
 

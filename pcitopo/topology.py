@@ -117,7 +117,13 @@ class Topology:
         names: dict[str, str] = {}
         for c in self.controllers:
             if c.model not in catalog.controllers:
-                problems.append(str(UnknownName("controller model", c.model, catalog.controllers, where=f"controller index {c.index}")))
+                problems.append(
+                    str(
+                        UnknownName(
+                            "controller model", c.model, catalog.controllers, where=f"controller index {c.index}"
+                        )
+                    )
+                )
             if c.index in seen_index:
                 problems.append(f"controller index {c.index} is used twice")
             seen_index.add(c.index)
@@ -135,12 +141,18 @@ class Topology:
         if problems:
             if len(problems) == 1 and problems[0].startswith("unknown "):
                 bad = next(
-                    (UnknownName("controller model", c.model, catalog.controllers, where=f"controller index {c.index}")
-                     for c in self.controllers if c.model not in catalog.controllers),
+                    (
+                        UnknownName(
+                            "controller model", c.model, catalog.controllers, where=f"controller index {c.index}"
+                        )
+                        for c in self.controllers
+                        if c.model not in catalog.controllers
+                    ),
                     None,
                 ) or next(
                     UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")
-                    for d in self.devices if d.kind not in catalog.devices
+                    for d in self.devices
+                    if d.kind not in catalog.devices
                 )
                 raise bad
             raise InvalidInput("topology", "; ".join(problems))
@@ -176,7 +188,8 @@ class Topology:
         gone = set(ids)
         unknown = gone - {d.id for d in self.devices} - {c.name for c in self.controllers}
         if unknown:
-            raise UnknownName("device or controller", sorted(unknown)[0], [d.id for d in self.devices] + [c.name for c in self.controllers])
+            known = [d.id for d in self.devices] + [c.name for c in self.controllers]
+            raise UnknownName("device or controller", sorted(unknown)[0], known)
         return self.replace(
             controllers=[c for c in self.controllers if c.name not in gone],
             devices=[d for d in self.devices if d.id not in gone],
@@ -251,8 +264,7 @@ class Topology:
         standing = {
             b.name
             for b in self.machine.builtins
-            if b.stands_for is not None
-            and any(d.address == b.address and d.kind == b.stands_for for d in self.devices)
+            if b.stands_for is not None and any(d.address == b.address and d.kind == b.stands_for for d in self.devices)
         }
         return tuple(b for b in self.machine.builtins if b.name not in standing and not b.optional)
 
@@ -296,11 +308,12 @@ class Topology:
             g.add_node(("device", d.id), kind="device", device_kind=d.kind)
             if d.address is not None and d.address.bus in self._by_index:
                 g.add_edge(("bus", d.address.bus), ("device", d.id), address=d.address)
-        return nx.freeze(g)
+        frozen: nx.DiGraph[Node] = nx.freeze(g)
+        return frozen
 
     def controller_cycles(self) -> list[list[int]]:
         """Controllers that plug, through each other, into themselves (indexes, each cycle once)."""
-        g = nx.DiGraph()
+        g: nx.DiGraph[int] = nx.DiGraph()
         for c in self.controllers:
             g.add_node(c.index)
             if c.address is not None and c.address.bus in self._by_index:
@@ -386,7 +399,7 @@ class Topology:
 
     def subtree_bus_numbers(self, index: int) -> int:
         """Bus numbers used by a controller and everything below it (not crossing other expanders)."""
-        g = nx.DiGraph()
+        g: nx.DiGraph[int] = nx.DiGraph()
         for c in self.controllers:
             if c.address is not None and c.address.bus in self._by_index and c.index != 0:
                 g.add_edge(c.address.bus, c.index)
@@ -495,9 +508,7 @@ class Topology:
                     result.append(PciAddress(domain=domain, bus=c.index, slot=slot))
                 elif model is not None and model.aggregate:
                     holders = [occupants[PciAddress(domain=domain, bus=c.index, slot=slot, function=f)] for f in used]
-                    if all(
-                        self._by_name_model(name) == model.name for names in holders for name in names
-                    ):
+                    if all(self._by_name_model(name) == model.name for names in holders for name in names):
                         result.extend(
                             PciAddress(domain=domain, bus=c.index, slot=slot, function=f)
                             for f in range(bus_model.functions)

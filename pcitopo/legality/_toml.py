@@ -53,9 +53,8 @@ class Table:
     def get(self, name: str, kind: type[T], default: T | None = None, *, required: bool = False) -> T:
         self._read.add(name)
         if name not in self.data:
-            if required or default is None:
-                if required:
-                    raise InvalidDescription(self.source, self._path(name), "required key is missing")
+            if required:
+                raise InvalidDescription(self.source, self._path(name), "required key is missing")
             return default  # type: ignore[return-value]
         value = self.data[name]
         if kind is int and isinstance(value, bool):

@@ -289,9 +289,7 @@ class Catalog:
         return cls._build(load_path(controllers), load_path(devices))
 
     @classmethod
-    def _build(
-        cls, controllers: tuple[str, dict[str, Any]], devices: tuple[str, dict[str, Any]]
-    ) -> Catalog:
+    def _build(cls, controllers: tuple[str, dict[str, Any]], devices: tuple[str, dict[str, Any]]) -> Catalog:
         csource, cdata = controllers
         dsource, ddata = devices
         models = {name: _controller(csource, name, data) for name, data in cdata.items()}

@@ -109,9 +109,7 @@ class Machine:
         known = sorted(
             {f"{t} ({a})" for n in _shipped_names() for t in _shipped(n).machine_types for a in _shipped(n).arches}
         )
-        raise UnknownName(
-            "machine type with PCI", f"{machine_type}", known, where=f"arch {arch}"
-        )
+        raise UnknownName("machine type with PCI", f"{machine_type}", known, where=f"arch {arch}")
 
     @classmethod
     def from_data(cls, source: str, data: Mapping[str, Any], *, catalog: Catalog | None = None) -> Machine:
@@ -163,7 +161,9 @@ class Machine:
             seen[b.address] = b.name
             if b.stands_for is not None and b.stands_for not in catalog.devices:
                 raise InvalidDescription(
-                    source, f"builtin {b.name!r}.stands-for", str(UnknownName("device kind", b.stands_for, catalog.devices))
+                    source,
+                    f"builtin {b.name!r}.stands-for",
+                    str(UnknownName("device kind", b.stands_for, catalog.devices)),
                 )
         return machine
 

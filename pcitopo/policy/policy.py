@@ -1,0 +1,291 @@
+"""Policies: built-in, composable, loadable from TOML.
+
+A policy says what the owner wants beyond legality. The built-in ones:
+
+``hotplug`` (the default)
+    every endpoint on a hotpluggable position, plus ``spare_ports`` empty
+    hotpluggable ports (per NUMA node with ``spare_ports_per_node``);
+    ``hotplug_off_occupied`` turns hotplug off on occupied ports (Windows
+    guests otherwise offer "safely remove" for every device).
+``minimal``
+    the fewest added controllers; endpoints integrated on the root bus where
+    legal (libguestfs: every controller costs boot time).
+``numa``
+    every device with a NUMA node goes under an expander bus of that node.
+``ordered``
+    devices of one kind get increasing addresses in definition order.
+``libvirt``
+    libvirt's own choices (first fit by device class, root ports packed 8 per
+    slot, one spare root port for a new pcie-root guest).
+
+Compose them with ``+``: ``Policy.named("hotplug+numa+ordered")``.
+
+>>> p = Policy.named("hotplug+ordered")
+>>> p.name, p.hotplug.value, p.ordered, p.spare_ports
+('hotplug+ordered', 'required', True, 1)
+>>> Policy.named("minimal").hotplug.value
+'any'
+>>> Policy.named("fastest")
+Traceback (most recent call last):
+  ...
+pcitopo.errors.UnknownName: unknown policy 'fastest'; known: hotplug, libvirt, minimal, numa, ordered
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidInput, UnknownName
+
+__all__ = ["BUILTIN_POLICIES", "SOFT_CONSTRAINTS", "Override", "Policy"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+SOFT_CONSTRAINTS: Mapping[str, str] = {
+    "hotplug": "an endpoint whose hotplug is preferred sits on a hotpluggable position",
+    "numa": "an endpoint whose NUMA node is preferred sits under an expander bus of that node",
+    "spare-ports": "the requested number of empty hotpluggable ports exists",
+    "fewer-controllers": "each controller added costs guest boot time",
+    "integrated": "an endpoint sits directly on the root bus when the policy prefers it",
+    "order": "devices of one kind get increasing addresses in definition order",
+}
+"""The soft constraints a plan reports on, with what each means."""
+
+DEFAULT_WEIGHTS: Mapping[str, int] = {
+    "hotplug": 100,
+    "numa": 50,
+    "spare-ports": 20,
+    "order": 10,
+    "integrated": 5,
+    "fewer-controllers": 1,
+}
+
+
+@attrs.frozen
+class Override:
+    """Needs for the devices whose id matches ``match`` (a shell-style pattern)."""
+
+    match: str
+    hotplug: HotplugNeed | None = None
+    numa_node: int | None = None
+    numa_strict: bool | None = None
+    integrated: bool | None = None
+
+    def applies_to(self, device: Device) -> bool:
+        return fnmatch.fnmatchcase(device.id, self.match)
+
+
+PortPacking = Literal["multifunction", "single"]
+
+
+@attrs.frozen
+class Policy:
+    """What the owner wants. Fields not named by a built-in policy keep their defaults."""
+
+    name: str = "hotplug"
+    hotplug: HotplugNeed = attrs.field(default=HotplugNeed.REQUIRED, converter=HotplugNeed)
+    """The hotplug need of endpoints that do not say."""
+    spare_ports: int = 1
+    """Empty hotpluggable ports to leave (PCIe machines) for devices added at run time."""
+    spare_ports_per_node: bool = False
+    """Leave ``spare_ports`` under every NUMA node's expander bus too."""
+    hotplug_off_occupied: bool = False
+    """Turn hotplug off on ports that hold a device; spare ports stay hotpluggable."""
+    port_packing: PortPacking = "multifunction"
+    """Root ports 8 per slot as multifunction, or one per slot."""
+    allow_switches: bool = True
+    """Add PCIe switches when root-bus slots run out."""
+    prefer_integrated: bool = False
+    """Put endpoints directly on the root bus where legal (fewest controllers)."""
+    numa: bool = False
+    """Place devices that name a NUMA node under an expander bus of that node."""
+    ordered: bool = False
+    """Keep devices of one kind in definition order."""
+    libvirt: bool = False
+    """Reproduce libvirt's placement choices exactly."""
+    overrides: tuple[Override, ...] = ()
+    weights: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_WEIGHTS), eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.spare_ports < 0:
+            raise InvalidInput(f"policy {self.name!r}", f"spare_ports must be >= 0 (got {self.spare_ports})")
+        if self.port_packing not in ("multifunction", "single"):
+            raise InvalidInput(
+                f"policy {self.name!r}", f"port_packing must be 'multifunction' or 'single' (got {self.port_packing!r})"
+            )
+        unknown = set(self.weights) - set(SOFT_CONSTRAINTS)
+        if unknown:
+            raise InvalidInput(
+                f"policy {self.name!r}",
+                f"unknown soft constraint {sorted(unknown)[0]!r} in weights (known: {', '.join(SOFT_CONSTRAINTS)})",
+            )
+
+    @classmethod
+    def named(cls, name: str) -> Policy:
+        """A built-in policy, or several joined with ``+`` (later ones win where they differ)."""
+        parts = [p.strip() for p in name.split("+")]
+        policy: Policy | None = None
+        for part in parts:
+            if part not in BUILTIN_POLICIES:
+                raise UnknownName("policy", part, BUILTIN_POLICIES)
+            policy = BUILTIN_POLICIES[part] if policy is None else policy.combine(BUILTIN_POLICIES[part])
+        assert policy is not None
+        return attrs.evolve(policy, name="+".join(parts))
+
+    def combine(self, other: Policy) -> Policy:
+        """This policy with the fields ``other`` sets away from the defaults."""
+        base = Policy()
+        changes: dict[str, Any] = {}
+        for field in attrs.fields(Policy):
+            if field.name in ("name", "overrides", "weights"):
+                continue
+            value = getattr(other, field.name)
+            if value != getattr(base, field.name):
+                changes[field.name] = value
+        weights = dict(self.weights)
+        weights.update({k: v for k, v in other.weights.items() if DEFAULT_WEIGHTS.get(k) != v})
+        return attrs.evolve(
+            self,
+            name=f"{self.name}+{other.name}",
+            overrides=self.overrides + other.overrides,
+            weights=weights,
+            **changes,
+        )
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Policy:
+        """Load a policy file (see ``docs/policies.rst`` for the format)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(str(path), f"cannot read policy file: {exc.strerror or exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(str(path), f"not valid TOML: {exc}") from None
+        return cls.from_mapping(data, source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "policy") -> Policy:
+        """Build from a mapping: ``base`` (a built-in name), field values, ``[weights]``, ``[[device]]`` rules."""
+        data = dict(data)
+        base_name = data.pop("base", "hotplug")
+        if not isinstance(base_name, str):
+            raise InvalidInput(source, f"base must be a policy name (got {base_name!r})")
+        try:
+            base = cls.named(base_name)
+        except UnknownName as exc:
+            raise InvalidInput(source, str(exc)) from None
+        changes: dict[str, Any] = {}
+        fields = {f.name: f for f in attrs.fields(Policy)}
+        for key, value in data.items():
+            if key == "device":
+                continue
+            attr = key.replace("-", "_")
+            if attr == "weights":
+                if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+                    raise InvalidInput(source, "weights must be a table of integers")
+                changes["weights"] = {**base.weights, **value}
+                continue
+            if attr not in fields or attr in ("name", "overrides"):
+                known = sorted(k.replace("_", "-") for k in fields if k not in ("name", "overrides"))
+                raise InvalidInput(source, f"unknown policy key {key!r} (known: {', '.join(known)}, device)")
+            default = getattr(Policy(), attr)
+            if attr == "hotplug":
+                try:
+                    value = HotplugNeed(value)
+                except ValueError:
+                    raise InvalidInput(
+                        source, f"hotplug must be one of {', '.join(h.value for h in HotplugNeed)} (got {value!r})"
+                    ) from None
+            elif type(value) is not type(default):
+                raise InvalidInput(source, f"{key} must be a {type(default).__name__} (got {value!r})")
+            changes[attr] = value
+        overrides = []
+        rules = data.get("device", [])
+        if not isinstance(rules, list):
+            raise InvalidInput(source, "device rules must be an array of tables: [[device]]")
+        for i, rule in enumerate(rules):
+            overrides.append(_override(source, i, rule))
+        name = Path(source).stem if source != "policy" else f"{base_name}+custom"
+        return attrs.evolve(base, name=name, overrides=base.overrides + tuple(overrides), **changes)
+
+    def needs_for(self, device: Device) -> Needs:
+        """The needs a device ends up with: its own, then the policy's defaults and overrides.
+
+        A device's own explicit needs win over the policy default; overrides
+        win over both.
+        """
+        needs = device.needs
+        if needs.hotplug is HotplugNeed.ANY:
+            needs = attrs.evolve(needs, hotplug=self.hotplug)
+        for o in self.overrides:
+            if o.applies_to(device):
+                changes: dict[str, Any] = {}
+                if o.hotplug is not None:
+                    changes["hotplug"] = o.hotplug
+                if o.numa_node is not None:
+                    changes["numa_node"] = o.numa_node
+                if o.numa_strict is not None:
+                    changes["numa_strict"] = o.numa_strict
+                if o.integrated is not None:
+                    changes["integrated"] = o.integrated
+                needs = attrs.evolve(needs, **changes)
+        return needs
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _override(source: str, i: int, rule: Any) -> Override:
+    where = f"{source}: device[{i}]"
+    if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
+        raise InvalidInput(where, 'each [[device]] rule needs match = "<alias pattern>"')
+    allowed = {"match", "hotplug", "numa-node", "numa-strict", "integrated"}
+    extra = set(rule) - allowed
+    if extra:
+        raise InvalidInput(where, f"unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(allowed))})")
+    try:
+        hotplug = HotplugNeed(rule["hotplug"]) if "hotplug" in rule else None
+    except ValueError:
+        raise InvalidInput(
+            where, f"hotplug must be one of {', '.join(h.value for h in HotplugNeed)} (got {rule['hotplug']!r})"
+        ) from None
+    node = rule.get("numa-node")
+    if node is not None and (not isinstance(node, int) or isinstance(node, bool) or node < 0):
+        raise InvalidInput(where, f"numa-node must be an integer >= 0 (got {node!r})")
+    for key in ("numa-strict", "integrated"):
+        if key in rule and not isinstance(rule[key], bool):
+            raise InvalidInput(where, f"{key} must be true or false (got {rule[key]!r})")
+    return Override(
+        match=rule["match"],
+        hotplug=hotplug,
+        numa_node=node,
+        numa_strict=rule.get("numa-strict"),
+        integrated=rule.get("integrated"),
+    )
+
+
+BUILTIN_POLICIES: Mapping[str, Policy] = {
+    "hotplug": Policy(name="hotplug"),
+    "minimal": Policy(
+        name="minimal",
+        hotplug=HotplugNeed.ANY,
+        spare_ports=0,
+        prefer_integrated=True,
+        allow_switches=True,
+    ),
+    "numa": Policy(name="numa", numa=True),
+    "ordered": Policy(name="ordered", ordered=True),
+    "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True),
+}
