@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from pcitopo.address import PciAddress
@@ -20,13 +22,17 @@ def __dir__() -> list[str]:
     return __all__
 
 
+def _names(devices: Iterable[str]) -> tuple[str, ...]:
+    return tuple(devices)
+
+
 @attrs.frozen(order=True)
 class Violation:
     """One broken rule. ``rule`` is a stable identifier (see :mod:`pcitopo.legality.rules`)."""
 
     rule: str
     message: str
-    devices: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    devices: tuple[str, ...] = attrs.field(default=(), converter=_names)
     address: PciAddress | None = attrs.field(default=None, order=False)
 
     def __str__(self) -> str:
