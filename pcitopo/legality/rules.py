@@ -1,0 +1,699 @@
+"""The validator: every way a topology breaks the rules of QEMU, libvirt and the guest.
+
+:func:`validate` returns every :class:`~pcitopo.violation.Violation` at once,
+sorted; :func:`check` raises :class:`~pcitopo.errors.InvalidTopology` with all
+of them. :data:`RULES` names each rule (the ids are stable API) and says what
+it means. The rules read the catalog and the machine description; none of them
+asks which machine it is looking at.
+
+Devices and controllers without an address are requests for one: the solver
+places them, so they are never violations of a placement rule.
+
+>>> from pcitopo.address import PciAddress
+>>> from pcitopo.devices import Device
+>>> from pcitopo.topology import Topology
+>>> validate(Topology.default("q35"))
+()
+>>> t = Topology.build("q35", devices=[
+...     Device("net0", "virtio-net", address=PciAddress.parse("00:03.0")),
+...     Device("disk1", "virtio-blk", address=PciAddress.parse("00:03.0")),
+... ])
+>>> for v in validate(t):
+...     print(v)
+0000:00:03.0 is wanted by 'net0' and 'disk1' (rule: unique-address)
+>>> check(t)
+Traceback (most recent call last):
+  ...
+pcitopo.errors.InvalidTopology: 1 rule violation:
+  - 0000:00:03.0 is wanted by 'net0' and 'disk1' (rule: unique-address)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed
+from pcitopo.errors import InvalidTopology
+from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
+from pcitopo.topology import Topology
+from pcitopo.violation import Violation
+
+__all__ = ["IO_WINDOW", "RULES", "check", "validate"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "unknown-bus": "an address whose bus is no controller's index",
+        "domain": "an address outside PCI domain 0 (pcitopo, like libvirt, addresses domain 0 only)",
+        "slot-range": "a slot outside the usable slots of the bus model (slot 0 on pci-root, pcie-root, "
+        "pci-bridge, pcie-to-pci-bridge)",
+        "port-slot": "anything at slot != 0 behind a PCIe root or downstream port (the link exposes device 0 only; "
+        "QEMU 7.2 accepts it silently)",
+        "function-range": "a function the bus model does not have",
+        "unique-address": "two things at one address, the machine's built-in devices included",
+        "placement": "a connection the placement matrix does not allow; the message says what the bus accepts",
+        "integrated": "an endpoint that may not be integrated directly on a PCIe root bus, or one that must be "
+        "integrated (on bus 0) placed elsewhere",
+        "machine-model": "a controller model the machine does not offer, or the wrong model at index 0",
+        "function-zero": "a slot with functions > 0 used but function 0 empty (guests never scan it)",
+        "multifunction": "a slot with several functions whose function 0 does not have multifunction on",
+        "controller-cycle": "controllers that plug, through each other, into themselves",
+        "unique-chassis-port": "two PCIe root or downstream ports with the same chassis (QEMU registers "
+        "(chassis, slot), and slot is 0 on the command lines libvirt writes)",
+        "chassis-nr": "a pci-bridge with chassis_nr 0, or a chassis_nr used twice where the machine needs them "
+        "unique (pseries)",
+        "phb-index": "a host bridge target index out of range, used twice, or not 0 exactly on index 0; "
+        "more host bridges than the machine has",
+        "index-order": "a pci-bridge whose index is not larger than the bus it plugs into (libvirt refuses it)",
+        "expander-bus-nr": "expander bus_nr out of range or used twice, or bus number ranges that leave no room "
+        "for the buses below a root",
+        "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
+        "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
+        "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
+        "hotplug": "a device that must be hot-pluggable at a position that is not, or the reverse",
+        "numa": "a device that requires a NUMA node placed under another node",
+    }
+)
+"""Every rule id with what it means. The ids are stable."""
+
+IO_WINDOW = 4096
+"""The granularity of a bridge's IO window, in bytes."""
+
+_INDEX_ORDER_MODELS = frozenset({"pci-bridge"})
+"""Models whose index libvirt requires to be larger than their bus's (``qemuDomainAssignPCIAddresses``)."""
+
+
+def validate(topology: Topology) -> tuple[Violation, ...]:
+    """Every violation of every rule, sorted (by rule, then message)."""
+    ctx = _Context(topology)
+    found: list[Violation] = []
+    for rule in _CHECKS:
+        found.extend(rule(ctx))
+    return tuple(sorted(found))
+
+
+def check(topology: Topology) -> None:
+    """Raise :class:`~pcitopo.errors.InvalidTopology` naming every violation, if there is any."""
+    violations = validate(topology)
+    if violations:
+        raise InvalidTopology(violations)
+
+
+# -- what the rules look at ---------------------------------------------------------------
+
+
+@attrs.frozen
+class _Item:
+    """Something with an address: a built-in device, a controller or an endpoint."""
+
+    label: str
+    """How messages name it: ``'net0'``, ``'pci.3'``, ``built-in 'lpc'``."""
+    ident: str | None
+    """The id reported in ``Violation.devices`` (``None`` for built-ins)."""
+    address: PciAddress
+    multifunction: bool | None
+    controller: Controller | None = None
+    device: Device | None = None
+
+    @property
+    def slot(self) -> tuple[int, int, int]:
+        return (self.address.domain, self.address.bus, self.address.slot)
+
+
+def _q(name: str) -> str:
+    return repr(name)
+
+
+def _names(labels: Sequence[str]) -> str:
+    if len(labels) <= 1:
+        return "".join(labels)
+    return f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+class _Context:
+    """A topology with the lookups every rule shares, computed once."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.t = topology
+        self.machine = topology.machine
+        self.catalog = topology.catalog
+        self.indexes = {c.index for c in topology.controllers}
+
+    @functools.cached_property
+    def items(self) -> tuple[_Item, ...]:
+        t = self.t
+        items = [_Item(f"built-in {_q(b.name)}", None, b.address, b.multifunction or None) for b in t.builtins()]
+        items += [
+            _Item(_q(c.name), c.name, c.address, c.multifunction, controller=c)
+            for c in t.controllers
+            if c.address is not None
+        ]
+        items += [
+            _Item(_q(d.id), d.id, d.address, d.multifunction, device=d) for d in t.devices if d.address is not None
+        ]
+        return tuple(items)
+
+    @functools.cached_property
+    def placed(self) -> tuple[_Item, ...]:
+        """Controllers and devices (not built-ins) whose bus exists."""
+        return tuple(i for i in self.items if i.ident is not None and i.address.bus in self.indexes)
+
+    @functools.cached_property
+    def slots(self) -> dict[tuple[int, int, int], list[_Item]]:
+        by_slot: dict[tuple[int, int, int], list[_Item]] = {}
+        for item in self.items:
+            by_slot.setdefault(item.slot, []).append(item)
+        return by_slot
+
+    def model(self, index: int) -> ControllerModel:
+        return self.t.model(index)
+
+    def is_pcie_root(self, index: int) -> bool:
+        m = self.model(index)
+        return m.root and Connect.PCIE_DEVICE in m.accepts
+
+    def where(self, item: _Item) -> str:
+        return f"{item.label} at {item.address}"
+
+    @functools.cached_property
+    def host_bridges(self) -> tuple[Controller, ...]:
+        """The root controllers: index 0 and any extra host bridges (pseries PHBs)."""
+        return tuple(c for c in self.t.controllers if c.index == 0 or self.t.model(c).root)
+
+    @functools.cached_property
+    def in_cycle(self) -> frozenset[int]:
+        return frozenset(i for cycle in self.t.controller_cycles() for i in cycle)
+
+
+def _violation(rule: str, message: str, *items: _Item | str, address: PciAddress | None = None) -> Violation:
+    devices: list[str] = []
+    for i in items:
+        ident = i if isinstance(i, str) else i.ident
+        if ident is not None:
+            devices.append(ident)
+    return Violation(rule, message, devices=devices, address=address)
+
+
+Check = Callable[[_Context], Iterator[Violation]]
+_CHECKS: list[Check] = []
+
+
+def _rule(func: Check) -> Check:
+    _CHECKS.append(func)
+    return func
+
+
+# -- addresses ----------------------------------------------------------------------------
+
+
+@_rule
+def _unknown_bus(ctx: _Context) -> Iterator[Violation]:
+    for item in ctx.items:
+        if item.ident is not None and item.address.bus not in ctx.indexes:
+            known = ", ".join(str(i) for i in sorted(ctx.indexes))
+            yield _violation(
+                "unknown-bus",
+                f"{ctx.where(item)}: no controller has index {item.address.bus} (indexes: {known})",
+                item,
+                address=item.address,
+            )
+
+
+@_rule
+def _domain(ctx: _Context) -> Iterator[Violation]:
+    for item in ctx.items:
+        if item.ident is not None and item.address.domain != 0:
+            yield _violation(
+                "domain",
+                f"{ctx.where(item)}: only PCI domain 0 is available (got domain {item.address.domain:#06x})",
+                item,
+                address=item.address,
+            )
+
+
+@_rule
+def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
+    for item in ctx.placed:
+        bus = item.address.bus
+        model = ctx.model(bus)
+        slot = item.address.slot
+        if model.port:
+            if slot != 0:
+                yield _violation(
+                    "port-slot",
+                    f"{ctx.where(item)}: bus {bus} is the link of a {model.name}, which exposes device 0 only; "
+                    f"the slot must be 0x00 (got {slot:#04x})",
+                    item,
+                    address=item.address,
+                )
+        elif slot not in model.slot_range():
+            first, last = model.slots
+            yield _violation(
+                "slot-range",
+                f"{ctx.where(item)}: slot {slot:#04x} is outside the usable slots {first:#04x}..{last:#04x} "
+                f"of bus {bus} ({model.name})",
+                item,
+                address=item.address,
+            )
+        if item.address.function >= model.functions:
+            yield _violation(
+                "function-range",
+                f"{ctx.where(item)}: bus {bus} ({model.name}) has functions 0..{model.functions - 1} only",
+                item,
+                address=item.address,
+            )
+
+
+@_rule
+def _unique_address(ctx: _Context) -> Iterator[Violation]:
+    by_address: dict[PciAddress, list[_Item]] = {}
+    for item in ctx.items:
+        by_address.setdefault(item.address, []).append(item)
+    for address, items in by_address.items():
+        if len(items) > 1:
+            yield _violation(
+                "unique-address",
+                f"{address} is wanted by {_names([i.label for i in items])}",
+                *items,
+                address=address,
+            )
+
+
+@_rule
+def _functions(ctx: _Context) -> Iterator[Violation]:
+    for items in ctx.slots.values():
+        functions = sorted({i.address.function for i in items})
+        if functions == [0]:
+            continue
+        first = items[0].address.slot_address
+        others = [i for i in items if i.address.function != 0]
+        if functions[0] != 0:
+            listed = ", ".join(f"{i.label} at function {i.address.function}" for i in others)
+            yield _violation(
+                "function-zero",
+                f"{first} is empty, but {listed}; guests scan function 0 first and never find the others",
+                *others,
+                address=first,
+            )
+            continue
+        other_labels = _names(sorted({i.label for i in others}))
+        for zero in (i for i in items if i.address.function == 0):
+            if zero.multifunction is True:
+                continue
+            state = "multifunction off" if zero.multifunction is False else "no multifunction on"
+            yield _violation(
+                "multifunction",
+                f"{ctx.where(zero)} has {state}, but {other_labels} use other functions of its slot",
+                zero,
+                *others,
+                address=zero.address,
+            )
+
+
+# -- placement ----------------------------------------------------------------------------
+
+
+@_rule
+def _placement(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    for item in ctx.placed:
+        bus = item.address.bus
+        if item.controller is not None:
+            model = t.model(item.controller)
+            problem = t.placement_problem(bus, model=model, strict=True)
+            if problem is not None:
+                yield _violation(
+                    "placement", f"{ctx.where(item)} ({model.name}): {problem}", item, address=item.address
+                )
+            continue
+        device = item.device
+        if device is None:
+            continue
+        kind = t.kind(device)
+        integrated = _integrated_problem(ctx, device, bus)
+        if integrated is not None:
+            yield _violation("integrated", f"{ctx.where(item)} ({kind.name}): {integrated}", item, address=item.address)
+            continue
+        problem = t.placement_problem(bus, kind=kind, strict=False)
+        if problem is not None:
+            yield _violation("placement", f"{ctx.where(item)} ({kind.name}): {problem}", item, address=item.address)
+
+
+def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
+    kind = ctx.t.kind(device)
+    if bus != 0 and kind.integrated is Integrated.REQUIRED:
+        return f"a {kind.name} must be an integrated device on bus 0, not on bus {bus} ({ctx.model(bus).name})"
+    if bus != 0 and device.needs.integrated:
+        return f"the device needs to be integrated on bus 0, not on bus {bus} ({ctx.model(bus).name})"
+    if kind.integrated is Integrated.FORBIDDEN and ctx.is_pcie_root(bus):
+        return f"a {kind.name} may not be an integrated endpoint on the PCIe root bus {ctx.t.bus_name(bus)!r}"
+    return None
+
+
+@_rule
+def _machine_models(ctx: _Context) -> Iterator[Violation]:
+    machine = ctx.machine
+    for c in ctx.t.controllers:
+        model = ctx.t.model(c)
+        label = _q(c.name)
+        if c.index == 0:
+            if c.model != machine.root_model:
+                yield _violation(
+                    "machine-model",
+                    f"{label}: the controller with index 0 must be a {machine.root_model} on {machine.name} "
+                    f"(got {c.model})",
+                    c.name,
+                )
+        elif not machine.offers(c.model):
+            reason = "only index 0 may be a root bus" if model.root else "the machine does not offer it"
+            yield _violation("machine-model", f"{label}: {machine.name} has no {c.model} controllers; {reason}", c.name)
+
+
+@_rule
+def _cycles(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    for cycle in t.controller_cycles():
+        members = [t.controller(i) for i in cycle]
+        names = [c.name for c in members]
+        if len(members) == 1:
+            message = f"{_q(names[0])} plugs into its own bus, so it never reaches a root bus"
+        else:
+            links = "; ".join(
+                f"{_q(c.name)} plugs into {_q(t.controller(c.address.bus).name)}" for c in members if c.address
+            )
+            message = (
+                f"controllers {_names([_q(n) for n in names])} plug into each other ({links}), "
+                "so none of them reaches a root bus"
+            )
+        yield _violation("controller-cycle", message, *names)
+
+
+@_rule
+def _index_order(ctx: _Context) -> Iterator[Violation]:
+    for c in ctx.t.controllers:
+        if c.model in _INDEX_ORDER_MODELS and c.address is not None and c.index <= c.address.bus:
+            yield _violation(
+                "index-order",
+                f"{_q(c.name)} ({c.model}, index {c.index}) plugs into bus {c.address.bus}; "
+                f"a {c.model}'s index must be larger than its bus's",
+                c.name,
+                address=c.address,
+            )
+
+
+# -- identity properties --------------------------------------------------------------------
+
+
+@_rule
+def _chassis(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    ports: dict[int, list[Controller]] = {}
+    bridges: dict[int, list[Controller]] = {}
+    for c in t.controllers:
+        model = t.model(c)
+        if model.port and c.chassis is not None:
+            ports.setdefault(c.chassis, []).append(c)
+        if "chassis-nr" in model.identity:
+            if c.chassis_nr == 0:
+                yield _violation(
+                    "chassis-nr",
+                    f"{_q(c.name)} ({c.model}) has chassis_nr 0; each bridge needs a chassis number in 1..255",
+                    c.name,
+                )
+            else:
+                bridges.setdefault(c.index if c.chassis_nr is None else c.chassis_nr, []).append(c)
+    for chassis, same in ports.items():
+        if len(same) > 1:
+            pairs = _names([f"{_q(c.name)} (chassis {chassis}, port {_opt(c.port)})" for c in same])
+            yield _violation(
+                "unique-chassis-port",
+                f"{pairs} share a chassis; QEMU registers each PCIe port as (chassis, slot) and libvirt leaves "
+                "slot at 0, so the chassis must differ",
+                *(c.name for c in same),
+            )
+    if ctx.machine.unique_bridge_chassis:
+        for number, same in bridges.items():
+            if len(same) > 1:
+                yield _violation(
+                    "chassis-nr",
+                    f"{_names([_q(c.name) for c in same])} use chassis_nr {number}; "
+                    f"{ctx.machine.name} needs every bridge's chassis_nr unique",
+                    *(c.name for c in same),
+                )
+
+
+def _opt(value: int | None) -> str:
+    return "unset" if value is None else str(value)
+
+
+@_rule
+def _host_bridges(ctx: _Context) -> Iterator[Violation]:
+    machine = ctx.machine
+    phb_models = {m for m in machine.controllers if "target-index" in ctx.catalog.controller(m).identity}
+    if not phb_models:
+        return
+    limit = machine.max_host_bridges
+    bridges = ctx.host_bridges
+    by_target: dict[int, list[Controller]] = {}
+    for c in bridges:
+        target = c.target_index
+        if c.index == 0:
+            if target not in (None, 0):
+                yield _violation(
+                    "phb-index",
+                    f"{_q(c.name)} is the default host bridge and must have target index 0 (got {target})",
+                    c.name,
+                )
+            target = 0
+        elif target is not None and not 0 <= target < limit:
+            yield _violation(
+                "phb-index",
+                f"{_q(c.name)} ({c.model}) has target index {target}; it must be in 0..{limit - 1}",
+                c.name,
+            )
+        elif target == 0:
+            yield _violation(
+                "phb-index",
+                f"{_q(c.name)} ({c.model}) has target index 0, which only the controller with index 0 may have",
+                c.name,
+            )
+        if target is not None:
+            by_target.setdefault(target, []).append(c)
+    for target, same in by_target.items():
+        if len(same) > 1:
+            yield _violation(
+                "phb-index",
+                f"{_names([_q(c.name) for c in same])} all have target index {target}",
+                *(c.name for c in same),
+            )
+    if len(bridges) > limit:
+        yield _violation(
+            "phb-index",
+            f"{len(bridges)} host bridges, but {machine.name} has at most {limit}",
+            *(c.name for c in bridges),
+        )
+
+
+@_rule
+def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    for c in t.controllers:
+        if c.numa_node is None:
+            continue
+        model = t.model(c)
+        if c.index == 0:
+            yield _violation("numa-node", f"{_q(c.name)}: the controller with index 0 cannot have a NUMA node", c.name)
+        elif "numa-node" not in model.identity:
+            yield _violation(
+                "numa-node",
+                f"{_q(c.name)} ({c.model}) cannot have a NUMA node; only expander buses and host bridges do",
+                c.name,
+            )
+        elif c.numa_node >= t.numa_nodes:
+            declared = f"declares nodes 0..{t.numa_nodes - 1}" if t.numa_nodes else "declares no NUMA nodes"
+            yield _violation(
+                "numa-node",
+                f"{_q(c.name)} ({c.model}) is on NUMA node {c.numa_node}, but the guest {declared}",
+                c.name,
+            )
+
+
+# -- bus numbers --------------------------------------------------------------------------
+
+
+@_rule
+def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    top = ctx.machine.bus_numbers
+    highest = min(254, top - 1)
+    expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
+    by_nr: dict[int, list[Controller]] = {}
+    for c in expanders:
+        assert c.bus_nr is not None
+        if not 1 <= c.bus_nr <= highest:
+            yield _violation(
+                "expander-bus-nr",
+                f"{_q(c.name)} ({c.model}) has bus_nr {c.bus_nr}; it must be in 1..{highest} "
+                f"({ctx.machine.name} has {top} bus numbers)",
+                c.name,
+            )
+        by_nr.setdefault(c.bus_nr, []).append(c)
+    for nr, same in by_nr.items():
+        if len(same) > 1:
+            yield _violation(
+                "expander-bus-nr",
+                f"{_names([_q(c.name) for c in same])} all have bus_nr {nr}",
+                *(c.name for c in same),
+            )
+    starts = sorted(by_nr)
+    if not starts:
+        return
+    root = t.controller(0)
+    need = t.subtree_bus_numbers(0)
+    if need > starts[0]:
+        yield _violation(
+            "expander-bus-nr",
+            f"{_q(root.name)} and the buses below it need bus numbers 0..{need - 1}, but the lowest expander "
+            f"bus_nr is {starts[0]} ({_names([_q(c.name) for c in by_nr[starts[0]]])})",
+            root.name,
+            *(c.name for c in by_nr[starts[0]]),
+        )
+    for position, nr in enumerate(starts):
+        end = starts[position + 1] if position + 1 < len(starts) else top
+        for c in by_nr[nr]:
+            need = t.subtree_bus_numbers(c.index)
+            if nr + need > end:
+                after = (
+                    f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
+                    if end in by_nr
+                    else f"{ctx.machine.name} has {top} bus numbers"
+                )
+                yield _violation(
+                    "expander-bus-nr",
+                    f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
+                    f"{nr}..{nr + need - 1}, but {after}",
+                    c.name,
+                )
+
+
+@_rule
+def _bus_numbers(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    have = ctx.machine.bus_numbers
+    for root in ctx.host_bridges:
+        used = t.bus_numbers_used(root.index)
+        if used > have:
+            yield _violation(
+                "bus-numbers",
+                f"the PCI domain of {_q(t.bus_name(root.index))} needs {used} bus numbers, "
+                f"but {ctx.machine.name} has {have}",
+                root.name,
+            )
+
+
+# -- resources ----------------------------------------------------------------------------
+
+
+@_rule
+def _io_space(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    budget = ctx.machine.io_window_budget(acpi=t.acpi)
+    if budget is None:
+        return
+    children: dict[int, list[Controller]] = {}
+    direct: dict[int, int] = {}
+    for c in t.controllers:
+        if c.address is not None and c.address.bus in ctx.indexes and c.index != 0:
+            children.setdefault(c.address.bus, []).append(c)
+    for d in t.devices:
+        if d.address is None or d.address.bus not in ctx.indexes:
+            continue
+        kind = t.kind(d)
+        behind_port = t.is_behind_pcie_port(d.address.bus)
+        has_bar = d.io_bar if d.io_bar is not None else kind.has_io_bar(behind_pcie_port=behind_port)
+        if has_bar:
+            direct[d.address.bus] = direct.get(d.address.bus, 0) + max(kind.io_bar_size, 1)
+
+    def is_bridge(index: int) -> bool:
+        m = t.model(index)
+        return not (m.root or m.expander)
+
+    @functools.cache
+    def io(index: int) -> int:
+        if index in ctx.in_cycle:
+            return 0
+        total = direct.get(index, 0) + sum(io(c.index) for c in children.get(index, ()) if is_bridge(c.index))
+        return -(-total // IO_WINDOW) * IO_WINDOW
+
+    tops = [
+        c
+        for root in t.controllers
+        if not is_bridge(root.index) and root.index not in ctx.in_cycle
+        for c in children.get(root.index, ())
+        if is_bridge(c.index) and io(c.index) > 0
+    ]
+    windows = sum(io(c.index) for c in tops) // IO_WINDOW
+    if windows > budget:
+        acpi = "with ACPI" if t.acpi else "without ACPI"
+        listed = _names([f"{_q(c.name)} ({io(c.index) // IO_WINDOW})" for c in sorted(tops, key=lambda c: c.index)])
+        yield _violation(
+            "io-space",
+            f"bridges and ports below the root buses need {windows} IO windows of 4 KiB ({listed}), "
+            f"but {ctx.machine.name} {acpi} has room for {budget}",
+            *(c.name for c in tops),
+        )
+
+
+@_rule
+def _device_needs(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    for item in ctx.placed:
+        device = item.device
+        if device is None:
+            continue
+        needs = device.needs
+        bus, slot = item.address.bus, item.address.slot
+        if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN):
+            kind = t.kind(device)
+            hot = t.is_hotpluggable(bus, slot)
+            position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
+            if needs.hotplug is HotplugNeed.REQUIRED and not kind.hotpluggable:
+                yield _violation(
+                    "hotplug",
+                    f"{ctx.where(item)} must be hot-pluggable, but a {kind.name} cannot be hot-plugged at all",
+                    item,
+                    address=item.address,
+                )
+            elif needs.hotplug is HotplugNeed.REQUIRED and not hot:
+                yield _violation(
+                    "hotplug",
+                    f"{ctx.where(item)} must be hot-pluggable, but {position} does not support hotplug",
+                    item,
+                    address=item.address,
+                )
+            elif needs.hotplug is HotplugNeed.FORBIDDEN and hot:
+                yield _violation(
+                    "hotplug",
+                    f"{ctx.where(item)} must not be hot-pluggable, but {position} supports hotplug",
+                    item,
+                    address=item.address,
+                )
+        if needs.numa_node is not None and needs.numa_strict:
+            node = t.numa_node_of_bus(bus)
+            if node != needs.numa_node:
+                under = "no NUMA node" if node is None else f"NUMA node {node}"
+                yield _violation(
+                    "numa",
+                    f"{ctx.where(item)} requires NUMA node {needs.numa_node}, but bus {bus} is under {under}",
+                    item,
+                    address=item.address,
+                )
