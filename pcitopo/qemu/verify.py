@@ -1,0 +1,319 @@
+"""Verify a topology in a real QEMU.
+
+:func:`verify` starts QEMU (TCG, paused) with the topology's command line
+and checks, over QMP:
+
+``placement``
+    every device and controller sits on its planned bus at its planned
+    slot.function (``qom-get`` of ``parent_bus`` and ``addr``);
+``firmware``, ``enumerated``, ``bars``
+    on x86, after the firmware ran: SeaBIOS finished its PCI setup without
+    running out of address space, every device is enumerated behind the
+    expected bridge (``query-pci``), and every BAR is mapped (address != -1);
+``hotplug``, ``hotplug-refused``
+    ``device_add`` into every empty slot the topology calls hotpluggable
+    succeeds, and into every empty slot it calls non-hotpluggable is refused.
+
+Endpoints that need a backend (``virtio-blk-pci`` needs ``drive=``) get it
+through ``extra``, as for :func:`~pcitopo.qemu.qemu_args`. QEMU always runs in
+a private temporary directory and is always killed.
+
+>>> check = Check("placement", "net0", True, "on pci.1 at 00.0")
+>>> report = VerifyReport("q35", "qemu-system-x86_64", "7.2.22", (), (check,))
+>>> report.ok, str(report.checks[0])
+(True, 'ok placement net0: on pci.1 at 00.0')
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.errors import PcitopoError
+from pcitopo.qemu._qmp import Qemu, QemuError, QmpCommandError, find_binary
+from pcitopo.qemu.args import DeviceSpec, Value, device_specs, machine_args, qemu_args
+from pcitopo.topology import Topology
+
+__all__ = ["Check", "VerificationFailed", "VerifyReport", "verify"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+HOTPLUG_PROBE_DRIVER = "virtio-rng-pci"
+"""The device hot-plugged to probe positions: it exists in every target and needs no backend."""
+
+_X86 = frozenset({"x86_64", "i686"})
+_FIRMWARE_LOG = "firmware.log"
+_ROM_BAR = 6
+
+
+@attrs.frozen
+class Check:
+    """One check: what was checked (``name``), on what (``subject``), the outcome and why."""
+
+    name: str
+    subject: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'ok' if self.ok else 'FAILED'} {self.name} {self.subject}: {self.detail}"
+
+
+class VerificationFailed(PcitopoError, RuntimeError):
+    """QEMU disagrees with the topology; ``report`` holds every check."""
+
+    def __init__(self, report: VerifyReport) -> None:
+        self.report = report
+        failures = report.failures
+        lines = [f"{len(failures)} of {len(report.checks)} QEMU checks failed on {report.machine}:"]
+        lines += [f"  - {f}" for f in failures]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.report,))
+
+
+@attrs.frozen
+class VerifyReport:
+    """The outcome of :func:`verify`: every check, with the command line used."""
+
+    machine: str
+    binary: str
+    version: str
+    command: tuple[str, ...]
+    checks: tuple[Check, ...]
+    firmware_log: str = attrs.field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    def named(self, name: str) -> tuple[Check, ...]:
+        """The checks called ``name`` (``placement``, ``bars``, ...)."""
+        return tuple(c for c in self.checks if c.name == name)
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`VerificationFailed` listing the failed checks, if any."""
+        if not self.ok:
+            raise VerificationFailed(self)
+
+    def __str__(self) -> str:
+        head = f"{self.machine}: {len(self.checks) - len(self.failures)}/{len(self.checks)} checks ok"
+        return "\n".join([head, *(f"  {c}" for c in self.checks)])
+
+
+def verify(
+    topology: Topology,
+    *,
+    binary: str | None = None,
+    firmware: bool | None = None,
+    hotplug: bool = True,
+    timeout: float = 60.0,
+    firmware_wait: float = 10.0,
+    extra: Mapping[str, Mapping[str, Value]] | None = None,
+    machine_type: str | None = None,
+) -> VerifyReport:
+    """Start QEMU with ``topology`` and check that every device is where it was planned.
+
+    ``binary`` defaults to the machine's ``qemu-binary`` on ``PATH``.
+    ``firmware`` (default: on for x86) lets the firmware run and checks its
+    enumeration; ``firmware_wait`` bounds how long it may take, in seconds.
+    ``hotplug`` probes every empty slot with ``device_add``. Raises
+    :class:`~pcitopo.qemu.QemuError` with QEMU's message when QEMU refuses the
+    command line, and :class:`~pcitopo.errors.InvalidInput` for a topology
+    with devices not yet placed.
+    """
+    machine = topology.machine
+    path = find_binary(binary or machine.qemu_binary)
+    if path is None:
+        raise QemuError(f"no QEMU binary {binary or machine.qemu_binary!r} found")
+    if firmware is None:
+        firmware = bool(_X86 & set(machine.arches))
+    specs = device_specs(topology, extra=extra)
+    args = machine_args(topology, machine_type=machine_type)
+    args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
+    if firmware and _X86 & set(machine.arches):
+        args += ["-chardev", f"file,id=pcitopo-fw,path={_FIRMWARE_LOG}"]
+        args += ["-device", "isa-debugcon,iobase=0x402,chardev=pcitopo-fw"]
+    args += qemu_args(topology, extra=extra)
+    checks: list[Check] = []
+    log = ""
+    with Qemu(path, args, timeout=timeout) as vm:
+        checks += _placement(vm, specs)
+        if firmware:
+            log, fw_checks = _firmware(vm, topology, specs, firmware_wait)
+            checks += fw_checks
+        if hotplug:
+            checks += _hotplug(vm, topology)
+        return VerifyReport(machine.name, path, vm.version, vm.command, tuple(checks), log)
+
+
+# -- placement ----------------------------------------------------------------------------
+
+
+def _placement(vm: Qemu, specs: tuple[DeviceSpec, ...]) -> list[Check]:
+    checks = []
+    for spec in specs:
+        if spec.address is None or spec.bus is None:
+            continue
+        where = f"/machine/peripheral/{spec.id}"
+        try:
+            bus = str(vm.execute("qom-get", path=where, property="parent_bus")).rsplit("/", 1)[-1]
+            devfn = int(vm.execute("qom-get", path=where, property="addr"))
+        except QmpCommandError as exc:
+            checks.append(Check("placement", spec.id, False, f"not found in QEMU: {exc.desc}"))
+            continue
+        got = PciAddress.from_devfn(devfn)
+        planned = f"{spec.bus} at {spec.address.slot:02x}.{spec.address.function}"
+        actual = f"{bus} at {got.slot:02x}.{got.function}"
+        if bus == spec.bus and got.devfn == spec.address.devfn:
+            checks.append(Check("placement", spec.id, True, f"on {actual}"))
+        else:
+            checks.append(Check("placement", spec.id, False, f"planned on {planned}, QEMU has it on {actual}"))
+    return checks
+
+
+# -- firmware -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Seen:
+    bus: int
+    slot: int
+    function: int
+    parent: str | int
+    """The id of the nearest named bridge above it, or the number of its root bus."""
+    unmapped: tuple[str, ...]
+
+
+def _walk(devices: list[dict[str, Any]], parent: str | int, seen: dict[str, _Seen]) -> None:
+    for dev in devices:
+        qdev = str(dev.get("qdev_id") or "")
+        unmapped = tuple(
+            f"BAR{r.get('bar')} ({r.get('type')}, {r.get('size')} bytes)"
+            for r in dev.get("regions", [])
+            if r.get("address") == -1 and r.get("bar") != _ROM_BAR
+        )
+        if qdev:
+            seen[qdev] = _Seen(int(dev["bus"]), int(dev["slot"]), int(dev["function"]), parent, unmapped)
+        bridge = dev.get("pci_bridge")
+        if bridge:
+            _walk(bridge.get("devices", []), qdev or parent, seen)
+
+
+def _firmware_done(log: str) -> bool:
+    # SeaBIOS prints the CPU count right after PCI setup, and "out of ... space" when it gives up on BARs.
+    return "cpu(s)" in log or "PCI: out of" in log
+
+
+def _firmware(vm: Qemu, topology: Topology, specs: tuple[DeviceSpec, ...], wait: float) -> tuple[str, list[Check]]:
+    log_path = Path(vm.dir or ".") / _FIRMWARE_LOG
+    vm.execute("cont")
+    deadline = time.monotonic() + wait
+    log = ""
+    while time.monotonic() < deadline:
+        log = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if _firmware_done(log):
+            break
+        time.sleep(0.1)
+    checks: list[Check] = []
+    trouble = [line.strip() for line in log.splitlines() if "PCI: out of" in line]
+    if not _firmware_done(log):
+        checks.append(Check("firmware", "pci", False, f"the firmware did not finish PCI setup within {wait:g}s"))
+    elif trouble:
+        checks.append(Check("firmware", "pci", False, "; ".join(dict.fromkeys(trouble))))
+    else:
+        checks.append(Check("firmware", "pci", True, "PCI setup finished"))
+    seen: dict[str, _Seen] = {}
+    for root in vm.execute("query-pci"):
+        _walk(root.get("devices", []), int(root["bus"]), seen)
+    by_name = {s.id: s for s in specs}
+    for spec in specs:
+        if spec.address is None:
+            continue
+        got = seen.get(spec.id)
+        if got is None:
+            checks.append(
+                Check("enumerated", spec.id, False, "not enumerated by the firmware (missing from query-pci)")
+            )
+            continue
+        expected = _expected_parent(topology, spec.address.bus, by_name)
+        place = f"{got.bus:02x}:{got.slot:02x}.{got.function}"
+        parent = f"bridge {got.parent}" if isinstance(got.parent, str) else f"root bus {got.parent}"
+        if got.parent != expected or (got.slot, got.function) != (spec.address.slot, spec.address.function):
+            want = f"bridge {expected}" if isinstance(expected, str) else f"root bus {expected}"
+            checks.append(
+                Check(
+                    "enumerated",
+                    spec.id,
+                    False,
+                    f"found at {place} behind {parent}, planned at slot {spec.address.slot:02x}."
+                    f"{spec.address.function} behind {want}",
+                )
+            )
+        else:
+            checks.append(Check("enumerated", spec.id, True, f"at {place} behind {parent}"))
+        if got.unmapped:
+            checks.append(Check("bars", spec.id, False, "unmapped: " + ", ".join(got.unmapped)))
+        else:
+            checks.append(Check("bars", spec.id, True, "every BAR mapped"))
+    return log, checks
+
+
+def _expected_parent(topology: Topology, bus: int, specs: Mapping[str, DeviceSpec]) -> str | int:
+    if bus == 0:
+        return 0
+    c = topology.controller(bus)
+    if topology.model(c).expander:
+        number = specs[c.name].get("bus_nr")
+        return int(number) if isinstance(number, int) else -1
+    return c.name
+
+
+# -- hotplug ------------------------------------------------------------------------------
+
+
+def _empty_positions(topology: Topology) -> Iterator[tuple[int, int, bool]]:
+    usage = topology.slot_usage()
+    used = {(bus, slot) for (_, bus, slot) in usage}
+    for c in topology.controllers:
+        if topology.root_of(c.index) is None:
+            continue
+        for slot in topology.model(c).slot_range():
+            if (c.index, slot) not in used:
+                yield c.index, slot, topology.is_hotpluggable(c.index, slot)
+
+
+def _hotplug(vm: Qemu, topology: Topology) -> list[Check]:
+    checks = []
+    for n, (bus, slot, hot) in enumerate(_empty_positions(topology)):
+        name = topology.bus_name(bus)
+        subject = f"{name} slot {slot:02x}"
+        try:
+            vm.execute("device_add", driver=HOTPLUG_PROBE_DRIVER, id=f"pcitopo-hp{n}", bus=name, addr=f"{slot:#x}")
+        except QmpCommandError as exc:
+            if hot:
+                checks.append(Check("hotplug", subject, False, f"refused: {exc.desc}"))
+            else:
+                checks.append(Check("hotplug-refused", subject, True, f"refused: {exc.desc}"))
+            continue
+        if hot:
+            checks.append(Check("hotplug", subject, True, "accepted"))
+        else:
+            checks.append(
+                Check("hotplug-refused", subject, False, "accepted, though the topology calls it not hotpluggable")
+            )
+    return checks
