@@ -133,6 +133,10 @@ def _q(name: str) -> str:
     return repr(name)
 
 
+def _all(items: Sequence[object]) -> str:
+    return "both" if len(items) == 2 else "all"
+
+
 def _names(labels: Sequence[str]) -> str:
     if len(labels) <= 1:
         return "".join(labels)
@@ -305,14 +309,15 @@ def _functions(ctx: _Context) -> Iterator[Violation]:
                 address=first,
             )
             continue
-        other_labels = _names(sorted({i.label for i in others}))
-        for zero in (i for i in items if i.address.function == 0):
-            if zero.multifunction is True:
-                continue
+        labels = sorted({i.label for i in others})
+        uses = "uses another function" if len(labels) == 1 else "use other functions"
+        # the first claimant of function 0 holds it; a second one is a unique-address problem
+        zero = next(i for i in items if i.address.function == 0)
+        if zero.multifunction is not True:
             state = "multifunction off" if zero.multifunction is False else "no multifunction on"
             yield _violation(
                 "multifunction",
-                f"{ctx.where(zero)} has {state}, but {other_labels} use other functions of its slot",
+                f"{ctx.where(zero)} has {state}, but {_names(labels)} {uses} of its slot",
                 zero,
                 *others,
                 address=zero.address,
@@ -492,7 +497,7 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
         if len(same) > 1:
             yield _violation(
                 "phb-index",
-                f"{_names([_q(c.name) for c in same])} all have target index {target}",
+                f"{_names([_q(c.name) for c in same])} {_all(same)} have target index {target}",
                 *(c.name for c in same),
             )
     if len(bridges) > limit:
@@ -551,7 +556,7 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
         if len(same) > 1:
             yield _violation(
                 "expander-bus-nr",
-                f"{_names([_q(c.name) for c in same])} all have bus_nr {nr}",
+                f"{_names([_q(c.name) for c in same])} {_all(same)} have bus_nr {nr}",
                 *(c.name for c in same),
             )
     starts = sorted(by_nr)

@@ -1,0 +1,770 @@
+"""The validator: one illegal topology per rule, legal topologies that stay clean, and robustness."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+
+import attrs
+import pytest
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidTopology
+from pcitopo.legality import rules
+from pcitopo.legality.catalog import Catalog
+from pcitopo.legality.machine import Machine, machines
+from pcitopo.legality.rules import RULES, check, validate
+from pcitopo.topology import Topology
+from pcitopo.violation import Violation
+
+
+def A(text: str) -> PciAddress:
+    return PciAddress.parse(text)
+
+
+def rp(index: int, address: str, *, chassis: int | None = None, port: int | None = None, **kw: object) -> Controller:
+    """A pcie-root-port with libvirt's identity defaults (chassis = index, port = devfn)."""
+    a = A(address)
+    return Controller(
+        index,
+        "pcie-root-port",
+        address=a,
+        chassis=index if chassis is None else chassis,
+        port=a.devfn if port is None else port,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def ctl(index: int, model: str, address: str | None = None, **kw: object) -> Controller:
+    return Controller(index, model, address=None if address is None else A(address), **kw)  # type: ignore[arg-type]
+
+
+def dev(id: str, kind: str, address: str | None = None, **kw: object) -> Device:
+    return Device(id, kind, address=None if address is None else A(address), **kw)  # type: ignore[arg-type]
+
+
+def switch(up: int, at: str, downs: Sequence[tuple[int, str]]) -> list[Controller]:
+    """An upstream port at ``at`` with downstream ports (index, address) below it."""
+    result = [ctl(up, "pcie-switch-upstream-port", at)]
+    result += [ctl(i, "pcie-switch-downstream-port", a, chassis=i, port=A(a).slot) for i, a in downs]
+    return result
+
+
+def found(t: Topology) -> list[tuple[str, tuple[str, ...]]]:
+    return [(v.rule, v.devices) for v in validate(t)]
+
+
+NIC = "virtio-net"  # PCIe on PCIe machines (non-transitional behind a port), no IO BAR there
+
+
+# Each case: a topology that breaks exactly the named rule, and the violations it must yield.
+ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
+    (
+        "unknown-bus",
+        Topology.build("q35", devices=[dev("net0", NIC, "0000:05:00.0")]),
+        [("unknown-bus", ("net0",))],
+    ),
+    (
+        "domain",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", NIC, "0001:01:00.0")]),
+        [("domain", ("net0",))],
+    ),
+    (
+        "slot-range on a pci-bridge (slot 0 is the SHPC)",
+        Topology.build("pc", [ctl(1, "pci-bridge", "00:03.0", chassis_nr=1)], [dev("net0", "e1000", "01:00.0")]),
+        [("slot-range", ("net0",))],
+    ),
+    (
+        "slot-range on pseries' root bus",
+        Topology.build("pseries", devices=[dev("net0", "e1000", "00:00.0")]),
+        [("slot-range", ("net0",))],
+    ),
+    (
+        "port-slot: endpoint at slot 3 behind a root port",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", NIC, "01:03.0")]),
+        [("port-slot", ("net0",))],
+    ),
+    (
+        "port-slot: endpoint at slot 1 behind a downstream port",
+        Topology.build(
+            "q35", [rp(1, "00:02.0"), *switch(2, "01:00.0", [(3, "02:00.0")])], [dev("net0", NIC, "03:01.0")]
+        ),
+        [("port-slot", ("net0",))],
+    ),
+    (
+        "unique-address between two devices",
+        Topology.build("q35", devices=[dev("net0", "e1000", "00:03.0"), dev("disk1", "virtio-blk", "00:03.0")]),
+        [("unique-address", ("net0", "disk1"))],
+    ),
+    (
+        "unique-address with the q35 built-in LPC",
+        Topology.build("q35", devices=[dev("net0", "e1000", "00:1f.0")]),
+        [("unique-address", ("net0",))],
+    ),
+    (
+        "unique-address between a controller and a device",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", "e1000", "00:02.0")]),
+        [("unique-address", ("pci.1", "net0"))],
+    ),
+    (
+        "placement: root port behind a root port",
+        Topology.build("q35", [rp(1, "00:02.0"), rp(2, "01:00.0")]),
+        [("placement", ("pci.2",))],
+    ),
+    (
+        "placement: downstream port on a root port",
+        Topology.build("q35", [rp(1, "00:02.0"), ctl(2, "pcie-switch-downstream-port", "01:00.0", chassis=2, port=0)]),
+        [("placement", ("pci.2",))],
+    ),
+    (
+        "placement: downstream port on pcie.0",
+        Topology.build("q35", [ctl(1, "pcie-switch-downstream-port", "00:02.0", chassis=1, port=0)]),
+        [("placement", ("pci.1",))],
+    ),
+    (
+        "placement: upstream port on pcie.0",
+        Topology.build("q35", [ctl(1, "pcie-switch-upstream-port", "00:02.0")]),
+        [("placement", ("pci.1",))],
+    ),
+    (
+        "placement: pci-bridge directly on pcie.0",
+        Topology.build("q35", [ctl(1, "pci-bridge", "00:02.0", chassis_nr=1)]),
+        [("placement", ("pci.1",))],
+    ),
+    (
+        "placement: pcie-to-pci-bridge on pcie.0",
+        Topology.build("q35", [ctl(1, "pcie-to-pci-bridge", "00:02.0")]),
+        [("placement", ("pci.1",))],
+    ),
+    (
+        "placement: pxb on a pci-bridge rather than the root bus",
+        Topology.build(
+            "pc", [ctl(1, "pci-bridge", "00:03.0", chassis_nr=1), ctl(2, "pci-expander-bus", "01:01.0", bus_nr=200)]
+        ),
+        [("placement", ("pci.2",))],
+    ),
+    (
+        "placement: endpoint on a pxb-pcie root bus",
+        Topology.build("q35", [ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=200)], [dev("net0", NIC, "01:00.0")]),
+        [("placement", ("net0",))],
+    ),
+    (
+        "placement: a root bus given an address",
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge", "00:02.0", target_index=1)]),
+        [("placement", ("pci.1",))],
+    ),
+    (
+        "integrated: vfio-pci directly on pcie.0",
+        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:03.0")]),
+        [("integrated", ("gpu0",))],
+    ),
+    (
+        "integrated: pvpanic-pci behind a root port",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("panic", "pvpanic-pci", "01:00.0")]),
+        [("integrated", ("panic",))],
+    ),
+    (
+        "integrated: a device whose needs say integrated, behind a root port",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", NIC, "01:00.0", needs=Needs(integrated=True))]),
+        [("integrated", ("net0",))],
+    ),
+    (
+        "machine-model: pxb on q35",
+        Topology.build("q35", [ctl(1, "pci-expander-bus")]),
+        [("machine-model", ("pci.1",))],
+    ),
+    (
+        "machine-model: pcie-root-port on pc",
+        Topology.build("pc", [ctl(1, "pcie-root-port")]),
+        [("machine-model", ("pci.1",))],
+    ),
+    (
+        "machine-model: pxb-pcie on riscv64-virt",
+        Topology.build("riscv64-virt", [ctl(1, "pcie-expander-bus")]),
+        [("machine-model", ("pci.1",))],
+    ),
+    (
+        "machine-model: pci-root at index 0 of q35",
+        Topology.build("q35", [ctl(0, "pci-root")]),
+        [("machine-model", ("pci.0",))],
+    ),
+    (
+        "machine-model: a second root bus on pc",
+        Topology.build("pc", [ctl(1, "pci-root")]),
+        [("machine-model", ("pci.1",))],
+    ),
+    (
+        "function-zero: a lone root port at function 1",
+        Topology.build("q35", [rp(1, "00:02.1")]),
+        [("function-zero", ("pci.1",))],
+    ),
+    (
+        "function-zero: libvirt 9.0's lone ich9-ehci1 at function 7",
+        Topology.build("q35", devices=[dev("usb", "ich9-ehci1", "00:1d.7")]),
+        [("function-zero", ("usb",))],
+    ),
+    (
+        "multifunction: not set on function 0",
+        Topology.build("q35", [rp(1, "00:02.0"), rp(2, "00:02.1")]),
+        [("multifunction", ("pci.1", "pci.2"))],
+    ),
+    (
+        "multifunction: set off explicitly on function 0",
+        Topology.build(
+            "q35", devices=[dev("a", "e1000", "00:03.0", multifunction=False), dev("b", "e1000", "00:03.1")]
+        ),
+        [("multifunction", ("a", "b"))],
+    ),
+    (
+        "controller-cycle: libvirt 9.0's upstream port on its own downstream port",
+        Topology.build("q35", switch(1, "02:00.0", [(2, "01:00.0")])),
+        [("controller-cycle", ("pci.1", "pci.2"))],
+    ),
+    (
+        "controller-cycle: a bridge plugged into itself",
+        Topology.build("pc", [ctl(1, "pci-bridge", "01:01.0", chassis_nr=1)]),
+        [("controller-cycle", ("pci.1",)), ("index-order", ("pci.1",))],
+    ),
+    (
+        "unique-chassis-port: the same (chassis, port) twice",
+        Topology.build("q35", [rp(1, "00:02.0", chassis=1, port=8), rp(2, "00:03.0", chassis=1, port=8)]),
+        [("unique-chassis-port", ("pci.1", "pci.2"))],
+    ),
+    (
+        "unique-chassis-port: one chassis, two ports (QEMU refuses it too)",
+        Topology.build("q35", [rp(1, "00:02.0", chassis=7, port=8), rp(2, "00:03.0", chassis=7, port=9)]),
+        [("unique-chassis-port", ("pci.1", "pci.2"))],
+    ),
+    (
+        "chassis-nr: 0 on a pci-bridge",
+        Topology.build("pc", [ctl(1, "pci-bridge", "00:03.0", chassis_nr=0)]),
+        [("chassis-nr", ("pci.1",))],
+    ),
+    (
+        "chassis-nr: a duplicate on pseries",
+        Topology.build(
+            "pseries", [ctl(1, "pci-bridge", "00:01.0", chassis_nr=5), ctl(2, "pci-bridge", "00:02.0", chassis_nr=5)]
+        ),
+        [("chassis-nr", ("pci.1", "pci.2"))],
+    ),
+    (
+        "phb-index: out of range",
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge", target_index=31)]),
+        [("phb-index", ("pci.1",))],
+    ),
+    (
+        "phb-index: target index 0 off index 0",
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge", target_index=0)]),
+        [("phb-index", ("pci.1",)), ("phb-index", ("pci.0", "pci.1"))],
+    ),
+    (
+        "phb-index: a duplicate",
+        Topology.build(
+            "pseries",
+            [ctl(1, "spapr-pci-host-bridge", target_index=3), ctl(2, "spapr-pci-host-bridge", target_index=3)],
+        ),
+        [("phb-index", ("pci.1", "pci.2"))],
+    ),
+    (
+        "phb-index: the default PHB with another target index",
+        Topology.build("pseries", [ctl(0, "pci-root", target_index=2)]),
+        [("phb-index", ("pci.0",))],
+    ),
+    (
+        "index-order: a pci-bridge on a bus of higher index",
+        Topology.build(
+            "pc", [ctl(2, "pci-bridge", "00:03.0", chassis_nr=2), ctl(1, "pci-bridge", "02:01.0", chassis_nr=1)]
+        ),
+        [("index-order", ("pci.1",))],
+    ),
+    (
+        "expander-bus-nr: a duplicate",
+        Topology.build(
+            "pc",
+            [ctl(1, "pci-expander-bus", "00:03.0", bus_nr=200), ctl(2, "pci-expander-bus", "00:04.0", bus_nr=200)],
+        ),
+        [("expander-bus-nr", ("pci.1", "pci.2"))],
+    ),
+    (
+        "expander-bus-nr: bus_nr 0",
+        Topology.build("q35", [ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=0)]),
+        [("expander-bus-nr", ("pci.1",)), ("expander-bus-nr", ("pcie.0", "pci.1"))],
+    ),
+    (
+        "expander-bus-nr: bus_nr 255",
+        Topology.build("q35", [ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=255)]),
+        [("expander-bus-nr", ("pci.1",))],
+    ),
+    (
+        "expander-bus-nr: no room below the top for a pxb's two bus numbers",
+        Topology.build("pc", [ctl(1, "pci-expander-bus", "00:03.0", bus_nr=254), ctl(2, "pci-bridge", "01:01.0")]),
+        [("expander-bus-nr", ("pci.1",))],
+    ),
+    (
+        "expander-bus-nr: overlap, a pxb-pcie's root ports run into the next bus_nr",
+        Topology.build(
+            "q35",
+            [
+                ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=100),
+                rp(2, "01:00.0"),
+                rp(3, "01:01.0"),
+                ctl(4, "pcie-expander-bus", "00:03.0", bus_nr=102),
+            ],
+        ),
+        [("expander-bus-nr", ("pci.1",))],
+    ),
+    (
+        "expander-bus-nr: pcie.0's root ports do not fit below the lowest bus_nr (qemu-rules §2.2.3)",
+        Topology.build(
+            "q35",
+            [rp(1, "00:02.0"), rp(2, "00:03.0"), rp(3, "00:04.0"), ctl(4, "pcie-expander-bus", "00:05.0", bus_nr=2)],
+        ),
+        [("expander-bus-nr", ("pcie.0", "pci.4"))],
+    ),
+    (
+        "bus-numbers: 16 root ports on aarch64-virt-highmem-off need 17 bus numbers",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            [rp(1 + i, f"00:{1 + i // 8:02x}.{i % 8}", multifunction=True if i % 8 == 0 else None) for i in range(16)],
+        ),
+        [("bus-numbers", ("pcie.0",))],
+    ),
+    (
+        "numa-node: an expander on a node the guest does not declare",
+        Topology.build("q35", [ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=200, numa_node=2)], numa_nodes=2),
+        [("numa-node", ("pci.1",))],
+    ),
+    (
+        "numa-node: on the index-0 controller",
+        Topology.build("pseries", [ctl(0, "pci-root", numa_node=0)], numa_nodes=1),
+        [("numa-node", ("pci.0",))],
+    ),
+    (
+        "numa-node: on a root port, which has none",
+        Topology.build("q35", [rp(1, "00:02.0", numa_node=0)], numa_nodes=1),
+        [("numa-node", ("pci.1",))],
+    ),
+    (
+        "io-space: 15 root ports with an e1000e each on q35 with ACPI (14 fit)",
+        Topology.build(
+            "q35",
+            [rp(1 + i, f"00:{2 + i:02x}.0") for i in range(15)],
+            [dev(f"n{i}", "e1000e", f"{1 + i:02x}:00.0") for i in range(15)],
+        ),
+        [("io-space", tuple(f"pci.{1 + i}" for i in range(15)))],
+    ),
+    (
+        "io-space: 10 root ports with an e1000 each on q35 without ACPI (9 fit)",
+        Topology.build(
+            "q35",
+            [rp(1 + i, f"00:{2 + i:02x}.0") for i in range(10)],
+            [dev(f"n{i}", "e1000", f"{1 + i:02x}:00.0") for i in range(10)],
+            acpi=False,
+        ),
+        [("io-space", tuple(f"pci.{1 + i}" for i in range(10)))],
+    ),
+    (
+        "hotplug: hotplug required on pcie.0",
+        Topology.build("q35", devices=[dev("net0", NIC, "00:03.0", needs=Needs(hotplug=HotplugNeed.REQUIRED))]),
+        [("hotplug", ("net0",))],
+    ),
+    (
+        "hotplug: hotplug required behind a root port with hotplug off",
+        Topology.build(
+            "q35", [rp(1, "00:02.0", hotplug=False)], [dev("net0", NIC, "01:00.0", needs=Needs(hotplug="required"))]
+        ),
+        [("hotplug", ("net0",))],
+    ),
+    (
+        "hotplug: hotplug forbidden on pc's hotpluggable root bus",
+        Topology.build("pc", devices=[dev("net0", "e1000", "00:03.0", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]),
+        [("hotplug", ("net0",))],
+    ),
+    (
+        "hotplug: hotplug required of a kind that cannot be hot-plugged",
+        Topology.build("pc", devices=[dev("panic", "pvpanic-pci", "00:03.0", needs=Needs(hotplug="required"))]),
+        [("hotplug", ("panic",))],
+    ),
+    (
+        "numa: a device that requires node 1 under pcie.0 (no node)",
+        Topology.build(
+            "q35", devices=[dev("net0", NIC, "00:03.0", needs=Needs(numa_node=1, numa_strict=True))], numa_nodes=2
+        ),
+        [("numa", ("net0",))],
+    ),
+    (
+        "numa: a device that requires node 1 under the pxb-pcie of node 0",
+        Topology.build(
+            "q35",
+            [ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=200, numa_node=0), rp(2, "01:00.0")],
+            [dev("net0", NIC, "02:00.0", needs=Needs(numa_node=1, numa_strict=True))],
+            numa_nodes=2,
+        ),
+        [("numa", ("net0",))],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "topology", "expected"), ILLEGAL, ids=[c[0] for c in ILLEGAL])
+def test_illegal_topology_is_rejected_by_its_rule(
+    case: str, topology: Topology, expected: list[tuple[str, tuple[str, ...]]]
+) -> None:
+    """Each illegal topology yields exactly the violations of its rule, naming the devices at fault."""
+    assert sorted(found(topology)) == sorted(expected)
+
+
+def test_every_rule_has_an_illegal_case() -> None:
+    """The table of illegal topologies covers every documented rule but function-range (tested on its own)."""
+    covered = {rule for _, _, expected in ILLEGAL for rule, _ in expected}
+    assert covered | {"function-range"} == set(RULES)
+
+
+def test_function_range_on_a_catalog_with_single_function_slots() -> None:
+    """A catalog whose root bus has one function per slot rejects function 1 there (rule function-range)."""
+    cat = Catalog.default()
+    models = dict(cat.controllers)
+    models["pci-root"] = attrs.evolve(models["pci-root"], functions=1)
+    machine = Machine.named("pc", catalog=Catalog(controllers=models, devices=cat.devices))
+    t = Topology.build(
+        machine, devices=[dev("a", "e1000", "00:03.0", multifunction=True), dev("b", "e1000", "00:03.1")]
+    )
+    assert [str(v) for v in validate(t)] == [
+        "'b' at 0000:00:03.1: bus 0 (pci-root) has functions 0..0 only (rule: function-range)"
+    ]
+
+
+MESSAGES = [
+    (
+        Topology.build("q35", devices=[dev("net0", NIC, "00:03.0"), dev("disk1", "virtio-blk", "00:03.0")]),
+        "0000:00:03.0 is wanted by 'net0' and 'disk1' (rule: unique-address)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("net0", "e1000", "00:1f.0")]),
+        "0000:00:1f.0 is wanted by built-in 'lpc' and 'net0' (rule: unique-address)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("net0", NIC, "0000:05:00.0")]),
+        "'net0' at 0000:05:00.0: no controller has index 5 (indexes: 0) (rule: unknown-bus)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", NIC, "01:03.0")]),
+        "'net0' at 0000:01:03.0: bus 1 is the link of a pcie-root-port, which exposes device 0 only; "
+        "the slot must be 0x00 (got 0x03) (rule: port-slot)",
+    ),
+    (
+        Topology.build("q35", [ctl(1, "pci-bridge", "00:02.0", chassis_nr=1)]),
+        "'pci.1' at 0000:00:02.0 (pci-bridge): bus 0 (pcie-root) does not accept a pci-bridge; it accepts "
+        "PCI Express device, dmi-to-pci-bridge, pcie-expander-bus, pcie-root-port (rule: placement)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:03.0")]),
+        "'gpu0' at 0000:00:03.0 (vfio-pci): a vfio-pci may not be an integrated endpoint on the PCIe root bus "
+        "'pcie.0' (rule: integrated)",
+    ),
+    (
+        Topology.build("q35", [ctl(1, "pci-expander-bus")]),
+        "'pci.1': q35 has no pci-expander-bus controllers; the machine does not offer it (rule: machine-model)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("usb", "ich9-ehci1", "00:1d.7")]),
+        "0000:00:1d.0 is empty, but 'usb' at function 7; guests scan function 0 first and never find the others "
+        "(rule: function-zero)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0"), rp(2, "00:02.1")]),
+        "'pci.1' at 0000:00:02.0 has no multifunction on, but 'pci.2' uses another function of its slot "
+        "(rule: multifunction)",
+    ),
+    (
+        Topology.build("q35", switch(1, "02:00.0", [(2, "01:00.0")])),
+        "controllers 'pci.1' and 'pci.2' plug into each other ('pci.1' plugs into 'pci.2'; 'pci.2' plugs into "
+        "'pci.1'), so none of them reaches a root bus (rule: controller-cycle)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0", chassis=1, port=8), rp(2, "00:03.0", chassis=1, port=8)]),
+        "'pci.1' (chassis 1, port 8) and 'pci.2' (chassis 1, port 8) share a chassis; QEMU registers each PCIe "
+        "port as (chassis, slot) and libvirt leaves slot at 0, so the chassis must differ (rule: unique-chassis-port)",
+    ),
+    (
+        Topology.build("pc", [ctl(1, "pci-bridge", "00:03.0", chassis_nr=0)]),
+        "'pci.1' (pci-bridge) has chassis_nr 0; each bridge needs a chassis number in 1..255 (rule: chassis-nr)",
+    ),
+    (
+        Topology.build(
+            "pc", [ctl(2, "pci-bridge", "00:03.0", chassis_nr=2), ctl(1, "pci-bridge", "02:01.0", chassis_nr=1)]
+        ),
+        "'pci.1' (pci-bridge, index 1) plugs into bus 2; a pci-bridge's index must be larger than its bus's "
+        "(rule: index-order)",
+    ),
+    (
+        Topology.build("pc", [ctl(1, "pci-expander-bus", "00:03.0", bus_nr=254), ctl(2, "pci-bridge", "01:01.0")]),
+        "'pci.1' (pci-expander-bus, bus_nr 254) and the buses below it need bus numbers 254..256, "
+        "but pc has 256 bus numbers (rule: expander-bus-nr)",
+    ),
+    (
+        Topology.build("q35", [ctl(1, "pcie-expander-bus", "00:02.0", bus_nr=200, numa_node=2)], numa_nodes=2),
+        "'pci.1' (pcie-expander-bus) is on NUMA node 2, but the guest declares nodes 0..1 (rule: numa-node)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("net0", NIC, "00:03.0", needs=Needs(hotplug=HotplugNeed.REQUIRED))]),
+        "'net0' at 0000:00:03.0 must be hot-pluggable, but bus 0 (pcie-root) slot 0x03 does not support hotplug "
+        "(rule: hotplug)",
+    ),
+    (
+        Topology.build(
+            "q35", devices=[dev("net0", NIC, "00:03.0", needs=Needs(numa_node=1, numa_strict=True))], numa_nodes=2
+        ),
+        "'net0' at 0000:00:03.0 requires NUMA node 1, but bus 0 is under no NUMA node (rule: numa)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("topology", "message"), MESSAGES)
+def test_messages_name_devices_and_addresses(topology: Topology, message: str) -> None:
+    """Violation messages read like the spec: devices by id, controllers by name, addresses as DDDD:BB:SS.F."""
+    assert [str(v) for v in validate(topology)] == [message]
+
+
+def test_bus_numbers_message() -> None:
+    """bus-numbers names the domain's root bus, the count needed and the machine's limit."""
+    t = ILLEGAL[
+        [c[0] for c in ILLEGAL].index("bus-numbers: 16 root ports on aarch64-virt-highmem-off need 17 bus numbers")
+    ][1]
+    assert [str(v) for v in validate(t)] == [
+        "the PCI domain of 'pcie.0' needs 17 bus numbers, but aarch64-virt-highmem-off has 16 (rule: bus-numbers)"
+    ]
+
+
+def test_io_space_message_names_ports_and_budget() -> None:
+    """io-space counts 4 KiB windows per port and says the budget of the machine with its ACPI setting."""
+    t = Topology.build(
+        "q35",
+        [rp(1 + i, f"00:{2 + i:02x}.0") for i in range(10)],
+        [dev(f"n{i}", "e1000", f"{1 + i:02x}:00.0") for i in range(10)],
+        acpi=False,
+    )
+    (v,) = validate(t)
+    assert v.message.startswith("bridges and ports below the root buses need 10 IO windows of 4 KiB ('pci.1' (1), ")
+    assert v.message.endswith("but q35 without ACPI has room for 9")
+
+
+def test_all_violations_at_once() -> None:
+    """A topology that breaks five rules yields a violation for each of them, sorted by rule."""
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:02.0"), rp(2, "01:00.0"), ctl(3, "pci-expander-bus")],
+        [
+            dev("a", NIC, "00:03.0"),
+            dev("b", NIC, "00:03.0"),
+            dev("gpu", "vfio-pci", "00:04.0"),
+            dev("lost", NIC, "09:00.0"),
+            dev("late", NIC, "00:05.1"),
+        ],
+    )
+    violations = validate(t)
+    assert [v.rule for v in violations] == [
+        "function-zero",
+        "integrated",
+        "machine-model",
+        "placement",
+        "unique-address",
+        "unknown-bus",
+    ]
+    assert list(violations) == sorted(violations)
+    with pytest.raises(InvalidTopology) as info:
+        check(t)
+    assert info.value.violations == violations
+    assert str(info.value).splitlines()[0] == "6 rule violations:"
+
+
+def test_dangling_bus_and_cycle_do_not_hide_other_rules() -> None:
+    """A controller on a missing bus and a controller cycle leave every other check running."""
+    t = Topology.build(
+        "q35",
+        [
+            *switch(1, "02:00.0", [(2, "01:00.0")]),
+            rp(3, "07:00.0"),
+            rp(4, "00:02.0", chassis=9),
+            rp(5, "00:03.0", chassis=9),
+        ],
+        [
+            dev("behind-cycle", "e1000", "01:05.0"),
+            dev("on-dangling", NIC, "03:00.0"),
+            dev("dup1", NIC, "00:04.0"),
+            dev("dup2", NIC, "00:04.0"),
+        ],
+    )
+    assert sorted(found(t)) == [
+        ("controller-cycle", ("pci.1", "pci.2")),
+        ("placement", ("behind-cycle",)),
+        ("unique-address", ("dup1", "dup2")),
+        ("unique-chassis-port", ("pci.4", "pci.5")),
+        ("unknown-bus", ("pci.3",)),
+    ]
+
+
+def test_unaddressed_devices_and_controllers_are_not_violations() -> None:
+    """Devices and controllers without an address are requests for one, not violations."""
+    t = Topology.build(
+        "q35", [ctl(1, "pcie-root-port"), ctl(2, "pcie-switch-downstream-port")], [dev("net0", "vfio-pci")]
+    )
+    assert validate(t) == ()
+
+
+def test_check_passes_silently_on_a_legal_topology() -> None:
+    """check() returns None when there is nothing to report."""
+    check(Topology.default("q35"))
+
+
+def test_device_standing_for_a_builtin_is_that_builtin() -> None:
+    """An ahci at q35 00:1f.2 is the built-in SATA controller, not a second device there."""
+    t = Topology.build("q35", devices=[dev("sata0", "ahci", "00:1f.2")])
+    assert validate(t) == ()
+
+
+@pytest.mark.parametrize("name", sorted(machines()))
+@pytest.mark.parametrize("acpi", [True, False])
+def test_default_topology_of_every_machine_validates(name: str, acpi: bool) -> None:
+    """Each shipped machine, as QEMU creates it, breaks no rule."""
+    assert validate(Topology.default(name, acpi=acpi)) == ()
+
+
+LEGAL = [
+    (
+        "q35 with root ports packed as multifunction, a switch and a pcie-to-pci-bridge with e1000s",
+        Topology.build(
+            "q35",
+            [
+                rp(1, "00:02.0", multifunction=True),
+                rp(2, "00:02.1"),
+                rp(3, "00:02.2"),
+                ctl(4, "pcie-switch-upstream-port", "03:00.0"),
+                ctl(5, "pcie-switch-downstream-port", "04:00.0", chassis=5, port=0),
+                ctl(6, "pcie-switch-downstream-port", "04:01.0", chassis=6, port=1),
+                ctl(7, "pcie-to-pci-bridge", "02:00.0"),
+            ],
+            [
+                dev("video", "vga", "00:01.0"),
+                dev("net0", NIC, "01:00.0", needs=Needs(hotplug="required")),
+                dev("disk0", "virtio-blk", "05:00.0"),
+                dev("disk1", "nvme", "06:00.0"),
+                dev("e0", "e1000", "07:01.0"),
+                dev("e1", "e1000", "07:02.0", needs=Needs(hotplug="required")),
+                dev("sata0", "ahci", "00:1f.2"),
+                dev("panic", "pvpanic-pci", "00:03.0", needs=Needs(hotplug="forbidden")),
+            ],
+        ),
+    ),
+    (
+        "q35 with a pxb-pcie on NUMA node 1 and a device that requires node 1",
+        Topology.build(
+            "q35",
+            [
+                rp(1, "00:02.0"),
+                ctl(2, "pcie-expander-bus", "00:03.0", bus_nr=0xFE, numa_node=1),
+                rp(3, "02:00.0"),
+            ],
+            [
+                dev("net0", NIC, "01:00.0"),
+                dev("net1", NIC, "03:00.0", needs=Needs(numa_node=1, numa_strict=True)),
+            ],
+            numa_nodes=2,
+        ),
+    ),
+    (
+        "q35 with the classic dmi-to-pci-bridge and pci-bridge",
+        Topology.build(
+            "q35",
+            [ctl(1, "dmi-to-pci-bridge", "00:1e.0"), ctl(2, "pci-bridge", "01:00.0", chassis_nr=2)],
+            [dev("net0", "rtl8139", "02:01.0"), dev("snd", "ich9", "00:1b.0")],
+        ),
+    ),
+    (
+        "pc with a pci-bridge and a pxb",
+        Topology.build(
+            "pc",
+            [ctl(1, "pci-bridge", "00:03.0", chassis_nr=1), ctl(2, "pci-expander-bus", "00:04.0", bus_nr=252)],
+            [
+                dev("video", "cirrus", "00:02.0"),
+                dev("net0", "e1000", "01:01.0"),
+                dev("disk0", "virtio-blk", "02:00.0"),
+                dev("ide", "piix3-ide", "00:01.1"),
+            ],
+        ),
+    ),
+    (
+        "pseries with two extra PHBs",
+        Topology.build(
+            "pseries",
+            [
+                ctl(1, "spapr-pci-host-bridge", target_index=1, numa_node=0),
+                ctl(2, "spapr-pci-host-bridge", target_index=2),
+                ctl(3, "pci-bridge", "01:01.0", chassis_nr=3),
+            ],
+            [dev("net0", "e1000", "01:02.0"), dev("net1", "virtio-net", "02:01.0"), dev("net2", "e1000", "03:01.0")],
+            numa_nodes=1,
+        ),
+    ),
+    (
+        "aarch64-virt-highmem-off with 15 root ports: exactly 16 bus numbers",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            [rp(1 + i, f"00:{1 + i // 8:02x}.{i % 8}", multifunction=True if i % 8 == 0 else None) for i in range(15)],
+        ),
+    ),
+    (
+        "q35 with 14 root ports holding e1000e: the IO budget exactly",
+        Topology.build(
+            "q35",
+            [rp(1 + i, f"00:{2 + i:02x}.0") for i in range(14)],
+            [dev(f"n{i}", "e1000e", f"{1 + i:02x}:00.0") for i in range(14)],
+        ),
+    ),
+    (
+        "q35 with 20 root ports holding modern virtio: no IO windows at all",
+        Topology.build(
+            "q35",
+            [rp(1 + i, f"00:{2 + i:02x}.0") for i in range(20)],
+            [dev(f"n{i}", NIC, f"{1 + i:02x}:00.0") for i in range(20)],
+        ),
+    ),
+    (
+        "riscv64-virt with a switch and hotplug-forbidden device on pcie.0",
+        Topology.build(
+            "riscv64-virt",
+            [rp(1, "00:01.0"), *switch(2, "01:00.0", [(3, "02:00.0"), (4, "02:01.0")])],
+            [dev("net0", NIC, "03:00.0"), dev("rng", "virtio-rng", "00:02.0", needs=Needs(hotplug="forbidden"))],
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "topology"), LEGAL, ids=[c[0] for c in LEGAL])
+def test_legal_topology_validates_clean(case: str, topology: Topology) -> None:
+    """A typical legal topology breaks no rule."""
+    assert validate(topology) == ()
+
+
+def test_rules_are_documented() -> None:
+    """RULES maps every stable rule id to a one-line description and cannot be changed."""
+    assert all(isinstance(d, str) and d and "\n" not in d for d in RULES.values())
+    with pytest.raises(TypeError):
+        RULES["new"] = "x"  # type: ignore[index]
+
+
+def test_module_is_tidy() -> None:
+    """The module exports exactly its public names."""
+    assert sorted(dir(rules)) == ["IO_WINDOW", "RULES", "check", "validate"]
+
+
+def test_validation_does_not_mutate_and_violations_pickle() -> None:
+    """Validating leaves the topology equal to itself, and its error pickles with every violation."""
+    t = ILLEGAL[0][1]
+    before = (t.controllers, t.devices)
+    violations = validate(t)
+    assert (t.controllers, t.devices) == before
+    error = InvalidTopology(violations)
+    again = pickle.loads(pickle.dumps(error))
+    assert again.violations == violations
+    assert isinstance(again.violations[0], Violation)
