@@ -128,6 +128,16 @@ class PciAddress:
             )
         return cls(domain=domain, bus=bus, slot=devfn >> 3, function=devfn & 7)
 
+    @classmethod
+    def _trusted(cls, domain: int, bus: int, slot: int, function: int) -> PciAddress:
+        """Build without range checks, for values pcitopo computed itself."""
+        self = object.__new__(cls)
+        object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "bus", bus)
+        object.__setattr__(self, "slot", slot)
+        object.__setattr__(self, "function", function)
+        return self
+
     @property
     def devfn(self) -> int:
         """``slot << 3 | function``."""
@@ -136,11 +146,12 @@ class PciAddress:
     @property
     def slot_address(self) -> PciAddress:
         """The address of function 0 of this slot."""
-        return attrs.evolve(self, function=0)
+        return PciAddress._trusted(self.domain, self.bus, self.slot, 0)
 
     def with_function(self, function: int) -> PciAddress:
         """This slot, another function."""
-        return attrs.evolve(self, function=function)
+        _check_range("function", function)
+        return PciAddress._trusted(self.domain, self.bus, self.slot, function)
 
     @property
     def qemu_addr(self) -> str:

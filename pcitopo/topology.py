@@ -227,10 +227,27 @@ class Topology:
         except KeyError:
             raise UnknownName("device", id, self._by_id) from None
 
+    @functools.cached_property
+    def _models(self) -> Mapping[int, ControllerModel]:
+        catalog = self.machine.catalog
+        return {c.index: catalog.controller(c.model) for c in self.controllers}
+
+    @functools.cached_property
+    def _children(self) -> Mapping[int, tuple[int, ...]]:
+        children: dict[int, list[int]] = {}
+        for c in self.controllers:
+            if c.address is not None and c.address.bus in self._by_index and c.index != 0:
+                children.setdefault(c.address.bus, []).append(c.index)
+        return {k: tuple(v) for k, v in children.items()}
+
     def model(self, controller: Controller | int) -> ControllerModel:
         """The catalog model of a controller (or of the controller with that index)."""
-        c = self.controller(controller) if isinstance(controller, int) else controller
-        return self.machine.catalog.controller(c.model)
+        if isinstance(controller, int):
+            found = self._models.get(controller)
+            if found is not None:
+                return found
+            controller = self.controller(controller)
+        return self.machine.catalog.controller(controller.model)
 
     def kind(self, device: Device | str) -> DeviceKind:
         """The catalog kind of a device (or of the device with that id)."""
@@ -312,13 +329,30 @@ class Topology:
         return frozen
 
     def controller_cycles(self) -> list[list[int]]:
-        """Controllers that plug, through each other, into themselves (indexes, each cycle once)."""
-        g: nx.DiGraph[int] = nx.DiGraph()
-        for c in self.controllers:
-            g.add_node(c.index)
-            if c.address is not None and c.address.bus in self._by_index:
-                g.add_edge(c.address.bus, c.index)
-        return sorted(sorted(cycle) for cycle in nx.simple_cycles(g))
+        """Controllers that plug, through each other, into themselves (indexes, each cycle once).
+
+        Every controller plugs into at most one bus, so following parents from
+        each controller finds every cycle in linear time.
+        """
+        parent = {
+            c.index: c.address.bus
+            for c in self.controllers
+            if c.address is not None and c.index != 0 and c.address.bus in self._by_index
+        }
+        state: dict[int, int] = {}  # 1 = on the current walk, 2 = done
+        cycles: list[list[int]] = []
+        for start in sorted(parent):
+            walk: list[int] = []
+            node: int | None = start
+            while node is not None and state.get(node) is None:
+                state[node] = 1
+                walk.append(node)
+                node = parent.get(node)
+            if node is not None and state.get(node) == 1:
+                cycles.append(sorted(walk[walk.index(node) :]))
+            for n in walk:
+                state[n] = 2
+        return sorted(cycles)
 
     def _parent_index(self, index: int) -> int | None:
         c = self._by_index.get(index)
@@ -399,14 +433,10 @@ class Topology:
 
     def subtree_bus_numbers(self, index: int) -> int:
         """Bus numbers used by a controller and everything below it (not crossing other expanders)."""
-        g: nx.DiGraph[int] = nx.DiGraph()
-        for c in self.controllers:
-            if c.address is not None and c.address.bus in self._by_index and c.index != 0:
-                g.add_edge(c.address.bus, c.index)
-        g.add_node(index)
+        self.controller(index)
         total = 0
         stack = [index]
-        seen = set()
+        seen: set[int] = set()
         while stack:
             i = stack.pop()
             if i in seen:
@@ -416,7 +446,7 @@ class Topology:
             if i != index and (m.expander or m.root):
                 continue
             total += m.bus_numbers
-            stack.extend(g.successors(i))
+            stack.extend(self._children.get(i, ()))
         return total
 
     # -- positions ----------------------------------------------------------------

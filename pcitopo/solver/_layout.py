@@ -1,0 +1,392 @@
+"""Per-context layout: how a root bus hosts the units the CSP gives it.
+
+:func:`decide` works on counts only (it runs inside the CSP's checks, so it
+must be cheap); :func:`realize` turns the same decision into concrete
+controllers and addresses. Both follow one set of rules, in this order:
+
+* PCIe root complex (``pcie.0``, ``pxb-pcie``): endpoints that must or (by
+  policy) may be integrated take root-bus slots; PCI Express endpoints get a
+  root port each (8 per slot as multifunction, or one per slot), then
+  switches when the slots run out; conventional endpoints go to one
+  ``pcie-to-pci-bridge`` behind a root port, fanning out to ``pci-bridge``\\ s
+  past 31; those that must not be hotpluggable go on a ``dmi-to-pci-bridge``.
+* Conventional root (``pci.0`` on pc, ``pxb``, pseries host bridges): endpoints
+  take root slots, overflowing into ``pci-bridge``\\ s.
+* New pseries host bridges: 31 endpoints each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import HotplugNeed
+from pcitopo.legality.catalog import Connect
+from pcitopo.policy.policy import Policy
+from pcitopo.solver._model import Unit
+
+__all__: list[str] = []
+
+BRIDGE_SLOTS = 31
+"""Usable slots of a pci-bridge or pcie-to-pci-bridge (1..31)."""
+
+
+@attrs.frozen
+class Context:
+    """A place where new structure can grow."""
+
+    id: int
+    label: str
+    root_kind: str  # "pcie" or "pci" or "phb-new"
+    bus: int | None
+    new_model: str | None
+    numa_node: int | None
+    free_slots: tuple[int, ...]
+    free_port_functions: tuple[PciAddress, ...]
+    can_integrate: bool
+    root_hotplug: bool
+    domain: str
+    """Bus numbers are shared by contexts of one domain key."""
+    own_range: int | None
+    """For existing expanders: bus numbers left inside their fixed range."""
+    empty_hot_ports: int
+    """Empty hotpluggable ports already there (they count as spare ports)."""
+    offers_pcie_to_pci: bool
+    offers_dmi: bool
+    offers_switch: bool
+
+
+@attrs.frozen
+class Counts:
+    """What the units given to a context need, by category."""
+
+    int_req: int = 0
+    int_opt_pcie: int = 0
+    int_opt_pci: int = 0
+    pcie_ports: int = 0
+    pcie_io: int = 0
+    pci_tree: int = 0
+    pci_tree_io: int = 0
+    pci_off: int = 0
+    pci_off_io: int = 0
+    pci_direct: int = 0
+    pci_direct_io: int = 0
+    pci_hot_only: int = 0
+    pci_hot_only_io: int = 0
+    int_opt_pci_io: int = 0
+    hot_misses: int = 0
+    """Units whose hotplug preference cannot be met in this context."""
+    impossible: str = ""
+
+
+def categorize(ctx: Context, units: Sequence[Unit], policy: Policy) -> Counts:
+    c = Counts()
+    return add_units(ctx, c, units, policy)
+
+
+def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
+    """Fold units into a context's counts (cheap; used on every CSP check)."""
+    d = attrs.asdict(counts, recurse=False)
+    for u in units:
+        cat = unit_category(ctx, u, policy)
+        if cat.startswith("!"):
+            d["impossible"] = d["impossible"] or cat[1:]
+            continue
+        d[cat] += 1
+        if cat == "pcie_ports" and u.has_io:
+            d["pcie_io"] += 1
+        elif cat == "pci_tree" and u.has_io:
+            d["pci_tree_io"] += 1
+        elif cat == "pci_off" and u.has_io:
+            d["pci_off_io"] += 1
+        elif cat == "pci_direct" and u.has_io:
+            d["pci_direct_io"] += 1
+        elif cat == "pci_hot_only" and u.has_io:
+            d["pci_hot_only_io"] += 1
+        elif cat == "int_opt_pci" and u.has_io:
+            d["int_opt_pci_io"] += 1
+        if u.hotplug is HotplugNeed.PREFERRED and cat in ("int_req", "int_opt_pcie", "int_opt_pci", "pci_off"):
+            d["hot_misses"] += 1
+        if u.hotplug is HotplugNeed.PREFERRED and cat == "pci_direct" and not ctx.root_hotplug:
+            d["hot_misses"] += 1
+    return Counts(**d)
+
+
+def unit_category(ctx: Context, u: Unit, policy: Policy) -> str:
+    """Where a unit goes inside a context; ``"!reason"`` when it cannot go there at all."""
+    if u.integrated_required:
+        if ctx.bus != 0:
+            return "!must be integrated on bus 0"
+        return "int_req" if ctx.root_kind == "pcie" else "pci_direct"
+    if ctx.root_kind == "pcie":
+        integrate_ok = ctx.can_integrate and u.can_integrate
+        if u.connect is Connect.PCIE_DEVICE:
+            if integrate_ok and policy.prefer_integrated and u.hotplug in (HotplugNeed.ANY, HotplugNeed.FORBIDDEN):
+                return "int_opt_pcie"
+            return "pcie_ports"
+        # conventional PCI on a PCIe machine
+        if u.hotplug is HotplugNeed.FORBIDDEN:
+            if integrate_ok:
+                return "int_opt_pci"
+            if not ctx.offers_dmi:
+                return "!needs a non-hotpluggable conventional slot (no dmi-to-pci-bridge on this machine)"
+            return "pci_off"
+        if integrate_ok and policy.prefer_integrated and u.hotplug is HotplugNeed.ANY:
+            return "int_opt_pci"
+        if not (ctx.offers_pcie_to_pci or ctx.offers_dmi):
+            if integrate_ok and u.hotplug is not HotplugNeed.REQUIRED:
+                return "int_opt_pci"
+            return "!needs a conventional PCI bus (this machine offers no PCIe-to-PCI bridge)"
+        return "pci_tree"
+    # conventional root: pc pci.0, pxb, pseries host bridges
+    if u.hotplug is HotplugNeed.FORBIDDEN:
+        if ctx.root_hotplug:
+            return "!must not be hotpluggable, but every slot here is"
+        return "pci_direct"
+    if u.hotplug is HotplugNeed.REQUIRED and not ctx.root_hotplug:
+        return "pci_hot_only"
+    return "pci_direct"
+
+
+@attrs.frozen
+class Decision:
+    """How a context hosts its counts."""
+
+    feasible: bool
+    reason: str = ""
+    integrated_pcie: int = 0
+    integrated_pci: int = 0
+    direct_ports: int = 0
+    """Root ports holding an endpoint or a spare (not switch or bridge uplinks)."""
+    port_units: int = 0
+    spare: int = 0
+    switches: int = 0
+    downstream: int = 0
+    tree_units: int = 0
+    tree_io: int = 0
+    tree_bridges: int = 0
+    """pci-bridges fanned out under the pcie-to-pci-bridge."""
+    tree_via_dmi: bool = False
+    dmi: bool = False
+    dmi_units: int = 0
+    dmi_bridges: int = 0
+    direct_units: int = 0
+    root_bridges: int = 0
+    phbs: int = 0
+    expander: bool = False
+    root_slots: int = 0
+    bus_numbers: int = 0
+    io_windows: int = 0
+    controllers: int = 0
+    hot_misses: int = 0
+    int_misses: int = 0
+    spare_missing: int = 0
+
+    @property
+    def tree(self) -> bool:
+        return self.tree_units > 0
+
+
+def fanout(n: int) -> int:
+    """pci-bridges needed under one 31-slot bridge to host ``n`` endpoints."""
+    if n <= BRIDGE_SLOTS:
+        return 0
+    return math.ceil((n - BRIDGE_SLOTS) / (BRIDGE_SLOTS - 1))
+
+
+def tree_io_buses(n: int, n_io: int) -> int:
+    """Conventional buses of a bridge tree that hold IO-BAR endpoints (IO endpoints placed first)."""
+    if n_io == 0:
+        return 0
+    m = fanout(n)
+    if m == 0:
+        return 1
+    # endpoints fill the top bridge's free slots first, then each fanned-out pci-bridge;
+    # IO endpoints come first, so they share as few buses as possible
+    top = BRIDGE_SLOTS - m
+    if n_io <= top:
+        return 1
+    return 1 + math.ceil((n_io - top) / BRIDGE_SLOTS)
+
+
+def decide(ctx: Context, c: Counts, policy: Policy, *, spare_wanted: int, expanders_here: int = 0) -> Decision:
+    """Lay a context out by counts."""
+    if c.impossible:
+        return Decision(False, c.impossible)
+    if ctx.root_kind == "pcie":
+        return _decide_pcie(ctx, c, policy, spare_wanted, expanders_here)
+    if ctx.root_kind == "phb-new":
+        return _decide_new_phb(ctx, c, policy, spare_wanted)
+    return _decide_pci(ctx, c, policy, spare_wanted, expanders_here)
+
+
+def _decide_pcie(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int) -> Decision:
+    free = len(ctx.free_slots) - expanders_here
+    spare = max(0, spare_wanted - ctx.empty_hot_ports)
+    if c.int_req > free:
+        return Decision(False, f"{ctx.label} has {free} free slots for {c.int_req} integrated devices")
+    pack = 8 if policy.port_packing == "multifunction" else 1
+    aggregate_free = len(ctx.free_port_functions) if pack == 8 else 0
+    int_opt_total = c.int_opt_pcie + c.int_opt_pci
+    dmi_possible = ctx.offers_dmi
+    use_dmi_tree = c.pci_tree > 0 and not ctx.offers_pcie_to_pci
+    if use_dmi_tree and not dmi_possible:
+        return Decision(False, f"{ctx.label}: no bridge for conventional PCI devices")
+
+    def attempt(i_opt: int, switches_ok: bool, spare_n: int) -> Decision | None:
+        # optional integration takes PCIe units first, then PCI units (definition order inside)
+        ip = min(i_opt, c.int_opt_pcie)
+        ic = i_opt - ip
+        pcie_units = c.pcie_ports + (c.int_opt_pcie - ip)
+        over_pci = c.int_opt_pci - ic
+        tree_units = c.pci_tree + over_pci
+        # optional PCI integration takes IO-BAR units first; the rest overflow to the tree
+        tree_io = c.pci_tree_io + max(0, c.int_opt_pci_io - ic)
+        dmi_units = c.pci_off
+        dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
+        tree_rp = 1 if tree_units > 0 and not use_dmi_tree else 0
+        slots_left = free - c.int_req - i_opt - (1 if dmi else 0)
+        if slots_left < 0:
+            return None
+        ports_needed = pcie_units + spare_n + tree_rp
+        capacity = aggregate_free + slots_left * pack
+        switches = 0
+        downstream = 0
+        direct = ports_needed
+        if ports_needed > capacity:
+            if not (switches_ok and policy.allow_switches and ctx.offers_switch):
+                return None
+            switches = math.ceil((ports_needed - capacity) / (BRIDGE_SLOTS))
+            direct = capacity - switches
+            downstream = ports_needed - direct
+            if direct < tree_rp or downstream > 32 * switches or direct < 0:
+                return None
+        used_port_slots = max(0, direct + switches - aggregate_free)
+        root_slots = c.int_req + i_opt + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
+        tree_bridges = fanout(tree_units) if not use_dmi_tree else 0
+        dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
+        if dmi and dmi_units + dmi_bridges > 32:
+            return None
+        bus = direct + 2 * switches + downstream + (1 + tree_bridges if tree_units and not use_dmi_tree else 0)
+        bus += (1 + dmi_bridges) if dmi else 0
+        io = c.pcie_io
+        if not use_dmi_tree:
+            io += tree_io_buses(tree_units, tree_io)
+        else:
+            io += min(dmi_bridges, math.ceil(tree_io / BRIDGE_SLOTS)) if tree_io else 0
+        if c.pci_off_io or (use_dmi_tree and tree_io):
+            io += 1 if c.pci_off_io else 0
+        controllers = direct + 2 * switches + downstream
+        controllers += (1 + tree_bridges) if tree_units and not use_dmi_tree else 0
+        controllers += (1 + dmi_bridges) if dmi else 0
+        return Decision(
+            True,
+            integrated_pcie=ip,
+            integrated_pci=ic,
+            direct_ports=direct - tree_rp,
+            port_units=pcie_units,
+            spare=spare_n,
+            switches=switches,
+            downstream=downstream,
+            tree_units=tree_units,
+            tree_io=tree_io,
+            tree_bridges=tree_bridges,
+            tree_via_dmi=use_dmi_tree,
+            dmi=dmi,
+            dmi_units=dmi_units,
+            dmi_bridges=dmi_bridges,
+            root_slots=root_slots,
+            bus_numbers=bus,
+            io_windows=io,
+            controllers=controllers,
+            hot_misses=c.hot_misses,
+            int_misses=int_opt_total - i_opt,
+            spare_missing=spare - spare_n,
+        )
+
+    # most integration first (it is only optional when the policy prefers it), spares if they fit
+    for switches_ok in (False, True):
+        for spare_n in (spare, 0) if spare else (0,):
+            lo, hi = 0, int_opt_total
+            best: Decision | None = None
+            # attempt() is monotone in i_opt: more integration never frees slots
+            if (d := attempt(0, switches_ok, spare_n)) is None:
+                continue
+            best = d
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                d = attempt(mid, switches_ok, spare_n)
+                if d is not None:
+                    lo, best = mid, d
+                else:
+                    hi = mid - 1
+            if spare_n == 0 and spare:
+                # spare ports would not fit; try as many as fit
+                for s in range(spare - 1, 0, -1):
+                    d2 = attempt(lo, switches_ok, s)
+                    if d2 is not None:
+                        best = d2
+                        break
+            return best
+    return Decision(
+        False,
+        f"{ctx.label} has {max(free, 0)} free slots"
+        + (f" and {aggregate_free} free root-port functions" if aggregate_free else "")
+        + f": not enough for {c.pcie_ports + c.int_opt_pcie} PCI Express devices"
+        + (f", {c.pci_tree + c.int_opt_pci + c.pci_off} conventional PCI devices" if c.pci_tree + c.pci_off else "")
+        + (f" and {c.int_req} integrated devices" if c.int_req else "")
+        + ("" if policy.allow_switches else " (switches are not allowed)"),
+    )
+
+
+def _decide_pci(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int) -> Decision:
+    free = len(ctx.free_slots) - expanders_here
+    direct_units = c.pci_direct
+    need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
+    for spare_n in (need_spare, 0) if need_spare else (0,):
+        for bridges in range(max(free, 0) + 1):
+            direct_cap = free - bridges
+            on_direct = min(direct_units, direct_cap)
+            bridged = c.pci_hot_only + direct_units - on_direct
+            if bridged > BRIDGE_SLOTS * bridges:
+                continue
+            hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + BRIDGE_SLOTS * bridges - bridged
+            if hot_free < spare_n:
+                continue
+            # direct slots take IO-BAR endpoints first: the root bus needs no IO window
+            io_bridged = c.pci_hot_only_io + max(0, c.pci_direct_io - on_direct)
+            return Decision(
+                True,
+                direct_units=on_direct,
+                root_bridges=bridges,
+                tree_units=bridged,
+                tree_io=io_bridged,
+                root_slots=on_direct + bridges,
+                bus_numbers=bridges,
+                io_windows=math.ceil(io_bridged / BRIDGE_SLOTS),
+                controllers=bridges,
+                hot_misses=c.hot_misses,
+                spare=spare_n,
+                spare_missing=need_spare - spare_n,
+            )
+    return Decision(
+        False,
+        f"{ctx.label} has {max(free, 0)} free slots: not enough for {direct_units + c.pci_hot_only} devices"
+        + (" even with pci-bridges" if free > 0 else ""),
+    )
+
+
+def _decide_new_phb(ctx: Context, c: Counts, policy: Policy, spare_wanted: int) -> Decision:
+    units = c.pci_direct + c.pci_hot_only
+    phbs = math.ceil(units / BRIDGE_SLOTS) if units else 0
+    return Decision(
+        True,
+        direct_units=units,
+        phbs=phbs,
+        controllers=phbs,
+        bus_numbers=0,
+        hot_misses=c.hot_misses,
+    )

@@ -1,0 +1,312 @@
+"""Turn per-context decisions into concrete controllers and addresses.
+
+Follows :mod:`pcitopo.solver._layout`'s rules exactly; the result is checked
+again by the validator, so a disagreement is caught, never shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed
+from pcitopo.errors import Unsatisfiable
+from pcitopo.policy.policy import Policy
+from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Decision, fanout, unit_category
+from pcitopo.solver._model import Unit
+
+__all__: list[str] = []
+
+
+def _addr(bus: int, slot: int, function: int = 0) -> PciAddress:
+    return PciAddress._trusted(0, bus, slot, function)
+
+
+class Builder:
+    """Hands out controller indexes and identity values, and collects the result."""
+
+    def __init__(
+        self,
+        used_indexes: set[int],
+        used_chassis_port: set[tuple[int, int]],
+        used_chassis_nr: set[int],
+        used_target_index: set[int],
+    ) -> None:
+        self.used_indexes = set(used_indexes)
+        self.used_chassis_port = set(used_chassis_port)
+        self.used_chassis_nr = set(used_chassis_nr)
+        self.used_target_index = set(used_target_index)
+        self.controllers: list[Controller] = []
+        self.placements: dict[str, PciAddress] = {}
+        self.multifunction: dict[str, bool] = {}
+        self._next = 1
+
+    def next_index(self) -> int:
+        i = self._next
+        while i in self.used_indexes:
+            i += 1
+        self._next = i + 1
+        if i > 255:
+            raise Unsatisfiable(
+                ["more than 255 PCI controllers would be needed"],
+                facts=["libvirt and pcitopo number controllers 0..255"],
+                suggestions=["use fewer devices or larger bridges"],
+            )
+        self.used_indexes.add(i)
+        return i
+
+    def _chassis(self, index: int, port: int) -> int:
+        chassis = index
+        while (chassis, port) in self.used_chassis_port:
+            chassis = (chassis + 1) % 256
+        self.used_chassis_port.add((chassis, port))
+        return chassis
+
+    def root_port(self, address: PciAddress, *, hotplug: bool | None = None) -> Controller:
+        index = self.next_index()
+        port = address.devfn
+        c = Controller(
+            index, "pcie-root-port", address=address, chassis=self._chassis(index, port), port=port, hotplug=hotplug
+        )
+        self.controllers.append(c)
+        return c
+
+    def downstream_port(self, address: PciAddress, *, hotplug: bool | None = None) -> Controller:
+        index = self.next_index()
+        port = address.slot
+        c = Controller(
+            index,
+            "pcie-switch-downstream-port",
+            address=address,
+            chassis=self._chassis(index, port),
+            port=port,
+            hotplug=hotplug,
+        )
+        self.controllers.append(c)
+        return c
+
+    def simple(self, model: str, address: PciAddress) -> Controller:
+        index = self.next_index()
+        c = Controller(index, model, address=address)
+        self.controllers.append(c)
+        return c
+
+    def pci_bridge(self, address: PciAddress) -> Controller:
+        index = self.next_index()
+        nr = index
+        while nr in self.used_chassis_nr or nr == 0:
+            nr = nr % 255 + 1
+        self.used_chassis_nr.add(nr)
+        c = Controller(index, "pci-bridge", address=address, chassis_nr=nr)
+        self.controllers.append(c)
+        return c
+
+    def phb(self, numa_node: int | None) -> Controller:
+        index = self.next_index()
+        t = 1
+        while t in self.used_target_index:
+            t += 1
+        self.used_target_index.add(t)
+        c = Controller(index, "spapr-pci-host-bridge", target_index=t, numa_node=numa_node)
+        self.controllers.append(c)
+        return c
+
+    def place(self, unit: Unit, slot: PciAddress) -> None:
+        for f, d in enumerate(unit.devices):
+            self.placements[d.id] = slot.with_function(f)
+        if len(unit.devices) > 1:
+            self.multifunction[unit.devices[0].id] = True
+
+    def set_multifunction(self) -> None:
+        """multifunction=True on function 0 of every new slot holding several new root ports."""
+        by_slot: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(self.controllers):
+            if c.address is not None:
+                by_slot.setdefault((c.address.bus, c.address.slot), []).append(i)
+        for members in by_slot.values():
+            if len(members) > 1:
+                for i in members:
+                    c = self.controllers[i]
+                    if c.address is not None and c.address.function == 0:
+                        self.controllers[i] = attrs.evolve(c, multifunction=True)
+
+
+def _io_first(units: Sequence[Unit]) -> list[Unit]:
+    return sorted(units, key=lambda u: (not u.has_io, u.position))
+
+
+def realize_pcie(
+    b: Builder,
+    ctx: Context,
+    root_bus: int,
+    decision: Decision,
+    units: Sequence[Unit],
+    policy: Policy,
+    *,
+    free_slots: Sequence[int],
+    port_functions: Sequence[PciAddress],
+    dmi_preferred: Sequence[PciAddress] = (),
+) -> None:
+    """Lay out a PCIe root complex context (``free_slots`` excludes slots kept for expanders)."""
+    cats: dict[str, list[Unit]] = {}
+    for u in units:
+        cats.setdefault(unit_category(ctx, u, policy), []).append(u)
+    slots = list(free_slots)
+
+    def take_slot() -> int:
+        return slots.pop(0)
+
+    # 1. integrated endpoints
+    integrated = list(cats.get("int_req", []))
+    opt_pcie = cats.get("int_opt_pcie", [])
+    opt_pci = _io_first(cats.get("int_opt_pci", []))
+    integrated += opt_pcie[: decision.integrated_pcie]
+    integrated += opt_pci[: decision.integrated_pci]
+    overflow_pcie = opt_pcie[decision.integrated_pcie :]
+    overflow_pci = opt_pci[decision.integrated_pci :]
+    for u in sorted(integrated, key=lambda u: u.position):
+        b.place(u, _addr(root_bus, take_slot()))
+
+    port_units = sorted([*cats.get("pcie_ports", []), *overflow_pcie], key=lambda u: u.position)
+    tree_units = _io_first([*cats.get("pci_tree", []), *overflow_pci])
+    dmi_units = _io_first(cats.get("pci_off", []))
+
+    # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
+    if decision.dmi:
+        pref = [a.slot for a in dmi_preferred if a.bus == root_bus and a.slot in slots]
+        slot = pref[0] if pref else take_slot()
+        if pref:
+            slots.remove(slot)
+        dmi = b.simple("dmi-to-pci-bridge", _addr(root_bus, slot))
+        dslot = 0
+        for u in dmi_units:
+            b.place(u, _addr(dmi.index, dslot))
+            dslot += 1
+        if decision.tree_via_dmi and tree_units:
+            remaining = list(tree_units)
+            for _ in range(decision.dmi_bridges):
+                br = b.pci_bridge(_addr(dmi.index, dslot))
+                dslot += 1
+                for s in range(1, BRIDGE_SLOTS + 1):
+                    if not remaining:
+                        break
+                    b.place(remaining.pop(0), _addr(br.index, s))
+            tree_units = []
+
+    # 3. root ports: positions in order (free functions of existing multifunction slots, then new slots)
+    positions = _port_positions(root_bus, port_functions, slots, policy)
+
+    def next_port_position() -> PciAddress:
+        try:
+            return next(positions)
+        except StopIteration:
+            raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
+
+    tree_rp = 1 if tree_units else 0
+    direct_units = port_units[: decision.direct_ports]
+    switched_units = port_units[decision.direct_ports :]
+    for u in direct_units:
+        rp = b.root_port(next_port_position(), hotplug=_port_hotplug(u, policy))
+        b.place(u, _addr(rp.index, 0))
+    if tree_rp:
+        rp = b.root_port(next_port_position())
+        bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
+        m = fanout(len(tree_units))
+        fan = [b.pci_bridge(_addr(bridge.index, s)) for s in range(1, m + 1)]
+        order = [_addr(bridge.index, s) for s in range(m + 1, BRIDGE_SLOTS + 1)]
+        for br in fan:
+            order += [_addr(br.index, s) for s in range(1, BRIDGE_SLOTS + 1)]
+        for u, a in zip(tree_units, order, strict=False):
+            b.place(u, a)
+    # switches: their uplinks, then downstream ports for the remaining units and spares
+    spare_left = decision.spare
+    downstream_needed = decision.downstream
+    for _ in range(decision.switches):
+        up_rp = b.root_port(next_port_position())
+        up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
+        for s in range(32):
+            if downstream_needed == 0:
+                break
+            downstream_needed -= 1
+            if switched_units:
+                u = switched_units.pop(0)
+                dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
+                b.place(u, _addr(dp.index, 0))
+            else:
+                b.downstream_port(_addr(up.index, s))
+                spare_left -= 1
+    for _ in range(max(0, spare_left)):
+        b.root_port(next_port_position())
+
+
+def _port_hotplug(u: Unit, policy: Policy) -> bool | None:
+    if u.hotplug is HotplugNeed.FORBIDDEN:
+        return False
+    if policy.hotplug_off_occupied and u.hotplug is not HotplugNeed.REQUIRED:
+        return False
+    return None
+
+
+def _port_positions(
+    bus: int, port_functions: Sequence[PciAddress], slots: list[int], policy: Policy
+) -> Iterator[PciAddress]:
+    if policy.port_packing == "multifunction":
+        yield from port_functions
+    while slots:
+        slot = slots.pop(0)
+        functions = range(8) if policy.port_packing == "multifunction" else range(1)
+        for f in functions:
+            yield _addr(bus, slot, f)
+
+
+def realize_pci(
+    b: Builder,
+    ctx: Context,
+    root_bus: int,
+    decision: Decision,
+    units: Sequence[Unit],
+    policy: Policy,
+    *,
+    free_slots: Sequence[int],
+) -> None:
+    """Lay out a conventional root context: direct slots (IO endpoints first), then pci-bridges."""
+    cats: dict[str, list[Unit]] = {}
+    for u in units:
+        cats.setdefault(unit_category(ctx, u, policy), []).append(u)
+    slots = list(free_slots)
+    direct_candidates = _io_first(cats.get("pci_direct", []))
+    direct = direct_candidates[: decision.direct_units]
+    bridged = _io_first([*cats.get("pci_hot_only", []), *direct_candidates[decision.direct_units :]])
+    for u in sorted(direct, key=lambda u: u.position):
+        b.place(u, _addr(root_bus, slots.pop(0)))
+    for _ in range(decision.root_bridges):
+        br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
+        for s in range(1, BRIDGE_SLOTS + 1):
+            if not bridged:
+                break
+            b.place(bridged.pop(0), _addr(br.index, s))
+
+
+def realize_new_phbs(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:
+    remaining = sorted(units, key=lambda u: u.position)
+    for _ in range(decision.phbs):
+        phb = b.phb(ctx.numa_node)
+        for s in range(1, BRIDGE_SLOTS + 1):
+            if not remaining:
+                break
+            b.place(remaining.pop(0), _addr(phb.index, s))
+
+
+def with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
+    out = []
+    for d in devices:
+        if d.id in b.placements:
+            d = attrs.evolve(
+                d,
+                address=b.placements[d.id],
+                multifunction=True if b.multifunction.get(d.id) else d.multifunction,
+            )
+        out.append(d)
+    return out

@@ -1,0 +1,95 @@
+"""Explaining infeasibility: the smallest set of conflicting requirements, and what would help.
+
+A request is a set of *requirements*, one per demand class ("240 PCI
+Express devices that must be hotpluggable"). When no plan exists,
+:func:`explain` shrinks the set by deletion (CPMpy's deletion-based MUS):
+drop each requirement in turn and keep it dropped while the rest still
+conflicts. What is left conflicts, and removing any one of its members makes
+the request feasible. It then tries the relaxations a VM owner could accept
+(hotplug as a preference, NUMA as a preference, switches, fewer devices) and
+reports the ones that work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from pcitopo.devices import HotplugNeed
+from pcitopo.errors import Unsatisfiable
+from pcitopo.policy.policy import Policy
+from pcitopo.solver._model import DemandClass, Unit, classify
+from pcitopo.topology import Topology
+
+__all__ = ["explain"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsatisfiable:
+    """Build the :class:`~pcitopo.errors.Unsatisfiable` error for units that cannot all be placed."""
+    from pcitopo.solver.planner import describe_budget, feasible
+
+    classes = list(classify(units))
+
+    def ok(chosen: Sequence[DemandClass], pol: Policy = policy) -> bool:
+        return feasible(topology, pol, [u for c in chosen for u in c.units])
+
+    facts = describe_budget(topology, policy)
+    core = list(classes)
+    for cls in list(core):
+        trial = [c for c in core if c is not cls]
+        if trial and not ok(trial):
+            core = trial
+    conflicts = [c.describe() for c in core]
+    if len(core) == 1:
+        conflicts[0] += " do not fit, even on their own"
+    suggestions: list[str] = []
+    others = [c for c in classes if c not in core]
+    for cls in core:
+        rest = [c for c in core if c is not cls]
+        u = cls.sample
+        if u.hotplug is HotplugNeed.REQUIRED:
+            relaxed = _relax(cls, lambda x: attrs.evolve(x, hotplug=HotplugNeed.PREFERRED))
+            if ok([*rest, relaxed]):
+                suggestions.append(f"drop the hotplug requirement for {len(cls.units)} devices ({_names(cls)})")
+        if u.numa_node is not None and u.numa_strict:
+            relaxed = _relax(cls, lambda x: attrs.evolve(x, numa_strict=False))
+            if ok([*rest, relaxed]):
+                suggestions.append(f"let {_names(cls)} leave NUMA node {u.numa_node} when it is full")
+        fit = _max_fitting(cls, rest, ok)
+        if fit < len(cls.units):
+            suggestions.append(
+                f"drop {len(cls.units) - fit} of the {len(cls.units)} devices ({_names(cls)}): {fit} fit"
+            )
+    if not policy.allow_switches and ok(core, attrs.evolve(policy, allow_switches=True)):
+        suggestions.append("allow PCI Express switches")
+    if policy.spare_ports and ok(core, attrs.evolve(policy, spare_ports=0)):
+        suggestions.append("ask for fewer spare hotplug ports")
+    if others:
+        facts.append(f"{len(others)} other group(s) of devices fit once these are resolved")
+    return Unsatisfiable(conflicts, facts=facts, suggestions=suggestions)
+
+
+def _names(cls: DemandClass) -> str:
+    n = len(cls.units)
+    head = ", ".join(repr(u.name) for u in cls.units[:3])
+    return head + (f" and {n - 3} more" if n > 3 else "")
+
+
+def _relax(cls: DemandClass, change: Callable[[Unit], Unit]) -> DemandClass:
+    return DemandClass(cls.key, tuple(change(u) for u in cls.units))
+
+
+def _max_fitting(cls: DemandClass, rest: Sequence[DemandClass], ok: Callable[[Sequence[DemandClass]], bool]) -> int:
+    lo, hi = 0, len(cls.units)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok([*rest, DemandClass(cls.key, cls.units[:mid])]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
