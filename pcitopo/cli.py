@@ -1,0 +1,533 @@
+"""The ``pcitopo`` command line.
+
+``main(argv)`` runs one command and returns its exit code, so programs and
+tests can call it in-process; ``python -m pcitopo`` and the ``pcitopo``
+console script (``main_exit``) do the same from a shell.
+
+Commands (each has ``--help``):
+
+``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json]``
+    fill in every PCI address of a libvirt domain and print (or write) it.
+``validate IN.xml [--json]``
+    every rule the domain's addresses break.
+``show IN.xml [--format tree|dot]``
+    the PCI tree, like ``lspci -tv``, or a Graphviz graph.
+``diff OLD.xml NEW.xml [--json]``
+    devices added, removed and moved between two domains (matched by id).
+``machines [--json]``
+    the machine descriptions pcitopo knows.
+``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
+    QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
+
+Exit codes:
+
+== ==========================================================================
+0  success
+1  the input breaks placement rules (``validate``; ``assign`` when the
+   addresses already in the domain are illegal); ``diff``: a device present in
+   both domains changed its guest-visible address
+2  usage error (bad arguments)
+3  bad input: unreadable file, malformed XML, not a domain, unknown model,
+   machine without PCI, bad policy
+4  no placement satisfies the requirements (the explanation is printed)
+5  internal error (a bug in pcitopo: a one-line message, no traceback)
+== ==========================================================================
+
+>>> main(["machines"])  # doctest: +ELLIPSIS
+aarch64-virt  ...
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from pcitopo.address import PciAddress
+from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.legality.machine import Machine, machines
+from pcitopo.policy.policy import Policy
+from pcitopo.topology import Topology
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_UNSATISFIABLE",
+    "EXIT_USAGE",
+    "EXIT_VIOLATIONS",
+    "main",
+    "main_exit",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+EXIT_OK = 0
+EXIT_VIOLATIONS = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_UNSATISFIABLE = 4
+EXIT_INTERNAL = 5
+
+_EPILOG = """\
+exit codes:
+  0  success
+  1  rule violations (validate; assign on illegal existing addresses);
+     diff: a device in both domains changed its guest-visible address
+  2  usage error
+  3  bad input (unreadable file, malformed XML, unknown model, machine without PCI, bad policy)
+  4  unsatisfiable: no placement meets the requirements (explained)
+  5  internal error
+"""
+
+
+class _Failure(Exception):
+    """A command's own way out with an exit code and a message for stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _load(path: str) -> LibvirtDomain:
+    if path == "-":
+        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>")
+    return LibvirtDomain.from_path(path)
+
+
+def _policy(value: str | None) -> Policy | None:
+    if value is None:
+        return None
+    if value.endswith(".toml") or os.sep in value or Path(value).is_file():
+        return Policy.from_toml(value)
+    return Policy.named(value)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json(data: object, out: TextIO) -> None:
+    json.dump(data, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def _address(a: PciAddress | None) -> str | None:
+    return None if a is None else str(a)
+
+
+def _controller_dict(c: Any) -> dict[str, object]:
+    result: dict[str, object] = {"index": c.index, "model": c.model, "name": c.name, "address": _address(c.address)}
+    for field in ("qemu_model", "chassis", "port", "chassis_nr", "bus_nr", "target_index", "numa_node", "hotplug"):
+        value = getattr(c, field)
+        if value is not None:
+            result[field] = value
+    return result
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
+    domain = _load(args.input)
+    policy = _policy(args.policy)
+    from pcitopo.solver import solve
+
+    plan = solve(domain.topology, policy)
+    result = domain.with_topology(plan.topology)
+    if args.output:
+        _write_atomic(args.output, result.to_bytes())
+    if args.json:
+        _json(
+            {
+                "machine": result.machine.name,
+                "policy": plan.policy.name,
+                "status": plan.status.value,
+                "cost": plan.cost,
+                "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
+                "added_controllers": [_controller_dict(c) for c in plan.added],
+                "soft": [
+                    {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
+                    for s in plan.soft
+                ],
+                "output": args.output,
+            },
+            out,
+        )
+    elif not args.output:
+        out.write(result.to_string())
+        if not result.to_string().endswith("\n"):
+            out.write("\n")
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    domain = _load(args.input)
+    from pcitopo.legality.rules import validate
+
+    violations = validate(domain.topology)
+    if args.json:
+        items = []
+        for v in violations:
+            item = v.as_dict()
+            item["elements"] = [domain.path(d) for d in v.devices if d in domain.elements]
+            items.append(item)
+        _json({"source": domain.source, "machine": domain.machine.name, "violations": items}, out)
+    else:
+        for v in violations:
+            where = [domain.path(d) for d in v.devices if d in domain.elements]
+            out.write(f"{v}{'  [' + ', '.join(where) + ']' if where else ''}\n")
+        count = len(violations)
+        summary = "no violations" if not count else f"{count} violation{'s' if count != 1 else ''}"
+        out.write(f"{domain.source}: {summary}\n")
+    return EXIT_VIOLATIONS if violations else EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    domain = _load(args.input)
+    text = _dot(domain.topology) if args.format == "dot" else _tree(domain.topology)
+    out.write(text)
+    return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    old = _load(args.old)
+    new = _load(args.new)
+    report = _diff(old.topology, new.topology)
+    if args.json:
+        _json(report, out)
+    else:
+        for entry in report["added"]:
+            out.write(f"added      {entry['id']} ({entry['kind']}) at {entry['address']}\n")
+        for entry in report["removed"]:
+            out.write(f"removed    {entry['id']} ({entry['kind']}) from {entry['address']}\n")
+        for entry in report["moved"]:
+            out.write(f"moved      {entry['id']} ({entry['kind']}): {entry['old']} -> {entry['new']}\n")
+        for entry in report["renumbered"]:
+            out.write(
+                f"renumbered {entry['id']} ({entry['kind']}): {entry['old_address']} -> {entry['new_address']}"
+                f" (same guest path {entry['path']})\n"
+            )
+        if not any(report[k] for k in ("added", "removed", "moved", "renumbered")):
+            out.write("no differences in device placement\n")
+    return EXIT_VIOLATIONS if report["moved"] else EXIT_OK
+
+
+def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
+    known = machines()
+    if args.json:
+        _json(
+            [
+                {
+                    "name": m.name,
+                    "description": m.description,
+                    "arches": list(m.arches),
+                    "machine_types": list(m.machine_types),
+                    "root_bus": m.root_bus_name,
+                    "root_model": m.root_model,
+                    "pcie": m.pcie,
+                    "bus_numbers": m.bus_numbers,
+                    "controllers": list(m.controllers),
+                }
+                for m in known.values()
+            ],
+            out,
+        )
+        return EXIT_OK
+    width = max(len(name) for name in known)
+    for m in known.values():
+        types = ", ".join(m.machine_types) or "(by description only)"
+        out.write(
+            f"{m.name:<{width}}  {'/'.join(m.arches)}  {types}  root {m.root_bus_name} ({m.root_model})"
+            f"  {m.description}\n"
+        )
+    return EXIT_OK
+
+
+def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
+    domain = _load(args.input)
+    from pcitopo.qemu.args import qemu_args
+
+    out.write(shlex.join(qemu_args(domain.topology)) + "\n")
+    return EXIT_OK
+
+
+def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.qemu.probe import machine_to_toml, probe
+
+    machine: Machine = probe(args.qemu, args.machine)
+    text = machine_to_toml(machine)
+    if args.output:
+        _write_atomic(args.output, text.encode("utf-8"))
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+# -- show and diff ------------------------------------------------------------------------------
+
+
+def _tree(topology: Topology) -> str:
+    """The PCI tree as text: each root bus, then what sits on it, like ``lspci -tv``."""
+    lines: list[str] = []
+    children: dict[int, list[tuple[PciAddress, str, int | None]]] = {}
+    for b in topology.builtins():
+        children.setdefault(b.address.bus, []).append((b.address, f"[built-in] {b.name} ({b.qemu_device})", None))
+    for c in topology.controllers:
+        if c.address is not None:
+            text = f"{c.name} ({c.model}, index {c.index})"
+            children.setdefault(c.address.bus, []).append((c.address, text, c.index))
+    for d in topology.devices:
+        if d.address is not None:
+            children.setdefault(d.address.bus, []).append((d.address, f"{d.id} ({d.kind})", None))
+    shown: set[int] = set()
+
+    def walk(bus: int, prefix: str) -> None:
+        shown.add(bus)
+        entries = sorted(children.get(bus, []), key=lambda e: (e[0], e[1]))
+        for i, (address, text, below) in enumerate(entries):
+            last = i == len(entries) - 1
+            lines.append(f"{prefix}{'`-' if last else '+-'} {address}  {text}")
+            if below is not None and below not in shown:
+                walk(below, prefix + ("   " if last else "|  "))
+
+    for c in topology.controllers:
+        if topology.model(c).root:
+            lines.append(f"{topology.bus_name(c.index)} ({c.model}, index {c.index})")
+            walk(c.index, "")
+    for c in topology.controllers:
+        if c.index not in shown:
+            where = "no address" if c.address is None else f"its bus {c.address.bus} does not reach a root bus"
+            lines.append(f"detached: {c.name} ({c.model}, index {c.index}): {where}")
+            walk(c.index, "")
+    stray = [d for d in topology.devices if d.address is not None and not topology.has_bus(d.address.bus)]
+    if stray:
+        lines.append("on buses that do not exist:")
+        lines += [f"   {d.id} ({d.kind}) at {d.address}" for d in stray]
+    pending = [d for d in topology.devices if d.address is None]
+    if pending:
+        lines.append("unaddressed:")
+        lines += [f"   {d.id} ({d.kind})" for d in pending]
+    return "\n".join(lines) + "\n"
+
+
+def _dot_id(node: tuple[str, int | str]) -> str:
+    return json.dumps(f"{node[0]}:{node[1]}")
+
+
+def _dot(topology: Topology) -> str:
+    """The topology as a Graphviz digraph, nodes and edges in a fixed order."""
+    graph = topology.graph
+    lines = ["digraph pcitopo {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
+
+    def key(node: tuple[str, int | str]) -> tuple[str, str]:
+        kind, name = node
+        return (kind, f"{name:>8}" if isinstance(name, int) else str(name))
+
+    for node in sorted(graph.nodes, key=key):
+        data = graph.nodes[node]
+        kind = data.get("kind", node[0])
+        if kind == "bus":
+            label, shape = f"bus {node[1]}\\n{data.get('name', '')}", "ellipse"
+        elif kind == "controller":
+            label, shape = f"{data.get('name')}\\n{data.get('model')}", "box"
+        elif kind == "builtin":
+            label, shape = f"{node[1]}\\n{data.get('qemu')}", "box3d"
+        else:
+            label, shape = f"{node[1]}\\n{data.get('device_kind')}", "component"
+        lines.append(f"  {_dot_id(node)} [label={json.dumps(label).replace(chr(92) * 2, chr(92))}, shape={shape}];")
+    for u, v in sorted(graph.edges, key=lambda e: (key(e[0]), key(e[1]))):
+        address = graph.edges[u, v].get("address")
+        label = f" [label={json.dumps(f'{address.slot:02x}.{address.function:x}')}]" if address is not None else ""
+        lines.append(f"  {_dot_id(u)} -> {_dot_id(v)}{label};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _guest_path(topology: Topology, address: PciAddress | None) -> str | None:
+    """Where the guest sees a device: its root (domain:bus) and the slot.function of each hop below it."""
+    if address is None:
+        return None
+    hops = [f"{address.slot:02x}.{address.function:x}"]
+    bus = address.bus
+    seen: set[int] = set()
+    while True:
+        if not topology.has_bus(bus) or bus in seen:
+            return f"?bus{bus}/" + "/".join(reversed(hops))
+        seen.add(bus)
+        c = topology.controller(bus)
+        model = topology.model(c)
+        if model.root:
+            domain = c.target_index if c.model == "spapr-pci-host-bridge" and c.target_index is not None else 0
+            return f"{domain:04x}:00/" + "/".join(reversed(hops))
+        if model.expander:
+            return f"0000:{c.bus_nr if c.bus_nr is not None else 0:02x}/" + "/".join(reversed(hops))
+        if c.address is None:
+            return f"?{c.name}/" + "/".join(reversed(hops))
+        hops.append(f"{c.address.slot:02x}.{c.address.function:x}")
+        bus = c.address.bus
+
+
+def _diff(old: Topology, new: Topology) -> dict[str, Any]:
+    before = {d.id: d for d in old.devices}
+    after = {d.id: d for d in new.devices}
+    report: dict[str, Any] = {"added": [], "removed": [], "moved": [], "renumbered": [], "unchanged": 0}
+    for d in new.devices:
+        if d.id not in before:
+            report["added"].append({"id": d.id, "kind": d.kind, "address": _guest_path(new, d.address)})
+    for d in old.devices:
+        if d.id not in after:
+            report["removed"].append({"id": d.id, "kind": d.kind, "address": _guest_path(old, d.address)})
+            continue
+        n = after[d.id]
+        old_path, new_path = _guest_path(old, d.address), _guest_path(new, n.address)
+        if old_path != new_path:
+            report["moved"].append({"id": d.id, "kind": n.kind, "old": old_path, "new": new_path})
+        elif d.address != n.address:
+            report["renumbered"].append(
+                {
+                    "id": d.id,
+                    "kind": n.kind,
+                    "old_address": _address(d.address),
+                    "new_address": _address(n.address),
+                    "path": new_path,
+                }
+            )
+        else:
+            report["unchanged"] += 1
+    return report
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser = _Parser(
+        prog="pcitopo",
+        description="Decide where every PCI/PCIe device of a virtual machine goes.",
+        **common,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
+    p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+    p.add_argument(
+        "--policy",
+        metavar="NAME|FILE.toml",
+        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+    p.set_defaults(run=_cmd_assign)
+
+    p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+    p.add_argument("input", metavar="IN.xml")
+    p.add_argument("--json", action="store_true", help="print the violations as JSON")
+    p.set_defaults(run=_cmd_validate)
+
+    p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+    p.add_argument("input", metavar="IN.xml")
+    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+    p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+    p.add_argument("old", metavar="OLD.xml")
+    p.add_argument("new", metavar="NEW.xml")
+    p.add_argument("--json", action="store_true", help="print the differences as JSON")
+    p.set_defaults(run=_cmd_diff)
+
+    p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(run=_cmd_machines)
+
+    p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+    p.add_argument("input", metavar="IN.xml")
+    p.set_defaults(run=_cmd_qemu_args)
+
+    p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+    p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
+    p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
+    p.set_defaults(run=_cmd_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run one ``pcitopo`` command; return its exit code (see the module docstring)."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        try:
+            args = _parser().parse_args(list(argv) if argv is not None else None)
+        except SystemExit as exc:  # --help, --version
+            return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+        run: Callable[[argparse.Namespace, TextIO], int] = args.run
+        return run(args, out)
+    except _Failure as exc:
+        err.write(f"{exc}\n")
+        return exc.code
+    except InvalidTopology as exc:
+        err.write(f"pcitopo: {exc}\n")
+        return EXIT_VIOLATIONS
+    except Unsatisfiable as exc:
+        err.write(f"pcitopo: {exc}\n")
+        return EXIT_UNSATISFIABLE
+    except PcitopoError as exc:
+        err.write(f"pcitopo: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.write(f"pcitopo: {where}{exc.strerror or exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err.write("pcitopo: interrupted\n")
+        return 130
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or "no message"
+        err.write(f"pcitopo: internal error: {type(exc).__name__}: {message}\n")
+        return EXIT_INTERNAL
+
+
+def main_exit() -> NoReturn:
+    """The console script: :func:`main` with ``sys.argv``, then exit with its code."""
+    sys.exit(main())
