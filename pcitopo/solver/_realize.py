@@ -36,6 +36,7 @@ class Builder:
     ) -> None:
         self.used_indexes = set(used_indexes)
         self.used_chassis_port = set(used_chassis_port)
+        self.used_chassis = {c for c, _ in used_chassis_port}
         self.used_chassis_nr = set(used_chassis_nr)
         self.used_target_index = set(used_target_index)
         self.controllers: list[Controller] = []
@@ -58,10 +59,17 @@ class Builder:
         return i
 
     def _chassis(self, index: int, port: int) -> int:
+        """A chassis no other PCIe port uses: QEMU registers (chassis, slot), and slot stays 0."""
         chassis = index
-        while (chassis, port) in self.used_chassis_port:
+        used = self.used_chassis
+        for _ in range(256):
+            if chassis not in used:
+                break
             chassis = (chassis + 1) % 256
+        else:
+            raise Unsatisfiable(["every PCIe port chassis number 0..255 is taken"])
         self.used_chassis_port.add((chassis, port))
+        used.add(chassis)
         return chassis
 
     def root_port(self, address: PciAddress, *, hotplug: bool | None = None) -> Controller:

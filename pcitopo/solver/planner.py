@@ -624,7 +624,7 @@ def _realize(problem: _Problem, assignment: Mapping[str, int]) -> Topology:
     b = Builder(
         used_indexes={c.index for c in topology.controllers},
         used_chassis_port={
-            (c.chassis, c.port) for c in topology.controllers if c.chassis is not None and c.port is not None
+            (c.chassis, -1 if c.port is None else c.port) for c in topology.controllers if c.chassis is not None
         },
         used_chassis_nr={c.chassis_nr for c in topology.controllers if c.chassis_nr is not None},
         used_target_index={c.target_index for c in topology.controllers if c.target_index is not None},

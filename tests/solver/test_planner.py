@@ -1,0 +1,333 @@
+"""The solver: what it places where, for each built-in policy and machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import attrs
+import pytest
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidTopology, Unsatisfiable
+from pcitopo.legality.rules import validate
+from pcitopo.policy import Policy
+from pcitopo.solver import Plan, Status, solve
+from pcitopo.topology import Topology
+
+A = PciAddress.parse
+
+
+def nics(n: int, kind: str = "virtio-net", prefix: str = "net", **needs: object) -> list[Device]:
+    return [Device(f"{prefix}{i}", kind, needs=Needs(**needs)) for i in range(n)]  # type: ignore[arg-type]
+
+
+def where(plan: Plan) -> dict[str, str]:
+    return {k: str(v) for k, v in plan.assigned.items()}
+
+
+def test_two_virtio_devices_on_q35_get_root_ports_and_one_spare() -> None:
+    """The default policy gives each PCIe device a hotpluggable root port, packed 8 per slot, plus one spare."""
+    plan = solve(Topology.build("q35", devices=[Device("net0", "virtio-net"), Device("disk0", "virtio-blk")]))
+    assert where(plan) == {"net0": "0000:01:00.0", "disk0": "0000:02:00.0"}
+    assert [(c.index, c.model, str(c.address), c.chassis, c.port, c.multifunction) for c in plan.added] == [
+        (1, "pcie-root-port", "0000:00:01.0", 1, 0x8, True),
+        (2, "pcie-root-port", "0000:00:01.1", 2, 0x9, None),
+        (3, "pcie-root-port", "0000:00:01.2", 3, 0xA, None),
+    ]
+    assert plan.status is Status.OPTIMAL
+    assert {s.name: s.met for s in plan.soft} == {"spare-ports": True, "fewer-controllers": False}
+
+
+def test_every_device_of_the_hotplug_policy_is_hotpluggable() -> None:
+    """Under ``hotplug`` every endpoint sits where it can be hot-unplugged."""
+    devices = [*nics(5), *nics(4, "e1000", prefix="old"), Device("gpu", "vfio-pci")]
+    plan = solve(Topology.build("q35", devices=devices))
+    t = plan.topology
+    for d in t.devices:
+        assert d.address is not None
+        assert t.is_hotpluggable(d.address.bus, d.address.slot), d.id
+    models = sorted(c.model for c in plan.added)
+    assert models.count("pcie-to-pci-bridge") == 1
+    assert validate(t) == ()
+
+
+def test_conventional_devices_fan_out_past_31() -> None:
+    """Forty conventional devices need a pcie-to-pci-bridge and one pci-bridge below it."""
+    plan = solve(Topology.build("q35", devices=nics(40, "i6300esb", prefix="wd")))
+    models = [c.model for c in plan.added]
+    assert models.count("pcie-to-pci-bridge") == 1
+    assert models.count("pci-bridge") == 1
+    assert validate(plan.topology) == ()
+
+
+def test_pinned_devices_and_controllers_never_move() -> None:
+    """A device and a controller with addresses keep them, and the new devices go elsewhere."""
+    rp = Controller(1, "pcie-root-port", address=A("00:05.0"), chassis=1, port=0x28)
+    pinned = Device("old", "virtio-net", address=A("01:00.0"))
+    plan = solve(Topology.build("q35", [rp], [pinned, *nics(3)]))
+    assert plan.topology.device("old").address == A("01:00.0")
+    assert plan.topology.controller(1) == rp
+    assert all(a.bus != 1 for k, a in plan.assigned.items() if k != "old")
+
+
+def test_growing_keeps_every_earlier_address() -> None:
+    """Solving again after adding devices changes no address that existed."""
+    first = solve(Topology.build("q35", devices=nics(6)))
+    grown = first.topology.with_devices(*nics(4, prefix="new"))
+    second = solve(grown)
+    for d in first.topology.devices:
+        assert second.topology.device(d.id).address == d.address
+    for c in first.topology.controllers:
+        assert second.topology.controller(c.index) == c
+
+
+def test_a_new_device_takes_the_spare_port_and_a_new_spare_is_added() -> None:
+    """The spare root port left by the last plan is used first, then replaced."""
+    first = solve(Topology.build("q35", devices=nics(2)))
+    spare = [c for c in first.added if c.index == 3][0]
+    second = solve(first.topology.with_devices(Device("late", "virtio-net")))
+    assert second.topology.device("late").address == A(f"{spare.index:02x}:00.0").with_function(0)
+    assert [c.model for c in second.added] == ["pcie-root-port"]
+
+
+def test_removing_a_device_frees_its_position_and_renumbers_nothing() -> None:
+    """Without one device, a re-plan keeps every other address and controller."""
+    plan = solve(Topology.build("q35", devices=nics(4)))
+    smaller = plan.topology.without("net1")
+    again = solve(smaller)
+    assert again.added == ()
+    for d in smaller.devices:
+        assert again.topology.device(d.id).address == d.address
+
+
+def test_minimal_integrates_on_the_root_bus() -> None:
+    """``minimal`` adds no controller for devices that may be integrated, but passthrough still gets a port."""
+    devices = [*nics(3), Device("sound", "ich9"), Device("gpu", "vfio-pci")]
+    plan = solve(Topology.build("q35", devices=devices), "minimal")
+    t = plan.topology
+    assert [d.id for d in t.devices if d.address is not None and d.address.bus == 0] == [
+        "net0",
+        "net1",
+        "net2",
+        "sound",
+    ]
+    assert [c.model for c in plan.added] == ["pcie-root-port"]
+    assert t.device("gpu").address == A("01:00.0")
+
+
+def test_minimal_overflows_to_root_ports_when_the_root_bus_is_full() -> None:
+    """Forty integrable devices: 28 integrated, 12 on root ports packed in the last two slots."""
+    plan = solve(Topology.build("q35", devices=nics(40)), "minimal")
+    on_root = [d for d in plan.topology.devices if d.address is not None and d.address.bus == 0]
+    assert len(on_root) == 28
+    assert len(plan.added) == 12
+    assert validate(plan.topology) == ()
+
+
+def test_numa_devices_go_under_an_expander_of_their_node() -> None:
+    """With strict NUMA nodes, each device's bus belongs to its node, on a pxb-pcie with room for it."""
+    devices = [Device(f"n{i}", "virtio-net", needs=Needs(numa_node=i % 2, numa_strict=True)) for i in range(6)]
+    plan = solve(Topology.build("q35", devices=devices, numa_nodes=2))
+    t = plan.topology
+    for d in t.devices:
+        assert d.address is not None
+        assert t.numa_node_of_bus(d.address.bus) == d.needs.numa_node
+    expanders = [c for c in plan.added if c.model == "pcie-expander-bus"]
+    assert sorted(c.numa_node for c in expanders) == [0, 1]  # type: ignore[type-var]
+    assert all(c.bus_nr is not None and 1 <= c.bus_nr <= 254 for c in expanders)
+    assert validate(t) == ()
+
+
+def test_numa_policy_makes_nodes_hard() -> None:
+    """Under ``numa`` a device's node is a requirement even without numa_strict."""
+    devices = [Device("n0", "virtio-net", needs=Needs(numa_node=1))]
+    plan = solve(Topology.build("q35", devices=devices, numa_nodes=2), "numa")
+    assert plan.topology.numa_node_of_bus(plan.assigned["n0"].bus) == 1
+
+
+def test_a_preferred_numa_node_is_reported_as_a_soft_constraint() -> None:
+    """A preferred node that the plan meets is reported met, with no cost."""
+    devices = [Device("n0", "virtio-net", needs=Needs(numa_node=1))]
+    plan = solve(Topology.build("q35", devices=devices, numa_nodes=2))
+    numa = [s for s in plan.soft if s.name == "numa"]
+    assert [(s.subject, s.met) for s in numa] == [("n0", True)]
+
+
+def test_ordered_keeps_definition_order_within_a_kind_when_growing() -> None:
+    """Under ``ordered`` a NIC added later never gets an address before an earlier NIC."""
+    first = solve(Topology.build("q35", devices=nics(3)), "ordered")
+    first_top = max(first.assigned.values())
+    # free a low port: a later NIC must not take it
+    smaller = first.topology.without("net0")
+    second = solve(smaller.with_devices(Device("late", "virtio-net")), "ordered")
+    assert second.assigned["late"] > first_top
+    assert all(s.met for s in second.soft if s.name == "order")
+
+
+def test_hotplug_off_on_occupied_ports_keeps_spares_hotpluggable() -> None:
+    """For Windows guests: occupied ports have hotplug off, spare ports keep it on."""
+    policy = attrs.evolve(Policy.named("hotplug"), hotplug=HotplugNeed.ANY, hotplug_off_occupied=True, spare_ports=2)
+    plan = solve(Topology.build("q35", devices=nics(3)), policy)
+    occupied = {d.address.bus for d in plan.topology.devices if d.address is not None}
+    ports = [c for c in plan.added if c.model == "pcie-root-port"]
+    assert [c.hotplug for c in ports if c.index in occupied] == [False, False, False]
+    assert [c.hotplug for c in ports if c.index not in occupied] == [None, None]
+
+
+def test_single_port_packing_uses_one_slot_per_port() -> None:
+    """``port_packing='single'`` puts each root port at function 0 of its own slot."""
+    policy = attrs.evolve(Policy.named("hotplug"), port_packing="single")
+    plan = solve(Topology.build("q35", devices=nics(3)), policy)
+    assert [str(c.address) for c in plan.added] == ["0000:00:01.0", "0000:00:02.0", "0000:00:03.0", "0000:00:04.0"]
+
+
+def test_switches_are_added_when_root_slots_run_out() -> None:
+    """With 29 slots taken by integrated devices, 20 hotplug devices need a switch."""
+    pinned = [Device(f"i{s}", "i6300esb", address=PciAddress(slot=s)) for s in range(1, 30)]
+    plan = solve(Topology.build("q35", devices=[*pinned, *nics(20)]))
+    models = [c.model for c in plan.added]
+    assert "pcie-switch-upstream-port" in models
+    assert validate(plan.topology) == ()
+
+
+def test_pc_uses_root_slots_then_pci_bridges() -> None:
+    """On pc, sixty e1000s fill pci.0 and overflow into pci-bridges, leaving a spare hotplug slot."""
+    plan = solve(Topology.build("pc", devices=nics(60, "e1000")))
+    assert {c.model for c in plan.added} == {"pci-bridge"}
+    assert all(c.chassis_nr == c.index for c in plan.added)
+    assert validate(plan.topology) == ()
+
+
+def test_pseries_grows_host_bridges_or_bridges() -> None:
+    """On pseries, seventy devices fit on PHB 0 plus two more buses, every one hotpluggable."""
+    plan = solve(Topology.build("pseries", devices=nics(70)))
+    assert len(plan.added) == 2
+    for d in plan.topology.devices:
+        assert d.address is not None and plan.topology.is_hotpluggable(d.address.bus, d.address.slot)
+
+
+def test_a_slot_group_becomes_one_multifunction_slot() -> None:
+    """A GPU's VGA and audio functions share a slot, function 0 marked multifunction."""
+    group = Needs(slot_group="gpu")
+    devices = [Device("gpu-vga", "vfio-pci", needs=group), Device("gpu-audio", "vfio-pci", needs=group)]
+    plan = solve(Topology.build("q35", devices=devices))
+    vga, audio = plan.assigned["gpu-vga"], plan.assigned["gpu-audio"]
+    assert (vga.slot_address, vga.function, audio.function) == (audio.slot_address, 0, 1)
+    assert plan.topology.device("gpu-vga").multifunction is True
+
+
+def test_user_controllers_without_addresses_are_placed_first() -> None:
+    """Root ports the user declared get first-fit addresses and libvirt's chassis/port values."""
+    ctrls = [Controller(1, "pcie-root-port"), Controller(2, "pcie-root-port", hotplug=False)]
+    plan = solve(Topology.build("q35", ctrls, nics(1)))
+    c1, c2 = plan.topology.controller(1), plan.topology.controller(2)
+    assert (str(c1.address), c1.chassis, c1.port) == ("0000:00:01.0", 1, 0x8)
+    assert (str(c2.address), c2.chassis, c2.port) == ("0000:00:01.1", 2, 0x9)
+    assert plan.assigned["net0"] == A("01:00.0")
+
+
+def test_an_illegal_pinned_topology_is_refused_before_solving() -> None:
+    """Pins that already break a rule raise InvalidTopology naming the rule."""
+    devices = [Device("a", "virtio-net", address=A("00:03.0")), Device("b", "virtio-net", address=A("00:03.0"))]
+    with pytest.raises(InvalidTopology) as info:
+        solve(Topology.build("q35", devices=devices))
+    assert "unique-address" in {v.rule for v in info.value.violations}
+
+
+def test_solving_does_not_change_its_input() -> None:
+    """The request topology is equal before and after, and the plan keeps it."""
+    t = Topology.build("q35", devices=nics(3))
+    snapshot = (t.controllers, t.devices)
+    plan = solve(t)
+    assert (t.controllers, t.devices) == snapshot
+    assert plan.request is t
+
+
+def test_plans_are_the_same_under_any_hash_seed() -> None:
+    """Two processes with different hash seeds print the same plan."""
+    script = textwrap.dedent(
+        """
+        from pcitopo.devices import Device, Needs
+        from pcitopo.topology import Topology
+        from pcitopo.solver import solve
+        devs = [Device(f"n{i}", "virtio-net", needs=Needs(numa_node=i % 3)) for i in range(30)]
+        devs += [Device(f"e{i}", "e1000") for i in range(12)]
+        p = solve(Topology.build("q35", devices=devs, numa_nodes=3))
+        print(sorted((k, str(v)) for k, v in p.assigned.items()))
+        print([(c.index, c.model, str(c.address), c.bus_nr) for c in p.added])
+        """
+    )
+    outputs = set()
+    for seed in ("1", "2", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        outputs.add(result.stdout)
+    assert len(outputs) == 1
+
+
+@pytest.mark.parametrize(
+    ("machine", "count", "expected_fit"),
+    [
+        ("aarch64-virt-highmem-off", 20, 14),
+        ("q35", 300, 252),
+    ],
+)
+def test_too_many_devices_is_unsatisfiable_with_the_number_that_fits(
+    machine: str, count: int, expected_fit: int
+) -> None:
+    """The error names the devices, the budget, and how many would fit."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build(machine, devices=nics(count)))
+    err = info.value
+    assert err.conflicts[0].startswith(f"{count} PCI Express devices that must be hotpluggable")
+    assert any(f"{expected_fit} fit" in s for s in err.suggestions)
+    assert any(f.startswith("bus numbers left") for f in err.facts)
+
+
+def test_io_space_limits_pcie_devices_with_io_bars() -> None:
+    """Fifteen e1000e need fifteen IO windows on q35, one more than SeaBIOS has; the error says so."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("q35", devices=nics(15, "e1000e")))
+    assert "IO windows left: 14 of 14" in info.value.facts
+    assert any("14 fit" in s for s in info.value.suggestions)
+    plan = solve(Topology.build("q35", devices=nics(14, "e1000e")))
+    assert validate(plan.topology) == ()
+
+
+def test_strict_numa_on_a_machine_without_expanders_is_unsatisfiable() -> None:
+    """riscv64 virt has no pxb-pcie, so a device pinned to NUMA node 1 cannot be placed."""
+    devices = [Device("n0", "virtio-net", needs=Needs(numa_node=1, numa_strict=True))]
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("riscv64-virt", devices=devices, numa_nodes=2))
+    assert "on NUMA node 1" in info.value.conflicts[0]
+    assert any("leave NUMA node 1" in s for s in info.value.suggestions)
+
+
+def test_the_conflict_is_minimal() -> None:
+    """Two groups that fit alone but not together are both named, and dropping either one makes it fit."""
+    pcie = nics(14, prefix="a")
+    legacy = nics(1, "e1000", prefix="b")
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("aarch64-virt-highmem-off", devices=[*pcie, *legacy]))
+    conflicts = info.value.conflicts
+    assert len(conflicts) == 2
+    assert conflicts[0].startswith("14 PCI Express devices that must be hotpluggable ('a0', 'a1', 'a2', ...)")
+    assert conflicts[1].startswith("1 conventional PCI device that must be hotpluggable ('b0')")
+    for group in (pcie, legacy):
+        solve(Topology.build("aarch64-virt-highmem-off", devices=group))
+
+
+def test_an_unrelated_group_is_left_out_of_the_conflict() -> None:
+    """Devices that fit beside either conflicting group are not blamed."""
+    devices = [
+        *nics(200, prefix="a"),
+        *[Device(f"c{i}", "virtio-net", needs=Needs(numa_node=0, numa_strict=True)) for i in range(2)],
+    ]
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("riscv64-virt", devices=devices, numa_nodes=1))
+    assert len(info.value.conflicts) == 1
+    assert "on NUMA node 0" in info.value.conflicts[0]
