@@ -88,7 +88,7 @@ def test_growing_keeps_every_earlier_address() -> None:
 def test_a_new_device_takes_the_spare_port_and_a_new_spare_is_added() -> None:
     """The spare root port left by the last plan is used first, then replaced."""
     first = solve(Topology.build("q35", devices=nics(2)))
-    spare = [c for c in first.added if c.index == 3][0]
+    spare = next(c for c in first.added if c.index == 3)
     second = solve(first.topology.with_devices(Device("late", "virtio-net")))
     assert second.topology.device("late").address == A(f"{spare.index:02x}:00.0").with_function(0)
     assert [c.model for c in second.added] == ["pcie-root-port"]
@@ -207,7 +207,8 @@ def test_pseries_grows_host_bridges_or_bridges() -> None:
     plan = solve(Topology.build("pseries", devices=nics(70)))
     assert len(plan.added) == 2
     for d in plan.topology.devices:
-        assert d.address is not None and plan.topology.is_hotpluggable(d.address.bus, d.address.slot)
+        assert d.address is not None
+        assert plan.topology.is_hotpluggable(d.address.bus, d.address.slot)
 
 
 def test_a_slot_group_becomes_one_multifunction_slot() -> None:
