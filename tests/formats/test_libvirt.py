@@ -1,0 +1,449 @@
+"""libvirt domain XML import and export (pcitopo.formats.libvirt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller
+from pcitopo.errors import InvalidInput
+from pcitopo.formats import LibvirtDomain
+from pcitopo.formats._xmltext import Edit, scan, splice
+
+DATA = Path(__file__).parent / "data"
+
+_MACHINES = {
+    "q35": ("x86_64", "pc-q35-7.2"),
+    "pc": ("x86_64", "pc-i440fx-7.2"),
+    "virt": ("aarch64", "virt"),
+    "pseries": ("ppc64le", "pseries"),
+    "riscv": ("riscv64", "virt"),
+}
+
+
+def domain_xml(devices: str, machine: str = "q35", extra: str = "") -> str:
+    arch, machine_type = _MACHINES[machine]
+    return (
+        "<domain type='kvm'>\n  <name>t</name>\n"
+        f"  <os>\n    <type arch='{arch}' machine='{machine_type}'>hvm</type>\n  </os>\n{extra}"
+        f"  <devices>\n{devices}\n  </devices>\n</domain>\n"
+    )
+
+
+def load(devices: str, machine: str = "q35", extra: str = "") -> LibvirtDomain:
+    return LibvirtDomain.from_string(domain_xml(devices, machine, extra))
+
+
+def kinds(domain: LibvirtDomain) -> list[tuple[str, str]]:
+    return [(d.id, d.kind) for d in domain.topology.devices]
+
+
+# -- classification ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("machine", "element", "kind"),
+    [
+        ("q35", "<disk type='file'><target dev='vda' bus='virtio'/></disk>", "virtio-blk"),
+        ("q35", "<disk type='file'><target dev='vdb'/></disk>", "virtio-blk"),
+        (
+            "q35",
+            "<disk type='file' model='virtio-transitional'><target dev='vda' bus='virtio'/></disk>",
+            "virtio-blk-transitional",
+        ),
+        ("q35", "<disk type='file'><target dev='sda' bus='sata'/></disk>", None),
+        ("q35", "<disk type='file'><target dev='sda' bus='scsi'/></disk>", None),
+        ("q35", "<interface type='user'><model type='virtio'/></interface>", "virtio-net"),
+        (
+            "q35",
+            "<interface type='user'><model type='virtio-non-transitional'/></interface>",
+            "virtio-net-non-transitional",
+        ),
+        ("q35", "<interface type='user'><model type='e1000e'/></interface>", "e1000e"),
+        ("q35", "<interface type='user'/>", "rtl8139"),
+        ("virt", "<interface type='user'/>", "virtio-net"),
+        ("pseries", "<interface type='user'/>", "rtl8139"),
+        ("pseries", "<interface type='user'><model type='spapr-vlan'/></interface>", None),
+        ("q35", "<interface type='hostdev'><source><address type='pci' bus='3'/></source></interface>", "vfio-pci"),
+        ("q35", "<controller type='usb' index='1' model='qemu-xhci'/>", "qemu-xhci"),
+        ("q35", "<controller type='usb' index='1'/>", "piix3-uhci"),
+        ("virt", "<controller type='usb' index='1'/>", "qemu-xhci"),
+        ("pseries", "<controller type='usb' index='1'/>", "qemu-xhci"),
+        ("q35", "<controller type='usb' model='none'/>", None),
+        ("q35", "<controller type='usb' index='1' model='ich9-uhci2'/>", "ich9-uhci2"),
+        ("q35", "<controller type='scsi' model='virtio-scsi'/>", "virtio-scsi"),
+        ("q35", "<controller type='scsi' model='virtio-transitional'/>", "virtio-scsi-transitional"),
+        ("q35", "<controller type='scsi'/>", "lsilogic"),
+        ("pseries", "<controller type='scsi'/>", None),
+        ("q35", "<controller type='virtio-serial'/>", "virtio-serial"),
+        ("q35", "<controller type='sata' index='1'/>", "ahci"),
+        ("q35", "<controller type='fdc'/>", None),
+        ("q35", "<controller type='ccid'/>", None),
+        ("q35", "<sound model='ich9'/>", "ich9"),
+        ("q35", "<sound model='pcspk'/>", None),
+        ("q35", "<video><model type='qxl'/></video>", "qxl"),
+        ("q35", "<video><model type='virtio'/></video>", "virtio-vga"),
+        ("virt", "<video><model type='virtio'/></video>", "virtio-gpu"),
+        ("q35", "<video/>", "cirrus"),
+        ("pseries", "<video/>", "vga"),
+        ("q35", "<video><model type='none'/></video>", None),
+        ("q35", "<hostdev mode='subsystem' type='pci'><source><address bus='1'/></source></hostdev>", "vfio-pci"),
+        ("q35", "<hostdev mode='subsystem' type='mdev' model='vfio-pci'/>", "vfio-pci"),
+        ("q35", "<hostdev mode='subsystem' type='mdev' model='vfio-ccw'/>", None),
+        ("q35", "<hostdev mode='subsystem' type='scsi_host'><source protocol='vhost'/></hostdev>", "vhost-scsi"),
+        ("q35", "<hostdev mode='subsystem' type='usb'/>", None),
+        ("q35", "<rng model='virtio'><backend model='random'/></rng>", "virtio-rng"),
+        ("q35", "<watchdog model='i6300esb'/>", "i6300esb"),
+        ("q35", "<watchdog model='itco'/>", None),
+        ("q35", "<memballoon model='virtio-transitional'/>", "virtio-balloon-transitional"),
+        ("q35", "<memballoon model='none'/>", None),
+        ("q35", "<shmem name='s'><model type='ivshmem-plain'/></shmem>", "ivshmem-plain"),
+        ("q35", "<input type='tablet' bus='virtio'/>", "virtio-tablet"),
+        (
+            "q35",
+            "<input type='passthrough' bus='virtio'><source evdev='/dev/input/event1'/></input>",
+            "virtio-input-host",
+        ),
+        ("q35", "<input type='mouse' bus='ps2'/>", None),
+        ("q35", "<vsock model='virtio'/>", "vhost-vsock"),
+        ("q35", "<filesystem type='mount'><source dir='/a'/><target dir='t'/></filesystem>", "virtio-9p"),
+        ("q35", "<filesystem type='mount'><driver type='virtiofs'/></filesystem>", "vhost-user-fs"),
+        ("q35", "<filesystem type='file'><driver type='loop'/></filesystem>", None),
+        ("q35", "<serial type='pty'><target type='pci-serial'/></serial>", "pci-serial"),
+        ("q35", "<serial type='pty'><target type='isa-serial'/></serial>", None),
+        ("q35", "<iommu model='virtio'/>", "virtio-iommu"),
+        ("q35", "<iommu model='intel'/>", None),
+        ("virt", "<panic model='pvpanic'/>", "pvpanic-pci"),
+        ("q35", "<panic model='isa'/>", None),
+        ("q35", "<crypto model='virtio' type='qemu'><backend model='builtin'/></crypto>", "virtio-crypto"),
+        ("q35", "<memory model='virtio-mem'><target><size unit='GiB'>1</size></target></memory>", "virtio-mem"),
+        ("q35", "<memory model='dimm'/>", None),
+        ("q35", "<tpm model='tpm-crb'/>", None),
+        ("q35", "<disk type='file'><target dev='vda' bus='virtio'/><address type='ccw'/></disk>", None),
+        ("virt", "<disk type='file'><target dev='vda' bus='virtio'/><address type='virtio-mmio'/></disk>", None),
+    ],
+)
+def test_device_elements_map_to_catalog_kinds(machine: str, element: str, kind: str | None) -> None:
+    """Each device element becomes the catalog kind of libvirt's §2 table, or no device when it does not use PCI."""
+    domain = load(f"    {element}", machine)
+    found = [d.kind for d in domain.topology.devices]
+    assert found == ([] if kind is None else [kind])
+
+
+def test_only_the_first_virtio_video_is_virtio_vga() -> None:
+    """On x86 the primary virtio video is virtio-vga and the others are virtio-gpu, as libvirt starts them."""
+    domain = load("    <video><model type='virtio'/></video>\n    <video><model type='virtio'/></video>")
+    assert kinds(domain) == [("video0", "virtio-vga"), ("video1", "virtio-gpu")]
+
+
+# -- ids --------------------------------------------------------------------------------------------
+
+
+def test_ids_come_from_aliases_or_element_position() -> None:
+    """Aliases name devices; else the element name and its position, controllers by type and index."""
+    domain = load(
+        "    <disk type='file'><target dev='sda' bus='sata'/></disk>\n"
+        "    <disk type='file'><target dev='vda' bus='virtio'/></disk>\n"
+        "    <disk type='file'><target dev='vdb' bus='virtio'/><alias name='ua-data'/></disk>\n"
+        "    <controller type='scsi' index='2' model='virtio-scsi'/>\n"
+        "    <interface type='user'><model type='virtio'/></interface>"
+    )
+    assert kinds(domain) == [
+        ("disk1", "virtio-blk"),
+        ("ua-data", "virtio-blk"),
+        ("scsi2", "virtio-scsi"),
+        ("interface0", "virtio-net"),
+    ]
+    assert domain.path("ua-data") == "/domain/devices/disk[3]"
+
+
+def test_a_generated_id_taken_by_an_alias_gets_a_suffix() -> None:
+    """A generated id that an alias already uses gets -2 appended instead of clashing."""
+    domain = load(
+        "    <interface type='user'><model type='virtio'/></interface>\n"
+        "    <interface type='user'><model type='virtio'/><alias name='interface0'/></interface>"
+    )
+    assert [d.id for d in domain.topology.devices] == ["interface0-2", "interface0"]
+
+
+def test_duplicate_aliases_are_rejected_naming_both_elements() -> None:
+    """Two elements with one alias are an error that names both."""
+    with pytest.raises(InvalidInput) as info:
+        load(
+            "    <interface type='user'><alias name='ua-x'/></interface>\n"
+            "    <rng model='virtio'><alias name='ua-x'/></rng>"
+        )
+    assert str(info.value) == "/domain/devices/rng: alias 'ua-x' is already used by /domain/devices/interface"
+
+
+# -- addresses and controllers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ("domain='0x0000' bus='0x01' slot='0x02' function='0x3'", "0000:01:02.3"),
+        ("bus='1' slot='10' function='7'", "0000:01:0a.7"),
+        ("bus='010' slot='0x1f'", "0000:08:1f.0"),
+        ("", None),
+        ("domain='0' bus='0' slot='0' multifunction='on'", None),
+    ],
+)
+def test_pci_addresses_are_read_like_libvirt(attrs: str, expected: str | None) -> None:
+    """Hex, decimal and octal numbers as strtoul reads them; an all-zero address asks for one."""
+    domain = load(f"    <rng model='virtio'><address type='pci' {attrs}/></rng>")
+    address = domain.topology.device("rng0").address
+    assert (None if address is None else str(address)) == expected
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ("bus='0x100' slot='1'", "Invalid PCI address bus='0x100', must be <= 0xFF"),
+        ("slot='0x20'", "Invalid PCI address slot='0x20', must be <= 0x1F"),
+        ("slot='1' function='8'", "Invalid PCI address function=0x8, must be <= 7"),
+        ("slot='one'", "slot='one' is not a number"),
+        ("slot='1' multifunction='yes'", "multifunction must be 'on' or 'off' (got 'yes')"),
+    ],
+)
+def test_bad_pci_addresses_name_the_element(attrs: str, message: str) -> None:
+    """An address out of range or unreadable is rejected with the element's path and libvirt's reason."""
+    with pytest.raises(InvalidInput) as info:
+        load(f"    <rng model='virtio'><address type='pci' {attrs}/></rng>")
+    assert str(info.value) == f"/domain/devices/rng/address: {message}"
+
+
+def test_pci_controllers_become_controllers_with_their_target() -> None:
+    """Model, model name, chassis, port, busNr, hotplug, NUMA node and alias are read from a PCI controller."""
+    domain = load(
+        "    <controller type='pci' index='0' model='pcie-root'/>\n"
+        "    <controller type='pci' index='1' model='pcie-root-port'>\n"
+        "      <model name='ioh3420'/><target chassis='3' port='0x10' hotplug='off'/>\n"
+        "      <alias name='ua-port'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0' multifunction='on'/>\n"
+        "    </controller>\n"
+        "    <controller type='pci' index='2' model='pcie-expander-bus'><target busNr='254'><node>1</node></target>"
+        "</controller>",
+        extra="  <cpu><numa><cell id='0'/><cell id='1'/></numa></cpu>\n",
+    )
+    port, pxb = domain.topology.controller(1), domain.topology.controller(2)
+    assert (port.id, port.qemu_model, port.chassis, port.port, port.hotplug, port.multifunction) == (
+        "ua-port",
+        "ioh3420",
+        3,
+        16,
+        False,
+        True,
+    )
+    assert str(port.address) == "0000:00:02.0"
+    assert (pxb.bus_nr, pxb.numa_node) == (254, 1)
+    assert domain.topology.numa_nodes == 2
+    assert domain.topology.acpi is False
+
+
+def test_pseries_extra_pci_roots_are_host_bridges() -> None:
+    """On pseries a pci-root with index > 0 is an spapr-pci-host-bridge with its target index."""
+    domain = load(
+        "    <controller type='pci' index='1' model='pci-root'><model name='spapr-pci-host-bridge'/>"
+        "<target index='1'/></controller>",
+        "pseries",
+    )
+    phb = domain.topology.controller(1)
+    assert (phb.model, phb.target_index) == ("spapr-pci-host-bridge", 1)
+
+
+def test_unindexed_controllers_get_the_lowest_free_index() -> None:
+    """A controller without an index gets the lowest unused one of its type, as libvirt gives it."""
+    domain = load(
+        "    <controller type='pci' index='0' model='pcie-root'/>\n"
+        "    <controller type='pci' index='2' model='pcie-root-port'/>\n"
+        "    <controller type='pci' model='pcie-root-port'/>\n"
+        "    <controller type='pci' model='pcie-root-port'/>"
+    )
+    assert [c.index for c in domain.topology.controllers] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("machine", "element", "address"),
+    [
+        ("q35", "<controller type='sata' index='0'/>", "0000:00:1f.2"),
+        ("pc", "<controller type='ide' index='0'/>", "0000:00:01.1"),
+        ("pc", "<controller type='usb' index='0'/>", "0000:00:01.2"),
+        ("pc", "<controller type='usb' index='0' model='qemu-xhci'/>", None),
+    ],
+)
+def test_chipset_controllers_sit_where_libvirt_forces_them(machine: str, element: str, address: str | None) -> None:
+    """SATA 0 on q35, IDE 0 and PIIX3 USB 0 on pc get their fixed chipset address."""
+    device = load(f"    {element}", machine).topology.devices[0]
+    assert (None if device.address is None else str(device.address)) == address
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<domain><devices>", "<string>: malformed XML: "),
+        ("<network><name>x</name></network>", "/network: not a libvirt domain: the root element is <network>"),
+        (
+            domain_xml("    <interface type='user'><model type='virtio-fancy'/></interface>"),
+            "/domain/devices/interface: unknown interface model 'virtio-fancy'",
+        ),
+        (
+            domain_xml("    <controller type='usb' model='ehci'/>"),
+            "/domain/devices/controller: unknown USB controller model 'ehci'",
+        ),
+        (
+            domain_xml("    <controller type='pci' index='1' model='pcie-rot-port'/>"),
+            "/domain/devices/controller: unknown PCI controller model 'pcie-rot-port'; did you mean 'pcie-root-port'?",
+        ),
+        (
+            domain_xml("    <controller type='pci' index='0' model='pci-root'/>"),
+            "/domain/devices/controller: The PCI controller with index='0' must be model='pcie-root' for this"
+            " machine type, but model='pci-root' was found instead",
+        ),
+        (
+            domain_xml("    <input type='mouse' bus='ps2'><address type='pci' bus='1'/></input>"),
+            "/domain/devices/input: a <input> of this type or model does not use PCI but has a PCI address",
+        ),
+        (
+            domain_xml("    <controller type='sata' index='0'><address type='pci' slot='3'/></controller>"),
+            "/domain/devices/controller: Primary SATA controller must have PCI address 0:0:1f.2",
+        ),
+        (
+            domain_xml("    <controller type='pci' index='256' model='pcie-root-port'/>"),
+            "/domain/devices/controller: PCI controller index 256 too high, maximum is 255",
+        ),
+        (
+            domain_xml("    <controller type='ide' index='0'/>"),
+            "/domain/devices/controller: IDE controllers are unsupported for this QEMU binary or machine type",
+        ),
+    ],
+)
+def test_bad_documents_are_rejected_naming_element_and_reason(text: str, message: str) -> None:
+    """Malformed XML, other documents, unknown models and impossible addresses raise InvalidInput."""
+    with pytest.raises(InvalidInput) as info:
+        LibvirtDomain.from_string(text)
+    assert str(info.value).startswith(message)
+
+
+def test_machines_without_pci_are_rejected() -> None:
+    """s390-ccw has no PCI bus pcitopo can place devices on."""
+    text = "<domain><os><type arch='s390x' machine='s390-ccw-virtio'>hvm</type></os></domain>"
+    with pytest.raises(InvalidInput) as info:
+        LibvirtDomain.from_string(text)
+    assert str(info.value).startswith(
+        "/domain/os/type: machine type 's390-ccw-virtio' on arch 's390x' has no PCI bus pcitopo can place devices on"
+    )
+
+
+def test_an_unreadable_file_is_invalid_input(tmp_path: Path) -> None:
+    """A missing file raises InvalidInput naming it, not OSError."""
+    with pytest.raises(InvalidInput) as info:
+        LibvirtDomain.from_path(tmp_path / "missing.xml")
+    assert str(info.value) == f"{tmp_path / 'missing.xml'}: cannot read: No such file or directory"
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["q35-mixed.xml", "libvirt-q35-defined.xml", "libvirt-q35-stripped.xml", "q35-mixed.out.xml"]
+)
+def test_a_round_trip_without_changes_returns_the_input_byte_for_byte(name: str) -> None:
+    """Import then export of the same topology changes nothing, XML declaration and all."""
+    path = DATA / name
+    domain = LibvirtDomain.from_path(path)
+    assert domain.with_topology(domain.topology).to_bytes() == path.read_bytes()
+
+
+def test_export_fills_addresses_and_adds_controllers_like_the_golden_file() -> None:
+    """Addresses and new controllers are spliced into the document; everything else stays byte for byte."""
+    domain = LibvirtDomain.from_path(DATA / "q35-mixed.xml")
+    t = domain.topology
+    placed = {"ua-root": "02:00.0", "interface0": "03:00.0", "memballoon0": "04:00.0", "rng0": "05:01.0"}
+    solved = t.replace(
+        controllers=[
+            t.controller(0),
+            t.controller(1).placed_at(PciAddress.parse("00:01.0")),
+            Controller(2, "pcie-root-port", address=PciAddress.parse("00:02.0"), multifunction=True),
+            Controller(3, "pcie-root-port", address=PciAddress.parse("00:02.1")),
+            Controller(4, "pcie-root-port", address=PciAddress.parse("00:02.2"), hotplug=False),
+            Controller(5, "pcie-to-pci-bridge", address=PciAddress.parse("00:03.0")),
+            Controller(6, "pcie-expander-bus", address=PciAddress.parse("00:04.0"), numa_node=1),
+        ],
+        devices=[d.placed_at(PciAddress.parse(placed[d.id])) if d.id in placed else d for d in t.devices],
+    )
+    result = domain.with_topology(solved)
+    assert result.to_bytes() == (DATA / "q35-mixed.out.xml").read_bytes()
+    assert result.topology.device("rng0").address == PciAddress.parse("05:01.0")
+
+
+def test_export_of_libvirts_own_plan_reproduces_virsh_dumpxml() -> None:
+    """Writing libvirt's addresses into the unaddressed document gives libvirt's own text, controllers included."""
+    defined = LibvirtDomain.from_path(DATA / "libvirt-q35-defined.xml")
+    stripped = LibvirtDomain.from_path(DATA / "libvirt-q35-stripped.xml")
+    result = stripped.with_topology(defined.topology)
+    assert result.to_string() == defined.to_string()
+
+
+def test_export_rewrites_a_changed_address_in_place() -> None:
+    """A device whose address changes gets its <address> replaced where it was, nothing else touched."""
+    domain = load("    <rng model='virtio'>\n      <address type=\"pci\" slot=\"3\"/>\n      <rate bytes='10'/></rng>")
+    moved = domain.topology.replace(devices=[domain.topology.device("rng0").placed_at(PciAddress.parse("00:04.0"))])
+    text = domain.with_topology(moved).to_string()
+    assert (
+        "    <rng model='virtio'>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>\n"
+        "      <rate bytes='10'/></rng>"
+    ) in text
+
+
+def test_export_refuses_devices_the_document_does_not_list() -> None:
+    """A topology with a device that has no element cannot be written."""
+    from pcitopo.devices import Device
+
+    domain = load("    <rng model='virtio'/>")
+    with pytest.raises(InvalidInput) as info:
+        domain.with_topology(domain.topology.with_devices(Device("ua-new", "virtio-net")))
+    assert str(info.value).startswith("device 'ua-new': is not in the domain XML")
+
+
+def test_new_pseries_host_bridges_are_written_as_pci_roots_with_a_target_index() -> None:
+    """An added spapr-pci-host-bridge is a pci-root with <model name> and the lowest free target index."""
+    domain = load("    <rng model='virtio'/>", "pseries")
+    solved = domain.topology.with_controllers(Controller(1, "spapr-pci-host-bridge"))
+    assert (
+        "    <controller type='pci' index='1' model='pci-root'>\n"
+        "      <model name='spapr-pci-host-bridge'/>\n"
+        "      <target index='1'/>\n"
+        "    </controller>\n"
+    ) in domain.with_topology(solved).to_string()
+
+
+def test_encoding_declarations_are_kept(tmp_path: Path) -> None:
+    """A Latin-1 document is read and written back in Latin-1, unchanged."""
+    path = tmp_path / "latin1.xml"
+    data = domain_xml("    <rng model='virtio'/>").replace("<name>t</name>", "<name>caf\u00e9</name>")
+    path.write_bytes(("<?xml version='1.0' encoding='ISO-8859-1'?>\n" + data).encode("latin-1"))
+    domain = LibvirtDomain.from_path(path)
+    assert domain.with_topology(domain.topology).to_bytes() == path.read_bytes()
+    assert LibvirtDomain.from_string(path.read_bytes().decode("latin-1")).topology == domain.topology
+
+
+# -- the text scanner ---------------------------------------------------------------------------
+
+
+def test_scan_skips_markup_inside_comments_cdata_and_attributes() -> None:
+    """Tags inside comments, CDATA and attribute values are not elements."""
+    text = "<a x='<b/>'><!-- <c/> --><![CDATA[<d/>]]><?pi <e/>?><f></f></a>"
+    assert [s.name for s in scan(text)] == ["a", "f"]
+
+
+def test_splice_rejects_overlapping_edits() -> None:
+    """Two edits of one span are a bug and say so."""
+    with pytest.raises(ValueError, match="overlapping edits at offset 1"):
+        splice("abc", [Edit(0, 2, "x"), Edit(1, 3, "y")])
