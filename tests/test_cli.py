@@ -1,0 +1,297 @@
+"""The pcitopo command line (pcitopo.cli)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pcitopo.cli import main
+from pcitopo.formats import LibvirtDomain
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+DATA = Path(__file__).parent / "formats" / "data"
+
+DOMAIN = """<domain type='kvm'>
+  <name>cli</name>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <controller type='pci' index='0' model='pcie-root'/>
+{devices}
+  </devices>
+</domain>
+"""
+
+
+def write(tmp_path: Path, name: str, devices: str) -> Path:
+    path = tmp_path / name
+    path.write_text(DOMAIN.format(devices=devices), encoding="utf-8")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+NIC_AT_3 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='3'/></interface>"
+NIC_AT_4 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='4'/></interface>"
+RNG_AT_5 = "    <rng model='virtio'><alias name='ua-rng'/><address type='pci' bus='0' slot='5'/></rng>"
+
+
+# -- usage ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["assign", "validate", "show", "diff", "machines", "qemu-args", "probe"])
+def test_every_command_has_help_with_the_exit_codes(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """``COMMAND --help`` exits 0 and documents the exit codes."""
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert "4  unsatisfiable" in out
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["assign"], ["show", "x.xml", "--format", "svg"]])
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """Missing or unknown arguments are usage errors with exit code 2 and a message on stderr."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert "error:" in err
+    assert out == ""
+
+
+# -- machines ---------------------------------------------------------------------------------------
+
+
+def test_machines_lists_every_shipped_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """``machines --json`` gives name, arches, machine types and root bus of each description."""
+    code, out, _ = run(capsys, "machines", "--json")
+    assert code == 0
+    by_name = {m["name"]: m for m in json.loads(out)}
+    assert set(by_name) == {"aarch64-virt", "aarch64-virt-highmem-off", "pc", "pseries", "q35", "riscv64-virt"}
+    assert by_name["q35"]["machine_types"] == ["q35", "pc-q35-*"]
+    assert by_name["q35"]["root_bus"] == "pcie.0"
+    assert by_name["pc"]["pcie"] is False
+
+
+# -- show ---------------------------------------------------------------------------------------------
+
+
+def test_show_prints_the_tree_with_ids_kinds_and_addresses(capsys: pytest.CaptureFixture[str]) -> None:
+    """The tree puts each device under the controller whose bus it sits on."""
+    code, out, _ = run(capsys, "show", str(DATA / "libvirt-q35-defined.xml"))
+    assert code == 0
+    assert out.startswith("pcie.0 (pcie-root, index 0)\n+- 0000:00:00.0  [built-in] mch (mch)\n")
+    assert (
+        "+- 0000:00:02.0  pci.1 (pcie-root-port, index 1)\n"
+        "|  `- 0000:01:00.0  pci.3 (pcie-to-pci-bridge, index 3)\n"
+        "|     +- 0000:03:01.0  interface1 (e1000)\n"
+        "|     `- 0000:03:02.0  watchdog0 (i6300esb)\n"
+    ) in out
+    assert out.endswith("`- 0000:00:1f.3  [built-in] smbus (ICH9-SMB)\n")
+
+
+def test_show_lists_devices_still_without_an_address(capsys: pytest.CaptureFixture[str]) -> None:
+    """Devices that ask for an address are listed apart."""
+    code, out, _ = run(capsys, "show", str(EXAMPLES / "q35-server.xml"))
+    assert code == 0
+    assert "unaddressed:\n   ua-root (virtio-blk)\n   ua-data (virtio-blk)\n" in out
+
+
+def test_show_dot_is_deterministic_graphviz(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--format dot`` prints the same digraph twice, with a labelled edge per address."""
+    path = str(DATA / "libvirt-q35-defined.xml")
+    _, first, _ = run(capsys, "show", path, "--format", "dot")
+    _, second, _ = run(capsys, "show", path, "--format", "dot")
+    assert first == second
+    assert first.startswith("digraph pcitopo {\n")
+    assert '  "bus:1" -> "controller:3" [label="00.0"];\n' in first
+
+
+# -- validate ---------------------------------------------------------------------------------------
+
+
+def test_validate_a_legal_domain_exits_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A domain whose addresses break no rule prints a summary and exits 0."""
+    path = write(tmp_path, "ok.xml", NIC_AT_3)
+    code, out, _ = run(capsys, "validate", str(path))
+    assert (code, out) == (0, f"{path}: no violations\n")
+
+
+def test_validate_reports_every_violation_and_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Two devices on one address are a violation naming both elements; the exit code is 1."""
+    path = write(tmp_path, "bad.xml", NIC_AT_3 + "\n" + NIC_AT_3)
+    code, out, _ = run(capsys, "validate", str(path), "--json")
+    assert code == 1
+    report = json.loads(out)
+    rules = [v["rule"] for v in report["violations"]]
+    assert "unique-address" in rules
+    clash = report["violations"][rules.index("unique-address")]
+    assert clash["devices"] == ["interface0", "interface1"]
+    assert clash["elements"] == ["/domain/devices/interface[1]", "/domain/devices/interface[2]"]
+
+
+# -- diff -------------------------------------------------------------------------------------------
+
+
+def test_diff_reports_added_removed_and_moved_devices(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A device that changed its guest-visible address makes diff exit 1."""
+    old = write(tmp_path, "old.xml", NIC_AT_3 + "\n" + RNG_AT_5)
+    new = write(tmp_path, "new.xml", NIC_AT_4)
+    code, out, _ = run(capsys, "diff", str(old), str(new), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["moved"] == [
+        {"id": "interface0", "kind": "e1000e", "old": "0000:00/03.0", "new": "0000:00/04.0"},
+    ]
+    assert report["removed"] == [{"id": "ua-rng", "kind": "virtio-rng", "address": "0000:00/05.0"}]
+    assert report["added"] == []
+
+
+def test_diff_of_identical_domains_exits_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No differences print one line and exit 0."""
+    old = write(tmp_path, "old.xml", NIC_AT_3)
+    code, out, _ = run(capsys, "diff", str(old), str(old))
+    assert (code, out) == (0, "no differences in device placement\n")
+
+
+def test_diff_ignores_controller_renumbering_the_guest_cannot_see(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A device behind a root port whose index changed but whose slot did not is renumbered, not moved."""
+    port = (
+        "    <controller type='pci' index='{i}' model='pcie-root-port'>"
+        "<address type='pci' bus='0' slot='2'/></controller>\n"
+        "    <interface type='user'><model type='virtio'/><address type='pci' bus='{i}' slot='0'/></interface>"
+    )
+    old = write(tmp_path, "old.xml", port.format(i=1))
+    new = write(tmp_path, "new.xml", port.format(i=7))
+    code, out, _ = run(capsys, "diff", str(old), str(new))
+    assert code == 0
+    assert out == (
+        "renumbered interface0 (virtio-net): 0000:01:00.0 -> 0000:07:00.0 (same guest path 0000:00/02.0/00.0)\n"
+    )
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("<domain><devices>", "malformed XML"),
+        ("<network/>", "/network: not a libvirt domain"),
+        (
+            "<domain><os><type arch='s390x' machine='s390-ccw-virtio'>hvm</type></os></domain>",
+            "machine type 's390-ccw-virtio' on arch 's390x' has no PCI bus",
+        ),
+        (DOMAIN.format(devices="    <sound model='gravis'/>"), "unknown sound model 'gravis'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["assign", "validate", "show"])
+def test_bad_input_exits_3_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str, content: str, message: str
+) -> None:
+    """Malformed or unsupported documents exit 3 with one line naming the problem."""
+    path = tmp_path / "in.xml"
+    path.write_text(content, encoding="utf-8")
+    code, out, err = run(capsys, command, str(path))
+    assert code == 3
+    assert message in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_a_missing_file_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An unreadable input file is bad input."""
+    code, _, err = run(capsys, "show", str(tmp_path / "nope.xml"))
+    assert code == 3
+    assert err == f"pcitopo: {tmp_path / 'nope.xml'}: cannot read: No such file or directory\n"
+
+
+# -- assign ---------------------------------------------------------------------------------------
+# These call pcitopo.solver.solve: they wait for the solver where it is still a stub.
+
+
+def test_assign_prints_the_domain_with_every_address_filled(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every device of the example gets an address, and the output still reads as the same domain."""
+    code, out, _ = run(capsys, "assign", str(EXAMPLES / "q35-server.xml"))
+    assert code == 0
+    domain = LibvirtDomain.from_string(out)
+    assert all(d.address is not None for d in domain.topology.devices)
+    assert "<qemu:arg value='timestamp=on'/>" in out
+    assert "<!-- front-end and back-end networks -->" in out
+
+
+def test_assign_json_summarises_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--json`` gives addresses by id, added controllers, soft results and cost."""
+    code, out, _ = run(capsys, "assign", str(EXAMPLES / "q35-server.xml"), "--json", "--policy", "hotplug")
+    assert code == 0
+    summary = json.loads(out)
+    assert set(summary) >= {"addresses", "added_controllers", "soft", "cost", "policy", "status"}
+    assert summary["policy"] == "hotplug"
+    assert summary["addresses"]["sata0"] == "0000:00:1f.2"
+    assert all(summary["addresses"][i] for i in ("ua-root", "ua-data", "ua-net-front", "ua-net-back", "ua-rng"))
+    assert summary["added_controllers"]
+
+
+def test_assign_writes_the_output_file_and_nothing_else(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``-o`` writes the result, prints nothing and leaves no temporary file behind."""
+    target = tmp_path / "out.xml"
+    code, out, _ = run(capsys, "assign", str(EXAMPLES / "pc-legacy.xml"), "-o", str(target))
+    assert (code, out) == (0, "")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.xml"]
+    domain = LibvirtDomain.from_path(target)
+    assert str(domain.topology.device("ua-lan").address) == "0000:00:05.0"
+
+
+def test_assign_with_a_policy_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """A TOML policy file is loaded and named after the file."""
+    code, out, _ = run(
+        capsys, "assign", str(EXAMPLES / "q35-server.xml"), "--policy", str(EXAMPLES / "policy-windows.toml"), "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["policy"] == "policy-windows"
+
+
+def test_assign_with_an_unknown_policy_exits_3_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A bad policy name is bad input: exit 3, and the output file is never created."""
+    target = tmp_path / "out.xml"
+    code, _, err = run(capsys, "assign", str(EXAMPLES / "q35-server.xml"), "--policy", "fastest", "-o", str(target))
+    assert code == 3
+    assert "unknown policy 'fastest'" in err
+    assert not target.exists()
+
+
+def test_assign_failure_keeps_an_existing_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """On bad input an existing ``-o`` file keeps its old content."""
+    bad = write(tmp_path, "bad.xml", "    <sound model='gravis'/>")
+    target = tmp_path / "out.xml"
+    target.write_text("old", encoding="utf-8")
+    code, _, _ = run(capsys, "assign", str(bad), "-o", str(target))
+    assert code == 3
+    assert target.read_text(encoding="utf-8") == "old"
+
+
+def test_assign_on_illegal_pinned_addresses_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Two devices pinned to one address cannot be planned around: the violations are printed, exit 1."""
+    path = write(tmp_path, "clash.xml", NIC_AT_3 + "\n" + NIC_AT_3)
+    code, out, err = run(capsys, "assign", str(path))
+    assert code == 1
+    assert "unique-address" in err
+    assert out == ""
+
+
+def test_python_dash_m_pcitopo_runs_the_cli() -> None:
+    """``python -m pcitopo`` is the same command line, with the same exit codes."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pcitopo", "show", "/nonexistent.xml"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 3
+    assert result.stderr == "pcitopo: /nonexistent.xml: cannot read: No such file or directory\n"
