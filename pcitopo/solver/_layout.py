@@ -77,6 +77,11 @@ class Counts:
     pci_hot_only: int = 0
     pci_hot_only_io: int = 0
     int_opt_pci_io: int = 0
+    fb_pcie_any: int = 0
+    fb_pcie_pref: int = 0
+    fb_pci_any: int = 0
+    fb_pci_pref: int = 0
+    """Units that may, as a last resort, be integrated on the root bus (hotplug any/preferred)."""
     hot_misses: int = 0
     """Units whose hotplug preference cannot be met in this context."""
     impossible: str = ""
@@ -108,11 +113,38 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             d["pci_hot_only_io"] += 1
         elif cat == "int_opt_pci" and u.has_io:
             d["int_opt_pci_io"] += 1
+        fb = fallback_kind(ctx, u, cat)
+        if fb:
+            d[fb] += 1
         if u.hotplug is HotplugNeed.PREFERRED and cat in ("int_req", "int_opt_pcie", "int_opt_pci", "pci_off"):
             d["hot_misses"] += 1
         if u.hotplug is HotplugNeed.PREFERRED and cat == "pci_direct" and not ctx.root_hotplug:
             d["hot_misses"] += 1
     return Counts(**d)
+
+
+def fallback_kind(ctx: Context, u: Unit, category: str) -> str | None:
+    """The last-resort integration bucket of a unit, if it has one."""
+    if not (ctx.can_integrate and u.can_integrate) or category not in ("pcie_ports", "pci_tree"):
+        return None
+    if u.hotplug is HotplugNeed.ANY:
+        return "fb_pcie_any" if category == "pcie_ports" else "fb_pci_any"
+    if u.hotplug is HotplugNeed.PREFERRED:
+        return "fb_pcie_pref" if category == "pcie_ports" else "fb_pci_pref"
+    return None
+
+
+FALLBACK_ORDER = ("fb_pcie_any", "fb_pci_any", "fb_pcie_pref", "fb_pci_pref")
+
+
+def fallback_split(c: Counts, n: int) -> dict[str, int]:
+    """How ``n`` last-resort integrations are taken from the buckets, in order."""
+    out: dict[str, int] = {}
+    for name in FALLBACK_ORDER:
+        take = min(n, getattr(c, name))
+        out[name] = take
+        n -= take
+    return out
 
 
 def unit_category(ctx: Context, u: Unit, policy: Policy) -> str:
@@ -184,6 +216,8 @@ class Decision:
     hot_misses: int = 0
     int_misses: int = 0
     spare_missing: int = 0
+    fallback: tuple[tuple[str, int], ...] = ()
+    """Last-resort integrations by bucket (see :data:`FALLBACK_ORDER`)."""
 
     @property
     def tree(self) -> bool:
@@ -212,18 +246,28 @@ def tree_io_buses(n: int, n_io: int) -> int:
     return 1 + math.ceil((n_io - top) / BRIDGE_SLOTS)
 
 
-def decide(ctx: Context, c: Counts, policy: Policy, *, spare_wanted: int, expanders_here: int = 0) -> Decision:
-    """Lay a context out by counts."""
+def decide(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    *,
+    spare_wanted: int,
+    expanders_here: int = 0,
+    bus_cap: int | None = None,
+) -> Decision:
+    """Lay a context out by counts (``bus_cap``: the most bus numbers it could get)."""
     if c.impossible:
         return Decision(False, c.impossible)
     if ctx.root_kind == "pcie":
-        return _decide_pcie(ctx, c, policy, spare_wanted, expanders_here)
+        return _decide_pcie(ctx, c, policy, spare_wanted, expanders_here, bus_cap)
     if ctx.root_kind == "phb-new":
         return _decide_new_phb(ctx, c, policy, spare_wanted)
     return _decide_pci(ctx, c, policy, spare_wanted, expanders_here)
 
 
-def _decide_pcie(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int) -> Decision:
+def _decide_pcie(
+    ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int, bus_cap: int | None
+) -> Decision:
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
     if c.int_req > free:
@@ -236,19 +280,23 @@ def _decide_pcie(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, exp
     if use_dmi_tree and not dmi_possible:
         return Decision(False, f"{ctx.label}: no bridge for conventional PCI devices")
 
-    def attempt(i_opt: int, switches_ok: bool, spare_n: int) -> Decision | None:
+    def attempt(i_opt: int, switches_ok: bool, spare_n: int, fb: int = 0) -> Decision | None:
         # optional integration takes PCIe units first, then PCI units (definition order inside)
         ip = min(i_opt, c.int_opt_pcie)
         ic = i_opt - ip
-        pcie_units = c.pcie_ports + (c.int_opt_pcie - ip)
+        split = fallback_split(c, fb) if fb else {}
+        fb_pcie = split.get("fb_pcie_any", 0) + split.get("fb_pcie_pref", 0)
+        fb_pci = split.get("fb_pci_any", 0) + split.get("fb_pci_pref", 0)
+        fb_misses = split.get("fb_pcie_pref", 0) + split.get("fb_pci_pref", 0)
+        pcie_units = c.pcie_ports + (c.int_opt_pcie - ip) - fb_pcie
         over_pci = c.int_opt_pci - ic
-        tree_units = c.pci_tree + over_pci
+        tree_units = c.pci_tree + over_pci - fb_pci
         # optional PCI integration takes IO-BAR units first; the rest overflow to the tree
         tree_io = c.pci_tree_io + max(0, c.int_opt_pci_io - ic)
         dmi_units = c.pci_off
         dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
         tree_rp = 1 if tree_units > 0 and not use_dmi_tree else 0
-        slots_left = free - c.int_req - i_opt - (1 if dmi else 0)
+        slots_left = free - c.int_req - i_opt - fb - (1 if dmi else 0)
         if slots_left < 0:
             return None
         ports_needed = pcie_units + spare_n + tree_rp
@@ -265,7 +313,7 @@ def _decide_pcie(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, exp
             if direct < tree_rp or downstream > 32 * switches or direct < 0:
                 return None
         used_port_slots = max(0, direct + switches - aggregate_free)
-        root_slots = c.int_req + i_opt + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
+        root_slots = c.int_req + i_opt + fb + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
         tree_bridges = fanout(tree_units) if not use_dmi_tree else 0
         dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
         if dmi and dmi_units + dmi_bridges > 32:
@@ -279,6 +327,8 @@ def _decide_pcie(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, exp
             io += min(dmi_bridges, math.ceil(tree_io / BRIDGE_SLOTS)) if tree_io else 0
         if c.pci_off_io or (use_dmi_tree and tree_io):
             io += 1 if c.pci_off_io else 0
+        if bus_cap is not None and bus > bus_cap:
+            return None
         controllers = direct + 2 * switches + downstream
         controllers += (1 + tree_bridges) if tree_units and not use_dmi_tree else 0
         controllers += (1 + dmi_bridges) if dmi else 0
@@ -302,35 +352,36 @@ def _decide_pcie(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, exp
             bus_numbers=bus,
             io_windows=io,
             controllers=controllers,
-            hot_misses=c.hot_misses,
+            hot_misses=c.hot_misses + fb_misses,
             int_misses=int_opt_total - i_opt,
             spare_missing=spare - spare_n,
+            fallback=tuple(split.items()),
         )
 
-    # most integration first (it is only optional when the policy prefers it), spares if they fit
+    # most integration first (it is only optional when the policy prefers it), spares if they fit;
+    # integration takes slots but saves bus numbers, so the feasible counts form an interval: scan
+    top = min(int_opt_total, max(free, 0))
     for switches_ok in (False, True):
-        for spare_n in (spare, 0) if spare else (0,):
-            lo, hi = 0, int_opt_total
-            best: Decision | None = None
-            # attempt() is monotone in i_opt: more integration never frees slots
-            if (d := attempt(0, switches_ok, spare_n)) is None:
-                continue
-            best = d
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                d = attempt(mid, switches_ok, spare_n)
+        for spare_n in range(spare, -1, -1):
+            for i_opt in range(top, -1, -1):
+                d = attempt(i_opt, switches_ok, spare_n)
                 if d is not None:
-                    lo, best = mid, d
-                else:
-                    hi = mid - 1
-            if spare_n == 0 and spare:
-                # spare ports would not fit; try as many as fit
-                for s in range(spare - 1, 0, -1):
-                    d2 = attempt(lo, switches_ok, s)
-                    if d2 is not None:
-                        best = d2
-                        break
-            return best
+                    return d
+    # last resort: integrate endpoints whose hotplug is optional or only preferred (the fewest
+    # that make the slots and the bus numbers fit)
+    total_fb = c.fb_pcie_any + c.fb_pci_any + c.fb_pcie_pref + c.fb_pci_pref
+
+    def fits(fb: int) -> Decision | None:
+        d = attempt(0, True, 0, fb)
+        if d is None or (bus_cap is not None and d.bus_numbers > bus_cap):
+            return None
+        return d
+
+    # feasible counts form an interval (too few: no room; too many: no slots), so scan
+    for fb in range(1, min(total_fb, max(free, 0)) + 1):
+        found = fits(fb)
+        if found is not None:
+            return found
     return Decision(
         False,
         f"{ctx.label} has {max(free, 0)} free slots"

@@ -14,7 +14,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import Unsatisfiable
 from pcitopo.policy.policy import Policy
-from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Decision, fanout, unit_category
+from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Decision, fallback_kind, fanout, unit_category
 from pcitopo.solver._model import Unit
 
 __all__: list[str] = []
@@ -179,6 +179,22 @@ def realize_pcie(
 
     port_units = sorted([*cats.get("pcie_ports", []), *overflow_pcie], key=lambda u: u.position)
     tree_units = _io_first([*cats.get("pci_tree", []), *overflow_pci])
+    # last-resort integration, bucket by bucket, in definition order
+    if decision.fallback:
+        wanted = dict(decision.fallback)
+        moved: list[Unit] = []
+        for source in (port_units, tree_units):
+            for u in sorted(source, key=lambda u: u.position):
+                bucket = fallback_kind(ctx, u, unit_category(ctx, u, policy))
+                if bucket is None and u in overflow_pcie:
+                    bucket = fallback_kind(ctx, u, "pcie_ports")
+                if bucket and wanted.get(bucket, 0) > 0:
+                    wanted[bucket] -= 1
+                    moved.append(u)
+        port_units = [u for u in port_units if u not in moved]
+        tree_units = [u for u in tree_units if u not in moved]
+        for u in sorted(moved, key=lambda u: u.position):
+            b.place(u, _addr(root_bus, take_slot()))
     dmi_units = _io_first(cats.get("pci_off", []))
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)

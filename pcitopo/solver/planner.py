@@ -554,6 +554,7 @@ def _decisions(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]]) -> dict[
             policy,
             spare_wanted=problem.spare.get(ctx.id, 0),
             expanders_here=len(new_expanders) if ctx.id == 0 else 0,
+            bus_cap=ctx.own_range if ctx.own_range is not None else problem.region,
         )
         if not d.feasible:
             return None

@@ -273,8 +273,8 @@ def test_plans_are_the_same_under_any_hash_seed() -> None:
 @pytest.mark.parametrize(
     ("machine", "count", "expected_fit"),
     [
-        ("aarch64-virt-highmem-off", 20, 14),
-        ("q35", 300, 252),
+        ("aarch64-virt-highmem-off", 20, 15),
+        ("q35", 300, 253),
     ],
 )
 def test_too_many_devices_is_unsatisfiable_with_the_number_that_fits(
