@@ -59,9 +59,10 @@ def _check_range(field: str, value: int, text: str | None = None) -> None:
         )
     if not low <= value <= high:
         width = _WIDTH[field]
+        got = f"0x{value:0{width}x}" if value >= 0 else str(value)
         prefix = f"invalid PCI address {text!r}: " if text is not None else "invalid PCI address: "
         raise InvalidAddress(
-            f"{prefix}{field} must be in 0x{low:0{width}x}..0x{high:0{width}x} (got 0x{value:0{width}x})",
+            f"{prefix}{field} must be in 0x{low:0{width}x}..0x{high:0{width}x} (got {got})",
             text=text,
             field=field,
             value=value,

@@ -72,6 +72,14 @@ def _check_id(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
         )
 
 
+def _hotplug_need(value: HotplugNeed | str) -> HotplugNeed:
+    try:
+        return HotplugNeed(value)
+    except ValueError:
+        known = ", ".join(repr(h.value) for h in HotplugNeed)
+        raise InvalidInput("needs", f"hotplug must be one of {known} (got {value!r})") from None
+
+
 @attrs.frozen
 class Needs:
     """What a device asks of its position, beyond legality.
@@ -83,7 +91,7 @@ class Needs:
     comes first among devices of one kind.
     """
 
-    hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=HotplugNeed)
+    hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=_hotplug_need)
     numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
     numa_strict: bool = False
     integrated: bool = False
