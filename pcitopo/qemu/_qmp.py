@@ -58,10 +58,11 @@ class QemuError(PcitopoError, RuntimeError):
 
     @property
     def message_line(self) -> str:
-        """The last non-empty stderr line that is not a warning, or ``""``."""
+        """The last error line QEMU printed (``qemu-system-...: message``, not a warning or a hint), or ``""``."""
         lines = [s.strip() for s in self.stderr.splitlines() if s.strip()]
         errors = [s for s in lines if ": warning: " not in s and not s.startswith("warning: ")]
-        return (errors or lines or [""])[-1]
+        prefixed = [s for s in errors if s.startswith("qemu-")]
+        return (prefixed or errors or lines or [""])[-1]
 
     @property
     def qemu_message(self) -> str:
@@ -214,6 +215,10 @@ class Qemu:
                 if reply.get("id", ident) == ident:
                     break
         except (OSError, QemuError) as exc:
+            if self._process is not None:
+                # A refused -device makes QEMU exit right after the greeting: give it time to finish.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(timeout=min(5.0, self.timeout))
             if self._process is not None and self._process.poll() is not None:
                 raise self._exited(f"QEMU exited during {command}") from None
             if isinstance(exc, QemuError):

@@ -75,16 +75,18 @@ class _Start:
 
     machine_type: str | None = None
     options: tuple[str, ...] = ()
+    memory: int = 128
+    """MiB without NUMA nodes."""
     node_memory: int = 64
     """MiB per NUMA node."""
 
 
 # The arm virt default CPU is 32-bit, which silently turns highmem (and with it the
-# 256-bus ECAM) off; pseries wants every NUMA node's memory aligned to 256 MiB.
+# 256-bus ECAM) off; pseries wants its memory, and each NUMA node's, aligned to 256 MiB.
 _START: Mapping[str, _Start] = {
     "aarch64-virt": _Start("virt", ("-cpu", "cortex-a57")),
     "aarch64-virt-highmem-off": _Start("virt,highmem=off", ("-cpu", "cortex-a57")),
-    "pseries": _Start(node_memory=256),
+    "pseries": _Start(memory=256, node_memory=256),
 }
 
 
@@ -199,9 +201,9 @@ def machine_args(topology: Topology, *, machine_type: str | None = None, memory:
     """``-machine``, ``-cpu`` (where needed), ``-m``, ``-smp`` and ``-numa`` for an empty VM of this topology.
 
     ``machine_type`` defaults to the description's plain machine type
-    (``q35``, ``pc``, ``virt``, ``pseries``). ``memory`` is in MiB: 128 by
-    default, or enough for every NUMA node of the topology (each gets an
-    equal share and one CPU).
+    (``q35``, ``pc``, ``virt``, ``pseries``). ``memory`` is in MiB: by
+    default 128 (256 on pseries), or enough for every NUMA node of the
+    topology (each gets an equal share and one CPU).
 
     >>> from pcitopo.topology import Topology
     >>> machine_args(Topology.default("pc", numa_nodes=2, acpi=False))  # doctest: +NORMALIZE_WHITESPACE
@@ -222,7 +224,7 @@ def machine_args(topology: Topology, *, machine_type: str | None = None, memory:
         machine_type += ",acpi=off"
     nodes = topology.numa_nodes
     if memory is None:
-        memory = start.node_memory * nodes if nodes else 128
+        memory = start.node_memory * nodes if nodes else start.memory
     if memory < 1 or (nodes and memory // nodes < 1):
         raise InvalidInput("memory", f"must give every NUMA node at least 1 MiB (got {memory} MiB for {nodes} nodes)")
     each = memory // nodes if nodes else memory

@@ -36,7 +36,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.errors import PcitopoError
 from pcitopo.qemu._qmp import Qemu, QemuError, QmpCommandError, find_binary
-from pcitopo.qemu.args import DeviceSpec, Value, device_specs, machine_args, qemu_args
+from pcitopo.qemu.args import DeviceSpec, Syntax, Value, device_specs, machine_args, qemu_args
 from pcitopo.topology import Topology
 
 __all__ = ["Check", "VerificationFailed", "VerifyReport", "verify"]
@@ -46,8 +46,11 @@ def __dir__() -> list[str]:
     return __all__
 
 
-HOTPLUG_PROBE_DRIVER = "virtio-rng-pci"
-"""The device hot-plugged to probe positions: it exists in every target and needs no backend."""
+HOTPLUG_PROBE_KIND = "virtio-rng"
+"""The device kind hot-plugged to probe positions: it exists in every target and needs no backend.
+
+Only buses that take such an endpoint are probed (not a switch's upstream
+port or a pxb-pcie, which take ports only)."""
 
 _X86 = frozenset({"x86_64", "i686"})
 _FIRMWARE_LOG = "firmware.log"
@@ -125,6 +128,7 @@ def verify(
     firmware_wait: float = 10.0,
     extra: Mapping[str, Mapping[str, Value]] | None = None,
     machine_type: str | None = None,
+    syntax: Syntax = "keyval",
 ) -> VerifyReport:
     """Start QEMU with ``topology`` and check that every device is where it was planned.
 
@@ -148,9 +152,10 @@ def verify(
     if firmware and _X86 & set(machine.arches):
         args += ["-chardev", f"file,id=pcitopo-fw,path={_FIRMWARE_LOG}"]
         args += ["-device", "isa-debugcon,iobase=0x402,chardev=pcitopo-fw"]
-    args += qemu_args(topology, extra=extra)
+    args += qemu_args(topology, extra=extra, syntax=syntax)
     checks: list[Check] = []
     log = ""
+    # The paused VM answers QMP before the firmware runs; -S keeps it there until "cont".
     with Qemu(path, args, timeout=timeout) as vm:
         checks += _placement(vm, specs)
         if firmware:
@@ -277,7 +282,10 @@ def _expected_parent(topology: Topology, bus: int, specs: Mapping[str, DeviceSpe
     if bus == 0:
         return 0
     c = topology.controller(bus)
-    if topology.model(c).expander:
+    model = topology.model(c)
+    # pxb puts its endpoints behind an internal pci-bridge that QEMU names after the pxb
+    # (the second bus number it uses); pxb-pcie's children sit on its root bus itself.
+    if model.expander and model.bus_numbers == 1:
         number = specs[c.name].get("bus_nr")
         return int(number) if isinstance(number, int) else -1
     return c.name
@@ -287,10 +295,14 @@ def _expected_parent(topology: Topology, bus: int, specs: Mapping[str, DeviceSpe
 
 
 def _empty_positions(topology: Topology) -> Iterator[tuple[int, int, bool]]:
+    """Every empty slot an endpoint may legally take, and whether the topology calls it hotpluggable."""
     usage = topology.slot_usage()
     used = {(bus, slot) for (_, bus, slot) in usage}
+    probe = topology.catalog.device(HOTPLUG_PROBE_KIND)
     for c in topology.controllers:
         if topology.root_of(c.index) is None:
+            continue
+        if topology.placement_problem(c.index, kind=probe, strict=False) is not None:
             continue
         for slot in topology.model(c).slot_range():
             if (c.index, slot) not in used:
@@ -299,11 +311,12 @@ def _empty_positions(topology: Topology) -> Iterator[tuple[int, int, bool]]:
 
 def _hotplug(vm: Qemu, topology: Topology) -> list[Check]:
     checks = []
+    driver = topology.catalog.device(HOTPLUG_PROBE_KIND).qemu_device
     for n, (bus, slot, hot) in enumerate(_empty_positions(topology)):
         name = topology.bus_name(bus)
         subject = f"{name} slot {slot:02x}"
         try:
-            vm.execute("device_add", driver=HOTPLUG_PROBE_DRIVER, id=f"pcitopo-hp{n}", bus=name, addr=f"{slot:#x}")
+            vm.execute("device_add", driver=driver, id=f"pcitopo-hp{n}", bus=name, addr=f"{slot:#x}")
         except QmpCommandError as exc:
             if hot:
                 checks.append(Check("hotplug", subject, False, f"refused: {exc.desc}"))
