@@ -1,0 +1,7 @@
+"""Integration tests start real QEMU (and libvirt); every test here is marked ``integration``."""
+
+from __future__ import annotations
+
+from tests.support.qemu import qemu
+
+__all__ = ["qemu"]
