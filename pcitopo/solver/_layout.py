@@ -77,6 +77,12 @@ class Counts:
     pci_hot_only: int = 0
     pci_hot_only_io: int = 0
     int_opt_pci_io: int = 0
+    sw_groups: int = 0
+    sw_units: int = 0
+    sw_io: int = 0
+    bus_groups: int = 0
+    bus_units: int = 0
+    bus_io_groups: int = 0
     fb_pcie_any: int = 0
     fb_pcie_pref: int = 0
     fb_pci_any: int = 0
@@ -95,8 +101,22 @@ def categorize(ctx: Context, units: Sequence[Unit], policy: Policy) -> Counts:
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
     """Fold units into a context's counts (cheap; used on every CSP check)."""
     d = attrs.asdict(counts, recurse=False)
+    sw_labels: set[str] = set()
+    bus_labels: set[str] = set()
+    bus_io_labels: set[str] = set()
     for u in units:
         cat = unit_category(ctx, u, policy)
+        if cat == "sw_group":
+            d["sw_units"] += 1
+            d["sw_io"] += 1 if u.has_io else 0
+            sw_labels.add(u.switch_group or "")
+            continue
+        if cat == "bus_group":
+            d["bus_units"] += 1
+            bus_labels.add(u.bus_group or "")
+            if u.has_io:
+                bus_io_labels.add(u.bus_group or "")
+            continue
         if cat.startswith("!"):
             d["impossible"] = d["impossible"] or cat[1:]
             continue
@@ -120,6 +140,9 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             d["hot_misses"] += 1
         if u.hotplug is HotplugNeed.PREFERRED and cat == "pci_direct" and not ctx.root_hotplug:
             d["hot_misses"] += 1
+    d["sw_groups"] += len(sw_labels)
+    d["bus_groups"] += len(bus_labels)
+    d["bus_io_groups"] += len(bus_io_labels)
     return Counts(**d)
 
 
@@ -149,6 +172,25 @@ def fallback_split(c: Counts, n: int) -> dict[str, int]:
 
 def unit_category(ctx: Context, u: Unit, policy: Policy) -> str:
     """Where a unit goes inside a context; ``"!reason"`` when it cannot go there at all."""
+    if u.switch_group is not None:
+        if ctx.root_kind != "pcie" or not ctx.offers_switch:
+            return f"!switch group {u.switch_group!r} needs PCI Express switches, which {ctx.label} cannot take"
+        if u.connect is not Connect.PCIE_DEVICE:
+            return f"!switch group {u.switch_group!r}: {u.name!r} is not a PCI Express device"
+        return "sw_group"
+    if u.bus_group is not None:
+        if u.connect is Connect.PCIE_DEVICE and ctx.root_kind == "pcie":
+            if not (ctx.can_integrate and u.can_integrate) or u.hotplug is HotplugNeed.REQUIRED:
+                return (
+                    f"!bus group {u.bus_group!r}: PCI Express devices share a bus only as integrated "
+                    f"endpoints of the main root bus, which cannot be hot-plugged"
+                )
+            return "int_req"
+        if ctx.root_kind == "phb-new":
+            return "!bus groups go on a pci-bridge, not a new host bridge"
+        if ctx.root_kind == "pcie" and not ctx.offers_pcie_to_pci:
+            return f"!bus group {u.bus_group!r} needs a pcie-to-pci-bridge, which this machine lacks"
+        return "bus_group"
     if u.integrated_required:
         if ctx.bus != 0:
             return "!must be integrated on bus 0"
@@ -296,10 +338,11 @@ def _decide_pcie(
         dmi_units = c.pci_off
         dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
         tree_rp = 1 if tree_units > 0 and not use_dmi_tree else 0
+        fixed_rp = tree_rp + c.sw_groups + c.bus_groups
         slots_left = free - c.int_req - i_opt - fb - (1 if dmi else 0)
         if slots_left < 0:
             return None
-        ports_needed = pcie_units + spare_n + tree_rp
+        ports_needed = pcie_units + spare_n + fixed_rp
         capacity = aggregate_free + slots_left * pack
         switches = 0
         downstream = 0
@@ -310,7 +353,7 @@ def _decide_pcie(
             switches = math.ceil((ports_needed - capacity) / (BRIDGE_SLOTS))
             direct = capacity - switches
             downstream = ports_needed - direct
-            if direct < tree_rp or downstream > 32 * switches or direct < 0:
+            if direct < fixed_rp or downstream > 32 * switches or direct < 0:
                 return None
         used_port_slots = max(0, direct + switches - aggregate_free)
         root_slots = c.int_req + i_opt + fb + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
@@ -320,7 +363,8 @@ def _decide_pcie(
             return None
         bus = direct + 2 * switches + downstream + (1 + tree_bridges if tree_units and not use_dmi_tree else 0)
         bus += (1 + dmi_bridges) if dmi else 0
-        io = c.pcie_io
+        bus += c.sw_groups + c.sw_units + c.bus_groups  # upstream + downstream ports; group bridges
+        io = c.pcie_io + c.sw_io + c.bus_io_groups
         if not use_dmi_tree:
             io += tree_io_buses(tree_units, tree_io)
         else:
@@ -332,11 +376,12 @@ def _decide_pcie(
         controllers = direct + 2 * switches + downstream
         controllers += (1 + tree_bridges) if tree_units and not use_dmi_tree else 0
         controllers += (1 + dmi_bridges) if dmi else 0
+        controllers += c.sw_groups + c.sw_units + c.bus_groups
         return Decision(
             True,
             integrated_pcie=ip,
             integrated_pci=ic,
-            direct_ports=direct - tree_rp,
+            direct_ports=direct - fixed_rp,
             port_units=pcie_units,
             spare=spare_n,
             switches=switches,
@@ -385,7 +430,8 @@ def _decide_pcie(
     return Decision(
         False,
         f"{ctx.label} has {max(free, 0)} free slots"
-        + (f" and {aggregate_free} free root-port functions" if aggregate_free else "")
+        + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
+        + (f" and {bus_cap} bus numbers left" if bus_cap is not None else "")
         + f": not enough for {c.pcie_ports + c.int_opt_pcie} PCI Express devices"
         + (f", {c.pci_tree + c.int_opt_pci + c.pci_off} conventional PCI devices" if c.pci_tree + c.pci_off else "")
         + (f" and {c.int_req} integrated devices" if c.int_req else "")
@@ -394,7 +440,7 @@ def _decide_pcie(
 
 
 def _decide_pci(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int) -> Decision:
-    free = len(ctx.free_slots) - expanders_here
+    free = len(ctx.free_slots) - expanders_here - c.bus_groups
     direct_units = c.pci_direct
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
     for spare_n in (need_spare, 0) if need_spare else (0,):
@@ -415,10 +461,10 @@ def _decide_pci(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expa
                 root_bridges=bridges,
                 tree_units=bridged,
                 tree_io=io_bridged,
-                root_slots=on_direct + bridges,
-                bus_numbers=bridges,
-                io_windows=math.ceil(io_bridged / BRIDGE_SLOTS),
-                controllers=bridges,
+                root_slots=on_direct + bridges + c.bus_groups,
+                bus_numbers=bridges + c.bus_groups,
+                io_windows=math.ceil(io_bridged / BRIDGE_SLOTS) + c.bus_io_groups,
+                controllers=bridges + c.bus_groups,
                 hot_misses=c.hot_misses,
                 spare=spare_n,
                 spare_missing=need_spare - spare_n,

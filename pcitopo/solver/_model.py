@@ -40,6 +40,10 @@ class Unit:
     io_size: int
     position: int
     """Index of the first device in definition order."""
+    switch_group: str | None = None
+    bus_group: str | None = None
+    rank: tuple[float, int] = (0.0, 0)
+    """Placement order: the order hint (or the definition index), then the definition index."""
 
     @property
     def name(self) -> str:
@@ -102,6 +106,19 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
             groups.setdefault(group, []).append((i, d))
     # a slot group whose other members are already placed must join them: not supported
     placed_groups = {d.needs.slot_group for d in topology.devices if d.address is not None and d.needs.slot_group}
+    placed_switch = {d.needs.switch_group for d in topology.devices if d.address is not None and d.needs.switch_group}
+    placed_bus = {d.needs.bus_group for d in topology.devices if d.address is not None and d.needs.bus_group}
+    for _, d in pending:
+        for label, placed, what in (
+            (d.needs.switch_group, placed_switch, "switch"),
+            (d.needs.bus_group, placed_bus, "bus"),
+        ):
+            if label is not None and label in placed:
+                raise InvalidInput(
+                    f"device {d.id!r}",
+                    f"{what} group {label!r} already has placed devices; give this device an address "
+                    f"on that {what} (pcitopo does not add to a group that is already placed)",
+                )
     units: list[Unit] = []
     memo: dict[tuple[str, Needs], Needs] = {}
     for i, group, single in order:
@@ -129,6 +146,12 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
         can_integrate = all(k.integrated is not Integrated.FORBIDDEN for k in kinds)
         behind_port = connect is Connect.PCIE_DEVICE
         io = sum(device_io_size(topology, d, behind_pcie_port=behind_port) for d in members)
+        switch_groups = {n.switch_group for n in needs}
+        bus_groups = {n.bus_group for n in needs}
+        if len(switch_groups) > 1 or len(bus_groups) > 1:
+            raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
+        hints = [n.order for n in needs if n.order is not None]
+        rank = (float(min(hints)) if hints else float(i), i)
         if hot is HotplugNeed.REQUIRED and not all(k.hotpluggable for k in kinds):
             # the device itself cannot be hot-plugged: treat the need as a preference
             hot = HotplugNeed.PREFERRED
@@ -143,9 +166,29 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
                 can_integrate=can_integrate,
                 io_size=io,
                 position=i,
+                switch_group=switch_groups.pop(),
+                bus_group=bus_groups.pop(),
+                rank=rank,
             )
         )
+    _check_groups(units)
     return tuple(units)
+
+
+def _check_groups(units: Sequence[Unit]) -> None:
+    switch: dict[str, int] = {}
+    bus: dict[str, int] = {}
+    for u in units:
+        if u.switch_group is not None:
+            switch[u.switch_group] = switch.get(u.switch_group, 0) + 1
+        if u.bus_group is not None:
+            bus[u.bus_group] = bus.get(u.bus_group, 0) + 1
+    for label, n in sorted(switch.items()):
+        if n > 32:
+            raise InvalidInput(f"switch group {label!r}", f"has {n} slots of devices but a switch has 32 ports")
+    for label, n in sorted(bus.items()):
+        if n > 31:
+            raise InvalidInput(f"bus group {label!r}", f"has {n} slots of devices but a bridge has 31 slots")
 
 
 def _needs(policy: Policy, device: Device, memo: dict[tuple[str, Needs], Needs]) -> Needs:
@@ -174,6 +217,11 @@ def classify(units: Sequence[Unit]) -> tuple[DemandClass, ...]:
     """Group units with identical needs; classes in order of their first unit."""
     classes: dict[tuple[object, ...], list[Unit]] = {}
     for u in units:
+        if u.switch_group is not None or u.bus_group is not None:
+            # a group moves as one: one class, never split between contexts
+            label = ("switch", u.switch_group) if u.switch_group is not None else ("bus", u.bus_group)
+            classes.setdefault((*label, u.numa_node, u.numa_strict), []).append(u)
+            continue
         key = (
             u.connect.value,
             u.hotplug.value,

@@ -142,7 +142,7 @@ class Builder:
 
 
 def _io_first(units: Sequence[Unit]) -> list[Unit]:
-    return sorted(units, key=lambda u: (not u.has_io, u.position))
+    return sorted(units, key=lambda u: (not u.has_io, u.rank))
 
 
 def realize_pcie(
@@ -174,17 +174,17 @@ def realize_pcie(
     integrated += opt_pci[: decision.integrated_pci]
     overflow_pcie = opt_pcie[decision.integrated_pcie :]
     overflow_pci = opt_pci[decision.integrated_pci :]
-    for u in sorted(integrated, key=lambda u: u.position):
+    for u in sorted(integrated, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, take_slot()))
 
-    port_units = sorted([*cats.get("pcie_ports", []), *overflow_pcie], key=lambda u: u.position)
+    port_units = sorted([*cats.get("pcie_ports", []), *overflow_pcie], key=lambda u: u.rank)
     tree_units = _io_first([*cats.get("pci_tree", []), *overflow_pci])
     # last-resort integration, bucket by bucket, in definition order
     if decision.fallback:
         wanted = dict(decision.fallback)
         moved: list[Unit] = []
         for source in (port_units, tree_units):
-            for u in sorted(source, key=lambda u: u.position):
+            for u in sorted(source, key=lambda u: u.rank):
                 bucket = fallback_kind(ctx, u, unit_category(ctx, u, policy))
                 if bucket is None and u in overflow_pcie:
                     bucket = fallback_kind(ctx, u, "pcie_ports")
@@ -193,7 +193,7 @@ def realize_pcie(
                     moved.append(u)
         port_units = [u for u in port_units if u not in moved]
         tree_units = [u for u in tree_units if u not in moved]
-        for u in sorted(moved, key=lambda u: u.position):
+        for u in sorted(moved, key=lambda u: u.rank):
             b.place(u, _addr(root_bus, take_slot()))
     dmi_units = _io_first(cats.get("pci_off", []))
 
@@ -234,6 +234,17 @@ def realize_pcie(
     for u in direct_units:
         rp = b.root_port(next_port_position(), hotplug=_port_hotplug(u, policy))
         b.place(u, _addr(rp.index, 0))
+    for _label, members in _groups(cats.get("sw_group", []), "switch_group"):
+        up_rp = b.root_port(next_port_position())
+        up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
+        for s, u in enumerate(members):
+            dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
+            b.place(u, _addr(dp.index, 0))
+    for _label, members in _groups(cats.get("bus_group", []), "bus_group"):
+        rp = b.root_port(next_port_position())
+        bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
+        for s, u in enumerate(members, start=1):
+            b.place(u, _addr(bridge.index, s))
     if tree_rp:
         rp = b.root_port(next_port_position())
         bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
@@ -263,6 +274,14 @@ def realize_pcie(
                 spare_left -= 1
     for _ in range(max(0, spare_left)):
         b.root_port(next_port_position())
+
+
+def _groups(units: Sequence[Unit], attr: str) -> list[tuple[str, list[Unit]]]:
+    """Units by group label, groups in order of their first unit, units in placement order."""
+    groups: dict[str, list[Unit]] = {}
+    for u in sorted(units, key=lambda u: u.rank):
+        groups.setdefault(str(getattr(u, attr)), []).append(u)
+    return list(groups.items())
 
 
 def _port_hotplug(u: Unit, policy: Policy) -> bool | None:
@@ -303,8 +322,12 @@ def realize_pci(
     direct_candidates = _io_first(cats.get("pci_direct", []))
     direct = direct_candidates[: decision.direct_units]
     bridged = _io_first([*cats.get("pci_hot_only", []), *direct_candidates[decision.direct_units :]])
-    for u in sorted(direct, key=lambda u: u.position):
+    for u in sorted(direct, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, slots.pop(0)))
+    for _, members in _groups(cats.get("bus_group", []), "bus_group"):
+        br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
+        for s, u in enumerate(members, start=1):
+            b.place(u, _addr(br.index, s))
     for _ in range(decision.root_bridges):
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         for s in range(1, BRIDGE_SLOTS + 1):
@@ -314,7 +337,7 @@ def realize_pci(
 
 
 def realize_new_phbs(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:
-    remaining = sorted(units, key=lambda u: u.position)
+    remaining = sorted(units, key=lambda u: u.rank)
     for _ in range(decision.phbs):
         phb = b.phb(ctx.numa_node)
         for s in range(1, BRIDGE_SLOTS + 1):

@@ -31,7 +31,7 @@ def __dir__() -> list[str]:
 
 def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsatisfiable:
     """Build the :class:`~pcitopo.errors.Unsatisfiable` error for units that cannot all be placed."""
-    from pcitopo.solver.planner import describe_budget, feasible
+    from pcitopo.solver.planner import context_reasons, describe_budget, feasible
 
     classes = list(classify(units))
 
@@ -45,6 +45,7 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsati
         if trial and not ok(trial):
             core = trial
     conflicts = [c.describe() for c in core]
+    facts += context_reasons(topology, policy, [u for c in core for u in c.units])
     if len(core) == 1:
         conflicts[0] += " do not fit, even on their own"
     suggestions: list[str] = []

@@ -309,6 +309,8 @@ def _formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> _Pr
         size = 8 if cls.sample.connect is Connect.PCIE_DEVICE else BRIDGE_SLOTS
         n = len(cls.units)
         size = max(size, math.ceil(n / 24))
+        if cls.key[0] in ("switch", "bus"):
+            size = n  # a group moves as one
         names = []
         for k, start in enumerate(range(0, n, size)):
             name = f"c{ci:03d}k{k:03d}"
@@ -846,6 +848,33 @@ def feasible(topology: Topology, policy: Policy, units: Sequence[Unit]) -> bool:
         return False
     result = _csp.search(problem.candidates, problem.chains, lambda a: _evaluate(problem, a), optimise=False)
     return result.assignment is not None
+
+
+def context_reasons(topology: Topology, policy: Policy, units: Sequence[Unit]) -> list[str]:
+    """Why each group of units cannot go to each place it could go, one line per reason."""
+    try:
+        problem = _formulate(topology, policy, units)
+    except PcitopoError as exc:
+        return [str(exc)]
+    reasons: list[str] = []
+    for ci, cls in enumerate(problem.classes):
+        candidates = _candidates(cls, problem.contexts, policy)
+        if not candidates:
+            u = cls.sample
+            if u.numa_node is not None and u.numa_strict:
+                reasons.append(
+                    f"no bus of NUMA node {u.numa_node} exists and {topology.machine.name} cannot add an expander bus"
+                    + ("" if u.numa_node < topology.numa_nodes else f" (the guest has {topology.numa_nodes} nodes)")
+                )
+            continue
+        for ctx_id in candidates:
+            ctx = problem.contexts[ctx_id]
+            counts = add_units(ctx, Counts(), cls.units, policy)
+            d = decide(ctx, counts, policy, spare_wanted=0, bus_cap=ctx.own_range or problem.region)
+            if not d.feasible and d.reason and d.reason not in reasons:
+                reasons.append(d.reason)
+        del ci
+    return reasons
 
 
 def describe_budget(topology: Topology, policy: Policy) -> list[str]:

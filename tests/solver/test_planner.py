@@ -332,3 +332,61 @@ def test_an_unrelated_group_is_left_out_of_the_conflict() -> None:
         solve(Topology.build("riscv64-virt", devices=devices, numa_nodes=1))
     assert len(info.value.conflicts) == 1
     assert "on NUMA node 0" in info.value.conflicts[0]
+
+
+def test_a_switch_group_shares_one_new_switch() -> None:
+    """Devices of one switch group each get a downstream port of the same upstream port."""
+    group = Needs(switch_group="fabric")
+    devices = [Device(f"gpu{i}", "vfio-pci", needs=group) for i in range(3)]
+    plan = solve(Topology.build("q35", devices=[*devices, *nics(2)]))
+    t = plan.topology
+    uplinks = set()
+    for d in devices:
+        port = t.controller(plan.assigned[d.id].bus)
+        assert port.model == "pcie-switch-downstream-port"
+        assert port.address is not None
+        uplinks.add(port.address.bus)
+    assert len(uplinks) == 1
+    assert t.controller(uplinks.pop()).model == "pcie-switch-upstream-port"
+    assert validate(t) == ()
+
+
+def test_a_bus_group_of_conventional_devices_shares_one_bridge() -> None:
+    """Conventional devices of one bus group sit on one dedicated bridge, apart from the others."""
+    group = Needs(bus_group="legacy-pair")
+    devices = [Device("e0", "e1000", needs=group), Device("e1", "e1000", needs=group), Device("other", "e1000")]
+    plan = solve(Topology.build("q35", devices=devices))
+    buses = {k: v.bus for k, v in plan.assigned.items()}
+    assert buses["e0"] == buses["e1"] != buses["other"]
+    assert plan.topology.controller(buses["e0"]).model == "pcie-to-pci-bridge"
+    assert validate(plan.topology) == ()
+
+
+def test_a_bus_group_of_pcie_devices_is_integrated() -> None:
+    """PCI Express devices share a bus only as integrated endpoints of the root bus."""
+    group = Needs(bus_group="pair")
+    devices = [Device("a", "virtio-net", needs=group), Device("b", "virtio-net", needs=group)]
+    plan = solve(Topology.build("q35", devices=devices), "minimal")
+    assert plan.assigned["a"].bus == plan.assigned["b"].bus == 0
+
+
+def test_order_hints_come_before_definition_order() -> None:
+    """A lower order hint gets the lower address among devices placed in one go."""
+    devices = [Device("a", "virtio-net", needs=Needs(order=2)), Device("b", "virtio-net", needs=Needs(order=1))]
+    plan = solve(Topology.build("q35", devices=devices))
+    assert plan.assigned["b"] < plan.assigned["a"]
+
+
+@pytest.mark.parametrize(
+    ("machine", "needs", "message"),
+    [
+        ("pc", Needs(switch_group="s"), "switch group 's' needs PCI Express switches"),
+        ("q35", Needs(bus_group="g", hotplug=HotplugNeed.REQUIRED), "PCI Express devices share a bus only"),
+    ],
+)
+def test_impossible_groups_are_explained(machine: str, needs: Needs, message: str) -> None:
+    """A group the machine cannot build is unsatisfiable with the reason."""
+    devices = [Device("a", "virtio-net", needs=needs), Device("b", "virtio-net", needs=needs)]
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build(machine, devices=devices))
+    assert message in str(info.value)
