@@ -1,0 +1,295 @@
+"""The topology graph: shape, paths, NUMA, hotplug, bus numbers, free positions, immutability, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import networkx as nx
+import pytest
+
+from pcitopo import topology
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidInput, PcitopoError, UnknownName
+from pcitopo.legality.machine import machines
+from pcitopo.topology import Topology
+
+
+def A(text: str) -> PciAddress:
+    return PciAddress.parse(text)
+
+
+def numa_q35() -> Topology:
+    """q35 with a root port, a pxb-pcie on node 1 with a root port, and a device behind each."""
+    return Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-root-port", address=A("00:02.0"), chassis=1, port=0x10),
+            Controller(2, "pcie-expander-bus", address=A("00:03.0"), bus_nr=200, numa_node=1),
+            Controller(3, "pcie-root-port", address=A("02:00.0"), chassis=3, port=0),
+            Controller(4, "pcie-root-port", address=A("02:01.0"), chassis=4, port=8),
+        ],
+        [Device("net0", "virtio-net", address=A("01:00.0")), Device("net1", "virtio-net", address=A("03:00.0"))],
+        numa_nodes=2,
+    )
+
+
+def test_graph_shape() -> None:
+    """Controllers provide buses; buses hold controllers, devices and built-ins on edges carrying addresses."""
+    g = numa_q35().graph
+    assert g.has_edge(("controller", 2), ("bus", 2))
+    assert g.edges[("bus", 0), ("controller", 2)]["address"] == A("00:03.0")
+    assert g.edges[("bus", 3), ("device", "net1")]["address"] == A("03:00.0")
+    assert g.edges[("bus", 0), ("builtin", "lpc")]["address"] == A("00:1f.0")
+    assert nx.is_directed_acyclic_graph(g)
+    assert nx.is_frozen(g)
+    with pytest.raises(nx.NetworkXError):
+        g.add_node(("bus", 99))
+
+
+def test_graph_keeps_unaddressed_devices_unattached() -> None:
+    """A device without an address is a node with no bus above it."""
+    t = Topology.build("q35", devices=[Device("req", "e1000")])
+    assert list(t.graph.predecessors(("device", "req"))) == []
+
+
+def test_devices_keep_definition_order() -> None:
+    """Topology.devices keeps the order the devices were given in."""
+    t = Topology.build("pc", devices=[Device(n, "e1000") for n in ["z", "a", "m"]])
+    assert [d.id for d in t.devices] == ["z", "a", "m"]
+
+
+def test_root_controller_is_added() -> None:
+    """Building without an index-0 controller adds the machine's root model."""
+    assert [c.model for c in Topology.build("pc").controllers] == ["pci-root"]
+    assert [c.model for c in Topology.build("q35").controllers] == ["pcie-root"]
+
+
+def test_path_to_root() -> None:
+    """path_to_root walks from a device or a bus up through its controllers to the root."""
+    t = numa_q35()
+    assert [c.name for c in t.path_to_root("net1")] == ["pci.3", "pci.2", "pcie.0"]
+    assert [c.name for c in t.path_to_root(1)] == ["pci.1", "pcie.0"]
+    assert t.root_of(3) == t.controller(0)
+
+
+def test_path_to_root_of_unaddressed_device() -> None:
+    """A device without an address has no path, and the error says so."""
+    t = Topology.build("q35", devices=[Device("req", "e1000")])
+    with pytest.raises(InvalidInput, match=r"^device 'req': has no address, so no path to a root bus$"):
+        t.path_to_root("req")
+
+
+def test_path_to_root_stops_at_a_cycle() -> None:
+    """Walking up from a controller cycle ends instead of looping, and no root is found."""
+    t = Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-switch-upstream-port", address=A("02:00.0")),
+            Controller(2, "pcie-switch-downstream-port", address=A("01:00.0"), chassis=2, port=0),
+        ],
+    )
+    assert [c.index for c in t.path_to_root(1)] == [1, 2]
+    assert t.root_of(1) is None
+    assert t.controller_cycles() == [[1, 2]]
+    assert t.bus_numbers_used() == 1
+
+
+@pytest.mark.parametrize(("bus", "node"), [(0, None), (1, None), (2, 1), (3, 1), (4, 1)])
+def test_numa_node_of_bus(bus: int, node: int | None) -> None:
+    """A bus belongs to the NUMA node of the nearest expander above it, or to none."""
+    assert numa_q35().numa_node_of_bus(bus) == node
+
+
+@pytest.mark.parametrize(
+    ("machine", "bus", "slot", "hot"),
+    [
+        ("q35", 0, 3, False),
+        ("pc", 0, 3, True),
+        ("pseries", 0, 3, True),
+        ("aarch64-virt", 0, 3, False),
+    ],
+)
+def test_root_bus_hotplug(machine: str, bus: int, slot: int, hot: bool) -> None:
+    """Only some machines hot-plug into their root bus (ACPI on pc, DRC on pseries)."""
+    assert Topology.default(machine).is_hotpluggable(bus, slot) is hot
+
+
+def test_hotplug_of_ports_and_bridges() -> None:
+    """Ports hot-plug unless turned off; SHPC bridges hot-plug in slots 1..31 only; pxb never."""
+    t = Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-root-port", address=A("00:02.0"), chassis=1, port=16),
+            Controller(2, "pcie-root-port", address=A("00:03.0"), chassis=2, port=24, hotplug=False),
+            Controller(3, "pcie-to-pci-bridge", address=A("01:00.0")),
+            Controller(4, "pcie-expander-bus", address=A("00:04.0"), bus_nr=200),
+        ],
+    )
+    assert [t.is_hotpluggable(1, 0), t.is_hotpluggable(2, 0), t.is_hotpluggable(3, 1), t.is_hotpluggable(4, 0)] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert t.is_hotpluggable(3, 0) is False
+
+
+def test_bus_numbers() -> None:
+    """Each bridge or port uses one bus number, a pxb two; the rest of the domain is left."""
+    t = numa_q35()
+    assert (t.bus_numbers_used(), t.bus_numbers_left()) == (5, 251)
+    assert t.subtree_bus_numbers(0) == 2  # pcie.0 and pci.1, not the expander
+    assert t.subtree_bus_numbers(2) == 3  # the pxb-pcie and its two root ports
+    pc = Topology.build("pc", [Controller(1, "pci-expander-bus", address=A("00:03.0"), bus_nr=254)])
+    assert pc.bus_numbers_used() == 3
+    highmem_off = Topology.default("aarch64-virt-highmem-off")
+    assert highmem_off.bus_numbers_left() == 15
+
+
+def test_bus_numbers_of_pseries_host_bridges() -> None:
+    """Each pseries host bridge is a PCI domain of its own."""
+    t = Topology.build(
+        "pseries",
+        [
+            Controller(1, "spapr-pci-host-bridge", target_index=1),
+            Controller(2, "pci-bridge", address=A("01:01.0"), chassis_nr=2),
+        ],
+    )
+    assert (t.bus_numbers_used(0), t.bus_numbers_used(1)) == (1, 2)
+    assert t.bus_name(1) == "pci.1.0"
+
+
+FREE = [
+    ("q35", "virtio-net", None, "0000:00:01.0", 30),
+    ("q35", "vfio-pci", None, None, 0),
+    ("q35", "virtio-net", Needs(hotplug=HotplugNeed.REQUIRED), None, 0),
+    ("q35", "pcie-root-port", None, "0000:00:01.0", 30),
+    ("q35", "pci-bridge", None, None, 0),
+    ("pc", "e1000", None, "0000:00:02.0", 30),
+    ("pc", "pcie-root-port", None, None, 0),
+    ("pc", "pci-bridge", None, "0000:00:02.0", 30),
+    ("pseries", "e1000", None, "0000:00:01.0", 31),
+    ("riscv64-virt", "pcie-expander-bus", None, None, 0),
+    ("aarch64-virt", "pvpanic-pci", Needs(hotplug=HotplugNeed.FORBIDDEN), "0000:00:01.0", 31),
+]
+
+
+@pytest.mark.parametrize(("machine", "item", "needs", "first", "count"), FREE)
+def test_free_positions_on_default_topologies(
+    machine: str, item: str, needs: Needs | None, first: str | None, count: int
+) -> None:
+    """free_positions offers empty slots of buses that legally take the item and meet its needs."""
+    positions = Topology.default(machine).free_positions(item, needs=needs)
+    assert len(positions) == count
+    assert (str(positions[0]) if positions else None) == first
+
+
+def test_free_positions_with_needs() -> None:
+    """Hotplug and strict NUMA needs narrow the positions to the buses that meet them."""
+    t = numa_q35().without("net0", "net1")
+    hot = t.free_positions("virtio-net", needs=Needs(hotplug="required"))
+    assert [str(p) for p in hot] == ["0000:01:00.0", "0000:03:00.0", "0000:04:00.0"]
+    node1 = t.free_positions("virtio-net", needs=Needs(hotplug="required", numa_node=1, numa_strict=True))
+    assert [str(p) for p in node1] == ["0000:03:00.0", "0000:04:00.0"]
+    cold = t.free_positions("virtio-net", needs=Needs(hotplug="forbidden"))
+    assert all(p.bus == 0 for p in cold)
+    integrated = t.free_positions(Device("x", "e1000", needs=Needs(integrated=True)))
+    assert integrated
+    assert all(p.bus == 0 for p in integrated)
+
+
+def test_root_ports_pack_into_functions_of_a_root_port_slot() -> None:
+    """A slot holding only root ports offers its free functions to another root port, not to endpoints."""
+    t = Topology.build("q35", [Controller(1, "pcie-root-port", address=A("00:02.0"), chassis=1, port=16)])
+    ports = {str(p) for p in t.free_positions("pcie-root-port")}
+    assert {f"0000:00:02.{f}" for f in range(1, 8)} <= ports
+    assert not any(p.slot == 2 and p.bus == 0 for p in t.free_positions("virtio-net"))
+
+
+def test_builtins_and_occupants() -> None:
+    """Built-ins occupy their addresses unless a device of the kind they stand for takes their place."""
+    t = Topology.build("q35", devices=[Device("sata0", "ahci", address=A("00:1f.2"))])
+    assert [b.name for b in t.builtins()] == ["mch", "lpc", "smbus"]
+    assert t.occupants()[A("00:1f.2")] == ["sata0"]
+    assert t.occupants()[A("00:1f.0")] == ["built-in lpc"]
+    assert t.slot_usage()[(0, 0, 0x1F)] == {0, 2, 3}
+
+
+def test_building_and_querying_never_mutate_inputs() -> None:
+    """The caller's lists and values stay as they were, and changes return new topologies."""
+    controllers = [Controller(2, "pcie-root-port", address=A("00:03.0")), Controller(1, "pcie-root-port")]
+    devices = [Device("n", "virtio-net", address=A("02:00.0"))]
+    snapshot = (copy.copy(controllers), copy.copy(devices))
+    t = Topology.build("q35", controllers, devices)
+    t.graph, t.free_positions("virtio-net"), t.path_to_root("n"), t.controller_cycles()
+    bigger = t.with_devices(Device("m", "virtio-net"))
+    smaller = t.without("n")
+    assert (controllers, devices) == snapshot
+    assert [d.id for d in t.devices] == ["n"]
+    assert [d.id for d in bigger.devices] == ["n", "m"]
+    assert smaller.devices == ()
+    assert [c.index for c in t.controllers] == [0, 1, 2]
+    with pytest.raises(AttributeError):
+        t.devices = ()  # type: ignore[misc]
+
+
+BAD_INPUT = [
+    (
+        lambda: Topology.build("q35", [Controller(1, "pcie-rot-port")]),
+        UnknownName,
+        "unknown controller model 'pcie-rot-port' (controller index 1); did you mean 'pcie-root-port'?",
+    ),
+    (
+        lambda: Topology.build("q35", devices=[Device("a", "e1001")]),
+        UnknownName,
+        "unknown device kind 'e1001' (device 'a'); did you mean 'e1000'?",
+    ),
+    (
+        lambda: Topology.build("q35", devices=[Device("a", "e1000"), Device("a", "e1000")]),
+        InvalidInput,
+        "topology: id 'a' is used by device 'a' and device 'a'",
+    ),
+    (
+        lambda: Topology.build("q35", [Controller(1, "pci-bridge"), Controller(1, "pcie-root-port")]),
+        InvalidInput,
+        "topology: controller index 1 is used twice; id 'pci.1' is used by controller index 1 and controller index 1",
+    ),
+    (lambda: Topology.default("q53"), UnknownName, "unknown machine 'q53'; did you mean 'q35'?"),
+    (lambda: Topology.build("q35", numa_nodes=-1), InvalidInput, "topology: numa_nodes must be >= 0 (got -1)"),
+    (lambda: Topology.default("q35").device("x"), UnknownName, "unknown device 'x'"),
+    (lambda: Topology.default("q35").without("zz"), UnknownName, "unknown device or controller 'zz'; known: pcie.0"),
+    (
+        lambda: Topology.default("q35").free_positions("e1001"),
+        UnknownName,
+        "unknown device kind 'e1001'; did you mean 'e1000'?",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "message"), BAD_INPUT)
+def test_bad_input_raises_a_pcitopo_error(make: object, error: type[PcitopoError], message: str) -> None:
+    """Unknown names and duplicates raise pcitopo errors naming them, never KeyError or a networkx error."""
+    with pytest.raises(error) as info:
+        make()  # type: ignore[operator]
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("name", sorted(machines()))
+def test_default_topology_of_every_machine(name: str) -> None:
+    """Every shipped machine builds a default topology with just its root bus."""
+    t = Topology.default(name)
+    assert [c.index for c in t.controllers] == [0]
+    assert t.bus(0).name == t.machine.root_bus_name
+    assert t.bus_numbers_used() == 1
+
+
+def test_unknown_bus_index_is_an_unknown_name() -> None:
+    """Asking for a bus no controller provides raises UnknownName, not KeyError."""
+    with pytest.raises(UnknownName, match=r"^unknown controller index '7'"):
+        Topology.default("q35").bus(7)
+
+
+def test_public_names() -> None:
+    """The module exports Bus, Node and Topology."""
+    assert dir(topology) == ["Bus", "Node", "Topology"]
