@@ -768,3 +768,29 @@ def test_validation_does_not_mutate_and_violations_pickle() -> None:
     again = pickle.loads(pickle.dumps(error))
     assert again.violations == violations
     assert isinstance(again.violations[0], Violation)
+
+
+def test_chassis_uniqueness_follows_what_qemu_checks() -> None:
+    """Ports sharing a chassis are refused even with different ports; a shared port with distinct chassis is fine.
+
+    QEMU registers every pcie-root-port and xio3130-downstream as a (chassis, slot) pair in one global list
+    (qemu-rules §1.3). libvirt writes ``chassis`` and ``port`` but never ``slot``, so slot stays 0 and the pair
+    is effectively the chassis alone. Checked on QEMU 7.2.22 (Debian 12), q35, ``-S``:
+    ``-device pcie-root-port,id=a,chassis=1,port=8,addr=2 -device pcie-root-port,id=b,chassis=1,port=9,addr=3``
+    fails with ``Can't add chassis slot, error -16``; ``chassis=1,port=8`` with ``chassis=2,port=8`` starts;
+    an xio3130-downstream with a root port's chassis fails the same way.
+    """
+    shared_chassis = Topology.build("q35", [rp(1, "00:02.0", chassis=1, port=8), rp(2, "00:03.0", chassis=1, port=9)])
+    shared_port = Topology.build("q35", [rp(1, "00:02.0", chassis=1, port=8), rp(2, "00:03.0", chassis=2, port=8)])
+    across_switch = Topology.build(
+        "q35",
+        [
+            rp(1, "00:02.0", chassis=1),
+            rp(2, "00:03.0"),
+            ctl(3, "pcie-switch-upstream-port", "02:00.0"),
+            ctl(4, "pcie-switch-downstream-port", "03:00.0", chassis=1, port=0),
+        ],
+    )
+    assert found(shared_chassis) == [("unique-chassis-port", ("pci.1", "pci.2"))]
+    assert found(shared_port) == []
+    assert found(across_switch) == [("unique-chassis-port", ("pci.1", "pci.4"))]
