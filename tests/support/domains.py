@@ -1,0 +1,352 @@
+"""Generated libvirt domain XML for the differential tests against real libvirt.
+
+:func:`random_domain` builds one domain from a seeded :class:`random.Random`:
+a machine (q35, pc, aarch64 virt, pseries), 1 to 240 devices of many kinds,
+and sometimes user-declared controllers (root ports with hotplug off, switches,
+bridges, expander buses on NUMA nodes with ``<cpu><numa>``). :func:`domains`
+gives a fixed list for a seed; :func:`domain_xml` is the Hypothesis strategy.
+Grow cases (an addressed domain plus new devices) and partly pinned domains
+are made from libvirt's own output by :func:`grow` and :func:`unpin`.
+
+Every domain lists a USB controller (``model='none'`` counts) and a memory
+balloon, and q35 lists SATA controller 0, because libvirt invents those when a
+domain lists none: that is domain policy, not placement. Every device carries
+a user alias (``ua-...``) so that both sides name it alike. Domains use
+``type='qemu'`` and the emulator of the Debian packages.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import attrs
+from hypothesis import strategies as st
+from lxml import etree
+
+__all__ = [
+    "ARCH",
+    "EMULATOR",
+    "MACHINES",
+    "Domain",
+    "domain_xml",
+    "domains",
+    "grow",
+    "random_domain",
+    "unpin",
+]
+
+MACHINES = ("q35", "pc", "aarch64-virt", "pseries")
+ARCH = {
+    "q35": ("x86_64", "q35"),
+    "pc": ("x86_64", "pc"),
+    "aarch64-virt": ("aarch64", "virt"),
+    "pseries": ("ppc64", "pseries"),
+}
+EMULATOR = {
+    "x86_64": "/usr/bin/qemu-system-x86_64",
+    "aarch64": "/usr/bin/qemu-system-aarch64",
+    "ppc64": "/usr/bin/qemu-system-ppc64",
+}
+
+
+@attrs.frozen
+class Domain:
+    """A generated domain: its XML and how it was made (for test ids and failure messages)."""
+
+    name: str
+    machine: str
+    xml: str
+    recipe: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.machine}: {self.recipe})"
+
+
+class _Builder:
+    def __init__(self, rng: random.Random, machine: str) -> None:
+        self.rng = rng
+        self.machine = machine
+        self.arch, self.machine_type = ARCH[machine]
+        self.x86 = self.arch == "x86_64"
+        self.pcie = machine in ("q35", "aarch64-virt")
+        self.devices: list[str] = []
+        self.controllers: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.base = 0
+        self.next_index = 1
+        self.numa_nodes = 0
+        self.recipe: list[str] = []
+        self.disks = 0
+        self.once: set[str] = set()
+
+    def alias(self, kind: str) -> str:
+        n = self.counts.get(kind, self.base)
+        self.counts[kind] = n + 1
+        return f"<alias name='ua-{kind}{n}'/>"
+
+    # -- devices ----------------------------------------------------------------------
+
+    def net(self) -> str:
+        models = ["virtio", "virtio", "virtio-transitional", "virtio-non-transitional", "e1000"]
+        if self.x86:
+            models += ["e1000e", "rtl8139"]
+        model = self.rng.choice(models)
+        return f"<interface type='user'><model type='{model}'/>{self.alias('net')}</interface>"
+
+    def disk(self) -> str:
+        n = self.disks
+        self.disks += 1
+        name = "@DISK@"  # named in document order at the end: libvirt sorts disks by target name
+        model = self.rng.choice(["", "", "", " model='virtio-transitional'", " model='virtio-non-transitional'"])
+        return (
+            f"<disk type='file' device='disk'{model}><source file='/var/lib/libvirt/images/pcitopo-{n}.img'/>"
+            f"<target dev='{name}' bus='virtio'/>{self.alias('disk')}</disk>"
+        )
+
+    def scsi(self) -> str:
+        models = ["virtio-scsi", "virtio-scsi"] + (["lsilogic"] if self.x86 else [])
+        model = self.rng.choice(models)
+        return f"<controller type='scsi' index='@SCSI@' model='{model}'>{self.alias('scsi')}</controller>"
+
+    def serial_controller(self) -> str:
+        return f"<controller type='virtio-serial' index='@VSERIAL@'>{self.alias('vserial')}</controller>"
+
+    def sound(self) -> str:
+        return f"<sound model='{self.rng.choice(['ich9', 'ich6', 'ac97', 'es1370'])}'>{self.alias('sound')}</sound>"
+
+    def hostdev(self) -> str:
+        n = self.counts.get("hostdev", self.base)
+        return (
+            "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+            f"<address domain='0x0000' bus='0x{0x40 + n // 32:02x}' slot='0x{n % 32:02x}' function='0x0'/>"
+            f"</source>{self.alias('hostdev')}</hostdev>"
+        )
+
+    def rng_device(self) -> str:
+        return f"<rng model='virtio'><backend model='random'>/dev/urandom</backend>{self.alias('rng')}</rng>"
+
+    def shmem(self) -> str:
+        n = self.counts.get("shmem", self.base)
+        size = "<size unit='M'>4</size>"
+        return f"<shmem name='pcitopo{n}'><model type='ivshmem-plain'/>{size}{self.alias('shmem')}</shmem>"
+
+    def input(self) -> str:
+        kind = self.rng.choice(["tablet", "keyboard", "mouse"])
+        return f"<input type='{kind}' bus='virtio'>{self.alias('input')}</input>"
+
+    def filesystem(self) -> str:
+        n = self.counts.get("fs", self.base)
+        return (
+            "<filesystem type='mount' accessmode='passthrough'><source dir='/tmp'/>"
+            f"<target dir='tag{n}'/>{self.alias('fs')}</filesystem>"
+        )
+
+    def serial(self) -> str:
+        return f"<serial type='pty'><target type='pci-serial'/>{self.alias('serial')}</serial>"
+
+    def watchdog(self) -> str:
+        return f"<watchdog model='i6300esb' action='reset'>{self.alias('watchdog')}</watchdog>"
+
+    def vsock(self) -> str:
+        return f"<vsock model='virtio'><cid auto='yes'/>{self.alias('vsock')}</vsock>"
+
+    def video(self) -> str:
+        if self.machine == "aarch64-virt":
+            model = "virtio"
+        elif self.machine == "pseries":
+            model = self.rng.choice(["vga", "virtio"])
+        else:
+            model = self.rng.choice(["vga", "cirrus", "qxl", "virtio", "bochs"])
+        return f"<video><model type='{model}'/>{self.alias('video')}</video>"
+
+    def kinds(self) -> list[tuple[Callable[[], str], int, str]]:
+        """(maker, weight, once-key) for the random device mix of this machine."""
+        table: list[tuple[Callable[[], str], int, str]] = [
+            (self.net, 30, ""),
+            (self.disk, 25, ""),
+            (self.scsi, 3, ""),
+            (self.serial_controller, 2, ""),
+            (self.hostdev, 6, ""),
+            (self.rng_device, 2, ""),
+            (self.input, 3, ""),
+            (self.filesystem, 3, ""),
+            (self.vsock, 1, "vsock"),
+            (self.shmem, 2, ""),
+        ]
+        if self.x86:
+            table += [(self.sound, 3, ""), (self.serial, 2, ""), (self.watchdog, 1, "watchdog")]
+        return table
+
+    # -- controllers -------------------------------------------------------------------
+
+    def controller(self, model: str, inner: str = "") -> int:
+        index = self.next_index
+        self.next_index += 1
+        self.controllers.append(f"<controller type='pci' index='{index}' model='{model}'>{inner}</controller>")
+        return index
+
+    def declare_controllers(self) -> None:
+        rng = self.rng
+        if self.pcie:
+            for _ in range(rng.choice([0, 0, 1, 2, 4, 9])):
+                self.controller("pcie-root-port", "<target hotplug='off'/>" if rng.random() < 0.3 else "")
+                self.recipe.append("root-port")
+            if rng.random() < 0.3:
+                self.controller("pcie-root-port")
+                self.controller("pcie-switch-upstream-port")
+                for _ in range(rng.randint(1, 4)):
+                    self.controller("pcie-switch-downstream-port")
+                self.recipe.append("switch")
+            if rng.random() < 0.2:
+                self.controller("pcie-root-port")
+                self.controller("pcie-to-pci-bridge")
+                self.recipe.append("pcie-to-pci-bridge")
+            if self.machine == "q35" and rng.random() < 0.15:
+                self.controller("dmi-to-pci-bridge")
+                self.controller("pci-bridge")
+                self.recipe.append("dmi+pci-bridge")
+            if rng.random() < 0.2:
+                self.numa_nodes = rng.randint(1, 3)
+                for node in range(self.numa_nodes):
+                    self.controller("pcie-expander-bus", f"<target><node>{node}</node></target>")
+                self.recipe.append(f"pxb-pcie x{self.numa_nodes}")
+        elif self.machine == "pc":
+            for _ in range(rng.choice([0, 0, 0, 1, 2])):
+                self.controller("pci-bridge")
+                self.recipe.append("pci-bridge")
+            if rng.random() < 0.2:
+                self.numa_nodes = rng.randint(1, 2)
+                for node in range(self.numa_nodes):
+                    self.controller("pci-expander-bus", f"<target><node>{node}</node></target>")
+                self.recipe.append(f"pxb x{self.numa_nodes}")
+        elif rng.random() < 0.3:
+            for _ in range(rng.randint(1, 2)):
+                self.controller("pci-root", "<model name='spapr-pci-host-bridge'/>")
+            self.recipe.append("phb")
+
+    # -- the whole domain -------------------------------------------------------------------
+
+    def build(self, name: str, count: int) -> Domain:
+        rng = self.rng
+        self.declare_controllers()
+        if rng.random() < 0.6:
+            self.devices.append(self.video())
+        kinds = self.kinds()
+        makers = list(kinds)
+        weights = [w for _, w, _ in kinds]
+        while len(self.devices) < count:
+            maker, _, once = rng.choices(makers, weights)[0]
+            if once and once in self.once:
+                continue
+            if once:
+                self.once.add(once)
+            self.devices.append(maker())
+        rng.shuffle(self.devices)
+        self.devices.sort(key=lambda d: not d.startswith("<video"))  # the primary video stays first
+        self.recipe.insert(0, f"{len(self.devices)} devices")
+        usb = self.usb()
+        balloon = self.rng.choice(
+            ["<memballoon model='none'/>", f"<memballoon model='virtio'>{self.alias('balloon')}</memballoon>"]
+        )
+        sata = "<controller type='sata' index='0'/>" if self.machine == "q35" else ""
+        body = _name_disks("".join([usb, sata, *self.controllers, *self.devices, balloon]), 0)
+        return Domain(name, self.machine, self.document(name, body), ", ".join(self.recipe))
+
+    def usb(self) -> str:
+        choices = ["<controller type='usb' index='0' model='none'/>"]
+        if self.x86 or self.machine == "aarch64-virt":
+            choices.append(f"<controller type='usb' index='0' model='qemu-xhci'>{self.alias('usb')}</controller>")
+        if self.machine == "pc":
+            choices.append(f"<controller type='usb' index='0' model='piix3-uhci'>{self.alias('usb')}</controller>")
+        if self.machine == "pseries":
+            choices.append(f"<controller type='usb' index='0' model='pci-ohci'>{self.alias('usb')}</controller>")
+        return self.rng.choice(choices)
+
+    def document(self, name: str, body: str) -> str:
+        numa = ""
+        vcpu = max(1, self.numa_nodes)
+        if self.numa_nodes:
+            cells = "".join(
+                f"<cell id='{n}' cpus='{n}' memory='{262144 // self.numa_nodes}' unit='KiB'/>"
+                for n in range(self.numa_nodes)
+            )
+            numa = f"<cpu><numa>{cells}</numa></cpu>"
+        memory = 262144
+        return (
+            f"<domain type='qemu'><name>{name}</name><memory unit='KiB'>{memory}</memory><vcpu>{vcpu}</vcpu>"
+            f"<os><type arch='{self.arch}' machine='{self.machine_type}'>hvm</type></os>{numa}"
+            f"<devices><emulator>{EMULATOR[self.arch]}</emulator>{body}</devices></domain>"
+        )
+
+
+def _name_disks(text: str, first: int) -> str:
+    """Number in document order what libvirt keeps sorted: disk target names, controller indexes per type."""
+    for placeholder, name in (("@DISK@", lambda i: "vd" + _letters(first + i)), ("@SCSI@", str), ("@VSERIAL@", str)):
+        parts = text.split(placeholder)
+        out = [parts[0]]
+        for i, part in enumerate(parts[1:]):
+            out.append(name(i) + part)
+        text = "".join(out)
+    return text
+
+
+def _letters(n: int) -> str:
+    """Disk name suffixes: a..z, aa..zz."""
+    text = ""
+    n += 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        text = chr(97 + r) + text
+    return text
+
+
+def random_domain(rng: random.Random, *, name: str = "pcitopo", machine: str | None = None) -> Domain:
+    """One random domain; sizes lean small but reach 240 devices."""
+    chosen = machine or rng.choice(MACHINES)
+    limit = 120 if chosen in ("pc", "pseries") else 240
+    count = min(limit, rng.choice([1, 2, 3, 5, 8, 12, 20, 30, 45, 70, 100, 150, 200, 240]))
+    return _Builder(rng, chosen).build(name, count)
+
+
+def domains(seed: int, count: int) -> list[Domain]:
+    """``count`` domains from ``seed``, the same on every run."""
+    rng = random.Random(seed)
+    return [random_domain(rng, name=f"gen{seed}-{i}") for i in range(count)]
+
+
+@st.composite
+def domain_xml(draw: st.DrawFn, machines: Sequence[str] = MACHINES) -> Domain:
+    """Hypothesis strategy: a random domain (shrinks through the seed)."""
+    seed = draw(st.integers(min_value=0, max_value=2**32 - 1))
+    machine = draw(st.sampled_from(list(machines)))
+    return random_domain(random.Random(seed), name=f"hyp{seed}", machine=machine)
+
+
+def grow(addressed_xml: str, rng: random.Random, machine: str, count: int) -> str:
+    """An addressed domain (libvirt's output) with ``count`` new devices without addresses."""
+    root = etree.fromstring(addressed_xml.encode("utf-8"))
+    devices = root.find("devices")
+    assert devices is not None
+    builder = _Builder(rng, machine)
+    builder.base = 1000
+    builder.disks = 1000
+    kinds = [k for k in builder.kinds() if not k[2] and k[0] not in (builder.scsi, builder.serial_controller)]
+    for _ in range(count):
+        maker = rng.choices([k[0] for k in kinds], [k[1] for k in kinds])[0]
+        devices.append(etree.fromstring(_name_disks(maker(), 26 * 27 + builder.disks)))
+    return etree.tostring(root, encoding="unicode")
+
+
+def unpin(addressed_xml: str, rng: random.Random, fraction: float = 0.3) -> str:
+    """libvirt's output with the addresses of some endpoint devices removed (the rest stay pinned)."""
+    root = etree.fromstring(addressed_xml.encode("utf-8"))
+    for el in root.iterfind("devices/*"):
+        if el.tag == "controller" and el.get("type") == "pci":
+            continue
+        if el.tag == "controller" and el.get("type") in ("sata", "ide") and el.get("index") == "0":
+            continue
+        address = el.find("address")
+        if address is not None and address.get("type") == "pci" and rng.random() < fraction:
+            el.remove(address)
+    return etree.tostring(root, encoding="unicode")
