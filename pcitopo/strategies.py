@@ -51,14 +51,20 @@ from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKi
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.machine import machines as shipped_machines
 from pcitopo.legality.rules import IO_WINDOW, RULES
+from pcitopo.policy.policy import Policy
+from pcitopo.solver.plan import Plan
 from pcitopo.topology import Topology
 
 __all__ = [
     "device_kinds",
+    "device_requests",
     "illegal_topologies",
     "legal_topologies",
     "machines",
     "pci_addresses",
+    "plans",
+    "policies",
+    "requests",
 ]
 
 
@@ -833,3 +839,173 @@ def illegal_topologies(*, rule: str | None = None) -> st.SearchStrategy[tuple[To
 
 def _breaking(rule: str) -> st.SearchStrategy[tuple[Topology, str]]:
     return st.composite(_BREAKERS[rule])().map(lambda t: (t, rule))
+
+
+# -- requests, policies and plans for the solver ---------------------------------------------
+
+_REQUEST_MACHINES = ("q35", "pc", "aarch64-virt", "pseries", "riscv64-virt")
+
+
+def device_requests(
+    *,
+    machine: Machine | str | None = None,
+    min_devices: int = 0,
+    max_devices: int = 20,
+    numa_nodes: int = 0,
+    taken: Collection[str] = (),
+    kinds: Collection[str] | None = None,
+) -> st.SearchStrategy[list[Device]]:
+    """Unaddressed devices for the solver: kinds valid on ``machine``, drawn hotplug and NUMA needs.
+
+    Ids are unique and avoid ``taken``. NUMA nodes (strict or preferred) are
+    drawn only below ``numa_nodes``. Shrinks toward fewer devices with no needs.
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=5, deadline=None)
+    ... @given(device_requests(machine="q35", min_devices=2, max_devices=2))
+    ... def test_two(devices):
+    ...     assert len({d.id for d in devices}) == 2 and all(d.address is None for d in devices)
+    >>> test_two()
+    >>> device_requests(min_devices=3, max_devices=1)
+    Traceback (most recent call last):
+      ...
+    hypothesis.errors.InvalidArgument: Cannot have max_devices=1 < min_devices=3
+    """
+    _check_int("min_devices", min_devices, 0, 2000)
+    _check_int("max_devices", max_devices, 0, 2000)
+    _check_order("devices", min_devices, max_devices)
+    _check_int("numa_nodes", numa_nodes, 0, 64)
+    resolved = _machine(machine)
+    catalog = resolved.catalog if resolved is not None else Catalog.default()
+    if kinds is not None:
+        unknown = sorted(set(kinds) - set(catalog.devices))
+        if unknown:
+            raise InvalidArgument(f"kinds contains unknown device kind {unknown[0]!r}")
+        names = sorted(kinds)
+    else:
+        # kinds a user would ask pcitopo to place (the chipset's own functions are built in)
+        names = sorted(k for k in catalog.devices if k not in ("piix3-ide",))
+    if not names and max_devices:
+        raise InvalidArgument("kinds is empty, so no device can be generated")
+    taken_ids = frozenset(taken)
+    nodes = st.none() if numa_nodes == 0 else st.one_of(st.none(), st.integers(0, numa_nodes - 1))
+    needs = st.builds(
+        Needs,
+        hotplug=st.sampled_from([HotplugNeed.ANY, HotplugNeed.PREFERRED, HotplugNeed.REQUIRED]),
+        numa_node=nodes,
+        numa_strict=st.booleans(),
+    )
+
+    @st.composite
+    def build(draw: st.DrawFn) -> list[Device]:
+        n = draw(st.integers(min_devices, max_devices))
+        out = []
+        serial = 0
+        for _ in range(n):
+            while f"r{serial}" in taken_ids:
+                serial += 1
+            out.append(Device(f"r{serial}", draw(st.sampled_from(names)), needs=draw(needs)))
+            serial += 1
+        return out
+
+    return build()
+
+
+def requests(
+    *,
+    machine: Machine | str | None = None,
+    min_devices: int = 1,
+    max_devices: int = 16,
+    max_numa_nodes: int = 2,
+) -> st.SearchStrategy[Topology]:
+    """A topology to solve: a machine's default topology (with 0..``max_numa_nodes`` guest NUMA nodes)
+    plus unaddressed devices from :func:`device_requests`.
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=5, deadline=None)
+    ... @given(requests(machine="pc", max_devices=3))
+    ... def test_unaddressed(t):
+    ...     assert t.machine.name == "pc" and all(d.address is None for d in t.devices)
+    >>> test_unaddressed()
+    """
+    resolved = _machine(machine)
+    _check_int("min_devices", min_devices, 0, 2000)
+    _check_int("max_devices", max_devices, 0, 2000)
+    _check_order("devices", min_devices, max_devices)
+    _check_int("max_numa_nodes", max_numa_nodes, 0, 64)
+    machine_st = st.just(resolved) if resolved is not None else machines(names=_REQUEST_MACHINES)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Topology:
+        m = draw(machine_st)
+        nodes = draw(st.integers(0, max_numa_nodes))
+        devices = draw(device_requests(machine=m, min_devices=min_devices, max_devices=max_devices, numa_nodes=nodes))
+        return Topology.build(m, devices=devices, numa_nodes=nodes)
+
+    return build()
+
+
+def policies(*, names: Iterable[str] | None = None, composed: bool = True) -> st.SearchStrategy[Policy]:
+    """Built-in policies (those ``names``), alone or composed with ``+``, with drawn spare-port counts.
+
+    >>> policies(names=["fastest"])
+    Traceback (most recent call last):
+      ...
+    hypothesis.errors.InvalidArgument: names contains 'fastest', which is not a built-in policy; known: ...
+    """
+    from pcitopo.policy import BUILTIN_POLICIES
+
+    chosen = sorted(BUILTIN_POLICIES) if names is None else list(names)
+    for name in chosen:
+        if name not in BUILTIN_POLICIES:
+            known = ", ".join(sorted(BUILTIN_POLICIES))
+            raise InvalidArgument(f"names contains {name!r}, which is not a built-in policy; known: {known}")
+    if not chosen:
+        raise InvalidArgument("names is empty, so no policy can be generated")
+    base = st.sampled_from(chosen)
+    # libvirt's policy reproduces libvirt and composes with nothing
+    others = [n for n in chosen if n != "libvirt"]
+    combo = base
+    if composed and others:
+        combo = st.one_of(base, st.lists(st.sampled_from(others), min_size=2, max_size=2, unique=True).map("+".join))
+    return st.builds(
+        lambda name, spare, off: (
+            attrs.evolve(Policy.named(name), spare_ports=spare, hotplug_off_occupied=off)
+            if "libvirt" not in name
+            else Policy.named(name)
+        ),
+        combo,
+        st.integers(0, 3),
+        st.booleans(),
+    )
+
+
+def plans(
+    *, machine: Machine | str | None = None, max_devices: int = 16, policy: Policy | str | None = None
+) -> st.SearchStrategy[Plan]:
+    """Plans of generated requests (requests no plan satisfies are skipped).
+
+    >>> from hypothesis import given, settings
+    >>> from pcitopo.legality.rules import validate
+    >>> @settings(max_examples=5, deadline=None)
+    ... @given(plans(machine="q35", max_devices=4))
+    ... def test_valid(plan):
+    ...     assert validate(plan.topology) == ()
+    >>> test_valid()
+    """
+    from pcitopo.errors import Unsatisfiable
+    from pcitopo.solver import solve
+
+    policy_st: st.SearchStrategy[Policy | str | None] = st.just(policy) if policy is not None else policies()
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Plan:
+        request = draw(requests(machine=machine, max_devices=max_devices))
+        chosen = draw(policy_st)
+        try:
+            return solve(request, chosen)
+        except Unsatisfiable:
+            assume(False)
+            raise AssertionError("unreachable") from None
+
+    return build()

@@ -16,7 +16,7 @@ import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput
+from pcitopo.errors import InvalidInput, Unsatisfiable
 from pcitopo.legality.catalog import Connect, Hotplug, Integrated
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
@@ -153,8 +153,15 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
         hints = [n.order for n in needs if n.order is not None]
         rank = (float(min(hints)) if hints else float(i), i)
         if hot is HotplugNeed.REQUIRED and not all(k.hotpluggable for k in kinds):
-            # the device itself cannot be hot-plugged: treat the need as a preference
-            hot = HotplugNeed.PREFERRED
+            own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
+            if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
+                d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+                raise Unsatisfiable(
+                    [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
+                    suggestions=[f"drop the hotplug requirement of {d.id!r}"],
+                )
+            # the policy's default does not apply to a kind that is never hot-plugged
+            hot = HotplugNeed.ANY
         units.append(
             Unit(
                 devices=tuple(members),

@@ -1,0 +1,182 @@
+"""Properties of the solver over generated requests: validity, stability, determinism."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import assume, given, note
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+
+from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.errors import Unsatisfiable
+from pcitopo.legality.rules import validate
+from pcitopo.policy import Policy
+from pcitopo.solver import Plan, solve
+from pcitopo.strategies import device_requests, legal_topologies, policies, requests
+from pcitopo.topology import Topology
+
+
+def _solve(topology: Topology, policy: Policy | str | None = None) -> Plan | None:
+    try:
+        return solve(topology, policy)
+    except Unsatisfiable:
+        return None
+
+
+def _hard_needs_hold(plan: Plan) -> None:
+    t = plan.topology
+    for d in t.devices:
+        assert d.address is not None, d.id
+        needs = plan.policy.needs_for(d)
+        hot_kind = t.catalog.device(d.kind).hotpluggable
+        if needs.hotplug is HotplugNeed.REQUIRED and (hot_kind or d.needs.hotplug is HotplugNeed.REQUIRED):
+            assert t.is_hotpluggable(d.address.bus, d.address.slot), d.id
+        if needs.numa_node is not None and (needs.numa_strict or plan.policy.numa):
+            assert t.numa_node_of_bus(d.address.bus) == needs.numa_node, d.id
+
+
+@given(requests(), policies())
+def test_every_plan_validates_and_meets_every_hard_need(request: Topology, policy: Policy) -> None:
+    """A plan, when there is one, breaks no rule and meets every hard hotplug and NUMA need."""
+    plan = _solve(request, policy)
+    assume(plan is not None)
+    assert plan is not None
+    assert validate(plan.topology) == ()
+    _hard_needs_hold(plan)
+
+
+@given(legal_topologies(max_devices=8), st.data())
+def test_pinned_addresses_never_move(pinned: Topology, data: st.DataObject) -> None:
+    """Devices and controllers that had addresses keep them, whatever is added."""
+    extra = data.draw(device_requests(machine=pinned.machine, max_devices=8, taken={d.id for d in pinned.devices}))
+    request = pinned.with_devices(*extra)
+    plan = _solve(request)
+    assume(plan is not None)
+    assert plan is not None
+    for d in pinned.devices:
+        assert plan.topology.device(d.id).address == d.address
+    for c in pinned.controllers:
+        assert plan.topology.controller(c.index) == c
+
+
+@given(requests(max_devices=12), st.data())
+def test_adding_devices_keeps_every_earlier_address(request: Topology, data: st.DataObject) -> None:
+    """Growing a planned VM leaves every earlier device and controller where it was."""
+    first = _solve(request)
+    assume(first is not None)
+    assert first is not None
+    more = data.draw(device_requests(machine=request.machine, max_devices=6, taken={d.id for d in request.devices}))
+    second = _solve(first.topology.with_devices(*more))
+    assume(second is not None)
+    assert second is not None
+    for d in first.topology.devices:
+        assert second.topology.device(d.id).address == d.address
+    for c in first.topology.controllers:
+        assert second.topology.controller(c.index) == c
+
+
+@given(requests(), policies())
+def test_plans_are_deterministic(request: Topology, policy: Policy) -> None:
+    """Solving the same request twice gives the same plan."""
+    try:
+        first = solve(request, policy)
+    except Unsatisfiable as exc:
+        message = str(exc)
+        with pytest.raises(Unsatisfiable) as again:
+            solve(request, policy)
+        assert str(again.value) == message
+        return
+    second = solve(request, policy)
+    assert second.topology == first.topology
+    assert second.soft == first.soft
+
+
+@given(requests(), st.sampled_from(["numa", "order", "integrated", "hotplug"]))
+def test_adding_a_soft_constraint_never_breaks_a_hard_one(request: Topology, soft: str) -> None:
+    """Preferences (a preferred NUMA node, ordering, integration, hotplug) never cost a hard need."""
+    base = Policy.named("hotplug")
+    if soft == "numa":
+        devices = [
+            attrs.evolve(d, needs=attrs.evolve(d.needs, numa_node=0)) if d.needs.numa_node is None and i % 2 else d
+            for i, d in enumerate(request.devices)
+        ]
+        request = request.replace(devices=devices)
+        policy = base
+    elif soft == "order":
+        policy = base.combine(Policy.named("ordered"))
+    elif soft == "integrated":
+        policy = attrs.evolve(base, prefer_integrated=True)
+    else:
+        policy = attrs.evolve(base, weights={**base.weights, "hotplug": 1000})
+    plan = _solve(request, policy)
+    assume(plan is not None)
+    assert plan is not None
+    assert validate(plan.topology) == ()
+    _hard_needs_hold(plan)
+
+
+class PlanReplan(RuleBasedStateMachine):
+    """Add, remove and re-plan devices on one VM; nothing that stays ever moves."""
+
+    ids = Bundle("ids")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topology: Topology | None = None
+        self.counter = 0
+
+    @rule(target=ids, machine=st.sampled_from(["q35", "pc", "aarch64-virt", "pseries"]))
+    @precondition(lambda self: self.topology is None)
+    def start(self, machine: str) -> str:
+        """Begin with one device on a fresh machine."""
+        plan = solve(Topology.build(machine, devices=[Device("d0", "virtio-net")]))
+        self.topology = plan.topology
+        self.counter = 1
+        return "d0"
+
+    @rule(
+        target=ids,
+        kind=st.sampled_from(["virtio-net", "virtio-blk", "e1000", "vfio-pci", "i6300esb", "qemu-xhci"]),
+        hot=st.sampled_from([HotplugNeed.ANY, HotplugNeed.PREFERRED, HotplugNeed.REQUIRED]),
+    )
+    @precondition(lambda self: self.topology is not None)
+    def add_and_replan(self, kind: str, hot: HotplugNeed) -> str:
+        """Add a device and re-plan: every earlier address stays."""
+        assert self.topology is not None
+        ident = f"d{self.counter}"
+        self.counter += 1
+        before = {d.id: d.address for d in self.topology.devices}
+        controllers = self.topology.controllers
+        try:
+            plan = solve(self.topology.with_devices(Device(ident, kind, needs=Needs(hotplug=hot))))
+        except Unsatisfiable:
+            note(f"{ident} ({kind}) does not fit")
+            return ident
+        for d_id, address in before.items():
+            assert plan.topology.device(d_id).address == address
+        assert plan.topology.controllers[: len(controllers)] == controllers
+        self.topology = plan.topology
+        return ident
+
+    @rule(victim=ids)
+    @precondition(lambda self: self.topology is not None)
+    def remove_and_replan(self, victim: str) -> None:
+        """Remove a device: nothing else moves or is renumbered, and a re-plan adds nothing."""
+        assert self.topology is not None
+        if victim not in {d.id for d in self.topology.devices}:
+            return
+        smaller = self.topology.without(victim)
+        plan = solve(smaller)
+        for d in smaller.devices:
+            assert plan.topology.device(d.id).address == d.address
+        self.topology = plan.topology
+
+    @invariant()
+    def valid(self) -> None:
+        """The VM breaks no rule at any point."""
+        if self.topology is not None:
+            assert validate(self.topology) == ()
+
+
+TestPlanReplan = PlanReplan.TestCase
