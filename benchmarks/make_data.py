@@ -1,0 +1,254 @@
+"""Generate the benchmark inputs in ``benchmarks/data/`` once, from a fixed seed.
+
+The inputs are kept in the repository; this script documents how they were
+made and can recreate them byte for byte (``python benchmarks/make_data.py``).
+Each JSON file describes one planning problem::
+
+    {"name": ..., "description": ..., "machine": "q35", "numa_nodes": 4,
+     "policy": "hotplug+numa", "series": null,
+     "devices": [{"id": "nvme17", "kind": "nvme", "hotplug": "required",
+                  "numa_node": 2, "numa_strict": true}, ...]}
+
+``hotplug``, ``numa_node`` and ``numa_strict`` are left out where a device does
+not say. ``assign-q35-150.xml`` is a libvirt domain without PCI addresses for
+the end-to-end ``assign`` benchmark and for ``virsh define`` beside it.
+
+Device kinds are chosen without IO BARs on purpose: on x86 every bridge or
+port with an IO-BAR device below it takes a 4 KiB window of a 64 KiB budget
+(about 14 windows with ACPI), so 800 conventional devices with IO BARs cannot
+be planned at all. That is a property of the hardware, documented in
+``benchmarks/README.md``, not something a benchmark should trip over.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parent / "data"
+SEED = 20240607
+
+PCIE_KINDS = ("virtio-net", "virtio-blk", "nvme", "vfio-pci")
+"""PCI Express endpoints without an IO BAR behind a PCIe port (virtio is modern-only there)."""
+CONVENTIONAL_KINDS = ("i6300esb", "ich9", "virtio-crypto", "pci-ohci")
+"""Conventional PCI endpoints without an IO BAR."""
+PSERIES_KINDS = ("virtio-net", "virtio-blk", "virtio-scsi", "i6300esb")
+
+GROWTH_SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+def _device(
+    ident: str, kind: str, *, hotplug: str | None = None, numa_node: int | None = None, strict: bool = False
+) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": ident, "kind": kind}
+    if hotplug is not None:
+        d["hotplug"] = hotplug
+    if numa_node is not None:
+        d["numa_node"] = numa_node
+        d["numa_strict"] = strict
+    return d
+
+
+def _kinds(rng: random.Random, pool: tuple[str, ...], n: int) -> list[str]:
+    """``n`` kinds drawn from ``pool``, every kind at least once when ``n`` allows."""
+    kinds = [pool[i % len(pool)] for i in range(n)]
+    rng.shuffle(kinds)
+    return kinds
+
+
+def _ids(kinds: list[str], prefix: str = "") -> list[str]:
+    counts: dict[str, int] = {}
+    out = []
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+        out.append(f"{prefix}{k}-{counts[k] - 1}")
+    return out
+
+
+def hotplug_pcie(rng: random.Random, n: int, numa_nodes: int) -> list[dict[str, Any]]:
+    """``n`` hotpluggable PCIe endpoints, spread evenly over the NUMA nodes (strict) if any."""
+    kinds = _kinds(rng, PCIE_KINDS, n)
+    nodes = [i % numa_nodes for i in range(n)] if numa_nodes else [None] * n
+    rng.shuffle(nodes)
+    return [
+        _device(ident, kind, hotplug="required", numa_node=node, strict=node is not None)
+        for ident, kind, node in zip(_ids(kinds), kinds, nodes, strict=True)
+    ]
+
+
+def mixed(rng: random.Random, n_pcie: int, n_conventional: int) -> list[dict[str, Any]]:
+    """Hotpluggable PCIe endpoints and conventional PCI endpoints (policy default needs), interleaved."""
+    pcie_kinds = _kinds(rng, PCIE_KINDS, n_pcie)
+    conv_kinds = _kinds(rng, CONVENTIONAL_KINDS, n_conventional)
+    pcie = [_device(i, k, hotplug="required") for i, k in zip(_ids(pcie_kinds), pcie_kinds, strict=True)]
+    conv = [_device(i, k) for i, k in zip(_ids(conv_kinds), conv_kinds, strict=True)]
+    devices = pcie + conv
+    rng.shuffle(devices)
+    return devices
+
+
+def conventional(rng: random.Random, n: int, pool: tuple[str, ...], numa_nodes: int = 0) -> list[dict[str, Any]]:
+    kinds = _kinds(rng, pool, n)
+    nodes = [i % numa_nodes for i in range(n)] if numa_nodes else [None] * n
+    rng.shuffle(nodes)
+    return [
+        _device(ident, kind, numa_node=node, strict=node is not None)
+        for ident, kind, node in zip(_ids(kinds), kinds, nodes, strict=True)
+    ]
+
+
+def cases() -> list[dict[str, Any]]:
+    rng = random.Random(SEED)
+    out: list[dict[str, Any]] = []
+
+    def case(name: str, description: str, machine: str, devices: list[dict[str, Any]], **kw: Any) -> None:
+        out.append(
+            {
+                "name": name,
+                "description": description,
+                "machine": machine,
+                "numa_nodes": kw.get("numa_nodes", 0),
+                "policy": kw.get("policy", "hotplug"),
+                "series": kw.get("series"),
+                "target_ms": kw.get("target_ms"),
+                "devices": devices,
+            }
+        )
+
+    case(
+        "q35-numa4-240",
+        "q35, 4 NUMA nodes, 240 hotpluggable PCIe endpoints, 60 per node (strict): the tightest packing",
+        "q35",
+        hotplug_pcie(rng, 240, 4),
+        numa_nodes=4,
+        policy="hotplug+numa",
+        target_ms=30,
+    )
+    case(
+        "q35-numa1-240",
+        "q35, 1 NUMA node, 240 hotpluggable PCIe endpoints on node 0 (strict)",
+        "q35",
+        hotplug_pcie(rng, 240, 1),
+        numa_nodes=1,
+        policy="hotplug+numa",
+    )
+    case("q35-240", "q35, no NUMA, 240 hotpluggable PCIe endpoints", "q35", hotplug_pcie(rng, 240, 0))
+    case(
+        "q35-mixed-1000",
+        "q35, 1,000 endpoints: 200 hotpluggable PCIe + 800 conventional PCI behind bridges",
+        "q35",
+        mixed(rng, 200, 800),
+        target_ms=100,
+    )
+    for n in GROWTH_SIZES:
+        case(
+            f"growth-1to4-{n}",
+            f"q35, {n} endpoints, 1 hotpluggable PCIe : 4 conventional PCI (the mix of q35-mixed-1000)",
+            "q35",
+            mixed(rng, n // 5, n - n // 5),
+            series="growth 1:4",
+        )
+    for n in GROWTH_SIZES:
+        case(
+            f"growth-1to19-{n}",
+            f"q35, {n} endpoints, 1 hotpluggable PCIe : 19 conventional PCI (fits 256 bus numbers at 2,000)",
+            "q35",
+            mixed(rng, n // 20, n - n // 20),
+            series="growth 1:19",
+        )
+    for n in (100, 500):
+        case(
+            f"pc-bridges-{n}",
+            f"pc (i440fx), {n} conventional PCI endpoints without IO BARs, pci-bridges past 31",
+            "pc",
+            conventional(rng, n, CONVENTIONAL_KINDS),
+        )
+    case(
+        "pseries-numa4-200",
+        "pseries, 4 NUMA nodes, 200 virtio and conventional endpoints, one PHB set per node",
+        "pseries",
+        conventional(rng, 200, PSERIES_KINDS, numa_nodes=4),
+        numa_nodes=4,
+        policy="hotplug+numa",
+    )
+    for n in (100, 500):
+        case(
+            f"pseries-{n}",
+            f"pseries, {n} virtio and conventional endpoints, no NUMA",
+            "pseries",
+            conventional(rng, n, PSERIES_KINDS),
+        )
+    return out
+
+
+def assign_domain(n_nics: int = 70, n_disks: int = 70, n_sound: int = 10) -> str:
+    """A q35 libvirt domain with 150 PCI devices and no PCI addresses."""
+    lines = [
+        "<!-- Generated by benchmarks/make_data.py: a q35 guest with 150 PCI devices and no addresses. -->",
+        "<domain type='kvm'>",
+        "  <name>bench-assign-150</name>",
+        "  <memory unit='GiB'>4</memory>",
+        "  <vcpu>2</vcpu>",
+        "  <os>",
+        "    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>",
+        "  </os>",
+        "  <features>",
+        "    <acpi/>",
+        "  </features>",
+        "  <devices>",
+        "    <emulator>/usr/bin/qemu-system-x86_64</emulator>",
+        "    <controller type='pci' index='0' model='pcie-root'/>",
+    ]
+    for i in range(n_disks):
+        dev = "vd" + (chr(ord("a") + i) if i < 26 else chr(ord("a") + i // 26 - 1) + chr(ord("a") + i % 26))
+        lines += [
+            "    <disk type='file' device='disk'>",
+            "      <driver name='qemu' type='raw'/>",
+            f"      <source file='/var/lib/libvirt/images/bench-{i}.raw'/>",
+            f"      <target dev='{dev}' bus='virtio'/>",
+            f"      <alias name='ua-disk{i}'/>",
+            "    </disk>",
+        ]
+    for i in range(n_nics):
+        lines += [
+            "    <interface type='user'>",
+            f"      <mac address='52:54:00:00:{i // 256:02x}:{i % 256:02x}'/>",
+            "      <model type='virtio'/>",
+            f"      <alias name='ua-net{i}'/>",
+            "    </interface>",
+        ]
+    for i in range(n_sound):
+        lines += [
+            "    <sound model='ich9'>",
+            f"      <alias name='ua-sound{i}'/>",
+            "    </sound>",
+        ]
+    lines += [
+        "    <memballoon model='none'/>",
+        "  </devices>",
+        "</domain>",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _dump(case: dict[str, Any]) -> str:
+    """JSON with one device a line, so the files diff and read well."""
+    head = {k: v for k, v in case.items() if k != "devices"}
+    lines = ["{"] + [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()] + ['  "devices": [']
+    devices = [f"    {json.dumps(d)}" for d in case["devices"]]
+    return "\n".join([*lines, ",\n".join(devices), "  ]", "}", ""])
+
+
+def main() -> None:
+    DATA.mkdir(exist_ok=True)
+    for c in cases():
+        path = DATA / f"{c['name']}.json"
+        path.write_text(_dump(c), encoding="utf-8")
+    (DATA / "assign-q35-150.xml").write_text(assign_domain(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

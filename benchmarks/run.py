@@ -1,0 +1,598 @@
+"""Run pcitopo's benchmarks: ``python benchmarks/run.py [--quick] [--output FILE] [--update-docs]``.
+
+Every case reads a fixed input from ``benchmarks/data/`` (made once by
+``make_data.py``), times it repeatedly and reports the median, min and max
+wall time and the peak memory Python allocated (``tracemalloc``, in a separate
+run so that tracing does not slow the timed runs). Results go to
+``benchmarks/results/latest.json`` (or ``--output``) and a Markdown table on
+stdout and in ``benchmarks/results/latest.md``; ``--update-docs`` also
+rewrites the results section of ``docs/benchmarks.rst``.
+
+Three kinds of benchmark, each a function below with a docstring saying what
+it times: :func:`bench_plan` (the solver on one topology),
+:func:`bench_assign` (the ``pcitopo assign`` command end to end) and
+:func:`bench_virsh_define` (libvirt's own ``virsh define`` of the same file).
+
+These are not tests: pytest does not collect them (``testpaths`` is
+``tests pcitopo``) and no test asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fnmatch
+import gc
+import io
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pcitopo.devices import Device, HotplugNeed, Needs  # noqa: E402
+from pcitopo.errors import PcitopoError, Unsatisfiable  # noqa: E402
+from pcitopo.policy.policy import Policy  # noqa: E402
+from pcitopo.topology import Topology  # noqa: E402
+
+DATA = HERE / "data"
+RESULTS = HERE / "results"
+DOCS_PAGE = ROOT / "docs" / "benchmarks.rst"
+ASSIGN_INPUT = DATA / "assign-q35-150.xml"
+MEMORY_LIMIT_MB = 100.0
+BEGIN = ".. BEGIN GENERATED RESULTS (python benchmarks/run.py --update-docs)"
+END = ".. END GENERATED RESULTS"
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """The figures of one case."""
+
+    name: str
+    kind: str
+    description: str
+    devices: int
+    outcome: str = "ok"
+    """``ok``; ``unsatisfiable`` (the solver explained why; the time is the time to explain); ``error``; ``skipped``."""
+    message: str = ""
+    runs: int = 0
+    median_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    peak_mb: float | None = None
+    target_ms: float | None = None
+    series: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meets_target(self) -> bool | None:
+        if self.target_ms is None or self.median_ms is None or self.outcome != "ok":
+            return None
+        return self.median_ms <= self.target_ms
+
+
+@dataclass
+class Settings:
+    repeats: int
+    budget_s: float
+    """Stop repeating a case after this much time (at least ``min_repeats`` runs)."""
+    min_repeats: int = 3
+
+
+def measure(fn: Callable[[], object], settings: Settings) -> tuple[list[float], float]:
+    """Wall times (ms) of repeated calls of ``fn`` after one warm-up, and its peak traced memory (MB)."""
+    fn()  # warm-up: imports, caches of machine descriptions
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < settings.repeats:
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+        if len(times) >= settings.min_repeats and time.perf_counter() - started > settings.budget_s:
+            break
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return times, peak / 2**20
+
+
+def _fill(result: Result, times: list[float], peak_mb: float) -> Result:
+    result.runs = len(times)
+    result.median_ms = statistics.median(times)
+    result.min_ms = min(times)
+    result.max_ms = max(times)
+    result.peak_mb = peak_mb
+    return result
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def load_case(path: Path) -> tuple[dict[str, Any], Topology]:
+    """A data file and the topology it describes (every device unaddressed)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    devices = [
+        Device(
+            d["id"],
+            d["kind"],
+            needs=Needs(
+                hotplug=HotplugNeed(d.get("hotplug", "any")),
+                numa_node=d.get("numa_node"),
+                numa_strict=d.get("numa_strict", False),
+            ),
+        )
+        for d in data["devices"]
+    ]
+    topology = Topology.build(data["machine"], devices=devices, numa_nodes=data["numa_nodes"])
+    return data, topology
+
+
+# -- the benchmarks ----------------------------------------------------------------------------
+
+
+def bench_plan(path: Path, settings: Settings) -> Result:
+    """Times ``pcitopo.solver.solve(topology, policy)`` on the topology of one data file.
+
+    Reading the JSON and building the :class:`~pcitopo.topology.Topology` happen
+    before the clock starts; the time covers the whole solve: demand classes,
+    the CSP, the layout, the controllers' identities and the validation of the
+    plan. A case the solver proves unsatisfiable is timed too (the time to
+    explain it).
+    """
+    data, topology = load_case(path)
+    policy = Policy.named(data["policy"])
+    from pcitopo.solver import solve
+
+    result = Result(
+        name=data["name"],
+        kind="plan",
+        description=data["description"],
+        devices=len(data["devices"]),
+        target_ms=data.get("target_ms"),
+        series=data.get("series"),
+        facts={"machine": data["machine"], "numa_nodes": data["numa_nodes"], "policy": data["policy"]},
+    )
+    try:
+        plan = solve(topology, policy)
+    except Unsatisfiable as exc:
+        result.outcome = "unsatisfiable"
+        result.message = str(exc)
+
+        def explain() -> None:
+            with contextlib.suppress(Unsatisfiable):
+                solve(topology, policy)
+
+        return _fill(result, *measure(explain, settings))
+    except PcitopoError as exc:
+        result.outcome = "error"
+        result.message = str(exc)
+        return result
+    counts: dict[str, int] = {}
+    for c in plan.added:
+        counts[c.model] = counts.get(c.model, 0) + 1
+    result.facts.update(
+        added=dict(sorted(counts.items())),
+        bus_numbers_used=plan.topology.bus_numbers_used(),
+        cost=plan.cost,
+        status=plan.status.value,
+    )
+    return _fill(result, *measure(lambda: solve(topology, policy), settings))
+
+
+def bench_assign(path: Path, settings: Settings) -> Result:
+    """Times ``pcitopo assign IN.xml -o OUT.xml`` end to end, in-process (:func:`pcitopo.cli.main`).
+
+    Parsing the libvirt XML, planning with the default policy, writing the
+    domain back and replacing the output file atomically (with ``fsync``) are
+    all inside the clock; starting a Python interpreter is not (about 0.1 s
+    more from a shell).
+    """
+    from pcitopo.cli import main
+
+    result = Result(
+        name="assign-q35-150",
+        kind="assign",
+        description="pcitopo assign: parse a 150-device q35 domain, plan, write it",
+        devices=_count_devices(path),
+    )
+    with tempfile.TemporaryDirectory(prefix="pcitopo-bench-") as tmp:
+        out = Path(tmp) / "out.xml"
+        sink = io.StringIO()
+
+        def run() -> None:
+            code = main(["assign", str(path), "-o", str(out)], stdout=sink, stderr=sink)
+            if code != 0:
+                raise RuntimeError(f"pcitopo assign exited {code}: {sink.getvalue()[-500:]}")
+
+        try:
+            run()
+        except RuntimeError as exc:
+            result.outcome = "error"
+            result.message = str(exc)
+            return result
+        text = out.read_text(encoding="utf-8")
+        result.facts["pcie_root_ports"] = text.count("model='pcie-root-port'")
+        return _fill(result, *measure(run, settings))
+
+
+def bench_virsh_define(path: Path, settings: Settings) -> Result:
+    """Times libvirt defining the same file: ``define``, ``dumpxml --inactive``, ``undefine``.
+
+    The three commands go to one long-lived ``virsh`` session
+    (``tests/support/libvirt.py``), so the time is libvirtd's own work (parse,
+    assign addresses, add controllers, save, format) plus the socket round
+    trips, not the start of a ``virsh`` process. libvirtd is started (and
+    installed) the way the integration tests do it; when that is impossible
+    the row says why and is skipped.
+    """
+    result = Result(
+        name="virsh-define-q35-150",
+        kind="virsh",
+        description="libvirt: virsh define + dumpxml --inactive + undefine of the same domain",
+        devices=_count_devices(path),
+    )
+    try:
+        from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
+    except ImportError as exc:
+        result.outcome = "skipped"
+        result.message = f"tests/support/libvirt.py cannot be imported: {exc}"
+        return result
+    reason = ensure_libvirtd()
+    if reason is not None:
+        result.outcome = "skipped"
+        result.message = f"libvirt is not available: {reason}"
+        return result
+    xml = path.read_text(encoding="utf-8")
+    try:
+        dumped = define_and_dump(xml)
+    except LibvirtError as exc:
+        result.outcome = "error"
+        result.message = f"libvirt refused the domain: {exc}"
+        return result
+    result.facts["pcie_root_ports"] = dumped.count("model='pcie-root-port'")
+    result.facts["libvirt_version"] = _libvirt_version()
+    times, _ = measure(lambda: define_and_dump(xml), settings)
+    result = _fill(result, times, 0.0)
+    result.peak_mb = None  # the work happens in libvirtd, not in this process
+    return result
+
+
+def _count_devices(path: Path) -> int:
+    from pcitopo.formats.libvirt import LibvirtDomain
+
+    return len(LibvirtDomain.from_path(path).topology.devices)
+
+
+# -- growth ------------------------------------------------------------------------------------
+
+
+def loglog_slope(points: Sequence[tuple[float, float]]) -> float:
+    """The least-squares slope of log(y) over log(x).
+
+    >>> round(loglog_slope([(10, 1.0), (100, 100.0), (1000, 10000.0)]), 6)
+    2.0
+    """
+    xs = [math.log(x) for x, _ in points]
+    ys = [math.log(y) for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def growth(results: Iterable[Result]) -> list[dict[str, Any]]:
+    """For each series: the fitted exponent over its solved sizes, beside the exponent n·log n has there."""
+    series: dict[str, list[Result]] = {}
+    for r in results:
+        if r.series is not None:
+            series.setdefault(r.series, []).append(r)
+    out = []
+    for name, rows in series.items():
+        rows = sorted(rows, key=lambda r: r.devices)
+        solved = [(float(r.devices), r.median_ms) for r in rows if r.outcome == "ok" and r.median_ms]
+        entry: dict[str, Any] = {
+            "series": name,
+            "sizes": [r.devices for r in rows],
+            "solved": [int(n) for n, _ in solved],
+            "not_solved": {str(r.devices): r.outcome for r in rows if r.outcome != "ok"},
+        }
+        if len(solved) >= 3:
+            slope = loglog_slope(solved)
+            reference = loglog_slope([(n, n * math.log(n)) for n, _ in solved])
+            large = [(n, t) for n, t in solved if n >= 100]
+            entry.update(
+                slope=round(slope, 3),
+                nlogn_slope=round(reference, 3),
+                within_nlogn=slope <= reference,
+                slope_from_100=round(loglog_slope(large), 3) if len(large) >= 3 else None,
+                nlogn_slope_from_100=round(loglog_slope([(n, n * math.log(n)) for n, _ in large]), 3)
+                if len(large) >= 3
+                else None,
+                ms_per_device_first=round(solved[0][1] / solved[0][0], 4),
+                ms_per_device_last=round(solved[-1][1] / solved[-1][0], 4),
+            )
+        out.append(entry)
+    return out
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _outcome(r: Result) -> str:
+    if r.outcome == "ok":
+        if r.meets_target is None:
+            return "ok"
+        return f"ok, target ≤ {r.target_ms:g} ms {'met' if r.meets_target else 'MISSED'}"
+    first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+    if r.outcome == "unsatisfiable":
+        return "unsatisfiable (time to explain)"
+    return f"{r.outcome}: {first[:110]}"
+
+
+def rows(results: Sequence[Result]) -> list[list[str]]:
+    head = ["case", "devices", "median ms", "min ms", "max ms", "runs", "peak MB", "outcome"]
+    body = [
+        [
+            r.name,
+            str(r.devices),
+            _ms(r.median_ms),
+            _ms(r.min_ms),
+            _ms(r.max_ms),
+            str(r.runs),
+            "–" if r.peak_mb is None else f"{r.peak_mb:.1f}",
+            _outcome(r),
+        ]
+        for r in results
+    ]
+    return [head, *body]
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The figures a reader wants first, as sentences."""
+    out = []
+    by_name = {r["name"]: r for r in report["results"]}
+    for name in ("q35-numa4-240", "q35-mixed-1000"):
+        r = by_name.get(name)
+        if r and r["median_ms"] is not None:
+            verdict = "met" if r["median_ms"] <= (r["target_ms"] or math.inf) else "missed"
+            out.append(
+                f"{name}: median {_ms(r['median_ms'])} ms (target ≤ {r['target_ms']} ms: {verdict}), "
+                f"peak {r['peak_mb']:.1f} MB"
+            )
+    for g in report["growth"]:
+        if "slope" in g:
+            verdict = "within" if g["within_nlogn"] else "worse than"
+            out.append(
+                f"{g['series']}: time grows as n^{g['slope']:.2f} over {g['solved'][0]}–{g['solved'][-1]} devices "
+                f"({verdict} n·log n, whose slope there is {g['nlogn_slope']:.2f}"
+                + (
+                    f"; from 100 devices up n^{g['slope_from_100']:.2f} against {g['nlogn_slope_from_100']:.2f})"
+                    if g.get("slope_from_100") is not None
+                    else ")"
+                )
+                + (
+                    f"; not solved: {', '.join(f'{k} ({v})' for k, v in g['not_solved'].items())}"
+                    if g["not_solved"]
+                    else ""
+                )
+            )
+    peaks = [r["peak_mb"] for r in report["results"] if r["peak_mb"] is not None]
+    if peaks:
+        verdict = "under" if max(peaks) < MEMORY_LIMIT_MB else "OVER"
+        rss = report["environment"].get("max_rss_mb")
+        out.append(
+            f"largest peak memory of one case: {max(peaks):.1f} MB allocated by Python "
+            f"({verdict} {MEMORY_LIMIT_MB:g} MB)"
+            + (f"; the whole benchmark process peaked at {rss:.0f} MB resident" if rss else "")
+        )
+    ratio = report.get("assign_vs_libvirt")
+    if ratio is not None:
+        out.append(
+            f"assign end to end vs libvirt define on the same 150-device domain: "
+            f"{_ms(ratio['assign_ms'])} ms vs {_ms(ratio['libvirt_ms'])} ms (ratio {ratio['ratio']:.2f})"
+        )
+    return out
+
+
+def markdown(report: dict[str, Any], results: Sequence[Result]) -> str:
+    table = rows(results)
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join("---" for _ in table[0]) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table[1:]]
+    env = report["environment"]
+    lines += [
+        "",
+        f"Measured {env['date']} on {env['cpu']} ({env['cpus']} CPUs), Python {env['python']}, "
+        f"pcitopo {env['commit']}.",
+        "",
+    ]
+    lines += [f"- {s}" for s in summary_lines(report)]
+    return "\n".join(lines) + "\n"
+
+
+def rst(report: dict[str, Any], results: Sequence[Result]) -> str:
+    table = rows(results)
+    lines = [BEGIN, "", ".. list-table::", "   :header-rows: 1", ""]
+    for row in table:
+        lines.append("   * - " + _rst_cell(row[0]))
+        lines += [f"     - {_rst_cell(cell)}" for cell in row[1:]]
+    env = report["environment"]
+    lines += [
+        "",
+        f"Measured {env['date']} on {env['cpu']} ({env['cpus']} CPUs), Python {env['python']}, "
+        f"pcitopo {env['commit']}.",
+        "",
+    ]
+    lines += [f"* {_rst_cell(s)}" for s in summary_lines(report)]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def _rst_cell(text: str) -> str:
+    return text.replace("*", "\\*").replace("`", "\\`").replace("|", "\\|") or "\\ "
+
+
+def update_docs(text: str) -> None:
+    page = DOCS_PAGE.read_text(encoding="utf-8")
+    if BEGIN not in page or END not in page:
+        raise SystemExit(f"{DOCS_PAGE}: the markers {BEGIN!r} and {END!r} are missing")
+    head, rest = page.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOCS_PAGE.write_text(head + text + tail, encoding="utf-8")
+
+
+def environment() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = "unknown"
+    if shutil.which("git"):
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pcitopo"], cwd=ROOT, capture_output=True, text=True
+        )
+        if head.returncode == 0:
+            commit = head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "commit": commit,
+    }
+
+
+def _libvirt_version() -> str | None:
+    if shutil.which("virsh") is None:
+        return None
+    out = subprocess.run(["virsh", "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or None
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def plan_cases() -> list[Path]:
+    """Every plan data file, in a fixed order: the targets first, then the growth series by size."""
+
+    def key(p: Path) -> tuple[int, str, int]:
+        stem = p.stem
+        order = ("q35-numa4", "q35-numa1", "q35-240", "q35-mixed", "growth-1to4", "growth-1to19", "pc-", "pseries")
+        rank = next((i for i, prefix in enumerate(order) if stem.startswith(prefix)), len(order))
+        size = int(stem.rsplit("-", 1)[1]) if stem.rsplit("-", 1)[1].isdigit() else 0
+        return (rank, stem.rsplit("-", 1)[0], size)
+
+    return sorted(DATA.glob("*.json"), key=key)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run pcitopo's benchmarks on the inputs in benchmarks/data/.")
+    parser.add_argument("--quick", action="store_true", help="5 runs per case at most (default 21)")
+    parser.add_argument("--output", metavar="FILE", type=Path, default=RESULTS / "latest.json", help="the JSON results")
+    parser.add_argument("--update-docs", action="store_true", help="rewrite the results table in docs/benchmarks.rst")
+    parser.add_argument(
+        "--case", metavar="GLOB", action="append", help="only the cases whose name matches (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    settings = Settings(repeats=5, budget_s=2.0) if args.quick else Settings(repeats=21, budget_s=8.0)
+
+    def wanted(name: str) -> bool:
+        return not args.case or any(fnmatch.fnmatchcase(name, g) for g in args.case)
+
+    results: list[Result] = []
+    for path in plan_cases():
+        if wanted(path.stem):
+            results.append(_progress(bench_plan(path, settings)))
+    if wanted("assign-q35-150"):
+        results.append(_progress(bench_assign(ASSIGN_INPUT, settings)))
+    if wanted("virsh-define-q35-150"):
+        results.append(_progress(bench_virsh_define(ASSIGN_INPUT, settings)))
+
+    report: dict[str, Any] = {
+        "environment": environment(),
+        "settings": {"repeats": settings.repeats, "budget_s": settings.budget_s, "quick": args.quick},
+        "results": [_as_dict(r) for r in results],
+        "growth": growth(results),
+    }
+    by_kind = {r.kind: r for r in results}
+    a, v = by_kind.get("assign"), by_kind.get("virsh")
+    if a and v and a.median_ms and v.median_ms:
+        report["assign_vs_libvirt"] = {
+            "assign_ms": a.median_ms,
+            "libvirt_ms": v.median_ms,
+            "ratio": a.median_ms / v.median_ms,
+        }
+    report["environment"]["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    text = markdown(report, results)
+    if args.output.suffix == ".json":
+        args.output.with_suffix(".md").write_text(text, encoding="utf-8")
+    sys.stdout.write("\n" + text)
+    if args.update_docs:
+        update_docs(rst(report, results))
+    return 0
+
+
+def _as_dict(r: Result) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "kind": r.kind,
+        "description": r.description,
+        "devices": r.devices,
+        "series": r.series,
+        "outcome": r.outcome,
+        "message": r.message,
+        "runs": r.runs,
+        "median_ms": r.median_ms,
+        "min_ms": r.min_ms,
+        "max_ms": r.max_ms,
+        "peak_mb": r.peak_mb,
+        "target_ms": r.target_ms,
+        "meets_target": r.meets_target,
+        "facts": r.facts,
+    }
+
+
+def _progress(r: Result) -> Result:
+    print(f"{r.name:<24} {r.devices:>5} devices  median {_ms(r.median_ms):>8} ms  {_outcome(r)}", file=sys.stderr)
+    return r
+
+
+if __name__ == "__main__":
+    sys.exit(main())
