@@ -31,21 +31,21 @@ def __dir__() -> list[str]:
 
 def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsatisfiable:
     """Build the :class:`~pcitopo.errors.Unsatisfiable` error for units that cannot all be placed."""
-    from pcitopo.solver.planner import context_reasons, describe_budget, feasible
+    from pcitopo.solver.planner import _context_reasons, _describe_budget, _feasible
 
     classes = list(classify(units))
 
     def ok(chosen: Sequence[DemandClass], pol: Policy = policy) -> bool:
-        return feasible(topology, pol, [u for c in chosen for u in c.units])
+        return _feasible(topology, pol, [u for c in chosen for u in c.units])
 
-    facts = describe_budget(topology, policy)
+    facts = _describe_budget(topology, policy)
     core = list(classes)
     for cls in list(core):
         trial = [c for c in core if c is not cls]
         if trial and not ok(trial):
             core = trial
     conflicts = [c.describe() for c in core]
-    facts += context_reasons(topology, policy, [u for c in core for u in c.units])
+    facts += _context_reasons(topology, policy, [u for c in core for u in c.units])
     if len(core) == 1:
         conflicts[0] += " do not fit, even on their own"
     suggestions: list[str] = []

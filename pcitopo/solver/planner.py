@@ -44,7 +44,6 @@ from pcitopo.solver import _csp
 from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Counts, Decision, add_units, decide
 from pcitopo.solver._model import (
     DemandClass,
-    Pool,
     Unit,
     build_units,
     classify,
@@ -58,6 +57,10 @@ from pcitopo.solver.plan import Plan, SoftResult, Status
 from pcitopo.topology import Topology
 
 __all__ = ["solve"]
+
+
+def __dir__() -> list[str]:
+    return __all__
 
 
 def solve(topology: Topology, policy: Policy | str | None = None) -> Plan:
@@ -844,7 +847,7 @@ def _explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsat
     return explain(topology, policy, units)
 
 
-def feasible(topology: Topology, policy: Policy, units: Sequence[Unit]) -> bool:
+def _feasible(topology: Topology, policy: Policy, units: Sequence[Unit]) -> bool:
     """Whether these units can be placed (no optimisation); used to explain failures."""
     if not units:
         return True
@@ -856,7 +859,7 @@ def feasible(topology: Topology, policy: Policy, units: Sequence[Unit]) -> bool:
     return result.assignment is not None
 
 
-def context_reasons(topology: Topology, policy: Policy, units: Sequence[Unit]) -> list[str]:
+def _context_reasons(topology: Topology, policy: Policy, units: Sequence[Unit]) -> list[str]:
     """Why each group of units cannot go to each place it could go, one line per reason."""
     try:
         problem = _formulate(topology, policy, units)
@@ -883,7 +886,7 @@ def context_reasons(topology: Topology, policy: Policy, units: Sequence[Unit]) -
     return reasons
 
 
-def describe_budget(topology: Topology, policy: Policy) -> list[str]:
+def _describe_budget(topology: Topology, policy: Policy) -> list[str]:
     """The numbers behind an infeasible request."""
     facts = []
     usage = topology.slot_usage()
@@ -895,7 +898,3 @@ def describe_budget(topology: Topology, policy: Policy) -> list[str]:
     if budget is not None:
         facts.append(f"IO windows left: {budget - io_windows_used(topology)} of {budget}")
     return facts
-
-
-__all__ += []
-_ = (Pool, Mapping)

@@ -1,0 +1,48 @@
+"""Every public module declares exactly what is public, and the package root re-exports a curated API."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import types
+
+import pytest
+
+import pcitopo
+
+PUBLIC_MODULES = sorted(
+    name
+    for _, name, _ in pkgutil.walk_packages(pcitopo.__path__, "pcitopo.")
+    if not any(part.startswith("_") for part in name.split("."))
+)
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_is_a_literal_list_of_existing_names(name: str) -> None:
+    """``__all__`` exists, names only things that exist, and ``dir()`` shows exactly it."""
+    module = importlib.import_module(name)
+    assert isinstance(module.__all__, list)
+    missing = [n for n in module.__all__ if not hasattr(module, n)]
+    assert missing == []
+    assert sorted(dir(module)) == sorted(module.__all__)
+
+
+@pytest.mark.parametrize("name", [n for n in PUBLIC_MODULES if n.count(".") >= 1])
+def test_everything_a_module_defines_publicly_is_in_all(name: str) -> None:
+    """A public class or function defined in a module is listed in its ``__all__``."""
+    module = importlib.import_module(name)
+    defined = {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and isinstance(v, type | types.FunctionType)
+        and getattr(v, "__module__", None) == module.__name__
+    }
+    assert defined - set(module.__all__) == set()
+
+
+def test_the_package_root_reexports_the_curated_api() -> None:
+    """``import pcitopo`` gives the values, the errors, validate and solve."""
+    for name in ("PciAddress", "Topology", "Device", "Controller", "Policy", "solve", "validate", "Unsatisfiable"):
+        assert name in pcitopo.__all__
+    assert pcitopo.solve.__module__ == "pcitopo.solver.planner"
