@@ -273,9 +273,10 @@ class _Builder:
             )
             numa = f"<cpu><numa>{cells}</numa></cpu>"
         memory = 262144
+        features = "<features><acpi/></features>" if self.x86 else ""
         return (
             f"<domain type='qemu'><name>{name}</name><memory unit='KiB'>{memory}</memory><vcpu>{vcpu}</vcpu>"
-            f"<os><type arch='{self.arch}' machine='{self.machine_type}'>hvm</type></os>{numa}"
+            f"<os><type arch='{self.arch}' machine='{self.machine_type}'>hvm</type></os>{features}{numa}"
             f"<devices><emulator>{EMULATOR[self.arch]}</emulator>{body}</devices></domain>"
         )
 
@@ -315,12 +316,13 @@ def domains(seed: int, count: int) -> list[Domain]:
     return [random_domain(rng, name=f"gen{seed}-{i}") for i in range(count)]
 
 
-@st.composite
-def domain_xml(draw: st.DrawFn, machines: Sequence[str] = MACHINES) -> Domain:
+def domain_xml(machines: Sequence[str] = MACHINES) -> st.SearchStrategy[Domain]:
     """Hypothesis strategy: a random domain (shrinks through the seed)."""
-    seed = draw(st.integers(min_value=0, max_value=2**32 - 1))
-    machine = draw(st.sampled_from(list(machines)))
-    return random_domain(random.Random(seed), name=f"hyp{seed}", machine=machine)
+    return st.builds(
+        lambda seed, machine: random_domain(random.Random(seed), name=f"hyp{seed}", machine=machine),
+        st.integers(min_value=0, max_value=2**32 - 1),
+        st.sampled_from(list(machines)),
+    )
 
 
 def grow(addressed_xml: str, rng: random.Random, machine: str, count: int) -> str:

@@ -1,0 +1,207 @@
+"""pcitopo's libvirt policy against the running libvirt 9.0, over generated and hand-written domains.
+
+For each domain, libvirt's addresses and added controllers (model, index,
+address, multifunction, target values) from ``virsh define`` + ``dumpxml`` are
+compared with pcitopo's: the same XML imported with
+:mod:`pcitopo.formats.libvirt` and completed by the libvirt policy. Where
+libvirt refuses a domain, pcitopo must refuse it with libvirt's reason. Grow
+cases (libvirt's addressed output plus new devices) and partly pinned domains
+are made from libvirt's own output.
+
+"libvirt accepts us": the XML pcitopo writes, with the libvirt policy and the
+others, is accepted by ``virsh define`` and libvirt changes none of its
+addresses.
+
+The run is sized for CI (a few hundred defines at ~5-15 ms each).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pcitopo.errors import PcitopoError, Unsatisfiable
+from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.solver import solve
+from pcitopo.solver._libvirt import libvirt_assign
+from pcitopo.topology import Topology
+from tests.support.domains import Domain, domains, grow, unpin
+from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
+
+pytestmark = pytest.mark.integration
+
+SEED = 20260525
+GENERATED = domains(SEED, 160)
+ACCEPTANCE = GENERATED[:40]
+
+Summary = dict[tuple[str, str], tuple[object, ...]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def libvirtd() -> None:
+    reason = ensure_libvirtd()
+    if reason is not None:
+        pytest.fail(f"libvirt is needed and could not be started: {reason}")
+
+
+def summary(t: Topology) -> Summary:
+    """What placement decides: every controller's identity and position, every aliased device's address."""
+    out: Summary = {}
+    for c in t.controllers:
+        out[("controller", str(c.index))] = (
+            c.model,
+            c.address,
+            c.multifunction,
+            c.chassis,
+            c.port,
+            c.chassis_nr,
+            c.bus_nr,
+            c.target_index,
+        )
+    for d in t.devices:
+        if d.id.startswith("ua-"):
+            out[("device", d.id)] = (d.kind, d.address, d.multifunction)
+    return out
+
+
+def libvirt_side(xml: str) -> tuple[str | None, Summary | str]:
+    """libvirt's output and its summary, or ``(None, error text)`` when libvirt refuses the domain."""
+    try:
+        dumped = define_and_dump(xml)
+    except LibvirtError as exc:
+        text = str(exc)
+        for prefix in ("internal error: ", "unsupported configuration: ", "XML error: "):
+            text = text.removeprefix(prefix)
+        return None, text
+    return dumped, summary(LibvirtDomain.from_string(dumped).topology)
+
+
+def pcitopo_side(xml: str) -> Summary | str:
+    try:
+        return summary(libvirt_assign(LibvirtDomain.from_string(xml).topology))
+    except Unsatisfiable as exc:
+        return exc.conflicts[0]
+    except PcitopoError as exc:
+        return str(exc)
+
+
+def differences(theirs: Summary | str, ours: Summary | str) -> list[str]:
+    if isinstance(theirs, str) or isinstance(ours, str):
+        if isinstance(theirs, str) and isinstance(ours, str) and theirs in ours:
+            return []
+        said_libvirt = theirs if isinstance(theirs, str) else "accepted"
+        said_pcitopo = ours if isinstance(ours, str) else "placed"
+        return [f"libvirt: {said_libvirt}; pcitopo: {said_pcitopo}"]
+    return [
+        f"{kind} {name}: libvirt {theirs.get((kind, name))}, pcitopo {ours.get((kind, name))}"
+        for kind, name in sorted(set(theirs) | set(ours))
+        if theirs.get((kind, name)) != ours.get((kind, name))
+    ]
+
+
+def check_same(xml: str, what: str) -> str | None:
+    """Assert both sides agree on ``xml``; libvirt's output when it accepted the domain."""
+    dumped, theirs = libvirt_side(xml)
+    diff = differences(theirs, pcitopo_side(xml))
+    assert not diff, f"{what}: " + "; ".join(diff[:8])
+    return dumped
+
+
+@pytest.mark.parametrize("domain", GENERATED, ids=lambda d: d.name)
+def test_generated_domain_matches_libvirt(domain: Domain) -> None:
+    """A generated domain, then it grown by new devices, then it partly unpinned: addresses as libvirt gives them."""
+    dumped = check_same(domain.xml, str(domain))
+    if dumped is None:
+        return
+    rng = random.Random(domain.name)
+    check_same(grow(dumped, rng, domain.machine, rng.randint(1, 12)), f"{domain} grown")
+    check_same(unpin(dumped, rng), f"{domain} partly unpinned")
+
+
+HAND_WRITTEN = {
+    "q35-virtio-and-legacy": "<interface type='user'><model type='virtio'/><alias name='ua-n0'/></interface>"
+    "<interface type='user'><model type='e1000'/><alias name='ua-n1'/></interface>",
+    "q35-default-devices": "<controller type='usb' index='0' model='qemu-xhci'><alias name='ua-usb'/></controller>",
+    "q35-bridge-before-port": "<controller type='pci' index='1' model='pcie-to-pci-bridge'/>"
+    "<controller type='pci' index='2' model='pcie-root-port'/>"
+    "<interface type='user'><model type='e1000'/><alias name='ua-n0'/></interface>",
+    "q35-classic": "<controller type='pci' index='1' model='dmi-to-pci-bridge'/>"
+    "<controller type='pci' index='2' model='pci-bridge'/>"
+    "<video><model type='qxl'/><alias name='ua-video'/></video><sound model='ich9'><alias name='ua-snd'/></sound>"
+    "<rng model='virtio'><backend model='random'>/dev/urandom</backend><alias name='ua-rng'/></rng>",
+}
+
+
+def q35(devices: str) -> str:
+    usb = "" if "type='usb'" in devices else "<controller type='usb' index='0' model='none'/>"
+    return (
+        "<domain type='qemu'><name>hand</name><memory unit='KiB'>262144</memory>"
+        "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator>"
+        f"{usb}<controller type='sata' index='0'/>{devices}<memballoon model='none'/></devices></domain>"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_hand_written_domain_matches_libvirt(name: str) -> None:
+    """The reference's verified examples, against the running libvirt."""
+    assert check_same(q35(HAND_WRITTEN[name]), name) is not None
+
+
+SWITCH = (
+    "<controller type='pci' index='1' model='pcie-switch-upstream-port'/>"
+    "<controller type='pci' index='2' model='pcie-switch-downstream-port'/>"
+    "<controller type='pci' index='3' model='pcie-switch-downstream-port'/>"
+)
+
+
+def test_libvirt_plugs_a_switch_into_itself_and_pcitopo_does_not() -> None:
+    """libvirt 9.0 puts an unaddressed upstream port on its own downstream port; pcitopo adds a root port instead."""
+    xml = q35(SWITCH)
+    dumped, _ = libvirt_side(xml)
+    assert dumped is not None
+    theirs = LibvirtDomain.from_string(dumped).topology
+    assert theirs.controller_cycles() == [[1, 2]]
+    assert str(theirs.controller(1).address) == "0000:02:00.0"
+    ours = libvirt_assign(LibvirtDomain.from_string(xml).topology)
+    assert ours.controller_cycles() == []
+    assert str(ours.controller(1).address) == "0000:04:00.0"
+    assert (ours.controller(4).model, str(ours.controller(4).address)) == ("pcie-root-port", "0000:00:01.0")
+
+
+def exported(domain: Domain, policy: str) -> tuple[LibvirtDomain, Topology] | None:
+    source = LibvirtDomain.from_string(domain.xml)
+    try:
+        topology = libvirt_assign(source.topology) if policy == "libvirt" else solve(source.topology, policy).topology
+    except Unsatisfiable:
+        return None
+    except PcitopoError as exc:
+        pytest.xfail(f"the {policy} solver cannot plan {domain}: {str(exc).splitlines()[0]}")
+    return source.with_topology(topology), topology
+
+
+@pytest.mark.parametrize("policy", ["libvirt", "hotplug", "minimal"])
+@pytest.mark.parametrize("domain", ACCEPTANCE, ids=lambda d: d.name)
+def test_libvirt_accepts_our_xml_unchanged(domain: Domain, policy: str) -> None:
+    """XML pcitopo writes is accepted by virsh define, and libvirt moves none of its addresses."""
+    result = exported(domain, policy)
+    if result is None:
+        pytest.skip(f"policy {policy} finds {domain} unsatisfiable")
+    written, topology = result
+    dumped, theirs = libvirt_side(written.to_string())
+    assert dumped is not None, f"libvirt refused pcitopo's {policy} output for {domain}: {theirs}"
+    back = LibvirtDomain.from_string(dumped).topology
+    moved = [
+        f"{d.id}: {d.address} -> {back.device(d.id).address}"
+        for d in topology.devices
+        if d.id.startswith("ua-") and back.device(d.id).address != d.address
+    ]
+    moved += [
+        f"controller {c.index}: {c.address} -> {back.controller(c.index).address}"
+        for c in topology.controllers
+        if back.controller(c.index).address != c.address
+    ]
+    added = [c.index for c in back.controllers if not topology.has_bus(c.index)]
+    assert not moved, f"{domain} ({policy}): libvirt moved " + "; ".join(moved[:8])
+    assert not added, f"{domain} ({policy}): libvirt added controllers {added}"
