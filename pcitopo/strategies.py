@@ -50,7 +50,7 @@ from pcitopo.errors import UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.machine import machines as shipped_machines
-from pcitopo.legality.rules import IO_WINDOW, RULES
+from pcitopo.legality.rules import RULES
 from pcitopo.policy.policy import Policy
 from pcitopo.solver.plan import Plan
 from pcitopo.topology import Topology
@@ -243,37 +243,17 @@ class _Builder:
                 ranges.append((low, high))
         return ranges
 
-    # IO windows, closed form of the io-space rule: every bridge adds ceil(own IO / 4 KiB)
-    def io_bytes(self, device: Device, bus: int) -> int:
-        kind = self.t.kind(device)
-        if kind.has_io_bar(behind_pcie_port=self.t.is_behind_pcie_port(bus)):
-            return kind.io_bar_size
-        return 0
-
-    def _direct_io(self) -> dict[int, int]:
-        direct: dict[int, int] = {}
-        for d in self.t.devices:
-            if d.address is not None:
-                direct[d.address.bus] = direct.get(d.address.bus, 0) + self.io_bytes(d, d.address.bus)
-        return direct
-
+    # IO windows: counted by the topology itself, as the io-space rule counts them
     def io_windows(self) -> int:
-        t = self.t
-        total = 0
-        for bus, size in self._direct_io().items():
-            m = t.model(bus)
-            if not (m.root or m.expander):
-                total += -(-size // IO_WINDOW)
-        return total
+        return sum(self.t.io_windows().values())
 
     def io_fits(self, device: Device, bus: int) -> bool:
         budget = self.machine.io_window_budget(acpi=self.t.acpi)
         m = self.t.model(bus)
         if budget is None or m.root or m.expander:
             return True
-        before = self._direct_io().get(bus, 0)
-        after = before + self.io_bytes(device, bus)
-        return self.io_windows() - -(-before // IO_WINDOW) + -(-after // IO_WINDOW) <= budget
+        trial = self.t.with_devices(attrs.evolve(device, address=PciAddress(bus=bus, slot=m.slots[0])))
+        return sum(trial.io_windows().values()) <= budget
 
     # steps
     def place_controller(self, controller: Controller) -> None:

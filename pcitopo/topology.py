@@ -38,7 +38,10 @@ from pcitopo.errors import InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
 from pcitopo.legality.machine import Builtin, Machine
 
-__all__ = ["Bus", "Node", "Topology"]
+__all__ = ["IO_WINDOW", "Bus", "Node", "Topology"]
+
+IO_WINDOW = 4096
+"""Bytes in one bridge IO window (the PCI-to-PCI bridge granularity)."""
 
 
 def __dir__() -> list[str]:
@@ -448,6 +451,67 @@ class Topology:
             total += m.bus_numbers
             stack.extend(self._children.get(i, ()))
         return total
+
+    # -- IO space -------------------------------------------------------------------
+
+    def io_bar_size(self, device: Device) -> int:
+        """Bytes of IO BAR a device has where it sits (0: none). ``Device.io_bar`` overrides the catalog."""
+        kind = self.kind(device)
+        if device.io_bar is not None:
+            return max(kind.io_bar_size, 1) if device.io_bar else 0
+        behind_port = (
+            device.address is not None and device.address.bus in self._by_index and self.model(device.address.bus).port
+        )
+        return kind.io_bar_size if kind.has_io_bar(behind_pcie_port=behind_port) else 0
+
+    @functools.cached_property
+    def _io_sizes(self) -> Mapping[int, int]:
+        """IO space each bridge or port needs for everything below it, rounded to 4 KiB windows."""
+        direct: dict[int, int] = {}
+        for d in self.devices:
+            if d.address is not None and d.address.bus in self._by_index:
+                size = self.io_bar_size(d)
+                if size:
+                    direct[d.address.bus] = direct.get(d.address.bus, 0) + size
+        sizes: dict[int, int] = {}
+        cycles = {i for cycle in self.controller_cycles() for i in cycle}
+
+        def size_of(index: int) -> int:
+            if index in sizes:
+                return sizes[index]
+            sizes[index] = 0  # guards against cycles
+            total = direct.get(index, 0)
+            for child in self._children.get(index, ()):
+                if child not in cycles and self._is_bridge(child):
+                    total += size_of(child)
+            sizes[index] = -(-total // IO_WINDOW) * IO_WINDOW
+            return sizes[index]
+
+        for c in self.controllers:
+            if c.index not in cycles and self._is_bridge(c.index):
+                size_of(c.index)
+        return sizes
+
+    def _is_bridge(self, index: int) -> bool:
+        m = self.model(index)
+        return not (m.root or m.expander)
+
+    def io_windows(self) -> dict[int, int]:
+        """The 4 KiB IO windows firmware must give each bridge or port directly on a root or expander bus.
+
+        Keys are controller indexes; only those that need a window are listed.
+        A bridge's window holds the windows of the bridges below it and the IO
+        BARs of the endpoints on its bus; endpoints on a root bus use the
+        legacy range and need none.
+        """
+        sizes = self._io_sizes
+        out: dict[int, int] = {}
+        for c in self.controllers:
+            if c.address is None or c.index not in sizes or c.address.bus not in self._by_index:
+                continue
+            if not self._is_bridge(c.address.bus) and sizes[c.index] > 0:
+                out[c.index] = sizes[c.index] // IO_WINDOW
+        return out
 
     # -- positions ----------------------------------------------------------------
 

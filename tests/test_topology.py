@@ -291,5 +291,5 @@ def test_unknown_bus_index_is_an_unknown_name() -> None:
 
 
 def test_public_names() -> None:
-    """The module exports Bus, Node and Topology."""
-    assert dir(topology) == ["Bus", "Node", "Topology"]
+    """The module exports IO_WINDOW, Bus, Node and Topology."""
+    assert dir(topology) == ["IO_WINDOW", "Bus", "Node", "Topology"]

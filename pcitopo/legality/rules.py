@@ -11,7 +11,7 @@ places them, so they are never violations of a placement rule.
 
 >>> from pcitopo.address import PciAddress
 >>> from pcitopo.devices import Device
->>> from pcitopo.topology import Topology
+>>> from pcitopo.topology import IO_WINDOW, Topology
 >>> validate(Topology.default("q35"))
 ()
 >>> t = Topology.build("q35", devices=[
@@ -43,7 +43,7 @@ from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["IO_WINDOW", "RULES", "check", "validate"]
+__all__ = ["RULES", "check", "validate"]
 
 
 def __dir__() -> list[str]:
@@ -85,8 +85,6 @@ RULES: Mapping[str, str] = MappingProxyType(
 )
 """Every rule id with what it means. The ids are stable."""
 
-IO_WINDOW = 4096
-"""The granularity of a bridge's IO window, in bytes."""
 
 _INDEX_ORDER_MODELS = frozenset({"pci-bridge"})
 """Models whose index libvirt requires to be larger than their bus's (``qemuDomainAssignPCIAddresses``)."""
@@ -614,42 +612,12 @@ def _io_space(ctx: _Context) -> Iterator[Violation]:
     budget = ctx.machine.io_window_budget(acpi=t.acpi)
     if budget is None:
         return
-    children: dict[int, list[Controller]] = {}
-    direct: dict[int, int] = {}
-    for c in t.controllers:
-        if c.address is not None and c.address.bus in ctx.indexes and c.index != 0:
-            children.setdefault(c.address.bus, []).append(c)
-    for d in t.devices:
-        if d.address is None or d.address.bus not in ctx.indexes:
-            continue
-        kind = t.kind(d)
-        behind_port = t.is_behind_pcie_port(d.address.bus)
-        has_bar = d.io_bar if d.io_bar is not None else kind.has_io_bar(behind_pcie_port=behind_port)
-        if has_bar:
-            direct[d.address.bus] = direct.get(d.address.bus, 0) + max(kind.io_bar_size, 1)
-
-    def is_bridge(index: int) -> bool:
-        m = t.model(index)
-        return not (m.root or m.expander)
-
-    @functools.cache
-    def io(index: int) -> int:
-        if index in ctx.in_cycle:
-            return 0
-        total = direct.get(index, 0) + sum(io(c.index) for c in children.get(index, ()) if is_bridge(c.index))
-        return -(-total // IO_WINDOW) * IO_WINDOW
-
-    tops = [
-        c
-        for root in t.controllers
-        if not is_bridge(root.index) and root.index not in ctx.in_cycle
-        for c in children.get(root.index, ())
-        if is_bridge(c.index) and io(c.index) > 0
-    ]
-    windows = sum(io(c.index) for c in tops) // IO_WINDOW
+    needed = t.io_windows()
+    windows = sum(needed.values())
     if windows > budget:
         acpi = "with ACPI" if t.acpi else "without ACPI"
-        listed = _names([f"{_q(c.name)} ({io(c.index) // IO_WINDOW})" for c in sorted(tops, key=lambda c: c.index)])
+        tops = [t.controller(i) for i in sorted(needed)]
+        listed = _names([f"{_q(c.name)} ({needed[c.index]})" for c in tops])
         yield _violation(
             "io-space",
             f"bridges and ports below the root buses need {windows} IO windows of 4 KiB ({listed}), "

@@ -23,8 +23,6 @@ from pcitopo.topology import Topology
 
 __all__: list[str] = []
 
-IO_WINDOW = 4096
-
 
 @attrs.frozen
 class Unit:
@@ -83,9 +81,10 @@ class DemandClass:
 
 
 def device_io_size(topology: Topology, device: Device, *, behind_pcie_port: bool) -> int:
+    """Bytes of IO BAR a device would have behind (or not behind) a PCIe port."""
     kind = topology.catalog.device(device.kind)
     if device.io_bar is not None:
-        return max(kind.io_bar_size, 16) if device.io_bar else 0
+        return max(kind.io_bar_size, 1) if device.io_bar else 0
     return kind.io_bar_size if kind.has_io_bar(behind_pcie_port=behind_pcie_port) else 0
 
 
@@ -327,42 +326,8 @@ def slot_hotplug_of(topology: Topology, address: PciAddress) -> bool:
 
 
 def io_windows_used(topology: Topology) -> int:
-    """4 KiB IO windows the firmware must give bridges of this topology (see the io-space rule)."""
-    children: dict[int, list[int]] = {}
-    direct_io: dict[int, int] = {}
-    for c in topology.controllers:
-        if c.address is not None and c.index != 0 and topology.has_bus(c.address.bus):
-            children.setdefault(c.address.bus, []).append(c.index)
-    for d in topology.devices:
-        if d.address is None or not topology.has_bus(d.address.bus):
-            continue
-        size = device_io_size(topology, d, behind_pcie_port=topology.model(d.address.bus).port)
-        if size:
-            direct_io[d.address.bus] = direct_io.get(d.address.bus, 0) + size
-    memo: dict[int, int] = {}
-
-    def window(index: int, depth: int = 0) -> int:
-        if index in memo:
-            return memo[index]
-        if depth > 300:
-            return 0
-        total = sum(window(ch, depth + 1) for ch in children.get(index, ()) if not topology.model(ch).expander)
-        total += direct_io.get(index, 0)
-        size = -(-total // IO_WINDOW) * IO_WINDOW
-        memo[index] = size
-        return size
-
-    windows = 0
-    for c in topology.controllers:
-        if c.address is None or c.index == 0:
-            continue
-        model = topology.model(c)
-        if model.expander or model.root:
-            continue
-        parent = topology.model(c.address.bus) if topology.has_bus(c.address.bus) else None
-        if (parent is not None and parent.root) or (parent is not None and parent.expander):
-            windows += window(c.index) // IO_WINDOW
-    return windows
+    """4 KiB IO windows the firmware must give bridges of this topology (the io-space rule's count)."""
+    return sum(topology.io_windows().values())
 
 
 def hotplug_model_default(topology: Topology, model_name: str) -> bool:
