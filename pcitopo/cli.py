@@ -103,10 +103,14 @@ class _Failure(Exception):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _load(path: str) -> LibvirtDomain:
+def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
+    machine = None
+    machine_file = getattr(args, "machine_file", None)
+    if machine_file is not None:
+        machine = Machine.from_file(machine_file)
     if path == "-":
-        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>")
-    return LibvirtDomain.from_path(path)
+        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>", machine=machine)
+    return LibvirtDomain.from_path(path, machine=machine)
 
 
 def _policy(value: str | None) -> Policy | None:
@@ -162,7 +166,7 @@ def _controller_dict(c: Any) -> dict[str, object]:
 
 
 def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
-    domain = _load(args.input)
+    domain = _load(args.input, args)
     policy = _policy(args.policy)
     from pcitopo.solver import solve
 
@@ -195,7 +199,7 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    domain = _load(args.input)
+    domain = _load(args.input, args)
     from pcitopo.legality.rules import validate
 
     violations = validate(domain.topology)
@@ -217,15 +221,15 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
-    domain = _load(args.input)
+    domain = _load(args.input, args)
     text = _dot(domain.topology) if args.format == "dot" else _tree(domain.topology)
     out.write(text)
     return EXIT_OK
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    old = _load(args.old)
-    new = _load(args.new)
+    old = _load(args.old, args)
+    new = _load(args.new, args)
     report = _diff(old.topology, new.topology)
     if args.json:
         _json(report, out)
@@ -278,7 +282,7 @@ def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
-    domain = _load(args.input)
+    domain = _load(args.input, args)
     from pcitopo.qemu.args import qemu_args
 
     out.write(shlex.join(qemu_args(domain.topology)) + "\n")
@@ -458,22 +462,42 @@ def _parser() -> argparse.ArgumentParser:
         help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+    p.add_argument(
+        "--machine-file",
+        metavar="FILE.toml",
+        help="use this machine description instead of the shipped one for the domain's machine type",
+    )
     p.set_defaults(run=_cmd_assign)
 
     p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
     p.add_argument("input", metavar="IN.xml")
     p.add_argument("--json", action="store_true", help="print the violations as JSON")
+    p.add_argument(
+        "--machine-file",
+        metavar="FILE.toml",
+        help="use this machine description instead of the shipped one for the domain's machine type",
+    )
     p.set_defaults(run=_cmd_validate)
 
     p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
     p.add_argument("input", metavar="IN.xml")
     p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+    p.add_argument(
+        "--machine-file",
+        metavar="FILE.toml",
+        help="use this machine description instead of the shipped one for the domain's machine type",
+    )
     p.set_defaults(run=_cmd_show)
 
     p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
     p.add_argument("old", metavar="OLD.xml")
     p.add_argument("new", metavar="NEW.xml")
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
+    p.add_argument(
+        "--machine-file",
+        metavar="FILE.toml",
+        help="use this machine description instead of the shipped one for the domain's machine type",
+    )
     p.set_defaults(run=_cmd_diff)
 
     p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
@@ -482,6 +506,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
     p.add_argument("input", metavar="IN.xml")
+    p.add_argument(
+        "--machine-file",
+        metavar="FILE.toml",
+        help="use this machine description instead of the shipped one for the domain's machine type",
+    )
     p.set_defaults(run=_cmd_qemu_args)
 
     p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -295,3 +296,23 @@ def test_python_dash_m_pcitopo_runs_the_cli() -> None:
     )
     assert result.returncode == 3
     assert result.stderr == "pcitopo: /nonexistent.xml: cannot read: No such file or directory\n"
+
+
+def test_a_machine_file_replaces_the_shipped_description(tmp_path: Path) -> None:
+    """``--machine-file`` plans for a QEMU build without pcie-to-pci-bridge: conventional devices get a DMI bridge."""
+    shipped = Path("pcitopo/legality/data/machines/q35.toml").read_text(encoding="utf-8")
+    custom = tmp_path / "q35-nobridge.toml"
+    custom.write_text(shipped.replace('"pcie-to-pci-bridge",', ""), encoding="utf-8")
+    out = io.StringIO()
+    code = main(["assign", "examples/q35-server.xml", "--machine-file", str(custom)], stdout=out)
+    assert code == 0
+    assert "model='dmi-to-pci-bridge'" in out.getvalue()
+    assert "model='pcie-to-pci-bridge'" not in out.getvalue()
+
+
+def test_an_unreadable_machine_file_is_bad_input(tmp_path: Path) -> None:
+    """A machine file that does not exist exits 3 with the path named."""
+    err = io.StringIO()
+    code = main(["validate", "examples/q35-server.xml", "--machine-file", str(tmp_path / "no.toml")], stderr=err)
+    assert code == 3
+    assert err.getvalue() == f"pcitopo: {tmp_path / 'no.toml'}: cannot read: No such file or directory\n"

@@ -512,6 +512,7 @@ class LibvirtDomain:
         "_controller_elements",
         "_elements",
         "_index_implied",
+        "_machine_override",
         "_root",
         "_spans",
         "_text",
@@ -534,6 +535,7 @@ class LibvirtDomain:
     _root: _Element
     _spans: dict[_Element, ElementSpan]
     _unit: str
+    _machine_override: Machine | None
     _elements: dict[str, _Element]
     _controller_elements: dict[int, _Element]
     _index_implied: dict[int, _Element]
@@ -544,16 +546,24 @@ class LibvirtDomain:
     # -- construction --------------------------------------------------------------------
 
     @classmethod
-    def from_string(cls, text: str, *, source: str = "<string>") -> LibvirtDomain:
-        """Read a domain from its XML text; ``source`` names it in errors."""
+    def from_string(cls, text: str, *, source: str = "<string>", machine: Machine | None = None) -> LibvirtDomain:
+        """Read a domain from its XML text; ``source`` names it in errors.
+
+        ``machine`` replaces the description pcitopo would pick from
+        ``<os><type machine>`` (say, one loaded with :meth:`Machine.from_file`
+        for a QEMU build without some controller).
+        """
         if not isinstance(text, str):
             raise InvalidInput(source, f"expected the XML as a str (got {type(text).__name__})")
         data = _ENCODING_DECL.sub(r"\1\2utf-8\2", text, count=1).encode("utf-8")
-        return cls._load(text, data, source=source, encoding="utf-8")
+        return cls._load(text, data, source=source, encoding="utf-8", machine=machine)
 
     @classmethod
-    def from_path(cls, path: str | Path) -> LibvirtDomain:
-        """Read a domain from a file (in the encoding its XML declaration names)."""
+    def from_path(cls, path: str | Path, *, machine: Machine | None = None) -> LibvirtDomain:
+        """Read a domain from a file (in the encoding its XML declaration names).
+
+        ``machine`` is as in :meth:`from_string`.
+        """
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -564,7 +574,7 @@ class LibvirtDomain:
             text = data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as exc:
             raise InvalidInput(str(path), f"cannot decode as {encoding}: {exc}") from None
-        return cls._load(text, data, source=str(path), encoding=encoding, root=root)
+        return cls._load(text, data, source=str(path), encoding=encoding, root=root, machine=machine)
 
     @staticmethod
     def _parse(data: bytes, source: str) -> _Element:
@@ -575,7 +585,14 @@ class LibvirtDomain:
 
     @classmethod
     def _load(
-        cls, text: str, data: bytes, *, source: str, encoding: str, root: _Element | None = None
+        cls,
+        text: str,
+        data: bytes,
+        *,
+        source: str,
+        encoding: str,
+        root: _Element | None = None,
+        machine: Machine | None = None,
     ) -> LibvirtDomain:
         if root is None:
             root = cls._parse(data, source)
@@ -596,6 +613,7 @@ class LibvirtDomain:
             raise InvalidInput(source, f"found {len(spans)} elements in the text but lxml read {len(elements)}")
         self._spans = dict(zip(elements, spans, strict=True))
         self._unit = self._indent_unit()
+        self._machine_override = machine
         _Reader(self).read()
         return self
 
@@ -651,7 +669,9 @@ class LibvirtDomain:
         if not edits:
             return self
         text = splice(self._text, edits)
-        result = LibvirtDomain._load(text, text.encode(self.encoding), source=self.source, encoding=self.encoding)
+        result = LibvirtDomain._load(
+            text, text.encode(self.encoding), source=self.source, encoding=self.encoding, machine=self._machine_override
+        )
         for d in topology.devices:
             if result.topology.device(d.id).address != d.address:  # pragma: no cover - a bug
                 raise InvalidInput(f"device {d.id!r}", "its address did not survive the export")
@@ -672,6 +692,44 @@ class LibvirtDomain:
                 if inner is not None and inner.startswith(outer) and len(inner) > len(outer):
                     return inner[len(outer) :]
         return "  "
+
+
+_USB2_COMPANIONS = frozenset({"ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3"})
+"""ICH9 USB2 controllers: one set shares one controller index (and one slot)."""
+
+
+def _disk_name_index(name: str) -> int:
+    """libvirt's virDiskNameToIndex: ``vda`` 0, ``vdz`` 25, ``vdaa`` 26."""
+    match = re.match(r"^(?:fd|hd|vd|sd|xvd|ubd)([a-z]+)", name)
+    if match is None:
+        return -1
+    index = 0
+    for ch in match.group(1):
+        index = index * 26 + (ord(ch) - ord("a") + 1)
+    return index - 1
+
+
+def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element]) -> list[Device]:
+    """Disks in the order libvirt keeps them (by bus, then target name), other devices where they are.
+
+    libvirt sorts ``<disk>`` elements when it parses a domain, so its
+    placement, and definition order, follow ``vda, vdb, ...``.
+    """
+    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == "disk"]
+    if len(slots) < 2:
+        return devices
+
+    def key(dev: Device) -> tuple[str, int, str]:
+        target = elements[dev.id].find("target")
+        name = str(target.get("dev", "")) if target is not None else ""
+        bus = str(target.get("bus", "")) if target is not None else ""
+        return (bus, _disk_name_index(name), name)
+
+    disks = sorted((devices[i] for i in slots), key=key)
+    out = list(devices)
+    for i, dev in zip(slots, disks, strict=True):
+        out[i] = dev
+    return out
 
 
 class _Reader:
@@ -746,6 +804,7 @@ class _Reader:
             except InvalidInput as exc:
                 raise InvalidInput(where, exc.reason) from None
             d._elements[ident] = el
+        devices = _libvirt_disk_order(devices, d._elements)
         numa = self.root.findall("cpu/numa/cell")
         acpi = self.root.find("features/acpi") is not None
         try:
@@ -762,6 +821,15 @@ class _Reader:
             match = re.search(r"qemu-system-(\w+)$", emulator.strip())
             arch = match.group(1) if match else "x86_64"
         machine_type = type_el.get("machine") if type_el is not None else None
+        if self.d._machine_override is not None:
+            override = self.d._machine_override
+            if arch not in override.arches:
+                raise InvalidInput(
+                    where,
+                    f"arch {arch!r} is not one of machine description {override.name!r}'s "
+                    f"({', '.join(override.arches)})",
+                )
+            return override, arch
         if machine_type is None:
             machine_type = _DEFAULT_MACHINE.get(arch)
             if machine_type is None:
@@ -785,17 +853,29 @@ class _Reader:
         """Each controller's index; missing ones get the lowest unused index of their type, like libvirt."""
         result: dict[_Element, int] = {}
         used: dict[str, set[int]] = {}
+        usb2_indexes: set[int] = set()
         for el in children:
             if el.tag == "controller" and el.get("index") is not None:
                 where = self.d._path(el)
                 index = _number(str(el.get("index")), where, "index")
                 if el.get("type") == "pci" and index > 255:
                     raise InvalidInput(where, f"PCI controller index {index} too high, maximum is 255")
-                if index in used.setdefault(str(el.get("type")), set()):
+                companion = el.get("type") == "usb" and el.get("model") in _USB2_COMPANIONS
+                if index in used.setdefault(str(el.get("type")), set()) and not (companion and index in usb2_indexes):
                     raise InvalidInput(where, f"a {el.get('type')} controller with index {index} is defined twice")
+                if companion:
+                    usb2_indexes.add(index)
                 used[str(el.get("type"))].add(index)
                 result[el] = index
+        last_usb2: int | None = None
         for el in children:
+            if el.tag == "controller" and el.get("type") == "usb" and el.get("model") in _USB2_COMPANIONS:
+                if el.get("index") is None and last_usb2 is not None:
+                    # libvirt: an unindexed companion joins the USB2 controller before it
+                    result[el] = last_usb2
+                    continue
+                if el in result:
+                    last_usb2 = result[el]
             if el.tag == "controller" and el.get("index") is None:
                 taken = used.setdefault(str(el.get("type")), set())
                 index = next(i for i in range(len(taken) + 1) if i not in taken)

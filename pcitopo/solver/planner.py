@@ -739,11 +739,11 @@ def _assign_bus_nr(
 
 def _finish(request: Topology, result: Topology, policy: Policy, status: Status) -> Plan:
     violations = _validate(result)
-    if violations and policy.libvirt and all(v.rule in ("numa", "hotplug") for v in violations):  # type: ignore[attr-defined]
-        # libvirt places without looking at NUMA or hotplug needs: say which ones its choice breaks
+    if violations and policy.libvirt and all(v.rule in ("numa", "hotplug", "io-space") for v in violations):  # type: ignore[attr-defined]
+        # libvirt places without looking at NUMA or hotplug needs or the IO budget: say what its choice breaks
         raise Unsatisfiable(
             [f"libvirt's placement breaks a requirement: {v}" for v in violations],
-            suggestions=["use the numa or hotplug policy, which place by these requirements"],
+            suggestions=["use the hotplug, numa or minimal policy, which place by these requirements and budgets"],
         )
     if violations:
         raise PcitopoError(

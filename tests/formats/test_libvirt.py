@@ -447,3 +447,42 @@ def test_splice_rejects_overlapping_edits() -> None:
     """Two edits of one span are a bug and say so."""
     with pytest.raises(ValueError, match="overlapping edits at offset 1"):
         splice("abc", [Edit(0, 2, "x"), Edit(1, 3, "y")])
+
+
+def test_an_ich9_usb2_set_shares_one_index() -> None:
+    """EHCI and its UHCI companions may share a controller index, as libvirt allows; an unindexed one joins them."""
+    text = """<domain type='qemu'><name>u</name><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>
+<controller type='usb' index='0' model='ich9-ehci1'/>
+<controller type='usb' index='0' model='ich9-uhci1'/>
+<controller type='usb' model='ich9-uhci2'/>
+</devices></domain>"""
+    devices = LibvirtDomain.from_string(text).topology.devices
+    assert [(d.id, d.kind) for d in devices] == [
+        ("usb0", "ich9-ehci1"),
+        ("usb0-2", "ich9-uhci1"),
+        ("usb0-3", "ich9-uhci2"),
+    ]
+
+
+def test_two_ordinary_usb_controllers_may_not_share_an_index() -> None:
+    """Only USB2 companions share an index; two xHCI controllers with index 0 are refused."""
+    text = """<domain type='qemu'><name>u</name><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>
+<controller type='usb' index='0' model='qemu-xhci'/>
+<controller type='usb' index='0' model='qemu-xhci'/>
+</devices></domain>"""
+    with pytest.raises(InvalidInput) as info:
+        LibvirtDomain.from_string(text)
+    assert str(info.value) == "/domain/devices/controller[2]: a usb controller with index 0 is defined twice"
+
+
+def test_virtio_disks_are_in_libvirt_order() -> None:
+    """libvirt sorts disks by target name when it parses a domain, so vda comes before vdb, and vdz before vdaa."""
+    text = """<domain type='qemu'><name>u</name><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>
+<disk type='file' device='disk'><target dev='vdaa' bus='virtio'/><alias name='ua-aa'/></disk>
+<disk type='file' device='disk'><target dev='vdb' bus='virtio'/><alias name='ua-b'/></disk>
+<interface type='user'><model type='virtio'/><alias name='ua-nic'/></interface>
+<disk type='file' device='disk'><target dev='vdz' bus='virtio'/><alias name='ua-z'/></disk>
+<disk type='file' device='disk'><target dev='vda' bus='virtio'/><alias name='ua-a'/></disk>
+</devices></domain>"""
+    ids = [d.id for d in LibvirtDomain.from_string(text).topology.devices]
+    assert ids == ["ua-a", "ua-b", "ua-nic", "ua-z", "ua-aa"]

@@ -21,7 +21,7 @@ import random
 
 import pytest
 
-from pcitopo.errors import PcitopoError, Unsatisfiable
+from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.solver import solve
 from pcitopo.solver._libvirt import libvirt_assign
@@ -176,8 +176,8 @@ def exported(domain: Domain, policy: str) -> tuple[LibvirtDomain, Topology] | No
         topology = libvirt_assign(source.topology) if policy == "libvirt" else solve(source.topology, policy).topology
     except Unsatisfiable:
         return None
-    except PcitopoError as exc:
-        pytest.xfail(f"the {policy} solver cannot plan {domain}: {str(exc).splitlines()[0]}")
+    except InvalidTopology as exc:
+        pytest.skip(f"{domain} already breaks a rule, so pcitopo writes nothing: {str(exc).splitlines()[1]}")
     return source.with_topology(topology), topology
 
 
