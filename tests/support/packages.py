@@ -25,9 +25,7 @@ def missing_packages(packages: list[str]) -> list[str]:
         return list(packages)
     missing = []
     for name in packages:
-        result = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False)
         if "install ok installed" not in result.stdout:
             missing.append(name)
     return missing
