@@ -16,7 +16,9 @@ the code does; a command that fails makes the build fail.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +35,17 @@ def _run(argv: list[str]) -> str:
     from pcitopo.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    code = main(argv, stdout=out, stderr=err)
+    # argparse prints --help to sys.stdout and wraps at $COLUMNS: fix both
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv, stdout=out, stderr=err)
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
     if code != 0:
         raise ExtensionError(f"pcitopo {' '.join(argv)} exited {code}: {err.getvalue().strip()}")
     return out.getvalue()
