@@ -118,7 +118,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
                 bus_io_labels.add(u.bus_group or "")
             continue
         if cat.startswith("!"):
-            d["impossible"] = d["impossible"] or cat[1:]
+            d["impossible"] = d["impossible"] or f"{ctx.label}: {cat[1:]}"
             continue
         d[cat] += 1
         if cat == "pcie_ports" and u.has_io:

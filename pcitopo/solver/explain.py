@@ -47,7 +47,9 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsati
     conflicts = [c.describe() for c in core]
     facts += _context_reasons(topology, policy, [u for c in core for u in c.units])
     if len(core) == 1:
-        conflicts[0] += " do not fit, even on their own"
+        conflicts[0] += (
+            " does not fit, even on its own" if len(core[0].units) == 1 else " do not fit, even on their own"
+        )
     suggestions: list[str] = []
     others = [c for c in classes if c not in core]
     for cls in core:
@@ -57,12 +59,16 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsati
             relaxed = _relax(cls, lambda x: attrs.evolve(x, hotplug=HotplugNeed.PREFERRED))
             if ok([*rest, relaxed]):
                 suggestions.append(f"drop the hotplug requirement for {len(cls.units)} devices ({_names(cls)})")
+        if u.hotplug is HotplugNeed.FORBIDDEN:
+            relaxed = _relax(cls, lambda x: attrs.evolve(x, hotplug=HotplugNeed.ANY))
+            if ok([*rest, relaxed]):
+                suggestions.append(f"let {_names(cls)} be hot-pluggable")
         if u.numa_node is not None and u.numa_strict:
             relaxed = _relax(cls, lambda x: attrs.evolve(x, numa_strict=False))
             if ok([*rest, relaxed]):
                 suggestions.append(f"let {_names(cls)} leave NUMA node {u.numa_node} when it is full")
         fit = _max_fitting(cls, rest, ok)
-        if fit < len(cls.units):
+        if 0 < fit < len(cls.units):
             suggestions.append(
                 f"drop {len(cls.units) - fit} of the {len(cls.units)} devices ({_names(cls)}): {fit} fit"
             )

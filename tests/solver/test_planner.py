@@ -390,3 +390,44 @@ def test_impossible_groups_are_explained(machine: str, needs: Needs, message: st
     with pytest.raises(Unsatisfiable) as info:
         solve(Topology.build(machine, devices=devices))
     assert message in str(info.value)
+
+
+def test_devices_that_must_not_be_hotpluggable() -> None:
+    """On q35 a PCIe device gets a root port with hotplug off; a conventional one is integrated on pcie.0."""
+    forbidden = Needs(hotplug=HotplugNeed.FORBIDDEN)
+    devices = [Device("a", "virtio-net", needs=forbidden), Device("b", "e1000", needs=forbidden)]
+    plan = solve(Topology.build("q35", devices=devices))
+    t = plan.topology
+    assert t.controller(plan.assigned["a"].bus).hotplug is False
+    assert plan.assigned["b"].bus == 0
+    for d in t.devices:
+        assert d.address is not None
+        assert not t.is_hotpluggable(d.address.bus, d.address.slot)
+
+
+def test_a_device_that_must_not_be_hotpluggable_on_pc_is_explained() -> None:
+    """Every slot of pc is hotpluggable (ACPI), so the request is refused with that reason and the way out."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("pc", devices=[Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
+    err = info.value
+    assert err.conflicts == (
+        "1 conventional PCI device that must not be hotpluggable ('b') does not fit, even on its own",
+    )
+    assert "pci.0: must not be hotpluggable, but every slot here is" in err.facts
+    assert err.suggestions == ("let 'b' be hot-pluggable",)
+
+
+def test_spare_ports_per_numa_node() -> None:
+    """With spare ports per node, every NUMA node gets an expander with that many empty hotplug ports."""
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports=2, spare_ports_per_node=True)
+    devices = [Device("n0", "virtio-net", needs=Needs(numa_node=1, numa_strict=True))]
+    plan = solve(Topology.build("q35", devices=devices, numa_nodes=2), policy)
+    t = plan.topology
+    occupied = {d.address.bus for d in t.devices if d.address is not None}
+    spare_by_node: dict[int | None, int] = {}
+    for c in t.controllers:
+        if c.model == "pcie-root-port" and c.index not in occupied:
+            node = t.numa_node_of_bus(c.index)
+            spare_by_node[node] = spare_by_node.get(node, 0) + 1
+    assert spare_by_node == {None: 2, 0: 2, 1: 2}
+    assert validate(t) == ()
