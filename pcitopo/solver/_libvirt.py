@@ -31,7 +31,9 @@ without an address on one of its own downstream ports (first fit does not
 look for cycles). When the result has a controller cycle, the placement that
 closed it is forbidden and the assignment is run again, so the controller
 takes the next legal choice in libvirt's own order (another bus, or a new
-root port).
+root port). And libvirt 9.0 puts an ICH9 USB2 set that has no UHCI1 (say a
+lone ``ich9-ehci1``) at its own function of an empty slot (``.7``), where
+guests never look; here the set's first controller takes function 0.
 
 >>> from pcitopo.devices import Device
 >>> from pcitopo.topology import Topology
@@ -426,7 +428,12 @@ class _Assigner:
         for b in machine.builtins:
             if b.stands_for is not None:
                 holder = next(
-                    (d for d in self.topology.devices if d.kind == b.stands_for and d.address == b.address), None
+                    (
+                        d
+                        for d in self.topology.devices
+                        if d.kind == b.stands_for and self.items[_dkey(d.id)].address == b.address
+                    ),
+                    None,
                 )
                 if holder is None:
                     holder = next(
@@ -538,6 +545,11 @@ class _Assigner:
                         raise InvalidInput(self._label(item.key), exc.message) from None
                     item.address = address
                 else:
+                    if not any(self.catalog.device(s.kind).usb2_function == 0 for s in usb2_sets[d.id]):
+                        # libvirt 9.0 puts a set without a UHCI1 at its own function of an empty
+                        # slot (ich9-ehci1 alone at .7); guests scan function 0 first and never
+                        # find it, so pcitopo takes function 0 instead (the function-zero rule)
+                        function = 0
                     addrs.reserve_next(item, function)
                 if function == 0:
                     item.multi = True

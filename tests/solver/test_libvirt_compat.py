@@ -12,6 +12,8 @@ import pytest
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import InvalidInput, Unsatisfiable
+from pcitopo.legality.rules import validate
+from pcitopo.solver import solve
 from pcitopo.solver._libvirt import libvirt_assign
 from pcitopo.topology import Topology
 
@@ -224,3 +226,18 @@ def test_pinned_address_libvirt_refuses_names_the_device() -> None:
     with pytest.raises(InvalidInput) as info:
         libvirt_assign(t)
     assert str(info.value) == "device 'b': Attempted double use of PCI Address 0000:00:05.0"
+
+
+def test_a_lone_ehci_takes_function_zero_where_libvirt_would_hide_it() -> None:
+    """libvirt 9.0 puts a lone ich9-ehci1 at .7 of an empty slot; pcitopo's libvirt policy uses .0 so guests see it."""
+    plan = solve(Topology.build("q35", devices=[Device("ehci", "ich9-ehci1")]), "libvirt")
+    assert plan.assigned["ehci"].function == 0
+    assert validate(plan.topology) == ()
+
+
+def test_only_one_device_stands_for_a_builtin() -> None:
+    """The first unaddressed AHCI is the chipset's SATA at 00:1f.2; a second one gets a slot of its own."""
+    plan = solve(Topology.build("q35", devices=[Device("a", "ahci"), Device("b", "ahci")]), "libvirt")
+    assert str(plan.assigned["a"]) == "0000:00:1f.2"
+    assert plan.assigned["b"] != plan.assigned["a"]
+    assert validate(plan.topology) == ()
