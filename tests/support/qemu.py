@@ -8,6 +8,7 @@ names the binary a machine description asks for.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -34,9 +35,11 @@ def require_qemu() -> str | None:
 
 @pytest.fixture(scope="session")
 def qemu() -> None:
-    """Make sure the QEMU binaries exist; skip with the installer's reason if impossible."""
+    """Make sure the QEMU binaries exist; skip with the installer's reason if impossible (fail in CI)."""
     reason = require_qemu()
     if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the QEMU tests, but: {reason}")
         pytest.skip(reason)
 
 
