@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from pcitopo._frozen import FrozenDict
 from pcitopo.errors import InvalidDescription, UnknownName
 from pcitopo.legality._toml import Table, load_packaged, load_path
 
@@ -299,7 +300,7 @@ class Catalog:
                 if kind.name in kinds or kind.name in models:
                     raise InvalidDescription(dsource, kind.name, "defined twice")
                 kinds[kind.name] = kind
-        return cls(controllers=_FrozenDict(models), devices=_FrozenDict(kinds))
+        return cls(controllers=FrozenDict(models), devices=FrozenDict(kinds))
 
     def controller(self, name: str) -> ControllerModel:
         """The controller model called ``name``; :class:`UnknownName` if none."""
@@ -318,18 +319,6 @@ class Catalog:
     def controllers_accepting(self, connect: Connect) -> tuple[ControllerModel, ...]:
         """Controller models whose bus accepts ``connect``, in file order."""
         return tuple(m for m in self.controllers.values() if connect in m.accepts)
-
-
-class _FrozenDict(dict[str, Any]):
-    """A dict that refuses changes, so a shared catalog stays shared safely."""
-
-    def _refuse(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("catalog mappings are read-only")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(self))
 
 
 @functools.cache

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import attrs
 
+from pcitopo._frozen import FrozenDict
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, UnknownName
 
@@ -69,6 +70,10 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "integrated": 5,
     "fewer-controllers": 1,
 }
+
+
+def _weights(value: Mapping[str, int]) -> Mapping[str, int]:
+    return FrozenDict(value)
 
 
 @attrs.frozen
@@ -114,7 +119,8 @@ class Policy:
     libvirt: bool = False
     """Reproduce libvirt's placement choices exactly."""
     overrides: tuple[Override, ...] = ()
-    weights: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_WEIGHTS), eq=False)
+    weights: Mapping[str, int] = attrs.field(factory=lambda: FrozenDict(DEFAULT_WEIGHTS), converter=_weights, eq=False)
+    """Weight of each soft constraint (read-only; build a new policy to change it)."""
 
     def __attrs_post_init__(self) -> None:
         if self.spare_ports < 0:
