@@ -40,7 +40,7 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,6 +57,7 @@ RESULTS = HERE / "results"
 DOCS_PAGE = ROOT / "docs" / "benchmarks.rst"
 ASSIGN_INPUT = DATA / "assign-q35-150.xml"
 MEMORY_LIMIT_MB = 100.0
+T = TypeVar("T")
 BEGIN = ".. BEGIN GENERATED RESULTS (python benchmarks/run.py --update-docs)"
 END = ".. END GENERATED RESULTS"
 
@@ -99,26 +100,36 @@ class Settings:
     min_repeats: int = 3
 
 
-def measure(fn: Callable[[], object], settings: Settings) -> tuple[list[float], float]:
-    """Wall times (ms) of repeated calls of ``fn`` after one warm-up, and its peak traced memory (MB)."""
-    fn()  # warm-up: imports, caches of machine descriptions
+def measure(fn: Callable[[T], object], settings: Settings, setup: Callable[[], T]) -> tuple[list[float], float]:
+    """Wall times (ms) of repeated ``fn(setup())`` after one warm-up, and the peak traced memory (MB) of one.
+
+    ``setup`` runs before the clock starts, every time, so that a run never
+    profits from what an earlier one cached on its input.
+    """
+    fn(setup())  # warm-up: imports, caches of machine descriptions
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < settings.repeats:
+        arg = setup()
         gc.collect()
         t0 = time.perf_counter()
-        fn()
+        fn(arg)
         times.append((time.perf_counter() - t0) * 1000)
         if len(times) >= settings.min_repeats and time.perf_counter() - started > settings.budget_s:
             break
+    arg = setup()
     gc.collect()
     tracemalloc.start()
     try:
-        fn()
+        fn(arg)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     return times, peak / 2**20
+
+
+def _nothing() -> None:
+    return None
 
 
 def _fill(result: Result, times: list[float], peak_mb: float) -> Result:
@@ -159,13 +170,20 @@ def bench_plan(path: Path, settings: Settings) -> Result:
     """Times ``pcitopo.solver.solve(topology, policy)`` on the topology of one data file.
 
     Reading the JSON and building the :class:`~pcitopo.topology.Topology` happen
-    before the clock starts; the time covers the whole solve: demand classes,
+    before the clock starts, anew for every run (so no run profits from the
+    graph an earlier one cached on its input); the time covers the whole
+    solve: the input's graph, demand classes,
     the CSP, the layout, the controllers' identities and the validation of the
     plan. A case the solver proves unsatisfiable is timed too (the time to
     explain it).
     """
     data, topology = load_case(path)
     policy = Policy.named(data["policy"])
+
+    def fresh() -> Topology:
+        """A new, equal topology: nothing cached on it by an earlier run."""
+        return load_case(path)[1]
+
     from pcitopo.solver import solve
 
     result = Result(
@@ -183,11 +201,11 @@ def bench_plan(path: Path, settings: Settings) -> Result:
         result.outcome = "unsatisfiable"
         result.message = str(exc)
 
-        def explain() -> None:
+        def explain(t: Topology) -> None:
             with contextlib.suppress(Unsatisfiable):
-                solve(topology, policy)
+                solve(t, policy)
 
-        return _fill(result, *measure(explain, settings))
+        return _fill(result, *measure(explain, settings, fresh))
     except PcitopoError as exc:
         result.outcome = "error"
         result.message = str(exc)
@@ -201,7 +219,7 @@ def bench_plan(path: Path, settings: Settings) -> Result:
         cost=plan.cost,
         status=plan.status.value,
     )
-    return _fill(result, *measure(lambda: solve(topology, policy), settings))
+    return _fill(result, *measure(lambda t: solve(t, policy), settings, fresh))
 
 
 def bench_assign(path: Path, settings: Settings) -> Result:
@@ -224,7 +242,7 @@ def bench_assign(path: Path, settings: Settings) -> Result:
         out = Path(tmp) / "out.xml"
         sink = io.StringIO()
 
-        def run() -> None:
+        def run(_: None = None) -> None:
             code = main(["assign", str(path), "-o", str(out)], stdout=sink, stderr=sink)
             if code != 0:
                 raise RuntimeError(f"pcitopo assign exited {code}: {sink.getvalue()[-500:]}")
@@ -237,7 +255,7 @@ def bench_assign(path: Path, settings: Settings) -> Result:
             return result
         text = out.read_text(encoding="utf-8")
         result.facts["pcie_root_ports"] = text.count("model='pcie-root-port'")
-        return _fill(result, *measure(run, settings))
+        return _fill(result, *measure(run, settings, _nothing))
 
 
 def bench_virsh_define(path: Path, settings: Settings) -> Result:
@@ -276,7 +294,7 @@ def bench_virsh_define(path: Path, settings: Settings) -> Result:
         return result
     result.facts["pcie_root_ports"] = dumped.count("model='pcie-root-port'")
     result.facts["libvirt_version"] = _libvirt_version()
-    times, _ = measure(lambda: define_and_dump(xml), settings)
+    times, _ = measure(lambda _: define_and_dump(xml), settings, _nothing)
     result = _fill(result, times, 0.0)
     result.peak_mb = None  # the work happens in libvirtd, not in this process
     return result
