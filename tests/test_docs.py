@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packages import ensure_packages
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
@@ -34,7 +36,12 @@ def _build(builder: str, out: Path) -> subprocess.CompletedProcess[str]:
 
 def test_html_builds_without_warnings(tmp_path: Path) -> None:
     """``sphinx-build -W -b html`` succeeds: no broken reference, directive or docstring, every picture drawn."""
-    assert shutil.which("dot"), "Graphviz's dot draws the topology pictures; install graphviz"
+    reason = ensure_packages(["graphviz"])
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must build the docs with their pictures, but: {reason}")
+        pytest.skip(reason)
+    assert shutil.which("dot"), "Graphviz's dot draws the topology pictures"
     result = _build("html", tmp_path / "html")
     assert result.returncode == 0, result.stderr + result.stdout
     page = (tmp_path / "html" / "quickstart.html").read_text(encoding="utf-8")
