@@ -523,6 +523,24 @@ class Topology:
         ``strict=False`` applies libvirt's relaxation for addresses a user gave:
         a bus that takes any endpoint takes both conventional and PCIe endpoints.
         """
+        key = (bus, model.name if model is not None else None, kind.name if kind is not None else None, strict)
+        cache = self._placement_cache
+        if key not in cache:
+            cache[key] = self._placement_problem(bus, model=model, kind=kind, strict=strict)
+        return cache[key]
+
+    @functools.cached_property
+    def _placement_cache(self) -> dict[tuple[int, str | None, str | None, bool], str | None]:
+        return {}
+
+    def _placement_problem(
+        self, bus: int, *, model: ControllerModel | None = None, kind: DeviceKind | None = None, strict: bool = True
+    ) -> str | None:
+        """Why a controller ``model`` or an endpoint ``kind`` may not plug into ``bus`` (``None``: it may).
+
+        ``strict=False`` applies libvirt's relaxation for addresses a user gave:
+        a bus that takes any endpoint takes both conventional and PCIe endpoints.
+        """
         bus_model = self.model(bus)
         bus_label = f"bus {bus} ({bus_model.name})"
         if model is not None:

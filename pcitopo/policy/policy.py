@@ -34,6 +34,7 @@ pcitopo.errors.UnknownName: unknown policy 'fastest'; known: hotplug, libvirt, m
 from __future__ import annotations
 
 import fnmatch
+import functools
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,7 +106,11 @@ class Policy:
     spare_ports_per_node: bool = False
     """Leave ``spare_ports`` under every NUMA node's expander bus too."""
     hotplug_off_occupied: bool = False
-    """Turn hotplug off on ports that hold a device; spare ports stay hotpluggable."""
+    """Turn hotplug off on ports that hold a device; spare ports stay hotpluggable.
+
+    Devices that do not themselves require hotplug then get no hotplug
+    requirement from the policy (a port with hotplug off cannot meet one).
+    """
     port_packing: PortPacking = "multifunction"
     """Root ports 8 per slot as multifunction, or one per slot."""
     allow_switches: bool = True
@@ -234,7 +239,8 @@ class Policy:
         """
         needs = device.needs
         if needs.hotplug is HotplugNeed.ANY:
-            needs = attrs.evolve(needs, hotplug=self.hotplug)
+            default = HotplugNeed.ANY if self.hotplug_off_occupied else self.hotplug
+            needs = _with_hotplug(needs, default)
         for o in self.overrides:
             if o.applies_to(device):
                 changes: dict[str, Any] = {}
@@ -251,6 +257,11 @@ class Policy:
 
     def __str__(self) -> str:
         return self.name
+
+
+@functools.lru_cache(maxsize=4096)
+def _with_hotplug(needs: Needs, hotplug: HotplugNeed) -> Needs:
+    return attrs.evolve(needs, hotplug=hotplug)
 
 
 def _override(source: str, i: int, rule: Any) -> Override:

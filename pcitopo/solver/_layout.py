@@ -93,6 +93,15 @@ class Counts:
     impossible: str = ""
 
 
+_COUNT_FIELDS = tuple(f.name for f in attrs.fields(Counts) if f.name != "impossible")
+
+
+def add_counts(a: Counts, b: Counts) -> Counts:
+    """The counts of two groups of units given to one context."""
+    values = {name: getattr(a, name) + getattr(b, name) for name in _COUNT_FIELDS}
+    return Counts(**values, impossible=a.impossible or b.impossible)
+
+
 def categorize(ctx: Context, units: Sequence[Unit], policy: Policy) -> Counts:
     c = Counts()
     return add_units(ctx, c, units, policy)
@@ -242,7 +251,9 @@ class Decision:
     tree_units: int = 0
     tree_io: int = 0
     tree_bridges: int = 0
-    """pci-bridges fanned out under the pcie-to-pci-bridge."""
+    """pci-bridges fanned out under the top bridges of the trees."""
+    tree_sizes: tuple[int, ...] = ()
+    """Endpoints of each bridge tree (pcie-to-pci-bridge behind a root port, or a pci-bridge on a root bus)."""
     tree_via_dmi: bool = False
     dmi: bool = False
     dmi_units: int = 0
@@ -271,6 +282,40 @@ def fanout(n: int) -> int:
     if n <= BRIDGE_SLOTS:
         return 0
     return math.ceil((n - BRIDGE_SLOTS) / (BRIDGE_SLOTS - 1))
+
+
+TREE_CAPACITY = BRIDGE_SLOTS + (BRIDGE_SLOTS - 1) * BRIDGE_SLOTS
+"""Endpoints one bridge tree holds: a 31-slot bridge with up to 31 pci-bridges fanned out below it."""
+
+
+def split_trees(n: int) -> tuple[int, ...]:
+    """Endpoints per bridge tree: full trees first."""
+    sizes = []
+    while n > 0:
+        sizes.append(min(n, TREE_CAPACITY))
+        n -= sizes[-1]
+    return tuple(sizes)
+
+
+def trees_io_buses(sizes: tuple[int, ...], n_io: int) -> int:
+    """IO-holding buses of several trees, IO endpoints filling the first trees first."""
+    total = 0
+    for size in sizes:
+        here = min(size, n_io)
+        total += tree_io_buses(size, here)
+        n_io -= here
+    return total
+
+
+def trees_buses(sizes: tuple[int, ...]) -> int:
+    """Bridges of several trees: each top bridge and its fanned-out pci-bridges."""
+    return sum(1 + fanout(size) for size in sizes)
+
+
+def tree_free_slots(size: int) -> int:
+    """Empty hotpluggable slots a tree of ``size`` endpoints keeps."""
+    m = fanout(size)
+    return (BRIDGE_SLOTS - m) + BRIDGE_SLOTS * m - size
 
 
 def tree_io_buses(n: int, n_io: int) -> int:
@@ -337,7 +382,8 @@ def _decide_pcie(
         tree_io = c.pci_tree_io + max(0, c.int_opt_pci_io - ic)
         dmi_units = c.pci_off
         dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
-        tree_rp = 1 if tree_units > 0 and not use_dmi_tree else 0
+        trees = split_trees(tree_units) if not use_dmi_tree else ()
+        tree_rp = len(trees)
         fixed_rp = tree_rp + c.sw_groups + c.bus_groups
         slots_left = free - c.int_req - i_opt - fb - (1 if dmi else 0)
         if slots_left < 0:
@@ -357,16 +403,16 @@ def _decide_pcie(
                 return None
         used_port_slots = max(0, direct + switches - aggregate_free)
         root_slots = c.int_req + i_opt + fb + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
-        tree_bridges = fanout(tree_units) if not use_dmi_tree else 0
+        tree_bridges = sum(fanout(size) for size in trees)
         dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
         if dmi and dmi_units + dmi_bridges > 32:
             return None
-        bus = direct + 2 * switches + downstream + (1 + tree_bridges if tree_units and not use_dmi_tree else 0)
+        bus = direct + 2 * switches + downstream + trees_buses(trees)
         bus += (1 + dmi_bridges) if dmi else 0
         bus += c.sw_groups + c.sw_units + c.bus_groups  # upstream + downstream ports; group bridges
         io = c.pcie_io + c.sw_io + c.bus_io_groups
         if not use_dmi_tree:
-            io += tree_io_buses(tree_units, tree_io)
+            io += trees_io_buses(trees, tree_io)
         else:
             io += min(dmi_bridges, math.ceil(tree_io / BRIDGE_SLOTS)) if tree_io else 0
         if c.pci_off_io or (use_dmi_tree and tree_io):
@@ -374,7 +420,7 @@ def _decide_pcie(
         if bus_cap is not None and bus > bus_cap:
             return None
         controllers = direct + 2 * switches + downstream
-        controllers += (1 + tree_bridges) if tree_units and not use_dmi_tree else 0
+        controllers += trees_buses(trees)
         controllers += (1 + dmi_bridges) if dmi else 0
         controllers += c.sw_groups + c.sw_units + c.bus_groups
         return Decision(
@@ -389,6 +435,7 @@ def _decide_pcie(
             tree_units=tree_units,
             tree_io=tree_io,
             tree_bridges=tree_bridges,
+            tree_sizes=trees,
             tree_via_dmi=use_dmi_tree,
             dmi=dmi,
             dmi_units=dmi_units,
@@ -448,23 +495,32 @@ def _decide_pci(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expa
             direct_cap = free - bridges
             on_direct = min(direct_units, direct_cap)
             bridged = c.pci_hot_only + direct_units - on_direct
-            if bridged > BRIDGE_SLOTS * bridges:
+            if bridged > TREE_CAPACITY * bridges:
                 continue
-            hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + BRIDGE_SLOTS * bridges - bridged
+            # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
+            if bridged <= BRIDGE_SLOTS * bridges:
+                sizes = tuple(min(BRIDGE_SLOTS, max(0, bridged - BRIDGE_SLOTS * i)) for i in range(bridges))
+            else:
+                sizes = split_trees(bridged)
+                sizes = sizes + (0,) * (bridges - len(sizes))
+            hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + sum(tree_free_slots(n) for n in sizes)
             if hot_free < spare_n:
                 continue
             # direct slots take IO-BAR endpoints first: the root bus needs no IO window
             io_bridged = c.pci_hot_only_io + max(0, c.pci_direct_io - on_direct)
+            buses = trees_buses(sizes)
             return Decision(
                 True,
                 direct_units=on_direct,
                 root_bridges=bridges,
                 tree_units=bridged,
                 tree_io=io_bridged,
+                tree_sizes=sizes,
+                tree_bridges=buses - bridges,
                 root_slots=on_direct + bridges + c.bus_groups,
-                bus_numbers=bridges + c.bus_groups,
-                io_windows=math.ceil(io_bridged / BRIDGE_SLOTS) + c.bus_io_groups,
-                controllers=bridges + c.bus_groups,
+                bus_numbers=buses + c.bus_groups,
+                io_windows=trees_io_buses(sizes, io_bridged) + c.bus_io_groups,
+                controllers=buses + c.bus_groups,
                 hot_misses=c.hot_misses,
                 spare=spare_n,
                 spare_missing=need_spare - spare_n,

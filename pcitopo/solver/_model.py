@@ -90,8 +90,6 @@ def device_io_size(topology: Topology, device: Device, *, behind_pcie_port: bool
 
 def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
     """The unplaced devices as units, in definition order; slot groups joined."""
-    pcie = topology.machine.pcie
-    catalog = topology.catalog
     pending = [(i, d) for i, d in enumerate(topology.devices) if d.address is None]
     groups: dict[str, list[tuple[int, Device]]] = {}
     order: list[tuple[int, str | None, Device | None]] = []
@@ -120,65 +118,103 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
                 )
     units: list[Unit] = []
     memo: dict[tuple[str, Needs], Needs] = {}
+    shapes: dict[tuple[object, ...], Unit] = {}
     for i, group, single in order:
-        members = [single] if single is not None else [d for _, d in groups[group or ""]]
+        if single is not None:
+            # most units are one device: their needs resolve the same way for the same kind and needs
+            key = (single.kind, single.needs, single.io_bar)
+            shape = shapes.get(key)
+            if shape is None:
+                shape = _unit(topology, policy, [single], None, 0, memo)
+                shapes[key] = shape
+            hint = shape.rank[0] if single.needs.order is not None else float(i)
+            units.append(
+                Unit(
+                    (single,),
+                    shape.connect,
+                    shape.hotplug,
+                    shape.numa_node,
+                    shape.numa_strict,
+                    shape.integrated_required,
+                    shape.can_integrate,
+                    shape.io_size,
+                    i,
+                    shape.switch_group,
+                    shape.bus_group,
+                    (hint, i),
+                )
+            )
+            continue
+        members = [d for _, d in groups[group or ""]]
         if group is not None and group in placed_groups:
             raise InvalidInput(
                 f"device {members[0].id!r}",
                 f"slot group {group!r} already has placed functions; give this device an address in that slot",
             )
-        if len(members) > 8:
-            raise InvalidInput(f"slot group {group!r}", f"has {len(members)} devices but a slot has only 8 functions")
-        needs = [_needs(policy, d, memo) for d in members]
-        kinds = [catalog.device(d.kind) for d in members]
-        connects = {k.connect_on(pcie=pcie) for k in kinds}
-        connect = Connect.PCIE_DEVICE if Connect.PCIE_DEVICE in connects else Connect.PCI_DEVICE
-        hot = _strongest_hotplug([n.hotplug for n in needs], [d.id for d in members])
-        nodes = {n.numa_node for n in needs if n.numa_node is not None}
-        if len(nodes) > 1:
-            raise InvalidInput(f"slot group {group!r}", f"its devices ask for different NUMA nodes {sorted(nodes)}")
-        node = nodes.pop() if nodes else None
-        strict = any(n.numa_strict for n in needs if n.numa_node is not None) or (policy.numa and node is not None)
-        integrated_required = any(
-            n.integrated or k.integrated is Integrated.REQUIRED for n, k in zip(needs, kinds, strict=True)
-        )
-        can_integrate = all(k.integrated is not Integrated.FORBIDDEN for k in kinds)
-        behind_port = connect is Connect.PCIE_DEVICE
-        io = sum(device_io_size(topology, d, behind_pcie_port=behind_port) for d in members)
-        switch_groups = {n.switch_group for n in needs}
-        bus_groups = {n.bus_group for n in needs}
-        if len(switch_groups) > 1 or len(bus_groups) > 1:
-            raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
-        hints = [n.order for n in needs if n.order is not None]
-        rank = (float(min(hints)) if hints else float(i), i)
-        if hot is HotplugNeed.REQUIRED and not all(k.hotpluggable for k in kinds):
-            own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
-            if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
-                d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
-                raise Unsatisfiable(
-                    [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
-                    suggestions=[f"drop the hotplug requirement of {d.id!r}"],
-                )
-            # the policy's default does not apply to a kind that is never hot-plugged
-            hot = HotplugNeed.ANY
-        units.append(
-            Unit(
-                devices=tuple(members),
-                connect=connect,
-                hotplug=hot,
-                numa_node=node,
-                numa_strict=strict,
-                integrated_required=integrated_required,
-                can_integrate=can_integrate,
-                io_size=io,
-                position=i,
-                switch_group=switch_groups.pop(),
-                bus_group=bus_groups.pop(),
-                rank=rank,
-            )
-        )
+        units.append(_unit(topology, policy, members, group, i, memo))
     _check_groups(units)
     return tuple(units)
+
+
+def _unit(
+    topology: Topology,
+    policy: Policy,
+    members: list[Device],
+    group: str | None,
+    i: int,
+    memo: dict[tuple[str, Needs], Needs],
+) -> Unit:
+    """One unit from its devices (one, or the functions of a slot group)."""
+    pcie = topology.machine.pcie
+    catalog = topology.catalog
+    if len(members) > 8:
+        raise InvalidInput(f"slot group {group!r}", f"has {len(members)} devices but a slot has only 8 functions")
+    needs = [_needs(policy, d, memo) for d in members]
+    kinds = [catalog.device(d.kind) for d in members]
+    connects = {k.connect_on(pcie=pcie) for k in kinds}
+    connect = Connect.PCIE_DEVICE if Connect.PCIE_DEVICE in connects else Connect.PCI_DEVICE
+    hot = _strongest_hotplug([n.hotplug for n in needs], [d.id for d in members])
+    nodes = {n.numa_node for n in needs if n.numa_node is not None}
+    if len(nodes) > 1:
+        raise InvalidInput(f"slot group {group!r}", f"its devices ask for different NUMA nodes {sorted(nodes)}")
+    node = nodes.pop() if nodes else None
+    strict = any(n.numa_strict for n in needs if n.numa_node is not None) or (policy.numa and node is not None)
+    integrated_required = any(
+        n.integrated or k.integrated is Integrated.REQUIRED for n, k in zip(needs, kinds, strict=True)
+    )
+    can_integrate = all(k.integrated is not Integrated.FORBIDDEN for k in kinds)
+    behind_port = connect is Connect.PCIE_DEVICE
+    io = sum(device_io_size(topology, d, behind_pcie_port=behind_port) for d in members)
+    switch_groups = {n.switch_group for n in needs}
+    bus_groups = {n.bus_group for n in needs}
+    if len(switch_groups) > 1 or len(bus_groups) > 1:
+        raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
+    hints = [n.order for n in needs if n.order is not None]
+    rank = (float(min(hints)) if hints else float(i), i)
+    if hot is HotplugNeed.REQUIRED and not all(k.hotpluggable for k in kinds):
+        own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
+        if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
+            d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+            raise Unsatisfiable(
+                [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
+                suggestions=[f"drop the hotplug requirement of {d.id!r}"],
+            )
+        # the policy's default does not apply to a kind that is never hot-plugged
+        hot = HotplugNeed.ANY
+    return Unit(
+        devices=tuple(members),
+        connect=connect,
+        hotplug=hot,
+        numa_node=node,
+        numa_strict=strict,
+        integrated_required=integrated_required,
+        can_integrate=can_integrate,
+        io_size=io,
+        position=i,
+        switch_group=switch_groups.pop(),
+        bus_group=bus_groups.pop(),
+        rank=rank,
+    )
 
 
 def _check_groups(units: Sequence[Unit]) -> None:

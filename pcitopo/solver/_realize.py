@@ -228,7 +228,7 @@ def realize_pcie(
         except StopIteration:
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
-    tree_rp = 1 if tree_units else 0
+    tree_rp = len(decision.tree_sizes) if tree_units else 0
     direct_units = port_units[: decision.direct_ports]
     switched_units = port_units[decision.direct_ports :]
     for u in direct_units:
@@ -246,15 +246,12 @@ def realize_pcie(
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(bridge.index, s))
     if tree_rp:
-        rp = b.root_port(next_port_position())
-        bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
-        m = fanout(len(tree_units))
-        fan = [b.pci_bridge(_addr(bridge.index, s)) for s in range(1, m + 1)]
-        order = [_addr(bridge.index, s) for s in range(m + 1, BRIDGE_SLOTS + 1)]
-        for br in fan:
-            order += [_addr(br.index, s) for s in range(1, BRIDGE_SLOTS + 1)]
-        for u, a in zip(tree_units, order, strict=False):
-            b.place(u, a)
+        remaining = list(tree_units)
+        for size in decision.tree_sizes:
+            rp = b.root_port(next_port_position())
+            bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
+            _fill_tree(b, bridge.index, remaining[:size])
+            del remaining[:size]
     # switches: their uplinks, then downstream ports for the remaining units and spares
     spare_left = decision.spare
     downstream_needed = decision.downstream
@@ -274,6 +271,22 @@ def realize_pcie(
                 spare_left -= 1
     for _ in range(max(0, spare_left)):
         b.root_port(next_port_position())
+
+
+def _fill_tree(b: Builder, top: int, units: Sequence[Unit]) -> None:
+    """Place units on a bridge tree: the top bridge's free slots first, then fanned-out pci-bridges.
+
+    With ``m`` pci-bridges fanned out, they take the top bridge's slots 1..m
+    and the units its slots m+1..31, then each pci-bridge's slots 1..31, so
+    addresses grow with the units' order.
+    """
+    m = fanout(len(units))
+    fan = [b.pci_bridge(_addr(top, s)) for s in range(1, m + 1)]
+    order = [_addr(top, s) for s in range(m + 1, BRIDGE_SLOTS + 1)]
+    for br in fan:
+        order += [_addr(br.index, s) for s in range(1, BRIDGE_SLOTS + 1)]
+    for u, a in zip(units, order, strict=False):
+        b.place(u, a)
 
 
 def _groups(units: Sequence[Unit], attr: str) -> list[tuple[str, list[Unit]]]:
@@ -328,12 +341,10 @@ def realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(br.index, s))
-    for _ in range(decision.root_bridges):
+    for size in decision.tree_sizes:
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
-        for s in range(1, BRIDGE_SLOTS + 1):
-            if not bridged:
-                break
-            b.place(bridged.pop(0), _addr(br.index, s))
+        _fill_tree(b, br.index, bridged[:size])
+        del bridged[:size]
 
 
 def realize_new_phbs(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:

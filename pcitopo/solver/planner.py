@@ -41,7 +41,7 @@ from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.legality.catalog import Connect
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _csp
-from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Counts, Decision, add_units, decide
+from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Counts, Decision, add_counts, add_units, decide
 from pcitopo.solver._model import (
     DemandClass,
     Unit,
@@ -175,6 +175,8 @@ class _Problem:
     """Bus numbers free in the main domain for the main root and new expanders."""
     io_budget: int | None
     io_used: int
+    cache: dict[tuple[str, int], Counts] = attrs.field(factory=dict, eq=False, repr=False)
+    """Counts of each piece in each context, filled during the search."""
 
 
 def _allocate(topology: Topology, policy: Policy) -> tuple[Topology, Status]:
@@ -539,7 +541,33 @@ def _assignment_by_context(problem: _Problem, assignment: Mapping[str, int]) -> 
     return by_ctx
 
 
-def _decisions(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]]) -> dict[int, Decision] | None:
+_Piece = tuple[str, int, int, int]
+"""A piece of a demand class: (cache key, class index, first unit, end unit)."""
+
+
+def _pieces_by_context(problem: _Problem, assignment: Mapping[str, int]) -> dict[int, list[_Piece]]:
+    by_ctx: dict[int, list[_Piece]] = {}
+    for ci, ctx_id in problem.fixed.items():
+        by_ctx.setdefault(ctx_id, []).append((f"f{ci}", ci, 0, len(problem.classes[ci].units)))
+    for name, (ci, start, end) in problem.chunks.items():
+        if name in assignment:
+            by_ctx.setdefault(assignment[name], []).append((name, ci, start, end))
+    return by_ctx
+
+
+def _counts(problem: _Problem, ctx: Context, pieces: Sequence[_Piece]) -> Counts:
+    """A context's counts, summed from cached counts of each piece (the CSP checks thousands of assignments)."""
+    total = Counts()
+    for key, ci, start, end in pieces:
+        cached = problem.cache.get((key, ctx.id))
+        if cached is None:
+            cached = add_units(ctx, Counts(), problem.classes[ci].units[start:end], problem.policy)
+            problem.cache[(key, ctx.id)] = cached
+        total = add_counts(total, cached)
+    return total
+
+
+def _decisions(problem: _Problem, by_ctx: Mapping[int, Sequence[_Piece]]) -> dict[int, Decision] | None:
     policy = problem.policy
     new_expanders = [
         ctx.id
@@ -549,10 +577,10 @@ def _decisions(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]]) -> dict[
     ]
     decisions: dict[int, Decision] = {}
     for ctx in problem.contexts:
-        units = by_ctx.get(ctx.id, [])
-        if ctx.id != 0 and not units and not problem.spare.get(ctx.id):
+        pieces = by_ctx.get(ctx.id, [])
+        if ctx.id != 0 and not pieces and not problem.spare.get(ctx.id):
             continue
-        counts = add_units(ctx, Counts(), units, policy)
+        counts = _counts(problem, ctx, pieces)
         d = decide(
             ctx,
             counts,
@@ -568,7 +596,7 @@ def _decisions(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]]) -> dict[
 
 
 def _evaluate(problem: _Problem, assignment: Mapping[str, int]) -> int | None:
-    by_ctx = _assignment_by_context(problem, assignment)
+    by_ctx = _pieces_by_context(problem, assignment)
     if -1 in by_ctx:
         return None
     decisions = _decisions(problem, by_ctx)
@@ -577,7 +605,7 @@ def _evaluate(problem: _Problem, assignment: Mapping[str, int]) -> int | None:
     return _cost(problem, by_ctx, decisions)
 
 
-def _cost(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]], decisions: Mapping[int, Decision]) -> int | None:
+def _cost(problem: _Problem, by_ctx: Mapping[int, Sequence[_Piece]], decisions: Mapping[int, Decision]) -> int | None:
     w = problem.policy.weights
     main_bus = 0
     io = problem.io_used
@@ -604,9 +632,10 @@ def _cost(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]], decisions: Ma
         cost += w.get("hotplug", 100) * d.hot_misses
         cost += w.get("integrated", 5) * d.int_misses
         cost += w.get("spare-ports", 20) * d.spare_missing
-        for u in by_ctx.get(ctx_id, ()):
-            if u.numa_node is not None and ctx.numa_node != u.numa_node:
-                cost += w.get("numa", 50)
+        for _, ci, start, end in by_ctx.get(ctx_id, ()):
+            node = problem.classes[ci].sample.numa_node
+            if node is not None and ctx.numa_node != node:
+                cost += w.get("numa", 50) * (end - start)
     if main_bus > problem.region:
         return None
     if problem.io_budget is not None and io > problem.io_budget:
@@ -624,7 +653,7 @@ def _cost(problem: _Problem, by_ctx: Mapping[int, Sequence[Unit]], decisions: Ma
 def _realize(problem: _Problem, assignment: Mapping[str, int]) -> Topology:
     topology = problem.topology
     by_ctx = _assignment_by_context(problem, assignment)
-    decisions = _decisions(problem, by_ctx)
+    decisions = _decisions(problem, _pieces_by_context(problem, assignment))
     if decisions is None:  # pragma: no cover - the search only returns feasible assignments
         raise Unsatisfiable(["internal: the chosen assignment is not feasible"])
     b = Builder(

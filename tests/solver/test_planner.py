@@ -431,3 +431,30 @@ def test_spare_ports_per_numa_node() -> None:
             spare_by_node[node] = spare_by_node.get(node, 0) + 1
     assert spare_by_node == {None: 2, 0: 2, 1: 2}
     assert validate(t) == ()
+
+
+def test_hotplug_off_occupied_works_on_top_of_the_hotplug_policy() -> None:
+    """With ``hotplug-off-occupied`` the default hotplug requirement no longer applies: occupied ports are off."""
+    policy = Policy.from_mapping({"hotplug-off-occupied": True, "spare-ports": 2})
+    plan = solve(Topology.build("q35", devices=nics(2)), policy)
+    occupied = {d.address.bus for d in plan.topology.devices if d.address is not None}
+    ports = {c.index: c.hotplug for c in plan.added}
+    assert [ports[i] for i in sorted(occupied)] == [False, False]
+    assert [v for k, v in sorted(ports.items()) if k not in occupied] == [None, None]
+
+
+@pytest.mark.parametrize(("machine", "count"), [("q35", 1900), ("pc", 1500)])
+def test_more_conventional_devices_than_one_bridge_tree_holds(machine: str, count: int) -> None:
+    """Past 961 conventional devices (31 bridges of 31) a second bridge tree is started; the plan is legal."""
+    plan = solve(Topology.build(machine, devices=nics(count, "i6300esb", prefix="wd")))
+    t = plan.topology
+    assert validate(t) == ()
+    tops = [
+        c
+        for c in plan.added
+        if c.model in ("pcie-to-pci-bridge", "pci-bridge")
+        and c.address
+        and c.address.bus in {x.index for x in t.controllers if x.model in ("pcie-root-port", "pci-root")}
+    ]
+    assert len(tops) >= 2
+    assert len({d.address for d in t.devices}) == count
