@@ -171,13 +171,13 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     from pcitopo.solver import solve
 
     plan = solve(domain.topology, policy)
-    result = domain.with_topology(plan.topology)
+    text = domain.export(plan.topology)
     if args.output:
-        _write_atomic(args.output, result.to_bytes())
+        _write_atomic(args.output, text.encode(domain.encoding))
     if args.json:
         _json(
             {
-                "machine": result.machine.name,
+                "machine": domain.machine.name,
                 "policy": plan.policy.name,
                 "status": plan.status.value,
                 "cost": plan.cost,
@@ -192,8 +192,8 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
             out,
         )
     elif not args.output:
-        out.write(result.to_string())
-        if not result.to_string().endswith("\n"):
+        out.write(text)
+        if not text.endswith("\n"):
             out.write("\n")
     return EXIT_OK
 

@@ -652,12 +652,25 @@ class LibvirtDomain:
 
     # -- export --------------------------------------------------------------------------------
 
-    def with_topology(self, topology: Topology | Plan) -> LibvirtDomain:
-        """This document with the addresses and controllers of ``topology`` (or of a plan's topology).
+    def export(self, topology: Topology | Plan) -> str:
+        """The text of this document with the addresses and controllers of ``topology``.
 
-        Only devices of this domain can be placed; devices left out of
-        ``topology`` keep their XML as it is.
+        The same text as ``with_topology(topology).to_string()``, without
+        reading the result back into a domain (what ``pcitopo assign`` needs).
+        The text is parsed again to make sure it is well formed and lost no
+        element.
         """
+        text = self._exported_text(topology)
+        if text is self._text:
+            return text
+        root = self._parse(text.encode(self.encoding), self.source)
+        before = sum(1 for _ in self._root.iter())
+        after = sum(1 for _ in root.iter())
+        if after < before:  # pragma: no cover - a bug in the writer
+            raise InvalidInput(self.source, f"the export lost {before - after} XML nodes")
+        return text
+
+    def _exported_text(self, topology: Topology | Plan) -> str:
         if not isinstance(topology, Topology):
             topology = topology.topology
         if topology.machine.name != self.machine.name:
@@ -667,8 +680,21 @@ class LibvirtDomain:
             )
         edits = _Writer(self, topology).edits()
         if not edits:
+            return self._text
+        return splice(self._text, edits)
+
+    def with_topology(self, topology: Topology | Plan) -> LibvirtDomain:
+        """This document with the addresses and controllers of ``topology`` (or of a plan's topology).
+
+        Only devices of this domain can be placed; devices left out of
+        ``topology`` keep their XML as it is. The result is read back, and
+        every address is checked to have survived.
+        """
+        if not isinstance(topology, Topology):
+            topology = topology.topology
+        text = self._exported_text(topology)
+        if text is self._text:
             return self
-        text = splice(self._text, edits)
         result = LibvirtDomain._load(
             text, text.encode(self.encoding), source=self.source, encoding=self.encoding, machine=self._machine_override
         )

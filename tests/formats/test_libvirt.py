@@ -486,3 +486,13 @@ def test_virtio_disks_are_in_libvirt_order() -> None:
 </devices></domain>"""
     ids = [d.id for d in LibvirtDomain.from_string(text).topology.devices]
     assert ids == ["ua-a", "ua-b", "ua-nic", "ua-z", "ua-aa"]
+
+
+def test_export_gives_the_same_text_as_with_topology() -> None:
+    """``export`` (what ``assign`` writes) is exactly the text ``with_topology`` reads back."""
+    from pcitopo.solver import solve
+
+    domain = LibvirtDomain.from_path("examples/q35-server.xml")
+    plan = solve(domain.topology)
+    assert domain.export(plan.topology) == domain.with_topology(plan.topology).to_string()
+    assert domain.export(domain.topology) is domain.to_string()
