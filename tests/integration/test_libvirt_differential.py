@@ -181,7 +181,7 @@ def exported(domain: Domain, policy: str) -> tuple[LibvirtDomain, Topology] | No
     return source.with_topology(topology), topology
 
 
-@pytest.mark.parametrize("policy", ["libvirt", "hotplug", "minimal"])
+@pytest.mark.parametrize("policy", ["libvirt", "hotplug", "minimal", "numa", "ordered"])
 @pytest.mark.parametrize("domain", ACCEPTANCE, ids=lambda d: d.name)
 def test_libvirt_accepts_our_xml_unchanged(domain: Domain, policy: str) -> None:
     """XML pcitopo writes is accepted by virsh define, and libvirt moves none of its addresses."""
