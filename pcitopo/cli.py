@@ -13,7 +13,8 @@ Commands (each has ``--help``):
 ``show IN.xml [--format tree|dot]``
     the PCI tree, like ``lspci -tv``, or a Graphviz graph.
 ``diff OLD.xml NEW.xml [--json]``
-    devices added, removed and moved between two domains (matched by id).
+    devices added, removed, given an address, and moved between two domains
+    (matched by id); non-zero when a device in both moved or lost its address.
 ``machines [--json]``
     the machine descriptions pcitopo knows.
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
@@ -238,6 +239,10 @@ def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"added      {entry['id']} ({entry['kind']}) at {entry['address']}\n")
         for entry in report["removed"]:
             out.write(f"removed    {entry['id']} ({entry['kind']}) from {entry['address']}\n")
+        for entry in report["assigned"]:
+            out.write(f"assigned   {entry['id']} ({entry['kind']}) at {entry['address']}\n")
+        for entry in report["unassigned"]:
+            out.write(f"unassigned {entry['id']} ({entry['kind']}) was at {entry['address']}\n")
         for entry in report["moved"]:
             out.write(f"moved      {entry['id']} ({entry['kind']}): {entry['old']} -> {entry['new']}\n")
         for entry in report["renumbered"]:
@@ -245,9 +250,10 @@ def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
                 f"renumbered {entry['id']} ({entry['kind']}): {entry['old_address']} -> {entry['new_address']}"
                 f" (same guest path {entry['path']})\n"
             )
-        if not any(report[k] for k in ("added", "removed", "moved", "renumbered")):
+        if not any(report[k] for k in ("added", "removed", "assigned", "unassigned", "moved", "renumbered")):
             out.write("no differences in device placement\n")
-    return EXIT_VIOLATIONS if report["moved"] else EXIT_OK
+    # a device that lost its address will get whatever libvirt picks next: as good as moved
+    return EXIT_VIOLATIONS if report["moved"] or report["unassigned"] else EXIT_OK
 
 
 def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
@@ -408,7 +414,15 @@ def _guest_path(topology: Topology, address: PciAddress | None) -> str | None:
 def _diff(old: Topology, new: Topology) -> dict[str, Any]:
     before = {d.id: d for d in old.devices}
     after = {d.id: d for d in new.devices}
-    report: dict[str, Any] = {"added": [], "removed": [], "moved": [], "renumbered": [], "unchanged": 0}
+    report: dict[str, Any] = {
+        "added": [],
+        "removed": [],
+        "assigned": [],
+        "unassigned": [],
+        "moved": [],
+        "renumbered": [],
+        "unchanged": 0,
+    }
     for d in new.devices:
         if d.id not in before:
             report["added"].append({"id": d.id, "kind": d.kind, "address": _guest_path(new, d.address)})
@@ -418,7 +432,12 @@ def _diff(old: Topology, new: Topology) -> dict[str, Any]:
             continue
         n = after[d.id]
         old_path, new_path = _guest_path(old, d.address), _guest_path(new, n.address)
-        if old_path != new_path:
+        if d.address is None and n.address is not None:
+            # it had no guest-visible address yet: it got one, nothing moved
+            report["assigned"].append({"id": d.id, "kind": n.kind, "address": new_path})
+        elif d.address is not None and n.address is None:
+            report["unassigned"].append({"id": d.id, "kind": n.kind, "address": old_path})
+        elif old_path != new_path:
             report["moved"].append({"id": d.id, "kind": n.kind, "old": old_path, "new": new_path})
         elif d.address != n.address:
             report["renumbered"].append(

@@ -316,3 +316,16 @@ def test_an_unreadable_machine_file_is_bad_input(tmp_path: Path) -> None:
     code = main(["validate", "examples/q35-server.xml", "--machine-file", str(tmp_path / "no.toml")], stderr=err)
     assert code == 3
     assert err.getvalue() == f"pcitopo: {tmp_path / 'no.toml'}: cannot read: No such file or directory\n"
+
+
+def test_diff_of_an_assignment_reports_assigned_not_moved(tmp_path: Path) -> None:
+    """Devices that had no address and got one are 'assigned' (exit 0); the reverse loses addresses (exit 1)."""
+    out_xml = tmp_path / "out.xml"
+    assert main(["assign", "examples/q35-server.xml", "-o", str(out_xml)], stdout=io.StringIO()) == 0
+    forward = io.StringIO()
+    assert main(["diff", "examples/q35-server.xml", str(out_xml)], stdout=forward) == 0
+    assert forward.getvalue().startswith("assigned   ua-root (virtio-blk) at 0000:00/01.0/00.0\n")
+    assert "moved" not in forward.getvalue()
+    backward = io.StringIO()
+    assert main(["diff", str(out_xml), "examples/q35-server.xml"], stdout=backward) == 1
+    assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/01.0/00.0\n")
