@@ -70,7 +70,7 @@ def _as_machine(machine: Machine | str) -> Machine:
     return Machine.named(machine) if isinstance(machine, str) else machine
 
 
-@attrs.frozen(cache_hash=True)
+@attrs.frozen(cache_hash=True, repr=False)
 class Topology:
     """A machine with its controllers and devices. Construct with :meth:`build` or :meth:`default`."""
 
@@ -81,6 +81,14 @@ class Topology:
     """How many guest NUMA nodes the VM declares."""
     acpi: bool = True
     """Whether the guest has ACPI (it changes the x86 IO-port budget)."""
+
+    def __repr__(self) -> str:
+        placed = sum(1 for d in self.devices if d.address is not None)
+        numa = f", {self.numa_nodes} NUMA nodes" if self.numa_nodes else ""
+        return (
+            f"<Topology {self.machine.name}: {len(self.controllers)} controllers, "
+            f"{len(self.devices)} devices ({placed} placed){numa}>"
+        )
 
     # -- construction ---------------------------------------------------------------
 

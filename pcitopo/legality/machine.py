@@ -189,6 +189,9 @@ class Machine:
     def __str__(self) -> str:
         return self.name
 
+    def __repr__(self) -> str:
+        return f"<Machine {self.name!r}>"
+
 
 def machines() -> dict[str, Machine]:
     """Every shipped machine description, by name."""

@@ -54,7 +54,7 @@ class SoftResult:
         return f"{self.name}: {self.detail}: {mark}"
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Plan:
     """Where every device goes and which controllers were added."""
 
@@ -87,6 +87,12 @@ class Plan:
             if c.address is not None and before_c.get(c.index) is None:
                 result[c.name] = c.address
         return result
+
+    def __repr__(self) -> str:
+        return (
+            f"<Plan {self.policy.name} on {self.topology.machine.name}: {len(self.topology.devices)} devices, "
+            f"{len(self.added)} controllers added, cost {self.cost} ({self.status.value})>"
+        )
 
     def summary(self) -> str:
         """A few lines for people: what was added and what the policy did not get."""

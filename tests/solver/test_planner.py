@@ -458,3 +458,22 @@ def test_more_conventional_devices_than_one_bridge_tree_holds(machine: str, coun
     ]
     assert len(tops) >= 2
     assert len({d.address for d in t.devices}) == count
+
+
+def test_solving_from_many_threads_gives_the_same_plans() -> None:
+    """The solver keeps no global state: eight threads solving shared requests get identical plans."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [Topology.build("q35", devices=nics(20 + i, prefix=f"t{i}n"), numa_nodes=2) for i in range(4)]
+    expected = [solve(r).topology for r in requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda r: solve(r).topology, requests * 4))
+    assert results == expected * 4
+
+
+def test_values_have_short_reprs() -> None:
+    """Topologies, machines and plans print as one short line, not their whole contents."""
+    t = Topology.build("q35", devices=nics(2))
+    assert repr(t) == "<Topology q35: 1 controllers, 2 devices (0 placed)>"
+    assert repr(t.machine) == "<Machine 'q35'>"
+    assert repr(solve(t)) == "<Plan hotplug on q35: 2 devices, 3 controllers added, cost 3 (optimal)>"
