@@ -102,11 +102,6 @@ def add_counts(a: Counts, b: Counts) -> Counts:
     return Counts(**values, impossible=a.impossible or b.impossible)
 
 
-def categorize(ctx: Context, units: Sequence[Unit], policy: Policy) -> Counts:
-    c = Counts()
-    return add_units(ctx, c, units, policy)
-
-
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
     """Fold units into a context's counts (cheap; used on every CSP check)."""
     d = attrs.asdict(counts, recurse=False)

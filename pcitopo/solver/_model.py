@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 import attrs
 
-from pcitopo.address import PciAddress
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, Unsatisfiable
-from pcitopo.legality.catalog import Connect, Hotplug, Integrated
+from pcitopo.legality.catalog import Connect, Integrated
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 
@@ -357,15 +356,6 @@ def unit_fits_pool(unit: Unit, pool: Pool, *, prefer_integrated: bool) -> bool:
     return not (unit.numa_node is None and pool.numa_node is not None)
 
 
-def slot_hotplug_of(topology: Topology, address: PciAddress) -> bool:
-    return topology.is_hotpluggable(address.bus, address.slot)
-
-
 def io_windows_used(topology: Topology) -> int:
     """4 KiB IO windows the firmware must give bridges of this topology (the io-space rule's count)."""
     return sum(topology.io_windows().values())
-
-
-def hotplug_model_default(topology: Topology, model_name: str) -> bool:
-    model = topology.catalog.controller(model_name)
-    return model.hotplug is not Hotplug.NEVER

@@ -711,14 +711,9 @@ def _realize(problem: _Problem, assignment: Mapping[str, int]) -> Topology:
     if expander_controllers:
         controllers = _assign_bus_nr(problem, decisions, expander_controllers, controllers)
     return topology.replace(
-        controllers=[*_mark_existing_multifunction(topology, controllers), *controllers],
+        controllers=[*topology.controllers, *controllers],
         devices=with_placements(topology.devices, b),
     )
-
-
-def _mark_existing_multifunction(topology: Topology, added: Sequence[Controller]) -> list[Controller]:
-    """Existing controllers stay as they are; packing only used slots whose function 0 is multifunction."""
-    return list(topology.controllers)
 
 
 def _assign_bus_nr(
