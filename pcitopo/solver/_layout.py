@@ -27,6 +27,7 @@ from pcitopo.devices import HotplugNeed
 from pcitopo.legality.catalog import Connect
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._model import Unit
+from pcitopo.topology import IO_WINDOW
 
 __all__: list[str] = []
 
@@ -77,6 +78,9 @@ class Counts:
     pci_hot_only: int = 0
     pci_hot_only_io: int = 0
     int_opt_pci_io: int = 0
+    io_max: int = 0
+    """The largest IO BAR among the units (IO windows are estimated with it, never under)."""
+    bus_group_windows: int = 0
     sw_groups: int = 0
     sw_units: int = 0
     sw_io: int = 0
@@ -93,13 +97,13 @@ class Counts:
     impossible: str = ""
 
 
-_COUNT_FIELDS = tuple(f.name for f in attrs.fields(Counts) if f.name != "impossible")
+_COUNT_FIELDS = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_max"))
 
 
 def add_counts(a: Counts, b: Counts) -> Counts:
     """The counts of two groups of units given to one context."""
     values = {name: getattr(a, name) + getattr(b, name) for name in _COUNT_FIELDS}
-    return Counts(**values, impossible=a.impossible or b.impossible)
+    return Counts(**values, io_max=max(a.io_max, b.io_max), impossible=a.impossible or b.impossible)
 
 
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
@@ -108,7 +112,10 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     sw_labels: set[str] = set()
     bus_labels: set[str] = set()
     bus_io_labels: set[str] = set()
+    bus_io: dict[str, tuple[int, int]] = {}
     for u in units:
+        if u.has_io:
+            d["io_max"] = max(d["io_max"], u.io_size)
         cat = unit_category(ctx, u, policy)
         if cat == "sw_group":
             d["sw_units"] += 1
@@ -120,6 +127,8 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             bus_labels.add(u.bus_group or "")
             if u.has_io:
                 bus_io_labels.add(u.bus_group or "")
+                n, biggest = bus_io.get(u.bus_group or "", (0, 0))
+                bus_io[u.bus_group or ""] = (n + 1, max(biggest, u.io_size))
             continue
         if cat.startswith("!"):
             d["impossible"] = d["impossible"] or f"{ctx.label}: {cat[1:]}"
@@ -147,6 +156,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     d["sw_groups"] += len(sw_labels)
     d["bus_groups"] += len(bus_labels)
     d["bus_io_groups"] += len(bus_io_labels)
+    d["bus_group_windows"] += sum(-(-n * biggest // IO_WINDOW) for n, biggest in bus_io.values())
     return Counts(**d)
 
 
@@ -292,12 +302,12 @@ def split_trees(n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def trees_io_buses(sizes: tuple[int, ...], n_io: int) -> int:
-    """IO-holding buses of several trees, IO endpoints filling the first trees first."""
+def trees_io_windows(sizes: tuple[int, ...], n_io: int, io_max: int) -> int:
+    """IO windows of several trees, IO endpoints filling the first trees first."""
     total = 0
     for size in sizes:
         here = min(size, n_io)
-        total += tree_io_buses(size, here)
+        total += tree_io_windows(size, here, io_max)
         n_io -= here
     return total
 
@@ -313,19 +323,26 @@ def tree_free_slots(size: int) -> int:
     return (BRIDGE_SLOTS - m) + BRIDGE_SLOTS * m - size
 
 
-def tree_io_buses(n: int, n_io: int) -> int:
-    """Conventional buses of a bridge tree that hold IO-BAR endpoints (IO endpoints placed first)."""
+def tree_io_windows(n: int, n_io: int, io_max: int) -> int:
+    """4 KiB IO windows a bridge tree needs, IO endpoints placed first, each counted at ``io_max`` bytes.
+
+    Endpoints fill the top bridge's free slots first, then each fanned-out
+    pci-bridge; IO endpoints come first, so they share as few buses as
+    possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows, and a bridge's
+    window holds those of the bridges below it, so the tree needs their sum.
+    """
     if n_io == 0:
         return 0
     m = fanout(n)
-    if m == 0:
-        return 1
-    # endpoints fill the top bridge's free slots first, then each fanned-out pci-bridge;
-    # IO endpoints come first, so they share as few buses as possible
-    top = BRIDGE_SLOTS - m
-    if n_io <= top:
-        return 1
-    return 1 + math.ceil((n_io - top) / BRIDGE_SLOTS)
+    capacities = [BRIDGE_SLOTS - m] + [BRIDGE_SLOTS] * m
+    windows = 0
+    for cap in capacities:
+        here = min(cap, n_io)
+        windows += -(-here * max(io_max, 1) // IO_WINDOW)
+        n_io -= here
+        if n_io == 0:
+            break
+    return windows
 
 
 def decide(
@@ -405,13 +422,12 @@ def _decide_pcie(
         bus = direct + 2 * switches + downstream + trees_buses(trees)
         bus += (1 + dmi_bridges) if dmi else 0
         bus += c.sw_groups + c.sw_units + c.bus_groups  # upstream + downstream ports; group bridges
-        io = c.pcie_io + c.sw_io + c.bus_io_groups
+        io = c.pcie_io + c.sw_io + c.bus_group_windows
         if not use_dmi_tree:
-            io += trees_io_buses(trees, tree_io)
-        else:
-            io += min(dmi_bridges, math.ceil(tree_io / BRIDGE_SLOTS)) if tree_io else 0
-        if c.pci_off_io or (use_dmi_tree and tree_io):
-            io += 1 if c.pci_off_io else 0
+            io += trees_io_windows(trees, tree_io, c.io_max)
+        elif tree_io:
+            io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max)
+        io += -(-c.pci_off_io * c.io_max // IO_WINDOW)
         if bus_cap is not None and bus > bus_cap:
             return None
         controllers = direct + 2 * switches + downstream
@@ -514,7 +530,7 @@ def _decide_pci(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expa
                 tree_bridges=buses - bridges,
                 root_slots=on_direct + bridges + c.bus_groups,
                 bus_numbers=buses + c.bus_groups,
-                io_windows=trees_io_buses(sizes, io_bridged) + c.bus_io_groups,
+                io_windows=trees_io_windows(sizes, io_bridged, c.io_max) + c.bus_group_windows,
                 controllers=buses + c.bus_groups,
                 hot_misses=c.hot_misses,
                 spare=spare_n,

@@ -15,7 +15,7 @@ The steps, each in its own module:
    the soft constraints are reported.
 
 >>> from pcitopo.devices import Device
->>> from pcitopo.topology import Topology
+>>> from pcitopo.topology import IO_WINDOW, Topology
 >>> t = Topology.build("q35", devices=[Device("net0", "virtio-net"), Device("disk0", "virtio-blk")])
 >>> plan = solve(t)
 >>> {k: str(v) for k, v in plan.assigned.items()}
@@ -47,14 +47,13 @@ from pcitopo.solver._model import (
     Unit,
     build_units,
     classify,
-    device_io_size,
     free_pools,
     io_windows_used,
     unit_fits_pool,
 )
 from pcitopo.solver._realize import Builder, realize_new_phbs, realize_pci, realize_pcie, with_placements
 from pcitopo.solver.plan import Plan, SoftResult, Status
-from pcitopo.topology import Topology
+from pcitopo.topology import IO_WINDOW, Topology
 
 __all__ = ["solve"]
 
@@ -214,7 +213,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         return topology, units
     budget = topology.machine.io_window_budget(acpi=topology.acpi)
     io_left = None if budget is None else budget - io_windows_used(topology)
-    io_buses = _buses_with_io(topology)
+    io_bytes = _io_bytes_by_bus(topology)
     min_address = _ordered_floor(topology) if policy.ordered else {}
     free: dict[int, list[int]] = {i: list(p.slots) for i, p in enumerate(pools)}
     placements: dict[str, PciAddress] = {}
@@ -234,7 +233,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         for i, pool in enumerate(pools):
             if not free[i] or not unit_fits_pool(u, pool, prefer_integrated=policy.prefer_integrated):
                 continue
-            if u.has_io and io_left is not None and io_left <= 0 and pool.bus not in io_buses:
+            if u.has_io and io_left is not None and _more_windows(io_bytes, pool.bus, u.io_size) > io_left:
                 continue
             floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
             floor = max(floors) if floors else None
@@ -251,9 +250,10 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         i, slot = spot
         free[i].remove(slot)
         pool = pools[i]
-        if u.has_io and io_left is not None and pool.bus not in io_buses and pool.bus != 0:
-            io_left -= 1
-            io_buses.add(pool.bus)
+        if u.has_io:
+            if io_left is not None:
+                io_left -= _more_windows(io_bytes, pool.bus, u.io_size)
+            io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
         for f, d in enumerate(u.devices):
             placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
         if len(u.devices) > 1:
@@ -270,16 +270,25 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
     return topology.replace(devices=devices), remaining
 
 
-def _buses_with_io(topology: Topology) -> set[int]:
-    out = set()
+def _io_bytes_by_bus(topology: Topology) -> dict[int, int]:
+    """IO BAR bytes of the endpoints on each bus."""
+    out: dict[int, int] = {}
     for d in topology.devices:
-        if (
-            d.address is not None
-            and topology.has_bus(d.address.bus)
-            and device_io_size(topology, d, behind_pcie_port=topology.model(d.address.bus).port)
-        ):
-            out.add(d.address.bus)
+        if d.address is not None and topology.has_bus(d.address.bus):
+            size = topology.io_bar_size(d)
+            if size:
+                out[d.address.bus] = out.get(d.address.bus, 0) + size
     return out
+
+
+def _more_windows(io_bytes: Mapping[int, int], bus: int, size: int) -> int:
+    """How many more 4 KiB windows a bridge needs for ``size`` more bytes of IO BAR.
+
+    A bridge's window is its own bytes rounded up plus its children's windows,
+    so the growth of one bus's rounding is the growth of the whole count.
+    """
+    before = io_bytes.get(bus, 0)
+    return -(-(before + size) // IO_WINDOW) - -(-before // IO_WINDOW)
 
 
 def _ordered_floor(topology: Topology) -> dict[str, PciAddress]:

@@ -477,3 +477,21 @@ def test_values_have_short_reprs() -> None:
     assert repr(t) == "<Topology q35: 1 controllers, 2 devices (0 placed)>"
     assert repr(t.machine) == "<Machine 'q35'>"
     assert repr(solve(t)) == "<Plan hotplug on q35: 2 devices, 3 controllers added, cost 3 (optimal)>"
+
+
+def test_io_windows_count_bytes_not_devices() -> None:
+    """31 rtl8139 (256 bytes of IO each) need two 4 KiB windows on one bridge: with 13 e1000e that is over 14."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("q35", devices=[*nics(13, "e1000e", prefix="e"), *nics(31, "rtl8139", prefix="r")]))
+    assert any("drop 15 of the 31 devices" in s and "16 fit" in s for s in info.value.suggestions)
+    plan = solve(Topology.build("q35", devices=[*nics(12, "e1000e", prefix="e"), *nics(31, "rtl8139", prefix="r")]))
+    assert sum(plan.topology.io_windows().values()) == 14
+
+
+def test_growing_into_a_bridge_respects_the_io_budget() -> None:
+    """Devices added to an existing bridge count their IO bytes; the plan stays within the budget."""
+    first = solve(Topology.build("q35", devices=[*nics(12, "e1000e", prefix="e"), *nics(10, "rtl8139", prefix="r")]))
+    grown = first.topology.with_devices(*nics(12, "rtl8139", prefix="late"))
+    second = solve(grown)
+    assert sum(second.topology.io_windows().values()) <= 14
+    assert validate(second.topology) == ()
