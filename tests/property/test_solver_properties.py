@@ -180,3 +180,24 @@ class PlanReplan(RuleBasedStateMachine):
 
 
 TestPlanReplan = PlanReplan.TestCase
+
+
+IO_KINDS = ["e1000", "e1000e", "igb", "rtl8139", "ne2k_pci", "ac97", "es1370", "lsilogic", "virtio-net-transitional"]
+
+
+@given(
+    st.sampled_from(["q35", "pc"]),
+    st.data(),
+    policies(names=["hotplug", "minimal", "ordered"]),
+    st.booleans(),
+)
+def test_plans_near_the_io_budget_stay_within_it(machine: str, data: st.DataObject, policy: Policy, acpi: bool) -> None:
+    """Requests full of IO-BAR devices either fit SeaBIOS's IO space or are unsatisfiable; never over it."""
+    devices = data.draw(device_requests(machine=machine, min_devices=5, max_devices=60, kinds=IO_KINDS))
+    request = Topology.build(machine, devices=devices, acpi=acpi)
+    plan = _solve(request, policy)
+    assume(plan is not None)
+    assert plan is not None
+    budget = request.machine.io_window_budget(acpi=acpi)
+    assert budget is not None
+    assert sum(plan.topology.io_windows().values()) <= budget
