@@ -463,6 +463,14 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
+def _machine_file_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--machine-file",
+        metavar="FILE.toml",
+        help="use this machine description instead of the shipped one for the domain's machine type",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
@@ -481,42 +489,26 @@ def _parser() -> argparse.ArgumentParser:
         help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
-    p.add_argument(
-        "--machine-file",
-        metavar="FILE.toml",
-        help="use this machine description instead of the shipped one for the domain's machine type",
-    )
+    _machine_file_option(p)
     p.set_defaults(run=_cmd_assign)
 
     p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
     p.add_argument("input", metavar="IN.xml")
     p.add_argument("--json", action="store_true", help="print the violations as JSON")
-    p.add_argument(
-        "--machine-file",
-        metavar="FILE.toml",
-        help="use this machine description instead of the shipped one for the domain's machine type",
-    )
+    _machine_file_option(p)
     p.set_defaults(run=_cmd_validate)
 
     p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
     p.add_argument("input", metavar="IN.xml")
     p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
-    p.add_argument(
-        "--machine-file",
-        metavar="FILE.toml",
-        help="use this machine description instead of the shipped one for the domain's machine type",
-    )
+    _machine_file_option(p)
     p.set_defaults(run=_cmd_show)
 
     p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
     p.add_argument("old", metavar="OLD.xml")
     p.add_argument("new", metavar="NEW.xml")
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
-    p.add_argument(
-        "--machine-file",
-        metavar="FILE.toml",
-        help="use this machine description instead of the shipped one for the domain's machine type",
-    )
+    _machine_file_option(p)
     p.set_defaults(run=_cmd_diff)
 
     p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
@@ -525,11 +517,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
     p.add_argument("input", metavar="IN.xml")
-    p.add_argument(
-        "--machine-file",
-        metavar="FILE.toml",
-        help="use this machine description instead of the shipped one for the domain's machine type",
-    )
+    _machine_file_option(p)
     p.set_defaults(run=_cmd_qemu_args)
 
     p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)

@@ -462,25 +462,34 @@ class Topology:
 
     # -- IO space -------------------------------------------------------------------
 
-    def io_bar_size(self, device: Device) -> int:
-        """Bytes of IO BAR a device has where it sits (0: none). ``Device.io_bar`` overrides the catalog."""
+    def io_bar_size(self, device: Device, *, behind_pcie_port: bool | None = None) -> int:
+        """Bytes of IO BAR a device has where it sits (0: none). ``Device.io_bar`` overrides the catalog.
+
+        ``behind_pcie_port`` asks instead about a device not yet placed: whether
+        it would sit behind a PCIe port.
+        """
         kind = self.kind(device)
         if device.io_bar is not None:
             return max(kind.io_bar_size, 1) if device.io_bar else 0
-        behind_port = (
-            device.address is not None and device.address.bus in self._by_index and self.model(device.address.bus).port
-        )
-        return kind.io_bar_size if kind.has_io_bar(behind_pcie_port=behind_port) else 0
+        if behind_pcie_port is None:
+            a = device.address
+            behind_pcie_port = a is not None and a.bus in self._by_index and self.model(a.bus).port
+        return kind.io_bar_size if kind.has_io_bar(behind_pcie_port=behind_pcie_port) else 0
 
-    @functools.cached_property
-    def _io_sizes(self) -> Mapping[int, int]:
-        """IO space each bridge or port needs for everything below it, rounded to 4 KiB windows."""
+    def io_bytes_by_bus(self) -> dict[int, int]:
+        """IO BAR bytes of the endpoints placed on each bus (buses without any left out)."""
         direct: dict[int, int] = {}
         for d in self.devices:
             if d.address is not None and d.address.bus in self._by_index:
                 size = self.io_bar_size(d)
                 if size:
                     direct[d.address.bus] = direct.get(d.address.bus, 0) + size
+        return direct
+
+    @functools.cached_property
+    def _io_sizes(self) -> Mapping[int, int]:
+        """IO space each bridge or port needs for everything below it, rounded to 4 KiB windows."""
+        direct = self.io_bytes_by_bus()
         sizes: dict[int, int] = {}
         cycles = {i for cycle in self.controller_cycles() for i in cycle}
 

@@ -79,14 +79,6 @@ class DemandClass:
         return " ".join(parts) + f" ({names})"
 
 
-def device_io_size(topology: Topology, device: Device, *, behind_pcie_port: bool) -> int:
-    """Bytes of IO BAR a device would have behind (or not behind) a PCIe port."""
-    kind = topology.catalog.device(device.kind)
-    if device.io_bar is not None:
-        return max(kind.io_bar_size, 1) if device.io_bar else 0
-    return kind.io_bar_size if kind.has_io_bar(behind_pcie_port=behind_pcie_port) else 0
-
-
 def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
     """The unplaced devices as units, in definition order; slot groups joined."""
     pending = [(i, d) for i, d in enumerate(topology.devices) if d.address is None]
@@ -183,7 +175,7 @@ def _unit(
     )
     can_integrate = all(k.integrated is not Integrated.FORBIDDEN for k in kinds)
     behind_port = connect is Connect.PCIE_DEVICE
-    io = sum(device_io_size(topology, d, behind_pcie_port=behind_port) for d in members)
+    io = sum(topology.io_bar_size(d, behind_pcie_port=behind_port) for d in members)
     switch_groups = {n.switch_group for n in needs}
     bus_groups = {n.bus_group for n in needs}
     if len(switch_groups) > 1 or len(bus_groups) > 1:

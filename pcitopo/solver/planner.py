@@ -213,7 +213,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         return topology, units
     budget = topology.machine.io_window_budget(acpi=topology.acpi)
     io_left = None if budget is None else budget - io_windows_used(topology)
-    io_bytes = _io_bytes_by_bus(topology)
+    io_bytes = topology.io_bytes_by_bus()
     min_address = _ordered_floor(topology) if policy.ordered else {}
     free: dict[int, list[int]] = {i: list(p.slots) for i, p in enumerate(pools)}
     placements: dict[str, PciAddress] = {}
@@ -268,17 +268,6 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
     ]
     remaining = tuple(sorted(left, key=lambda u: u.position))
     return topology.replace(devices=devices), remaining
-
-
-def _io_bytes_by_bus(topology: Topology) -> dict[int, int]:
-    """IO BAR bytes of the endpoints on each bus."""
-    out: dict[int, int] = {}
-    for d in topology.devices:
-        if d.address is not None and topology.has_bus(d.address.bus):
-            size = topology.io_bar_size(d)
-            if size:
-                out[d.address.bus] = out.get(d.address.bus, 0) + size
-    return out
 
 
 def _more_windows(io_bytes: Mapping[int, int], bus: int, size: int) -> int:
