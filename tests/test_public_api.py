@@ -45,4 +45,4 @@ def test_the_package_root_reexports_the_curated_api() -> None:
     """``import pcitopo`` gives the values, the errors, validate and solve."""
     for name in ("PciAddress", "Topology", "Device", "Controller", "Policy", "solve", "validate", "Unsatisfiable"):
         assert name in pcitopo.__all__
-    assert pcitopo.solve.__module__ == "pcitopo.solver.planner"
+    assert pcitopo.solve.__module__ == "pcitopo.solver.solve"

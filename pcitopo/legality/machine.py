@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from pcitopo._frozen import FrozenDict
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
 from pcitopo.legality._toml import Table, load_packaged, load_path
@@ -145,7 +146,7 @@ class Machine:
             unique_bridge_chassis=t.get("unique-bridge-chassis", bool, False),
             max_host_bridges=t.get("max-host-bridges", int, 1),
             builtins=builtins,
-            preferred=preferred,
+            preferred=FrozenDict(preferred),
             catalog=catalog,
             source=source,
         )

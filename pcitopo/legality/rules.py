@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
+from typing import Literal
 
 import attrs
 
@@ -43,7 +44,7 @@ from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["RULES", "check", "validate"]
+__all__ = ["RULES", "RULE_ENFORCEMENT", "Enforcement", "check", "validate"]
 
 
 def __dir__() -> list[str]:
@@ -84,6 +85,17 @@ RULES: Mapping[str, str] = MappingProxyType(
     }
 )
 """Every rule id with what it means. The ids are stable."""
+
+
+Enforcement = Literal["refused", "guest-visibility"]
+"""``refused``: QEMU, libvirt or the firmware refuses it, or it breaks a device's own requirement;
+``guest-visibility``: QEMU 7.2 starts the VM, but the guest does not see the device (kept in a grow,
+with a warning, unless strict)."""
+
+RULE_ENFORCEMENT: Mapping[str, Enforcement] = MappingProxyType(
+    {rule: ("guest-visibility" if rule in ("function-zero", "port-slot") else "refused") for rule in RULES}
+)
+"""Which rules QEMU enforces itself, by rule id (tests/integration/test_qemu_silent.py starts the others)."""
 
 
 _INDEX_ORDER_MODELS = frozenset({"pci-bridge"})

@@ -3,8 +3,9 @@
 A policy says what the owner wants beyond legality. The built-in ones:
 
 ``hotplug`` (the default)
-    every endpoint on a hotpluggable position, plus ``spare_ports`` empty
-    hotpluggable ports (per NUMA node with ``spare_ports_per_node``);
+    every endpoint on a hotpluggable position where one exists (a strong
+    preference, not a requirement), plus ``spare_ports`` empty hotpluggable
+    ports (per NUMA node with ``spare_ports_per_node``);
     ``hotplug_off_occupied`` turns hotplug off on occupied ports (Windows
     guests otherwise offer "safely remove" for every device).
 ``minimal``
@@ -22,7 +23,7 @@ Compose them with ``+``: ``Policy.named("hotplug+numa+ordered")``.
 
 >>> p = Policy.named("hotplug+ordered")
 >>> p.name, p.hotplug.value, p.ordered, p.spare_ports
-('hotplug+ordered', 'required', True, 1)
+('hotplug+ordered', 'preferred', True, 1)
 >>> Policy.named("minimal").hotplug.value
 'any'
 >>> Policy.named("fastest")
@@ -99,8 +100,9 @@ class Policy:
     """What the owner wants. Fields not named by a built-in policy keep their defaults."""
 
     name: str = "hotplug"
-    hotplug: HotplugNeed = attrs.field(default=HotplugNeed.REQUIRED, converter=HotplugNeed)
-    """The hotplug need of endpoints that do not say."""
+    hotplug: HotplugNeed = attrs.field(default=HotplugNeed.PREFERRED, converter=HotplugNeed)
+    """The hotplug need of endpoints that do not say: preferred (weight ``hotplug``), so the default
+    never fails when a legal plan exists; ``required`` per device or per policy stays available."""
     spare_ports: int = 1
     """Empty hotpluggable ports to leave (PCIe machines) for devices added at run time."""
     spare_ports_per_node: bool = False
@@ -293,16 +295,18 @@ def _override(source: str, i: int, rule: Any) -> Override:
     )
 
 
-BUILTIN_POLICIES: Mapping[str, Policy] = {
-    "hotplug": Policy(name="hotplug"),
-    "minimal": Policy(
-        name="minimal",
-        hotplug=HotplugNeed.ANY,
-        spare_ports=0,
-        prefer_integrated=True,
-        allow_switches=True,
-    ),
-    "numa": Policy(name="numa", numa=True),
-    "ordered": Policy(name="ordered", ordered=True),
-    "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True),
-}
+BUILTIN_POLICIES: Mapping[str, Policy] = FrozenDict(
+    {
+        "hotplug": Policy(name="hotplug"),
+        "minimal": Policy(
+            name="minimal",
+            hotplug=HotplugNeed.ANY,
+            spare_ports=0,
+            prefer_integrated=True,
+            allow_switches=True,
+        ),
+        "numa": Policy(name="numa", numa=True),
+        "ordered": Policy(name="ordered", ordered=True),
+        "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True),
+    }
+)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pcitopo.solver.plan import Plan, SoftResult, Status
-from pcitopo.solver.planner import solve
+from pcitopo.solver.solve import solve
 
 __all__ = ["Plan", "SoftResult", "Status", "solve"]
 

@@ -17,8 +17,10 @@ controllers and addresses. Both follow one set of rules, in this order:
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -26,13 +28,26 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import HotplugNeed
 from pcitopo.legality.catalog import Connect
 from pcitopo.policy.policy import Policy
-from pcitopo.solver._model import Unit
 from pcitopo.topology import IO_WINDOW
+
+if TYPE_CHECKING:
+    from pcitopo.solver.model import Unit
 
 __all__: list[str] = []
 
 BRIDGE_SLOTS = 31
 """Usable slots of a pci-bridge or pcie-to-pci-bridge (1..31)."""
+
+
+class RootKind(enum.Enum):
+    """What kind of root a context grows from."""
+
+    PCIE = "pcie"
+    """A PCI Express root complex (``pcie.0``, a ``pxb-pcie``): root ports, switches, bridges."""
+    PCI = "pci"
+    """A conventional root bus (``pci.0`` on pc, a ``pxb``, a pseries host bridge): slots and pci-bridges."""
+    NEW_HOST_BRIDGE = "new-host-bridge"
+    """New pseries host bridges, 31 endpoints each."""
 
 
 @attrs.frozen
@@ -41,9 +56,11 @@ class Context:
 
     id: int
     label: str
-    root_kind: str  # "pcie" or "pci" or "phb-new"
+    root_kind: RootKind
     bus: int | None
+    """The root bus's index, or ``None`` for a root this plan adds."""
     new_model: str | None
+    """The model of the expander bus or host bridge this plan adds for the context, if any."""
     numa_node: int | None
     free_slots: tuple[int, ...]
     free_port_functions: tuple[PciAddress, ...]
@@ -59,194 +76,270 @@ class Context:
     offers_dmi: bool
     offers_switch: bool
 
+    @property
+    def new_expander(self) -> bool:
+        return self.new_model in ("pcie-expander-bus", "pci-expander-bus")
+
+
+class Category(enum.Enum):
+    """Where a unit goes inside a context."""
+
+    INTEGRATED = "integrated"
+    """Must be integrated: a slot of the PCIe root bus (a conventional root's slot on pc)."""
+    OPTIONAL_INTEGRATED_PCIE = "optional-integrated-pcie"
+    """A PCI Express endpoint the policy would integrate (``prefer_integrated``), else on a root port."""
+    OPTIONAL_INTEGRATED_PCI = "optional-integrated-pci"
+    """A conventional endpoint the policy would integrate, else in a bridge tree."""
+    ROOT_PORT = "root-port"
+    """A PCI Express endpoint on its own root port (or a switch's downstream port)."""
+    BRIDGE_TREE = "bridge-tree"
+    """A conventional endpoint in a hotpluggable bridge tree (pcie-to-pci-bridge, pci-bridges)."""
+    NOT_HOTPLUGGABLE_BRIDGE = "not-hotpluggable-bridge"
+    """A conventional endpoint that must not be hot-pluggable: a dmi-to-pci-bridge's slot."""
+    ROOT_SLOT = "root-slot"
+    """A slot of a conventional root bus, or of a pci-bridge below it when the root runs out."""
+    HOTPLUG_BRIDGE_ONLY = "hotplug-bridge-only"
+    """Must be hot-pluggable, and the conventional root is not: a pci-bridge's slot."""
+    SWITCH_GROUP = "switch-group"
+    BUS_GROUP = "bus-group"
+    IMPOSSIBLE = "impossible"
+
 
 @attrs.frozen
 class Counts:
-    """What the units given to a context need, by category."""
+    """What the units given to a context need, by category (a unit with an IO BAR also counts in ``*_io``)."""
 
-    int_req: int = 0
-    int_opt_pcie: int = 0
-    int_opt_pci: int = 0
-    pcie_ports: int = 0
-    pcie_io: int = 0
-    pci_tree: int = 0
-    pci_tree_io: int = 0
-    pci_off: int = 0
-    pci_off_io: int = 0
-    pci_direct: int = 0
-    pci_direct_io: int = 0
-    pci_hot_only: int = 0
-    pci_hot_only_io: int = 0
-    int_opt_pci_io: int = 0
-    io_max: int = 0
-    """The largest IO BAR among the units (IO windows are estimated with it, never under)."""
+    devices: int = 0
+    integrated_required: int = 0
+    optional_integrated_pcie: int = 0
+    optional_integrated_pcie_io: int = 0
+    optional_integrated_pci: int = 0
+    optional_integrated_pci_io: int = 0
+    root_port_units: int = 0
+    root_port_io: int = 0
+    tree_units: int = 0
+    tree_io: int = 0
+    dmi_units: int = 0
+    dmi_io: int = 0
+    root_slot_units: int = 0
+    root_slot_io: int = 0
+    hot_bridge_units: int = 0
+    hot_bridge_io: int = 0
     bus_group_windows: int = 0
-    sw_groups: int = 0
-    sw_units: int = 0
-    sw_io: int = 0
+    switch_groups: int = 0
+    switch_group_units: int = 0
+    switch_group_io: int = 0
     bus_groups: int = 0
-    bus_units: int = 0
-    bus_io_groups: int = 0
-    fb_pcie_any: int = 0
-    fb_pcie_pref: int = 0
-    fb_pci_any: int = 0
-    fb_pci_pref: int = 0
+    bus_group_units: int = 0
+    last_resort_pcie_any: int = 0
+    last_resort_pci_any: int = 0
+    last_resort_pcie_preferred: int = 0
+    last_resort_pci_preferred: int = 0
     """Units that may, as a last resort, be integrated on the root bus (hotplug any/preferred)."""
     hot_misses: int = 0
     """Units whose hotplug preference cannot be met in this context."""
+    io_max: int = 0
+    """The largest IO BAR among the units (IO windows are counted with it, never under)."""
     impossible: str = ""
 
 
-_COUNT_FIELDS = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_max"))
+_ADDITIVE = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_max"))
+
+_CATEGORY_FIELDS: dict[Category, tuple[str, str | None]] = {
+    Category.INTEGRATED: ("integrated_required", None),
+    Category.OPTIONAL_INTEGRATED_PCIE: ("optional_integrated_pcie", "optional_integrated_pcie_io"),
+    Category.OPTIONAL_INTEGRATED_PCI: ("optional_integrated_pci", "optional_integrated_pci_io"),
+    Category.ROOT_PORT: ("root_port_units", "root_port_io"),
+    Category.BRIDGE_TREE: ("tree_units", "tree_io"),
+    Category.NOT_HOTPLUGGABLE_BRIDGE: ("dmi_units", "dmi_io"),
+    Category.ROOT_SLOT: ("root_slot_units", "root_slot_io"),
+    Category.HOTPLUG_BRIDGE_ONLY: ("hot_bridge_units", "hot_bridge_io"),
+}
 
 
 def add_counts(a: Counts, b: Counts) -> Counts:
     """The counts of two groups of units given to one context."""
-    values = {name: getattr(a, name) + getattr(b, name) for name in _COUNT_FIELDS}
+    values = {name: getattr(a, name) + getattr(b, name) for name in _ADDITIVE}
     return Counts(**values, io_max=max(a.io_max, b.io_max), impossible=a.impossible or b.impossible)
 
 
+def scale_counts(c: Counts, n: int) -> Counts:
+    """The counts of ``n`` copies of one unit (or ``n`` times identical units)."""
+    if n == 1:
+        return c
+    values = {name: getattr(c, name) * n for name in _ADDITIVE}
+    return Counts(**values, io_max=c.io_max if n else 0, impossible=c.impossible if n else "")
+
+
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
-    """Fold units into a context's counts (cheap; used on every CSP check)."""
+    """Fold units into a context's counts."""
     d = attrs.asdict(counts, recurse=False)
-    sw_labels: set[str] = set()
+    switch_labels: set[str] = set()
     bus_labels: set[str] = set()
-    bus_io_labels: set[str] = set()
     bus_io: dict[str, tuple[int, int]] = {}
     for u in units:
+        d["devices"] += len(u.devices)
         if u.has_io:
             d["io_max"] = max(d["io_max"], u.io_size)
-        cat = unit_category(ctx, u, policy)
-        if cat == "sw_group":
-            d["sw_units"] += 1
-            d["sw_io"] += 1 if u.has_io else 0
-            sw_labels.add(u.switch_group or "")
+        category, reason = unit_category(ctx, u, policy)
+        if category is Category.SWITCH_GROUP:
+            d["switch_group_units"] += 1
+            d["switch_group_io"] += 1 if u.has_io else 0
+            switch_labels.add(u.switch_group or "")
             continue
-        if cat == "bus_group":
-            d["bus_units"] += 1
+        if category is Category.BUS_GROUP:
+            d["bus_group_units"] += 1
             bus_labels.add(u.bus_group or "")
             if u.has_io:
-                bus_io_labels.add(u.bus_group or "")
                 n, biggest = bus_io.get(u.bus_group or "", (0, 0))
                 bus_io[u.bus_group or ""] = (n + 1, max(biggest, u.io_size))
             continue
-        if cat.startswith("!"):
-            d["impossible"] = d["impossible"] or f"{ctx.label}: {cat[1:]}"
+        if category is Category.IMPOSSIBLE:
+            d["impossible"] = d["impossible"] or f"{ctx.label}: {reason}"
             continue
-        d[cat] += 1
-        if cat == "pcie_ports" and u.has_io:
-            d["pcie_io"] += 1
-        elif cat == "pci_tree" and u.has_io:
-            d["pci_tree_io"] += 1
-        elif cat == "pci_off" and u.has_io:
-            d["pci_off_io"] += 1
-        elif cat == "pci_direct" and u.has_io:
-            d["pci_direct_io"] += 1
-        elif cat == "pci_hot_only" and u.has_io:
-            d["pci_hot_only_io"] += 1
-        elif cat == "int_opt_pci" and u.has_io:
-            d["int_opt_pci_io"] += 1
-        fb = fallback_kind(ctx, u, cat)
-        if fb:
-            d[fb] += 1
-        if u.hotplug is HotplugNeed.PREFERRED and cat in ("int_req", "int_opt_pcie", "int_opt_pci", "pci_off"):
+        name, io_name = _CATEGORY_FIELDS[category]
+        d[name] += 1
+        if io_name is not None and u.has_io:
+            d[io_name] += 1
+        last_resort = last_resort_bucket(ctx, u, category)
+        if last_resort:
+            d[last_resort] += 1
+        if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
-        if u.hotplug is HotplugNeed.PREFERRED and cat == "pci_direct" and not ctx.root_hotplug:
-            d["hot_misses"] += 1
-    d["sw_groups"] += len(sw_labels)
+    d["switch_groups"] += len(switch_labels)
     d["bus_groups"] += len(bus_labels)
-    d["bus_io_groups"] += len(bus_io_labels)
     d["bus_group_windows"] += sum(-(-n * biggest // IO_WINDOW) for n, biggest in bus_io.values())
     return Counts(**d)
 
 
-def fallback_kind(ctx: Context, u: Unit, category: str) -> str | None:
+def _never_hotpluggable(ctx: Context, category: Category) -> bool:
+    """Whether a unit of this category in this context ends up where it cannot be hot-plugged."""
+    if category in (
+        Category.INTEGRATED,
+        Category.OPTIONAL_INTEGRATED_PCIE,
+        Category.OPTIONAL_INTEGRATED_PCI,
+        Category.NOT_HOTPLUGGABLE_BRIDGE,
+    ):
+        return True
+    return category is Category.ROOT_SLOT and not ctx.root_hotplug
+
+
+def last_resort_bucket(ctx: Context, u: Unit, category: Category) -> str | None:
     """The last-resort integration bucket of a unit, if it has one."""
-    if not (ctx.can_integrate and u.can_integrate) or category not in ("pcie_ports", "pci_tree"):
+    if not (ctx.can_integrate and u.can_integrate) or category not in (Category.ROOT_PORT, Category.BRIDGE_TREE):
         return None
+    pcie = category is Category.ROOT_PORT
     if u.hotplug is HotplugNeed.ANY:
-        return "fb_pcie_any" if category == "pcie_ports" else "fb_pci_any"
+        return "last_resort_pcie_any" if pcie else "last_resort_pci_any"
     if u.hotplug is HotplugNeed.PREFERRED:
-        return "fb_pcie_pref" if category == "pcie_ports" else "fb_pci_pref"
+        return "last_resort_pcie_preferred" if pcie else "last_resort_pci_preferred"
     return None
 
 
-FALLBACK_ORDER = ("fb_pcie_any", "fb_pci_any", "fb_pcie_pref", "fb_pci_pref")
+LAST_RESORT_ORDER = (
+    "last_resort_pcie_any",
+    "last_resort_pci_any",
+    "last_resort_pcie_preferred",
+    "last_resort_pci_preferred",
+)
+"""Which units are integrated first as a last resort: those that do not care about hotplug, PCIe first."""
 
 
-def fallback_split(c: Counts, n: int) -> dict[str, int]:
+def last_resort_split(c: Counts, n: int) -> dict[str, int]:
     """How ``n`` last-resort integrations are taken from the buckets, in order."""
     out: dict[str, int] = {}
-    for name in FALLBACK_ORDER:
+    for name in LAST_RESORT_ORDER:
         take = min(n, getattr(c, name))
         out[name] = take
         n -= take
     return out
 
 
-def unit_category(ctx: Context, u: Unit, policy: Policy) -> str:
-    """Where a unit goes inside a context; ``"!reason"`` when it cannot go there at all."""
+def integrable(c: Counts) -> int:
+    """Units that may go directly on the root bus beyond the required ones."""
+    return (
+        c.optional_integrated_pcie
+        + c.optional_integrated_pci
+        + c.last_resort_pcie_any
+        + c.last_resort_pci_any
+        + c.last_resort_pcie_preferred
+        + c.last_resort_pci_preferred
+    )
+
+
+def unit_category(ctx: Context, u: Unit, policy: Policy) -> tuple[Category, str]:
+    """Where a unit goes inside a context, and why not when it cannot go there at all."""
     if u.switch_group is not None:
-        if ctx.root_kind != "pcie" or not ctx.offers_switch:
-            return f"!switch group {u.switch_group!r} needs PCI Express switches, which {ctx.label} cannot take"
+        if ctx.root_kind is not RootKind.PCIE or not ctx.offers_switch:
+            return Category.IMPOSSIBLE, (
+                f"switch group {u.switch_group!r} needs PCI Express switches, which {ctx.label} cannot take"
+            )
         if u.connect is not Connect.PCIE_DEVICE:
-            return f"!switch group {u.switch_group!r}: {u.name!r} is not a PCI Express device"
-        return "sw_group"
+            return Category.IMPOSSIBLE, f"switch group {u.switch_group!r}: {u.name!r} is not a PCI Express device"
+        return Category.SWITCH_GROUP, ""
     if u.bus_group is not None:
-        if u.connect is Connect.PCIE_DEVICE and ctx.root_kind == "pcie":
+        if u.connect is Connect.PCIE_DEVICE and ctx.root_kind is RootKind.PCIE:
             if not (ctx.can_integrate and u.can_integrate) or u.hotplug is HotplugNeed.REQUIRED:
-                return (
-                    f"!bus group {u.bus_group!r}: PCI Express devices share a bus only as integrated "
+                return Category.IMPOSSIBLE, (
+                    f"bus group {u.bus_group!r}: PCI Express devices share a bus only as integrated "
                     f"endpoints of the main root bus, which cannot be hot-plugged"
                 )
-            return "int_req"
-        if ctx.root_kind == "phb-new":
-            return "!bus groups go on a pci-bridge, not a new host bridge"
-        if ctx.root_kind == "pcie" and not ctx.offers_pcie_to_pci:
-            return f"!bus group {u.bus_group!r} needs a pcie-to-pci-bridge, which this machine lacks"
-        return "bus_group"
+            return Category.INTEGRATED, ""
+        if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
+            return Category.IMPOSSIBLE, "bus groups go on a pci-bridge, not a new host bridge"
+        if ctx.root_kind is RootKind.PCIE and not ctx.offers_pcie_to_pci:
+            return (
+                Category.IMPOSSIBLE,
+                f"bus group {u.bus_group!r} needs a pcie-to-pci-bridge, which this machine lacks",
+            )
+        return Category.BUS_GROUP, ""
     if u.integrated_required:
         if ctx.bus != 0:
-            return "!must be integrated on bus 0"
-        return "int_req" if ctx.root_kind == "pcie" else "pci_direct"
-    if ctx.root_kind == "pcie":
+            return Category.IMPOSSIBLE, "must be integrated on bus 0"
+        return (Category.INTEGRATED if ctx.root_kind is RootKind.PCIE else Category.ROOT_SLOT), ""
+    if ctx.root_kind is RootKind.PCIE:
         integrate_ok = ctx.can_integrate and u.can_integrate
         if u.connect is Connect.PCIE_DEVICE:
             if integrate_ok and policy.prefer_integrated and u.hotplug in (HotplugNeed.ANY, HotplugNeed.FORBIDDEN):
-                return "int_opt_pcie"
-            return "pcie_ports"
+                return Category.OPTIONAL_INTEGRATED_PCIE, ""
+            return Category.ROOT_PORT, ""
         # conventional PCI on a PCIe machine
         if u.hotplug is HotplugNeed.FORBIDDEN:
             if integrate_ok:
-                return "int_opt_pci"
+                return Category.OPTIONAL_INTEGRATED_PCI, ""
             if not ctx.offers_dmi:
-                return "!needs a non-hotpluggable conventional slot (no dmi-to-pci-bridge on this machine)"
-            return "pci_off"
+                return Category.IMPOSSIBLE, (
+                    "needs a non-hotpluggable conventional slot (no dmi-to-pci-bridge on this machine)"
+                )
+            return Category.NOT_HOTPLUGGABLE_BRIDGE, ""
         if integrate_ok and policy.prefer_integrated and u.hotplug is HotplugNeed.ANY:
-            return "int_opt_pci"
+            return Category.OPTIONAL_INTEGRATED_PCI, ""
         if not (ctx.offers_pcie_to_pci or ctx.offers_dmi):
             if integrate_ok and u.hotplug is not HotplugNeed.REQUIRED:
-                return "int_opt_pci"
-            return "!needs a conventional PCI bus (this machine offers no PCIe-to-PCI bridge)"
-        return "pci_tree"
+                return Category.OPTIONAL_INTEGRATED_PCI, ""
+            return Category.IMPOSSIBLE, "needs a conventional PCI bus (this machine offers no PCIe-to-PCI bridge)"
+        return Category.BRIDGE_TREE, ""
     # conventional root: pc pci.0, pxb, pseries host bridges
     if u.hotplug is HotplugNeed.FORBIDDEN:
         if ctx.root_hotplug:
-            return "!must not be hotpluggable, but every slot here is"
-        return "pci_direct"
+            return Category.IMPOSSIBLE, "must not be hotpluggable, but every slot here is"
+        return Category.ROOT_SLOT, ""
     if u.hotplug is HotplugNeed.REQUIRED and not ctx.root_hotplug:
-        return "pci_hot_only"
-    return "pci_direct"
+        return Category.HOTPLUG_BRIDGE_ONLY, ""
+    return Category.ROOT_SLOT, ""
 
 
 @attrs.frozen
 class Decision:
-    """How a context hosts its counts."""
+    """How a context hosts its counts (a deterministic function of the counts and the context's decisions)."""
 
     feasible: bool
     reason: str = ""
     integrated_pcie: int = 0
+    """Optionally integrated PCI Express endpoints (beyond the required ones)."""
     integrated_pci: int = 0
+    integrated_devices: int = 0
+    """Devices that end up directly on the root bus, every reason counted."""
     direct_ports: int = 0
     """Root ports holding an endpoint or a spare (not switch or bridge uplinks)."""
     port_units: int = 0
@@ -263,23 +356,17 @@ class Decision:
     dmi: bool = False
     dmi_units: int = 0
     dmi_bridges: int = 0
-    direct_units: int = 0
+    root_slot_units: int = 0
     root_bridges: int = 0
-    phbs: int = 0
-    expander: bool = False
+    host_bridges: int = 0
     root_slots: int = 0
     bus_numbers: int = 0
     io_windows: int = 0
     controllers: int = 0
     hot_misses: int = 0
-    int_misses: int = 0
     spare_missing: int = 0
-    fallback: tuple[tuple[str, int], ...] = ()
-    """Last-resort integrations by bucket (see :data:`FALLBACK_ORDER`)."""
-
-    @property
-    def tree(self) -> bool:
-        return self.tree_units > 0
+    last_resort: tuple[tuple[str, int], ...] = ()
+    """Last-resort integrations by bucket (see :data:`LAST_RESORT_ORDER`)."""
 
 
 def fanout(n: int) -> int:
@@ -350,207 +437,206 @@ def decide(
     c: Counts,
     policy: Policy,
     *,
-    spare_wanted: int,
+    integrate: int = 0,
+    bridges: int = 0,
+    spare: int = 0,
+    spare_wanted: int = 0,
     expanders_here: int = 0,
     bus_cap: int | None = None,
 ) -> Decision:
-    """Lay a context out by counts (``bus_cap``: the most bus numbers it could get)."""
+    """Lay a context out by counts and its decisions, or say why it cannot be.
+
+    ``integrate``: endpoints beyond the required ones put directly on a PCIe
+    root bus (the optional ones first, then last-resort ones, see
+    :data:`LAST_RESORT_ORDER`); ``bridges``: pci-bridges on a conventional
+    root; ``spare``: empty hotpluggable ports to add (of ``spare_wanted``);
+    ``expanders_here``: root slots kept for new expander buses; ``bus_cap``:
+    the most bus numbers the context could get.
+    """
     if c.impossible:
         return Decision(False, c.impossible)
-    if ctx.root_kind == "pcie":
-        return _decide_pcie(ctx, c, policy, spare_wanted, expanders_here, bus_cap)
-    if ctx.root_kind == "phb-new":
-        return _decide_new_phb(ctx, c, policy, spare_wanted)
-    return _decide_pci(ctx, c, policy, spare_wanted, expanders_here)
+    if ctx.root_kind is RootKind.PCIE:
+        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap)
+    if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
+        return _decide_new_host_bridges(c)
+    return _decide_pci(ctx, c, bridges, spare, spare_wanted, expanders_here)
 
 
 def _decide_pcie(
-    ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int, bus_cap: int | None
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
 ) -> Decision:
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
-    if c.int_req > free:
-        return Decision(False, f"{ctx.label} has {free} free slots for {c.int_req} integrated devices")
+    if spare_n > spare:
+        return Decision(False, f"{ctx.label}: more spare ports than wanted")
+    if c.integrated_required > free:
+        return Decision(
+            False, f"{ctx.label} has {max(free, 0)} free slots for {c.integrated_required} integrated devices"
+        )
+    # 8 root ports a slot (multifunction, as libvirt packs them) or one: the policy says
     pack = 8 if policy.port_packing == "multifunction" else 1
     aggregate_free = len(ctx.free_port_functions) if pack == 8 else 0
-    int_opt_total = c.int_opt_pcie + c.int_opt_pci
-    dmi_possible = ctx.offers_dmi
-    use_dmi_tree = c.pci_tree > 0 and not ctx.offers_pcie_to_pci
-    if use_dmi_tree and not dmi_possible:
+    optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
+    use_dmi_tree = c.tree_units > 0 and not ctx.offers_pcie_to_pci
+    if use_dmi_tree and not ctx.offers_dmi:
         return Decision(False, f"{ctx.label}: no bridge for conventional PCI devices")
-
-    def attempt(i_opt: int, switches_ok: bool, spare_n: int, fb: int = 0) -> Decision | None:
-        # optional integration takes PCIe units first, then PCI units (definition order inside)
-        ip = min(i_opt, c.int_opt_pcie)
-        ic = i_opt - ip
-        split = fallback_split(c, fb) if fb else {}
-        fb_pcie = split.get("fb_pcie_any", 0) + split.get("fb_pcie_pref", 0)
-        fb_pci = split.get("fb_pci_any", 0) + split.get("fb_pci_pref", 0)
-        fb_misses = split.get("fb_pcie_pref", 0) + split.get("fb_pci_pref", 0)
-        pcie_units = c.pcie_ports + (c.int_opt_pcie - ip) - fb_pcie
-        over_pci = c.int_opt_pci - ic
-        tree_units = c.pci_tree + over_pci - fb_pci
-        # optional PCI integration takes IO-BAR units first; the rest overflow to the tree
-        tree_io = c.pci_tree_io + max(0, c.int_opt_pci_io - ic)
-        dmi_units = c.pci_off
-        dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
-        trees = split_trees(tree_units) if not use_dmi_tree else ()
-        tree_rp = len(trees)
-        fixed_rp = tree_rp + c.sw_groups + c.bus_groups
-        slots_left = free - c.int_req - i_opt - fb - (1 if dmi else 0)
-        if slots_left < 0:
-            return None
-        ports_needed = pcie_units + spare_n + fixed_rp
-        capacity = aggregate_free + slots_left * pack
-        switches = 0
-        downstream = 0
-        direct = ports_needed
-        if ports_needed > capacity:
-            if not (switches_ok and policy.allow_switches and ctx.offers_switch):
-                return None
-            switches = math.ceil((ports_needed - capacity) / (BRIDGE_SLOTS))
-            direct = capacity - switches
-            downstream = ports_needed - direct
-            if direct < fixed_rp or downstream > 32 * switches or direct < 0:
-                return None
-        used_port_slots = max(0, direct + switches - aggregate_free)
-        root_slots = c.int_req + i_opt + fb + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
-        tree_bridges = sum(fanout(size) for size in trees)
-        dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-        if dmi and dmi_units + dmi_bridges > 32:
-            return None
-        bus = direct + 2 * switches + downstream + trees_buses(trees)
-        bus += (1 + dmi_bridges) if dmi else 0
-        bus += c.sw_groups + c.sw_units + c.bus_groups  # upstream + downstream ports; group bridges
-        io = c.pcie_io + c.sw_io + c.bus_group_windows
-        if not use_dmi_tree:
-            io += trees_io_windows(trees, tree_io, c.io_max)
-        elif tree_io:
-            io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max)
-        io += -(-c.pci_off_io * c.io_max // IO_WINDOW)
-        if bus_cap is not None and bus > bus_cap:
-            return None
-        controllers = direct + 2 * switches + downstream
-        controllers += trees_buses(trees)
-        controllers += (1 + dmi_bridges) if dmi else 0
-        controllers += c.sw_groups + c.sw_units + c.bus_groups
-        return Decision(
-            True,
-            integrated_pcie=ip,
-            integrated_pci=ic,
-            direct_ports=direct - fixed_rp,
-            port_units=pcie_units,
-            spare=spare_n,
-            switches=switches,
-            downstream=downstream,
-            tree_units=tree_units,
-            tree_io=tree_io,
-            tree_bridges=tree_bridges,
-            tree_sizes=trees,
-            tree_via_dmi=use_dmi_tree,
-            dmi=dmi,
-            dmi_units=dmi_units,
-            dmi_bridges=dmi_bridges,
-            root_slots=root_slots,
-            bus_numbers=bus,
-            io_windows=io,
-            controllers=controllers,
-            hot_misses=c.hot_misses + fb_misses,
-            int_misses=int_opt_total - i_opt,
-            spare_missing=spare - spare_n,
-            fallback=tuple(split.items()),
-        )
-
-    # most integration first (it is only optional when the policy prefers it), spares if they fit;
-    # integration takes slots but saves bus numbers, so the feasible counts form an interval: scan
-    top = min(int_opt_total, max(free, 0))
-    for switches_ok in (False, True):
-        for spare_n in range(spare, -1, -1):
-            for i_opt in range(top, -1, -1):
-                d = attempt(i_opt, switches_ok, spare_n)
-                if d is not None:
-                    return d
-    # last resort: integrate endpoints whose hotplug is optional or only preferred (the fewest
-    # that make the slots and the bus numbers fit)
-    total_fb = c.fb_pcie_any + c.fb_pci_any + c.fb_pcie_pref + c.fb_pci_pref
-
-    def fits(fb: int) -> Decision | None:
-        d = attempt(0, True, 0, fb)
-        if d is None or (bus_cap is not None and d.bus_numbers > bus_cap):
-            return None
-        return d
-
-    # feasible counts form an interval (too few: no room; too many: no slots), so scan
-    for fb in range(1, min(total_fb, max(free, 0)) + 1):
-        found = fits(fb)
-        if found is not None:
-            return found
-    return Decision(
-        False,
-        f"{ctx.label} has {max(free, 0)} free slots"
-        + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
-        + (f" and {bus_cap} bus numbers left" if bus_cap is not None else "")
-        + f": not enough for {c.pcie_ports + c.int_opt_pcie} PCI Express devices"
-        + (f", {c.pci_tree + c.int_opt_pci + c.pci_off} conventional PCI devices" if c.pci_tree + c.pci_off else "")
-        + (f" and {c.int_req} integrated devices" if c.int_req else "")
-        + ("" if policy.allow_switches else " (switches are not allowed)"),
-    )
-
-
-def _decide_pci(ctx: Context, c: Counts, policy: Policy, spare_wanted: int, expanders_here: int) -> Decision:
-    free = len(ctx.free_slots) - expanders_here - c.bus_groups
-    direct_units = c.pci_direct
-    need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
-    for spare_n in (need_spare, 0) if need_spare else (0,):
-        for bridges in range(max(free, 0) + 1):
-            direct_cap = free - bridges
-            on_direct = min(direct_units, direct_cap)
-            bridged = c.pci_hot_only + direct_units - on_direct
-            if bridged > TREE_CAPACITY * bridges:
-                continue
-            # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
-            if bridged <= BRIDGE_SLOTS * bridges:
-                sizes = tuple(min(BRIDGE_SLOTS, max(0, bridged - BRIDGE_SLOTS * i)) for i in range(bridges))
-            else:
-                sizes = split_trees(bridged)
-                sizes = sizes + (0,) * (bridges - len(sizes))
-            hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + sum(tree_free_slots(n) for n in sizes)
-            if hot_free < spare_n:
-                continue
-            # direct slots take IO-BAR endpoints first: the root bus needs no IO window
-            io_bridged = c.pci_hot_only_io + max(0, c.pci_direct_io - on_direct)
-            buses = trees_buses(sizes)
+    if integrate > integrable(c) or integrate > free - c.integrated_required:
+        return Decision(False, f"{ctx.label}: cannot integrate {integrate} more endpoints")
+    i_opt = min(integrate, optional_total)
+    last = integrate - i_opt
+    # optional integration takes PCIe units first, then PCI units (definition order inside)
+    ip = min(i_opt, c.optional_integrated_pcie)
+    ic = i_opt - ip
+    split = last_resort_split(c, last) if last else {}
+    last_pcie = split.get("last_resort_pcie_any", 0) + split.get("last_resort_pcie_preferred", 0)
+    last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
+    last_misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie
+    # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
+    port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
+    tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
+    # optional PCI integration takes IO-BAR units first (the root bus needs no IO window); the rest overflow
+    tree_io = max(0, c.tree_io + max(0, c.optional_integrated_pci_io - ic) - last_pci)
+    dmi_units = c.dmi_units
+    dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
+    trees = split_trees(tree_units) if not use_dmi_tree else ()
+    fixed_ports = len(trees) + c.switch_groups + c.bus_groups
+    slots_left = free - c.integrated_required - integrate - (1 if dmi else 0)
+    if slots_left < 0:
+        return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
+    ports_needed = pcie_units + spare_n + fixed_ports
+    capacity = aggregate_free + slots_left * pack
+    switches = 0
+    downstream = 0
+    direct = ports_needed
+    if ports_needed > capacity:
+        if not (policy.allow_switches and ctx.offers_switch):
             return Decision(
-                True,
-                direct_units=on_direct,
-                root_bridges=bridges,
-                tree_units=bridged,
-                tree_io=io_bridged,
-                tree_sizes=sizes,
-                tree_bridges=buses - bridges,
-                root_slots=on_direct + bridges + c.bus_groups,
-                bus_numbers=buses + c.bus_groups,
-                io_windows=trees_io_windows(sizes, io_bridged, c.io_max) + c.bus_group_windows,
-                controllers=buses + c.bus_groups,
-                hot_misses=c.hot_misses,
-                spare=spare_n,
-                spare_missing=need_spare - spare_n,
+                False,
+                f"{ctx.label} has {max(free, 0)} free slots"
+                + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
+                + f": not enough for {ports_needed} root ports"
+                + ("" if policy.allow_switches else " (switches are not allowed)"),
             )
-    return Decision(
-        False,
-        f"{ctx.label} has {max(free, 0)} free slots: not enough for {direct_units + c.pci_hot_only} devices"
-        + (" even with pci-bridges" if free > 0 else ""),
-    )
-
-
-def _decide_new_phb(ctx: Context, c: Counts, policy: Policy, spare_wanted: int) -> Decision:
-    units = c.pci_direct + c.pci_hot_only
-    phbs = math.ceil(units / BRIDGE_SLOTS) if units else 0
+        # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
+        switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
+        direct = capacity - switches
+        downstream = ports_needed - direct
+        if direct < fixed_ports or downstream > 32 * switches or direct < 0:
+            return Decision(False, f"{ctx.label}: not enough root ports even with switches")
+    used_port_slots = max(0, direct + switches - aggregate_free)
+    root_slots = c.integrated_required + integrate + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
+    tree_bridges = sum(fanout(size) for size in trees)
+    dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
+    if dmi and dmi_units + dmi_bridges > 32:
+        return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
+    bus = direct + 2 * switches + downstream + trees_buses(trees)
+    bus += (1 + dmi_bridges) if dmi else 0
+    bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
+    io = port_io + c.switch_group_io + c.bus_group_windows
+    if not use_dmi_tree:
+        io += trees_io_windows(trees, tree_io, c.io_max)
+    elif tree_io:
+        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max)
+    io += -(-c.dmi_io * c.io_max // IO_WINDOW)
+    if bus_cap is not None and bus > bus_cap:
+        return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
+    controllers = direct + 2 * switches + downstream
+    controllers += trees_buses(trees)
+    controllers += (1 + dmi_bridges) if dmi else 0
+    controllers += c.switch_groups + c.switch_group_units + c.bus_groups
     return Decision(
         True,
-        direct_units=units,
-        phbs=phbs,
-        controllers=phbs,
+        integrated_pcie=ip,
+        integrated_pci=ic,
+        integrated_devices=c.integrated_required + integrate,
+        direct_ports=direct - fixed_ports,
+        port_units=pcie_units,
+        spare=spare_n,
+        switches=switches,
+        downstream=downstream,
+        tree_units=tree_units,
+        tree_io=tree_io,
+        tree_bridges=tree_bridges,
+        tree_sizes=trees,
+        tree_via_dmi=use_dmi_tree,
+        dmi=dmi,
+        dmi_units=dmi_units,
+        dmi_bridges=dmi_bridges,
+        root_slots=root_slots,
+        bus_numbers=bus,
+        io_windows=io,
+        controllers=controllers,
+        hot_misses=c.hot_misses + last_misses,
+        spare_missing=spare - spare_n,
+        last_resort=tuple(split.items()),
+    )
+
+
+def _decide_pci(
+    ctx: Context, c: Counts, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
+) -> Decision:
+    free = len(ctx.free_slots) - expanders_here - c.bus_groups
+    need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
+    if spare_n > need_spare or bridges > max(free, 0):
+        return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
+    direct_cap = free - bridges
+    on_direct = min(c.root_slot_units, direct_cap)
+    bridged = c.hot_bridge_units + c.root_slot_units - on_direct
+    if bridged > TREE_CAPACITY * bridges:
+        return Decision(
+            False,
+            f"{ctx.label} has {max(free, 0)} free slots: not enough for {c.root_slot_units + c.hot_bridge_units} "
+            "devices" + (" even with pci-bridges" if free > 0 else ""),
+        )
+    # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
+    if bridged <= BRIDGE_SLOTS * bridges:
+        sizes = tuple(min(BRIDGE_SLOTS, max(0, bridged - BRIDGE_SLOTS * i)) for i in range(bridges))
+    else:
+        sizes = split_trees(bridged)
+        sizes = sizes + (0,) * (bridges - len(sizes))
+    hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + sum(tree_free_slots(n) for n in sizes)
+    if hot_free < spare_n:
+        return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
+    # direct slots take IO-BAR endpoints first: the root bus needs no IO window
+    io_bridged = c.hot_bridge_io + max(0, c.root_slot_io - on_direct)
+    buses = trees_buses(sizes)
+    hot_misses = c.hot_misses
+    return Decision(
+        True,
+        root_slot_units=on_direct,
+        integrated_devices=c.integrated_required + on_direct if ctx.bus == 0 else 0,
+        root_bridges=bridges,
+        tree_units=bridged,
+        tree_io=io_bridged,
+        tree_sizes=sizes,
+        tree_bridges=buses - bridges,
+        root_slots=on_direct + bridges + c.bus_groups,
+        bus_numbers=buses + c.bus_groups,
+        io_windows=trees_io_windows(sizes, io_bridged, c.io_max) + c.bus_group_windows,
+        controllers=buses + c.bus_groups,
+        hot_misses=hot_misses,
+        spare=spare_n,
+        spare_missing=need_spare - spare_n,
+    )
+
+
+def _decide_new_host_bridges(c: Counts) -> Decision:
+    units = c.root_slot_units + c.hot_bridge_units
+    # a pseries host bridge has 31 usable slots (1..31)
+    host_bridges = math.ceil(units / BRIDGE_SLOTS) if units else 0
+    return Decision(
+        True,
+        root_slot_units=units,
+        host_bridges=host_bridges,
+        controllers=host_bridges,
         bus_numbers=0,
         hot_misses=c.hot_misses,
     )

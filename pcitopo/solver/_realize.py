@@ -6,7 +6,7 @@ again by the validator, so a disagreement is caught, never shipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
 
@@ -14,8 +14,18 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import Unsatisfiable
 from pcitopo.policy.policy import Policy
-from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Decision, fallback_kind, fanout, unit_category
-from pcitopo.solver._model import Unit
+from pcitopo.solver._layout import (
+    BRIDGE_SLOTS,
+    Category,
+    Context,
+    Decision,
+    RootKind,
+    fanout,
+    last_resort_bucket,
+    unit_category,
+)
+from pcitopo.solver.model import Problem, Unit
+from pcitopo.topology import Topology
 
 __all__: list[str] = []
 
@@ -111,7 +121,7 @@ class Builder:
         self.controllers.append(c)
         return c
 
-    def phb(self, numa_node: int | None) -> Controller:
+    def host_bridge(self, numa_node: int | None) -> Controller:
         index = self.next_index()
         t = 1
         while t in self.used_target_index:
@@ -141,11 +151,18 @@ class Builder:
                         self.controllers[i] = attrs.evolve(c, multifunction=True)
 
 
+def _by_category(ctx: Context, units: Sequence[Unit], policy: Policy) -> dict[Category, list[Unit]]:
+    cats: dict[Category, list[Unit]] = {}
+    for u in units:
+        cats.setdefault(unit_category(ctx, u, policy)[0], []).append(u)
+    return cats
+
+
 def _io_first(units: Sequence[Unit]) -> list[Unit]:
     return sorted(units, key=lambda u: (not u.has_io, u.rank))
 
 
-def realize_pcie(
+def _realize_pcie(
     b: Builder,
     ctx: Context,
     root_bus: int,
@@ -158,18 +175,16 @@ def realize_pcie(
     dmi_preferred: Sequence[PciAddress] = (),
 ) -> None:
     """Lay out a PCIe root complex context (``free_slots`` excludes slots kept for expanders)."""
-    cats: dict[str, list[Unit]] = {}
-    for u in units:
-        cats.setdefault(unit_category(ctx, u, policy), []).append(u)
+    cats = _by_category(ctx, units, policy)
     slots = list(free_slots)
 
     def take_slot() -> int:
         return slots.pop(0)
 
     # 1. integrated endpoints
-    integrated = list(cats.get("int_req", []))
-    opt_pcie = cats.get("int_opt_pcie", [])
-    opt_pci = _io_first(cats.get("int_opt_pci", []))
+    integrated = list(cats.get(Category.INTEGRATED, []))
+    opt_pcie = _io_first(cats.get(Category.OPTIONAL_INTEGRATED_PCIE, []))
+    opt_pci = _io_first(cats.get(Category.OPTIONAL_INTEGRATED_PCI, []))
     integrated += opt_pcie[: decision.integrated_pcie]
     integrated += opt_pci[: decision.integrated_pci]
     overflow_pcie = opt_pcie[decision.integrated_pcie :]
@@ -177,17 +192,17 @@ def realize_pcie(
     for u in sorted(integrated, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, take_slot()))
 
-    port_units = sorted([*cats.get("pcie_ports", []), *overflow_pcie], key=lambda u: u.rank)
-    tree_units = _io_first([*cats.get("pci_tree", []), *overflow_pci])
+    port_units = sorted([*cats.get(Category.ROOT_PORT, []), *overflow_pcie], key=lambda u: u.rank)
+    tree_units = _io_first([*cats.get(Category.BRIDGE_TREE, []), *overflow_pci])
     # last-resort integration, bucket by bucket, in definition order
-    if decision.fallback:
-        wanted = dict(decision.fallback)
+    if any(n for _, n in decision.last_resort):
+        wanted = dict(decision.last_resort)
         moved: list[Unit] = []
         for source in (port_units, tree_units):
-            for u in sorted(source, key=lambda u: u.rank):
-                bucket = fallback_kind(ctx, u, unit_category(ctx, u, policy))
+            for u in _io_first(source):
+                bucket = last_resort_bucket(ctx, u, unit_category(ctx, u, policy)[0])
                 if bucket is None and u in overflow_pcie:
-                    bucket = fallback_kind(ctx, u, "pcie_ports")
+                    bucket = last_resort_bucket(ctx, u, Category.ROOT_PORT)
                 if bucket and wanted.get(bucket, 0) > 0:
                     wanted[bucket] -= 1
                     moved.append(u)
@@ -195,7 +210,7 @@ def realize_pcie(
         tree_units = [u for u in tree_units if u not in moved]
         for u in sorted(moved, key=lambda u: u.rank):
             b.place(u, _addr(root_bus, take_slot()))
-    dmi_units = _io_first(cats.get("pci_off", []))
+    dmi_units = _io_first(cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []))
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
     if decision.dmi:
@@ -234,13 +249,13 @@ def realize_pcie(
     for u in direct_units:
         rp = b.root_port(next_port_position(), hotplug=_port_hotplug(u, policy))
         b.place(u, _addr(rp.index, 0))
-    for _label, members in _groups(cats.get("sw_group", []), "switch_group"):
+    for _label, members in _groups(cats.get(Category.SWITCH_GROUP, []), "switch_group"):
         up_rp = b.root_port(next_port_position())
         up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
         for s, u in enumerate(members):
             dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
             b.place(u, _addr(dp.index, 0))
-    for _label, members in _groups(cats.get("bus_group", []), "bus_group"):
+    for _label, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
         rp = b.root_port(next_port_position())
         bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
         for s, u in enumerate(members, start=1):
@@ -298,9 +313,12 @@ def _groups(units: Sequence[Unit], attr: str) -> list[tuple[str, list[Unit]]]:
 
 
 def _port_hotplug(u: Unit, policy: Policy) -> bool | None:
+    """Hotplug off on a port whose device must not be hot-plugged, and with ``hotplug_off_occupied``
+    on one whose device does not ask for hotplug (a device that prefers it keeps it: the policy's
+    wish for occupied ports never overrides a device's own)."""
     if u.hotplug is HotplugNeed.FORBIDDEN:
         return False
-    if policy.hotplug_off_occupied and u.hotplug is not HotplugNeed.REQUIRED:
+    if policy.hotplug_off_occupied and u.hotplug is HotplugNeed.ANY:
         return False
     return None
 
@@ -317,7 +335,7 @@ def _port_positions(
             yield _addr(bus, slot, f)
 
 
-def realize_pci(
+def _realize_pci(
     b: Builder,
     ctx: Context,
     root_bus: int,
@@ -328,16 +346,14 @@ def realize_pci(
     free_slots: Sequence[int],
 ) -> None:
     """Lay out a conventional root context: direct slots (IO endpoints first), then pci-bridges."""
-    cats: dict[str, list[Unit]] = {}
-    for u in units:
-        cats.setdefault(unit_category(ctx, u, policy), []).append(u)
+    cats = _by_category(ctx, units, policy)
     slots = list(free_slots)
-    direct_candidates = _io_first(cats.get("pci_direct", []))
-    direct = direct_candidates[: decision.direct_units]
-    bridged = _io_first([*cats.get("pci_hot_only", []), *direct_candidates[decision.direct_units :]])
+    direct_candidates = _io_first(cats.get(Category.ROOT_SLOT, []))
+    direct = direct_candidates[: decision.root_slot_units]
+    bridged = _io_first([*cats.get(Category.HOTPLUG_BRIDGE_ONLY, []), *direct_candidates[decision.root_slot_units :]])
     for u in sorted(direct, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, slots.pop(0)))
-    for _, members in _groups(cats.get("bus_group", []), "bus_group"):
+    for _, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(br.index, s))
@@ -347,17 +363,17 @@ def realize_pci(
         del bridged[:size]
 
 
-def realize_new_phbs(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:
+def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:
     remaining = sorted(units, key=lambda u: u.rank)
-    for _ in range(decision.phbs):
-        phb = b.phb(ctx.numa_node)
+    for _ in range(decision.host_bridges):
+        host_bridge = b.host_bridge(ctx.numa_node)
         for s in range(1, BRIDGE_SLOTS + 1):
             if not remaining:
                 break
-            b.place(remaining.pop(0), _addr(phb.index, s))
+            b.place(remaining.pop(0), _addr(host_bridge.index, s))
 
 
-def with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
+def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
     out = []
     for d in devices:
         if d.id in b.placements:
@@ -367,4 +383,109 @@ def with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
                 multifunction=True if b.multifunction.get(d.id) else d.multifunction,
             )
         out.append(d)
+    return out
+
+
+def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
+    """The completed topology of an assignment: every context laid out by its decision."""
+    topology = problem.topology
+    by_ctx = problem.units_by_context(values)
+    decisions: dict[int, Decision] = {}
+    for ctx_id in problem.context_variables:
+        d = problem.decision(ctx_id, values)
+        if d is None or not d.feasible:  # pragma: no cover - the search only returns feasible assignments
+            raise Unsatisfiable(["internal: the chosen assignment is not feasible"])
+        if ctx_id == 0 or by_ctx.get(ctx_id) or problem.used(ctx_id, values):
+            decisions[ctx_id] = d
+    b = Builder(
+        used_indexes={c.index for c in topology.controllers},
+        used_chassis_port={
+            (c.chassis, -1 if c.port is None else c.port) for c in topology.controllers if c.chassis is not None
+        },
+        used_chassis_nr={c.chassis_nr for c in topology.controllers if c.chassis_nr is not None},
+        used_target_index={c.target_index for c in topology.controllers if c.target_index is not None},
+    )
+    main = problem.contexts[0]
+    main_slots = list(main.free_slots)
+    # slots of the main root bus kept for new expander buses: the last free ones
+    new_expanders = sorted(
+        (problem.contexts[i] for i in decisions if problem.contexts[i].new_expander), key=lambda c: c.id
+    )
+    expander_slots = {ctx.id: main_slots.pop() for ctx in new_expanders}
+    expander_controllers: dict[int, Controller] = {}
+    for ctx in new_expanders:
+        index = b.next_index()
+        ctrl = Controller(
+            index, ctx.new_model or "", address=PciAddress(bus=0, slot=expander_slots[ctx.id]), numa_node=ctx.numa_node
+        )
+        expander_controllers[ctx.id] = ctrl
+        b.controllers.append(ctrl)
+    dmi_preferred = topology.machine.preferred.get("dmi-to-pci-bridge", ())
+    for ctx_id in sorted(decisions):
+        ctx = problem.contexts[ctx_id]
+        d = decisions[ctx_id]
+        units = by_ctx.get(ctx_id, [])
+        if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
+            _realize_new_host_bridges(b, ctx, d, units)
+            continue
+        root_bus = ctx.bus if ctx.bus is not None else expander_controllers[ctx_id].index
+        slots = main_slots if ctx_id == 0 else list(ctx.free_slots)
+        if ctx.root_kind is RootKind.PCIE:
+            _realize_pcie(
+                b,
+                ctx,
+                root_bus,
+                d,
+                units,
+                problem.policy,
+                free_slots=slots,
+                port_functions=ctx.free_port_functions,
+                dmi_preferred=dmi_preferred,
+            )
+        else:
+            _realize_pci(b, ctx, root_bus, d, units, problem.policy, free_slots=slots)
+    b.set_multifunction()
+    controllers = list(b.controllers)
+    if expander_controllers:
+        controllers = _assign_bus_nr(problem, decisions, expander_controllers, controllers, values)
+    return topology.replace(
+        controllers=[*topology.controllers, *controllers],
+        devices=_with_placements(topology.devices, b),
+    )
+
+
+def _assign_bus_nr(
+    problem: Problem,
+    decisions: Mapping[int, Decision],
+    expanders: Mapping[int, Controller],
+    controllers: list[Controller],
+    values: Mapping[str, int],
+) -> list[Controller]:
+    """Bus numbers for new expander buses: carved from the top of the free region, the slack shared out."""
+    topology = problem.topology
+    machine = topology.machine
+    existing = [c.bus_nr for c in topology.controllers if c.bus_nr is not None]
+    ceiling = min(existing, default=machine.bus_numbers)
+    need = {ctx_id: problem.bus_numbers(ctx_id, decisions[ctx_id], values) for ctx_id in expanders}
+    main_need = (
+        topology.bus_numbers_used(0)
+        - sum(topology.subtree_bus_numbers(c.index) for c in topology.controllers if topology.model(c).expander)
+        + (decisions[0].bus_numbers if 0 in decisions else 0)
+    )
+    slack = max(0, ceiling - main_need - sum(need.values()))
+    share = slack // (len(need) + 1)
+    bus_nr: dict[int, int] = {}
+    top = ceiling
+    for ctx_id in sorted(need, reverse=True):
+        top -= need[ctx_id] + share
+        bus_nr[ctx_id] = top
+    by_index = {ctrl.index: ctx_id for ctx_id, ctrl in expanders.items()}
+    out = []
+    for c in controllers:
+        if c.index in by_index:
+            nr = bus_nr[by_index[c.index]]
+            if not 1 <= nr <= 254:
+                raise Unsatisfiable([f"no room for the bus numbers of {c.model} {c.name!r}"])
+            c = attrs.evolve(c, bus_nr=nr)
+        out.append(c)
     return out

@@ -17,10 +17,14 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from pcitopo.devices import HotplugNeed
-from pcitopo.errors import Unsatisfiable
+from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.policy.policy import Policy
-from pcitopo.solver._model import DemandClass, Unit, classify
+from pcitopo.solver._layout import Counts, add_units, decide
+from pcitopo.solver.model import DemandClass, Unit, classify, formulate, io_windows_used
 from pcitopo.topology import Topology
+
+Feasibility = Callable[[Topology, Policy, Sequence[Unit]], bool]
+"""Whether some units can all be placed in a topology under a policy."""
 
 __all__ = ["explain"]
 
@@ -29,14 +33,16 @@ def __dir__() -> list[str]:
     return __all__
 
 
-def explain(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Unsatisfiable:
-    """Build the :class:`~pcitopo.errors.Unsatisfiable` error for units that cannot all be placed."""
-    from pcitopo.solver.planner import _context_reasons, _describe_budget, _feasible
+def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasible: Feasibility) -> Unsatisfiable:
+    """Build the :class:`~pcitopo.errors.Unsatisfiable` error for units that cannot all be placed.
 
+    ``feasible`` is the test of whether a set of units can be placed (the
+    solver's search, stopped at the first plan).
+    """
     classes = list(classify(units))
 
     def ok(chosen: Sequence[DemandClass], pol: Policy = policy) -> bool:
-        return _feasible(topology, pol, [u for c in chosen for u in c.units])
+        return feasible(topology, pol, [u for c in chosen for u in c.units])
 
     facts = _describe_budget(topology, policy)
     core = list(classes)
@@ -100,3 +106,44 @@ def _max_fitting(cls: DemandClass, rest: Sequence[DemandClass], ok: Callable[[Se
         else:
             hi = mid - 1
     return lo
+
+
+def _context_reasons(topology: Topology, policy: Policy, units: Sequence[Unit]) -> list[str]:
+    """Why each class of units cannot go to each place it could go, one line per reason."""
+    try:
+        problem = formulate(topology, policy, units)
+    except PcitopoError as exc:
+        return [str(exc)]
+    reasons: list[str] = []
+    for ci, cls in enumerate(problem.classes):
+        candidates = problem.candidates[ci]
+        if not candidates:
+            u = cls.sample
+            if u.numa_node is not None and u.numa_strict:
+                reasons.append(
+                    f"no bus of NUMA node {u.numa_node} exists and {topology.machine.name} cannot add an expander bus"
+                    + ("" if u.numa_node < topology.numa_nodes else f" (the guest has {topology.numa_nodes} nodes)")
+                )
+            continue
+        for ctx_id in candidates:
+            ctx = problem.contexts[ctx_id]
+            counts = add_units(ctx, Counts(), cls.units, policy)
+            cap = ctx.own_range if ctx.own_range is not None else problem.bus_region
+            d = decide(ctx, counts, policy, bus_cap=cap)
+            if not d.feasible and d.reason and d.reason not in reasons:
+                reasons.append(d.reason)
+    return reasons
+
+
+def _describe_budget(topology: Topology, policy: Policy) -> list[str]:
+    """The numbers behind an infeasible request."""
+    facts = []
+    usage = topology.slot_usage()
+    root = topology.model(0)
+    free = [s for s in root.slot_range() if (0, 0, s) not in usage]
+    facts.append(f"{topology.bus_name(0)} has {len(free)} free slots")
+    facts.append(f"bus numbers left: {topology.bus_numbers_left(0)}")
+    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    if budget is not None:
+        facts.append(f"IO windows left: {budget - io_windows_used(topology)} of {budget}")
+    return facts

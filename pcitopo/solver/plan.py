@@ -18,7 +18,7 @@ from pcitopo.devices import Controller
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 
-__all__ = ["Plan", "SoftResult", "Status"]
+__all__ = ["Plan", "SearchStats", "SoftResult", "Status"]
 
 
 def __dir__() -> list[str]:
@@ -29,9 +29,21 @@ class Status(enum.Enum):
     """How good a plan is known to be."""
 
     OPTIMAL = "optimal"
-    """No plan meets the soft constraints at a lower cost."""
+    """Proven: no plan the model describes meets the soft constraints at a lower cost."""
     FEASIBLE = "feasible"
-    """Every hard constraint holds; a cheaper plan may exist."""
+    """Every hard constraint holds; a cheaper plan may exist (``Plan.bound`` says how much cheaper at most)."""
+    REPRODUCED = "reproduced"
+    """libvirt's own placement, reproduced; no claim about its cost."""
+
+
+@attrs.frozen
+class SearchStats:
+    """The size of the search behind a plan (all zero for a backend that does not search)."""
+
+    backend: str
+    variables: int = 0
+    constraints: int = 0
+    nodes: int = 0
 
 
 @attrs.frozen
@@ -64,6 +76,13 @@ class Plan:
     added: tuple[Controller, ...]
     soft: tuple[SoftResult, ...]
     status: Status = Status.FEASIBLE
+    bound: int | None = None
+    """A lower bound of the cost of every plan (equal to the cost when optimal; ``None``: unknown)."""
+    stats: SearchStats | None = None
+    warnings: tuple[str, ...] = ()
+    """What the plan keeps but a careful owner should repair (rules of the pinned part QEMU does not enforce)."""
+    not_hotpluggable: tuple[tuple[str, str], ...] = ()
+    """Devices that prefer hotplug but could not get it, each with the reason."""
 
     @property
     def cost(self) -> int:

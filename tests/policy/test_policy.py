@@ -14,13 +14,13 @@ from pcitopo.policy import BUILTIN_POLICIES, Override, Policy
 @pytest.mark.parametrize(
     ("name", "hotplug", "spare", "integrated", "numa", "ordered", "libvirt"),
     [
-        ("hotplug", "required", 1, False, False, False, False),
+        ("hotplug", "preferred", 1, False, False, False, False),
         ("minimal", "any", 0, True, False, False, False),
-        ("numa", "required", 1, False, True, False, False),
-        ("ordered", "required", 1, False, False, True, False),
+        ("numa", "preferred", 1, False, True, False, False),
+        ("ordered", "preferred", 1, False, False, True, False),
         ("libvirt", "any", 1, False, False, False, True),
         ("minimal+numa", "any", 0, True, True, False, False),
-        ("hotplug+numa+ordered", "required", 1, False, True, True, False),
+        ("hotplug+numa+ordered", "preferred", 1, False, True, True, False),
     ],
 )
 def test_builtin_and_composed_policies(
@@ -51,10 +51,10 @@ def test_needs_for_applies_defaults_then_overrides() -> None:
     """A device's own need wins over the default; an override matching its alias wins over both."""
     p = Policy(overrides=(Override("ua-win*", hotplug=HotplugNeed.FORBIDDEN, numa_node=1),))
     plain = Device("ua-net0", "virtio-net")
-    own = Device("ua-net1", "virtio-net", needs=Needs(hotplug=HotplugNeed.PREFERRED))
+    own = Device("ua-net1", "virtio-net", needs=Needs(hotplug=HotplugNeed.REQUIRED))
     matched = Device("ua-win0", "virtio-net", needs=Needs(hotplug=HotplugNeed.REQUIRED))
-    assert p.needs_for(plain).hotplug is HotplugNeed.REQUIRED
-    assert p.needs_for(own).hotplug is HotplugNeed.PREFERRED
+    assert p.needs_for(plain).hotplug is HotplugNeed.PREFERRED
+    assert p.needs_for(own).hotplug is HotplugNeed.REQUIRED
     assert (p.needs_for(matched).hotplug, p.needs_for(matched).numa_node) == (HotplugNeed.FORBIDDEN, 1)
 
 

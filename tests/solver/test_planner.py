@@ -19,6 +19,8 @@ from pcitopo.solver import Plan, Status, solve
 from pcitopo.topology import Topology
 
 A = PciAddress.parse
+REQUIRED = attrs.evolve(Policy.named("hotplug"), hotplug=HotplugNeed.REQUIRED)
+"""The hotplug policy with hotplug required of every device (the default only prefers it)."""
 
 
 def nics(n: int, kind: str = "virtio-net", prefix: str = "net", **needs: object) -> list[Device]:
@@ -39,7 +41,7 @@ def test_two_virtio_devices_on_q35_get_root_ports_and_one_spare() -> None:
         (3, "pcie-root-port", "0000:00:01.2", 3, 0xA, None),
     ]
     assert plan.status is Status.OPTIMAL
-    assert {s.name: s.met for s in plan.soft} == {"spare-ports": True, "fewer-controllers": False}
+    assert {s.name: s.met for s in plan.soft} == {"hotplug": True, "spare-ports": True, "fewer-controllers": False}
 
 
 def test_every_device_of_the_hotplug_policy_is_hotpluggable() -> None:
@@ -120,11 +122,13 @@ def test_minimal_integrates_on_the_root_bus() -> None:
 
 
 def test_minimal_overflows_to_root_ports_when_the_root_bus_is_full() -> None:
-    """Forty integrable devices: 28 integrated, 12 on root ports packed in the last two slots."""
+    """Forty integrable devices: 29 integrated, 11 behind one slot of root ports and a switch (cost 68, not 72)."""
     plan = solve(Topology.build("q35", devices=nics(40)), "minimal")
     on_root = [d for d in plan.topology.devices if d.address is not None and d.address.bus == 0]
-    assert len(on_root) == 28
-    assert len(plan.added) == 12
+    assert len(on_root) == 29
+    # 29 integrated + 7 root ports + a switch (2) + 4 downstream ports: 13 controllers, 11 not integrated
+    assert (len(plan.added), plan.cost) == (13, 13 + 11 * 5)
+    assert plan.status is Status.OPTIMAL
     assert validate(plan.topology) == ()
 
 
@@ -169,12 +173,13 @@ def test_ordered_keeps_definition_order_within_a_kind_when_growing() -> None:
 
 
 def test_hotplug_off_on_occupied_ports_keeps_spares_hotpluggable() -> None:
-    """For Windows guests: occupied ports have hotplug off, spare ports keep it on."""
+    """For Windows guests: no occupied position is hot-pluggable, the spare ports keep hotplug on."""
     policy = attrs.evolve(Policy.named("hotplug"), hotplug=HotplugNeed.ANY, hotplug_off_occupied=True, spare_ports=2)
     plan = solve(Topology.build("q35", devices=nics(3)), policy)
-    occupied = {d.address.bus for d in plan.topology.devices if d.address is not None}
+    t = plan.topology
+    assert [t.is_hotpluggable(d.address.bus, d.address.slot) for d in t.devices if d.address] == [False] * 3
+    occupied = {d.address.bus for d in t.devices if d.address is not None}
     ports = [c for c in plan.added if c.model == "pcie-root-port"]
-    assert [c.hotplug for c in ports if c.index in occupied] == [False, False, False]
     assert [c.hotplug for c in ports if c.index not in occupied] == [None, None]
 
 
@@ -282,7 +287,7 @@ def test_too_many_devices_is_unsatisfiable_with_the_number_that_fits(
 ) -> None:
     """The error names the devices, the budget, and how many would fit."""
     with pytest.raises(Unsatisfiable) as info:
-        solve(Topology.build(machine, devices=nics(count)))
+        solve(Topology.build(machine, devices=nics(count)), REQUIRED)
     err = info.value
     assert err.conflicts[0].startswith(f"{count} PCI Express devices that must be hotpluggable")
     assert any(f"{expected_fit} fit" in s for s in err.suggestions)
@@ -292,7 +297,7 @@ def test_too_many_devices_is_unsatisfiable_with_the_number_that_fits(
 def test_io_space_limits_pcie_devices_with_io_bars() -> None:
     """Fifteen e1000e need fifteen IO windows on q35, one more than SeaBIOS has; the error says so."""
     with pytest.raises(Unsatisfiable) as info:
-        solve(Topology.build("q35", devices=nics(15, "e1000e")))
+        solve(Topology.build("q35", devices=nics(15, "e1000e")), REQUIRED)
     assert "IO windows left: 14 of 14" in info.value.facts
     assert any("14 fit" in s for s in info.value.suggestions)
     plan = solve(Topology.build("q35", devices=nics(14, "e1000e")))
@@ -313,7 +318,7 @@ def test_the_conflict_is_minimal() -> None:
     pcie = nics(14, prefix="a")
     legacy = nics(1, "e1000", prefix="b")
     with pytest.raises(Unsatisfiable) as info:
-        solve(Topology.build("aarch64-virt-highmem-off", devices=[*pcie, *legacy]))
+        solve(Topology.build("aarch64-virt-highmem-off", devices=[*pcie, *legacy]), REQUIRED)
     conflicts = info.value.conflicts
     assert len(conflicts) == 2
     assert conflicts[0].startswith("14 PCI Express devices that must be hotpluggable ('a0', 'a1', 'a2', ...)")
@@ -434,13 +439,13 @@ def test_spare_ports_per_numa_node() -> None:
 
 
 def test_hotplug_off_occupied_works_on_top_of_the_hotplug_policy() -> None:
-    """With ``hotplug-off-occupied`` the default hotplug requirement no longer applies: occupied ports are off."""
+    """With ``hotplug-off-occupied`` the default hotplug wish does not apply: no occupied position is hot-pluggable."""
     policy = Policy.from_mapping({"hotplug-off-occupied": True, "spare-ports": 2})
     plan = solve(Topology.build("q35", devices=nics(2)), policy)
-    occupied = {d.address.bus for d in plan.topology.devices if d.address is not None}
-    ports = {c.index: c.hotplug for c in plan.added}
-    assert [ports[i] for i in sorted(occupied)] == [False, False]
-    assert [v for k, v in sorted(ports.items()) if k not in occupied] == [None, None]
+    t = plan.topology
+    assert [t.is_hotpluggable(d.address.bus, d.address.slot) for d in t.devices if d.address] == [False, False]
+    occupied = {d.address.bus for d in t.devices if d.address is not None}
+    assert [c.hotplug for c in plan.added if c.index not in occupied] == [None, None]
 
 
 @pytest.mark.parametrize(("machine", "count"), [("q35", 1900), ("pc", 1500)])
@@ -482,7 +487,9 @@ def test_values_have_short_reprs() -> None:
 def test_io_windows_count_bytes_not_devices() -> None:
     """31 rtl8139 (256 bytes of IO each) need two 4 KiB windows on one bridge: with 13 e1000e that is over 14."""
     with pytest.raises(Unsatisfiable) as info:
-        solve(Topology.build("q35", devices=[*nics(13, "e1000e", prefix="e"), *nics(31, "rtl8139", prefix="r")]))
+        solve(
+            Topology.build("q35", devices=[*nics(13, "e1000e", prefix="e"), *nics(31, "rtl8139", prefix="r")]), REQUIRED
+        )
     assert any("drop 15 of the 31 devices" in s and "16 fit" in s for s in info.value.suggestions)
     plan = solve(Topology.build("q35", devices=[*nics(12, "e1000e", prefix="e"), *nics(31, "rtl8139", prefix="r")]))
     assert sum(plan.topology.io_windows().values()) == 14
@@ -495,3 +502,21 @@ def test_growing_into_a_bridge_respects_the_io_budget() -> None:
     second = solve(grown)
     assert sum(second.topology.io_windows().values()) <= 14
     assert validate(second.topology) == ()
+
+
+def test_the_default_policy_integrates_io_devices_when_io_windows_run_out() -> None:
+    """q35 without ACPI, 20 IO-BAR NICs: the default plans them, 11 integrated and named as not hot-pluggable."""
+    plan = solve(Topology.build("q35", acpi=False, devices=nics(20, "e1000e")))
+    on_root = sorted(d.id for d in plan.topology.devices if d.address is not None and d.address.bus == 0)
+    assert len(on_root) == 11
+    assert sorted(device for device, _ in plan.not_hotpluggable) == on_root
+    assert plan.not_hotpluggable[0][1] == "it sits directly on pcie.0, where nothing is hot-pluggable"
+    assert plan.cost == 11 * 100 + len(plan.added)
+    assert validate(plan.topology) == ()
+
+
+def test_the_default_policy_fails_only_when_hotplug_is_required() -> None:
+    """The same request with hotplug required by the policy is unsatisfiable, and says so."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("q35", acpi=False, devices=nics(20, "e1000e")), REQUIRED)
+    assert info.value.conflicts[0].startswith("20 PCI Express devices that must be hotpluggable")

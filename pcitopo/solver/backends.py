@@ -1,0 +1,110 @@
+"""Backends: what turns a request into a completed topology, under one status enum.
+
+Like CPMpy's solver interface: every backend takes the request and the
+policy and returns a :class:`Placement` whose :class:`~pcitopo.solver.plan.Status`
+says what is known about it. :class:`CspBackend` models the request
+(:mod:`pcitopo.solver.model`) and searches it (:mod:`pcitopo.solver.search`):
+``OPTIMAL`` when the search proved it, else ``FEASIBLE`` with the best bound.
+:class:`LibvirtBackend` reproduces libvirt 9.0's own placement:
+``REPRODUCED``, never "optimal".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+
+from pcitopo.errors import PcitopoError, Unsatisfiable
+from pcitopo.policy.policy import Policy
+from pcitopo.solver import _realize, search
+from pcitopo.solver.model import Unit, formulate
+from pcitopo.solver.plan import SearchStats, Status
+from pcitopo.topology import Topology
+
+__all__ = ["Backend", "CspBackend", "Feasibility", "LibvirtBackend", "Placement", "backend_for", "feasible"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+@attrs.frozen
+class Placement:
+    """A backend's answer: the completed topology and what is known about it."""
+
+    topology: Topology
+    status: Status
+    stats: SearchStats
+    model_cost: int | None = None
+    """The objective the search minimised, for the assignment it chose (``None``: no search)."""
+    bound: int | None = None
+
+
+class Backend(Protocol):
+    """Places every unaddressed device of a request."""
+
+    name: str
+
+    def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
+        """Place ``units`` (the request's unplaced devices) in ``request``, or raise Unsatisfiable."""
+        ...
+
+
+class CspBackend:
+    """The model and python-constraint2's search."""
+
+    name = "csp"
+
+    def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
+        problem = formulate(request, policy, units)
+        homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
+        if homeless:
+            raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
+        result = search.search(problem)
+        stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
+        if result.values is None:
+            if not result.proven and result.nodes > search.NODE_LIMIT:
+                raise Unsatisfiable(
+                    [f"the search gave up after {result.nodes} partial assignments without finding a plan"],
+                    suggestions=["split the request into smaller ones"],
+                )
+            raise Unsatisfiable(["no assignment meets every hard constraint"])
+        topology = _realize.realize(problem, result.values)
+        status = Status.OPTIMAL if result.proven else Status.FEASIBLE
+        return Placement(topology, status, stats, model_cost=result.cost, bound=result.bound)
+
+
+def feasible(request: Topology, policy: Policy, units: Sequence[Unit]) -> bool:
+    """Whether ``units`` can be placed at all (the search stops at the first plan); for explanations."""
+    if not units:
+        return True
+    try:
+        problem = formulate(request, policy, units)
+    except PcitopoError:
+        return False
+    if any(not c for c in problem.candidates):
+        return False
+    return search.search(problem, optimise=False).values is not None
+
+
+class LibvirtBackend:
+    """libvirt 9.0's own placement (``qemuDomainAssignPCIAddresses``), reproduced."""
+
+    name = "libvirt"
+
+    def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
+        from pcitopo.solver._libvirt import libvirt_assign  # type: ignore[import-not-found, unused-ignore]
+
+        result: Topology = libvirt_assign(request)
+        return Placement(result, Status.REPRODUCED, SearchStats(self.name))
+
+
+def backend_for(policy: Policy) -> Backend:
+    """The libvirt backend for a policy that asks for libvirt's choices, else the CSP backend."""
+    return LibvirtBackend() if policy.libvirt else CspBackend()
+
+
+Feasibility = Callable[[Topology, Policy, Sequence[Unit]], bool]
+"""The feasibility test :func:`pcitopo.solver.explain.explain` takes."""

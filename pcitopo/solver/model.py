@@ -1,0 +1,946 @@
+"""The solver's model: units of demand, their classes, the contexts that can host them, and the CSP.
+
+Built from a topology and a policy by graph reasoning, before any search:
+devices become *units* (one device, or the functions of one slot), units with
+the same needs form *demand classes* (units of one class are interchangeable),
+and the places new structure can grow (the main root bus, existing expander
+buses, new expander buses per NUMA node, pseries host bridges) become
+*contexts*. A :class:`Problem` then states, like a CPMpy model, the decision
+variables at the level where they are interchangeable, the hard constraints
+over them and one objective; it does not solve anything
+(:mod:`pcitopo.solver.search` does, through a backend).
+
+The decisions, per context:
+
+* ``count[class, context]``: how many units of a class it hosts (only for
+  classes with more than one candidate context; the others are constants);
+* ``integrate[context]`` (PCIe roots that take integrated endpoints): how many
+  endpoints beyond those that must be integrated sit directly on the root bus;
+* ``bridges[context]`` (conventional roots): how many pci-bridges hang off it;
+* ``spare[context]``: how many empty hotpluggable ports it adds.
+
+Everything else (root ports and how they are packed, switches, bridge trees,
+expander buses, bus numbers, IO windows) is a deterministic function of these
+(:func:`pcitopo.solver._layout.decide`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidInput, Unsatisfiable
+from pcitopo.legality.catalog import Connect, Integrated
+from pcitopo.policy.policy import Policy
+from pcitopo.solver._layout import (
+    BRIDGE_SLOTS,
+    Context,
+    Counts,
+    Decision,
+    RootKind,
+    add_counts,
+    add_units,
+    decide,
+    integrable,
+    scale_counts,
+)
+from pcitopo.topology import Topology
+
+__all__ = [
+    "SPLIT_LIMIT",
+    "Constraint",
+    "ConstraintKind",
+    "DemandClass",
+    "Pool",
+    "Problem",
+    "Unit",
+    "Variable",
+    "build_contexts",
+    "build_units",
+    "candidates",
+    "classify",
+    "context_root",
+    "formulate",
+    "free_pools",
+    "io_windows_used",
+    "spare_wanted",
+    "unit_fits_pool",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+@attrs.frozen
+class Unit:
+    """One device, or the devices that are the functions of one slot."""
+
+    devices: tuple[Device, ...]
+    connect: Connect
+    hotplug: HotplugNeed
+    numa_node: int | None
+    numa_strict: bool
+    integrated_required: bool
+    can_integrate: bool
+    io_size: int
+    position: int
+    """Index of the first device in definition order."""
+    switch_group: str | None = None
+    bus_group: str | None = None
+    rank: tuple[float, int] = (0.0, 0)
+    """Placement order: the order hint (or the definition index), then the definition index."""
+
+    @property
+    def name(self) -> str:
+        return self.devices[0].id if len(self.devices) == 1 else "+".join(d.id for d in self.devices)
+
+    @property
+    def has_io(self) -> bool:
+        return self.io_size > 0
+
+
+@attrs.frozen
+class DemandClass:
+    """Units with the same needs, in definition order."""
+
+    key: tuple[object, ...]
+    units: tuple[Unit, ...]
+
+    @property
+    def sample(self) -> Unit:
+        return self.units[0]
+
+    def describe(self) -> str:
+        u = self.sample
+        n = len(self.units)
+        what = "PCI Express" if u.connect is Connect.PCIE_DEVICE else "conventional PCI"
+        parts = [f"{n} {what} device{'s' if n != 1 else ''}"]
+        if u.hotplug is HotplugNeed.REQUIRED:
+            parts.append("that must be hotpluggable")
+        elif u.hotplug is HotplugNeed.FORBIDDEN:
+            parts.append("that must not be hotpluggable")
+        if u.numa_node is not None and u.numa_strict:
+            parts.append(f"on NUMA node {u.numa_node}")
+        if u.integrated_required:
+            parts.append("integrated on the root bus")
+        names = ", ".join(repr(x.name) for x in self.units[:3]) + (", ..." if n > 3 else "")
+        return " ".join(parts) + f" ({names})"
+
+
+def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
+    """The unplaced devices as units, in definition order; slot groups joined."""
+    pending = [(i, d) for i, d in enumerate(topology.devices) if d.address is None]
+    groups: dict[str, list[tuple[int, Device]]] = {}
+    order: list[tuple[int, str | None, Device | None]] = []
+    for i, d in pending:
+        group = d.needs.slot_group
+        if group is None:
+            order.append((i, None, d))
+        else:
+            if group not in groups:
+                order.append((i, group, None))
+            groups.setdefault(group, []).append((i, d))
+    units: list[Unit] = []
+    memo: dict[tuple[str, Needs], Needs] = {}
+    shapes: dict[tuple[object, ...], Unit] = {}
+    for i, group, single in order:
+        if single is not None:
+            # most units are one device: their needs resolve the same way for the same kind and needs
+            key = (single.kind, single.needs, single.io_bar)
+            shape = shapes.get(key)
+            if shape is None:
+                shape = _unit(topology, policy, [single], None, 0, memo)
+                shapes[key] = shape
+            hint = shape.rank[0] if single.needs.order is not None else float(i)
+            units.append(
+                Unit(
+                    (single,),
+                    shape.connect,
+                    shape.hotplug,
+                    shape.numa_node,
+                    shape.numa_strict,
+                    shape.integrated_required,
+                    shape.can_integrate,
+                    shape.io_size,
+                    i,
+                    shape.switch_group,
+                    shape.bus_group,
+                    (hint, i),
+                )
+            )
+            continue
+        members = [d for _, d in groups[group or ""]]
+        units.append(_unit(topology, policy, members, group, i, memo))
+    _check_groups(units)
+    return tuple(units)
+
+
+def _unit(
+    topology: Topology,
+    policy: Policy,
+    members: list[Device],
+    group: str | None,
+    i: int,
+    memo: dict[tuple[str, Needs], Needs],
+) -> Unit:
+    """One unit from its devices (one, or the functions of a slot group)."""
+    pcie = topology.machine.pcie
+    catalog = topology.catalog
+    if len(members) > 8:
+        raise InvalidInput(f"slot group {group!r}", f"has {len(members)} devices but a slot has only 8 functions")
+    needs = [_needs(policy, d, memo) for d in members]
+    kinds = [catalog.device(d.kind) for d in members]
+    connects = {k.connect_on(pcie=pcie) for k in kinds}
+    connect = Connect.PCIE_DEVICE if Connect.PCIE_DEVICE in connects else Connect.PCI_DEVICE
+    hot = _strongest_hotplug([n.hotplug for n in needs], [d.id for d in members])
+    nodes = {n.numa_node for n in needs if n.numa_node is not None}
+    if len(nodes) > 1:
+        raise InvalidInput(f"slot group {group!r}", f"its devices ask for different NUMA nodes {sorted(nodes)}")
+    node = nodes.pop() if nodes else None
+    strict = any(n.numa_strict for n in needs if n.numa_node is not None) or (policy.numa and node is not None)
+    integrated_required = any(
+        n.integrated or k.integrated is Integrated.REQUIRED for n, k in zip(needs, kinds, strict=True)
+    )
+    can_integrate = all(k.integrated is not Integrated.FORBIDDEN for k in kinds)
+    behind_port = connect is Connect.PCIE_DEVICE
+    io = sum(topology.io_bar_size(d, behind_pcie_port=behind_port) for d in members)
+    switch_groups = {n.switch_group for n in needs}
+    bus_groups = {n.bus_group for n in needs}
+    if len(switch_groups) > 1 or len(bus_groups) > 1:
+        raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
+    hints = [n.order for n in needs if n.order is not None]
+    rank = (float(min(hints)) if hints else float(i), i)
+    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(k.hotpluggable for k in kinds):
+        own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
+        if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
+            d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+            raise Unsatisfiable(
+                [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
+                suggestions=[f"drop the hotplug requirement of {d.id!r}"],
+            )
+        # the policy's default does not apply to a kind that is never hot-plugged
+        hot = HotplugNeed.ANY
+    return Unit(
+        devices=tuple(members),
+        connect=connect,
+        hotplug=hot,
+        numa_node=node,
+        numa_strict=strict,
+        integrated_required=integrated_required,
+        can_integrate=can_integrate,
+        io_size=io,
+        position=i,
+        switch_group=switch_groups.pop(),
+        bus_group=bus_groups.pop(),
+        rank=rank,
+    )
+
+
+def _check_groups(units: Sequence[Unit]) -> None:
+    switch: dict[str, int] = {}
+    bus: dict[str, int] = {}
+    for u in units:
+        if u.switch_group is not None:
+            switch[u.switch_group] = switch.get(u.switch_group, 0) + 1
+        if u.bus_group is not None:
+            bus[u.bus_group] = bus.get(u.bus_group, 0) + 1
+    for label, n in sorted(switch.items()):
+        if n > 32:
+            raise InvalidInput(f"switch group {label!r}", f"has {n} slots of devices but a switch has 32 ports")
+    for label, n in sorted(bus.items()):
+        if n > 31:
+            raise InvalidInput(f"bus group {label!r}", f"has {n} slots of devices but a bridge has 31 slots")
+
+
+def _needs(policy: Policy, device: Device, memo: dict[tuple[str, Needs], Needs]) -> Needs:
+    if policy.overrides:
+        return policy.needs_for(device)
+    key = ("", device.needs)
+    if key not in memo:
+        memo[key] = policy.needs_for(device)
+    return memo[key]
+
+
+def _strongest_hotplug(values: Sequence[HotplugNeed], ids: Sequence[str]) -> HotplugNeed:
+    s = set(values)
+    if HotplugNeed.REQUIRED in s and HotplugNeed.FORBIDDEN in s:
+        raise InvalidInput(
+            f"slot group of {', '.join(repr(i) for i in ids)}",
+            "some functions require hotplug and others forbid it",
+        )
+    for need in (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN, HotplugNeed.PREFERRED):
+        if need in s:
+            return need
+    return HotplugNeed.ANY
+
+
+def classify(units: Sequence[Unit]) -> tuple[DemandClass, ...]:
+    """Group units with identical needs; classes in order of their first unit."""
+    classes: dict[tuple[object, ...], list[Unit]] = {}
+    for u in units:
+        if u.switch_group is not None or u.bus_group is not None:
+            # a group moves as one: one class, never split between contexts
+            label = ("switch", u.switch_group) if u.switch_group is not None else ("bus", u.bus_group)
+            classes.setdefault((*label, u.numa_node, u.numa_strict), []).append(u)
+            continue
+        key = (
+            u.connect.value,
+            u.hotplug.value,
+            u.numa_node,
+            u.numa_strict,
+            u.integrated_required,
+            u.can_integrate,
+            u.io_size,  # identical IO BARs: every unit of a class costs the same IO windows
+            len(u.devices),
+        )
+        classes.setdefault(key, []).append(u)
+    return tuple(DemandClass(k, tuple(v)) for k, v in classes.items())
+
+
+# -- free positions of the existing topology ---------------------------------------
+
+
+@attrs.frozen
+class Pool:
+    """Free slots of one existing bus with the same hotplug state."""
+
+    bus: int
+    slots: tuple[int, ...]
+    hotpluggable: bool
+    accepts_pci: bool
+    accepts_pcie: bool
+    integrated_root: bool
+    """The bus is a PCIe root bus (endpoints there are integrated)."""
+    numa_node: int | None
+    behind_port: bool
+    root: int
+
+
+def free_pools(topology: Topology) -> tuple[Pool, ...]:
+    """Empty slots on existing buses that can take endpoints, grouped by bus and hotplug state."""
+    usage = topology.slot_usage()
+    pools: list[Pool] = []
+    for c in topology.controllers:
+        if c.address is None and c.index != 0:
+            continue
+        model = topology.model(c)
+        if model.root or model.expander:
+            continue  # root buses are laid out with the new structure (they also host new controllers)
+        root = topology.root_of(c.index)
+        if root is None:
+            continue
+        accepts_pci = Connect.PCI_DEVICE in model.accepts
+        accepts_pcie = Connect.PCIE_DEVICE in model.accepts
+        is_pcie_root = model.root and model.name == "pcie-root"
+        if not (accepts_pci or accepts_pcie):
+            continue
+        by_hot: dict[bool, list[int]] = {}
+        for slot in model.slot_range():
+            if (0, c.index, slot) in usage:
+                continue
+            by_hot.setdefault(topology.is_hotpluggable(c.index, slot), []).append(slot)
+        for hot, slots in sorted(by_hot.items(), key=lambda kv: not kv[0]):
+            pools.append(
+                Pool(
+                    bus=c.index,
+                    slots=tuple(slots),
+                    hotpluggable=hot,
+                    accepts_pci=accepts_pci or is_pcie_root,
+                    accepts_pcie=accepts_pcie,
+                    integrated_root=is_pcie_root,
+                    numa_node=topology.numa_node_of_bus(c.index),
+                    behind_port=model.port,
+                    root=root.index,
+                )
+            )
+    return tuple(pools)
+
+
+def unit_fits_pool(unit: Unit, pool: Pool, *, prefer_integrated: bool) -> bool:
+    """Whether a unit may take a slot of an existing pool at no soft cost."""
+    if unit.integrated_required and pool.bus != 0:
+        return False
+    if pool.integrated_root:
+        if not unit.can_integrate:
+            return False
+        if not (unit.integrated_required or prefer_integrated):
+            return False
+    elif not (pool.accepts_pcie if unit.connect is Connect.PCIE_DEVICE else pool.accepts_pci):
+        return False
+    if unit.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not pool.hotpluggable:
+        return False
+    if unit.hotplug is HotplugNeed.FORBIDDEN and pool.hotpluggable:
+        return False
+    if unit.numa_node is not None and pool.numa_node != unit.numa_node:
+        return False
+    return not (unit.numa_node is None and pool.numa_node is not None)
+
+
+def io_windows_used(topology: Topology) -> int:
+    """4 KiB IO windows the firmware must give bridges of this topology (the io-space rule's count)."""
+    return sum(topology.io_windows().values())
+
+
+# -- contexts: where new structure can grow -------------------------------------------------
+
+
+def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandClass]) -> tuple[Context, ...]:
+    """Every context of the request: the main root, existing expanders and host bridges, new ones per NUMA node."""
+    machine = topology.machine
+    usage = topology.slot_usage()
+    contexts: list[Context] = []
+    children: set[int] = set()
+    for c in topology.controllers:
+        if c.address is not None:
+            children.add(c.address.bus)
+    for d in topology.devices:
+        if d.address is not None:
+            children.add(d.address.bus)
+
+    def empty_hot_ports(root: int) -> int:
+        n = 0
+        for c in topology.controllers:
+            m = topology.model(c)
+            empty = m.port and c.index not in children and topology.is_hotpluggable(c.index, 0)
+            if empty and context_root(topology, c.index) == root:
+                n += 1
+        return n
+
+    def add(**fields: object) -> None:
+        contexts.append(
+            Context(
+                id=len(contexts),
+                offers_pcie_to_pci=machine.offers("pcie-to-pci-bridge"),
+                offers_dmi=machine.offers("dmi-to-pci-bridge"),
+                offers_switch=machine.offers("pcie-switch-upstream-port")
+                and machine.offers("pcie-switch-downstream-port"),
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    def free_slots(index: int) -> tuple[int, ...]:
+        model = topology.model(index)
+        return tuple(s for s in model.slot_range() if (0, index, s) not in usage)
+
+    def port_functions(index: int) -> tuple[PciAddress, ...]:
+        """Free functions of slots that already hold multifunction root ports (new ports can join them)."""
+        out: list[PciAddress] = []
+        by_slot: dict[int, list[Controller]] = {}
+        for c in topology.controllers:
+            if c.address is not None and c.address.bus == index:
+                by_slot.setdefault(c.address.slot, []).append(c)
+        others = {d.address.slot for d in topology.devices if d.address is not None and d.address.bus == index}
+        for slot, members in sorted(by_slot.items()):
+            fn0 = [c for c in members if c.address is not None and c.address.function == 0]
+            if slot in others or not fn0 or fn0[0].multifunction is not True:
+                continue
+            if any(c.model != "pcie-root-port" for c in members):
+                continue
+            used = {c.address.function for c in members if c.address is not None}
+            out += [PciAddress(bus=index, slot=slot, function=f) for f in range(8) if f not in used]
+        return tuple(out)
+
+    root = topology.model(0)
+    pcie = root.name == "pcie-root"
+    main_free = free_slots(0)
+    add(
+        label=topology.bus_name(0),
+        root_kind=RootKind.PCIE if pcie else RootKind.PCI,
+        bus=0,
+        new_model=None,
+        numa_node=topology.controller(0).numa_node,
+        free_slots=main_free,
+        free_port_functions=port_functions(0) if pcie else (),
+        can_integrate=pcie,
+        root_hotplug=(not pcie) and any(topology.is_hotpluggable(0, s) for s in main_free[:1] or (1,)),
+        domain="main",
+        own_range=None,
+        empty_hot_ports=empty_hot_ports(0) if pcie else 0,
+    )
+    # existing expander buses and host bridges
+    for c in topology.controllers:
+        m = topology.model(c)
+        if c.index == 0 or not (m.expander or m.root):
+            continue
+        if m.expander and (c.address is None or c.bus_nr is None):
+            continue
+        if m.expander:
+            higher = [x.bus_nr for x in topology.controllers if x.bus_nr is not None and x.bus_nr > (c.bus_nr or 0)]
+            top = min(higher, default=machine.bus_numbers)
+            own = top - (c.bus_nr or 0) - topology.subtree_bus_numbers(c.index)
+            kind = RootKind.PCIE if m.name == "pcie-expander-bus" else RootKind.PCI
+            domain = "main"
+        else:
+            own = machine.bus_numbers - topology.bus_numbers_used(c.index)
+            kind = RootKind.PCI
+            domain = f"host-bridge-{c.index}"
+        add(
+            label=f"{topology.bus_name(c.index)} ({m.name})",
+            root_kind=kind,
+            bus=c.index,
+            new_model=None,
+            numa_node=c.numa_node,
+            free_slots=free_slots(c.index),
+            free_port_functions=port_functions(c.index) if kind is RootKind.PCIE else (),
+            can_integrate=False,
+            root_hotplug=any(topology.is_hotpluggable(c.index, s) for s in free_slots(c.index)[:1]),
+            domain=domain,
+            own_range=own,
+            empty_hot_ports=empty_hot_ports(c.index) if kind is RootKind.PCIE else 0,
+        )
+    # new expander buses / host bridges, one per NUMA node that some device names
+    nodes = sorted({cls.sample.numa_node for cls in classes if cls.sample.numa_node is not None})
+    if policy.spare_ports_per_node:
+        nodes = sorted(set(nodes) | set(range(topology.numa_nodes)))
+    pseries = machine.offers("spapr-pci-host-bridge")
+    for node in [None, *nodes] if pseries else nodes:
+        if node is not None and node >= topology.numa_nodes:
+            continue
+        if pseries:
+            add(
+                label="new PCI host bridges" + (f" for NUMA node {node}" if node is not None else ""),
+                root_kind=RootKind.NEW_HOST_BRIDGE,
+                bus=None,
+                new_model="spapr-pci-host-bridge",
+                numa_node=node,
+                free_slots=tuple(range(1, 32)),
+                free_port_functions=(),
+                can_integrate=False,
+                root_hotplug=True,
+                domain=f"new-host-bridge-{node}",
+                own_range=None,
+                empty_hot_ports=0,
+            )
+            continue
+        model = "pcie-expander-bus" if pcie else "pci-expander-bus"
+        if not machine.offers(model):
+            continue
+        add(
+            label=f"a new {model} for NUMA node {node}",
+            root_kind=RootKind.PCIE if pcie else RootKind.PCI,
+            bus=None,
+            new_model=model,
+            numa_node=node,
+            free_slots=tuple(range(32)),
+            free_port_functions=(),
+            can_integrate=False,
+            root_hotplug=False,
+            domain="main",
+            own_range=None,
+            empty_hot_ports=0,
+        )
+    return tuple(contexts)
+
+
+def context_root(topology: Topology, index: int) -> int | None:
+    """The root bus or expander bus a bus hangs from."""
+    for c in topology._walk_up(index):
+        m = topology.model(c)
+        if m.root or m.expander:
+            return c.index
+    return None
+
+
+def candidates(cls: DemandClass, contexts: Sequence[Context]) -> tuple[int, ...]:
+    """The contexts a class may go to: its NUMA node's first (strict: only those), then the node-less ones."""
+    u = cls.sample
+    own: list[int] = []
+    neutral: list[int] = []
+    for ctx in contexts:
+        if u.integrated_required and ctx.bus != 0:
+            continue
+        if ctx.numa_node is not None and ctx.numa_node == u.numa_node:
+            own.append(ctx.id)
+        elif ctx.numa_node is None:
+            neutral.append(ctx.id)
+    if u.numa_node is not None and u.numa_strict:
+        return tuple(own)
+    if u.numa_node is not None:
+        return tuple(own + neutral)
+    return tuple(neutral)
+
+
+def spare_wanted(policy: Policy, contexts: Sequence[Context]) -> dict[int, int]:
+    """Spare hotplug ports each context should add: the main root's, and each node's with ``spare_ports_per_node``."""
+    spare: dict[int, int] = {}
+    if policy.spare_ports == 0:
+        return spare
+    for ctx in contexts:
+        per_node = policy.spare_ports_per_node and ctx.numa_node is not None
+        if ctx.bus == 0 or (per_node and ctx.root_kind is not RootKind.NEW_HOST_BRIDGE):
+            spare[ctx.id] = policy.spare_ports
+    return spare
+
+
+# -- the model handed to a backend -------------------------------------------------------------
+
+
+@attrs.frozen
+class Variable:
+    """A decision variable: its name and its domain, the most preferred value first."""
+
+    name: str
+    domain: tuple[int, ...]
+
+
+ConstraintKind = Literal["exact-sum", "check", "objective"]
+
+
+@attrs.frozen
+class Constraint:
+    """A hard constraint over some variables, or the objective's bound.
+
+    ``exact-sum``: the variables sum to ``total`` (posted to the engine as its
+    own sum constraint). ``check``: ``test(partial)`` is false when no
+    completion of a partial assignment can meet the constraint (budgets:
+    every term is monotone, so the assigned part is a lower bound).
+    ``objective``: ``bound(partial)`` is a lower bound of the objective of
+    every completion of the partial assignment, exact when complete.
+    """
+
+    name: str
+    kind: ConstraintKind
+    scope: tuple[str, ...]
+    total: int = 0
+    test: Callable[[Mapping[str, int]], bool] | None = attrs.field(default=None, eq=False, repr=False)
+    bound: Callable[[Mapping[str, int]], int | None] | None = attrs.field(default=None, eq=False, repr=False)
+
+
+SPLIT_LIMIT = 64
+"""A class of at most this many units may be split between contexts unit by unit; a bigger one in
+``ceil(n / 64)``-unit steps, so that a count's domain stays at 65 values (a split that fine
+never changes how many slots or bus numbers a context needs by more than one step's worth)."""
+
+
+@attrs.frozen
+class Problem:
+    """The model of one request under one policy: variables, hard constraints, one objective.
+
+    Frozen and never changed by solving. ``fixed`` holds the classes with a
+    single candidate context (no choice: a constant, not a variable).
+    """
+
+    topology: Topology
+    policy: Policy
+    units: tuple[Unit, ...]
+    classes: tuple[DemandClass, ...]
+    contexts: tuple[Context, ...]
+    candidates: tuple[tuple[int, ...], ...]
+    """Per class: the contexts it may go to, in order of preference."""
+    spare: Mapping[int, int]
+    """Spare ports each context should add."""
+    bus_region: int
+    """Bus numbers free in the main domain for the main root and new expanders."""
+    io_budget: int | None
+    """4 KiB IO windows the firmware can still give (``None``: no limit on this machine)."""
+    host_bridges_left: int
+    variables: tuple[Variable, ...]
+    constraints: tuple[Constraint, ...]
+    count_variables: Mapping[tuple[int, int], str]
+    """(class, context) -> the variable counting the class's units there."""
+    context_variables: Mapping[int, tuple[str, ...]]
+    """Context -> the variables its layout depends on (its counts, its decisions; for the main root
+    also the new expanders', whose slots it keeps)."""
+    per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
+    """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
+    cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+    """Decisions already computed, by context and values (the search asks for the same ones many times)."""
+
+    # -- evaluating (partial) assignments ------------------------------------------------------
+
+    def count(self, ci: int, ctx_id: int, values: Mapping[str, int]) -> int | None:
+        """How many units of class ``ci`` go to context ``ctx_id`` (``None``: not decided yet)."""
+        cands = self.candidates[ci]
+        if ctx_id not in cands:
+            return 0
+        if len(cands) == 1:
+            return len(self.classes[ci].units)
+        return values.get(self.count_variables[(ci, ctx_id)])
+
+    def counts(self, ctx_id: int, values: Mapping[str, int]) -> Counts | None:
+        total = Counts()
+        for ci in range(len(self.classes)):
+            n = self.count(ci, ctx_id, values)
+            if n is None:
+                return None
+            if n:
+                total = add_counts(total, self._class_counts(ci, ctx_id, n))
+        return total
+
+    def _class_counts(self, ci: int, ctx_id: int, n: int) -> Counts:
+        cls = self.classes[ci]
+        if cls.key[0] in ("switch", "bus"):
+            # a group is one whole: its labels count once
+            key = ("group", ci, ctx_id)
+            cached = self.cache.get(key)
+            if cached is None:
+                counts = add_units(self.contexts[ctx_id], Counts(), cls.units, self.policy)
+                self.cache[key] = counts  # type: ignore[assignment]
+                return counts
+            return cached  # type: ignore[return-value]
+        return scale_counts(self.per_unit[(ci, ctx_id)], n)
+
+    def used(self, ctx_id: int, values: Mapping[str, int]) -> bool | None:
+        """Whether a context gets anything (a new expander bus exists only then)."""
+        any_unit = False
+        for ci in range(len(self.classes)):
+            n = self.count(ci, ctx_id, values)
+            if n is None:
+                return None
+            any_unit = any_unit or n > 0
+        spare_name = f"spare[{ctx_id}]"
+        if spare_name in self.context_variables.get(ctx_id, ()):
+            if spare_name not in values:
+                return None
+            any_unit = any_unit or values[spare_name] > 0
+        return any_unit
+
+    def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
+        """The layout of a context, once every variable it depends on is set (else ``None``)."""
+        scope = self.context_variables.get(ctx_id, ())
+        if any(name not in values for name in scope):
+            return None
+        key = (ctx_id, *(values[name] for name in scope))
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        ctx = self.contexts[ctx_id]
+        counts = self.counts(ctx_id, values)
+        assert counts is not None
+        expanders_here = 0
+        if ctx_id == 0:
+            expanders_here = sum(1 for other in self.contexts if other.new_expander and self.used(other.id, values))
+        bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
+        if ctx.new_expander:
+            bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
+        result = decide(
+            ctx,
+            counts,
+            self.policy,
+            integrate=values.get(f"integrate[{ctx_id}]", 0),
+            bridges=values.get(f"bridges[{ctx_id}]", 0),
+            spare=values.get(f"spare[{ctx_id}]", 0),
+            spare_wanted=self.spare.get(ctx_id, 0),
+            expanders_here=expanders_here,
+            bus_cap=bus_cap,
+        )
+        self.cache[key] = result
+        return result
+
+    def bus_numbers(self, ctx_id: int, decision: Decision, values: Mapping[str, int]) -> int:
+        """Bus numbers a context takes from its domain (a new expander bus's own included)."""
+        ctx = self.contexts[ctx_id]
+        bus = decision.bus_numbers
+        if ctx.new_expander and self.used(ctx_id, values):
+            bus += self.topology.catalog.controller(ctx.new_model or "").bus_numbers
+        return bus
+
+    def context_cost(self, ctx_id: int, decision: Decision, values: Mapping[str, int]) -> int:
+        """The objective's terms that one context decides (the NUMA terms are counted per variable)."""
+        weights = self.policy.weights
+        ctx = self.contexts[ctx_id]
+        controllers = decision.controllers + (1 if ctx.new_expander and self.used(ctx_id, values) else 0)
+        cost = weights["fewer-controllers"] * controllers
+        cost += weights["hotplug"] * decision.hot_misses
+        cost += weights["spare-ports"] * decision.spare_missing
+        if self.policy.prefer_integrated:
+            counts = self.counts(ctx_id, values)
+            assert counts is not None
+            cost += weights["integrated"] * (counts.devices - decision.integrated_devices)
+        return cost
+
+    def numa_cost(self, ci: int, ctx_id: int, n: int) -> int:
+        """The NUMA term of ``n`` units of a class in a context: each device away from its preferred node."""
+        u = self.classes[ci].sample
+        if u.numa_node is None or u.numa_strict or self.contexts[ctx_id].numa_node == u.numa_node:
+            return 0
+        return self.policy.weights["numa"] * n * len(u.devices)
+
+    def lower_bound(self, values: Mapping[str, int]) -> int:
+        """A lower bound of the objective of every completion (exact when every variable is set)."""
+        total = 0
+        for ci, cands in enumerate(self.candidates):
+            for ctx_id in cands:
+                n = self.count(ci, ctx_id, values)
+                if n:
+                    total += self.numa_cost(ci, ctx_id, n)
+        for ctx_id in self.context_variables:
+            d = self.decision(ctx_id, values)
+            if d is not None and d.feasible:
+                total += self.context_cost(ctx_id, d, values)
+        return total
+
+    def units_by_context(self, values: Mapping[str, int]) -> dict[int, list[Unit]]:
+        """The units each context hosts: a class's units in order, to its candidates in order."""
+        out: dict[int, list[Unit]] = {}
+        for ci, cls in enumerate(self.classes):
+            units = sorted(cls.units, key=lambda u: u.rank)
+            start = 0
+            for ctx_id in self.candidates[ci]:
+                n = self.count(ci, ctx_id, values) or 0
+                if n:
+                    out.setdefault(ctx_id, []).extend(units[start : start + n])
+                start += n
+        return out
+
+
+def formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Problem:
+    """The model of placing ``units`` in ``topology`` under ``policy``."""
+    machine = topology.machine
+    classes = classify(units)
+    contexts = build_contexts(topology, policy, classes)
+    class_candidates = tuple(candidates(cls, contexts) for cls in classes)
+    spare = spare_wanted(policy, contexts)
+    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    io_left = None if budget is None else budget - io_windows_used(topology)
+    expanders = [c for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None]
+    ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)
+    main_used = topology.bus_numbers_used(0) - sum(topology.subtree_bus_numbers(c.index) for c in expanders)
+    existing_host_bridges = sum(1 for c in topology.controllers if topology.model(c).root)
+
+    per_unit: dict[tuple[int, int], Counts] = {}
+    for ci, cls in enumerate(classes):
+        for ctx_id in class_candidates[ci]:
+            per_unit[(ci, ctx_id)] = add_units(contexts[ctx_id], Counts(), cls.units[:1], policy)
+
+    variables: list[Variable] = []
+    constraints: list[Constraint] = []
+    count_variables: dict[tuple[int, int], str] = {}
+    for ci, cls in enumerate(classes):
+        cands = class_candidates[ci]
+        if len(cands) < 2:
+            continue
+        n = len(cls.units)
+        if cls.key[0] in ("switch", "bus"):
+            values = [0, n]  # a group is never split
+        elif n <= SPLIT_LIMIT:
+            values = list(range(n + 1))
+        else:
+            step = -(-n // SPLIT_LIMIT)
+            values = sorted({*range(0, n, step), n})
+        names = []
+        for position, ctx_id in enumerate(cands):
+            name = f"count[{ci}@{ctx_id}]"
+            count_variables[(ci, ctx_id)] = name
+            # the first candidate (the class's own NUMA node, or the main root) is preferred: most there first
+            domain = tuple(reversed(values)) if position == 0 else tuple(values)
+            variables.append(Variable(name, domain))
+            names.append(name)
+        constraints.append(Constraint(f"class {ci} placed", "exact-sum", tuple(names), total=n))
+
+    active = sorted({0, *spare, *(k for cands in class_candidates for k in cands)})
+    context_variables: dict[int, tuple[str, ...]] = {}
+    for ctx_id in active:
+        ctx = contexts[ctx_id]
+        own: list[str] = [
+            count_variables[(ci, ctx_id)] for ci in range(len(classes)) if (ci, ctx_id) in count_variables
+        ]
+        most_units = sum(len(classes[ci].units) for ci in range(len(classes)) if ctx_id in class_candidates[ci])
+        integrable_most = sum(
+            len(classes[ci].units)
+            for ci in range(len(classes))
+            if ctx_id in class_candidates[ci] and integrable(per_unit[(ci, ctx_id)]) > 0
+        )
+        if ctx.root_kind is RootKind.PCIE and ctx.can_integrate and integrable_most:
+            top = min(integrable_most, len(ctx.free_slots))
+            # the policy that prefers integration tries the most first; the others the fewest
+            order = range(top, -1, -1) if policy.prefer_integrated else range(top + 1)
+            variables.append(Variable(f"integrate[{ctx_id}]", tuple(order)))
+            own.append(f"integrate[{ctx_id}]")
+        if ctx.root_kind is RootKind.PCI:
+            # more pci-bridges than the units and spares fill at 30 a bridge only cost controllers
+            top = min(len(ctx.free_slots), -(-(most_units + spare.get(ctx_id, 0)) // (BRIDGE_SLOTS - 1)) + 1)
+            variables.append(Variable(f"bridges[{ctx_id}]", tuple(range(top + 1))))
+            own.append(f"bridges[{ctx_id}]")
+        want = spare.get(ctx_id, 0)
+        if want and ctx.root_kind is not RootKind.NEW_HOST_BRIDGE:
+            variables.append(Variable(f"spare[{ctx_id}]", tuple(range(want, -1, -1))))
+            own.append(f"spare[{ctx_id}]")
+        context_variables[ctx_id] = tuple(own)
+    # the main root keeps a slot for each new expander bus: its layout depends on theirs being used
+    new_expander_scope = [name for k in active if contexts[k].new_expander for name in context_variables[k]]
+    if 0 in context_variables:
+        context_variables[0] = tuple(dict.fromkeys([*context_variables[0], *new_expander_scope]))
+
+    problem = Problem(
+        topology=topology,
+        policy=policy,
+        units=tuple(units),
+        classes=classes,
+        contexts=contexts,
+        candidates=class_candidates,
+        spare=spare,
+        bus_region=ceiling - main_used,
+        io_budget=io_left,
+        host_bridges_left=machine.max_host_bridges - existing_host_bridges,
+        variables=tuple(variables),
+        constraints=(),
+        count_variables=count_variables,
+        context_variables=context_variables,
+        per_unit=per_unit,
+    )
+    constraints += _budget_constraints(problem, active)
+    everything = tuple(v.name for v in variables)
+    constraints.append(Constraint("objective", "objective", everything, bound=problem.lower_bound))
+    return attrs.evolve(problem, constraints=tuple(constraints), cache=problem.cache)
+
+
+def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constraint]:
+    """The hard constraints: each context's layout, then the budgets contexts share."""
+    out: list[Constraint] = []
+    for ctx_id in active:
+        scope = problem.context_variables[ctx_id]
+
+        def layout_fits(values: Mapping[str, int], ctx_id: int = ctx_id) -> bool:
+            d = problem.decision(ctx_id, values)
+            return d is None or d.feasible
+
+        out.append(Constraint(f"layout of {problem.contexts[ctx_id].label}", "check", scope, test=layout_fits))
+
+    main = [k for k in active if problem.contexts[k].domain == "main" and problem.contexts[k].own_range is None]
+
+    def bus_numbers_fit(values: Mapping[str, int]) -> bool:
+        used = 0
+        for k in main:
+            d = problem.decision(k, values)
+            if d is not None and d.feasible:
+                used += problem.bus_numbers(k, d, values)
+        return used <= problem.bus_region
+
+    main_scope = tuple(dict.fromkeys(name for k in main for name in problem.context_variables[k]))
+    out.append(Constraint("bus numbers", "check", main_scope, test=bus_numbers_fit))
+
+    if problem.io_budget is not None:
+        budget = problem.io_budget
+
+        def io_windows_fit(values: Mapping[str, int]) -> bool:
+            used = 0
+            for k in active:
+                d = problem.decision(k, values)
+                if d is not None and d.feasible:
+                    used += d.io_windows
+            return used <= budget
+
+        scope = tuple(dict.fromkeys(name for k in active for name in problem.context_variables[k]))
+        out.append(Constraint("IO windows", "check", scope, test=io_windows_fit))
+
+    new_host = [k for k in active if problem.contexts[k].root_kind is RootKind.NEW_HOST_BRIDGE]
+    if new_host:
+        left = problem.host_bridges_left
+
+        def host_bridges_fit(values: Mapping[str, int]) -> bool:
+            used = 0
+            for k in new_host:
+                d = problem.decision(k, values)
+                if d is not None:
+                    used += d.host_bridges
+            return used <= left
+
+        scope = tuple(dict.fromkeys(name for k in new_host for name in problem.context_variables[k]))
+        out.append(Constraint("host bridges", "check", scope, test=host_bridges_fit))
+    return out

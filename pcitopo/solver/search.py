@@ -1,0 +1,176 @@
+"""Searching a :class:`~pcitopo.solver.model.Problem` with python-constraint2: the only module that imports it.
+
+The model's variables become the engine's variables (domains reversed: the
+engine tries the last value first, the model lists the preferred value
+first); ``exact-sum`` constraints become the engine's
+:class:`~constraint.ExactSumConstraint`; ``check`` constraints become
+constraints the engine calls on every partial assignment, which also prune
+the domain of the last unassigned variable of their scope (forward
+checking). The objective is a branch and bound: a constraint refuses every
+partial assignment whose lower bound exceeds the best cost found so far.
+
+Ties: among assignments of equal cost the search keeps the one whose values,
+taken in variable-name order and each as its rank in the variable's domain
+(0 = the model's preferred value), are lexicographically smallest. The key
+depends on the model only, not on the engine's search order, so every engine
+version returns the same plan. To see every tie, the bound refuses only
+*strictly* worse partial assignments.
+
+A fresh engine ``Problem`` is built for every search, as the engine mutates
+its domains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+from constraint import Constraint as EngineConstraint
+from constraint import ExactSumConstraint, Unassigned
+from constraint import Problem as EngineProblem
+
+from pcitopo.solver.model import Constraint, Problem
+
+__all__ = ["SearchResult", "search"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+NODE_LIMIT = 20_000
+"""Partial assignments the objective checks before the search stops and reports the best so far
+(a few hundred milliseconds; the benchmarks' cases need far fewer)."""
+
+
+@attrs.frozen
+class SearchResult:
+    """What the engine found."""
+
+    values: Mapping[str, int] | None
+    """The best assignment (``None``: no assignment meets every hard constraint)."""
+    cost: int
+    proven: bool
+    """Whether the search finished: no assignment is cheaper (and no equal one has a smaller key)."""
+    bound: int
+    """A lower bound of the objective over every assignment (the cost itself when proven)."""
+    variables: int
+    constraints: int
+    nodes: int
+    """Partial assignments the engine built (each checked by the objective's bound)."""
+
+
+class _Check(EngineConstraint):  # type: ignore[misc]
+    """A model ``check`` constraint for the engine, with forward checking of its last free variable."""
+
+    def __init__(self, test: Callable[[Mapping[str, int]], bool]) -> None:
+        self._test = test
+
+    def __call__(
+        self,
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any = False,
+        _unassigned: Any = Unassigned,
+    ) -> bool:
+        values = {v: assignments[v] for v in variables if v in assignments}
+        if not self._test(values):
+            return False
+        if forwardcheck:
+            free = [v for v in variables if v not in assignments]
+            if len(free) == 1:
+                name = free[0]
+                domain = domains[name]
+                for value in list(domain):
+                    values[name] = value
+                    if not self._test(values):
+                        domain.hideValue(value)
+                if not domain:
+                    return False
+        return True
+
+
+class _Bound(EngineConstraint):  # type: ignore[misc]
+    """The objective's branch and bound: refuses partial assignments strictly worse than the best so far."""
+
+    def __init__(self, bound: Callable[[Mapping[str, int]], int | None]) -> None:
+        self._bound = bound
+        self.best: int | None = None
+        self.nodes = 0
+
+    def __call__(
+        self,
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any = False,
+        _unassigned: Any = Unassigned,
+    ) -> bool:
+        self.nodes += 1
+        if self.nodes > NODE_LIMIT:
+            return False
+        values = {v: assignments[v] for v in variables if v in assignments}
+        low = self._bound(values)
+        if low is None:
+            return False
+        return self.best is None or low <= self.best
+
+
+def search(problem: Problem, *, optimise: bool = True, limit: int = NODE_LIMIT) -> SearchResult:
+    """The cheapest assignment of ``problem``'s variables, ties broken by the documented key."""
+    names = [v.name for v in problem.variables]
+    rank = {v.name: {value: i for i, value in enumerate(v.domain)} for v in problem.variables}
+    objective = next(c for c in problem.constraints if c.kind == "objective")
+    assert objective.bound is not None
+    if not names:
+        feasible = all(c.test is None or c.test({}) for c in problem.constraints)
+        cost = objective.bound({}) if feasible else None
+        return SearchResult(
+            {} if cost is not None else None, cost or 0, True, cost or 0, 0, len(problem.constraints), 1
+        )
+    engine = EngineProblem()
+    for v in problem.variables:
+        engine.addVariable(v.name, list(reversed(v.domain)))
+    for c in problem.constraints:
+        _post(engine, c)
+    bound = _Bound(objective.bound)
+    engine.addConstraint(bound, names)
+    best: dict[str, int] | None = None
+    best_key: tuple[int, ...] = ()
+    finished = True
+    for solution in engine.getSolutionIter():
+        full = {n: int(solution[n]) for n in names}
+        cost = objective.bound(full)
+        if cost is None:  # pragma: no cover - the bound constraint refused it already
+            continue
+        key = tuple(rank[n][full[n]] for n in sorted(names))
+        if bound.best is None or cost < bound.best or (cost == bound.best and key < best_key):
+            bound.best = cost
+            best = full
+            best_key = key
+        if not optimise:
+            finished = False
+            break
+    if bound.nodes > min(limit, NODE_LIMIT):
+        finished = False
+    cost = bound.best or 0
+    low = cost if finished else objective.bound({}) or 0
+    return SearchResult(
+        best,
+        cost,
+        finished and best is not None,
+        min(low, cost),
+        len(names),
+        len(problem.constraints),
+        bound.nodes,
+    )
+
+
+def _post(engine: EngineProblem, c: Constraint) -> None:
+    if c.kind == "exact-sum":
+        engine.addConstraint(ExactSumConstraint(c.total), list(c.scope))
+    elif c.kind == "check" and c.scope:
+        assert c.test is not None
+        engine.addConstraint(_Check(c.test), list(c.scope))

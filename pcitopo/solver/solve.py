@@ -1,0 +1,509 @@
+"""The solver's entry point: :func:`solve`, in steps.
+
+1. the pinned part is checked: a rule QEMU enforces refuses the request; a
+   guest-visibility rule QEMU does not enforce (function-zero, port-slot) is
+   kept with a warning, or refused with ``strict=True``;
+2. user-declared controllers without an address get one, first fit, with
+   whatever they need to plug in (a root port for a switch's upstream port or a
+   pcie-to-pci-bridge);
+3. devices become units and demand classes (:mod:`.model`); free positions of
+   the existing topology that meet every need of a unit at no cost are filled;
+4. a backend (:mod:`.backends`) places the rest: the model's CSP searched by
+   python-constraint2 (:mod:`.search`) and laid out (:mod:`._layout`,
+   :mod:`._realize`), or libvirt's own placement reproduced;
+5. the plan is validated with the same rules as :func:`pcitopo.validate`, and
+   the soft constraints are scored.
+
+>>> from pcitopo.devices import Device
+>>> from pcitopo.topology import Topology
+>>> t = Topology.build("q35", devices=[Device("net0", "virtio-net"), Device("disk0", "virtio-blk")])
+>>> plan = solve(t)
+>>> {k: str(v) for k, v in plan.assigned.items()}
+{'net0': '0000:01:00.0', 'disk0': '0000:02:00.0'}
+>>> [(c.model, str(c.address)) for c in plan.added]
+[('pcie-root-port', '0000:00:01.0'), ('pcie-root-port', '0000:00:01.1'), ('pcie-root-port', '0000:00:01.2')]
+>>> plan.cost, plan.status.value
+(3, 'optimal')
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed
+from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.legality.catalog import Connect
+from pcitopo.policy.policy import Policy
+from pcitopo.solver import backends
+from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
+from pcitopo.solver.plan import Plan, SoftResult, Status
+from pcitopo.topology import IO_WINDOW, Topology
+from pcitopo.violation import Violation
+
+__all__ = ["solve"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def solve(topology: Topology, policy: Policy | str | None = None, *, strict: bool = False) -> Plan:
+    """Place every unaddressed device of ``topology`` by ``policy`` (default ``hotplug``).
+
+    Adds the controllers needed, never moves an addressed device or controller,
+    and returns a frozen :class:`~pcitopo.solver.plan.Plan` that has passed
+    validation. Raises :class:`~pcitopo.errors.Unsatisfiable` when no plan
+    meets every hard requirement, and :class:`~pcitopo.errors.InvalidTopology`
+    when the pinned part already breaks a rule QEMU enforces (any rule with
+    ``strict=True``).
+    """
+    if policy is None:
+        policy = Policy.named("hotplug")
+    elif isinstance(policy, str):
+        policy = Policy.named(policy)
+    tolerated = _check_pins(topology, strict=strict)
+    backend = backends.backend_for(policy)
+    if isinstance(backend, backends.LibvirtBackend):
+        placement = backend.place(topology, policy, ())
+        return _finish(topology, placement, policy, tolerated)
+    placed = _place_pinned_controllers(topology)
+    placed = _join_placed_groups(placed)
+    units = build_units(placed, policy)
+    placed, units = _fill_pools(placed, units, policy)
+    try:
+        placement = backend.place(placed, policy, units)
+    except Unsatisfiable:
+        from pcitopo.solver.explain import explain
+
+        raise explain(placed, policy, units, feasible=backends.feasible) from None
+    return _finish(topology, placement, policy, tolerated)
+
+
+# -- step 1: the pinned part ---------------------------------------------------------------
+
+
+def _validate(topology: Topology) -> tuple[Violation, ...]:
+    from pcitopo.legality import rules
+
+    return rules.validate(topology)
+
+
+def _check_pins(topology: Topology, *, strict: bool) -> tuple[Violation, ...]:
+    """Refuse a pinned part that breaks a rule QEMU enforces; return the guest-visibility ones it keeps."""
+    from pcitopo.legality.rules import RULE_ENFORCEMENT
+
+    violations = _validate(topology)
+    refused = [v for v in violations if strict or RULE_ENFORCEMENT.get(v.rule) != "guest-visibility"]
+    if refused:
+        raise InvalidTopology(violations)
+    return violations
+
+
+# -- step 2: declared controllers without an address ------------------------------------
+
+
+def _place_pinned_controllers(topology: Topology) -> Topology:
+    """Give user-declared controllers without an address one, first fit, and their target values.
+
+    A controller that plugs into a PCI Express port (a switch's upstream port,
+    a pcie-to-pci-bridge) and finds none free gets a new root port.
+    """
+    pending = [c for c in topology.controllers if c.address is None and c.index != 0]
+    if not pending:
+        return topology
+    current = topology
+    for c in sorted(pending, key=lambda c: c.index):
+        model = current.model(c)
+        if model.root:  # pseries host bridges have no address
+            filled = _fill_identity(current, c, None)
+        else:
+            positions = current.free_positions(c)
+            if not positions:
+                current, positions = _add_root_port_for(current, c)
+            if not positions:
+                raise Unsatisfiable(
+                    [f"controller {c.name!r} ({c.model}) needs a slot, and no bus that takes it has a free one"],
+                    suggestions=[f"remove {c.name!r} or give it an address"],
+                )
+            filled = _fill_identity(current, c, positions[0])
+        controllers = [filled if x.index == c.index else x for x in current.controllers]
+        # a root port packed into a slot with others: multifunction on function 0
+        if filled.address is not None and filled.address.function > 0:
+            controllers = [
+                attrs.evolve(x, multifunction=True)
+                if x.address == filled.address.slot_address and x.multifunction is None
+                else x
+                for x in controllers
+            ]
+        current = current.replace(controllers=controllers)
+    return current
+
+
+def _add_root_port_for(topology: Topology, c: Controller) -> tuple[Topology, tuple[PciAddress, ...]]:
+    """Add a root port on the main root bus for a controller that plugs into one; its free positions then."""
+    machine = topology.machine
+    if not machine.offers("pcie-root-port"):
+        return topology, ()
+    root_port_slots = topology.free_positions("pcie-root-port")
+    main = [a for a in root_port_slots if a.bus == 0]
+    if not main:
+        return topology, ()
+    used = {x.index for x in topology.controllers}
+    index = next(i for i in range(1, 256) if i not in used and i > 0)
+    port = _fill_identity(topology, Controller(index, "pcie-root-port"), main[0])
+    grown = topology.replace(controllers=[*topology.controllers, port])
+    positions = tuple(a for a in grown.free_positions(c) if a.bus == index)
+    if not positions:
+        return topology, ()
+    return grown, positions
+
+
+def _fill_identity(topology: Topology, c: Controller, address: PciAddress | None) -> Controller:
+    changes: dict[str, Any] = {"address": address}
+    model = topology.model(c)
+    if "chassis" in model.identity:
+        if c.chassis is None:
+            changes["chassis"] = c.index
+        if c.port is None and address is not None:
+            changes["port"] = address.devfn if c.model == "pcie-root-port" else address.slot
+    if "chassis-nr" in model.identity and c.chassis_nr is None:
+        changes["chassis_nr"] = c.index
+    if "bus-nr" in model.identity and c.bus_nr is None:
+        lowest = min([x.bus_nr for x in topology.controllers if x.bus_nr is not None], default=256)
+        if lowest <= 2:
+            raise Unsatisfiable(
+                [f"no free bus number below {lowest} for expander bus {c.name!r}"],
+                suggestions=[f"set busNr for {c.name!r} by hand"],
+            )
+        changes["bus_nr"] = lowest - 2
+    if "target-index" in model.identity and c.target_index is None:
+        used = {x.target_index for x in topology.controllers if x.target_index is not None}
+        changes["target_index"] = next(i for i in range(1, 32) if i not in used)
+    return attrs.evolve(c, **changes)
+
+
+def _join_placed_groups(topology: Topology) -> Topology:
+    """Put unplaced members of a slot, bus or switch group whose other members are placed next to them.
+
+    A slot group takes a free function of its slot, a bus group a free slot of
+    its bus, a switch group an empty downstream port of its switch (or a new
+    one on a free port of that switch). When there is no room, the error says
+    which group, where it is and why.
+    """
+    current = topology
+    for d in topology.devices:
+        if d.address is not None:
+            continue
+        for what in ("slot", "bus", "switch"):
+            label = getattr(d.needs, f"{what}_group")
+            if label is None:
+                continue
+            members = [
+                x for x in current.devices if x.address is not None and getattr(x.needs, f"{what}_group") == label
+            ]
+            if not members:
+                continue
+            anchor = members[0].address
+            assert anchor is not None
+            found = _group_position(current, what, anchor, d)
+            if found is None:
+                raise Unsatisfiable(
+                    [
+                        f"device {d.id!r} belongs to {what} group {label!r}, whose other members are at {anchor}, "
+                        f"and that {what} has no free position for it"
+                    ],
+                    suggestions=[f"free a position on that {what}, or take {d.id!r} out of the group"],
+                )
+            current, address = found
+            devices = [x.placed_at(address) if x.id == d.id else x for x in current.devices]
+            if what == "slot":
+                devices = [
+                    attrs.evolve(x, multifunction=True)
+                    if x.address == address.slot_address and x.multifunction is None
+                    else x
+                    for x in devices
+                ]
+            current = current.replace(devices=devices)
+            break
+    return current
+
+
+def _group_position(
+    topology: Topology, what: str, anchor: PciAddress, device: Device
+) -> tuple[Topology, PciAddress] | None:
+    usage = topology.slot_usage()
+    if what == "slot":
+        used = usage.get((0, anchor.bus, anchor.slot), set())
+        free = [f for f in range(8) if f not in used]
+        return (topology, anchor.with_function(free[0])) if free else None
+    if what == "bus":
+        model = topology.model(anchor.bus)
+        for slot in model.slot_range():
+            if (0, anchor.bus, slot) not in usage and topology.placement_problem(
+                anchor.bus, kind=topology.catalog.device(device.kind)
+            ) is None:
+                return topology, PciAddress(bus=anchor.bus, slot=slot)
+        return None
+    # switch: the upstream port above the member's downstream port
+    port = topology.controller(anchor.bus)
+    if port.model != "pcie-switch-downstream-port" or port.address is None:
+        return None
+    upstream = port.address.bus
+    occupied = {x.address.bus for x in topology.devices if x.address is not None}
+    occupied |= {c.address.bus for c in topology.controllers if c.address is not None}
+    for c in topology.controllers:
+        if (
+            c.model == "pcie-switch-downstream-port"
+            and c.address is not None
+            and c.address.bus == upstream
+            and c.index not in occupied
+        ):
+            return topology, PciAddress(bus=c.index, slot=0)
+    slots = [s for s in topology.model(upstream).slot_range() if (0, upstream, s) not in usage]
+    if not slots:
+        return None
+    used = {c.index for c in topology.controllers}
+    index = next((i for i in range(1, 256) if i not in used), None)
+    if index is None:
+        return None
+    new = _fill_identity(
+        topology, Controller(index, "pcie-switch-downstream-port"), PciAddress(bus=upstream, slot=slots[0])
+    )
+    grown = topology.replace(controllers=[*topology.controllers, new])
+    return grown, PciAddress(bus=index, slot=0)
+
+
+# -- step 3: free positions at no cost -------------------------------------------------
+
+
+def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> tuple[Topology, tuple[Unit, ...]]:
+    pools = list(free_pools(topology))
+    if not pools:
+        return topology, units
+    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    io_left = None if budget is None else budget - io_windows_used(topology)
+    io_bytes = topology.io_bytes_by_bus()
+    min_address = _ordered_floor(topology) if policy.ordered else {}
+    free: dict[int, list[int]] = {i: list(p.slots) for i, p in enumerate(pools)}
+    placements: dict[str, PciAddress] = {}
+    multifunction: set[str] = set()
+    left: list[Unit] = []
+    strictness = sorted(
+        units,
+        key=lambda u: (
+            not u.integrated_required,
+            not (u.numa_node is not None and u.numa_strict),
+            u.hotplug is not HotplugNeed.REQUIRED,
+            u.position,
+        ),
+    )
+    for u in strictness:
+        spot = None
+        if u.switch_group is not None or u.bus_group is not None:
+            left.append(u)  # a group is placed as one, by the search
+            continue
+        for i, pool in enumerate(pools):
+            if not free[i] or not unit_fits_pool(u, pool, prefer_integrated=policy.prefer_integrated):
+                continue
+            if u.has_io and io_left is not None and _more_windows(io_bytes, pool.bus, u.io_size) > io_left:
+                continue
+            floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
+            floor = max(floors) if floors else None
+            for slot in free[i]:
+                a = PciAddress(bus=pool.bus, slot=slot)
+                if floor is None or a > floor:
+                    spot = (i, slot)
+                    break
+            if spot:
+                break
+        if spot is None:
+            left.append(u)
+            continue
+        i, slot = spot
+        free[i].remove(slot)
+        pool = pools[i]
+        if u.has_io:
+            if io_left is not None:
+                io_left -= _more_windows(io_bytes, pool.bus, u.io_size)
+            io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
+        for f, d in enumerate(u.devices):
+            placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
+        if len(u.devices) > 1:
+            multifunction.add(u.devices[0].id)
+    if not placements:
+        return topology, units
+    devices = [
+        attrs.evolve(d, address=placements[d.id], multifunction=True if d.id in multifunction else d.multifunction)
+        if d.id in placements
+        else d
+        for d in topology.devices
+    ]
+    remaining = tuple(sorted(left, key=lambda u: u.position))
+    return topology.replace(devices=devices), remaining
+
+
+def _more_windows(io_bytes: Mapping[int, int], bus: int, size: int) -> int:
+    """How many more 4 KiB windows a bridge needs for ``size`` more bytes of IO BAR.
+
+    A bridge's window is its own bytes rounded up plus its children's windows,
+    so the growth of one bus's rounding is the growth of the whole count.
+    """
+    before = io_bytes.get(bus, 0)
+    return -(-(before + size) // IO_WINDOW) - -(-before // IO_WINDOW)
+
+
+def _ordered_floor(topology: Topology) -> dict[str, PciAddress]:
+    floor: dict[str, PciAddress] = {}
+    for d in topology.devices:
+        if d.address is not None and (d.kind not in floor or d.address > floor[d.kind]):
+            floor[d.kind] = d.address
+    return floor
+
+
+# -- step 5: check, report -------------------------------------------------------------------------
+
+
+def _finish(request: Topology, placement: backends.Placement, policy: Policy, tolerated: Sequence[Violation]) -> Plan:
+    result = placement.topology
+    known = set(tolerated)
+    violations = [v for v in _validate(result) if v not in known]
+    if violations and policy.libvirt and all(v.rule in ("numa", "hotplug", "io-space") for v in violations):
+        # libvirt places without looking at NUMA or hotplug needs or the IO budget: say what its choice breaks
+        raise Unsatisfiable(
+            [f"libvirt's placement breaks a requirement: {v}" for v in violations],
+            suggestions=["use the hotplug, numa or minimal policy, which place by these requirements and budgets"],
+        )
+    if violations:
+        raise PcitopoError(
+            "internal error: the solver produced a plan that breaks rules; please report it:\n"
+            + "\n".join(f"  - {v}" for v in violations)
+        )
+    unplaced = [d.id for d in result.devices if d.address is None]
+    if unplaced:
+        raise PcitopoError(f"internal error: devices left without an address: {', '.join(unplaced)}")
+    before = {c.index for c in request.controllers}
+    added = tuple(c for c in result.controllers if c.index not in before)
+    soft = _soft_results(request, result, policy, added)
+    cost = sum(s.cost for s in soft)
+    status = placement.status
+    bound = placement.bound
+    if status is Status.OPTIMAL and placement.model_cost != cost:
+        # the model's objective and the realised plan's score disagree: the proof does not hold for this plan
+        status = Status.FEASIBLE
+        bound = None
+    warnings = tuple(f"{v} — kept because QEMU starts it; repair: {_repair(v)}" for v in tolerated)
+    misses = tuple(
+        (s.subject, _why_not_hotpluggable(result, s.subject))
+        for s in soft
+        if s.name == "hotplug" and not s.met and s.subject is not None
+    )
+    return Plan(
+        request=request,
+        topology=result,
+        policy=policy,
+        added=added,
+        soft=soft,
+        status=status,
+        bound=cost if status is Status.OPTIMAL else bound,
+        stats=placement.stats,
+        warnings=warnings,
+        not_hotpluggable=misses,
+    )
+
+
+def _repair(v: Violation) -> str:
+    if v.rule == "function-zero":
+        return f"move {', '.join(repr(d) for d in v.devices)} to function 0 of {v.address or 'its slot'}"
+    if v.rule == "port-slot":
+        return f"move {', '.join(repr(d) for d in v.devices)} to slot 0 behind its port"
+    return "give the devices legal addresses"
+
+
+def _why_not_hotpluggable(topology: Topology, device_id: str) -> str:
+    d = next(x for x in topology.devices if x.id == device_id)
+    if d.address is None:  # pragma: no cover - every device is placed
+        return "not placed"
+    if d.address.bus == 0:
+        return f"it sits directly on {topology.bus_name(0)}, where nothing is hot-pluggable"
+    return f"bus {topology.bus_name(d.address.bus)} is not hot-pluggable (slots, bus numbers or IO windows ran out)"
+
+
+def _soft_results(
+    request: Topology, result: Topology, policy: Policy, added: Sequence[Controller]
+) -> tuple[SoftResult, ...]:
+    w = policy.weights
+    out: list[SoftResult] = []
+    pending = {d.id for d in request.devices if d.address is None}
+    for d in result.devices:
+        if d.id not in pending or d.address is None:
+            continue
+        needs = policy.needs_for(d)
+        if needs.hotplug is HotplugNeed.PREFERRED:
+            hot = result.is_hotpluggable(d.address.bus, d.address.slot)
+            out.append(SoftResult("hotplug", hot, w["hotplug"], f"{d.id!r} on a hotpluggable position", d.id))
+        if needs.numa_node is not None and not needs.numa_strict and not policy.numa:
+            node = result.numa_node_of_bus(d.address.bus)
+            out.append(
+                SoftResult(
+                    "numa", node == needs.numa_node, w["numa"], f"{d.id!r} under NUMA node {needs.numa_node}", d.id
+                )
+            )
+        if policy.prefer_integrated:
+            out.append(
+                SoftResult(
+                    "integrated", d.address.bus == 0, w["integrated"], f"{d.id!r} integrated on the root bus", d.id
+                )
+            )
+    if policy.spare_ports:
+        have = _spare_ports(result)
+        out.append(
+            SoftResult(
+                "spare-ports",
+                have >= policy.spare_ports,
+                w["spare-ports"] * max(0, policy.spare_ports - have) or w["spare-ports"],
+                f"{policy.spare_ports} spare hotplug port(s) (have {have})",
+            )
+        )
+    out.append(
+        SoftResult(
+            "fewer-controllers",
+            not added,
+            w["fewer-controllers"] * len(added),
+            f"{len(added)} controller(s) added",
+        )
+    )
+    if policy.ordered:
+        by_kind: dict[str, list[Device]] = {}
+        for d in result.devices:
+            by_kind.setdefault(d.kind, []).append(d)
+        for kind, devices in sorted(by_kind.items()):
+            addresses = [d.address for d in devices if d.address is not None]
+            ok = all(a < b for a, b in itertools.pairwise(addresses))
+            out.append(SoftResult("order", ok, w["order"], f"{kind} devices in definition order", kind))
+    return tuple(out)
+
+
+def _spare_ports(topology: Topology) -> int:
+    occupied = {c.address.bus for c in topology.controllers if c.address is not None}
+    occupied |= {d.address.bus for d in topology.devices if d.address is not None}
+    if topology.machine.pcie:
+        return sum(
+            1
+            for c in topology.controllers
+            if topology.model(c).port and c.index not in occupied and topology.is_hotpluggable(c.index, 0)
+        )
+    usage = topology.slot_usage()
+    free = 0
+    for c in topology.controllers:
+        m = topology.model(c)
+        if not ({Connect.PCI_DEVICE, Connect.PCIE_DEVICE} & m.accepts):
+            continue
+        for s in m.slot_range():
+            if (0, c.index, s) not in usage and topology.is_hotpluggable(c.index, s):
+                free += 1
+    return free
