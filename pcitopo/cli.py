@@ -171,7 +171,10 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     policy = _policy(args.policy)
     from pcitopo.solver import solve
 
-    plan = solve(domain.topology, policy)
+    plan = solve(domain.topology, policy, strict=args.strict)
+    err: TextIO = getattr(args, "stderr", None) or sys.stderr
+    for warning in plan.warnings:
+        err.write(f"pcitopo: warning: {warning}\n")
     text = domain.export(plan.topology)
     if args.output:
         _write_atomic(args.output, text.encode(domain.encoding))
@@ -182,6 +185,8 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
                 "policy": plan.policy.name,
                 "status": plan.status.value,
                 "cost": plan.cost,
+                "warnings": list(plan.warnings),
+                "not_hotpluggable": [{"device": d, "why": why} for d, why in plan.not_hotpluggable],
                 "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
                 "added_controllers": [_controller_dict(c) for c in plan.added],
                 "soft": [
@@ -489,6 +494,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a pinned part that breaks any rule, also those QEMU does not enforce (function-zero, port-slot)",
+    )
     _machine_file_option(p)
     p.set_defaults(run=_cmd_assign)
 
@@ -538,6 +548,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
+        args.stderr = err
         return run(args, out)
     except _Failure as exc:
         err.write(f"{exc}\n")

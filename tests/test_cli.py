@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pcitopo.cli import main
+from pcitopo.cli import EXIT_VIOLATIONS, main
 from pcitopo.formats import LibvirtDomain
 
 ROOT = Path(__file__).parent.parent
@@ -329,3 +329,30 @@ def test_diff_of_an_assignment_reports_assigned_not_moved(tmp_path: Path) -> Non
     backward = io.StringIO()
     assert main(["diff", str(out_xml), "examples/q35-server.xml"], stdout=backward) == 1
     assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/01.0/00.0\n")
+
+
+EHCI_AT_1D_7 = (
+    "    <controller type='usb' index='0' model='ich9-ehci1'>"
+    "<address type='pci' bus='0' slot='0x1d' function='7'/></controller>\n"
+    "    <interface type='user'><model type='virtio'/></interface>"
+)
+
+
+def test_assign_keeps_a_pinned_function_zero_defect_with_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A lone ich9-ehci1 at function 7: the NIC is placed, exit 0, and stderr names the rule and the repair."""
+    code, out, err = run(capsys, "assign", str(write(tmp_path, "grow.xml", EHCI_AT_1D_7)))
+    assert code == 0
+    assert all(d.address is not None for d in LibvirtDomain.from_string(out).topology.devices)
+    assert err.startswith("pcitopo: warning: 0000:00:1d.0 is empty")
+    assert "(rule: function-zero)" in err and "repair: move 'usb0' to function 0 of 0000:00:1d.0" in err
+
+
+def test_assign_strict_refuses_a_pinned_function_zero_defect(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--strict`` turns the same warning into a failure (exit code of a violation), writing nothing."""
+    code, out, err = run(capsys, "assign", "--strict", str(write(tmp_path, "grow.xml", EHCI_AT_1D_7)))
+    assert (code, out) == (EXIT_VIOLATIONS, "")
+    assert "(rule: function-zero)" in err

@@ -421,7 +421,14 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
         expander_controllers[ctx.id] = ctrl
         b.controllers.append(ctrl)
     dmi_preferred = topology.machine.preferred.get("dmi-to-pci-bridge", ())
-    for ctx_id in sorted(decisions):
+
+    # contexts laid out in the order of their first unit, so that their controllers' indexes (the
+    # buses in the devices' addresses) grow with the definition order of the devices they host
+    def first_rank(ctx_id: int) -> tuple[tuple[float, int], int]:
+        units = by_ctx.get(ctx_id, [])
+        return (min((u.rank for u in units), default=(float("inf"), 0)), ctx_id)
+
+    for ctx_id in sorted(decisions, key=first_rank):
         ctx = problem.contexts[ctx_id]
         d = decisions[ctx_id]
         units = by_ctx.get(ctx_id, [])

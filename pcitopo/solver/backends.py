@@ -57,12 +57,18 @@ class CspBackend:
 
     name = "csp"
 
+    def __init__(self, score: Callable[[Topology], int] | None = None) -> None:
+        self._score = score
+        """The objective of a completed topology (the plan's cost); the model's bound when not given."""
+
     def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
         problem = formulate(request, policy, units)
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
-        result = search.search(problem)
+        score = self._score
+        exact = None if score is None else (lambda values: score(_realize.realize(problem, values)))
+        result = search.search(problem, exact=exact)
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
         if result.values is None:
             if not result.proven and result.nodes > search.NODE_LIMIT:
@@ -101,9 +107,9 @@ class LibvirtBackend:
         return Placement(result, Status.REPRODUCED, SearchStats(self.name))
 
 
-def backend_for(policy: Policy) -> Backend:
+def backend_for(policy: Policy, score: Callable[[Topology], int] | None = None) -> Backend:
     """The libvirt backend for a policy that asks for libvirt's choices, else the CSP backend."""
-    return LibvirtBackend() if policy.libvirt else CspBackend()
+    return LibvirtBackend() if policy.libvirt else CspBackend(score)
 
 
 Feasibility = Callable[[Topology, Policy, Sequence[Unit]], bool]

@@ -118,8 +118,20 @@ class _Bound(EngineConstraint):  # type: ignore[misc]
         return self.best is None or low <= self.best
 
 
-def search(problem: Problem, *, optimise: bool = True, limit: int = NODE_LIMIT) -> SearchResult:
-    """The cheapest assignment of ``problem``'s variables, ties broken by the documented key."""
+def search(
+    problem: Problem,
+    *,
+    optimise: bool = True,
+    limit: int = NODE_LIMIT,
+    exact: Callable[[Mapping[str, int]], int] | None = None,
+) -> SearchResult:
+    """The cheapest assignment of ``problem``'s variables, ties broken by the documented key.
+
+    ``exact(assignment)``, when given, is the objective of a complete
+    assignment (the realised plan's score); the model's bound prunes partial
+    ones. Should ``exact`` ever score a complete assignment below the model's
+    bound, the pruning was not sound and the result is not claimed proven.
+    """
     names = [v.name for v in problem.variables]
     rank = {v.name: {value: i for i, value in enumerate(v.domain)} for v in problem.variables}
     objective = next(c for c in problem.constraints if c.kind == "objective")
@@ -127,9 +139,15 @@ def search(problem: Problem, *, optimise: bool = True, limit: int = NODE_LIMIT) 
     if not names:
         feasible = all(c.test is None or c.test({}) for c in problem.constraints)
         cost = objective.bound({}) if feasible else None
+        if cost is not None and exact is not None:
+            model_cost, cost = cost, exact({})
+            if cost < model_cost:
+                return SearchResult({}, cost, False, 0, 0, len(problem.constraints), 1)
         return SearchResult(
             {} if cost is not None else None, cost or 0, True, cost or 0, 0, len(problem.constraints), 1
         )
+    if not all(c.test({}) for c in problem.constraints if c.kind == "check" and c.test is not None and not c.scope):
+        return SearchResult(None, 0, True, 0, len(names), len(problem.constraints), 0)
     engine = EngineProblem()
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
@@ -140,11 +158,16 @@ def search(problem: Problem, *, optimise: bool = True, limit: int = NODE_LIMIT) 
     best: dict[str, int] | None = None
     best_key: tuple[int, ...] = ()
     finished = True
+    sound = True
     for solution in engine.getSolutionIter():
         full = {n: int(solution[n]) for n in names}
         cost = objective.bound(full)
         if cost is None:  # pragma: no cover - the bound constraint refused it already
             continue
+        if exact is not None:
+            model_cost = cost
+            cost = exact(full)
+            sound = sound and cost >= model_cost
         key = tuple(rank[n][full[n]] for n in sorted(names))
         if bound.best is None or cost < bound.best or (cost == bound.best and key < best_key):
             bound.best = cost
@@ -153,7 +176,7 @@ def search(problem: Problem, *, optimise: bool = True, limit: int = NODE_LIMIT) 
         if not optimise:
             finished = False
             break
-    if bound.nodes > min(limit, NODE_LIMIT):
+    if bound.nodes > min(limit, NODE_LIMIT) or not sound:
         finished = False
     cost = bound.best or 0
     low = cost if finished else objective.bound({}) or 0

@@ -67,7 +67,14 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     elif isinstance(policy, str):
         policy = Policy.named(policy)
     tolerated = _check_pins(topology, strict=strict)
-    backend = backends.backend_for(policy)
+    request, chosen = topology, policy
+
+    def score(result: Topology) -> int:
+        before = {c.index for c in request.controllers}
+        added = [c for c in result.controllers if c.index not in before]
+        return sum(s.cost for s in _soft_results(request, result, chosen, added))
+
+    backend = backends.backend_for(policy, score)
     if isinstance(backend, backends.LibvirtBackend):
         placement = backend.place(topology, policy, ())
         return _finish(topology, placement, policy, tolerated)

@@ -520,3 +520,150 @@ def test_the_default_policy_fails_only_when_hotplug_is_required() -> None:
     with pytest.raises(Unsatisfiable) as info:
         solve(Topology.build("q35", acpi=False, devices=nics(20, "e1000e")), REQUIRED)
     assert info.value.conflicts[0].startswith("20 PCI Express devices that must be hotpluggable")
+
+
+# -- the cases of issue 9: each failed before the model-based solver ----------------------------------
+
+
+def test_order_is_in_the_objective() -> None:
+    """ordered, two ac97, the first preferring NUMA node 0: both in definition order at cost 6 (was 16, "optimal")."""
+    devices = [Device("a0", "ac97", needs=Needs(numa_node=0)), Device("a1", "ac97")]
+    plan = solve(Topology.build("q35", numa_nodes=1, devices=devices), "ordered")
+    t = plan.topology
+    assert t.numa_node_of_bus(t.device("a0").address.bus) == 0  # type: ignore[union-attr]
+    assert t.device("a0").address < t.device("a1").address  # type: ignore[operator]
+    assert (plan.cost, plan.status) == (6, Status.OPTIMAL)
+    assert {s.name: s.met for s in plan.soft}["order"] is True
+
+
+def test_hotplug_off_occupied_keeps_hotplug_for_a_device_that_prefers_it() -> None:
+    """hotplug_off_occupied no longer turns hotplug off under a device that prefers it (cost 2, was 102)."""
+    policy = Policy(name="windows", hotplug_off_occupied=True)
+    device = Device("n0", "virtio-net", needs=Needs(hotplug=HotplugNeed.PREFERRED))
+    plan = solve(Topology.build("q35", devices=[device]), policy)
+    address = plan.topology.device("n0").address
+    assert address is not None and plan.topology.is_hotpluggable(address.bus, address.slot)
+    assert (plan.cost, plan.status) == (2, Status.OPTIMAL)
+
+
+def test_the_libvirt_policy_reproduces_and_does_not_claim_optimal() -> None:
+    """A libvirt plan's status is REPRODUCED, with no bound and no search behind it."""
+    plan = solve(Topology.build("q35", devices=nics(2)), "libvirt")
+    assert plan.status is Status.REPRODUCED
+    assert plan.bound is None
+    assert plan.stats is not None and (plan.stats.backend, plan.stats.variables) == ("libvirt", 0)
+
+
+def test_a_switch_group_is_not_split_by_an_empty_root_port() -> None:
+    """switch_group {a, b} with an empty root port present: both behind one new switch, not one on the port."""
+    devices = [Device(x, "virtio-net", needs=Needs(switch_group="s")) for x in ("a", "b")]
+    t = Topology.build("q35", devices=devices)
+    t = t.replace(
+        controllers=[*t.controllers, Controller(1, "pcie-root-port", address=A("00:02.0"), chassis=1, port=16)]
+    )
+    plan = solve(t)
+    result = plan.topology
+    upstream = {result.controller(result.device(x).address.bus).address.bus for x in ("a", "b")}  # type: ignore[union-attr]
+    assert len(upstream) == 1
+    assert result.controller(upstream.pop()).model == "pcie-switch-upstream-port"
+
+
+def _bridge_with_one_free_slot() -> Topology:
+    """q35 with a pcie-to-pci-bridge whose slots 1..30 are taken."""
+    controllers = [
+        Controller(1, "pcie-root-port", address=A("00:01.0"), chassis=1, port=8),
+        Controller(2, "pcie-to-pci-bridge", address=A("01:00.0")),
+    ]
+    taken = [Device(f"w{s}", "i6300esb", address=PciAddress(bus=2, slot=s)) for s in range(1, 31)]
+    grouped = [Device(g, "e1000", needs=Needs(bus_group="g")) for g in ("g1", "g2")]
+    return Topology.build("q35", controllers, [*taken, *grouped])
+
+
+def test_a_bus_group_is_not_split_by_one_free_slot() -> None:
+    """bus_group {g1, g2} and a bridge with one free slot: both on one new bus, not one in the free slot."""
+    plan = solve(_bridge_with_one_free_slot())
+    t = plan.topology
+    assert t.device("g1").address.bus == t.device("g2").address.bus != 2  # type: ignore[union-attr]
+
+
+def test_a_group_member_joins_its_placed_group() -> None:
+    """A bus group whose other member is placed: the new member takes a free slot of that bus."""
+    t = _bridge_with_one_free_slot()
+    t = t.replace(devices=[d.placed_at(A("02:1f.0")) if d.id == "g1" else d for d in t.devices])
+    t = t.replace(devices=[d for d in t.devices if d.id != "w30"])
+    plan = solve(t)
+    assert str(plan.topology.device("g2").address) == "0000:02:1e.0"
+
+
+def test_a_group_member_that_cannot_join_is_explained() -> None:
+    """When the placed group's bus is full, the error names the device, the group and where it is."""
+    t = _bridge_with_one_free_slot()
+    t = t.replace(devices=[d.placed_at(A("02:1f.0")) if d.id == "g1" else d for d in t.devices])
+    with pytest.raises(Unsatisfiable) as info:
+        solve(t)
+    assert info.value.conflicts == (
+        "device 'g2' belongs to bus group 'g', whose other members are at 0000:02:1f.0, "
+        "and that bus has no free position for it",
+    )
+
+
+@pytest.mark.parametrize("machine", ["q35", "aarch64-virt"])
+def test_a_declared_switch_without_addresses_gets_a_root_port(machine: str) -> None:
+    """A user's upstream + downstream port without addresses: a root port is added for the upstream port."""
+    t = Topology.build(machine, devices=[Device("n", "virtio-net")])
+    t = t.replace(
+        controllers=[
+            *t.controllers,
+            Controller(1, "pcie-switch-upstream-port"),
+            Controller(2, "pcie-switch-downstream-port"),
+        ]
+    )
+    plan = solve(t)
+    result = plan.topology
+    upstream = result.controller(1)
+    assert upstream.address is not None
+    assert result.controller(upstream.address.bus).model == "pcie-root-port"
+    assert result.controller(2).address == PciAddress(bus=1, slot=0)
+    assert validate(result) == ()
+
+
+def _lone_ehci_at_function_7() -> Topology:
+    """A grown VM whose pinned part has a lone ich9-ehci1 at function 7 of an empty slot, and a new NIC."""
+    return Topology.build(
+        "q35",
+        devices=[Device("usb", "ich9-ehci1", address=A("00:1d.7")), Device("net0", "virtio-net")],
+    )
+
+
+def test_a_pinned_function_zero_defect_is_kept_with_a_warning() -> None:
+    """The grow succeeds and warns, naming the rule, the device and the repair."""
+    plan = solve(_lone_ehci_at_function_7())
+    assert plan.topology.device("net0").address is not None
+    assert len(plan.warnings) == 1
+    assert "(rule: function-zero)" in plan.warnings[0]
+    assert plan.warnings[0].endswith("repair: move 'usb' to function 0 of 0000:00:1d.0")
+
+
+def test_strict_refuses_a_pinned_function_zero_defect() -> None:
+    """With strict=True the same grow fails on the function-zero rule."""
+    with pytest.raises(InvalidTopology) as info:
+        solve(_lone_ehci_at_function_7(), strict=True)
+    assert [v.rule for v in info.value.violations] == ["function-zero"]
+
+
+def test_a_pinned_defect_qemu_refuses_is_still_refused() -> None:
+    """A rule QEMU enforces (two devices at one address) is refused even without strict."""
+    t = Topology.build(
+        "q35", devices=[Device("a", "e1000e", address=A("00:03.0")), Device("b", "e1000e", address=A("00:03.0"))]
+    )
+    with pytest.raises(InvalidTopology):
+        solve(t)
+
+
+def test_the_engine_decides_something_for_an_ordinary_request() -> None:
+    """A plain q35 request gives the engine variables and constraints, and the plan reports them."""
+    plan = solve(Topology.build("q35", devices=nics(3)))
+    assert plan.stats is not None
+    assert plan.stats.backend == "csp"
+    assert plan.stats.variables >= 2 and plan.stats.constraints >= 3 and plan.stats.nodes >= 1
+    assert plan.bound == plan.cost
