@@ -542,7 +542,8 @@ def test_hotplug_off_occupied_keeps_hotplug_for_a_device_that_prefers_it() -> No
     device = Device("n0", "virtio-net", needs=Needs(hotplug=HotplugNeed.PREFERRED))
     plan = solve(Topology.build("q35", devices=[device]), policy)
     address = plan.topology.device("n0").address
-    assert address is not None and plan.topology.is_hotpluggable(address.bus, address.slot)
+    assert address is not None
+    assert plan.topology.is_hotpluggable(address.bus, address.slot)
     assert (plan.cost, plan.status) == (2, Status.OPTIMAL)
 
 
@@ -551,7 +552,8 @@ def test_the_libvirt_policy_reproduces_and_does_not_claim_optimal() -> None:
     plan = solve(Topology.build("q35", devices=nics(2)), "libvirt")
     assert plan.status is Status.REPRODUCED
     assert plan.bound is None
-    assert plan.stats is not None and (plan.stats.backend, plan.stats.variables) == ("libvirt", 0)
+    assert plan.stats is not None
+    assert (plan.stats.backend, plan.stats.variables) == ("libvirt", 0)
 
 
 def test_a_switch_group_is_not_split_by_an_empty_root_port() -> None:
@@ -665,5 +667,7 @@ def test_the_engine_decides_something_for_an_ordinary_request() -> None:
     plan = solve(Topology.build("q35", devices=nics(3)))
     assert plan.stats is not None
     assert plan.stats.backend == "csp"
-    assert plan.stats.variables >= 2 and plan.stats.constraints >= 3 and plan.stats.nodes >= 1
+    assert plan.stats.variables >= 2
+    assert plan.stats.constraints >= 3
+    assert plan.stats.nodes >= 1
     assert plan.bound == plan.cost
