@@ -60,6 +60,7 @@ SOFT_CONSTRAINTS: Mapping[str, str] = {
     "fewer-controllers": "each controller added costs guest boot time",
     "integrated": "an endpoint sits directly on the root bus when the policy prefers it",
     "order": "devices of one kind get increasing addresses in definition order",
+    "hotplug-off-occupied": "an endpoint without a hotplug need sits on a position with hotplug off",
 }
 """The soft constraints a plan reports on, with what each means."""
 
@@ -70,6 +71,7 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "order": 10,
     "integrated": 5,
     "fewer-controllers": 1,
+    "hotplug-off-occupied": 10,
 }
 
 
