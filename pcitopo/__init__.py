@@ -16,9 +16,13 @@ from __future__ import annotations
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import (
+    DuplicateId,
+    InternalError,
     InvalidAddress,
     InvalidDescription,
+    InvalidDomainXML,
     InvalidInput,
+    InvalidPolicy,
     InvalidTopology,
     PcitopoError,
     UnknownName,
@@ -27,7 +31,7 @@ from pcitopo.errors import (
 from pcitopo.legality.catalog import Catalog
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.legality.rules import check, validate
-from pcitopo.policy import Override, Policy
+from pcitopo.policy import Evaluation, Override, Policy, evaluate
 from pcitopo.solver import Plan, SoftResult, Status, solve
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
@@ -38,10 +42,15 @@ __all__ = [
     "Catalog",
     "Controller",
     "Device",
+    "DuplicateId",
+    "Evaluation",
     "HotplugNeed",
+    "InternalError",
     "InvalidAddress",
     "InvalidDescription",
+    "InvalidDomainXML",
     "InvalidInput",
+    "InvalidPolicy",
     "InvalidTopology",
     "Machine",
     "Needs",
@@ -58,6 +67,7 @@ __all__ = [
     "Violation",
     "__version__",
     "check",
+    "evaluate",
     "machines",
     "solve",
     "validate",

@@ -792,6 +792,38 @@ def _break_numa(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("slot-group")
+def _break_slot_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    first = _free(b, draw)
+    b.place_device(Device("gpu", _PLAIN, address=first, needs=Needs(slot_group="g")))
+    at = _free(b, draw)
+    assume((at.bus, at.slot) != (first.bus, first.slot))
+    b.place_device(Device("gpu-audio", _PLAIN, address=at, needs=Needs(slot_group="g")))
+    return b.t
+
+
+@_breaks("bus-group")
+def _break_bus_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    first = _free(b, draw)
+    b.place_device(Device("g1", _PLAIN, address=first, needs=Needs(bus_group="g")))
+    at = _free(b, draw)
+    assume(at.bus != first.bus)
+    b.place_device(Device("g2", _PLAIN, address=at, needs=Needs(bus_group="g")))
+    return b.t
+
+
+@_breaks("switch-group")
+def _break_switch_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    at = _free(b, draw)
+    t = b.t
+    assume(not any(Connect.PCIE_SWITCH_DOWNSTREAM_PORT in t.model(c).accepts for c in t.path_to_root(at.bus)))
+    b.place_device(Device("lonely", _PLAIN, address=at, needs=Needs(switch_group="s")))
+    return b.t
+
+
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
 
 

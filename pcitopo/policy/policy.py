@@ -37,15 +37,16 @@ from __future__ import annotations
 import fnmatch
 import functools
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
 
 from pcitopo._frozen import FrozenDict
 from pcitopo.devices import Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput, UnknownName
+from pcitopo.errors import InvalidPolicy, UnknownName
 
 __all__ = ["BUILTIN_POLICIES", "SOFT_CONSTRAINTS", "Override", "Policy"]
 
@@ -61,6 +62,7 @@ SOFT_CONSTRAINTS: Mapping[str, str] = {
     "fewer-controllers": "each controller added costs guest boot time",
     "integrated": "an endpoint sits directly on the root bus when the policy prefers it",
     "order": "devices of one kind get increasing addresses in definition order",
+    "hotplug-off-occupied": "an endpoint without a hotplug need sits on a position with hotplug off",
 }
 """The soft constraints a plan reports on, with what each means."""
 
@@ -71,11 +73,16 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "order": 10,
     "integrated": 5,
     "fewer-controllers": 1,
+    "hotplug-off-occupied": 10,
 }
 
 
 def _weights(value: Mapping[str, int]) -> Mapping[str, int]:
     return FrozenDict(value)
+
+
+def _field_names(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
 
 
 @attrs.frozen
@@ -126,26 +133,59 @@ class Policy:
     libvirt: bool = False
     """Reproduce libvirt's placement choices exactly."""
     overrides: tuple[Override, ...] = ()
-    weights: Mapping[str, int] = attrs.field(factory=lambda: FrozenDict(DEFAULT_WEIGHTS), converter=_weights, eq=False)
-    """Weight of each soft constraint (read-only; build a new policy to change it)."""
+    weights: Mapping[str, int] = attrs.field(factory=lambda: FrozenDict(DEFAULT_WEIGHTS), converter=_weights)
+    """Weight of each soft constraint, an integer >= 0 (read-only; build a new policy to change it)."""
+    explicit: frozenset[str] = attrs.field(default=frozenset(), converter=_field_names, eq=False, repr=False)
+    """Fields this policy sets even where the value is the default (``weights.NAME`` for a weight); see :attr:`sets`."""
 
     def __attrs_post_init__(self) -> None:
-        if self.spare_ports < 0:
-            raise InvalidInput(f"policy {self.name!r}", f"spare_ports must be >= 0 (got {self.spare_ports})")
+        where = f"policy {self.name!r}"
+        if not isinstance(self.spare_ports, int) or isinstance(self.spare_ports, bool) or self.spare_ports < 0:
+            raise InvalidPolicy(where, "spare_ports", f"must be an integer >= 0 (got {self.spare_ports!r})")
+        for flag in _FLAGS:
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidPolicy(where, flag, f"must be true or false (got {getattr(self, flag)!r})")
         if self.port_packing not in ("multifunction", "single"):
-            raise InvalidInput(
-                f"policy {self.name!r}", f"port_packing must be 'multifunction' or 'single' (got {self.port_packing!r})"
+            raise InvalidPolicy(
+                where,
+                "port_packing",
+                f"must be 'multifunction' or 'single' (got {self.port_packing!r})",
             )
-        unknown = set(self.weights) - set(SOFT_CONSTRAINTS)
+        for key, value in self.weights.items():
+            if key not in SOFT_CONSTRAINTS:
+                raise InvalidPolicy(
+                    where, f"weights.{key}", f"unknown soft constraint (known: {', '.join(SOFT_CONSTRAINTS)})"
+                )
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidPolicy(where, f"weights.{key}", f"must be an integer >= 0 (got {value!r})")
+        missing = [k for k in SOFT_CONSTRAINTS if k not in self.weights]
+        if missing:
+            object.__setattr__(self, "weights", FrozenDict({**DEFAULT_WEIGHTS, **self.weights}))
+        unknown = {
+            e for e in self.explicit if e not in _SETTABLE and e.removeprefix("weights.") not in SOFT_CONSTRAINTS
+        }
         if unknown:
-            raise InvalidInput(
-                f"policy {self.name!r}",
-                f"unknown soft constraint {sorted(unknown)[0]!r} in weights (known: {', '.join(SOFT_CONSTRAINTS)})",
-            )
+            raise InvalidPolicy(where, "explicit", f"names no policy field: {sorted(unknown)[0]!r}")
+
+    @property
+    def sets(self) -> frozenset[str]:
+        """The fields this policy sets: :attr:`explicit` and every one whose value is not the default.
+
+        In ``a + b`` each of them wins over ``a``'s (weights as ``weights.NAME``).
+
+        >>> sorted(Policy.named("hotplug").sets)
+        ['hotplug', 'spare_ports']
+        >>> sorted(Policy(name="mine", ordered=True, weights={"order": 30}).sets)
+        ['ordered', 'weights.order']
+        """
+        base = _DEFAULT
+        changed = {f for f in _SETTABLE if getattr(self, f) != getattr(base, f)}
+        changed |= {f"weights.{k}" for k, v in self.weights.items() if DEFAULT_WEIGHTS.get(k) != v}
+        return frozenset(self.explicit | changed)
 
     @classmethod
     def named(cls, name: str) -> Policy:
-        """A built-in policy, or several joined with ``+`` (later ones win where they differ)."""
+        """A built-in policy, or several joined with ``+`` (each field a later one sets wins)."""
         parts = [p.strip() for p in name.split("+")]
         policy: Policy | None = None
         for part in parts:
@@ -156,24 +196,33 @@ class Policy:
         return attrs.evolve(policy, name="+".join(parts))
 
     def combine(self, other: Policy) -> Policy:
-        """This policy with the fields ``other`` sets away from the defaults."""
-        base = Policy()
-        changes: dict[str, Any] = {}
-        for field in attrs.fields(Policy):
-            if field.name in ("name", "overrides", "weights"):
-                continue
-            value = getattr(other, field.name)
-            if value != getattr(base, field.name):
-                changes[field.name] = value
+        """This policy with every field ``other`` sets (:attr:`sets`), even to the default value.
+
+        Overrides are joined (``other``'s after this one's, so they win).
+
+        >>> minimal = Policy.named("minimal")
+        >>> both = minimal.combine(Policy.named("hotplug"))
+        >>> both.hotplug.value, both.spare_ports, both.prefer_integrated, both == minimal
+        ('preferred', 1, True, False)
+        """
+        sets = other.sets
+        changes: dict[str, Any] = {f: getattr(other, f) for f in _SETTABLE if f in sets}
         weights = dict(self.weights)
-        weights.update({k: v for k, v in other.weights.items() if DEFAULT_WEIGHTS.get(k) != v})
+        weights.update({k: v for k, v in other.weights.items() if f"weights.{k}" in sets})
         return attrs.evolve(
             self,
             name=f"{self.name}+{other.name}",
             overrides=self.overrides + other.overrides,
             weights=weights,
+            explicit=self.sets | sets,
             **changes,
         )
+
+    def __add__(self, other: Policy) -> Policy:
+        """``a + b`` is :meth:`combine`."""
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self.combine(other)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Policy:
@@ -181,11 +230,11 @@ class Policy:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise InvalidInput(str(path), f"cannot read policy file: {exc.strerror or exc}") from None
+            raise InvalidPolicy(str(path), "", f"cannot read policy file: {exc.strerror or exc}") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise InvalidInput(str(path), f"not valid TOML: {exc}") from None
+            raise InvalidPolicy(str(path), "", f"not valid TOML: {exc}") from None
         return cls.from_mapping(data, source=str(path))
 
     @classmethod
@@ -194,44 +243,63 @@ class Policy:
         data = dict(data)
         base_name = data.pop("base", "hotplug")
         if not isinstance(base_name, str):
-            raise InvalidInput(source, f"base must be a policy name (got {base_name!r})")
+            raise InvalidPolicy(source, "base", f"must be a policy name (got {base_name!r})")
         try:
             base = cls.named(base_name)
         except UnknownName as exc:
-            raise InvalidInput(source, str(exc)) from None
+            raise InvalidPolicy(source, "base", str(exc)) from None
         changes: dict[str, Any] = {}
+        explicit: set[str] = set()
         fields = {f.name: f for f in attrs.fields(Policy)}
         for key, value in data.items():
             if key == "device":
                 continue
             attr = key.replace("-", "_")
             if attr == "weights":
-                if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-                    raise InvalidInput(source, "weights must be a table of integers")
+                if not isinstance(value, dict):
+                    raise InvalidPolicy(source, key, f"must be a table of integers >= 0 (got {value!r})")
+                for term, weight in value.items():
+                    if term not in SOFT_CONSTRAINTS:
+                        terms = ", ".join(SOFT_CONSTRAINTS)
+                        raise InvalidPolicy(source, f"{key}.{term}", f"unknown soft constraint (known: {terms})")
+                    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+                        raise InvalidPolicy(source, f"{key}.{term}", f"must be an integer >= 0 (got {weight!r})")
                 changes["weights"] = {**base.weights, **value}
+                explicit |= {f"weights.{term}" for term in value}
                 continue
-            if attr not in fields or attr in ("name", "overrides"):
-                known = sorted(k.replace("_", "-") for k in fields if k not in ("name", "overrides"))
-                raise InvalidInput(source, f"unknown policy key {key!r} (known: {', '.join(known)}, device)")
+            if attr not in fields or attr in ("name", "overrides", "explicit"):
+                known = sorted(k.replace("_", "-") for k in fields if k not in ("name", "overrides", "explicit"))
+                raise InvalidPolicy(source, key, f"unknown policy key (known: {', '.join(known)}, device)")
             default = getattr(Policy(), attr)
             if attr == "hotplug":
                 try:
                     value = HotplugNeed(value)
                 except ValueError:
-                    raise InvalidInput(
-                        source, f"hotplug must be one of {', '.join(h.value for h in HotplugNeed)} (got {value!r})"
+                    raise InvalidPolicy(
+                        source, key, f"must be one of {', '.join(h.value for h in HotplugNeed)} (got {value!r})"
                     ) from None
             elif type(value) is not type(default):
-                raise InvalidInput(source, f"{key} must be a {type(default).__name__} (got {value!r})")
+                raise InvalidPolicy(source, key, f"must be {_a(type(default).__name__)} (got {value!r})")
             changes[attr] = value
+            explicit.add(attr)
         overrides = []
         rules = data.get("device", [])
         if not isinstance(rules, list):
-            raise InvalidInput(source, "device rules must be an array of tables: [[device]]")
+            raise InvalidPolicy(source, "device", "device rules must be an array of tables: [[device]]")
         for i, rule in enumerate(rules):
             overrides.append(_override(source, i, rule))
         name = Path(source).stem if source != "policy" else f"{base_name}+custom"
-        return attrs.evolve(base, name=name, overrides=base.overrides + tuple(overrides), **changes)
+        try:
+            return attrs.evolve(
+                base,
+                name=name,
+                overrides=base.overrides + tuple(overrides),
+                explicit=base.sets | explicit,
+                **changes,
+            )
+        except InvalidPolicy as exc:  # a value the fields refuse: name the file and the key as written
+            written = {k.replace("-", "_"): k for k in data}
+            raise InvalidPolicy(source, written.get(exc.key, exc.key), exc.reason) from None
 
     def needs_for(self, device: Device) -> Needs:
         """The needs a device ends up with: its own, then the policy's defaults and overrides.
@@ -266,26 +334,33 @@ def _with_hotplug(needs: Needs, hotplug: HotplugNeed) -> Needs:
     return attrs.evolve(needs, hotplug=hotplug)
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def _override(source: str, i: int, rule: Any) -> Override:
-    where = f"{source}: device[{i}]"
+    where = f"device[{i}]"
     if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
-        raise InvalidInput(where, 'each [[device]] rule needs match = "<alias pattern>"')
+        raise InvalidPolicy(source, where, 'each [[device]] rule needs match = "<alias pattern>"')
     allowed = {"match", "hotplug", "numa-node", "numa-strict", "integrated"}
     extra = set(rule) - allowed
     if extra:
-        raise InvalidInput(where, f"unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(allowed))})")
+        key = sorted(extra)[0]
+        raise InvalidPolicy(source, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
     try:
         hotplug = HotplugNeed(rule["hotplug"]) if "hotplug" in rule else None
     except ValueError:
-        raise InvalidInput(
-            where, f"hotplug must be one of {', '.join(h.value for h in HotplugNeed)} (got {rule['hotplug']!r})"
+        raise InvalidPolicy(
+            source,
+            f"{where}.hotplug",
+            f"must be one of {', '.join(h.value for h in HotplugNeed)} (got {rule['hotplug']!r})",
         ) from None
     node = rule.get("numa-node")
     if node is not None and (not isinstance(node, int) or isinstance(node, bool) or node < 0):
-        raise InvalidInput(where, f"numa-node must be an integer >= 0 (got {node!r})")
+        raise InvalidPolicy(source, f"{where}.numa-node", f"must be an integer >= 0 (got {node!r})")
     for key in ("numa-strict", "integrated"):
         if key in rule and not isinstance(rule[key], bool):
-            raise InvalidInput(where, f"{key} must be true or false (got {rule[key]!r})")
+            raise InvalidPolicy(source, f"{where}.{key}", f"must be true or false (got {rule[key]!r})")
     return Override(
         match=rule["match"],
         hotplug=hotplug,
@@ -295,18 +370,46 @@ def _override(source: str, i: int, rule: Any) -> Override:
     )
 
 
-BUILTIN_POLICIES: Mapping[str, Policy] = FrozenDict(
+_SETTABLE = (
+    "hotplug",
+    "spare_ports",
+    "spare_ports_per_node",
+    "hotplug_off_occupied",
+    "port_packing",
+    "allow_switches",
+    "prefer_integrated",
+    "numa",
+    "ordered",
+    "libvirt",
+)
+"""The fields ``+`` carries over (name, overrides and weights are joined their own way)."""
+
+_FLAGS = (
+    "spare_ports_per_node",
+    "hotplug_off_occupied",
+    "allow_switches",
+    "prefer_integrated",
+    "numa",
+    "ordered",
+    "libvirt",
+)
+
+_DEFAULT = Policy()
+
+BUILTIN_POLICIES: Mapping[str, Policy] = MappingProxyType(
     {
-        "hotplug": Policy(name="hotplug"),
+        "hotplug": Policy(name="hotplug", explicit={"hotplug", "spare_ports"}),
         "minimal": Policy(
             name="minimal",
             hotplug=HotplugNeed.ANY,
             spare_ports=0,
             prefer_integrated=True,
             allow_switches=True,
+            explicit={"hotplug", "spare_ports", "prefer_integrated", "allow_switches"},
         ),
-        "numa": Policy(name="numa", numa=True),
-        "ordered": Policy(name="ordered", ordered=True),
-        "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True),
+        "numa": Policy(name="numa", numa=True, explicit={"numa"}),
+        "ordered": Policy(name="ordered", ordered=True, explicit={"ordered"}),
+        "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True, explicit={"hotplug", "libvirt"}),
     }
 )
+"""The built-in policies by name (read-only, like the policies themselves)."""

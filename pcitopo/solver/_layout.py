@@ -110,6 +110,8 @@ class Counts:
     """What the units given to a context need, by category (a unit with an IO BAR also counts in ``*_io``)."""
 
     devices: int = 0
+    integrable_devices: int = 0
+    """Devices whose kind may sit on the main root bus (the ``integrated`` term asks it of them)."""
     integrated_required: int = 0
     optional_integrated_pcie: int = 0
     optional_integrated_pcie_io: int = 0
@@ -179,6 +181,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     bus_io: dict[str, tuple[int, int]] = {}
     for u in units:
         d["devices"] += len(u.devices)
+        d["integrable_devices"] += len(u.devices) if u.can_integrate else 0
         if u.has_io:
             d["io_max"] = max(d["io_max"], u.io_size)
         category, reason = unit_category(ctx, u, policy)

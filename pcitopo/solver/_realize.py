@@ -12,7 +12,7 @@ import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
-from pcitopo.errors import Unsatisfiable
+from pcitopo.errors import InternalError, Unsatisfiable
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import (
     BRIDGE_SLOTS,
@@ -394,7 +394,7 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
     for ctx_id in problem.context_variables:
         d = problem.decision(ctx_id, values)
         if d is None or not d.feasible:  # pragma: no cover - the search only returns feasible assignments
-            raise Unsatisfiable(["internal: the chosen assignment is not feasible"])
+            raise InternalError("the chosen assignment is not feasible")
         if ctx_id == 0 or by_ctx.get(ctx_id) or problem.used(ctx_id, values):
             decisions[ctx_id] = d
     b = Builder(

@@ -751,7 +751,7 @@ class Problem:
         if self.policy.prefer_integrated:
             counts = self.counts(ctx_id, values)
             assert counts is not None
-            cost += weights["integrated"] * (counts.devices - decision.integrated_devices)
+            cost += weights["integrated"] * max(0, counts.integrable_devices - decision.integrated_devices)
         return cost
 
     def numa_cost(self, ci: int, ctx_id: int, n: int) -> int:

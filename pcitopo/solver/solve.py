@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,12 +35,12 @@ import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
-from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
-from pcitopo.legality.catalog import Connect
+from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
+from pcitopo.policy.evaluate import soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
-from pcitopo.solver.plan import Plan, SoftResult, Status
+from pcitopo.solver.plan import Plan, Status
 from pcitopo.topology import IO_WINDOW, Topology
 from pcitopo.violation import Violation
 
@@ -70,9 +69,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     request, chosen = topology, policy
 
     def score(result: Topology) -> int:
-        before = {c.index for c in request.controllers}
-        added = [c for c in result.controllers if c.index not in before]
-        return sum(s.cost for s in _soft_results(request, result, chosen, added))
+        return sum(s.cost for s in soft_results(request, result, chosen))
 
     backend = backends.backend_for(policy, score)
     if isinstance(backend, backends.LibvirtBackend):
@@ -386,16 +383,13 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
             suggestions=["use the hotplug, numa or minimal policy, which place by these requirements and budgets"],
         )
     if violations:
-        raise PcitopoError(
-            "internal error: the solver produced a plan that breaks rules; please report it:\n"
-            + "\n".join(f"  - {v}" for v in violations)
-        )
+        raise InternalError("the solver produced a plan that breaks rules", violations)  # type: ignore[arg-type]
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
-        raise PcitopoError(f"internal error: devices left without an address: {', '.join(unplaced)}")
+        raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
-    soft = _soft_results(request, result, policy, added)
+    soft = soft_results(request, result, policy)
     cost = sum(s.cost for s in soft)
     status = placement.status
     bound = placement.bound
@@ -438,79 +432,3 @@ def _why_not_hotpluggable(topology: Topology, device_id: str) -> str:
     if d.address.bus == 0:
         return f"it sits directly on {topology.bus_name(0)}, where nothing is hot-pluggable"
     return f"bus {topology.bus_name(d.address.bus)} is not hot-pluggable (slots, bus numbers or IO windows ran out)"
-
-
-def _soft_results(
-    request: Topology, result: Topology, policy: Policy, added: Sequence[Controller]
-) -> tuple[SoftResult, ...]:
-    w = policy.weights
-    out: list[SoftResult] = []
-    pending = {d.id for d in request.devices if d.address is None}
-    for d in result.devices:
-        if d.id not in pending or d.address is None:
-            continue
-        needs = policy.needs_for(d)
-        if needs.hotplug is HotplugNeed.PREFERRED:
-            hot = result.is_hotpluggable(d.address.bus, d.address.slot)
-            out.append(SoftResult("hotplug", hot, w["hotplug"], f"{d.id!r} on a hotpluggable position", d.id))
-        if needs.numa_node is not None and not needs.numa_strict and not policy.numa:
-            node = result.numa_node_of_bus(d.address.bus)
-            out.append(
-                SoftResult(
-                    "numa", node == needs.numa_node, w["numa"], f"{d.id!r} under NUMA node {needs.numa_node}", d.id
-                )
-            )
-        if policy.prefer_integrated:
-            out.append(
-                SoftResult(
-                    "integrated", d.address.bus == 0, w["integrated"], f"{d.id!r} integrated on the root bus", d.id
-                )
-            )
-    if policy.spare_ports:
-        have = _spare_ports(result)
-        out.append(
-            SoftResult(
-                "spare-ports",
-                have >= policy.spare_ports,
-                w["spare-ports"] * max(0, policy.spare_ports - have) or w["spare-ports"],
-                f"{policy.spare_ports} spare hotplug port(s) (have {have})",
-            )
-        )
-    out.append(
-        SoftResult(
-            "fewer-controllers",
-            not added,
-            w["fewer-controllers"] * len(added),
-            f"{len(added)} controller(s) added",
-        )
-    )
-    if policy.ordered:
-        by_kind: dict[str, list[Device]] = {}
-        for d in result.devices:
-            by_kind.setdefault(d.kind, []).append(d)
-        for kind, devices in sorted(by_kind.items()):
-            addresses = [d.address for d in devices if d.address is not None]
-            ok = all(a < b for a, b in itertools.pairwise(addresses))
-            out.append(SoftResult("order", ok, w["order"], f"{kind} devices in definition order", kind))
-    return tuple(out)
-
-
-def _spare_ports(topology: Topology) -> int:
-    occupied = {c.address.bus for c in topology.controllers if c.address is not None}
-    occupied |= {d.address.bus for d in topology.devices if d.address is not None}
-    if topology.machine.pcie:
-        return sum(
-            1
-            for c in topology.controllers
-            if topology.model(c).port and c.index not in occupied and topology.is_hotpluggable(c.index, 0)
-        )
-    usage = topology.slot_usage()
-    free = 0
-    for c in topology.controllers:
-        m = topology.model(c)
-        if not ({Connect.PCI_DEVICE, Connect.PCIE_DEVICE} & m.accepts):
-            continue
-        for s in m.slot_range():
-            if (0, c.index, s) not in usage and topology.is_hotpluggable(c.index, s):
-                free += 1
-    return free
