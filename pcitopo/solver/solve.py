@@ -383,7 +383,7 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
             suggestions=["use the hotplug, numa or minimal policy, which place by these requirements and budgets"],
         )
     if violations:
-        raise InternalError("the solver produced a plan that breaks rules", violations)  # type: ignore[arg-type]
+        raise InternalError("the solver produced a plan that breaks rules", violations)
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")

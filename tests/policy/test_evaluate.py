@@ -69,7 +69,7 @@ def test_the_default_policy_prefers_hotplug() -> None:
     result = request.replace(devices=[Device("net0", "virtio-net", address=_a("00:03.0"))])
     e = evaluate(request, result, "hotplug")
     assert e.legal
-    assert [(s.name, s.met, s.cost) for s in e.soft][0] == ("hotplug", False, 100)
+    assert next((s.name, s.met, s.cost) for s in e.soft) == ("hotplug", False, 100)
 
 
 def test_policy_needs_apply_only_to_devices_the_plan_placed() -> None:
