@@ -743,6 +743,7 @@ _TARGET_FIELDS = (
 @_rule
 def _controller_options(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
+    numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
     for c in t.controllers:
         model = t.model(c)
         label = f"{_q(c.name)} ({c.model})"
@@ -758,7 +759,7 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     c.name,
                 )
         given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
-        if c.index == 0:
+        if c.index == 0 and numbered_roots:
             given = [attr for attr in given if attr != "index"]  # the default host bridge's: rule phb-index
         bad = [attr for attr in given if attr not in model.target_options]
         if bad:
