@@ -47,6 +47,7 @@ from hypothesis.errors import InvalidArgument
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import UnknownName
+from pcitopo.legality import identity as _identity
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.machine import machines as shipped_machines
@@ -210,14 +211,8 @@ class _Builder:
 
     # bus numbers: the root bus owns [0, lowest bus_nr), each expander [bus_nr, next bus_nr)
     def _regions(self) -> list[tuple[int, int, int, int]]:
-        """(owner index, first, end, used) of each bus-number range of domain 0."""
-        t = self.t
-        top = self.machine.bus_numbers
-        expanders = sorted((c.bus_nr, c.index) for c in t.controllers if t.model(c).expander and c.bus_nr is not None)
-        starts = [0] + [nr for nr, _ in expanders]
-        owners = [0] + [index for _, index in expanders]
-        ends = [*starts[1:], top]
-        return [(o, s, e, t.subtree_bus_numbers(o)) for o, s, e in zip(owners, starts, ends, strict=True)]
+        """(owner index, first, end, used) of each bus-number region of domain 0, from the identity module."""
+        return [(r.owner, r.first, r.end, r.used) for r in _identity.bus_regions(self.t)]
 
     def room(self, bus: int, need: int) -> bool:
         """Whether ``need`` more bus numbers fit below ``bus``."""
@@ -274,12 +269,12 @@ class _Builder:
     def identity(
         self, draw: st.DrawFn, model: ControllerModel, index: int, address: PciAddress | None
     ) -> dict[str, object]:
-        """Identity properties set legally: chassis = index, port = devfn, chassis_nr = index."""
+        """Identity properties set legally, as libvirt's defaults (:mod:`pcitopo.legality.identity`)."""
         kw: dict[str, object] = {}
         if "chassis" in model.identity:
             kw["chassis"] = index
         if "port" in model.identity and address is not None:
-            kw["port"] = address.devfn
+            kw["port"] = _identity.default_port(model, address)
         if "chassis-nr" in model.identity:
             kw["chassis_nr"] = index
         if "numa-node" in model.identity and self.t.numa_nodes:
@@ -310,11 +305,10 @@ class _Builder:
         address: PciAddress | None = None
         if model.root:  # an extra host bridge: no address, a target index of its own
             bridges = [c for c in t.controllers if c.index == 0 or t.model(c).root]
-            used = {0} | {c.target_index for c in bridges if c.target_index is not None}
-            free = [i for i in range(1, self.machine.max_host_bridges) if i not in used]
-            if len(bridges) >= self.machine.max_host_bridges or not free:
+            free = _identity.next_target_index(c.target_index for c in bridges if c.target_index is not None)
+            if len(bridges) >= self.machine.max_host_bridges or free is None:
                 return None
-            kw["target_index"] = free[0]
+            kw["target_index"] = free
         else:
             positions = [p for p in t.free_positions(name) if self.room(p.bus, model.bus_numbers)]
             if model.expander:

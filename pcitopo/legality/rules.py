@@ -40,6 +40,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
+from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
@@ -85,6 +86,12 @@ RULES: Mapping[str, str] = MappingProxyType(
         "slot-group": "devices of one slot group (``needs.slot_group``) not all functions of one slot",
         "bus-group": "devices of one bus group (``needs.bus_group``) not all on one bus",
         "switch-group": "devices of one switch group (``needs.switch_group``) not all behind one PCIe switch",
+        "root-address": "a root bus (pci-root, pcie-root, a pseries host bridge) with an address (libvirt: "
+        '"pci-root and pcie-root controllers should not have an address")',
+        "usb-master": "ICH9 UHCI companion USB controllers and no USB controller of their own to be their master "
+        '(libvirt: "No master USB controller specified")',
+        "controller-options": "a controller <model name> or <target> option its model does not take "
+        "(libvirt 9.0 refuses the domain at define)",
     }
 )
 """Every rule id with what it means. The ids are stable."""
@@ -347,6 +354,8 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         bus = item.address.bus
         if item.controller is not None:
             model = t.model(item.controller)
+            if model.root:
+                continue  # a root bus with an address: rule root-address
             problem = t.placement_problem(bus, model=model, strict=True)
             if problem is not None:
                 yield _violation(
@@ -372,8 +381,8 @@ def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
         return f"a {kind.name} must be an integrated device on bus 0, not on bus {bus} ({ctx.model(bus).name})"
     if bus != 0 and device.needs.integrated:
         return f"the device needs to be integrated on bus 0, not on bus {bus} ({ctx.model(bus).name})"
-    if kind.integrated is Integrated.FORBIDDEN and ctx.is_pcie_root(bus):
-        return f"a {kind.name} may not be an integrated endpoint on the PCIe root bus {ctx.t.bus_name(bus)!r}"
+    # Integrated.FORBIDDEN keeps pcitopo from putting a kind on a PCIe root bus on its own; an address
+    # there is accepted (libvirt relaxes explicit addresses, QEMU makes it an integrated endpoint)
     return None
 
 
@@ -438,8 +447,9 @@ def _chassis(ctx: _Context) -> Iterator[Violation]:
     bridges: dict[int, list[Controller]] = {}
     for c in t.controllers:
         model = t.model(c)
-        if model.port and c.chassis is not None:
-            ports.setdefault(c.chassis, []).append(c)
+        chassis = identity.effective_chassis(model, c)
+        if model.port and chassis is not None:
+            ports.setdefault(chassis, []).append(c)
         if "chassis-nr" in model.identity:
             if c.chassis_nr == 0:
                 yield _violation(
@@ -449,9 +459,9 @@ def _chassis(ctx: _Context) -> Iterator[Violation]:
                 )
             else:
                 bridges.setdefault(c.index if c.chassis_nr is None else c.chassis_nr, []).append(c)
-    for chassis, same in ports.items():
+    for same in ports.values():
         if len(same) > 1:
-            pairs = _names([f"{_q(c.name)} (chassis {chassis}, port {_opt(c.port)})" for c in same])
+            pairs = _names([f"{_q(c.name)} (chassis {_chassis_of(c)}, port {_opt(c.port)})" for c in same])
             yield _violation(
                 "unique-chassis-port",
                 f"{pairs} share a chassis; QEMU registers each PCIe port as (chassis, slot) and libvirt leaves "
@@ -473,6 +483,10 @@ def _opt(value: int | None) -> str:
     return "unset" if value is None else str(value)
 
 
+def _chassis_of(c: Controller) -> str:
+    return f"{c.index} by default" if c.chassis is None else str(c.chassis)
+
+
 @_rule
 def _host_bridges(ctx: _Context) -> Iterator[Violation]:
     machine = ctx.machine
@@ -481,6 +495,7 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
         return
     limit = machine.max_host_bridges
     bridges = ctx.host_bridges
+    effective = identity.effective(ctx.t)
     by_target: dict[int, list[Controller]] = {}
     for c in bridges:
         target = c.target_index
@@ -504,13 +519,16 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
                 f"{_q(c.name)} ({c.model}) has target index 0, which only the controller with index 0 may have",
                 c.name,
             )
+        if target is None:
+            target = effective[c.index].target_index
         if target is not None:
             by_target.setdefault(target, []).append(c)
     for target, same in by_target.items():
         if len(same) > 1:
+            labels = [_q(c.name) + (" (by default)" if c.target_index is None else "") for c in same]
             yield _violation(
                 "phb-index",
-                f"{_names([_q(c.name) for c in same])} {_all(same)} have target index {target}",
+                f"{_names(labels)} {_all(same)} have target index {target}",
                 *(c.name for c in same),
             )
     if len(bridges) > limit:
@@ -748,3 +766,86 @@ def _switch_above(ctx: _Context, bus: int) -> int | None:
         if Connect.PCIE_SWITCH_DOWNSTREAM_PORT in ctx.model(c.index).accepts:
             return c.index
     return None
+
+
+# -- what libvirt itself refuses ------------------------------------------------------------
+
+
+@_rule
+def _identity_shortages(ctx: _Context) -> Iterator[Violation]:
+    """Expander buses and host bridges libvirt has no busNr or target index left to give."""
+    yield from identity.shortages(ctx.t)
+
+
+@_rule
+def _root_address(ctx: _Context) -> Iterator[Violation]:
+    for c in ctx.t.controllers:
+        if c.address is not None and ctx.t.model(c).root:
+            yield _violation(
+                "root-address",
+                f"{_q(c.name)} ({c.model}) is a root bus, which plugs into nothing, but has the address "
+                f"{c.address}; libvirt: pci-root and pcie-root controllers should not have an address",
+                c.name,
+                address=c.address,
+            )
+
+
+@_rule
+def _usb_master(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    roles = {d.id: t.kind(d).usb for d in t.devices}
+    companions = [d for d in t.devices if roles[d.id] == "companion"]
+    if companions and "host" not in roles.values():
+        listed = _names([f"{_q(d.id)} ({d.kind})" for d in companions])
+        are = "is an ICH9 UHCI companion" if len(companions) == 1 else "are ICH9 UHCI companions"
+        yield _violation(
+            "usb-master",
+            f"{listed} {are}, but no USB controller of its own (an ich9-ehci1, say) is there to be the master; "
+            "libvirt: No master USB controller specified",
+            *(d.id for d in companions),
+            address=companions[0].address,
+        )
+
+
+_TARGET_FIELDS = (
+    ("chassis", "chassis"),
+    ("port", "port"),
+    ("chassis_nr", "chassisNr"),
+    ("bus_nr", "busNr"),
+    ("target_index", "index"),
+    ("hotplug", "hotplug"),
+)
+"""Controller fields and the ``<target>`` attribute each is written as (``node`` is rule numa-node's)."""
+
+
+@_rule
+def _controller_options(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
+    for c in t.controllers:
+        model = t.model(c)
+        label = f"{_q(c.name)} ({c.model})"
+        if c.qemu_model is not None:
+            names = model.qemu_devices
+            if c.index == 0:  # the machine's own root bus: only its host bridge device, if it names one
+                names = (ctx.machine.root_qemu,) if ctx.machine.root_qemu is not None else ()
+            if c.qemu_model not in names:
+                takes = f"takes only {_names([repr(n) for n in names])}" if names else "takes no <model name>"
+                yield _violation(
+                    "controller-options",
+                    f"{label} has <model name={c.qemu_model!r}>; libvirt {takes} on a {c.model}",
+                    c.name,
+                )
+        given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
+        if c.index == 0 and numbered_roots:
+            given = [attr for attr in given if attr != "index"]  # the default host bridge's: rule phb-index
+        bad = [attr for attr in given if attr not in model.target_options]
+        if bad:
+            allowed = model.target_options
+            takes = f"takes only {', '.join(allowed)}" if allowed else "takes no <target> option"
+            options = "option" if len(bad) == 1 else "options"
+            yield _violation(
+                "controller-options",
+                f"{label} has the <target> {options} {', '.join(bad)}; libvirt {takes} on a {c.model}",
+                c.name,
+            )
