@@ -13,6 +13,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, Unsatisfiable
+from pcitopo.legality import identity
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import (
     BRIDGE_SLOTS,
@@ -70,16 +71,9 @@ class Builder:
 
     def _chassis(self, index: int, port: int) -> int:
         """A chassis no other PCIe port uses: QEMU registers (chassis, slot), and slot stays 0."""
-        chassis = index
-        used = self.used_chassis
-        for _ in range(256):
-            if chassis not in used:
-                break
-            chassis = (chassis + 1) % 256
-        else:
-            raise Unsatisfiable(["every PCIe port chassis number 0..255 is taken"])
+        chassis = identity.fresh_chassis(index, self.used_chassis)
         self.used_chassis_port.add((chassis, port))
-        used.add(chassis)
+        self.used_chassis.add(chassis)
         return chassis
 
     def root_port(self, address: PciAddress, *, hotplug: bool | None = None) -> Controller:
@@ -113,9 +107,7 @@ class Builder:
 
     def pci_bridge(self, address: PciAddress) -> Controller:
         index = self.next_index()
-        nr = index
-        while nr in self.used_chassis_nr or nr == 0:
-            nr = nr % 255 + 1
+        nr = identity.fresh_chassis_nr(index, self.used_chassis_nr)
         self.used_chassis_nr.add(nr)
         c = Controller(index, "pci-bridge", address=address, chassis_nr=nr)
         self.controllers.append(c)
@@ -123,11 +115,9 @@ class Builder:
 
     def host_bridge(self, numa_node: int | None) -> Controller:
         index = self.next_index()
-        t = 1
-        while t in self.used_target_index:
-            t += 1
-        self.used_target_index.add(t)
-        c = Controller(index, "spapr-pci-host-bridge", target_index=t, numa_node=numa_node)
+        target = identity.fresh_target_index(self.used_target_index)
+        self.used_target_index.add(target)
+        c = Controller(index, "spapr-pci-host-bridge", target_index=target, numa_node=numa_node)
         self.controllers.append(c)
         return c
 

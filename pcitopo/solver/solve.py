@@ -29,13 +29,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
+from pcitopo.legality import identity
 from pcitopo.policy.evaluate import soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
@@ -124,7 +124,7 @@ def _place_pinned_controllers(topology: Topology) -> Topology:
     for c in sorted(pending, key=lambda c: c.index):
         model = current.model(c)
         if model.root:  # pseries host bridges have no address
-            filled = _fill_identity(current, c, None)
+            filled = identity.fill(current, c, None)
         else:
             positions = current.free_positions(c)
             if not positions:
@@ -134,7 +134,7 @@ def _place_pinned_controllers(topology: Topology) -> Topology:
                     [f"controller {c.name!r} ({c.model}) needs a slot, and no bus that takes it has a free one"],
                     suggestions=[f"remove {c.name!r} or give it an address"],
                 )
-            filled = _fill_identity(current, c, positions[0])
+            filled = identity.fill(current, c, positions[0])
         controllers = [filled if x.index == c.index else x for x in current.controllers]
         # a root port packed into a slot with others: multifunction on function 0
         if filled.address is not None and filled.address.function > 0:
@@ -159,36 +159,12 @@ def _add_root_port_for(topology: Topology, c: Controller) -> tuple[Topology, tup
         return topology, ()
     used = {x.index for x in topology.controllers}
     index = next(i for i in range(1, 256) if i not in used and i > 0)
-    port = _fill_identity(topology, Controller(index, "pcie-root-port"), main[0])
+    port = identity.fill(topology, Controller(index, "pcie-root-port"), main[0])
     grown = topology.replace(controllers=[*topology.controllers, port])
     positions = tuple(a for a in grown.free_positions(c) if a.bus == index)
     if not positions:
         return topology, ()
     return grown, positions
-
-
-def _fill_identity(topology: Topology, c: Controller, address: PciAddress | None) -> Controller:
-    changes: dict[str, Any] = {"address": address}
-    model = topology.model(c)
-    if "chassis" in model.identity:
-        if c.chassis is None:
-            changes["chassis"] = c.index
-        if c.port is None and address is not None:
-            changes["port"] = address.devfn if c.model == "pcie-root-port" else address.slot
-    if "chassis-nr" in model.identity and c.chassis_nr is None:
-        changes["chassis_nr"] = c.index
-    if "bus-nr" in model.identity and c.bus_nr is None:
-        lowest = min([x.bus_nr for x in topology.controllers if x.bus_nr is not None], default=256)
-        if lowest <= 2:
-            raise Unsatisfiable(
-                [f"no free bus number below {lowest} for expander bus {c.name!r}"],
-                suggestions=[f"set busNr for {c.name!r} by hand"],
-            )
-        changes["bus_nr"] = lowest - 2
-    if "target-index" in model.identity and c.target_index is None:
-        used = {x.target_index for x in topology.controllers if x.target_index is not None}
-        changes["target_index"] = next(i for i in range(1, 32) if i not in used)
-    return attrs.evolve(c, **changes)
 
 
 def _join_placed_groups(topology: Topology) -> Topology:
@@ -275,7 +251,7 @@ def _group_position(
     index = next((i for i in range(1, 256) if i not in used), None)
     if index is None:
         return None
-    new = _fill_identity(
+    new = identity.fill(
         topology, Controller(index, "pcie-switch-downstream-port"), PciAddress(bus=upstream, slot=slots[0])
     )
     grown = topology.replace(controllers=[*topology.controllers, new])
