@@ -425,7 +425,8 @@ def _legal_topologies(
     resolved = _machine(machine)
     builder = _builder(draw, st.just(resolved) if resolved is not None else machines(), numa_nodes)
     offered = [m for m in builder.machine.controllers if models is None or m in models]
-    kinds = list(builder.machine.catalog.devices)
+    # an ICH9 UHCI companion needs a USB controller of its own as its master (rule usb-master)
+    kinds = [name for name, kind in builder.machine.catalog.devices.items() if kind.usb != "companion"]
     devices = draw(st.integers(min_devices, max_devices))
     controllers = draw(st.integers(0, max_controllers)) if offered else 0
     # controllers first shrinks best: devices can then go behind them
@@ -607,8 +608,12 @@ def _break_placement(draw: st.DrawFn) -> Topology:
 
 @_breaks("integrated")
 def _break_integrated(draw: st.DrawFn) -> Topology:
+    # a kind that must be integrated (on bus 0) placed elsewhere; a kind that may not be integrated is
+    # accepted on a PCIe root bus at an explicit address (libvirt and QEMU take it), so it breaks nothing
     b = _base(draw, _machines_where(_pcie_root))
-    b.place_device(Device("stray", "vfio-pci", address=_free(b, draw, bus=0)))
+    positions = [p for p in b.t.free_positions(_PLAIN) if p.bus != 0]
+    assume(positions)
+    b.place_device(Device("stray", "virtio-iommu", address=draw(st.sampled_from(positions))))
     return b.t
 
 
@@ -750,7 +755,9 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
     b = _base(draw, _machines_where(lambda m: m.io_window_budget() is not None))
     budget = b.machine.io_window_budget(acpi=b.t.acpi)
     assert budget is not None
-    io_kinds = [k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True)]
+    io_kinds = [
+        k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True) and k.usb != "companion"
+    ]
     bridges = [
         m for m in b.machine.controllers if not (b.t.catalog.controller(m).expander or b.t.catalog.controller(m).root)
     ]
@@ -815,6 +822,32 @@ def _break_switch_group(draw: st.DrawFn) -> Topology:
     t = b.t
     assume(not any(Connect.PCIE_SWITCH_DOWNSTREAM_PORT in t.model(c).accepts for c in t.path_to_root(at.bus)))
     b.place_device(Device("lonely", _PLAIN, address=at, needs=Needs(switch_group="s")))
+    return b.t
+
+
+@_breaks("root-address")
+def _break_root_address(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    at = _free(b, draw, bus=0)
+    root = b.t.controller(0)
+    b.t = b.t.replace(controllers=[attrs.evolve(root, address=at), *b.t.controllers[1:]])
+    return b.t
+
+
+@_breaks("usb-master")
+def _break_usb_master(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    assume(all(b.t.kind(d).usb != "host" for d in b.t.devices))
+    at = _free(b, draw, kind="ich9-uhci1")
+    b.place_device(Device("usb-companion", "ich9-uhci1", address=at))
+    return b.t
+
+
+@_breaks("controller-options")
+def _break_controller_options(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    root = b.t.controller(0)
+    b.t = b.t.replace(controllers=[attrs.evolve(root, qemu_model="no-such-device"), *b.t.controllers[1:]])
     return b.t
 
 
@@ -890,7 +923,8 @@ def device_requests(
         names = sorted(kinds)
     else:
         # kinds a user would ask pcitopo to place (the chipset's own functions are built in)
-        names = sorted(k for k in catalog.devices if k not in ("piix3-ide",))
+        # (and no ICH9 UHCI companion: alone it has no master USB controller, rule usb-master)
+        names = sorted(k for k, v in catalog.devices.items() if k not in ("piix3-ide",) and v.usb != "companion")
     if not names and max_devices:
         raise InvalidArgument("kinds is empty, so no device can be generated")
     taken_ids = frozenset(taken)
