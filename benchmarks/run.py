@@ -213,11 +213,16 @@ def bench_plan(path: Path, settings: Settings) -> Result:
     counts: dict[str, int] = {}
     for c in plan.added:
         counts[c.model] = counts.get(c.model, 0) + 1
+    stats = plan.stats
     result.facts.update(
         added=dict(sorted(counts.items())),
         bus_numbers_used=plan.topology.bus_numbers_used(),
         cost=plan.cost,
+        bound=plan.bound,
         status=plan.status.value,
+        csp_variables=stats.variables if stats else 0,
+        csp_constraints=stats.constraints if stats else 0,
+        csp_nodes=stats.nodes if stats else 0,
     )
     return _fill(result, *measure(lambda t: solve(t, policy), settings, fresh))
 
@@ -378,7 +383,18 @@ def _outcome(r: Result) -> str:
 
 
 def rows(results: Sequence[Result]) -> list[list[str]]:
-    head = ["case", "devices", "median ms", "min ms", "max ms", "runs", "peak MB", "outcome"]
+    head = [
+        "case",
+        "devices",
+        "median ms",
+        "min ms",
+        "max ms",
+        "runs",
+        "peak MB",
+        "CSP vars / cons / nodes",
+        "status (cost)",
+        "outcome",
+    ]
     body = [
         [
             r.name,
@@ -388,11 +404,20 @@ def rows(results: Sequence[Result]) -> list[list[str]]:
             _ms(r.max_ms),
             str(r.runs),
             "–" if r.peak_mb is None else f"{r.peak_mb:.1f}",
+            _csp(r),
+            f"{r.facts['status']} ({r.facts['cost']})" if "status" in r.facts else "–",
             _outcome(r),
         ]
         for r in results
     ]
     return [head, *body]
+
+
+def _csp(r: Result) -> str:
+    """The search behind a plan: CSP variables, constraints and nodes (partial assignments checked)."""
+    if "csp_variables" not in r.facts:
+        return "–"
+    return f"{r.facts['csp_variables']} / {r.facts['csp_constraints']} / {r.facts['csp_nodes']}"
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ says what is known about it. :class:`CspBackend` models the request
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -67,8 +67,15 @@ class CspBackend:
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
         score = self._score
-        exact = None if score is None else (lambda values: score(_realize.realize(problem, values)))
-        result = search.search(problem, exact=exact)
+        realised: dict[tuple[tuple[str, int], ...], Topology] = {}
+
+        def exact(values: Mapping[str, int]) -> int:
+            assert score is not None
+            topology = _realize.realize(problem, values)
+            realised[tuple(sorted(values.items()))] = topology
+            return score(topology)
+
+        result = search.search(problem, exact=None if score is None else exact)
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
         if result.values is None:
             if not result.proven and result.nodes > search.NODE_LIMIT:
@@ -77,7 +84,7 @@ class CspBackend:
                     suggestions=["split the request into smaller ones"],
                 )
             raise Unsatisfiable(["no assignment meets every hard constraint"])
-        topology = _realize.realize(problem, result.values)
+        topology = realised.get(tuple(sorted(result.values.items()))) or _realize.realize(problem, result.values)
         status = Status.OPTIMAL if result.proven else Status.FEASIBLE
         return Placement(topology, status, stats, model_cost=result.cost, bound=result.bound)
 

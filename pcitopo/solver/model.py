@@ -26,6 +26,7 @@ expander buses, bus numbers, IO windows) is a deterministic function of these
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -279,8 +280,13 @@ def _strongest_hotplug(values: Sequence[HotplugNeed], ids: Sequence[str]) -> Hot
     return HotplugNeed.ANY
 
 
-def classify(units: Sequence[Unit]) -> tuple[DemandClass, ...]:
-    """Group units with identical needs; classes in order of their first unit."""
+def classify(units: Sequence[Unit], *, io_matters: bool = True) -> tuple[DemandClass, ...]:
+    """Group units with identical needs; classes in order of their first unit.
+
+    With ``io_matters`` (the machine's firmware has an IO-window budget) units
+    with different IO BARs are different classes; without a budget the IO
+    BAR changes nothing a decision depends on, and they are one class.
+    """
     classes: dict[tuple[object, ...], list[Unit]] = {}
     for u in units:
         if u.switch_group is not None or u.bus_group is not None:
@@ -295,7 +301,7 @@ def classify(units: Sequence[Unit]) -> tuple[DemandClass, ...]:
             u.numa_strict,
             u.integrated_required,
             u.can_integrate,
-            u.io_size,  # identical IO BARs: every unit of a class costs the same IO windows
+            u.io_size if io_matters else 0,  # identical IO BARs: every unit of a class costs the same IO windows
             len(u.devices),
         )
         classes.setdefault(key, []).append(u)
@@ -646,9 +652,12 @@ class Problem:
     context_variables: Mapping[int, tuple[str, ...]]
     """Context -> the variables its layout depends on (its counts, its decisions; for the main root
     also the new expanders', whose slots it keeps)."""
+    domains: Mapping[str, tuple[int, ...]]
+    """Each variable's domain, by name."""
     per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
     """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
     cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+
     """Decisions already computed, by context and values (the search asks for the same ones many times)."""
 
     # -- evaluating (partial) assignments ------------------------------------------------------
@@ -770,10 +779,39 @@ class Problem:
                 if n:
                     total += self.numa_cost(ci, ctx_id, n)
         for ctx_id in self.context_variables:
-            d = self.decision(ctx_id, values)
-            if d is not None and d.feasible:
-                total += self.context_cost(ctx_id, d, values)
+            low = self.context_lower_bound(ctx_id, values)
+            if low is None:
+                return None  # type: ignore[return-value]
+            total += low
         return total
+
+    def context_lower_bound(self, ctx_id: int, values: Mapping[str, int]) -> int | None:
+        """The least a context can cost in any completion of ``values`` (``None``: no completion fits).
+
+        Unassigned counts are taken as 0 and unassigned layout decisions at
+        their best: a context never costs less with more units, so this is a
+        lower bound, and the exact cost once everything it depends on is set.
+        """
+        scope = self.context_variables.get(ctx_id, ())
+        free = [name for name in scope if name not in values]
+        if not free:
+            d = self.decision(ctx_id, values)
+            assert d is not None
+            return self.context_cost(ctx_id, d, values) if d.feasible else None
+        layout = [name for name in free if not name.startswith("count[")]
+        trial = {**values, **{name: 0 for name in free if name.startswith("count[")}}
+        best: int | None = None
+        for combo in itertools.product(*(self.domains[name] for name in layout)):
+            trial.update(zip(layout, combo, strict=True))
+            d = self.decision(ctx_id, trial)
+            if d is not None and d.feasible:
+                cost = self.context_cost(ctx_id, d, trial)
+                best = cost if best is None else min(best, cost)
+        # with some counts still open, a context that fits no layout now may fit none later either,
+        # but the counts were lowered to 0, so "no layout" only proves something when none was open
+        if best is None and len(layout) == len(free):
+            return None
+        return best or 0
 
     def units_by_context(self, values: Mapping[str, int]) -> dict[int, list[Unit]]:
         """The units each context hosts: a class's units in order, to its candidates in order."""
@@ -792,7 +830,8 @@ class Problem:
 def formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``."""
     machine = topology.machine
-    classes = classify(units)
+    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    classes = classify(units, io_matters=budget is not None)
     contexts = build_contexts(topology, policy, classes)
     class_candidates = tuple(candidates(cls, contexts) for cls in classes)
     spare = spare_wanted(policy, contexts)
@@ -882,6 +921,7 @@ def formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Prob
         constraints=(),
         count_variables=count_variables,
         context_variables=context_variables,
+        domains={v.name: v.domain for v in variables},
         per_unit=per_unit,
     )
     constraints += _budget_constraints(problem, active)

@@ -13,8 +13,9 @@ Ties: among assignments of equal cost the search keeps the one whose values,
 taken in variable-name order and each as its rank in the variable's domain
 (0 = the model's preferred value), are lexicographically smallest. The key
 depends on the model only, not on the engine's search order, so every engine
-version returns the same plan. To see every tie, the bound refuses only
-*strictly* worse partial assignments.
+version returns the same plan. The bound refuses a partial assignment that is
+dearer than the best, or as dear and unable to reach a smaller key (its
+unassigned variables counted at rank 0).
 
 A fresh engine ``Problem`` is built for every search, as the engine mutates
 its domains.
@@ -95,10 +96,18 @@ class _Check(EngineConstraint):  # type: ignore[misc]
 class _Bound(EngineConstraint):  # type: ignore[misc]
     """The objective's branch and bound: refuses partial assignments strictly worse than the best so far."""
 
-    def __init__(self, bound: Callable[[Mapping[str, int]], int | None]) -> None:
+    def __init__(self, bound: Callable[[Mapping[str, int]], int | None], rank: Mapping[str, Mapping[int, int]]) -> None:
         self._bound = bound
+        self._rank = rank
+        self._order = sorted(rank)
         self.best: int | None = None
+        self.best_key: tuple[int, ...] = ()
         self.nodes = 0
+
+    def key(self, values: Mapping[str, int]) -> tuple[int, ...]:
+        """The tie-break key; an unassigned variable counts at its best rank (0), so a partial key bounds every
+        completion's from below."""
+        return tuple(self._rank[n][values[n]] if n in values else 0 for n in self._order)
 
     def __call__(
         self,
@@ -115,7 +124,10 @@ class _Bound(EngineConstraint):  # type: ignore[misc]
         low = self._bound(values)
         if low is None:
             return False
-        return self.best is None or low <= self.best
+        if self.best is None or low < self.best:
+            return True
+        # as cheap as the best at most: only a smaller tie-break key can still win
+        return low == self.best and self.key(values) < self.best_key
 
 
 def search(
@@ -153,10 +165,9 @@ def search(
         engine.addVariable(v.name, list(reversed(v.domain)))
     for c in problem.constraints:
         _post(engine, c)
-    bound = _Bound(objective.bound)
+    bound = _Bound(objective.bound, rank)
     engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
-    best_key: tuple[int, ...] = ()
     finished = True
     sound = True
     for solution in engine.getSolutionIter():
@@ -164,15 +175,17 @@ def search(
         cost = objective.bound(full)
         if cost is None:  # pragma: no cover - the bound constraint refused it already
             continue
+        key = bound.key(full)
+        if bound.best is not None and (cost, key) >= (bound.best, bound.best_key):
+            continue  # the engine checks the bound before the last value is final: this one cannot win
         if exact is not None:
             model_cost = cost
             cost = exact(full)
             sound = sound and cost >= model_cost
-        key = tuple(rank[n][full[n]] for n in sorted(names))
-        if bound.best is None or cost < bound.best or (cost == bound.best and key < best_key):
+        if bound.best is None or (cost, key) < (bound.best, bound.best_key):
             bound.best = cost
+            bound.best_key = key
             best = full
-            best_key = key
         if not optimise:
             finished = False
             break
