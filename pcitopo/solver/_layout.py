@@ -373,14 +373,24 @@ class Decision:
 
 
 def fanout(n: int) -> int:
-    """pci-bridges needed under one 31-slot bridge to host ``n`` endpoints."""
+    """pci-bridges needed under one 31-slot bridge to host ``n`` endpoints.
+
+    Each pci-bridge fanned out takes one of the top bridge's 31 slots and gives
+    31, so it adds 30: the fewest bridges (bus numbers, controllers) that fit.
+    """
     if n <= BRIDGE_SLOTS:
         return 0
     return math.ceil((n - BRIDGE_SLOTS) / (BRIDGE_SLOTS - 1))
 
 
 TREE_CAPACITY = BRIDGE_SLOTS + (BRIDGE_SLOTS - 1) * BRIDGE_SLOTS
-"""Endpoints one bridge tree holds: a 31-slot bridge with up to 31 pci-bridges fanned out below it."""
+"""Endpoints one bridge tree holds (961): a 31-slot bridge with up to 31 pci-bridges fanned out below it.
+
+Why two levels and no deeper: every pci-bridge costs a bus number and a 4 KiB
+IO window when a device below it has an IO BAR; a third level would spend a
+bus per 31 endpoints as well but nest the windows once more, and 961 endpoints
+a tree already exceeds what any one root port's tree needs (256 bus numbers in
+all)."""
 
 
 def split_trees(n: int) -> tuple[int, ...]:

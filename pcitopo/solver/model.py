@@ -618,9 +618,10 @@ class Constraint:
 
 
 SPLIT_LIMIT = 64
-"""A class of at most this many units may be split between contexts unit by unit; a bigger one in
-``ceil(n / 64)``-unit steps, so that a count's domain stays at 65 values (a split that fine
-never changes how many slots or bus numbers a context needs by more than one step's worth)."""
+"""A class of at most this many units may be split between its contexts unit by unit; a bigger one
+only in steps of ``ceil(n / 64)`` units, so that a count's domain stays at 65 values or fewer (the
+search time grows with the product of the domains). A proven optimum is then optimal among the
+splits the model can express: say a 500-unit class splits 8 units at a time."""
 
 
 @attrs.frozen
@@ -657,6 +658,7 @@ class Problem:
     per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
     """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
     cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+    group_counts: dict[tuple[int, int], Counts] = attrs.field(factory=dict, eq=False, repr=False)
 
     """Decisions already computed, by context and values (the search asks for the same ones many times)."""
 
@@ -684,14 +686,12 @@ class Problem:
     def _class_counts(self, ci: int, ctx_id: int, n: int) -> Counts:
         cls = self.classes[ci]
         if cls.key[0] in ("switch", "bus"):
-            # a group is one whole: its labels count once
-            key = ("group", ci, ctx_id)
-            cached = self.cache.get(key)
-            if cached is None:
+            # a group is one whole (its count is 0 or all): its label counts once, not once a unit
+            counts = self.group_counts.get((ci, ctx_id))
+            if counts is None:
                 counts = add_units(self.contexts[ctx_id], Counts(), cls.units, self.policy)
-                self.cache[key] = counts  # type: ignore[assignment]
-                return counts
-            return cached  # type: ignore[return-value]
+                self.group_counts[(ci, ctx_id)] = counts
+            return counts
         return scale_counts(self.per_unit[(ci, ctx_id)], n)
 
     def used(self, ctx_id: int, values: Mapping[str, int]) -> bool | None:
@@ -927,7 +927,7 @@ def formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Prob
     constraints += _budget_constraints(problem, active)
     everything = tuple(v.name for v in variables)
     constraints.append(Constraint("objective", "objective", everything, bound=problem.lower_bound))
-    return attrs.evolve(problem, constraints=tuple(constraints), cache=problem.cache)
+    return attrs.evolve(problem, constraints=tuple(constraints), cache=problem.cache, group_counts=problem.group_counts)
 
 
 def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constraint]:
