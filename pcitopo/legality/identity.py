@@ -453,16 +453,15 @@ def bus_regions(topology: Topology) -> tuple[BusRegion, ...]:
     """The bus-number regions of PCI domain 0, lowest first: the root bus's, then each expander's with a busNr.
 
     Expanders without a busNr are left out (libvirt gives them one, :func:`defaults`);
-    two expanders with one busNr give a region of size 0 to the first.
+    two expanders with one busNr (rule ``expander-bus-nr``) each get the whole region.
     """
     top = topology.machine.bus_numbers
     expanders = sorted(
         (c.bus_nr, c.index) for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None
     )
-    starts = [0] + [nr for nr, _ in expanders]
-    owners = [0] + [index for _, index in expanders]
-    ends = [*starts[1:], top]
-    return tuple(
-        BusRegion(owner, first, end, topology.subtree_bus_numbers(owner))
-        for owner, first, end in zip(owners, starts, ends, strict=True)
-    )
+    starts = sorted({nr for nr, _ in expanders})
+    regions = [BusRegion(0, 0, starts[0] if starts else top, topology.subtree_bus_numbers(0))]
+    for nr, index in expanders:
+        end = next((s for s in starts if s > nr), top)
+        regions.append(BusRegion(index, nr, end, topology.subtree_bus_numbers(index)))
+    return tuple(regions)

@@ -575,35 +575,33 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
                 f"{_names([_q(c.name) for c in same])} {_all(same)} have bus_nr {nr}",
                 *(c.name for c in same),
             )
-    starts = sorted(by_nr)
-    if not starts:
+    regions = identity.bus_regions(t)
+    if len(regions) == 1:
         return
-    root = t.controller(0)
-    need = t.subtree_bus_numbers(0)
-    if need > starts[0]:
+    root, lowest = regions[0], regions[1].first
+    if root.used > root.end:
         yield _violation(
             "expander-bus-nr",
-            f"{_q(root.name)} and the buses below it need bus numbers 0..{need - 1}, but the lowest expander "
-            f"bus_nr is {starts[0]} ({_names([_q(c.name) for c in by_nr[starts[0]]])})",
-            root.name,
-            *(c.name for c in by_nr[starts[0]]),
+            f"{_q(t.controller(0).name)} and the buses below it need bus numbers 0..{root.used - 1}, but the lowest "
+            f"expander bus_nr is {lowest} ({_names([_q(c.name) for c in by_nr[lowest]])})",
+            t.controller(0).name,
+            *(c.name for c in by_nr[lowest]),
         )
-    for position, nr in enumerate(starts):
-        end = starts[position + 1] if position + 1 < len(starts) else top
-        for c in by_nr[nr]:
-            need = t.subtree_bus_numbers(c.index)
-            if nr + need > end:
-                after = (
-                    f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
-                    if end in by_nr
-                    else f"{ctx.machine.name} has {top} bus numbers"
-                )
-                yield _violation(
-                    "expander-bus-nr",
-                    f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
-                    f"{nr}..{nr + need - 1}, but {after}",
-                    c.name,
-                )
+    for region in regions[1:]:
+        nr, end, need = region.first, region.end, region.used
+        c = t.controller(region.owner)
+        if nr + need > end:
+            after = (
+                f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
+                if end in by_nr
+                else f"{ctx.machine.name} has {top} bus numbers"
+            )
+            yield _violation(
+                "expander-bus-nr",
+                f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
+                f"{nr}..{nr + need - 1}, but {after}",
+                c.name,
+            )
 
 
 @_rule
