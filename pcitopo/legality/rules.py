@@ -555,7 +555,7 @@ def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
 def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
     top = ctx.machine.bus_numbers
-    highest = min(254, top - 1)
+    highest = min(identity.BUS_NR[-1], top - 1)
     expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
     by_nr: dict[int, list[Controller]] = {}
     for c in expanders:
