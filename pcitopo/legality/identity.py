@@ -340,6 +340,13 @@ def effective(topology: Topology) -> dict[int, Controller]:
 
     What QEMU will be told, for the validator's uniqueness rules. Unlike
     :func:`filled`, it never raises: :func:`shortages` reports what is missing.
+
+    >>> t = Topology.build("pseries", [
+    ...     Controller(1, "spapr-pci-host-bridge"),
+    ...     Controller(2, "spapr-pci-host-bridge", target_index=1),
+    ... ])
+    >>> {i: c.target_index for i, c in effective(t).items()}  # libvirt's own duplicate
+    {0: 0, 1: 1, 2: 1}
     """
     values, _ = _compute(topology, None)
     return {c.index: _evolve(c, values.get(c.index, {})) for c in topology.controllers}
@@ -369,6 +376,16 @@ def defaults(topology: Topology, indexes: Collection[int] | None = None) -> dict
     (index 0) gets target index 0 on machines with numbered host bridges.
     Raises :class:`~pcitopo.errors.InvalidTopology` when libvirt has no number
     left to give (rules ``expander-bus-nr``, ``phb-index``).
+
+    >>> t = Topology.build("pc", [
+    ...     Controller(1, "pci-bridge", address=PciAddress.parse("00:05.0")),
+    ...     Controller(2, "pci-expander-bus", address=PciAddress.parse("00:06.0"), bus_nr=100),
+    ...     Controller(3, "pci-expander-bus", address=PciAddress.parse("00:07.0")),
+    ... ])
+    >>> defaults(t)
+    {0: {}, 1: {'chassis_nr': 1}, 2: {}, 3: {'bus_nr': 98}}
+    >>> defaults(t, {3})
+    {3: {'bus_nr': 98}}
     """
     values, short = _compute(topology, indexes)
     if short:
@@ -454,6 +471,12 @@ def bus_regions(topology: Topology) -> tuple[BusRegion, ...]:
 
     Expanders without a busNr are left out (libvirt gives them one, :func:`defaults`);
     two expanders with one busNr (rule ``expander-bus-nr``) each get the whole region.
+
+    >>> t = Topology.build("pc", [Controller(1, "pci-expander-bus", address=PciAddress.parse("00:06.0"), bus_nr=100)])
+    >>> [str(r) for r in bus_regions(t)]
+    ['bus 0: 0..99 (1 used)', 'bus 1: 100..255 (2 used)']
+    >>> bus_regions(t)[1].free
+    154
     """
     top = topology.machine.bus_numbers
     expanders = sorted(
