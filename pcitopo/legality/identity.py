@@ -251,6 +251,8 @@ class Shortage:
     """``bus_nr`` or ``target_index``."""
     reason: str
     """Why none is left, naming the budget."""
+    address: PciAddress | None = None
+    """Where the controller is (host bridges have no address)."""
 
     @property
     def rule(self) -> str:
@@ -263,7 +265,7 @@ class Shortage:
 
     def violation(self) -> Violation:
         """This shortage as a rule violation."""
-        return Violation(self.rule, str(self), devices=(self.controller,))
+        return Violation(self.rule, str(self), devices=(self.controller,), address=self.address)
 
     def unsatisfiable(self) -> Unsatisfiable:
         """This shortage as the reason a plan is impossible, with the budget and the way out."""
@@ -316,6 +318,7 @@ def _compute(topology: Topology, indexes: Collection[int] | None) -> tuple[dict[
                         "bus_nr",
                         f"the lowest busNr is {lowest}, and a new one goes 2 below it, within "
                         f"{BUS_NR.start}..{BUS_NR[-1]}",
+                        c.address,
                     )
                 )
             else:
@@ -326,7 +329,11 @@ def _compute(topology: Topology, indexes: Collection[int] | None) -> tuple[dict[
         elif "target-index" in identity:
             target = next_target_index(targets)
             if target is None:
-                short.append(Shortage(c.index, c.name, c.model, "target_index", "every target index in 1..30 is taken"))
+                short.append(
+                    Shortage(
+                        c.index, c.name, c.model, "target_index", "every target index in 1..30 is taken", c.address
+                    )
+                )
             else:
                 targets.add(target)
                 found["target_index"] = target

@@ -755,6 +755,7 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     "controller-options",
                     f"{label} has <model name={c.qemu_model!r}>; libvirt {takes} on a {c.model}",
                     c.name,
+                    address=c.address,
                 )
         given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
         if c.index == 0 and numbered_roots:
@@ -768,4 +769,5 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                 "controller-options",
                 f"{label} has the <target> {options} {', '.join(bad)}; libvirt {takes} on a {c.model}",
                 c.name,
+                address=c.address,
             )

@@ -895,3 +895,12 @@ def test_chassis_uniqueness_follows_what_qemu_checks() -> None:
     assert found(shared_chassis) == [("unique-chassis-port", ("pci.1", "pci.2"))]
     assert found(shared_port) == []
     assert found(across_switch) == [("unique-chassis-port", ("pci.1", "pci.4"))]
+
+
+def test_new_rules_name_the_controller_and_its_address() -> None:
+    """root-address and controller-options violations carry the controller's id and address."""
+    t = Topology.build("q35", [ctl(0, "pcie-root", "00:05.0"), rp(1, "00:02.0", bus_nr=5)])
+    assert [(v.rule, v.devices, v.address) for v in validate(t)] == [
+        ("controller-options", ("pci.1",), A("00:02.0")),
+        ("root-address", ("pcie.0",), A("00:05.0")),
+    ]
