@@ -174,7 +174,9 @@ def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
         out.write(text)
         return
     out.flush()
-    buffer.write(text.encode(encoding))
+    data = memoryview(text.encode(encoding))
+    while data:  # a pipe whose reader goes away takes part of a write without an error; the next write fails
+        data = data[buffer.write(data) or 0 :]
     buffer.flush()
 
 
