@@ -50,11 +50,8 @@ aarch64-virt  ...
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -81,6 +78,11 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+# Start-up time is part of every command an orchestrator runs, so modules only
+# some commands need (json, shlex, networkx, the QEMU helpers) are imported where
+# they are used; benchmarks/run.py times whole processes (``start-*``).
 
 
 EXIT_OK = 0
@@ -134,11 +136,23 @@ def _policy(value: str | None) -> Policy | None:
     return Policy.named(value)
 
 
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for n in range(10_000):
+        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temporary(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -181,6 +195,8 @@ def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
 
 
 def _json(data: object, out: TextIO) -> None:
+    import json
+
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
 
@@ -320,6 +336,8 @@ def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    import shlex
+
     from pcitopo.qemu.args import qemu_args
 
     out.write(shlex.join(qemu_args(domain.topology)) + "\n")
@@ -382,11 +400,15 @@ def _tree(topology: Topology) -> str:
 
 
 def _dot_id(node: tuple[str, int | str]) -> str:
+    import json
+
     return json.dumps(f"{node[0]}:{node[1]}")
 
 
 def _dot(topology: Topology) -> str:
     """The topology as a Graphviz digraph, nodes and edges in a fixed order."""
+    import json
+
     graph = topology.graph
     lines = ["digraph pcitopo {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
 
