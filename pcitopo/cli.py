@@ -512,6 +512,9 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
+_COMMANDS = ("assign", "validate", "show", "diff", "machines", "qemu-args", "probe")
+
+
 def _machine_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--machine-file",
@@ -520,7 +523,17 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; given the command about to run, only that command's sub-parser is built.
+
+    Building every sub-parser costs more than some commands take to run;
+    with an unknown or no command all are built, so ``--help`` and the
+    "invalid choice" error list every command.
+    """
+
+    def wanted(name: str) -> bool:
+        return command not in _COMMANDS or name == command
+
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
         prog="pcitopo",
@@ -529,51 +542,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
-    p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
-    p.add_argument(
-        "--policy",
-        metavar="NAME|FILE.toml",
-        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_assign)
+    if wanted("assign"):
+        p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
+        p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+        )
+        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_assign)
 
-    p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--json", action="store_true", help="print the violations as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_validate)
+    if wanted("validate"):
+        p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--json", action="store_true", help="print the violations as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_validate)
 
-    p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_show)
+    if wanted("show"):
+        p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_show)
 
-    p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-    p.add_argument("old", metavar="OLD.xml")
-    p.add_argument("new", metavar="NEW.xml")
-    p.add_argument("--json", action="store_true", help="print the differences as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_diff)
+    if wanted("diff"):
+        p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+        p.add_argument("old", metavar="OLD.xml")
+        p.add_argument("new", metavar="NEW.xml")
+        p.add_argument("--json", action="store_true", help="print the differences as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_diff)
 
-    p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
-    p.add_argument("--json", action="store_true", help="print them as JSON")
-    p.set_defaults(run=_cmd_machines)
+    if wanted("machines"):
+        p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
+        p.add_argument("--json", action="store_true", help="print them as JSON")
+        p.set_defaults(run=_cmd_machines)
 
-    p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
-    p.add_argument("input", metavar="IN.xml")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_qemu_args)
+    if wanted("qemu-args"):
+        p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+        p.add_argument("input", metavar="IN.xml")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_qemu_args)
 
-    p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
-    p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
-    p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
-    p.set_defaults(run=_cmd_probe)
+    if wanted("probe"):
+        p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+        p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
+        p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
+        p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
+        p.set_defaults(run=_cmd_probe)
     return parser
 
 
@@ -603,7 +623,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     args: argparse.Namespace | None = None
     try:
         try:
-            args = _parser().parse_args(list(argv) if argv is not None else None)
+            arguments = list(argv) if argv is not None else sys.argv[1:]
+            command = next((a for a in arguments if not a.startswith("-")), None)
+            args = _parser(command).parse_args(arguments)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
