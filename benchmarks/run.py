@@ -740,7 +740,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wanted("virsh-define-q35-150"):
         results.append(_progress(bench_virsh_define(ASSIGN_INPUT, settings)))
     for path in START_INPUTS:
-        if wanted(f"start-*-{path.stem.rsplit('-', 1)[1]}") or wanted(f"start-assign-{path.stem[len('start-') :]}"):
+        size = path.stem.rsplit("-", 1)[1]
+        names = [f"start-assign-q35-{size}", f"start-assign-q35-{size}-nosite", f"start-virsh-define-q35-{size}"]
+        if any(wanted(n) for n in names + (["start-python", "start-python-nosite"] if size == "9" else [])):
             results += [_progress(r) for r in bench_start(path, settings)]
 
     report: dict[str, Any] = {

@@ -475,3 +475,24 @@ def test_a_command_parsed_alone_reads_as_with_every_command(command: str) -> Non
         return str(sub.choices[command].format_help())
 
     assert helps(cli._parser(command)) == helps(cli._parser())
+
+
+def test_assign_imports_no_graph_library(tmp_path: Path) -> None:
+    """``pcitopo assign`` starts without networkx or the QEMU helpers: only ``show --format dot`` asks for a graph."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['pcitopo', 'assign', {str(EXAMPLES / 'q35-server.xml')!r}, '-o', {str(tmp_path / 'o.xml')!r}]\n"
+        "try:\n    runpy.run_module('pcitopo', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert exc.code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'networkx' or m.startswith('pcitopo.qemu')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout == "[]\n"
+    dot = subprocess.run(
+        [sys.executable, "-m", "pcitopo", "show", str(EXAMPLES / "q35-server.xml"), "--format", "dot"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert dot.stdout.startswith("digraph pcitopo {")
