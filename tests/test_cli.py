@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from pcitopo.formats import LibvirtDomain
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 DATA = Path(__file__).parent / "formats" / "data"
+BENCH_171 = ROOT / "benchmarks" / "data" / "start-q35-171.xml"
 
 DOMAIN = """<domain type='kvm'>
   <name>cli</name>
@@ -496,3 +498,32 @@ def test_assign_imports_no_graph_library(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert dot.stdout.startswith("digraph pcitopo {")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show", "--format", "dot"], ["validate", "--json"], ["assign"]],
+    ids=["show-dot", "validate-json", "assign"],
+)
+def test_every_command_ends_quietly_on_a_closed_pipe(tmp_path: Path, argv: list[str]) -> None:
+    """A reader that leaves after 100 bytes of a 4 KiB pipe ends pcitopo with 141 and nothing on stderr, text or XML."""
+    import fcntl
+
+    # 171 devices, the 80 NICs all pinned to 00:03.0: every command prints far more than the pipe holds
+    text = BENCH_171.read_text(encoding="utf-8").replace(
+        "<model type='virtio'/>", "<model type='virtio'/><address type='pci' bus='0' slot='3'/>"
+    )
+    path = tmp_path / "clash.xml"
+    path.write_text(text, encoding="utf-8")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    command = [sys.executable, "-m", "pcitopo", argv[0], str(path if argv[0] == "validate" else BENCH_171), *argv[1:]]
+    with subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT) as process:
+        os.close(write_end)
+        first = os.read(read_end, 100)
+        os.close(read_end)
+        assert process.stderr is not None
+        err = process.stderr.read()
+        code = process.wait()
+    assert first
+    assert (code, err) == (141, b"")
