@@ -124,8 +124,8 @@ def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
     machine_file = getattr(args, "machine_file", None)
     if machine_file is not None:
         machine = Machine.from_file(machine_file)
-    if path == "-":
-        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>", machine=machine)
+    if path == "-":  # bytes, so the document's own declaration says how to decode it, as for a file
+        return LibvirtDomain.from_bytes(sys.stdin.buffer.read(), source="<stdin>", machine=machine)
     return LibvirtDomain.from_path(path, machine=machine)
 
 

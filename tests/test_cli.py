@@ -458,6 +458,20 @@ def test_stdout_keeps_the_declared_encoding(tmp_path: Path) -> None:
     assert LibvirtDomain.from_path(tmp_path / "out.xml").to_string().count("café") == 1
 
 
+def test_stdin_is_read_in_the_declared_encoding(tmp_path: Path) -> None:
+    """``pcitopo assign -`` reads a Latin-1 document by its declaration: the same bytes out as for the file."""
+    path = tmp_path / "latin.xml"
+    path.write_bytes(LATIN1.encode("latin-1"))
+    env = {"PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "pcitopo", "assign"]
+    from_file = subprocess.run([*command, str(path)], capture_output=True, check=True, cwd=ROOT, env=env).stdout
+    from_stdin = subprocess.run(
+        [*command, "-"], input=path.read_bytes(), capture_output=True, check=True, cwd=ROOT, env=env
+    ).stdout
+    assert from_stdin == from_file
+    assert b"<description>caf\xe9</description>" in from_stdin
+
+
 def test_the_command_list_names_every_command() -> None:
     """``_COMMANDS`` (the commands whose sub-parser is built alone) is exactly the parser's commands."""
     from pcitopo import cli
