@@ -19,6 +19,8 @@ Commands (each has ``--help``):
     the machine descriptions pcitopo knows.
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
     QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
+``host-scan [--sysfs DIR] [-o host.json]``
+    the host's PCI devices (IOMMU groups, NUMA nodes, switches, BARs, SR-IOV) as JSON.
 
 Exit codes:
 
@@ -307,6 +309,18 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_host_scan(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.formats.host_json import dumps
+    from pcitopo.host import Host
+
+    text = dumps(Host.from_sysfs(args.sysfs))
+    if args.output:
+        _write_atomic(args.output, text.encode("utf-8"))
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
 # -- show and diff ------------------------------------------------------------------------------
 
 
@@ -525,6 +539,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
     p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
     p.set_defaults(run=_cmd_probe)
+
+    p = sub.add_parser("host-scan", help="describe the host's PCI devices as JSON, from sysfs", **common)
+    p.add_argument("--sysfs", metavar="DIR", default="/sys", help="read DIR as if it were /sys (default: /sys)")
+    p.add_argument("-o", "--output", metavar="host.json", help="write here (atomically) instead of stdout")
+    p.set_defaults(run=_cmd_host_scan)
     return parser
 
 
