@@ -6,9 +6,9 @@ console script (``main_exit``) do the same from a shell.
 
 Commands (each has ``--help``):
 
-``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json]``
+``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json] [--host host.json]``
     fill in every PCI address of a libvirt domain and print (or write) it.
-``validate IN.xml [--json]``
+``validate IN.xml [--json] [--host host.json]``
     every rule the domain's addresses break.
 ``show IN.xml [--format tree|dot]``
     the PCI tree, like ``lspci -tv``, or a Graphviz graph.
@@ -59,6 +59,7 @@ from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
+from pcitopo.violation import Violation
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -171,6 +172,9 @@ def _controller_dict(c: Any) -> dict[str, object]:
 def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
     policy = _policy(args.policy)
+    passthrough = _passthrough_violations(domain, args.host)
+    if passthrough:
+        raise InvalidTopology(passthrough)
     from pcitopo.solver import solve
 
     plan = solve(domain.topology, policy)
@@ -201,11 +205,22 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tuple[Violation, ...]:
+    """The host-device and IOMMU-group violations of a domain's passed-through devices (none without a host)."""
+    if host_file is None:
+        return ()
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.legality.rules import validate_passthrough
+
+    return validate_passthrough(domain.topology, load(host_file), hostdev_sources(domain))
+
+
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
     from pcitopo.legality.rules import validate
 
-    violations = validate(domain.topology)
+    violations = tuple(sorted(validate(domain.topology) + _passthrough_violations(domain, args.host)))
     if args.json:
         items = []
         for v in violations:
@@ -485,6 +500,14 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _host_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        metavar="host.json",
+        help="a host description (pcitopo host-scan): check the <hostdev>s against its IOMMU groups",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
@@ -504,12 +527,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
     _machine_file_option(p)
+    _host_option(p)
     p.set_defaults(run=_cmd_assign)
 
     p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
     p.add_argument("input", metavar="IN.xml")
     p.add_argument("--json", action="store_true", help="print the violations as JSON")
     _machine_file_option(p)
+    _host_option(p)
     p.set_defaults(run=_cmd_validate)
 
     p = sub.add_parser("show", help="print the PCI tree of a domain", **common)

@@ -53,13 +53,17 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidInput, UnknownName
 
-__all__ = ["Bar", "Host", "HostDevice", "PortType"]
+if TYPE_CHECKING:
+    from pcitopo.formats.libvirt import LibvirtDomain
+
+__all__ = ["Bar", "Host", "HostDevice", "PortType", "hostdev_sources"]
 
 
 def __dir__() -> list[str]:
@@ -433,3 +437,48 @@ def _config(path: Path) -> tuple[PortType | None, int | None]:
             break
         offset, seen = (header >> 20) & 0xFFC, seen + 1
     return port_type, acs
+
+
+def _strtoul(text: str) -> int:
+    """A number as libvirt reads it (``strtoul(..., 0)``): ``0x10`` hex, ``010`` octal, ``16`` decimal."""
+    t = text.strip().lower()
+    if t.startswith("0x"):
+        return int(t[2:], 16)
+    if len(t) > 1 and t.startswith("0"):
+        return int(t[1:], 8)
+    return int(t, 10)
+
+
+def hostdev_sources(domain: LibvirtDomain) -> dict[str, PciAddress]:
+    """The host function each passed-through PCI device of a domain takes, by device id.
+
+    Read from ``<hostdev mode='subsystem' type='pci'><source><address>`` and
+    ``<interface type='hostdev'><source><address type='pci'>``; devices
+    without such a source (mdev, vhost-scsi, emulated) are left out.
+
+    >>> from pcitopo.formats.libvirt import LibvirtDomain
+    >>> d = LibvirtDomain.from_string(\'\'\'<domain><os><type machine='q35'>hvm</type></os><devices>
+    ...   <hostdev mode='subsystem' type='pci' managed='yes'>
+    ...     <source><address domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/></source>
+    ...   </hostdev></devices></domain>\'\'\')
+    >>> hostdev_sources(d)
+    {'hostdev0': <PciAddress('0000:3b:02.1')>}
+    """
+    out: dict[str, PciAddress] = {}
+    for ident, el in domain.elements.items():
+        if el.tag == "hostdev" and (el.get("mode", "subsystem") != "subsystem" or el.get("type") != "pci"):
+            continue
+        if el.tag == "interface" and el.get("type") != "hostdev":
+            continue
+        if el.tag not in ("hostdev", "interface"):
+            continue
+        address = el.find("source/address")
+        if address is None or address.get("type", "pci") != "pci":
+            continue
+        where = domain.path(ident)
+        try:
+            fields = {name: _strtoul(str(address.get(name, "0"))) for name in ("domain", "bus", "slot", "function")}
+            out[ident] = PciAddress(**fields)
+        except (ValueError, InvalidAddress) as exc:
+            raise InvalidInput(f"{where}/source/address", f"is not a host PCI address: {exc}") from None
+    return out
