@@ -10,8 +10,8 @@ Commands (each has ``--help``):
     fill in every PCI address of a libvirt domain and print (or write) it.
 ``validate IN.xml [--json] [--host host.json]``
     every rule the domain's addresses break.
-``show IN.xml [--format tree|dot]``
-    the PCI tree, like ``lspci -tv``, or a Graphviz graph.
+``show IN.xml [--format tree|dot|names] [--json]``
+    the PCI tree, like ``lspci -tv``, a Graphviz graph, or each NIC's guest name.
 ``diff OLD.xml NEW.xml [--json]``
     devices added, removed, given an address, and moved between two domains
     (matched by id); non-zero when a device in both moved or lost its address.
@@ -189,6 +189,7 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
                 "status": plan.status.value,
                 "cost": plan.cost,
                 "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
+                "guest_names": _guest_names(domain, plan.topology),
                 "added_controllers": [_controller_dict(c) for c in plan.added],
                 "soft": [
                     {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
@@ -240,9 +241,38 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    if args.json:
+        _json({"machine": domain.machine.name, "guest_names": _guest_names(domain, domain.topology)}, out)
+        return EXIT_OK
+    if args.format == "names":
+        out.write(_names_text(_guest_names(domain, domain.topology)))
+        return EXIT_OK
     text = _dot(domain.topology) if args.format == "dot" else _tree(domain.topology)
     out.write(text)
     return EXIT_OK
+
+
+def _guest_names(domain: LibvirtDomain, topology: Topology) -> dict[str, dict[str, object]]:
+    """Each NIC's guest name (systemd's predictable naming), JSON-ready."""
+    from pcitopo.naming import acpi_indexes, guest_names
+
+    nics = [i for i, el in domain.elements.items() if el.tag == "interface"]
+    names = guest_names(topology, acpi_index=acpi_indexes(domain), nics=nics)
+    return {ident: n.as_dict() for ident, n in names.items()}
+
+
+def _names_text(names: dict[str, dict[str, object]]) -> str:
+    if not names:
+        return "no NICs\n"
+    width = max(len(i) for i in names)
+    lines = []
+    for ident, n in names.items():
+        notes = n["notes"]
+        extra = "; ".join(str(x) for x in notes) if isinstance(notes, list) and notes else ""
+        lines.append(
+            f"{ident:<{width}}  {n['name'] or '?'}  ({n['source'] or 'no name'}){'  ' + extra if extra else ''}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
@@ -539,7 +569,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
     p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+    p.add_argument(
+        "--format",
+        choices=("tree", "dot", "names"),
+        default="tree",
+        help="a text tree, Graphviz dot, or the name a Linux guest gives each NIC",
+    )
+    p.add_argument("--json", action="store_true", help="print each NIC's guest names as JSON")
     _machine_file_option(p)
     p.set_defaults(run=_cmd_show)
 
