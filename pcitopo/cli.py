@@ -19,6 +19,10 @@ Commands (each has ``--help``):
     the machine descriptions pcitopo knows.
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
     QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
+``attach LIVE.xml DEVICE.xml [--policy NAME|FILE.toml] [--json]``
+    free hot-pluggable positions in a running domain for new devices; each device's XML with its address.
+``detach LIVE.xml ID [--json]``
+    whether a device can be hot-unplugged from a running domain, and what goes with it.
 ``host-scan [--sysfs DIR] [-o host.json]``
     the host's PCI devices (IOMMU groups, NUMA nodes, switches, BARs, SR-IOV) as JSON.
 
@@ -354,6 +358,54 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_attach(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.live import attach
+
+    live = _load(args.live, args)
+    text = sys.stdin.read() if args.devices == "-" else Path(args.devices).read_text(encoding="utf-8")
+    placed = attach(live, text, _policy(args.policy), source=args.devices)
+    if args.json:
+        _json(
+            [
+                {
+                    "id": a.device,
+                    "kind": a.kind,
+                    "address": str(a.address),
+                    "bus": a.bus,
+                    "numa_node": a.numa_node,
+                    "xml": a.xml,
+                }
+                for a in placed
+            ],
+            out,
+        )
+        return EXIT_OK
+    for a in placed:
+        out.write(f"<!-- {a} -->\n{a.xml}\n")
+    return EXIT_OK
+
+
+def _cmd_detach(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.live import detach
+
+    result = detach(_load(args.live, args), args.id)
+    if args.json:
+        _json(
+            {
+                "id": result.device,
+                "possible": result.possible,
+                "reasons": list(result.reasons),
+                "with": list(result.with_it),
+            },
+            out,
+        )
+    else:
+        out.write(f"{result}\n")
+        if result.with_it:
+            out.write(f"goes with it: {', '.join(result.with_it)}\n")
+    return EXIT_OK if result.possible else EXIT_VIOLATIONS
+
+
 def _cmd_host_scan(args: argparse.Namespace, out: TextIO) -> int:
     from pcitopo.formats.host_json import dumps
     from pcitopo.host import Host
@@ -600,6 +652,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
     p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
     p.set_defaults(run=_cmd_probe)
+
+    p = sub.add_parser("attach", help="place new devices on free hot-pluggable positions of a running domain", **common)
+    p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
+    p.add_argument("devices", metavar="DEVICE.xml", help="one device element, or several inside <devices> ('-': stdin)")
+    p.add_argument(
+        "--policy",
+        metavar="NAME|FILE.toml",
+        help="a built-in policy or a TOML policy file (its NUMA needs and device rules apply)",
+    )
+    p.add_argument("--json", action="store_true", help="print the placements as JSON")
+    _machine_file_option(p)
+    p.set_defaults(run=_cmd_attach)
+
+    p = sub.add_parser("detach", help="whether a device can be hot-unplugged from a running domain", **common)
+    p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
+    p.add_argument("id", metavar="ID", help="the device's alias or id")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _machine_file_option(p)
+    p.set_defaults(run=_cmd_detach)
 
     p = sub.add_parser("host-scan", help="describe the host's PCI devices as JSON, from sysfs", **common)
     p.add_argument("--sysfs", metavar="DIR", default="/sys", help="read DIR as if it were /sys (default: /sys)")
