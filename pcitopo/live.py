@@ -52,11 +52,36 @@ from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["Attachment", "Detachment", "attach", "detach"]
+__all__ = ["QEMU_NOT_HOTPLUGGABLE", "Attachment", "Detachment", "attach", "detach"]
 
 
 def __dir__() -> list[str]:
     return __all__
+
+
+QEMU_NOT_HOTPLUGGABLE = frozenset(
+    {
+        "VGA",
+        "cirrus-vga",
+        "qxl-vga",
+        "vmware-svga",
+        "virtio-vga",
+        "virtio-gpu-pci",
+        "virtio-iommu-pci",
+        "piix3-ide",
+        "pci-ohci",
+        "ich9-usb-ehci1",
+        "ich9-usb-uhci1",
+        "ich9-usb-uhci2",
+        "ich9-usb-uhci3",
+    }
+)
+"""QEMU 7.2 drivers that refuse ``device_add`` ("Parameter 'driver' expects a pluggable device type").
+
+Found by hot-adding every catalog kind into a paused ``pc`` (pinned in
+``tests/integration/test_live_hotplug.py``). The catalog's ``hotpluggable`` flag
+says so only for some of them.
+"""
 
 
 @attrs.frozen
@@ -135,7 +160,7 @@ def _combined(live: LibvirtDomain, elements: Sequence[etree._Element]) -> tuple[
 def _candidates(topology: Topology, device: Device, policy: Policy) -> tuple[list[PciAddress], str]:
     """Free hotpluggable positions for ``device`` in preference order, and why there are none."""
     kind = topology.kind(device)
-    if not kind.hotpluggable:
+    if not kind.hotpluggable or kind.qemu_device in QEMU_NOT_HOTPLUGGABLE:
         return [], f"a {kind.name} cannot be hot-plugged at all"
     needs = attrs.evolve(policy.needs_for(device), hotplug=HotplugNeed.REQUIRED)
     positions = list(topology.free_positions(device, needs=needs))
@@ -339,7 +364,7 @@ def detach(live: LibvirtDomain, ident: str) -> Detachment:
     if builtin is not None:
         reasons.append(f"it is the machine's built-in {builtin.name} at {a}")
     kind = topology.kind(device)
-    if not kind.hotpluggable:
+    if not kind.hotpluggable or kind.qemu_device in QEMU_NOT_HOTPLUGGABLE:
         reasons.append(f"a {kind.name} cannot be hot-unplugged")
     if topology.has_bus(a.bus) and not topology.is_hotpluggable(a.bus, a.slot):
         c = topology.controller(a.bus)

@@ -13,11 +13,11 @@ the default ``NamePolicy=keep kernel database onboard slot path``
     before v240 (``NAMING_ZERO_ACPI_INDEX``); QEMU 7.2 itself refuses
     ``acpi-index`` above 16383 ("acpi-index should be less or equal to 16383")
     and the same index twice ("a PCI device with acpi-index = N already
-    exist"). **QEMU 7.2 describes acpi-index to the guest only for slots on a
-    bus with ACPI PCI hotplug** (the ``Sxx`` slot objects of
-    ``build_append_pcihp_slots``): on ``pc``, the root bus (unless root
-    hotplug is off) and pci-bridges; on ``q35``, hot-pluggable PCIe root and
-    downstream ports and PCI bridges, never ``pcie.0`` itself. QEMU 8.0 added
+    exist"). **QEMU 7.2 describes acpi-index to the guest only for devices on
+    a bus with ACPI PCI hotplug** (a VGA there too): on ``pc``, the root bus
+    (unless root hotplug is off) and pci-bridges; on ``q35``, hot-pluggable
+    PCIe root and downstream ports and PCI bridges, never ``pcie.0`` itself;
+    nothing below an expander bus (checked in a booted guest). QEMU 8.0 added
     acpi-index for non-hotpluggable devices (Igor Mammedov's ACPI PCI series of
     January 2023). Elsewhere QEMU 7.2 accepts the property and the guest never
     sees it.
@@ -26,13 +26,19 @@ the default ``NamePolicy=keep kernel database onboard slot path``
     ``N`` is the number of the hotplug slot (``/sys/bus/pci/slots/N``) whose
     ``address`` is the device's ``domain:bus:slot``; only names that are a
     positive decimal number count (``pci_get_hotplug_slot_from_address``).
-    With QEMU's ACPI hotplug the slot is named after ``_SUN``, which QEMU sets
-    to the slot number: on ``pc`` a NIC in root-bus slot 3 is ``ens3``. Behind
-    PCIe ports the slot number is 0 (QEMU's ``_SUN`` for slot 0, and the
-    ports' physical slot number that libvirt leaves at 0), which systemd
-    ignores: q35 guests get path names. Slots of devices behind pci-bridges
-    repeat the root bus's numbers; the kernel renames repeats ``N-1``, which
-    systemd ignores, so those get path names too.
+    QEMU's ACPI hotplug names each slot it describes after ``_SUN``, the slot
+    number, and the kernel renames a name already taken (``3-2``), which
+    systemd then ignores. The slots QEMU 7.2 describes with a positive number
+    are those of conventional buses with ACPI hotplug: the ``pc`` root bus
+    (unless root hotplug is off) and pci-bridges and pcie-to-pci-bridges not
+    below an expander bus; every slot of such a bus except one holding a
+    bridge, a built-in device or a device QEMU cannot hot-plug (a VGA). The
+    kernel registers them bus by bus in bus-number order, so the first bus to
+    describe slot ``N`` gets the name: on ``pc`` a NIC in root-bus slot 3 is
+    ``ens3``, and a NIC in slot 1 of a pci-bridge is ``ens1`` because the
+    root bus's slot 1 (the PIIX3) is not described. PCIe ports describe slot
+    0 only, which systemd ignores: a NIC behind a root port gets its path
+    name. Checked against a booted guest (``tests/integration/test_naming_guest.py``).
 
 ``path`` -- ``en[P<domain>]p<bus>s<slot>[f<function>]``
     ``bus`` is the bus number the guest sees: the firmware numbers bridges
@@ -167,6 +173,53 @@ def guest_bus_numbers(topology: Topology) -> dict[int, int]:
     return numbers
 
 
+def _qemu_hotpluggable(topology: Topology, kind: str) -> bool:
+    from pcitopo.live import QEMU_NOT_HOTPLUGGABLE
+
+    k = topology.catalog.device(kind)
+    return k.hotpluggable and k.qemu_device not in QEMU_NOT_HOTPLUGGABLE
+
+
+def _acpi_slot_buses(topology: Topology, numbers: Mapping[int, int]) -> list[int]:
+    """The conventional buses whose slots QEMU 7.2 describes with ``_SUN``, in guest bus-number order."""
+    machine = topology.machine.name
+    if not topology.acpi or machine not in ("pc", "q35"):
+        return []
+    buses = []
+    for c in topology.controllers:
+        model = topology.model(c).name
+        if c.index not in numbers or any(topology.model(x).expander for x in topology.path_to_root(c.index)):
+            continue
+        conventional = model in ("pci-bridge", "pcie-to-pci-bridge") or (model == "pci-root" and machine == "pc")
+        if conventional and topology.is_hotpluggable(c.index, 1):
+            buses.append(c.index)
+    return sorted(buses, key=lambda b: numbers[b])
+
+
+def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[int, int], int]:
+    """(bus, slot) -> the positive slot name the guest kernel gives it, for the slots that keep their number."""
+    taken: set[int] = set()
+    names: dict[tuple[int, int], int] = {}
+    holders: dict[tuple[int, int], list[str]] = {}
+    for b in topology.builtins():
+        holders.setdefault((b.address.bus, b.address.slot), []).append("builtin")
+    for c in topology.controllers:
+        if c.address is not None:
+            holders.setdefault((c.address.bus, c.address.slot), []).append("bridge")
+    for d in topology.devices:
+        if d.address is not None:
+            ok = _qemu_hotpluggable(topology, d.kind)
+            holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
+    for bus in _acpi_slot_buses(topology, numbers):
+        for slot in topology.model(bus).slot_range():
+            if any(h != "device" for h in holders.get((bus, slot), ())) or slot in taken:
+                continue
+            taken.add(slot)
+            if slot > 0:
+                names[(bus, slot)] = slot
+    return names
+
+
 def _acpi_hotplug_bus(topology: Topology, bus: int, slot: int) -> bool:
     """Whether QEMU 7.2 describes (bus, slot) as an ACPI PCI hotplug slot (where acpi-index reaches the guest)."""
     machine = topology.machine.name
@@ -218,6 +271,7 @@ def guest_names(
     indexes = dict(acpi_index or {})
     wanted = [d for d in topology.devices if topology.kind(d).device_class == "net" or d.id in set(nics)]
     numbers = guest_bus_numbers(topology)
+    slot_names = _slot_names(topology, numbers)
     seen_index: dict[int, str] = {}
     out: dict[str, GuestName] = {}
     for d in wanted:
@@ -242,15 +296,8 @@ def guest_names(
             domain = f"P{a.domain}" if a.domain else ""
             path = f"en{domain}p{bus_number}s{a.slot}{function}"
         slot = None
-        if (
-            topology.machine.name == "pc"
-            and topology.acpi
-            and a.bus == 0
-            and a.slot > 0
-            and topology.is_hotpluggable(0, a.slot)
-            and topology.kind(d).hotpluggable
-        ):
-            slot = f"ens{a.slot}{function}"
+        if (a.bus, a.slot) in slot_names:
+            slot = f"ens{slot_names[(a.bus, a.slot)]}{function}"
         onboard = None
         if d.id in indexes:
             index = indexes[d.id]

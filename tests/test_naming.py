@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from pcitopo.address import PciAddress
@@ -89,11 +90,11 @@ def test_bus_numbers_depth_first_with_expanders() -> None:
 
 
 def test_names_of_the_hand_built_q35_and_pc_topologies() -> None:
-    """Every NIC of the reference q35 and pc topologies gets the name its bus numbering implies."""
+    """Reference q35 and pc topologies: path names behind ports and expanders, slot names on bridges and pc's root."""
     q35 = {i: n.name for i, n in guest_names(TOPOLOGIES["q35"]()).items()}
-    assert q35 == {"net0": "enp1s0", "net1": "enp2s0", "net2": "enp5s2", "net3": "enp129s0"}
+    assert q35 == {"net0": "enp1s0", "net1": "enp2s0", "net2": "ens2", "net3": "enp129s0"}
     pc = {i: n.name for i, n in guest_names(TOPOLOGIES["pc"]()).items()}
-    assert pc == {"net0": "ens5", "net1": "enp1s1", "net2": "enp65s0"}
+    assert pc == {"net0": "ens5", "net1": "ens1", "net2": "enp65s0"}
 
 
 @pytest.mark.parametrize(
@@ -202,4 +203,21 @@ def test_assign_json_reports_guest_names() -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "q35-small.xml"
     assert main(["assign", str(example), "--json"], stdout=out) == 0
     names = json.loads(out.getvalue())["guest_names"]
-    assert {i: n["name"] for i, n in names.items()} == {"ua-net0": "enp3s0", "ua-legacy": "enp6s1"}
+    assert {i: n["name"] for i, n in names.items()} == {"ua-net0": "enp3s0", "ua-legacy": "ens1"}
+
+
+def test_bridge_slots_take_the_numbers_the_root_bus_left() -> None:
+    """On pc, bridge slot 2 is ens2 (root slot 2 holds the VGA) but bridge slot 6 loses to root slot 6."""
+    t = TOPOLOGIES["pc"]().with_devices(
+        Device("root6", "e1000", address=A("00:06.0")),
+        Device("br6", "e1000", address=A("01:06.0")),
+        Device("br2", "e1000", address=A("01:02.0")),
+    )
+    names = {i: n.name for i, n in guest_names(t).items()}
+    assert (names["root6"], names["br6"], names["br2"]) == ("ens6", "enp1s6", "ens2")
+
+
+def test_no_slot_names_without_acpi() -> None:
+    """A pc guest without ACPI has no ACPI hotplug slots: every NIC gets its path name."""
+    t = attrs.evolve(Topology.build("pc", devices=[Device("n", "e1000", address=A("00:03.0"))]), acpi=False)
+    assert guest_names(t)["n"].name == "enp0s3"
