@@ -175,13 +175,17 @@ def _controller_dict(c: Any) -> dict[str, object]:
 
 def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
-    policy = _policy(args.policy)
-    passthrough = _passthrough_violations(domain, args.host)
-    if passthrough:
-        raise InvalidTopology(passthrough)
+    request = domain.topology
+    if args.policy == "mirror":
+        request, policy = _mirrored(domain, args.host), _policy("hotplug+numa")
+    else:
+        policy = _policy(args.policy)
+        passthrough = _passthrough_violations(domain, args.host)
+        if passthrough:
+            raise InvalidTopology(passthrough)
     from pcitopo.solver import solve
 
-    plan = solve(domain.topology, policy)
+    plan = solve(request, policy)
     text = domain.export(plan.topology)
     if args.output:
         _write_atomic(args.output, text.encode(domain.encoding))
@@ -219,6 +223,17 @@ def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tup
     from pcitopo.legality.rules import validate_passthrough
 
     return validate_passthrough(domain.topology, load(host_file), hostdev_sources(domain))
+
+
+def _mirrored(domain: LibvirtDomain, host_file: str | None) -> Topology:
+    """The domain's request with its passed-through devices mirroring the host (``--policy mirror``)."""
+    if host_file is None:
+        raise _Failure(EXIT_USAGE, "pcitopo assign: error: --policy mirror needs --host host.json")
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.mirror import mirror_request
+
+    return mirror_request(domain.topology, load(host_file), hostdev_sources(domain))
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -605,7 +620,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         metavar="NAME|FILE.toml",
-        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +), a TOML policy file, "
+        "or mirror (with --host: place passed-through devices as they sit on the host)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
     _machine_file_option(p)
