@@ -86,7 +86,9 @@ class HotplugSequence(RuleBasedStateMachine):
         assert answer.with_it == ()
         root = etree.fromstring(self.live.to_bytes())
         path = self.live.path(victim.id)
-        found = [el for el in root.getroottree().xpath(path) if isinstance(el, etree._Element)]
+        result = root.getroottree().xpath(path)
+        assert isinstance(result, list)
+        found = [el for el in result if isinstance(el, etree._Element)]
         assert len(found) == 1, path
         parent = found[0].getparent()
         assert parent is not None
