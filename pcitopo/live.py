@@ -130,7 +130,7 @@ def _device_elements(text: str, source: str) -> list[etree._Element]:
     return found
 
 
-def _combined(live: LibvirtDomain, elements: Sequence[etree._Element]) -> tuple[LibvirtDomain, list[str]]:
+def _combined(live: LibvirtDomain, elements: Sequence[etree._Element], source: str) -> tuple[LibvirtDomain, list[str]]:
     """The live domain with the new elements appended to ``<devices>``, and the new devices' ids."""
     root = etree.fromstring(live.to_bytes())
     devices = root.find("devices")
@@ -147,11 +147,12 @@ def _combined(live: LibvirtDomain, elements: Sequence[etree._Element]) -> tuple[
     children = [c for h in holders if h is not None and h.tag == "devices" for c in h if isinstance(c.tag, str)]
     new_elements = set(children[before:])
     new_ids = [ident for ident, el in domain.elements.items() if el in new_elements]
-    tags = {str(el.tag) for el in children[before:]}
+    kept = {domain.elements[i] for i in new_ids}
+    tags = {str(el.tag) for el in children[before:] if el not in kept}
     if len(new_ids) != len(elements):
         ignored = len(elements) - len(new_ids)
         raise InvalidInput(
-            "DEVICE.xml",
+            source,
             f"{ignored} of its elements ({', '.join(sorted(tags))}) do not use PCI; attach places PCI devices only",
         )
     return domain, new_ids
@@ -202,7 +203,7 @@ def attach(
             f"{'has' if len(unplaced) == 1 else 'have'} no PCI address (use virsh dumpxml of the running domain)",
         )
     elements = _device_elements(devices_xml, source)
-    domain, new_ids = _combined(live, elements)
+    domain, new_ids = _combined(live, elements, source)
     topology = domain.topology
     baseline = set(validate(topology.without(*new_ids)))
     placed: dict[str, PciAddress] = {}

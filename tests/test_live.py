@@ -188,3 +188,10 @@ def test_cli_attach_and_detach(tmp_path: Path) -> None:
     out = io.StringIO()
     assert main(["detach", str(live_file), "ua-a", "--json"], stdout=out) == 1
     assert json.loads(out.getvalue())["with"] == ["ua-b"]
+
+
+def test_mixed_device_document_names_only_the_elements_without_pci(live: LibvirtDomain) -> None:
+    """A <devices> with a NIC and a USB tablet is refused, naming the tablet's element and the file."""
+    with pytest.raises(InvalidInput) as info:
+        attach(live, f"<devices>{NIC}<input type='tablet' bus='usb'/></devices>", source="two.xml")
+    assert str(info.value) == "two.xml: 1 of its elements (input) do not use PCI; attach places PCI devices only"
