@@ -79,7 +79,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
-        "hotplug": "a device that must be hot-pluggable at a position that is not, or the reverse",
+        "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
+        "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
         "slot-group": "devices of one slot group (``needs.slot_group``) not all functions of one slot",
         "bus-group": "devices of one bus group (``needs.bus_group``) not all on one bus",
@@ -736,3 +737,22 @@ def _switch_above(ctx: _Context, bus: int) -> int | None:
         if Connect.PCIE_SWITCH_DOWNSTREAM_PORT in ctx.model(c.index).accepts:
             return c.index
     return None
+
+
+@_rule
+def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
+    """A device that requires hotplug in a slot it shares: libvirt hot-plugs function 0 of a lone slot only."""
+    for item in ctx.placed:
+        device = item.device
+        if device is None or device.needs.hotplug is not HotplugNeed.REQUIRED:
+            continue
+        others = [i for i in ctx.slots.get(item.slot, []) if i is not item]
+        if not others or not ctx.t.is_hotpluggable(item.address.bus, item.address.slot):
+            continue
+        yield _violation(
+            "hotplug",
+            f"{ctx.where(item)} must be hot-pluggable, but it shares its slot with {_names([i.label for i in others])} "
+            f"(libvirt hot-plugs single-function slots only)",
+            item,
+            address=item.address,
+        )

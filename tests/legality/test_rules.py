@@ -918,3 +918,17 @@ def test_group_members_without_an_address_are_not_violations() -> None:
         ],
     )
     assert validate(t) == ()
+
+
+def test_a_device_that_requires_hotplug_may_not_share_its_slot() -> None:
+    """libvirt hot-plugs single-function slots only: requiring hotplug at function 1 of a port breaks ``hotplug``."""
+    required = Needs(hotplug=HotplugNeed.REQUIRED)
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:01.0")],
+        [dev("a", NIC, "01:00.0", multifunction=True), dev("b", NIC, "01:00.1", needs=required)],
+    )
+    assert [str(v) for v in validate(t)] == [
+        "'b' at 0000:01:00.1 must be hot-pluggable, but it shares its slot with 'a' "
+        "(libvirt hot-plugs single-function slots only) (rule: hotplug)"
+    ]
