@@ -109,3 +109,12 @@ def test_the_enumerator_imports_nothing_from_the_solver() -> None:
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert [m for m in imported if m and m.startswith("pcitopo.solver")] == []
+
+
+def test_a_spent_candidate_budget_leaves_the_result_unproven() -> None:
+    """With ``max_candidates`` spent before the bound closes, the result is not ``complete``."""
+    request = Topology.build(
+        "q35", devices=[Device("a", "ac97", needs=Needs(numa_node=0)), Device("b", "ac97")], numa_nodes=1
+    )
+    found = minimum(request, Policy.named("ordered"), max_candidates=10)
+    assert (found.complete, found.candidates) == (False, 11)

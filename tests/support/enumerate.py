@@ -95,21 +95,33 @@ class _New:
     parent: int | None
 
 
-def minimum(request: Topology, policy: Policy, *, max_added: int = 4) -> Enumerated:
-    """The least cost of a legal completion of ``request`` under ``policy`` (see the module docstring)."""
-    search = _Search(request, policy)
+class _Exhausted(Exception):
+    """The candidate budget ran out."""
+
+
+def minimum(request: Topology, policy: Policy, *, max_added: int = 4, max_candidates: int | None = None) -> Enumerated:
+    """The least cost of a legal completion of ``request`` under ``policy`` (see the module docstring).
+
+    ``max_candidates`` bounds the work: when that many candidates have been
+    built the search stops, and the result is not ``complete``.
+    """
+    search = _Search(request, policy, max_candidates)
     weight = policy.weights["fewer-controllers"]
-    for k in range(max_added + 1):
-        if search.best_cost is not None and weight > 0 and k * weight >= search.best_cost:
-            return search.result(complete=True)
-        for forest in search.forests(k):
-            search.try_forest(forest)
+    try:
+        for k in range(max_added + 1):
+            if search.best_cost is not None and weight > 0 and k * weight >= search.best_cost:
+                return search.result(complete=True)
+            for forest in search.forests(k):
+                search.try_forest(forest)
+    except _Exhausted:
+        return search.result(complete=False)
     done = search.best_cost is not None and weight > 0 and (max_added + 1) * weight >= search.best_cost
     return search.result(complete=done)
 
 
 class _Search:
-    def __init__(self, request: Topology, policy: Policy) -> None:
+    def __init__(self, request: Topology, policy: Policy, max_candidates: int | None) -> None:
+        self.max_candidates = max_candidates
         self.request = request
         self.policy = policy
         self.machine = request.machine
@@ -323,6 +335,8 @@ class _Search:
         attributes: dict[int, dict[str, object]],
     ) -> None:
         self.candidates += 1
+        if self.max_candidates is not None and self.candidates > self.max_candidates:
+            raise _Exhausted
         candidate = self._build(forest, order, where, multi, attributes)
         if self.best_cost is not None:
             # the rules are the slow part: check them only for a candidate that would be the new best
