@@ -50,14 +50,12 @@ aarch64-virt  ...
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 from pcitopo.address import PciAddress
 from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
@@ -81,6 +79,11 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+# Start-up time is part of every command an orchestrator runs, so modules only
+# some commands need (json, shlex, networkx, the QEMU helpers) are imported where
+# they are used; benchmarks/run.py times whole processes (``start-*``).
 
 
 EXIT_OK = 0
@@ -121,8 +124,8 @@ def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
     machine_file = getattr(args, "machine_file", None)
     if machine_file is not None:
         machine = Machine.from_file(machine_file)
-    if path == "-":
-        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>", machine=machine)
+    if path == "-":  # bytes, so the document's own declaration says how to decode it, as for a file
+        return LibvirtDomain.from_bytes(sys.stdin.buffer.read(), source="<stdin>", machine=machine)
     return LibvirtDomain.from_path(path, machine=machine)
 
 
@@ -134,11 +137,23 @@ def _policy(value: str | None) -> Policy | None:
     return Policy.named(value)
 
 
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for n in range(10_000):
+        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temporary(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -174,11 +189,45 @@ def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
         out.write(text)
         return
     out.flush()
-    buffer.write(text.encode(encoding))
+    _write_all(buffer, text.encode(encoding))
     buffer.flush()
 
 
+def _write_all(buffer: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data``, or raise.
+
+    A pipe whose reader goes away (or a signal) can take part of one large
+    write: ``write`` then returns a short count and no error, and Python's text
+    layer drops the rest silently. Writing the rest raises ``BrokenPipeError``.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[buffer.write(view) or 0 :]
+
+
+class _WholeWrites:
+    """Standard output for the commands: text encoded like the stream's, every byte written or an error.
+
+    Only what the commands call (``write``, ``flush``, ``buffer``, ``encoding``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        stream.flush()
+        self.buffer: BinaryIO = stream.buffer
+        self.encoding = stream.encoding
+        self._errors = stream.errors or "strict"
+
+    def write(self, text: str) -> int:
+        _write_all(self.buffer, text.encode(self.encoding, self._errors))
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+
 def _json(data: object, out: TextIO) -> None:
+    import json
+
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
 
@@ -318,6 +367,8 @@ def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    import shlex
+
     from pcitopo.qemu.args import qemu_args
 
     out.write(shlex.join(qemu_args(domain.topology)) + "\n")
@@ -380,11 +431,15 @@ def _tree(topology: Topology) -> str:
 
 
 def _dot_id(node: tuple[str, int | str]) -> str:
+    import json
+
     return json.dumps(f"{node[0]}:{node[1]}")
 
 
 def _dot(topology: Topology) -> str:
     """The topology as a Graphviz digraph, nodes and edges in a fixed order."""
+    import json
+
     graph = topology.graph
     lines = ["digraph pcitopo {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
 
@@ -488,6 +543,9 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
+_COMMANDS = ("assign", "validate", "show", "diff", "machines", "qemu-args", "probe")
+
+
 def _machine_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--machine-file",
@@ -496,7 +554,17 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; given the command about to run, only that command's sub-parser is built.
+
+    Building every sub-parser costs more than some commands take to run;
+    with an unknown or no command all are built, so ``--help`` and the
+    "invalid choice" error list every command.
+    """
+
+    def wanted(name: str) -> bool:
+        return command not in _COMMANDS or name == command
+
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
         prog="pcitopo",
@@ -505,51 +573,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
-    p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
-    p.add_argument(
-        "--policy",
-        metavar="NAME|FILE.toml",
-        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_assign)
+    if wanted("assign"):
+        p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
+        p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+        )
+        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_assign)
 
-    p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--json", action="store_true", help="print the violations as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_validate)
+    if wanted("validate"):
+        p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--json", action="store_true", help="print the violations as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_validate)
 
-    p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_show)
+    if wanted("show"):
+        p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_show)
 
-    p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-    p.add_argument("old", metavar="OLD.xml")
-    p.add_argument("new", metavar="NEW.xml")
-    p.add_argument("--json", action="store_true", help="print the differences as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_diff)
+    if wanted("diff"):
+        p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+        p.add_argument("old", metavar="OLD.xml")
+        p.add_argument("new", metavar="NEW.xml")
+        p.add_argument("--json", action="store_true", help="print the differences as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_diff)
 
-    p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
-    p.add_argument("--json", action="store_true", help="print them as JSON")
-    p.set_defaults(run=_cmd_machines)
+    if wanted("machines"):
+        p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
+        p.add_argument("--json", action="store_true", help="print them as JSON")
+        p.set_defaults(run=_cmd_machines)
 
-    p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
-    p.add_argument("input", metavar="IN.xml")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_qemu_args)
+    if wanted("qemu-args"):
+        p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+        p.add_argument("input", metavar="IN.xml")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_qemu_args)
 
-    p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
-    p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
-    p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
-    p.set_defaults(run=_cmd_probe)
+    if wanted("probe"):
+        p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+        p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
+        p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
+        p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
+        p.set_defaults(run=_cmd_probe)
     return parser
 
 
@@ -575,15 +650,21 @@ def _report(args: argparse.Namespace | None) -> str:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one ``pcitopo`` command; return its exit code (see the module docstring)."""
     out = stdout if stdout is not None else sys.stdout
+    if stdout is None and isinstance(getattr(out, "buffer", None), io.BufferedIOBase | io.RawIOBase):
+        out = cast(TextIO, _WholeWrites(out))
     err = stderr if stderr is not None else sys.stderr
     args: argparse.Namespace | None = None
     try:
         try:
-            args = _parser().parse_args(list(argv) if argv is not None else None)
+            arguments = list(argv) if argv is not None else sys.argv[1:]
+            command = next((a for a in arguments if not a.startswith("-")), None)
+            args = _parser(command).parse_args(arguments)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
-        return run(args, out)
+        code = run(args, out)
+        out.flush()  # a reader that went away is noticed here, not when Python exits
+        return code
     except _Failure as exc:
         err.write(f"{exc}\n")
         return exc.code
