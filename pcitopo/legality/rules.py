@@ -40,12 +40,13 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
+from pcitopo.host import Host
 from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["RULES", "RULE_ENFORCEMENT", "Enforcement", "check", "validate"]
+__all__ = ["HOST_RULES", "RULES", "RULE_ENFORCEMENT", "Enforcement", "check", "validate", "validate_passthrough"]
 
 
 def __dir__() -> list[str]:
@@ -81,7 +82,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
-        "hotplug": "a device that must be hot-pluggable at a position that is not, or the reverse",
+        "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
+        "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
         "slot-group": "devices of one slot group (``needs.slot_group``) not all functions of one slot",
         "bus-group": "devices of one bus group (``needs.bus_group``) not all on one bus",
@@ -570,7 +572,7 @@ def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
 def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
     top = ctx.machine.bus_numbers
-    highest = min(254, top - 1)
+    highest = min(identity.BUS_NR[-1], top - 1)
     expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
     by_nr: dict[int, list[Controller]] = {}
     for c in expanders:
@@ -590,35 +592,33 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
                 f"{_names([_q(c.name) for c in same])} {_all(same)} have bus_nr {nr}",
                 *(c.name for c in same),
             )
-    starts = sorted(by_nr)
-    if not starts:
+    regions = identity.bus_regions(t)
+    if len(regions) == 1:
         return
-    root = t.controller(0)
-    need = t.subtree_bus_numbers(0)
-    if need > starts[0]:
+    root, lowest = regions[0], regions[1].first
+    if root.used > root.end:
         yield _violation(
             "expander-bus-nr",
-            f"{_q(root.name)} and the buses below it need bus numbers 0..{need - 1}, but the lowest expander "
-            f"bus_nr is {starts[0]} ({_names([_q(c.name) for c in by_nr[starts[0]]])})",
-            root.name,
-            *(c.name for c in by_nr[starts[0]]),
+            f"{_q(t.controller(0).name)} and the buses below it need bus numbers 0..{root.used - 1}, but the lowest "
+            f"expander bus_nr is {lowest} ({_names([_q(c.name) for c in by_nr[lowest]])})",
+            t.controller(0).name,
+            *(c.name for c in by_nr[lowest]),
         )
-    for position, nr in enumerate(starts):
-        end = starts[position + 1] if position + 1 < len(starts) else top
-        for c in by_nr[nr]:
-            need = t.subtree_bus_numbers(c.index)
-            if nr + need > end:
-                after = (
-                    f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
-                    if end in by_nr
-                    else f"{ctx.machine.name} has {top} bus numbers"
-                )
-                yield _violation(
-                    "expander-bus-nr",
-                    f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
-                    f"{nr}..{nr + need - 1}, but {after}",
-                    c.name,
-                )
+    for region in regions[1:]:
+        nr, end, need = region.first, region.end, region.used
+        c = t.controller(region.owner)
+        if nr + need > end:
+            after = (
+                f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
+                if end in by_nr
+                else f"{ctx.machine.name} has {top} bus numbers"
+            )
+            yield _violation(
+                "expander-bus-nr",
+                f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
+                f"{nr}..{nr + need - 1}, but {after}",
+                c.name,
+            )
 
 
 @_rule
@@ -768,6 +768,25 @@ def _switch_above(ctx: _Context, bus: int) -> int | None:
     return None
 
 
+@_rule
+def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
+    """A device that requires hotplug in a slot it shares: libvirt hot-plugs function 0 of a lone slot only."""
+    for item in ctx.placed:
+        device = item.device
+        if device is None or device.needs.hotplug is not HotplugNeed.REQUIRED:
+            continue
+        others = [i for i in ctx.slots.get(item.slot, []) if i is not item]
+        if not others or not ctx.t.is_hotpluggable(item.address.bus, item.address.slot):
+            continue
+        yield _violation(
+            "hotplug",
+            f"{ctx.where(item)} must be hot-pluggable, but it shares its slot with {_names([i.label for i in others])} "
+            f"(libvirt hot-plugs single-function slots only)",
+            item,
+            address=item.address,
+        )
+
+
 # -- what libvirt itself refuses ------------------------------------------------------------
 
 
@@ -835,6 +854,7 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     "controller-options",
                     f"{label} has <model name={c.qemu_model!r}>; libvirt {takes} on a {c.model}",
                     c.name,
+                    address=c.address,
                 )
         given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
         if c.index == 0 and numbered_roots:
@@ -848,4 +868,112 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                 "controller-options",
                 f"{label} has the <target> {options} {', '.join(bad)}; libvirt {takes} on a {c.model}",
                 c.name,
+                address=c.address,
             )
+
+
+# -- passthrough: the host's IOMMU groups ------------------------------------------------
+
+HOST_RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "host-device": "a passed-through device whose host source is not a function of the host description, "
+        "is a bridge or port (vfio-pci binds only header-type-0 functions), or is passed twice",
+        "iommu-group": "an IOMMU group passed only in part (every endpoint function of a group goes to the guest "
+        "together; bridges and ports of the group stay with the host), or a host function without an IOMMU group",
+    }
+)
+"""The rules :func:`validate_passthrough` checks against a host description, with what they mean."""
+
+
+def validate_passthrough(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> tuple[Violation, ...]:
+    """Every violation of :data:`HOST_RULES` by the passed-through devices of ``topology``, sorted.
+
+    ``sources`` maps a device id to the host function it passes through
+    (``<hostdev><source><address>``; see :func:`pcitopo.host.hostdev_sources`).
+    A group is all-or-nothing: VFIO gives a group to one user, and a group is
+    usable only when every endpoint in it is bound to vfio-pci (or pci-stub,
+    or no driver) -- Linux ``Documentation/driver-api/vfio.rst``. Bridges and
+    PCIe ports in a group do not count: vfio-pci refuses to bind them, and the
+    kernel lets them stay with ``pcieport`` (commits "vfio: Whitelist PCI
+    bridges", 2015, and "PCI: portdrv: Set driver_managed_dma", 2022).
+
+    >>> from pcitopo.devices import Device
+    >>> from pcitopo.host import HostDevice
+    >>> A = PciAddress.parse
+    >>> host = Host([
+    ...     HostDevice(A("0000:01:00.0"), vendor=0x10de, device=0x2206, class_code=0x030000, iommu_group=1),
+    ...     HostDevice(A("0000:01:00.1"), vendor=0x10de, device=0x1aef, class_code=0x040300, iommu_group=1),
+    ... ])
+    >>> t = Topology.build("q35", devices=[Device("gpu", "vfio-pci")])
+    >>> for v in validate_passthrough(t, host, {"gpu": A("0000:01:00.0")}):
+    ...     print(v)
+    IOMMU group 1 is passed only in part: 0000:01:00.1 is not passed (group 1: 0000:01:00.0 by 'gpu', \
+0000:01:00.1 not passed) (rule: iommu-group)
+    """
+    found: list[Violation] = []
+    known = {d.id for d in topology.devices}
+    by_source: dict[PciAddress, list[str]] = {}
+    for ident in sorted(sources):
+        if ident in known:
+            by_source.setdefault(sources[ident], []).append(ident)
+    groups: dict[int, list[PciAddress]] = {}
+    for address in sorted(by_source):
+        ids = by_source[address]
+        who = _names([_q(i) for i in ids])
+        if len(ids) > 1:
+            found.append(Violation("host-device", f"host device {address} is passed by {_all(ids)} {who}", devices=ids))
+        if address not in host:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, which the host description does not have",
+                    devices=ids,
+                )
+            )
+            continue
+        d = host.device(address)
+        if d.is_bridge:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, a bridge or port (class {d.class_code:06x}): "
+                    "vfio-pci binds only endpoints; pass the functions below it instead",
+                    devices=ids,
+                )
+            )
+            continue
+        if d.iommu_group is None:
+            found.append(
+                Violation(
+                    "iommu-group",
+                    f"{who} passes host device {address}, which is in no IOMMU group "
+                    "(the host has no IOMMU, or it is off)",
+                    devices=ids,
+                )
+            )
+            continue
+        groups.setdefault(d.iommu_group, []).append(address)
+    for group in sorted(groups):
+        members = [m for m in host.devices if m.iommu_group == group]
+        missing = [m.address for m in members if not m.is_bridge and m.address not in by_source]
+        if not missing:
+            continue
+        parts = []
+        for m in members:
+            if m.address in by_source:
+                parts.append(f"{m.address} by {_names([_q(i) for i in by_source[m.address]])}")
+            elif m.is_bridge:
+                parts.append(f"{m.address} (bridge, stays with the host)")
+            else:
+                parts.append(f"{m.address} not passed")
+        passed = [i for m in members for i in by_source.get(m.address, ())]
+        verb = "is" if len(missing) == 1 else "are"
+        found.append(
+            Violation(
+                "iommu-group",
+                f"IOMMU group {group} is passed only in part: {_names([str(a) for a in missing])} {verb} not passed "
+                f"(group {group}: {', '.join(parts)})",
+                devices=passed,
+            )
+        )
+    return tuple(sorted(found))

@@ -18,7 +18,7 @@ import attrs
 
 from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.policy.policy import Policy
-from pcitopo.solver import _realize, search
+from pcitopo.solver import _realize
 from pcitopo.solver.model import Unit, formulate
 from pcitopo.solver.plan import SearchStats, Status
 from pcitopo.topology import Topology
@@ -62,6 +62,9 @@ class CspBackend:
         """The objective of a completed topology (the plan's cost); the model's bound when not given."""
 
     def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
+        # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
+        from pcitopo.solver import search
+
         problem = formulate(request, policy, units)
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
@@ -99,6 +102,8 @@ def feasible(request: Topology, policy: Policy, units: Sequence[Unit]) -> bool:
         return False
     if any(not c for c in problem.candidates):
         return False
+    from pcitopo.solver import search
+
     return search.search(problem, optimise=False).values is not None
 
 

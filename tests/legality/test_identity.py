@@ -111,6 +111,7 @@ def test_bus_nr_running_out_is_a_violation_naming_the_lowest() -> None:
         "'pci.2' (pcie-expander-bus) has no bus_nr, and libvirt has none left to give it: "
         "the lowest busNr is 2, and a new one goes 2 below it, within 1..254 (rule: expander-bus-nr)"
     ]
+    assert [(v.devices, v.address) for v in identity.shortages(t)] == [(("pci.2",), A("00:06.0"))]
     with pytest.raises(InvalidTopology):
         identity.filled(t)
 
@@ -173,3 +174,21 @@ def test_bus_regions_split_domain_zero_at_each_bus_nr() -> None:
         BusRegion(1, 200, 256, 2),
     )
     assert identity.bus_regions(t)[2].free == 54
+
+
+def test_two_expanders_with_one_bus_nr_each_get_the_whole_region() -> None:
+    """Expanders sharing a busNr (a violation) are each measured against the region up to the next busNr."""
+    t = Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-expander-bus", address=A("00:05.0"), bus_nr=100),
+            Controller(2, "pcie-expander-bus", address=A("00:06.0"), bus_nr=100),
+            Controller(3, "pcie-expander-bus", address=A("00:07.0"), bus_nr=150),
+        ],
+    )
+    assert [(r.owner, r.first, r.end) for r in identity.bus_regions(t)] == [
+        (0, 0, 100),
+        (1, 100, 150),
+        (2, 100, 150),
+        (3, 150, 256),
+    ]

@@ -920,7 +920,15 @@ def test_rules_are_documented() -> None:
 
 def test_module_is_tidy() -> None:
     """The module exports exactly its public names."""
-    assert sorted(dir(rules)) == ["Enforcement", "RULES", "RULE_ENFORCEMENT", "check", "validate"]
+    assert sorted(dir(rules)) == [
+        "Enforcement",
+        "HOST_RULES",
+        "RULES",
+        "RULE_ENFORCEMENT",
+        "check",
+        "validate",
+        "validate_passthrough",
+    ]
 
 
 def test_validation_does_not_mutate_and_violations_pickle() -> None:
@@ -959,6 +967,15 @@ def test_chassis_uniqueness_follows_what_qemu_checks() -> None:
     assert found(shared_chassis) == [("unique-chassis-port", ("pci.1", "pci.2"))]
     assert found(shared_port) == []
     assert found(across_switch) == [("unique-chassis-port", ("pci.1", "pci.4"))]
+
+
+def test_new_rules_name_the_controller_and_its_address() -> None:
+    """root-address and controller-options violations carry the controller's id and address."""
+    t = Topology.build("q35", [ctl(0, "pcie-root", "00:05.0"), rp(1, "00:02.0", bus_nr=5)])
+    assert [(v.rule, v.devices, v.address) for v in validate(t)] == [
+        ("controller-options", ("pci.1",), A("00:02.0")),
+        ("root-address", ("pcie.0",), A("00:05.0")),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -1019,3 +1036,17 @@ def test_group_members_without_an_address_are_not_violations() -> None:
         ],
     )
     assert validate(t) == ()
+
+
+def test_a_device_that_requires_hotplug_may_not_share_its_slot() -> None:
+    """libvirt hot-plugs single-function slots only: requiring hotplug at function 1 of a port breaks ``hotplug``."""
+    required = Needs(hotplug=HotplugNeed.REQUIRED)
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:01.0")],
+        [dev("a", NIC, "01:00.0", multifunction=True), dev("b", NIC, "01:00.1", needs=required)],
+    )
+    assert [str(v) for v in validate(t)] == [
+        "'b' at 0000:01:00.1 must be hot-pluggable, but it shares its slot with 'a' "
+        "(libvirt hot-plugs single-function slots only) (rule: hotplug)"
+    ]
