@@ -851,32 +851,6 @@ def _break_switch_group(draw: st.DrawFn) -> Topology:
     return b.t
 
 
-@_breaks("root-address")
-def _break_root_address(draw: st.DrawFn) -> Topology:
-    b = _base(draw, sorted(shipped_machines()))
-    at = _free(b, draw, bus=0)
-    root = b.t.controller(0)
-    b.t = b.t.replace(controllers=[attrs.evolve(root, address=at), *b.t.controllers[1:]])
-    return b.t
-
-
-@_breaks("usb-master")
-def _break_usb_master(draw: st.DrawFn) -> Topology:
-    b = _base(draw, sorted(shipped_machines()))
-    assume(all(b.t.kind(d).usb != "host" for d in b.t.devices))
-    at = _free(b, draw, kind="ich9-uhci1")
-    b.place_device(Device("usb-companion", "ich9-uhci1", address=at))
-    return b.t
-
-
-@_breaks("controller-options")
-def _break_controller_options(draw: st.DrawFn) -> Topology:
-    b = _base(draw, sorted(shipped_machines()))
-    root = b.t.controller(0)
-    b.t = b.t.replace(controllers=[attrs.evolve(root, qemu_model="no-such-device"), *b.t.controllers[1:]])
-    return b.t
-
-
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -398,8 +399,9 @@ def test_a_plan_that_fails_its_own_validation_exits_5(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the solver's plan breaks a rule it is pcitopo's bug: exit 5, the rule, and a request naming the input."""
-    from pcitopo.solver import planner
     from pcitopo.violation import Violation
+
+    steps = importlib.import_module("pcitopo.solver.solve")  # the module (the package exports its function)
 
     calls: list[object] = []
 
@@ -409,7 +411,7 @@ def test_a_plan_that_fails_its_own_validation_exits_5(
             return ()
         return (Violation("unique-address", "0000:00:03.0 is wanted by 'a' and 'b'", devices=("a", "b")),)
 
-    monkeypatch.setattr(planner, "_validate", validate_once_then_complain)
+    monkeypatch.setattr(steps, "_validate", validate_once_then_complain)
     path = write(tmp_path, "vm.xml", "    <rng model='virtio'/>")
     policy = tmp_path / "p.toml"
     policy.write_text('base = "minimal"\n', encoding="utf-8")

@@ -1,7 +1,7 @@
 """Solving: turn a topology with unaddressed devices into a complete, legal plan.
 
 :func:`solve` is the entry point; :class:`Plan` its result. The CSP engine
-(python-constraint2) is confined to ``_csp.py``.
+(python-constraint2) is confined to ``search.py``.
 """
 
 from __future__ import annotations
