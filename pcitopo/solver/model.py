@@ -553,22 +553,31 @@ def context_root(topology: Topology, index: int) -> int | None:
 
 
 def candidates(cls: DemandClass, contexts: Sequence[Context]) -> tuple[int, ...]:
-    """The contexts a class may go to: its NUMA node's first (strict: only those), then the node-less ones."""
+    """The contexts a class may go to, in order of preference.
+
+    A strict NUMA node: only that node's. A preferred node: its own, then the
+    node-less ones, then the other nodes' (at the ``numa`` weight). No node:
+    the node-less ones, then every node's (a device that does not care may
+    share a node's expander bus with one that does, at no cost).
+    """
     u = cls.sample
     own: list[int] = []
     neutral: list[int] = []
+    others: list[int] = []
     for ctx in contexts:
         if u.integrated_required and ctx.bus != 0:
             continue
-        if ctx.numa_node is not None and ctx.numa_node == u.numa_node:
-            own.append(ctx.id)
-        elif ctx.numa_node is None:
+        if ctx.numa_node is None:
             neutral.append(ctx.id)
+        elif ctx.numa_node == u.numa_node:
+            own.append(ctx.id)
+        else:
+            others.append(ctx.id)
     if u.numa_node is not None and u.numa_strict:
         return tuple(own)
     if u.numa_node is not None:
-        return tuple(own + neutral)
-    return tuple(neutral)
+        return tuple(own + neutral + others)
+    return tuple(neutral + others)
 
 
 def spare_wanted(policy: Policy, contexts: Sequence[Context]) -> dict[int, int]:

@@ -118,3 +118,30 @@ def test_a_spent_candidate_budget_leaves_the_result_unproven() -> None:
     )
     found = minimum(request, Policy.named("ordered"), max_candidates=10)
     assert (found.complete, found.candidates) == (False, 11)
+
+
+# -- the solver against the oracle ----------------------------------------------------------------
+
+_SMALL = [
+    Topology.build("q35", devices=[Device("n", "virtio-net")]),
+    Topology.build("q35", devices=[Device("n", "virtio-net"), Device("d", "virtio-blk")]),
+    Topology.build("q35", devices=[Device("w", "i6300esb")]),
+    Topology.build("pc", devices=[Device("n", "e1000"), Device("d", "virtio-blk")]),
+    Topology.build("aarch64-virt", devices=[Device("n", "virtio-net")]),
+    Topology.build("q35", devices=[Device("a", "ac97", needs=Needs(numa_node=0)), Device("b", "ac97")], numa_nodes=1),
+]
+
+
+@pytest.mark.parametrize("policy_name", ["hotplug", "minimal", "numa", "ordered"])
+@pytest.mark.parametrize("request_", _SMALL, ids=lambda t: f"{t.machine.name}-{len(t.devices)}")
+def test_an_optimal_plan_costs_what_the_enumerator_finds(request_: Topology, policy_name: str) -> None:
+    """When the solver says optimal, no legal completion the enumerator builds is cheaper; its cost is evaluate's."""
+    from pcitopo.solver import Status, solve
+
+    policy = Policy.named(policy_name)
+    plan = solve(request_, policy)
+    assert plan.cost == evaluate(request_, plan.topology, policy).cost
+    found = minimum(request_, policy, max_added=4)
+    assert found.cost is not None
+    if plan.status is Status.OPTIMAL and found.complete:
+        assert plan.cost <= found.cost

@@ -75,9 +75,10 @@ def test_a_real_request_gives_the_engine_counts_and_layout_decisions() -> None:
     policy = Policy.named("hotplug")
     problem = formulate(t, policy, build_units(t, policy))
     names = [v.name for v in problem.variables]
-    assert [n for n in names if n.startswith("count[")] == ["count[1@1]", "count[1@0]"]
+    # the NIC preferring node 0: its node's expander first; the others: the main root first, node 0's allowed
+    assert [n for n in names if n.startswith("count[")] == ["count[0@0]", "count[0@1]", "count[1@1]", "count[1@0]"]
     assert "spare[0]" in names
-    assert [c.kind for c in problem.constraints].count("exact-sum") == 1
+    assert [c.kind for c in problem.constraints].count("exact-sum") == 2
     result = search.search(problem)
     assert result.proven
     assert result.values is not None
