@@ -55,7 +55,7 @@ nothing (their needs are checked by the rules only if they are their own).
 (2, True)
 >>> for term in e.soft:
 ...     print(term)
-hotplug: 'net0' on a hotpluggable position: met
+hotplug: 'net0' alone on a hotpluggable slot: met
 spare-ports: 1 empty hotpluggable port(s) (have 1): met
 fewer-controllers: 2 controller(s) added: not met (cost 2)
 
