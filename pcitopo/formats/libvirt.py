@@ -21,7 +21,9 @@ same document, and :meth:`LibvirtDomain.to_string` returns it.
 ... </domain>'''
 >>> domain = LibvirtDomain.from_string(xml)
 >>> domain.machine.name, [str(d) for d in domain.topology.devices]
-('q35', ["'ua-net0' (virtio-net)"])
+('q35', ["'ua-net0' (virtio-net)", "'usb0' (qemu-xhci)", "'sata0' (ahci)"])
+>>> sorted(domain.implicit)  # libvirt adds these; pcitopo places and writes them too
+['sata0', 'usb0']
 >>> from pcitopo.address import PciAddress
 >>> from pcitopo.devices import Controller
 >>> port = Controller(1, "pcie-root-port", address=PciAddress.parse("00:01.0"))
@@ -228,15 +230,26 @@ class _Context:
         return self.arch in _VIRT_ARCHES
 
     def default_usb(self) -> str:
+        if self.machine.libvirt.usb_model is not None:
+            return self.machine.libvirt.usb_model
         return "qemu-xhci" if self.arch in ("aarch64", *_PPC_ARCHES) else "piix3-uhci"
 
     def default_nic(self) -> str:
+        if self.machine.libvirt.nic is not None:
+            return self.machine.libvirt.nic
         return "virtio" if self.virt else "rtl8139"
 
     def default_video(self) -> str:
+        if self.machine.libvirt.video is not None:
+            return self.machine.libvirt.video
         if self.arch in _PPC_ARCHES:
             return "vga"
         return "virtio" if self.virt else "cirrus"
+
+    def default_scsi(self) -> str:
+        if self.machine.libvirt.scsi is not None:
+            return self.machine.libvirt.scsi
+        return "ibmvscsi" if self.pseries else "lsilogic"
 
 
 def _virtio(base: str, model: str | None, where: str, what: str) -> str:
@@ -327,7 +340,7 @@ def _controller(el: _Element, ctx: _Context, where: str) -> str | None:
         return _USB_MODELS[model]
     if ctype == "scsi":
         if model is None:
-            model = "ibmvscsi" if ctx.pseries else "lsilogic"
+            model = ctx.default_scsi()
         if model in ("virtio-scsi", *_VIRTIO_MODELS):
             return _virtio("virtio-scsi", None if model == "virtio-scsi" else model, where, "SCSI controller")
         if model in _SCSI_NOT_PCI:
@@ -511,6 +524,7 @@ class LibvirtDomain:
     __slots__ = (
         "_controller_elements",
         "_elements",
+        "_implicit",
         "_index_implied",
         "_machine_override",
         "_root",
@@ -539,6 +553,7 @@ class LibvirtDomain:
     _elements: dict[str, _Element]
     _controller_elements: dict[int, _Element]
     _index_implied: dict[int, _Element]
+    _implicit: dict[str, _Implicit]
 
     def __init__(self) -> None:
         raise TypeError("use LibvirtDomain.from_string() or LibvirtDomain.from_path()")
@@ -623,6 +638,23 @@ class LibvirtDomain:
     def elements(self) -> Mapping[str, _Element]:
         """Each device's (and aliased PCI controller's) XML element, by id."""
         return MappingProxyType(self._elements)
+
+    @property
+    def implicit(self) -> frozenset[str]:
+        """The ids of the devices libvirt adds to this domain on its own (they have no element yet).
+
+        pcitopo places them like the others and writes their elements with
+        the plan, so that libvirt adds nothing.
+
+        >>> xml = "<domain><os><type arch='x86_64' machine='q35'/></os>"
+        >>> xml += "<devices><graphics type='vnc'/></devices></domain>"
+        >>> domain = LibvirtDomain.from_string(xml)
+        >>> sorted(domain.implicit)
+        ['memballoon0', 'sata0', 'usb0', 'video0']
+        >>> [str(domain.topology.device(i)) for i in sorted(domain.implicit)]
+        ["'memballoon0' (virtio-balloon)", "'sata0' (ahci)", "'usb0' (qemu-xhci)", "'video0' (cirrus)"]
+        """
+        return frozenset(self._implicit)
 
     @property
     def controller_elements(self) -> Mapping[int, _Element]:
@@ -718,6 +750,118 @@ class LibvirtDomain:
                 if inner is not None and inner.startswith(outer) and len(inner) > len(outer):
                     return inner[len(outer) :]
         return "  "
+
+
+@attrs.frozen
+class _Implicit:
+    """A device element libvirt adds on its own; pcitopo writes it, placed, whenever it writes a plan."""
+
+    tag: str
+    open: str
+    inner: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    """Tags after whose last element in ``<devices>`` it goes (none found: at the end)."""
+
+    def lines(self, address: PciAddress | None, multifunction: bool | None) -> list[tuple[int, str]]:
+        body = [(1, text) for text in self.inner]
+        if address is not None:
+            body.append((1, _format_address(address, multifunction)))
+        if not body:
+            return [(0, self.open[:-1] + "/>")]
+        return [(0, self.open), *body, (0, f"</{self.tag}>")]
+
+
+_DISK_CONTROLLERS = {"scsi": 7, "ide": 4, "sata": 6}
+"""Disk bus → units per controller in libvirt's default drive address (virDomainDiskDefAssignAddress)."""
+
+
+def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[str, int | None, _Implicit]]:
+    """The PCI device elements libvirt 9.0 adds to this domain: (kind, controller index, element).
+
+    In libvirt's order: the machine's defaults (USB controller 0, SATA
+    controller 0), then the controllers disks and virtio channels need, the
+    video for graphics, the memballoon.
+    """
+    machine = ctx.machine
+    defaults = machine.libvirt
+    controllers: dict[str, set[int]] = {}
+    for el in children:
+        if el.tag == "controller":
+            raw = el.get("index")
+            index = int(raw) if raw is not None and raw.isdigit() else 0
+            controllers.setdefault(str(el.get("type")), set()).add(index)
+    out: list[tuple[str, int | None, _Implicit]] = []
+    after_controller = ("controller", "disk", "emulator")
+
+    def add_controller(ctype: str, index: int, model: str | None) -> None:
+        controllers.setdefault(ctype, set()).add(index)
+        el = etree.Element("controller", type=ctype, index=str(index))
+        if model is not None:
+            el.set("model", model)
+        kind = _controller(el, ctx, "")
+        if kind is None:
+            return
+        model_text = f" model='{model}'" if model is not None else ""
+        out.append(
+            (
+                kind,
+                index,
+                _Implicit(
+                    "controller", f"<controller type='{ctype}' index='{index}'{model_text}>", (), after_controller
+                ),
+            )
+        )
+
+    if defaults.usb is not None and 0 not in controllers.get("usb", set()):
+        add_controller("usb", 0, defaults.usb)
+    if defaults.sata0 and 0 not in controllers.get("sata", set()):
+        add_controller("sata", 0, None)
+    for bus in ("scsi", "ide", "sata"):
+        for index in sorted(_disk_controller_indexes(children, bus)):
+            if index not in controllers.get(bus, set()):
+                add_controller(bus, index, ctx.default_scsi() if bus == "scsi" else None)
+    serial_indexes: set[int] = set()
+    for el in children:
+        target = el.find("target") if el.tag in ("channel", "console") else None
+        if target is not None and target.get("type") == "virtio":
+            address = el.find("address")
+            raw = address.get("controller") if address is not None else None
+            serial_indexes.add(int(raw) if raw is not None and raw.isdigit() else 0)
+    for index in sorted(serial_indexes):
+        if index not in controllers.get("virtio-serial", set()):
+            add_controller("virtio-serial", index, None)
+    tags = {str(el.tag) for el in children}
+    if "graphics" in tags and "video" not in tags:
+        model = ctx.default_video()
+        video = etree.Element("video")
+        etree.SubElement(video, "model", type=model)
+        kind = _video(video, _Context(machine, ctx.arch, video), "")
+        if kind is not None:
+            out.append(
+                (kind, None, _Implicit("video", "<video>", (f"<model type='{model}'/>",), ("video", "graphics")))
+            )
+    if defaults.memballoon and "memballoon" not in tags:
+        out.append(("virtio-balloon", None, _Implicit("memballoon", "<memballoon model='virtio'>")))
+    return out
+
+
+def _disk_controller_indexes(children: list[_Element], bus: str) -> set[int]:
+    """The controller indexes the disks on ``bus`` use (their drive address, else libvirt's default for the name)."""
+    indexes: set[int] = set()
+    for el in children:
+        if el.tag != "disk":
+            continue
+        target = el.find("target")
+        if target is None or target.get("bus") != bus:
+            continue
+        address = el.find("address")
+        if address is not None and address.get("type") == "drive" and (address.get("controller") or "").isdigit():
+            indexes.add(int(str(address.get("controller"))))
+            continue
+        n = _disk_name_index(str(target.get("dev", "")))
+        if n >= 0:
+            indexes.add(n // _DISK_CONTROLLERS[bus])
+    return indexes
 
 
 _USB2_COMPANIONS = frozenset({"ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3"})
@@ -831,6 +975,21 @@ class _Reader:
                 raise InvalidInput(where, exc.reason) from None
             d._elements[ident] = el
         devices = _libvirt_disk_order(devices, d._elements)
+        d._implicit = {}
+        for kind, index, implicit in _implicit_elements(children, ctx):
+            tag = implicit.tag
+            ctype = implicit.open.split("'")[1] if tag == "controller" else ""
+            base = f"{ctype}{index}" if tag == "controller" else f"{tag}{counts.get(tag, 0)}"
+            ident, k = base, 1
+            while ident in self.ids:
+                k += 1
+                ident = f"{base}-{k}"
+            self.ids[ident] = self.root
+            address = None
+            if tag == "controller" and index == 0:
+                address = _CHIPSET.get((machine.name, ctype, kind))
+            devices.append(Device(ident, kind, address=address))
+            d._implicit[ident] = implicit
         numa = self.root.findall("cpu/numa/cell")
         acpi = self.root.find("features/acpi") is not None
         try:
@@ -1003,6 +1162,13 @@ class _Reader:
         return ident
 
 
+_CHIPSET = {
+    ("q35", "sata", "ahci"): PciAddress(slot=0x1F, function=2),
+    ("pc", "ide", "piix3-ide"): PciAddress(slot=1, function=1),
+    ("pc", "usb", "piix3-uhci"): PciAddress(slot=1, function=2),
+}
+"""Chipset positions libvirt forces for controller index 0 (machine, type, kind)."""
+
 _CHIPSET_MESSAGES = {
     ("q35", "sata"): "Primary SATA controller must have PCI address 0:0:1f.2",
     ("pc", "ide"): "Primary IDE controller must have PCI address 0:0:1.1",
@@ -1098,12 +1264,14 @@ class _Writer:
         self.result: list[Edit] = []
         # new children per parent element: (anchor element or None for "first", lines)
         self.children: dict[_Element, list[tuple[_Element | None, list[tuple[int, str]]]]] = {}
+        self.implicit_changed = False
 
     def edits(self) -> list[Edit]:
         self._devices()
         self._controllers()
-        if not self.result and not self.children:
+        if not self.result and not self.children and not self.implicit_changed:
             return []
+        self._implicit()
         for index, el in self.d._index_implied.items():
             self._add_index(el, index)
         for parent, items in self.children.items():
@@ -1116,6 +1284,15 @@ class _Writer:
         old = {dev.id: dev for dev in self.d.topology.devices}
         for dev in self.topology.devices:
             before = old.get(dev.id)
+            if dev.id in self.d._implicit and before is not None:
+                if dev.kind != before.kind:
+                    raise InvalidInput(
+                        f"device {dev.id!r}",
+                        f"its kind changed from {before.kind} to {dev.kind}; only addresses are written",
+                    )
+                if dev != before:
+                    self.implicit_changed = True
+                continue
             if before is None:
                 raise InvalidInput(
                     f"device {dev.id!r}",
@@ -1131,6 +1308,24 @@ class _Writer:
                 continue
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
             self._set_address(el, dev.address, multifunction)
+
+    def _implicit(self) -> None:
+        """The elements libvirt would add, with their addresses: a written plan is complete."""
+        devices = self.d._root.find("devices")
+        if devices is None:
+            return
+        children = [c for c in devices if isinstance(c.tag, str)]
+        for dev in self.topology.devices:
+            implicit = self.d._implicit.get(dev.id)
+            if implicit is None:
+                continue
+            anchor: _Element | str = "last"
+            for tag in implicit.after:
+                found = [c for c in children if c.tag == tag]
+                if found:
+                    anchor = found[-1]
+                    break
+            self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
 
     def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
         current = el.find("address")

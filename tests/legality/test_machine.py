@@ -116,7 +116,7 @@ BAD = [
         "typo-key.toml",
         "root-hotplugg",
         "unknown key (known keys: arches, builtin, bus-numbers, controllers, description, io-windows, "
-        "io-windows-without-acpi, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
+        "io-windows-without-acpi, libvirt, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
         "root-bus-name, root-hotplug, root-model, root-qemu, unique-bridge-chassis)",
     ),
     ("wrong-type.toml", "bus-numbers", "expected an integer (got a string '256')"),
@@ -180,5 +180,5 @@ def test_bad_machine_data(change: dict[str, object], key: str, reason: str) -> N
 
 
 def test_public_names() -> None:
-    """The module exports Builtin, Machine and machines."""
-    assert dir(machine_module) == ["Builtin", "Machine", "machines"]
+    """The module exports Builtin, LibvirtDefaults, Machine and machines."""
+    assert dir(machine_module) == ["Builtin", "LibvirtDefaults", "Machine", "machines"]
