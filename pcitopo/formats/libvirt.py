@@ -525,6 +525,7 @@ class LibvirtDomain:
         "_controller_elements",
         "_elements",
         "_implicit",
+        "_implicit_controllers",
         "_index_implied",
         "_machine_override",
         "_root",
@@ -554,6 +555,7 @@ class LibvirtDomain:
     _controller_elements: dict[int, _Element]
     _index_implied: dict[int, _Element]
     _implicit: dict[str, _Implicit]
+    _implicit_controllers: frozenset[int]
 
     def __init__(self) -> None:
         raise TypeError("use LibvirtDomain.from_string() or LibvirtDomain.from_path()")
@@ -817,7 +819,8 @@ def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[st
     if defaults.sata0 and 0 not in controllers.get("sata", set()):
         add_controller("sata", 0, None)
     for bus in ("scsi", "ide", "sata"):
-        for index in sorted(_disk_controller_indexes(children, bus)):
+        # virDomainDefAddDiskControllersForType: every index up to the highest a disk uses
+        for index in range(max(_disk_controller_indexes(children, bus), default=-1) + 1):
             if index not in controllers.get(bus, set()):
                 add_controller(bus, index, ctx.default_scsi() if bus == "scsi" else None)
     serial_indexes: set[int] = set()
@@ -877,6 +880,61 @@ def _disk_name_index(name: str) -> int:
     for ch in match.group(1):
         index = index * 26 + (ord(ch) - ord("a") + 1)
     return index - 1
+
+
+def _gap_controllers(machine: Machine, controllers: list[Controller], devices: list[Device]) -> list[Controller]:
+    """The PCI controllers libvirt adds for indexes below the highest one in use: a gap, a bus an address names.
+
+    ``qemuDomainPCIAddressSetCreate`` gives every missing index the default
+    model (pseries: another host bridge; PCI Express machines: a root port;
+    else a pci-bridge), and libvirt then adds those controllers.
+    """
+    have = {c.index for c in controllers}
+    buses = [a.bus for a in (*(c.address for c in controllers), *(d.address for d in devices)) if a is not None]
+    top = max([*have, *buses], default=0)
+    if top <= 0 or len(have) > top:
+        return []
+    if machine.max_host_bridges > 1:
+        model = "spapr-pci-host-bridge"
+    elif machine.root_model == "pcie-root":
+        model = "pcie-root-port"
+    else:
+        model = "pci-bridge"
+    return [Controller(i, model) for i in range(1, top + 1) if i not in have]
+
+
+def _libvirt_controller_order(
+    devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int]
+) -> list[Device]:
+    """Controllers in the order libvirt keeps them after parsing, other devices where they are.
+
+    ``virDomainControllerInsertPreAlloced`` puts a parsed controller right
+    after the last one of its type with a lower index (before one with a
+    higher index); a type not seen yet goes at the end. That order is the
+    one ``qemuDomainAssignDevicePCISlots`` follows.
+    """
+    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == "controller"]
+    if len(slots) < 2:
+        return devices
+    order: list[Device] = []
+    for i in slots:
+        dev = devices[i]
+        el = elements[dev.id]
+        ctype, index = el.get("type"), indexes.get(el, 0)
+        at = -1
+        for j in range(len(order) - 1, -1, -1):
+            other = elements[order[j].id]
+            if other.get("type") != ctype:
+                continue
+            if indexes.get(other, 0) > index:
+                at = j
+            elif at == -1:
+                at = j + 1
+        order.insert(len(order) if at == -1 else at, dev)
+    out = list(devices)
+    for i, dev in zip(slots, order, strict=True):
+        out[i] = dev
+    return out
 
 
 def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element]) -> list[Device]:
@@ -975,6 +1033,7 @@ class _Reader:
                 raise InvalidInput(where, exc.reason) from None
             d._elements[ident] = el
         devices = _libvirt_disk_order(devices, d._elements)
+        devices = _libvirt_controller_order(devices, d._elements, controller_indexes)
         d._implicit = {}
         for kind, index, implicit in _implicit_elements(children, ctx):
             tag = implicit.tag
@@ -990,6 +1049,9 @@ class _Reader:
                 address = _CHIPSET.get((machine.name, ctype, kind))
             devices.append(Device(ident, kind, address=address))
             d._implicit[ident] = implicit
+        controllers += _gap_controllers(machine, controllers, devices)
+        d._implicit_controllers = frozenset(c.index for c in controllers if c.index not in d._controller_elements)
+        d._implicit_controllers -= {0}
         numa = self.root.findall("cpu/numa/cell")
         acpi = self.root.find("features/acpi") is not None
         try:
@@ -1265,12 +1327,16 @@ class _Writer:
         # new children per parent element: (anchor element or None for "first", lines)
         self.children: dict[_Element, list[tuple[_Element | None, list[tuple[int, str]]]]] = {}
         self.implicit_changed = False
+        self.implicit_controllers: list[Controller] = []
 
     def edits(self) -> list[Edit]:
         self._devices()
-        self._controllers()
-        if not self.result and not self.children and not self.implicit_changed:
+        new = self._controllers()
+        if not self.result and not self.children and not new and not self.implicit_changed:
             return []
+        new += [c for c in self.implicit_controllers if self.topology.has_bus(c.index)]
+        if new:
+            self._insert_controllers(sorted(new, key=lambda c: c.index))
         self._implicit()
         for index, el in self.d._index_implied.items():
             self._add_index(el, index)
@@ -1348,11 +1414,18 @@ class _Writer:
 
     # -- controllers --------------------------------------------------------------------------
 
-    def _controllers(self) -> None:
+    def _controllers(self) -> list[Controller]:
+        """Queue the changes of listed controllers; the new ones, to insert."""
         old = {c.index: c for c in self.d.topology.controllers}
         changed: set[int] = set()
+        implicit: set[int] = set()
         for c in self.topology.controllers:
             before = old.get(c.index)
+            if c.index in self.d._implicit_controllers:
+                implicit.add(c.index)
+                if c != before:
+                    self.implicit_changed = True
+                continue
             if before is None:
                 changed.add(c.index)
                 continue
@@ -1365,13 +1438,12 @@ class _Writer:
                     continue  # the implicit root bus
                 raise InvalidInput(f"controller index {c.index}", "is implicit in the domain and cannot be changed")
             changed.add(c.index)
-        filled = _libvirt_defaults(self.topology, changed)
-        new = [filled[i] for i in sorted(filled) if i not in old]
-        for index in sorted(filled):
+        filled = _libvirt_defaults(self.topology, changed | implicit)
+        self.implicit_controllers = [filled[i] for i in sorted(implicit)]
+        for index in sorted(changed):
             if index in old:
                 self._update_controller(old[index], filled[index])
-        if new:
-            self._insert_controllers(new)
+        return [filled[i] for i in sorted(changed) if i not in old]
 
     def _update_controller(self, before: Controller, after: Controller) -> None:
         el = self.d._controller_elements[after.index]
