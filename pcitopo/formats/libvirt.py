@@ -528,6 +528,7 @@ class LibvirtDomain:
         "_implicit_controllers",
         "_index_implied",
         "_machine_override",
+        "_multi_implied",
         "_root",
         "_spans",
         "_text",
@@ -556,6 +557,7 @@ class LibvirtDomain:
     _index_implied: dict[int, _Element]
     _implicit: dict[str, _Implicit]
     _implicit_controllers: frozenset[int]
+    _multi_implied: frozenset[str]
 
     def __init__(self) -> None:
         raise TypeError("use LibvirtDomain.from_string() or LibvirtDomain.from_path()")
@@ -882,6 +884,48 @@ def _disk_name_index(name: str) -> int:
     return index - 1
 
 
+def _implied_multifunction(
+    controllers: list[Controller], devices: list[Device]
+) -> tuple[list[Controller], list[Device], frozenset[str]]:
+    """``multifunction='on'`` where libvirt sets it: function 0 of a slot whose other functions are in use.
+
+    ``virDomainPCIAddressSetAllMulti`` does this for every slot unless the
+    user wrote ``multifunction`` on function 0 (``off`` is kept, and is then
+    an error). Returns the changed lists and the keys (device id, or
+    ``pci.N`` for a controller) of what was changed.
+    """
+    used = {
+        (a.domain, a.bus, a.slot)
+        for a in (*(c.address for c in controllers), *(d.address for d in devices))
+        if a is not None and a.function != 0
+    }
+    if not used:
+        return controllers, devices, frozenset()
+    changed: set[str] = set()
+
+    def implied(address: PciAddress | None, multifunction: bool | None) -> bool:
+        return (
+            address is not None
+            and address.function == 0
+            and multifunction is None
+            and (address.domain, address.bus, address.slot) in used
+        )
+
+    new_controllers = []
+    for c in controllers:
+        if implied(c.address, c.multifunction):
+            c = attrs.evolve(c, multifunction=True)
+            changed.add(f"pci.{c.index}")
+        new_controllers.append(c)
+    new_devices = []
+    for dev in devices:
+        if implied(dev.address, dev.multifunction):
+            dev = attrs.evolve(dev, multifunction=True)
+            changed.add(dev.id)
+        new_devices.append(dev)
+    return new_controllers, new_devices, frozenset(changed)
+
+
 def _gap_controllers(machine: Machine, controllers: list[Controller], devices: list[Device]) -> list[Controller]:
     """The PCI controllers libvirt adds for indexes below the highest one in use: a gap, a bus an address names.
 
@@ -1050,6 +1094,7 @@ class _Reader:
             devices.append(Device(ident, kind, address=address))
             d._implicit[ident] = implicit
         controllers += _gap_controllers(machine, controllers, devices)
+        controllers, devices, d._multi_implied = _implied_multifunction(controllers, devices)
         d._implicit_controllers = frozenset(c.index for c in controllers if c.index not in d._controller_elements)
         d._implicit_controllers -= {0}
         numa = self.root.findall("cpu/numa/cell")
@@ -1334,6 +1379,7 @@ class _Writer:
         new = self._controllers()
         if not self.result and not self.children and not new and not self.implicit_changed:
             return []
+        self._implied_multifunction()
         new += [c for c in self.implicit_controllers if self.topology.has_bus(c.index)]
         if new:
             self._insert_controllers(sorted(new, key=lambda c: c.index))
@@ -1374,6 +1420,18 @@ class _Writer:
                 continue
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
             self._set_address(el, dev.address, multifunction)
+
+    def _implied_multifunction(self) -> None:
+        """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
+        old = {dev.id: dev for dev in self.d.topology.devices}
+        for dev in self.topology.devices:
+            before = old.get(dev.id)
+            if dev.id in self.d._multi_implied and before is not None and dev == before and dev.id in self.d._elements:
+                self._set_address(self.d._elements[dev.id], dev.address, True)
+        old_c = {c.index: c for c in self.d.topology.controllers}
+        for c in self.topology.controllers:
+            if f"pci.{c.index}" in self.d._multi_implied and old_c.get(c.index) == c:
+                self._set_address(self.d._controller_elements[c.index], c.address, True)
 
     def _implicit(self) -> None:
         """The elements libvirt would add, with their addresses: a written plan is complete."""
