@@ -83,6 +83,7 @@ class _Builder:
         self.ide = 0
         self.once: set[str] = set()
         self.pinned: set[tuple[int, int]] = set()
+        self.ports: list[int] = []
 
     def alias(self, kind: str) -> str:
         n = self.counts.get(kind, self.base)
@@ -250,7 +251,8 @@ class _Builder:
         rng = self.rng
         if self.pcie:
             for _ in range(rng.choice([0, 0, 1, 2, 4, 9])):
-                self.controller("pcie-root-port", "<target hotplug='off'/>" if rng.random() < 0.3 else "")
+                port = self.controller("pcie-root-port", "<target hotplug='off'/>" if rng.random() < 0.3 else "")
+                self.ports.append(port)
                 self.recipe.append("root-port")
             if rng.random() < 0.3:
                 self.controller("pcie-root-port")
@@ -348,13 +350,21 @@ class _Builder:
     def pin(self) -> None:
         """Sometimes add devices the user addressed: single ones, a multifunction group, one on a bus beyond."""
         rng = self.rng
+        if len(self.devices) > 150:
+            return  # pinned root-bus slots would leave libvirt none for the bridges a big domain needs
         if rng.random() < 0.3:
             for _ in range(rng.randint(1, 4)):
                 slot = self.free_root_slot()
                 if slot is None:
                     break
-                maker = rng.choice([self.pinned_net, self.pinned_hostdev])
-                self.devices.append(maker(self.address(0, slot)))
+                if rng.random() < 0.5:
+                    self.devices.append(self.pinned_net(self.address(0, slot)))
+                elif not self.pcie:
+                    self.devices.append(self.pinned_hostdev(self.address(0, slot)))
+                elif self.ports:
+                    # on PCI Express machines a host device goes on a root port the user declared (pcitopo
+                    # does not yet allow it on the root bus, where libvirt does: issue 10, item 4)
+                    self.devices.append(self.pinned_hostdev(self.address(self.ports.pop(), 0)))
             self.recipe.append("pinned")
         if rng.random() < 0.15:
             slot = self.free_root_slot()
