@@ -947,6 +947,34 @@ def _gap_controllers(machine: Machine, controllers: list[Controller], devices: l
     return [Controller(i, model) for i in range(1, top + 1) if i not in have]
 
 
+_USB2_FUNCTION = {"ich9-uhci1": 0, "ich9-uhci2": 1, "ich9-uhci3": 2, "ich9-ehci1": 7}
+
+
+def _usb2_slot_groups(
+    devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int]
+) -> list[Device]:
+    """Each ICH9 USB2 set (the companions of one USB index) as one slot group, UHCI1-3 then EHCI.
+
+    libvirt keeps a set in one slot (``uhci1`` .0, ``uhci2`` .1, ``uhci3``
+    .2, ``ehci1`` .7) whatever order the controllers are listed in; a slot
+    group keeps any policy from splitting it. A set with an addressed member
+    is left as written.
+    """
+    sets: dict[int, list[int]] = {}
+    for i, dev in enumerate(devices):
+        if dev.kind in _USB2_FUNCTION and elements[dev.id].tag == "controller":
+            sets.setdefault(indexes.get(elements[dev.id], 0), []).append(i)
+    out = list(devices)
+    for index, positions in sets.items():
+        members = [devices[i] for i in positions]
+        if len(members) < 2 or any(m.address is not None or m.needs.slot_group for m in members):
+            continue
+        members.sort(key=lambda m: _USB2_FUNCTION[m.kind])
+        for i, m in zip(positions, members, strict=True):
+            out[i] = attrs.evolve(m, needs=attrs.evolve(m.needs, slot_group=f"usb2-{index}"))
+    return out
+
+
 def _libvirt_controller_order(
     devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int]
 ) -> list[Device]:
@@ -1078,6 +1106,7 @@ class _Reader:
             d._elements[ident] = el
         devices = _libvirt_disk_order(devices, d._elements)
         devices = _libvirt_controller_order(devices, d._elements, controller_indexes)
+        devices = _usb2_slot_groups(devices, d._elements, controller_indexes)
         d._implicit = {}
         for kind, index, implicit in _implicit_elements(children, ctx):
             tag = implicit.tag

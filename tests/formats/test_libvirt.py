@@ -451,17 +451,39 @@ def test_splice_rejects_overlapping_edits() -> None:
 
 
 def test_an_ich9_usb2_set_shares_one_index() -> None:
-    """EHCI and its UHCI companions may share a controller index, as libvirt allows; an unindexed one joins them."""
+    """EHCI and UHCI companions may share a controller index; an unindexed one joins them; a set is one slot group."""
     text = """<domain type='qemu'><name>u</name><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>
 <controller type='usb' index='0' model='ich9-ehci1'/>
 <controller type='usb' index='0' model='ich9-uhci1'/>
 <controller type='usb' model='ich9-uhci2'/>
 </devices></domain>"""
-    assert kinds(LibvirtDomain.from_string(text)) == [
-        ("usb0", "ich9-ehci1"),
+    domain = LibvirtDomain.from_string(text)
+    assert kinds(domain) == [
         ("usb0-2", "ich9-uhci1"),
         ("usb0-3", "ich9-uhci2"),
+        ("usb0", "ich9-ehci1"),
     ]
+    assert {d.needs.slot_group for d in domain.topology.devices if d.kind.startswith("ich9")} == {"usb2-0"}
+
+
+def test_usb2_sets_listed_out_of_order_stay_in_one_slot_each() -> None:
+    """Interleaved companions of two USB indexes: each set in its own slot, UHCI1-3 at .0-.2 and EHCI at .7."""
+    from pcitopo.solver import solve
+
+    members = [(1, "ich9-uhci2"), (0, "ich9-uhci3"), (0, "ich9-ehci1"), (1, "ich9-ehci1"), (0, "ich9-uhci1")]
+    members += [(1, "ich9-uhci1"), (0, "ich9-uhci2")]
+    usb = "".join(f"<controller type='usb' index='{i}' model='{m}'/>" for i, m in members)
+    domain = load(usb + "<memballoon model='none'/>", "pc")
+    placed = {(d.id, d.kind): str(d.address)[5:] for d in solve(domain.topology, "minimal").topology.devices}
+    slots = {
+        (index, model): placed[next(k for k in placed if k[1] == model and k[0].startswith(f"usb{index}"))]
+        for index, model in members
+    }
+    for index in (0, 1):
+        assert len({a[:5] for (i, _), a in slots.items() if i == index}) == 1
+    assert [slots[(0, m)][-1] for m in ("ich9-uhci1", "ich9-uhci2", "ich9-uhci3", "ich9-ehci1")] == list("0127")
+    assert [slots[(1, m)][-1] for m in ("ich9-uhci1", "ich9-uhci2", "ich9-ehci1")] == list("017")
+    assert slots[(0, "ich9-uhci1")][:5] != slots[(1, "ich9-uhci1")][:5]
 
 
 def test_two_ordinary_usb_controllers_may_not_share_an_index() -> None:
