@@ -47,7 +47,8 @@ from hypothesis.errors import InvalidArgument
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import UnknownName
-from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug
+from pcitopo.legality import identity as _identity
+from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.machine import machines as shipped_machines
 from pcitopo.legality.rules import RULES
@@ -210,14 +211,8 @@ class _Builder:
 
     # bus numbers: the root bus owns [0, lowest bus_nr), each expander [bus_nr, next bus_nr)
     def _regions(self) -> list[tuple[int, int, int, int]]:
-        """(owner index, first, end, used) of each bus-number range of domain 0."""
-        t = self.t
-        top = self.machine.bus_numbers
-        expanders = sorted((c.bus_nr, c.index) for c in t.controllers if t.model(c).expander and c.bus_nr is not None)
-        starts = [0] + [nr for nr, _ in expanders]
-        owners = [0] + [index for _, index in expanders]
-        ends = [*starts[1:], top]
-        return [(o, s, e, t.subtree_bus_numbers(o)) for o, s, e in zip(owners, starts, ends, strict=True)]
+        """(owner index, first, end, used) of each bus-number region of domain 0, from the identity module."""
+        return [(r.owner, r.first, r.end, r.used) for r in _identity.bus_regions(self.t)]
 
     def room(self, bus: int, need: int) -> bool:
         """Whether ``need`` more bus numbers fit below ``bus``."""
@@ -274,12 +269,12 @@ class _Builder:
     def identity(
         self, draw: st.DrawFn, model: ControllerModel, index: int, address: PciAddress | None
     ) -> dict[str, object]:
-        """Identity properties set legally: chassis = index, port = devfn, chassis_nr = index."""
+        """Identity properties set legally, as libvirt's defaults (:mod:`pcitopo.legality.identity`)."""
         kw: dict[str, object] = {}
         if "chassis" in model.identity:
             kw["chassis"] = index
         if "port" in model.identity and address is not None:
-            kw["port"] = address.devfn
+            kw["port"] = _identity.default_port(model, address)
         if "chassis-nr" in model.identity:
             kw["chassis_nr"] = index
         if "numa-node" in model.identity and self.t.numa_nodes:
@@ -310,11 +305,10 @@ class _Builder:
         address: PciAddress | None = None
         if model.root:  # an extra host bridge: no address, a target index of its own
             bridges = [c for c in t.controllers if c.index == 0 or t.model(c).root]
-            used = {0} | {c.target_index for c in bridges if c.target_index is not None}
-            free = [i for i in range(1, self.machine.max_host_bridges) if i not in used]
-            if len(bridges) >= self.machine.max_host_bridges or not free:
+            free = _identity.next_target_index(c.target_index for c in bridges if c.target_index is not None)
+            if len(bridges) >= self.machine.max_host_bridges or free is None:
                 return None
-            kw["target_index"] = free[0]
+            kw["target_index"] = free
         else:
             positions = [p for p in t.free_positions(name) if self.room(p.bus, model.bus_numbers)]
             if model.expander:
@@ -334,7 +328,9 @@ class _Builder:
     def add_device(self, draw: st.DrawFn, kinds: list[str], ident: str) -> Device | None:
         """Add an endpoint of a drawn kind with drawn needs, at a free position that meets them."""
         t = self.t
-        kind = draw(st.sampled_from(kinds))
+        # an ICH9 UHCI companion only beside a USB controller of its own (rule usb-master)
+        has_usb = any(t.kind(d).usb == "host" for d in t.devices)
+        kind = draw(st.sampled_from([k for k in kinds if has_usb or t.catalog.device(k).usb != "companion"]))
         needs = draw(_needs(t.numa_nodes, t.catalog.device(kind)))
         for device in (Device(ident, kind, needs=needs), Device(ident, kind)):
             positions = [p for p in t.free_positions(device) if self.io_fits(device, p.bus)]
@@ -613,8 +609,10 @@ def _break_placement(draw: st.DrawFn) -> Topology:
 
 @_breaks("integrated")
 def _break_integrated(draw: st.DrawFn) -> Topology:
-    b = _base(draw, _machines_where(_pcie_root))
-    b.place_device(Device("stray", "vfio-pci", address=_free(b, draw, bus=0)))
+    b = _base(draw, _machines_where(_offering("pcie-root-port")))
+    port = _add(b, draw, "pcie-root-port")
+    required = sorted(k.name for k in b.t.catalog.devices.values() if k.integrated is Integrated.REQUIRED)
+    b.place_device(Device("stray", draw(st.sampled_from(required)), address=PciAddress(bus=port.index)))
     return b.t
 
 
@@ -756,7 +754,9 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
     b = _base(draw, _machines_where(lambda m: m.io_window_budget() is not None))
     budget = b.machine.io_window_budget(acpi=b.t.acpi)
     assert budget is not None
-    io_kinds = [k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True)]
+    io_kinds = [
+        k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True) and k.usb != "companion"
+    ]
     bridges = [
         m for m in b.machine.controllers if not (b.t.catalog.controller(m).expander or b.t.catalog.controller(m).root)
     ]
@@ -790,6 +790,54 @@ def _break_numa(draw: st.DrawFn) -> Topology:
     node = 1 if b.t.numa_node_of_bus(at.bus) == 0 else 0
     b.place_device(Device("stray", _PLAIN, address=at, needs=Needs(numa_node=node, numa_strict=True)))
     return b.t
+
+
+@_breaks("root-address")
+def _break_root_address(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    _change_address(b, b.t.controller(0), _free(b, draw, bus=0))
+    return b.t
+
+
+@_breaks("usb-master")
+def _break_usb_master(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    assume(not any(b.t.kind(d).usb == "host" for d in b.t.devices))
+    companions = sorted(k.name for k in b.t.catalog.devices.values() if k.usb == "companion")
+    kind = draw(st.sampled_from(companions))
+    b.place_device(Device("stray", kind, address=_free(b, draw, kind=kind)))
+    return b.t
+
+
+_NOT_TAKEN = (("chassis", "chassis"), ("port", "port"), ("chassis_nr", "chassisNr"), ("bus_nr", "busNr"))
+"""Controller fields a breaker may set where the model does not take them: no other rule reads them there."""
+
+
+@_breaks("controller-options")
+def _break_controller_options(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    t = b.t
+    extra = [c for c in t.controllers if c.index != 0]
+    assume(extra)
+    c = draw(st.sampled_from(extra))
+    model = t.model(c)
+    fields = [field for field, option in _NOT_TAKEN if option not in model.target_options]
+    names = sorted({n for m in t.catalog.controllers.values() for n in m.qemu_devices} - set(model.qemu_devices))
+    use_field: bool = bool(fields) and draw(st.booleans())
+    if use_field:
+        field: str = draw(st.sampled_from(fields))
+        value: int = draw(st.integers(1, 200))
+        _change(b, c, **{field: value})
+    else:
+        name: str = draw(st.sampled_from(names))
+        b.t = t.replace(controllers=[attrs.evolve(x, qemu_model=name) if x is c else x for x in t.controllers])
+    return b.t
+
+
+def _change_address(builder: _Builder, controller: Controller, address: PciAddress) -> None:
+    builder.t = builder.t.replace(
+        controllers=[attrs.evolve(c, address=address) if c is controller else c for c in builder.t.controllers]
+    )
 
 
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
@@ -881,10 +929,15 @@ def device_requests(
         n = draw(st.integers(min_devices, max_devices))
         out = []
         serial = 0
+        has_usb = False
         for _ in range(n):
             while f"r{serial}" in taken_ids:
                 serial += 1
-            out.append(Device(f"r{serial}", draw(st.sampled_from(names)), needs=draw(needs)))
+            # an ICH9 UHCI companion only after a USB controller of its own (rule usb-master)
+            usable = [k for k in names if has_usb or catalog.device(k).usb != "companion"] or names
+            kind = draw(st.sampled_from(usable))
+            has_usb = has_usb or catalog.device(kind).usb == "host"
+            out.append(Device(f"r{serial}", kind, needs=draw(needs)))
             serial += 1
         return out
 
