@@ -31,8 +31,16 @@ Exit codes:
 3  bad input: unreadable file, malformed XML, not a domain, unknown model,
    machine without PCI, bad policy
 4  no placement satisfies the requirements (the explanation is printed)
-5  internal error (a bug in pcitopo: a one-line message, no traceback)
+5  internal error (a bug in pcitopo: the message, a line asking for a report
+   with the input named, no traceback)
 == ==========================================================================
+
+When the reader of stdout goes away (``pcitopo show big.xml | head -1``),
+pcitopo stops quietly, as Unix tools do: no message, exit status 141 (128 +
+SIGPIPE, what a shell reports for ``cat`` killed by SIGPIPE).
+
+Documents are written in the encoding their XML declaration names, to stdout
+as to ``-o``: a Latin-1 domain comes out as Latin-1 bytes.
 
 >>> main(["machines"])  # doctest: +ELLIPSIS
 aarch64-virt  ...
@@ -42,17 +50,15 @@ aarch64-virt  ...
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 from pcitopo.address import PciAddress
-from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.policy.policy import Policy
@@ -60,6 +66,7 @@ from pcitopo.topology import Topology
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_UNSATISFIABLE",
@@ -74,12 +81,19 @@ def __dir__() -> list[str]:
     return __all__
 
 
+# Start-up time is part of every command an orchestrator runs, so modules only
+# some commands need (json, shlex, networkx, the QEMU helpers) are imported where
+# they are used; benchmarks/run.py times whole processes (``start-*``).
+
+
 EXIT_OK = 0
 EXIT_VIOLATIONS = 1
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_UNSATISFIABLE = 4
 EXIT_INTERNAL = 5
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away."""
 
 _EPILOG = """\
 exit codes:
@@ -89,7 +103,8 @@ exit codes:
   2  usage error
   3  bad input (unreadable file, malformed XML, unknown model, machine without PCI, bad policy)
   4  unsatisfiable: no placement meets the requirements (explained)
-  5  internal error
+  5  internal error (a bug in pcitopo; please report it with the input)
+  141  the reader of stdout went away (a broken pipe); nothing is printed
 """
 
 
@@ -109,8 +124,8 @@ def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
     machine_file = getattr(args, "machine_file", None)
     if machine_file is not None:
         machine = Machine.from_file(machine_file)
-    if path == "-":
-        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>", machine=machine)
+    if path == "-":  # bytes, so the document's own declaration says how to decode it, as for a file
+        return LibvirtDomain.from_bytes(sys.stdin.buffer.read(), source="<stdin>", machine=machine)
     return LibvirtDomain.from_path(path, machine=machine)
 
 
@@ -122,11 +137,23 @@ def _policy(value: str | None) -> Policy | None:
     return Policy.named(value)
 
 
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for n in range(10_000):
+        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temporary(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -145,7 +172,62 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
+    """Write a document as ``encoding`` bytes: to ``output`` atomically, or to ``out``.
+
+    On stdout the bytes go to the stream's binary buffer, so the document keeps
+    the encoding its declaration names whatever the locale; a stream without
+    one (a ``StringIO`` given to :func:`main`) gets the text.
+    """
+    if output:
+        _write_atomic(output, text.encode(encoding))
+        return
+    if not text.endswith("\n"):
+        text += "\n"
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        return
+    out.flush()
+    _write_all(buffer, text.encode(encoding))
+    buffer.flush()
+
+
+def _write_all(buffer: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data``, or raise.
+
+    A pipe whose reader goes away (or a signal) can take part of one large
+    write: ``write`` then returns a short count and no error, and Python's text
+    layer drops the rest silently. Writing the rest raises ``BrokenPipeError``.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[buffer.write(view) or 0 :]
+
+
+class _WholeWrites:
+    """Standard output for the commands: text encoded like the stream's, every byte written or an error.
+
+    Only what the commands call (``write``, ``flush``, ``buffer``, ``encoding``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        stream.flush()
+        self.buffer: BinaryIO = stream.buffer
+        self.encoding = stream.encoding
+        self._errors = stream.errors or "strict"
+
+    def write(self, text: str) -> int:
+        _write_all(self.buffer, text.encode(self.encoding, self._errors))
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+
 def _json(data: object, out: TextIO) -> None:
+    import json
+
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
 
@@ -173,8 +255,8 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
 
     plan = solve(domain.topology, policy)
     text = domain.export(plan.topology)
-    if args.output:
-        _write_atomic(args.output, text.encode(domain.encoding))
+    if args.output or not args.json:
+        _emit(text, domain.encoding, args.output, out)
     if args.json:
         _json(
             {
@@ -192,10 +274,6 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
             },
             out,
         )
-    elif not args.output:
-        out.write(text)
-        if not text.endswith("\n"):
-            out.write("\n")
     return EXIT_OK
 
 
@@ -289,6 +367,8 @@ def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    import shlex
+
     from pcitopo.qemu.args import qemu_args
 
     out.write(shlex.join(qemu_args(domain.topology)) + "\n")
@@ -299,11 +379,7 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     from pcitopo.qemu.probe import machine_to_toml, probe
 
     machine: Machine = probe(args.qemu, args.machine)
-    text = machine_to_toml(machine)
-    if args.output:
-        _write_atomic(args.output, text.encode("utf-8"))
-    else:
-        out.write(text)
+    _emit(machine_to_toml(machine), "utf-8", args.output, out)
     return EXIT_OK
 
 
@@ -355,11 +431,15 @@ def _tree(topology: Topology) -> str:
 
 
 def _dot_id(node: tuple[str, int | str]) -> str:
+    import json
+
     return json.dumps(f"{node[0]}:{node[1]}")
 
 
 def _dot(topology: Topology) -> str:
     """The topology as a Graphviz digraph, nodes and edges in a fixed order."""
+    import json
+
     graph = topology.graph
     lines = ["digraph pcitopo {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
 
@@ -463,6 +543,9 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
+_COMMANDS = ("assign", "validate", "show", "diff", "machines", "qemu-args", "probe")
+
+
 def _machine_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--machine-file",
@@ -471,7 +554,17 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; given the command about to run, only that command's sub-parser is built.
+
+    Building every sub-parser costs more than some commands take to run;
+    with an unknown or no command all are built, so ``--help`` and the
+    "invalid choice" error list every command.
+    """
+
+    def wanted(name: str) -> bool:
+        return command not in _COMMANDS or name == command
+
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
         prog="pcitopo",
@@ -480,68 +573,107 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
-    p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
-    p.add_argument(
-        "--policy",
-        metavar="NAME|FILE.toml",
-        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_assign)
+    if wanted("assign"):
+        p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
+        p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+        )
+        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_assign)
 
-    p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--json", action="store_true", help="print the violations as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_validate)
+    if wanted("validate"):
+        p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--json", action="store_true", help="print the violations as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_validate)
 
-    p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_show)
+    if wanted("show"):
+        p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_show)
 
-    p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-    p.add_argument("old", metavar="OLD.xml")
-    p.add_argument("new", metavar="NEW.xml")
-    p.add_argument("--json", action="store_true", help="print the differences as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_diff)
+    if wanted("diff"):
+        p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+        p.add_argument("old", metavar="OLD.xml")
+        p.add_argument("new", metavar="NEW.xml")
+        p.add_argument("--json", action="store_true", help="print the differences as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_diff)
 
-    p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
-    p.add_argument("--json", action="store_true", help="print them as JSON")
-    p.set_defaults(run=_cmd_machines)
+    if wanted("machines"):
+        p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
+        p.add_argument("--json", action="store_true", help="print them as JSON")
+        p.set_defaults(run=_cmd_machines)
 
-    p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
-    p.add_argument("input", metavar="IN.xml")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_qemu_args)
+    if wanted("qemu-args"):
+        p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+        p.add_argument("input", metavar="IN.xml")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_qemu_args)
 
-    p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
-    p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
-    p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
-    p.set_defaults(run=_cmd_probe)
+    if wanted("probe"):
+        p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+        p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
+        p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
+        p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
+        p.set_defaults(run=_cmd_probe)
     return parser
+
+
+def _inputs(args: argparse.Namespace | None) -> list[str]:
+    """The files a command read, to name in a bug report."""
+    if args is None:
+        return []
+    found = [getattr(args, name, None) for name in ("input", "old", "new", "machine_file")]
+    policy = getattr(args, "policy", None)
+    if policy is not None and (policy.endswith(".toml") or os.sep in policy):
+        found.append(policy)
+    return [f for f in found if f]
+
+
+def _report(args: argparse.Namespace | None) -> str:
+    """The line after an internal error: ask for a report, naming the input to attach."""
+    inputs = _inputs(args)
+    if not inputs:
+        return "pcitopo: this is a bug in pcitopo; please report it with the command line you ran\n"
+    return f"pcitopo: this is a bug in pcitopo; please report it with the command line and {', '.join(inputs)}\n"
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one ``pcitopo`` command; return its exit code (see the module docstring)."""
     out = stdout if stdout is not None else sys.stdout
+    if stdout is None and isinstance(getattr(out, "buffer", None), io.BufferedIOBase | io.RawIOBase):
+        out = cast(TextIO, _WholeWrites(out))
     err = stderr if stderr is not None else sys.stderr
+    args: argparse.Namespace | None = None
     try:
         try:
-            args = _parser().parse_args(list(argv) if argv is not None else None)
+            arguments = list(argv) if argv is not None else sys.argv[1:]
+            command = next((a for a in arguments if not a.startswith("-")), None)
+            args = _parser(command).parse_args(arguments)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
-        return run(args, out)
+        code = run(args, out)
+        out.flush()  # a reader that went away is noticed here, not when Python exits
+        return code
     except _Failure as exc:
         err.write(f"{exc}\n")
         return exc.code
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except InternalError as exc:
+        err.write(f"pcitopo: {exc}\n")
+        err.write(_report(args))
+        return EXIT_INTERNAL
     except InvalidTopology as exc:
         err.write(f"pcitopo: {exc}\n")
         return EXIT_VIOLATIONS
@@ -561,9 +693,24 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except Exception as exc:
         message = " ".join(str(exc).split()) or "no message"
         err.write(f"pcitopo: internal error: {type(exc).__name__}: {message}\n")
+        err.write(_report(args))
         return EXIT_INTERNAL
 
 
 def main_exit() -> NoReturn:
-    """The console script: :func:`main` with ``sys.argv``, then exit with its code."""
-    sys.exit(main())
+    """The console script: :func:`main` with ``sys.argv``, then exit with its code.
+
+    Output still buffered is flushed here, so a reader that went away is
+    noticed (exit 141, silently) rather than reported by Python at exit.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE
+    if code == EXIT_BROKEN_PIPE:
+        # Python flushes stdout again at exit; point it at /dev/null so that finds nothing to complain about
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(code)
