@@ -398,12 +398,12 @@ def test_an_unexpected_exception_exits_5_without_a_traceback(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any other exception is an internal error too: exit 5, one line and the request to report it."""
-    from pcitopo.formats import libvirt
+    from pcitopo.formats.libvirt import _read
 
     def boom(*args: object, **kwargs: object) -> None:
         raise KeyError("lost")
 
-    monkeypatch.setattr(libvirt._Reader, "read", boom)
+    monkeypatch.setattr(_read._Reader, "read", boom)
     code, _, err = run(capsys, "show", str(EXAMPLES / "pc-legacy.xml"))
     assert code == 5
     assert err == (

@@ -1,137 +1,47 @@
-"""libvirt domain XML in and out.
-
-:meth:`LibvirtDomain.from_string` and :meth:`LibvirtDomain.from_path` read a
-``<domain>`` document into a :class:`~pcitopo.topology.Topology`;
-:meth:`LibvirtDomain.with_topology` writes a (solved) topology back into the
-same document, and :meth:`LibvirtDomain.to_string` returns it.
-
->>> xml = '''<domain type='kvm'>
-...   <name>demo</name>
-...   <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
-...   <devices>
-...     <controller type='pci' index='0' model='pcie-root'/>
-...     <!-- the NIC -->
-...     <interface type='network'>
-...       <source network='default'/>
-...       <model type='virtio'/>
-...       <alias name='ua-net0'/>
-...     </interface>
-...     <memballoon model='none'/>
-...   </devices>
-... </domain>'''
->>> domain = LibvirtDomain.from_string(xml)
->>> domain.machine.name, [str(d) for d in domain.topology.devices]
-('q35', ["'ua-net0' (virtio-net)", "'usb0' (qemu-xhci)", "'sata0' (ahci)"])
->>> sorted(domain.implicit)  # libvirt adds these; pcitopo places and writes them too
-['sata0', 'usb0']
->>> from pcitopo.address import PciAddress
->>> from pcitopo.devices import Controller
->>> port = Controller(1, "pcie-root-port", address=PciAddress.parse("00:01.0"))
->>> solved = domain.topology.with_controllers(port).replace(
-...     devices=[domain.topology.device("ua-net0").placed_at(PciAddress.parse("01:00.0"))])
->>> print(domain.with_topology(solved).to_string())
-<domain type='kvm'>
-  <name>demo</name>
-  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-    <controller type='pci' index='1' model='pcie-root-port'>
-      <model name='pcie-root-port'/>
-      <target chassis='1' port='0x8'/>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x0'/>
-    </controller>
-    <!-- the NIC -->
-    <interface type='network'>
-      <source network='default'/>
-      <model type='virtio'/>
-      <alias name='ua-net0'/>
-      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
-    </interface>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-
-Import
-------
-The machine comes from ``<os><type arch machine>`` (missing machine: the
-architecture's usual default, ``pc``, ``virt`` or ``pseries``; missing arch:
-the one in the ``<emulator>`` path, else ``x86_64``); ``<cpu><numa><cell>``
-gives the NUMA node count and ``<features><acpi/>`` ACPI. Every
-``<controller type='pci'>`` is a :class:`~pcitopo.devices.Controller`
-(a pseries ``pci-root`` with index > 0 is an ``spapr-pci-host-bridge``). Every
-other device element that uses PCI by libvirt's classification
-(``libvirt-rules.md`` §2) is a :class:`~pcitopo.devices.Device` of the catalog
-kind. Models left out are given libvirt 9.0's defaults for the machine
-(checked with ``virsh define`` on QEMU 7.2): NIC ``rtl8139`` on x86 and
-pseries, ``virtio`` on ARM/RISC-V virt; video ``cirrus`` on x86, ``vga`` on
-pseries, ``virtio`` on virt; USB ``qemu-xhci`` on aarch64 and pseries, else
-``piix3-uhci``; SCSI ``lsilogic`` (pseries: ``ibmvscsi``, not PCI). Devices that
-do not use PCI (a SATA disk, a PS/2 input, ``model='none'``, an element with a
-``ccw``, ``virtio-mmio``, ``spapr-vio`` or ``isa`` address) are not part of the
-topology and stay in the document untouched. Chipset positions libvirt forces
-are filled in: SATA controller 0 at 00:1f.2 on q35; IDE controller 0 at
-00:01.1 and a PIIX3 USB controller 0 at 00:01.2 on pc.
-
-Device ids: the ``<alias name>`` when there is one; else, for controllers,
-``<type><index>`` (``sata0``, ``usb1``, ``virtio-serial0``) and for other
-elements ``<element><n>`` with ``n`` counting elements of that name in
-``<devices>`` from 0 (``interface0``, ``disk1``; every element counts, PCI or
-not, so ids stay put when a SATA disk is added in front of a virtio one). A
-generated id that is taken gets ``-2``, ``-3``, ... appended.
-
-An address ``<address type='pci'>`` whose domain, bus and slot are all zero is
-a request for an address, as in libvirt. Numbers are read like libvirt's
-``strtoul(..., 0)``: ``0x10`` hexadecimal, ``010`` octal, ``16`` decimal.
-
-Export
-------
-:meth:`~LibvirtDomain.with_topology` changes only what the topology changed,
-by splicing text into the original document: every other character (quote
-style, comments, namespaces, processing instructions, blank lines, the XML
-declaration) stays as it was, so a round trip without changes returns the
-input byte for byte, the XML declaration included. A new or changed
-``<address>`` is written as libvirt writes it (``domain='0x0000' bus='0x01'
-slot='0x00' function='0x0'``, ``multifunction='on'`` when set) in place of the
-old one, or as the last child of the device. New controllers follow libvirt's
-form (``<model name>``, ``<target>`` with the values libvirt would compute,
-from :mod:`pcitopo.legality.identity`: chassis = index and port =
-slot·8+function for root ports, chassis = index and port = slot for
-downstream ports, chassisNr = index for pci-bridges, busNr from 254 down by 2
-for expander buses, the lowest free target index for pseries host bridges)
-and go after the last ``<controller>`` element, where
-``virsh dumpxml`` puts the controllers libvirt adds. Indentation follows the
-document's. When anything is written, PCI controllers that had no ``index``
-attribute get the one they were given on import.
-"""
+"""Reading a domain's elements into its topology: classification, what libvirt adds, libvirt's orders."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from lxml import etree
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
-from pcitopo.errors import DuplicateId, InternalError, InvalidDomainXML, InvalidInput, PcitopoError, UnknownName
-from pcitopo.formats._xmltext import Edit, ElementSpan, ScanError, indent_before, scan, splice
-from pcitopo.legality import identity
+from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput, PcitopoError, UnknownName
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.topology import Topology
 
 if TYPE_CHECKING:
-    from pcitopo.solver.plan import Plan
+    from pcitopo.formats.libvirt import LibvirtDomain
 
-__all__ = ["LibvirtDomain"]
-
-
-def __dir__() -> list[str]:
-    return __all__
-
+from pcitopo.formats.libvirt._tables import (
+    _ADDRESS_LIMITS,
+    _CHIPSET,
+    _CHIPSET_MESSAGES,
+    _DEFAULT_MACHINE,
+    _DISK_CONTROLLERS,
+    _INPUT_TYPES,
+    _NIC_MODELS,
+    _NIC_NOT_PCI,
+    _PCI_MODELS,
+    _PPC_ARCHES,
+    _SCSI_MODELS,
+    _SCSI_NOT_PCI,
+    _SOUND_MODELS,
+    _SOUND_NOT_PCI,
+    _USB2_COMPANIONS,
+    _USB2_FUNCTION,
+    _USB_MODELS,
+    _USB_NOT_PCI,
+    _VIDEO_MODELS,
+    _VIDEO_NOT_PCI,
+    _VIRT_ARCHES,
+    _VIRTIO_MODELS,
+)
 
 _Element = etree._Element
 
@@ -188,14 +98,6 @@ def _on_off(value: str | None, where: str, name: str) -> bool | None:
     raise _bad(where, f"{name} must be 'on' or 'off' (got {value!r})")
 
 
-_ADDRESS_LIMITS = (
-    ("domain", 0xFFFF, "Invalid PCI address domain='0x{v:x}', must be <= 0xFFFF"),
-    ("bus", 0xFF, "Invalid PCI address bus='0x{v:x}', must be <= 0xFF"),
-    ("slot", 0x1F, "Invalid PCI address slot='0x{v:x}', must be <= 0x1F"),
-    ("function", 7, "Invalid PCI address function=0x{v:x}, must be <= 7"),
-)
-
-
 def _pci_address(el: _Element, where: str) -> tuple[PciAddress | None, bool | None]:
     """The address of a ``<address type='pci'>`` element (``None`` when it only asks for one)."""
     values: dict[str, int] = {}
@@ -219,23 +121,6 @@ def _format_address(address: PciAddress, multifunction: bool | None, *, close: b
     if multifunction is not None:
         text += f" multifunction='{'on' if multifunction else 'off'}'"
     return text + ("/>" if close else ">")
-
-
-# -- machine defaults (libvirt 9.0 with QEMU 7.2, checked with virsh define) --------------
-
-_VIRT_ARCHES = ("aarch64", "armv7l", "riscv64", "riscv32")
-_PPC_ARCHES = ("ppc64", "ppc64le")
-_DEFAULT_MACHINE = {
-    "x86_64": "pc",
-    "i686": "pc",
-    "aarch64": "virt",
-    "armv7l": "virt",
-    "riscv64": "virt",
-    "riscv32": "virt",
-    "ppc64": "pseries",
-    "ppc64le": "pseries",
-}
-_VIRTIO_MODELS = {"virtio": "", "virtio-transitional": "-transitional", "virtio-non-transitional": "-non-transitional"}
 
 
 class _Context:
@@ -289,18 +174,6 @@ def _unknown(where: str, what: str, model: str, known: Iterable[str]) -> Invalid
     return _bad(where, str(UnknownName(what, model, known)))
 
 
-_NIC_MODELS = {
-    "e1000": "e1000",
-    "e1000e": "e1000e",
-    "igb": "igb",
-    "rtl8139": "rtl8139",
-    "ne2k_pci": "ne2k_pci",
-    "pcnet": "pcnet",
-    "vmxnet3": "vmxnet3",
-}
-_NIC_NOT_PCI = ("spapr-vlan", "usb-net", "smc91c111", "lan9118", "lance", "ne2k_isa")
-
-
 def _interface(el: _Element, ctx: _Context, where: str) -> str | None:
     if el.get("type") == "hostdev":
         return "vfio-pci"
@@ -324,27 +197,6 @@ def _disk(el: _Element, ctx: _Context, where: str) -> str | None:
     if bus != "virtio":
         return None
     return _virtio("virtio-blk", el.get("model"), where, "virtio disk")
-
-
-_USB_MODELS = {
-    "piix3-uhci": "piix3-uhci",
-    "piix4-uhci": "piix4-uhci",
-    "ich9-ehci1": "ich9-ehci1",
-    "ich9-uhci1": "ich9-uhci1",
-    "ich9-uhci2": "ich9-uhci2",
-    "ich9-uhci3": "ich9-uhci3",
-    "pci-ohci": "pci-ohci",
-    "nec-xhci": "nec-xhci",
-    "qemu-xhci": "qemu-xhci",
-}
-_USB_NOT_PCI = ("none", "qusb1", "qusb2", "pxa27x")
-_SCSI_MODELS = {
-    "lsilogic": "lsilogic",
-    "lsisas1068": "lsisas1068",
-    "lsisas1078": "lsisas1078",
-    "vmpvscsi": "vmpvscsi",
-}
-_SCSI_NOT_PCI = ("ibmvscsi", "ncr53c90")
 
 
 def _controller(el: _Element, ctx: _Context, where: str) -> str | None:
@@ -380,10 +232,6 @@ def _controller(el: _Element, ctx: _Context, where: str) -> str | None:
     return None  # fdc, ccid, xenbus, isa
 
 
-_SOUND_MODELS = {"es1370": "es1370", "ac97": "ac97", "ich6": "ich6", "ich9": "ich9"}
-_SOUND_NOT_PCI = ("sb16", "pcspk", "usb", "ich7")
-
-
 def _sound(el: _Element, ctx: _Context, where: str) -> str | None:
     model = el.get("model") or ""
     if model in _SOUND_NOT_PCI:
@@ -391,10 +239,6 @@ def _sound(el: _Element, ctx: _Context, where: str) -> str | None:
     if model not in _SOUND_MODELS:
         raise _unknown(where, "sound model", model, [*_SOUND_MODELS, *_SOUND_NOT_PCI])
     return _SOUND_MODELS[model]
-
-
-_VIDEO_MODELS = {"vga": "vga", "cirrus": "cirrus", "vmvga": "vmvga", "qxl": "qxl", "bochs": "bochs"}
-_VIDEO_NOT_PCI = ("none", "ramfb", "gop")
 
 
 def _video(el: _Element, ctx: _Context, where: str) -> str | None:
@@ -446,14 +290,6 @@ def _shmem(el: _Element, ctx: _Context, where: str) -> str | None:
         where,
         f"shmem model {model!r} is not supported by QEMU 7.2 or pcitopo; use ivshmem-plain or ivshmem-doorbell",
     )
-
-
-_INPUT_TYPES = {
-    "keyboard": "virtio-keyboard",
-    "mouse": "virtio-mouse",
-    "tablet": "virtio-tablet",
-    "passthrough": "virtio-input-host",
-}
 
 
 def _input(el: _Element, ctx: _Context, where: str) -> str | None:
@@ -515,293 +351,6 @@ _CLASSIFY: Mapping[str, Callable[[_Element, _Context, str], str | None]] = {
 }
 """Device element → its catalog kind (``None``: it does not use PCI)."""
 
-_NOT_PCI_ADDRESSES = ("ccw", "virtio-mmio", "spapr-vio", "isa", "unassigned", "s390")
-
-_PCI_MODELS = (
-    "pci-root",
-    "pcie-root",
-    "pci-bridge",
-    "dmi-to-pci-bridge",
-    "pcie-root-port",
-    "pcie-switch-upstream-port",
-    "pcie-switch-downstream-port",
-    "pci-expander-bus",
-    "pcie-expander-bus",
-    "pcie-to-pci-bridge",
-)
-
-# -- the domain ---------------------------------------------------------------------------
-
-_ENCODING_DECL = re.compile(r"""^(\ufeff?\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
-
-
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=False, remove_pis=False)
-
-
-class LibvirtDomain:
-    """A libvirt domain document and the topology it describes.
-
-    Build with :meth:`from_string` or :meth:`from_path`; a domain is not
-    changed after that (:meth:`with_topology` returns a new one).
-    """
-
-    __slots__ = (
-        "_controller_elements",
-        "_elements",
-        "_implicit",
-        "_implicit_controllers",
-        "_index_implied",
-        "_machine_override",
-        "_multi_implied",
-        "_root",
-        "_spans",
-        "_text",
-        "_unit",
-        "encoding",
-        "machine",
-        "source",
-        "topology",
-    )
-
-    source: str
-    """Where the document came from (a path, ``<string>``, ``<stdin>``); errors name it."""
-    encoding: str
-    """The encoding :meth:`to_bytes` uses: the XML declaration's, else UTF-8."""
-    machine: Machine
-    """The machine description for ``<os><type arch machine>``."""
-    topology: Topology
-    """The controllers and devices the document describes."""
-    _text: str
-    _root: _Element
-    _spans: dict[_Element, ElementSpan]
-    _unit: str
-    _machine_override: Machine | None
-    _elements: dict[str, _Element]
-    _controller_elements: dict[int, _Element]
-    _index_implied: dict[int, _Element]
-    _implicit: dict[str, _Implicit]
-    _implicit_controllers: frozenset[int]
-    _multi_implied: frozenset[str]
-
-    def __init__(self) -> None:
-        raise TypeError("use LibvirtDomain.from_string() or LibvirtDomain.from_path()")
-
-    # -- construction --------------------------------------------------------------------
-
-    @classmethod
-    def from_string(cls, text: str, *, source: str = "<string>", machine: Machine | None = None) -> LibvirtDomain:
-        """Read a domain from its XML text; ``source`` names it in errors.
-
-        ``machine`` replaces the description pcitopo would pick from
-        ``<os><type machine>`` (say, one loaded with :meth:`Machine.from_file`
-        for a QEMU build without some controller).
-        """
-        if not isinstance(text, str):
-            raise InvalidInput(source, f"expected the XML as a str (got {type(text).__name__})")
-        data = _ENCODING_DECL.sub(r"\1\2utf-8\2", text, count=1).encode("utf-8")
-        return cls._load(text, data, source=source, encoding="utf-8", machine=machine)
-
-    @classmethod
-    def from_path(cls, path: str | Path, *, machine: Machine | None = None) -> LibvirtDomain:
-        """Read a domain from a file (in the encoding its XML declaration names).
-
-        ``machine`` is as in :meth:`from_string`.
-        """
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InvalidDomainXML("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
-        return cls.from_bytes(data, source=str(path), machine=machine)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, *, source: str = "<bytes>", machine: Machine | None = None) -> LibvirtDomain:
-        """Read a domain from the bytes of a document (in the encoding its XML declaration names).
-
-        ``source`` names it in errors; ``machine`` is as in :meth:`from_string`.
-        """
-        root = cls._parse(data, source)
-        encoding = root.getroottree().docinfo.encoding or "utf-8"
-        try:
-            text = data.decode(encoding)
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise InvalidDomainXML("", f"cannot decode as {encoding}: {exc}", source=source) from None
-        return cls._load(text, data, source=source, encoding=encoding, root=root, machine=machine)
-
-    @staticmethod
-    def _parse(data: bytes, source: str) -> _Element:
-        try:
-            return etree.fromstring(data, _parser())
-        except etree.XMLSyntaxError as exc:
-            raise InvalidDomainXML("", f"malformed XML: {exc.msg}", source=source, line=exc.lineno) from None
-
-    @classmethod
-    def _load(
-        cls,
-        text: str,
-        data: bytes,
-        *,
-        source: str,
-        encoding: str,
-        root: _Element | None = None,
-        machine: Machine | None = None,
-    ) -> LibvirtDomain:
-        if root is None:
-            root = cls._parse(data, source)
-        if root.tag != "domain":
-            tag = etree.QName(root).localname if isinstance(root.tag, str) else str(root.tag)
-            raise InvalidDomainXML(
-                f"/{tag}",
-                f"not a libvirt domain: the root element is <{tag}>, not <domain>",
-                source=source,
-                line=_line(root),
-            )
-        self = object.__new__(cls)
-        self._text = text
-        self._root = root
-        self.source = source
-        self.encoding = encoding
-        try:
-            spans = scan(text)
-        except ScanError as exc:  # pragma: no cover - lxml accepted the text
-            raise InternalError(f"{source}: cannot locate elements in the text: {exc}") from None
-        elements = [el for el in root.getroottree().iter() if isinstance(el.tag, str)]
-        if len(spans) != len(elements):  # pragma: no cover - same reason
-            raise InternalError(f"{source}: found {len(spans)} elements in the text but lxml read {len(elements)}")
-        self._spans = dict(zip(elements, spans, strict=True))
-        self._unit = self._indent_unit()
-        self._machine_override = machine
-        try:
-            _Reader(self).read()
-        except InvalidDomainXML as exc:
-            if exc.source:
-                raise
-            raise InvalidDomainXML(exc.element, exc.reason, source=source, line=exc.line) from None
-        except DuplicateId as exc:
-            if exc.source:
-                raise
-            raise DuplicateId(exc.name, exc.first, exc.second, source=source, line=exc.line) from None
-        return self
-
-    # -- queries -------------------------------------------------------------------------------
-
-    @property
-    def elements(self) -> Mapping[str, _Element]:
-        """Each device's (and aliased PCI controller's) XML element, by id."""
-        return MappingProxyType(self._elements)
-
-    @property
-    def implicit(self) -> frozenset[str]:
-        """The ids of the devices libvirt adds to this domain on its own (they have no element yet).
-
-        pcitopo places them like the others and writes their elements with
-        the plan, so that libvirt adds nothing.
-
-        >>> xml = "<domain><os><type arch='x86_64' machine='q35'/></os>"
-        >>> xml += "<devices><graphics type='vnc'/></devices></domain>"
-        >>> domain = LibvirtDomain.from_string(xml)
-        >>> sorted(domain.implicit)
-        ['memballoon0', 'sata0', 'usb0', 'video0']
-        >>> [str(domain.topology.device(i)) for i in sorted(domain.implicit)]
-        ["'memballoon0' (virtio-balloon)", "'sata0' (ahci)", "'usb0' (qemu-xhci)", "'video0' (cirrus)"]
-        """
-        return frozenset(self._implicit)
-
-    @property
-    def controller_elements(self) -> Mapping[int, _Element]:
-        """Each ``<controller type='pci'>`` element, by controller index."""
-        return MappingProxyType(self._controller_elements)
-
-    def path(self, id: str) -> str:
-        """The XPath of a device's element, like ``/domain/devices/interface[2]``."""
-        try:
-            return str(self._path(self._elements[id]))
-        except KeyError:
-            raise UnknownName("device", id, self._elements) from None
-
-    def _path(self, el: _Element) -> str:
-        return _Where(str(self._root.getroottree().getpath(el)), _line(el))
-
-    def to_string(self) -> str:
-        """The document's text."""
-        return self._text
-
-    def to_bytes(self) -> bytes:
-        """The document encoded as its XML declaration says (UTF-8 without one)."""
-        return self._text.encode(self.encoding)
-
-    def __repr__(self) -> str:
-        return f"<LibvirtDomain({self.source!r}, machine={self.machine.name!r}, devices={len(self.topology.devices)})>"
-
-    # -- export --------------------------------------------------------------------------------
-
-    def export(self, topology: Topology | Plan) -> str:
-        """The text of this document with the addresses and controllers of ``topology``.
-
-        The same text as ``with_topology(topology).to_string()``, without
-        reading the result back into a domain (what ``pcitopo assign`` needs).
-        The text is parsed again to make sure it is well formed and lost no
-        element.
-        """
-        text = self._exported_text(topology)
-        if text is self._text:
-            return text
-        root = self._parse(text.encode(self.encoding), self.source)
-        before = sum(1 for _ in self._root.iter())
-        after = sum(1 for _ in root.iter())
-        if after < before:  # pragma: no cover - a bug in the writer
-            raise InternalError(f"{self.source}: the export lost {before - after} XML nodes")
-        return text
-
-    def _exported_text(self, topology: Topology | Plan) -> str:
-        if not isinstance(topology, Topology):
-            topology = topology.topology
-        if topology.machine.name != self.machine.name:
-            raise InvalidInput(
-                "topology",
-                f"is for machine {topology.machine.name!r} but the domain is {self.machine.name!r}",
-            )
-        edits = _Writer(self, topology).edits()
-        if not edits:
-            return self._text
-        return splice(self._text, edits)
-
-    def with_topology(self, topology: Topology | Plan) -> LibvirtDomain:
-        """This document with the addresses and controllers of ``topology`` (or of a plan's topology).
-
-        Only devices of this domain can be placed; devices left out of
-        ``topology`` keep their XML as it is. The result is read back, and
-        every address is checked to have survived.
-        """
-        if not isinstance(topology, Topology):
-            topology = topology.topology
-        text = self._exported_text(topology)
-        if text is self._text:
-            return self
-        result = LibvirtDomain._load(
-            text, text.encode(self.encoding), source=self.source, encoding=self.encoding, machine=self._machine_override
-        )
-        for d in topology.devices:
-            if result.topology.device(d.id).address != d.address:  # pragma: no cover - a bug
-                raise InternalError(f"{self.source}: the address of device {d.id!r} did not survive the export")
-        return result
-
-    # -- text helpers --------------------------------------------------------------------------
-
-    def _span(self, el: _Element) -> ElementSpan:
-        return self._spans[el]
-
-    def _indent_unit(self) -> str:
-        devices = self._root.find("devices")
-        if devices is not None:
-            children = [c for c in devices if isinstance(c.tag, str)]
-            outer = indent_before(self._text, self._spans[devices].start)
-            if children and outer is not None:
-                inner = indent_before(self._text, self._spans[children[0]].start)
-                if inner is not None and inner.startswith(outer) and len(inner) > len(outer):
-                    return inner[len(outer) :]
-        return "  "
-
 
 @attrs.frozen
 class _Implicit:
@@ -820,10 +369,6 @@ class _Implicit:
         if not body:
             return [(0, self.open[:-1] + "/>")]
         return [(0, self.open), *body, (0, f"</{self.tag}>")]
-
-
-_DISK_CONTROLLERS = {"scsi": 7, "ide": 4, "sata": 6}
-"""Disk bus → units per controller in libvirt's default drive address (virDomainDiskDefAssignAddress)."""
 
 
 def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[str, int | None, _Implicit]]:
@@ -916,10 +461,6 @@ def _disk_controller_indexes(children: list[_Element], bus: str) -> set[int]:
     return indexes
 
 
-_USB2_COMPANIONS = frozenset({"ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3"})
-"""ICH9 USB2 controllers: one set shares one controller index (and one slot)."""
-
-
 def _disk_name_index(name: str) -> int:
     """libvirt's virDiskNameToIndex: ``vda`` 0, ``vdz`` 25, ``vdaa`` 26."""
     match = re.match(r"^(?:fd|hd|vd|sd|xvd|ubd)([a-z]+)", name)
@@ -992,9 +533,6 @@ def _gap_controllers(machine: Machine, controllers: list[Controller], devices: l
     else:
         model = "pci-bridge"
     return [Controller(i, model) for i in range(1, top + 1) if i not in have]
-
-
-_USB2_FUNCTION = {"ich9-uhci1": 0, "ich9-uhci2": 1, "ich9-uhci3": 2, "ich9-ehci1": 7}
 
 
 def _usb2_slot_groups(
@@ -1345,319 +883,3 @@ class _Reader:
             ident = f"{base}-{k}"
         self.ids[ident] = el
         return ident
-
-
-_CHIPSET = {
-    ("q35", "sata", "ahci"): PciAddress(slot=0x1F, function=2),
-    ("pc", "ide", "piix3-ide"): PciAddress(slot=1, function=1),
-    ("pc", "usb", "piix3-uhci"): PciAddress(slot=1, function=2),
-}
-"""Chipset positions libvirt forces for controller index 0 (machine, type, kind)."""
-
-_CHIPSET_MESSAGES = {
-    ("q35", "sata"): "Primary SATA controller must have PCI address 0:0:1f.2",
-    ("pc", "ide"): "Primary IDE controller must have PCI address 0:0:1.1",
-    ("pc", "usb"): "PIIX3 USB controller at index 0 must have PCI address 0:0:1.2",
-}
-
-
-# -- export -------------------------------------------------------------------------------------
-
-_TARGET_ATTRS = (
-    ("chassis_nr", "chassisNr", "{}"),
-    ("chassis", "chassis", "{}"),
-    ("port", "port", "0x{:x}"),
-    ("bus_nr", "busNr", "{}"),
-    ("target_index", "index", "{}"),
-)
-
-
-def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Controller]:
-    """The controllers of ``wanted`` indexes with the ``<model name>`` and ``<target>`` values libvirt would fill in.
-
-    The ``<target>`` values come from :mod:`pcitopo.legality.identity`
-    (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give).
-    """
-    result: dict[int, Controller] = {}
-    for index, c in identity.filled(topology, wanted).items():
-        catalog_model = topology.machine.catalog.controller(c.model)
-        if c.qemu_model is None and catalog_model.qemu_device is not None:
-            c = _evolve(c, {"qemu_model": catalog_model.qemu_device})
-        result[index] = c
-    return result
-
-
-def _evolve(c: Controller, changes: Mapping[str, Any]) -> Controller:
-    return attrs.evolve(c, **changes)
-
-
-def _target_attrs(c: Controller) -> list[tuple[str, str]]:
-    attrs_: list[tuple[str, str]] = []
-    for field, name, fmt in _TARGET_ATTRS:
-        value = getattr(c, field)
-        if value is not None:
-            attrs_.append((name, fmt.format(value)))
-    if c.hotplug is not None:
-        attrs_.append(("hotplug", "on" if c.hotplug else "off"))
-    return attrs_
-
-
-def _target_lines(c: Controller) -> list[tuple[int, str]]:
-    attr_text = "".join(f" {k}='{v}'" for k, v in _target_attrs(c))
-    if c.numa_node is None:
-        return [(0, f"<target{attr_text}/>")] if attr_text else []
-    return [(0, f"<target{attr_text}>"), (1, f"<node>{c.numa_node}</node>"), (0, "</target>")]
-
-
-def _controller_lines(c: Controller) -> list[tuple[int, str]]:
-    model = "pci-root" if c.model == "spapr-pci-host-bridge" else c.model
-    lines: list[tuple[int, str]] = [(0, f"<controller type='pci' index='{c.index}' model='{model}'>")]
-    if c.qemu_model is not None:
-        lines.append((1, f"<model name='{c.qemu_model}'/>"))
-    lines += [(depth + 1, text) for depth, text in _target_lines(c)]
-    if c.id is not None:
-        lines.append((1, f"<alias name='{c.id}'/>"))
-    if c.address is not None:
-        lines.append((1, _format_address(c.address, c.multifunction)))
-    lines.append((0, "</controller>"))
-    return lines
-
-
-class _Writer:
-    """Works out the text edits that turn a domain's document into one for ``topology``."""
-
-    def __init__(self, domain: LibvirtDomain, topology: Topology) -> None:
-        self.d = domain
-        self.text = domain._text
-        self.topology = topology
-        self.result: list[Edit] = []
-        # new children per parent element: (anchor element or None for "first", lines)
-        self.children: dict[_Element, list[tuple[_Element | None, list[tuple[int, str]]]]] = {}
-        self.implicit_changed = False
-        self.implicit_controllers: list[Controller] = []
-
-    def edits(self) -> list[Edit]:
-        self._devices()
-        new = self._controllers()
-        if not self.result and not self.children and not new and not self.implicit_changed:
-            return []
-        self._implied_multifunction()
-        new += [c for c in self.implicit_controllers if self.topology.has_bus(c.index)]
-        if new:
-            self._insert_controllers(sorted(new, key=lambda c: c.index))
-        self._implicit()
-        for index, el in self.d._index_implied.items():
-            self._add_index(el, index)
-        for parent, items in self.children.items():
-            self._insert_children(parent, items)
-        return self.result
-
-    # -- devices ---------------------------------------------------------------------------------
-
-    def _devices(self) -> None:
-        old = {dev.id: dev for dev in self.d.topology.devices}
-        for dev in self.topology.devices:
-            before = old.get(dev.id)
-            if dev.id in self.d._implicit and before is not None:
-                if dev.kind != before.kind:
-                    raise InvalidInput(
-                        f"device {dev.id!r}",
-                        f"its kind changed from {before.kind} to {dev.kind}; only addresses are written",
-                    )
-                if dev != before:
-                    self.implicit_changed = True
-                continue
-            if before is None:
-                raise InvalidInput(
-                    f"device {dev.id!r}",
-                    "is not in the domain XML; pcitopo writes addresses of the devices a domain lists, it does not"
-                    " create devices",
-                )
-            el = self.d._elements[dev.id]
-            if dev.kind != before.kind:
-                raise InvalidInput(
-                    self.d._path(el), f"its kind changed from {before.kind} to {dev.kind}; only addresses are written"
-                )
-            if dev.address == before.address and bool(dev.multifunction) == bool(before.multifunction):
-                continue
-            multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
-            self._set_address(el, dev.address, multifunction)
-
-    def _implied_multifunction(self) -> None:
-        """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
-        old = {dev.id: dev for dev in self.d.topology.devices}
-        for dev in self.topology.devices:
-            before = old.get(dev.id)
-            if dev.id in self.d._multi_implied and before is not None and dev == before and dev.id in self.d._elements:
-                self._set_address(self.d._elements[dev.id], dev.address, True)
-        old_c = {c.index: c for c in self.d.topology.controllers}
-        for c in self.topology.controllers:
-            if f"pci.{c.index}" in self.d._multi_implied and old_c.get(c.index) == c:
-                self._set_address(self.d._controller_elements[c.index], c.address, True)
-
-    def _implicit(self) -> None:
-        """The elements libvirt would add, with their addresses: a written plan is complete."""
-        devices = self.d._root.find("devices")
-        if devices is None:
-            return
-        children = [c for c in devices if isinstance(c.tag, str)]
-        for dev in self.topology.devices:
-            implicit = self.d._implicit.get(dev.id)
-            if implicit is None:
-                continue
-            anchor: _Element | str = "last"
-            for tag in implicit.after:
-                found = [c for c in children if c.tag == tag]
-                if found:
-                    anchor = found[-1]
-                    break
-            self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
-
-    def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
-        current = el.find("address")
-        if address is None:
-            if current is not None:
-                span = self.d._span(current)
-                start = span.start
-                indent = indent_before(self.text, span.start)
-                if indent is not None:
-                    start = self.text.rfind("\n", 0, span.start)
-                self.result.append(Edit(start, span.end, ""))
-            return
-        if current is not None:
-            span = self.d._span(current)
-            self.result.append(
-                Edit(span.start, span.start_end, _format_address(address, multifunction, close=span.empty))
-            )
-            return
-        self._add_child(el, "last", [(0, _format_address(address, multifunction))])
-
-    # -- controllers --------------------------------------------------------------------------
-
-    def _controllers(self) -> list[Controller]:
-        """Queue the changes of listed controllers; the new ones, to insert."""
-        old = {c.index: c for c in self.d.topology.controllers}
-        changed: set[int] = set()
-        implicit: set[int] = set()
-        for c in self.topology.controllers:
-            before = old.get(c.index)
-            if c.index in self.d._implicit_controllers:
-                implicit.add(c.index)
-                if c != before:
-                    self.implicit_changed = True
-                continue
-            if before is None:
-                changed.add(c.index)
-                continue
-            if c == before:
-                continue
-            if c.model != before.model:
-                raise InvalidInput(f"controller index {c.index}", f"its model changed from {before.model} to {c.model}")
-            if c.index not in self.d._controller_elements:
-                if c.address is None and c.index == 0:
-                    continue  # the implicit root bus
-                raise InvalidInput(f"controller index {c.index}", "is implicit in the domain and cannot be changed")
-            changed.add(c.index)
-        filled = _libvirt_defaults(self.topology, changed | implicit)
-        self.implicit_controllers = [filled[i] for i in sorted(implicit)]
-        for index in sorted(changed):
-            if index in old:
-                self._update_controller(old[index], filled[index])
-        return [filled[i] for i in sorted(changed) if i not in old]
-
-    def _update_controller(self, before: Controller, after: Controller) -> None:
-        el = self.d._controller_elements[after.index]
-        if after.qemu_model != before.qemu_model and el.find("model") is None and after.qemu_model is not None:
-            self._add_child(el, "first", [(0, f"<model name='{after.qemu_model}'/>")])
-        new_target = dict(_target_attrs(after))
-        old_target = dict(_target_attrs(before))
-        target = el.find("target")
-        if new_target != old_target or (after.numa_node != before.numa_node and target is None):
-            if target is None:
-                lines = _target_lines(after)
-                if lines:
-                    anchor = el.find("model")
-                    self._add_child(el, anchor if anchor is not None else "first", lines)
-            else:
-                merged: dict[str, str] = {str(k): str(v) for k, v in target.attrib.items()}
-                merged.update(new_target)
-                span = self.d._span(target)
-                attr_text = "".join(f" {k}='{v}'" for k, v in merged.items())
-                self.result.append(Edit(span.start, span.start_end, f"<target{attr_text}{'/>' if span.empty else '>'}"))
-        if (after.address, after.multifunction) != (before.address, before.multifunction):
-            self._set_address(el, after.address, after.multifunction)
-
-    def _insert_controllers(self, controllers: list[Controller]) -> None:
-        devices = self.d._root.find("devices")
-        if devices is None:
-            raise InvalidDomainXML(
-                "/domain",
-                "has no <devices> element to add controllers to",
-                source=self.d.source,
-                line=_line(self.d._root),
-            )
-        children = [c for c in devices if isinstance(c.tag, str)]
-        anchor: _Element | None = None
-        for tag in ("controller", "disk", "emulator"):
-            found = [c for c in children if c.tag == tag]
-            if found:
-                anchor = found[-1]
-                break
-        lines: list[tuple[int, str]] = []
-        for c in controllers:
-            lines += _controller_lines(c)
-        if anchor is None:
-            self._add_child(devices, "first", lines)
-        else:
-            self._add_child(devices, anchor, lines)
-
-    def _add_index(self, el: _Element, index: int) -> None:
-        span = self.d._span(el)
-        tag = self.text[span.start : span.start_end]
-        match = re.search(r"""\stype\s*=\s*(["'])pci\1""", tag)
-        assert match is not None  # it is a <controller type='pci'>
-        at = span.start + match.end()
-        self.result.append(Edit(at, at, f" index='{index}'"))
-
-    # -- inserting children -------------------------------------------------------------------
-
-    def _add_child(self, parent: _Element, anchor: _Element | str, lines: list[tuple[int, str]]) -> None:
-        """Queue ``lines`` as new children of ``parent``: first, last, or after the child ``anchor``."""
-        resolved: _Element | None
-        if anchor == "first":
-            resolved = None
-        elif anchor == "last":
-            kids = [c for c in parent if isinstance(c.tag, str)]
-            resolved = kids[-1] if kids else None
-        else:
-            assert not isinstance(anchor, str)
-            resolved = anchor
-        self.children.setdefault(parent, []).append((resolved, lines))
-
-    def _insert_children(self, parent: _Element, items: list[tuple[_Element | None, list[tuple[int, str]]]]) -> None:
-        span = self.d._span(parent)
-        outer = indent_before(self.text, span.start)
-        unit = self.d._unit
-
-        def render(block: list[tuple[int, str]], *, leading: bool) -> str:
-            if outer is None:
-                return "".join(text for _, text in block)
-            inner = outer + unit
-            return "".join(
-                ("\n" if leading or i else "") + inner + unit * depth + text for i, (depth, text) in enumerate(block)
-            )
-
-        if span.empty:
-            block = [line for _, lines in items for line in lines]
-            slash = self.text.rfind("/", span.start, span.start_end)
-            close = f"</{span.name}>" if outer is None else f"\n{outer}</{span.name}>"
-            self.result.append(Edit(slash, span.start_end, ">" + render(block, leading=True) + close))
-            return
-        grouped: dict[int, list[tuple[int, str]]] = {}
-        for anchor, lines in items:
-            at = span.start_end if anchor is None else self.d._span(anchor).end
-            grouped.setdefault(at, []).extend(lines)
-        for at, block in grouped.items():
-            self.result.append(Edit(at, at, render(block, leading=True)))
-        if outer is not None and "\n" not in self.text[span.start_end : span.end_start]:
-            self.result.append(Edit(span.end_start, span.end_start, "\n" + outer))
