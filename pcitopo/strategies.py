@@ -37,7 +37,7 @@ and a checker that must refuse every broken topology:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import attrs
 from hypothesis import assume
@@ -48,7 +48,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import UnknownName
 from pcitopo.legality import identity as _identity
-from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
+from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.machine import machines as shipped_machines
 from pcitopo.legality.rules import RULES
@@ -328,9 +328,7 @@ class _Builder:
     def add_device(self, draw: st.DrawFn, kinds: list[str], ident: str) -> Device | None:
         """Add an endpoint of a drawn kind with drawn needs, at a free position that meets them."""
         t = self.t
-        # an ICH9 UHCI companion only beside a USB controller of its own (rule usb-master)
-        has_usb = any(t.kind(d).usb == "host" for d in t.devices)
-        kind = draw(st.sampled_from([k for k in kinds if has_usb or t.catalog.device(k).usb != "companion"]))
+        kind = draw(st.sampled_from(kinds))
         needs = draw(_needs(t.numa_nodes, t.catalog.device(kind)))
         for device in (Device(ident, kind, needs=needs), Device(ident, kind)):
             positions = [p for p in t.free_positions(device) if self.io_fits(device, p.bus)]
@@ -427,7 +425,8 @@ def _legal_topologies(
     resolved = _machine(machine)
     builder = _builder(draw, st.just(resolved) if resolved is not None else machines(), numa_nodes)
     offered = [m for m in builder.machine.controllers if models is None or m in models]
-    kinds = list(builder.machine.catalog.devices)
+    # an ICH9 UHCI companion needs a USB controller of its own as its master (rule usb-master)
+    kinds = [name for name, kind in builder.machine.catalog.devices.items() if kind.usb != "companion"]
     devices = draw(st.integers(min_devices, max_devices))
     controllers = draw(st.integers(0, max_controllers)) if offered else 0
     # controllers first shrinks best: devices can then go behind them
@@ -609,10 +608,12 @@ def _break_placement(draw: st.DrawFn) -> Topology:
 
 @_breaks("integrated")
 def _break_integrated(draw: st.DrawFn) -> Topology:
-    b = _base(draw, _machines_where(_offering("pcie-root-port")))
-    port = _add(b, draw, "pcie-root-port")
-    required = sorted(k.name for k in b.t.catalog.devices.values() if k.integrated is Integrated.REQUIRED)
-    b.place_device(Device("stray", draw(st.sampled_from(required)), address=PciAddress(bus=port.index)))
+    # a kind that must be integrated (on bus 0) placed elsewhere; a kind that may not be integrated is
+    # accepted on a PCIe root bus at an explicit address (libvirt and QEMU take it), so it breaks nothing
+    b = _base(draw, _machines_where(_pcie_root))
+    positions = [p for p in b.t.free_positions(_PLAIN) if p.bus != 0]
+    assume(positions)
+    b.place_device(Device("stray", "virtio-iommu", address=draw(st.sampled_from(positions))))
     return b.t
 
 
@@ -795,49 +796,59 @@ def _break_numa(draw: st.DrawFn) -> Topology:
 @_breaks("root-address")
 def _break_root_address(draw: st.DrawFn) -> Topology:
     b = _base(draw, sorted(shipped_machines()))
-    _change_address(b, b.t.controller(0), _free(b, draw, bus=0))
+    at = _free(b, draw, bus=0)
+    root = b.t.controller(0)
+    b.t = b.t.replace(controllers=[attrs.evolve(root, address=at), *b.t.controllers[1:]])
     return b.t
 
 
 @_breaks("usb-master")
 def _break_usb_master(draw: st.DrawFn) -> Topology:
     b = _base(draw, sorted(shipped_machines()))
-    assume(not any(b.t.kind(d).usb == "host" for d in b.t.devices))
-    companions = sorted(k.name for k in b.t.catalog.devices.values() if k.usb == "companion")
-    kind = draw(st.sampled_from(companions))
-    b.place_device(Device("stray", kind, address=_free(b, draw, kind=kind)))
+    assume(all(b.t.kind(d).usb != "host" for d in b.t.devices))
+    at = _free(b, draw, kind="ich9-uhci1")
+    b.place_device(Device("usb-companion", "ich9-uhci1", address=at))
     return b.t
-
-
-_NOT_TAKEN = (("chassis", "chassis"), ("port", "port"), ("chassis_nr", "chassisNr"), ("bus_nr", "busNr"))
-"""Controller fields a breaker may set where the model does not take them: no other rule reads them there."""
 
 
 @_breaks("controller-options")
 def _break_controller_options(draw: st.DrawFn) -> Topology:
     b = _base(draw, sorted(shipped_machines()))
-    t = b.t
-    extra = [c for c in t.controllers if c.index != 0]
-    assume(extra)
-    c = draw(st.sampled_from(extra))
-    model = t.model(c)
-    fields = [field for field, option in _NOT_TAKEN if option not in model.target_options]
-    names = sorted({n for m in t.catalog.controllers.values() for n in m.qemu_devices} - set(model.qemu_devices))
-    use_field: bool = bool(fields) and draw(st.booleans())
-    if use_field:
-        field: str = draw(st.sampled_from(fields))
-        value: int = draw(st.integers(1, 200))
-        _change(b, c, **{field: value})
-    else:
-        name: str = draw(st.sampled_from(names))
-        b.t = t.replace(controllers=[attrs.evolve(x, qemu_model=name) if x is c else x for x in t.controllers])
+    root = b.t.controller(0)
+    b.t = b.t.replace(controllers=[attrs.evolve(root, qemu_model="no-such-device"), *b.t.controllers[1:]])
     return b.t
 
 
-def _change_address(builder: _Builder, controller: Controller, address: PciAddress) -> None:
-    builder.t = builder.t.replace(
-        controllers=[attrs.evolve(c, address=address) if c is controller else c for c in builder.t.controllers]
-    )
+@_breaks("slot-group")
+def _break_slot_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    first = _free(b, draw)
+    b.place_device(Device("gpu", _PLAIN, address=first, needs=Needs(slot_group="g")))
+    at = _free(b, draw)
+    assume((at.bus, at.slot) != (first.bus, first.slot))
+    b.place_device(Device("gpu-audio", _PLAIN, address=at, needs=Needs(slot_group="g")))
+    return b.t
+
+
+@_breaks("bus-group")
+def _break_bus_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    first = _free(b, draw)
+    b.place_device(Device("g1", _PLAIN, address=first, needs=Needs(bus_group="g")))
+    at = _free(b, draw)
+    assume(at.bus != first.bus)
+    b.place_device(Device("g2", _PLAIN, address=at, needs=Needs(bus_group="g")))
+    return b.t
+
+
+@_breaks("switch-group")
+def _break_switch_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    at = _free(b, draw)
+    t = b.t
+    assume(not any(Connect.PCIE_SWITCH_DOWNSTREAM_PORT in t.model(c).accepts for c in t.path_to_root(at.bus)))
+    b.place_device(Device("lonely", _PLAIN, address=at, needs=Needs(switch_group="s")))
+    return b.t
 
 
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
@@ -912,7 +923,8 @@ def device_requests(
         names = sorted(kinds)
     else:
         # kinds a user would ask pcitopo to place (the chipset's own functions are built in)
-        names = sorted(k for k in catalog.devices if k not in ("piix3-ide",))
+        # (and no ICH9 UHCI companion: alone it has no master USB controller, rule usb-master)
+        names = sorted(k for k, v in catalog.devices.items() if k not in ("piix3-ide",) and v.usb != "companion")
     if not names and max_devices:
         raise InvalidArgument("kinds is empty, so no device can be generated")
     taken_ids = frozenset(taken)
@@ -929,15 +941,10 @@ def device_requests(
         n = draw(st.integers(min_devices, max_devices))
         out = []
         serial = 0
-        has_usb = False
         for _ in range(n):
             while f"r{serial}" in taken_ids:
                 serial += 1
-            # an ICH9 UHCI companion only after a USB controller of its own (rule usb-master)
-            usable = [k for k in names if has_usb or catalog.device(k).usb != "companion"] or names
-            kind = draw(st.sampled_from(usable))
-            has_usb = has_usb or catalog.device(kind).usb == "host"
-            out.append(Device(f"r{serial}", kind, needs=draw(needs)))
+            out.append(Device(f"r{serial}", draw(st.sampled_from(names)), needs=draw(needs)))
             serial += 1
         return out
 
@@ -978,8 +985,18 @@ def requests(
     return build()
 
 
-def policies(*, names: Iterable[str] | None = None, composed: bool = True) -> st.SearchStrategy[Policy]:
+def policies(
+    *,
+    names: Iterable[str] | None = None,
+    composed: bool = True,
+    max_spare_ports: int = 3,
+    weights: bool = False,
+    min_weight: Mapping[str, int] | None = None,
+) -> st.SearchStrategy[Policy]:
     """Built-in policies (those ``names``), alone or composed with ``+``, with drawn spare-port counts.
+
+    ``weights=True`` draws every soft constraint's weight too (integers 0..120,
+    at least ``min_weight[name]`` where given).
 
     >>> policies(names=["fastest"])
     Traceback (most recent call last):
@@ -1001,16 +1018,28 @@ def policies(*, names: Iterable[str] | None = None, composed: bool = True) -> st
     combo = base
     if composed and others:
         combo = st.one_of(base, st.lists(st.sampled_from(others), min_size=2, max_size=2, unique=True).map("+".join))
-    return st.builds(
-        lambda name, spare, off: (
-            attrs.evolve(Policy.named(name), spare_ports=spare, hotplug_off_occupied=off)
-            if "libvirt" not in name
-            else Policy.named(name)
-        ),
-        combo,
-        st.integers(0, 3),
-        st.booleans(),
+    _check_int("max_spare_ports", max_spare_ports, 0, 64)
+    from pcitopo.policy.policy import SOFT_CONSTRAINTS
+
+    floors = dict(min_weight or {})
+    unknown = sorted(set(floors) - set(SOFT_CONSTRAINTS))
+    if unknown:
+        raise InvalidArgument(f"min_weight names {unknown[0]!r}, which is not a soft constraint")
+    drawn_weights: st.SearchStrategy[dict[str, int] | None] = (
+        st.fixed_dictionaries({name: st.integers(floors.get(name, 0), 120) for name in SOFT_CONSTRAINTS})
+        if weights
+        else st.none()
     )
+
+    def build(name: str, spare: int, off: bool, chosen_weights: dict[str, int] | None) -> Policy:
+        policy = Policy.named(name)
+        if "libvirt" not in name:
+            policy = attrs.evolve(policy, spare_ports=spare, hotplug_off_occupied=off)
+        if chosen_weights is not None:
+            policy = attrs.evolve(policy, weights=chosen_weights)
+        return policy
+
+    return st.builds(build, combo, st.integers(0, max_spare_ports), st.booleans(), drawn_weights)
 
 
 def plans(

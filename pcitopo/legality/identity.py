@@ -251,6 +251,8 @@ class Shortage:
     """``bus_nr`` or ``target_index``."""
     reason: str
     """Why none is left, naming the budget."""
+    address: PciAddress | None = None
+    """Where the controller is (host bridges have no address)."""
 
     @property
     def rule(self) -> str:
@@ -263,7 +265,7 @@ class Shortage:
 
     def violation(self) -> Violation:
         """This shortage as a rule violation."""
-        return Violation(self.rule, str(self), devices=(self.controller,))
+        return Violation(self.rule, str(self), devices=(self.controller,), address=self.address)
 
     def unsatisfiable(self) -> Unsatisfiable:
         """This shortage as the reason a plan is impossible, with the budget and the way out."""
@@ -316,6 +318,7 @@ def _compute(topology: Topology, indexes: Collection[int] | None) -> tuple[dict[
                         "bus_nr",
                         f"the lowest busNr is {lowest}, and a new one goes 2 below it, within "
                         f"{BUS_NR.start}..{BUS_NR[-1]}",
+                        c.address,
                     )
                 )
             else:
@@ -326,7 +329,11 @@ def _compute(topology: Topology, indexes: Collection[int] | None) -> tuple[dict[
         elif "target-index" in identity:
             target = next_target_index(targets)
             if target is None:
-                short.append(Shortage(c.index, c.name, c.model, "target_index", "every target index in 1..30 is taken"))
+                short.append(
+                    Shortage(
+                        c.index, c.name, c.model, "target_index", "every target index in 1..30 is taken", c.address
+                    )
+                )
             else:
                 targets.add(target)
                 found["target_index"] = target
@@ -340,6 +347,13 @@ def effective(topology: Topology) -> dict[int, Controller]:
 
     What QEMU will be told, for the validator's uniqueness rules. Unlike
     :func:`filled`, it never raises: :func:`shortages` reports what is missing.
+
+    >>> t = Topology.build("pseries", [
+    ...     Controller(1, "spapr-pci-host-bridge"),
+    ...     Controller(2, "spapr-pci-host-bridge", target_index=1),
+    ... ])
+    >>> {i: c.target_index for i, c in effective(t).items()}  # libvirt's own duplicate
+    {0: 0, 1: 1, 2: 1}
     """
     values, _ = _compute(topology, None)
     return {c.index: _evolve(c, values.get(c.index, {})) for c in topology.controllers}
@@ -369,6 +383,16 @@ def defaults(topology: Topology, indexes: Collection[int] | None = None) -> dict
     (index 0) gets target index 0 on machines with numbered host bridges.
     Raises :class:`~pcitopo.errors.InvalidTopology` when libvirt has no number
     left to give (rules ``expander-bus-nr``, ``phb-index``).
+
+    >>> t = Topology.build("pc", [
+    ...     Controller(1, "pci-bridge", address=PciAddress.parse("00:05.0")),
+    ...     Controller(2, "pci-expander-bus", address=PciAddress.parse("00:06.0"), bus_nr=100),
+    ...     Controller(3, "pci-expander-bus", address=PciAddress.parse("00:07.0")),
+    ... ])
+    >>> defaults(t)
+    {0: {}, 1: {'chassis_nr': 1}, 2: {}, 3: {'bus_nr': 98}}
+    >>> defaults(t, {3})
+    {3: {'bus_nr': 98}}
     """
     values, short = _compute(topology, indexes)
     if short:
@@ -454,6 +478,12 @@ def bus_regions(topology: Topology) -> tuple[BusRegion, ...]:
 
     Expanders without a busNr are left out (libvirt gives them one, :func:`defaults`);
     two expanders with one busNr (rule ``expander-bus-nr``) each get the whole region.
+
+    >>> t = Topology.build("pc", [Controller(1, "pci-expander-bus", address=PciAddress.parse("00:06.0"), bus_nr=100)])
+    >>> [str(r) for r in bus_regions(t)]
+    ['bus 0: 0..99 (1 used)', 'bus 1: 100..255 (2 used)']
+    >>> bus_regions(t)[1].free
+    154
     """
     top = topology.machine.bus_numbers
     expanders = sorted(

@@ -39,12 +39,13 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
+from pcitopo.host import Host
 from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["RULES", "check", "validate"]
+__all__ = ["HOST_RULES", "RULES", "check", "validate", "validate_passthrough"]
 
 
 def __dir__() -> list[str]:
@@ -80,8 +81,12 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
-        "hotplug": "a device that must be hot-pluggable at a position that is not, or the reverse",
+        "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
+        "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
+        "slot-group": "devices of one slot group (``needs.slot_group``) not all functions of one slot",
+        "bus-group": "devices of one bus group (``needs.bus_group``) not all on one bus",
+        "switch-group": "devices of one switch group (``needs.switch_group``) not all behind one PCIe switch",
         "root-address": "a root bus (pci-root, pcie-root, a pseries host bridge) with an address (libvirt: "
         '"pci-root and pcie-root controllers should not have an address")',
         "usb-master": "ICH9 UHCI companion USB controllers and no USB controller of their own to be their master "
@@ -555,7 +560,7 @@ def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
 def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
     top = ctx.machine.bus_numbers
-    highest = min(254, top - 1)
+    highest = min(identity.BUS_NR[-1], top - 1)
     expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
     by_nr: dict[int, list[Controller]] = {}
     for c in expanders:
@@ -688,6 +693,88 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                 )
 
 
+# -- groups -------------------------------------------------------------------------------
+
+
+def _groups(ctx: _Context, attr: str) -> Iterator[tuple[str, list[_Item]]]:
+    """The placed members of each group named by ``needs.<attr>``, groups by label."""
+    groups: dict[str, list[_Item]] = {}
+    for item in ctx.placed:
+        if item.device is not None:
+            label = getattr(item.device.needs, attr)
+            if label is not None:
+                groups.setdefault(label, []).append(item)
+    yield from sorted(groups.items())
+
+
+def _members(ctx: _Context, items: Sequence[_Item]) -> str:
+    return _names([ctx.where(i) for i in items])
+
+
+@_rule
+def _slot_groups(ctx: _Context) -> Iterator[Violation]:
+    for label, items in _groups(ctx, "slot_group"):
+        if len({i.slot for i in items}) > 1:
+            yield _violation(
+                "slot-group", f"slot group {_q(label)}: {_members(ctx, items)} are not functions of one slot", *items
+            )
+
+
+@_rule
+def _bus_groups(ctx: _Context) -> Iterator[Violation]:
+    for label, items in _groups(ctx, "bus_group"):
+        if len({i.address.bus for i in items}) > 1:
+            yield _violation("bus-group", f"bus group {_q(label)}: {_members(ctx, items)} are not on one bus", *items)
+
+
+@_rule
+def _switch_groups(ctx: _Context) -> Iterator[Violation]:
+    for label, items in _groups(ctx, "switch_group"):
+        switches = {i.ident: _switch_above(ctx, i.address.bus) for i in items}
+        alone = [i for i in items if switches[i.ident] is None]
+        if alone:
+            yield _violation(
+                "switch-group",
+                f"switch group {_q(label)}: {_members(ctx, alone)} {'is' if len(alone) == 1 else 'are'} "
+                f"behind no PCIe switch",
+                *items,
+            )
+        elif len(set(switches.values())) > 1:
+            behind = _names(
+                [f"{ctx.where(i)} (behind {_q(ctx.t.controller(switches[i.ident] or 0).name)})" for i in items]
+            )
+            yield _violation(
+                "switch-group", f"switch group {_q(label)}: {behind} are not behind one PCIe switch", *items
+            )
+
+
+def _switch_above(ctx: _Context, bus: int) -> int | None:
+    """The index of the nearest PCIe switch upstream port above a bus, if any."""
+    for c in ctx.t.path_to_root(bus):
+        if Connect.PCIE_SWITCH_DOWNSTREAM_PORT in ctx.model(c.index).accepts:
+            return c.index
+    return None
+
+
+@_rule
+def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
+    """A device that requires hotplug in a slot it shares: libvirt hot-plugs function 0 of a lone slot only."""
+    for item in ctx.placed:
+        device = item.device
+        if device is None or device.needs.hotplug is not HotplugNeed.REQUIRED:
+            continue
+        others = [i for i in ctx.slots.get(item.slot, []) if i is not item]
+        if not others or not ctx.t.is_hotpluggable(item.address.bus, item.address.slot):
+            continue
+        yield _violation(
+            "hotplug",
+            f"{ctx.where(item)} must be hot-pluggable, but it shares its slot with {_names([i.label for i in others])} "
+            f"(libvirt hot-plugs single-function slots only)",
+            item,
+            address=item.address,
+        )
+
+
 # -- what libvirt itself refuses ------------------------------------------------------------
 
 
@@ -755,6 +842,7 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     "controller-options",
                     f"{label} has <model name={c.qemu_model!r}>; libvirt {takes} on a {c.model}",
                     c.name,
+                    address=c.address,
                 )
         given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
         if c.index == 0 and numbered_roots:
@@ -768,4 +856,112 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                 "controller-options",
                 f"{label} has the <target> {options} {', '.join(bad)}; libvirt {takes} on a {c.model}",
                 c.name,
+                address=c.address,
             )
+
+
+# -- passthrough: the host's IOMMU groups ------------------------------------------------
+
+HOST_RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "host-device": "a passed-through device whose host source is not a function of the host description, "
+        "is a bridge or port (vfio-pci binds only header-type-0 functions), or is passed twice",
+        "iommu-group": "an IOMMU group passed only in part (every endpoint function of a group goes to the guest "
+        "together; bridges and ports of the group stay with the host), or a host function without an IOMMU group",
+    }
+)
+"""The rules :func:`validate_passthrough` checks against a host description, with what they mean."""
+
+
+def validate_passthrough(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> tuple[Violation, ...]:
+    """Every violation of :data:`HOST_RULES` by the passed-through devices of ``topology``, sorted.
+
+    ``sources`` maps a device id to the host function it passes through
+    (``<hostdev><source><address>``; see :func:`pcitopo.host.hostdev_sources`).
+    A group is all-or-nothing: VFIO gives a group to one user, and a group is
+    usable only when every endpoint in it is bound to vfio-pci (or pci-stub,
+    or no driver) -- Linux ``Documentation/driver-api/vfio.rst``. Bridges and
+    PCIe ports in a group do not count: vfio-pci refuses to bind them, and the
+    kernel lets them stay with ``pcieport`` (commits "vfio: Whitelist PCI
+    bridges", 2015, and "PCI: portdrv: Set driver_managed_dma", 2022).
+
+    >>> from pcitopo.devices import Device
+    >>> from pcitopo.host import HostDevice
+    >>> A = PciAddress.parse
+    >>> host = Host([
+    ...     HostDevice(A("0000:01:00.0"), vendor=0x10de, device=0x2206, class_code=0x030000, iommu_group=1),
+    ...     HostDevice(A("0000:01:00.1"), vendor=0x10de, device=0x1aef, class_code=0x040300, iommu_group=1),
+    ... ])
+    >>> t = Topology.build("q35", devices=[Device("gpu", "vfio-pci")])
+    >>> for v in validate_passthrough(t, host, {"gpu": A("0000:01:00.0")}):
+    ...     print(v)
+    IOMMU group 1 is passed only in part: 0000:01:00.1 is not passed (group 1: 0000:01:00.0 by 'gpu', \
+0000:01:00.1 not passed) (rule: iommu-group)
+    """
+    found: list[Violation] = []
+    known = {d.id for d in topology.devices}
+    by_source: dict[PciAddress, list[str]] = {}
+    for ident in sorted(sources):
+        if ident in known:
+            by_source.setdefault(sources[ident], []).append(ident)
+    groups: dict[int, list[PciAddress]] = {}
+    for address in sorted(by_source):
+        ids = by_source[address]
+        who = _names([_q(i) for i in ids])
+        if len(ids) > 1:
+            found.append(Violation("host-device", f"host device {address} is passed by {_all(ids)} {who}", devices=ids))
+        if address not in host:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, which the host description does not have",
+                    devices=ids,
+                )
+            )
+            continue
+        d = host.device(address)
+        if d.is_bridge:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, a bridge or port (class {d.class_code:06x}): "
+                    "vfio-pci binds only endpoints; pass the functions below it instead",
+                    devices=ids,
+                )
+            )
+            continue
+        if d.iommu_group is None:
+            found.append(
+                Violation(
+                    "iommu-group",
+                    f"{who} passes host device {address}, which is in no IOMMU group "
+                    "(the host has no IOMMU, or it is off)",
+                    devices=ids,
+                )
+            )
+            continue
+        groups.setdefault(d.iommu_group, []).append(address)
+    for group in sorted(groups):
+        members = [m for m in host.devices if m.iommu_group == group]
+        missing = [m.address for m in members if not m.is_bridge and m.address not in by_source]
+        if not missing:
+            continue
+        parts = []
+        for m in members:
+            if m.address in by_source:
+                parts.append(f"{m.address} by {_names([_q(i) for i in by_source[m.address]])}")
+            elif m.is_bridge:
+                parts.append(f"{m.address} (bridge, stays with the host)")
+            else:
+                parts.append(f"{m.address} not passed")
+        passed = [i for m in members for i in by_source.get(m.address, ())]
+        verb = "is" if len(missing) == 1 else "are"
+        found.append(
+            Violation(
+                "iommu-group",
+                f"IOMMU group {group} is passed only in part: {_names([str(a) for a in missing])} {verb} not passed "
+                f"(group {group}: {', '.join(parts)})",
+                devices=passed,
+            )
+        )
+    return tuple(sorted(found))

@@ -8,7 +8,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller
-from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput
+from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput, InvalidTopology
 from pcitopo.formats import LibvirtDomain
 from pcitopo.formats._xmltext import Edit, scan, splice
 
@@ -690,3 +690,12 @@ def test_machine_descriptions_say_what_libvirt_adds() -> None:
         "q35": ("qemu-xhci", "piix3-uhci", True),
         "riscv64-virt": (None, "piix3-uhci", True),
     }
+
+
+def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
+    """A new expander bus with no busNr left for libvirt (the lowest is 2) is not written silently without one."""
+    domain = load("<controller type='pci' index='1' model='pcie-expander-bus'><target busNr='2'/></controller>")
+    new = Controller(2, "pcie-expander-bus", address=PciAddress.parse("00:06.0"))
+    with pytest.raises(InvalidTopology) as info:
+        domain.with_topology(domain.topology.with_controllers(new)).to_string()
+    assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]

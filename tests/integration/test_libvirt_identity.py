@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from pcitopo.errors import Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality import identity
+from pcitopo.solver._libvirt import libvirt_assign
 from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
 
 pytestmark = pytest.mark.integration
@@ -131,10 +133,24 @@ def test_ranges_are_libvirts(what: str, span: range, machine: str, model: str, a
 
 
 def test_thirty_one_unnumbered_host_bridges_run_out_in_libvirt_too() -> None:
-    """libvirt hands the 31st extra host bridge index 31 and refuses it; pcitopo reports the shortage first."""
+    """libvirt hands the 31st extra host bridge index 31 and refuses it; pcitopo reports the shortage, and its
+    libvirt policy refuses with libvirt's words."""
     xml = domain("pseries", "".join(pci(i, "pci-root") for i in range(1, 32)))
-    assert refusal(xml) == "unsupported configuration: PCI controller target index '31' out of range - must be 0-30"
-    assert [v.rule for v in identity.shortages(LibvirtDomain.from_string(xml).topology)] == ["phb-index"]
+    message = "PCI controller target index '31' out of range - must be 0-30"
+    assert refusal(xml) == "unsupported configuration: " + message
+    topology = LibvirtDomain.from_string(xml).topology
+    assert [v.rule for v in identity.shortages(topology)] == ["phb-index"]
+    with pytest.raises(Unsatisfiable) as info:
+        libvirt_assign(topology)
+    assert info.value.conflicts == (message,)
+
+
+def test_libvirt_policy_numbers_host_bridges_as_libvirt() -> None:
+    """The libvirt policy gives unnumbered host bridges the target indexes libvirt gives (looking only backwards)."""
+    xml = DOMAINS["pseries host bridges"]
+    ours = libvirt_assign(LibvirtDomain.from_string(xml).topology)
+    theirs = LibvirtDomain.from_string(define_and_dump(xml)).topology
+    assert {c.index: c.target_index for c in ours.controllers} == {c.index: c.target_index for c in theirs.controllers}
 
 
 def test_bus_nr_runs_out_below_two_in_libvirt_too() -> None:

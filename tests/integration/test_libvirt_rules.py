@@ -308,3 +308,15 @@ def test_default_chassis_clash_is_refused_through_libvirt_xml() -> None:
     chassis = {c.index: c.chassis for c in LibvirtDomain.from_string(dumped).topology.controllers if c.index in (3, 4)}
     assert chassis == {3: 3, 4: 3}
     assert "unique-chassis-port" in rules_of(xml)
+
+
+def test_default_target_index_duplicate_is_defined_by_libvirt_and_refused_by_qemu() -> None:
+    """libvirt gives host bridge 1 target index 1 although bridge 2 has it; QEMU refuses; validate reports it."""
+    xml = domain("pseries", pci(1, "pci-root") + pci(2, "pci-root", "<target index='1'/>"))
+    dumped = LibvirtDomain.from_string(define_and_dump(xml)).topology
+    assert {c.index: c.target_index for c in dumped.controllers} == {0: 0, 1: 1, 2: 1}
+    topology = LibvirtDomain.from_string(xml).topology
+    assert [v.rule for v in validate(topology)] == ["phb-index"]
+    with pytest.raises(QemuError) as info:
+        verify(topology, firmware=False, hotplug=False)
+    assert info.value.qemu_message == "PHB 1 already attached"

@@ -111,6 +111,7 @@ def test_bus_nr_running_out_is_a_violation_naming_the_lowest() -> None:
         "'pci.2' (pcie-expander-bus) has no bus_nr, and libvirt has none left to give it: "
         "the lowest busNr is 2, and a new one goes 2 below it, within 1..254 (rule: expander-bus-nr)"
     ]
+    assert [(v.devices, v.address) for v in identity.shortages(t)] == [(("pci.2",), A("00:06.0"))]
     with pytest.raises(InvalidTopology):
         identity.filled(t)
 
