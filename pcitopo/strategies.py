@@ -248,7 +248,7 @@ class _Builder:
         return sum(self.t.io_windows().values())
 
     def io_fits(self, device: Device, bus: int) -> bool:
-        budget = self.machine.io_window_budget(acpi=self.t.acpi)
+        budget = self.t.io_window_budget()
         m = self.t.model(bus)
         if budget is None or m.root or m.expander:
             return True
@@ -754,7 +754,7 @@ def _break_numa_node(draw: st.DrawFn) -> Topology:
 @_breaks("io-space")
 def _break_io_space(draw: st.DrawFn) -> Topology:
     b = _base(draw, _machines_where(lambda m: m.io_window_budget() is not None))
-    budget = b.machine.io_window_budget(acpi=b.t.acpi)
+    budget = b.t.io_window_budget()
     assert budget is not None
     io_kinds = [k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True)]
     bridges = [

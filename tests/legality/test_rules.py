@@ -546,7 +546,7 @@ def test_io_space_message_names_ports_and_budget() -> None:
     )
     (v,) = validate(t)
     assert v.message.startswith("bridges and ports below the root buses need 10 IO windows of 4 KiB ('pci.1' (1), ")
-    assert v.message.endswith("but q35 without ACPI has room for 9")
+    assert v.message.endswith("but q35 without ACPI under seabios has room for 9")
 
 
 def test_all_violations_at_once() -> None:

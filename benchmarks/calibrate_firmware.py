@@ -1,0 +1,321 @@
+"""Measure what SeaBIOS and OVMF enumerate and map, and regenerate the firmware calibration tables.
+
+Every number in ``pcitopo/legality/data/firmware/*.toml`` comes from an
+experiment here. Each experiment boots a layout of raw ``-device`` options (no
+pcitopo code builds them, so the oracle shares nothing with the rules it
+calibrates) in QEMU under TCG with no disk, lets the firmware run, reads QMP
+``query-pci`` once PCI setup settled (SeaBIOS: its debug log says so; OVMF:
+every bridge numbered and nothing changed for 5 s) and counts the BARs left
+unmapped (address -1, expansion ROMs aside). A layout *fits* when none is.
+
+For each machine x firmware x ACPI setting it finds the largest N that fits
+for:
+
+``io-bars``
+    N ports (q35: root ports holding an e1000e; pc: pci-bridges holding an
+    e1000) whose device has an IO BAR, so each needs a 4 KiB IO window;
+``empty-bridges``
+    N empty hotplug-capable conventional bridges (q35: a pcie-to-pci-bridge
+    behind each of N root ports; pc: pci-bridges on pci.0);
+``empty-root-ports``
+    N empty pcie-root-ports (q35 only; up to 28);
+
+and the largest 64-bit BAR that maps by default (``large-bar64``: one
+ivshmem-plain whose shared memory is 2^k GiB, a 64-bit prefetchable BAR of
+that size, up to 1 TiB, counted as mapped only when it ends within the
+guest CPU's 40 physical address bits). The OVMF experiments are slow under TCG (20-40 s a
+boot), so a full run takes about 15 minutes on a 2-core machine.
+
+Usage::
+
+    python benchmarks/calibrate_firmware.py                 # every experiment
+    python benchmarks/calibrate_firmware.py --firmware seabios --machine q35
+    python benchmarks/calibrate_firmware.py --update-docs   # rewrite docs/firmware_table.inc
+
+Results go to ``benchmarks/results/firmware.json`` and the table is printed.
+It needs QEMU 7.2 (``qemu-system-x86``), ``seabios`` and ``ovmf`` from Debian.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pcitopo.legality.firmware import Firmware  # noqa: E402
+from pcitopo.qemu._qmp import Qemu, find_binary  # noqa: E402
+from pcitopo.qemu.verify import firmware_args, settle_pci  # noqa: E402
+
+Layout = Callable[[int], list[str]]
+
+RESULTS = ROOT / "benchmarks" / "results" / "firmware.json"
+TABLE = ROOT / "docs" / "firmware_table.inc"
+GIB = 1 << 30
+PHYS_BITS = 40
+"""The physical address width of QEMU's default TCG CPU (qemu64): a BAR ending above 2^40 is unreachable."""
+
+
+def _rp(i: int) -> str:
+    return f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},addr={2 + i:#x}"
+
+
+def _pcb(i: int) -> str:
+    return f"pci-bridge,id=br{i},bus=pci.0,chassis_nr={i + 1},addr={3 + i:#x}"
+
+
+LAYOUTS: dict[tuple[str, str], Layout] = {
+    ("q35", "io-bars"): lambda n: [d for i in range(n) for d in (_rp(i), f"e1000e,id=n{i},bus=rp{i}")],
+    ("q35", "empty-bridges"): lambda n: [d for i in range(n) for d in (_rp(i), f"pcie-pci-bridge,id=b{i},bus=rp{i}")],
+    ("q35", "empty-root-ports"): lambda n: [_rp(i) for i in range(n)],
+    ("pc", "io-bars"): lambda n: [d for i in range(n) for d in (_pcb(i), f"e1000,id=n{i},bus=br{i},addr=0x1")],
+    ("pc", "empty-bridges"): lambda n: [_pcb(i) for i in range(n)],
+}
+CAPS = {"q35": 28, "pc": 28}
+"""The largest N tried (q35 has 30 free slots on pcie.0; pc about as many)."""
+
+
+class Booter:
+    """Boots layouts and remembers each outcome (a boot costs seconds to tens of seconds)."""
+
+    def __init__(self, binary: str, *, verbose: bool) -> None:
+        self.binary = binary
+        self.verbose = verbose
+        self.boots = 0
+        self.seconds = 0.0
+
+    def boot(
+        self, machine: str, fw: Firmware, acpi: bool, devices: list[str], extra: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Boot once; the outcome: settled, unmapped BARs, the firmware's complaint, the devices seen."""
+        args = ["-machine", machine + ("" if acpi else ",acpi=off"), "-m", "256", "-nodefaults", "-display", "none"]
+        args += [
+            "-S",
+            "-accel",
+            "tcg",
+            "-chardev",
+            "file,id=fw,path=fw.log",
+            "-device",
+            "isa-debugcon,iobase=0x402,chardev=fw",
+        ]
+        args += firmware_args(fw) + list(extra or [])
+        for d in devices:
+            args += ["-device", d]
+        start = time.monotonic()
+        with Qemu(self.binary, args, timeout=30) as vm:
+            vm.execute("cont")
+            if fw.efi:
+                answer, settled = settle_pci(vm, 90.0)
+            else:
+                log_path = Path(vm.dir or ".") / "fw.log"
+                deadline = time.monotonic() + 15
+                settled = False
+                while time.monotonic() < deadline and not settled:
+                    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+                    settled = "cpu(s)" in text or "PCI: out of" in text
+                    time.sleep(0.1)
+                answer = vm.execute("query-pci")
+            log = (Path(vm.dir or ".") / "fw.log").read_text(errors="replace")
+        self.boots += 1
+        self.seconds += time.monotonic() - start
+        unmapped: list[str] = []
+        bars: dict[str, list[dict[str, Any]]] = {}
+
+        def walk(devs: list[dict[str, Any]]) -> None:
+            for d in devs:
+                name = str(d.get("qdev_id") or f"{d['bus']:02x}:{d['slot']:02x}.{d['function']}")
+                regions = [r for r in d.get("regions", []) if r.get("bar") != 6]
+                bars[name] = regions
+                unmapped.extend(f"{name} BAR{r['bar']}" for r in regions if r.get("address") == -1)
+                if d.get("pci_bridge"):
+                    walk(d["pci_bridge"].get("devices", []))
+
+        for root in answer:
+            walk(root.get("devices", []))
+        out = {
+            "settled": settled,
+            "unmapped": unmapped,
+            "out_of_space": sorted({line.strip() for line in log.splitlines() if "PCI: out of" in line}),
+            "bars": bars,
+            "seconds": round(time.monotonic() - start, 1),
+        }
+        if self.verbose:
+            print(
+                f"    {machine} {fw.name} acpi={acpi} {len(devices)} devices: unmapped {len(unmapped)}", file=sys.stderr
+            )
+        return out
+
+
+def fits(outcome: dict[str, Any]) -> bool:
+    return bool(outcome["settled"]) and not outcome["unmapped"] and not outcome["out_of_space"]
+
+
+def largest_fitting(boot: Callable[[int], bool], hint: int, cap: int) -> dict[str, Any]:
+    """The largest N in 0..cap that fits, searching from ``hint`` (fits(N) is monotone in these layouts)."""
+    tried: dict[int, bool] = {}
+
+    def ok(n: int) -> bool:
+        if n not in tried:
+            tried[n] = boot(n)
+        return tried[n]
+
+    n = max(0, min(hint, cap))
+    if ok(n):
+        while n < cap and ok(n + 1):
+            n += 1
+        limit = n
+    else:
+        while n > 0 and not ok(n - 1):
+            n -= 1
+        limit = n - 1
+    return {"fits": limit, "capped": limit == cap, "tried": {str(k): v for k, v in sorted(tried.items())}}
+
+
+def measure(machines: list[str], firmwares: list[str], *, verbose: bool) -> dict[str, Any]:
+    binary = find_binary("qemu-system-x86_64")
+    if binary is None:
+        raise SystemExit("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    booter = Booter(binary, verbose=verbose)
+    rows: list[dict[str, Any]] = []
+    for machine in machines:
+        for name in firmwares:
+            fw = Firmware.named(name)
+            spec = fw.for_machine(machine)
+            for acpi in (True, False):
+                row: dict[str, Any] = {"machine": machine, "firmware": name, "acpi": acpi}
+                if fw.efi and not acpi and machine == "pc":
+                    probe = booter.boot(machine, fw, acpi, [])
+                    row["boots"] = bool(probe["settled"])
+                    if not probe["settled"]:
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr)
+                        continue
+                for experiment in ("io-bars", "empty-bridges", "empty-root-ports"):
+                    layout = LAYOUTS.get((machine, experiment))
+                    if layout is None:
+                        continue
+                    hint = (spec.io_windows if acpi else spec.io_windows_without_acpi) if spec else 8
+                    if experiment == "empty-root-ports":
+                        hint = CAPS[machine]
+
+                    def boot(
+                        n: int, layout: Layout = layout, acpi: bool = acpi, fw: Firmware = fw, machine: str = machine
+                    ) -> bool:
+                        return fits(booter.boot(machine, fw, acpi, layout(n)))
+
+                    row[experiment] = largest_fitting(boot, hint, CAPS[machine])
+                if acpi:
+                    row["large-bar64"] = _largest_bar(booter, machine, fw)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    return {
+        "qemu": binary,
+        "boots": booter.boots,
+        "boot_seconds": round(booter.seconds, 1),
+        "rows": rows,
+    }
+
+
+def _largest_bar(booter: Booter, machine: str, fw: Firmware) -> dict[str, Any]:
+    """The largest 2^k GiB ivshmem-plain BAR (4 GiB .. 1 TiB) that maps with the firmware's defaults."""
+    tried: dict[str, Any] = {}
+    best = 0
+    for k in range(2, 11):
+        size = (1 << k) * GIB
+        with tempfile.TemporaryDirectory() as tmp:
+            backend = f"memory-backend-file,id=shm,mem-path={tmp}/shm,share=on,size={size >> 30}G"
+            if machine == "q35":
+                devices = [_rp(0), "ivshmem-plain,id=iv,bus=rp0,memdev=shm"]
+            else:
+                devices = ["ivshmem-plain,id=iv,bus=pci.0,addr=0x5,memdev=shm"]
+            outcome = booter.boot(machine, fw, True, devices, ["-object", backend])
+        bar2 = next((r for r in outcome["bars"].get("iv", []) if r.get("bar") == 2), None)
+        address = None if bar2 is None or bar2.get("address") == -1 else int(bar2["address"])
+        reachable = address is not None and address + size <= 1 << PHYS_BITS
+        ok = fits(outcome) and reachable
+        tried[f"{size >> 30}G"] = {"fits": ok, "address": None if address is None else hex(address)}
+        if not ok:
+            break
+        best = size
+    return {"largest": best, "tried": tried}
+
+
+def _gib(size: int) -> str:
+    return f"{size >> 30} GiB" if size else "none"
+
+
+def _count(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "n/a"
+    return f"{entry['fits']}+ (none failed)" if entry["capped"] else str(entry["fits"])
+
+
+def table(results: dict[str, Any]) -> str:
+    """The calibration table, as reStructuredText."""
+    header = [
+        "machine",
+        "firmware",
+        "ACPI",
+        "IO-BAR devices",
+        "empty bridges",
+        "empty root ports",
+        "largest 64-bit BAR",
+    ]
+    lines = [", ".join(f'"{h}"' for h in header)]
+    for row in results["rows"]:
+        if row.get("boots") is False:
+            cells = [row["machine"], row["firmware"], "off", "does not boot", "", "", ""]
+        else:
+            bar = row.get("large-bar64")
+            cells = [
+                row["machine"],
+                row["firmware"],
+                "on" if row["acpi"] else "off",
+                _count(row.get("io-bars")),
+                _count(row.get("empty-bridges")),
+                _count(row.get("empty-root-ports")),
+                _gib(bar["largest"]) if bar else "(ACPI on only)",
+            ]
+        lines.append(", ".join(f'"{c}"' for c in cells))
+    body = "\n".join(f"   {line}" for line in lines)
+    return (
+        ".. This table is generated by benchmarks/calibrate_firmware.py --update-docs; do not edit.\n\n"
+        ".. csv-table:: What fits, measured in QEMU 7.2 with Debian 12's SeaBIOS 1.16.2 and OVMF 2022.11\n"
+        "   :header-rows: 1\n\n"
+        f"{body}\n\n"
+        f"Measured with {results['boots']} boots ({results['boot_seconds']:.0f} s of QEMU under TCG).\n"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--machine", action="append", choices=("q35", "pc"), help="only this machine (repeatable)")
+    parser.add_argument("--firmware", action="append", choices=("seabios", "ovmf"), help="only this firmware")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    parser.add_argument("--update-docs", action="store_true", help=f"rewrite {TABLE.relative_to(ROOT)}")
+    parser.add_argument("--quiet", action="store_true", help="do not report each boot on stderr")
+    args = parser.parse_args()
+    # On SIGTERM unwind normally, so the running QEMU is killed and its directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = measure(args.machine or ["q35", "pc"], args.firmware or ["seabios", "ovmf"], verbose=not args.quiet)
+    results["environment"] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    text = table(results)
+    print(text)
+    if args.update_docs:
+        TABLE.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
