@@ -329,3 +329,11 @@ def test_diff_of_an_assignment_reports_assigned_not_moved(tmp_path: Path) -> Non
     backward = io.StringIO()
     assert main(["diff", str(out_xml), "examples/q35-server.xml"], stdout=backward) == 1
     assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/01.0/00.0\n")
+
+
+def test_verify_refuses_a_domain_with_devices_to_place(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """verify needs every address filled in and says which devices lack one, with exit code 3, without starting QEMU."""
+    path = write(tmp_path, "in.xml", "    <interface type='user'><model type='e1000e'/></interface>")
+    code, out, err = run(capsys, "verify", str(path))
+    assert (code, out) == (3, "")
+    assert err == f"pcitopo: {path}: 1 device(s) have no PCI address yet (interface0); run 'pcitopo assign' first\n"
