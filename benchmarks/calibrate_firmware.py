@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pcitopo.legality.firmware import Firmware  # noqa: E402
-from pcitopo.qemu._qmp import Qemu, find_binary  # noqa: E402
+from pcitopo.qemu._qmp import Qemu, QemuError, find_binary  # noqa: E402
 from pcitopo.qemu.verify import firmware_args, settle_pci  # noqa: E402
 
 Layout = Callable[[int], list[str]]
@@ -94,6 +94,16 @@ class Booter:
         self.seconds = 0.0
 
     def boot(
+        self, machine: str, fw: Firmware, acpi: bool, devices: list[str], extra: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Boot once (a second time if QEMU failed to start, as it may on a loaded machine)."""
+        try:
+            return self._boot(machine, fw, acpi, devices, extra)
+        except QemuError as exc:
+            print(f"    QEMU failed ({exc}); once more", file=sys.stderr)
+            return self._boot(machine, fw, acpi, devices, extra)
+
+    def _boot(
         self, machine: str, fw: Firmware, acpi: bool, devices: list[str], extra: list[str] | None = None
     ) -> dict[str, Any]:
         """Boot once; the outcome: settled, unmapped BARs, the firmware's complaint, the devices seen."""

@@ -328,7 +328,12 @@ class _Builder:
             address = _position(draw, positions)
         kw.update(self.identity(draw, model, index, address))
         controller = Controller(index, name, address=address, **kw)  # type: ignore[arg-type]
+        before = self.t
         self.place_controller(controller)
+        budget = self.t.io_window_budget()
+        if budget is not None and self.io_windows() > budget:  # a bridge the firmware reserves IO for
+            self.t = before
+            return None
         return controller
 
     def add_device(self, draw: st.DrawFn, kinds: list[str], ident: str) -> Device | None:
