@@ -31,6 +31,7 @@ Usage::
     python benchmarks/calibrate_firmware.py                 # every experiment
     python benchmarks/calibrate_firmware.py --firmware seabios --machine q35
     python benchmarks/calibrate_firmware.py --update-docs   # rewrite docs/firmware_table.inc
+    python benchmarks/calibrate_firmware.py --from-json benchmarks/results/firmware.json --update-docs
 
 Results go to ``benchmarks/results/firmware.json`` and the table is printed.
 It needs QEMU 7.2 (``qemu-system-x86``), ``seabios`` and ``ovmf`` from Debian.
@@ -170,7 +171,11 @@ def fits(outcome: dict[str, Any]) -> bool:
 
 
 def largest_fitting(boot: Callable[[int], bool], hint: int, cap: int) -> dict[str, Any]:
-    """The largest N in 0..cap that fits, searching from ``hint`` (fits(N) is monotone in these layouts)."""
+    """The largest N in 0..cap that fits (fits(N) is monotone in these layouts), in few boots.
+
+    Tries ``hint`` and ``hint + 1`` first (the current data's number: two boots
+    confirm it), then ``cap``, then bisects.
+    """
     tried: dict[int, bool] = {}
 
     def ok(n: int) -> bool:
@@ -178,16 +183,25 @@ def largest_fitting(boot: Callable[[int], bool], hint: int, cap: int) -> dict[st
             tried[n] = boot(n)
         return tried[n]
 
-    n = max(0, min(hint, cap))
-    if ok(n):
-        while n < cap and ok(n + 1):
-            n += 1
-        limit = n
+    hint = max(0, min(hint, cap))
+    if ok(hint):
+        low, high = hint, cap + 1  # low fits, high does not (cap + 1: never tried)
+        if hint < cap:
+            if not ok(hint + 1):
+                high = hint + 1
+            elif ok(cap):
+                low = cap
+            else:
+                low, high = hint + 1, cap
     else:
-        while n > 0 and not ok(n - 1):
-            n -= 1
-        limit = n - 1
-    return {"fits": limit, "capped": limit == cap, "tried": {str(k): v for k, v in sorted(tried.items())}}
+        low, high = -1, hint
+    while high - low > 1 and low < cap:
+        mid = (low + high) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid
+    return {"fits": low, "capped": low == cap, "tried": {str(k): v for k, v in sorted(tried.items())}}
 
 
 def measure(machines: list[str], firmwares: list[str], *, verbose: bool) -> dict[str, Any]:
@@ -260,12 +274,14 @@ def _largest_bar(booter: Booter, machine: str, fw: Firmware) -> dict[str, Any]:
 
 
 def _gib(size: int) -> str:
-    return f"{size >> 30} GiB" if size else "none"
+    return f"{size >> 30} GiB" if size else "under 4 GiB (4 GiB does not map)"
 
 
 def _count(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "n/a"
+    if entry["fits"] < 0:
+        return "0: even the built-in devices' BARs stay unmapped"
     return f"{entry['fits']}+ (none failed)" if entry["capped"] else str(entry["fits"])
 
 
@@ -313,7 +329,14 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     parser.add_argument("--update-docs", action="store_true", help=f"rewrite {TABLE.relative_to(ROOT)}")
     parser.add_argument("--quiet", action="store_true", help="do not report each boot on stderr")
+    parser.add_argument("--from-json", type=Path, metavar="FILE", help="only print (and write) the table of FILE")
     args = parser.parse_args()
+    if args.from_json is not None:
+        text = table(json.loads(args.from_json.read_text()))
+        print(text)
+        if args.update_docs:
+            TABLE.write_text(text)
+        return 0
     # On SIGTERM unwind normally, so the running QEMU is killed and its directory removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = measure(args.machine or ["q35", "pc"], args.firmware or ["seabios", "ovmf"], verbose=not args.quiet)

@@ -61,6 +61,8 @@ class FirmwareMachine:
     idle_reservations_harmless: bool = False
     mmio64_window: int | None = None
     largest_bar64: int | None = None
+    requires_acpi: bool = False
+    """Without ACPI the firmware leaves even the built-in devices' BARs unmapped."""
 
     def __str__(self) -> str:
         return self.machine
@@ -190,6 +192,7 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         idle_reservations_harmless=t.get("idle-reservations-harmless", bool, False),
         mmio64_window=t.get("mmio64-window", int, None),
         largest_bar64=t.get("largest-bar64", int, None),
+        requires_acpi=t.get("requires-acpi", bool, False),
     )
     t.check_unknown()
     for key, value in (("io-windows", m.io_windows), ("io-windows-without-acpi", m.io_windows_without_acpi)):

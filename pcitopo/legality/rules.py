@@ -79,6 +79,7 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
+        "firmware-acpi": "a firmware that maps no BAR on this machine without ACPI (OVMF on pc), booted without it",
         "hotplug": "a device that must be hot-pluggable at a position that is not, or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
     }
@@ -633,6 +634,22 @@ def _io_space(ctx: _Context) -> Iterator[Violation]:
         f"but {ctx.machine.name} {acpi}{under} has room for {budget}",
         *(c.name for c in tops),
     )
+
+
+@_rule
+def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    fw = t.firmware_model
+    if t.acpi or fw is None:
+        return
+    spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model)
+    if spec is not None and spec.requires_acpi:
+        yield _violation(
+            "firmware-acpi",
+            f"{fw.name} leaves every BAR unmapped on {ctx.machine.name} without ACPI; turn ACPI on or boot "
+            f"{ctx.machine.default_firmware or 'another firmware'}",
+            ctx.machine.root_bus_name,
+        )
 
 
 @_rule

@@ -365,6 +365,11 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         [("io-space", tuple(f"pci.{1 + i}" for i in range(10)))],
     ),
     (
+        "firmware-acpi: OVMF on pc without ACPI",
+        Topology.build("pc", acpi=False, firmware="ovmf"),
+        [("firmware-acpi", ("pci.0",))],
+    ),
+    (
         "hotplug: hotplug required on pcie.0",
         Topology.build("q35", devices=[dev("net0", NIC, "00:03.0", needs=Needs(hotplug=HotplugNeed.REQUIRED))]),
         [("hotplug", ("net0",))],
