@@ -5,7 +5,8 @@ experiment here. Each experiment boots a layout of raw ``-device`` options (no
 pcitopo code builds them, so the oracle shares nothing with the rules it
 calibrates) in QEMU under TCG with no disk, lets the firmware run, reads QMP
 ``query-pci`` once PCI setup settled (SeaBIOS: its debug log says so; OVMF:
-every bridge numbered and nothing changed for 5 s) and counts the BARs left
+some BAR mapped or bridge numbered, every bridge numbered and nothing changed
+for 5 s) and counts the BARs left
 unmapped (address -1, expansion ROMs aside). A layout *fits* when none is.
 
 For each machine x firmware x ACPI setting it finds the largest N that fits
@@ -26,11 +27,17 @@ that size, up to 1 TiB, counted as mapped only when it ends within the
 guest CPU's 40 physical address bits). The OVMF experiments are slow under TCG (20-40 s a
 boot), so a full run takes about 15 minutes on a 2-core machine.
 
+``--facts`` boots the named single layouts the firmware files cite
+(``reservations``, ``reservations-overflow``, ``idle-reservations``,
+``io-reserve``, ``hotplug-off``, ``empty-dmi-bridges``, ...) and prints
+each outcome with the windows the first bridges got.
+
 Usage::
 
     python benchmarks/calibrate_firmware.py                 # every experiment
     python benchmarks/calibrate_firmware.py --firmware seabios --machine q35
     python benchmarks/calibrate_firmware.py --update-docs   # rewrite docs/firmware_table.inc
+    python benchmarks/calibrate_firmware.py --facts         # the single experiments (about 6 minutes)
     python benchmarks/calibrate_firmware.py --from-json benchmarks/results/firmware.json --update-docs
 
 Results go to ``benchmarks/results/firmware.json`` and the table is printed.
@@ -83,6 +90,81 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
 }
 CAPS = {"q35": 28, "pc": 28}
 """The largest N tried (q35 has 30 free slots on pcie.0; pc about as many)."""
+
+
+def _e1000e(i: int, extra: str = "") -> list[str]:
+    return [_rp(i) + extra, f"e1000e,id=n{i},bus=rp{i}"]
+
+
+def _empty(first: int, n: int, extra: str = "") -> list[str]:
+    return [_rp(i) + extra for i in range(first, first + n)]
+
+
+def _e1000e_ports(n: int) -> list[str]:
+    return [d for i in range(n) for d in _e1000e(i)]
+
+
+FACTS: dict[str, tuple[str, str, list[str]]] = {
+    # name: (machine, firmware, devices); the firmware files cite these names
+    "reservations (one empty root port)": ("q35", "ovmf", _empty(0, 1)),
+    "reservations-overflow (9 e1000e ports, then an empty port)": ("q35", "ovmf", _e1000e_ports(9) + _empty(9, 1)),
+    "reservations-overflow (an empty port, then 9 e1000e ports)": (
+        "q35",
+        "ovmf",
+        _empty(0, 1) + [d for i in range(1, 10) for d in _e1000e(i)],
+    ),
+    "reservations-overflow (1 e1000e port, then 12 empty ports)": ("q35", "ovmf", _e1000e(0) + _empty(1, 12)),
+    "idle-reservations (20 empty ports and a virtio-net port)": (
+        "q35",
+        "ovmf",
+        [*_empty(0, 20), _rp(20), "virtio-net-pci,id=v,bus=rp20"],
+    ),
+    "io-reserve (9 e1000e ports, 10 empty ports with io-reserve=0)": (
+        "q35",
+        "ovmf",
+        _e1000e_ports(9) + _empty(9, 10, ",io-reserve=0"),
+    ),
+    "hotplug-off (9 e1000e ports, 10 empty ports with hotplug=off)": (
+        "q35",
+        "ovmf",
+        _e1000e_ports(9) + _empty(9, 10, ",hotplug=off"),
+    ),
+    "io-reserve (14 empty ports with io-reserve=4096)": ("q35", "seabios", _empty(0, 14, ",io-reserve=4096")),
+    "io-reserve (15 empty ports with io-reserve=4096)": ("q35", "seabios", _empty(0, 15, ",io-reserve=4096")),
+    "empty-dmi-bridges (20)": (
+        "q35",
+        "seabios",
+        [f"i82801b11-bridge,id=dmi{i},bus=pcie.0,addr={2 + i:#x}" for i in range(20)],
+    ),
+    "nested-bridges (15 empty pci-bridges behind one pcie-to-pci-bridge)": (
+        "q35",
+        "seabios",
+        [_rp(0), "pcie-pci-bridge,id=p2p,bus=rp0"]
+        + [f"pci-bridge,id=b{i},bus=p2p,chassis_nr={i + 2},addr={1 + i:#x}" for i in range(15)],
+    ),
+}
+
+
+def _windows(answer: list[dict[str, Any]]) -> list[str]:
+    """Each bridge's windows, as ``name: io BASE+SIZE, memory ..., prefetchable ...``."""
+    out = []
+
+    def walk(devs: list[dict[str, Any]]) -> None:
+        for d in devs:
+            b = d.get("pci_bridge")
+            if not b:
+                continue
+            parts = []
+            for key in ("io_range", "memory_range", "prefetchable_range"):
+                r = b.get("bus", {}).get(key) or {}
+                if "base" in r and r["base"] <= r["limit"]:
+                    parts.append(f"{key.split('_')[0]} {r['base']:#x}+{r['limit'] - r['base'] + 1:#x}")
+            out.append(f"{d.get('qdev_id') or d['slot']}: {', '.join(parts) or 'no windows'}")
+            walk(b.get("devices", []))
+
+    for root in answer:
+        walk(root.get("devices", []))
+    return out
 
 
 class Booter:
@@ -153,6 +235,7 @@ class Booter:
         for root in answer:
             walk(root.get("devices", []))
         out = {
+            "windows": _windows(answer),
             "settled": settled,
             "unmapped": unmapped,
             "out_of_space": sorted({line.strip() for line in log.splitlines() if "PCI: out of" in line}),
@@ -322,6 +405,21 @@ def table(results: dict[str, Any]) -> str:
     )
 
 
+def facts() -> int:
+    """Boot every layout of FACTS and print what the firmware made of it."""
+    binary = find_binary("qemu-system-x86_64")
+    if binary is None:
+        raise SystemExit("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    booter = Booter(binary, verbose=False)
+    for name, (machine, fw, devices) in FACTS.items():
+        outcome = booter.boot(machine, Firmware.named(fw), True, devices)
+        verdict = "fits" if fits(outcome) else f"{len(outcome['unmapped'])} BARs unmapped"
+        print(f"{name} [{machine}, {fw}]: {verdict}", flush=True)
+        for line in outcome["windows"][:3]:
+            print(f"    {line}", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--machine", action="append", choices=("q35", "pc"), help="only this machine (repeatable)")
@@ -330,7 +428,10 @@ def main() -> int:
     parser.add_argument("--update-docs", action="store_true", help=f"rewrite {TABLE.relative_to(ROOT)}")
     parser.add_argument("--quiet", action="store_true", help="do not report each boot on stderr")
     parser.add_argument("--from-json", type=Path, metavar="FILE", help="only print (and write) the table of FILE")
+    parser.add_argument("--facts", action="store_true", help="boot the single named experiments instead")
     args = parser.parse_args()
+    if args.facts:
+        return facts()
     if args.from_json is not None:
         text = table(json.loads(args.from_json.read_text()))
         print(text)
@@ -341,6 +442,20 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = measure(args.machine or ["q35", "pc"], args.firmware or ["seabios", "ovmf"], verbose=not args.quiet)
     results["environment"] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    if args.output.exists() and (args.machine or args.firmware):
+        # a partial run replaces its own rows and keeps the others
+        old = json.loads(args.output.read_text())
+
+        def key(row: dict[str, Any]) -> tuple[str, str, bool]:
+            return (row["machine"], row["firmware"], row["acpi"])
+
+        fresh = {key(r): r for r in results["rows"]}
+        kept = [r for r in old["rows"] if key(r) not in fresh]
+        results["rows"] = sorted(
+            kept + results["rows"], key=lambda r: (r["machine"] != "q35", r["firmware"] != "seabios", not r["acpi"])
+        )
+        results["boots"] += old["boots"]
+        results["boot_seconds"] = round(results["boot_seconds"] + old["boot_seconds"], 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)

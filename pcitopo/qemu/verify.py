@@ -317,13 +317,25 @@ def _numbered(devices: list[dict[str, Any]]) -> bool:
     return True
 
 
-def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[dict[str, Any]], bool]:
-    """Poll ``query-pci`` until every bridge is numbered and nothing changed for ``settle`` seconds.
+def _started(devices: list[dict[str, Any]]) -> bool:
+    """Whether the firmware has reached PCI setup: some BAR is mapped or some bridge numbered."""
+    for dev in devices:
+        if any(r.get("address") != -1 for r in dev.get("regions", [])):
+            return True
+        bridge = dev.get("pci_bridge")
+        if bridge and (bridge.get("bus", {}).get("secondary") or _started(bridge.get("devices", []))):
+            return True
+    return False
 
-    Returns the last answer and whether it settled within ``wait`` seconds.
-    OVMF says nothing on its debug port in Debian's build, and when it runs
-    out of room it maps no BAR and sits idle, so the settled answer is the
-    only witness of what it did.
+
+def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[dict[str, Any]], bool]:
+    """Poll ``query-pci`` until the firmware did PCI setup and nothing changed for ``settle`` seconds.
+
+    PCI setup has happened once some BAR is mapped or some bridge numbered,
+    and every bridge is numbered. Returns the last answer and whether it
+    settled within ``wait`` seconds. OVMF says nothing on its debug port in
+    Debian's build, and when it runs out of room it numbers the buses, maps no
+    BAR and sits idle, so the settled answer is the only witness of what it did.
     """
     deadline = time.monotonic() + wait
     last: list[dict[str, Any]] = vm.execute("query-pci")
@@ -333,7 +345,11 @@ def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[
         now: list[dict[str, Any]] = vm.execute("query-pci")
         if now != last:
             last, since = now, time.monotonic()
-        elif time.monotonic() - since >= settle and all(_numbered(r.get("devices", [])) for r in now):
+        elif (
+            time.monotonic() - since >= settle
+            and any(_started(r.get("devices", [])) for r in now)
+            and all(_numbered(r.get("devices", [])) for r in now)
+        ):
             return now, True
     return last, False
 
