@@ -6,12 +6,12 @@ console script (``main_exit``) do the same from a shell.
 
 Commands (each has ``--help``):
 
-``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json]``
+``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json] [--host host.json]``
     fill in every PCI address of a libvirt domain and print (or write) it.
-``validate IN.xml [--json]``
+``validate IN.xml [--json] [--host host.json]``
     every rule the domain's addresses break.
-``show IN.xml [--format tree|dot]``
-    the PCI tree, like ``lspci -tv``, or a Graphviz graph.
+``show IN.xml [--format tree|dot|names] [--json]``
+    the PCI tree, like ``lspci -tv``, a Graphviz graph, or each NIC's guest name.
 ``diff OLD.xml NEW.xml [--json]``
     devices added, removed, given an address, and moved between two domains
     (matched by id); non-zero when a device in both moved or lost its address.
@@ -22,6 +22,12 @@ Commands (each has ``--help``):
 ``verify IN.xml [--firmware seabios|ovmf] [--no-hotplug] [--json]``
     start the domain's topology in QEMU, let the firmware enumerate it and
     check every device is where planned with every BAR mapped (1 when not).
+``attach LIVE.xml DEVICE.xml [--policy NAME|FILE.toml] [--json]``
+    free hot-pluggable positions in a running domain for new devices; each device's XML with its address.
+``detach LIVE.xml ID [--json]``
+    whether a device can be hot-unplugged from a running domain, and what goes with it.
+``host-scan [--sysfs DIR] [-o host.json]``
+    the host's PCI devices (IOMMU groups, NUMA nodes, switches, BARs, SR-IOV) as JSON.
 
 Exit codes:
 
@@ -34,8 +40,16 @@ Exit codes:
 3  bad input: unreadable file, malformed XML, not a domain, unknown model,
    machine without PCI, bad policy
 4  no placement satisfies the requirements (the explanation is printed)
-5  internal error (a bug in pcitopo: a one-line message, no traceback)
+5  internal error (a bug in pcitopo: the message, a line asking for a report
+   with the input named, no traceback)
 == ==========================================================================
+
+When the reader of stdout goes away (``pcitopo show big.xml | head -1``),
+pcitopo stops quietly, as Unix tools do: no message, exit status 141 (128 +
+SIGPIPE, what a shell reports for ``cat`` killed by SIGPIPE).
+
+Documents are written in the encoding their XML declaration names, to stdout
+as to ``-o``: a Latin-1 domain comes out as Latin-1 bytes.
 
 >>> main(["machines"])  # doctest: +ELLIPSIS
 aarch64-virt  ...
@@ -45,24 +59,24 @@ aarch64-virt  ...
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 from pcitopo.address import PciAddress
-from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
+from pcitopo.violation import Violation
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_UNSATISFIABLE",
@@ -77,12 +91,19 @@ def __dir__() -> list[str]:
     return __all__
 
 
+# Start-up time is part of every command an orchestrator runs, so modules only
+# some commands need (json, shlex, networkx, the QEMU helpers) are imported where
+# they are used; benchmarks/run.py times whole processes (``start-*``).
+
+
 EXIT_OK = 0
 EXIT_VIOLATIONS = 1
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_UNSATISFIABLE = 4
 EXIT_INTERNAL = 5
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away."""
 
 _EPILOG = """\
 exit codes:
@@ -92,7 +113,8 @@ exit codes:
   2  usage error
   3  bad input (unreadable file, malformed XML, unknown model, machine without PCI, bad policy)
   4  unsatisfiable: no placement meets the requirements (explained)
-  5  internal error
+  5  internal error (a bug in pcitopo; please report it with the input)
+  141  the reader of stdout went away (a broken pipe); nothing is printed
 """
 
 
@@ -112,8 +134,8 @@ def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
     machine_file = getattr(args, "machine_file", None)
     if machine_file is not None:
         machine = Machine.from_file(machine_file)
-    if path == "-":
-        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>", machine=machine)
+    if path == "-":  # bytes, so the document's own declaration says how to decode it, as for a file
+        return LibvirtDomain.from_bytes(sys.stdin.buffer.read(), source="<stdin>", machine=machine)
     return LibvirtDomain.from_path(path, machine=machine)
 
 
@@ -125,11 +147,23 @@ def _policy(value: str | None) -> Policy | None:
     return Policy.named(value)
 
 
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for n in range(10_000):
+        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temporary(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -148,7 +182,62 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
+    """Write a document as ``encoding`` bytes: to ``output`` atomically, or to ``out``.
+
+    On stdout the bytes go to the stream's binary buffer, so the document keeps
+    the encoding its declaration names whatever the locale; a stream without
+    one (a ``StringIO`` given to :func:`main`) gets the text.
+    """
+    if output:
+        _write_atomic(output, text.encode(encoding))
+        return
+    if not text.endswith("\n"):
+        text += "\n"
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        return
+    out.flush()
+    _write_all(buffer, text.encode(encoding))
+    buffer.flush()
+
+
+def _write_all(buffer: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data``, or raise.
+
+    A pipe whose reader goes away (or a signal) can take part of one large
+    write: ``write`` then returns a short count and no error, and Python's text
+    layer drops the rest silently. Writing the rest raises ``BrokenPipeError``.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[buffer.write(view) or 0 :]
+
+
+class _WholeWrites:
+    """Standard output for the commands: text encoded like the stream's, every byte written or an error.
+
+    Only what the commands call (``write``, ``flush``, ``buffer``, ``encoding``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        stream.flush()
+        self.buffer: BinaryIO = stream.buffer
+        self.encoding = stream.encoding
+        self._errors = stream.errors or "strict"
+
+    def write(self, text: str) -> int:
+        _write_all(self.buffer, text.encode(self.encoding, self._errors))
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+
 def _json(data: object, out: TextIO) -> None:
+    import json
+
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
 
@@ -171,13 +260,20 @@ def _controller_dict(c: Any) -> dict[str, object]:
 
 def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
-    policy = _policy(args.policy)
+    request = domain.topology
+    if args.policy == "mirror":
+        request, policy = _mirrored(domain, args.host), _policy("hotplug+numa")
+    else:
+        policy = _policy(args.policy)
+        passthrough = _passthrough_violations(domain, args.host)
+        if passthrough:
+            raise InvalidTopology(passthrough)
     from pcitopo.solver import solve
 
-    plan = solve(domain.topology, policy)
+    plan = solve(request, policy)
     text = domain.export(plan.topology)
-    if args.output:
-        _write_atomic(args.output, text.encode(domain.encoding))
+    if args.output or not args.json:
+        _emit(text, domain.encoding, args.output, out)
     if args.json:
         _json(
             {
@@ -186,6 +282,7 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
                 "status": plan.status.value,
                 "cost": plan.cost,
                 "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
+                "guest_names": _guest_names(domain, plan.topology),
                 "added_controllers": [_controller_dict(c) for c in plan.added],
                 "soft": [
                     {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
@@ -195,18 +292,36 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
             },
             out,
         )
-    elif not args.output:
-        out.write(text)
-        if not text.endswith("\n"):
-            out.write("\n")
     return EXIT_OK
+
+
+def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tuple[Violation, ...]:
+    """The host-device and IOMMU-group violations of a domain's passed-through devices (none without a host)."""
+    if host_file is None:
+        return ()
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.legality.rules import validate_passthrough
+
+    return validate_passthrough(domain.topology, load(host_file), hostdev_sources(domain))
+
+
+def _mirrored(domain: LibvirtDomain, host_file: str | None) -> Topology:
+    """The domain's request with its passed-through devices mirroring the host (``--policy mirror``)."""
+    if host_file is None:
+        raise _Failure(EXIT_USAGE, "pcitopo assign: error: --policy mirror needs --host host.json")
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.mirror import mirror_request
+
+    return mirror_request(domain.topology, load(host_file), hostdev_sources(domain))
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
     from pcitopo.legality.rules import validate
 
-    violations = validate(domain.topology)
+    violations = tuple(sorted(validate(domain.topology) + _passthrough_violations(domain, args.host)))
     if args.json:
         items = []
         for v in violations:
@@ -226,9 +341,38 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    if args.json:
+        _json({"machine": domain.machine.name, "guest_names": _guest_names(domain, domain.topology)}, out)
+        return EXIT_OK
+    if args.format == "names":
+        out.write(_names_text(_guest_names(domain, domain.topology)))
+        return EXIT_OK
     text = _dot(domain.topology) if args.format == "dot" else _tree(domain.topology)
     out.write(text)
     return EXIT_OK
+
+
+def _guest_names(domain: LibvirtDomain, topology: Topology) -> dict[str, dict[str, object]]:
+    """Each NIC's guest name (systemd's predictable naming), JSON-ready."""
+    from pcitopo.naming import acpi_indexes, guest_names
+
+    nics = [i for i, el in domain.elements.items() if el.tag == "interface"]
+    names = guest_names(topology, acpi_index=acpi_indexes(domain), nics=nics)
+    return {ident: n.as_dict() for ident, n in names.items()}
+
+
+def _names_text(names: dict[str, dict[str, object]]) -> str:
+    if not names:
+        return "no NICs\n"
+    width = max(len(i) for i in names)
+    lines = []
+    for ident, n in names.items():
+        notes = n["notes"]
+        extra = "; ".join(str(x) for x in notes) if isinstance(notes, list) and notes else ""
+        lines.append(
+            f"{ident:<{width}}  {n['name'] or '?'}  ({n['source'] or 'no name'}){'  ' + extra if extra else ''}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
@@ -292,6 +436,8 @@ def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    import shlex
+
     from pcitopo.qemu.args import qemu_args
 
     out.write(shlex.join(qemu_args(domain.topology)) + "\n")
@@ -337,7 +483,63 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     from pcitopo.qemu.probe import machine_to_toml, probe
 
     machine: Machine = probe(args.qemu, args.machine)
-    text = machine_to_toml(machine)
+    _emit(machine_to_toml(machine), "utf-8", args.output, out)
+    return EXIT_OK
+
+
+def _cmd_attach(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.live import attach
+
+    live = _load(args.live, args)
+    text = sys.stdin.read() if args.devices == "-" else Path(args.devices).read_text(encoding="utf-8")
+    placed = attach(live, text, _policy(args.policy), source=args.devices)
+    if args.json:
+        _json(
+            [
+                {
+                    "id": a.device,
+                    "kind": a.kind,
+                    "address": str(a.address),
+                    "bus": a.bus,
+                    "numa_node": a.numa_node,
+                    "xml": a.xml,
+                }
+                for a in placed
+            ],
+            out,
+        )
+        return EXIT_OK
+    for a in placed:
+        out.write(f"<!-- {a} -->\n{a.xml}\n")
+    return EXIT_OK
+
+
+def _cmd_detach(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.live import detach
+
+    result = detach(_load(args.live, args), args.id)
+    if args.json:
+        _json(
+            {
+                "id": result.device,
+                "possible": result.possible,
+                "reasons": list(result.reasons),
+                "with": list(result.with_it),
+            },
+            out,
+        )
+    else:
+        out.write(f"{result}\n")
+        if result.with_it:
+            out.write(f"goes with it: {', '.join(result.with_it)}\n")
+    return EXIT_OK if result.possible else EXIT_VIOLATIONS
+
+
+def _cmd_host_scan(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.formats.host_json import dumps
+    from pcitopo.host import Host
+
+    text = dumps(Host.from_sysfs(args.sysfs))
     if args.output:
         _write_atomic(args.output, text.encode("utf-8"))
     else:
@@ -393,11 +595,15 @@ def _tree(topology: Topology) -> str:
 
 
 def _dot_id(node: tuple[str, int | str]) -> str:
+    import json
+
     return json.dumps(f"{node[0]}:{node[1]}")
 
 
 def _dot(topology: Topology) -> str:
     """The topology as a Graphviz digraph, nodes and edges in a fixed order."""
+    import json
+
     graph = topology.graph
     lines = ["digraph pcitopo {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
 
@@ -501,6 +707,21 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
+_COMMANDS = (
+    "assign",
+    "validate",
+    "show",
+    "diff",
+    "machines",
+    "qemu-args",
+    "probe",
+    "attach",
+    "detach",
+    "host-scan",
+    "verify",
+)
+
+
 def _machine_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--machine-file",
@@ -509,7 +730,25 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _host_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        metavar="host.json",
+        help="a host description (pcitopo host-scan): check the <hostdev>s against its IOMMU groups",
+    )
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; given the command about to run, only that command's sub-parser is built.
+
+    Building every sub-parser costs more than some commands take to run;
+    with an unknown or no command all are built, so ``--help`` and the
+    "invalid choice" error list every command.
+    """
+
+    def wanted(name: str) -> bool:
+        return command not in _COMMANDS or name == command
+
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
         prog="pcitopo",
@@ -518,82 +757,164 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
-    p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
-    p.add_argument(
-        "--policy",
-        metavar="NAME|FILE.toml",
-        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_assign)
+    if wanted("assign"):
+        p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
+        p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +), a TOML policy file, "
+            "or mirror (with --host: place passed-through devices as they sit on the host)",
+        )
+        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+        _machine_file_option(p)
+        _host_option(p)
+        p.set_defaults(run=_cmd_assign)
 
-    p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--json", action="store_true", help="print the violations as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_validate)
+    if wanted("validate"):
+        p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--json", action="store_true", help="print the violations as JSON")
+        _machine_file_option(p)
+        _host_option(p)
+        p.set_defaults(run=_cmd_validate)
 
-    p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_show)
+    if wanted("show"):
+        p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument(
+            "--format",
+            choices=("tree", "dot", "names"),
+            default="tree",
+            help="a text tree, Graphviz dot, or the name a Linux guest gives each NIC",
+        )
+        p.add_argument("--json", action="store_true", help="print each NIC's guest names as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_show)
 
-    p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-    p.add_argument("old", metavar="OLD.xml")
-    p.add_argument("new", metavar="NEW.xml")
-    p.add_argument("--json", action="store_true", help="print the differences as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_diff)
+    if wanted("diff"):
+        p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+        p.add_argument("old", metavar="OLD.xml")
+        p.add_argument("new", metavar="NEW.xml")
+        p.add_argument("--json", action="store_true", help="print the differences as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_diff)
 
-    p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
-    p.add_argument("--json", action="store_true", help="print them as JSON")
-    p.set_defaults(run=_cmd_machines)
+    if wanted("machines"):
+        p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
+        p.add_argument("--json", action="store_true", help="print them as JSON")
+        p.set_defaults(run=_cmd_machines)
 
-    p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
-    p.add_argument("input", metavar="IN.xml")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_qemu_args)
+    if wanted("qemu-args"):
+        p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+        p.add_argument("input", metavar="IN.xml")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_qemu_args)
 
-    p = sub.add_parser("verify", help="start the domain's topology in QEMU and check it with the firmware", **common)
-    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML with every PCI address filled in")
-    p.add_argument(
-        "--firmware",
-        choices=("seabios", "ovmf"),
-        help="boot this firmware (default: the domain's: OVMF for <os firmware='efi'>, else SeaBIOS on x86)",
-    )
-    p.add_argument("--no-firmware", action="store_true", help="check placement only, without booting a firmware")
-    p.add_argument("--no-hotplug", action="store_true", help="do not probe empty slots with device_add")
-    p.add_argument("--qemu", metavar="BINARY", help="the QEMU binary (default: the machine's, on PATH)")
-    p.add_argument("--json", action="store_true", help="print every check as JSON")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_verify)
+    if wanted("probe"):
+        p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+        p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
+        p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
+        p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
+        p.set_defaults(run=_cmd_probe)
 
-    p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
-    p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
-    p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
-    p.set_defaults(run=_cmd_probe)
+    if wanted("attach"):
+        p = sub.add_parser(
+            "attach", help="place new devices on free hot-pluggable positions of a running domain", **common
+        )
+        p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
+        p.add_argument(
+            "devices", metavar="DEVICE.xml", help="one device element, or several inside <devices> ('-': stdin)"
+        )
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy or a TOML policy file (its NUMA needs and device rules apply)",
+        )
+        p.add_argument("--json", action="store_true", help="print the placements as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_attach)
+
+    if wanted("detach"):
+        p = sub.add_parser("detach", help="whether a device can be hot-unplugged from a running domain", **common)
+        p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
+        p.add_argument("id", metavar="ID", help="the device's alias or id")
+        p.add_argument("--json", action="store_true", help="print the answer as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_detach)
+
+    if wanted("host-scan"):
+        p = sub.add_parser("host-scan", help="describe the host's PCI devices as JSON, from sysfs", **common)
+        p.add_argument("--sysfs", metavar="DIR", default="/sys", help="read DIR as if it were /sys (default: /sys)")
+        p.add_argument("-o", "--output", metavar="host.json", help="write here (atomically) instead of stdout")
+        p.set_defaults(run=_cmd_host_scan)
+
+    if wanted("verify"):
+        p = sub.add_parser(
+            "verify", help="start the domain's topology in QEMU and check it with the firmware", **common
+        )
+        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML with every PCI address filled in")
+        p.add_argument(
+            "--firmware",
+            choices=("seabios", "ovmf"),
+            help="boot this firmware (default: the domain's: OVMF for <os firmware='efi'>, else SeaBIOS on x86)",
+        )
+        p.add_argument("--no-firmware", action="store_true", help="check placement only, without booting a firmware")
+        p.add_argument("--no-hotplug", action="store_true", help="do not probe empty slots with device_add")
+        p.add_argument("--qemu", metavar="BINARY", help="the QEMU binary (default: the machine's, on PATH)")
+        p.add_argument("--json", action="store_true", help="print every check as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_verify)
     return parser
+
+
+def _inputs(args: argparse.Namespace | None) -> list[str]:
+    """The files a command read, to name in a bug report."""
+    if args is None:
+        return []
+    found = [getattr(args, name, None) for name in ("input", "old", "new", "machine_file")]
+    policy = getattr(args, "policy", None)
+    if policy is not None and (policy.endswith(".toml") or os.sep in policy):
+        found.append(policy)
+    return [f for f in found if f]
+
+
+def _report(args: argparse.Namespace | None) -> str:
+    """The line after an internal error: ask for a report, naming the input to attach."""
+    inputs = _inputs(args)
+    if not inputs:
+        return "pcitopo: this is a bug in pcitopo; please report it with the command line you ran\n"
+    return f"pcitopo: this is a bug in pcitopo; please report it with the command line and {', '.join(inputs)}\n"
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one ``pcitopo`` command; return its exit code (see the module docstring)."""
     out = stdout if stdout is not None else sys.stdout
+    if stdout is None and isinstance(getattr(out, "buffer", None), io.BufferedIOBase | io.RawIOBase):
+        out = cast(TextIO, _WholeWrites(out))
     err = stderr if stderr is not None else sys.stderr
+    args: argparse.Namespace | None = None
     try:
         try:
-            args = _parser().parse_args(list(argv) if argv is not None else None)
+            arguments = list(argv) if argv is not None else sys.argv[1:]
+            command = next((a for a in arguments if not a.startswith("-")), None)
+            args = _parser(command).parse_args(arguments)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
-        return run(args, out)
+        code = run(args, out)
+        out.flush()  # a reader that went away is noticed here, not when Python exits
+        return code
     except _Failure as exc:
         err.write(f"{exc}\n")
         return exc.code
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except InternalError as exc:
+        err.write(f"pcitopo: {exc}\n")
+        err.write(_report(args))
+        return EXIT_INTERNAL
     except InvalidTopology as exc:
         err.write(f"pcitopo: {exc}\n")
         return EXIT_VIOLATIONS
@@ -613,9 +934,24 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except Exception as exc:
         message = " ".join(str(exc).split()) or "no message"
         err.write(f"pcitopo: internal error: {type(exc).__name__}: {message}\n")
+        err.write(_report(args))
         return EXIT_INTERNAL
 
 
 def main_exit() -> NoReturn:
-    """The console script: :func:`main` with ``sys.argv``, then exit with its code."""
-    sys.exit(main())
+    """The console script: :func:`main` with ``sys.argv``, then exit with its code.
+
+    Output still buffered is flushed here, so a reader that went away is
+    noticed (exit 141, silently) rather than reported by Python at exit.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE
+    if code == EXIT_BROKEN_PIPE:
+        # Python flushes stdout again at exit; point it at /dev/null so that finds nothing to complain about
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(code)

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
-import networkx as nx
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput, UnknownName
+from pcitopo.errors import DuplicateId, InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
 from pcitopo.legality.firmware import Firmware
 from pcitopo.legality.machine import Builtin, Machine
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["IO_WINDOW", "Bus", "Node", "Topology"]
 
@@ -134,6 +136,7 @@ class Topology:
         catalog = self.machine.catalog
         seen_index: set[int] = set()
         names: dict[str, str] = {}
+        duplicates: list[DuplicateId] = []
         for c in self.controllers:
             if c.model not in catalog.controllers:
                 problems.append(
@@ -147,17 +150,21 @@ class Topology:
                 problems.append(f"controller index {c.index} is used twice")
             seen_index.add(c.index)
             if c.name in names:
-                problems.append(f"id {c.name!r} is used by {names[c.name]} and controller index {c.index}")
+                duplicates.append(DuplicateId(c.name, names[c.name], f"controller index {c.index}"))
+                problems.append(str(duplicates[-1]))
             names[c.name] = f"controller index {c.index}"
         for d in self.devices:
             if d.kind not in catalog.devices:
                 problems.append(str(UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")))
             if d.id in names:
-                problems.append(f"id {d.id!r} is used by {names[d.id]} and device {d.id!r}")
+                duplicates.append(DuplicateId(d.id, names[d.id], f"device {d.id!r}"))
+                problems.append(str(duplicates[-1]))
             names[d.id] = f"device {d.id!r}"
         if self.numa_nodes < 0:
             problems.append(f"numa_nodes must be >= 0 (got {self.numa_nodes})")
         if problems:
+            if len(problems) == 1 and duplicates:
+                raise duplicates[0]
             if len(problems) == 1 and problems[0].startswith("unknown "):
                 bad = next(
                     (
@@ -330,6 +337,8 @@ class Topology:
     @functools.cached_property
     def graph(self) -> nx.DiGraph[Node]:
         """The topology as a frozen networkx ``DiGraph`` (see the module docstring)."""
+        import networkx as nx  # imported here: it takes longer to import than a plan takes to make
+
         g: nx.DiGraph[Node] = nx.DiGraph()
         for c in self.controllers:
             g.add_node(("controller", c.index), kind="controller", model=c.model, name=c.name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from pcitopo.formats import LibvirtDomain
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 DATA = Path(__file__).parent / "formats" / "data"
+BENCH_171 = ROOT / "benchmarks" / "data" / "start-q35-171.xml"
 
 DOMAIN = """<domain type='kvm'>
   <name>cli</name>
@@ -329,6 +332,215 @@ def test_diff_of_an_assignment_reports_assigned_not_moved(tmp_path: Path) -> Non
     backward = io.StringIO()
     assert main(["diff", str(out_xml), "examples/q35-server.xml"], stdout=backward) == 1
     assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/01.0/00.0\n")
+
+
+# -- errors, pipes and encodings ------------------------------------------------------------------
+
+
+def test_bad_xml_names_the_file_line_and_element(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A bad element is reported as FILE:LINE: PATH: reason, exit 3."""
+    path = write(
+        tmp_path, "vm.xml", "    <rng model='virtio'/>\n    <rng model='virtio'><address type='pci' slot='0x20'/></rng>"
+    )
+    code, out, err = run(capsys, "validate", str(path))
+    assert (code, out) == (3, "")
+    assert (
+        err == f"pcitopo: {path}:7: /domain/devices/rng[2]/address: Invalid PCI address slot='0x20', must be <= 0x1F\n"
+    )
+
+
+def test_a_duplicate_alias_names_both_elements(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Two elements with one alias: exit 3, naming the file, the line of the second and both paths."""
+    path = write(tmp_path, "vm.xml", f"{RNG_AT_5}\n{RNG_AT_5}")
+    code, _, err = run(capsys, "show", str(path))
+    assert code == 3
+    assert err == f"pcitopo: {path}:7: id 'ua-rng' is used by /domain/devices/rng[1] and /domain/devices/rng[2]\n"
+
+
+def test_a_bad_policy_file_names_the_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A policy file with a bad value: exit 3, naming the file and the key."""
+    policy = tmp_path / "site.toml"
+    policy.write_text("spare-ports = -1\n", encoding="utf-8")
+    code, _, err = run(capsys, "assign", str(EXAMPLES / "q35-server.xml"), "--policy", str(policy))
+    assert code == 3
+    assert err == f"pcitopo: {policy}: spare-ports: must be >= 0 (got -1)\n"
+
+
+def test_a_plan_that_fails_its_own_validation_exits_5(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the solver's plan breaks a rule it is pcitopo's bug: exit 5, the rule, and a request naming the input."""
+    from pcitopo.solver import planner
+    from pcitopo.violation import Violation
+
+    calls: list[object] = []
+
+    def validate_once_then_complain(topology: object) -> tuple[Violation, ...]:
+        calls.append(topology)
+        if len(calls) == 1:  # the request's pinned part is fine
+            return ()
+        return (Violation("unique-address", "0000:00:03.0 is wanted by 'a' and 'b'", devices=("a", "b")),)
+
+    monkeypatch.setattr(planner, "_validate", validate_once_then_complain)
+    path = write(tmp_path, "vm.xml", "    <rng model='virtio'/>")
+    policy = tmp_path / "p.toml"
+    policy.write_text('base = "minimal"\n', encoding="utf-8")
+    code, out, err = run(capsys, "assign", str(path), "--policy", str(policy))
+    assert (code, out) == (5, "")
+    assert err == (
+        "pcitopo: internal error: the solver produced a plan that breaks rules\n"
+        "  - 0000:00:03.0 is wanted by 'a' and 'b' (rule: unique-address)\n"
+        f"pcitopo: this is a bug in pcitopo; please report it with the command line and {path}, {policy}\n"
+    )
+
+
+def test_an_unexpected_exception_exits_5_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other exception is an internal error too: exit 5, one line and the request to report it."""
+    from pcitopo.formats import libvirt
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyError("lost")
+
+    monkeypatch.setattr(libvirt._Reader, "read", boom)
+    code, _, err = run(capsys, "show", str(EXAMPLES / "pc-legacy.xml"))
+    assert code == 5
+    assert err == (
+        "pcitopo: internal error: KeyError: 'lost'\n"
+        f"pcitopo: this is a bug in pcitopo; please report it with the command line and {EXAMPLES / 'pc-legacy.xml'}\n"
+    )
+
+
+def test_a_closed_pipe_ends_pcitopo_quietly_with_141(tmp_path: Path) -> None:
+    """``pcitopo assign big.xml | head -1``: when the reader goes away pcitopo exits 141 and prints nothing."""
+    path = write(tmp_path, "big.xml", "    <rng model='virtio'/>")
+    text = path.read_text(encoding="utf-8")
+    # 1 MB of description: far more than a pipe holds, so pcitopo is still writing when the reader leaves
+    path.write_text(
+        text.replace("<name>cli</name>", f"<name>cli</name>\n  <description>{'x' * 1_000_000}</description>")
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "assign", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        err = process.stderr.read()
+        code = process.wait()
+    assert first.startswith(b"<domain")
+    assert (code, err) == (141, b"")
+
+
+LATIN1 = (
+    "<?xml version='1.0' encoding='ISO-8859-1'?>\n"
+    "<domain type='kvm'>\n  <name>latin</name>\n  <description>café</description>\n"
+    "  <os><type arch='x86_64' machine='q35'>hvm</type></os>\n"
+    "  <devices>\n    <rng model='virtio'/>\n  </devices>\n</domain>\n"
+)
+
+
+def test_stdout_keeps_the_declared_encoding(tmp_path: Path) -> None:
+    """A Latin-1 domain comes out on stdout as Latin-1 bytes, byte for byte what ``-o`` writes."""
+    path = tmp_path / "latin.xml"
+    path.write_bytes(LATIN1.encode("latin-1"))
+    command = [sys.executable, "-m", "pcitopo", "assign", str(path)]
+    env = {"PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
+    printed = subprocess.run(command, capture_output=True, check=True, cwd=ROOT, env=env).stdout
+    subprocess.run([*command, "-o", str(tmp_path / "out.xml")], check=True, cwd=ROOT, env=env)
+    assert b"<description>caf\xe9</description>" in printed
+    assert printed.startswith(b"<?xml version='1.0' encoding='ISO-8859-1'?>\n")
+    assert printed == (tmp_path / "out.xml").read_bytes()
+    assert LibvirtDomain.from_path(tmp_path / "out.xml").to_string().count("café") == 1
+
+
+def test_stdin_is_read_in_the_declared_encoding(tmp_path: Path) -> None:
+    """``pcitopo assign -`` reads a Latin-1 document by its declaration: the same bytes out as for the file."""
+    path = tmp_path / "latin.xml"
+    path.write_bytes(LATIN1.encode("latin-1"))
+    env = {"PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "pcitopo", "assign"]
+    from_file = subprocess.run([*command, str(path)], capture_output=True, check=True, cwd=ROOT, env=env).stdout
+    from_stdin = subprocess.run(
+        [*command, "-"], input=path.read_bytes(), capture_output=True, check=True, cwd=ROOT, env=env
+    ).stdout
+    assert from_stdin == from_file
+    assert b"<description>caf\xe9</description>" in from_stdin
+
+
+def test_the_command_list_names_every_command() -> None:
+    """``_COMMANDS`` (the commands whose sub-parser is built alone) is exactly the parser's commands."""
+    from pcitopo import cli
+
+    full = cli._parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert tuple(sub.choices) == cli._COMMANDS
+
+
+@pytest.mark.parametrize("command", ["assign", "validate", "show", "diff", "machines", "qemu-args", "probe"])
+def test_a_command_parsed_alone_reads_as_with_every_command(command: str) -> None:
+    """Building only the running command's sub-parser gives the same help as building all of them."""
+    from pcitopo import cli
+
+    def helps(parser: argparse.ArgumentParser) -> str:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return str(sub.choices[command].format_help())
+
+    assert helps(cli._parser(command)) == helps(cli._parser())
+
+
+def test_assign_imports_no_graph_library(tmp_path: Path) -> None:
+    """``pcitopo assign`` starts without networkx or the QEMU helpers: only ``show --format dot`` asks for a graph."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['pcitopo', 'assign', {str(EXAMPLES / 'q35-server.xml')!r}, '-o', {str(tmp_path / 'o.xml')!r}]\n"
+        "try:\n    runpy.run_module('pcitopo', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert exc.code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'networkx' or m.startswith('pcitopo.qemu')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout == "[]\n"
+    dot = subprocess.run(
+        [sys.executable, "-m", "pcitopo", "show", str(EXAMPLES / "q35-server.xml"), "--format", "dot"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert dot.stdout.startswith("digraph pcitopo {")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show", "--format", "dot"], ["validate", "--json"], ["assign"]],
+    ids=["show-dot", "validate-json", "assign"],
+)
+def test_every_command_ends_quietly_on_a_closed_pipe(tmp_path: Path, argv: list[str]) -> None:
+    """A reader that leaves after 100 bytes of a 4 KiB pipe ends pcitopo with 141 and nothing on stderr, text or XML."""
+    import fcntl
+
+    # 171 devices, the 80 NICs all pinned to 00:03.0: every command prints far more than the pipe holds
+    text = BENCH_171.read_text(encoding="utf-8").replace(
+        "<model type='virtio'/>", "<model type='virtio'/><address type='pci' bus='0' slot='3'/>"
+    )
+    path = tmp_path / "clash.xml"
+    path.write_text(text, encoding="utf-8")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    command = [sys.executable, "-m", "pcitopo", argv[0], str(path if argv[0] == "validate" else BENCH_171), *argv[1:]]
+    with subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT) as process:
+        os.close(write_end)
+        first = os.read(read_end, 100)
+        os.close(read_end)
+        assert process.stderr is not None
+        err = process.stderr.read()
+        code = process.wait()
+    assert first
+    assert (code, err) == (141, b"")
 
 
 def test_verify_refuses_a_domain_with_devices_to_place(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

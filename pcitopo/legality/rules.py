@@ -39,11 +39,12 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
+from pcitopo.host import Host
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["RULES", "check", "validate"]
+__all__ = ["HOST_RULES", "RULES", "check", "validate", "validate_passthrough"]
 
 
 def __dir__() -> list[str]:
@@ -696,3 +697,110 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                     item,
                     address=item.address,
                 )
+
+
+# -- passthrough: the host's IOMMU groups ------------------------------------------------
+
+HOST_RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "host-device": "a passed-through device whose host source is not a function of the host description, "
+        "is a bridge or port (vfio-pci binds only header-type-0 functions), or is passed twice",
+        "iommu-group": "an IOMMU group passed only in part (every endpoint function of a group goes to the guest "
+        "together; bridges and ports of the group stay with the host), or a host function without an IOMMU group",
+    }
+)
+"""The rules :func:`validate_passthrough` checks against a host description, with what they mean."""
+
+
+def validate_passthrough(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> tuple[Violation, ...]:
+    """Every violation of :data:`HOST_RULES` by the passed-through devices of ``topology``, sorted.
+
+    ``sources`` maps a device id to the host function it passes through
+    (``<hostdev><source><address>``; see :func:`pcitopo.host.hostdev_sources`).
+    A group is all-or-nothing: VFIO gives a group to one user, and a group is
+    usable only when every endpoint in it is bound to vfio-pci (or pci-stub,
+    or no driver) -- Linux ``Documentation/driver-api/vfio.rst``. Bridges and
+    PCIe ports in a group do not count: vfio-pci refuses to bind them, and the
+    kernel lets them stay with ``pcieport`` (commits "vfio: Whitelist PCI
+    bridges", 2015, and "PCI: portdrv: Set driver_managed_dma", 2022).
+
+    >>> from pcitopo.devices import Device
+    >>> from pcitopo.host import HostDevice
+    >>> A = PciAddress.parse
+    >>> host = Host([
+    ...     HostDevice(A("0000:01:00.0"), vendor=0x10de, device=0x2206, class_code=0x030000, iommu_group=1),
+    ...     HostDevice(A("0000:01:00.1"), vendor=0x10de, device=0x1aef, class_code=0x040300, iommu_group=1),
+    ... ])
+    >>> t = Topology.build("q35", devices=[Device("gpu", "vfio-pci")])
+    >>> for v in validate_passthrough(t, host, {"gpu": A("0000:01:00.0")}):
+    ...     print(v)
+    IOMMU group 1 is passed only in part: 0000:01:00.1 is not passed (group 1: 0000:01:00.0 by 'gpu', \
+0000:01:00.1 not passed) (rule: iommu-group)
+    """
+    found: list[Violation] = []
+    known = {d.id for d in topology.devices}
+    by_source: dict[PciAddress, list[str]] = {}
+    for ident in sorted(sources):
+        if ident in known:
+            by_source.setdefault(sources[ident], []).append(ident)
+    groups: dict[int, list[PciAddress]] = {}
+    for address in sorted(by_source):
+        ids = by_source[address]
+        who = _names([_q(i) for i in ids])
+        if len(ids) > 1:
+            found.append(Violation("host-device", f"host device {address} is passed by {_all(ids)} {who}", devices=ids))
+        if address not in host:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, which the host description does not have",
+                    devices=ids,
+                )
+            )
+            continue
+        d = host.device(address)
+        if d.is_bridge:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, a bridge or port (class {d.class_code:06x}): "
+                    "vfio-pci binds only endpoints; pass the functions below it instead",
+                    devices=ids,
+                )
+            )
+            continue
+        if d.iommu_group is None:
+            found.append(
+                Violation(
+                    "iommu-group",
+                    f"{who} passes host device {address}, which is in no IOMMU group "
+                    "(the host has no IOMMU, or it is off)",
+                    devices=ids,
+                )
+            )
+            continue
+        groups.setdefault(d.iommu_group, []).append(address)
+    for group in sorted(groups):
+        members = [m for m in host.devices if m.iommu_group == group]
+        missing = [m.address for m in members if not m.is_bridge and m.address not in by_source]
+        if not missing:
+            continue
+        parts = []
+        for m in members:
+            if m.address in by_source:
+                parts.append(f"{m.address} by {_names([_q(i) for i in by_source[m.address]])}")
+            elif m.is_bridge:
+                parts.append(f"{m.address} (bridge, stays with the host)")
+            else:
+                parts.append(f"{m.address} not passed")
+        passed = [i for m in members for i in by_source.get(m.address, ())]
+        verb = "is" if len(missing) == 1 else "are"
+        found.append(
+            Violation(
+                "iommu-group",
+                f"IOMMU group {group} is passed only in part: {_names([str(a) for a in missing])} {verb} not passed "
+                f"(group {group}: {', '.join(parts)})",
+                devices=passed,
+            )
+        )
+    return tuple(sorted(found))

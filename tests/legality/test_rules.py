@@ -760,7 +760,7 @@ def test_rules_are_documented() -> None:
 
 def test_module_is_tidy() -> None:
     """The module exports exactly its public names."""
-    assert sorted(dir(rules)) == ["RULES", "check", "validate"]
+    assert sorted(dir(rules)) == ["HOST_RULES", "RULES", "check", "validate", "validate_passthrough"]
 
 
 def test_validation_does_not_mutate_and_violations_pickle() -> None:
