@@ -157,7 +157,7 @@ def _windows(answer: list[dict[str, Any]]) -> list[str]:
             parts = []
             for key in ("io_range", "memory_range", "prefetchable_range"):
                 r = b.get("bus", {}).get(key) or {}
-                if "base" in r and r["base"] <= r["limit"]:
+                if "base" in r and 0 <= r["base"] <= r["limit"]:
                     parts.append(f"{key.split('_')[0]} {r['base']:#x}+{r['limit'] - r['base'] + 1:#x}")
             out.append(f"{d.get('qdev_id') or d['slot']}: {', '.join(parts) or 'no windows'}")
             walk(b.get("devices", []))
