@@ -8,11 +8,14 @@ leaves BARs unmapped): the rule and the firmware must agree. OVMF boots take
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
 from pcitopo.address import PciAddress
+from pcitopo.cli import main
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.legality.rules import validate
@@ -174,3 +177,25 @@ def test_generated_plan_boots_under_ovmf(machine: str, policy: str, seed: int) -
         return
     report = verify(plan.topology, firmware="ovmf", hotplug=False)
     assert report.ok, f"{plan.summary()}\n{report}"
+
+
+def test_cli_verify_boots_an_assigned_domain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pcitopo verify --firmware seabios --json on an assigned domain exits 0 with every BAR check passing."""
+    domain = tmp_path / "in.xml"
+    domain.write_text(
+        "<domain type='kvm'><name>fw</name><os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>"
+        "<features><acpi/></features><devices>"
+        "<interface type='user'><model type='e1000e'/></interface>"
+        "<interface type='user'><model type='rtl8139'/></interface>"
+        "</devices></domain>",
+        encoding="utf-8",
+    )
+    assigned = tmp_path / "out.xml"
+    assert main(["assign", str(domain), "-o", str(assigned)]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(assigned), "--firmware", "seabios", "--no-hotplug", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bars = [c for c in report["checks"] if c["name"] == "bars"]
+    assert report["ok"] is True
+    assert {c["subject"] for c in bars} >= {"interface0", "interface1"}
+    assert all(c["ok"] for c in bars)
