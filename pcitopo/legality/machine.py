@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from pcitopo._frozen import FrozenDict
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
 from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
@@ -55,6 +56,10 @@ class Builtin:
     optional: bool = False
 
 
+def _read_only(value: Mapping[str, tuple[PciAddress, ...]]) -> Mapping[str, tuple[PciAddress, ...]]:
+    return FrozenDict({role: tuple(addresses) for role, addresses in value.items()})
+
+
 @attrs.frozen
 class Machine:
     """What pcitopo knows of one machine type."""
@@ -78,7 +83,8 @@ class Machine:
     builtins: tuple[Builtin, ...]
     firmware_names: tuple[str, ...] = attrs.field(default=(), kw_only=True)
     """Firmware that boots this machine, the default first (``firmware`` in the file)."""
-    preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False)
+    preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False, converter=_read_only)
+    """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
     source: str = attrs.field(eq=False, repr=False, default="")
 

@@ -58,6 +58,58 @@ def found(t: Topology) -> list[tuple[str, tuple[str, ...]]]:
 NIC = "virtio-net"  # PCIe on PCIe machines (non-transitional behind a port), no IO BAR there
 
 
+def _switch_group_split() -> Topology:
+    """Issue 9: switch group {a, b} on q35 with one empty root port present: a on that port, b behind a switch."""
+    return Topology.build(
+        "q35",
+        [rp(1, "00:01.0", multifunction=True), rp(2, "00:01.1"), *switch(3, "02:00.0", [(4, "03:00.0")])],
+        [
+            dev("a", NIC, "01:00.0", needs=Needs(switch_group="s")),
+            dev("b", NIC, "04:00.0", needs=Needs(switch_group="s")),
+        ],
+    )
+
+
+def _bus_group_split() -> Topology:
+    """Issue 9: bus group {g1, g2} with g1 at 02:1f.0 and g2 at 04:01.0, behind two pcie-to-pci-bridges."""
+    return Topology.build(
+        "q35",
+        [
+            rp(1, "00:01.0", multifunction=True),
+            ctl(2, "pcie-to-pci-bridge", "01:00.0"),
+            rp(3, "00:01.1"),
+            ctl(4, "pcie-to-pci-bridge", "03:00.0"),
+        ],
+        [
+            dev("g1", "e1000", "02:1f.0", needs=Needs(bus_group="g")),
+            dev("g2", "e1000", "04:01.0", needs=Needs(bus_group="g")),
+        ],
+    )
+
+
+def _switch_group_two_switches() -> Topology:
+    """Switch group {a, b}: each behind a switch of its own."""
+    return Topology.build(
+        "q35",
+        [
+            rp(1, "00:01.0", multifunction=True),
+            *switch(2, "01:00.0", [(3, "02:00.0")]),
+            rp(4, "00:01.1"),
+            *switch(5, "04:00.0", [(6, "05:00.0")]),
+        ],
+        [
+            dev("a", NIC, "03:00.0", needs=Needs(switch_group="s")),
+            dev("b", NIC, "06:00.0", needs=Needs(switch_group="s")),
+        ],
+    )
+
+
+GROUP_CASES: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
+    ("switch-group: a on a root port, b behind a switch", _switch_group_split(), [("switch-group", ("a", "b"))]),
+    ("switch-group: a and b behind two switches", _switch_group_two_switches(), [("switch-group", ("a", "b"))]),
+    ("bus-group: g1 and g2 on two buses", _bus_group_split(), [("bus-group", ("g1", "g2"))]),
+]
+
 # Each case: a topology that breaks exactly the named rule, and the violations it must yield.
 ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
     (
@@ -150,14 +202,54 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         [("placement", ("net0",))],
     ),
     (
-        "placement: a root bus given an address",
+        "root-address: a pseries host bridge given an address",
         Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge", "00:02.0", target_index=1)]),
-        [("placement", ("pci.1",))],
+        [("root-address", ("pci.1",))],
     ),
     (
-        "integrated: vfio-pci directly on pcie.0",
-        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:03.0")]),
-        [("integrated", ("gpu0",))],
+        "root-address: pcie-root given an address",
+        Topology.build("q35", [ctl(0, "pcie-root", "00:05.0")]),
+        [("root-address", ("pcie.0",))],
+    ),
+    (
+        "unique-chassis-port: a root port's default chassis (its index) beside another port's explicit one",
+        Topology.build("q35", [ctl(3, "pcie-root-port", "00:02.0"), ctl(4, "pcie-root-port", "00:03.0", chassis=3)]),
+        [("unique-chassis-port", ("pci.3", "pci.4"))],
+    ),
+    (
+        "phb-index: libvirt's default target index duplicates a later bridge's explicit one",
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge"), ctl(2, "spapr-pci-host-bridge", target_index=1)]),
+        [("phb-index", ("pci.1", "pci.2"))],
+    ),
+    (
+        "expander-bus-nr: no busNr left for libvirt to give",
+        Topology.build(
+            "q35", [ctl(1, "pcie-expander-bus", "00:05.0", bus_nr=2), ctl(2, "pcie-expander-bus", "00:06.0")]
+        ),
+        [("expander-bus-nr", ("pci.2",))],
+    ),
+    (
+        "usb-master: ICH9 UHCI companions without an EHCI",
+        Topology.build(
+            "q35",
+            devices=[dev("usb0", "ich9-uhci1", "00:1d.0", multifunction=True), dev("usb1", "ich9-uhci2", "00:1d.1")],
+        ),
+        [("usb-master", ("usb0", "usb1"))],
+    ),
+    (
+        "controller-options: an upstream port's model name on a root port",
+        Topology.build("q35", [rp(1, "00:02.0", qemu_model="x3130-upstream")]),
+        [("controller-options", ("pci.1",))],
+    ),
+    (
+        "controller-options: busNr on a root port",
+        Topology.build("q35", [rp(1, "00:02.0", bus_nr=5)]),
+        [("controller-options", ("pci.1",))],
+    ),
+    (
+        "controller-options: hotplug on a pcie-to-pci-bridge",
+        Topology.build("q35", [rp(1, "00:02.0"), ctl(2, "pcie-to-pci-bridge", "01:00.0", hotplug=False)]),
+        [("controller-options", ("pci.2",))],
     ),
     (
         "integrated: pvpanic-pci behind a root port",
@@ -408,6 +500,18 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         ),
         [("numa", ("net0",))],
     ),
+    (
+        "slot-group: two functions of a GPU group in two slots",
+        Topology.build(
+            "q35",
+            devices=[
+                dev("gpu", NIC, "00:03.0", needs=Needs(slot_group="g")),
+                dev("gpu-audio", NIC, "00:04.0", needs=Needs(slot_group="g")),
+            ],
+        ),
+        [("slot-group", ("gpu", "gpu-audio"))],
+    ),
+    *GROUP_CASES,
 ]
 
 
@@ -463,9 +567,44 @@ MESSAGES = [
         "PCI Express device, dmi-to-pci-bridge, pcie-expander-bus, pcie-root-port (rule: placement)",
     ),
     (
-        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:03.0")]),
-        "'gpu0' at 0000:00:03.0 (vfio-pci): a vfio-pci may not be an integrated endpoint on the PCIe root bus "
-        "'pcie.0' (rule: integrated)",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("panic", "pvpanic-pci", "01:00.0")]),
+        "'panic' at 0000:01:00.0 (pvpanic-pci): a pvpanic-pci must be an integrated device on bus 0, not on bus 1 "
+        "(pcie-root-port) (rule: integrated)",
+    ),
+    (
+        Topology.build("q35", [ctl(3, "pcie-root-port", "00:02.0"), ctl(4, "pcie-root-port", "00:03.0", chassis=3)]),
+        "'pci.3' (chassis 3 by default, port unset) and 'pci.4' (chassis 3, port unset) share a chassis; QEMU "
+        "registers each PCIe port as (chassis, slot) and libvirt leaves slot at 0, so the chassis must differ "
+        "(rule: unique-chassis-port)",
+    ),
+    (
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge"), ctl(2, "spapr-pci-host-bridge", target_index=1)]),
+        "'pci.1' (by default) and 'pci.2' both have target index 1 (rule: phb-index)",
+    ),
+    (
+        Topology.build("q35", [ctl(0, "pcie-root", "00:05.0")]),
+        "'pcie.0' (pcie-root) is a root bus, which plugs into nothing, but has the address 0000:00:05.0; "
+        "libvirt: pci-root and pcie-root controllers should not have an address (rule: root-address)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("usb2", "ich9-uhci2", "00:1d.0")]),
+        "'usb2' (ich9-uhci2) is an ICH9 UHCI companion, but no USB controller of its own (an ich9-ehci1, say) is "
+        "there to be the master; libvirt: No master USB controller specified (rule: usb-master)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0", qemu_model="x3130-upstream")]),
+        "'pci.1' (pcie-root-port) has <model name='x3130-upstream'>; libvirt takes only 'pcie-root-port' and "
+        "'ioh3420' on a pcie-root-port (rule: controller-options)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0", bus_nr=5, chassis_nr=2)]),
+        "'pci.1' (pcie-root-port) has the <target> options chassisNr, busNr; libvirt takes only chassis, port, "
+        "hotplug on a pcie-root-port (rule: controller-options)",
+    ),
+    (
+        Topology.build("q35", [ctl(1, "pcie-switch-upstream-port", "02:00.0", hotplug=True), rp(2, "00:02.0")]),
+        "'pci.1' (pcie-switch-upstream-port) has the <target> option hotplug; libvirt takes no <target> option on "
+        "a pcie-switch-upstream-port (rule: controller-options)",
     ),
     (
         Topology.build("q35", [ctl(1, "pci-expander-bus")]),
@@ -555,14 +694,14 @@ def test_io_space_message_names_ports_and_budget() -> None:
 
 
 def test_all_violations_at_once() -> None:
-    """A topology that breaks five rules yields a violation for each of them, sorted by rule."""
+    """A topology that breaks six rules yields a violation for each of them, sorted by rule."""
     t = Topology.build(
         "q35",
         [rp(1, "00:02.0"), rp(2, "01:00.0"), ctl(3, "pci-expander-bus")],
         [
             dev("a", NIC, "00:03.0"),
             dev("b", NIC, "00:03.0"),
-            dev("gpu", "vfio-pci", "00:04.0"),
+            dev("panic", "pvpanic-pci", "02:00.0"),
             dev("lost", NIC, "09:00.0"),
             dev("late", NIC, "00:05.1"),
         ],
@@ -742,6 +881,32 @@ LEGAL = [
             [dev("net0", NIC, "03:00.0"), dev("rng", "virtio-rng", "00:02.0", needs=Needs(hotplug="forbidden"))],
         ),
     ),
+    (
+        "q35 with a passthrough device the user addressed on pcie.0 (libvirt and QEMU accept it)",
+        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:05.0")]),
+    ),
+    (
+        "q35 root ports with libvirt's default chassis (their indexes) and one explicit chassis that differs",
+        Topology.build("q35", [ctl(3, "pcie-root-port", "00:02.0"), ctl(4, "pcie-root-port", "00:03.0", chassis=9)]),
+    ),
+    (
+        "q35 USB2 set whose UHCI companions have their EHCI master",
+        Topology.build(
+            "q35",
+            devices=[
+                dev("ehci", "ich9-ehci1", "00:1d.7"),
+                dev("uhci1", "ich9-uhci1", "00:1d.0", multifunction=True),
+                dev("uhci2", "ich9-uhci2", "00:1d.1"),
+            ],
+        ),
+    ),
+    (
+        "pseries: the default host bridge with its model name, another with hotplug off (both libvirt takes)",
+        Topology.build(
+            "pseries",
+            [ctl(0, "pci-root", qemu_model="spapr-pci-host-bridge"), ctl(1, "spapr-pci-host-bridge", hotplug=False)],
+        ),
+    ),
 ]
 
 
@@ -799,3 +964,86 @@ def test_chassis_uniqueness_follows_what_qemu_checks() -> None:
     assert found(shared_chassis) == [("unique-chassis-port", ("pci.1", "pci.2"))]
     assert found(shared_port) == []
     assert found(across_switch) == [("unique-chassis-port", ("pci.1", "pci.4"))]
+
+
+def test_new_rules_name_the_controller_and_its_address() -> None:
+    """root-address and controller-options violations carry the controller's id and address."""
+    t = Topology.build("q35", [ctl(0, "pcie-root", "00:05.0"), rp(1, "00:02.0", bus_nr=5)])
+    assert [(v.rule, v.devices, v.address) for v in validate(t)] == [
+        ("controller-options", ("pci.1",), A("00:02.0")),
+        ("root-address", ("pcie.0",), A("00:05.0")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("topology", "message"),
+    [
+        (
+            _switch_group_split(),
+            "switch group 's': 'a' at 0000:01:00.0 is behind no PCIe switch (rule: switch-group)",
+        ),
+        (
+            _switch_group_two_switches(),
+            "switch group 's': 'a' at 0000:03:00.0 (behind 'pci.2') and 'b' at 0000:06:00.0 (behind 'pci.5') "
+            "are not behind one PCIe switch (rule: switch-group)",
+        ),
+        (
+            _bus_group_split(),
+            "bus group 'g': 'g1' at 0000:02:1f.0 and 'g2' at 0000:04:01.0 are not on one bus (rule: bus-group)",
+        ),
+    ],
+)
+def test_group_messages_name_the_group_its_members_and_where_they_are(topology: Topology, message: str) -> None:
+    """A split group is one violation naming the group, every placed member and its address."""
+    assert [str(v) for v in validate(topology)] == [message]
+    with pytest.raises(InvalidTopology):
+        check(topology)
+
+
+def test_groups_kept_together_are_legal() -> None:
+    """Both switch-group members under downstream ports of one switch, both bus-group members on one bridge: clean."""
+    switch_ok = Topology.build(
+        "q35",
+        [rp(1, "00:01.0"), *switch(2, "01:00.0", [(3, "02:00.0"), (4, "02:01.0")])],
+        [
+            dev("a", NIC, "03:00.0", needs=Needs(switch_group="s")),
+            dev("b", NIC, "04:00.0", needs=Needs(switch_group="s")),
+        ],
+    )
+    bus_ok = Topology.build(
+        "q35",
+        [rp(1, "00:01.0"), ctl(2, "pcie-to-pci-bridge", "01:00.0")],
+        [
+            dev("g1", "e1000", "02:1f.0", needs=Needs(bus_group="g")),
+            dev("g2", "e1000", "02:01.0", needs=Needs(bus_group="g")),
+        ],
+    )
+    assert (validate(switch_ok), validate(bus_ok)) == ((), ())
+
+
+def test_group_members_without_an_address_are_not_violations() -> None:
+    """A group member still to be placed does not split its group; only the placed members are compared."""
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:01.0")],
+        [
+            dev("a", NIC, needs=Needs(switch_group="s")),
+            dev("g1", "e1000", "00:03.0", needs=Needs(bus_group="g")),
+            dev("g2", "e1000", needs=Needs(bus_group="g")),
+        ],
+    )
+    assert validate(t) == ()
+
+
+def test_a_device_that_requires_hotplug_may_not_share_its_slot() -> None:
+    """libvirt hot-plugs single-function slots only: requiring hotplug at function 1 of a port breaks ``hotplug``."""
+    required = Needs(hotplug=HotplugNeed.REQUIRED)
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:01.0")],
+        [dev("a", NIC, "01:00.0", multifunction=True), dev("b", NIC, "01:00.1", needs=required)],
+    )
+    assert [str(v) for v in validate(t)] == [
+        "'b' at 0000:01:00.1 must be hot-pluggable, but it shares its slot with 'a' "
+        "(libvirt hot-plugs single-function slots only) (rule: hotplug)"
+    ]
