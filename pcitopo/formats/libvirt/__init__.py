@@ -56,7 +56,9 @@ Import
 The machine comes from ``<os><type arch machine>`` (missing machine: the
 architecture's usual default, ``pc``, ``virt`` or ``pseries``; missing arch:
 the one in the ``<emulator>`` path, else ``x86_64``); ``<cpu><numa><cell>``
-gives the NUMA node count and ``<features><acpi/>`` ACPI. Every
+gives the NUMA node count and ``<features><acpi/>`` ACPI; ``<os firmware='efi'>``
+or a ``<loader>`` path naming OVMF/edk2 means the guest boots OVMF (else the
+machine's default, SeaBIOS on x86, as libvirt does). Every
 ``<controller type='pci'>`` is a :class:`~pcitopo.devices.Controller`
 (a pseries ``pci-root`` with index > 0 is an ``spapr-pci-host-bridge``). Every
 other device element that uses PCI by libvirt's classification

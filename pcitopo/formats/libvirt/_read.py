@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from lxml import etree
@@ -12,6 +12,7 @@ from lxml import etree
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput, PcitopoError, UnknownName
+from pcitopo.legality.firmware import Firmware
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.topology import Topology
 
@@ -617,6 +618,31 @@ def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element])
     return out
 
 
+def _os_firmware(root: Any, machine: Machine) -> str | None:
+    """The firmware ``<os>`` asks for, when the machine is booted by one pcitopo models (``None``: its default).
+
+    ``<os firmware='efi'>`` and a ``<loader>`` path with OVMF or edk2 in it
+    mean OVMF; ``firmware='bios'`` means SeaBIOS.
+    """
+    os_el = root.find("os")
+    if os_el is None or not machine.firmware_names:
+        return None
+    choice = os_el.get("firmware")
+    name: str | None = None
+    if choice == "efi":
+        name = next((f for f in machine.firmware_names if Firmware.named(f).efi), None)
+    elif choice == "bios":
+        name = next((f for f in machine.firmware_names if not Firmware.named(f).efi), None)
+    else:
+        loader = (os_el.findtext("loader") or "").strip()
+        if loader:
+            try:
+                name = Firmware.for_loader(loader).name
+            except UnknownName:
+                name = None
+    return name if name in machine.firmware_names else None
+
+
 class _Reader:
     """Reads a domain's elements into its topology."""
 
@@ -713,8 +739,11 @@ class _Reader:
         d._implicit_controllers -= {0}
         numa = self.root.findall("cpu/numa/cell")
         acpi = self.root.find("features/acpi") is not None
+        firmware = _os_firmware(self.root, machine)
         try:
-            d.topology = Topology.build(machine, controllers, devices, numa_nodes=len(numa), acpi=acpi)
+            d.topology = Topology.build(
+                machine, controllers, devices, numa_nodes=len(numa), acpi=acpi, firmware=firmware
+            )
         except DuplicateId:
             raise  # the reader adds the document's name
         except PcitopoError as exc:
