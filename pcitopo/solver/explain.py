@@ -143,7 +143,7 @@ def _describe_budget(topology: Topology, policy: Policy) -> list[str]:
     free = [s for s in root.slot_range() if (0, 0, s) not in usage]
     facts.append(f"{topology.bus_name(0)} has {len(free)} free slots")
     facts.append(f"bus numbers left: {topology.bus_numbers_left(0)}")
-    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     if budget is not None:
         facts.append(f"IO windows left: {budget - io_windows_used(topology)} of {budget}")
     return facts

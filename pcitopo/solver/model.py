@@ -839,12 +839,12 @@ class Problem:
 def formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``."""
     machine = topology.machine
-    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     classes = classify(units, io_matters=budget is not None)
     contexts = build_contexts(topology, policy, classes)
     class_candidates = tuple(candidates(cls, contexts) for cls in classes)
     spare = spare_wanted(policy, contexts)
-    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     io_left = None if budget is None else budget - io_windows_used(topology)
     expanders = [c for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None]
     ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)

@@ -137,7 +137,7 @@ def search(
     *,
     optimise: bool = True,
     limit: int = NODE_LIMIT,
-    exact: Callable[[Mapping[str, int]], int] | None = None,
+    exact: Callable[[Mapping[str, int]], int | None] | None = None,
 ) -> SearchResult:
     """The cheapest assignment of ``problem``'s variables, ties broken by the documented key.
 
@@ -155,6 +155,8 @@ def search(
         cost = objective.bound({}) if feasible else None
         if cost is not None and exact is not None:
             model_cost, cost = cost, exact({})
+            if cost is None:
+                return SearchResult(None, 0, False, 0, 0, len(problem.constraints), 1)
             if cost < model_cost:
                 return SearchResult({}, cost, False, 0, 0, len(problem.constraints), 1)
         return SearchResult(
@@ -182,7 +184,10 @@ def search(
             continue  # the engine checks the bound before the last value is final: this one cannot win
         if exact is not None:
             model_cost = cost
-            cost = exact(full)
+            scored = exact(full)
+            if scored is None:
+                continue  # the realised plan breaks a budget the model only bounds: not a solution
+            cost = scored
             sound = sound and cost >= model_cost
         if bound.best is None or (cost, key) < (bound.best, bound.best_key):
             bound.best = cost

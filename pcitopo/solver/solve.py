@@ -265,7 +265,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
     pools = list(free_pools(topology))
     if not pools:
         return topology, units
-    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     io_left = None if budget is None else budget - io_windows_used(topology)
     io_bytes = topology.io_bytes_by_bus()
     min_address = _ordered_floor(topology) if policy.ordered else {}
