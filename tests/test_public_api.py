@@ -46,3 +46,34 @@ def test_the_package_root_reexports_the_curated_api() -> None:
     for name in ("PciAddress", "Topology", "Device", "Controller", "Policy", "solve", "validate", "Unsatisfiable"):
         assert name in pcitopo.__all__
     assert pcitopo.solve.__module__ == "pcitopo.solver.planner"
+
+
+def test_importing_the_package_imports_no_module_until_a_name_is_used() -> None:
+    """A fresh ``import pcitopo`` loads no pcitopo module, attrs or lxml; using a name loads its module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pcitopo\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pcitopo', 'attrs', 'attr', 'lxml', 'tomllib')))\n"
+        "pcitopo.PciAddress\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pcitopo.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = result.stdout.splitlines()
+    assert before == "['pcitopo', 'pcitopo._lazy']"
+    assert after == "['pcitopo._lazy', 'pcitopo.address', 'pcitopo.errors']"
+
+
+@pytest.mark.parametrize(
+    "package", ["pcitopo", "pcitopo.legality", "pcitopo.policy", "pcitopo.formats", "pcitopo.qemu"]
+)
+def test_lazy_names_are_the_objects_their_modules_define(package: str) -> None:
+    """Each lazily re-exported name is the object its module defines; an unknown name is an AttributeError."""
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        if name != "__version__" and isinstance(value, type | types.FunctionType):
+            assert getattr(importlib.import_module(value.__module__), name) is value
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'no_such_name'"):
+        module.no_such_name  # noqa: B018
