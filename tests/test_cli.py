@@ -559,3 +559,11 @@ def test_the_entry_point_runs_the_command_with_the_collector_on_and_start_up_fro
     assert result.stdout == "True True\n7\n"
     setup = (ROOT / "setup.cfg").read_text(encoding="utf-8")
     assert "pcitopo = pcitopo.__main__:main" in setup
+
+
+def test_verify_refuses_a_domain_with_devices_to_place(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """verify needs every address filled in and says which devices lack one, with exit code 3, without starting QEMU."""
+    path = write(tmp_path, "in.xml", "    <interface type='user'><model type='e1000e'/></interface>")
+    code, out, err = run(capsys, "verify", str(path))
+    assert (code, out) == (3, "")
+    assert err == f"pcitopo: {path}: 1 device(s) have no PCI address yet (interface0); run 'pcitopo assign' first\n"

@@ -54,7 +54,9 @@ Import
 The machine comes from ``<os><type arch machine>`` (missing machine: the
 architecture's usual default, ``pc``, ``virt`` or ``pseries``; missing arch:
 the one in the ``<emulator>`` path, else ``x86_64``); ``<cpu><numa><cell>``
-gives the NUMA node count and ``<features><acpi/>`` ACPI. Every
+gives the NUMA node count and ``<features><acpi/>`` ACPI; ``<os firmware='efi'>``
+or a ``<loader>`` path naming OVMF/edk2 means the guest boots OVMF (else the
+machine's default, SeaBIOS on x86, as libvirt does). Every
 ``<controller type='pci'>`` is a :class:`~pcitopo.devices.Controller`
 (a pseries ``pci-root`` with index > 0 is an ``spapr-pci-host-bridge``). Every
 other device element that uses PCI by libvirt's classification
@@ -118,6 +120,7 @@ from pcitopo.devices import Controller, Device
 from pcitopo.errors import DuplicateId, InternalError, InvalidDomainXML, InvalidInput, PcitopoError, UnknownName
 from pcitopo.formats._xmltext import Edit, ElementSpan, ScanError, indent_before, scan, splice
 from pcitopo.legality import identity
+from pcitopo.legality.firmware import Firmware
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.topology import Topology
 
@@ -880,8 +883,11 @@ class _Reader:
         devices = _libvirt_disk_order(devices, d._elements)
         numa = self.root.findall("cpu/numa/cell")
         acpi = self.root.find("features/acpi") is not None
+        firmware = _os_firmware(self.root, machine)
         try:
-            d.topology = Topology.build(machine, controllers, devices, numa_nodes=len(numa), acpi=acpi)
+            d.topology = Topology.build(
+                machine, controllers, devices, numa_nodes=len(numa), acpi=acpi, firmware=firmware
+            )
         except DuplicateId:
             raise  # the reader adds the document's name
         except PcitopoError as exc:
@@ -1307,3 +1313,28 @@ class _Writer:
             self.result.append(Edit(at, at, render(block, leading=True)))
         if outer is not None and "\n" not in self.text[span.start_end : span.end_start]:
             self.result.append(Edit(span.end_start, span.end_start, "\n" + outer))
+
+
+def _os_firmware(root: Any, machine: Machine) -> str | None:
+    """The firmware ``<os>`` asks for, when the machine is booted by one pcitopo models (``None``: its default).
+
+    ``<os firmware='efi'>`` and a ``<loader>`` path with OVMF or edk2 in it
+    mean OVMF; ``firmware='bios'`` means SeaBIOS.
+    """
+    os_el = root.find("os")
+    if os_el is None or not machine.firmware_names:
+        return None
+    choice = os_el.get("firmware")
+    name: str | None = None
+    if choice == "efi":
+        name = next((f for f in machine.firmware_names if Firmware.named(f).efi), None)
+    elif choice == "bios":
+        name = next((f for f in machine.firmware_names if not Firmware.named(f).efi), None)
+    else:
+        loader = (os_el.findtext("loader") or "").strip()
+        if loader:
+            try:
+                name = Firmware.for_loader(loader).name
+            except UnknownName:
+                name = None
+    return name if name in machine.firmware_names else None

@@ -30,6 +30,7 @@ from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
 from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
 from pcitopo.legality.catalog import Catalog, ControllerModel
+from pcitopo.legality.firmware import Firmware, firmwares
 
 __all__ = ["Builtin", "Machine", "machines"]
 
@@ -80,6 +81,8 @@ class Machine:
     unique_bridge_chassis: bool
     max_host_bridges: int
     builtins: tuple[Builtin, ...]
+    firmware_names: tuple[str, ...] = attrs.field(default=(), kw_only=True)
+    """Firmware that boots this machine, the default first (``firmware`` in the file)."""
     preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False, converter=_read_only)
     """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
@@ -157,6 +160,7 @@ class Machine:
             unique_bridge_chassis=t.get("unique-bridge-chassis", bool, False),
             max_host_bridges=t.get("max-host-bridges", int, 1),
             builtins=builtins,
+            firmware_names=t.str_list("firmware"),
             preferred=preferred,
             catalog=catalog,
             source=source,
@@ -164,6 +168,10 @@ class Machine:
         t.check_unknown()
         if not 1 <= machine.bus_numbers <= 256:
             raise InvalidDescription(source, "bus-numbers", f"must be in 1..256 (got {machine.bus_numbers})")
+        known_fw = firmwares()
+        for i, fw in enumerate(machine.firmware_names):
+            if fw not in known_fw:
+                raise InvalidDescription(source, f"firmware[{i}]", str(UnknownName("firmware", fw, known_fw)))
         seen: dict[PciAddress, str] = {}
         for b in builtins:
             if b.address in seen:
@@ -194,9 +202,39 @@ class Machine:
                 return b
         return None
 
-    def io_window_budget(self, *, acpi: bool = True) -> int | None:
-        """How many 4 KiB IO windows the firmware can give bridges (``None``: no limit known)."""
+    def io_window_budget(self, *, acpi: bool = True, firmware: str | Firmware | None = None) -> int | None:
+        """How many 4 KiB IO windows the firmware can give bridges (``None``: no limit known).
+
+        ``firmware`` (default: the machine's default firmware) is looked up in
+        the firmware descriptions; the machine file's own ``io-windows`` count
+        when the firmware has no numbers for this machine.
+        """
+        fw = self.firmware(firmware)
+        if fw is not None:
+            budget = fw.io_window_budget(self.name, acpi=acpi, root_model=self.root_model)
+            if budget is not None:
+                return budget
         return self.io_windows if acpi else self.io_windows_without_acpi
+
+    @property
+    def default_firmware(self) -> str | None:
+        """The firmware that boots this machine when none is chosen (libvirt's default: SeaBIOS on x86)."""
+        return self.firmware_names[0] if self.firmware_names else None
+
+    def firmware(self, name: str | Firmware | None = None) -> Firmware | None:
+        """The firmware description ``name`` (default: the machine's default firmware; ``None``: none known).
+
+        Raises :class:`UnknownName` for a firmware this machine is not booted by.
+        """
+        if isinstance(name, Firmware):
+            return name
+        if name is None:
+            name = self.default_firmware
+            if name is None:
+                return None
+        if name not in self.firmware_names:
+            raise UnknownName("firmware", name, self.firmware_names, where=f"machine {self.name}")
+        return Firmware.named(name)
 
     def __str__(self) -> str:
         return self.name

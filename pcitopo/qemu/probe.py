@@ -248,6 +248,8 @@ def describe(
             data["io-windows"] = base.io_windows
         if base.io_windows_without_acpi is not None:
             data["io-windows-without-acpi"] = base.io_windows_without_acpi
+        if base.firmware_names:
+            data["firmware"] = list(base.firmware_names)
         if base.preferred:
             data["preferred"] = {role: [str(a) for a in addrs] for role, addrs in base.preferred.items()}
     return Machine.from_data(f"probe of {facts.machine_type} ({facts.binary})", data, catalog=catalog)
@@ -299,6 +301,7 @@ _FROM_BASE = frozenset(
         "max-host-bridges",
         "io-windows",
         "io-windows-without-acpi",
+        "firmware",
         "unique-bridge-chassis",
     }
 )
@@ -348,6 +351,8 @@ def machine_to_toml(machine: Machine, *, base: Machine | None = None, header: st
         put("io-windows", machine.io_windows)
     if machine.io_windows_without_acpi is not None:
         put("io-windows-without-acpi", machine.io_windows_without_acpi)
+    if machine.firmware_names:
+        put("firmware", list(machine.firmware_names))
     inline = f"controllers = {_toml_value(list(machine.controllers))}"
     if len(inline) <= 100:
         lines.append(inline)

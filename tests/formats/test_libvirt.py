@@ -515,3 +515,26 @@ def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
     with pytest.raises(InvalidTopology) as info:
         domain.with_topology(domain.topology.with_controllers(new)).to_string()
     assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]
+
+
+@pytest.mark.parametrize(
+    ("os_element", "machine", "firmware"),
+    [
+        ("<os firmware='efi'><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", "ovmf"),
+        ("<os firmware='bios'><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", "seabios"),
+        (
+            "<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>"
+            "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader></os>",
+            "pc",
+            "ovmf",
+        ),
+        ("<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", None),
+        ("<os firmware='efi'><type arch='aarch64' machine='virt'>hvm</type></os>", "aarch64-virt", None),
+    ],
+    ids=["efi", "bios", "ovmf-loader", "default", "aarch64-efi-not-modelled"],
+)
+def test_firmware_comes_from_os(os_element: str, machine: str, firmware: str | None) -> None:
+    """<os firmware='efi'> or an OVMF <loader> means OVMF; nothing means the machine's default (SeaBIOS on x86)."""
+    xml = f"<domain type='kvm'><name>t</name>{os_element}<devices/></domain>"
+    topology = LibvirtDomain.from_string(xml).topology
+    assert (topology.machine.name, topology.firmware) == (machine, firmware)
