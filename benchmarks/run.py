@@ -328,12 +328,21 @@ def _run_process(command: Sequence[str], *, env: dict[str, str] | None = None) -
     return wall, cpu
 
 
+def _start_env() -> dict[str, str]:
+    """This environment without ``PYTHONDONTWRITEBYTECODE``: the warm-up run writes the ``.pyc`` files.
+
+    An installed pcitopo has them (pip compiles at install); without them every
+    run would compile every module again and time that instead.
+    """
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _no_site_env() -> dict[str, str]:
     """The environment for ``python -S``: the repository and the site-packages, no ``.pth`` hooks."""
     import sysconfig
 
     paths = [str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    return {**_start_env(), "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 def bench_start(path: Path, settings: Settings) -> list[Result]:
@@ -365,7 +374,7 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
     commands: dict[str, tuple[list[str], dict[str, str] | None, str]] = {
         f"start-assign-q35-{size}": (
             [python, "-m", "pcitopo", "assign", str(path), "-o", str(out)],
-            None,
+            _start_env(),
             f"pcitopo assign as a whole process (python -m pcitopo), {n}-device q35 domain",
         ),
         f"start-assign-q35-{size}-nosite": (
@@ -375,7 +384,7 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
         ),
     }
     if size == "9":
-        commands["start-python"] = ([python, "-c", "pass"], None, "python -c pass: the interpreter alone")
+        commands["start-python"] = ([python, "-c", "pass"], _start_env(), "python -c pass: the interpreter alone")
         commands["start-python-nosite"] = ([python, "-S", "-c", "pass"], no_site, "python -S -c pass")
     virsh_name = f"start-virsh-define-q35-{size}"
     results = {
