@@ -32,7 +32,7 @@ from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
 from pcitopo.legality.catalog import Catalog, ControllerModel
 from pcitopo.legality.firmware import Firmware, firmwares
 
-__all__ = ["Builtin", "Machine", "machines"]
+__all__ = ["Builtin", "LibvirtDefaults", "Machine", "machines"]
 
 
 def __dir__() -> list[str]:
@@ -58,6 +58,38 @@ class Builtin:
 
 def _read_only(value: Mapping[str, tuple[PciAddress, ...]]) -> Mapping[str, tuple[PciAddress, ...]]:
     return FrozenDict({role: tuple(addresses) for role, addresses in value.items()})
+
+
+@attrs.frozen
+class LibvirtDefaults:
+    """What libvirt 9.0 adds or picks on its own for a domain of this machine (the ``[libvirt]`` table).
+
+    These depend on the machine and on the QEMU binary's capabilities; the
+    shipped values are libvirt 9.0 with QEMU 7.2 (Debian 12), read from
+    ``virsh define`` + ``dumpxml --inactive`` (``virsh domcapabilities``
+    lists the same models). ``None`` (or a missing key) means the
+    architecture's usual value for model defaults, and nothing added for
+    the implicit devices.
+
+    * ``usb``: the USB controller libvirt adds as index 0 when the domain
+      lists none (``qemu-xhci`` on q35 and pseries, ``piix3-uhci`` on pc,
+      none on ARM and RISC-V virt);
+    * ``usb_model``: the model of a ``<controller type='usb'>`` without one;
+    * ``memballoon``: whether a virtio memballoon is added when the domain
+      has no ``<memballoon>``;
+    * ``sata0``: whether SATA controller 0 (the chipset's AHCI) is always added;
+    * ``video``, ``nic``, ``scsi``: models of a model-less ``<video>``
+      (also the one added for ``<graphics>`` without video), ``<interface>``
+      and SCSI controller.
+    """
+
+    usb: str | None = None
+    usb_model: str | None = None
+    memballoon: bool = False
+    sata0: bool = False
+    video: str | None = None
+    nic: str | None = None
+    scsi: str | None = None
 
 
 @attrs.frozen
@@ -87,6 +119,7 @@ class Machine:
     """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
     source: str = attrs.field(eq=False, repr=False, default="")
+    libvirt: LibvirtDefaults = attrs.field(eq=False, repr=False, factory=LibvirtDefaults)
 
     @classmethod
     def named(cls, name: str, *, catalog: Catalog | None = None) -> Machine:
@@ -142,6 +175,17 @@ class Machine:
             role: tuple(_address(source, f"preferred.{role}[{i}]", a) for i, a in enumerate(pref_table.str_list(role)))
             for role in list(pref_table.data)
         }
+        lv = t.sub("libvirt")
+        libvirt = LibvirtDefaults(
+            usb=lv.get("usb", str, None) or None,
+            usb_model=lv.get("usb-model", str, None),
+            memballoon=lv.get("memballoon", bool, False),
+            sata0=lv.get("sata0", bool, False),
+            video=lv.get("video", str, None),
+            nic=lv.get("nic", str, None),
+            scsi=lv.get("scsi", str, None),
+        )
+        lv.check_unknown()
         machine = cls(
             name=t.get("name", str, required=True),
             description=t.get("description", str, ""),
@@ -162,6 +206,7 @@ class Machine:
             builtins=builtins,
             firmware_names=t.str_list("firmware"),
             preferred=preferred,
+            libvirt=libvirt,
             catalog=catalog,
             source=source,
         )

@@ -116,7 +116,7 @@ BAD = [
         "typo-key.toml",
         "root-hotplugg",
         "unknown key (known keys: arches, builtin, bus-numbers, controllers, description, firmware, io-windows, "
-        "io-windows-without-acpi, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
+        "io-windows-without-acpi, libvirt, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
         "root-bus-name, root-hotplug, root-model, root-qemu, unique-bridge-chassis)",
     ),
     ("wrong-type.toml", "bus-numbers", "expected an integer (got a string '256')"),
@@ -180,8 +180,8 @@ def test_bad_machine_data(change: dict[str, object], key: str, reason: str) -> N
 
 
 def test_public_names() -> None:
-    """The module exports Builtin, Machine and machines."""
-    assert dir(machine_module) == ["Builtin", "Machine", "machines"]
+    """The module exports Builtin, LibvirtDefaults, Machine and machines."""
+    assert dir(machine_module) == ["Builtin", "LibvirtDefaults", "Machine", "machines"]
 
 
 def test_a_cached_machine_description_cannot_be_changed_by_a_caller() -> None:
