@@ -20,6 +20,9 @@ Commands (each has ``--help``):
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
     QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
 
+``assign`` and ``validate`` also take several files or directories, and ``diff``
+two directories: fleet mode (:mod:`pcitopo.fleet`), with ``--jobs N``.
+
 Exit codes:
 
 == ==========================================================================
@@ -471,6 +474,65 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _fleet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="fleet mode: worker processes (default 1; 0: one per CPU); output order does not depend on it",
+    )
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def _fleet_or(
+    name: str, single: Callable[[argparse.Namespace, TextIO], int]
+) -> Callable[[argparse.Namespace, TextIO], int]:
+    """The command for one domain, or fleet mode (:mod:`pcitopo.fleet`) for many files or directories."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        paths = [args.old, args.new] if name == "diff" else args.inputs
+        from pcitopo import fleet
+
+        many = fleet.is_fleet(paths) if name != "diff" else any(os.path.isdir(p) for p in paths)
+        if not many:
+            if name != "diff":
+                args.input = paths[0]
+            return single(args, out)
+        try:
+            if getattr(args, "policy", None) is not None:
+                _policy(args.policy)  # a bad policy is one error, not one per domain
+            tasks = fleet.tasks_for(
+                name,
+                paths,
+                output_dir=getattr(args, "output", None),
+                policy=getattr(args, "policy", None),
+                machine_file=args.machine_file,
+            )
+        except ValueError as exc:
+            if isinstance(exc, PcitopoError):
+                raise
+            raise _Failure(EXIT_USAGE, f"pcitopo {name}: error: {exc}") from None
+        if name == "assign" and args.output is not None:
+            if os.path.exists(args.output) and not os.path.isdir(args.output):
+                raise _Failure(EXIT_USAGE, f"pcitopo assign: error: -o {args.output}: not a directory")
+            os.makedirs(args.output, exist_ok=True)
+        jobs = args.jobs or fleet.default_jobs()
+        return fleet.command(name, tasks, jobs=jobs, as_json=args.json, out=out, err=args.stderr)
+
+    return run
+
+
 def _parser() -> argparse.ArgumentParser:
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
@@ -481,8 +543,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-    p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
-    p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IN.xml|DIR",
+        help="libvirt domain XML ('-' for stdin); several files or a directory: fleet mode (see docs/fleet.rst)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.xml|DIR",
+        help="write here (atomically) instead of stdout; in fleet mode a directory, one file per input",
+    )
     p.add_argument(
         "--policy",
         metavar="NAME|FILE.toml",
@@ -490,13 +562,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
     _machine_file_option(p)
-    p.set_defaults(run=_cmd_assign)
+    _fleet_options(p)
+    p.set_defaults(run=_fleet_or("assign", _cmd_assign))
 
     p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-    p.add_argument("input", metavar="IN.xml")
+    p.add_argument("inputs", nargs="+", metavar="IN.xml|DIR", help="several files or a directory: fleet mode")
     p.add_argument("--json", action="store_true", help="print the violations as JSON")
     _machine_file_option(p)
-    p.set_defaults(run=_cmd_validate)
+    _fleet_options(p)
+    p.set_defaults(run=_fleet_or("validate", _cmd_validate))
 
     p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
     p.add_argument("input", metavar="IN.xml")
@@ -505,11 +579,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_show)
 
     p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-    p.add_argument("old", metavar="OLD.xml")
-    p.add_argument("new", metavar="NEW.xml")
+    p.add_argument("old", metavar="OLD.xml|DIR")
+    p.add_argument("new", metavar="NEW.xml|DIR", help="two directories: fleet mode, files paired by name")
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
     _machine_file_option(p)
-    p.set_defaults(run=_cmd_diff)
+    _fleet_options(p)
+    p.set_defaults(run=_fleet_or("diff", _cmd_diff))
 
     p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
     p.add_argument("--json", action="store_true", help="print them as JSON")
@@ -537,6 +612,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             args = _parser().parse_args(list(argv) if argv is not None else None)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+        args.stderr = err
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
         return run(args, out)
     except _Failure as exc:
