@@ -56,8 +56,9 @@ import functools
 import json
 import multiprocessing
 import os
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -80,6 +81,7 @@ __all__ = [
     "Task",
     "assign_record",
     "command",
+    "commit",
     "default_jobs",
     "diff_pairs",
     "diff_record",
@@ -91,6 +93,7 @@ __all__ = [
     "run",
     "tasks_for",
     "validate_record",
+    "write_pending",
 ]
 
 
@@ -166,6 +169,8 @@ class Outcome:
     record: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
     lines: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
+    pending: tuple[str, str] | None = attrs.field(default=None, eq=False)
+    """``(temporary file, output)`` when ``assign`` wrote the domain and :func:`commit` has yet to rename it."""
 
     def __str__(self) -> str:
         return f"{self.name}: {self.outcome}"
@@ -390,10 +395,50 @@ def _read(path: str, machine_file: str | None) -> LibvirtDomain:
     return LibvirtDomain.from_path(path, machine=_machine(machine_file))
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    from pcitopo.cli import _write_atomic
+def write_pending(path: str, data: bytes) -> str:
+    """Write ``data`` to a new hidden temporary file beside ``path``; return its name.
 
-    _write_atomic(path, data)
+    The file gets the mode ``path`` has (or what the umask allows for a new
+    file). :func:`commit` later makes it durable and renames it over ``path``;
+    until then ``path`` is untouched.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit(pending: Sequence[tuple[str, str]]) -> None:
+    """Make written files final: flush them to disk together, rename each over its target, flush the directories.
+
+    ``pending`` holds ``(temporary, target)`` pairs from :func:`write_pending`.
+    One ``sync`` for a batch replaces one ``fsync`` per file (milliseconds
+    each); a target is replaced only once its new content is on disk, so
+    after a crash it holds the old content or the new, never a part.
+    """
+    if not pending:
+        return
+    os.sync()
+    for tmp, target in pending:
+        os.replace(tmp, target)
+    for directory in sorted({os.path.dirname(target) or "." for _, target in pending}):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _explain(name: str, outcome: str, message: str) -> tuple[str, ...]:
@@ -412,10 +457,11 @@ def _perform(task: Task) -> Outcome:
     if task.command == "assign":
         domain = _read(task.inputs[0], task.machine_file)
         outcome, fields, text = assign_record(domain, _policy(task.policy))
-        if task.output is not None:
-            _write_atomic(task.output, text.encode(domain.encoding))
+        pending = (
+            None if task.output is None else (write_pending(task.output, text.encode(domain.encoding)), task.output)
+        )
         record = {**head, "outcome": outcome, "exit": 0, **fields, "output": task.output}
-        return Outcome(name, outcome, 0, record)
+        return Outcome(name, outcome, 0, record, pending=pending)
     if task.command == "validate":
         domain = _read(task.inputs[0], task.machine_file)
         outcome, fields = validate_record(domain)
@@ -489,9 +535,9 @@ def run(tasks: Sequence[Task], *, jobs: int = 1) -> Iterator[Outcome]:
     done = 0
     executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_context())
     try:
-        for outcome in executor.map(perform, tasks, chunksize=_chunksize(len(tasks), jobs)):
+        for result in executor.map(perform, tasks, chunksize=_chunksize(len(tasks), jobs)):
             done += 1
-            yield outcome
+            yield result
     except BrokenProcessPool as exc:
         for task in tasks[done:]:
             outcome, code, error = failure(exc)
@@ -604,7 +650,7 @@ def command(
     as_json: bool,
     out: TextIO,
     err: TextIO,
-    perform_all: Callable[..., Iterator[Outcome]] = run,
+    batch: int = 64,
 ) -> int:
     """Run a fleet command and report: what the CLI calls. Returns the exit code.
 
@@ -613,18 +659,41 @@ def command(
     object per domain to ``out`` (one line each, in input order) and the
     summary table to ``err``. A progress bar is drawn on ``err`` when it is a
     terminal.
+
+    Planned domains are committed (:func:`commit`) ``batch`` at a time, or
+    after a second: a domain is reported only once its output file is final.
+    If the run stops early (an interrupt), the files not yet committed are
+    removed, and no target is touched.
     """
     progress = _Progress(err, len(tasks))
     outcomes: list[Outcome] = []
-    try:
-        for outcome in perform_all(tasks, jobs=jobs):
-            outcomes.append(outcome)
+    waiting: list[Outcome] = []
+    since = time.monotonic()
+
+    def flush() -> None:
+        commit([o.pending for o in waiting if o.pending is not None])
+        for o in waiting:
             if as_json:
-                out.write(json.dumps(outcome.record, sort_keys=False) + "\n")
-            elif outcome.lines:
-                out.write("\n".join(outcome.lines) + "\n")
+                out.write(json.dumps(o.record, sort_keys=False) + "\n")
+            elif o.lines:
+                out.write("\n".join(o.lines) + "\n")
+        out.flush()
+        waiting.clear()
+
+    try:
+        for outcome in run(tasks, jobs=jobs):
+            outcomes.append(outcome)
+            if not waiting:
+                since = time.monotonic()
+            waiting.append(outcome)
+            if len(waiting) >= batch or time.monotonic() - since >= 1.0:
+                flush()
             progress.update(len(outcomes))
+        flush()
     finally:
+        for o in waiting:
+            if o.pending is not None:
+                Path(o.pending[0]).unlink(missing_ok=True)
         progress.close()
     summary = Summary.of(name, outcomes)
     (err if as_json else out).write(summary.table() + "\n")
