@@ -16,9 +16,13 @@ from __future__ import annotations
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import (
+    DuplicateId,
+    InternalError,
     InvalidAddress,
     InvalidDescription,
+    InvalidDomainXML,
     InvalidInput,
+    InvalidPolicy,
     InvalidTopology,
     PcitopoError,
     UnknownName,
@@ -38,10 +42,14 @@ __all__ = [
     "Catalog",
     "Controller",
     "Device",
+    "DuplicateId",
     "HotplugNeed",
+    "InternalError",
     "InvalidAddress",
     "InvalidDescription",
+    "InvalidDomainXML",
     "InvalidInput",
+    "InvalidPolicy",
     "InvalidTopology",
     "Machine",
     "Needs",

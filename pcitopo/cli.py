@@ -34,8 +34,16 @@ Exit codes:
 3  bad input: unreadable file, malformed XML, not a domain, unknown model,
    machine without PCI, bad policy
 4  no placement satisfies the requirements (the explanation is printed)
-5  internal error (a bug in pcitopo: a one-line message, no traceback)
+5  internal error (a bug in pcitopo: the message, a line asking for a report
+   with the input named, no traceback)
 == ==========================================================================
+
+When the reader of stdout goes away (``pcitopo show big.xml | head -1``),
+pcitopo stops quietly, as Unix tools do: no message, exit status 141 (128 +
+SIGPIPE, what a shell reports for ``cat`` killed by SIGPIPE).
+
+Documents are written in the encoding their XML declaration names, to stdout
+as to ``-o``: a Latin-1 domain comes out as Latin-1 bytes.
 
 >>> main(["machines"])  # doctest: +ELLIPSIS
 aarch64-virt  ...
@@ -55,7 +63,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from pcitopo.address import PciAddress
-from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.policy.policy import Policy
@@ -63,6 +71,7 @@ from pcitopo.topology import Topology
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_UNSATISFIABLE",
@@ -83,6 +92,8 @@ EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_UNSATISFIABLE = 4
 EXIT_INTERNAL = 5
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away."""
 
 _EPILOG = """\
 exit codes:
@@ -92,7 +103,8 @@ exit codes:
   2  usage error
   3  bad input (unreadable file, malformed XML, unknown model, machine without PCI, bad policy)
   4  unsatisfiable: no placement meets the requirements (explained)
-  5  internal error
+  5  internal error (a bug in pcitopo; please report it with the input)
+  141  the reader of stdout went away (a broken pipe); nothing is printed
 """
 
 
@@ -148,6 +160,29 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
+    """Write a document as ``encoding`` bytes: to ``output`` atomically, or to ``out``.
+
+    On stdout the bytes go to the stream's binary buffer, so the document keeps
+    the encoding its declaration names whatever the locale; a stream without
+    one (a ``StringIO`` given to :func:`main`) gets the text.
+    """
+    if output:
+        _write_atomic(output, text.encode(encoding))
+        return
+    if not text.endswith("\n"):
+        text += "\n"
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        return
+    out.flush()
+    data = memoryview(text.encode(encoding))
+    while data:  # a pipe whose reader goes away takes part of a write without an error; the next write fails
+        data = data[buffer.write(data) or 0 :]
+    buffer.flush()
+
+
 def _json(data: object, out: TextIO) -> None:
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
@@ -176,8 +211,8 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
 
     plan = solve(domain.topology, policy)
     text = domain.export(plan.topology)
-    if args.output:
-        _write_atomic(args.output, text.encode(domain.encoding))
+    if args.output or not args.json:
+        _emit(text, domain.encoding, args.output, out)
     if args.json:
         _json(
             {
@@ -195,10 +230,6 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
             },
             out,
         )
-    elif not args.output:
-        out.write(text)
-        if not text.endswith("\n"):
-            out.write("\n")
     return EXIT_OK
 
 
@@ -302,11 +333,7 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     from pcitopo.qemu.probe import machine_to_toml, probe
 
     machine: Machine = probe(args.qemu, args.machine)
-    text = machine_to_toml(machine)
-    if args.output:
-        _write_atomic(args.output, text.encode("utf-8"))
-    else:
-        out.write(text)
+    _emit(machine_to_toml(machine), "utf-8", args.output, out)
     return EXIT_OK
 
 
@@ -603,10 +630,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inputs(args: argparse.Namespace | None) -> list[str]:
+    """The files a command read, to name in a bug report."""
+    if args is None:
+        return []
+    found = [getattr(args, name, None) for name in ("input", "old", "new", "machine_file")]
+    policy = getattr(args, "policy", None)
+    if policy is not None and (policy.endswith(".toml") or os.sep in policy):
+        found.append(policy)
+    return [f for f in found if f]
+
+
+def _report(args: argparse.Namespace | None) -> str:
+    """The line after an internal error: ask for a report, naming the input to attach."""
+    inputs = _inputs(args)
+    if not inputs:
+        return "pcitopo: this is a bug in pcitopo; please report it with the command line you ran\n"
+    return f"pcitopo: this is a bug in pcitopo; please report it with the command line and {', '.join(inputs)}\n"
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one ``pcitopo`` command; return its exit code (see the module docstring)."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
+    args: argparse.Namespace | None = None
     try:
         try:
             args = _parser().parse_args(list(argv) if argv is not None else None)
@@ -618,6 +665,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except _Failure as exc:
         err.write(f"{exc}\n")
         return exc.code
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE
+    except InternalError as exc:
+        err.write(f"pcitopo: {exc}\n")
+        err.write(_report(args))
+        return EXIT_INTERNAL
     except InvalidTopology as exc:
         err.write(f"pcitopo: {exc}\n")
         return EXIT_VIOLATIONS
@@ -637,9 +690,24 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except Exception as exc:
         message = " ".join(str(exc).split()) or "no message"
         err.write(f"pcitopo: internal error: {type(exc).__name__}: {message}\n")
+        err.write(_report(args))
         return EXIT_INTERNAL
 
 
 def main_exit() -> NoReturn:
-    """The console script: :func:`main` with ``sys.argv``, then exit with its code."""
-    sys.exit(main())
+    """The console script: :func:`main` with ``sys.argv``, then exit with its code.
+
+    Output still buffered is flushed here, so a reader that went away is
+    noticed (exit 141, silently) rather than reported by Python at exit.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE
+    if code == EXIT_BROKEN_PIPE:
+        # Python flushes stdout again at exit; point it at /dev/null so that finds nothing to complain about
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(code)

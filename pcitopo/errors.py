@@ -21,9 +21,13 @@ if TYPE_CHECKING:
     from pcitopo.violation import Violation
 
 __all__ = [
+    "DuplicateId",
+    "InternalError",
     "InvalidAddress",
     "InvalidDescription",
+    "InvalidDomainXML",
     "InvalidInput",
+    "InvalidPolicy",
     "InvalidTopology",
     "PcitopoError",
     "UnknownName",
@@ -133,10 +137,13 @@ class InvalidDescription(PcitopoError, ValueError):
 
 
 class InvalidInput(PcitopoError, ValueError):
-    """Input that pcitopo cannot use: a bad document, a duplicate id, a bad value.
+    """Input that pcitopo cannot use; the base of the input errors below.
 
     ``element`` names where (an XML element, a device id, a file), ``reason``
-    says what is wrong.
+    says what is wrong. Raised as itself for a bad argument to the API (a
+    value out of range, an unknown id in ``extra``); a document, a policy or
+    a duplicate id raise the subclasses, so ``except InvalidInput`` catches
+    every kind of bad input.
     """
 
     def __init__(self, element: str, reason: str) -> None:
@@ -146,6 +153,108 @@ class InvalidInput(PcitopoError, ValueError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.element, self.reason))
+
+
+class InvalidDomainXML(InvalidInput):
+    """A libvirt domain document pcitopo cannot read, with where in it.
+
+    ``source`` names the document (a file name, ``<stdin>``; ``""`` when not
+    known), ``line`` is the line of the element at fault (lxml's
+    ``sourceline``; ``None`` when not known), ``element`` its path
+    (``/domain/devices/controller[3]``; ``""`` for the whole document) and
+    ``reason`` what is wrong. The message reads like a compiler's:
+
+    >>> print(InvalidDomainXML("/domain/devices/controller[3]", "a PCI controller needs a model",
+    ...                        source="vm.xml", line=12))
+    vm.xml:12: /domain/devices/controller[3]: a PCI controller needs a model
+    """
+
+    def __init__(self, element: str, reason: str, *, source: str = "", line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        super().__init__(element, reason)
+        where = _where(source, line)
+        text = f"{element}: {reason}" if element else reason
+        self.args = (f"{where}: {text}" if where else text,)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_fields,
+            (type(self), (self.element, self.reason), {"source": self.source, "line": self.line}),
+        )
+
+
+class InvalidPolicy(InvalidInput):
+    """A policy that cannot be used: a TOML file or policy fields with a bad key or value.
+
+    ``source`` names the file (or ``policy 'NAME'`` for a policy built in
+    code), ``key`` the dotted key at fault (``spare_ports``,
+    ``device[1].hotplug``; ``""`` for the whole file) and ``reason`` what is
+    wrong.
+
+    >>> print(InvalidPolicy("site.toml", "device[1].hotplug", "must be one of required, preferred, forbidden"))
+    site.toml: device[1].hotplug: must be one of required, preferred, forbidden
+    """
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        super().__init__(f"{source}: {key}" if key and source else key or source, reason)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.source, self.key, self.reason))
+
+
+class DuplicateId(InvalidInput):
+    """One id (a device alias, a controller name) given to two things.
+
+    ``name`` is the id, ``first`` and ``second`` say which two things have it
+    (an XML path or ``device 'x'``), ``source`` names the document (``""``
+    when not from one) and ``line`` the line of the second (``None`` when not
+    known).
+
+    >>> print(DuplicateId("net0", "device 'net0'", "controller index 3"))
+    id 'net0' is used by device 'net0' and controller index 3
+    """
+
+    def __init__(self, name: str, first: str, second: str, *, source: str = "", line: int | None = None) -> None:
+        self.name = name
+        self.first = first
+        self.second = second
+        self.source = source
+        self.line = line
+        super().__init__("", f"id {name!r} is used by {first} and {second}")
+        where = _where(source, line)
+        if where:
+            self.args = (f"{where}: {self.reason}",)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_fields,
+            (type(self), (self.name, self.first, self.second), {"source": self.source, "line": self.line}),
+        )
+
+
+class InternalError(PcitopoError, RuntimeError):
+    """A bug in pcitopo: it produced something that fails its own checks.
+
+    Raised when a plan breaks the rules that :func:`pcitopo.validate` checks,
+    or an export loses what it should keep; never for bad input. ``reason``
+    says what went wrong and ``violations`` lists the broken rules, if any.
+    The command line exits 5 on it and asks for a report with the input.
+
+    >>> print(InternalError("devices left without an address: 'net0'"))
+    internal error: devices left without an address: 'net0'
+    """
+
+    def __init__(self, reason: str, violations: Sequence[Violation] = ()) -> None:
+        self.reason = reason
+        self.violations = tuple(violations)
+        lines = [f"internal error: {reason}"] + [f"  - {v}" for v in self.violations]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.reason, self.violations))
 
 
 class InvalidTopology(PcitopoError, ValueError):
@@ -223,6 +332,17 @@ def _similar(a: str, b: str) -> bool:
 
 def _rebuild(cls: type[InvalidAddress], args: tuple[str], fields: dict[str, object]) -> InvalidAddress:
     return cls(args[0], **fields)  # type: ignore[arg-type]
+
+
+def _where(source: str, line: int | None) -> str:
+    """``vm.xml:12``, ``vm.xml``, ``line 12`` or ``""``: where in a document, as a compiler says it."""
+    if line is None:
+        return source
+    return f"{source}:{line}" if source else f"line {line}"
+
+
+def _rebuild_fields(cls: type[PcitopoError], args: tuple[object, ...], fields: dict[str, object]) -> PcitopoError:
+    return cls(*args, **fields)
 
 
 def _rebuild_unknown(cls: type[UnknownName], what: str, name: str, known: tuple[str, ...], where: str) -> UnknownName:

@@ -34,7 +34,7 @@ import networkx as nx
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput, UnknownName
+from pcitopo.errors import DuplicateId, InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
 from pcitopo.legality.machine import Builtin, Machine
 
@@ -126,6 +126,7 @@ class Topology:
         catalog = self.machine.catalog
         seen_index: set[int] = set()
         names: dict[str, str] = {}
+        duplicates: list[DuplicateId] = []
         for c in self.controllers:
             if c.model not in catalog.controllers:
                 problems.append(
@@ -139,17 +140,21 @@ class Topology:
                 problems.append(f"controller index {c.index} is used twice")
             seen_index.add(c.index)
             if c.name in names:
-                problems.append(f"id {c.name!r} is used by {names[c.name]} and controller index {c.index}")
+                duplicates.append(DuplicateId(c.name, names[c.name], f"controller index {c.index}"))
+                problems.append(str(duplicates[-1]))
             names[c.name] = f"controller index {c.index}"
         for d in self.devices:
             if d.kind not in catalog.devices:
                 problems.append(str(UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")))
             if d.id in names:
-                problems.append(f"id {d.id!r} is used by {names[d.id]} and device {d.id!r}")
+                duplicates.append(DuplicateId(d.id, names[d.id], f"device {d.id!r}"))
+                problems.append(str(duplicates[-1]))
             names[d.id] = f"device {d.id!r}"
         if self.numa_nodes < 0:
             problems.append(f"numa_nodes must be >= 0 (got {self.numa_nodes})")
         if problems:
+            if len(problems) == 1 and duplicates:
+                raise duplicates[0]
             if len(problems) == 1 and problems[0].startswith("unknown "):
                 bad = next(
                     (

@@ -329,3 +329,127 @@ def test_diff_of_an_assignment_reports_assigned_not_moved(tmp_path: Path) -> Non
     backward = io.StringIO()
     assert main(["diff", str(out_xml), "examples/q35-server.xml"], stdout=backward) == 1
     assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/01.0/00.0\n")
+
+
+# -- errors, pipes and encodings ------------------------------------------------------------------
+
+
+def test_bad_xml_names_the_file_line_and_element(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A bad element is reported as FILE:LINE: PATH: reason, exit 3."""
+    path = write(
+        tmp_path, "vm.xml", "    <rng model='virtio'/>\n    <rng model='virtio'><address type='pci' slot='0x20'/></rng>"
+    )
+    code, out, err = run(capsys, "validate", str(path))
+    assert (code, out) == (3, "")
+    assert (
+        err == f"pcitopo: {path}:7: /domain/devices/rng[2]/address: Invalid PCI address slot='0x20', must be <= 0x1F\n"
+    )
+
+
+def test_a_duplicate_alias_names_both_elements(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Two elements with one alias: exit 3, naming the file, the line of the second and both paths."""
+    path = write(tmp_path, "vm.xml", f"{RNG_AT_5}\n{RNG_AT_5}")
+    code, _, err = run(capsys, "show", str(path))
+    assert code == 3
+    assert err == f"pcitopo: {path}:7: id 'ua-rng' is used by /domain/devices/rng[1] and /domain/devices/rng[2]\n"
+
+
+def test_a_bad_policy_file_names_the_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A policy file with a bad value: exit 3, naming the file and the key."""
+    policy = tmp_path / "site.toml"
+    policy.write_text("spare-ports = -1\n", encoding="utf-8")
+    code, _, err = run(capsys, "assign", str(EXAMPLES / "q35-server.xml"), "--policy", str(policy))
+    assert code == 3
+    assert err == f"pcitopo: {policy}: spare-ports: must be >= 0 (got -1)\n"
+
+
+def test_a_plan_that_fails_its_own_validation_exits_5(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the solver's plan breaks a rule it is pcitopo's bug: exit 5, the rule, and a request naming the input."""
+    from pcitopo.solver import planner
+    from pcitopo.violation import Violation
+
+    calls: list[object] = []
+
+    def validate_once_then_complain(topology: object) -> tuple[Violation, ...]:
+        calls.append(topology)
+        if len(calls) == 1:  # the request's pinned part is fine
+            return ()
+        return (Violation("unique-address", "0000:00:03.0 is wanted by 'a' and 'b'", devices=("a", "b")),)
+
+    monkeypatch.setattr(planner, "_validate", validate_once_then_complain)
+    path = write(tmp_path, "vm.xml", "    <rng model='virtio'/>")
+    policy = tmp_path / "p.toml"
+    policy.write_text('base = "minimal"\n', encoding="utf-8")
+    code, out, err = run(capsys, "assign", str(path), "--policy", str(policy))
+    assert (code, out) == (5, "")
+    assert err == (
+        "pcitopo: internal error: the solver produced a plan that breaks rules\n"
+        "  - 0000:00:03.0 is wanted by 'a' and 'b' (rule: unique-address)\n"
+        f"pcitopo: this is a bug in pcitopo; please report it with the command line and {path}, {policy}\n"
+    )
+
+
+def test_an_unexpected_exception_exits_5_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other exception is an internal error too: exit 5, one line and the request to report it."""
+    from pcitopo.formats import libvirt
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyError("lost")
+
+    monkeypatch.setattr(libvirt._Reader, "read", boom)
+    code, _, err = run(capsys, "show", str(EXAMPLES / "pc-legacy.xml"))
+    assert code == 5
+    assert err == (
+        "pcitopo: internal error: KeyError: 'lost'\n"
+        f"pcitopo: this is a bug in pcitopo; please report it with the command line and {EXAMPLES / 'pc-legacy.xml'}\n"
+    )
+
+
+def test_a_closed_pipe_ends_pcitopo_quietly_with_141(tmp_path: Path) -> None:
+    """``pcitopo assign big.xml | head -1``: when the reader goes away pcitopo exits 141 and prints nothing."""
+    path = write(tmp_path, "big.xml", "    <rng model='virtio'/>")
+    text = path.read_text(encoding="utf-8")
+    # 1 MB of description: far more than a pipe holds, so pcitopo is still writing when the reader leaves
+    path.write_text(
+        text.replace("<name>cli</name>", f"<name>cli</name>\n  <description>{'x' * 1_000_000}</description>")
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "assign", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        err = process.stderr.read()
+        code = process.wait()
+    assert first.startswith(b"<domain")
+    assert (code, err) == (141, b"")
+
+
+LATIN1 = (
+    "<?xml version='1.0' encoding='ISO-8859-1'?>\n"
+    "<domain type='kvm'>\n  <name>latin</name>\n  <description>café</description>\n"
+    "  <os><type arch='x86_64' machine='q35'>hvm</type></os>\n"
+    "  <devices>\n    <rng model='virtio'/>\n  </devices>\n</domain>\n"
+)
+
+
+def test_stdout_keeps_the_declared_encoding(tmp_path: Path) -> None:
+    """A Latin-1 domain comes out on stdout as Latin-1 bytes, byte for byte what ``-o`` writes."""
+    path = tmp_path / "latin.xml"
+    path.write_bytes(LATIN1.encode("latin-1"))
+    command = [sys.executable, "-m", "pcitopo", "assign", str(path)]
+    env = {"PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
+    printed = subprocess.run(command, capture_output=True, check=True, cwd=ROOT, env=env).stdout
+    subprocess.run([*command, "-o", str(tmp_path / "out.xml")], check=True, cwd=ROOT, env=env)
+    assert b"<description>caf\xe9</description>" in printed
+    assert printed.startswith(b"<?xml version='1.0' encoding='ISO-8859-1'?>\n")
+    assert printed == (tmp_path / "out.xml").read_bytes()
+    assert LibvirtDomain.from_path(tmp_path / "out.xml").to_string().count("café") == 1

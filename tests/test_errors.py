@@ -8,9 +8,13 @@ import pytest
 
 from pcitopo import errors
 from pcitopo.errors import (
+    DuplicateId,
+    InternalError,
     InvalidAddress,
     InvalidDescription,
+    InvalidDomainXML,
     InvalidInput,
+    InvalidPolicy,
     InvalidTopology,
     PcitopoError,
     UnknownName,
@@ -43,6 +47,37 @@ ERRORS: list[tuple[PcitopoError, type[Exception], str]] = [
     (InvalidDescription("my.toml", "", "not valid TOML"), ValueError, "my.toml: not valid TOML"),
     (InvalidInput("device 'net0'", "duplicate id"), ValueError, "device 'net0': duplicate id"),
     (InvalidInput("", "no devices"), ValueError, "no devices"),
+    (
+        InvalidDomainXML("/domain/devices/controller[3]", "a PCI controller needs a model", source="vm.xml", line=12),
+        ValueError,
+        "vm.xml:12: /domain/devices/controller[3]: a PCI controller needs a model",
+    ),
+    (InvalidDomainXML("", "malformed XML: bad", source="vm.xml", line=3), ValueError, "vm.xml:3: malformed XML: bad"),
+    (InvalidDomainXML("/domain", "no <devices>", source="vm.xml"), ValueError, "vm.xml: /domain: no <devices>"),
+    (InvalidDomainXML("/domain", "no <devices>", line=2), ValueError, "line 2: /domain: no <devices>"),
+    (InvalidDomainXML("/domain", "no <devices>"), ValueError, "/domain: no <devices>"),
+    (
+        InvalidPolicy("site.toml", "device[1].hotplug", "must be one of required, preferred, forbidden"),
+        ValueError,
+        "site.toml: device[1].hotplug: must be one of required, preferred, forbidden",
+    ),
+    (InvalidPolicy("site.toml", "", "not valid TOML"), ValueError, "site.toml: not valid TOML"),
+    (
+        DuplicateId("net0", "/domain/devices/interface[1]", "/domain/devices/interface[2]", source="vm.xml", line=9),
+        ValueError,
+        "vm.xml:9: id 'net0' is used by /domain/devices/interface[1] and /domain/devices/interface[2]",
+    ),
+    (
+        DuplicateId("net0", "device 'net0'", "controller index 3"),
+        ValueError,
+        "id 'net0' is used by device 'net0' and controller index 3",
+    ),
+    (
+        InternalError("the solver produced a plan that breaks rules", [V2]),
+        RuntimeError,
+        "internal error: the solver produced a plan that breaks rules\n"
+        "  - 'c' at 0000:01:03.0: slot must be 0 (rule: port-slot)",
+    ),
     (
         InvalidTopology([V1, V2]),
         ValueError,
@@ -105,6 +140,26 @@ def test_unknown_name_suggests_close_names(name: str, hint: str) -> None:
     assert str(UnknownName("machine", name, ["q35", "pc"])).endswith(f"did you mean {hint}?")
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidDomainXML("/domain", "x", source="a.xml", line=1),
+        InvalidPolicy("p.toml", "k", "x"),
+        DuplicateId("a", "b", "c"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_input_errors_are_invalid_input(error: InvalidInput) -> None:
+    """The split input errors stay InvalidInput, so older ``except InvalidInput`` clauses still catch them."""
+    assert isinstance(error, InvalidInput)
+    assert error.reason == "x" or error.reason.startswith("id 'a'")
+
+
+def test_internal_error_is_not_bad_input() -> None:
+    """An internal error is not an input error: nothing catches it as InvalidInput."""
+    assert not isinstance(InternalError("x"), InvalidInput)
+
+
 def test_invalid_topology_as_exception_group() -> None:
     """InvalidTopology converts to an ExceptionGroup with one PcitopoError per violation."""
     group = InvalidTopology([V1, V2]).as_exception_group()
@@ -116,9 +171,13 @@ def test_invalid_topology_as_exception_group() -> None:
 def test_public_names() -> None:
     """The module exports exactly the error classes."""
     assert dir(errors) == [
+        "DuplicateId",
+        "InternalError",
         "InvalidAddress",
         "InvalidDescription",
+        "InvalidDomainXML",
         "InvalidInput",
+        "InvalidPolicy",
         "InvalidTopology",
         "PcitopoError",
         "UnknownName",

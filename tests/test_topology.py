@@ -10,7 +10,7 @@ import pytest
 from pcitopo import topology
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput, PcitopoError, UnknownName
+from pcitopo.errors import DuplicateId, InvalidInput, PcitopoError, UnknownName
 from pcitopo.legality.machine import machines
 from pcitopo.topology import Topology
 
@@ -247,8 +247,8 @@ BAD_INPUT = [
     ),
     (
         lambda: Topology.build("q35", devices=[Device("a", "e1000"), Device("a", "e1000")]),
-        InvalidInput,
-        "topology: id 'a' is used by device 'a' and device 'a'",
+        DuplicateId,
+        "id 'a' is used by device 'a' and device 'a'",
     ),
     (
         lambda: Topology.build("q35", [Controller(1, "pci-bridge"), Controller(1, "pcie-root-port")]),

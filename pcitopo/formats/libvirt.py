@@ -114,7 +114,7 @@ from lxml import etree
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
-from pcitopo.errors import InvalidInput, PcitopoError, UnknownName
+from pcitopo.errors import DuplicateId, InternalError, InvalidDomainXML, InvalidInput, PcitopoError, UnknownName
 from pcitopo.formats._xmltext import Edit, ElementSpan, ScanError, indent_before, scan, splice
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.topology import Topology
@@ -131,6 +131,29 @@ def __dir__() -> list[str]:
 
 _Element = etree._Element
 
+
+class _Where(str):
+    """An element's XPath that remembers the element's line, so errors can name both."""
+
+    line: int | None
+
+    def __new__(cls, path: str, line: int | None) -> _Where:
+        self = super().__new__(cls, path)
+        self.line = line
+        return self
+
+
+def _line(el: _Element) -> int | None:
+    """The line an element starts on (lxml's ``sourceline``), if known."""
+    line = el.sourceline
+    return line if isinstance(line, int) else None
+
+
+def _bad(where: str, reason: str) -> InvalidDomainXML:
+    """The error for the element at ``where``; the reader adds the document's name."""
+    return InvalidDomainXML(str(where), reason, line=getattr(where, "line", None))
+
+
 # -- numbers and addresses -----------------------------------------------------------
 
 _NUMBER = re.compile(r"^\s*(?:(?P<hex>0[xX][0-9a-fA-F]+)|(?P<oct>0[0-7]*)|(?P<dec>[1-9][0-9]*))\s*$")
@@ -140,7 +163,7 @@ def _number(text: str, where: str, name: str) -> int:
     """An unsigned number the way libvirt reads it (``strtoul`` with base 0)."""
     match = _NUMBER.match(text)
     if match is None:
-        raise InvalidInput(where, f"{name}={text!r} is not a number")
+        raise _bad(where, f"{name}={text!r} is not a number")
     if match["hex"]:
         return int(match["hex"], 16)
     if match["oct"]:
@@ -158,7 +181,7 @@ def _on_off(value: str | None, where: str, name: str) -> bool | None:
         return None
     if value in ("on", "off"):
         return value == "on"
-    raise InvalidInput(where, f"{name} must be 'on' or 'off' (got {value!r})")
+    raise _bad(where, f"{name} must be 'on' or 'off' (got {value!r})")
 
 
 _ADDRESS_LIMITS = (
@@ -176,7 +199,7 @@ def _pci_address(el: _Element, where: str) -> tuple[PciAddress | None, bool | No
         raw = el.get(name)
         value = 0 if raw is None else _number(raw, where, name)
         if value > limit:
-            raise InvalidInput(where, message.format(v=value))
+            raise _bad(where, message.format(v=value))
         values[name] = value
     multifunction = _on_off(el.get("multifunction"), where, "multifunction")
     if values["domain"] == values["bus"] == values["slot"] == 0:
@@ -243,12 +266,12 @@ def _virtio(base: str, model: str | None, where: str, what: str) -> str:
     """``virtio-net``, ``virtio-net-transitional`` or ``virtio-net-non-transitional`` for a virtio model."""
     suffix = _VIRTIO_MODELS.get(model or "virtio")
     if suffix is None:
-        raise InvalidInput(where, f"unknown {what} model {model!r} (known: {', '.join(_VIRTIO_MODELS)})")
+        raise _bad(where, f"unknown {what} model {model!r} (known: {', '.join(_VIRTIO_MODELS)})")
     return base + suffix
 
 
-def _unknown(where: str, what: str, model: str, known: Iterable[str]) -> InvalidInput:
-    return InvalidInput(where, str(UnknownName(what, model, known)))
+def _unknown(where: str, what: str, model: str, known: Iterable[str]) -> InvalidDomainXML:
+    return _bad(where, str(UnknownName(what, model, known)))
 
 
 _NIC_MODELS = {
@@ -316,7 +339,7 @@ def _controller(el: _Element, ctx: _Context, where: str) -> str | None:
         return "ahci"
     if ctype == "ide":
         if ctx.machine.name != "pc":
-            raise InvalidInput(where, "IDE controllers are unsupported for this QEMU binary or machine type")
+            raise _bad(where, "IDE controllers are unsupported for this QEMU binary or machine type")
         return "piix3-ide"
     if ctype == "usb":
         model = model or ctx.default_usb()
@@ -404,7 +427,7 @@ def _shmem(el: _Element, ctx: _Context, where: str) -> str | None:
     model = (model_el.get("type") if model_el is not None else None) or "ivshmem"
     if model in ("ivshmem-plain", "ivshmem-doorbell"):
         return model
-    raise InvalidInput(
+    raise _bad(
         where,
         f"shmem model {model!r} is not supported by QEMU 7.2 or pcitopo; use ivshmem-plain or ivshmem-doorbell",
     )
@@ -424,7 +447,7 @@ def _input(el: _Element, ctx: _Context, where: str) -> str | None:
         return None
     model = el.get("model")
     if model not in (None, "virtio", "virtio-non-transitional"):
-        raise InvalidInput(where, f"input model {model!r} is not in pcitopo's catalog (use virtio)")
+        raise _bad(where, f"input model {model!r} is not in pcitopo's catalog (use virtio)")
     return _INPUT_TYPES[itype]
 
 
@@ -567,13 +590,13 @@ class LibvirtDomain:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            raise InvalidInput(str(path), f"cannot read: {exc.strerror or exc}") from None
+            raise InvalidDomainXML("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
         root = cls._parse(data, str(path))
         encoding = root.getroottree().docinfo.encoding or "utf-8"
         try:
             text = data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as exc:
-            raise InvalidInput(str(path), f"cannot decode as {encoding}: {exc}") from None
+            raise InvalidDomainXML("", f"cannot decode as {encoding}: {exc}", source=str(path)) from None
         return cls._load(text, data, source=str(path), encoding=encoding, root=root, machine=machine)
 
     @staticmethod
@@ -581,7 +604,7 @@ class LibvirtDomain:
         try:
             return etree.fromstring(data, _parser())
         except etree.XMLSyntaxError as exc:
-            raise InvalidInput(source, f"malformed XML: {exc.msg}") from None
+            raise InvalidDomainXML("", f"malformed XML: {exc.msg}", source=source, line=exc.lineno) from None
 
     @classmethod
     def _load(
@@ -598,7 +621,12 @@ class LibvirtDomain:
             root = cls._parse(data, source)
         if root.tag != "domain":
             tag = etree.QName(root).localname if isinstance(root.tag, str) else str(root.tag)
-            raise InvalidInput(f"/{tag}", f"not a libvirt domain: the root element is <{tag}>, not <domain>")
+            raise InvalidDomainXML(
+                f"/{tag}",
+                f"not a libvirt domain: the root element is <{tag}>, not <domain>",
+                source=source,
+                line=_line(root),
+            )
         self = object.__new__(cls)
         self._text = text
         self._root = root
@@ -607,14 +635,23 @@ class LibvirtDomain:
         try:
             spans = scan(text)
         except ScanError as exc:  # pragma: no cover - lxml accepted the text
-            raise InvalidInput(source, f"cannot locate elements in the text: {exc}") from None
+            raise InternalError(f"{source}: cannot locate elements in the text: {exc}") from None
         elements = [el for el in root.getroottree().iter() if isinstance(el.tag, str)]
         if len(spans) != len(elements):  # pragma: no cover - same reason
-            raise InvalidInput(source, f"found {len(spans)} elements in the text but lxml read {len(elements)}")
+            raise InternalError(f"{source}: found {len(spans)} elements in the text but lxml read {len(elements)}")
         self._spans = dict(zip(elements, spans, strict=True))
         self._unit = self._indent_unit()
         self._machine_override = machine
-        _Reader(self).read()
+        try:
+            _Reader(self).read()
+        except InvalidDomainXML as exc:
+            if exc.source:
+                raise
+            raise InvalidDomainXML(exc.element, exc.reason, source=source, line=exc.line) from None
+        except DuplicateId as exc:
+            if exc.source:
+                raise
+            raise DuplicateId(exc.name, exc.first, exc.second, source=source, line=exc.line) from None
         return self
 
     # -- queries -------------------------------------------------------------------------------
@@ -632,12 +669,12 @@ class LibvirtDomain:
     def path(self, id: str) -> str:
         """The XPath of a device's element, like ``/domain/devices/interface[2]``."""
         try:
-            return self._path(self._elements[id])
+            return str(self._path(self._elements[id]))
         except KeyError:
             raise UnknownName("device", id, self._elements) from None
 
     def _path(self, el: _Element) -> str:
-        return str(self._root.getroottree().getpath(el))
+        return _Where(str(self._root.getroottree().getpath(el)), _line(el))
 
     def to_string(self) -> str:
         """The document's text."""
@@ -667,7 +704,7 @@ class LibvirtDomain:
         before = sum(1 for _ in self._root.iter())
         after = sum(1 for _ in root.iter())
         if after < before:  # pragma: no cover - a bug in the writer
-            raise InvalidInput(self.source, f"the export lost {before - after} XML nodes")
+            raise InternalError(f"{self.source}: the export lost {before - after} XML nodes")
         return text
 
     def _exported_text(self, topology: Topology | Plan) -> str:
@@ -700,7 +737,7 @@ class LibvirtDomain:
         )
         for d in topology.devices:
             if result.topology.device(d.id).address != d.address:  # pragma: no cover - a bug
-                raise InvalidInput(f"device {d.id!r}", "its address did not survive the export")
+                raise InternalError(f"{self.source}: the address of device {d.id!r} did not survive the export")
         return result
 
     # -- text helpers --------------------------------------------------------------------------
@@ -780,7 +817,7 @@ class _Reader:
             if alias is not None and alias.get("name"):
                 name = str(alias.get("name"))
                 if name in self.ids:
-                    raise InvalidInput(d._path(el), f"alias {name!r} is already used by {d._path(self.ids[name])}")
+                    raise DuplicateId(name, d._path(self.ids[name]), d._path(el), line=_line(el))
                 self.ids[name] = el
 
         controller_indexes = self._controller_indexes(children)
@@ -814,7 +851,7 @@ class _Reader:
             kind = classify(el, ctx, where)
             if kind is None:
                 if address_type == "pci":
-                    raise InvalidInput(where, f"a <{tag}> of this type or model does not use PCI but has a PCI address")
+                    raise _bad(where, f"a <{tag}> of this type or model does not use PCI but has a PCI address")
                 continue
             address: PciAddress | None = None
             multifunction: bool | None = None
@@ -823,20 +860,22 @@ class _Reader:
             if address is None:
                 address = self._chipset_address(el, machine, controller_indexes.get(el))
             elif self._chipset_address(el, machine, controller_indexes.get(el)) not in (None, address):
-                raise InvalidInput(where, _CHIPSET_MESSAGES[(machine.name, str(el.get("type")))])
+                raise _bad(where, _CHIPSET_MESSAGES[(machine.name, str(el.get("type")))])
             ident = self._id(el, tag, n, controller_indexes.get(el))
             try:
                 devices.append(Device(ident, kind, address=address, multifunction=multifunction))
             except InvalidInput as exc:
-                raise InvalidInput(where, exc.reason) from None
+                raise _bad(where, exc.reason) from None
             d._elements[ident] = el
         devices = _libvirt_disk_order(devices, d._elements)
         numa = self.root.findall("cpu/numa/cell")
         acpi = self.root.find("features/acpi") is not None
         try:
             d.topology = Topology.build(machine, controllers, devices, numa_nodes=len(numa), acpi=acpi)
+        except DuplicateId:
+            raise  # the reader adds the document's name
         except PcitopoError as exc:
-            raise InvalidInput(d.source, str(exc)) from None
+            raise InvalidDomainXML("", str(exc), source=d.source) from None
 
     def _machine(self) -> tuple[Machine, str]:
         type_el = self.root.find("os/type")
@@ -850,7 +889,7 @@ class _Reader:
         if self.d._machine_override is not None:
             override = self.d._machine_override
             if arch not in override.arches:
-                raise InvalidInput(
+                raise _bad(
                     where,
                     f"arch {arch!r} is not one of machine description {override.name!r}'s "
                     f"({', '.join(override.arches)})",
@@ -859,14 +898,14 @@ class _Reader:
         if machine_type is None:
             machine_type = _DEFAULT_MACHINE.get(arch)
             if machine_type is None:
-                raise InvalidInput(where, f"no machine type given and pcitopo knows no default for arch {arch!r}")
+                raise _bad(where, f"no machine type given and pcitopo knows no default for arch {arch!r}")
         try:
             machine = Machine.for_machine_type(machine_type, arch=arch)
         except UnknownName:
             known = "; ".join(
                 f"{m.name} ({', '.join(m.machine_types)})" for m in machines().values() if m.machine_types
             )
-            raise InvalidInput(
+            raise _bad(
                 where,
                 f"machine type {machine_type!r} on arch {arch!r} has no PCI bus pcitopo can place devices on"
                 f" (machines with PCI: {known})",
@@ -885,10 +924,10 @@ class _Reader:
                 where = self.d._path(el)
                 index = _number(str(el.get("index")), where, "index")
                 if el.get("type") == "pci" and index > 255:
-                    raise InvalidInput(where, f"PCI controller index {index} too high, maximum is 255")
+                    raise _bad(where, f"PCI controller index {index} too high, maximum is 255")
                 companion = el.get("type") == "usb" and el.get("model") in _USB2_COMPANIONS
                 if index in used.setdefault(str(el.get("type")), set()) and not (companion and index in usb2_indexes):
-                    raise InvalidInput(where, f"a {el.get('type')} controller with index {index} is defined twice")
+                    raise _bad(where, f"a {el.get('type')} controller with index {index} is defined twice")
                 if companion:
                     usb2_indexes.add(index)
                 used[str(el.get("type"))].add(index)
@@ -913,7 +952,7 @@ class _Reader:
         model = el.get("model")
         if model is None:
             if index != 0:
-                raise InvalidInput(where, "a PCI controller needs a model")
+                raise _bad(where, "a PCI controller needs a model")
             model = machine.root_model
         if model not in _PCI_MODELS:
             raise _unknown(where, "PCI controller model", model, _PCI_MODELS)
@@ -923,17 +962,17 @@ class _Reader:
         twhere = self.d._path(target) if target is not None else where
         if model in ("pci-root", "pcie-root"):
             if index == 0 and model != machine.root_model:
-                raise InvalidInput(
+                raise _bad(
                     where,
                     f"The PCI controller with index='0' must be model='{machine.root_model}' for this machine type,"
                     f" but model='{model}' was found instead",
                 )
             if index != 0:
                 if machine.name != "pseries" or model != "pci-root":
-                    raise InvalidInput(where, "pci-root and pcie-root controllers should have index 0")
+                    raise _bad(where, "pci-root and pcie-root controllers should have index 0")
                 model = "spapr-pci-host-bridge"
         elif index == 0:
-            raise InvalidInput(
+            raise _bad(
                 where,
                 f"The PCI controller with index='0' must be model='{machine.root_model}' for this machine type,"
                 f" but model='{model}' was found instead",
@@ -943,7 +982,7 @@ class _Reader:
         address_el = el.find("address")
         if address_el is not None:
             if address_el.get("type") != "pci":
-                raise InvalidInput(self.d._path(address_el), "a PCI controller can only have a PCI address")
+                raise _bad(self.d._path(address_el), "a PCI controller can only have a PCI address")
             address, multifunction = _pci_address(address_el, self.d._path(address_el))
         alias_el = el.find("alias")
         alias = alias_el.get("name") if alias_el is not None else None
@@ -976,7 +1015,7 @@ class _Reader:
                 **fields,
             )
         except InvalidInput as exc:
-            raise InvalidInput(twhere if target is not None else where, exc.reason) from None
+            raise _bad(twhere if target is not None else where, exc.reason) from None
 
     def _chipset_address(self, el: _Element, machine: Machine, index: int | None) -> PciAddress | None:
         if el.tag != "controller" or index != 0:
@@ -1203,7 +1242,12 @@ class _Writer:
     def _insert_controllers(self, controllers: list[Controller]) -> None:
         devices = self.d._root.find("devices")
         if devices is None:
-            raise InvalidInput("/domain", "has no <devices> element to add controllers to")
+            raise InvalidDomainXML(
+                "/domain",
+                "has no <devices> element to add controllers to",
+                source=self.d.source,
+                line=_line(self.d._root),
+            )
         children = [c for c in devices if isinstance(c.tag, str)]
         anchor: _Element | None = None
         for tag in ("controller", "disk", "emulator"):

@@ -44,7 +44,7 @@ import attrs
 
 from pcitopo._frozen import FrozenDict
 from pcitopo.devices import Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput, UnknownName
+from pcitopo.errors import InvalidPolicy, UnknownName
 
 __all__ = ["BUILTIN_POLICIES", "SOFT_CONSTRAINTS", "Override", "Policy"]
 
@@ -129,16 +129,19 @@ class Policy:
 
     def __attrs_post_init__(self) -> None:
         if self.spare_ports < 0:
-            raise InvalidInput(f"policy {self.name!r}", f"spare_ports must be >= 0 (got {self.spare_ports})")
+            raise InvalidPolicy(f"policy {self.name!r}", "spare_ports", f"must be >= 0 (got {self.spare_ports})")
         if self.port_packing not in ("multifunction", "single"):
-            raise InvalidInput(
-                f"policy {self.name!r}", f"port_packing must be 'multifunction' or 'single' (got {self.port_packing!r})"
+            raise InvalidPolicy(
+                f"policy {self.name!r}",
+                "port_packing",
+                f"must be 'multifunction' or 'single' (got {self.port_packing!r})",
             )
         unknown = set(self.weights) - set(SOFT_CONSTRAINTS)
         if unknown:
-            raise InvalidInput(
+            raise InvalidPolicy(
                 f"policy {self.name!r}",
-                f"unknown soft constraint {sorted(unknown)[0]!r} in weights (known: {', '.join(SOFT_CONSTRAINTS)})",
+                "weights",
+                f"unknown soft constraint {sorted(unknown)[0]!r} (known: {', '.join(SOFT_CONSTRAINTS)})",
             )
 
     @classmethod
@@ -179,11 +182,11 @@ class Policy:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise InvalidInput(str(path), f"cannot read policy file: {exc.strerror or exc}") from None
+            raise InvalidPolicy(str(path), "", f"cannot read policy file: {exc.strerror or exc}") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise InvalidInput(str(path), f"not valid TOML: {exc}") from None
+            raise InvalidPolicy(str(path), "", f"not valid TOML: {exc}") from None
         return cls.from_mapping(data, source=str(path))
 
     @classmethod
@@ -192,11 +195,11 @@ class Policy:
         data = dict(data)
         base_name = data.pop("base", "hotplug")
         if not isinstance(base_name, str):
-            raise InvalidInput(source, f"base must be a policy name (got {base_name!r})")
+            raise InvalidPolicy(source, "base", f"must be a policy name (got {base_name!r})")
         try:
             base = cls.named(base_name)
         except UnknownName as exc:
-            raise InvalidInput(source, str(exc)) from None
+            raise InvalidPolicy(source, "base", str(exc)) from None
         changes: dict[str, Any] = {}
         fields = {f.name: f for f in attrs.fields(Policy)}
         for key, value in data.items():
@@ -205,31 +208,35 @@ class Policy:
             attr = key.replace("-", "_")
             if attr == "weights":
                 if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-                    raise InvalidInput(source, "weights must be a table of integers")
+                    raise InvalidPolicy(source, key, "must be a table of integers")
                 changes["weights"] = {**base.weights, **value}
                 continue
             if attr not in fields or attr in ("name", "overrides"):
                 known = sorted(k.replace("_", "-") for k in fields if k not in ("name", "overrides"))
-                raise InvalidInput(source, f"unknown policy key {key!r} (known: {', '.join(known)}, device)")
+                raise InvalidPolicy(source, key, f"unknown policy key (known: {', '.join(known)}, device)")
             default = getattr(Policy(), attr)
             if attr == "hotplug":
                 try:
                     value = HotplugNeed(value)
                 except ValueError:
-                    raise InvalidInput(
-                        source, f"hotplug must be one of {', '.join(h.value for h in HotplugNeed)} (got {value!r})"
+                    raise InvalidPolicy(
+                        source, key, f"must be one of {', '.join(h.value for h in HotplugNeed)} (got {value!r})"
                     ) from None
             elif type(value) is not type(default):
-                raise InvalidInput(source, f"{key} must be a {type(default).__name__} (got {value!r})")
+                raise InvalidPolicy(source, key, f"must be {_a(type(default).__name__)} (got {value!r})")
             changes[attr] = value
         overrides = []
         rules = data.get("device", [])
         if not isinstance(rules, list):
-            raise InvalidInput(source, "device rules must be an array of tables: [[device]]")
+            raise InvalidPolicy(source, "device", "device rules must be an array of tables: [[device]]")
         for i, rule in enumerate(rules):
             overrides.append(_override(source, i, rule))
         name = Path(source).stem if source != "policy" else f"{base_name}+custom"
-        return attrs.evolve(base, name=name, overrides=base.overrides + tuple(overrides), **changes)
+        try:
+            return attrs.evolve(base, name=name, overrides=base.overrides + tuple(overrides), **changes)
+        except InvalidPolicy as exc:  # a value the fields refuse: name the file and the key as written
+            written = {k.replace("-", "_"): k for k in data}
+            raise InvalidPolicy(source, written.get(exc.key, exc.key), exc.reason) from None
 
     def needs_for(self, device: Device) -> Needs:
         """The needs a device ends up with: its own, then the policy's defaults and overrides.
@@ -264,26 +271,33 @@ def _with_hotplug(needs: Needs, hotplug: HotplugNeed) -> Needs:
     return attrs.evolve(needs, hotplug=hotplug)
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def _override(source: str, i: int, rule: Any) -> Override:
-    where = f"{source}: device[{i}]"
+    where = f"device[{i}]"
     if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
-        raise InvalidInput(where, 'each [[device]] rule needs match = "<alias pattern>"')
+        raise InvalidPolicy(source, where, 'each [[device]] rule needs match = "<alias pattern>"')
     allowed = {"match", "hotplug", "numa-node", "numa-strict", "integrated"}
     extra = set(rule) - allowed
     if extra:
-        raise InvalidInput(where, f"unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(allowed))})")
+        key = sorted(extra)[0]
+        raise InvalidPolicy(source, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
     try:
         hotplug = HotplugNeed(rule["hotplug"]) if "hotplug" in rule else None
     except ValueError:
-        raise InvalidInput(
-            where, f"hotplug must be one of {', '.join(h.value for h in HotplugNeed)} (got {rule['hotplug']!r})"
+        raise InvalidPolicy(
+            source,
+            f"{where}.hotplug",
+            f"must be one of {', '.join(h.value for h in HotplugNeed)} (got {rule['hotplug']!r})",
         ) from None
     node = rule.get("numa-node")
     if node is not None and (not isinstance(node, int) or isinstance(node, bool) or node < 0):
-        raise InvalidInput(where, f"numa-node must be an integer >= 0 (got {node!r})")
+        raise InvalidPolicy(source, f"{where}.numa-node", f"must be an integer >= 0 (got {node!r})")
     for key in ("numa-strict", "integrated"):
         if key in rule and not isinstance(rule[key], bool):
-            raise InvalidInput(where, f"{key} must be true or false (got {rule[key]!r})")
+            raise InvalidPolicy(source, f"{where}.{key}", f"must be true or false (got {rule[key]!r})")
     return Override(
         match=rule["match"],
         hotplug=hotplug,

@@ -37,7 +37,7 @@ import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
-from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.legality.catalog import Connect
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _csp
@@ -653,7 +653,7 @@ def _realize(problem: _Problem, assignment: Mapping[str, int]) -> Topology:
     by_ctx = _assignment_by_context(problem, assignment)
     decisions = _decisions(problem, _pieces_by_context(problem, assignment))
     if decisions is None:  # pragma: no cover - the search only returns feasible assignments
-        raise Unsatisfiable(["internal: the chosen assignment is not feasible"])
+        raise InternalError("the chosen assignment is not feasible")
     b = Builder(
         used_indexes={c.index for c in topology.controllers},
         used_chassis_port={
@@ -768,13 +768,10 @@ def _finish(request: Topology, result: Topology, policy: Policy, status: Status)
             suggestions=["use the hotplug, numa or minimal policy, which place by these requirements and budgets"],
         )
     if violations:
-        raise PcitopoError(
-            "internal error: the solver produced a plan that breaks rules; please report it:\n"
-            + "\n".join(f"  - {v}" for v in violations)
-        )
+        raise InternalError("the solver produced a plan that breaks rules", violations)  # type: ignore[arg-type]
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
-        raise PcitopoError(f"internal error: devices left without an address: {', '.join(unplaced)}")
+        raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
     return Plan(

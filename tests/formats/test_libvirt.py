@@ -8,7 +8,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller
-from pcitopo.errors import InvalidInput
+from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput
 from pcitopo.formats import LibvirtDomain
 from pcitopo.formats._xmltext import Edit, scan, splice
 
@@ -170,12 +170,13 @@ def test_a_generated_id_taken_by_an_alias_gets_a_suffix() -> None:
 
 def test_duplicate_aliases_are_rejected_naming_both_elements() -> None:
     """Two elements with one alias are an error that names both."""
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(DuplicateId) as info:
         load(
             "    <interface type='user'><alias name='ua-x'/></interface>\n"
             "    <rng model='virtio'><alias name='ua-x'/></rng>"
         )
-    assert str(info.value) == "/domain/devices/rng: alias 'ua-x' is already used by /domain/devices/interface"
+    assert str(info.value) == "<string>:8: id 'ua-x' is used by /domain/devices/interface and /domain/devices/rng"
+    assert (info.value.name, info.value.source, info.value.line) == ("ua-x", "<string>", 8)
 
 
 # -- addresses and controllers ------------------------------------------------------------------
@@ -209,10 +210,11 @@ def test_pci_addresses_are_read_like_libvirt(attrs: str, expected: str | None) -
     ],
 )
 def test_bad_pci_addresses_name_the_element(attrs: str, message: str) -> None:
-    """An address out of range or unreadable is rejected with the element's path and libvirt's reason."""
-    with pytest.raises(InvalidInput) as info:
+    """An address out of range or unreadable is rejected with the element's line and path and libvirt's reason."""
+    with pytest.raises(InvalidDomainXML) as info:
         load(f"    <rng model='virtio'><address type='pci' {attrs}/></rng>")
-    assert str(info.value) == f"/domain/devices/rng/address: {message}"
+    assert str(info.value) == f"<string>:7: /domain/devices/rng/address: {message}"
+    assert (info.value.element, info.value.line, info.value.reason) == ("/domain/devices/rng/address", 7, message)
 
 
 def test_pci_controllers_become_controllers_with_their_target() -> None:
@@ -286,46 +288,51 @@ def test_chipset_controllers_sit_where_libvirt_forces_them(machine: str, element
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("<domain><devices>", "<string>: malformed XML: "),
-        ("<network><name>x</name></network>", "/network: not a libvirt domain: the root element is <network>"),
+        ("<domain><devices>", "<string>:1: malformed XML: "),
+        (
+            "<network><name>x</name></network>",
+            "<string>:1: /network: not a libvirt domain: the root element is <network>",
+        ),
         (
             domain_xml("    <interface type='user'><model type='virtio-fancy'/></interface>"),
-            "/domain/devices/interface: unknown interface model 'virtio-fancy'",
+            "<string>:7: /domain/devices/interface: unknown interface model 'virtio-fancy'",
         ),
         (
             domain_xml("    <controller type='usb' model='ehci'/>"),
-            "/domain/devices/controller: unknown USB controller model 'ehci'",
+            "<string>:7: /domain/devices/controller: unknown USB controller model 'ehci'",
         ),
         (
             domain_xml("    <controller type='pci' index='1' model='pcie-rot-port'/>"),
-            "/domain/devices/controller: unknown PCI controller model 'pcie-rot-port'; did you mean 'pcie-root-port'?",
+            "<string>:7: /domain/devices/controller: unknown PCI controller model 'pcie-rot-port';"
+            " did you mean 'pcie-root-port'?",
         ),
         (
             domain_xml("    <controller type='pci' index='0' model='pci-root'/>"),
-            "/domain/devices/controller: The PCI controller with index='0' must be model='pcie-root' for this"
-            " machine type, but model='pci-root' was found instead",
+            "<string>:7: /domain/devices/controller: The PCI controller with index='0' must be model='pcie-root'"
+            " for this machine type, but model='pci-root' was found instead",
         ),
         (
             domain_xml("    <input type='mouse' bus='ps2'><address type='pci' bus='1'/></input>"),
-            "/domain/devices/input: a <input> of this type or model does not use PCI but has a PCI address",
+            "<string>:7: /domain/devices/input: a <input> of this type or model does not use PCI but has a PCI address",
         ),
         (
             domain_xml("    <controller type='sata' index='0'><address type='pci' slot='3'/></controller>"),
-            "/domain/devices/controller: Primary SATA controller must have PCI address 0:0:1f.2",
+            "<string>:7: /domain/devices/controller: Primary SATA controller must have PCI address 0:0:1f.2",
         ),
         (
             domain_xml("    <controller type='pci' index='256' model='pcie-root-port'/>"),
-            "/domain/devices/controller: PCI controller index 256 too high, maximum is 255",
+            "<string>:7: /domain/devices/controller: PCI controller index 256 too high, maximum is 255",
         ),
         (
             domain_xml("    <controller type='ide' index='0'/>"),
-            "/domain/devices/controller: IDE controllers are unsupported for this QEMU binary or machine type",
+            "<string>:7: /domain/devices/controller: IDE controllers are unsupported for this QEMU binary or"
+            " machine type",
         ),
     ],
 )
 def test_bad_documents_are_rejected_naming_element_and_reason(text: str, message: str) -> None:
-    """Malformed XML, other documents, unknown models and impossible addresses raise InvalidInput."""
-    with pytest.raises(InvalidInput) as info:
+    """Malformed XML, other documents, unknown models and impossible addresses raise InvalidDomainXML."""
+    with pytest.raises(InvalidDomainXML) as info:
         LibvirtDomain.from_string(text)
     assert str(info.value).startswith(message)
 
@@ -333,16 +340,17 @@ def test_bad_documents_are_rejected_naming_element_and_reason(text: str, message
 def test_machines_without_pci_are_rejected() -> None:
     """s390-ccw has no PCI bus pcitopo can place devices on."""
     text = "<domain><os><type arch='s390x' machine='s390-ccw-virtio'>hvm</type></os></domain>"
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidDomainXML) as info:
         LibvirtDomain.from_string(text)
     assert str(info.value).startswith(
-        "/domain/os/type: machine type 's390-ccw-virtio' on arch 's390x' has no PCI bus pcitopo can place devices on"
+        "<string>:1: /domain/os/type: machine type 's390-ccw-virtio' on arch 's390x' has no PCI bus"
+        " pcitopo can place devices on"
     )
 
 
 def test_an_unreadable_file_is_invalid_input(tmp_path: Path) -> None:
     """A missing file raises InvalidInput naming it, not OSError."""
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidDomainXML) as info:
         LibvirtDomain.from_path(tmp_path / "missing.xml")
     assert str(info.value) == f"{tmp_path / 'missing.xml'}: cannot read: No such file or directory"
 
@@ -470,9 +478,11 @@ def test_two_ordinary_usb_controllers_may_not_share_an_index() -> None:
 <controller type='usb' index='0' model='qemu-xhci'/>
 <controller type='usb' index='0' model='qemu-xhci'/>
 </devices></domain>"""
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidDomainXML) as info:
         LibvirtDomain.from_string(text)
-    assert str(info.value) == "/domain/devices/controller[2]: a usb controller with index 0 is defined twice"
+    assert (
+        str(info.value) == "<string>:3: /domain/devices/controller[2]: a usb controller with index 0 is defined twice"
+    )
 
 
 def test_virtio_disks_are_in_libvirt_order() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pcitopo.devices import Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidInput, UnknownName
+from pcitopo.errors import InvalidPolicy, UnknownName
 from pcitopo.policy import BUILTIN_POLICIES, Override, Policy
 
 
@@ -86,30 +86,64 @@ numa-strict = true
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("text", "key", "message"),
     [
-        ('base = "fast"', "policy: unknown policy 'fast'; known: hotplug, libvirt, minimal, numa, ordered"),
-        ("spare_ports = -1", "policy 'hotplug+custom': spare_ports must be >= 0 (got -1)"),
-        ("spare-ports = 'two'", "policy: spare-ports must be a int (got 'two')"),
-        ("hotplug = 'maybe'", "policy: hotplug must be one of any, required, preferred, forbidden (got 'maybe')"),
-        ("colour = 'blue'", "policy: unknown policy key 'colour'"),
-        ("[[device]]\nhotplug = 'any'", 'policy: device[0]: each [[device]] rule needs match = "<alias pattern>"'),
-        ("[[device]]\nmatch = 'x'\nnuma = 1", "policy: device[0]: unknown key 'numa'"),
-        ("[weights]\nspeed = 3", "policy 'hotplug+custom': unknown soft constraint 'speed' in weights"),
+        (
+            'base = "fast"',
+            "base",
+            "policy: base: unknown policy 'fast'; known: hotplug, libvirt, minimal, numa, ordered",
+        ),
+        ("spare_ports = -1", "spare_ports", "policy: spare_ports: must be >= 0 (got -1)"),
+        ("spare-ports = -1", "spare-ports", "policy: spare-ports: must be >= 0 (got -1)"),
+        ("spare-ports = 'two'", "spare-ports", "policy: spare-ports: must be an int (got 'two')"),
+        ("numa = 1", "numa", "policy: numa: must be a bool (got 1)"),
+        (
+            "hotplug = 'maybe'",
+            "hotplug",
+            "policy: hotplug: must be one of any, required, preferred, forbidden (got 'maybe')",
+        ),
+        ("colour = 'blue'", "colour", "policy: colour: unknown policy key (known: "),
+        (
+            "[[device]]\nhotplug = 'any'",
+            "device[0]",
+            'policy: device[0]: each [[device]] rule needs match = "<alias pattern>"',
+        ),
+        ("[[device]]\nmatch = 'x'\nnuma = 1", "device[0].numa", "policy: device[0].numa: unknown key (known: "),
+        ("[[device]]\nmatch = 'x'\nnuma-node = -1", "device[0].numa-node", "policy: device[0].numa-node: must be an"),
+        ("[weights]\nspeed = 3", "weights", "policy: weights: unknown soft constraint 'speed' (known: "),
     ],
 )
-def test_bad_policy_data_is_refused_with_the_key_named(text: str, message: str) -> None:
-    """Every mistake in a policy file is an InvalidInput that names the key."""
+def test_bad_policy_data_is_refused_with_the_key_named(text: str, key: str, message: str) -> None:
+    """Every mistake in a policy file is an InvalidPolicy that names the file and the key."""
     import tomllib
 
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidPolicy) as info:
         Policy.from_mapping(tomllib.loads(text))
     assert str(info.value).startswith(message)
+    assert (info.value.source, info.value.key) == ("policy", key)
+
+
+def test_a_bad_key_in_a_policy_file_names_the_file(tmp_path: Path) -> None:
+    """A policy file's mistake names the file, the key and the reason."""
+    path = tmp_path / "site.toml"
+    path.write_text("[[device]]\nmatch = 'ua-*'\nhotplug = 'sometimes'\n", encoding="utf-8")
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.from_toml(path)
+    assert str(info.value) == (
+        f"{path}: device[0].hotplug: must be one of any, required, preferred, forbidden (got 'sometimes')"
+    )
+
+
+def test_a_bad_policy_built_in_code_names_the_policy() -> None:
+    """A Policy built with a bad field value names the policy and the field."""
+    with pytest.raises(InvalidPolicy) as info:
+        Policy(name="mine", spare_ports=-2)
+    assert str(info.value) == "policy 'mine': spare_ports: must be >= 0 (got -2)"
 
 
 def test_unreadable_policy_file(tmp_path: Path) -> None:
-    """A missing file is an InvalidInput naming the path, not an OSError."""
+    """A missing file is an InvalidPolicy naming the path, not an OSError."""
     missing = tmp_path / "nope.toml"
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidPolicy) as info:
         Policy.from_toml(missing)
     assert str(info.value).startswith(f"{missing}: cannot read policy file")
