@@ -23,6 +23,9 @@ Commands (each has ``--help``):
 ``assign`` and ``validate`` also take several files or directories, and ``diff``
 two directories: fleet mode (:mod:`pcitopo.fleet`), with ``--jobs N``.
 
+``serve``
+    answer JSON requests on stdin, one a line (:mod:`pcitopo.serve`).
+
 Exit codes:
 
 == ==========================================================================
@@ -337,6 +340,12 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.serve import serve
+
+    return serve(sys.stdin.buffer, out)
+
+
 # -- show and diff ------------------------------------------------------------------------------
 
 
@@ -627,6 +636,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
     p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
     p.set_defaults(run=_cmd_probe)
+
+    p = sub.add_parser(
+        "serve",
+        help="answer JSON requests (assign, validate, diff), one a line on stdin, one a line on stdout",
+        description="A long-lived process for orchestrators: each line of stdin is a JSON request, each answered"
+        " by one JSON line on stdout, in order; bad requests are answered, never fatal. Exits 0 at the end of"
+        " input. The protocol is in docs/serve.rst.",
+        **common,
+    )
+    p.set_defaults(run=_cmd_serve)
     return parser
 
 

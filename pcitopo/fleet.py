@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 
 from pcitopo.address import PciAddress
-from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
+from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
 
 if TYPE_CHECKING:
     from pcitopo.formats.libvirt import LibvirtDomain
@@ -355,7 +355,9 @@ def failure(exc: BaseException) -> tuple[str, int, dict[str, Any]]:
     >>> failure(ZeroDivisionError("division by zero"))[:2]
     ('error', 5)
     """
-    if isinstance(exc, InvalidTopology):
+    if isinstance(exc, InternalError):
+        outcome = "error"
+    elif isinstance(exc, InvalidTopology):
         outcome = "violations"
     elif isinstance(exc, Unsatisfiable):
         outcome = "unsatisfiable"
@@ -368,7 +370,7 @@ def failure(exc: BaseException) -> tuple[str, int, dict[str, Any]]:
         message = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
     else:
         fields = {k: _jsonable(v) for k, v in vars(exc).items() if not k.startswith("_")}
-        message = str(exc) if outcome != "error" else " ".join(str(exc).split()) or "no message"
+        message = str(exc) if isinstance(exc, PcitopoError) else " ".join(str(exc).split()) or "no message"
     return outcome, OUTCOMES[outcome], {"class": type(exc).__name__, "message": message, "fields": fields}
 
 
@@ -502,7 +504,13 @@ def perform(task: Task) -> Outcome:
         rules: tuple[str, ...] = ()
         if isinstance(exc, InvalidTopology):
             rules = tuple(sorted({v.rule for v in exc.violations}))
-        message = error["message"] if outcome != "error" else f"internal error: {error['class']}: {error['message']}"
+        message = error["message"]
+        if outcome == "error":
+            if not isinstance(exc, InternalError):
+                message = f"internal error: {error['class']}: {message}"
+            message += (
+                f"\nthis is a bug in pcitopo; please report it with the command line and {', '.join(task.inputs)}"
+            )
         return Outcome(name, outcome, code, record, _explain(name, outcome, message), rules)
 
 

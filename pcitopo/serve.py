@@ -1,0 +1,240 @@
+"""``pcitopo serve``: a long-lived process answering JSON requests, one a line.
+
+An orchestrator written in another language starts ``pcitopo serve`` once and
+pays Python's start-up once; each request then costs only the work on its
+domain. The protocol (``docs/serve.rst`` is the full description):
+
+* each line of standard input is one JSON object: ``{"id": ..., "op": ...,
+  ...}``; blank lines are skipped;
+* each request gets exactly one line on standard output, in request order: a
+  JSON object (ASCII, non-ASCII characters escaped) with the request's ``id``,
+  the ``outcome``, the ``exit`` code the CLI would give for it, and a
+  ``result`` or a structured ``error`` (``class``, ``message``, ``fields``);
+* a request the server cannot read is answered (``"outcome": "bad-request"``,
+  ``"exit": 2``) and the server goes on; at the end of input it exits 0.
+
+>>> import io
+>>> out = io.StringIO()
+>>> serve([b'{"id": 1, "op": "ping"}\\n', b'not json\\n'], out)
+0
+>>> print(out.getvalue(), end="")  # doctest: +NORMALIZE_WHITESPACE
+{"id": 1, "outcome": "ok", "exit": 0, "result": {"protocol": 1, "ops": ["assign", "diff", "ping", "validate"]}}
+{"id": null, "outcome": "bad-request", "exit": 2, "error": {"class": "BadRequest",
+ "message": "line 2: not JSON: Expecting value: line 1 column 1 (char 0)",
+ "fields": {"field": null, "reason": "not JSON: Expecting value: line 1 column 1 (char 0)", "line": 2}}}
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pcitopo import fleet
+from pcitopo.errors import PcitopoError
+
+if TYPE_CHECKING:
+    from pcitopo.formats.libvirt import LibvirtDomain
+    from pcitopo.policy.policy import Policy
+
+__all__ = ["OPS", "PROTOCOL", "BadRequest", "handle", "respond", "serve"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+PROTOCOL = 1
+"""The protocol's version; a change that breaks a client gets a new number (``ping`` tells it)."""
+
+
+class BadRequest(PcitopoError, ValueError):
+    """A request line the server cannot act on: not JSON, not an object, an unknown op or field, a wrong type.
+
+    ``field`` names the request field at fault (``None`` when the line as a
+    whole is), ``reason`` says what is wrong, ``line`` is the line number of
+    the request on standard input (``None`` outside a stream).
+    """
+
+    def __init__(self, field: str | None, reason: str, *, line: int | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.line = line
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(f"{where}{field}: {reason}" if field else f"{where}{reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_bad_request, (self.field, self.reason, self.line))
+
+
+def _rebuild_bad_request(field: str | None, reason: str, line: int | None) -> BadRequest:
+    return BadRequest(field, reason, line=line)
+
+
+# -- reading a request -------------------------------------------------------------------------
+
+
+def _text(request: Mapping[str, Any], field: str, *, required: bool = True) -> str | None:
+    value = request.get(field)
+    if value is None:
+        if required:
+            raise BadRequest(field, "missing")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(field, f"must be a string (got {type(value).__name__})")
+    return value
+
+
+def _domain(request: Mapping[str, Any], field: str) -> LibvirtDomain:
+    """The domain XML a field holds; errors about the document name the field as their source."""
+    from pcitopo.formats.libvirt import LibvirtDomain
+
+    text = _text(request, field)
+    assert text is not None
+    return LibvirtDomain.from_string(text, source=field)
+
+
+@functools.lru_cache(maxsize=32)
+def _named_policy(name: str) -> Policy:
+    from pcitopo.policy.policy import Policy
+
+    return Policy.named(name)
+
+
+@functools.lru_cache(maxsize=32)
+def _toml_policy(text: str) -> Policy:
+    from pcitopo.policy.policy import Policy
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadRequest("policy_toml", f"not valid TOML: {exc}") from None
+    return Policy.from_mapping(data, source="policy")
+
+
+def _policy(request: Mapping[str, Any]) -> Policy | None:
+    name = _text(request, "policy", required=False)
+    toml = _text(request, "policy_toml", required=False)
+    if name is not None and toml is not None:
+        raise BadRequest("policy_toml", "give a built-in policy name (policy) or TOML text (policy_toml), not both")
+    if toml is not None:
+        return _toml_policy(toml)
+    return None if name is None else _named_policy(name)
+
+
+# -- the ops -----------------------------------------------------------------------------------
+
+
+def _assign(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    domain = _domain(request, "xml")
+    outcome, result, text = fleet.assign_record(domain, _policy(request))
+    result["xml"] = text
+    return outcome, result
+
+
+def _validate(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return fleet.validate_record(_domain(request, "xml"))
+
+
+def _diff(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return fleet.diff_record(_domain(request, "old"), _domain(request, "new"))
+
+
+def _ping(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "ok", {"protocol": PROTOCOL, "ops": sorted(OPS)}
+
+
+_Op = Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]
+
+OPS: Mapping[str, tuple[_Op, frozenset[str]]] = {
+    "assign": (_assign, frozenset({"xml", "policy", "policy_toml"})),
+    "validate": (_validate, frozenset({"xml"})),
+    "diff": (_diff, frozenset({"old", "new"})),
+    "ping": (_ping, frozenset()),
+}
+"""Each op: the function that answers it and the fields it takes besides ``id`` and ``op``."""
+
+_EXIT = {**fleet.OUTCOMES, "ok": 0, "bad-request": 2}
+
+
+def handle(request: object) -> dict[str, Any]:
+    """The response to one request (a parsed JSON value); never raises but for ``KeyboardInterrupt``.
+
+    >>> handle({"id": "a", "op": "frobnicate"})["error"]["message"]
+    "op: unknown op 'frobnicate' (known: assign, diff, ping, validate)"
+    """
+    ident = request.get("id") if isinstance(request, dict) else None
+    try:
+        if not isinstance(request, dict):
+            raise BadRequest(None, f"a request is a JSON object (got {_json_type(request)})")
+        op = request.get("op")
+        if not isinstance(op, str):
+            raise BadRequest("op", "missing" if op is None else f"must be a string (got {_json_type(op)})")
+        if op not in OPS:
+            raise BadRequest("op", f"unknown op {op!r} (known: {', '.join(sorted(OPS))})")
+        function, fields = OPS[op]
+        unknown = sorted(set(request) - fields - {"id", "op"})
+        if unknown:
+            raise BadRequest(unknown[0], f"unknown field for op {op!r} (known: {', '.join(sorted(fields)) or 'none'})")
+        outcome, result = function(request)
+    except BadRequest as exc:
+        return _error(ident, "bad-request", exc)
+    except Exception as exc:
+        outcome, _, error = fleet.failure(exc)
+        return {"id": ident, "outcome": outcome, "exit": _EXIT[outcome], "error": error}
+    return {"id": ident, "outcome": outcome, "exit": _EXIT[outcome], "result": result}
+
+
+def _error(ident: object, outcome: str, exc: BadRequest) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "outcome": outcome,
+        "exit": _EXIT[outcome],
+        "error": {
+            "class": type(exc).__name__,
+            "message": str(exc),
+            "fields": {"field": exc.field, "reason": exc.reason, "line": exc.line},
+        },
+    }
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def respond(line: bytes, number: int | None = None) -> dict[str, Any]:
+    """The response to one request line (its bytes, newline or not); ``number`` is its line number."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _error(
+            None, "bad-request", BadRequest(None, f"not UTF-8: {exc.reason} at byte {exc.start}", line=number)
+        )
+    try:
+        request = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _error(None, "bad-request", BadRequest(None, f"not JSON: {exc}", line=number))
+    response = handle(request)
+    if response["outcome"] == "bad-request" and number is not None:
+        response["error"]["fields"]["line"] = number
+        response["error"]["message"] = f"line {number}: {response['error']['message']}"
+    return response
+
+
+def serve(lines: Iterable[bytes], out: TextIO) -> int:
+    """Answer every request line of ``lines`` on ``out``, one line each, flushed; return 0 at the end of input.
+
+    A client that stops reading makes ``out.write`` raise ``BrokenPipeError``,
+    which ends the server (the CLI exits 141 then, quietly, as for any
+    command whose reader went away).
+    """
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        response = respond(line, number)
+        out.write(json.dumps(response) + "\n")
+        out.flush()
+    return 0
