@@ -208,7 +208,7 @@ def _json_type(value: object) -> str:
 def respond(line: bytes, number: int | None = None) -> dict[str, Any]:
     """The response to one request line (its bytes, newline or not); ``number`` is its line number."""
     try:
-        text = line.decode("utf-8")
+        text = line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         return _error(
             None, "bad-request", BadRequest(None, f"not UTF-8: {exc.reason} at byte {exc.start}", line=number)
