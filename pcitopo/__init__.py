@@ -31,7 +31,7 @@ from pcitopo.errors import (
 from pcitopo.legality.catalog import Catalog
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.legality.rules import check, validate
-from pcitopo.policy import Override, Policy
+from pcitopo.policy import Evaluation, Override, Policy, evaluate
 from pcitopo.solver import Plan, SoftResult, Status, solve
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
@@ -43,6 +43,7 @@ __all__ = [
     "Controller",
     "Device",
     "DuplicateId",
+    "Evaluation",
     "HotplugNeed",
     "InternalError",
     "InvalidAddress",
@@ -66,6 +67,7 @@ __all__ = [
     "Violation",
     "__version__",
     "check",
+    "evaluate",
     "machines",
     "solve",
     "validate",

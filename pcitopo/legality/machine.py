@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from pcitopo._frozen import FrozenDict
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
 from pcitopo.legality._toml import Table, load_packaged, load_path
@@ -55,6 +56,10 @@ class Builtin:
     optional: bool = False
 
 
+def _read_only(value: Mapping[str, tuple[PciAddress, ...]]) -> Mapping[str, tuple[PciAddress, ...]]:
+    return FrozenDict({role: tuple(addresses) for role, addresses in value.items()})
+
+
 @attrs.frozen
 class Machine:
     """What pcitopo knows of one machine type."""
@@ -76,7 +81,8 @@ class Machine:
     unique_bridge_chassis: bool
     max_host_bridges: int
     builtins: tuple[Builtin, ...]
-    preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False)
+    preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False, converter=_read_only)
+    """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
     source: str = attrs.field(eq=False, repr=False, default="")
 

@@ -36,8 +36,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
@@ -60,6 +61,7 @@ SOFT_CONSTRAINTS: Mapping[str, str] = {
     "fewer-controllers": "each controller added costs guest boot time",
     "integrated": "an endpoint sits directly on the root bus when the policy prefers it",
     "order": "devices of one kind get increasing addresses in definition order",
+    "hotplug-off-occupied": "an endpoint without a hotplug need sits on a position with hotplug off",
 }
 """The soft constraints a plan reports on, with what each means."""
 
@@ -70,11 +72,16 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "order": 10,
     "integrated": 5,
     "fewer-controllers": 1,
+    "hotplug-off-occupied": 10,
 }
 
 
 def _weights(value: Mapping[str, int]) -> Mapping[str, int]:
     return FrozenDict(value)
+
+
+def _field_names(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
 
 
 @attrs.frozen
@@ -124,29 +131,59 @@ class Policy:
     libvirt: bool = False
     """Reproduce libvirt's placement choices exactly."""
     overrides: tuple[Override, ...] = ()
-    weights: Mapping[str, int] = attrs.field(factory=lambda: FrozenDict(DEFAULT_WEIGHTS), converter=_weights, eq=False)
-    """Weight of each soft constraint (read-only; build a new policy to change it)."""
+    weights: Mapping[str, int] = attrs.field(factory=lambda: FrozenDict(DEFAULT_WEIGHTS), converter=_weights)
+    """Weight of each soft constraint, an integer >= 0 (read-only; build a new policy to change it)."""
+    explicit: frozenset[str] = attrs.field(default=frozenset(), converter=_field_names, eq=False, repr=False)
+    """Fields this policy sets even where the value is the default (``weights.NAME`` for a weight); see :attr:`sets`."""
 
     def __attrs_post_init__(self) -> None:
-        if self.spare_ports < 0:
-            raise InvalidPolicy(f"policy {self.name!r}", "spare_ports", f"must be >= 0 (got {self.spare_ports})")
+        where = f"policy {self.name!r}"
+        if not isinstance(self.spare_ports, int) or isinstance(self.spare_ports, bool) or self.spare_ports < 0:
+            raise InvalidPolicy(where, "spare_ports", f"must be an integer >= 0 (got {self.spare_ports!r})")
+        for flag in _FLAGS:
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidPolicy(where, flag, f"must be true or false (got {getattr(self, flag)!r})")
         if self.port_packing not in ("multifunction", "single"):
             raise InvalidPolicy(
-                f"policy {self.name!r}",
+                where,
                 "port_packing",
                 f"must be 'multifunction' or 'single' (got {self.port_packing!r})",
             )
-        unknown = set(self.weights) - set(SOFT_CONSTRAINTS)
+        for key, value in self.weights.items():
+            if key not in SOFT_CONSTRAINTS:
+                raise InvalidPolicy(
+                    where, f"weights.{key}", f"unknown soft constraint (known: {', '.join(SOFT_CONSTRAINTS)})"
+                )
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidPolicy(where, f"weights.{key}", f"must be an integer >= 0 (got {value!r})")
+        missing = [k for k in SOFT_CONSTRAINTS if k not in self.weights]
+        if missing:
+            object.__setattr__(self, "weights", FrozenDict({**DEFAULT_WEIGHTS, **self.weights}))
+        unknown = {
+            e for e in self.explicit if e not in _SETTABLE and e.removeprefix("weights.") not in SOFT_CONSTRAINTS
+        }
         if unknown:
-            raise InvalidPolicy(
-                f"policy {self.name!r}",
-                "weights",
-                f"unknown soft constraint {sorted(unknown)[0]!r} (known: {', '.join(SOFT_CONSTRAINTS)})",
-            )
+            raise InvalidPolicy(where, "explicit", f"names no policy field: {sorted(unknown)[0]!r}")
+
+    @property
+    def sets(self) -> frozenset[str]:
+        """The fields this policy sets: :attr:`explicit` and every one whose value is not the default.
+
+        In ``a + b`` each of them wins over ``a``'s (weights as ``weights.NAME``).
+
+        >>> sorted(Policy.named("hotplug").sets)
+        ['hotplug', 'spare_ports']
+        >>> sorted(Policy(name="mine", ordered=True, weights={"order": 30}).sets)
+        ['ordered', 'weights.order']
+        """
+        base = _DEFAULT
+        changed = {f for f in _SETTABLE if getattr(self, f) != getattr(base, f)}
+        changed |= {f"weights.{k}" for k, v in self.weights.items() if DEFAULT_WEIGHTS.get(k) != v}
+        return frozenset(self.explicit | changed)
 
     @classmethod
     def named(cls, name: str) -> Policy:
-        """A built-in policy, or several joined with ``+`` (later ones win where they differ)."""
+        """A built-in policy, or several joined with ``+`` (each field a later one sets wins)."""
         parts = [p.strip() for p in name.split("+")]
         policy: Policy | None = None
         for part in parts:
@@ -157,24 +194,33 @@ class Policy:
         return attrs.evolve(policy, name="+".join(parts))
 
     def combine(self, other: Policy) -> Policy:
-        """This policy with the fields ``other`` sets away from the defaults."""
-        base = Policy()
-        changes: dict[str, Any] = {}
-        for field in attrs.fields(Policy):
-            if field.name in ("name", "overrides", "weights"):
-                continue
-            value = getattr(other, field.name)
-            if value != getattr(base, field.name):
-                changes[field.name] = value
+        """This policy with every field ``other`` sets (:attr:`sets`), even to the default value.
+
+        Overrides are joined (``other``'s after this one's, so they win).
+
+        >>> minimal = Policy.named("minimal")
+        >>> both = minimal.combine(Policy.named("hotplug"))
+        >>> both.hotplug.value, both.spare_ports, both.prefer_integrated, both == minimal
+        ('required', 1, True, False)
+        """
+        sets = other.sets
+        changes: dict[str, Any] = {f: getattr(other, f) for f in _SETTABLE if f in sets}
         weights = dict(self.weights)
-        weights.update({k: v for k, v in other.weights.items() if DEFAULT_WEIGHTS.get(k) != v})
+        weights.update({k: v for k, v in other.weights.items() if f"weights.{k}" in sets})
         return attrs.evolve(
             self,
             name=f"{self.name}+{other.name}",
             overrides=self.overrides + other.overrides,
             weights=weights,
+            explicit=self.sets | sets,
             **changes,
         )
+
+    def __add__(self, other: Policy) -> Policy:
+        """``a + b`` is :meth:`combine`."""
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self.combine(other)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Policy:
@@ -201,18 +247,26 @@ class Policy:
         except UnknownName as exc:
             raise InvalidPolicy(source, "base", str(exc)) from None
         changes: dict[str, Any] = {}
+        explicit: set[str] = set()
         fields = {f.name: f for f in attrs.fields(Policy)}
         for key, value in data.items():
             if key == "device":
                 continue
             attr = key.replace("-", "_")
             if attr == "weights":
-                if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-                    raise InvalidPolicy(source, key, "must be a table of integers")
+                if not isinstance(value, dict):
+                    raise InvalidPolicy(source, key, f"must be a table of integers >= 0 (got {value!r})")
+                for term, weight in value.items():
+                    if term not in SOFT_CONSTRAINTS:
+                        terms = ", ".join(SOFT_CONSTRAINTS)
+                        raise InvalidPolicy(source, f"{key}.{term}", f"unknown soft constraint (known: {terms})")
+                    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+                        raise InvalidPolicy(source, f"{key}.{term}", f"must be an integer >= 0 (got {weight!r})")
                 changes["weights"] = {**base.weights, **value}
+                explicit |= {f"weights.{term}" for term in value}
                 continue
-            if attr not in fields or attr in ("name", "overrides"):
-                known = sorted(k.replace("_", "-") for k in fields if k not in ("name", "overrides"))
+            if attr not in fields or attr in ("name", "overrides", "explicit"):
+                known = sorted(k.replace("_", "-") for k in fields if k not in ("name", "overrides", "explicit"))
                 raise InvalidPolicy(source, key, f"unknown policy key (known: {', '.join(known)}, device)")
             default = getattr(Policy(), attr)
             if attr == "hotplug":
@@ -225,6 +279,7 @@ class Policy:
             elif type(value) is not type(default):
                 raise InvalidPolicy(source, key, f"must be {_a(type(default).__name__)} (got {value!r})")
             changes[attr] = value
+            explicit.add(attr)
         overrides = []
         rules = data.get("device", [])
         if not isinstance(rules, list):
@@ -233,7 +288,13 @@ class Policy:
             overrides.append(_override(source, i, rule))
         name = Path(source).stem if source != "policy" else f"{base_name}+custom"
         try:
-            return attrs.evolve(base, name=name, overrides=base.overrides + tuple(overrides), **changes)
+            return attrs.evolve(
+                base,
+                name=name,
+                overrides=base.overrides + tuple(overrides),
+                explicit=base.sets | explicit,
+                **changes,
+            )
         except InvalidPolicy as exc:  # a value the fields refuse: name the file and the key as written
             written = {k.replace("-", "_"): k for k in data}
             raise InvalidPolicy(source, written.get(exc.key, exc.key), exc.reason) from None
@@ -307,16 +368,46 @@ def _override(source: str, i: int, rule: Any) -> Override:
     )
 
 
-BUILTIN_POLICIES: Mapping[str, Policy] = {
-    "hotplug": Policy(name="hotplug"),
-    "minimal": Policy(
-        name="minimal",
-        hotplug=HotplugNeed.ANY,
-        spare_ports=0,
-        prefer_integrated=True,
-        allow_switches=True,
-    ),
-    "numa": Policy(name="numa", numa=True),
-    "ordered": Policy(name="ordered", ordered=True),
-    "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True),
-}
+_SETTABLE = (
+    "hotplug",
+    "spare_ports",
+    "spare_ports_per_node",
+    "hotplug_off_occupied",
+    "port_packing",
+    "allow_switches",
+    "prefer_integrated",
+    "numa",
+    "ordered",
+    "libvirt",
+)
+"""The fields ``+`` carries over (name, overrides and weights are joined their own way)."""
+
+_FLAGS = (
+    "spare_ports_per_node",
+    "hotplug_off_occupied",
+    "allow_switches",
+    "prefer_integrated",
+    "numa",
+    "ordered",
+    "libvirt",
+)
+
+_DEFAULT = Policy()
+
+BUILTIN_POLICIES: Mapping[str, Policy] = MappingProxyType(
+    {
+        "hotplug": Policy(name="hotplug", explicit={"hotplug", "spare_ports"}),
+        "minimal": Policy(
+            name="minimal",
+            hotplug=HotplugNeed.ANY,
+            spare_ports=0,
+            prefer_integrated=True,
+            allow_switches=True,
+            explicit={"hotplug", "spare_ports", "prefer_integrated", "allow_switches"},
+        ),
+        "numa": Policy(name="numa", numa=True, explicit={"numa"}),
+        "ordered": Policy(name="ordered", ordered=True, explicit={"ordered"}),
+        "libvirt": Policy(name="libvirt", hotplug=HotplugNeed.ANY, libvirt=True, explicit={"hotplug", "libvirt"}),
+    }
+)
+"""The built-in policies by name (read-only, like the policies themselves)."""

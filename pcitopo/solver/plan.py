@@ -15,6 +15,7 @@ import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller
+from pcitopo.policy.evaluate import SoftResult, soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 
@@ -34,26 +35,6 @@ class Status(enum.Enum):
     """Every hard constraint holds; a cheaper plan may exist."""
 
 
-@attrs.frozen
-class SoftResult:
-    """One soft constraint of the policy, and whether the plan meets it."""
-
-    name: str
-    met: bool
-    weight: int
-    detail: str
-    subject: str | None = None
-    """The device or NUMA node it is about, if any."""
-
-    @property
-    def cost(self) -> int:
-        return 0 if self.met else self.weight
-
-    def __str__(self) -> str:
-        mark = "met" if self.met else f"not met (cost {self.weight})"
-        return f"{self.name}: {self.detail}: {mark}"
-
-
 @attrs.frozen(repr=False)
 class Plan:
     """Where every device goes and which controllers were added."""
@@ -62,7 +43,10 @@ class Plan:
     topology: Topology
     policy: Policy
     added: tuple[Controller, ...]
-    soft: tuple[SoftResult, ...]
+    soft: tuple[SoftResult, ...] = attrs.field(
+        default=attrs.Factory(lambda plan: soft_results(plan.request, plan.topology, plan.policy), takes_self=True)
+    )
+    """The policy's soft constraints as :func:`pcitopo.policy.evaluate` scores them (the default)."""
     status: Status = Status.FEASIBLE
 
     @property

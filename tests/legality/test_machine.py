@@ -182,3 +182,11 @@ def test_bad_machine_data(change: dict[str, object], key: str, reason: str) -> N
 def test_public_names() -> None:
     """The module exports Builtin, Machine and machines."""
     assert dir(machine_module) == ["Builtin", "Machine", "machines"]
+
+
+def test_a_cached_machine_description_cannot_be_changed_by_a_caller() -> None:
+    """``Machine.named`` returns a shared value: its preferred addresses refuse changes."""
+    machine = Machine.named("q35")
+    with pytest.raises(TypeError):
+        machine.preferred["primary-video"] = ()  # type: ignore[index]
+    assert Machine.named("q35").preferred["primary-video"] == (PciAddress.parse("00:01.0"),)

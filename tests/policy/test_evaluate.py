@@ -1,0 +1,222 @@
+"""The scorer: each soft term on hand-built topologies, completion checks, and the rules it reports."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+import pcitopo
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.errors import InvalidInput
+from pcitopo.policy import Policy, evaluate
+from pcitopo.policy.evaluate import spare_ports
+from pcitopo.topology import Topology
+
+
+def _a(text: str) -> PciAddress:
+    return PciAddress.parse(text)
+
+
+def _port(index: int, address: str, *, hotplug: bool | None = None) -> Controller:
+    return Controller(
+        index, "pcie-root-port", address=_a(address), chassis=index, port=0x10 + index - 1, hotplug=hotplug
+    )
+
+
+def _terms(e: pcitopo.Evaluation) -> list[tuple[str, bool, int, str | None]]:
+    return [(s.name, s.met, s.cost, s.subject) for s in e.soft]
+
+
+def test_evaluate_is_public_at_the_package_root() -> None:
+    """``pcitopo.evaluate`` is the scorer of :mod:`pcitopo.policy.evaluate`."""
+    assert pcitopo.evaluate is evaluate
+    assert "evaluate" in pcitopo.__all__
+
+
+def test_preferred_hotplug_is_met_on_a_root_port_and_missed_on_the_root_bus() -> None:
+    """A device preferring hotplug costs the hotplug weight when integrated on pcie.0, nothing behind a port."""
+    net = Device("net0", "virtio-net", needs=Needs(hotplug=HotplugNeed.PREFERRED))
+    request = Topology.build("q35", devices=[net])
+    policy = Policy.named("minimal")
+    on_port = request.replace(controllers=[_port(1, "00:01.0")], devices=[net.placed_at(_a("01:00.0"))])
+    on_root = request.replace(devices=[net.placed_at(_a("00:03.0"))])
+    assert _terms(evaluate(request, on_port, policy)) == [
+        ("hotplug", True, 0, "net0"),
+        ("integrated", False, 5, "net0"),
+        ("fewer-controllers", False, 1, None),
+    ]
+    assert _terms(evaluate(request, on_root, policy)) == [
+        ("hotplug", False, 100, "net0"),
+        ("integrated", True, 0, "net0"),
+        ("fewer-controllers", True, 0, None),
+    ]
+
+
+def test_required_hotplug_from_the_policy_is_a_violation_not_a_term() -> None:
+    """Under ``hotplug`` a device placed on the non-hotpluggable root bus breaks the hotplug rule."""
+    request = Topology.build("q35", devices=[Device("net0", "virtio-net")])
+    result = request.replace(devices=[Device("net0", "virtio-net", address=_a("00:03.0"))])
+    e = evaluate(request, result, "hotplug")
+    assert not e.legal
+    assert [(v.rule, v.devices) for v in e.violations] == [("hotplug", ("net0",))]
+    assert [s.name for s in e.soft] == ["spare-ports", "fewer-controllers"]
+
+
+def test_policy_needs_apply_only_to_devices_the_plan_placed() -> None:
+    """A pinned device on the root bus is the request's business, not a violation of the policy's hotplug need."""
+    pinned = Device("net0", "virtio-net", address=_a("00:03.0"))
+    request = Topology.build("q35", devices=[pinned])
+    assert evaluate(request, request, "hotplug").violations == ()
+
+
+def test_preferred_numa_node_is_a_term_and_strict_or_numa_policy_is_a_rule() -> None:
+    """A preferred node costs the numa weight when missed; ``numa_strict`` or the ``numa`` policy make it a rule."""
+    pxb = Controller(1, "pcie-expander-bus", address=_a("00:02.0"), bus_nr=254, numa_node=0)
+    dev = Device("net0", "virtio-net", needs=Needs(numa_node=0, hotplug=HotplugNeed.ANY))
+    request = Topology.build("q35", devices=[dev], numa_nodes=1)
+    off_node = request.replace(controllers=[_port(2, "00:01.0")], devices=[dev.placed_at(_a("02:00.0"))])
+    policy = Policy.named("minimal")
+    assert ("numa", False, 50, "net0") in _terms(evaluate(request, off_node, policy))
+    assert evaluate(request, off_node, policy).violations == ()
+    on_node = request.replace(
+        controllers=[pxb, Controller(2, "pcie-root-port", address=_a("01:00.0"), chassis=2, port=0x10)],
+        devices=[dev.placed_at(_a("02:00.0"))],
+    )
+    assert ("numa", True, 0, "net0") in _terms(evaluate(request, on_node, policy))
+    numa = evaluate(request, off_node, Policy.named("minimal+numa"))
+    assert [v.rule for v in numa.violations] == ["numa"]
+    assert "numa" not in [s.name for s in numa.soft]
+
+
+def test_spare_ports_count_empty_hotpluggable_ports_and_each_missing_one_costs() -> None:
+    """Two spare ports wanted, one empty port with hotplug on, one with hotplug off: one missing costs 20."""
+    request = Topology.default("q35")
+    result = request.replace(controllers=[_port(1, "00:01.0"), _port(2, "00:01.1", hotplug=False)])
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports=2)
+    assert spare_ports(result) == 1
+    assert _terms(evaluate(request, result, policy)) == [
+        ("spare-ports", False, 20, None),
+        ("fewer-controllers", False, 2, None),
+    ]
+    three = attrs.evolve(Policy.named("hotplug"), spare_ports=3)
+    assert evaluate(request, result, three).cost == 2 * 20 + 2
+
+
+def test_spare_ports_per_node_is_one_term_per_node_and_one_for_no_node() -> None:
+    """With ``spare_ports_per_node`` the ports under node 0 and under no node are counted apart."""
+    request = Topology.default("q35", numa_nodes=2)
+    result = request.replace(
+        controllers=[
+            Controller(1, "pcie-expander-bus", address=_a("00:02.0"), bus_nr=254, numa_node=0),
+            Controller(2, "pcie-root-port", address=_a("01:00.0"), chassis=2, port=0x10),
+        ]
+    )
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports_per_node=True)
+    assert _terms(evaluate(request, result, policy)) == [
+        ("spare-ports", False, 20, "no NUMA node"),
+        ("spare-ports", True, 0, "NUMA node 0"),
+        ("spare-ports", False, 20, "NUMA node 1"),
+        ("fewer-controllers", False, 2, None),
+    ]
+
+
+def test_order_is_one_term_per_kind_in_definition_order_or_by_hint() -> None:
+    """Two ac97 in definition order meet ``order``; swapped, they miss it; a hint reverses that."""
+    a = Device("a", "ac97", needs=Needs(hotplug=HotplugNeed.ANY))
+    b = Device("b", "ac97", needs=Needs(hotplug=HotplugNeed.ANY))
+    request = Topology.build("q35", devices=[a, b])
+    in_order = request.replace(devices=[a.placed_at(_a("00:03.0")), b.placed_at(_a("00:04.0"))])
+    swapped = request.replace(devices=[a.placed_at(_a("00:04.0")), b.placed_at(_a("00:03.0"))])
+    policy = attrs.evolve(Policy.named("ordered"), spare_ports=0)
+    assert _terms(evaluate(request, in_order, policy))[-1] == ("order", True, 0, "ac97")
+    assert _terms(evaluate(request, swapped, policy))[-1] == ("order", False, 10, "ac97")
+    hinted = Topology.build("q35", devices=[attrs.evolve(a, needs=Needs(hotplug=HotplugNeed.ANY, order=2)), b])
+    swapped_hinted = hinted.replace(
+        devices=[d.placed_at(_a("00:04.0" if d.id == "a" else "00:03.0")) for d in hinted.devices]
+    )
+    assert _terms(evaluate(hinted, swapped_hinted, policy))[-1] == ("order", True, 0, "ac97")
+
+
+def test_hotplug_off_occupied_charges_devices_without_a_need_on_hotpluggable_positions() -> None:
+    """A device with no hotplug need on a port with hotplug on costs the weight; one preferring hotplug does not."""
+    disk = Device("disk0", "virtio-blk")
+    net = Device("net0", "virtio-net", needs=Needs(hotplug=HotplugNeed.PREFERRED))
+    request = Topology.build("q35", devices=[disk, net])
+    policy = attrs.evolve(Policy.named("hotplug"), hotplug_off_occupied=True, spare_ports=0)
+    all_on = request.replace(
+        controllers=[_port(1, "00:01.0"), _port(2, "00:01.1")],
+        devices=[disk.placed_at(_a("01:00.0")), net.placed_at(_a("02:00.0"))],
+    )
+    assert _terms(evaluate(request, all_on, policy)) == [
+        ("hotplug-off-occupied", False, 10, "disk0"),
+        ("hotplug", True, 0, "net0"),
+        ("fewer-controllers", False, 2, None),
+    ]
+    disk_off = all_on.replace(controllers=[_port(1, "00:01.0", hotplug=False), _port(2, "00:01.1")])
+    assert evaluate(request, disk_off, policy).cost == 2
+
+
+def test_the_policy_default_hotplug_need_skips_kinds_that_cannot_be_hot_plugged() -> None:
+    """A pvpanic-pci under ``hotplug`` has no hotplug need: integrated on pcie.0 it is legal and costs nothing."""
+    request = Topology.build("q35", devices=[Device("panic", "pvpanic-pci")])
+    result = request.replace(devices=[Device("panic", "pvpanic-pci", address=_a("00:03.0"))])
+    e = evaluate(request, result, attrs.evolve(Policy.named("hotplug"), spare_ports=0))
+    assert (e.legal, e.cost) == (True, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda r: r.replace(devices=[]),
+            "device 'net0': is in the request but not in the result; a plan places every device",
+        ),
+        (
+            lambda r: r.replace(devices=[Device("net0", "virtio-net", address=_a("00:04.0")), *r.devices[1:]]),
+            "device 'net0': is pinned at 0000:00:03.0 in the request but at 0000:00:04.0 in the result; "
+            "a plan never moves it",
+        ),
+        (
+            lambda r: r.with_devices(Device("extra", "virtio-net", address=_a("00:06.0"))),
+            "device 'extra': is in the result but not in the request",
+        ),
+        (
+            lambda r: r.replace(devices=[*r.devices[:1], Device("disk0", "virtio-blk")]),
+            "device 'disk0': has no address in the result; a plan places every device",
+        ),
+        (
+            lambda r: r.replace(devices=[*r.devices[:1], Device("disk0", "virtio-net", address=_a("00:05.0"))]),
+            "device 'disk0': is a virtio-blk in the request but a virtio-net in the result",
+        ),
+        (
+            lambda r: Topology.default("pc"),
+            "result: is a pc topology, but the request is for q35",
+        ),
+    ],
+)
+def test_a_result_that_is_not_a_completion_is_refused(change: object, message: str) -> None:
+    """Scoring needs a completion: every request device, pins where they were, nothing extra, all addressed."""
+    request = Topology.build(
+        "q35", devices=[Device("net0", "virtio-net", address=_a("00:03.0")), Device("disk0", "virtio-blk")]
+    )
+    good = request.replace(devices=[request.devices[0], Device("disk0", "virtio-blk", address=_a("00:05.0"))])
+    evaluate(request, good, "minimal")
+    assert callable(change)
+    with pytest.raises(InvalidInput) as info:
+        evaluate(request, change(good), "minimal")
+    assert str(info.value) == message
+
+
+def test_a_plan_made_elsewhere_is_scored_like_pcitopos() -> None:
+    """A hand-made plan with one root port per device costs its 3 controllers, like pcitopo's."""
+    devices = [Device("net0", "virtio-net"), Device("disk0", "virtio-blk")]
+    request = Topology.build("q35", devices=devices)
+    by_hand = request.replace(
+        controllers=[_port(1, "00:01.0"), _port(2, "00:02.0"), _port(3, "00:03.0")],
+        devices=[devices[0].placed_at(_a("01:00.0")), devices[1].placed_at(_a("02:00.0"))],
+    )
+    e = evaluate(request, by_hand)
+    assert (e.legal, e.cost) == (True, 3)
+    plan = pcitopo.solve(request)
+    assert evaluate(request, plan.topology).cost == plan.cost == 3
