@@ -1,5 +1,8 @@
 """``pcitopo serve``: a long-lived process answering JSON requests, one a line.
 
+The ops: ``assign``, ``validate``, ``diff``, ``evaluate`` (score a complete
+domain under a policy) and ``ping``.
+
 An orchestrator written in another language starts ``pcitopo serve`` once and
 pays Python's start-up once; each request then costs only the work on its
 domain. The protocol (``docs/serve.rst`` is the full description):
@@ -18,7 +21,8 @@ domain. The protocol (``docs/serve.rst`` is the full description):
 >>> serve([b'{"id": 1, "op": "ping"}\\n', b'not json\\n'], out)
 0
 >>> print(out.getvalue(), end="")  # doctest: +NORMALIZE_WHITESPACE
-{"id": 1, "outcome": "ok", "exit": 0, "result": {"protocol": 1, "ops": ["assign", "diff", "ping", "validate"]}}
+{"id": 1, "outcome": "ok", "exit": 0,
+ "result": {"protocol": 1, "ops": ["assign", "diff", "evaluate", "ping", "validate"]}}
 {"id": null, "outcome": "bad-request", "exit": 2, "error": {"class": "BadRequest",
  "message": "line 2: not JSON: Expecting value: line 1 column 1 (char 0)",
  "fields": {"field": null, "reason": "not JSON: Expecting value: line 1 column 1 (char 0)", "line": 2}}}
@@ -142,6 +146,36 @@ def _diff(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return fleet.diff_record(_domain(request, "old"), _domain(request, "new"))
 
 
+def _evaluate(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Score a complete domain (``result``) for the domain it completes (``request``) under a policy.
+
+    ``scored`` when the result breaks no rule, ``violations`` (exit 1) when it
+    does; the cost and every soft term are given either way
+    (:func:`pcitopo.evaluate` defines them).
+    """
+    from pcitopo.policy import evaluate
+
+    before, after = _domain(request, "request"), _domain(request, "result")
+    policy = _policy(request)
+    evaluation = evaluate(before.topology, after.topology, policy)
+    violations = []
+    for v in evaluation.violations:
+        item = v.as_dict()
+        item["elements"] = [after.path(d) for d in v.devices if d in after.elements]
+        violations.append(item)
+    result = {
+        "policy": "hotplug" if policy is None else policy.name,
+        "cost": evaluation.cost,
+        "legal": evaluation.legal,
+        "soft": [
+            {"name": s.name, "met": s.met, "weight": s.weight, "cost": s.cost, "detail": s.detail, "subject": s.subject}
+            for s in evaluation.soft
+        ],
+        "violations": violations,
+    }
+    return ("scored" if evaluation.legal else "violations"), result
+
+
 def _ping(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return "ok", {"protocol": PROTOCOL, "ops": sorted(OPS)}
 
@@ -152,18 +186,19 @@ OPS: Mapping[str, tuple[_Op, frozenset[str]]] = {
     "assign": (_assign, frozenset({"xml", "policy", "policy_toml"})),
     "validate": (_validate, frozenset({"xml"})),
     "diff": (_diff, frozenset({"old", "new"})),
+    "evaluate": (_evaluate, frozenset({"request", "result", "policy", "policy_toml"})),
     "ping": (_ping, frozenset()),
 }
 """Each op: the function that answers it and the fields it takes besides ``id`` and ``op``."""
 
-_EXIT = {**fleet.OUTCOMES, "ok": 0, "bad-request": 2}
+_EXIT = {**fleet.OUTCOMES, "ok": 0, "scored": 0, "bad-request": 2}
 
 
 def handle(request: object) -> dict[str, Any]:
     """The response to one request (a parsed JSON value); never raises but for ``KeyboardInterrupt``.
 
     >>> handle({"id": "a", "op": "frobnicate"})["error"]["message"]
-    "op: unknown op 'frobnicate' (known: assign, diff, ping, validate)"
+    "op: unknown op 'frobnicate' (known: assign, diff, evaluate, ping, validate)"
     """
     ident = request.get("id") if isinstance(request, dict) else None
     try:

@@ -125,6 +125,36 @@ def test_validate_diff_and_unsatisfiable_answer_like_the_cli(server: Server) -> 
     assert unsat["error"]["fields"]["conflicts"][0].startswith("260 PCI Express devices that must be hotpluggable")
 
 
+def test_evaluate_scores_a_plan_as_the_solver_costed_it(server: Server) -> None:
+    """The cost evaluate gives pcitopo's own plan is the cost assign reported for it, with the same terms unmet."""
+    for policy in ("hotplug", "minimal", "hotplug+ordered"):
+        planned = server.ask({"id": 1, "op": "assign", "xml": EXAMPLE, "policy": policy})
+        scored = server.ask(
+            {"id": 2, "op": "evaluate", "request": EXAMPLE, "result": planned["result"]["xml"], "policy": policy}
+        )
+        assert (scored["outcome"], scored["exit"], scored["result"]["legal"]) == ("scored", 0, True)
+        assert scored["result"]["policy"] == policy
+        assert scored["result"]["cost"] == planned["result"]["cost"]
+        # the terms not met agree; plan.soft also lists met order terms for kinds with one device, evaluate does not
+        assert [(t["name"], t["subject"]) for t in scored["result"]["soft"] if not t["met"]] == [
+            (t["name"], t["subject"]) for t in planned["result"]["soft"] if not t["met"]
+        ]
+
+
+def test_evaluate_reports_a_result_that_breaks_rules_or_is_no_completion(server: Server) -> None:
+    """Two NICs on one slot: violations, exit 1, with the elements; a device gone from the result: invalid, exit 3."""
+    request = xml(NIC_AT_3 + "\n" + NIC)
+    clash = xml(NIC_AT_3 + "\n" + NIC_AT_3.replace("e1000e", "virtio"))
+    answer = server.ask({"id": 1, "op": "evaluate", "request": request, "result": clash})
+    assert (answer["outcome"], answer["exit"], answer["result"]["legal"]) == ("violations", 1, False)
+    assert "unique-address" in {v["rule"] for v in answer["result"]["violations"]}
+    gone = server.ask({"id": 2, "op": "evaluate", "request": request, "result": xml(NIC_AT_3)})
+    assert (gone["outcome"], gone["exit"], gone["error"]["class"]) == ("invalid", 3, "InvalidInput")
+    assert gone["error"]["message"] == (
+        "device 'interface1': is in the request but not in the result; a plan places every device"
+    )
+
+
 @pytest.mark.parametrize(
     ("line", "ident", "message"),
     [
@@ -133,7 +163,11 @@ def test_validate_diff_and_unsatisfiable_answer_like_the_cli(server: Server) -> 
         (b"[1, 2]", None, "a request is a JSON object (got an array)"),
         (b'{"id": 9}', 9, "op: missing"),
         (b'{"id": [1], "op": 3}', [1], "op: must be a string (got a number)"),
-        (b'{"id": "x", "op": "evaluat"}', "x", "op: unknown op 'evaluat' (known: assign, diff, ping, validate)"),
+        (
+            b'{"id": "x", "op": "evaluat"}',
+            "x",
+            "op: unknown op 'evaluat' (known: assign, diff, evaluate, ping, validate)",
+        ),
         (
             b'{"id": {"k": 1}, "op": "validate", "xml": "<domain/>", "policy": "minimal"}',
             {"k": 1},
@@ -192,7 +226,7 @@ def test_the_server_answers_each_line_before_the_next_and_exits_0_at_end_of_inpu
         "id": 1,
         "outcome": "ok",
         "exit": 0,
-        "result": {"protocol": 1, "ops": ["assign", "diff", "ping", "validate"]},
+        "result": {"protocol": 1, "ops": ["assign", "diff", "evaluate", "ping", "validate"]},
     }
     assert s.process.stdin is not None
     s.process.stdin.write(b"\n   \n" + json.dumps({"id": 2, "op": "ping"}).encode() + b"\n")
@@ -256,10 +290,12 @@ def test_an_internal_error_is_an_answer_not_a_crash(monkeypatch: pytest.MonkeyPa
 def test_respond_numbers_the_line_of_a_bad_request() -> None:
     """A bad request's message and fields carry its line number on standard input."""
     answer = respond(b'{"op": "nope"}\n', 12)
-    assert answer["error"]["message"] == "line 12: op: unknown op 'nope' (known: assign, diff, ping, validate)"
+    assert (
+        answer["error"]["message"] == "line 12: op: unknown op 'nope' (known: assign, diff, evaluate, ping, validate)"
+    )
     assert answer["error"]["fields"] == {
         "field": "op",
-        "reason": "unknown op 'nope' (known: assign, diff, ping, validate)",
+        "reason": "unknown op 'nope' (known: assign, diff, evaluate, ping, validate)",
         "line": 12,
     }
 
