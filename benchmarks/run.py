@@ -8,10 +8,12 @@ run so that tracing does not slow the timed runs). Results go to
 stdout and in ``benchmarks/results/latest.md``; ``--update-docs`` also
 rewrites the results section of ``docs/benchmarks.rst``.
 
-Three kinds of benchmark, each a function below with a docstring saying what
+Four kinds of benchmark, each a function below with a docstring saying what
 it times: :func:`bench_plan` (the solver on one topology),
-:func:`bench_assign` (the ``pcitopo assign`` command end to end) and
-:func:`bench_virsh_define` (libvirt's own ``virsh define`` of the same file).
+:func:`bench_assign` (the ``pcitopo assign`` command end to end, in-process),
+:func:`bench_virsh_define` (libvirt's own ``virsh define`` of the same file)
+and :func:`bench_start` (``pcitopo assign`` and ``virsh define`` as whole
+processes, started fresh every run, on the same file).
 
 These are not tests: pytest does not collect them (``testpaths`` is
 ``tests pcitopo``) and no test asserts a time.
@@ -56,6 +58,11 @@ DATA = HERE / "data"
 RESULTS = HERE / "results"
 DOCS_PAGE = ROOT / "docs" / "benchmarks.rst"
 ASSIGN_INPUT = DATA / "assign-q35-150.xml"
+START_INPUTS = (DATA / "start-q35-9.xml", DATA / "start-q35-171.xml")
+START_TARGET_MS = 100.0
+"""The goal for ``pcitopo assign`` on the 9-device domain, as a whole process (issue 10)."""
+START_TARGET_RATIO = 1.5
+"""The goal on the 171-device domain: at most this times ``virsh define`` of the same file."""
 MEMORY_LIMIT_MB = 100.0
 T = TypeVar("T")
 BEGIN = ".. BEGIN GENERATED RESULTS (python benchmarks/run.py --update-docs)"
@@ -486,6 +493,157 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _run_process(command: Sequence[str], *, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall and CPU time (ms) of one fresh process; raises ``RuntimeError`` when it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    wall = (time.perf_counter() - t0) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return wall, cpu
+
+
+def _no_site_env() -> dict[str, str]:
+    """The environment for ``python -S``: the repository and the site-packages, no ``.pth`` hooks."""
+    import sysconfig
+
+    paths = [str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+def bench_start(path: Path, settings: Settings) -> list[Result]:
+    """Times ``pcitopo assign IN.xml -o OUT.xml`` and ``virsh define IN.xml`` as whole processes.
+
+    Every run starts a fresh process and the clock covers all of it, from
+    ``fork`` to exit: for pcitopo the Python interpreter, its ``site`` start-up,
+    every import, reading the machine descriptions, planning and writing the
+    file (with ``fsync``); for libvirt the ``virsh`` process, its connection to
+    the running libvirtd and libvirtd's own work (parse, assign addresses, add
+    controllers, save the definition). The domain gets a unique name for each
+    ``virsh define`` and is undefined after the clock stops. The runs of the
+    commands alternate, so that both see the same load on a shared machine.
+
+    Rows: ``start-assign-*`` is ``python -m pcitopo`` as this interpreter
+    starts (with the ``.pth`` files of its site-packages), ``start-assign-*-nosite``
+    the same with ``python -S`` and the site-packages on ``PYTHONPATH`` (what
+    pcitopo costs without hooks other packages install in ``site``),
+    ``start-virsh-define-*`` libvirt, and ``start-python*`` an interpreter that
+    does nothing (``-c pass``), the floor under the pcitopo rows. The CPU time
+    of the pcitopo processes is in the facts.
+    """
+    n = _count_devices(path)
+    size = path.stem.rsplit("-", 1)[1]
+    python = sys.executable
+    out_dir = Path(tempfile.mkdtemp(prefix="pcitopo-bench-start-"))
+    out = out_dir / "out.xml"
+    no_site = _no_site_env()
+    commands: dict[str, tuple[list[str], dict[str, str] | None, str]] = {
+        f"start-assign-q35-{size}": (
+            [python, "-m", "pcitopo", "assign", str(path), "-o", str(out)],
+            None,
+            f"pcitopo assign as a whole process (python -m pcitopo), {n}-device q35 domain",
+        ),
+        f"start-assign-q35-{size}-nosite": (
+            [python, "-S", "-m", "pcitopo", "assign", str(path), "-o", str(out)],
+            no_site,
+            "the same with python -S: no site .pth hooks",
+        ),
+    }
+    if size == "9":
+        commands["start-python"] = ([python, "-c", "pass"], None, "python -c pass: the interpreter alone")
+        commands["start-python-nosite"] = ([python, "-S", "-c", "pass"], no_site, "python -S -c pass")
+    virsh_name = f"start-virsh-define-q35-{size}"
+    results = {
+        name: Result(name=name, kind="start", description=description, devices=0 if "python" in name else n)
+        for name, (_, _, description) in commands.items()
+    }
+    virsh = Result(
+        name=virsh_name,
+        kind="start-virsh",
+        description=f"virsh define of the same file as a whole process, against the running libvirtd ({n} devices)",
+        devices=n,
+    )
+    walls: dict[str, list[float]] = {name: [] for name in [*commands, virsh_name]}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    virsh_reason = _virsh_ready()
+    if virsh_reason is not None:
+        virsh.outcome, virsh.message = "skipped", virsh_reason
+    text = path.read_text(encoding="utf-8")
+    original = f"<name>{_domain_name(text)}</name>"
+    try:
+        for name, (command, env, _) in commands.items():  # warm-up: page cache, .pyc files
+            try:
+                _run_process(command, env=env)
+            except RuntimeError as exc:
+                results[name].outcome, results[name].message = "error", str(exc)
+        started = time.perf_counter()
+        for i in range(settings.repeats):
+            for name, (command, env, _) in commands.items():
+                if results[name].outcome == "ok":
+                    wall, cpu = _run_process(command, env=env)
+                    walls[name].append(wall)
+                    cpus[name].append(cpu)
+            if virsh.outcome == "ok":
+                unique = f"pcitopo-bench-{os.getpid()}-{size}-{i}"
+                domain = out_dir / f"{unique}.xml"
+                domain.write_text(text.replace(original, f"<name>{unique}</name>", 1), encoding="utf-8")
+                try:
+                    wall, _ = _run_process(["virsh", "-q", "-c", VIRSH_URI, "define", str(domain)])
+                    walls[virsh_name].append(wall)
+                except RuntimeError as exc:
+                    virsh.outcome, virsh.message = "error", str(exc)
+                finally:
+                    subprocess.run(
+                        ["virsh", "-q", "-c", VIRSH_URI, "undefine", unique], capture_output=True, check=False
+                    )
+            if i + 1 >= settings.min_repeats and time.perf_counter() - started > 4 * settings.budget_s:
+                break
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    for name, result in [*results.items(), (virsh_name, virsh)]:
+        if walls[name]:
+            _fill(result, walls[name], 0.0)
+            result.peak_mb = None
+        if cpus.get(name):
+            result.facts["cpu_median_ms"] = round(statistics.median(cpus[name]), 1)
+    if size == "9":
+        results[f"start-assign-q35-{size}"].target_ms = START_TARGET_MS
+    elif virsh.median_ms is not None:
+        for name in (f"start-assign-q35-{size}", f"start-assign-q35-{size}-nosite"):
+            results[name].target_ms = round(START_TARGET_RATIO * virsh.median_ms, 1)
+    return [*results.values(), virsh]
+
+
+VIRSH_URI = "qemu:///system"
+
+
+def _virsh_ready() -> str | None:
+    """``None`` when ``virsh define`` can be timed against a running libvirtd, else why not."""
+    try:
+        from tests.support.libvirt import URI, ensure_libvirtd
+    except ImportError as exc:
+        return f"tests/support/libvirt.py cannot be imported: {exc}"
+    assert URI == VIRSH_URI
+    reason = ensure_libvirtd()
+    return None if reason is None else f"libvirt is not available: {reason}"
+
+
+def _domain_name(text: str) -> str:
+    start = text.index("<name>") + len("<name>")
+    return text[start : text.index("</name>", start)]
+
+
 def _count_devices(path: Path) -> int:
     from pcitopo.formats.libvirt import LibvirtDomain
 
@@ -650,6 +808,27 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"ratio {sv['ratio_to_session']:.2f}"
             )
         out.append("; ".join(parts))
+    for size in ("9", "171"):
+        a, v = by_name.get(f"start-assign-q35-{size}"), by_name.get(f"start-virsh-define-q35-{size}")
+        n = by_name.get(f"start-assign-q35-{size}-nosite")
+        if a and v and a["median_ms"] is not None and v["median_ms"] is not None:
+            goal = f"≤ {START_TARGET_MS:g} ms" if size == "9" else f"≤ {START_TARGET_RATIO:g}x virsh define"
+            verdict = "met" if a["meets_target"] else "missed"
+            line = (
+                f"start-up, {a['devices']}-device q35 domain, whole processes: pcitopo assign "
+                f"{_ms(a['median_ms'])} ms (CPU {_ms(a['facts'].get('cpu_median_ms'))} ms) vs virsh define "
+                f"{_ms(v['median_ms'])} ms, ratio {a['median_ms'] / v['median_ms']:.2f} (goal {goal}: {verdict})"
+            )
+            if n and n["median_ms"] is not None:
+                line += f"; without site .pth hooks (python -S) {_ms(n['median_ms'])} ms"
+            out.append(line)
+    base = by_name.get("start-python")
+    if base and base["median_ms"] is not None:
+        bare = by_name.get("start-python-nosite")
+        out.append(
+            f"an interpreter that does nothing takes {_ms(base['median_ms'])} ms here"
+            + (f" ({_ms(bare['median_ms'])} ms with python -S)" if bare and bare["median_ms"] is not None else "")
+        )
     ratio = report.get("assign_vs_libvirt")
     if ratio is not None:
         out.append(
@@ -784,6 +963,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for jobs in (1, 2):
         if wanted(f"fleet-assign-1000-j{jobs}"):
             results.append(_progress(bench_fleet(settings, jobs)))
+    for path in START_INPUTS:
+        if wanted(f"start-*-{path.stem.rsplit('-', 1)[1]}") or wanted(f"start-assign-{path.stem[len('start-') :]}"):
+            results += [_progress(r) for r in bench_start(path, settings)]
 
     report: dict[str, Any] = {
         "environment": environment(),

@@ -56,11 +56,8 @@ aarch64-virt  ...
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -87,6 +84,11 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+# Start-up time is part of every command an orchestrator runs, so modules only
+# some commands need (json, shlex, networkx, the QEMU helpers) are imported where
+# they are used; benchmarks/run.py times whole processes (``start-*``).
 
 
 EXIT_OK = 0
@@ -140,11 +142,23 @@ def _policy(value: str | None) -> Policy | None:
     return Policy.named(value)
 
 
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for n in range(10_000):
+        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temporary(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -187,6 +201,8 @@ def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
 
 
 def _json(data: object, out: TextIO) -> None:
+    import json
+
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
 
@@ -326,6 +342,8 @@ def _cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    import shlex
+
     from pcitopo.qemu.args import qemu_args
 
     out.write(shlex.join(qemu_args(domain.topology)) + "\n")
@@ -394,11 +412,15 @@ def _tree(topology: Topology) -> str:
 
 
 def _dot_id(node: tuple[str, int | str]) -> str:
+    import json
+
     return json.dumps(f"{node[0]}:{node[1]}")
 
 
 def _dot(topology: Topology) -> str:
     """The topology as a Graphviz digraph, nodes and edges in a fixed order."""
+    import json
+
     graph = topology.graph
     lines = ["digraph pcitopo {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
 
@@ -502,6 +524,9 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
+_COMMANDS = ("assign", "validate", "show", "diff", "machines", "qemu-args", "probe", "serve")
+
+
 def _machine_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--machine-file",
@@ -538,13 +563,14 @@ def _fleet_or(
 
     def run(args: argparse.Namespace, out: TextIO) -> int:
         paths = [args.old, args.new] if name == "diff" else args.inputs
-        from pcitopo import fleet
-
-        many = fleet.is_fleet(paths) if name != "diff" else any(os.path.isdir(p) for p in paths)
+        # what fleet.is_fleet says, without importing fleet mode for one file
+        many = any(p != "-" and os.path.isdir(p) for p in paths) or (name != "diff" and len(paths) > 1)
         if not many:
             if name != "diff":
                 args.input = paths[0]
             return single(args, out)
+        from pcitopo import fleet
+
         try:
             if getattr(args, "policy", None) is not None:
                 _policy(args.policy)  # a bad policy is one error, not one per domain
@@ -569,7 +595,17 @@ def _fleet_or(
     return run
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; given the command about to run, only that command's sub-parser is built.
+
+    Building every sub-parser costs more than some commands take to run;
+    with an unknown or no command all are built, so ``--help`` and the
+    "invalid choice" error list every command.
+    """
+
+    def wanted(name: str) -> bool:
+        return command not in _COMMANDS or name == command
+
     common: dict[str, Any] = {"epilog": _EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = _Parser(
         prog="pcitopo",
@@ -578,74 +614,82 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="IN.xml|DIR",
-        help="libvirt domain XML ('-' for stdin); several files or a directory: fleet mode (see docs/fleet.rst)",
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT.xml|DIR",
-        help="write here (atomically) instead of stdout; in fleet mode a directory, one file per input",
-    )
-    p.add_argument(
-        "--policy",
-        metavar="NAME|FILE.toml",
-        help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
-    _machine_file_option(p)
-    _fleet_options(p)
-    p.set_defaults(run=_fleet_or("assign", _cmd_assign))
+    if wanted("assign"):
+        p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+        p.add_argument(
+            "inputs",
+            nargs="+",
+            metavar="IN.xml|DIR",
+            help="libvirt domain XML ('-' for stdin); several files or a directory: fleet mode (see docs/fleet.rst)",
+        )
+        p.add_argument(
+            "-o",
+            "--output",
+            metavar="OUT.xml|DIR",
+            help="write here (atomically) instead of stdout; in fleet mode a directory, one file per input",
+        )
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+        )
+        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
+        _machine_file_option(p)
+        _fleet_options(p)
+        p.set_defaults(run=_fleet_or("assign", _cmd_assign))
 
-    p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-    p.add_argument("inputs", nargs="+", metavar="IN.xml|DIR", help="several files or a directory: fleet mode")
-    p.add_argument("--json", action="store_true", help="print the violations as JSON")
-    _machine_file_option(p)
-    _fleet_options(p)
-    p.set_defaults(run=_fleet_or("validate", _cmd_validate))
+    if wanted("validate"):
+        p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+        p.add_argument("inputs", nargs="+", metavar="IN.xml|DIR", help="several files or a directory: fleet mode")
+        p.add_argument("--json", action="store_true", help="print the violations as JSON")
+        _machine_file_option(p)
+        _fleet_options(p)
+        p.set_defaults(run=_fleet_or("validate", _cmd_validate))
 
-    p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
-    p.add_argument("input", metavar="IN.xml")
-    p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_show)
+    if wanted("show"):
+        p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_show)
 
-    p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-    p.add_argument("old", metavar="OLD.xml|DIR")
-    p.add_argument("new", metavar="NEW.xml|DIR", help="two directories: fleet mode, files paired by name")
-    p.add_argument("--json", action="store_true", help="print the differences as JSON")
-    _machine_file_option(p)
-    _fleet_options(p)
-    p.set_defaults(run=_fleet_or("diff", _cmd_diff))
+    if wanted("diff"):
+        p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+        p.add_argument("old", metavar="OLD.xml|DIR")
+        p.add_argument("new", metavar="NEW.xml|DIR", help="two directories: fleet mode, files paired by name")
+        p.add_argument("--json", action="store_true", help="print the differences as JSON")
+        _machine_file_option(p)
+        _fleet_options(p)
+        p.set_defaults(run=_fleet_or("diff", _cmd_diff))
 
-    p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
-    p.add_argument("--json", action="store_true", help="print them as JSON")
-    p.set_defaults(run=_cmd_machines)
+    if wanted("machines"):
+        p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
+        p.add_argument("--json", action="store_true", help="print them as JSON")
+        p.set_defaults(run=_cmd_machines)
 
-    p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
-    p.add_argument("input", metavar="IN.xml")
-    _machine_file_option(p)
-    p.set_defaults(run=_cmd_qemu_args)
+    if wanted("qemu-args"):
+        p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+        p.add_argument("input", metavar="IN.xml")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_qemu_args)
 
-    p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
-    p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
-    p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
-    p.set_defaults(run=_cmd_probe)
+    if wanted("probe"):
+        p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+        p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
+        p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
+        p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
+        p.set_defaults(run=_cmd_probe)
 
-    p = sub.add_parser(
-        "serve",
-        help="answer JSON requests (assign, validate, diff), one a line on stdin, one a line on stdout",
-        description="A long-lived process for orchestrators: each line of stdin is a JSON request, each answered"
-        " by one JSON line on stdout, in order; bad requests are answered, never fatal. Exits 0 at the end of"
-        " input. The protocol is in docs/serve.rst.",
-        **common,
-    )
-    p.set_defaults(run=_cmd_serve)
+    if wanted("serve"):
+        p = sub.add_parser(
+            "serve",
+            help="answer JSON requests (assign, validate, diff, evaluate), one a line on stdin, one a line on stdout",
+            description="A long-lived process for orchestrators: each line of stdin is a JSON request, each answered"
+            " by one JSON line on stdout, in order; bad requests are answered, never fatal. Exits 0 at the end of"
+            " input. The protocol is in docs/serve.rst.",
+            **common,
+        )
+        p.set_defaults(run=_cmd_serve)
     return parser
 
 
@@ -675,7 +719,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     args: argparse.Namespace | None = None
     try:
         try:
-            args = _parser().parse_args(list(argv) if argv is not None else None)
+            arguments = list(argv) if argv is not None else sys.argv[1:]
+            command = next((a for a in arguments if not a.startswith("-")), None)
+            args = _parser(command).parse_args(arguments)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         args.stderr = err

@@ -51,15 +51,10 @@ assign: 2 domains
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import json
-import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -404,6 +399,8 @@ def write_pending(path: str, data: bytes) -> str:
     file). :func:`commit` later makes it durable and renames it over ``path``;
     until then ``path`` is untouched.
     """
+    import tempfile
+
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -519,6 +516,8 @@ def perform(task: Task) -> Outcome:
 
 def _context() -> Any:
     """Workers start from a fork server that has pcitopo imported: cheap to start, no fork of a threaded parent."""
+    import multiprocessing
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["pcitopo.fleet", "pcitopo.solver", "pcitopo.formats.libvirt"])
     return context
@@ -540,6 +539,9 @@ def run(tasks: Sequence[Task], *, jobs: int = 1) -> Iterator[Outcome]:
         for task in tasks:
             yield perform(task)
         return
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
     done = 0
     executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_context())
     try:
@@ -673,6 +675,8 @@ def command(
     If the run stops early (an interrupt), the files not yet committed are
     removed, and no target is touched.
     """
+    import json
+
     progress = _Progress(err, len(tasks))
     outcomes: list[Outcome] = []
     waiting: list[Outcome] = []

@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
-import networkx as nx
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import DuplicateId, InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
 from pcitopo.legality.machine import Builtin, Machine
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["IO_WINDOW", "Bus", "Node", "Topology"]
 
@@ -326,6 +328,8 @@ class Topology:
     @functools.cached_property
     def graph(self) -> nx.DiGraph[Node]:
         """The topology as a frozen networkx ``DiGraph`` (see the module docstring)."""
+        import networkx as nx  # imported here: it takes longer to import than a plan takes to make
+
         g: nx.DiGraph[Node] = nx.DiGraph()
         for c in self.controllers:
             g.add_node(("controller", c.index), kind="controller", model=c.model, name=c.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -453,3 +454,24 @@ def test_stdout_keeps_the_declared_encoding(tmp_path: Path) -> None:
     assert printed.startswith(b"<?xml version='1.0' encoding='ISO-8859-1'?>\n")
     assert printed == (tmp_path / "out.xml").read_bytes()
     assert LibvirtDomain.from_path(tmp_path / "out.xml").to_string().count("café") == 1
+
+
+def test_the_command_list_names_every_command() -> None:
+    """``_COMMANDS`` (the commands whose sub-parser is built alone) is exactly the parser's commands."""
+    from pcitopo import cli
+
+    full = cli._parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert tuple(sub.choices) == cli._COMMANDS
+
+
+@pytest.mark.parametrize("command", ["assign", "validate", "show", "diff", "machines", "qemu-args", "probe"])
+def test_a_command_parsed_alone_reads_as_with_every_command(command: str) -> None:
+    """Building only the running command's sub-parser gives the same help as building all of them."""
+    from pcitopo import cli
+
+    def helps(parser: argparse.ArgumentParser) -> str:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return str(sub.choices[command].format_help())
+
+    assert helps(cli._parser(command)) == helps(cli._parser())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,10 +12,14 @@ from pcitopo.errors import InvalidDescription
 T = TypeVar("T")
 
 
+DATA = Path(__file__).parent / "data"
+"""The shipped description files. A plain path: ``importlib.resources`` costs more to import and
+call than reading the files takes, and pcitopo is installed as files, not as a zip."""
+
+
 def load_packaged(name: str) -> tuple[str, dict[str, Any]]:
     """Load a TOML file shipped in ``pcitopo/legality/data``."""
-    ref = resources.files("pcitopo.legality").joinpath("data").joinpath(name)
-    text = ref.read_text(encoding="utf-8")
+    text = (DATA / name).read_text(encoding="utf-8")
     return _parse(f"<pcitopo>/{name}", text)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import attrs
 from pcitopo._frozen import FrozenDict
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
-from pcitopo.legality._toml import Table, load_packaged, load_path
+from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
 from pcitopo.legality.catalog import Catalog, ControllerModel
 
 __all__ = ["Builtin", "Machine", "machines"]
@@ -107,6 +106,13 @@ class Machine:
         Raises :class:`UnknownName` for machines without PCI (``s390-ccw-virtio``).
         """
         for name in _shipped_names():
+            # decide on the file's own lists first: building a description costs more than reading it
+            _, data = _shipped_data(name)
+            arches, types = data.get("arches"), data.get("machine-types")
+            if isinstance(arches, list) and isinstance(types, list) and arch not in arches:
+                continue
+            if isinstance(types, list) and not any(fnmatch.fnmatchcase(machine_type, str(t)) for t in types):
+                continue
             machine = _shipped(name)
             if arch in machine.arches and any(
                 fnmatch.fnmatchcase(machine_type, pattern) for pattern in machine.machine_types
@@ -237,8 +243,7 @@ def _check_model(catalog: Catalog, source: str, key: str, model: str, *, root: b
 
 @functools.cache
 def _shipped_names() -> tuple[str, ...]:
-    folder = resources.files("pcitopo.legality").joinpath("data").joinpath("machines")
-    return tuple(sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")))
+    return tuple(sorted(p.name[: -len(".toml")] for p in (DATA / "machines").iterdir() if p.name.endswith(".toml")))
 
 
 def _check_known(name: str) -> str:
@@ -248,8 +253,14 @@ def _check_known(name: str) -> str:
 
 
 @functools.cache
+def _shipped_data(name: str) -> tuple[str, dict[str, Any]]:
+    """A shipped file's parsed TOML (callers must not change it)."""
+    return load_packaged(f"machines/{_check_known(name)}.toml")
+
+
+@functools.cache
 def _shipped(name: str) -> Machine:
-    source, data = load_packaged(f"machines/{_check_known(name)}.toml")
+    source, data = _shipped_data(name)
     machine = Machine.from_data(source, data)
     if machine.name != name:
         raise InvalidDescription(source, "name", f"must match the file name {name!r} (got {machine.name!r})")

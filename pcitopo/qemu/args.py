@@ -33,16 +33,16 @@ doubled, as QEMU expects; in JSON syntax values keep their Python type.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import attrs
-import networkx as nx
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
-from pcitopo.errors import InvalidInput
+from pcitopo.errors import InternalError, InvalidInput
 from pcitopo.legality.catalog import Connect, Hotplug
 from pcitopo.topology import Topology
 
@@ -275,12 +275,28 @@ def _check_complete(topology: Topology) -> None:
 
 
 def _controller_order(topology: Topology) -> list[Controller]:
-    g: nx.DiGraph[int] = nx.DiGraph()
+    """Controllers parents first, the lowest index first among those ready (a lexicographic topological sort)."""
+    children: dict[int, list[int]] = {}
+    waiting: dict[int, int] = {}  # controller index -> parents not yet listed (0 or 1)
     for c in topology.controllers:
-        g.add_node(c.index)
+        waiting.setdefault(c.index, 0)
         if c.address is not None and c.index != 0:
-            g.add_edge(c.address.bus, c.index)
-    return [topology.controller(i) for i in nx.lexicographical_topological_sort(g, key=lambda i: i)]
+            children.setdefault(c.address.bus, []).append(c.index)
+            waiting.setdefault(c.address.bus, 0)
+            waiting[c.index] += 1
+    ready = [i for i, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for child in children.get(i, ()):
+            waiting[child] -= 1
+            if not waiting[child]:
+                heapq.heappush(ready, child)
+    if len(order) != len(waiting):  # pragma: no cover - _check_exportable refuses cycles first
+        raise InternalError("controllers plug into each other; no order to create them in")
+    return [topology.controller(i) for i in order]
 
 
 def _identity_defaults(topology: Topology) -> dict[int, dict[str, int]]:

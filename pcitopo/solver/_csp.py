@@ -18,7 +18,6 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
-from constraint import FunctionConstraint, Problem, Unassigned
 
 __all__: list[str] = []
 
@@ -48,6 +47,9 @@ def search(
     if not variables:
         cost = evaluate({})
         return SearchResult({} if cost is not None else None, cost or 0, True, 1)
+    # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
+    from constraint import FunctionConstraint, Problem, Unassigned
+
     problem = Problem()
     names = sorted(variables)
     for name in names:

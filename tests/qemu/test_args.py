@@ -303,6 +303,35 @@ def test_spec_keyval_quoting() -> None:
 def test_public_names() -> None:
     """The module's __all__ lists exactly its public names."""
     public = {n for n in vars(qemu_args_module) if not n.startswith("_")} - {"annotations"}
-    imported = {"Iterable", "Mapping", "Literal", "attrs", "nx", "json", "PciAddress", "Controller", "Device"}
-    imported |= {"InvalidInput", "Connect", "Hotplug", "Topology"}
+    imported = {"Iterable", "Mapping", "Literal", "attrs", "heapq", "json", "PciAddress", "Controller", "Device"}
+    imported |= {"InternalError", "InvalidInput", "Connect", "Hotplug", "Topology"}
     assert set(qemu_args_module.__all__) == public - imported
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_controller_order_matches_networkx(seed: int) -> None:
+    """The local topological sort gives networkx's lexicographical topological order on random controller trees."""
+    import random
+    from types import SimpleNamespace
+    from typing import cast
+
+    import networkx as nx
+
+    rng = random.Random(seed)
+    indexes = rng.sample(range(1, 200), rng.randint(1, 40))
+    controllers = [Controller(0, "pcie-root")]
+    placed = [0]
+    for i in indexes:
+        parent = rng.choice(placed)
+        controllers.append(Controller(i, "pci-bridge", address=PciAddress(bus=parent, slot=rng.randint(1, 31))))
+        placed.append(i)
+    rng.shuffle(controllers)
+    by_index = {c.index: c for c in controllers}
+    fake = cast(Topology, SimpleNamespace(controllers=tuple(controllers), controller=by_index.__getitem__))
+    g: nx.DiGraph[int] = nx.DiGraph()
+    for c in controllers:
+        g.add_node(c.index)
+        if c.address is not None and c.index != 0:
+            g.add_edge(c.address.bus, c.index)
+    expected = list(nx.lexicographical_topological_sort(g, key=lambda i: i))
+    assert [c.index for c in qemu_args_module._controller_order(fake)] == expected
