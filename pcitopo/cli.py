@@ -359,9 +359,10 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.fleet import default_jobs
     from pcitopo.serve import serve
 
-    return serve(sys.stdin.buffer, out)
+    return serve(sys.stdin.buffer, out, jobs=args.jobs or default_jobs())
 
 
 # -- show and diff ------------------------------------------------------------------------------
@@ -688,6 +689,14 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
             " by one JSON line on stdout, in order; bad requests are answered, never fatal. Exits 0 at the end of"
             " input. The protocol is in docs/serve.rst.",
             **common,
+        )
+        p.add_argument(
+            "--jobs",
+            "-j",
+            type=_jobs,
+            default=1,
+            metavar="N",
+            help="answer in N worker processes (0: one per CPU); responses stay in request order (default 1)",
         )
         p.set_defaults(run=_cmd_serve)
     return parser

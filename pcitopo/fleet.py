@@ -84,6 +84,7 @@ __all__ = [
     "failure",
     "is_fleet",
     "perform",
+    "pool",
     "progress_line",
     "run",
     "tasks_for",
@@ -514,13 +515,41 @@ def perform(task: Task) -> Outcome:
 # -- running many ------------------------------------------------------------------------------
 
 
-def _context() -> Any:
-    """Workers start from a fork server that has pcitopo imported: cheap to start, no fork of a threaded parent."""
+def _watch(parent: int) -> None:
+    """In a worker: exit as soon as the pcitopo process that started it is gone (killed, even with SIGKILL).
+
+    A worker's parent is the fork server, and it holds both ends of its own
+    task pipe, so without this it would wait forever for work from a process
+    that no longer exists, and keep the fork server alive too.
+    """
+    import threading
+
+    def check() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - the pid was reused by another user's process
+                os._exit(1)
+
+    threading.Thread(target=check, name="pcitopo-watch-parent", daemon=True).start()
+
+
+def pool(jobs: int, preload: Sequence[str]) -> Any:
+    """A process pool of ``jobs`` workers started from a fork server that has ``preload`` imported.
+
+    The workers end themselves when this process goes away, however it ends.
+    """
+    import concurrent.futures
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pcitopo.fleet", "pcitopo.solver", "pcitopo.formats.libvirt"])
-    return context
+    context.set_forkserver_preload(list(preload))
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_watch, initargs=(os.getpid(),)
+    )
 
 
 def _chunksize(count: int, jobs: int) -> int:
@@ -539,11 +568,10 @@ def run(tasks: Sequence[Task], *, jobs: int = 1) -> Iterator[Outcome]:
         for task in tasks:
             yield perform(task)
         return
-    import concurrent.futures
     from concurrent.futures.process import BrokenProcessPool
 
     done = 0
-    executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_context())
+    executor = pool(min(jobs, len(tasks)), ["pcitopo.fleet", "pcitopo.solver", "pcitopo.formats.libvirt"])
     try:
         for result in executor.map(perform, tasks, chunksize=_chunksize(len(tasks), jobs)):
             done += 1

@@ -240,18 +240,21 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "a number")
 
 
-def respond(line: bytes, number: int | None = None) -> dict[str, Any]:
-    """The response to one request line (its bytes, newline or not); ``number`` is its line number."""
+def _read(line: bytes, number: int | None) -> tuple[object, dict[str, Any] | None]:
+    """A request line as JSON: ``(request, None)``, or ``(None, the bad-request response)``."""
     try:
         text = line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
-        return _error(
-            None, "bad-request", BadRequest(None, f"not UTF-8: {exc.reason} at byte {exc.start}", line=number)
-        )
+        reason = f"not UTF-8: {exc.reason} at byte {exc.start}"
+        return None, _error(None, "bad-request", BadRequest(None, reason, line=number))
     try:
-        request = json.loads(text)
+        return json.loads(text), None
     except json.JSONDecodeError as exc:
-        return _error(None, "bad-request", BadRequest(None, f"not JSON: {exc}", line=number))
+        return None, _error(None, "bad-request", BadRequest(None, f"not JSON: {exc}", line=number))
+
+
+def _answer(request: object, number: int | None) -> dict[str, Any]:
+    """:func:`handle`, with the line number in a bad request's error."""
     response = handle(request)
     if response["outcome"] == "bad-request" and number is not None:
         response["error"]["fields"]["line"] = number
@@ -259,17 +262,105 @@ def respond(line: bytes, number: int | None = None) -> dict[str, Any]:
     return response
 
 
-def serve(lines: Iterable[bytes], out: TextIO) -> int:
+def respond(line: bytes, number: int | None = None) -> dict[str, Any]:
+    """The response to one request line (its bytes, newline or not); ``number`` is its line number."""
+    request, bad = _read(line, number)
+    return bad if bad is not None else _answer(request, number)
+
+
+def serve(lines: Iterable[bytes], out: TextIO, *, jobs: int = 1) -> int:
     """Answer every request line of ``lines`` on ``out``, one line each, flushed; return 0 at the end of input.
+
+    With ``jobs`` > 1 the requests are answered in that many worker
+    processes, several at once, and the responses still come in request
+    order: a client that sends requests ahead of reading the responses gets
+    them up to ``jobs`` times faster; one that waits for each response sees
+    no change. A worker that dies (killed, out of memory) makes the requests
+    it held answer ``error``; the next ones get a new worker.
 
     A client that stops reading makes ``out.write`` raise ``BrokenPipeError``,
     which ends the server (the CLI exits 141 then, quietly, as for any
     command whose reader went away).
     """
+    if jobs > 1:
+        return _serve_parallel(lines, out, jobs)
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         response = respond(line, number)
         out.write(json.dumps(response) + "\n")
         out.flush()
+    return 0
+
+
+def _serve_parallel(lines: Iterable[bytes], out: TextIO, jobs: int) -> int:
+    """:func:`serve` with worker processes: this thread reads and hands out, another writes in order."""
+    import concurrent.futures
+    import queue
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    def new_pool() -> concurrent.futures.ProcessPoolExecutor:
+        executor: concurrent.futures.ProcessPoolExecutor = fleet.pool(
+            jobs, ["pcitopo.serve", "pcitopo.solver", "pcitopo.formats.libvirt"]
+        )
+        return executor
+
+    pool = new_pool()
+    # at most a few requests per worker in flight: a client far ahead waits on its pipe, not on our memory
+    answers: queue.Queue[tuple[object, concurrent.futures.Future[dict[str, Any]] | dict[str, Any]] | None]
+    answers = queue.Queue(maxsize=4 * jobs)
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while (item := answers.get()) is not None:
+                ident, answer = item
+                if isinstance(answer, concurrent.futures.Future):
+                    try:
+                        answer = answer.result()
+                    except BrokenProcessPool:
+                        answer = {
+                            "id": ident,
+                            "outcome": "error",
+                            "exit": _EXIT["error"],
+                            "error": {
+                                "class": "BrokenProcessPool",
+                                "message": "the worker process answering this request died",
+                                "fields": {},
+                            },
+                        }
+                out.write(json.dumps(answer) + "\n")
+                out.flush()
+        except BaseException as exc:  # a broken pipe: stop writing, let the reader stop too
+            failed.append(exc)
+            while answers.get() is not None:
+                pass
+
+    writer = threading.Thread(target=write, name="pcitopo-serve-writer", daemon=True)
+    writer.start()
+    try:
+        for number, line in enumerate(lines, 1):
+            if failed:
+                break
+            if not line.strip():
+                continue
+            request, bad = _read(line, number)
+            if bad is not None:
+                answers.put((None, bad))
+                continue
+            ident = request.get("id") if isinstance(request, dict) else None
+            try:
+                future = pool.submit(_answer, request, number)
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
+                future = pool.submit(_answer, request, number)
+            answers.put((ident, future))
+    finally:
+        answers.put(None)
+        writer.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failed:
+        raise failed[0]
     return 0

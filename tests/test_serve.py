@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,98 @@ def test_bad_request_pickles_with_its_fields() -> None:
 
     exc = pickle.loads(pickle.dumps(BadRequest("op", "missing", line=3)))
     assert (exc.field, exc.reason, exc.line, str(exc)) == ("op", "missing", 3, "line 3: op: missing")
+
+
+# -- with worker processes --------------------------------------------------------------------------
+
+
+def test_workers_answer_pipelined_requests_in_request_order(tmp_path: Path) -> None:
+    """``serve --jobs 2`` writes the same bytes as ``--jobs 1`` for requests sent ahead, bad lines included."""
+    requests = [{"id": i, "op": "assign", "xml": xml("\n".join([NIC] * (1 + i % 4)))} for i in range(12)]
+    lines = [json.dumps(r).encode() for r in requests]
+    lines[5:5] = [b"not json", b"", json.dumps({"id": "v", "op": "validate", "xml": EXAMPLE}).encode()]
+    data = b"\n".join(lines) + b"\n"
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-m", "pcitopo", "serve", "--jobs", jobs],
+            input=data,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=300,
+            check=True,
+        )
+        for jobs in ("1", "2")
+    ]
+    assert outputs[0].stdout == outputs[1].stdout
+    assert outputs[1].stderr == b""
+    ids = [json.loads(line)["id"] for line in outputs[1].stdout.splitlines()]
+    assert ids == [0, 1, 2, 3, 4, None, "v", *range(5, 12)]
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of a server: the children of its fork server (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text(encoding="utf-8")
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    servers = [c for c in children.get(pid, []) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [w for server in servers for w in children.get(server, [])]
+
+
+def test_a_worker_that_dies_costs_at_most_its_requests() -> None:
+    """Killing a worker of ``serve --jobs 2`` never stops the server: requests are answered, soon normally again."""
+    import signal
+
+    s = Server.__new__(Server)
+    s.process = subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "serve", "--jobs", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert s.ask({"id": 0, "op": "validate", "xml": xml(NIC)})["outcome"] == "valid"
+        workers = _workers(s.process.pid)
+        assert workers, "no worker process found"
+        os.kill(workers[-1], signal.SIGKILL)
+        answers = [s.ask({"id": i, "op": "validate", "xml": xml(NIC)}) for i in range(1, 6)]
+        for a in answers:
+            assert a["outcome"] == "valid" or (a["outcome"], a["error"]["class"]) == ("error", "BrokenProcessPool")
+        assert [a["id"] for a in answers] == [1, 2, 3, 4, 5]
+        assert answers[-1]["outcome"] == "valid"
+        code, _, err = s.close()
+        assert (code, err) == (0, b"")
+    finally:
+        if s.process.poll() is None:
+            s.close()
+
+
+def test_workers_do_not_outlive_a_killed_server() -> None:
+    """An orchestrator that kills ``serve --jobs 2`` (even with SIGKILL) leaves no worker process behind."""
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "serve", "--jobs", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(json.dumps({"op": "validate", "xml": xml(NIC)}).encode() + b"\n")
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["outcome"] == "valid"
+    workers = _workers(process.pid)
+    assert workers
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
