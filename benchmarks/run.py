@@ -419,6 +419,67 @@ def bench_serve(path: Path, settings: Settings) -> Result:
     return result
 
 
+PIPELINED = 20
+"""Requests in flight at once in the pipelined serve case."""
+
+
+def bench_serve_pipelined(path: Path, settings: Settings, jobs: int = 2) -> Result:
+    """Times ``pcitopo serve --jobs 2`` answering requests sent ahead: the cost per domain at full throughput.
+
+    Each run writes 20 ``assign`` requests for the same domain at once (from
+    a thread, so that neither side blocks on a full pipe) and reads the 20
+    responses, in order; the figure is the run's time divided by 20. The
+    server (and its workers) are started and warmed up outside the clock.
+    """
+    import threading
+
+    result = Result(
+        name=f"serve-pipelined-j{jobs}-q35-150",
+        kind="serve-pipelined",
+        description=f"pcitopo serve --jobs {jobs}: {PIPELINED} assign requests sent ahead, time per request",
+        devices=_count_devices(path),
+    )
+    request = (json.dumps({"id": 0, "op": "assign", "xml": path.read_text(encoding="utf-8")}) + "\n").encode()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "serve", "--jobs", str(jobs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    stdin, stdout = server.stdin, server.stdout
+
+    def burst(_: None = None) -> None:
+        def send() -> None:
+            stdin.write(request * PIPELINED)
+            stdin.flush()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        for _i in range(PIPELINED):
+            answer = json.loads(stdout.readline())
+            if answer["outcome"] != "planned":
+                raise RuntimeError(f"serve answered {answer['outcome']}: {answer.get('error')}")
+        sender.join()
+
+    try:
+        burst()
+        times, _ = measure(burst, settings, _nothing)
+    except (RuntimeError, ValueError) as exc:
+        result.outcome = "error"
+        result.message = str(exc)
+        return result
+    finally:
+        stdin.close()
+        server.wait(timeout=60)
+    result = _fill(result, [t / PIPELINED for t in times], 0.0)
+    result.peak_mb = None
+    result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return result
+
+
 FLEET_DOMAINS = 1000
 """Domains in the fleet benchmark: the 250 of ``data/fleet-q35-15/``, four times over."""
 
@@ -802,6 +863,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"vs a `virsh define` process {_ms(sv['virsh_process_ms'])} ms: ratio {sv['ratio_to_process']:.2f} "
                 f"(target ≤ {sv['target_ratio']}: {verdict})"
             )
+        if sv.get("pipelined_ms") is not None:
+            parts.append(
+                f"with --jobs 2 and requests sent ahead {_ms(sv['pipelined_ms'])} ms a domain"
+                + (
+                    f" (ratio {sv['pipelined_ratio_to_process']:.2f} to the virsh process)"
+                    if sv.get("pipelined_ratio_to_process") is not None
+                    else ""
+                )
+            )
         if sv["ratio_to_session"] is not None:
             parts.append(
                 f"vs define + dumpxml in a virsh session {_ms(sv['virsh_session_ms'])} ms: "
@@ -960,6 +1030,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(_progress(bench_virsh_define_process(ASSIGN_INPUT, settings)))
     if wanted("serve-assign-q35-150"):
         results.append(_progress(bench_serve(ASSIGN_INPUT, settings)))
+    if wanted("serve-pipelined-j2-q35-150"):
+        results.append(_progress(bench_serve_pipelined(ASSIGN_INPUT, settings)))
     for jobs in (1, 2):
         if wanted(f"fleet-assign-1000-j{jobs}"):
             results.append(_progress(bench_fleet(settings, jobs)))
@@ -982,8 +1054,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio": a.median_ms / v.median_ms,
         }
     s, vp = by_kind.get("serve"), by_kind.get("virsh-process")
+    sp = by_kind.get("serve-pipelined")
     if s and s.median_ms:
         report["serve_vs_libvirt"] = {
+            "pipelined_ms": sp.median_ms if sp else None,
+            "pipelined_ratio_to_process": sp.median_ms / vp.median_ms
+            if sp and sp.median_ms and vp and vp.median_ms
+            else None,
             "serve_ms": s.median_ms,
             "virsh_process_ms": vp.median_ms if vp else None,
             "ratio_to_process": s.median_ms / vp.median_ms if vp and vp.median_ms else None,

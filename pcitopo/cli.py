@@ -685,9 +685,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             "serve",
             help="answer JSON requests (assign, validate, diff, evaluate), one a line on stdin, one a line on stdout",
-            description="A long-lived process for orchestrators: each line of stdin is a JSON request, each answered"
-            " by one JSON line on stdout, in order; bad requests are answered, never fatal. Exits 0 at the end of"
-            " input. The protocol is in docs/serve.rst.",
+            description="A long-lived process for orchestrators: each line of stdin is a JSON request\n"
+            "(assign, validate, diff, evaluate, ping), each answered by one JSON line on stdout,\n"
+            "in request order. Bad requests are answered, never fatal; exits 0 at the end of input.\n"
+            "The protocol is in docs/serve.rst.",
             **common,
         )
         p.add_argument(

@@ -410,3 +410,11 @@ def test_workers_do_not_outlive_a_killed_server() -> None:
     while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
         time.sleep(0.2)
     assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+
+
+def test_serve_has_help_with_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """``serve --help`` exits 0, names the protocol page and the exit codes."""
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "The protocol is in docs/serve.rst." in out
+    assert "4  unsatisfiable" in out
