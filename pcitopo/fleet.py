@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -557,7 +557,7 @@ def _chunksize(count: int, jobs: int) -> int:
     return max(1, min(16, count // (jobs * 8)))
 
 
-def run(tasks: Sequence[Task], *, jobs: int = 1) -> Iterator[Outcome]:
+def run(tasks: Sequence[Task], *, jobs: int = 1) -> Generator[Outcome, None, None]:
     """Perform every task and yield the outcomes in the order of ``tasks``, whatever ``jobs`` is.
 
     ``jobs`` is the number of worker processes (1: work in this process). If
@@ -700,8 +700,9 @@ def command(
 
     Planned domains are committed (:func:`commit`) ``batch`` at a time, or
     after a second: a domain is reported only once its output file is final.
-    If the run stops early (an interrupt), the files not yet committed are
-    removed, and no target is touched.
+    If the run stops early (an interrupt, a closed pipe), the workers are
+    stopped and the temporary files of the domains not yet committed are
+    removed; their targets are not touched.
     """
     import json
 
@@ -720,8 +721,10 @@ def command(
         out.flush()
         waiting.clear()
 
+    results = run(tasks, jobs=jobs)
+    finished = False
     try:
-        for outcome in run(tasks, jobs=jobs):
+        for outcome in results:
             outcomes.append(outcome)
             if not waiting:
                 since = time.monotonic()
@@ -730,14 +733,29 @@ def command(
                 flush()
             progress.update(len(outcomes))
         flush()
+        finished = True
     finally:
+        results.close()  # stops the workers
         for o in waiting:
             if o.pending is not None:
                 Path(o.pending[0]).unlink(missing_ok=True)
+        if not finished:
+            _remove_temporaries(tasks[len(outcomes) :])
         progress.close()
     summary = Summary.of(name, outcomes)
     (err if as_json else out).write(summary.table() + "\n")
     return summary.exit_code
+
+
+def _remove_temporaries(tasks: Sequence[Task]) -> None:
+    """Remove what :func:`write_pending` left for tasks whose outcome never came back (a stopped run)."""
+    import glob
+
+    for task in tasks:
+        if task.output is not None:
+            target = Path(task.output)
+            for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def default_jobs() -> int:

@@ -10,6 +10,7 @@ import pty
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,25 @@ def test_the_shipped_examples_plan_as_a_fleet(tmp_path: Path) -> None:
     assert [Path(json.loads(line)["output"]).name for line in out.splitlines()] == examples
     assert sorted(os.listdir(out_dir)) == examples
     shutil.rmtree(out_dir)
+
+
+def test_an_interrupted_run_leaves_no_temporary_file_and_no_target_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after one domain was written but before its batch was committed: old outputs stay, no .tmp is left."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "a.xml").write_text("old a", encoding="utf-8")
+    tasks = [Task("assign", (f"{n}.xml",), output=str(out_dir / f"{n}.xml")) for n in "abc"]
+
+    def interrupted(tasks: list[Task], *, jobs: int) -> Iterator[Outcome]:
+        first = fleet.write_pending(str(out_dir / "a.xml"), b"new a")
+        yield Outcome("a.xml", "planned", 0, {}, pending=(first, str(out_dir / "a.xml")))
+        fleet.write_pending(str(out_dir / "b.xml"), b"new b")  # a worker was writing b when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fleet, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fleet.command("assign", tasks, jobs=2, as_json=False, out=io.StringIO(), err=io.StringIO())
+    assert sorted(os.listdir(out_dir)) == ["a.xml"]
+    assert (out_dir / "a.xml").read_text(encoding="utf-8") == "old a"
