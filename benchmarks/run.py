@@ -1036,7 +1036,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wanted(f"fleet-assign-1000-j{jobs}"):
             results.append(_progress(bench_fleet(settings, jobs)))
     for path in START_INPUTS:
-        if wanted(f"start-*-{path.stem.rsplit('-', 1)[1]}") or wanted(f"start-assign-{path.stem[len('start-') :]}"):
+        size = path.stem.rsplit("-", 1)[1]
+        names = [f"start-assign-q35-{size}", f"start-assign-q35-{size}-nosite", f"start-virsh-define-q35-{size}"]
+        if any(wanted(n) for n in names + (["start-python", "start-python-nosite"] if size == "9" else [])):
             results += [_progress(r) for r in bench_start(path, settings)]
 
     report: dict[str, Any] = {

@@ -56,11 +56,12 @@ aarch64-virt  ...
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 from pcitopo.address import PciAddress
 from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
@@ -129,8 +130,8 @@ def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
     machine_file = getattr(args, "machine_file", None)
     if machine_file is not None:
         machine = Machine.from_file(machine_file)
-    if path == "-":
-        return LibvirtDomain.from_string(sys.stdin.read(), source="<stdin>", machine=machine)
+    if path == "-":  # bytes, so the document's own declaration says how to decode it, as for a file
+        return LibvirtDomain.from_bytes(sys.stdin.buffer.read(), source="<stdin>", machine=machine)
     return LibvirtDomain.from_path(path, machine=machine)
 
 
@@ -194,10 +195,40 @@ def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
         out.write(text)
         return
     out.flush()
-    data = memoryview(text.encode(encoding))
-    while data:  # a pipe whose reader goes away takes part of a write without an error; the next write fails
-        data = data[buffer.write(data) or 0 :]
+    _write_all(buffer, text.encode(encoding))
     buffer.flush()
+
+
+def _write_all(buffer: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data``, or raise.
+
+    A pipe whose reader goes away (or a signal) can take part of one large
+    write: ``write`` then returns a short count and no error, and Python's text
+    layer drops the rest silently. Writing the rest raises ``BrokenPipeError``.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[buffer.write(view) or 0 :]
+
+
+class _WholeWrites:
+    """Standard output for the commands: text encoded like the stream's, every byte written or an error.
+
+    Only what the commands call (``write``, ``flush``, ``buffer``, ``encoding``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        stream.flush()
+        self.buffer: BinaryIO = stream.buffer
+        self.encoding = stream.encoding
+        self._errors = stream.errors or "strict"
+
+    def write(self, text: str) -> int:
+        _write_all(self.buffer, text.encode(self.encoding, self._errors))
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.flush()
 
 
 def _json(data: object, out: TextIO) -> None:
@@ -725,6 +756,8 @@ def _report(args: argparse.Namespace | None) -> str:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one ``pcitopo`` command; return its exit code (see the module docstring)."""
     out = stdout if stdout is not None else sys.stdout
+    if stdout is None and isinstance(getattr(out, "buffer", None), io.BufferedIOBase | io.RawIOBase):
+        out = cast(TextIO, _WholeWrites(out))
     err = stderr if stderr is not None else sys.stderr
     args: argparse.Namespace | None = None
     try:
@@ -736,7 +769,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
         args.stderr = err
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
-        return run(args, out)
+        code = run(args, out)
+        out.flush()  # a reader that went away is noticed here, not when Python exits
+        return code
     except _Failure as exc:
         err.write(f"{exc}\n")
         return exc.code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from pcitopo.formats import LibvirtDomain
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 DATA = Path(__file__).parent / "formats" / "data"
+BENCH_171 = ROOT / "benchmarks" / "data" / "start-q35-171.xml"
 
 DOMAIN = """<domain type='kvm'>
   <name>cli</name>
@@ -456,6 +458,20 @@ def test_stdout_keeps_the_declared_encoding(tmp_path: Path) -> None:
     assert LibvirtDomain.from_path(tmp_path / "out.xml").to_string().count("café") == 1
 
 
+def test_stdin_is_read_in_the_declared_encoding(tmp_path: Path) -> None:
+    """``pcitopo assign -`` reads a Latin-1 document by its declaration: the same bytes out as for the file."""
+    path = tmp_path / "latin.xml"
+    path.write_bytes(LATIN1.encode("latin-1"))
+    env = {"PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "pcitopo", "assign"]
+    from_file = subprocess.run([*command, str(path)], capture_output=True, check=True, cwd=ROOT, env=env).stdout
+    from_stdin = subprocess.run(
+        [*command, "-"], input=path.read_bytes(), capture_output=True, check=True, cwd=ROOT, env=env
+    ).stdout
+    assert from_stdin == from_file
+    assert b"<description>caf\xe9</description>" in from_stdin
+
+
 def test_the_command_list_names_every_command() -> None:
     """``_COMMANDS`` (the commands whose sub-parser is built alone) is exactly the parser's commands."""
     from pcitopo import cli
@@ -475,3 +491,53 @@ def test_a_command_parsed_alone_reads_as_with_every_command(command: str) -> Non
         return str(sub.choices[command].format_help())
 
     assert helps(cli._parser(command)) == helps(cli._parser())
+
+
+def test_assign_imports_no_graph_library(tmp_path: Path) -> None:
+    """``pcitopo assign`` starts without networkx or the QEMU helpers: only ``show --format dot`` asks for a graph."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['pcitopo', 'assign', {str(EXAMPLES / 'q35-server.xml')!r}, '-o', {str(tmp_path / 'o.xml')!r}]\n"
+        "try:\n    runpy.run_module('pcitopo', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert exc.code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'networkx' or m.startswith('pcitopo.qemu')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout == "[]\n"
+    dot = subprocess.run(
+        [sys.executable, "-m", "pcitopo", "show", str(EXAMPLES / "q35-server.xml"), "--format", "dot"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert dot.stdout.startswith("digraph pcitopo {")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show", "--format", "dot"], ["validate", "--json"], ["assign"]],
+    ids=["show-dot", "validate-json", "assign"],
+)
+def test_every_command_ends_quietly_on_a_closed_pipe(tmp_path: Path, argv: list[str]) -> None:
+    """A reader that leaves after 100 bytes of a 4 KiB pipe ends pcitopo with 141 and nothing on stderr, text or XML."""
+    import fcntl
+
+    # 171 devices, the 80 NICs all pinned to 00:03.0: every command prints far more than the pipe holds
+    text = BENCH_171.read_text(encoding="utf-8").replace(
+        "<model type='virtio'/>", "<model type='virtio'/><address type='pci' bus='0' slot='3'/>"
+    )
+    path = tmp_path / "clash.xml"
+    path.write_text(text, encoding="utf-8")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    command = [sys.executable, "-m", "pcitopo", argv[0], str(path if argv[0] == "validate" else BENCH_171), *argv[1:]]
+    with subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT) as process:
+        os.close(write_end)
+        first = os.read(read_end, 100)
+        os.close(read_end)
+        assert process.stderr is not None
+        err = process.stderr.read()
+        code = process.wait()
+    assert first
+    assert (code, err) == (141, b"")

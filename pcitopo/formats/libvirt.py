@@ -591,13 +591,21 @@ class LibvirtDomain:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise InvalidDomainXML("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
-        root = cls._parse(data, str(path))
+        return cls.from_bytes(data, source=str(path), machine=machine)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "<bytes>", machine: Machine | None = None) -> LibvirtDomain:
+        """Read a domain from the bytes of a document (in the encoding its XML declaration names).
+
+        ``source`` names it in errors; ``machine`` is as in :meth:`from_string`.
+        """
+        root = cls._parse(data, source)
         encoding = root.getroottree().docinfo.encoding or "utf-8"
         try:
             text = data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as exc:
-            raise InvalidDomainXML("", f"cannot decode as {encoding}: {exc}", source=str(path)) from None
-        return cls._load(text, data, source=str(path), encoding=encoding, root=root, machine=machine)
+            raise InvalidDomainXML("", f"cannot decode as {encoding}: {exc}", source=source) from None
+        return cls._load(text, data, source=source, encoding=encoding, root=root, machine=machine)
 
     @staticmethod
     def _parse(data: bytes, source: str) -> _Element:
