@@ -37,7 +37,7 @@ and a checker that must refuse every broken topology:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import attrs
 from hypothesis import assume
@@ -792,6 +792,38 @@ def _break_numa(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("slot-group")
+def _break_slot_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    first = _free(b, draw)
+    b.place_device(Device("gpu", _PLAIN, address=first, needs=Needs(slot_group="g")))
+    at = _free(b, draw)
+    assume((at.bus, at.slot) != (first.bus, first.slot))
+    b.place_device(Device("gpu-audio", _PLAIN, address=at, needs=Needs(slot_group="g")))
+    return b.t
+
+
+@_breaks("bus-group")
+def _break_bus_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    first = _free(b, draw)
+    b.place_device(Device("g1", _PLAIN, address=first, needs=Needs(bus_group="g")))
+    at = _free(b, draw)
+    assume(at.bus != first.bus)
+    b.place_device(Device("g2", _PLAIN, address=at, needs=Needs(bus_group="g")))
+    return b.t
+
+
+@_breaks("switch-group")
+def _break_switch_group(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    at = _free(b, draw)
+    t = b.t
+    assume(not any(Connect.PCIE_SWITCH_DOWNSTREAM_PORT in t.model(c).accepts for c in t.path_to_root(at.bus)))
+    b.place_device(Device("lonely", _PLAIN, address=at, needs=Needs(switch_group="s")))
+    return b.t
+
+
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
 
 
@@ -925,8 +957,18 @@ def requests(
     return build()
 
 
-def policies(*, names: Iterable[str] | None = None, composed: bool = True) -> st.SearchStrategy[Policy]:
+def policies(
+    *,
+    names: Iterable[str] | None = None,
+    composed: bool = True,
+    max_spare_ports: int = 3,
+    weights: bool = False,
+    min_weight: Mapping[str, int] | None = None,
+) -> st.SearchStrategy[Policy]:
     """Built-in policies (those ``names``), alone or composed with ``+``, with drawn spare-port counts.
+
+    ``weights=True`` draws every soft constraint's weight too (integers 0..120,
+    at least ``min_weight[name]`` where given).
 
     >>> policies(names=["fastest"])
     Traceback (most recent call last):
@@ -948,16 +990,28 @@ def policies(*, names: Iterable[str] | None = None, composed: bool = True) -> st
     combo = base
     if composed and others:
         combo = st.one_of(base, st.lists(st.sampled_from(others), min_size=2, max_size=2, unique=True).map("+".join))
-    return st.builds(
-        lambda name, spare, off: (
-            attrs.evolve(Policy.named(name), spare_ports=spare, hotplug_off_occupied=off)
-            if "libvirt" not in name
-            else Policy.named(name)
-        ),
-        combo,
-        st.integers(0, 3),
-        st.booleans(),
+    _check_int("max_spare_ports", max_spare_ports, 0, 64)
+    from pcitopo.policy.policy import SOFT_CONSTRAINTS
+
+    floors = dict(min_weight or {})
+    unknown = sorted(set(floors) - set(SOFT_CONSTRAINTS))
+    if unknown:
+        raise InvalidArgument(f"min_weight names {unknown[0]!r}, which is not a soft constraint")
+    drawn_weights: st.SearchStrategy[dict[str, int] | None] = (
+        st.fixed_dictionaries({name: st.integers(floors.get(name, 0), 120) for name in SOFT_CONSTRAINTS})
+        if weights
+        else st.none()
     )
+
+    def build(name: str, spare: int, off: bool, chosen_weights: dict[str, int] | None) -> Policy:
+        policy = Policy.named(name)
+        if "libvirt" not in name:
+            policy = attrs.evolve(policy, spare_ports=spare, hotplug_off_occupied=off)
+        if chosen_weights is not None:
+            policy = attrs.evolve(policy, weights=chosen_weights)
+        return policy
+
+    return st.builds(build, combo, st.integers(0, max_spare_ports), st.booleans(), drawn_weights)
 
 
 def plans(

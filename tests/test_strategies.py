@@ -41,7 +41,10 @@ INVALID: list[tuple[Callable[[], object], str]] = [
         lambda: legal_topologies(controller_models=["pcie-rot-port"]),
         "controller_models: unknown controller model 'pcie-rot-port'; did you mean 'pcie-root-port'?",
     ),
-    (lambda: illegal_topologies(rule="unique-slot"), "rule='unique-slot' is not a rule id; known: bus-numbers, "),
+    (
+        lambda: illegal_topologies(rule="unique-slot"),
+        "rule='unique-slot' is not a rule id; known: bus-group, bus-numbers, ",
+    ),
 ]
 
 

@@ -79,8 +79,12 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
-        "hotplug": "a device that must be hot-pluggable at a position that is not, or the reverse",
+        "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
+        "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
+        "slot-group": "devices of one slot group (``needs.slot_group``) not all functions of one slot",
+        "bus-group": "devices of one bus group (``needs.bus_group``) not all on one bus",
+        "switch-group": "devices of one switch group (``needs.switch_group``) not all behind one PCIe switch",
     }
 )
 """Every rule id with what it means. The ids are stable."""
@@ -670,3 +674,85 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                     item,
                     address=item.address,
                 )
+
+
+# -- groups -------------------------------------------------------------------------------
+
+
+def _groups(ctx: _Context, attr: str) -> Iterator[tuple[str, list[_Item]]]:
+    """The placed members of each group named by ``needs.<attr>``, groups by label."""
+    groups: dict[str, list[_Item]] = {}
+    for item in ctx.placed:
+        if item.device is not None:
+            label = getattr(item.device.needs, attr)
+            if label is not None:
+                groups.setdefault(label, []).append(item)
+    yield from sorted(groups.items())
+
+
+def _members(ctx: _Context, items: Sequence[_Item]) -> str:
+    return _names([ctx.where(i) for i in items])
+
+
+@_rule
+def _slot_groups(ctx: _Context) -> Iterator[Violation]:
+    for label, items in _groups(ctx, "slot_group"):
+        if len({i.slot for i in items}) > 1:
+            yield _violation(
+                "slot-group", f"slot group {_q(label)}: {_members(ctx, items)} are not functions of one slot", *items
+            )
+
+
+@_rule
+def _bus_groups(ctx: _Context) -> Iterator[Violation]:
+    for label, items in _groups(ctx, "bus_group"):
+        if len({i.address.bus for i in items}) > 1:
+            yield _violation("bus-group", f"bus group {_q(label)}: {_members(ctx, items)} are not on one bus", *items)
+
+
+@_rule
+def _switch_groups(ctx: _Context) -> Iterator[Violation]:
+    for label, items in _groups(ctx, "switch_group"):
+        switches = {i.ident: _switch_above(ctx, i.address.bus) for i in items}
+        alone = [i for i in items if switches[i.ident] is None]
+        if alone:
+            yield _violation(
+                "switch-group",
+                f"switch group {_q(label)}: {_members(ctx, alone)} {'is' if len(alone) == 1 else 'are'} "
+                f"behind no PCIe switch",
+                *items,
+            )
+        elif len(set(switches.values())) > 1:
+            behind = _names(
+                [f"{ctx.where(i)} (behind {_q(ctx.t.controller(switches[i.ident] or 0).name)})" for i in items]
+            )
+            yield _violation(
+                "switch-group", f"switch group {_q(label)}: {behind} are not behind one PCIe switch", *items
+            )
+
+
+def _switch_above(ctx: _Context, bus: int) -> int | None:
+    """The index of the nearest PCIe switch upstream port above a bus, if any."""
+    for c in ctx.t.path_to_root(bus):
+        if Connect.PCIE_SWITCH_DOWNSTREAM_PORT in ctx.model(c.index).accepts:
+            return c.index
+    return None
+
+
+@_rule
+def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
+    """A device that requires hotplug in a slot it shares: libvirt hot-plugs function 0 of a lone slot only."""
+    for item in ctx.placed:
+        device = item.device
+        if device is None or device.needs.hotplug is not HotplugNeed.REQUIRED:
+            continue
+        others = [i for i in ctx.slots.get(item.slot, []) if i is not item]
+        if not others or not ctx.t.is_hotpluggable(item.address.bus, item.address.slot):
+            continue
+        yield _violation(
+            "hotplug",
+            f"{ctx.where(item)} must be hot-pluggable, but it shares its slot with {_names([i.label for i in others])} "
+            f"(libvirt hot-plugs single-function slots only)",
+            item,
+            address=item.address,
+        )

@@ -9,10 +9,12 @@ The terms (``policy.weights[name]`` is the cost of each one not met):
 
 ``hotplug``
     one per endpoint the plan placed whose hotplug need is *preferred*: met
-    when its (bus, slot) is hotpluggable. *Required* and *forbidden* needs are
-    rules, not terms. The policy's default need applies only to kinds that can
-    be hot-plugged at all; a device's own need or a ``[[device]]`` rule always
-    applies.
+    when its (bus, slot) is hotpluggable and it is alone in that slot (libvirt
+    hot-plugs only function 0 of a single-function slot). *Required* and
+    *forbidden* needs are rules, not terms. The policy's default need applies
+    only to kinds that can be hot-plugged at all and not to members of a slot
+    group (functions of one slot are never hot-plugged one by one); a device's
+    own need or a ``[[device]]`` rule always applies.
 ``numa``
     one per endpoint the plan placed that prefers a NUMA node (``numa_node``
     without ``numa_strict``, under a policy without ``numa``): met when its bus
@@ -140,7 +142,9 @@ def evaluate(request: Topology, result: Topology, policy: Policy | str | None = 
     a pinned device or controller moved, a controller gone or of another model.
     Rule violations are reported in :attr:`Evaluation.violations`, checked with
     :func:`pcitopo.validate` on the result with the policy's needs applied to
-    the devices the plan placed.
+    the devices the plan placed, whose connect type must also be accepted as
+    such (no conventional PCI endpoint on a PCIe port: libvirt relaxes that for
+    addresses a user gave, never for its own).
     """
     from pcitopo.legality.rules import validate
 
@@ -152,15 +156,41 @@ def evaluate(request: Topology, result: Topology, policy: Policy | str | None = 
             attrs.evolve(d, needs=effective_needs(result, policy, d)) if d.id in pending else d for d in result.devices
         ]
     )
-    return Evaluation(soft=soft, violations=validate(checked))
+    return Evaluation(soft=soft, violations=tuple(sorted((*validate(checked), *_strict_placement(checked, pending)))))
+
+
+def _strict_placement(result: Topology, pending: set[str]) -> list[Violation]:
+    """Devices the plan placed where their connect type is not accepted as such.
+
+    :func:`pcitopo.validate` takes libvirt's relaxation for addresses a user
+    gave (a bus that takes any endpoint takes conventional and PCIe ones); a
+    plan's own placements follow the placement matrix strictly, as libvirt's
+    own address assignment does.
+    """
+    out = []
+    for d in result.devices:
+        if d.id not in pending or d.address is None or not result.has_bus(d.address.bus):
+            continue
+        problem = result.placement_problem(d.address.bus, kind=result.kind(d), strict=True)
+        if problem is not None and result.placement_problem(d.address.bus, kind=result.kind(d), strict=False) is None:
+            out.append(
+                Violation(
+                    "placement",
+                    f"{d.id!r} at {d.address} ({d.kind}): {problem} (a plan does not use libvirt's relaxation "
+                    f"for addresses a user gave)",
+                    devices=(d.id,),
+                    address=d.address,
+                )
+            )
+    return out
 
 
 def effective_needs(topology: Topology, policy: Policy, device: Device) -> Needs:
     """The needs a device the plan places ends up with under ``policy``.
 
     The device's own, then the policy's default hotplug need (only for kinds
-    that can be hot-plugged), then ``[[device]]`` overrides; the ``numa``
-    policy makes a NUMA node strict.
+    that can be hot-plugged, and not for members of a slot group), then
+    ``[[device]]`` overrides; the ``numa`` policy makes a NUMA node strict.
 
     >>> from pcitopo.devices import Device
     >>> t = Topology.default("q35")
@@ -172,7 +202,7 @@ def effective_needs(topology: Topology, policy: Policy, device: Device) -> Needs
     needs = policy.needs_for(device)
     if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and device.needs.hotplug is HotplugNeed.ANY:
         from_override = any(o.hotplug is not None and o.applies_to(device) for o in policy.overrides)
-        if not from_override and not topology.kind(device).hotpluggable:
+        if not from_override and (not topology.kind(device).hotpluggable or needs.slot_group is not None):
             needs = attrs.evolve(needs, hotplug=HotplugNeed.ANY)
     if policy.numa and needs.numa_node is not None and not needs.numa_strict:
         needs = attrs.evolve(needs, numa_strict=True)
@@ -188,6 +218,7 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     weights = policy.weights
     out: list[SoftResult] = []
     pending = {d.id for d in request.devices if d.address is None}
+    usage = result.slot_usage()
     for d in result.devices:
         if d.id not in pending or d.address is None:
             continue
@@ -195,7 +226,10 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
         bus, slot = d.address.bus, d.address.slot
         hot = result.is_hotpluggable(bus, slot)
         if needs.hotplug is HotplugNeed.PREFERRED:
-            out.append(SoftResult("hotplug", hot, weights["hotplug"], f"{d.id!r} on a hotpluggable position", d.id))
+            alone = usage.get((d.address.domain, bus, slot), set()) == {0} and d.address.function == 0
+            out.append(
+                SoftResult("hotplug", hot and alone, weights["hotplug"], f"{d.id!r} alone on a hotpluggable slot", d.id)
+            )
         if needs.numa_node is not None and not needs.numa_strict:
             node = result.numa_node_of_bus(bus)
             out.append(

@@ -58,6 +58,58 @@ def found(t: Topology) -> list[tuple[str, tuple[str, ...]]]:
 NIC = "virtio-net"  # PCIe on PCIe machines (non-transitional behind a port), no IO BAR there
 
 
+def _switch_group_split() -> Topology:
+    """Issue 9: switch group {a, b} on q35 with one empty root port present: a on that port, b behind a switch."""
+    return Topology.build(
+        "q35",
+        [rp(1, "00:01.0", multifunction=True), rp(2, "00:01.1"), *switch(3, "02:00.0", [(4, "03:00.0")])],
+        [
+            dev("a", NIC, "01:00.0", needs=Needs(switch_group="s")),
+            dev("b", NIC, "04:00.0", needs=Needs(switch_group="s")),
+        ],
+    )
+
+
+def _bus_group_split() -> Topology:
+    """Issue 9: bus group {g1, g2} with g1 at 02:1f.0 and g2 at 04:01.0, behind two pcie-to-pci-bridges."""
+    return Topology.build(
+        "q35",
+        [
+            rp(1, "00:01.0", multifunction=True),
+            ctl(2, "pcie-to-pci-bridge", "01:00.0"),
+            rp(3, "00:01.1"),
+            ctl(4, "pcie-to-pci-bridge", "03:00.0"),
+        ],
+        [
+            dev("g1", "e1000", "02:1f.0", needs=Needs(bus_group="g")),
+            dev("g2", "e1000", "04:01.0", needs=Needs(bus_group="g")),
+        ],
+    )
+
+
+def _switch_group_two_switches() -> Topology:
+    """Switch group {a, b}: each behind a switch of its own."""
+    return Topology.build(
+        "q35",
+        [
+            rp(1, "00:01.0", multifunction=True),
+            *switch(2, "01:00.0", [(3, "02:00.0")]),
+            rp(4, "00:01.1"),
+            *switch(5, "04:00.0", [(6, "05:00.0")]),
+        ],
+        [
+            dev("a", NIC, "03:00.0", needs=Needs(switch_group="s")),
+            dev("b", NIC, "06:00.0", needs=Needs(switch_group="s")),
+        ],
+    )
+
+
+GROUP_CASES: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
+    ("switch-group: a on a root port, b behind a switch", _switch_group_split(), [("switch-group", ("a", "b"))]),
+    ("switch-group: a and b behind two switches", _switch_group_two_switches(), [("switch-group", ("a", "b"))]),
+    ("bus-group: g1 and g2 on two buses", _bus_group_split(), [("bus-group", ("g1", "g2"))]),
+]
+
 # Each case: a topology that breaks exactly the named rule, and the violations it must yield.
 ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
     (
@@ -403,6 +455,18 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         ),
         [("numa", ("net0",))],
     ),
+    (
+        "slot-group: two functions of a GPU group in two slots",
+        Topology.build(
+            "q35",
+            devices=[
+                dev("gpu", NIC, "00:03.0", needs=Needs(slot_group="g")),
+                dev("gpu-audio", NIC, "00:04.0", needs=Needs(slot_group="g")),
+            ],
+        ),
+        [("slot-group", ("gpu", "gpu-audio"))],
+    ),
+    *GROUP_CASES,
 ]
 
 
@@ -794,3 +858,77 @@ def test_chassis_uniqueness_follows_what_qemu_checks() -> None:
     assert found(shared_chassis) == [("unique-chassis-port", ("pci.1", "pci.2"))]
     assert found(shared_port) == []
     assert found(across_switch) == [("unique-chassis-port", ("pci.1", "pci.4"))]
+
+
+@pytest.mark.parametrize(
+    ("topology", "message"),
+    [
+        (
+            _switch_group_split(),
+            "switch group 's': 'a' at 0000:01:00.0 is behind no PCIe switch (rule: switch-group)",
+        ),
+        (
+            _switch_group_two_switches(),
+            "switch group 's': 'a' at 0000:03:00.0 (behind 'pci.2') and 'b' at 0000:06:00.0 (behind 'pci.5') "
+            "are not behind one PCIe switch (rule: switch-group)",
+        ),
+        (
+            _bus_group_split(),
+            "bus group 'g': 'g1' at 0000:02:1f.0 and 'g2' at 0000:04:01.0 are not on one bus (rule: bus-group)",
+        ),
+    ],
+)
+def test_group_messages_name_the_group_its_members_and_where_they_are(topology: Topology, message: str) -> None:
+    """A split group is one violation naming the group, every placed member and its address."""
+    assert [str(v) for v in validate(topology)] == [message]
+    with pytest.raises(InvalidTopology):
+        check(topology)
+
+
+def test_groups_kept_together_are_legal() -> None:
+    """Both switch-group members under downstream ports of one switch, both bus-group members on one bridge: clean."""
+    switch_ok = Topology.build(
+        "q35",
+        [rp(1, "00:01.0"), *switch(2, "01:00.0", [(3, "02:00.0"), (4, "02:01.0")])],
+        [
+            dev("a", NIC, "03:00.0", needs=Needs(switch_group="s")),
+            dev("b", NIC, "04:00.0", needs=Needs(switch_group="s")),
+        ],
+    )
+    bus_ok = Topology.build(
+        "q35",
+        [rp(1, "00:01.0"), ctl(2, "pcie-to-pci-bridge", "01:00.0")],
+        [
+            dev("g1", "e1000", "02:1f.0", needs=Needs(bus_group="g")),
+            dev("g2", "e1000", "02:01.0", needs=Needs(bus_group="g")),
+        ],
+    )
+    assert (validate(switch_ok), validate(bus_ok)) == ((), ())
+
+
+def test_group_members_without_an_address_are_not_violations() -> None:
+    """A group member still to be placed does not split its group; only the placed members are compared."""
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:01.0")],
+        [
+            dev("a", NIC, needs=Needs(switch_group="s")),
+            dev("g1", "e1000", "00:03.0", needs=Needs(bus_group="g")),
+            dev("g2", "e1000", needs=Needs(bus_group="g")),
+        ],
+    )
+    assert validate(t) == ()
+
+
+def test_a_device_that_requires_hotplug_may_not_share_its_slot() -> None:
+    """libvirt hot-plugs single-function slots only: requiring hotplug at function 1 of a port breaks ``hotplug``."""
+    required = Needs(hotplug=HotplugNeed.REQUIRED)
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:01.0")],
+        [dev("a", NIC, "01:00.0", multifunction=True), dev("b", NIC, "01:00.1", needs=required)],
+    )
+    assert [str(v) for v in validate(t)] == [
+        "'b' at 0000:01:00.1 must be hot-pluggable, but it shares its slot with 'a' "
+        "(libvirt hot-plugs single-function slots only) (rule: hotplug)"
+    ]

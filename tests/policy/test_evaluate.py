@@ -220,3 +220,43 @@ def test_a_plan_made_elsewhere_is_scored_like_pcitopos() -> None:
     assert (e.legal, e.cost) == (True, 3)
     plan = pcitopo.solve(request)
     assert evaluate(request, plan.topology).cost == plan.cost == 3
+
+
+def test_a_device_sharing_its_slot_is_not_on_a_hotpluggable_position() -> None:
+    """Two devices preferring hotplug as functions of one port's slot miss ``hotplug`` (no multifunction hotplug)."""
+    a = Device("a", "virtio-net", needs=Needs(hotplug=HotplugNeed.PREFERRED))
+    b = Device("b", "virtio-blk", needs=Needs(hotplug=HotplugNeed.PREFERRED))
+    request = Topology.build("q35", devices=[a, b])
+    shared = request.replace(
+        controllers=[_port(1, "00:01.0")],
+        devices=[attrs.evolve(a.placed_at(_a("01:00.0")), multifunction=True), b.placed_at(_a("01:00.1"))],
+    )
+    e = evaluate(request, shared, "minimal")
+    assert e.legal
+    assert [(s.name, s.met) for s in e.soft if s.name == "hotplug"] == [("hotplug", False), ("hotplug", False)]
+
+
+def test_the_policy_hotplug_default_skips_slot_group_members() -> None:
+    """Functions of a slot group are never hot-plugged one by one: ``hotplug`` does not require it of them."""
+    group = Needs(slot_group="gpu")
+    devices = [Device("vga", "vfio-pci", needs=group), Device("audio", "vfio-pci", needs=group)]
+    request = Topology.build("q35", devices=devices)
+    result = request.replace(
+        controllers=[_port(1, "00:01.0")],
+        devices=[
+            attrs.evolve(devices[0].placed_at(_a("01:00.0")), multifunction=True),
+            devices[1].placed_at(_a("01:00.1")),
+        ],
+    )
+    assert evaluate(request, result, attrs.evolve(Policy.named("hotplug"), spare_ports=0)).violations == ()
+
+
+def test_a_plan_may_not_put_a_conventional_device_on_a_pcie_port() -> None:
+    """validate takes an ac97 behind a root port (libvirt relaxes given addresses); a plan's own placement may not."""
+    request = Topology.build("q35", devices=[Device("snd", "ac97", needs=Needs(hotplug=HotplugNeed.ANY))])
+    result = request.replace(controllers=[_port(1, "00:01.0")], devices=[Device("snd", "ac97", address=_a("01:00.0"))])
+    assert pcitopo.validate(result) == ()
+    e = evaluate(request, result, "minimal")
+    assert [(v.rule, v.devices) for v in e.violations] == [("placement", ("snd",))]
+    assert "a plan does not use libvirt's relaxation for addresses a user gave" in e.violations[0].message
+    assert evaluate(result, result, "minimal").violations == ()
