@@ -606,6 +606,8 @@ def _fleet_or(
         try:
             if getattr(args, "policy", None) is not None:
                 _policy(args.policy)  # a bad policy is one error, not one per domain
+            if args.machine_file is not None:
+                Machine.from_file(args.machine_file)  # so is a bad machine description
             tasks = fleet.tasks_for(
                 name,
                 paths,

@@ -347,6 +347,15 @@ def test_a_bad_policy_is_one_error_before_any_domain(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_machine_file_is_one_error_before_any_domain(tmp_path: Path) -> None:
+    """A --machine-file that cannot be read fails once with exit 3, and no domain is reported."""
+    d = fleet_dir(tmp_path)
+    code, out, err = run("validate", str(d), "--machine-file", str(tmp_path / "missing.toml"))
+    assert (code, out) == (3, "")
+    assert err.startswith(f"pcitopo: {tmp_path / 'missing.toml'}")
+    assert err.count("\n") == 1
+
+
 def test_output_must_be_a_directory(tmp_path: Path) -> None:
     """-o naming an existing file is a usage error in fleet mode."""
     d = fleet_dir(tmp_path)
