@@ -88,6 +88,10 @@ def _text(request: Mapping[str, Any], field: str, *, required: bool = True) -> s
         return None
     if not isinstance(value, str):
         raise BadRequest(field, f"must be a string (got {type(value).__name__})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON can escape a lone surrogate; no document holds one
+        raise BadRequest(field, f"not text: a lone surrogate \\u{ord(value[exc.start]):04x} at {exc.start}") from None
     return value
 
 

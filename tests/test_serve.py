@@ -175,6 +175,11 @@ def test_evaluate_reports_a_result_that_breaks_rules_or_is_no_completion(server:
             "policy: unknown field for op 'validate' (known: xml)",
         ),
         (b'{"op": "assign"}', None, "xml: missing"),
+        (
+            b'{"op": "validate", "xml": "<domain>\\ud800</domain>"}',
+            None,
+            "xml: not text: a lone surrogate \\ud800 at 8",
+        ),
         (b'{"op": "assign", "xml": 5}', None, "xml: must be a string (got int)"),
         (
             b'{"op": "assign", "xml": "<domain/>", "policy": "minimal", "policy_toml": ""}',
