@@ -252,9 +252,25 @@ def _read(line: bytes, number: int | None) -> tuple[object, dict[str, Any] | Non
         reason = f"not UTF-8: {exc.reason} at byte {exc.start}"
         return None, _error(None, "bad-request", BadRequest(None, reason, line=number))
     try:
-        return json.loads(text), None
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite), None
     except json.JSONDecodeError as exc:
         return None, _error(None, "bad-request", BadRequest(None, f"not JSON: {exc}", line=number))
+    except ValueError as exc:  # NaN, Infinity, a number too large for a double
+        return None, _error(None, "bad-request", BadRequest(None, f"not JSON: {exc}", line=number))
+    except RecursionError:
+        return None, _error(None, "bad-request", BadRequest(None, "not JSON: nested too deeply", line=number))
+
+
+def _not_json(name: str) -> float:
+    """Python's JSON reader takes ``NaN`` and ``Infinity``; JSON has neither, and no client could read them back."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return value
 
 
 def _answer(request: object, number: int | None) -> dict[str, Any]:

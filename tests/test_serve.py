@@ -162,6 +162,9 @@ def test_evaluate_reports_a_result_that_breaks_rules_or_is_no_completion(server:
         (b"\xff\xfe", None, "not UTF-8: invalid start byte at byte 0"),
         (b"{", None, "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
         (b"[1, 2]", None, "a request is a JSON object (got an array)"),
+        (b"[" * 100_000, None, "not JSON: nested too deeply"),
+        (b'{"id": NaN, "op": "ping"}', None, "not JSON: NaN is not a JSON value"),
+        (b'{"id": 1e999, "op": "ping"}', None, "not JSON: 1e999 is too large for a JSON number"),
         (b'{"id": 9}', 9, "op: missing"),
         (b'{"id": [1], "op": 3}', [1], "op: must be a string (got a number)"),
         (
