@@ -2,7 +2,22 @@
 
 Each error subclasses :class:`PcitopoError` and a builtin that says what kind of
 mistake it is (``ValueError`` for bad values, ``LookupError`` for unknown names),
-keeps the offending parts as attributes, and pickles.
+keeps the offending parts as attributes, and pickles::
+
+    PcitopoError
+    ├── InvalidAddress        a PCI address that cannot be parsed or is out of range
+    ├── UnknownName           a name not in a catalog (model, device kind, machine, policy)
+    ├── InvalidDescription    a machine description or catalog file (file, key)
+    ├── InvalidInput          bad input; raised as itself for a bad API argument
+    │   ├── InvalidDomainXML  a libvirt document (file, line, element)
+    │   ├── InvalidPolicy     a policy file or policy fields (file, key)
+    │   └── DuplicateId       one id on two things
+    ├── InvalidTopology       placement rules broken (every violation)
+    ├── Unsatisfiable         no plan meets every hard requirement (explained)
+    └── InternalError         pcitopo broke its own rules: a bug to report
+
+The command line exits 3 for the input errors, 1 for :class:`InvalidTopology`,
+4 for :class:`Unsatisfiable` and 5 for :class:`InternalError`.
 
 >>> from pcitopo.address import PciAddress
 >>> try:
