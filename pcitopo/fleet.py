@@ -449,11 +449,16 @@ def _explain(name: str, outcome: str, message: str) -> tuple[str, ...]:
     return (f"{name}: {outcome}: {first}", *(f"  {line}" for line in rest))
 
 
+def _head(task: Task) -> dict[str, Any]:
+    """The first keys of a domain's JSON line: ``input`` (and for ``diff`` the ``old`` and ``new`` paths)."""
+    if task.command == "diff":
+        return {"input": task.name, "old": task.inputs[0], "new": task.inputs[1]}
+    return {"input": task.name}
+
+
 def _perform(task: Task) -> Outcome:
     name = task.name
-    head: dict[str, Any] = (
-        {"input": name, "old": task.inputs[0], "new": task.inputs[1]} if task.command == "diff" else {"input": name}
-    )
+    head = _head(task)
     if task.command == "assign":
         domain = _read(task.inputs[0], task.machine_file)
         outcome, fields, text = assign_record(domain, _policy(task.policy))
@@ -493,10 +498,7 @@ def perform(task: Task) -> Outcome:
     except Exception as exc:
         outcome, code, error = failure(exc)
         name = task.name
-        head: dict[str, Any] = (
-            {"input": name, "old": task.inputs[0], "new": task.inputs[1]} if task.command == "diff" else {"input": name}
-        )
-        record = {**head, "outcome": outcome, "exit": code, "error": error}
+        record = {**_head(task), "outcome": outcome, "exit": code, "error": error}
         if task.command == "assign":
             record["output"] = None
         rules: tuple[str, ...] = ()
@@ -584,7 +586,7 @@ def run(tasks: Sequence[Task], *, jobs: int = 1) -> Generator[Outcome, None, Non
                 task.name,
                 outcome,
                 code,
-                {"input": task.name, "outcome": outcome, "exit": code, "error": error},
+                {**_head(task), "outcome": outcome, "exit": code, "error": error},
                 _explain(task.name, outcome, f"internal error: {error['message']}"),
             )
     finally:
