@@ -6,12 +6,12 @@ console script (``main_exit``) do the same from a shell.
 
 Commands (each has ``--help``):
 
-``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json]``
+``assign IN.xml [-o OUT.xml] [--policy NAME|FILE.toml] [--json] [--host host.json]``
     fill in every PCI address of a libvirt domain and print (or write) it.
-``validate IN.xml [--json]``
+``validate IN.xml [--json] [--host host.json]``
     every rule the domain's addresses break.
-``show IN.xml [--format tree|dot]``
-    the PCI tree, like ``lspci -tv``, or a Graphviz graph.
+``show IN.xml [--format tree|dot|names] [--json]``
+    the PCI tree, like ``lspci -tv``, a Graphviz graph, or each NIC's guest name.
 ``diff OLD.xml NEW.xml [--json]``
     devices added, removed, given an address, and moved between two domains
     (matched by id); non-zero when a device in both moved or lost its address.
@@ -19,6 +19,12 @@ Commands (each has ``--help``):
     the machine descriptions pcitopo knows.
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
     QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
+``attach LIVE.xml DEVICE.xml [--policy NAME|FILE.toml] [--json]``
+    free hot-pluggable positions in a running domain for new devices; each device's XML with its address.
+``detach LIVE.xml ID [--json]``
+    whether a device can be hot-unplugged from a running domain, and what goes with it.
+``host-scan [--sysfs DIR] [-o host.json]``
+    the host's PCI devices (IOMMU groups, NUMA nodes, switches, BARs, SR-IOV) as JSON.
 
 ``assign`` and ``validate`` also take several files or directories, and ``diff``
 two directories: fleet mode (:mod:`pcitopo.fleet`), with ``--jobs N``.
@@ -69,6 +75,7 @@ from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
+from pcitopo.violation import Violation
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -256,10 +263,17 @@ def _controller_dict(c: Any) -> dict[str, object]:
 
 def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
-    policy = _policy(args.policy)
+    request = domain.topology
+    if args.policy == "mirror":
+        request, policy = _mirrored(domain, args.host), _policy("hotplug+numa")
+    else:
+        policy = _policy(args.policy)
+        passthrough = _passthrough_violations(domain, args.host)
+        if passthrough:
+            raise InvalidTopology(passthrough)
     from pcitopo.solver import solve
 
-    plan = solve(domain.topology, policy)
+    plan = solve(request, policy)
     text = domain.export(plan.topology)
     if args.output or not args.json:
         _emit(text, domain.encoding, args.output, out)
@@ -271,6 +285,7 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
                 "status": plan.status.value,
                 "cost": plan.cost,
                 "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
+                "guest_names": _guest_names(domain, plan.topology),
                 "added_controllers": [_controller_dict(c) for c in plan.added],
                 "soft": [
                     {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
@@ -283,11 +298,33 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tuple[Violation, ...]:
+    """The host-device and IOMMU-group violations of a domain's passed-through devices (none without a host)."""
+    if host_file is None:
+        return ()
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.legality.rules import validate_passthrough
+
+    return validate_passthrough(domain.topology, load(host_file), hostdev_sources(domain))
+
+
+def _mirrored(domain: LibvirtDomain, host_file: str | None) -> Topology:
+    """The domain's request with its passed-through devices mirroring the host (``--policy mirror``)."""
+    if host_file is None:
+        raise _Failure(EXIT_USAGE, "pcitopo assign: error: --policy mirror needs --host host.json")
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.mirror import mirror_request
+
+    return mirror_request(domain.topology, load(host_file), hostdev_sources(domain))
+
+
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
     from pcitopo.legality.rules import validate
 
-    violations = validate(domain.topology)
+    violations = tuple(sorted(validate(domain.topology) + _passthrough_violations(domain, args.host)))
     if args.json:
         items = []
         for v in violations:
@@ -307,9 +344,38 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
+    if args.json:
+        _json({"machine": domain.machine.name, "guest_names": _guest_names(domain, domain.topology)}, out)
+        return EXIT_OK
+    if args.format == "names":
+        out.write(_names_text(_guest_names(domain, domain.topology)))
+        return EXIT_OK
     text = _dot(domain.topology) if args.format == "dot" else _tree(domain.topology)
     out.write(text)
     return EXIT_OK
+
+
+def _guest_names(domain: LibvirtDomain, topology: Topology) -> dict[str, dict[str, object]]:
+    """Each NIC's guest name (systemd's predictable naming), JSON-ready."""
+    from pcitopo.naming import acpi_indexes, guest_names
+
+    nics = [i for i, el in domain.elements.items() if el.tag == "interface"]
+    names = guest_names(topology, acpi_index=acpi_indexes(domain), nics=nics)
+    return {ident: n.as_dict() for ident, n in names.items()}
+
+
+def _names_text(names: dict[str, dict[str, object]]) -> str:
+    if not names:
+        return "no NICs\n"
+    width = max(len(i) for i in names)
+    lines = []
+    for ident, n in names.items():
+        notes = n["notes"]
+        extra = "; ".join(str(x) for x in notes) if isinstance(notes, list) and notes else ""
+        lines.append(
+            f"{ident:<{width}}  {n['name'] or '?'}  ({n['source'] or 'no name'}){'  ' + extra if extra else ''}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
@@ -386,6 +452,66 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
 
     machine: Machine = probe(args.qemu, args.machine)
     _emit(machine_to_toml(machine), "utf-8", args.output, out)
+    return EXIT_OK
+
+
+def _cmd_attach(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.live import attach
+
+    live = _load(args.live, args)
+    text = sys.stdin.read() if args.devices == "-" else Path(args.devices).read_text(encoding="utf-8")
+    placed = attach(live, text, _policy(args.policy), source=args.devices)
+    if args.json:
+        _json(
+            [
+                {
+                    "id": a.device,
+                    "kind": a.kind,
+                    "address": str(a.address),
+                    "bus": a.bus,
+                    "numa_node": a.numa_node,
+                    "xml": a.xml,
+                }
+                for a in placed
+            ],
+            out,
+        )
+        return EXIT_OK
+    for a in placed:
+        out.write(f"<!-- {a} -->\n{a.xml}\n")
+    return EXIT_OK
+
+
+def _cmd_detach(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.live import detach
+
+    result = detach(_load(args.live, args), args.id)
+    if args.json:
+        _json(
+            {
+                "id": result.device,
+                "possible": result.possible,
+                "reasons": list(result.reasons),
+                "with": list(result.with_it),
+            },
+            out,
+        )
+    else:
+        out.write(f"{result}\n")
+        if result.with_it:
+            out.write(f"goes with it: {', '.join(result.with_it)}\n")
+    return EXIT_OK if result.possible else EXIT_VIOLATIONS
+
+
+def _cmd_host_scan(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.formats.host_json import dumps
+    from pcitopo.host import Host
+
+    text = dumps(Host.from_sysfs(args.sysfs))
+    if args.output:
+        _write_atomic(args.output, text.encode("utf-8"))
+    else:
+        out.write(text)
     return EXIT_OK
 
 
@@ -556,7 +682,19 @@ class _Parser(argparse.ArgumentParser):
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
 
-_COMMANDS = ("assign", "validate", "show", "diff", "machines", "qemu-args", "probe", "serve")
+_COMMANDS = (
+    "assign",
+    "validate",
+    "show",
+    "diff",
+    "machines",
+    "qemu-args",
+    "probe",
+    "attach",
+    "detach",
+    "host-scan",
+    "serve",
+)
 
 
 def _machine_file_option(p: argparse.ArgumentParser) -> None:
@@ -564,6 +702,14 @@ def _machine_file_option(p: argparse.ArgumentParser) -> None:
         "--machine-file",
         metavar="FILE.toml",
         help="use this machine description instead of the shipped one for the domain's machine type",
+    )
+
+
+def _host_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        metavar="host.json",
+        help="a host description (pcitopo host-scan): check the <hostdev>s against its IOMMU groups",
     )
 
 
@@ -603,6 +749,11 @@ def _fleet_or(
             return single(args, out)
         from pcitopo import fleet
 
+        if getattr(args, "host", None) is not None or getattr(args, "policy", None) == "mirror":
+            what = "--host" if getattr(args, "host", None) is not None else "--policy mirror"
+            raise _Failure(
+                EXIT_USAGE, f"pcitopo {name}: error: {what} works on one domain at a time, not in fleet mode"
+            )
         try:
             if getattr(args, "policy", None) is not None:
                 _policy(args.policy)  # a bad policy is one error, not one per domain
@@ -665,10 +816,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument(
             "--policy",
             metavar="NAME|FILE.toml",
-            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file",
+            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +), a TOML policy file, "
+            "or mirror (with --host: place passed-through devices as they sit on the host)",
         )
         p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
         _machine_file_option(p)
+        _host_option(p)
         _fleet_options(p)
         p.set_defaults(run=_fleet_or("assign", _cmd_assign))
 
@@ -677,13 +830,20 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs="+", metavar="IN.xml|DIR", help="several files or a directory: fleet mode")
         p.add_argument("--json", action="store_true", help="print the violations as JSON")
         _machine_file_option(p)
+        _host_option(p)
         _fleet_options(p)
         p.set_defaults(run=_fleet_or("validate", _cmd_validate))
 
     if wanted("show"):
         p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
         p.add_argument("input", metavar="IN.xml")
-        p.add_argument("--format", choices=("tree", "dot"), default="tree", help="a text tree or Graphviz dot")
+        p.add_argument(
+            "--format",
+            choices=("tree", "dot", "names"),
+            default="tree",
+            help="a text tree, Graphviz dot, or the name a Linux guest gives each NIC",
+        )
+        p.add_argument("--json", action="store_true", help="print each NIC's guest names as JSON")
         _machine_file_option(p)
         p.set_defaults(run=_cmd_show)
 
@@ -713,6 +873,37 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
         p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
         p.set_defaults(run=_cmd_probe)
+
+    if wanted("attach"):
+        p = sub.add_parser(
+            "attach", help="place new devices on free hot-pluggable positions of a running domain", **common
+        )
+        p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
+        p.add_argument(
+            "devices", metavar="DEVICE.xml", help="one device element, or several inside <devices> ('-': stdin)"
+        )
+        p.add_argument(
+            "--policy",
+            metavar="NAME|FILE.toml",
+            help="a built-in policy or a TOML policy file (its NUMA needs and device rules apply)",
+        )
+        p.add_argument("--json", action="store_true", help="print the placements as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_attach)
+
+    if wanted("detach"):
+        p = sub.add_parser("detach", help="whether a device can be hot-unplugged from a running domain", **common)
+        p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
+        p.add_argument("id", metavar="ID", help="the device's alias or id")
+        p.add_argument("--json", action="store_true", help="print the answer as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_detach)
+
+    if wanted("host-scan"):
+        p = sub.add_parser("host-scan", help="describe the host's PCI devices as JSON, from sysfs", **common)
+        p.add_argument("--sysfs", metavar="DIR", default="/sys", help="read DIR as if it were /sys (default: /sys)")
+        p.add_argument("-o", "--output", metavar="host.json", help="write here (atomically) instead of stdout")
+        p.set_defaults(run=_cmd_host_scan)
 
     if wanted("serve"):
         p = sub.add_parser(

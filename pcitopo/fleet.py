@@ -268,6 +268,12 @@ def _controller_dict(c: Any) -> dict[str, object]:
     return _controller_dict(c)
 
 
+def _guest_names(domain: LibvirtDomain, topology: Any) -> dict[str, dict[str, object]]:
+    from pcitopo.cli import _guest_names
+
+    return _guest_names(domain, topology)
+
+
 def assign_record(domain: LibvirtDomain, policy: Policy | None) -> tuple[str, dict[str, Any], str]:
     """Plan a domain: its outcome (``planned`` or ``unchanged``), the ``assign --json`` fields, and the text.
 
@@ -284,6 +290,7 @@ def assign_record(domain: LibvirtDomain, policy: Policy | None) -> tuple[str, di
         "status": plan.status.value,
         "cost": plan.cost,
         "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
+        "guest_names": _guest_names(domain, plan.topology),
         "added_controllers": [_controller_dict(c) for c in plan.added],
         "soft": [
             {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
@@ -298,7 +305,7 @@ def validate_record(domain: LibvirtDomain) -> tuple[str, dict[str, Any]]:
     from pcitopo.legality.rules import validate
 
     items = []
-    for v in validate(domain.topology):
+    for v in sorted(validate(domain.topology)):  # in the order the single-file command prints them
         item = v.as_dict()
         item["elements"] = [domain.path(d) for d in v.devices if d in domain.elements]
         items.append(item)

@@ -47,6 +47,7 @@ from hypothesis.errors import InvalidArgument
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import UnknownName
+from pcitopo.legality import identity as _identity
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.machine import machines as shipped_machines
@@ -210,14 +211,8 @@ class _Builder:
 
     # bus numbers: the root bus owns [0, lowest bus_nr), each expander [bus_nr, next bus_nr)
     def _regions(self) -> list[tuple[int, int, int, int]]:
-        """(owner index, first, end, used) of each bus-number range of domain 0."""
-        t = self.t
-        top = self.machine.bus_numbers
-        expanders = sorted((c.bus_nr, c.index) for c in t.controllers if t.model(c).expander and c.bus_nr is not None)
-        starts = [0] + [nr for nr, _ in expanders]
-        owners = [0] + [index for _, index in expanders]
-        ends = [*starts[1:], top]
-        return [(o, s, e, t.subtree_bus_numbers(o)) for o, s, e in zip(owners, starts, ends, strict=True)]
+        """(owner index, first, end, used) of each bus-number region of domain 0, from the identity module."""
+        return [(r.owner, r.first, r.end, r.used) for r in _identity.bus_regions(self.t)]
 
     def room(self, bus: int, need: int) -> bool:
         """Whether ``need`` more bus numbers fit below ``bus``."""
@@ -274,12 +269,12 @@ class _Builder:
     def identity(
         self, draw: st.DrawFn, model: ControllerModel, index: int, address: PciAddress | None
     ) -> dict[str, object]:
-        """Identity properties set legally: chassis = index, port = devfn, chassis_nr = index."""
+        """Identity properties set legally, as libvirt's defaults (:mod:`pcitopo.legality.identity`)."""
         kw: dict[str, object] = {}
         if "chassis" in model.identity:
             kw["chassis"] = index
         if "port" in model.identity and address is not None:
-            kw["port"] = address.devfn
+            kw["port"] = _identity.default_port(model, address)
         if "chassis-nr" in model.identity:
             kw["chassis_nr"] = index
         if "numa-node" in model.identity and self.t.numa_nodes:
@@ -310,11 +305,10 @@ class _Builder:
         address: PciAddress | None = None
         if model.root:  # an extra host bridge: no address, a target index of its own
             bridges = [c for c in t.controllers if c.index == 0 or t.model(c).root]
-            used = {0} | {c.target_index for c in bridges if c.target_index is not None}
-            free = [i for i in range(1, self.machine.max_host_bridges) if i not in used]
-            if len(bridges) >= self.machine.max_host_bridges or not free:
+            free = _identity.next_target_index(c.target_index for c in bridges if c.target_index is not None)
+            if len(bridges) >= self.machine.max_host_bridges or free is None:
                 return None
-            kw["target_index"] = free[0]
+            kw["target_index"] = free
         else:
             positions = [p for p in t.free_positions(name) if self.room(p.bus, model.bus_numbers)]
             if model.expander:
@@ -431,7 +425,8 @@ def _legal_topologies(
     resolved = _machine(machine)
     builder = _builder(draw, st.just(resolved) if resolved is not None else machines(), numa_nodes)
     offered = [m for m in builder.machine.controllers if models is None or m in models]
-    kinds = list(builder.machine.catalog.devices)
+    # an ICH9 UHCI companion needs a USB controller of its own as its master (rule usb-master)
+    kinds = [name for name, kind in builder.machine.catalog.devices.items() if kind.usb != "companion"]
     devices = draw(st.integers(min_devices, max_devices))
     controllers = draw(st.integers(0, max_controllers)) if offered else 0
     # controllers first shrinks best: devices can then go behind them
@@ -613,8 +608,12 @@ def _break_placement(draw: st.DrawFn) -> Topology:
 
 @_breaks("integrated")
 def _break_integrated(draw: st.DrawFn) -> Topology:
+    # a kind that must be integrated (on bus 0) placed elsewhere; a kind that may not be integrated is
+    # accepted on a PCIe root bus at an explicit address (libvirt and QEMU take it), so it breaks nothing
     b = _base(draw, _machines_where(_pcie_root))
-    b.place_device(Device("stray", "vfio-pci", address=_free(b, draw, bus=0)))
+    positions = [p for p in b.t.free_positions(_PLAIN) if p.bus != 0]
+    assume(positions)
+    b.place_device(Device("stray", "virtio-iommu", address=draw(st.sampled_from(positions))))
     return b.t
 
 
@@ -756,7 +755,9 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
     b = _base(draw, _machines_where(lambda m: m.io_window_budget() is not None))
     budget = b.machine.io_window_budget(acpi=b.t.acpi)
     assert budget is not None
-    io_kinds = [k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True)]
+    io_kinds = [
+        k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True) and k.usb != "companion"
+    ]
     bridges = [
         m for m in b.machine.controllers if not (b.t.catalog.controller(m).expander or b.t.catalog.controller(m).root)
     ]
@@ -789,6 +790,32 @@ def _break_numa(draw: st.DrawFn) -> Topology:
     at = _free(b, draw)
     node = 1 if b.t.numa_node_of_bus(at.bus) == 0 else 0
     b.place_device(Device("stray", _PLAIN, address=at, needs=Needs(numa_node=node, numa_strict=True)))
+    return b.t
+
+
+@_breaks("root-address")
+def _break_root_address(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    at = _free(b, draw, bus=0)
+    root = b.t.controller(0)
+    b.t = b.t.replace(controllers=[attrs.evolve(root, address=at), *b.t.controllers[1:]])
+    return b.t
+
+
+@_breaks("usb-master")
+def _break_usb_master(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    assume(all(b.t.kind(d).usb != "host" for d in b.t.devices))
+    at = _free(b, draw, kind="ich9-uhci1")
+    b.place_device(Device("usb-companion", "ich9-uhci1", address=at))
+    return b.t
+
+
+@_breaks("controller-options")
+def _break_controller_options(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    root = b.t.controller(0)
+    b.t = b.t.replace(controllers=[attrs.evolve(root, qemu_model="no-such-device"), *b.t.controllers[1:]])
     return b.t
 
 
@@ -896,7 +923,8 @@ def device_requests(
         names = sorted(kinds)
     else:
         # kinds a user would ask pcitopo to place (the chipset's own functions are built in)
-        names = sorted(k for k in catalog.devices if k not in ("piix3-ide",))
+        # (and no ICH9 UHCI companion: alone it has no master USB controller, rule usb-master)
+        names = sorted(k for k, v in catalog.devices.items() if k not in ("piix3-ide",) and v.usb != "companion")
     if not names and max_devices:
         raise InvalidArgument("kinds is empty, so no device can be generated")
     taken_ids = frozenset(taken)

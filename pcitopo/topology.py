@@ -583,7 +583,8 @@ class Topology:
         if kind.integrated is Integrated.REQUIRED and bus != 0:
             return f"{kind.name} must be an integrated device on bus 0, not on {bus_label}"
         if bus_model.root and bus_model.name == "pcie-root":
-            if kind.integrated is Integrated.FORBIDDEN:
+            # FORBIDDEN keeps pcitopo's own placements off the root bus; a user's address there is accepted
+            if kind.integrated is Integrated.FORBIDDEN and strict:
                 return f"{kind.name} may not be an integrated endpoint on the PCIe root bus"
             return None
         if kind.integrated is Integrated.REQUIRED:

@@ -356,6 +356,17 @@ def test_a_bad_machine_file_is_one_error_before_any_domain(tmp_path: Path) -> No
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("options", "what"), [(["--host", "host.json"], "--host"), (["--policy", "mirror"], "--policy mirror")]
+)
+def test_host_checks_are_for_one_domain_at_a_time(tmp_path: Path, options: list[str], what: str) -> None:
+    """--host and --policy mirror are refused in fleet mode (exit 2) rather than silently left out."""
+    d = fleet_dir(tmp_path)
+    code, out, err = run("assign", str(d), "-o", str(tmp_path / "out"), *options)
+    assert (code, out) == (2, "")
+    assert err == f"pcitopo assign: error: {what} works on one domain at a time, not in fleet mode\n"
+
+
 def test_output_must_be_a_directory(tmp_path: Path) -> None:
     """-o naming an existing file is a usage error in fleet mode."""
     d = fleet_dir(tmp_path)

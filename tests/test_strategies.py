@@ -42,6 +42,11 @@ INVALID: list[tuple[Callable[[], object], str]] = [
         "controller_models: unknown controller model 'pcie-rot-port'; did you mean 'pcie-root-port'?",
     ),
     (
+        lambda: strategies.policies(weights=True, min_weight={"speed": 1}),
+        "min_weight names 'speed', which is not a soft constraint",
+    ),
+    (lambda: strategies.policies(max_spare_ports=-1), "max_spare_ports=-1 must be in 0..64"),
+    (
         lambda: illegal_topologies(rule="unique-slot"),
         "rule='unique-slot' is not a rule id; known: bus-group, bus-numbers, ",
     ),
@@ -104,3 +109,17 @@ def test_public_names() -> None:
     assert {"device_kinds", "illegal_topologies", "legal_topologies", "machines", "pci_addresses"} <= set(
         dir(strategies)
     )
+
+
+@settings(max_examples=30)
+@given(strategies.policies(weights=True, min_weight={"fewer-controllers": 1}, max_spare_ports=1))
+def test_policies_draw_weights_within_their_bounds(policy: object) -> None:
+    """With ``weights=True`` every soft constraint gets an integer weight in 0..120, above the floors given."""
+    from pcitopo.policy import Policy
+    from pcitopo.policy.policy import SOFT_CONSTRAINTS
+
+    assert isinstance(policy, Policy)
+    assert set(policy.weights) == set(SOFT_CONSTRAINTS)
+    assert all(0 <= w <= 120 for w in policy.weights.values())
+    assert policy.weights["fewer-controllers"] >= 1
+    assert policy.spare_ports <= 1

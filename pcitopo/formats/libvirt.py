@@ -91,11 +91,12 @@ input byte for byte, the XML declaration included. A new or changed
 ``<address>`` is written as libvirt writes it (``domain='0x0000' bus='0x01'
 slot='0x00' function='0x0'``, ``multifunction='on'`` when set) in place of the
 old one, or as the last child of the device. New controllers follow libvirt's
-form (``<model name>``, ``<target>`` with the values libvirt would compute:
-chassis = index and port = slot·8+function for root ports, chassis = index
-and port = slot for downstream ports, chassisNr = index for pci-bridges,
-busNr from 254 down by 2 for expander buses, the lowest free target index for
-pseries host bridges) and go after the last ``<controller>`` element, where
+form (``<model name>``, ``<target>`` with the values libvirt would compute,
+from :mod:`pcitopo.legality.identity`: chassis = index and port =
+slot·8+function for root ports, chassis = index and port = slot for
+downstream ports, chassisNr = index for pci-bridges, busNr from 254 down by 2
+for expander buses, the lowest free target index for pseries host bridges)
+and go after the last ``<controller>`` element, where
 ``virsh dumpxml`` puts the controllers libvirt adds. Indentation follows the
 document's. When anything is written, PCI controllers that had no ``index``
 attribute get the one they were given on import.
@@ -116,6 +117,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import DuplicateId, InternalError, InvalidDomainXML, InvalidInput, PcitopoError, UnknownName
 from pcitopo.formats._xmltext import Edit, ElementSpan, ScanError, indent_before, scan, splice
+from pcitopo.legality import identity
 from pcitopo.legality.machine import Machine, machines
 from pcitopo.topology import Topology
 
@@ -1069,33 +1071,17 @@ _TARGET_ATTRS = (
 
 
 def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Controller]:
-    """The controllers of ``wanted`` indexes with the ``<target>`` values libvirt would compute filled in."""
+    """The controllers of ``wanted`` indexes with the ``<model name>`` and ``<target>`` values libvirt would fill in.
+
+    The ``<target>`` values come from :mod:`pcitopo.legality.identity`
+    (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give).
+    """
     result: dict[int, Controller] = {}
-    lowest_bus_nr = min([256] + [c.bus_nr for c in topology.controllers if c.bus_nr is not None])
-    target_indexes = {c.target_index for c in topology.controllers if c.target_index is not None}
-    for c in topology.controllers:
-        if c.index not in wanted:
-            continue
-        changes: dict[str, Any] = {}
+    for index, c in identity.filled(topology, wanted).items():
         catalog_model = topology.machine.catalog.controller(c.model)
         if c.qemu_model is None and catalog_model.qemu_device is not None:
-            changes["qemu_model"] = catalog_model.qemu_device
-        if c.model in ("pcie-root-port", "pcie-switch-downstream-port"):
-            if c.chassis is None:
-                changes["chassis"] = c.index
-            if c.port is None and c.address is not None:
-                changes["port"] = c.address.devfn if c.model == "pcie-root-port" else c.address.slot
-        elif c.model == "pci-bridge" and c.chassis_nr is None:
-            changes["chassis_nr"] = c.index
-        elif c.model in ("pci-expander-bus", "pcie-expander-bus") and c.bus_nr is None and lowest_bus_nr > 2:
-            lowest_bus_nr -= 2
-            changes["bus_nr"] = lowest_bus_nr
-        elif c.model == "spapr-pci-host-bridge" and c.target_index is None:
-            free = next((i for i in range(1, 32) if i not in target_indexes), None)
-            if free is not None:
-                target_indexes.add(free)
-                changes["target_index"] = free
-        result[c.index] = c if not changes else _evolve(c, changes)
+            c = _evolve(c, {"qemu_model": catalog_model.qemu_device})
+        result[index] = c
     return result
 
 

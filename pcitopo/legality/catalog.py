@@ -30,6 +30,7 @@ from pcitopo.errors import InvalidDescription, UnknownName
 from pcitopo.legality._toml import Table, load_packaged, load_path
 
 __all__ = [
+    "TARGET_OPTIONS",
     "Catalog",
     "Connect",
     "ControllerModel",
@@ -122,6 +123,8 @@ class ControllerModel:
     expander: bool
     bus_numbers: int
     identity: tuple[str, ...]
+    target_options: tuple[str, ...] = ()
+    """The ``<target>`` attributes libvirt 9.0 accepts on this model (its names: ``chassisNr``, ``busNr``, ...)."""
 
     @property
     def qemu_device(self) -> str | None:
@@ -148,6 +151,8 @@ class DeviceKind:
     device_class: str
     usb2_function: int | None = None
     hotpluggable: bool = True
+    usb: str | None = None
+    """``"host"`` for a USB controller of its own, ``"companion"`` for an ICH9 UHCI companion, else ``None``."""
 
     @property
     def connect(self) -> Connect:
@@ -179,6 +184,9 @@ class DeviceKind:
 
 
 _CONNECT_BY_VALUE = {c.value: c for c in Connect}
+
+TARGET_OPTIONS = ("chassis", "port", "chassisNr", "busNr", "index", "node", "hotplug")
+"""The ``<target>`` attributes of a libvirt PCI controller that pcitopo reads."""
 
 
 def _connect(table: Table, name: str, value: str) -> Connect:
@@ -226,11 +234,23 @@ def _controller(source: str, name: str, data: Mapping[str, Any]) -> ControllerMo
         expander=t.get("expander", bool, False),
         bus_numbers=t.get("bus-numbers", int, 1),
         identity=t.str_list("identity"),
+        target_options=t.str_list("target-options"),
     )
+    unknown = sorted(set(model.target_options) - set(TARGET_OPTIONS))
+    if unknown:
+        raise InvalidDescription(
+            source,
+            f"{name}.target-options",
+            f"unknown <target> option {unknown[0]!r} (known: {', '.join(TARGET_OPTIONS)})",
+        )
     if model.connect is None and not model.root:
         raise InvalidDescription(source, f"{name}.connect", "a controller that is not a root needs a connect type")
     t.check_unknown()
     return model
+
+
+def _usb_role(value: str) -> str | None:
+    return None if value == "none" else value
 
 
 def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind]:
@@ -245,6 +265,7 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
         device_class=t.get("class", str, required=True),
         usb2_function=t.get("usb2-function", int, None),
         hotpluggable=t.get("hotpluggable", bool, True),
+        usb=_usb_role(t.choice("usb", ("host", "companion", "none"), "none")),
     )
     if kind.io_bar is not IoBar.NEVER and kind.io_bar_size <= 0:
         raise InvalidDescription(source, f"{name}.io-bar-size", "a kind with an IO BAR needs its size in bytes")

@@ -39,11 +39,13 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
+from pcitopo.host import Host
+from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["RULES", "check", "validate"]
+__all__ = ["HOST_RULES", "RULES", "check", "validate", "validate_passthrough"]
 
 
 def __dir__() -> list[str]:
@@ -85,6 +87,12 @@ RULES: Mapping[str, str] = MappingProxyType(
         "slot-group": "devices of one slot group (``needs.slot_group``) not all functions of one slot",
         "bus-group": "devices of one bus group (``needs.bus_group``) not all on one bus",
         "switch-group": "devices of one switch group (``needs.switch_group``) not all behind one PCIe switch",
+        "root-address": "a root bus (pci-root, pcie-root, a pseries host bridge) with an address (libvirt: "
+        '"pci-root and pcie-root controllers should not have an address")',
+        "usb-master": "ICH9 UHCI companion USB controllers and no USB controller of their own to be their master "
+        '(libvirt: "No master USB controller specified")',
+        "controller-options": "a controller <model name> or <target> option its model does not take "
+        "(libvirt 9.0 refuses the domain at define)",
     }
 )
 """Every rule id with what it means. The ids are stable."""
@@ -336,6 +344,8 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         bus = item.address.bus
         if item.controller is not None:
             model = t.model(item.controller)
+            if model.root:
+                continue  # a root bus with an address: rule root-address
             problem = t.placement_problem(bus, model=model, strict=True)
             if problem is not None:
                 yield _violation(
@@ -361,8 +371,8 @@ def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
         return f"a {kind.name} must be an integrated device on bus 0, not on bus {bus} ({ctx.model(bus).name})"
     if bus != 0 and device.needs.integrated:
         return f"the device needs to be integrated on bus 0, not on bus {bus} ({ctx.model(bus).name})"
-    if kind.integrated is Integrated.FORBIDDEN and ctx.is_pcie_root(bus):
-        return f"a {kind.name} may not be an integrated endpoint on the PCIe root bus {ctx.t.bus_name(bus)!r}"
+    # Integrated.FORBIDDEN keeps pcitopo from putting a kind on a PCIe root bus on its own; an address
+    # there is accepted (libvirt relaxes explicit addresses, QEMU makes it an integrated endpoint)
     return None
 
 
@@ -427,8 +437,9 @@ def _chassis(ctx: _Context) -> Iterator[Violation]:
     bridges: dict[int, list[Controller]] = {}
     for c in t.controllers:
         model = t.model(c)
-        if model.port and c.chassis is not None:
-            ports.setdefault(c.chassis, []).append(c)
+        chassis = identity.effective_chassis(model, c)
+        if model.port and chassis is not None:
+            ports.setdefault(chassis, []).append(c)
         if "chassis-nr" in model.identity:
             if c.chassis_nr == 0:
                 yield _violation(
@@ -438,9 +449,9 @@ def _chassis(ctx: _Context) -> Iterator[Violation]:
                 )
             else:
                 bridges.setdefault(c.index if c.chassis_nr is None else c.chassis_nr, []).append(c)
-    for chassis, same in ports.items():
+    for same in ports.values():
         if len(same) > 1:
-            pairs = _names([f"{_q(c.name)} (chassis {chassis}, port {_opt(c.port)})" for c in same])
+            pairs = _names([f"{_q(c.name)} (chassis {_chassis_of(c)}, port {_opt(c.port)})" for c in same])
             yield _violation(
                 "unique-chassis-port",
                 f"{pairs} share a chassis; QEMU registers each PCIe port as (chassis, slot) and libvirt leaves "
@@ -462,6 +473,10 @@ def _opt(value: int | None) -> str:
     return "unset" if value is None else str(value)
 
 
+def _chassis_of(c: Controller) -> str:
+    return f"{c.index} by default" if c.chassis is None else str(c.chassis)
+
+
 @_rule
 def _host_bridges(ctx: _Context) -> Iterator[Violation]:
     machine = ctx.machine
@@ -470,6 +485,7 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
         return
     limit = machine.max_host_bridges
     bridges = ctx.host_bridges
+    effective = identity.effective(ctx.t)
     by_target: dict[int, list[Controller]] = {}
     for c in bridges:
         target = c.target_index
@@ -493,13 +509,16 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
                 f"{_q(c.name)} ({c.model}) has target index 0, which only the controller with index 0 may have",
                 c.name,
             )
+        if target is None:
+            target = effective[c.index].target_index
         if target is not None:
             by_target.setdefault(target, []).append(c)
     for target, same in by_target.items():
         if len(same) > 1:
+            labels = [_q(c.name) + (" (by default)" if c.target_index is None else "") for c in same]
             yield _violation(
                 "phb-index",
-                f"{_names([_q(c.name) for c in same])} {_all(same)} have target index {target}",
+                f"{_names(labels)} {_all(same)} have target index {target}",
                 *(c.name for c in same),
             )
     if len(bridges) > limit:
@@ -541,7 +560,7 @@ def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
 def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
     top = ctx.machine.bus_numbers
-    highest = min(254, top - 1)
+    highest = min(identity.BUS_NR[-1], top - 1)
     expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
     by_nr: dict[int, list[Controller]] = {}
     for c in expanders:
@@ -561,35 +580,33 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
                 f"{_names([_q(c.name) for c in same])} {_all(same)} have bus_nr {nr}",
                 *(c.name for c in same),
             )
-    starts = sorted(by_nr)
-    if not starts:
+    regions = identity.bus_regions(t)
+    if len(regions) == 1:
         return
-    root = t.controller(0)
-    need = t.subtree_bus_numbers(0)
-    if need > starts[0]:
+    root, lowest = regions[0], regions[1].first
+    if root.used > root.end:
         yield _violation(
             "expander-bus-nr",
-            f"{_q(root.name)} and the buses below it need bus numbers 0..{need - 1}, but the lowest expander "
-            f"bus_nr is {starts[0]} ({_names([_q(c.name) for c in by_nr[starts[0]]])})",
-            root.name,
-            *(c.name for c in by_nr[starts[0]]),
+            f"{_q(t.controller(0).name)} and the buses below it need bus numbers 0..{root.used - 1}, but the lowest "
+            f"expander bus_nr is {lowest} ({_names([_q(c.name) for c in by_nr[lowest]])})",
+            t.controller(0).name,
+            *(c.name for c in by_nr[lowest]),
         )
-    for position, nr in enumerate(starts):
-        end = starts[position + 1] if position + 1 < len(starts) else top
-        for c in by_nr[nr]:
-            need = t.subtree_bus_numbers(c.index)
-            if nr + need > end:
-                after = (
-                    f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
-                    if end in by_nr
-                    else f"{ctx.machine.name} has {top} bus numbers"
-                )
-                yield _violation(
-                    "expander-bus-nr",
-                    f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
-                    f"{nr}..{nr + need - 1}, but {after}",
-                    c.name,
-                )
+    for region in regions[1:]:
+        nr, end, need = region.first, region.end, region.used
+        c = t.controller(region.owner)
+        if nr + need > end:
+            after = (
+                f"the next bus_nr is {end} ({_names([_q(n.name) for n in by_nr[end]])})"
+                if end in by_nr
+                else f"{ctx.machine.name} has {top} bus numbers"
+            )
+            yield _violation(
+                "expander-bus-nr",
+                f"{_q(c.name)} ({c.model}, bus_nr {nr}) and the buses below it need bus numbers "
+                f"{nr}..{nr + need - 1}, but {after}",
+                c.name,
+            )
 
 
 @_rule
@@ -756,3 +773,195 @@ def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
             item,
             address=item.address,
         )
+
+
+# -- what libvirt itself refuses ------------------------------------------------------------
+
+
+@_rule
+def _identity_shortages(ctx: _Context) -> Iterator[Violation]:
+    """Expander buses and host bridges libvirt has no busNr or target index left to give."""
+    yield from identity.shortages(ctx.t)
+
+
+@_rule
+def _root_address(ctx: _Context) -> Iterator[Violation]:
+    for c in ctx.t.controllers:
+        if c.address is not None and ctx.t.model(c).root:
+            yield _violation(
+                "root-address",
+                f"{_q(c.name)} ({c.model}) is a root bus, which plugs into nothing, but has the address "
+                f"{c.address}; libvirt: pci-root and pcie-root controllers should not have an address",
+                c.name,
+                address=c.address,
+            )
+
+
+@_rule
+def _usb_master(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    roles = {d.id: t.kind(d).usb for d in t.devices}
+    companions = [d for d in t.devices if roles[d.id] == "companion"]
+    if companions and "host" not in roles.values():
+        listed = _names([f"{_q(d.id)} ({d.kind})" for d in companions])
+        are = "is an ICH9 UHCI companion" if len(companions) == 1 else "are ICH9 UHCI companions"
+        yield _violation(
+            "usb-master",
+            f"{listed} {are}, but no USB controller of its own (an ich9-ehci1, say) is there to be the master; "
+            "libvirt: No master USB controller specified",
+            *(d.id for d in companions),
+            address=companions[0].address,
+        )
+
+
+_TARGET_FIELDS = (
+    ("chassis", "chassis"),
+    ("port", "port"),
+    ("chassis_nr", "chassisNr"),
+    ("bus_nr", "busNr"),
+    ("target_index", "index"),
+    ("hotplug", "hotplug"),
+)
+"""Controller fields and the ``<target>`` attribute each is written as (``node`` is rule numa-node's)."""
+
+
+@_rule
+def _controller_options(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
+    for c in t.controllers:
+        model = t.model(c)
+        label = f"{_q(c.name)} ({c.model})"
+        if c.qemu_model is not None:
+            names = model.qemu_devices
+            if c.index == 0:  # the machine's own root bus: only its host bridge device, if it names one
+                names = (ctx.machine.root_qemu,) if ctx.machine.root_qemu is not None else ()
+            if c.qemu_model not in names:
+                takes = f"takes only {_names([repr(n) for n in names])}" if names else "takes no <model name>"
+                yield _violation(
+                    "controller-options",
+                    f"{label} has <model name={c.qemu_model!r}>; libvirt {takes} on a {c.model}",
+                    c.name,
+                    address=c.address,
+                )
+        given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
+        if c.index == 0 and numbered_roots:
+            given = [attr for attr in given if attr != "index"]  # the default host bridge's: rule phb-index
+        bad = [attr for attr in given if attr not in model.target_options]
+        if bad:
+            allowed = model.target_options
+            takes = f"takes only {', '.join(allowed)}" if allowed else "takes no <target> option"
+            options = "option" if len(bad) == 1 else "options"
+            yield _violation(
+                "controller-options",
+                f"{label} has the <target> {options} {', '.join(bad)}; libvirt {takes} on a {c.model}",
+                c.name,
+                address=c.address,
+            )
+
+
+# -- passthrough: the host's IOMMU groups ------------------------------------------------
+
+HOST_RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "host-device": "a passed-through device whose host source is not a function of the host description, "
+        "is a bridge or port (vfio-pci binds only header-type-0 functions), or is passed twice",
+        "iommu-group": "an IOMMU group passed only in part (every endpoint function of a group goes to the guest "
+        "together; bridges and ports of the group stay with the host), or a host function without an IOMMU group",
+    }
+)
+"""The rules :func:`validate_passthrough` checks against a host description, with what they mean."""
+
+
+def validate_passthrough(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> tuple[Violation, ...]:
+    """Every violation of :data:`HOST_RULES` by the passed-through devices of ``topology``, sorted.
+
+    ``sources`` maps a device id to the host function it passes through
+    (``<hostdev><source><address>``; see :func:`pcitopo.host.hostdev_sources`).
+    A group is all-or-nothing: VFIO gives a group to one user, and a group is
+    usable only when every endpoint in it is bound to vfio-pci (or pci-stub,
+    or no driver) -- Linux ``Documentation/driver-api/vfio.rst``. Bridges and
+    PCIe ports in a group do not count: vfio-pci refuses to bind them, and the
+    kernel lets them stay with ``pcieport`` (commits "vfio: Whitelist PCI
+    bridges", 2015, and "PCI: portdrv: Set driver_managed_dma", 2022).
+
+    >>> from pcitopo.devices import Device
+    >>> from pcitopo.host import HostDevice
+    >>> A = PciAddress.parse
+    >>> host = Host([
+    ...     HostDevice(A("0000:01:00.0"), vendor=0x10de, device=0x2206, class_code=0x030000, iommu_group=1),
+    ...     HostDevice(A("0000:01:00.1"), vendor=0x10de, device=0x1aef, class_code=0x040300, iommu_group=1),
+    ... ])
+    >>> t = Topology.build("q35", devices=[Device("gpu", "vfio-pci")])
+    >>> for v in validate_passthrough(t, host, {"gpu": A("0000:01:00.0")}):
+    ...     print(v)
+    IOMMU group 1 is passed only in part: 0000:01:00.1 is not passed (group 1: 0000:01:00.0 by 'gpu', \
+0000:01:00.1 not passed) (rule: iommu-group)
+    """
+    found: list[Violation] = []
+    known = {d.id for d in topology.devices}
+    by_source: dict[PciAddress, list[str]] = {}
+    for ident in sorted(sources):
+        if ident in known:
+            by_source.setdefault(sources[ident], []).append(ident)
+    groups: dict[int, list[PciAddress]] = {}
+    for address in sorted(by_source):
+        ids = by_source[address]
+        who = _names([_q(i) for i in ids])
+        if len(ids) > 1:
+            found.append(Violation("host-device", f"host device {address} is passed by {_all(ids)} {who}", devices=ids))
+        if address not in host:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, which the host description does not have",
+                    devices=ids,
+                )
+            )
+            continue
+        d = host.device(address)
+        if d.is_bridge:
+            found.append(
+                Violation(
+                    "host-device",
+                    f"{who} passes host device {address}, a bridge or port (class {d.class_code:06x}): "
+                    "vfio-pci binds only endpoints; pass the functions below it instead",
+                    devices=ids,
+                )
+            )
+            continue
+        if d.iommu_group is None:
+            found.append(
+                Violation(
+                    "iommu-group",
+                    f"{who} passes host device {address}, which is in no IOMMU group "
+                    "(the host has no IOMMU, or it is off)",
+                    devices=ids,
+                )
+            )
+            continue
+        groups.setdefault(d.iommu_group, []).append(address)
+    for group in sorted(groups):
+        members = [m for m in host.devices if m.iommu_group == group]
+        missing = [m.address for m in members if not m.is_bridge and m.address not in by_source]
+        if not missing:
+            continue
+        parts = []
+        for m in members:
+            if m.address in by_source:
+                parts.append(f"{m.address} by {_names([_q(i) for i in by_source[m.address]])}")
+            elif m.is_bridge:
+                parts.append(f"{m.address} (bridge, stays with the host)")
+            else:
+                parts.append(f"{m.address} not passed")
+        passed = [i for m in members for i in by_source.get(m.address, ())]
+        verb = "is" if len(missing) == 1 else "are"
+        found.append(
+            Violation(
+                "iommu-group",
+                f"IOMMU group {group} is passed only in part: {_names([str(a) for a in missing])} {verb} not passed "
+                f"(group {group}: {', '.join(parts)})",
+                devices=passed,
+            )
+        )
+    return tuple(sorted(found))

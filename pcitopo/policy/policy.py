@@ -138,8 +138,10 @@ class Policy:
 
     def __attrs_post_init__(self) -> None:
         where = f"policy {self.name!r}"
-        if not isinstance(self.spare_ports, int) or isinstance(self.spare_ports, bool) or self.spare_ports < 0:
+        if not isinstance(self.spare_ports, int) or isinstance(self.spare_ports, bool):
             raise InvalidPolicy(where, "spare_ports", f"must be an integer >= 0 (got {self.spare_ports!r})")
+        if self.spare_ports < 0:
+            raise InvalidPolicy(where, "spare_ports", f"must be >= 0 (got {self.spare_ports})")
         for flag in _FLAGS:
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidPolicy(where, flag, f"must be true or false (got {getattr(self, flag)!r})")

@@ -4,10 +4,12 @@
 machine's own) and per endpoint, parents before children, every one with
 ``id``, ``bus`` and ``addr``. Controllers carry the identity QEMU needs
 (``chassis``/``port``, ``chassis_nr``, ``bus_nr``, ``numa_node``, ``index``);
-where the topology leaves one unset, libvirt's default is used (chassis =
-controller index, root-port ``port`` = its devfn, downstream-port ``port`` =
-its slot, ``chassis_nr`` = index, ``bus_nr`` = 254, 252, ... below the lowest
-one set, PHB ``index`` = the lowest free one).
+where the topology leaves one unset, libvirt's default from
+:mod:`pcitopo.legality.identity` is used (chassis = controller index,
+root-port ``port`` = its devfn, downstream-port ``port`` = its slot,
+``chassis_nr`` = index, ``bus_nr`` = 254, 252, ... below the lowest one set,
+PHB ``index`` = the lowest free one), and
+:class:`~pcitopo.errors.InvalidTopology` says when libvirt has none left.
 
 >>> from pcitopo.address import PciAddress
 >>> from pcitopo.devices import Controller, Device
@@ -43,7 +45,8 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import InternalError, InvalidInput
-from pcitopo.legality.catalog import Connect, Hotplug
+from pcitopo.legality import identity
+from pcitopo.legality.catalog import Hotplug
 from pcitopo.topology import Topology
 
 __all__ = ["DeviceSpec", "Syntax", "Value", "device_specs", "machine_args", "qemu_args"]
@@ -153,7 +156,7 @@ def device_specs(
     if unknown:
         raise InvalidInput("extra", f"no device or controller with id {', '.join(repr(u) for u in unknown)}")
     specs: list[DeviceSpec] = []
-    defaults = _identity_defaults(topology)
+    defaults = identity.defaults(topology)
     for c in _controller_order(topology):
         if c.index == 0:
             continue
@@ -297,41 +300,6 @@ def _controller_order(topology: Topology) -> list[Controller]:
     if len(order) != len(waiting):  # pragma: no cover - _check_exportable refuses cycles first
         raise InternalError("controllers plug into each other; no order to create them in")
     return [topology.controller(i) for i in order]
-
-
-def _identity_defaults(topology: Topology) -> dict[int, dict[str, int]]:
-    """libvirt's defaults for identity properties the topology leaves unset."""
-    result: dict[int, dict[str, int]] = {}
-    lowest_bus_nr = min((c.bus_nr for c in topology.controllers if c.bus_nr is not None), default=256)
-    used_index = {c.target_index for c in topology.controllers if c.target_index is not None}
-    for c in topology.controllers:
-        if c.index == 0:
-            continue
-        model = topology.model(c)
-        values: dict[str, int] = {}
-        if "chassis" in model.identity and c.chassis is None:
-            values["chassis"] = c.index
-        if "port" in model.identity and c.port is None and c.address is not None:
-            downstream = model.connect is Connect.PCIE_SWITCH_DOWNSTREAM_PORT
-            values["port"] = c.address.slot if downstream else c.address.devfn
-        if "chassis-nr" in model.identity and c.chassis_nr is None:
-            values["chassis_nr"] = c.index
-        if "bus-nr" in model.identity and c.bus_nr is None:
-            if lowest_bus_nr <= 2:
-                raise InvalidInput(
-                    f"controller {c.name!r}",
-                    f"no bus_nr below {lowest_bus_nr} is left to give it; set bus_nr on the expander buses",
-                )
-            lowest_bus_nr -= 2
-            values["bus_nr"] = lowest_bus_nr
-        if "target-index" in model.identity and c.target_index is None:
-            free = next((i for i in range(1, 31) if i not in used_index), None)
-            if free is None:
-                raise InvalidInput(f"controller {c.name!r}", "no host bridge index in 1..30 is left to give it")
-            used_index.add(free)
-            values["target_index"] = free
-        result[c.index] = values
-    return result
 
 
 def _placement(topology: Topology, address: PciAddress) -> list[tuple[str, Value]]:

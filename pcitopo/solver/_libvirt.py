@@ -59,6 +59,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import InvalidInput, Unsatisfiable
+from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 
@@ -619,35 +620,33 @@ class _Assigner:
                         "but index must be larger than bus"
                     ]
                 )
-        elif c.model == "pcie-root-port" and a is not None:
+        elif model.connect in (Connect.PCIE_ROOT_PORT, Connect.PCIE_SWITCH_DOWNSTREAM_PORT) and a is not None:
+            # the numbers themselves come from legality/identity; the refusals keep libvirt's words
             if c.chassis is None:
                 changes["chassis"] = c.index
             if c.port is None:
-                changes["port"] = a.slot << 3 | a.function
-        elif c.model == "pcie-switch-downstream-port" and a is not None:
-            if c.chassis is None:
-                changes["chassis"] = c.index
-            if c.port is None:
-                changes["port"] = a.slot
+                changes["port"] = identity.default_port(model, a)
         elif model.expander and c.bus_nr is None:
-            lowest = min((x.bus_nr for x in current if x.bus_nr is not None), default=256)
-            if lowest <= 2:
+            nr = identity.next_bus_nr(x.bus_nr for x in current if x.bus_nr is not None)
+            if nr is None:
                 raise Unsatisfiable(
                     [
                         "No free busNr lower than current lowest busNr is available to auto-assign "
                         f"to bus {a.bus if a is not None else 0}. Must be manually assigned"
                     ]
                 )
-            changes["bus_nr"] = lowest - 2
+            changes["bus_nr"] = nr
         elif self.multiple_roots and model.root and c.target_index is None:
             if c.index == 0:
                 changes["target_index"] = 0
             else:
-                used = {x.target_index for x in current if x.target_index is not None}
-                free = [t for t in range(1, 32) if t not in used]
-                if not free:
-                    raise Unsatisfiable([f"No usable target index found for {a.bus if a is not None else 0}"])
-                changes["target_index"] = free[0]
+                # libvirt looks only at the host bridges before this one
+                earlier = (x.target_index for x in current if x.index < c.index and x.target_index is not None)
+                target = identity.next_target_index(earlier)
+                if target is None:
+                    last = identity.TARGET_INDEX[-1]
+                    raise Unsatisfiable([f"PCI controller target index '{last + 1}' out of range - must be 0-{last}"])
+                changes["target_index"] = target
         return attrs.evolve(c, **changes) if changes else c
 
     def _label(self, key: str) -> str:

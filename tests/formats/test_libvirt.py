@@ -8,7 +8,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller
-from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput
+from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput, InvalidTopology
 from pcitopo.formats import LibvirtDomain
 from pcitopo.formats._xmltext import Edit, scan, splice
 
@@ -506,3 +506,12 @@ def test_export_gives_the_same_text_as_with_topology() -> None:
     plan = solve(domain.topology)
     assert domain.export(plan.topology) == domain.with_topology(plan.topology).to_string()
     assert domain.export(domain.topology) is domain.to_string()
+
+
+def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
+    """A new expander bus with no busNr left for libvirt (the lowest is 2) is not written silently without one."""
+    domain = load("<controller type='pci' index='1' model='pcie-expander-bus'><target busNr='2'/></controller>")
+    new = Controller(2, "pcie-expander-bus", address=PciAddress.parse("00:06.0"))
+    with pytest.raises(InvalidTopology) as info:
+        domain.with_topology(domain.topology.with_controllers(new)).to_string()
+    assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]

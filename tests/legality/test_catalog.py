@@ -210,7 +210,7 @@ BAD_FILES = [
         None,
         "controllers-typo.toml: pci-bridge.hotplugg: unknown key (known keys: accepts, aggregate, autoassign, "
         "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, port, qemu, "
-        "root, slots)",
+        "root, slots, target-options)",
         "pci-bridge.hotplugg",
     ),
     (
@@ -265,4 +265,5 @@ def test_public_names() -> None:
         "Hotplug",
         "Integrated",
         "IoBar",
+        "TARGET_OPTIONS",
     ]

@@ -202,14 +202,54 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         [("placement", ("net0",))],
     ),
     (
-        "placement: a root bus given an address",
+        "root-address: a pseries host bridge given an address",
         Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge", "00:02.0", target_index=1)]),
-        [("placement", ("pci.1",))],
+        [("root-address", ("pci.1",))],
     ),
     (
-        "integrated: vfio-pci directly on pcie.0",
-        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:03.0")]),
-        [("integrated", ("gpu0",))],
+        "root-address: pcie-root given an address",
+        Topology.build("q35", [ctl(0, "pcie-root", "00:05.0")]),
+        [("root-address", ("pcie.0",))],
+    ),
+    (
+        "unique-chassis-port: a root port's default chassis (its index) beside another port's explicit one",
+        Topology.build("q35", [ctl(3, "pcie-root-port", "00:02.0"), ctl(4, "pcie-root-port", "00:03.0", chassis=3)]),
+        [("unique-chassis-port", ("pci.3", "pci.4"))],
+    ),
+    (
+        "phb-index: libvirt's default target index duplicates a later bridge's explicit one",
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge"), ctl(2, "spapr-pci-host-bridge", target_index=1)]),
+        [("phb-index", ("pci.1", "pci.2"))],
+    ),
+    (
+        "expander-bus-nr: no busNr left for libvirt to give",
+        Topology.build(
+            "q35", [ctl(1, "pcie-expander-bus", "00:05.0", bus_nr=2), ctl(2, "pcie-expander-bus", "00:06.0")]
+        ),
+        [("expander-bus-nr", ("pci.2",))],
+    ),
+    (
+        "usb-master: ICH9 UHCI companions without an EHCI",
+        Topology.build(
+            "q35",
+            devices=[dev("usb0", "ich9-uhci1", "00:1d.0", multifunction=True), dev("usb1", "ich9-uhci2", "00:1d.1")],
+        ),
+        [("usb-master", ("usb0", "usb1"))],
+    ),
+    (
+        "controller-options: an upstream port's model name on a root port",
+        Topology.build("q35", [rp(1, "00:02.0", qemu_model="x3130-upstream")]),
+        [("controller-options", ("pci.1",))],
+    ),
+    (
+        "controller-options: busNr on a root port",
+        Topology.build("q35", [rp(1, "00:02.0", bus_nr=5)]),
+        [("controller-options", ("pci.1",))],
+    ),
+    (
+        "controller-options: hotplug on a pcie-to-pci-bridge",
+        Topology.build("q35", [rp(1, "00:02.0"), ctl(2, "pcie-to-pci-bridge", "01:00.0", hotplug=False)]),
+        [("controller-options", ("pci.2",))],
     ),
     (
         "integrated: pvpanic-pci behind a root port",
@@ -522,9 +562,44 @@ MESSAGES = [
         "PCI Express device, dmi-to-pci-bridge, pcie-expander-bus, pcie-root-port (rule: placement)",
     ),
     (
-        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:03.0")]),
-        "'gpu0' at 0000:00:03.0 (vfio-pci): a vfio-pci may not be an integrated endpoint on the PCIe root bus "
-        "'pcie.0' (rule: integrated)",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("panic", "pvpanic-pci", "01:00.0")]),
+        "'panic' at 0000:01:00.0 (pvpanic-pci): a pvpanic-pci must be an integrated device on bus 0, not on bus 1 "
+        "(pcie-root-port) (rule: integrated)",
+    ),
+    (
+        Topology.build("q35", [ctl(3, "pcie-root-port", "00:02.0"), ctl(4, "pcie-root-port", "00:03.0", chassis=3)]),
+        "'pci.3' (chassis 3 by default, port unset) and 'pci.4' (chassis 3, port unset) share a chassis; QEMU "
+        "registers each PCIe port as (chassis, slot) and libvirt leaves slot at 0, so the chassis must differ "
+        "(rule: unique-chassis-port)",
+    ),
+    (
+        Topology.build("pseries", [ctl(1, "spapr-pci-host-bridge"), ctl(2, "spapr-pci-host-bridge", target_index=1)]),
+        "'pci.1' (by default) and 'pci.2' both have target index 1 (rule: phb-index)",
+    ),
+    (
+        Topology.build("q35", [ctl(0, "pcie-root", "00:05.0")]),
+        "'pcie.0' (pcie-root) is a root bus, which plugs into nothing, but has the address 0000:00:05.0; "
+        "libvirt: pci-root and pcie-root controllers should not have an address (rule: root-address)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("usb2", "ich9-uhci2", "00:1d.0")]),
+        "'usb2' (ich9-uhci2) is an ICH9 UHCI companion, but no USB controller of its own (an ich9-ehci1, say) is "
+        "there to be the master; libvirt: No master USB controller specified (rule: usb-master)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0", qemu_model="x3130-upstream")]),
+        "'pci.1' (pcie-root-port) has <model name='x3130-upstream'>; libvirt takes only 'pcie-root-port' and "
+        "'ioh3420' on a pcie-root-port (rule: controller-options)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0", bus_nr=5, chassis_nr=2)]),
+        "'pci.1' (pcie-root-port) has the <target> options chassisNr, busNr; libvirt takes only chassis, port, "
+        "hotplug on a pcie-root-port (rule: controller-options)",
+    ),
+    (
+        Topology.build("q35", [ctl(1, "pcie-switch-upstream-port", "02:00.0", hotplug=True), rp(2, "00:02.0")]),
+        "'pci.1' (pcie-switch-upstream-port) has the <target> option hotplug; libvirt takes no <target> option on "
+        "a pcie-switch-upstream-port (rule: controller-options)",
     ),
     (
         Topology.build("q35", [ctl(1, "pci-expander-bus")]),
@@ -614,14 +689,14 @@ def test_io_space_message_names_ports_and_budget() -> None:
 
 
 def test_all_violations_at_once() -> None:
-    """A topology that breaks five rules yields a violation for each of them, sorted by rule."""
+    """A topology that breaks six rules yields a violation for each of them, sorted by rule."""
     t = Topology.build(
         "q35",
         [rp(1, "00:02.0"), rp(2, "01:00.0"), ctl(3, "pci-expander-bus")],
         [
             dev("a", NIC, "00:03.0"),
             dev("b", NIC, "00:03.0"),
-            dev("gpu", "vfio-pci", "00:04.0"),
+            dev("panic", "pvpanic-pci", "02:00.0"),
             dev("lost", NIC, "09:00.0"),
             dev("late", NIC, "00:05.1"),
         ],
@@ -801,6 +876,32 @@ LEGAL = [
             [dev("net0", NIC, "03:00.0"), dev("rng", "virtio-rng", "00:02.0", needs=Needs(hotplug="forbidden"))],
         ),
     ),
+    (
+        "q35 with a passthrough device the user addressed on pcie.0 (libvirt and QEMU accept it)",
+        Topology.build("q35", devices=[dev("gpu0", "vfio-pci", "00:05.0")]),
+    ),
+    (
+        "q35 root ports with libvirt's default chassis (their indexes) and one explicit chassis that differs",
+        Topology.build("q35", [ctl(3, "pcie-root-port", "00:02.0"), ctl(4, "pcie-root-port", "00:03.0", chassis=9)]),
+    ),
+    (
+        "q35 USB2 set whose UHCI companions have their EHCI master",
+        Topology.build(
+            "q35",
+            devices=[
+                dev("ehci", "ich9-ehci1", "00:1d.7"),
+                dev("uhci1", "ich9-uhci1", "00:1d.0", multifunction=True),
+                dev("uhci2", "ich9-uhci2", "00:1d.1"),
+            ],
+        ),
+    ),
+    (
+        "pseries: the default host bridge with its model name, another with hotplug off (both libvirt takes)",
+        Topology.build(
+            "pseries",
+            [ctl(0, "pci-root", qemu_model="spapr-pci-host-bridge"), ctl(1, "spapr-pci-host-bridge", hotplug=False)],
+        ),
+    ),
 ]
 
 
@@ -819,7 +920,7 @@ def test_rules_are_documented() -> None:
 
 def test_module_is_tidy() -> None:
     """The module exports exactly its public names."""
-    assert sorted(dir(rules)) == ["RULES", "check", "validate"]
+    assert sorted(dir(rules)) == ["HOST_RULES", "RULES", "check", "validate", "validate_passthrough"]
 
 
 def test_validation_does_not_mutate_and_violations_pickle() -> None:
@@ -858,6 +959,15 @@ def test_chassis_uniqueness_follows_what_qemu_checks() -> None:
     assert found(shared_chassis) == [("unique-chassis-port", ("pci.1", "pci.2"))]
     assert found(shared_port) == []
     assert found(across_switch) == [("unique-chassis-port", ("pci.1", "pci.4"))]
+
+
+def test_new_rules_name_the_controller_and_its_address() -> None:
+    """root-address and controller-options violations carry the controller's id and address."""
+    t = Topology.build("q35", [ctl(0, "pcie-root", "00:05.0"), rp(1, "00:02.0", bus_nr=5)])
+    assert [(v.rule, v.devices, v.address) for v in validate(t)] == [
+        ("controller-options", ("pci.1",), A("00:02.0")),
+        ("root-address", ("pcie.0",), A("00:05.0")),
+    ]
 
 
 @pytest.mark.parametrize(

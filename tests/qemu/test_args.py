@@ -10,7 +10,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
-from pcitopo.errors import InvalidInput, PcitopoError
+from pcitopo.errors import InvalidInput, InvalidTopology, PcitopoError
 from pcitopo.qemu import args as qemu_args_module
 from pcitopo.qemu.args import DeviceSpec, Value, device_specs, machine_args, qemu_args
 from pcitopo.topology import Topology
@@ -304,7 +304,7 @@ def test_public_names() -> None:
     """The module's __all__ lists exactly its public names."""
     public = {n for n in vars(qemu_args_module) if not n.startswith("_")} - {"annotations"}
     imported = {"Iterable", "Mapping", "Literal", "attrs", "heapq", "json", "PciAddress", "Controller", "Device"}
-    imported |= {"InternalError", "InvalidInput", "Connect", "Hotplug", "Topology"}
+    imported |= {"InternalError", "InvalidInput", "identity", "Hotplug", "Topology"}
     assert set(qemu_args_module.__all__) == public - imported
 
 
@@ -335,3 +335,17 @@ def test_controller_order_matches_networkx(seed: int) -> None:
             g.add_edge(c.address.bus, c.index)
     expected = list(nx.lexicographical_topological_sort(g, key=lambda i: i))
     assert [c.index for c in qemu_args_module._controller_order(fake)] == expected
+
+
+def test_no_bus_nr_left_is_a_violation_not_bad_input() -> None:
+    """An expander libvirt has no busNr for (the lowest is 2) is reported as the expander-bus-nr violation."""
+    t = Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-expander-bus", address=A("00:05.0"), bus_nr=2),
+            Controller(2, "pcie-expander-bus", address=A("00:06.0")),
+        ],
+    )
+    with pytest.raises(InvalidTopology) as info:
+        qemu_args(t)
+    assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]

@@ -95,6 +95,10 @@ class _New:
     parent: int | None
 
 
+_FORESTS_PER_CANDIDATE = 20
+"""Building a forest costs about a twentieth of checking a candidate: both count against ``max_candidates``."""
+
+
 class _Exhausted(Exception):
     """The candidate budget ran out."""
 
@@ -135,6 +139,7 @@ class _Search:
         ]
         self.best_cost: int | None = None
         self.best: Topology | None = None
+        self.forests_built = 0
         self.completions = 0
         self.candidates = 0
         occupied: dict[int, set[int]] = {}
@@ -157,6 +162,9 @@ class _Search:
         """Every forest of k added controllers, each plugged where its connect type is accepted, once per shape."""
         seen: set[str] = set()
         for forest in self._grow((), k):
+            self.forests_built += 1
+            if self.max_candidates is not None and self.forests_built > _FORESTS_PER_CANDIDATE * self.max_candidates:
+                raise _Exhausted
             key = self._shape(forest)
             if key not in seen:
                 seen.add(key)

@@ -1,0 +1,102 @@
+"""The ``mirror`` request: passed-through devices placed the way they sit on the host.
+
+:func:`mirror_request` turns the host description into needs of the
+passed-through devices of a request, for the solver to meet:
+
+- a device on host NUMA node *N* needs guest NUMA node *N*, strictly (it goes
+  under an expander bus of that node; the guest's NUMA cells come from the
+  domain, and a host node the guest does not declare is an error);
+- devices behind one host PCIe switch form a switch group: they sit under one
+  guest switch, so peer-to-peer paths that tools read from the guest's
+  topology (NCCL) look like the host's, and GPU-NIC pairs keep their pairing;
+- functions of one host device passed together form a slot group: one guest
+  slot, multifunction, in the host's function order.
+
+The IOMMU-group rules (:func:`pcitopo.legality.rules.validate_passthrough`)
+are checked first. ``pcitopo assign IN.xml --host host.json --policy mirror``
+solves the mirrored request with the ``hotplug+numa`` policy.
+
+>>> from pcitopo.address import PciAddress
+>>> from pcitopo.devices import Device
+>>> from pcitopo.host import Host, HostDevice
+>>> A = PciAddress.parse
+>>> host = Host([
+...     HostDevice(A("0000:01:00.0"), vendor=0x10de, device=0x2206, class_code=0x030000, iommu_group=1, numa_node=0),
+...     HostDevice(A("0000:01:00.1"), vendor=0x10de, device=0x1aef, class_code=0x040300, iommu_group=1, numa_node=0),
+... ])
+>>> t = Topology.build("q35", devices=[Device("aud", "vfio-pci"), Device("gpu", "vfio-pci")], numa_nodes=1)
+>>> m = mirror_request(t, host, {"gpu": A("0000:01:00.0"), "aud": A("0000:01:00.1")})
+>>> [(d.id, d.needs.slot_group, d.needs.numa_node) for d in m.devices]
+[('gpu', 'host-slot-0000:01:00.0', 0), ('aud', 'host-slot-0000:01:00.0', 0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Device
+from pcitopo.errors import InvalidInput, InvalidTopology
+from pcitopo.host import Host
+from pcitopo.legality.rules import validate_passthrough
+from pcitopo.topology import Topology
+
+__all__ = ["MIRROR_POLICY", "mirror_request"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+MIRROR_POLICY = "hotplug+numa"
+"""The built-in policy a mirrored request is solved with."""
+
+
+def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
+    """``topology`` with the passed-through devices' needs set from the host (see the module docstring).
+
+    Raises :class:`~pcitopo.errors.InvalidTopology` when the IOMMU-group rules
+    fail, and :class:`~pcitopo.errors.InvalidInput` when a device sits on a
+    host NUMA node the guest does not declare.
+    """
+    violations = validate_passthrough(topology, host, sources)
+    if violations:
+        raise InvalidTopology(violations)
+    passed = {ident: a for ident, a in sources.items() if any(d.id == ident for d in topology.devices)}
+    by_slot: dict[PciAddress, list[str]] = {}
+    for ident, a in passed.items():
+        by_slot.setdefault(a.slot_address, []).append(ident)
+    problems: list[str] = []
+    changed: dict[str, Device] = {}
+    for d in topology.devices:
+        if d.id not in passed:
+            continue
+        hd = host.device(passed[d.id])
+        changes: dict[str, Any] = {}
+        if hd.numa_node is not None and topology.numa_nodes:
+            if hd.numa_node >= topology.numa_nodes:
+                problems.append(
+                    f"{d} passes {hd.address} on host NUMA node {hd.numa_node}, but the guest declares "
+                    f"{topology.numa_nodes} NUMA cell{'s' if topology.numa_nodes != 1 else ''}"
+                )
+            else:
+                changes.update(numa_node=hd.numa_node, numa_strict=True)
+        switch = host.switch_of(hd.address)
+        if switch is not None:
+            changes["switch_group"] = f"host-switch-{switch.address}"
+        if len(by_slot[hd.address.slot_address]) > 1:
+            changes["slot_group"] = f"host-slot-{hd.address.slot_address}"
+        changed[d.id] = attrs.evolve(d, needs=attrs.evolve(d.needs, **changes))
+    if problems:
+        raise InvalidInput("mirror", "; ".join(problems))
+    # functions of one host slot keep the host's function order (the solver numbers a slot group in order)
+    devices = [changed.get(d.id, d) for d in topology.devices]
+    slots = [i for i, d in enumerate(devices) if d.needs.slot_group is not None and d.id in passed]
+    ordered = sorted((devices[i] for i in slots), key=lambda d: (str(d.needs.slot_group), passed[d.id]))
+    groups_in_place = sorted(slots)
+    for i, d in zip(groups_in_place, ordered, strict=True):
+        devices[i] = d
+    return topology.replace(devices=devices)

@@ -1,0 +1,335 @@
+"""The names a Linux guest with systemd's predictable naming gives each NIC of a plan.
+
+systemd-udevd's ``net_id`` builtin computes up to three names for a PCI NIC and
+the default ``NamePolicy=keep kernel database onboard slot path``
+(``99-default.link``) takes the first that exists:
+
+``onboard`` -- ``eno<N>``
+    ``N`` is the function's ``acpi_index`` sysfs attribute, which Linux fills
+    from the ACPI ``_DSM`` "device name" function (``drivers/pci/pci-label.c``).
+    QEMU (6.0+) provides that ``_DSM`` for a device with ``acpi-index=N`` (libvirt
+    ``<acpi index='N'/>``). systemd ignores an index above 16383 before naming
+    scheme v249 and above 65535 from v249 (``NAMING_16BIT_INDEX``), and 0
+    before v240 (``NAMING_ZERO_ACPI_INDEX``); QEMU 7.2 itself refuses
+    ``acpi-index`` above 16383 ("acpi-index should be less or equal to 16383")
+    and the same index twice ("a PCI device with acpi-index = N already
+    exist"). **QEMU 7.2 describes acpi-index to the guest only for devices on
+    a bus with ACPI PCI hotplug** (a VGA there too): on ``pc``, the root bus
+    (unless root hotplug is off) and pci-bridges; on ``q35``, hot-pluggable
+    PCIe root and downstream ports and PCI bridges, never ``pcie.0`` itself;
+    nothing below an expander bus (checked in a booted guest). QEMU 8.0 added
+    acpi-index for non-hotpluggable devices (Igor Mammedov's ACPI PCI series of
+    January 2023). Elsewhere QEMU 7.2 accepts the property and the guest never
+    sees it.
+
+``slot`` -- ``ens<N>[f<function>]``
+    ``N`` is the number of the hotplug slot (``/sys/bus/pci/slots/N``) whose
+    ``address`` is the device's ``domain:bus:slot``; only names that are a
+    positive decimal number count (``pci_get_hotplug_slot_from_address``).
+    QEMU's ACPI hotplug names each slot it describes after ``_SUN``, the slot
+    number, and the kernel renames a name already taken (``3-2``), which
+    systemd then ignores. The slots QEMU 7.2 describes with a positive number
+    are those of conventional buses with ACPI hotplug: the ``pc`` root bus
+    (unless root hotplug is off) and pci-bridges and pcie-to-pci-bridges not
+    below an expander bus; every slot of such a bus except one holding a
+    bridge, a built-in device or a device QEMU cannot hot-plug (a VGA). The
+    kernel registers them bus by bus in bus-number order, so the first bus to
+    describe slot ``N`` gets the name: on ``pc`` a NIC in root-bus slot 3 is
+    ``ens3``, and a NIC in slot 1 of a pci-bridge is ``ens1`` because the
+    root bus's slot 1 (the PIIX3) is not described. PCIe ports describe slot
+    0 only, which systemd ignores: a NIC behind a root port gets its path
+    name. Checked against a booted guest (``tests/integration/test_naming_guest.py``).
+
+``path`` -- ``en[P<domain>]p<bus>s<slot>[f<function>]``
+    ``bus`` is the bus number the guest sees: the firmware numbers bridges
+    depth first, in slot order, from each root bus (SeaBIOS
+    ``pci_bios_init_bus_rec``; an expander bus starts at its ``bus_nr``, and a
+    ``pxb``'s devices sit behind its internal bridge, ``bus_nr + 1``), and
+    Linux keeps those numbers.
+
+``f<function>`` is added when the function is not 0 or the device has the
+multifunction bit (``multifunction=on``); ``P<domain>`` when the domain is not
+0 (``get_pci_slot_specifiers``). Sources: systemd ``src/udev/udev-builtin-net_id.c``
+and ``src/shared/netif-naming-scheme.h``; ``man systemd.net-naming-scheme``.
+
+>>> from pcitopo.address import PciAddress
+>>> from pcitopo.devices import Controller, Device
+>>> from pcitopo.topology import Topology
+>>> t = Topology.build("q35", [Controller(1, "pcie-root-port", address=PciAddress.parse("00:02.0"))],
+...                    [Device("net0", "virtio-net", address=PciAddress.parse("01:00.0"))])
+>>> guest_names(t)["net0"].name
+'enp1s0'
+>>> pc = Topology.build("pc", devices=[Device("net0", "e1000", address=PciAddress.parse("00:03.0"))])
+>>> n = guest_names(pc, acpi_index={"net0": 7})["net0"]
+>>> n.name, n.slot, n.path
+('eno7', 'ens3', 'enp0s3')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.errors import InvalidInput
+from pcitopo.topology import Topology
+
+if TYPE_CHECKING:
+    from pcitopo.formats.libvirt import LibvirtDomain
+
+__all__ = [
+    "ACPI_INDEX_MAX",
+    "GuestName",
+    "acpi_index_problem",
+    "acpi_indexes",
+    "guest_bus_numbers",
+    "guest_names",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+ACPI_INDEX_MAX = 16383
+"""The largest ``acpi-index`` QEMU 7.2 accepts (and systemd before naming scheme v249 uses)."""
+
+
+@attrs.frozen
+class GuestName:
+    """The names systemd gives one NIC, and the one the guest ends up with.
+
+    ``name`` is ``onboard`` if there is one, else ``slot``, else ``path``
+    (``NamePolicy=... onboard slot path``); ``source`` says which;
+    ``notes`` say why a name is missing or uncertain.
+    """
+
+    device: str
+    path: str | None
+    slot: str | None = None
+    onboard: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str | None:
+        return self.onboard or self.slot or self.path
+
+    @property
+    def source(self) -> str | None:
+        return "onboard" if self.onboard else "slot" if self.slot else "path" if self.path else None
+
+    def __str__(self) -> str:
+        return f"{self.device}: {self.name or '?'}"
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready form."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "onboard": self.onboard,
+            "slot": self.slot,
+            "path": self.path,
+            "notes": list(self.notes),
+        }
+
+
+def guest_bus_numbers(topology: Topology) -> dict[int, int]:
+    """The bus number the guest sees on each controller's bus, by controller index.
+
+    Depth first, in (slot, function) order, from each root bus, as SeaBIOS
+    numbers them; an expander bus starts at its ``bus_nr`` and a ``pxb``'s
+    endpoints are one behind (its internal bridge). Controllers without an
+    address, or below one, are left out.
+    """
+    children: dict[int, list[tuple[PciAddress, int]]] = {}
+    for c in topology.controllers:
+        if c.address is not None and c.index != 0 and topology.has_bus(c.address.bus):
+            children.setdefault(c.address.bus, []).append((c.address, c.index))
+    numbers: dict[int, int] = {}
+
+    def walk(bus: int, counter: int) -> int:
+        for _, child in sorted(children.get(bus, ())):
+            m = topology.model(child)
+            if m.expander or m.root:
+                continue
+            counter += 1
+            numbers[child] = counter
+            counter = walk(child, counter)
+        return counter
+
+    walk(0, 0)
+    numbers[0] = 0
+    expanders = sorted(
+        (c for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None),
+        key=lambda c: c.bus_nr or 0,
+    )
+    for c in expanders:
+        assert c.bus_nr is not None
+        start = c.bus_nr + topology.model(c).bus_numbers - 1
+        numbers[c.index] = start
+        walk(c.index, start)
+    return numbers
+
+
+def _qemu_hotpluggable(topology: Topology, kind: str) -> bool:
+    from pcitopo.live import QEMU_NOT_HOTPLUGGABLE
+
+    k = topology.catalog.device(kind)
+    return k.hotpluggable and k.qemu_device not in QEMU_NOT_HOTPLUGGABLE
+
+
+def _acpi_slot_buses(topology: Topology, numbers: Mapping[int, int]) -> list[int]:
+    """The conventional buses whose slots QEMU 7.2 describes with ``_SUN``, in guest bus-number order."""
+    machine = topology.machine.name
+    if not topology.acpi or machine not in ("pc", "q35"):
+        return []
+    buses = []
+    for c in topology.controllers:
+        model = topology.model(c).name
+        if c.index not in numbers or any(topology.model(x).expander for x in topology.path_to_root(c.index)):
+            continue
+        conventional = model in ("pci-bridge", "pcie-to-pci-bridge") or (model == "pci-root" and machine == "pc")
+        if conventional and topology.is_hotpluggable(c.index, 1):
+            buses.append(c.index)
+    return sorted(buses, key=lambda b: numbers[b])
+
+
+def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[int, int], int]:
+    """(bus, slot) -> the positive slot name the guest kernel gives it, for the slots that keep their number."""
+    taken: set[int] = set()
+    names: dict[tuple[int, int], int] = {}
+    holders: dict[tuple[int, int], list[str]] = {}
+    for b in topology.builtins():
+        holders.setdefault((b.address.bus, b.address.slot), []).append("builtin")
+    for c in topology.controllers:
+        if c.address is not None:
+            holders.setdefault((c.address.bus, c.address.slot), []).append("bridge")
+    for d in topology.devices:
+        if d.address is not None:
+            ok = _qemu_hotpluggable(topology, d.kind)
+            holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
+    for bus in _acpi_slot_buses(topology, numbers):
+        for slot in topology.model(bus).slot_range():
+            if any(h != "device" for h in holders.get((bus, slot), ())) or slot in taken:
+                continue
+            taken.add(slot)
+            if slot > 0:
+                names[(bus, slot)] = slot
+    return names
+
+
+def _acpi_hotplug_bus(topology: Topology, bus: int, slot: int) -> bool:
+    """Whether QEMU 7.2 describes (bus, slot) as an ACPI PCI hotplug slot (where acpi-index reaches the guest)."""
+    machine = topology.machine.name
+    if not topology.acpi or machine not in ("pc", "q35"):
+        return False
+    if not topology.is_hotpluggable(bus, slot):
+        return False
+    for c in topology.path_to_root(bus):
+        if topology.model(c).expander:
+            return False
+    model = topology.model(bus).name
+    if machine == "pc":
+        return model in ("pci-root", "pci-bridge")
+    return model in ("pcie-root-port", "pcie-switch-downstream-port", "pci-bridge", "pcie-to-pci-bridge")
+
+
+def acpi_index_problem(topology: Topology, device: str, index: int) -> str | None:
+    """Why an ``acpi-index`` will not name a device ``eno<index>`` (``None``: it will)."""
+    d = topology.device(device)
+    if not 1 <= index <= ACPI_INDEX_MAX:
+        return f"acpi-index {index} is outside 1..{ACPI_INDEX_MAX} (QEMU 7.2 refuses it above {ACPI_INDEX_MAX})"
+    if d.address is None:
+        return "the device has no address yet"
+    machine = topology.machine.name
+    if machine not in ("pc", "q35"):
+        return f"QEMU describes acpi-index to the guest in the ACPI tables of pc and q35 only, not {machine}"
+    if not topology.acpi:
+        return "the guest has no ACPI"
+    if not _acpi_hotplug_bus(topology, d.address.bus, d.address.slot):
+        where = f"bus {d.address.bus} ({topology.model(d.address.bus).name}) slot {d.address.slot:#04x}"
+        return (
+            f"QEMU 7.2 describes acpi-index only for ACPI hot-pluggable slots, and {where} is not one "
+            "(QEMU 8.0 lifts this)"
+        )
+    return None
+
+
+def guest_names(
+    topology: Topology,
+    *,
+    acpi_index: Mapping[str, int] | None = None,
+    nics: Iterable[str] = (),
+) -> dict[str, GuestName]:
+    """The guest's names for every NIC of ``topology`` (kinds of class ``net``, plus the ids in ``nics``).
+
+    ``acpi_index`` maps device ids to their ``acpi-index``. Devices without an
+    address get no name.
+    """
+    indexes = dict(acpi_index or {})
+    wanted = [d for d in topology.devices if topology.kind(d).device_class == "net" or d.id in set(nics)]
+    numbers = guest_bus_numbers(topology)
+    slot_names = _slot_names(topology, numbers)
+    seen_index: dict[int, str] = {}
+    out: dict[str, GuestName] = {}
+    for d in wanted:
+        notes: list[str] = []
+        if d.address is None:
+            out[d.id] = GuestName(d.id, None, notes=("no address yet",))
+            continue
+        a = d.address
+        if topology.machine.name == "pseries":
+            out[d.id] = GuestName(
+                d.id, None, notes=("pseries PCI naming (one domain per host bridge) is not modelled",)
+            )
+            continue
+        bus_number = numbers.get(a.bus)
+        function = ""
+        if a.function > 0 or d.multifunction:
+            function = f"f{a.function}"
+        path = None
+        if bus_number is None:
+            notes.append(f"bus {a.bus} does not reach a root bus, so it has no guest bus number")
+        else:
+            domain = f"P{a.domain}" if a.domain else ""
+            path = f"en{domain}p{bus_number}s{a.slot}{function}"
+        slot = None
+        if (a.bus, a.slot) in slot_names:
+            slot = f"ens{slot_names[(a.bus, a.slot)]}{function}"
+        onboard = None
+        if d.id in indexes:
+            index = indexes[d.id]
+            problem = acpi_index_problem(topology, d.id, index)
+            if index in seen_index:
+                problem = f"acpi-index {index} is also given to {seen_index[index]!r} (QEMU refuses the second)"
+            seen_index.setdefault(index, d.id)
+            if problem is None:
+                onboard = f"eno{index}"
+            else:
+                notes.append(problem)
+        out[d.id] = GuestName(d.id, path, slot, onboard, tuple(notes))
+    return out
+
+
+def acpi_indexes(domain: LibvirtDomain) -> dict[str, int]:
+    """The ``<acpi index='N'/>`` of each device of a domain, by device id.
+
+    >>> from pcitopo.formats.libvirt import LibvirtDomain
+    >>> d = LibvirtDomain.from_string('''<domain><os><type machine='pc'>hvm</type></os><devices>
+    ...   <interface type='user'><model type='e1000'/><acpi index='3'/></interface></devices></domain>''')
+    >>> acpi_indexes(d)
+    {'interface0': 3}
+    """
+    out: dict[str, int] = {}
+    for ident, el in domain.elements.items():
+        acpi = el.find("acpi")
+        if acpi is None or acpi.get("index") is None:
+            continue
+        text = str(acpi.get("index"))
+        try:
+            out[ident] = int(text, 10)
+        except ValueError:
+            raise InvalidInput(f"{domain.path(ident)}/acpi", f"index must be a decimal number (got {text!r})") from None
+    return out

@@ -1,0 +1,150 @@
+"""The mirror request: each reference host's structure (switches, NUMA nodes, multifunction slots) in the guest plan."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from pcitopo.address import PciAddress
+from pcitopo.cli import main
+from pcitopo.errors import InvalidInput, InvalidTopology
+from pcitopo.formats.host_json import dumps, load
+from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.host import Host, HostDevice, hostdev_sources
+from pcitopo.mirror import mirror_request
+from pcitopo.topology import Topology
+from tests.support.hosts import HOSTS, write_host
+
+A = PciAddress.parse
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Host]:
+    base = tmp_path_factory.mktemp("sysfs")
+    return {name: Host.from_sysfs(write_host(name, base / name)) for name in HOSTS}
+
+
+def domain_xml(sources: list[PciAddress], numa_cells: int) -> str:
+    """A q35 domain passing these host functions through, with that many NUMA cells."""
+    cells = "".join(f"<cell id='{i}' cpus='{i}' memory='1048576'/>" for i in range(numa_cells))
+    numa = f"<cpu><numa>{cells}</numa></cpu>" if numa_cells else ""
+    hostdevs = "".join(
+        "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+        f"<address domain='0x{a.domain:04x}' bus='0x{a.bus:02x}' slot='0x{a.slot:02x}' function='0x{a.function:x}'/>"
+        "</source></hostdev>\n"
+        for a in sources
+    )
+    return (
+        "<domain type='kvm'><name>m</name><memory>2097152</memory>"
+        f"<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>{numa}\n"
+        f"<devices>\n{hostdevs}</devices></domain>\n"
+    )
+
+
+def mirrored(
+    host: Host, sources: list[PciAddress], numa_cells: int, tmp_path: Path
+) -> tuple[Topology, dict[str, PciAddress]]:
+    """Run ``pcitopo assign --host --policy mirror`` and read the planned domain back."""
+    xml, host_file = tmp_path / "in.xml", tmp_path / "host.json"
+    xml.write_text(domain_xml(sources, numa_cells))
+    host_file.write_text(dumps(host))
+    out = io.StringIO()
+    assert main(["assign", str(xml), "--host", str(host_file), "--policy", "mirror"], stdout=out) == 0
+    planned = LibvirtDomain.from_string(out.getvalue())
+    return planned.topology, hostdev_sources(planned)
+
+
+def guest_switch(t: Topology, ident: str) -> int | None:
+    """The index of the guest switch's upstream port above a device, if any."""
+    for c in t.path_to_root(ident):
+        if c.model == "pcie-switch-upstream-port":
+            return c.index
+    return None
+
+
+def test_dgx_switches_and_numa_nodes_are_mirrored(hosts: dict[str, Host], tmp_path: Path) -> None:
+    """Devices share a guest switch exactly when they share a host switch, under the host's NUMA node."""
+    host = hosts["dgx-a100"]
+    endpoints = [d.address for d in host.devices if not d.is_bridge]
+    t, sources = mirrored(host, endpoints, 2, tmp_path)
+    for i in sources:
+        for j in sources:
+            same_host = host.switch_of(sources[i]) == host.switch_of(sources[j])
+            assert (guest_switch(t, i) == guest_switch(t, j)) is same_host, (i, j)
+        address = t.device(i).address
+        assert address is not None
+        assert t.numa_node_of_bus(address.bus) == host.device(sources[i]).numa_node
+    assert len({guest_switch(t, i) for i in sources}) == 4
+
+
+def test_workstation_gpu_and_audio_share_one_multifunction_slot(hosts: dict[str, Host], tmp_path: Path) -> None:
+    """The GPU's two functions land in one guest slot with the host's function numbers."""
+    t, sources = mirrored(hosts["workstation"], [A("0000:01:00.1"), A("0000:01:00.0")], 0, tmp_path)
+    placed = {sources[d.id]: d.address for d in t.devices}
+    gpu, audio = placed[A("0000:01:00.0")], placed[A("0000:01:00.1")]
+    assert gpu is not None
+    assert audio is not None
+    assert gpu.slot_address == audio.slot_address
+    assert (gpu.function, audio.function) == (0, 1)
+
+
+def test_r750xa_gpus_sit_under_their_nodes_without_switches(hosts: dict[str, Host], tmp_path: Path) -> None:
+    """GPUs straight on host root ports get no guest switch, and each sits under its host node's expander."""
+    host = hosts["r750xa"]
+    t, sources = mirrored(host, [d.address for d in host.devices if d.is_gpu], 2, tmp_path)
+    for ident, a in sources.items():
+        assert guest_switch(t, ident) is None
+        address = t.device(ident).address
+        assert address is not None
+        assert t.numa_node_of_bus(address.bus) == host.device(a).numa_node
+
+
+def test_partial_group_and_missing_numa_cell_are_refused(hosts: dict[str, Host]) -> None:
+    """mirror checks the IOMMU groups first, and a host node the guest lacks is an error naming the device."""
+    t = LibvirtDomain.from_string(domain_xml([A("0000:04:00.0")], 0))
+    with pytest.raises(InvalidTopology, match="IOMMU group 7 is passed only in part"):
+        mirror_request(t.topology, hosts["switch-no-acs"], hostdev_sources(t))
+    t = LibvirtDomain.from_string(domain_xml([A("0000:c3:00.0")], 1))
+    with pytest.raises(InvalidInput) as info:
+        mirror_request(t.topology, hosts["dgx-a100"], hostdev_sources(t))
+    assert str(info.value) == (
+        "mirror: 'hostdev0' (vfio-pci) passes 0000:c3:00.0 on host NUMA node 1, but the guest declares 1 NUMA cell"
+    )
+
+
+def test_mirror_needs_a_host(tmp_path: Path) -> None:
+    """``--policy mirror`` without ``--host`` is a usage error."""
+    xml = tmp_path / "in.xml"
+    xml.write_text(domain_xml([A("0000:01:00.0")], 0))
+    err = io.StringIO()
+    assert main(["assign", str(xml), "--policy", "mirror"], stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue() == "pcitopo assign: error: --policy mirror needs --host host.json\n"
+
+
+def test_single_function_host_device_gets_no_slot_group() -> None:
+    """A host function passed alone needs no multifunction slot and no switch."""
+    host = Host([HostDevice(A("0000:01:00.0"), vendor=1, device=2, class_code=0x020000, iommu_group=3)])
+    t = LibvirtDomain.from_string(domain_xml([A("0000:01:00.0")], 0))
+    (d,) = mirror_request(t.topology, host, hostdev_sources(t)).devices
+    assert (d.needs.slot_group, d.needs.switch_group, d.needs.numa_node) == (None, None, None)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def test_docs_example_is_the_reference_host_and_a_true_mirror(hosts: dict[str, Host]) -> None:
+    """docs/examples/dgx-host.json is the DGX tree's scan, and dgx-mirrored.xml keeps its switches and nodes."""
+    committed = load(DOCS / "dgx-host.json")
+    assert committed.devices == hosts["dgx-a100"].devices
+    planned = LibvirtDomain.from_path(DOCS / "dgx-mirrored.xml")
+    t, sources = planned.topology, hostdev_sources(planned)
+    assert len(sources) == 16
+    for i in sources:
+        address = t.device(i).address
+        assert address is not None
+        assert t.numa_node_of_bus(address.bus) == committed.device(sources[i]).numa_node
+        for j in sources:
+            same_host = committed.switch_of(sources[i]) == committed.switch_of(sources[j])
+            assert (guest_switch(t, i) == guest_switch(t, j)) is same_host
