@@ -19,6 +19,9 @@ Commands (each has ``--help``):
     the machine descriptions pcitopo knows.
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
     QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
+``verify IN.xml [--firmware seabios|ovmf] [--no-hotplug] [--json]``
+    start the domain's topology in QEMU, let the firmware enumerate it and
+    check every device is where planned with every BAR mapped (1 when not).
 ``attach LIVE.xml DEVICE.xml [--policy NAME|FILE.toml] [--json]``
     free hot-pluggable positions in a running domain for new devices; each device's XML with its address.
 ``detach LIVE.xml ID [--json]``
@@ -447,6 +450,41 @@ def _cmd_qemu_args(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    domain = _load(args.input, args)
+    from pcitopo.qemu.verify import verify
+
+    topology = domain.topology
+    unplaced = [d.id for d in topology.devices if d.address is None]
+    if unplaced:
+        raise _Failure(
+            EXIT_BAD_INPUT,
+            f"pcitopo: {domain.source}: {len(unplaced)} device(s) have no PCI address yet "
+            f"({', '.join(unplaced[:5])}{', ...' if len(unplaced) > 5 else ''}); run 'pcitopo assign' first",
+        )
+    firmware: bool | str = args.firmware if args.firmware is not None else True
+    if args.no_firmware:
+        firmware = False
+    report = verify(topology, binary=args.qemu, firmware=firmware, hotplug=not args.no_hotplug)
+    if args.json:
+        _json(
+            {
+                "source": domain.source,
+                "machine": report.machine,
+                "qemu": report.binary,
+                "version": report.version,
+                "ok": report.ok,
+                "checks": [
+                    {"name": c.name, "subject": c.subject, "ok": c.ok, "detail": c.detail} for c in report.checks
+                ],
+            },
+            out,
+        )
+    else:
+        out.write(f"{report}\n")
+    return EXIT_OK if report.ok else EXIT_VIOLATIONS
+
+
 def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     from pcitopo.qemu.probe import machine_to_toml, probe
 
@@ -693,6 +731,7 @@ _COMMANDS = (
     "attach",
     "detach",
     "host-scan",
+    "verify",
     "serve",
 )
 
@@ -904,6 +943,23 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--sysfs", metavar="DIR", default="/sys", help="read DIR as if it were /sys (default: /sys)")
         p.add_argument("-o", "--output", metavar="host.json", help="write here (atomically) instead of stdout")
         p.set_defaults(run=_cmd_host_scan)
+
+    if wanted("verify"):
+        p = sub.add_parser(
+            "verify", help="start the domain's topology in QEMU and check it with the firmware", **common
+        )
+        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML with every PCI address filled in")
+        p.add_argument(
+            "--firmware",
+            choices=("seabios", "ovmf"),
+            help="boot this firmware (default: the domain's: OVMF for <os firmware='efi'>, else SeaBIOS on x86)",
+        )
+        p.add_argument("--no-firmware", action="store_true", help="check placement only, without booting a firmware")
+        p.add_argument("--no-hotplug", action="store_true", help="do not probe empty slots with device_add")
+        p.add_argument("--qemu", metavar="BINARY", help="the QEMU binary (default: the machine's, on PATH)")
+        p.add_argument("--json", action="store_true", help="print every check as JSON")
+        _machine_file_option(p)
+        p.set_defaults(run=_cmd_verify)
 
     if wanted("serve"):
         p = sub.add_parser(

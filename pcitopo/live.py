@@ -130,6 +130,11 @@ def _device_elements(text: str, source: str) -> list[etree._Element]:
     return found
 
 
+def _running(domain: LibvirtDomain) -> Topology:
+    """A running domain's topology: what its XML lists (libvirt added its own devices when it defined it)."""
+    return domain.topology.without(*domain.implicit) if domain.implicit else domain.topology
+
+
 def _combined(live: LibvirtDomain, elements: Sequence[etree._Element], source: str) -> tuple[LibvirtDomain, list[str]]:
     """The live domain with the new elements appended to ``<devices>``, and the new devices' ids."""
     root = etree.fromstring(live.to_bytes())
@@ -195,7 +200,7 @@ def attach(
         policy = Policy.named("hotplug")
     elif isinstance(policy, str):
         policy = Policy.named(policy)
-    unplaced = [d.id for d in live.topology.devices if d.address is None]
+    unplaced = [d.id for d in _running(live).devices if d.address is None]
     if unplaced:
         raise InvalidInput(
             live.source,
@@ -204,7 +209,7 @@ def attach(
         )
     elements = _device_elements(devices_xml, source)
     domain, new_ids = _combined(live, elements, source)
-    topology = domain.topology
+    topology = _running(domain)
     baseline = set(validate(topology.without(*new_ids)))
     placed: dict[str, PciAddress] = {}
     failures: list[str] = []
@@ -236,7 +241,7 @@ def attach(
         wanted = [f"at least {n} more {what}" for what, n in short.items()]
         raise Unsatisfiable(
             failures,
-            facts=_facts(live.topology),
+            facts=_facts(_running(live)),
             suggestions=[*wanted, *_cold_change(domain, new_ids, policy)],
         )
     originals = dict(zip(new_ids, elements, strict=True))
@@ -321,7 +326,7 @@ def _cold_change(domain: LibvirtDomain, new_ids: Sequence[str], policy: Policy) 
     """What the solver would add to the persistent definition so the devices fit at the next boot."""
     from pcitopo.solver import solve
 
-    topology = domain.topology
+    topology = _running(domain)
     request = topology.replace(devices=[d.placed_at(None) if d.id in new_ids else d for d in topology.devices])
     try:
         plan = solve(request, policy)
@@ -347,7 +352,7 @@ def _cold_change(domain: LibvirtDomain, new_ids: Sequence[str], policy: Policy) 
 
 def detach(live: LibvirtDomain, ident: str) -> Detachment:
     """Whether ``ident`` can be hot-unplugged from the running domain, and what goes with it."""
-    topology = live.topology
+    topology = _running(live)
     if any(c.name == ident for c in topology.controllers):
         return Detachment(
             ident, False, ("a PCI controller cannot be hot-unplugged (libvirt detaches no PCI controller)",)

@@ -243,7 +243,7 @@ class _Builder:
         return sum(self.t.io_windows().values())
 
     def io_fits(self, device: Device, bus: int) -> bool:
-        budget = self.machine.io_window_budget(acpi=self.t.acpi)
+        budget = self.t.io_window_budget()
         m = self.t.model(bus)
         if budget is None or m.root or m.expander:
             return True
@@ -294,8 +294,11 @@ class _Builder:
             return False
         return any(self.room(p.bus, model.bus_numbers) for p in self.t.free_positions(name))
 
-    def add_controller(self, draw: st.DrawFn, name: str) -> Controller | None:
-        """Add a controller of model ``name`` where it legally fits; ``None`` if it fits nowhere."""
+    def add_controller(self, draw: st.DrawFn, name: str, *, io_budget: bool = True) -> Controller | None:
+        """Add a controller of model ``name`` where it legally fits; ``None`` if it fits nowhere.
+
+        With ``io_budget``, not where the IO window the firmware reserves for it would not fit.
+        """
         t = self.t
         model = t.catalog.controller(name)
         index = self.next_index()
@@ -322,7 +325,12 @@ class _Builder:
             address = _position(draw, positions)
         kw.update(self.identity(draw, model, index, address))
         controller = Controller(index, name, address=address, **kw)  # type: ignore[arg-type]
+        before = self.t
         self.place_controller(controller)
+        budget = self.t.io_window_budget()
+        if io_budget and budget is not None and self.io_windows() > budget:  # the firmware reserves IO for it
+            self.t = before
+            return None
         return controller
 
     def add_device(self, draw: st.DrawFn, kinds: list[str], ident: str) -> Device | None:
@@ -489,8 +497,8 @@ def _root_takes_bridges(m: Machine) -> bool:
     return Connect.PCI_BRIDGE in m.root.accepts and m.offers("pci-bridge")
 
 
-def _add(builder: _Builder, draw: st.DrawFn, name: str) -> Controller:
-    controller = builder.add_controller(draw, name)
+def _add(builder: _Builder, draw: st.DrawFn, name: str, *, io_budget: bool = True) -> Controller:
+    controller = builder.add_controller(draw, name, io_budget=io_budget)
     assume(controller is not None)
     assert controller is not None
     return controller
@@ -750,10 +758,19 @@ def _break_numa_node(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("firmware-acpi")
+def _break_firmware_acpi(draw: st.DrawFn) -> Topology:
+    # OVMF on pc without ACPI (measured: it maps no BAR); endpoints on pci.0 only, so no IO window is at stake
+    b = _Builder(Topology.default("pc", acpi=False, firmware="ovmf"))
+    for i in range(draw(st.integers(0, 3))):
+        b.place_device(Device(f"d{i}", _PLAIN, address=_free(b, draw, bus=0)))
+    return b.t
+
+
 @_breaks("io-space")
 def _break_io_space(draw: st.DrawFn) -> Topology:
     b = _base(draw, _machines_where(lambda m: m.io_window_budget() is not None))
-    budget = b.machine.io_window_budget(acpi=b.t.acpi)
+    budget = b.t.io_window_budget()
     assert budget is not None
     io_kinds = [
         k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True) and k.usb != "companion"
@@ -763,7 +780,7 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
     ]
     count = 0
     while b.io_windows() <= budget:
-        bridge = _add(b, draw, draw(st.sampled_from(bridges)))
+        bridge = _add(b, draw, draw(st.sampled_from(bridges)), io_budget=False)
         fits = [k for k in io_kinds if any(p.bus == bridge.index for p in b.t.free_positions(k))]
         if not fits:
             continue

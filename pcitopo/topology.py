@@ -35,6 +35,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import DuplicateId, InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
+from pcitopo.legality.firmware import Firmware
 from pcitopo.legality.machine import Builtin, Machine
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class Topology:
     """How many guest NUMA nodes the VM declares."""
     acpi: bool = True
     """Whether the guest has ACPI (it changes the x86 IO-port budget)."""
+    firmware: str | None = None
+    """The guest firmware that boots it (``seabios``, ``ovmf``); ``None``: the machine's default."""
 
     def __repr__(self) -> str:
         placed = sum(1 for d in self.devices if d.address is not None)
@@ -95,9 +98,11 @@ class Topology:
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def default(cls, machine: Machine | str, *, numa_nodes: int = 0, acpi: bool = True) -> Topology:
+    def default(
+        cls, machine: Machine | str, *, numa_nodes: int = 0, acpi: bool = True, firmware: str | None = None
+    ) -> Topology:
         """The machine as QEMU creates it: the root bus and the built-in devices."""
-        return cls.build(machine, numa_nodes=numa_nodes, acpi=acpi)
+        return cls.build(machine, numa_nodes=numa_nodes, acpi=acpi, firmware=firmware)
 
     @classmethod
     def build(
@@ -108,6 +113,7 @@ class Topology:
         *,
         numa_nodes: int = 0,
         acpi: bool = True,
+        firmware: str | None = None,
     ) -> Topology:
         """A topology from controllers and devices (with or without addresses).
 
@@ -119,8 +125,10 @@ class Topology:
         ctrls = sorted(controllers, key=lambda c: c.index)
         if not any(c.index == 0 for c in ctrls):
             ctrls.insert(0, Controller(0, machine.root_model))
-        topology = cls(machine, tuple(ctrls), tuple(devices), numa_nodes=numa_nodes, acpi=acpi)
+        topology = cls(machine, tuple(ctrls), tuple(devices), numa_nodes=numa_nodes, acpi=acpi, firmware=firmware)
         topology._check_names()
+        if firmware is not None:
+            machine.firmware(firmware)  # an unknown firmware, or one that does not boot this machine, raises
         return topology
 
     def _check_names(self) -> None:
@@ -188,6 +196,7 @@ class Topology:
             self.devices if devices is None else devices,
             numa_nodes=self.numa_nodes,
             acpi=self.acpi,
+            firmware=self.firmware,
         )
 
     def with_controllers(self, *controllers: Controller) -> Topology:
@@ -495,9 +504,41 @@ class Topology:
                     direct[d.address.bus] = direct.get(d.address.bus, 0) + size
         return direct
 
+    @property
+    def firmware_model(self) -> Firmware | None:
+        """The description of the firmware that boots this topology (``None``: no firmware modelled)."""
+        return self.machine.firmware(self.firmware)
+
+    def io_window_budget(self) -> int | None:
+        """How many 4 KiB IO windows this topology's firmware fits (``None``: no limit known)."""
+        return self.machine.io_window_budget(acpi=self.acpi, firmware=self.firmware)
+
+    def reserves_io(self, index: int) -> bool:
+        """Whether the firmware gives controller ``index`` an IO window even with no IO BAR below it.
+
+        SeaBIOS does for SHPC bridges, OVMF for every hotplug-capable bridge and port;
+        a controller the topology makes non-hotpluggable (``hotplug=off``) gets none.
+        """
+        fw = self.firmware_model
+        c = self.controller(index)
+        if fw is None or c.hotplug is False:
+            return False
+        return fw.reserves_io(c.model)
+
     @functools.cached_property
     def _io_sizes(self) -> Mapping[int, int]:
-        """IO space each bridge or port needs for everything below it, rounded to 4 KiB windows."""
+        return self._io_sizes_with(reservations=True)
+
+    @functools.cached_property
+    def _io_sizes_needed(self) -> Mapping[int, int]:
+        return self._io_sizes_with(reservations=False)
+
+    def _io_sizes_with(self, *, reservations: bool) -> Mapping[int, int]:
+        """IO space each bridge or port needs for everything below it, rounded to 4 KiB windows.
+
+        With ``reservations``, a bridge the firmware reserves IO for takes one
+        window even when nothing below it has an IO BAR.
+        """
         direct = self.io_bytes_by_bus()
         sizes: dict[int, int] = {}
         cycles = {i for cycle in self.controller_cycles() for i in cycle}
@@ -510,6 +551,8 @@ class Topology:
             for child in self._children.get(index, ()):
                 if child not in cycles and self._is_bridge(child):
                     total += size_of(child)
+            if total == 0 and reservations and self.reserves_io(index):
+                total = IO_WINDOW
             sizes[index] = -(-total // IO_WINDOW) * IO_WINDOW
             return sizes[index]
 
@@ -522,15 +565,17 @@ class Topology:
         m = self.model(index)
         return not (m.root or m.expander)
 
-    def io_windows(self) -> dict[int, int]:
+    def io_windows(self, *, reservations: bool = True) -> dict[int, int]:
         """The 4 KiB IO windows firmware must give each bridge or port directly on a root or expander bus.
 
         Keys are controller indexes; only those that need a window are listed.
         A bridge's window holds the windows of the bridges below it and the IO
         BARs of the endpoints on its bus; endpoints on a root bus use the
-        legacy range and need none.
+        legacy range and need none. With ``reservations`` (the default) the
+        windows the firmware reserves for hotplug count too (see
+        :meth:`reserves_io`); without, only what the devices need.
         """
-        sizes = self._io_sizes
+        sizes = self._io_sizes if reservations else self._io_sizes_needed
         out: dict[int, int] = {}
         for c in self.controllers:
             if c.address is None or c.index not in sizes or c.address.bus not in self._by_index:

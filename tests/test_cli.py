@@ -398,12 +398,12 @@ def test_an_unexpected_exception_exits_5_without_a_traceback(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any other exception is an internal error too: exit 5, one line and the request to report it."""
-    from pcitopo.formats import libvirt
+    from pcitopo.formats.libvirt import _read
 
     def boom(*args: object, **kwargs: object) -> None:
         raise KeyError("lost")
 
-    monkeypatch.setattr(libvirt._Reader, "read", boom)
+    monkeypatch.setattr(_read._Reader, "read", boom)
     code, _, err = run(capsys, "show", str(EXAMPLES / "pc-legacy.xml"))
     assert code == 5
     assert err == (
@@ -541,3 +541,15 @@ def test_every_command_ends_quietly_on_a_closed_pipe(tmp_path: Path, argv: list[
         code = process.wait()
     assert first
     assert (code, err) == (141, b"")
+
+
+def test_verify_refuses_a_domain_with_devices_to_place(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """verify needs every address filled in and says which devices lack one, with exit code 3, without starting QEMU."""
+    path = write(tmp_path, "in.xml", "    <interface type='user'><model type='e1000e'/></interface>")
+    code, out, err = run(capsys, "verify", str(path))
+    assert (code, out) == (3, "")
+    # usb0 and memballoon0 are what libvirt adds to this q35 domain: assign places them too
+    assert err == (
+        f"pcitopo: {path}: 3 device(s) have no PCI address yet (interface0, usb0, memballoon0); "
+        "run 'pcitopo assign' first\n"
+    )

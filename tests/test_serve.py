@@ -121,7 +121,8 @@ def test_validate_diff_and_unsatisfiable_answer_like_the_cli(server: Server) -> 
     assert moved["result"]["moved"] == [
         {"id": "interface0", "kind": "e1000e", "old": "0000:00/03.0", "new": "0000:00/04.0"}
     ]
-    unsat = server.ask({"id": 4, "op": "assign", "xml": xml("\n".join([NIC] * 260))})
+    bare = "    <controller type='usb' index='0' model='none'/>\n    <memballoon model='none'/>\n"  # nothing implicit
+    unsat = server.ask({"id": 4, "op": "assign", "xml": xml(bare + "\n".join([NIC] * 260))})
     assert (unsat["outcome"], unsat["exit"], unsat["error"]["class"]) == ("unsatisfiable", 4, "Unsatisfiable")
     assert unsat["error"]["fields"]["conflicts"][0].startswith("260 PCI Express devices that must be hotpluggable")
 
@@ -144,12 +145,14 @@ def test_evaluate_scores_a_plan_as_the_solver_costed_it(server: Server) -> None:
 
 def test_evaluate_reports_a_result_that_breaks_rules_or_is_no_completion(server: Server) -> None:
     """Two NICs on one slot: violations, exit 1, with the elements; a device gone from the result: invalid, exit 3."""
-    request = xml(NIC_AT_3 + "\n" + NIC)
-    clash = xml(NIC_AT_3 + "\n" + NIC_AT_3.replace("e1000e", "virtio"))
+    # no USB controller or balloon: libvirt would add them, and a result must then place them too
+    bare = "    <controller type='usb' index='0' model='none'/>\n    <memballoon model='none'/>\n"
+    request = xml(bare + NIC_AT_3 + "\n" + NIC)
+    clash = xml(bare + NIC_AT_3 + "\n" + NIC_AT_3.replace("e1000e", "virtio"))
     answer = server.ask({"id": 1, "op": "evaluate", "request": request, "result": clash})
     assert (answer["outcome"], answer["exit"], answer["result"]["legal"]) == ("violations", 1, False)
     assert "unique-address" in {v["rule"] for v in answer["result"]["violations"]}
-    gone = server.ask({"id": 2, "op": "evaluate", "request": request, "result": xml(NIC_AT_3)})
+    gone = server.ask({"id": 2, "op": "evaluate", "request": request, "result": xml(bare + NIC_AT_3)})
     assert (gone["outcome"], gone["exit"], gone["error"]["class"]) == ("invalid", 3, "InvalidInput")
     assert gone["error"]["message"] == (
         "device 'interface1': is in the request but not in the result; a plan places every device"

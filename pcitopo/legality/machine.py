@@ -30,8 +30,9 @@ from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
 from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
 from pcitopo.legality.catalog import Catalog, ControllerModel
+from pcitopo.legality.firmware import Firmware, firmwares
 
-__all__ = ["Builtin", "Machine", "machines"]
+__all__ = ["Builtin", "LibvirtDefaults", "Machine", "machines"]
 
 
 def __dir__() -> list[str]:
@@ -60,6 +61,38 @@ def _read_only(value: Mapping[str, tuple[PciAddress, ...]]) -> Mapping[str, tupl
 
 
 @attrs.frozen
+class LibvirtDefaults:
+    """What libvirt 9.0 adds or picks on its own for a domain of this machine (the ``[libvirt]`` table).
+
+    These depend on the machine and on the QEMU binary's capabilities; the
+    shipped values are libvirt 9.0 with QEMU 7.2 (Debian 12), read from
+    ``virsh define`` + ``dumpxml --inactive`` (``virsh domcapabilities``
+    lists the same models). ``None`` (or a missing key) means the
+    architecture's usual value for model defaults, and nothing added for
+    the implicit devices.
+
+    * ``usb``: the USB controller libvirt adds as index 0 when the domain
+      lists none (``qemu-xhci`` on q35 and pseries, ``piix3-uhci`` on pc,
+      none on ARM and RISC-V virt);
+    * ``usb_model``: the model of a ``<controller type='usb'>`` without one;
+    * ``memballoon``: whether a virtio memballoon is added when the domain
+      has no ``<memballoon>``;
+    * ``sata0``: whether SATA controller 0 (the chipset's AHCI) is always added;
+    * ``video``, ``nic``, ``scsi``: models of a model-less ``<video>``
+      (also the one added for ``<graphics>`` without video), ``<interface>``
+      and SCSI controller.
+    """
+
+    usb: str | None = None
+    usb_model: str | None = None
+    memballoon: bool = False
+    sata0: bool = False
+    video: str | None = None
+    nic: str | None = None
+    scsi: str | None = None
+
+
+@attrs.frozen
 class Machine:
     """What pcitopo knows of one machine type."""
 
@@ -80,10 +113,13 @@ class Machine:
     unique_bridge_chassis: bool
     max_host_bridges: int
     builtins: tuple[Builtin, ...]
+    firmware_names: tuple[str, ...] = attrs.field(default=(), kw_only=True)
+    """Firmware that boots this machine, the default first (``firmware`` in the file)."""
     preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False, converter=_read_only)
     """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
     source: str = attrs.field(eq=False, repr=False, default="")
+    libvirt: LibvirtDefaults = attrs.field(eq=False, repr=False, factory=LibvirtDefaults)
 
     @classmethod
     def named(cls, name: str, *, catalog: Catalog | None = None) -> Machine:
@@ -139,6 +175,17 @@ class Machine:
             role: tuple(_address(source, f"preferred.{role}[{i}]", a) for i, a in enumerate(pref_table.str_list(role)))
             for role in list(pref_table.data)
         }
+        lv = t.sub("libvirt")
+        libvirt = LibvirtDefaults(
+            usb=lv.get("usb", str, None) or None,
+            usb_model=lv.get("usb-model", str, None),
+            memballoon=lv.get("memballoon", bool, False),
+            sata0=lv.get("sata0", bool, False),
+            video=lv.get("video", str, None),
+            nic=lv.get("nic", str, None),
+            scsi=lv.get("scsi", str, None),
+        )
+        lv.check_unknown()
         machine = cls(
             name=t.get("name", str, required=True),
             description=t.get("description", str, ""),
@@ -157,13 +204,19 @@ class Machine:
             unique_bridge_chassis=t.get("unique-bridge-chassis", bool, False),
             max_host_bridges=t.get("max-host-bridges", int, 1),
             builtins=builtins,
+            firmware_names=t.str_list("firmware"),
             preferred=preferred,
+            libvirt=libvirt,
             catalog=catalog,
             source=source,
         )
         t.check_unknown()
         if not 1 <= machine.bus_numbers <= 256:
             raise InvalidDescription(source, "bus-numbers", f"must be in 1..256 (got {machine.bus_numbers})")
+        known_fw = firmwares()
+        for i, fw in enumerate(machine.firmware_names):
+            if fw not in known_fw:
+                raise InvalidDescription(source, f"firmware[{i}]", str(UnknownName("firmware", fw, known_fw)))
         seen: dict[PciAddress, str] = {}
         for b in builtins:
             if b.address in seen:
@@ -194,9 +247,39 @@ class Machine:
                 return b
         return None
 
-    def io_window_budget(self, *, acpi: bool = True) -> int | None:
-        """How many 4 KiB IO windows the firmware can give bridges (``None``: no limit known)."""
+    def io_window_budget(self, *, acpi: bool = True, firmware: str | Firmware | None = None) -> int | None:
+        """How many 4 KiB IO windows the firmware can give bridges (``None``: no limit known).
+
+        ``firmware`` (default: the machine's default firmware) is looked up in
+        the firmware descriptions; the machine file's own ``io-windows`` count
+        when the firmware has no numbers for this machine.
+        """
+        fw = self.firmware(firmware)
+        if fw is not None:
+            budget = fw.io_window_budget(self.name, acpi=acpi, root_model=self.root_model)
+            if budget is not None:
+                return budget
         return self.io_windows if acpi else self.io_windows_without_acpi
+
+    @property
+    def default_firmware(self) -> str | None:
+        """The firmware that boots this machine when none is chosen (libvirt's default: SeaBIOS on x86)."""
+        return self.firmware_names[0] if self.firmware_names else None
+
+    def firmware(self, name: str | Firmware | None = None) -> Firmware | None:
+        """The firmware description ``name`` (default: the machine's default firmware; ``None``: none known).
+
+        Raises :class:`UnknownName` for a firmware this machine is not booted by.
+        """
+        if isinstance(name, Firmware):
+            return name
+        if name is None:
+            name = self.default_firmware
+            if name is None:
+                return None
+        if name not in self.firmware_names:
+            raise UnknownName("firmware", name, self.firmware_names, where=f"machine {self.name}")
+        return Firmware.named(name)
 
     def __str__(self) -> str:
         return self.name

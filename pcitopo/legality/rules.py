@@ -81,6 +81,7 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
+        "firmware-acpi": "a firmware that maps no BAR on this machine without ACPI (OVMF on pc), booted without it",
         "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
         "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
@@ -630,20 +631,45 @@ def _bus_numbers(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _io_space(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    budget = ctx.machine.io_window_budget(acpi=t.acpi)
+    budget = t.io_window_budget()
     if budget is None:
         return
     needed = t.io_windows()
     windows = sum(needed.values())
-    if windows > budget:
-        acpi = "with ACPI" if t.acpi else "without ACPI"
-        tops = [t.controller(i) for i in sorted(needed)]
-        listed = _names([f"{_q(c.name)} ({needed[c.index]})" for c in tops])
+    if windows <= budget:
+        return
+    fw = t.firmware_model
+    for_devices = sum(t.io_windows(reservations=False).values())
+    spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model) if fw is not None else None
+    if for_devices == 0 and spec is not None and spec.idle_reservations_harmless:
+        return  # measured: with no IO BAR below any bridge, the firmware drops what does not fit
+    acpi = "with ACPI" if t.acpi else "without ACPI"
+    tops = [t.controller(i) for i in sorted(needed)]
+    listed = _names([f"{_q(c.name)} ({needed[c.index]})" for c in tops])
+    reserved = windows - for_devices
+    why = f", {reserved} of them reserved by {fw.name} for hotplug" if fw is not None and reserved else ""
+    under = f" under {fw.name}" if fw is not None else ""
+    yield _violation(
+        "io-space",
+        f"bridges and ports below the root buses need {windows} IO windows of 4 KiB ({listed}{why}), "
+        f"but {ctx.machine.name} {acpi}{under} has room for {budget}",
+        *(c.name for c in tops),
+    )
+
+
+@_rule
+def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    fw = t.firmware_model
+    if t.acpi or fw is None:
+        return
+    spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model)
+    if spec is not None and spec.requires_acpi:
         yield _violation(
-            "io-space",
-            f"bridges and ports below the root buses need {windows} IO windows of 4 KiB ({listed}), "
-            f"but {ctx.machine.name} {acpi} has room for {budget}",
-            *(c.name for c in tops),
+            "firmware-acpi",
+            f"{fw.name} leaves every BAR unmapped on {ctx.machine.name} without ACPI; turn ACPI on or boot "
+            f"{ctx.machine.default_firmware or 'another firmware'}",
+            ctx.machine.root_bus_name,
         )
 
 

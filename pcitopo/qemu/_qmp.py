@@ -156,10 +156,8 @@ class Qemu:
             if time.monotonic() > deadline:
                 raise QemuError(f"QEMU did not open its QMP socket within {self.timeout:g}s", command=self.command)
             time.sleep(0.02)
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.settimeout(self.timeout)
+        self._socket = self._connect(sock_path, deadline)
         try:
-            self._socket.connect(str(sock_path))
             self._file = self._socket.makefile("rw", encoding="utf-8", newline="\n")
             greeting = self._read()
         except (OSError, QemuError):
@@ -167,6 +165,32 @@ class Qemu:
         version = greeting.get("QMP", {}).get("version", {}).get("qemu", {})
         self.version = f"{version.get('major', '?')}.{version.get('minor', '?')}.{version.get('micro', '?')}"
         self.execute("qmp_capabilities")
+
+    def _connect(self, sock_path: Path, deadline: float) -> socket.socket:
+        """Connect to the QMP socket, waiting while QEMU has bound it but not yet listens.
+
+        QEMU creates the socket file when it binds, a moment before it calls
+        listen(); a connect in between is refused. On a loaded machine that
+        moment is long enough to hit, so a refusal is retried until the deadline.
+        """
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(sock_path))
+                return sock
+            except ConnectionRefusedError:
+                sock.close()
+                if self._process is not None and self._process.poll() is not None:
+                    raise self._exited("QEMU exited before accepting a QMP connection") from None
+                if time.monotonic() > deadline:
+                    raise QemuError(
+                        f"QEMU did not accept a QMP connection within {self.timeout:g}s", command=self.command
+                    ) from None
+                time.sleep(0.02)
+            except OSError:
+                sock.close()
+                raise self._exited("QEMU closed the QMP connection during start-up") from None
 
     def _exited(self, reason: str) -> QemuError:
         text = ""

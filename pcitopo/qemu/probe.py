@@ -38,7 +38,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidInput
 from pcitopo.legality.catalog import Catalog, Connect
-from pcitopo.legality.machine import Builtin, Machine
+from pcitopo.legality.machine import Builtin, LibvirtDefaults, Machine
 from pcitopo.qemu._qmp import Qemu, QemuError, find_binary
 
 __all__ = ["ProbeFacts", "ProbedDevice", "describe", "machine_to_toml", "probe", "probe_facts"]
@@ -248,9 +248,27 @@ def describe(
             data["io-windows"] = base.io_windows
         if base.io_windows_without_acpi is not None:
             data["io-windows-without-acpi"] = base.io_windows_without_acpi
+        if base.firmware_names:
+            data["firmware"] = list(base.firmware_names)
         if base.preferred:
             data["preferred"] = {role: [str(a) for a in addrs] for role, addrs in base.preferred.items()}
+        if base.libvirt != LibvirtDefaults():
+            data["libvirt"] = _libvirt_data(base.libvirt)
     return Machine.from_data(f"probe of {facts.machine_type} ({facts.binary})", data, catalog=catalog)
+
+
+def _libvirt_data(defaults: LibvirtDefaults) -> dict[str, Any]:
+    """A machine's ``[libvirt]`` table, in the shipped files' key order (libvirt's choices are not probed)."""
+    data: dict[str, Any] = {"usb": defaults.usb or ""}
+    for key, value in (("usb-model", defaults.usb_model),):
+        if value is not None:
+            data[key] = value
+    data["memballoon"] = defaults.memballoon
+    data["sata0"] = defaults.sata0
+    for key, value in (("video", defaults.video), ("nic", defaults.nic), ("scsi", defaults.scsi)):
+        if value is not None:
+            data[key] = value
+    return data
 
 
 def _matches(patterns: Iterable[str], types: Iterable[str]) -> bool:
@@ -299,6 +317,7 @@ _FROM_BASE = frozenset(
         "max-host-bridges",
         "io-windows",
         "io-windows-without-acpi",
+        "firmware",
         "unique-bridge-chassis",
     }
 )
@@ -348,6 +367,8 @@ def machine_to_toml(machine: Machine, *, base: Machine | None = None, header: st
         put("io-windows", machine.io_windows)
     if machine.io_windows_without_acpi is not None:
         put("io-windows-without-acpi", machine.io_windows_without_acpi)
+    if machine.firmware_names:
+        put("firmware", list(machine.firmware_names))
     inline = f"controllers = {_toml_value(list(machine.controllers))}"
     if len(inline) <= 100:
         lines.append(inline)
@@ -376,4 +397,7 @@ def machine_to_toml(machine: Machine, *, base: Machine | None = None, header: st
                 f"{json.dumps(role) if not role.replace('-', '').isalnum() else role} = "
                 f"{_toml_value([str(a) for a in addresses])}"
             )
+    if machine.libvirt != LibvirtDefaults():
+        lines += ["", f"[libvirt]{mark}"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in _libvirt_data(machine.libvirt).items()]
     return "\n".join(lines) + "\n"

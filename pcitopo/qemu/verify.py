@@ -7,9 +7,11 @@ and checks, over QMP:
     every device and controller sits on its planned bus at its planned
     slot.function (``qom-get`` of ``parent_bus`` and ``addr``);
 ``firmware``, ``enumerated``, ``bars``
-    on x86, after the firmware ran: SeaBIOS finished its PCI setup without
-    running out of address space, every device is enumerated behind the
-    expected bridge (``query-pci``), and every BAR is mapped (address != -1);
+    on x86, after the firmware ran (SeaBIOS, or OVMF booted from its pflash
+    images): the firmware finished its PCI setup without running out of
+    address space, every device is enumerated behind the expected bridge
+    (``query-pci``), and every BAR but the expansion ROM is mapped (address
+    != -1) inside the windows of every bridge above it;
 ``hotplug``, ``hotplug-refused``
     ``device_add`` into every empty slot the topology calls hotpluggable
     succeeds, and into every empty slot it calls non-hotpluggable is refused.
@@ -34,12 +36,13 @@ from typing import Any
 import attrs
 
 from pcitopo.address import PciAddress
-from pcitopo.errors import PcitopoError
+from pcitopo.errors import InvalidInput, PcitopoError
+from pcitopo.legality.firmware import Firmware
 from pcitopo.qemu._qmp import Qemu, QemuError, QmpCommandError, find_binary
 from pcitopo.qemu.args import DeviceSpec, Syntax, Value, device_specs, machine_args, qemu_args
 from pcitopo.topology import Topology
 
-__all__ = ["Check", "VerificationFailed", "VerifyReport", "verify"]
+__all__ = ["Check", "VerificationFailed", "VerifyReport", "firmware_args", "settle_pci", "verify"]
 
 
 def __dir__() -> list[str]:
@@ -55,6 +58,8 @@ port or a pxb-pcie, which take ports only)."""
 _X86 = frozenset({"x86_64", "i686"})
 _FIRMWARE_LOG = "firmware.log"
 _ROM_BAR = 6
+_SETTLE = 5.0
+"""Seconds query-pci must stay unchanged, every bridge numbered, for an EFI firmware's PCI setup to count as done."""
 
 
 @attrs.frozen
@@ -122,10 +127,10 @@ def verify(
     topology: Topology,
     *,
     binary: str | None = None,
-    firmware: bool | None = None,
+    firmware: bool | str | None = None,
     hotplug: bool = True,
     timeout: float = 60.0,
-    firmware_wait: float = 10.0,
+    firmware_wait: float | None = None,
     extra: Mapping[str, Mapping[str, Value]] | None = None,
     machine_type: str | None = None,
     syntax: Syntax = "keyval",
@@ -134,7 +139,10 @@ def verify(
 
     ``binary`` defaults to the machine's ``qemu-binary`` on ``PATH``.
     ``firmware`` (default: on for x86) lets the firmware run and checks its
-    enumeration; ``firmware_wait`` bounds how long it may take, in seconds.
+    enumeration: ``True`` boots the topology's own firmware (its
+    ``firmware``, else the machine's default), a name (``"seabios"``,
+    ``"ovmf"``) boots that one. ``firmware_wait`` bounds how long PCI setup
+    may take, in seconds (default 10 for SeaBIOS, 90 for OVMF under TCG).
     ``hotplug`` probes every empty slot with ``device_add``. Raises
     :class:`~pcitopo.qemu.QemuError` with QEMU's message when QEMU refuses the
     command line, and :class:`~pcitopo.errors.InvalidInput` for a topology
@@ -144,22 +152,23 @@ def verify(
     path = find_binary(binary or machine.qemu_binary)
     if path is None:
         raise QemuError(f"no QEMU binary {binary or machine.qemu_binary!r} found")
-    if firmware is None:
-        firmware = bool(_X86 & set(machine.arches))
+    fw = _choose_firmware(topology, firmware)
     specs = device_specs(topology, extra=extra)
     args = machine_args(topology, machine_type=machine_type)
     args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
-    if firmware and _X86 & set(machine.arches):
+    if fw is not None:
         args += ["-chardev", f"file,id=pcitopo-fw,path={_FIRMWARE_LOG}"]
         args += ["-device", "isa-debugcon,iobase=0x402,chardev=pcitopo-fw"]
+        args += firmware_args(fw)
     args += qemu_args(topology, extra=extra, syntax=syntax)
     checks: list[Check] = []
     log = ""
     # The paused VM answers QMP before the firmware runs; -S keeps it there until "cont".
     with Qemu(path, args, timeout=timeout) as vm:
         checks += _placement(vm, specs)
-        if firmware:
-            log, fw_checks = _firmware(vm, topology, specs, firmware_wait)
+        if fw is not None:
+            wait = firmware_wait if firmware_wait is not None else (90.0 if fw.efi else 10.0)
+            log, fw_checks = _firmware(vm, topology, specs, wait, fw)
             checks += fw_checks
         if hotplug:
             checks += _hotplug(vm, topology)
@@ -194,6 +203,38 @@ def _placement(vm: Qemu, specs: tuple[DeviceSpec, ...]) -> list[Check]:
 # -- firmware -----------------------------------------------------------------------------
 
 
+def _choose_firmware(topology: Topology, firmware: bool | str | None) -> Firmware | None:
+    machine = topology.machine
+    x86 = bool(_X86 & set(machine.arches))
+    if firmware is False or (firmware is None and not x86):
+        return None
+    if not x86:
+        raise InvalidInput("firmware", f"pcitopo boots only x86 firmware, and {machine.name} is not x86")
+    name = firmware if isinstance(firmware, str) else None
+    fw = topology.machine.firmware(name if name is not None else topology.firmware)
+    if fw is None:
+        raise InvalidInput("firmware", f"no firmware is known for {machine.name}")
+    return fw
+
+
+def firmware_args(firmware: Firmware) -> list[str]:
+    """The QEMU options that boot ``firmware`` (none for SeaBIOS, QEMU's default; pflash for OVMF).
+
+    >>> firmware_args(Firmware.named("seabios"))
+    []
+    >>> firmware_args(Firmware.named("ovmf"))  # doctest: +NORMALIZE_WHITESPACE
+    ['-drive', 'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd',
+     '-drive', 'if=pflash,format=raw,unit=1,snapshot=on,file=/usr/share/OVMF/OVMF_VARS.fd']
+    """
+    if firmware.code_path is None:
+        return []
+    args = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code_path}"]
+    if firmware.vars_path is not None:
+        # snapshot=on: the firmware may write its variables, into a throw-away overlay.
+        args += ["-drive", f"if=pflash,format=raw,unit=1,snapshot=on,file={firmware.vars_path}"]
+    return args
+
+
 @attrs.frozen
 class _Seen:
     bus: int
@@ -202,21 +243,61 @@ class _Seen:
     parent: str | int
     """The id of the nearest named bridge above it, or the number of its root bus."""
     unmapped: tuple[str, ...]
+    outside: tuple[str, ...] = ()
+    """Mapped BARs that lie outside a window of a bridge above the device."""
 
 
-def _walk(devices: list[dict[str, Any]], parent: str | int, seen: dict[str, _Seen]) -> None:
+@attrs.frozen
+class _Window:
+    bridge: str
+    kind: str
+    base: int
+    limit: int
+
+
+def _windows(name: str, bridge: Mapping[str, Any]) -> tuple[_Window, ...]:
+    bus = bridge.get("bus", {})
+    out = []
+    for key, kind in (("io_range", "io"), ("memory_range", "memory"), ("prefetchable_range", "prefetchable")):
+        r = bus.get(key) or {}
+        if "base" in r and "limit" in r:
+            out.append(_Window(name, kind, int(r["base"]), int(r["limit"])))
+    return tuple(out)
+
+
+def _outside(region: Mapping[str, Any], above: tuple[tuple[_Window, ...], ...]) -> str | None:
+    """Why a mapped BAR is not inside the windows of every bridge above it (``None``: it is)."""
+    start = int(region["address"])
+    end = start + int(region.get("size", 0)) - 1
+    io = region.get("type") == "io"
+    for windows in above:
+        kinds = ("io",) if io else ("prefetchable", "memory") if region.get("prefetch") else ("memory",)
+        if not any(w.kind in kinds and w.base <= start and end <= w.limit for w in windows):
+            bridge = windows[0].bridge if windows else "?"
+            what = "IO" if io else "memory"
+            return f"BAR{region.get('bar')} ({what} {start:#x}-{end:#x}) outside the {what} windows of {bridge}"
+    return None
+
+
+def _walk(
+    devices: list[dict[str, Any]],
+    parent: str | int,
+    seen: dict[str, _Seen],
+    above: tuple[tuple[_Window, ...], ...] = (),
+) -> None:
     for dev in devices:
         qdev = str(dev.get("qdev_id") or "")
+        regions = [r for r in dev.get("regions", []) if r.get("bar") != _ROM_BAR]
         unmapped = tuple(
-            f"BAR{r.get('bar')} ({r.get('type')}, {r.get('size')} bytes)"
-            for r in dev.get("regions", [])
-            if r.get("address") == -1 and r.get("bar") != _ROM_BAR
+            f"BAR{r.get('bar')} ({r.get('type')}, {r.get('size')} bytes)" for r in regions if r.get("address") == -1
         )
+        outside = tuple(why for r in regions if r.get("address") != -1 and (why := _outside(r, above)) is not None)
         if qdev:
-            seen[qdev] = _Seen(int(dev["bus"]), int(dev["slot"]), int(dev["function"]), parent, unmapped)
+            seen[qdev] = _Seen(int(dev["bus"]), int(dev["slot"]), int(dev["function"]), parent, unmapped, outside)
         bridge = dev.get("pci_bridge")
         if bridge:
-            _walk(bridge.get("devices", []), qdev or parent, seen)
+            name = qdev or f"{int(dev['bus']):02x}:{int(dev['slot']):02x}.{int(dev['function'])}"
+            _walk(bridge.get("devices", []), qdev or parent, seen, (*above, _windows(name, bridge)))
 
 
 def _firmware_done(log: str) -> bool:
@@ -224,26 +305,86 @@ def _firmware_done(log: str) -> bool:
     return "cpu(s)" in log or "PCI: out of" in log
 
 
-def _firmware(vm: Qemu, topology: Topology, specs: tuple[DeviceSpec, ...], wait: float) -> tuple[str, list[Check]]:
+def _numbered(devices: list[dict[str, Any]]) -> bool:
+    """Whether the firmware gave every bridge in ``devices`` (recursively) a secondary bus number."""
+    for dev in devices:
+        bridge = dev.get("pci_bridge")
+        if bridge:
+            if not bridge.get("bus", {}).get("secondary"):
+                return False
+            if not _numbered(bridge.get("devices", [])):
+                return False
+    return True
+
+
+def _started(devices: list[dict[str, Any]]) -> bool:
+    """Whether the firmware has reached PCI setup: some BAR is mapped or some bridge numbered."""
+    for dev in devices:
+        if any(r.get("address") != -1 for r in dev.get("regions", [])):
+            return True
+        bridge = dev.get("pci_bridge")
+        if bridge and (bridge.get("bus", {}).get("secondary") or _started(bridge.get("devices", []))):
+            return True
+    return False
+
+
+def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[dict[str, Any]], bool]:
+    """Poll ``query-pci`` until the firmware did PCI setup and nothing changed for ``settle`` seconds.
+
+    PCI setup has happened once some BAR is mapped or some bridge numbered,
+    and every bridge is numbered. Returns the last answer and whether it
+    settled within ``wait`` seconds. OVMF says nothing on its debug port in
+    Debian's build, and when it runs out of room it numbers the buses, maps no
+    BAR and sits idle, so the settled answer is the only witness of what it did.
+    """
+    deadline = time.monotonic() + wait
+    last: list[dict[str, Any]] = vm.execute("query-pci")
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now: list[dict[str, Any]] = vm.execute("query-pci")
+        if now != last:
+            last, since = now, time.monotonic()
+        elif (
+            time.monotonic() - since >= settle
+            and any(_started(r.get("devices", [])) for r in now)
+            and all(_numbered(r.get("devices", [])) for r in now)
+        ):
+            return now, True
+    return last, False
+
+
+def _firmware(
+    vm: Qemu, topology: Topology, specs: tuple[DeviceSpec, ...], wait: float, fw: Firmware
+) -> tuple[str, list[Check]]:
     log_path = Path(vm.dir or ".") / _FIRMWARE_LOG
     vm.execute("cont")
-    deadline = time.monotonic() + wait
-    log = ""
-    while time.monotonic() < deadline:
-        log = log_path.read_text(errors="replace") if log_path.exists() else ""
-        if _firmware_done(log):
-            break
-        time.sleep(0.1)
     checks: list[Check] = []
-    trouble = [line.strip() for line in log.splitlines() if "PCI: out of" in line]
-    if not _firmware_done(log):
-        checks.append(Check("firmware", "pci", False, f"the firmware did not finish PCI setup within {wait:g}s"))
-    elif trouble:
-        checks.append(Check("firmware", "pci", False, "; ".join(dict.fromkeys(trouble))))
+    log = ""
+    if fw.efi:
+        answer, settled = settle_pci(vm, wait)
+        log = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if settled:
+            checks.append(Check("firmware", "pci", True, f"{fw.name}: PCI setup settled"))
+        else:
+            checks.append(Check("firmware", "pci", False, f"{fw.name} did not settle its PCI setup within {wait:g}s"))
     else:
-        checks.append(Check("firmware", "pci", True, "PCI setup finished"))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            if _firmware_done(log):
+                break
+            time.sleep(0.1)
+        trouble = [line.strip() for line in log.splitlines() if "PCI: out of" in line]
+        if not _firmware_done(log):
+            checks.append(Check("firmware", "pci", False, f"the firmware did not finish PCI setup within {wait:g}s"))
+        elif trouble:
+            checks.append(Check("firmware", "pci", False, "; ".join(dict.fromkeys(trouble))))
+        else:
+            checks.append(Check("firmware", "pci", True, "PCI setup finished"))
+        answer = vm.execute("query-pci")
     seen: dict[str, _Seen] = {}
-    for root in vm.execute("query-pci"):
+    for root in answer:
         _walk(root.get("devices", []), int(root["bus"]), seen)
     by_name = {s.id: s for s in specs}
     for spec in specs:
@@ -273,8 +414,10 @@ def _firmware(vm: Qemu, topology: Topology, specs: tuple[DeviceSpec, ...], wait:
             checks.append(Check("enumerated", spec.id, True, f"at {place} behind {parent}"))
         if got.unmapped:
             checks.append(Check("bars", spec.id, False, "unmapped: " + ", ".join(got.unmapped)))
+        elif got.outside:
+            checks.append(Check("bars", spec.id, False, "; ".join(got.outside)))
         else:
-            checks.append(Check("bars", spec.id, True, "every BAR mapped"))
+            checks.append(Check("bars", spec.id, True, "every BAR mapped inside its bridges' windows"))
     return log, checks
 
 

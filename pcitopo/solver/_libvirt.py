@@ -11,7 +11,10 @@ libvirt 9.0 by ``tests/integration/test_libvirt_differential.py``).
 Facts the model does not carry are derived from the topology:
 
 * a device's libvirt class (which orders the first fit) is its catalog kind's
-  ``device_class``; within a class, definition order;
+  ``device_class``; within a class, the topology's order, which the libvirt
+  reader makes libvirt's own (controllers grouped by type as libvirt's parser
+  inserts them, the devices libvirt adds on its own last, in the order it
+  adds them);
 * the primary video is the first device of class ``video``;
 * chipset positions come from the machine description: built-ins are
   reserved, a device of a built-in's ``stands_for`` kind without an address
@@ -517,8 +520,6 @@ class _Assigner:
         by_class: dict[str, list[Device]] = {}
         for d in self.topology.devices:
             by_class.setdefault(self.catalog.device(d.kind).device_class, []).append(d)
-        if "controller" in by_class:
-            by_class["controller"] = _grouped_by_type(by_class["controller"])
         order = list(CLASS_ORDER) + sorted(set(by_class) - set(CLASS_ORDER))
         for cls in order:
             for d in by_class.get(cls, ()):
@@ -680,47 +681,6 @@ _COLLECT_ORDER = {
     )
 }
 """The order ``virDomainDeviceInfoIterate`` visits device classes (only growth from pinned addresses cares)."""
-
-
-_CONTROLLER_TYPES = {
-    "scsi": ("virtio-scsi", "lsilogic", "lsisas1068", "lsisas1078", "vmpvscsi"),
-    "usb": (
-        "piix3-uhci",
-        "piix4-uhci",
-        "ich9-ehci1",
-        "ich9-uhci1",
-        "ich9-uhci2",
-        "ich9-uhci3",
-        "pci-ohci",
-        "nec-xhci",
-        "qemu-xhci",
-    ),
-    "sata": ("ahci",),
-    "ide": ("piix3-ide",),
-    "virtio-serial": ("virtio-serial",),
-}
-"""libvirt's ``<controller type>`` of the endpoint kinds that are controllers in its XML."""
-
-
-def _controller_type(kind: str) -> str:
-    for ctype, kinds in _CONTROLLER_TYPES.items():
-        if any(kind == k or kind.startswith(f"{k}-") for k in kinds):
-            return ctype
-    return kind
-
-
-def _grouped_by_type(devices: list[Device]) -> list[Device]:
-    """Controllers as libvirt keeps them: one type together, where its first one was defined.
-
-    ``virDomainControllerInsertPreAlloced`` puts a controller right after the
-    last one of its type with a lower index, so with indexes rising in
-    definition order (pcitopo does not know the index) each type gathers at
-    its first position.
-    """
-    first: dict[str, int] = {}
-    for position, d in enumerate(devices):
-        first.setdefault(_controller_type(d.kind), position)
-    return sorted(devices, key=lambda d: first[_controller_type(d.kind)])
 
 
 def _controller_flags(model: ControllerModel) -> _Flags | None:

@@ -13,6 +13,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import Unsatisfiable
+from pcitopo.legality.catalog import Catalog
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import BRIDGE_SLOTS, Context, Decision, fallback_kind, fanout, unit_category
 from pcitopo.solver._model import Unit
@@ -122,10 +123,11 @@ class Builder:
         return c
 
     def place(self, unit: Unit, slot: PciAddress) -> None:
-        for f, d in enumerate(unit.devices):
+        functions = _usb2_functions(unit.devices) or list(range(len(unit.devices)))
+        for f, d in zip(functions, unit.devices, strict=True):
             self.placements[d.id] = slot.with_function(f)
         if len(unit.devices) > 1:
-            self.multifunction[unit.devices[0].id] = True
+            self.multifunction[unit.devices[functions.index(0)].id] = True
 
     def set_multifunction(self) -> None:
         """multifunction=True on function 0 of every new slot holding several new root ports."""
@@ -368,3 +370,15 @@ def with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
             )
         out.append(d)
     return out
+
+
+def _usb2_functions(devices: Sequence[Device]) -> list[int] | None:
+    """An ICH9 USB2 set's own functions (UHCI1-3 at .0-.2, EHCI at .7, as libvirt places them), if it has UHCI1."""
+    kinds = Catalog.default().devices
+    functions: list[int] = []
+    for d in devices:
+        f = kinds[d.kind].usb2_function if d.kind in kinds else None
+        if f is None or f in functions:
+            return None
+        functions.append(f)
+    return functions if 0 in functions else None

@@ -211,7 +211,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
     pools = list(free_pools(topology))
     if not pools:
         return topology, units
-    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     io_left = None if budget is None else budget - io_windows_used(topology)
     io_bytes = topology.io_bytes_by_bus()
     min_address = _ordered_floor(topology) if policy.ordered else {}
@@ -323,7 +323,7 @@ def _formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> _Pr
         if len(names) > 1:
             chains.append(tuple(names))
     spare = _spare_wanted(topology, policy, contexts)
-    budget = machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     expanders = [c for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None]
     ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)
     main_used = topology.bus_numbers_used(0) - sum(topology.subtree_bus_numbers(c.index) for c in expanders)
@@ -913,7 +913,7 @@ def _describe_budget(topology: Topology, policy: Policy) -> list[str]:
     free = [s for s in root.slot_range() if (0, 0, s) not in usage]
     facts.append(f"{topology.bus_name(0)} has {len(free)} free slots")
     facts.append(f"bus numbers left: {topology.bus_numbers_left(0)}")
-    budget = topology.machine.io_window_budget(acpi=topology.acpi)
+    budget = topology.io_window_budget()
     if budget is not None:
         facts.append(f"IO windows left: {budget - io_windows_used(topology)} of {budget}")
     return facts

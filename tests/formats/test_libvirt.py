@@ -37,7 +37,8 @@ def load(devices: str, machine: str = "q35", extra: str = "") -> LibvirtDomain:
 
 
 def kinds(domain: LibvirtDomain) -> list[tuple[str, str]]:
-    return [(d.id, d.kind) for d in domain.topology.devices]
+    """The devices the document lists (not those libvirt would add)."""
+    return [(d.id, d.kind) for d in domain.topology.devices if d.id not in domain.implicit]
 
 
 # -- classification ------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def kinds(domain: LibvirtDomain) -> list[tuple[str, str]]:
 def test_device_elements_map_to_catalog_kinds(machine: str, element: str, kind: str | None) -> None:
     """Each device element becomes the catalog kind of libvirt's §2 table, or no device when it does not use PCI."""
     domain = load(f"    {element}", machine)
-    found = [d.kind for d in domain.topology.devices]
+    found = [k for _, k in kinds(domain)]
     assert found == ([] if kind is None else [kind])
 
 
@@ -165,7 +166,7 @@ def test_a_generated_id_taken_by_an_alias_gets_a_suffix() -> None:
         "    <interface type='user'><model type='virtio'/></interface>\n"
         "    <interface type='user'><model type='virtio'/><alias name='interface0'/></interface>"
     )
-    assert [d.id for d in domain.topology.devices] == ["interface0-2", "interface0"]
+    assert [i for i, _ in kinds(domain)] == ["interface0-2", "interface0"]
 
 
 def test_duplicate_aliases_are_rejected_naming_both_elements() -> None:
@@ -458,18 +459,39 @@ def test_splice_rejects_overlapping_edits() -> None:
 
 
 def test_an_ich9_usb2_set_shares_one_index() -> None:
-    """EHCI and its UHCI companions may share a controller index, as libvirt allows; an unindexed one joins them."""
+    """EHCI and UHCI companions may share a controller index; an unindexed one joins them; a set is one slot group."""
     text = """<domain type='qemu'><name>u</name><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>
 <controller type='usb' index='0' model='ich9-ehci1'/>
 <controller type='usb' index='0' model='ich9-uhci1'/>
 <controller type='usb' model='ich9-uhci2'/>
 </devices></domain>"""
-    devices = LibvirtDomain.from_string(text).topology.devices
-    assert [(d.id, d.kind) for d in devices] == [
-        ("usb0", "ich9-ehci1"),
+    domain = LibvirtDomain.from_string(text)
+    assert kinds(domain) == [
         ("usb0-2", "ich9-uhci1"),
         ("usb0-3", "ich9-uhci2"),
+        ("usb0", "ich9-ehci1"),
     ]
+    assert {d.needs.slot_group for d in domain.topology.devices if d.kind.startswith("ich9")} == {"usb2-0"}
+
+
+def test_usb2_sets_listed_out_of_order_stay_in_one_slot_each() -> None:
+    """Interleaved companions of two USB indexes: each set in its own slot, UHCI1-3 at .0-.2 and EHCI at .7."""
+    from pcitopo.solver import solve
+
+    members = [(1, "ich9-uhci2"), (0, "ich9-uhci3"), (0, "ich9-ehci1"), (1, "ich9-ehci1"), (0, "ich9-uhci1")]
+    members += [(1, "ich9-uhci1"), (0, "ich9-uhci2")]
+    usb = "".join(f"<controller type='usb' index='{i}' model='{m}'/>" for i, m in members)
+    domain = load(usb + "<memballoon model='none'/>", "pc")
+    placed = {(d.id, d.kind): str(d.address)[5:] for d in solve(domain.topology, "minimal").topology.devices}
+    slots = {
+        (index, model): placed[next(k for k in placed if k[1] == model and k[0].startswith(f"usb{index}"))]
+        for index, model in members
+    }
+    for index in (0, 1):
+        assert len({a[:5] for (i, _), a in slots.items() if i == index}) == 1
+    assert [slots[(0, m)][-1] for m in ("ich9-uhci1", "ich9-uhci2", "ich9-uhci3", "ich9-ehci1")] == list("0127")
+    assert [slots[(1, m)][-1] for m in ("ich9-uhci1", "ich9-uhci2", "ich9-ehci1")] == list("017")
+    assert slots[(0, "ich9-uhci1")][:5] != slots[(1, "ich9-uhci1")][:5]
 
 
 def test_two_ordinary_usb_controllers_may_not_share_an_index() -> None:
@@ -494,7 +516,7 @@ def test_virtio_disks_are_in_libvirt_order() -> None:
 <disk type='file' device='disk'><target dev='vdz' bus='virtio'/><alias name='ua-z'/></disk>
 <disk type='file' device='disk'><target dev='vda' bus='virtio'/><alias name='ua-a'/></disk>
 </devices></domain>"""
-    ids = [d.id for d in LibvirtDomain.from_string(text).topology.devices]
+    ids = [i for i, _ in kinds(LibvirtDomain.from_string(text))]
     assert ids == ["ua-a", "ua-b", "ua-nic", "ua-z", "ua-aa"]
 
 
@@ -508,6 +530,168 @@ def test_export_gives_the_same_text_as_with_topology() -> None:
     assert domain.export(domain.topology) is domain.to_string()
 
 
+# -- what libvirt adds on its own ----------------------------------------------------------------
+
+_NONE = "    <controller type='usb' model='none'/>\n    <memballoon model='none'/>\n"
+_SCSI_DISK = "<disk type='file' device='disk'><source file='/tmp/a.img'/><target dev='{}' bus='{}'/></disk>"
+
+
+@pytest.mark.parametrize(
+    ("machine", "devices", "expected"),
+    [
+        # each row: what `virsh define` + `dumpxml --inactive` adds on libvirt 9.0 with QEMU 7.2
+        (
+            "q35",
+            "",
+            [("usb0", "qemu-xhci", None), ("sata0", "ahci", "00:1f.2"), ("memballoon0", "virtio-balloon", None)],
+        ),
+        ("pc", "", [("usb0", "piix3-uhci", "00:01.2"), ("memballoon0", "virtio-balloon", None)]),
+        ("virt", "", []),
+        ("pseries", "", [("usb0", "qemu-xhci", None), ("memballoon0", "virtio-balloon", None)]),
+        ("riscv", "", [("memballoon0", "virtio-balloon", None)]),
+        ("q35", _NONE, [("sata0", "ahci", "00:1f.2")]),
+        (
+            "q35",
+            _NONE
+            + "<graphics type='vnc'/><channel type='pty'><target type='virtio'/></channel>"
+            + _SCSI_DISK.format("sda", "scsi"),
+            [
+                ("sata0", "ahci", "00:1f.2"),
+                ("scsi0", "lsilogic", None),
+                ("virtio-serial0", "virtio-serial", None),
+                ("video0", "cirrus", None),
+            ],
+        ),
+        (
+            "pseries",
+            "<graphics type='vnc'/>" + _SCSI_DISK.format("sda", "scsi"),
+            [("usb0", "qemu-xhci", None), ("video0", "vga", None), ("memballoon0", "virtio-balloon", None)],
+        ),
+        (
+            "virt",
+            "<graphics type='vnc'/><console type='pty'><target type='virtio'/></console>",
+            [("virtio-serial0", "virtio-serial", None), ("video0", "virtio-gpu", None)],
+        ),
+        ("virt", "<graphics type='vnc'/><video><model type='none'/></video>", []),
+        (
+            "q35",
+            _NONE + _SCSI_DISK.format("sdh", "scsi") + _SCSI_DISK.format("sdg", "sata"),
+            [
+                ("sata0", "ahci", "00:1f.2"),
+                ("scsi0", "lsilogic", None),
+                ("scsi1", "lsilogic", None),
+                ("sata1", "ahci", None),
+            ],
+        ),
+        ("pc", _NONE + _SCSI_DISK.format("hdc", "ide"), [("ide0", "piix3-ide", "00:01.1")]),
+        ("pc", _NONE + _SCSI_DISK.format("sda", "sata"), [("sata0", "ahci", None)]),
+    ],
+)
+def test_the_devices_libvirt_adds_are_modelled(
+    machine: str, devices: str, expected: list[tuple[str, str, str | None]]
+) -> None:
+    """Each PCI device libvirt 9.0 adds to a domain on its own is in the topology, at libvirt's fixed address if any."""
+    domain = load(devices, machine)
+    found = [
+        (d.id, d.kind, None if d.address is None else str(d.address)[5:])
+        for d in domain.topology.devices
+        if d.id in domain.implicit
+    ]
+    assert found == expected
+
+
+def test_a_written_plan_includes_the_devices_libvirt_would_add() -> None:
+    """The export writes the added devices' elements with their addresses; read back, nothing is left to add."""
+    from pcitopo.solver._libvirt import libvirt_assign
+
+    domain = load("    <graphics type='vnc'/>\n    <channel type='pty'><target type='virtio'/></channel>", "pc")
+    result = domain.with_topology(libvirt_assign(domain.topology))
+    text = result.to_string()
+    assert (
+        "    <graphics type='vnc'/>\n"
+        "    <video>\n"
+        "      <model type='cirrus'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>\n"
+        "    </video>\n"
+    ) in text
+    assert (
+        "    <controller type='usb' index='0' model='piix3-uhci'>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>\n"
+        "    </controller>\n"
+    ) in text
+    assert "<memballoon model='virtio'>" in text
+    assert result.implicit == frozenset()
+    assert sorted((d.id, str(d.address)) for d in result.topology.devices) == [
+        ("memballoon0", "0000:00:04.0"),
+        ("usb0", "0000:00:01.2"),
+        ("video0", "0000:00:02.0"),
+        ("virtio-serial0", "0000:00:03.0"),
+    ]
+
+
+def test_multifunction_is_on_where_libvirt_sets_it() -> None:
+    """Function 0 of a slot whose other functions are used gets multifunction on, and a written plan says so."""
+    from pcitopo.solver._libvirt import libvirt_assign
+
+    net = "<interface type='user'><model type='virtio'/><address type='pci' slot='5' function='{}'/></interface>"
+    domain = load(_NONE + net.format(0) + net.format(2) + "<rng model='virtio'/>", "pc")
+    assert [(d.id, d.multifunction) for d in domain.topology.devices] == [
+        ("interface0", True),
+        ("interface1", None),
+        ("rng0", None),
+    ]
+    text = domain.with_topology(libvirt_assign(domain.topology)).to_string()
+    assert "slot='0x05' function='0x0' multifunction='on'/>" in text
+
+
+def test_multifunction_off_written_by_the_user_is_kept() -> None:
+    """libvirt keeps an explicit multifunction='off' (QEMU then refuses the slot): pcitopo reads it as written."""
+    net = "<interface type='user'><model type='virtio'/><address type='pci' slot='5' function='{}'{}/></interface>"
+    domain = load(_NONE + net.format(0, " multifunction='off'") + net.format(1, ""), "pc")
+    assert [d.multifunction for d in domain.topology.devices] == [False, None]
+
+
+def test_a_bus_beyond_the_last_controller_gets_the_controllers_libvirt_adds() -> None:
+    """An address on bus 3 of pc makes libvirt add pci-bridges 1 to 3 (first free slots), as pcitopo writes them."""
+    from pcitopo.solver._libvirt import libvirt_assign
+
+    domain = load(
+        _NONE + "<interface type='user'><model type='virtio'/><address type='pci' bus='3' slot='1'/></interface>", "pc"
+    )
+    assert [(c.index, c.model, c.address) for c in domain.topology.controllers[1:]] == [
+        (1, "pci-bridge", None),
+        (2, "pci-bridge", None),
+        (3, "pci-bridge", None),
+    ]
+    result = domain.with_topology(libvirt_assign(domain.topology))
+    assert [str(c.address) for c in result.topology.controllers[1:]] == ["0000:00:02.0", "0000:00:03.0", "0000:00:04.0"]
+    assert "<controller type='pci' index='3' model='pci-bridge'>" in result.to_string()
+
+
+def test_controllers_are_in_libvirt_parse_order() -> None:
+    """libvirt keeps controllers of one type together, by index, where the type first appeared; the devices follow."""
+    domain = load(
+        _NONE + "<controller type='virtio-serial' index='0'/><controller type='scsi' index='1' model='virtio-scsi'/>"
+        "<controller type='virtio-serial' index='1'/><controller type='scsi' index='0' model='virtio-scsi'/>"
+    )
+    assert [i for i, _ in kinds(domain)] == ["virtio-serial0", "virtio-serial1", "scsi0", "scsi1"]
+
+
+def test_machine_descriptions_say_what_libvirt_adds() -> None:
+    """The [libvirt] table of each shipped machine: the default USB controller and whether a balloon is added."""
+    from pcitopo.legality.machine import machines
+
+    found = {name: (m.libvirt.usb, m.libvirt.usb_model, m.libvirt.memballoon) for name, m in machines().items()}
+    assert found == {
+        "aarch64-virt": (None, "qemu-xhci", False),
+        "aarch64-virt-highmem-off": (None, "qemu-xhci", False),
+        "pc": ("piix3-uhci", "piix3-uhci", True),
+        "pseries": ("qemu-xhci", "qemu-xhci", True),
+        "q35": ("qemu-xhci", "piix3-uhci", True),
+        "riscv64-virt": (None, "piix3-uhci", True),
+    }
+
+
 def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
     """A new expander bus with no busNr left for libvirt (the lowest is 2) is not written silently without one."""
     domain = load("<controller type='pci' index='1' model='pcie-expander-bus'><target busNr='2'/></controller>")
@@ -515,3 +699,26 @@ def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
     with pytest.raises(InvalidTopology) as info:
         domain.with_topology(domain.topology.with_controllers(new)).to_string()
     assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]
+
+
+@pytest.mark.parametrize(
+    ("os_element", "machine", "firmware"),
+    [
+        ("<os firmware='efi'><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", "ovmf"),
+        ("<os firmware='bios'><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", "seabios"),
+        (
+            "<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>"
+            "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader></os>",
+            "pc",
+            "ovmf",
+        ),
+        ("<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", None),
+        ("<os firmware='efi'><type arch='aarch64' machine='virt'>hvm</type></os>", "aarch64-virt", None),
+    ],
+    ids=["efi", "bios", "ovmf-loader", "default", "aarch64-efi-not-modelled"],
+)
+def test_firmware_comes_from_os(os_element: str, machine: str, firmware: str | None) -> None:
+    """<os firmware='efi'> or an OVMF <loader> means OVMF; nothing means the machine's default (SeaBIOS on x86)."""
+    xml = f"<domain type='kvm'><name>t</name>{os_element}<devices/></domain>"
+    topology = LibvirtDomain.from_string(xml).topology
+    assert (topology.machine.name, topology.firmware) == (machine, firmware)

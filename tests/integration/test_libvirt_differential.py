@@ -8,9 +8,12 @@ libvirt refuses a domain, pcitopo must refuse it with libvirt's reason. Grow
 cases (libvirt's addressed output plus new devices) and partly pinned domains
 are made from libvirt's own output.
 
-"libvirt accepts us": the XML pcitopo writes, with the libvirt policy and the
-others, is accepted by ``virsh define`` and libvirt changes none of its
-addresses.
+"libvirt takes us as final" (the fixpoint): for every generated domain, the
+XML pcitopo writes with each built-in policy (and a combination) is accepted
+by ``virsh define``, and ``dumpxml --inactive`` moves no address and adds no
+PCI controller and no PCI device. A policy that finds a domain unsatisfiable,
+or a domain that already breaks a rule, writes nothing and is not checked;
+the test is skipped only when no policy writes a plan.
 
 The run is sized for CI (a few hundred defines at ~5-15 ms each).
 """
@@ -27,13 +30,12 @@ from pcitopo.solver import solve
 from pcitopo.solver._libvirt import libvirt_assign
 from pcitopo.topology import Topology
 from tests.support.domains import Domain, domains, grow, unpin
-from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
+from tests.support.libvirt import LibvirtError, define_and_dump, define_and_dump_many, ensure_libvirtd
 
 pytestmark = pytest.mark.integration
 
 SEED = 20260525
 GENERATED = domains(SEED, 160)
-ACCEPTANCE = GENERATED[:40]
 
 Summary = dict[tuple[str, str], tuple[object, ...]]
 
@@ -46,7 +48,12 @@ def libvirtd() -> None:
 
 
 def summary(t: Topology) -> Summary:
-    """What placement decides: every controller's identity and position, every aliased device's address."""
+    """What placement decides: every controller's identity and position, every device's address.
+
+    Devices are named alike on both sides: generated ones by their ``ua-``
+    alias, the ones libvirt adds (and pcitopo models) by pcitopo's default
+    ids, which libvirt's output gives them too.
+    """
     out: Summary = {}
     for c in t.controllers:
         out[("controller", str(c.index))] = (
@@ -60,8 +67,7 @@ def summary(t: Topology) -> Summary:
             c.target_index,
         )
     for d in t.devices:
-        if d.id.startswith("ua-"):
-            out[("device", d.id)] = (d.kind, d.address, d.multifunction)
+        out[("device", d.id)] = (d.kind, d.address, d.multifunction)
     return out
 
 
@@ -170,38 +176,69 @@ def test_libvirt_plugs_a_switch_into_itself_and_pcitopo_does_not() -> None:
     assert (ours.controller(4).model, str(ours.controller(4).address)) == ("pcie-root-port", "0000:00:01.0")
 
 
-def exported(domain: Domain, policy: str) -> tuple[LibvirtDomain, Topology] | None:
-    source = LibvirtDomain.from_string(domain.xml)
+POLICIES = ["libvirt", "hotplug", "minimal", "numa", "ordered", "hotplug+numa+ordered"]
+
+
+def exported(source: LibvirtDomain, policy: str) -> tuple[LibvirtDomain, Topology] | str:
+    """pcitopo's output for ``policy``, or why it writes none (unsatisfiable, a rule the input breaks)."""
     try:
         topology = libvirt_assign(source.topology) if policy == "libvirt" else solve(source.topology, policy).topology
-    except Unsatisfiable:
-        return None
+    except Unsatisfiable as exc:
+        return f"unsatisfiable: {exc.conflicts[0]}"
     except InvalidTopology as exc:
-        pytest.skip(f"{domain} already breaks a rule, so pcitopo writes nothing: {str(exc).splitlines()[1]}")
+        return f"already breaks a rule: {str(exc).splitlines()[1].strip()}"
+    except PcitopoError as exc:
+        if "internal error" not in str(exc):
+            raise
+        return f"internal error: {str(exc).splitlines()[1].strip()}"
     return source.with_topology(topology), topology
 
 
-@pytest.mark.parametrize("policy", ["libvirt", "hotplug", "minimal", "numa", "ordered"])
-@pytest.mark.parametrize("domain", ACCEPTANCE, ids=lambda d: d.name)
-def test_libvirt_accepts_our_xml_unchanged(domain: Domain, policy: str) -> None:
-    """XML pcitopo writes is accepted by virsh define, and libvirt moves none of its addresses."""
-    result = exported(domain, policy)
-    if result is None:
-        pytest.skip(f"policy {policy} finds {domain} unsatisfiable")
-    written, topology = result
-    dumped, theirs = libvirt_side(written.to_string())
-    assert dumped is not None, f"libvirt refused pcitopo's {policy} output for {domain}: {theirs}"
+KNOWN_PLANNER_BUGS = {
+    # the planner (main at 9947f71 too) gives this 240-device q35 domain 15 IO windows where SeaBIOS has 14;
+    # the solver-model branch (c1bb08b) plans it: drop the entry once that is merged
+    ("gen20260525-82", "minimal"),
+}
+"""(domain, policy) where the solver fails its own validation (a solver bug, not checked here)."""
+
+
+def changes(written: LibvirtDomain, dumped: str) -> list[str]:
+    """What libvirt moved or added when it defined ``written``: addresses, controllers, PCI devices."""
+    mine = written.topology
     back = LibvirtDomain.from_string(dumped).topology
-    moved = [
-        f"{d.id}: {d.address} -> {back.device(d.id).address}"
-        for d in topology.devices
-        if d.id.startswith("ua-") and back.device(d.id).address != d.address
+    ours = {d.id for d in mine.devices}
+    found = [
+        f"moved {d.id}: {d.address} -> {back.device(d.id).address}"
+        for d in mine.devices
+        if back.device(d.id).address != d.address
     ]
-    moved += [
-        f"controller {c.index}: {c.address} -> {back.controller(c.index).address}"
-        for c in topology.controllers
+    found += [
+        f"moved controller {c.index}: {c.address} -> {back.controller(c.index).address}"
+        for c in mine.controllers
         if back.controller(c.index).address != c.address
     ]
-    added = [c.index for c in back.controllers if not topology.has_bus(c.index)]
-    assert not moved, f"{domain} ({policy}): libvirt moved " + "; ".join(moved[:8])
-    assert not added, f"{domain} ({policy}): libvirt added controllers {added}"
+    found += [f"added controller {c.index} ({c.model})" for c in back.controllers if not mine.has_bus(c.index)]
+    found += [f"added device {d}" for d in back.devices if d.id not in ours]
+    return found
+
+
+@pytest.mark.parametrize("domain", GENERATED, ids=lambda d: d.name)
+def test_libvirt_takes_our_xml_as_final(domain: Domain) -> None:
+    """For every policy, the XML pcitopo writes is accepted by virsh define, and libvirt moves and adds nothing."""
+    source = LibvirtDomain.from_string(domain.xml)
+    results = {policy: exported(source, policy) for policy in POLICIES}
+    problems: list[str] = []
+    for policy, r in results.items():
+        known = (domain.name, policy) in KNOWN_PLANNER_BUGS
+        if isinstance(r, str) and r.startswith("internal error") and not known:
+            problems.append(f"{policy}: {r}")
+    written = {p: r for p, r in results.items() if not isinstance(r, str)}
+    if not written and not problems:
+        pytest.skip(f"{domain}: no policy writes a plan ({results['libvirt']})")
+    dumps = define_and_dump_many([w.to_string() for w, _ in written.values()])
+    for (policy, (out, _)), dumped in zip(written.items(), dumps, strict=True):
+        if isinstance(dumped, LibvirtError):
+            problems.append(f"{policy}: libvirt refused it: {dumped}")
+        else:
+            problems += [f"{policy}: {c}" for c in changes(out, dumped)[:4]]
+    assert not problems, f"{domain}: " + "; ".join(problems[:12])

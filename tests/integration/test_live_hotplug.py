@@ -119,6 +119,8 @@ def test_attach_and_detach_agree_with_qemu(machine: str, policy: str, seed: int)
             assert _where(vm, placed.device) == (placed.bus, placed.address.devfn)
             attached += 1
         for d in live.topology.devices:
+            if d.address is not None and live.topology.machine.builtin_at(d.address) is not None:
+                continue  # q35's SATA controller 0 is the chipset's own AHCI: QEMU knows it by no id
             answer = detach(live, d.id)
             hotplug_reason = any("hotplug" in r for r in answer.reasons)
             if answer.possible:

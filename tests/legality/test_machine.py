@@ -60,7 +60,7 @@ def test_offers(name: str, offered: str, missing: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "acpi", "budget"),
-    [("q35", True, 14), ("q35", False, 9), ("pc", True, 9), ("aarch64-virt", True, None)],
+    [("q35", True, 14), ("q35", False, 9), ("pc", True, 8), ("aarch64-virt", True, None)],
 )
 def test_io_window_budget(name: str, acpi: bool, budget: int | None) -> None:
     """The x86 IO-window budget depends on ACPI (qemu-rules §3); other machines have none."""
@@ -115,8 +115,8 @@ BAD = [
     (
         "typo-key.toml",
         "root-hotplugg",
-        "unknown key (known keys: arches, builtin, bus-numbers, controllers, description, io-windows, "
-        "io-windows-without-acpi, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
+        "unknown key (known keys: arches, builtin, bus-numbers, controllers, description, firmware, io-windows, "
+        "io-windows-without-acpi, libvirt, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
         "root-bus-name, root-hotplug, root-model, root-qemu, unique-bridge-chassis)",
     ),
     ("wrong-type.toml", "bus-numbers", "expected an integer (got a string '256')"),
@@ -180,8 +180,8 @@ def test_bad_machine_data(change: dict[str, object], key: str, reason: str) -> N
 
 
 def test_public_names() -> None:
-    """The module exports Builtin, Machine and machines."""
-    assert dir(machine_module) == ["Builtin", "Machine", "machines"]
+    """The module exports Builtin, LibvirtDefaults, Machine and machines."""
+    assert dir(machine_module) == ["Builtin", "LibvirtDefaults", "Machine", "machines"]
 
 
 def test_a_cached_machine_description_cannot_be_changed_by_a_caller() -> None:

@@ -457,6 +457,11 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         [("io-space", tuple(f"pci.{1 + i}" for i in range(10)))],
     ),
     (
+        "firmware-acpi: OVMF on pc without ACPI",
+        Topology.build("pc", acpi=False, firmware="ovmf"),
+        [("firmware-acpi", ("pci.0",))],
+    ),
+    (
         "hotplug: hotplug required on pcie.0",
         Topology.build("q35", devices=[dev("net0", NIC, "00:03.0", needs=Needs(hotplug=HotplugNeed.REQUIRED))]),
         [("hotplug", ("net0",))],
@@ -685,7 +690,7 @@ def test_io_space_message_names_ports_and_budget() -> None:
     )
     (v,) = validate(t)
     assert v.message.startswith("bridges and ports below the root buses need 10 IO windows of 4 KiB ('pci.1' (1), ")
-    assert v.message.endswith("but q35 without ACPI has room for 9")
+    assert v.message.endswith("but q35 without ACPI under seabios has room for 9")
 
 
 def test_all_violations_at_once() -> None:

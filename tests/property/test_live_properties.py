@@ -75,7 +75,7 @@ class HotplugSequence(RuleBasedStateMachine):
     def unplug(self, pick: int) -> None:
         """Detach a device detach allows: it sat on a hot-pluggable slot, alone in it."""
         assert self.live is not None
-        devices = self.live.topology.devices
+        devices = [d for d in self.live.topology.devices if d.id not in self.live.implicit]  # as the VM runs
         victim = devices[pick % len(devices)]
         answer = detach(self.live, victim.id)
         if not answer.possible:

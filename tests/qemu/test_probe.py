@@ -195,8 +195,7 @@ def test_values_from_base_are_marked() -> None:
             "description",
             "description",
             "description",
-            "io-windows",
-            "io-windows-without-acpi",
+            "firmware",
             "name",
             "name",
             "name",
@@ -204,6 +203,7 @@ def test_values_from_base_are_marked() -> None:
             "stands-for",
             "unique-bridge-chassis",
             "[preferred]",
+            "[libvirt]",
         ]
     )
     assert 'root-bus-name = "pcie.0"' in lines

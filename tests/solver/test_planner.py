@@ -443,6 +443,11 @@ def test_hotplug_off_occupied_works_on_top_of_the_hotplug_policy() -> None:
     assert [v for k, v in sorted(ports.items()) if k not in occupied] == [None, None]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="SeaBIOS gives every SHPC pci-bridge a 4 KiB IO window (measured: 15 empty pci-bridges exhaust IO "
+    "space); 62 bridges cannot boot, so the solver must budget the reservations (issue 11, solver-model)",
+)
 @pytest.mark.parametrize(("machine", "count"), [("q35", 1900), ("pc", 1500)])
 def test_more_conventional_devices_than_one_bridge_tree_holds(machine: str, count: int) -> None:
     """Past 961 conventional devices (31 bridges of 31) a second bridge tree is started; the plan is legal."""

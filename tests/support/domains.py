@@ -1,7 +1,7 @@
 """Generated libvirt domain XML for the differential tests against real libvirt.
 
 :func:`random_domain` builds one domain from a seeded :class:`random.Random`:
-a machine (q35, pc, aarch64 virt, pseries), 1 to 240 devices of many kinds,
+a machine (q35, pc, aarch64 virt, pseries, riscv64 virt), 1 to 240 devices of many kinds,
 and sometimes user-declared controllers (root ports with hotplug off, switches,
 bridges, expander buses on NUMA nodes with ``<cpu><numa>``). :func:`domains`
 gives a fixed list for a seed; :func:`domain_xml` is the Hypothesis strategy.
@@ -36,17 +36,19 @@ __all__ = [
     "unpin",
 ]
 
-MACHINES = ("q35", "pc", "aarch64-virt", "pseries")
+MACHINES = ("q35", "pc", "aarch64-virt", "pseries", "riscv64-virt")
 ARCH = {
     "q35": ("x86_64", "q35"),
     "pc": ("x86_64", "pc"),
     "aarch64-virt": ("aarch64", "virt"),
     "pseries": ("ppc64", "pseries"),
+    "riscv64-virt": ("riscv64", "virt"),
 }
 EMULATOR = {
     "x86_64": "/usr/bin/qemu-system-x86_64",
     "aarch64": "/usr/bin/qemu-system-aarch64",
     "ppc64": "/usr/bin/qemu-system-ppc64",
+    "riscv64": "/usr/bin/qemu-system-riscv64",
 }
 
 
@@ -69,7 +71,7 @@ class _Builder:
         self.machine = machine
         self.arch, self.machine_type = ARCH[machine]
         self.x86 = self.arch == "x86_64"
-        self.pcie = machine in ("q35", "aarch64-virt")
+        self.pcie = machine in ("q35", "aarch64-virt", "riscv64-virt")
         self.devices: list[str] = []
         self.controllers: list[str] = []
         self.counts: dict[str, int] = {}
@@ -78,7 +80,10 @@ class _Builder:
         self.numa_nodes = 0
         self.recipe: list[str] = []
         self.disks = 0
+        self.ide = 0
         self.once: set[str] = set()
+        self.pinned: set[tuple[int, int]] = set()
+        self.ports: list[int] = []
 
     def alias(self, kind: str) -> str:
         n = self.counts.get(kind, self.base)
@@ -151,8 +156,57 @@ class _Builder:
     def vsock(self) -> str:
         return f"<vsock model='virtio'><cid auto='yes'/>{self.alias('vsock')}</vsock>"
 
+    def sdisk(self, bus: str) -> str:
+        """A SATA or SCSI disk, named ``sdX`` in document order; libvirt picks (and adds) its controller."""
+        n = self.disks
+        self.disks += 1
+        return (
+            f"<disk type='file' device='disk'><source file='/var/lib/libvirt/images/pcitopo-{n}.img'/>"
+            f"<target dev='@SDISK@' bus='{bus}'/>{self.alias('sdisk')}</disk>"
+        )
+
+    def sata_disk(self) -> str:
+        return self.sdisk("sata")
+
+    def scsi_disk(self) -> str:
+        return self.sdisk("scsi")
+
+    def ide_disk(self) -> str:
+        """An IDE disk (pc only, one controller: at most four, ``hda``..``hdd``)."""
+        n = self.disks
+        self.disks += 1
+        self.ide += 1
+        return (
+            f"<disk type='file' device='disk'><source file='/var/lib/libvirt/images/pcitopo-{n}.img'/>"
+            f"<target dev='@HDISK@' bus='ide'/>{self.alias('hdisk')}</disk>"
+        )
+
+    def channel(self) -> str:
+        """A virtio channel or console: libvirt adds virtio-serial controller 0 when none is listed."""
+        n = self.counts.get("channel", self.base)
+        if self.rng.random() < 0.3:
+            return f"<console type='pty'><target type='virtio'/>{self.alias('channel')}</console>"
+        return f"<channel type='pty'><target type='virtio' name='org.pcitopo.{n}'/>{self.alias('channel')}</channel>"
+
+    def ivshmem_doorbell(self) -> str:
+        n = self.counts.get("shmem", self.base)
+        return (
+            f"<shmem name='pcitopo{n}'><model type='ivshmem-doorbell'/>"
+            f"<server path='/tmp/pcitopo-ivshmem{n}.sock'/>{self.alias('shmem')}</shmem>"
+        )
+
+    def vhost_scsi(self) -> str:
+        n = self.counts.get("vhostscsi", self.base)
+        return (
+            "<hostdev mode='subsystem' type='scsi_host'>"
+            f"<source protocol='vhost' wwpn='naa.5001405{n:09x}'/>{self.alias('vhostscsi')}</hostdev>"
+        )
+
+    def iommu(self) -> str:
+        return f"<iommu model='virtio'>{self.alias('iommu')}</iommu>"
+
     def video(self) -> str:
-        if self.machine == "aarch64-virt":
+        if self.machine in ("aarch64-virt", "riscv64-virt"):
             model = "virtio"
         elif self.machine == "pseries":
             model = self.rng.choice(["vga", "virtio"])
@@ -174,8 +228,15 @@ class _Builder:
             (self.vsock, 1, "vsock"),
             (self.shmem, 2, ""),
         ]
+        table += [(self.channel, 2, ""), (self.scsi_disk, 3, ""), (self.ivshmem_doorbell, 1, "")]
+        table.append((self.vhost_scsi, 1, ""))
         if self.x86:
             table += [(self.sound, 3, ""), (self.serial, 2, ""), (self.watchdog, 1, "watchdog")]
+            table.append((self.sata_disk, 3, ""))
+        if self.machine == "q35":
+            table.append((self.iommu, 1, "iommu"))
+        if self.machine == "pc":
+            table.append((self.ide_disk, 2, "ide"))
         return table
 
     # -- controllers -------------------------------------------------------------------
@@ -190,7 +251,8 @@ class _Builder:
         rng = self.rng
         if self.pcie:
             for _ in range(rng.choice([0, 0, 1, 2, 4, 9])):
-                self.controller("pcie-root-port", "<target hotplug='off'/>" if rng.random() < 0.3 else "")
+                port = self.controller("pcie-root-port", "<target hotplug='off'/>" if rng.random() < 0.3 else "")
+                self.ports.append(port)
                 self.recipe.append("root-port")
             if rng.random() < 0.3:
                 self.controller("pcie-root-port")
@@ -206,7 +268,7 @@ class _Builder:
                 self.controller("dmi-to-pci-bridge")
                 self.controller("pci-bridge")
                 self.recipe.append("dmi+pci-bridge")
-            if rng.random() < 0.2:
+            if self.machine != "riscv64-virt" and rng.random() < 0.2:
                 self.numa_nodes = rng.randint(1, 3)
                 for node in range(self.numa_nodes):
                     self.controller("pcie-expander-bus", f"<target><node>{node}</node></target>")
@@ -239,29 +301,109 @@ class _Builder:
             maker, _, once = rng.choices(makers, weights)[0]
             if once and once in self.once:
                 continue
-            if once:
+            if once and (once != "ide" or self.ide == 3):
                 self.once.add(once)
             self.devices.append(maker())
         rng.shuffle(self.devices)
         self.devices.sort(key=lambda d: not d.startswith("<video"))  # the primary video stays first
+        self.pin()
         self.recipe.insert(0, f"{len(self.devices)} devices")
         usb = self.usb()
-        balloon = self.rng.choice(
-            ["<memballoon model='none'/>", f"<memballoon model='virtio'>{self.alias('balloon')}</memballoon>"]
+        if (self.machine != "pseries" or "model='none'" not in usb) and rng.random() < 0.3:
+            self.devices.append("<graphics type='vnc'/>")  # pseries adds USB input for graphics
+            self.recipe.append("graphics")
+        balloon = rng.choice(
+            [
+                "<memballoon model='none'/>",
+                f"<memballoon model='virtio'>{self.alias('balloon')}</memballoon>",
+                "",  # libvirt adds a virtio one (not on ARM virt)
+            ]
         )
-        sata = "<controller type='sata' index='0'/>" if self.machine == "q35" else ""
+        sata = "<controller type='sata' index='0'/>" if self.machine == "q35" and rng.random() < 0.5 else ""
         body = _name_disks("".join([usb, sata, *self.controllers, *self.devices, balloon]), 0)
         return Domain(name, self.machine, self.document(name, body), ", ".join(self.recipe))
 
+    # -- pinned addresses -------------------------------------------------------------------
+
+    def address(self, bus: int, slot: int, function: int = 0, multifunction: str = "") -> str:
+        self.pinned.add((bus, slot))
+        multi = f" multifunction='{multifunction}'" if multifunction else ""
+        return (
+            f"<address type='pci' domain='0x0000' bus='0x{bus:02x}' slot='0x{slot:02x}'"
+            f" function='0x{function:x}'{multi}/>"
+        )
+
+    def free_root_slot(self) -> int | None:
+        """A root bus slot no built-in or pinned device uses (pc: from 3; q35: not the ICH9 functions)."""
+        low = {"pc": 3, "q35": 2}.get(self.machine, 1)
+        top = 0x1E if self.machine == "q35" else 0x1F
+        free = [s for s in range(low, top + 1) if (0, s) not in self.pinned]
+        return self.rng.choice(free) if free else None
+
+    def pinned_net(self, address: str) -> str:
+        model = self.rng.choice(["virtio", "virtio-non-transitional"])
+        return f"<interface type='user'><model type='{model}'/>{self.alias('net')}{address}</interface>"
+
+    def pinned_hostdev(self, address: str) -> str:
+        return self.hostdev().replace("</hostdev>", f"{address}</hostdev>")
+
+    def pin(self) -> None:
+        """Sometimes add devices the user addressed: single ones, a multifunction group, one on a bus beyond."""
+        rng = self.rng
+        if len(self.devices) > 150:
+            return  # pinned root-bus slots would leave libvirt none for the bridges a big domain needs
+        if rng.random() < 0.3:
+            for _ in range(rng.randint(1, 4)):
+                slot = self.free_root_slot()
+                if slot is None:
+                    break
+                if rng.random() < 0.5:
+                    self.devices.append(self.pinned_net(self.address(0, slot)))
+                elif not self.pcie:
+                    self.devices.append(self.pinned_hostdev(self.address(0, slot)))
+                elif self.ports:
+                    # on PCI Express machines a host device goes on a root port the user declared (pcitopo
+                    # does not yet allow it on the root bus, where libvirt does: issue 10, item 4)
+                    self.devices.append(self.pinned_hostdev(self.address(self.ports.pop(), 0)))
+            self.recipe.append("pinned")
+        if rng.random() < 0.15:
+            slot = self.free_root_slot()
+            if slot is not None:
+                functions = rng.sample(range(1, 8), rng.randint(1, 3))
+                multi = rng.choice(["on", ""])  # libvirt sets it on function 0 when the user did not
+                group = [self.pinned_net(self.address(0, slot, 0, multi))]
+                group += [self.pinned_net(self.address(0, slot, f)) for f in functions]
+                rng.shuffle(group)
+                self.devices += group
+                self.recipe.append(f"multifunction{'' if multi else ' (implied)'}")
+        if self.machine in ("pc", "pseries") and rng.random() < 0.1:
+            bus = self.next_index + rng.randint(0, 2)
+            self.devices.append(self.pinned_net(self.address(bus, 1)))
+            self.recipe.append(f"pinned on bus {bus}")
+
     def usb(self) -> str:
-        choices = ["<controller type='usb' index='0' model='none'/>"]
-        if self.x86 or self.machine == "aarch64-virt":
+        """USB controller 0: none, a model, none listed (libvirt's default), or ICH9 USB2 companion sets."""
+        choices = ["<controller type='usb' index='0' model='none'/>", "", "<controller type='usb' index='0'/>"]
+        if self.machine != "pseries":
             choices.append(f"<controller type='usb' index='0' model='qemu-xhci'>{self.alias('usb')}</controller>")
         if self.machine == "pc":
             choices.append(f"<controller type='usb' index='0' model='piix3-uhci'>{self.alias('usb')}</controller>")
         if self.machine == "pseries":
             choices.append(f"<controller type='usb' index='0' model='pci-ohci'>{self.alias('usb')}</controller>")
-        return self.rng.choice(choices)
+        if self.x86:
+            choices.append("usb2")
+        choice = self.rng.choice(choices)
+        if choice != "usb2":
+            return choice
+        sets = self.rng.choice([1, 1, 2])
+        members = [
+            f"<controller type='usb' index='{i}' model='{model}'>{self.alias('usb')}</controller>"
+            for i in range(sets)
+            for model in ("ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3")
+        ]
+        self.rng.shuffle(members)  # listed out of order, sets interleaved: libvirt groups them by index
+        self.recipe.append(f"usb2 x{sets}")
+        return "".join(members)
 
     def document(self, name: str, body: str) -> str:
         numa = ""
@@ -283,7 +425,13 @@ class _Builder:
 
 def _name_disks(text: str, first: int) -> str:
     """Number in document order what libvirt keeps sorted: disk target names, controller indexes per type."""
-    for placeholder, name in (("@DISK@", lambda i: "vd" + _letters(first + i)), ("@SCSI@", str), ("@VSERIAL@", str)):
+    for placeholder, name in (
+        ("@DISK@", lambda i: "vd" + _letters(first + i)),
+        ("@SDISK@", lambda i: "sd" + _letters(first + i)),
+        ("@HDISK@", lambda i: "hd" + _letters(i)),
+        ("@SCSI@", str),
+        ("@VSERIAL@", str),
+    ):
         parts = text.split(placeholder)
         out = [parts[0]]
         for i, part in enumerate(parts[1:]):
@@ -333,7 +481,8 @@ def grow(addressed_xml: str, rng: random.Random, machine: str, count: int) -> st
     builder = _Builder(rng, machine)
     builder.base = 1000
     builder.disks = 1000
-    kinds = [k for k in builder.kinds() if not k[2] and k[0] not in (builder.scsi, builder.serial_controller)]
+    own_names = (builder.scsi, builder.serial_controller, builder.scsi_disk, builder.sata_disk, builder.ide_disk)
+    kinds = [k for k in builder.kinds() if not k[2] and k[0] not in own_names]
     for _ in range(count):
         maker = rng.choices([k[0] for k in kinds], [k[1] for k in kinds])[0]
         devices.append(etree.fromstring(_name_disks(maker(), 26 * 27 + builder.disks)))

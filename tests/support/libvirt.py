@@ -50,6 +50,7 @@ PACKAGES = [
     "qemu-system-x86",
     "qemu-system-arm",
     "qemu-system-ppc",
+    "qemu-system-misc",
 ]
 URI = "qemu:///system"
 SOCKET = Path("/var/run/libvirt/libvirt-sock")

@@ -1,0 +1,321 @@
+"""Writing a topology back into a domain's text: addresses, new controllers, the elements libvirt would add."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from lxml import etree
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller
+from pcitopo.errors import InvalidDomainXML, InvalidInput
+from pcitopo.formats._xmltext import Edit, indent_before
+from pcitopo.legality import identity
+from pcitopo.topology import Topology
+
+if TYPE_CHECKING:
+    from pcitopo.formats.libvirt import LibvirtDomain
+
+from pcitopo.formats.libvirt._read import (
+    _format_address,
+    _line,
+)
+from pcitopo.formats.libvirt._tables import (
+    _TARGET_ATTRS,
+)
+
+_Element = etree._Element
+
+
+def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Controller]:
+    """The controllers of ``wanted`` indexes with the ``<model name>`` and ``<target>`` values libvirt would fill in.
+
+    The ``<target>`` values come from :mod:`pcitopo.legality.identity`
+    (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give).
+    """
+    result: dict[int, Controller] = {}
+    for index, c in identity.filled(topology, wanted).items():
+        catalog_model = topology.machine.catalog.controller(c.model)
+        if c.qemu_model is None and catalog_model.qemu_device is not None:
+            c = _evolve(c, {"qemu_model": catalog_model.qemu_device})
+        result[index] = c
+    return result
+
+
+def _evolve(c: Controller, changes: Mapping[str, Any]) -> Controller:
+    return attrs.evolve(c, **changes)
+
+
+def _target_attrs(c: Controller) -> list[tuple[str, str]]:
+    attrs_: list[tuple[str, str]] = []
+    for field, name, fmt in _TARGET_ATTRS:
+        value = getattr(c, field)
+        if value is not None:
+            attrs_.append((name, fmt.format(value)))
+    if c.hotplug is not None:
+        attrs_.append(("hotplug", "on" if c.hotplug else "off"))
+    return attrs_
+
+
+def _target_lines(c: Controller) -> list[tuple[int, str]]:
+    attr_text = "".join(f" {k}='{v}'" for k, v in _target_attrs(c))
+    if c.numa_node is None:
+        return [(0, f"<target{attr_text}/>")] if attr_text else []
+    return [(0, f"<target{attr_text}>"), (1, f"<node>{c.numa_node}</node>"), (0, "</target>")]
+
+
+def _controller_lines(c: Controller) -> list[tuple[int, str]]:
+    model = "pci-root" if c.model == "spapr-pci-host-bridge" else c.model
+    lines: list[tuple[int, str]] = [(0, f"<controller type='pci' index='{c.index}' model='{model}'>")]
+    if c.qemu_model is not None:
+        lines.append((1, f"<model name='{c.qemu_model}'/>"))
+    lines += [(depth + 1, text) for depth, text in _target_lines(c)]
+    if c.id is not None:
+        lines.append((1, f"<alias name='{c.id}'/>"))
+    if c.address is not None:
+        lines.append((1, _format_address(c.address, c.multifunction)))
+    lines.append((0, "</controller>"))
+    return lines
+
+
+class _Writer:
+    """Works out the text edits that turn a domain's document into one for ``topology``."""
+
+    def __init__(self, domain: LibvirtDomain, topology: Topology) -> None:
+        self.d = domain
+        self.text = domain._text
+        self.topology = topology
+        self.result: list[Edit] = []
+        # new children per parent element: (anchor element or None for "first", lines)
+        self.children: dict[_Element, list[tuple[_Element | None, list[tuple[int, str]]]]] = {}
+        self.implicit_changed = False
+        self.implicit_controllers: list[Controller] = []
+
+    def edits(self) -> list[Edit]:
+        self._devices()
+        new = self._controllers()
+        if not self.result and not self.children and not new and not self.implicit_changed:
+            return []
+        self._implied_multifunction()
+        new += [c for c in self.implicit_controllers if self.topology.has_bus(c.index)]
+        if new:
+            self._insert_controllers(sorted(new, key=lambda c: c.index))
+        self._implicit()
+        for index, el in self.d._index_implied.items():
+            self._add_index(el, index)
+        for parent, items in self.children.items():
+            self._insert_children(parent, items)
+        return self.result
+
+    # -- devices ---------------------------------------------------------------------------------
+
+    def _devices(self) -> None:
+        old = {dev.id: dev for dev in self.d.topology.devices}
+        for dev in self.topology.devices:
+            before = old.get(dev.id)
+            if dev.id in self.d._implicit and before is not None:
+                if dev.kind != before.kind:
+                    raise InvalidInput(
+                        f"device {dev.id!r}",
+                        f"its kind changed from {before.kind} to {dev.kind}; only addresses are written",
+                    )
+                if dev != before:
+                    self.implicit_changed = True
+                continue
+            if before is None:
+                raise InvalidInput(
+                    f"device {dev.id!r}",
+                    "is not in the domain XML; pcitopo writes addresses of the devices a domain lists, it does not"
+                    " create devices",
+                )
+            el = self.d._elements[dev.id]
+            if dev.kind != before.kind:
+                raise InvalidInput(
+                    self.d._path(el), f"its kind changed from {before.kind} to {dev.kind}; only addresses are written"
+                )
+            if dev.address == before.address and bool(dev.multifunction) == bool(before.multifunction):
+                continue
+            multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
+            self._set_address(el, dev.address, multifunction)
+
+    def _implied_multifunction(self) -> None:
+        """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
+        old = {dev.id: dev for dev in self.d.topology.devices}
+        for dev in self.topology.devices:
+            before = old.get(dev.id)
+            if dev.id in self.d._multi_implied and before is not None and dev == before and dev.id in self.d._elements:
+                self._set_address(self.d._elements[dev.id], dev.address, True)
+        old_c = {c.index: c for c in self.d.topology.controllers}
+        for c in self.topology.controllers:
+            if f"pci.{c.index}" in self.d._multi_implied and old_c.get(c.index) == c:
+                self._set_address(self.d._controller_elements[c.index], c.address, True)
+
+    def _implicit(self) -> None:
+        """The elements libvirt would add, with their addresses: a written plan is complete."""
+        devices = self.d._root.find("devices")
+        if devices is None:
+            return
+        children = [c for c in devices if isinstance(c.tag, str)]
+        for dev in self.topology.devices:
+            implicit = self.d._implicit.get(dev.id)
+            if implicit is None:
+                continue
+            anchor: _Element | str = "last"
+            for tag in implicit.after:
+                found = [c for c in children if c.tag == tag]
+                if found:
+                    anchor = found[-1]
+                    break
+            self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
+
+    def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
+        current = el.find("address")
+        if address is None:
+            if current is not None:
+                span = self.d._span(current)
+                start = span.start
+                indent = indent_before(self.text, span.start)
+                if indent is not None:
+                    start = self.text.rfind("\n", 0, span.start)
+                self.result.append(Edit(start, span.end, ""))
+            return
+        if current is not None:
+            span = self.d._span(current)
+            self.result.append(
+                Edit(span.start, span.start_end, _format_address(address, multifunction, close=span.empty))
+            )
+            return
+        self._add_child(el, "last", [(0, _format_address(address, multifunction))])
+
+    # -- controllers --------------------------------------------------------------------------
+
+    def _controllers(self) -> list[Controller]:
+        """Queue the changes of listed controllers; the new ones, to insert."""
+        old = {c.index: c for c in self.d.topology.controllers}
+        changed: set[int] = set()
+        implicit: set[int] = set()
+        for c in self.topology.controllers:
+            before = old.get(c.index)
+            if c.index in self.d._implicit_controllers:
+                implicit.add(c.index)
+                if c != before:
+                    self.implicit_changed = True
+                continue
+            if before is None:
+                changed.add(c.index)
+                continue
+            if c == before:
+                continue
+            if c.model != before.model:
+                raise InvalidInput(f"controller index {c.index}", f"its model changed from {before.model} to {c.model}")
+            if c.index not in self.d._controller_elements:
+                if c.address is None and c.index == 0:
+                    continue  # the implicit root bus
+                raise InvalidInput(f"controller index {c.index}", "is implicit in the domain and cannot be changed")
+            changed.add(c.index)
+        filled = _libvirt_defaults(self.topology, changed | implicit)
+        self.implicit_controllers = [filled[i] for i in sorted(implicit)]
+        for index in sorted(changed):
+            if index in old:
+                self._update_controller(old[index], filled[index])
+        return [filled[i] for i in sorted(changed) if i not in old]
+
+    def _update_controller(self, before: Controller, after: Controller) -> None:
+        el = self.d._controller_elements[after.index]
+        if after.qemu_model != before.qemu_model and el.find("model") is None and after.qemu_model is not None:
+            self._add_child(el, "first", [(0, f"<model name='{after.qemu_model}'/>")])
+        new_target = dict(_target_attrs(after))
+        old_target = dict(_target_attrs(before))
+        target = el.find("target")
+        if new_target != old_target or (after.numa_node != before.numa_node and target is None):
+            if target is None:
+                lines = _target_lines(after)
+                if lines:
+                    anchor = el.find("model")
+                    self._add_child(el, anchor if anchor is not None else "first", lines)
+            else:
+                merged: dict[str, str] = {str(k): str(v) for k, v in target.attrib.items()}
+                merged.update(new_target)
+                span = self.d._span(target)
+                attr_text = "".join(f" {k}='{v}'" for k, v in merged.items())
+                self.result.append(Edit(span.start, span.start_end, f"<target{attr_text}{'/>' if span.empty else '>'}"))
+        if (after.address, after.multifunction) != (before.address, before.multifunction):
+            self._set_address(el, after.address, after.multifunction)
+
+    def _insert_controllers(self, controllers: list[Controller]) -> None:
+        devices = self.d._root.find("devices")
+        if devices is None:
+            raise InvalidDomainXML(
+                "/domain",
+                "has no <devices> element to add controllers to",
+                source=self.d.source,
+                line=_line(self.d._root),
+            )
+        children = [c for c in devices if isinstance(c.tag, str)]
+        anchor: _Element | None = None
+        for tag in ("controller", "disk", "emulator"):
+            found = [c for c in children if c.tag == tag]
+            if found:
+                anchor = found[-1]
+                break
+        lines: list[tuple[int, str]] = []
+        for c in controllers:
+            lines += _controller_lines(c)
+        if anchor is None:
+            self._add_child(devices, "first", lines)
+        else:
+            self._add_child(devices, anchor, lines)
+
+    def _add_index(self, el: _Element, index: int) -> None:
+        span = self.d._span(el)
+        tag = self.text[span.start : span.start_end]
+        match = re.search(r"""\stype\s*=\s*(["'])pci\1""", tag)
+        assert match is not None  # it is a <controller type='pci'>
+        at = span.start + match.end()
+        self.result.append(Edit(at, at, f" index='{index}'"))
+
+    # -- inserting children -------------------------------------------------------------------
+
+    def _add_child(self, parent: _Element, anchor: _Element | str, lines: list[tuple[int, str]]) -> None:
+        """Queue ``lines`` as new children of ``parent``: first, last, or after the child ``anchor``."""
+        resolved: _Element | None
+        if anchor == "first":
+            resolved = None
+        elif anchor == "last":
+            kids = [c for c in parent if isinstance(c.tag, str)]
+            resolved = kids[-1] if kids else None
+        else:
+            assert not isinstance(anchor, str)
+            resolved = anchor
+        self.children.setdefault(parent, []).append((resolved, lines))
+
+    def _insert_children(self, parent: _Element, items: list[tuple[_Element | None, list[tuple[int, str]]]]) -> None:
+        span = self.d._span(parent)
+        outer = indent_before(self.text, span.start)
+        unit = self.d._unit
+
+        def render(block: list[tuple[int, str]], *, leading: bool) -> str:
+            if outer is None:
+                return "".join(text for _, text in block)
+            inner = outer + unit
+            return "".join(
+                ("\n" if leading or i else "") + inner + unit * depth + text for i, (depth, text) in enumerate(block)
+            )
+
+        if span.empty:
+            block = [line for _, lines in items for line in lines]
+            slash = self.text.rfind("/", span.start, span.start_end)
+            close = f"</{span.name}>" if outer is None else f"\n{outer}</{span.name}>"
+            self.result.append(Edit(slash, span.start_end, ">" + render(block, leading=True) + close))
+            return
+        grouped: dict[int, list[tuple[int, str]]] = {}
+        for anchor, lines in items:
+            at = span.start_end if anchor is None else self.d._span(anchor).end
+            grouped.setdefault(at, []).extend(lines)
+        for at, block in grouped.items():
+            self.result.append(Edit(at, at, render(block, leading=True)))
+        if outer is not None and "\n" not in self.text[span.start_end : span.end_start]:
+            self.result.append(Edit(span.end_start, span.end_start, "\n" + outer))

@@ -1,0 +1,91 @@
+"""Reading the firmware's work from query-pci: unmapped BARs, BARs outside a bridge's window, firmware options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pcitopo.errors import InvalidInput
+from pcitopo.legality.firmware import Firmware
+from pcitopo.qemu.verify import _choose_firmware, _numbered, _Seen, _walk, firmware_args
+from pcitopo.topology import Topology
+
+
+def bridge(qdev: str, devices: list[dict[str, Any]], *, io: tuple[int, int], mem: tuple[int, int]) -> dict[str, Any]:
+    """A query-pci entry for a bridge at 00:02.0 with these windows (base, limit)."""
+    return {
+        "bus": 0,
+        "slot": 2,
+        "function": 0,
+        "qdev_id": qdev,
+        "regions": [],
+        "pci_bridge": {
+            "bus": {
+                "number": 0,
+                "secondary": 1,
+                "subordinate": 1,
+                "io_range": {"base": io[0], "limit": io[1]},
+                "memory_range": {"base": mem[0], "limit": mem[1]},
+                "prefetchable_range": {"base": 0xFFF00000, "limit": 0xFFFFF},
+            },
+            "devices": devices,
+        },
+    }
+
+
+def endpoint(qdev: str, *regions: dict[str, Any]) -> dict[str, Any]:
+    return {"bus": 1, "slot": 0, "function": 0, "qdev_id": qdev, "regions": list(regions)}
+
+
+IO_BAR = {"bar": 2, "type": "io", "address": 0xC000, "size": 32}
+MEM_BAR = {"bar": 0, "type": "memory", "address": 0xFE800000, "size": 0x20000, "prefetch": False}
+ROM = {"bar": 6, "type": "memory", "address": -1, "size": 0x40000, "prefetch": False}
+
+
+def walk(devices: list[dict[str, Any]]) -> dict[str, _Seen]:
+    seen: dict[str, _Seen] = {}
+    _walk(devices, 0, seen)
+    return seen
+
+
+def test_bars_inside_the_windows_are_fine_and_roms_do_not_count() -> None:
+    """A device whose BARs lie in its bridge's IO and memory windows is fine; an unmapped ROM is ignored."""
+    seen = walk(
+        [bridge("rp1", [endpoint("nic", IO_BAR, MEM_BAR, ROM)], io=(0xC000, 0xCFFF), mem=(0xFE800000, 0xFE9FFFFF))]
+    )
+    assert seen["nic"] == _Seen(1, 0, 0, "rp1", (), ())
+
+
+def test_unmapped_and_outside_bars_are_reported() -> None:
+    """An unmapped BAR is listed with its type and size; a mapped one outside the bridge's window is named."""
+    unmapped = dict(MEM_BAR, address=-1)
+    seen = walk([bridge("rp1", [endpoint("nic", IO_BAR, unmapped)], io=(0xD000, 0xDFFF), mem=(0xFE800000, 0xFE9FFFFF))])
+    assert seen["nic"].unmapped == ("BAR0 (memory, 131072 bytes)",)
+    assert seen["nic"].outside == ("BAR2 (IO 0xc000-0xc01f) outside the IO windows of rp1",)
+
+
+def test_numbered_needs_every_bridge_numbered() -> None:
+    """Enumeration has not happened while a bridge still has secondary bus 0."""
+    numbered = bridge("rp1", [], io=(0, 0), mem=(0, 0))
+    fresh = bridge("rp2", [], io=(0, 0), mem=(0, 0))
+    fresh["pci_bridge"]["bus"]["secondary"] = 0
+    assert _numbered([numbered])
+    assert not _numbered([numbered, fresh])
+
+
+def test_firmware_args() -> None:
+    """SeaBIOS is QEMU's default; OVMF boots from Debian's pflash images with a throw-away variable store."""
+    assert firmware_args(Firmware.named("seabios")) == []
+    assert (
+        firmware_args(Firmware.named("ovmf"))[-1]
+        == "if=pflash,format=raw,unit=1,snapshot=on,file=/usr/share/OVMF/OVMF_VARS.fd"
+    )
+
+
+def test_firmware_is_refused_on_other_architectures() -> None:
+    """Asking for a firmware boot of an ARM machine is refused before QEMU starts."""
+    with pytest.raises(InvalidInput, match="pcitopo boots only x86 firmware, and aarch64-virt is not x86"):
+        _choose_firmware(Topology.default("aarch64-virt"), "ovmf")
+    assert _choose_firmware(Topology.default("aarch64-virt"), None) is None
+    assert _choose_firmware(Topology.default("q35", firmware="ovmf"), True) == Firmware.named("ovmf")
