@@ -312,6 +312,296 @@ def bench_virsh_define(path: Path, settings: Settings) -> Result:
     return result
 
 
+def bench_virsh_define_process(path: Path, settings: Settings) -> Result:
+    """Times ``virsh define FILE`` as a whole process, the way a script calls libvirt once per domain.
+
+    Each run starts ``virsh -c qemu:///system define`` on a copy of the file
+    (under a name of its own) and waits for it to exit: the process start,
+    the connection to libvirtd and libvirtd's work (parse, assign addresses,
+    add controllers, save) are inside the clock. The ``undefine`` after each
+    run is outside it. This is the yardstick of ``pcitopo serve``'s
+    per-domain cost.
+    """
+    result = Result(
+        name="virsh-define-process-q35-150",
+        kind="virsh-process",
+        description="libvirt: one `virsh define FILE` process (start, connect, define), the same domain",
+        devices=_count_devices(path),
+    )
+    try:
+        from tests.support.libvirt import ensure_libvirtd
+    except ImportError as exc:
+        result.outcome = "skipped"
+        result.message = f"tests/support/libvirt.py cannot be imported: {exc}"
+        return result
+    reason = ensure_libvirtd()
+    if reason is not None:
+        result.outcome = "skipped"
+        result.message = f"libvirt is not available: {reason}"
+        return result
+    name = f"pcitopo-bench-define-{os.getpid()}"
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index("<name>") + len("<name>"), text.index("</name>")
+    with tempfile.TemporaryDirectory(prefix="pcitopo-bench-") as tmp:
+        copy = Path(tmp) / "domain.xml"
+        copy.write_text(text[:start] + name + text[end:], encoding="utf-8")
+        define = ["virsh", "-q", "-c", "qemu:///system", "define", str(copy)]
+        undefine = ["virsh", "-q", "-c", "qemu:///system", "undefine", name]
+
+        def run(_: None = None) -> None:
+            done = subprocess.run(define, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"virsh define failed: {done.stderr.strip()[-300:]}")
+
+        def fresh() -> None:
+            subprocess.run(undefine, capture_output=True, check=False)
+
+        try:
+            fresh()
+            run()
+            times, _ = measure(run, settings, fresh)
+        except RuntimeError as exc:
+            result.outcome = "error"
+            result.message = str(exc)
+            return result
+        finally:
+            fresh()
+    result.facts["libvirt_version"] = _libvirt_version()
+    result = _fill(result, times, 0.0)
+    result.peak_mb = None
+    return result
+
+
+def bench_serve(path: Path, settings: Settings) -> Result:
+    """Times one ``assign`` request to a running ``pcitopo serve``: the per-domain cost an orchestrator pays.
+
+    One ``python -m pcitopo serve`` process is started (outside the clock) and
+    answers a warm-up request; then each run writes one request line with the
+    domain's XML inline and reads the response line: JSON in and out, parse,
+    plan, export, all through the pipes. Compared with
+    :func:`bench_virsh_define_process` on the same file (target ≤ 0.3 of it).
+    """
+    result = Result(
+        name="serve-assign-q35-150",
+        kind="serve",
+        description="pcitopo serve: one assign request and its response, the same domain, server running",
+        devices=_count_devices(path),
+    )
+    request = (json.dumps({"id": 0, "op": "assign", "xml": path.read_text(encoding="utf-8")}) + "\n").encode()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    stdin, stdout = server.stdin, server.stdout
+
+    def ask(_: None = None) -> None:
+        stdin.write(request)
+        stdin.flush()
+        answer = json.loads(stdout.readline())
+        if answer["outcome"] != "planned":
+            raise RuntimeError(f"serve answered {answer['outcome']}: {answer.get('error')}")
+
+    try:
+        ask()
+        cpu_before = _cpu_s(server.pid)
+        times, _ = measure(ask, settings, _nothing)
+        # measure() asks len(times) + 2 times (a warm-up and a traced run): the server's CPU per request
+        result.facts["server_cpu_ms_per_request"] = round(
+            (_cpu_s(server.pid) - cpu_before) * 1000 / (len(times) + 2), 1
+        )
+        result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
+    except (RuntimeError, ValueError) as exc:
+        result.outcome = "error"
+        result.message = str(exc)
+        return result
+    finally:
+        stdin.close()
+        server.wait(timeout=60)
+    result = _fill(result, times, 0.0)
+    result.peak_mb = None  # the work happens in the server process
+    return result
+
+
+PIPELINED = 20
+"""Requests in flight at once in the pipelined serve case."""
+
+
+def bench_serve_pipelined(path: Path, settings: Settings, jobs: int = 2) -> Result:
+    """Times ``pcitopo serve --jobs 2`` answering requests sent ahead: the cost per domain at full throughput.
+
+    Each run writes 20 ``assign`` requests for the same domain at once (from
+    a thread, so that neither side blocks on a full pipe) and reads the 20
+    responses, in order; the figure is the run's time divided by 20. The
+    server (and its workers) are started and warmed up outside the clock.
+    """
+    import threading
+
+    result = Result(
+        name=f"serve-pipelined-j{jobs}-q35-150",
+        kind="serve-pipelined",
+        description=f"pcitopo serve --jobs {jobs}: {PIPELINED} assign requests sent ahead, time per request",
+        devices=_count_devices(path),
+    )
+    request = (json.dumps({"id": 0, "op": "assign", "xml": path.read_text(encoding="utf-8")}) + "\n").encode()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pcitopo", "serve", "--jobs", str(jobs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    stdin, stdout = server.stdin, server.stdout
+
+    def burst(_: None = None) -> None:
+        def send() -> None:
+            stdin.write(request * PIPELINED)
+            stdin.flush()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        for _i in range(PIPELINED):
+            answer = json.loads(stdout.readline())
+            if answer["outcome"] != "planned":
+                raise RuntimeError(f"serve answered {answer['outcome']}: {answer.get('error')}")
+        sender.join()
+
+    try:
+        burst()
+        times, _ = measure(burst, settings, _nothing)
+    except (RuntimeError, ValueError) as exc:
+        result.outcome = "error"
+        result.message = str(exc)
+        return result
+    finally:
+        stdin.close()
+        server.wait(timeout=60)
+    result = _fill(result, [t / PIPELINED for t in times], 0.0)
+    result.peak_mb = None
+    result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+FLEET_DOMAINS = 1000
+"""Domains in the fleet benchmark: the 250 of ``data/fleet-q35-15/``, four times over."""
+
+
+def bench_fleet(settings: Settings, jobs: int) -> Result:
+    """Times ``pcitopo assign DIR -o OUT --jobs N`` on 1,000 15-device domains, as a whole process.
+
+    The 250 fixed guests of ``data/fleet-q35-15/`` are copied four times (under
+    four prefixes) into a temporary directory, outside the clock. Each run is
+    one ``python -m pcitopo`` process: start-up, the worker processes, reading,
+    planning, writing every output (durably, in batches) and the summary. The
+    figure that matters is domains per second (target ≥ 100 on 2 cores).
+    """
+    result = Result(
+        name=f"fleet-assign-1000-j{jobs}",
+        kind="fleet",
+        description=f"pcitopo assign over 1,000 15-device domains, --jobs {jobs}, whole process",
+        devices=15,
+        target_ms=FLEET_DOMAINS / 100 * 1000 if jobs == 2 else None,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    fleet_settings = Settings(repeats=min(settings.repeats, 5), budget_s=settings.budget_s * 3, min_repeats=1)
+    with tempfile.TemporaryDirectory(prefix="pcitopo-bench-fleet-") as tmp:
+        inputs = Path(tmp) / "in"
+        inputs.mkdir()
+        sources = sorted((DATA / "fleet-q35-15").glob("*.xml"))
+        for copy in range(FLEET_DOMAINS // len(sources)):
+            for source in sources:
+                shutil.copyfile(source, inputs / f"r{copy}-{source.name}")
+        command = [sys.executable, "-m", "pcitopo", "assign", str(inputs), "-o", str(Path(tmp) / "out")]
+        command += ["--jobs", str(jobs)]
+
+        def clean() -> None:
+            shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
+
+        cpu: list[float] = []
+
+        def run(_: None = None) -> None:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+            ) as process:
+                below: dict[int, float] = {}  # CPU seen so far of each process under it (workers, fork server)
+                while process.poll() is None:
+                    for pid in _descendants(process.pid):
+                        with contextlib.suppress(OSError, ValueError, IndexError):
+                            below[pid] = max(below.get(pid, 0.0), _cpu_s(pid))
+                    time.sleep(0.2)
+                output = process.stdout.read() if process.stdout else ""
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime + sum(below.values()))
+            written = len(list((Path(tmp) / "out").glob("*.xml")))
+            if process.returncode != 0 or written != FLEET_DOMAINS:
+                raise RuntimeError(f"exit {process.returncode}, {written} written: {output[-300:]}")
+
+        try:
+            times = _wall_times(run, fleet_settings, clean)
+        except RuntimeError as exc:
+            result.outcome = "error"
+            result.message = str(exc)
+            return result
+    result = _fill(result, times, 0.0)
+    result.peak_mb = None  # the work happens in the worker processes
+    assert result.median_ms is not None
+    result.facts.update(
+        domains=FLEET_DOMAINS,
+        jobs=jobs,
+        domains_per_s=round(FLEET_DOMAINS / (result.median_ms / 1000), 1),
+        load_average_1min=round(os.getloadavg()[0], 2),
+    )
+    # CPU of the whole run: the pcitopo process (RUSAGE_CHILDREN) and what /proc showed of its workers,
+    # sampled every 0.2 s (the last fraction of a second of each worker may be missed)
+    result.facts["cpu_s"] = round(statistics.median(cpu), 2)
+    result.facts["domains_per_cpu_s"] = round(FLEET_DOMAINS / statistics.median(cpu), 1)
+    return result
+
+
+def _wall_times(fn: Callable[[None], object], settings: Settings, setup: Callable[[], None]) -> list[float]:
+    """:func:`measure` without its traced run, for cases whose work happens in other processes."""
+    setup()
+    fn(None)  # warm-up: page cache, .pyc files
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < settings.repeats:
+        setup()
+        t0 = time.perf_counter()
+        fn(None)
+        times.append((time.perf_counter() - t0) * 1000)
+        if len(times) >= settings.min_repeats and time.perf_counter() - started > settings.budget_s:
+            break
+    return times
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text(encoding="utf-8")
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used, from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _run_process(command: Sequence[str], *, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall and CPU time (ms) of one fresh process; raises ``RuntimeError`` when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -333,12 +623,21 @@ def _run_process(command: Sequence[str], *, env: dict[str, str] | None = None) -
     return wall, cpu
 
 
+def _start_env() -> dict[str, str]:
+    """This environment without ``PYTHONDONTWRITEBYTECODE``: the warm-up run writes the ``.pyc`` files.
+
+    An installed pcitopo has them (pip compiles at install); without them every
+    run would compile every module again and time that instead.
+    """
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _no_site_env() -> dict[str, str]:
     """The environment for ``python -S``: the repository and the site-packages, no ``.pth`` hooks."""
     import sysconfig
 
     paths = [str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    return {**_start_env(), "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 def bench_start(path: Path, settings: Settings) -> list[Result]:
@@ -370,7 +669,7 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
     commands: dict[str, tuple[list[str], dict[str, str] | None, str]] = {
         f"start-assign-q35-{size}": (
             [python, "-m", "pcitopo", "assign", str(path), "-o", str(out)],
-            None,
+            _start_env(),
             f"pcitopo assign as a whole process (python -m pcitopo), {n}-device q35 domain",
         ),
         f"start-assign-q35-{size}-nosite": (
@@ -380,7 +679,7 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
         ),
     }
     if size == "9":
-        commands["start-python"] = ([python, "-c", "pass"], None, "python -c pass: the interpreter alone")
+        commands["start-python"] = ([python, "-c", "pass"], _start_env(), "python -c pass: the interpreter alone")
         commands["start-python-nosite"] = ([python, "-S", "-c", "pass"], no_site, "python -S -c pass")
     virsh_name = f"start-virsh-define-q35-{size}"
     results = {
@@ -616,6 +915,48 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"({verdict} {MEMORY_LIMIT_MB:g} MB)"
             + (f"; the whole benchmark process peaked at {rss:.0f} MB resident" if rss else "")
         )
+    for f in report.get("fleet", []):
+        verdict = "met" if f["domains_per_s"] >= 100 else "missed"
+        out.append(
+            f"fleet: {f['domains']} 15-device domains with --jobs {f['jobs']} in {f['median_s']:.2f} s as one process: "
+            f"{f['domains_per_s']:.0f} domains/s"
+            + (f" (target ≥ 100 on 2 cores: {verdict})" if f["jobs"] == 2 else "")
+            + f"; load average {f['load_average_1min']}"
+            + (
+                f"; {f['domains_per_cpu_s']:.0f} domains per CPU second, whole run included"
+                f" (at most about {min(2, f['jobs']) * f['domains_per_cpu_s']:.0f}/s"
+                f" on {min(2, f['jobs'])} idle core{'s' if f['jobs'] > 1 else ''})"
+                if "domains_per_cpu_s" in f
+                else ""
+            )
+        )
+    sv = report.get("serve_vs_libvirt")
+    if sv is not None:
+        parts = [
+            f"serve: one assign request on the 150-device domain {_ms(sv['serve_ms'])} ms "
+            f"({sv['server_cpu_ms']} ms of the server's CPU)"
+        ]
+        if sv["ratio_to_process"] is not None:
+            verdict = "met" if sv["ratio_to_process"] <= sv["target_ratio"] else "missed"
+            parts.append(
+                f"vs a `virsh define` process {_ms(sv['virsh_process_ms'])} ms: ratio {sv['ratio_to_process']:.2f} "
+                f"(target ≤ {sv['target_ratio']}: {verdict})"
+            )
+        if sv.get("pipelined_ms") is not None:
+            parts.append(
+                f"with --jobs 2 and requests sent ahead {_ms(sv['pipelined_ms'])} ms a domain"
+                + (
+                    f" (ratio {sv['pipelined_ratio_to_process']:.2f} to the virsh process)"
+                    if sv.get("pipelined_ratio_to_process") is not None
+                    else ""
+                )
+            )
+        if sv["ratio_to_session"] is not None:
+            parts.append(
+                f"vs define + dumpxml in a virsh session {_ms(sv['virsh_session_ms'])} ms: "
+                f"ratio {sv['ratio_to_session']:.2f}"
+            )
+        out.append("; ".join(parts))
     for size in ("9", "171"):
         a, v = by_name.get(f"start-assign-q35-{size}"), by_name.get(f"start-virsh-define-q35-{size}")
         n = by_name.get(f"start-assign-q35-{size}-nosite")
@@ -768,6 +1109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(_progress(bench_assign(ASSIGN_INPUT, settings)))
     if wanted("virsh-define-q35-150"):
         results.append(_progress(bench_virsh_define(ASSIGN_INPUT, settings)))
+    if wanted("virsh-define-process-q35-150"):
+        results.append(_progress(bench_virsh_define_process(ASSIGN_INPUT, settings)))
+    if wanted("serve-assign-q35-150"):
+        results.append(_progress(bench_serve(ASSIGN_INPUT, settings)))
+    if wanted("serve-pipelined-j2-q35-150"):
+        results.append(_progress(bench_serve_pipelined(ASSIGN_INPUT, settings)))
+    for jobs in (1, 2):
+        if wanted(f"fleet-assign-1000-j{jobs}"):
+            results.append(_progress(bench_fleet(settings, jobs)))
     for path in START_INPUTS:
         size = path.stem.rsplit("-", 1)[1]
         names = [f"start-assign-q35-{size}", f"start-assign-q35-{size}-nosite", f"start-virsh-define-q35-{size}"]
@@ -798,6 +1148,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "libvirt_ms": v.median_ms,
             "ratio": a.median_ms / v.median_ms,
         }
+    s, vp = by_kind.get("serve"), by_kind.get("virsh-process")
+    sp = by_kind.get("serve-pipelined")
+    if s and s.median_ms:
+        report["serve_vs_libvirt"] = {
+            "pipelined_ms": sp.median_ms if sp else None,
+            "pipelined_ratio_to_process": sp.median_ms / vp.median_ms
+            if sp and sp.median_ms and vp and vp.median_ms
+            else None,
+            "serve_ms": s.median_ms,
+            "virsh_process_ms": vp.median_ms if vp else None,
+            "ratio_to_process": s.median_ms / vp.median_ms if vp and vp.median_ms else None,
+            "virsh_session_ms": v.median_ms if v else None,
+            "ratio_to_session": s.median_ms / v.median_ms if v and v.median_ms else None,
+            "target_ratio": 0.3,
+            "server_cpu_ms": s.facts.get("server_cpu_ms_per_request"),
+        }
+    report["fleet"] = [
+        {"name": r.name, **r.facts, "median_s": r.median_ms / 1000}
+        for r in results
+        if r.kind == "fleet" and r.median_ms
+    ]
     report["environment"]["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

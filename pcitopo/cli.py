@@ -2,7 +2,7 @@
 
 ``main(argv)`` runs one command and returns its exit code, so programs and
 tests can call it in-process; ``python -m pcitopo`` and the ``pcitopo``
-console script (``main_exit``) do the same from a shell.
+console script (``pcitopo.__main__.main``, then ``main_exit``) do the same from a shell.
 
 Commands (each has ``--help``):
 
@@ -28,6 +28,12 @@ Commands (each has ``--help``):
     whether a device can be hot-unplugged from a running domain, and what goes with it.
 ``host-scan [--sysfs DIR] [-o host.json]``
     the host's PCI devices (IOMMU groups, NUMA nodes, switches, BARs, SR-IOV) as JSON.
+
+``assign`` and ``validate`` also take several files or directories, and ``diff``
+two directories: fleet mode (:mod:`pcitopo.fleet`), with ``--jobs N``.
+
+``serve``
+    answer JSON requests on stdin, one a line (:mod:`pcitopo.serve`).
 
 Exit codes:
 
@@ -552,6 +558,13 @@ def _cmd_host_scan(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from pcitopo.fleet import default_jobs
+    from pcitopo.serve import serve
+
+    return serve(sys.stdin.buffer, out, jobs=args.jobs or default_jobs())
+
+
 # -- show and diff ------------------------------------------------------------------------------
 
 
@@ -724,6 +737,7 @@ _COMMANDS = (
     "detach",
     "host-scan",
     "verify",
+    "serve",
 )
 
 
@@ -741,6 +755,73 @@ def _host_option(p: argparse.ArgumentParser) -> None:
         metavar="host.json",
         help="a host description (pcitopo host-scan): check the <hostdev>s against its IOMMU groups",
     )
+
+
+def _fleet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="fleet mode: worker processes (default 1; 0: one per CPU); output order does not depend on it",
+    )
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def _fleet_or(
+    name: str, single: Callable[[argparse.Namespace, TextIO], int]
+) -> Callable[[argparse.Namespace, TextIO], int]:
+    """The command for one domain, or fleet mode (:mod:`pcitopo.fleet`) for many files or directories."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        paths = [args.old, args.new] if name == "diff" else args.inputs
+        # what fleet.is_fleet says, without importing fleet mode for one file
+        many = any(p != "-" and os.path.isdir(p) for p in paths) or (name != "diff" and len(paths) > 1)
+        if not many:
+            if name != "diff":
+                args.input = paths[0]
+            return single(args, out)
+        from pcitopo import fleet
+
+        if getattr(args, "host", None) is not None or getattr(args, "policy", None) == "mirror":
+            what = "--host" if getattr(args, "host", None) is not None else "--policy mirror"
+            raise _Failure(
+                EXIT_USAGE, f"pcitopo {name}: error: {what} works on one domain at a time, not in fleet mode"
+            )
+        try:
+            if getattr(args, "policy", None) is not None:
+                _policy(args.policy)  # a bad policy is one error, not one per domain
+            if args.machine_file is not None:
+                Machine.from_file(args.machine_file)  # so is a bad machine description
+            tasks = fleet.tasks_for(
+                name,
+                paths,
+                output_dir=getattr(args, "output", None),
+                policy=getattr(args, "policy", None),
+                machine_file=args.machine_file,
+            )
+        except ValueError as exc:
+            if isinstance(exc, PcitopoError):
+                raise
+            raise _Failure(EXIT_USAGE, f"pcitopo {name}: error: {exc}") from None
+        if name == "assign" and args.output is not None:
+            if os.path.exists(args.output) and not os.path.isdir(args.output):
+                raise _Failure(EXIT_USAGE, f"pcitopo assign: error: -o {args.output}: not a directory")
+            os.makedirs(args.output, exist_ok=True)
+        jobs = args.jobs or fleet.default_jobs()
+        return fleet.command(name, tasks, jobs=jobs, as_json=args.json, out=out, err=args.stderr)
+
+    return run
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -764,8 +845,18 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     if wanted("assign"):
         p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
-        p.add_argument("input", metavar="IN.xml", help="libvirt domain XML ('-' for stdin)")
-        p.add_argument("-o", "--output", metavar="OUT.xml", help="write here (atomically) instead of stdout")
+        p.add_argument(
+            "inputs",
+            nargs="+",
+            metavar="IN.xml|DIR",
+            help="libvirt domain XML ('-' for stdin); several files or a directory: fleet mode (see docs/fleet.rst)",
+        )
+        p.add_argument(
+            "-o",
+            "--output",
+            metavar="OUT.xml|DIR",
+            help="write here (atomically) instead of stdout; in fleet mode a directory, one file per input",
+        )
         p.add_argument(
             "--policy",
             metavar="NAME|FILE.toml",
@@ -780,15 +871,17 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         _machine_file_option(p)
         _host_option(p)
-        p.set_defaults(run=_cmd_assign)
+        _fleet_options(p)
+        p.set_defaults(run=_fleet_or("assign", _cmd_assign))
 
     if wanted("validate"):
         p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
-        p.add_argument("input", metavar="IN.xml")
+        p.add_argument("inputs", nargs="+", metavar="IN.xml|DIR", help="several files or a directory: fleet mode")
         p.add_argument("--json", action="store_true", help="print the violations as JSON")
         _machine_file_option(p)
         _host_option(p)
-        p.set_defaults(run=_cmd_validate)
+        _fleet_options(p)
+        p.set_defaults(run=_fleet_or("validate", _cmd_validate))
 
     if wanted("show"):
         p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
@@ -805,11 +898,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     if wanted("diff"):
         p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
-        p.add_argument("old", metavar="OLD.xml")
-        p.add_argument("new", metavar="NEW.xml")
+        p.add_argument("old", metavar="OLD.xml|DIR")
+        p.add_argument("new", metavar="NEW.xml|DIR", help="two directories: fleet mode, files paired by name")
         p.add_argument("--json", action="store_true", help="print the differences as JSON")
         _machine_file_option(p)
-        p.set_defaults(run=_cmd_diff)
+        _fleet_options(p)
+        p.set_defaults(run=_fleet_or("diff", _cmd_diff))
 
     if wanted("machines"):
         p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
@@ -876,6 +970,26 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print every check as JSON")
         _machine_file_option(p)
         p.set_defaults(run=_cmd_verify)
+
+    if wanted("serve"):
+        p = sub.add_parser(
+            "serve",
+            help="answer JSON requests (assign, validate, diff, evaluate), one a line on stdin, one a line on stdout",
+            description="A long-lived process for orchestrators: each line of stdin is a JSON request\n"
+            "(assign, validate, diff, evaluate, ping), each answered by one JSON line on stdout,\n"
+            "in request order. Bad requests are answered, never fatal; exits 0 at the end of input.\n"
+            "The protocol is in docs/serve.rst.",
+            **common,
+        )
+        p.add_argument(
+            "--jobs",
+            "-j",
+            type=_jobs,
+            default=1,
+            metavar="N",
+            help="answer in N worker processes (0: one per CPU); responses stay in request order (default 1)",
+        )
+        p.set_defaults(run=_cmd_serve)
     return parser
 
 
@@ -912,6 +1026,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             args = _parser(command).parse_args(arguments)
         except SystemExit as exc:  # --help, --version
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+        args.stderr = err
         run: Callable[[argparse.Namespace, TextIO], int] = args.run
         args.stderr = err
         code = run(args, out)

@@ -573,6 +573,24 @@ def test_every_command_ends_quietly_on_a_closed_pipe(tmp_path: Path, argv: list[
     assert (code, err) == (141, b"")
 
 
+def test_the_entry_point_runs_the_command_with_the_collector_on_and_start_up_frozen() -> None:
+    """The console script (``pcitopo.__main__.main``) runs the command with the GC on and the imports frozen."""
+    script = (
+        "import gc, sys\n"
+        "from pcitopo import __main__ as entry, cli\n"
+        "def probe():\n"
+        "    print(gc.isenabled(), gc.get_freeze_count() > 10000)\n"
+        "    sys.exit(7)\n"
+        "cli.main_exit = probe\n"
+        "try:\n    entry.main()\n"
+        "except SystemExit as exc:\n    print(exc.code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout == "True True\n7\n"
+    setup = (ROOT / "setup.cfg").read_text(encoding="utf-8")
+    assert "pcitopo = pcitopo.__main__:main" in setup
+
+
 def test_verify_refuses_a_domain_with_devices_to_place(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """verify needs every address filled in and says which devices lack one, with exit code 3, without starting QEMU."""
     path = write(tmp_path, "in.xml", "    <interface type='user'><model type='e1000e'/></interface>")

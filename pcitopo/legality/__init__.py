@@ -2,17 +2,19 @@
 
 :mod:`~pcitopo.legality.catalog` reads controller models and device kinds,
 :mod:`~pcitopo.legality.machine` reads machine descriptions, and
-:mod:`~pcitopo.legality.rules` checks a topology against both.
+:mod:`~pcitopo.legality.rules` checks a topology against both. Each name is
+imported from its module on first use (:mod:`pcitopo._lazy`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind
-from pcitopo.legality.machine import Builtin, Machine, machines
+from pcitopo._lazy import lazy
 
 if TYPE_CHECKING:
+    from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind
+    from pcitopo.legality.machine import Builtin, Machine, machines
     from pcitopo.legality.rules import RULES, check, validate
 
 __all__ = [
@@ -28,21 +30,23 @@ __all__ = [
     "validate",
 ]
 
+_CATALOG, _MACHINE, _RULES = "pcitopo.legality.catalog", "pcitopo.legality.machine", "pcitopo.legality.rules"
+__getattr__ = lazy(
+    __name__,
+    {
+        "RULES": _RULES,
+        "Builtin": _MACHINE,
+        "Catalog": _CATALOG,
+        "Connect": _CATALOG,
+        "ControllerModel": _CATALOG,
+        "DeviceKind": _CATALOG,
+        "Machine": _MACHINE,
+        "check": _RULES,
+        "machines": _MACHINE,
+        "validate": _RULES,
+    },
+)
+
 
 def __dir__() -> list[str]:
     return __all__
-
-
-def __getattr__(name: str) -> Any:
-    """``RULES``, ``check`` and ``validate`` from :mod:`~pcitopo.legality.rules`, imported when first asked for.
-
-    The rules sit above :mod:`pcitopo.topology` (they check topologies), and
-    the topology needs the catalog and machines of this package: importing
-    the rules here eagerly would make ``pcitopo.topology`` import itself
-    through this package.
-    """
-    if name in ("RULES", "check", "validate"):
-        from pcitopo.legality import rules
-
-        return getattr(rules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,8 +17,21 @@ call than reading the files takes, and pcitopo is installed as files, not as a z
 
 
 def load_packaged(name: str) -> tuple[str, dict[str, Any]]:
-    """Load a TOML file shipped in ``pcitopo/legality/data``."""
+    """Load a TOML file shipped in ``pcitopo/legality/data`` (a new dict on every call).
+
+    The parse comes from :mod:`pcitopo.legality._shipped`, made from these
+    files when they were last changed (``python -m pcitopo.legality._toml``
+    writes it, a test checks it is current): building the dicts there costs a
+    small part of importing tomllib and parsing the files. The file is still
+    read, and an entry is used only when its text is exactly the one it was
+    made from; any other text is parsed as TOML.
+    """
+    from pcitopo.legality._shipped import FILES
+
     text = (DATA / name).read_text(encoding="utf-8")
+    entry = FILES.get(name)
+    if entry is not None and entry[0] == text:
+        return f"<pcitopo>/{name}", entry[1]()
     return _parse(f"<pcitopo>/{name}", text)
 
 
@@ -33,6 +45,8 @@ def load_path(path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def _parse(source: str, text: str) -> tuple[str, dict[str, Any]]:
+    import tomllib  # only for files the parse in _shipped does not cover
+
     try:
         return source, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -120,3 +134,47 @@ def _kind_name(kind: type) -> str:
         list: "an array",
         dict: "a table",
     }.get(kind, kind.__name__)
+
+
+_SHIPPED_HEADER = '''"""The shipped description files, parsed: GENERATED (``python -m pcitopo.legality._toml``).
+
+Each entry of ``FILES`` is a file's text under ``pcitopo/legality/data`` and a
+function that builds its parse anew (so no caller shares a mutable dict);
+:func:`pcitopo.legality._toml.load_packaged` uses an entry only while the file
+still has that text. ``tests/legality/test_toml.py`` checks this module is current.
+"""
+
+# fmt: off
+# ruff: noqa
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+'''
+
+
+def shipped_source() -> str:
+    """The text of :mod:`pcitopo.legality._shipped` for the files now in ``data`` (deterministic)."""
+    import tomllib
+
+    names = sorted(p.relative_to(DATA).as_posix() for p in DATA.rglob("*.toml"))
+    parts = [_SHIPPED_HEADER]
+    entries = []
+    for i, name in enumerate(names):
+        text = (DATA / name).read_text(encoding="utf-8")
+        parts.append(f"\ndef _{i}() -> dict[str, Any]:\n    return {tomllib.loads(text)!r}\n\n")
+        entries.append(f"    {name!r}: ({text!r}, _{i}),\n")
+    parts.append("\nFILES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {\n" + "".join(entries) + "}\n")
+    return "".join(parts)
+
+
+def _write_shipped() -> None:
+    path = Path(__file__).with_name("_shipped.py")
+    path.write_text(shipped_source(), encoding="utf-8")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    _write_shipped()

@@ -33,18 +33,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
-from pcitopo.host import Host
 from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
+
+if TYPE_CHECKING:
+    from pcitopo.host import Host  # only validate_passthrough's callers, who have one, need pcitopo.host
 
 __all__ = ["HOST_RULES", "RULES", "RULE_ENFORCEMENT", "Enforcement", "check", "validate", "validate_passthrough"]
 
@@ -924,7 +926,7 @@ def validate_passthrough(topology: Topology, host: Host, sources: Mapping[str, P
     bridges", 2015, and "PCI: portdrv: Set driver_managed_dma", 2022).
 
     >>> from pcitopo.devices import Device
-    >>> from pcitopo.host import HostDevice
+    >>> from pcitopo.host import Host, HostDevice
     >>> A = PciAddress.parse
     >>> host = Host([
     ...     HostDevice(A("0000:01:00.0"), vendor=0x10de, device=0x2206, class_code=0x030000, iommu_group=1),

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -229,6 +228,8 @@ class Policy:
     @classmethod
     def from_toml(cls, path: str | Path) -> Policy:
         """Load a policy file (see ``docs/policies.rst`` for the format)."""
+        import tomllib  # here, not at the top: a command with a named policy never needs it
+
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
