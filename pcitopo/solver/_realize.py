@@ -389,13 +389,14 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
             raise InternalError("the chosen assignment is not feasible")
         if ctx_id == 0 or by_ctx.get(ctx_id) or problem.used(ctx_id, values):
             decisions[ctx_id] = d
+    # The numbers QEMU will be told, libvirt's defaults included: a port without a chassis gets its
+    # index as chassis from libvirt, so a new port must not take that number either.
+    told = identity.effective(topology).values()
     b = Builder(
         used_indexes={c.index for c in topology.controllers},
-        used_chassis_port={
-            (c.chassis, -1 if c.port is None else c.port) for c in topology.controllers if c.chassis is not None
-        },
-        used_chassis_nr={c.chassis_nr for c in topology.controllers if c.chassis_nr is not None},
-        used_target_index={c.target_index for c in topology.controllers if c.target_index is not None},
+        used_chassis_port={(c.chassis, -1 if c.port is None else c.port) for c in told if c.chassis is not None},
+        used_chassis_nr={c.chassis_nr for c in told if c.chassis_nr is not None},
+        used_target_index={c.target_index for c in told if c.target_index is not None},
     )
     main = problem.contexts[0]
     main_slots = list(main.free_slots)

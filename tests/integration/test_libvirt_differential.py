@@ -194,14 +194,6 @@ def exported(source: LibvirtDomain, policy: str) -> tuple[LibvirtDomain, Topolog
     return source.with_topology(topology), topology
 
 
-KNOWN_PLANNER_BUGS = {
-    # the planner (main at 9947f71 too) gives this 240-device q35 domain 15 IO windows where SeaBIOS has 14;
-    # the solver-model branch (c1bb08b) plans it: drop the entry once that is merged
-    ("gen20260525-82", "minimal"),
-}
-"""(domain, policy) where the solver fails its own validation (a solver bug, not checked here)."""
-
-
 def changes(written: LibvirtDomain, dumped: str) -> list[str]:
     """What libvirt moved or added when it defined ``written``: addresses, controllers, PCI devices."""
     mine = written.topology
@@ -229,8 +221,7 @@ def test_libvirt_takes_our_xml_as_final(domain: Domain) -> None:
     results = {policy: exported(source, policy) for policy in POLICIES}
     problems: list[str] = []
     for policy, r in results.items():
-        known = (domain.name, policy) in KNOWN_PLANNER_BUGS
-        if isinstance(r, str) and r.startswith("internal error") and not known:
+        if isinstance(r, str) and r.startswith("internal error"):
             problems.append(f"{policy}: {r}")
     written = {p: r for p, r in results.items() if not isinstance(r, str)}
     if not written and not problems:

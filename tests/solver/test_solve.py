@@ -677,3 +677,21 @@ def test_the_engine_decides_something_for_an_ordinary_request() -> None:
     assert plan.stats.constraints >= 3
     assert plan.stats.nodes >= 1
     assert plan.bound == plan.cost
+
+
+@pytest.mark.parametrize("policy", ["hotplug", "ordered", "numa"])
+def test_new_ports_avoid_the_chassis_libvirt_gives_a_port_without_one(policy: str) -> None:
+    """A port without a chassis gets its index from libvirt (QEMU refuses a clash), so new ports skip that number."""
+    t = Topology.build(
+        "q35",
+        controllers=[
+            Controller(2, "pcie-root-port", address=A("0000:00:02.0")),
+            Controller(4, "pcie-root-port", address=A("0000:00:04.0"), chassis=1),
+        ],
+        devices=nics(3),
+    )
+    plan = solve(t, policy)
+    added = {c.index: c.chassis for c in plan.added if c.model == "pcie-root-port"}
+    assert added
+    assert not {1, 2} & set(added.values())
+    assert validate(plan.topology) == ()
