@@ -43,8 +43,11 @@ DOMAIN = """<domain type='kvm'>
 NIC = "    <interface type='user'><model type='virtio'/></interface>"
 NIC_AT_3 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='3'/></interface>"
 NIC_AT_4 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='4'/></interface>"
-TOO_MANY = "\n".join([NIC] * 260)
-"""260 hotpluggable PCIe NICs: more than q35's 256 bus numbers can hold, so unsatisfiable."""
+PCIE_NIC = "    <interface type='user'><model type='e1000e'/></interface>"
+TOO_MANY = "\n".join([PCIE_NIC] * 600)
+"""600 PCI Express NICs (e1000e plugs into no conventional bus): more than q35's 256 bus numbers hold, unsatisfiable.
+
+(260 virtio NICs were enough while hotplug was required; now that it is only preferred they fit behind bridges.)"""
 
 
 def domain(directory: Path, name: str, devices: str) -> Path:
