@@ -127,6 +127,19 @@ class Counts:
     root_slot_io: int = 0
     hot_bridge_units: int = 0
     hot_bridge_io: int = 0
+    root_slot_preferred: int = 0
+    """Root-slot units that prefer hotplug on a root that is not hotpluggable: a pci-bridge's slot is better."""
+    root_slot_preferred_io: int = 0
+    tree_any: int = 0
+    """Bridge-tree units with no hotplug need: a dmi-to-pci-bridge's slot serves them as well."""
+    tree_any_io: int = 0
+    tree_preferred: int = 0
+    """Bridge-tree units that prefer hotplug: a dmi-to-pci-bridge's slot serves them at the hotplug weight."""
+    tree_preferred_io: int = 0
+    port_any: int = 0
+    """Single-device root-port units with no hotplug need: they may share a port as its slot's functions."""
+    port_preferred: int = 0
+    """Single-device root-port units that prefer hotplug: they may share a port at the hotplug weight."""
     bus_group_windows: int = 0
     switch_groups: int = 0
     switch_group_units: int = 0
@@ -207,6 +220,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
             d[last_resort] += 1
+        _count_alternatives(d, ctx, u, category)
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
     d["switch_groups"] += len(switch_labels)
@@ -215,16 +229,43 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     return Counts(**d)
 
 
+def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Category) -> None:
+    """Count a unit in the buckets :func:`decide` may move to a cheaper position than its category's.
+
+    A unit that prefers hotplug on a root slot that is not hotpluggable may
+    take a pci-bridge's slot instead; a conventional unit may take a
+    dmi-to-pci-bridge's slot instead of a bridge tree's (one controller
+    instead of a root port and a pcie-to-pci-bridge, not hotpluggable); a
+    PCI Express unit may share a root port with others as a function of its
+    slot (functions are not hot-plugged one by one).
+    """
+    movable = not u.integrated_required
+    if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
+        d["root_slot_preferred"] += 1
+        d["root_slot_preferred_io"] += 1 if u.has_io else 0
+    elif category is Category.BRIDGE_TREE and u.hotplug in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+        prefix = "tree_any" if u.hotplug is HotplugNeed.ANY else "tree_preferred"
+        d[prefix] += 1
+        d[f"{prefix}_io"] += 1 if u.has_io else 0
+    elif category is Category.ROOT_PORT and len(u.devices) == 1:
+        if u.hotplug is HotplugNeed.ANY:
+            d["port_any"] += 1
+        elif u.hotplug is HotplugNeed.PREFERRED:
+            d["port_preferred"] += 1
+
+
 def _never_hotpluggable(ctx: Context, category: Category) -> bool:
-    """Whether a unit of this category in this context ends up where it cannot be hot-plugged."""
-    if category in (
+    """Whether a unit of this category in this context ends up where it cannot be hot-plugged.
+
+    A root-slot unit on a root that is not hotpluggable is counted by
+    :func:`decide`, which may give it a pci-bridge's slot instead.
+    """
+    return category in (
         Category.INTEGRATED,
         Category.OPTIONAL_INTEGRATED_PCIE,
         Category.OPTIONAL_INTEGRATED_PCI,
         Category.NOT_HOTPLUGGABLE_BRIDGE,
-    ):
-        return True
-    return category is Category.ROOT_SLOT and not ctx.root_hotplug
+    )
 
 
 def last_resort_bucket(ctx: Context, u: Unit, category: Category) -> str | None:
@@ -360,6 +401,8 @@ class Decision:
     dmi_units: int = 0
     dmi_bridges: int = 0
     root_slot_units: int = 0
+    preferred_direct: int = 0
+    """Root-slot units that prefer hotplug and stay on a root that is not hotpluggable (the rest are bridged)."""
     root_bridges: int = 0
     host_bridges: int = 0
     root_slots: int = 0
@@ -601,7 +644,14 @@ def _decide_pci(
     if spare_n > need_spare or bridges > max(free, 0):
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
     direct_cap = free - bridges
-    on_direct = min(c.root_slot_units, direct_cap)
+    # the units that prefer hotplug take the pci-bridges' slots first (the root is not hotpluggable);
+    # the others take the root's slots first (no bridge needed, no IO window)
+    others = c.root_slot_units - c.root_slot_preferred
+    others_direct = min(others, direct_cap)
+    room = TREE_CAPACITY * bridges - c.hot_bridge_units - (others - others_direct)
+    preferred_bridged = min(c.root_slot_preferred, max(0, room))
+    preferred_direct = min(c.root_slot_preferred - preferred_bridged, direct_cap - others_direct)
+    on_direct = others_direct + preferred_direct
     bridged = c.hot_bridge_units + c.root_slot_units - on_direct
     if bridged > TREE_CAPACITY * bridges:
         return Decision(
@@ -619,12 +669,15 @@ def _decide_pci(
     if hot_free < spare_n:
         return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
     # direct slots take IO-BAR endpoints first: the root bus needs no IO window
-    io_bridged = c.hot_bridge_io + max(0, c.root_slot_io - on_direct)
+    others_io = c.root_slot_io - c.root_slot_preferred_io
+    preferred_bridged_io = max(0, preferred_bridged - (c.root_slot_preferred - c.root_slot_preferred_io))
+    io_bridged = c.hot_bridge_io + max(0, others_io - others_direct) + preferred_bridged_io
     buses = trees_buses(sizes)
-    hot_misses = c.hot_misses
+    hot_misses = c.hot_misses + preferred_direct
     return Decision(
         True,
         root_slot_units=on_direct,
+        preferred_direct=preferred_direct,
         integrated_devices=c.integrated_required + on_direct if ctx.bus == 0 else 0,
         root_bridges=bridges,
         tree_units=bridged,

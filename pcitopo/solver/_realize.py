@@ -340,9 +340,20 @@ def _realize_pci(
     """Lay out a conventional root context: direct slots (IO endpoints first), then pci-bridges."""
     cats = _by_category(ctx, units, policy)
     slots = list(free_slots)
-    direct_candidates = _io_first(cats.get(Category.ROOT_SLOT, []))
-    direct = direct_candidates[: decision.root_slot_units]
-    bridged = _io_first([*cats.get(Category.HOTPLUG_BRIDGE_ONLY, []), *direct_candidates[decision.root_slot_units :]])
+    root_slot = cats.get(Category.ROOT_SLOT, [])
+    # as _layout._decide_pci: units preferring hotplug (the root is not hotpluggable) are bridged first
+    wants_bridge = [u for u in root_slot if _prefers_a_bridge(ctx, u)]
+    others = _io_first([u for u in root_slot if not _prefers_a_bridge(ctx, u)])
+    preferred = _io_first(wants_bridge)
+    others_direct = decision.root_slot_units - decision.preferred_direct
+    direct = [*others[:others_direct], *preferred[: decision.preferred_direct]]
+    bridged = _io_first(
+        [
+            *cats.get(Category.HOTPLUG_BRIDGE_ONLY, []),
+            *others[others_direct:],
+            *preferred[decision.preferred_direct :],
+        ]
+    )
     for u in sorted(direct, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, slots.pop(0)))
     for _, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
@@ -353,6 +364,11 @@ def _realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         _fill_tree(b, br.index, bridged[:size])
         del bridged[:size]
+
+
+def _prefers_a_bridge(ctx: Context, u: Unit) -> bool:
+    """A root-slot unit that prefers hotplug on a root that is not hotpluggable (see ``_count_alternatives``)."""
+    return u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug and not u.integrated_required
 
 
 def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:

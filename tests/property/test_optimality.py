@@ -145,3 +145,47 @@ def test_an_optimal_plan_costs_what_the_enumerator_finds(request_: Topology, pol
     assert found.cost is not None
     if plan.status is Status.OPTIMAL and found.complete:
         assert plan.cost <= found.cost
+
+
+# -- counterexamples the Hypothesis probe found, each fixed in the model ------------------------------
+
+_STRICT_0 = Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0, numa_strict=True)
+
+_COUNTEREXAMPLES = [
+    (
+        # the new pxb's slots are not hotpluggable: the device that prefers hotplug takes a pci-bridge's slot
+        # below it, where the model used to leave it on the pxb (solver 101, enumerator 2)
+        "pc: a device preferring hotplug on NUMA node 0 goes on a pci-bridge under the node's pxb",
+        Topology.build(
+            "pc", devices=[Device("r0", "virtio-input-host", needs=_STRICT_0), Device("r1", "ich9")], numa_nodes=1
+        ),
+        Policy.named("ordered"),
+        2,
+    ),
+    (
+        # solver 201, enumerator 2: both share the bridge
+        "pc: two NICs preferring hotplug on NUMA node 0 share a pci-bridge under the node's pxb",
+        Topology.build(
+            "pc",
+            devices=[Device("r0", "ne2k_pci", needs=_STRICT_0), Device("r1", "ne2k_pci", needs=_STRICT_0)],
+            numa_nodes=2,
+        ),
+        Policy.named("hotplug"),
+        2,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "policy", "cost"), _COUNTEREXAMPLES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_the_solver_finds_the_enumerated_minimum_of_a_former_counterexample(
+    case: str, request_: Topology, policy: Policy, cost: int
+) -> None:
+    """A request the solver once planned dearer than a legal completion now costs the proven enumerated minimum."""
+    from pcitopo.solver import Status, solve
+
+    found = minimum(request_, policy)
+    assert (found.cost, found.complete) == (cost, True)
+    plan = solve(request_, policy)
+    assert (plan.status, plan.cost, evaluate(request_, plan.topology, policy).cost) == (Status.OPTIMAL, cost, cost)
