@@ -413,6 +413,12 @@ class Decision:
     spare_missing: int = 0
     last_resort: tuple[tuple[str, int], ...] = ()
     """Last-resort integrations by bucket (see :data:`LAST_RESORT_ORDER`)."""
+    dmi_any: int = 0
+    """Bridge-tree units with no hotplug need moved to the dmi-to-pci-bridge (see ``_Moves``)."""
+    dmi_preferred: int = 0
+    pack_any: int = 0
+    """Root-port units with no hotplug need sharing root ports as functions (see ``_Moves``)."""
+    pack_preferred: int = 0
 
 
 def fanout(n: int) -> int:
@@ -518,6 +524,20 @@ def decide(
     return _decide_pci(ctx, c, bridges, spare, spare_wanted, expanders_here)
 
 
+@attrs.frozen
+class _Moves:
+    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``)."""
+
+    dmi_any: int = 0
+    """Bridge-tree units with no hotplug need put on a dmi-to-pci-bridge's slot."""
+    dmi_preferred: int = 0
+    """Bridge-tree units preferring hotplug put there (each a hotplug miss)."""
+    pack_any: int = 0
+    """Root-port units with no hotplug need sharing root ports, 8 functions a port."""
+    pack_preferred: int = 0
+    """Root-port units preferring hotplug sharing them too (each a hotplug miss)."""
+
+
 def _decide_pcie(
     ctx: Context,
     c: Counts,
@@ -527,6 +547,64 @@ def _decide_pcie(
     spare_wanted: int,
     expanders_here: int,
     bus_cap: int | None,
+) -> Decision:
+    """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
+
+    The moves change only the context's own controllers and hotplug misses
+    (and lower its bus numbers and IO windows), so the cheapest of them by
+    the policy's weights is the context's best layout for these decisions;
+    ties go to the fewest bus numbers, then to the fewest moves.
+    """
+    base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
+    if not (c.tree_any or c.tree_preferred or c.port_any or c.port_preferred) or not base.feasible:
+        return base
+    weights = policy.weights
+    split = last_resort_split(c, max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci))
+    tree_any = c.tree_any - split.get("last_resort_pci_any", 0)
+    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0)
+    port_any = c.port_any - split.get("last_resort_pcie_any", 0)
+    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0)
+    dmi_room = max(0, DMI_SLOTS - c.dmi_units) if ctx.offers_dmi else 0
+    dmi_options = {(0, 0)}
+    if dmi_room:
+        moved_any = min(tree_any, dmi_room)
+        dmi_options |= {(moved_any, 0), (moved_any, min(tree_preferred, dmi_room - moved_any))}
+    pack_options = {(0, 0)}
+    if port_any + port_preferred > 1:
+        room = -port_any % 8
+        pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
+        pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
+
+    def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
+        cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
+        return (cost, d.bus_numbers, d.io_windows, sum(attrs.astuple(moves)))
+
+    best, best_key = base, key(base, _Moves())
+    for dmi_any, dmi_preferred in sorted(dmi_options):
+        for pack_any, pack_preferred in sorted(pack_options):
+            moves = _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred)
+            if moves == _Moves():
+                continue
+            d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
+            if d.feasible and key(d, moves) < best_key:
+                best, best_key = d, key(d, moves)
+    return best
+
+
+DMI_SLOTS = 32
+"""Slots of a dmi-to-pci-bridge (0..31): it has no slot-0 restriction, unlike a pci-bridge."""
+
+
+def _layout_pcie(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
+    moves: _Moves,
 ) -> Decision:
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
@@ -554,13 +632,23 @@ def _decide_pcie(
     last_pcie = split.get("last_resort_pcie_any", 0) + split.get("last_resort_pcie_preferred", 0)
     last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
     last_misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
-    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie
+    packed = moves.pack_any + moves.pack_preferred
+    shared_ports = -(-packed // 8)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
     tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
     # optional PCI integration takes IO-BAR units first (the root bus needs no IO window); the rest overflow
     tree_io = max(0, c.tree_io + max(0, c.optional_integrated_pci_io - ic) - last_pci)
-    dmi_units = c.dmi_units
+    # units moved to the dmi-to-pci-bridge: IO-BAR ones first in each bucket, as _realize moves them
+    any_io = max(0, c.tree_any_io - split.get("last_resort_pci_any", 0))
+    preferred_io = max(0, c.tree_preferred_io - split.get("last_resort_pci_preferred", 0))
+    moved_io = min(moves.dmi_any, any_io) + min(moves.dmi_preferred, preferred_io)
+    tree_units -= moves.dmi_any + moves.dmi_preferred
+    tree_io = max(0, tree_io - moved_io)
+    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
+    dmi_io = c.dmi_io + moved_io
+    use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()
     fixed_ports = len(trees) + c.switch_groups + c.bus_groups
@@ -591,7 +679,7 @@ def _decide_pcie(
     root_slots = c.integrated_required + integrate + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
     tree_bridges = sum(fanout(size) for size in trees)
     dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-    if dmi and dmi_units + dmi_bridges > 32:
+    if dmi and dmi_units + dmi_bridges > DMI_SLOTS:
         return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
     bus = direct + 2 * switches + downstream + trees_buses(trees)
     bus += (1 + dmi_bridges) if dmi else 0
@@ -601,7 +689,7 @@ def _decide_pcie(
         io += trees_io_windows(trees, tree_io, c.io_max)
     elif tree_io:
         io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max)
-    io += -(-c.dmi_io * c.io_max // IO_WINDOW)
+    io += -(-dmi_io * c.io_max // IO_WINDOW)
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
     controllers = direct + 2 * switches + downstream
@@ -630,9 +718,13 @@ def _decide_pcie(
         bus_numbers=bus,
         io_windows=io,
         controllers=controllers,
-        hot_misses=c.hot_misses + last_misses,
+        hot_misses=c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred,
         spare_missing=spare - spare_n,
         last_resort=tuple(split.items()),
+        dmi_any=moves.dmi_any,
+        dmi_preferred=moves.dmi_preferred,
+        pack_any=moves.pack_any,
+        pack_preferred=moves.pack_preferred,
     )
 
 

@@ -151,6 +151,11 @@ def test_an_optimal_plan_costs_what_the_enumerator_finds(request_: Topology, pol
 
 _STRICT_0 = Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0, numa_strict=True)
 
+_MINIMAL_NUMA = Policy.named("minimal+numa")
+_DEAR_CONTROLLERS = attrs.evolve(_MINIMAL_NUMA, weights={**_MINIMAL_NUMA.weights, "fewer-controllers": 5})
+"""No hotplug need, strict NUMA nodes, and a controller weighing 5: the enumerator's bound proves its minimum
+after 3 or 4 controllers."""
+
 _COUNTEREXAMPLES = [
     (
         # the new pxb's slots are not hotpluggable: the device that prefers hotplug takes a pci-bridge's slot
@@ -172,6 +177,35 @@ _COUNTEREXAMPLES = [
         ),
         Policy.named("hotplug"),
         2,
+    ),
+    (
+        # a dmi-to-pci-bridge under the pxb-pcie hosts a conventional device with no hotplug need: one controller
+        # where a root port and a pcie-to-pci-bridge are two (solver 20, enumerator 15)
+        "q35: a conventional device with no hotplug need on NUMA node 0 goes on a dmi-to-pci-bridge under the pxb",
+        Topology.build("q35", devices=[Device("a", "ac97", needs=Needs(numa_node=0))], numa_nodes=1),
+        _DEAR_CONTROLLERS,
+        15,
+    ),
+    (
+        # solver 20, enumerator 15: aarch64-virt's pxb-pcie takes a dmi-to-pci-bridge as well
+        "aarch64-virt: a conventional device with no hotplug need on NUMA node 0 goes on a dmi-to-pci-bridge",
+        Topology.build("aarch64-virt", devices=[Device("a", "ac97", needs=Needs(numa_node=0))], numa_nodes=1),
+        _DEAR_CONTROLLERS,
+        15,
+    ),
+    (
+        # two endpoints with no hotplug need share one root port as functions 0 and 1 (solver 25, enumerator 20)
+        "q35: two PCI Express devices with no hotplug need on NUMA node 0 share a root port under the pxb",
+        Topology.build(
+            "q35",
+            devices=[
+                Device("a", "virtio-net", needs=Needs(numa_node=0)),
+                Device("b", "virtio-blk", needs=Needs(numa_node=0)),
+            ],
+            numa_nodes=1,
+        ),
+        _DEAR_CONTROLLERS,
+        20,
     ),
 ]
 
