@@ -64,11 +64,8 @@ class SearchResult:
     """Partial assignments the engine built (each checked by the objective's bound)."""
 
 
-class _Check(EngineConstraint):  # type: ignore[misc]
-    """A model ``check`` constraint for the engine, with forward checking of its last free variable."""
-
-    def __init__(self, test: Callable[[Mapping[str, int]], bool]) -> None:
-        self._test = test
+class _ModelConstraint(EngineConstraint):  # type: ignore[misc]
+    """A model constraint for the engine: called with the assigned values of its scope."""
 
     def __call__(
         self,
@@ -79,6 +76,33 @@ class _Check(EngineConstraint):  # type: ignore[misc]
         _unassigned: Any = Unassigned,
     ) -> bool:
         values = {v: assignments[v] for v in variables if v in assignments}
+        return self.holds(values, variables, domains, assignments, forwardcheck)
+
+    def holds(
+        self,
+        values: dict[str, int],
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any,
+    ) -> bool:
+        raise NotImplementedError
+
+
+class _Check(_ModelConstraint):
+    """A model ``check`` constraint, with forward checking of its last free variable."""
+
+    def __init__(self, test: Callable[[Mapping[str, int]], bool]) -> None:
+        self._test = test
+
+    def holds(
+        self,
+        values: dict[str, int],
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any,
+    ) -> bool:
         if not self._test(values):
             return False
         if forwardcheck:
@@ -95,7 +119,7 @@ class _Check(EngineConstraint):  # type: ignore[misc]
         return True
 
 
-class _Bound(EngineConstraint):  # type: ignore[misc]
+class _Bound(_ModelConstraint):
     """The objective's branch and bound: refuses partial assignments strictly worse than the best so far."""
 
     def __init__(self, bound: Callable[[Mapping[str, int]], int | None], rank: Mapping[str, Mapping[int, int]]) -> None:
@@ -111,18 +135,17 @@ class _Bound(EngineConstraint):  # type: ignore[misc]
         completion's from below."""
         return tuple(self._rank[n][values[n]] if n in values else 0 for n in self._order)
 
-    def __call__(
+    def holds(
         self,
+        values: dict[str, int],
         variables: Sequence[str],
         domains: dict[str, Any],
         assignments: dict[str, Any],
-        forwardcheck: Any = False,
-        _unassigned: Any = Unassigned,
+        forwardcheck: Any,
     ) -> bool:
         self.nodes += 1
         if self.nodes > NODE_LIMIT:
             return False
-        values = {v: assignments[v] for v in variables if v in assignments}
         low = self._bound(values)
         if low is None:
             return False
