@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -163,9 +164,18 @@ _CATEGORY_FIELDS: dict[Category, tuple[str, str | None]] = {
 }
 
 
+_additive = operator.attrgetter(*_ADDITIVE)
+"""The additive fields of a :class:`Counts`, all at once (the search adds counts thousands of times)."""
+_NONE = Counts()
+
+
 def add_counts(a: Counts, b: Counts) -> Counts:
     """The counts of two groups of units given to one context."""
-    values = {name: getattr(a, name) + getattr(b, name) for name in _ADDITIVE}
+    if a == _NONE:
+        return b
+    if b == _NONE:
+        return a
+    values = dict(zip(_ADDITIVE, map(operator.add, _additive(a), _additive(b)), strict=True))
     return Counts(**values, io_max=max(a.io_max, b.io_max), impossible=a.impossible or b.impossible)
 
 
@@ -173,8 +183,10 @@ def scale_counts(c: Counts, n: int) -> Counts:
     """The counts of ``n`` copies of one unit (or ``n`` times identical units)."""
     if n == 1:
         return c
-    values = {name: getattr(c, name) * n for name in _ADDITIVE}
-    return Counts(**values, io_max=c.io_max if n else 0, impossible=c.impossible if n else "")
+    if n == 0:
+        return _NONE
+    values = dict(zip(_ADDITIVE, [v * n for v in _additive(c)], strict=True))
+    return Counts(**values, io_max=c.io_max, impossible=c.impossible)
 
 
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
