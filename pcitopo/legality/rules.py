@@ -699,7 +699,6 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
         if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN):
             kind = t.kind(device)
             hot = t.is_hotpluggable(bus, slot)
-            position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
             if needs.hotplug is HotplugNeed.REQUIRED and not kind.hotpluggable:
                 yield _violation(
                     "hotplug",
@@ -708,6 +707,7 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                     address=item.address,
                 )
             elif needs.hotplug is HotplugNeed.REQUIRED and not hot:
+                position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
                 yield _violation(
                     "hotplug",
                     f"{ctx.where(item)} must be hot-pluggable, but {position} does not support hotplug",
@@ -715,6 +715,7 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                     address=item.address,
                 )
             elif needs.hotplug is HotplugNeed.FORBIDDEN and hot:
+                position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
                 yield _violation(
                     "hotplug",
                     f"{ctx.where(item)} must not be hot-pluggable, but {position} supports hotplug",

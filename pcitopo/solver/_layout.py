@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,10 @@ class Context:
     offers_pcie_to_pci: bool
     offers_dmi: bool
     offers_switch: bool
+    reserves_io_pci_bridge: bool = False
+    """The firmware gives every pci-bridge an IO window even with no IO BAR below it (SeaBIOS: SHPC)."""
+    reserves_io_pcie_to_pci: bool = False
+    """The same for a pcie-to-pci-bridge."""
 
     @property
     def new_expander(self) -> bool:
@@ -172,9 +177,18 @@ _CATEGORY_FIELDS: dict[Category, tuple[str, str | None]] = {
 }
 
 
+_additive = operator.attrgetter(*_ADDITIVE)
+"""The additive fields of a :class:`Counts`, all at once (the search adds counts thousands of times)."""
+_NONE = Counts()
+
+
 def add_counts(a: Counts, b: Counts) -> Counts:
     """The counts of two groups of units given to one context."""
-    values = {name: getattr(a, name) + getattr(b, name) for name in _ADDITIVE}
+    if a == _NONE:
+        return b
+    if b == _NONE:
+        return a
+    values = dict(zip(_ADDITIVE, map(operator.add, _additive(a), _additive(b)), strict=True))
     return Counts(**values, io_max=max(a.io_max, b.io_max), impossible=a.impossible or b.impossible)
 
 
@@ -182,8 +196,10 @@ def scale_counts(c: Counts, n: int) -> Counts:
     """The counts of ``n`` copies of one unit (or ``n`` times identical units)."""
     if n == 1:
         return c
-    values = {name: getattr(c, name) * n for name in _ADDITIVE}
-    return Counts(**values, io_max=c.io_max if n else 0, impossible=c.impossible if n else "")
+    if n == 0:
+        return _NONE
+    values = dict(zip(_ADDITIVE, [v * n for v in _additive(c)], strict=True))
+    return Counts(**values, io_max=c.io_max, impossible=c.impossible)
 
 
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
@@ -451,12 +467,14 @@ def split_trees(n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def trees_io_windows(sizes: tuple[int, ...], n_io: int, io_max: int) -> int:
-    """IO windows of several trees, IO endpoints filling the first trees first."""
+def trees_io_windows(
+    sizes: tuple[int, ...], n_io: int, io_max: int, *, top_reserves: bool = False, fan_reserves: bool = False
+) -> int:
+    """IO windows of several trees, IO endpoints filling the first trees first (see :func:`tree_io_windows`)."""
     total = 0
     for size in sizes:
         here = min(size, n_io)
-        total += tree_io_windows(size, here, io_max)
+        total += tree_io_windows(size, here, io_max, top_reserves=top_reserves, fan_reserves=fan_reserves)
         n_io -= here
     return total
 
@@ -472,26 +490,31 @@ def tree_free_slots(size: int) -> int:
     return (BRIDGE_SLOTS - m) + BRIDGE_SLOTS * m - size
 
 
-def tree_io_windows(n: int, n_io: int, io_max: int) -> int:
+def tree_io_windows(n: int, n_io: int, io_max: int, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
     """4 KiB IO windows a bridge tree needs, IO endpoints placed first, each counted at ``io_max`` bytes.
 
     Endpoints fill the top bridge's free slots first, then each fanned-out
     pci-bridge; IO endpoints come first, so they share as few buses as
     possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows, and a bridge's
     window holds those of the bridges below it, so the tree needs their sum.
+    A bridge the firmware reserves a window for (``fan_reserves`` for the
+    fanned-out pci-bridges, ``top_reserves`` for the top one) takes at least
+    one even with no IO BAR below it; the top one's holds its children's, so
+    it adds one only when the whole tree has none.
     """
-    if n_io == 0:
-        return 0
     m = fanout(n)
+    if n_io == 0 and not (fan_reserves and m) and not top_reserves:
+        return 0
     capacities = [BRIDGE_SLOTS - m] + [BRIDGE_SLOTS] * m
     windows = 0
-    for cap in capacities:
+    for i, cap in enumerate(capacities):
         here = min(cap, n_io)
-        windows += -(-here * max(io_max, 1) // IO_WINDOW)
+        bus = -(-here * max(io_max, 1) // IO_WINDOW)
+        windows += max(bus, 1) if i and fan_reserves else bus
         n_io -= here
-        if n_io == 0:
+        if n_io == 0 and not fan_reserves:
             break
-    return windows
+    return max(windows, 1) if top_reserves else windows
 
 
 def decide(
@@ -686,9 +709,18 @@ def _layout_pcie(
     bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
     io = port_io + c.switch_group_io + c.bus_group_windows
     if not use_dmi_tree:
-        io += trees_io_windows(trees, tree_io, c.io_max)
-    elif tree_io:
-        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max)
+        io += trees_io_windows(
+            trees,
+            tree_io,
+            c.io_max,
+            top_reserves=ctx.reserves_io_pcie_to_pci,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+    elif tree_io or ctx.reserves_io_pci_bridge:
+        # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
+        io += trees_io_windows(
+            (BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max, top_reserves=ctx.reserves_io_pci_bridge
+        )
     io += -(-dmi_io * c.io_max // IO_WINDOW)
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
@@ -778,7 +810,14 @@ def _decide_pci(
         tree_bridges=buses - bridges,
         root_slots=on_direct + bridges + c.bus_groups,
         bus_numbers=buses + c.bus_groups,
-        io_windows=trees_io_windows(sizes, io_bridged, c.io_max) + c.bus_group_windows,
+        io_windows=trees_io_windows(
+            sizes,
+            io_bridged,
+            c.io_max,
+            top_reserves=ctx.reserves_io_pci_bridge,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+        + c.bus_group_windows,
         controllers=buses + c.bus_groups,
         hot_misses=hot_misses,
         spare=spare_n,

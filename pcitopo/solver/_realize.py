@@ -123,6 +123,9 @@ class Builder:
         return c
 
     def place(self, unit: Unit, slot: PciAddress) -> None:
+        if len(unit.devices) == 1 and slot.function == 0:  # the common case, without the multifunction work
+            self.placements[unit.devices[0].id] = slot
+            return
         functions = _usb2_functions(unit.devices) or list(range(len(unit.devices)))
         for f, d in zip(functions, unit.devices, strict=True):
             self.placements[d.id] = slot.with_function(f)

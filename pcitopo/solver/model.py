@@ -417,10 +417,14 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
                 n += 1
         return n
 
+    firmware = topology.firmware_model
+
     def add(**fields: object) -> None:
         contexts.append(
             Context(
                 id=len(contexts),
+                reserves_io_pci_bridge=firmware is not None and firmware.reserves_io("pci-bridge"),
+                reserves_io_pcie_to_pci=firmware is not None and firmware.reserves_io("pcie-to-pci-bridge"),
                 offers_pcie_to_pci=machine.offers("pcie-to-pci-bridge"),
                 offers_dmi=machine.offers("dmi-to-pci-bridge"),
                 offers_switch=machine.offers("pcie-switch-upstream-port")

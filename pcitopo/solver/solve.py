@@ -36,7 +36,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
 from pcitopo.legality import identity
-from pcitopo.policy.evaluate import soft_results
+from pcitopo.policy.evaluate import SoftResult, soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
@@ -67,9 +67,14 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         policy = Policy.named(policy)
     tolerated = _check_pins(topology, strict=strict)
     request, chosen = topology, policy
+    # the soft results of each plan the search scored, by the plan's id (the plan kept so the id stays its own):
+    # the chosen one is reported without scoring it again
+    scored: dict[int, tuple[Topology, tuple[SoftResult, ...]]] = {}
 
     def score(result: Topology) -> int:
-        return sum(s.cost for s in soft_results(request, result, chosen))
+        soft = soft_results(request, result, chosen)
+        scored[id(result)] = (result, soft)
+        return sum(s.cost for s in soft)
 
     backend = backends.backend_for(policy, score)
     if isinstance(backend, backends.LibvirtBackend):
@@ -85,7 +90,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         from pcitopo.solver.explain import explain
 
         raise explain(placed, policy, units, feasible=backends.feasible) from None
-    return _finish(topology, placement, policy, tolerated)
+    return _finish(topology, placement, policy, tolerated, scored)
 
 
 # -- step 1: the pinned part ---------------------------------------------------------------
@@ -348,7 +353,13 @@ def _ordered_floor(topology: Topology) -> dict[str, PciAddress]:
 # -- step 5: check, report -------------------------------------------------------------------------
 
 
-def _finish(request: Topology, placement: backends.Placement, policy: Policy, tolerated: Sequence[Violation]) -> Plan:
+def _finish(
+    request: Topology,
+    placement: backends.Placement,
+    policy: Policy,
+    tolerated: Sequence[Violation],
+    scored: Mapping[int, tuple[Topology, tuple[SoftResult, ...]]] | None = None,
+) -> Plan:
     result = placement.topology
     known = set(tolerated)
     violations = [v for v in _validate(result) if v not in known]
@@ -365,7 +376,8 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
-    soft = soft_results(request, result, policy)
+    earlier = scored.get(id(result)) if scored else None
+    soft = earlier[1] if earlier is not None and earlier[0] is result else soft_results(request, result, policy)
     cost = sum(s.cost for s in soft)
     status = placement.status
     bound = placement.bound

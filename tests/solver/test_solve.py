@@ -459,6 +459,20 @@ def test_more_conventional_devices_than_the_firmware_can_bridge_are_refused(
     assert f"IO windows left: {windows} of {windows}" in str(caught.value)
 
 
+def test_the_model_counts_the_windows_seabios_reserves_for_bridges() -> None:
+    """480 conventional devices fill q35's 14 IO windows with SHPC bridges, and 481 are refused saying 480 fit.
+
+    Before the model counted the windows SeaBIOS reserves for empty bridges,
+    481 were explained as "ask for fewer spare hotplug ports", which does not help.
+    """
+    kinds = ("i6300esb", "ich9", "virtio-crypto", "pci-ohci")
+    plan = solve(Topology.build("q35", devices=[Device(f"c{i}", kinds[i % 4]) for i in range(480)]))
+    assert sum(plan.topology.io_windows().values()) == 14
+    with pytest.raises(Unsatisfiable) as caught:
+        solve(Topology.build("q35", devices=[Device(f"c{i}", kinds[i % 4]) for i in range(481)]))
+    assert caught.value.suggestions == ("drop 1 of the 481 devices ('c0', 'c1', 'c2' and 478 more): 480 fit",)
+
+
 def test_solving_from_many_threads_gives_the_same_plans() -> None:
     """The solver keeps no global state: eight threads solving shared requests get identical plans."""
     from concurrent.futures import ThreadPoolExecutor
