@@ -151,10 +151,32 @@ def test_an_optimal_plan_costs_what_the_enumerator_finds(request_: Topology, pol
 
 _STRICT_0 = Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0, numa_strict=True)
 
+_MINIMAL = Policy.named("minimal")
 _MINIMAL_NUMA = Policy.named("minimal+numa")
 _DEAR_CONTROLLERS = attrs.evolve(_MINIMAL_NUMA, weights={**_MINIMAL_NUMA.weights, "fewer-controllers": 5})
 """No hotplug need, strict NUMA nodes, and a controller weighing 5: the enumerator's bound proves its minimum
 after 3 or 4 controllers."""
+
+_OFF_OCCUPIED = attrs.evolve(
+    _MINIMAL,
+    hotplug_off_occupied=True,
+    weights={**_MINIMAL.weights, "fewer-controllers": 5, "hotplug-off-occupied": 30},
+)
+_PREFERRED = Needs(hotplug=HotplugNeed.PREFERRED)
+_DRAWN_WEIGHTS = attrs.evolve(
+    Policy.named("ordered+hotplug"),
+    hotplug_off_occupied=True,
+    weights={
+        "hotplug": 110,
+        "numa": 37,
+        "order": 71,
+        "spare-ports": 51,
+        "hotplug-off-occupied": 2,
+        "integrated": 74,
+        "fewer-controllers": 67,
+    },
+)
+"""Weights Hypothesis drew: a controller (67) costs more than half a device's hotplug (110)."""
 
 _COUNTEREXAMPLES = [
     (
@@ -206,6 +228,40 @@ _COUNTEREXAMPLES = [
         ),
         _DEAR_CONTROLLERS,
         20,
+    ),
+    (
+        # hotplug-off-occupied was not in the model; pc's root slots are all hotpluggable, a node-less pxb's are
+        # not (solver 30, enumerator 10: the pxb and the integrated term)
+        "pc with hotplug-off-occupied: a device with no hotplug need goes on a node-less pxb",
+        Topology.build("pc", devices=[Device("r0", "vhost-vsock-transitional")]),
+        _OFF_OCCUPIED,
+        10,
+    ),
+    (
+        # last-resort integration took the PCIe device first; the conventional one saves a root port and a
+        # pcie-to-pci-bridge (solver 252, enumerator 228)
+        "q35: the conventional device is integrated as a last resort before the PCI Express one",
+        Topology.build(
+            "q35", devices=[Device("r0", "igb", needs=_PREFERRED), Device("r1", "vmpvscsi", needs=_PREFERRED)]
+        ),
+        _DRAWN_WEIGHTS,
+        228,
+    ),
+    (
+        # the dmi-to-pci-bridge is there for the device with no hotplug need: a pci-bridge below it gives the one
+        # requiring hotplug a slot for one controller, not two (a root port and a pcie-to-pci-bridge); solver 13
+        # (hotplug-off-occupied was not in the model either), enumerator 3
+        "aarch64-virt: a pci-bridge under the node's dmi-to-pci-bridge for a device that requires hotplug",
+        Topology.build(
+            "aarch64-virt",
+            devices=[
+                Device("r0", "lsisas1068", needs=Needs(numa_node=1)),
+                Device("r1", "i6300esb", needs=Needs(hotplug=HotplugNeed.REQUIRED, numa_node=1, numa_strict=True)),
+            ],
+            numa_nodes=2,
+        ),
+        attrs.evolve(Policy.named("numa+hotplug"), hotplug_off_occupied=True, spare_ports=0),
+        3,
     ),
 ]
 
