@@ -451,6 +451,8 @@ class Decision:
     pack_any: int = 0
     """Root-port units with no hotplug need sharing root ports as functions (see ``_Moves``)."""
     pack_preferred: int = 0
+    on_tree_ports: int = 0
+    """Of the sharing units, those at functions 1..7 of the root ports holding the trees' pcie-to-pci-bridges."""
     occupied_hot: int = 0
     """Units with no hotplug need left on a hotpluggable position (the ``hotplug-off-occupied`` term's misses)."""
 
@@ -639,7 +641,7 @@ def _moves(ctx: Context, c: Counts, last: int, pci_first: bool) -> list[_Moves]:
         moved_any = min(tree_any, dmi_room)
         dmi_options |= {(moved_any, 0), (moved_any, min(tree_preferred, dmi_room - moved_any))}
     pack_options = {(0, 0)}
-    if port_any + port_preferred > 1:
+    if port_any + port_preferred > 0:
         room = -port_any % 8
         pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
         pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
@@ -694,8 +696,6 @@ def _layout_pcie(
     last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
     last_misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
     packed = moves.pack_any + moves.pack_preferred
-    shared_ports = -(-packed // 8)
-    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
     tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
@@ -712,6 +712,10 @@ def _layout_pcie(
     use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()
+    # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
+    on_tree_ports = min(packed, 7 * len(trees))
+    shared_ports = -(-(packed - on_tree_ports) // 8)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     fixed_ports = len(trees) + c.switch_groups + c.bus_groups
     slots_left = free - c.integrated_required - integrate - (1 if dmi else 0)
     if slots_left < 0:
@@ -805,6 +809,7 @@ def _layout_pcie(
         dmi_preferred=moves.dmi_preferred,
         pack_any=moves.pack_any,
         pack_preferred=moves.pack_preferred,
+        on_tree_ports=on_tree_ports,
     )
 
 

@@ -1,5 +1,10 @@
 """The exhaustive enumerator of legal completions, the solver's independent optimality oracle (issue 9, item 5).
 
+The last tests run the solver against it on drawn requests and policies
+(:func:`tests.support.optimality.check_against_the_enumerator`): 40 examples
+in the default run, 400 in the slow one; requests it once got wrong are kept
+as fixed cases.
+
 :func:`tests.support.enumerate.minimum` shares no code with the solver: it
 builds every completion, checks it with :func:`pcitopo.evaluate` and keeps
 the least cost. These cases pin it to minima worked out by hand.
@@ -9,11 +14,13 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from hypothesis import given, settings
 
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.policy import Policy, evaluate
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
+from tests.support.optimality import POLICIES, check_against_the_enumerator, small_requests
 
 PREFERRED = Needs(hotplug=HotplugNeed.PREFERRED)
 
@@ -263,6 +270,29 @@ _COUNTEREXAMPLES = [
         attrs.evolve(Policy.named("numa+hotplug"), hotplug_off_occupied=True, spare_ports=0),
         3,
     ),
+    (
+        # a controller (86) costs more than a device's hotplug (61): the USB controller takes function 1 of the root
+        # port whose function 0 is the pcie-to-pci-bridge, not a root port of its own (solver 344, enumerator 319)
+        "q35: a PCI Express device shares the slot of the root port that holds the node's pcie-to-pci-bridge",
+        Topology.build(
+            "q35",
+            devices=[
+                Device("r0", "nec-xhci", needs=Needs(numa_node=0)),
+                Device(
+                    "r1",
+                    "virtio-serial-transitional",
+                    needs=Needs(hotplug=HotplugNeed.REQUIRED, numa_node=0, numa_strict=True),
+                ),
+            ],
+            numa_nodes=1,
+        ),
+        attrs.evolve(
+            Policy.named("numa"),
+            spare_ports=0,
+            weights={**Policy.named("numa").weights, "fewer-controllers": 86, "hotplug": 61},
+        ),
+        319,
+    ),
 ]
 
 
@@ -279,3 +309,21 @@ def test_the_solver_finds_the_enumerated_minimum_of_a_former_counterexample(
     assert (found.cost, found.complete) == (cost, True)
     plan = solve(request_, policy)
     assert (plan.status, plan.cost, evaluate(request_, plan.topology, policy).cost) == (Status.OPTIMAL, cost, cost)
+
+
+# -- the property: the solver against the enumerator on drawn requests and policies ------------------
+
+
+@settings(max_examples=40)
+@given(small_requests(max_devices=2), POLICIES)
+def test_the_solver_cost_is_the_enumerated_minimum(request_: Topology, policy: Policy) -> None:
+    """On drawn small requests and policies the solver's cost is the enumerated minimum, never beaten when optimal."""
+    check_against_the_enumerator(request_, policy)
+
+
+@pytest.mark.slow
+@settings(max_examples=400)
+@given(small_requests(max_devices=2), POLICIES)
+def test_the_solver_cost_is_the_enumerated_minimum_on_hundreds(request_: Topology, policy: Policy) -> None:
+    """The same on 400 drawn requests and policies (issue 9, item 5: hundreds of examples in the slow suite)."""
+    check_against_the_enumerator(request_, policy)
