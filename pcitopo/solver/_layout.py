@@ -615,11 +615,12 @@ def _decide_pcie(
     def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
         cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
         cost += weights["hotplug-off-occupied"] * d.occupied_hot
-        return (cost, d.bus_numbers, d.io_windows, sum(attrs.astuple(moves)))
+        moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred
+        return (cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
     best, best_key = base, key(base, _Moves())
     for pci_first in (False, True) if both_kinds else (False,):
-        for moves in _moves(ctx, c, last, pci_first):
+        for moves in _moves(ctx, c, policy, last, pci_first):
             if moves == _Moves():
                 continue
             d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
@@ -628,13 +629,22 @@ def _decide_pcie(
     return best
 
 
-def _moves(ctx: Context, c: Counts, last: int, pci_first: bool) -> list[_Moves]:
-    """The moves worth trying: all or none of each bucket, and the fills of shared ports' free functions."""
+def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) -> list[_Moves]:
+    """The moves worth trying: all or none of each bucket, and the fills of shared ports' free functions.
+
+    Moves that cannot be cheaper are left out: a unit preferring hotplug moved to a dmi-to-pci-bridge saves
+    at most two controllers (the last unit of a tree: its root port and pcie-to-pci-bridge), one sharing a
+    port at most one; a tree under a dmi-to-pci-bridge that is not there anyway saves a controller only
+    past 31 units (one tree: a root port and a bridge, or the dmi-to-pci-bridge and a pci-bridge).
+    """
+    weights = policy.weights
+    dmi_preferred_pays = weights["hotplug"] < 2 * weights["fewer-controllers"]
+    pack_preferred_pays = weights["hotplug"] < weights["fewer-controllers"]
     split = last_resort_split(c, last, pci_first=pci_first)
     tree_any = c.tree_any - split.get("last_resort_pci_any", 0)
-    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0)
+    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0) if dmi_preferred_pays else 0
     port_any = c.port_any - split.get("last_resort_pcie_any", 0)
-    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0)
+    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0) if pack_preferred_pays else 0
     dmi_room = max(0, DMI_SLOTS - c.dmi_units) if ctx.offers_dmi else 0
     dmi_options = {(0, 0)}
     if dmi_room:
@@ -645,12 +655,14 @@ def _moves(ctx: Context, c: Counts, last: int, pci_first: bool) -> list[_Moves]:
         room = -port_any % 8
         pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
         pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
-    via_dmi = (False, True) if ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units else (False,)
+    may_via_dmi = ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units > 0
     return [
         _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred, pci_first, tree_via_dmi)
         for dmi_any, dmi_preferred in sorted(dmi_options)
         for pack_any, pack_preferred in sorted(pack_options)
-        for tree_via_dmi in via_dmi
+        for tree_via_dmi in (False, True)
+        if not tree_via_dmi
+        or (may_via_dmi and (c.dmi_units or dmi_any or dmi_preferred or c.tree_units > BRIDGE_SLOTS))
     ]
 
 
