@@ -13,6 +13,13 @@ controllers and addresses. Both follow one set of rules, in this order:
 * Conventional root (``pci.0`` on pc, ``pxb``, pseries host bridges): endpoints
   take root slots, overflowing into ``pci-bridge``\\ s.
 * New pseries host bridges: 31 endpoints each.
+
+Where another position is cheaper by the policy's weights, a unit leaves its
+category's: on a PCIe root, conventional units may take a dmi-to-pci-bridge's
+slots (or the bridge trees hang from it), PCI Express units may share a root
+port as functions of its slot (beside a tree's pcie-to-pci-bridge too); on a
+conventional root that is not hotpluggable, units preferring hotplug take the
+pci-bridges' slots first (see ``_Moves`` and ``_count_alternatives``).
 """
 
 from __future__ import annotations

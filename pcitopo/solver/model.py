@@ -21,7 +21,13 @@ The decisions, per context:
 
 Everything else (root ports and how they are packed, switches, bridge trees,
 expander buses, bus numbers, IO windows) is a deterministic function of these
-(:func:`pcitopo.solver._layout.decide`).
+(:func:`pcitopo.solver._layout.decide`). That includes choices whose effect
+stays inside one context, which ``decide`` makes by the policy's weights:
+which units leave their category's position for a cheaper one (a
+dmi-to-pci-bridge's slot, functions of a shared root port, a pci-bridge's
+slot under a pxb), and which kind of unit last-resort integration takes
+first. The exhaustive enumerator of the tests
+(``tests/support/enumerate.py``) checks that this loses no optimum.
 """
 
 from __future__ import annotations
