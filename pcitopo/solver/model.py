@@ -216,12 +216,17 @@ def _unit(
         raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
     hints = [n.order for n in needs if n.order is not None]
     rank = (float(min(hints)) if hints else float(i), i)
-    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(k.hotpluggable for k in kinds):
-        own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
+    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(topology.kind_hotpluggable(d) for d in members):
+        own = [d for d in members if not topology.kind_hotpluggable(d)]
         if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
             d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+            why = (
+                "cannot be hot-plugged at all"
+                if not catalog.device(d.kind).hotpluggable
+                else f"must sit on the root bus {topology.machine.root_bus_name}, which takes no hot-plugged device"
+            )
             raise Unsatisfiable(
-                [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
+                [f"{d.id!r} requires hotplug, but a {d.kind} {why}"],
                 suggestions=[f"drop the hotplug requirement of {d.id!r}"],
             )
         # the policy's default does not apply to a kind that is never hot-plugged

@@ -684,3 +684,23 @@ def test_new_ports_avoid_the_chassis_libvirt_gives_a_port_without_one(policy: st
     assert added
     assert not {1, 2} & set(added.values())
     assert validate(plan.topology) == ()
+
+
+def test_a_vga_is_not_put_behind_bridges_for_a_hotplug_qemu_cannot_do() -> None:
+    """Under ``hotplug`` a q35 VGA stays on pcie.0: QEMU cannot hot-add a VGA, so a bridge slot would buy nothing."""
+    request = Topology.build("q35", devices=[Device("video", "vga"), Device("net", "virtio-net")])
+    plan = solve(request, "hotplug")
+    assert str(plan.assigned["video"]) == "0000:00:01.0"
+    assert [c.model for c in plan.added] == ["pcie-root-port", "pcie-root-port"]
+    assert [s.subject for s in plan.soft if s.name == "hotplug"] == ["net"]
+
+
+def test_a_pvpanic_requiring_hotplug_on_q35_is_explained() -> None:
+    """pvpanic-pci must sit on pcie.0, which takes no hot-plugged device: requiring hotplug is unsatisfiable."""
+    request = Topology.build("q35", devices=[Device("panic", "pvpanic-pci", needs=Needs(hotplug=HotplugNeed.REQUIRED))])
+    with pytest.raises(Unsatisfiable) as info:
+        solve(request, "minimal")
+    assert info.value.conflicts == (
+        "'panic' requires hotplug, but a pvpanic-pci must sit on the root bus pcie.0, "
+        "which takes no hot-plugged device",
+    )
