@@ -195,6 +195,15 @@ def _unit(
     if len(members) > 8:
         raise InvalidInput(f"slot group {group!r}", f"has {len(members)} devices but a slot has only 8 functions")
     needs = [_needs(policy, d, memo) for d in members]
+    functions = [n.function for n in needs]
+    if any(f is not None for f in functions) and (
+        None in functions or 0 not in functions or len(set(functions)) != len(functions)
+    ):
+        raise InvalidInput(
+            f"slot group {group!r}",
+            f"its devices ask for functions {', '.join('-' if f is None else str(f) for f in functions)}: "
+            "each must ask for a different one, 0 among them, or none may ask",
+        )
     kinds = [catalog.device(d.kind) for d in members]
     connects = {k.connect_on(pcie=pcie) for k in kinds}
     connect = Connect.PCIE_DEVICE if Connect.PCIE_DEVICE in connects else Connect.PCI_DEVICE
