@@ -181,9 +181,13 @@ def _join_placed_groups(topology: Topology) -> Topology:
     which group, where it is and why.
     """
     current = topology
-    for d in topology.devices:
-        if d.address is not None:
-            continue
+    grouped = [
+        d
+        for d in topology.devices
+        if d.address is None
+        and (d.needs.slot_group is not None or d.needs.bus_group is not None or d.needs.switch_group is not None)
+    ]
+    for d in grouped:
         for what in ("slot", "bus", "switch"):
             label = getattr(d.needs, f"{what}_group")
             if label is None:
