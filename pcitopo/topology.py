@@ -285,7 +285,14 @@ class Topology:
     def kind(self, device: Device | str) -> DeviceKind:
         """The catalog kind of a device (or of the device with that id)."""
         d = self.device(device) if isinstance(device, str) else device
-        return self.machine.catalog.device(d.kind)
+        found = self._kinds_by_name.get(d.kind)
+        return found if found is not None else self.machine.catalog.device(d.kind)
+
+    @functools.cached_property
+    def _kinds_by_name(self) -> Mapping[str, DeviceKind]:
+        """The catalog kinds of this topology's devices by name (the rules and the scorer ask several times each)."""
+        kinds = self.machine.catalog.devices
+        return {name: kinds[name] for name in {d.kind for d in self.devices} if name in kinds}
 
     def connect(self, device: Device | str) -> Connect:
         """The connect type of a device on this machine."""
