@@ -132,6 +132,19 @@ class Counts:
     root_slot_io: int = 0
     hot_bridge_units: int = 0
     hot_bridge_io: int = 0
+    root_slot_preferred: int = 0
+    """Root-slot units that prefer hotplug on a root that is not hotpluggable: a pci-bridge's slot is better."""
+    root_slot_preferred_io: int = 0
+    tree_any: int = 0
+    """Bridge-tree units with no hotplug need: a dmi-to-pci-bridge's slot serves them as well."""
+    tree_any_io: int = 0
+    tree_preferred: int = 0
+    """Bridge-tree units that prefer hotplug: a dmi-to-pci-bridge's slot serves them at the hotplug weight."""
+    tree_preferred_io: int = 0
+    port_any: int = 0
+    """Single-device root-port units with no hotplug need: they may share a port as its slot's functions."""
+    port_preferred: int = 0
+    """Single-device root-port units that prefer hotplug: they may share a port at the hotplug weight."""
     bus_group_windows: int = 0
     switch_groups: int = 0
     switch_group_units: int = 0
@@ -223,6 +236,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
             d[last_resort] += 1
+        _count_alternatives(d, ctx, u, category)
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
     d["switch_groups"] += len(switch_labels)
@@ -231,16 +245,43 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     return Counts(**d)
 
 
+def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Category) -> None:
+    """Count a unit in the buckets :func:`decide` may move to a cheaper position than its category's.
+
+    A unit that prefers hotplug on a root slot that is not hotpluggable may
+    take a pci-bridge's slot instead; a conventional unit may take a
+    dmi-to-pci-bridge's slot instead of a bridge tree's (one controller
+    instead of a root port and a pcie-to-pci-bridge, not hotpluggable); a
+    PCI Express unit may share a root port with others as a function of its
+    slot (functions are not hot-plugged one by one).
+    """
+    movable = not u.integrated_required
+    if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
+        d["root_slot_preferred"] += 1
+        d["root_slot_preferred_io"] += 1 if u.has_io else 0
+    elif category is Category.BRIDGE_TREE and u.hotplug in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+        prefix = "tree_any" if u.hotplug is HotplugNeed.ANY else "tree_preferred"
+        d[prefix] += 1
+        d[f"{prefix}_io"] += 1 if u.has_io else 0
+    elif category is Category.ROOT_PORT and len(u.devices) == 1:
+        if u.hotplug is HotplugNeed.ANY:
+            d["port_any"] += 1
+        elif u.hotplug is HotplugNeed.PREFERRED:
+            d["port_preferred"] += 1
+
+
 def _never_hotpluggable(ctx: Context, category: Category) -> bool:
-    """Whether a unit of this category in this context ends up where it cannot be hot-plugged."""
-    if category in (
+    """Whether a unit of this category in this context ends up where it cannot be hot-plugged.
+
+    A root-slot unit on a root that is not hotpluggable is counted by
+    :func:`decide`, which may give it a pci-bridge's slot instead.
+    """
+    return category in (
         Category.INTEGRATED,
         Category.OPTIONAL_INTEGRATED_PCIE,
         Category.OPTIONAL_INTEGRATED_PCI,
         Category.NOT_HOTPLUGGABLE_BRIDGE,
-    ):
-        return True
-    return category is Category.ROOT_SLOT and not ctx.root_hotplug
+    )
 
 
 def last_resort_bucket(ctx: Context, u: Unit, category: Category) -> str | None:
@@ -376,6 +417,8 @@ class Decision:
     dmi_units: int = 0
     dmi_bridges: int = 0
     root_slot_units: int = 0
+    preferred_direct: int = 0
+    """Root-slot units that prefer hotplug and stay on a root that is not hotpluggable (the rest are bridged)."""
     root_bridges: int = 0
     host_bridges: int = 0
     root_slots: int = 0
@@ -386,6 +429,12 @@ class Decision:
     spare_missing: int = 0
     last_resort: tuple[tuple[str, int], ...] = ()
     """Last-resort integrations by bucket (see :data:`LAST_RESORT_ORDER`)."""
+    dmi_any: int = 0
+    """Bridge-tree units with no hotplug need moved to the dmi-to-pci-bridge (see ``_Moves``)."""
+    dmi_preferred: int = 0
+    pack_any: int = 0
+    """Root-port units with no hotplug need sharing root ports as functions (see ``_Moves``)."""
+    pack_preferred: int = 0
 
 
 def fanout(n: int) -> int:
@@ -498,6 +547,20 @@ def decide(
     return _decide_pci(ctx, c, bridges, spare, spare_wanted, expanders_here)
 
 
+@attrs.frozen
+class _Moves:
+    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``)."""
+
+    dmi_any: int = 0
+    """Bridge-tree units with no hotplug need put on a dmi-to-pci-bridge's slot."""
+    dmi_preferred: int = 0
+    """Bridge-tree units preferring hotplug put there (each a hotplug miss)."""
+    pack_any: int = 0
+    """Root-port units with no hotplug need sharing root ports, 8 functions a port."""
+    pack_preferred: int = 0
+    """Root-port units preferring hotplug sharing them too (each a hotplug miss)."""
+
+
 def _decide_pcie(
     ctx: Context,
     c: Counts,
@@ -507,6 +570,64 @@ def _decide_pcie(
     spare_wanted: int,
     expanders_here: int,
     bus_cap: int | None,
+) -> Decision:
+    """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
+
+    The moves change only the context's own controllers and hotplug misses
+    (and lower its bus numbers and IO windows), so the cheapest of them by
+    the policy's weights is the context's best layout for these decisions;
+    ties go to the fewest bus numbers, then to the fewest moves.
+    """
+    base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
+    if not (c.tree_any or c.tree_preferred or c.port_any or c.port_preferred) or not base.feasible:
+        return base
+    weights = policy.weights
+    split = last_resort_split(c, max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci))
+    tree_any = c.tree_any - split.get("last_resort_pci_any", 0)
+    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0)
+    port_any = c.port_any - split.get("last_resort_pcie_any", 0)
+    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0)
+    dmi_room = max(0, DMI_SLOTS - c.dmi_units) if ctx.offers_dmi else 0
+    dmi_options = {(0, 0)}
+    if dmi_room:
+        moved_any = min(tree_any, dmi_room)
+        dmi_options |= {(moved_any, 0), (moved_any, min(tree_preferred, dmi_room - moved_any))}
+    pack_options = {(0, 0)}
+    if port_any + port_preferred > 1:
+        room = -port_any % 8
+        pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
+        pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
+
+    def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
+        cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
+        return (cost, d.bus_numbers, d.io_windows, sum(attrs.astuple(moves)))
+
+    best, best_key = base, key(base, _Moves())
+    for dmi_any, dmi_preferred in sorted(dmi_options):
+        for pack_any, pack_preferred in sorted(pack_options):
+            moves = _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred)
+            if moves == _Moves():
+                continue
+            d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
+            if d.feasible and key(d, moves) < best_key:
+                best, best_key = d, key(d, moves)
+    return best
+
+
+DMI_SLOTS = 32
+"""Slots of a dmi-to-pci-bridge (0..31): it has no slot-0 restriction, unlike a pci-bridge."""
+
+
+def _layout_pcie(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
+    moves: _Moves,
 ) -> Decision:
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
@@ -534,13 +655,23 @@ def _decide_pcie(
     last_pcie = split.get("last_resort_pcie_any", 0) + split.get("last_resort_pcie_preferred", 0)
     last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
     last_misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
-    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie
+    packed = moves.pack_any + moves.pack_preferred
+    shared_ports = -(-packed // 8)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
     tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
     # optional PCI integration takes IO-BAR units first (the root bus needs no IO window); the rest overflow
     tree_io = max(0, c.tree_io + max(0, c.optional_integrated_pci_io - ic) - last_pci)
-    dmi_units = c.dmi_units
+    # units moved to the dmi-to-pci-bridge: IO-BAR ones first in each bucket, as _realize moves them
+    any_io = max(0, c.tree_any_io - split.get("last_resort_pci_any", 0))
+    preferred_io = max(0, c.tree_preferred_io - split.get("last_resort_pci_preferred", 0))
+    moved_io = min(moves.dmi_any, any_io) + min(moves.dmi_preferred, preferred_io)
+    tree_units -= moves.dmi_any + moves.dmi_preferred
+    tree_io = max(0, tree_io - moved_io)
+    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
+    dmi_io = c.dmi_io + moved_io
+    use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()
     fixed_ports = len(trees) + c.switch_groups + c.bus_groups
@@ -571,7 +702,7 @@ def _decide_pcie(
     root_slots = c.integrated_required + integrate + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
     tree_bridges = sum(fanout(size) for size in trees)
     dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-    if dmi and dmi_units + dmi_bridges > 32:
+    if dmi and dmi_units + dmi_bridges > DMI_SLOTS:
         return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
     bus = direct + 2 * switches + downstream + trees_buses(trees)
     bus += (1 + dmi_bridges) if dmi else 0
@@ -590,7 +721,7 @@ def _decide_pcie(
         io += trees_io_windows(
             (BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max, top_reserves=ctx.reserves_io_pci_bridge
         )
-    io += -(-c.dmi_io * c.io_max // IO_WINDOW)
+    io += -(-dmi_io * c.io_max // IO_WINDOW)
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
     controllers = direct + 2 * switches + downstream
@@ -619,9 +750,13 @@ def _decide_pcie(
         bus_numbers=bus,
         io_windows=io,
         controllers=controllers,
-        hot_misses=c.hot_misses + last_misses,
+        hot_misses=c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred,
         spare_missing=spare - spare_n,
         last_resort=tuple(split.items()),
+        dmi_any=moves.dmi_any,
+        dmi_preferred=moves.dmi_preferred,
+        pack_any=moves.pack_any,
+        pack_preferred=moves.pack_preferred,
     )
 
 
@@ -633,7 +768,14 @@ def _decide_pci(
     if spare_n > need_spare or bridges > max(free, 0):
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
     direct_cap = free - bridges
-    on_direct = min(c.root_slot_units, direct_cap)
+    # the units that prefer hotplug take the pci-bridges' slots first (the root is not hotpluggable);
+    # the others take the root's slots first (no bridge needed, no IO window)
+    others = c.root_slot_units - c.root_slot_preferred
+    others_direct = min(others, direct_cap)
+    room = TREE_CAPACITY * bridges - c.hot_bridge_units - (others - others_direct)
+    preferred_bridged = min(c.root_slot_preferred, max(0, room))
+    preferred_direct = min(c.root_slot_preferred - preferred_bridged, direct_cap - others_direct)
+    on_direct = others_direct + preferred_direct
     bridged = c.hot_bridge_units + c.root_slot_units - on_direct
     if bridged > TREE_CAPACITY * bridges:
         return Decision(
@@ -651,12 +793,15 @@ def _decide_pci(
     if hot_free < spare_n:
         return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
     # direct slots take IO-BAR endpoints first: the root bus needs no IO window
-    io_bridged = c.hot_bridge_io + max(0, c.root_slot_io - on_direct)
+    others_io = c.root_slot_io - c.root_slot_preferred_io
+    preferred_bridged_io = max(0, preferred_bridged - (c.root_slot_preferred - c.root_slot_preferred_io))
+    io_bridged = c.hot_bridge_io + max(0, others_io - others_direct) + preferred_bridged_io
     buses = trees_buses(sizes)
-    hot_misses = c.hot_misses
+    hot_misses = c.hot_misses + preferred_direct
     return Decision(
         True,
         root_slot_units=on_direct,
+        preferred_direct=preferred_direct,
         integrated_devices=c.integrated_required + on_direct if ctx.bus == 0 else 0,
         root_bridges=bridges,
         tree_units=bridged,

@@ -145,3 +145,81 @@ def test_an_optimal_plan_costs_what_the_enumerator_finds(request_: Topology, pol
     assert found.cost is not None
     if plan.status is Status.OPTIMAL and found.complete:
         assert plan.cost <= found.cost
+
+
+# -- counterexamples the Hypothesis probe found, each fixed in the model ------------------------------
+
+_STRICT_0 = Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0, numa_strict=True)
+
+_MINIMAL_NUMA = Policy.named("minimal+numa")
+_DEAR_CONTROLLERS = attrs.evolve(_MINIMAL_NUMA, weights={**_MINIMAL_NUMA.weights, "fewer-controllers": 5})
+"""No hotplug need, strict NUMA nodes, and a controller weighing 5: the enumerator's bound proves its minimum
+after 3 or 4 controllers."""
+
+_COUNTEREXAMPLES = [
+    (
+        # the new pxb's slots are not hotpluggable: the device that prefers hotplug takes a pci-bridge's slot
+        # below it, where the model used to leave it on the pxb (solver 101, enumerator 2)
+        "pc: a device preferring hotplug on NUMA node 0 goes on a pci-bridge under the node's pxb",
+        Topology.build(
+            "pc", devices=[Device("r0", "virtio-input-host", needs=_STRICT_0), Device("r1", "ich9")], numa_nodes=1
+        ),
+        Policy.named("ordered"),
+        2,
+    ),
+    (
+        # solver 201, enumerator 2: both share the bridge
+        "pc: two NICs preferring hotplug on NUMA node 0 share a pci-bridge under the node's pxb",
+        Topology.build(
+            "pc",
+            devices=[Device("r0", "ne2k_pci", needs=_STRICT_0), Device("r1", "ne2k_pci", needs=_STRICT_0)],
+            numa_nodes=2,
+        ),
+        Policy.named("hotplug"),
+        2,
+    ),
+    (
+        # a dmi-to-pci-bridge under the pxb-pcie hosts a conventional device with no hotplug need: one controller
+        # where a root port and a pcie-to-pci-bridge are two (solver 20, enumerator 15)
+        "q35: a conventional device with no hotplug need on NUMA node 0 goes on a dmi-to-pci-bridge under the pxb",
+        Topology.build("q35", devices=[Device("a", "ac97", needs=Needs(numa_node=0))], numa_nodes=1),
+        _DEAR_CONTROLLERS,
+        15,
+    ),
+    (
+        # solver 20, enumerator 15: aarch64-virt's pxb-pcie takes a dmi-to-pci-bridge as well
+        "aarch64-virt: a conventional device with no hotplug need on NUMA node 0 goes on a dmi-to-pci-bridge",
+        Topology.build("aarch64-virt", devices=[Device("a", "ac97", needs=Needs(numa_node=0))], numa_nodes=1),
+        _DEAR_CONTROLLERS,
+        15,
+    ),
+    (
+        # two endpoints with no hotplug need share one root port as functions 0 and 1 (solver 25, enumerator 20)
+        "q35: two PCI Express devices with no hotplug need on NUMA node 0 share a root port under the pxb",
+        Topology.build(
+            "q35",
+            devices=[
+                Device("a", "virtio-net", needs=Needs(numa_node=0)),
+                Device("b", "virtio-blk", needs=Needs(numa_node=0)),
+            ],
+            numa_nodes=1,
+        ),
+        _DEAR_CONTROLLERS,
+        20,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "policy", "cost"), _COUNTEREXAMPLES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_the_solver_finds_the_enumerated_minimum_of_a_former_counterexample(
+    case: str, request_: Topology, policy: Policy, cost: int
+) -> None:
+    """A request the solver once planned dearer than a legal completion now costs the proven enumerated minimum."""
+    from pcitopo.solver import Status, solve
+
+    found = minimum(request_, policy)
+    assert (found.cost, found.complete) == (cost, True)
+    plan = solve(request_, policy)
+    assert (plan.status, plan.cost, evaluate(request_, plan.topology, policy).cost) == (Status.OPTIMAL, cost, cost)
