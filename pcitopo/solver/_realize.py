@@ -422,15 +422,27 @@ def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, unit
             b.place(remaining.pop(0), _addr(host_bridge.index, s))
 
 
+_DEVICE_FIELDS = tuple(f.name for f in attrs.fields(Device))
+
+
+def _moved(d: Device, address: PciAddress, multifunction: bool | None) -> Device:
+    """``d`` at ``address``: ``attrs.evolve`` without re-running the validators of values already checked
+    (the id's pattern, for every device of every realised plan)."""
+    new = object.__new__(Device)
+    for name in _DEVICE_FIELDS:
+        object.__setattr__(new, name, getattr(d, name))
+    object.__setattr__(new, "address", address)
+    object.__setattr__(new, "multifunction", multifunction)
+    return new
+
+
 def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
+    placements, multifunction = b.placements, b.multifunction
     out = []
     for d in devices:
-        if d.id in b.placements:
-            d = attrs.evolve(
-                d,
-                address=b.placements[d.id],
-                multifunction=True if b.multifunction.get(d.id) else d.multifunction,
-            )
+        address = placements.get(d.id)
+        if address is not None:
+            d = _moved(d, address, True if multifunction.get(d.id) else d.multifunction)
         out.append(d)
     return out
 
