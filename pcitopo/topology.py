@@ -562,7 +562,7 @@ class Topology:
                     direct[d.address.bus] = direct.get(d.address.bus, 0) + size
         return direct
 
-    @property
+    @functools.cached_property
     def firmware_model(self) -> Firmware | None:
         """The description of the firmware that boots this topology (``None``: no firmware modelled)."""
         return self.machine.firmware(self.firmware)
