@@ -141,6 +141,10 @@ class Counts:
     tree_preferred: int = 0
     """Bridge-tree units that prefer hotplug: a dmi-to-pci-bridge's slot serves them at the hotplug weight."""
     tree_preferred_io: int = 0
+    root_slot_any: int = 0
+    """Root-slot units with no hotplug need (``hotplug-off-occupied`` counts those on hotpluggable slots)."""
+    bus_group_any: int = 0
+    """Bus-group units with no hotplug need (a bridge's slots are hotpluggable)."""
     port_any: int = 0
     """Single-device root-port units with no hotplug need: they may share a port as its slot's functions."""
     port_preferred: int = 0
@@ -221,6 +225,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             continue
         if category is Category.BUS_GROUP:
             d["bus_group_units"] += 1
+            d["bus_group_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
             bus_labels.add(u.bus_group or "")
             if u.has_io:
                 n, biggest = bus_io.get(u.bus_group or "", (0, 0))
@@ -256,6 +261,8 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
     slot (functions are not hot-plugged one by one).
     """
     movable = not u.integrated_required
+    if category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.ANY:
+        d["root_slot_any"] += 1
     if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
         d["root_slot_preferred"] += 1
         d["root_slot_preferred_io"] += 1 if u.has_io else 0
@@ -305,10 +312,19 @@ LAST_RESORT_ORDER = (
 """Which units are integrated first as a last resort: those that do not care about hotplug, PCIe first."""
 
 
-def last_resort_split(c: Counts, n: int) -> dict[str, int]:
+LAST_RESORT_PCI_FIRST = (
+    "last_resort_pci_any",
+    "last_resort_pcie_any",
+    "last_resort_pci_preferred",
+    "last_resort_pcie_preferred",
+)
+"""The other order: a conventional unit integrated saves a bridge tree (two controllers), a PCIe one a port."""
+
+
+def last_resort_split(c: Counts, n: int, *, pci_first: bool = False) -> dict[str, int]:
     """How ``n`` last-resort integrations are taken from the buckets, in order."""
     out: dict[str, int] = {}
-    for name in LAST_RESORT_ORDER:
+    for name in LAST_RESORT_PCI_FIRST if pci_first else LAST_RESORT_ORDER:
         take = min(n, getattr(c, name))
         out[name] = take
         n -= take
@@ -435,6 +451,10 @@ class Decision:
     pack_any: int = 0
     """Root-port units with no hotplug need sharing root ports as functions (see ``_Moves``)."""
     pack_preferred: int = 0
+    on_tree_ports: int = 0
+    """Of the sharing units, those at functions 1..7 of the root ports holding the trees' pcie-to-pci-bridges."""
+    occupied_hot: int = 0
+    """Units with no hotplug need left on a hotpluggable position (the ``hotplug-off-occupied`` term's misses)."""
 
 
 def fanout(n: int) -> int:
@@ -543,8 +563,8 @@ def decide(
     if ctx.root_kind is RootKind.PCIE:
         return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
-        return _decide_new_host_bridges(c)
-    return _decide_pci(ctx, c, bridges, spare, spare_wanted, expanders_here)
+        return _decide_new_host_bridges(c, policy)
+    return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
 
 
 @attrs.frozen
@@ -559,6 +579,11 @@ class _Moves:
     """Root-port units with no hotplug need sharing root ports, 8 functions a port."""
     pack_preferred: int = 0
     """Root-port units preferring hotplug sharing them too (each a hotplug miss)."""
+    pci_first: bool = False
+    """Last-resort integration takes conventional units before PCI Express ones (:data:`LAST_RESORT_PCI_FIRST`)."""
+    tree_via_dmi: bool = False
+    """The bridge-tree units go on pci-bridges under the dmi-to-pci-bridge (one controller each) instead of
+    pcie-to-pci-bridges behind root ports (two), though the machine offers the latter."""
 
 
 def _decide_pcie(
@@ -579,39 +604,66 @@ def _decide_pcie(
     ties go to the fewest bus numbers, then to the fewest moves.
     """
     base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
-    if not (c.tree_any or c.tree_preferred or c.port_any or c.port_preferred) or not base.feasible:
+    last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
+    both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
+    both_kinds = both_kinds and (c.last_resort_pci_any or c.last_resort_pci_preferred)
+    movable = c.tree_units or c.port_any or c.port_preferred
+    if not (movable or both_kinds) or not base.feasible:
         return base
     weights = policy.weights
-    split = last_resort_split(c, max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci))
-    tree_any = c.tree_any - split.get("last_resort_pci_any", 0)
-    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0)
-    port_any = c.port_any - split.get("last_resort_pcie_any", 0)
-    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0)
-    dmi_room = max(0, DMI_SLOTS - c.dmi_units) if ctx.offers_dmi else 0
-    dmi_options = {(0, 0)}
-    if dmi_room:
-        moved_any = min(tree_any, dmi_room)
-        dmi_options |= {(moved_any, 0), (moved_any, min(tree_preferred, dmi_room - moved_any))}
-    pack_options = {(0, 0)}
-    if port_any + port_preferred > 1:
-        room = -port_any % 8
-        pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
-        pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
 
     def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
         cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
-        return (cost, d.bus_numbers, d.io_windows, sum(attrs.astuple(moves)))
+        cost += weights["hotplug-off-occupied"] * d.occupied_hot
+        moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred
+        return (cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
     best, best_key = base, key(base, _Moves())
-    for dmi_any, dmi_preferred in sorted(dmi_options):
-        for pack_any, pack_preferred in sorted(pack_options):
-            moves = _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred)
+    for pci_first in (False, True) if both_kinds else (False,):
+        for moves in _moves(ctx, c, policy, last, pci_first):
             if moves == _Moves():
                 continue
             d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
             if d.feasible and key(d, moves) < best_key:
                 best, best_key = d, key(d, moves)
     return best
+
+
+def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) -> list[_Moves]:
+    """The moves worth trying: all or none of each bucket, and the fills of shared ports' free functions.
+
+    Moves that cannot be cheaper are left out: a unit preferring hotplug moved to a dmi-to-pci-bridge saves
+    at most two controllers (the last unit of a tree: its root port and pcie-to-pci-bridge), one sharing a
+    port at most one; a tree under a dmi-to-pci-bridge that is not there anyway saves a controller only
+    past 31 units (one tree: a root port and a bridge, or the dmi-to-pci-bridge and a pci-bridge).
+    """
+    weights = policy.weights
+    dmi_preferred_pays = weights["hotplug"] < 2 * weights["fewer-controllers"]
+    pack_preferred_pays = weights["hotplug"] < weights["fewer-controllers"]
+    split = last_resort_split(c, last, pci_first=pci_first)
+    tree_any = c.tree_any - split.get("last_resort_pci_any", 0)
+    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0) if dmi_preferred_pays else 0
+    port_any = c.port_any - split.get("last_resort_pcie_any", 0)
+    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0) if pack_preferred_pays else 0
+    dmi_room = max(0, DMI_SLOTS - c.dmi_units) if ctx.offers_dmi else 0
+    dmi_options = {(0, 0)}
+    if dmi_room:
+        moved_any = min(tree_any, dmi_room)
+        dmi_options |= {(moved_any, 0), (moved_any, min(tree_preferred, dmi_room - moved_any))}
+    pack_options = {(0, 0)}
+    if port_any + port_preferred > 0:
+        room = -port_any % 8
+        pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
+        pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
+    may_via_dmi = ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units > 0
+    return [
+        _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred, pci_first, tree_via_dmi)
+        for dmi_any, dmi_preferred in sorted(dmi_options)
+        for pack_any, pack_preferred in sorted(pack_options)
+        for tree_via_dmi in (False, True)
+        if not tree_via_dmi
+        or (may_via_dmi and (c.dmi_units or dmi_any or dmi_preferred or c.tree_units > BRIDGE_SLOTS))
+    ]
 
 
 DMI_SLOTS = 32
@@ -641,7 +693,7 @@ def _layout_pcie(
     pack = 8 if policy.port_packing == "multifunction" else 1
     aggregate_free = len(ctx.free_port_functions) if pack == 8 else 0
     optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
-    use_dmi_tree = c.tree_units > 0 and not ctx.offers_pcie_to_pci
+    use_dmi_tree = c.tree_units > 0 and (moves.tree_via_dmi or not ctx.offers_pcie_to_pci)
     if use_dmi_tree and not ctx.offers_dmi:
         return Decision(False, f"{ctx.label}: no bridge for conventional PCI devices")
     if integrate > integrable(c) or integrate > free - c.integrated_required:
@@ -651,13 +703,11 @@ def _layout_pcie(
     # optional integration takes PCIe units first, then PCI units (definition order inside)
     ip = min(i_opt, c.optional_integrated_pcie)
     ic = i_opt - ip
-    split = last_resort_split(c, last) if last else {}
+    split = last_resort_split(c, last, pci_first=moves.pci_first) if last else {}
     last_pcie = split.get("last_resort_pcie_any", 0) + split.get("last_resort_pcie_preferred", 0)
     last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
     last_misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
     packed = moves.pack_any + moves.pack_preferred
-    shared_ports = -(-packed // 8)
-    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
     tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
@@ -674,6 +724,10 @@ def _layout_pcie(
     use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()
+    # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
+    on_tree_ports = min(packed, 7 * len(trees))
+    shared_ports = -(-(packed - on_tree_ports) // 8)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     fixed_ports = len(trees) + c.switch_groups + c.bus_groups
     slots_left = free - c.integrated_required - integrate - (1 if dmi else 0)
     if slots_left < 0:
@@ -751,17 +805,28 @@ def _layout_pcie(
         io_windows=io,
         controllers=controllers,
         hot_misses=c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred,
+        # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
+        occupied_hot=(
+            c.tree_any
+            - split.get("last_resort_pci_any", 0)
+            - moves.dmi_any
+            + (c.optional_integrated_pci - ic)
+            + c.bus_group_any
+        )
+        if policy.hotplug_off_occupied
+        else 0,
         spare_missing=spare - spare_n,
         last_resort=tuple(split.items()),
         dmi_any=moves.dmi_any,
         dmi_preferred=moves.dmi_preferred,
         pack_any=moves.pack_any,
         pack_preferred=moves.pack_preferred,
+        on_tree_ports=on_tree_ports,
     )
 
 
 def _decide_pci(
-    ctx: Context, c: Counts, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
+    ctx: Context, c: Counts, policy: Policy, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
 ) -> Decision:
     free = len(ctx.free_slots) - expanders_here - c.bus_groups
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
@@ -822,10 +887,20 @@ def _decide_pci(
         hot_misses=hot_misses,
         spare=spare_n,
         spare_missing=need_spare - spare_n,
+        occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, policy),
     )
 
 
-def _decide_new_host_bridges(c: Counts) -> Decision:
+def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, policy: Policy) -> int:
+    """Units with no hotplug need on hotpluggable slots of a conventional root: all on a hotpluggable root,
+    else those overflowing to pci-bridges (the root's slots take them first); bus groups' are on bridges."""
+    if not policy.hotplug_off_occupied:
+        return 0
+    on_root = c.root_slot_any if ctx.root_hotplug else min(c.root_slot_any, others_bridged)
+    return on_root + c.bus_group_any
+
+
+def _decide_new_host_bridges(c: Counts, policy: Policy) -> Decision:
     units = c.root_slot_units + c.hot_bridge_units
     # a pseries host bridge has 31 usable slots (1..31)
     host_bridges = math.ceil(units / BRIDGE_SLOTS) if units else 0
@@ -836,4 +911,5 @@ def _decide_new_host_bridges(c: Counts) -> Decision:
         controllers=host_bridges,
         bus_numbers=0,
         hot_misses=c.hot_misses,
+        occupied_hot=c.root_slot_any if policy.hotplug_off_occupied else 0,
     )

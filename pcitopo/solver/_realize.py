@@ -245,7 +245,7 @@ def _realize_pcie(
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
     tree_rp = len(decision.tree_sizes) if tree_units else 0
-    items = _port_items(port_units, ctx, policy, decision)
+    items, beside_bridges = _port_items(port_units, ctx, policy, decision)
     direct_units = items[: decision.direct_ports]
     switched_units = items[decision.direct_ports :]
     for item in direct_units:
@@ -269,6 +269,12 @@ def _realize_pcie(
             bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
             _fill_tree(b, bridge.index, remaining[:size])
             del remaining[:size]
+            # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0
+            beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
+            for function, u in enumerate(beside, start=1):
+                b.placements[u.devices[0].id] = _addr(rp.index, 0, function)
+            if beside:
+                b.controllers[b.controllers.index(bridge)] = attrs.evolve(bridge, multifunction=True)
     # switches: their uplinks, then downstream ports for the remaining units and spares
     spare_left = decision.spare
     downstream_needed = decision.downstream
@@ -290,16 +296,20 @@ def _realize_pcie(
         b.root_port(next_port_position())
 
 
-def _port_items(port_units: Sequence[Unit], ctx: Context, policy: Policy, decision: Decision) -> list[list[Unit]]:
-    """What each new port holds: one unit, or up to 8 sharing it as functions (_layout._Moves), in rank order."""
+def _port_items(
+    port_units: Sequence[Unit], ctx: Context, policy: Policy, decision: Decision
+) -> tuple[list[list[Unit]], list[Unit]]:
+    """What each new port holds: one unit, or up to 8 sharing it as functions (_layout._Moves), in rank order;
+    and the sharing units that go beside the trees' pcie-to-pci-bridges (the first ones)."""
     root_port = set(map(id, (u for u in port_units if unit_category(ctx, u, policy)[0] is Category.ROOT_PORT)))
     packed: list[Unit] = []
     for need, n in ((HotplugNeed.ANY, decision.pack_any), (HotplugNeed.PREFERRED, decision.pack_preferred)):
         packed += [u for u in port_units if id(u) in root_port and u.hotplug is need and len(u.devices) == 1][:n]
     packed.sort(key=lambda u: u.rank)
     items = [[u] for u in port_units if u not in packed]
+    beside_bridges, packed = packed[: decision.on_tree_ports], packed[decision.on_tree_ports :]
     items += [packed[i : i + 8] for i in range(0, len(packed), 8)]
-    return sorted(items, key=lambda item: item[0].rank)
+    return sorted(items, key=lambda item: item[0].rank), beside_bridges
 
 
 def _item_hotplug(item: Sequence[Unit], policy: Policy) -> bool | None:

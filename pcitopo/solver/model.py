@@ -524,7 +524,12 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
     if policy.spare_ports_per_node:
         nodes = sorted(set(nodes) | set(range(topology.numa_nodes)))
     pseries = machine.offers("spapr-pci-host-bridge")
-    for node in [None, *nodes] if pseries else nodes:
+    # a node-less pxb where the root bus is hotpluggable (pc): the only slots there that are not, for devices
+    # that must not be hot-plugged or that the policy wants on a position with hotplug off
+    main_hot = not pcie and contexts[0].root_hotplug
+    not_hot = policy.hotplug_off_occupied or any(cls.sample.hotplug is HotplugNeed.FORBIDDEN for cls in classes)
+    nodeless_pxb = main_hot and not_hot and machine.offers("pci-expander-bus")
+    for node in [None, *nodes] if pseries or nodeless_pxb else nodes:
         if node is not None and node >= topology.numa_nodes:
             continue
         if pseries:
@@ -821,6 +826,7 @@ class Problem:
         cost = weights["fewer-controllers"] * controllers
         cost += weights["hotplug"] * decision.hot_misses
         cost += weights["spare-ports"] * decision.spare_missing
+        cost += weights["hotplug-off-occupied"] * decision.occupied_hot
         if self.policy.prefer_integrated:
             counts = self.counts(ctx_id, values)
             assert counts is not None

@@ -435,16 +435,25 @@ def test_devices_that_must_not_be_hotpluggable() -> None:
         assert not t.is_hotpluggable(d.address.bus, d.address.slot)
 
 
-def test_a_device_that_must_not_be_hotpluggable_on_pc_is_explained() -> None:
-    """Every slot of pc is hotpluggable (ACPI), so the request is refused with that reason and the way out."""
+def test_a_device_that_must_not_be_hotpluggable_on_pc_goes_on_a_pxb() -> None:
+    """Every slot of pci.0 is hotpluggable (ACPI), a pxb's are not: the device gets a node-less pxb."""
+    plan = solve(Topology.build("pc", devices=[Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
+    added = [(c.model, c.numa_node, str(c.address)) for c in plan.topology.controllers if c.index != 0]
+    assert added == [("pci-expander-bus", None, "0000:00:1f.0")]
+    assert [str(d.address) for d in plan.topology.devices] == ["0000:01:00.0"]
+    assert (plan.status, plan.cost) == (Status.OPTIMAL, 1)
+
+
+def test_a_device_that_must_not_be_hotpluggable_on_pc_without_pxb_is_explained() -> None:
+    """With no free slot of pci.0 for a pxb, the device that must not be hot-plugged is refused, naming the full bus."""
+    pinned = [Device(f"n{s}", "e1000", address=PciAddress(bus=0, slot=s)) for s in range(2, 32)]
     with pytest.raises(Unsatisfiable) as info:
-        solve(Topology.build("pc", devices=[Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
+        solve(Topology.build("pc", devices=[*pinned, Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
     err = info.value
     assert err.conflicts == (
         "1 conventional PCI device that must not be hotpluggable ('b') does not fit, even on its own",
     )
-    assert "pci.0: must not be hotpluggable, but every slot here is" in err.facts
-    assert err.suggestions == ("let 'b' be hot-pluggable",)
+    assert "pci.0 has 0 free slots" in err.facts
 
 
 def test_spare_ports_per_numa_node() -> None:
