@@ -88,7 +88,10 @@ class Needs:
     ``slot_group`` names devices that are functions of one slot (a GPU's VGA
     and audio functions); ``bus_group`` devices that share a bus;
     ``switch_group`` devices behind one PCIe switch. ``order`` is a hint: lower
-    comes first among devices of one kind.
+    comes first among devices of one kind. ``function`` is the function a
+    member of a slot group takes in its slot (a mirrored host device keeps its
+    host function numbers): the members of a group give one each, 0 among
+    them, or none does, and then they take 0, 1, ... in definition order.
     """
 
     hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=_hotplug_need)
@@ -99,6 +102,7 @@ class Needs:
     bus_group: str | None = None
     switch_group: str | None = None
     order: int | None = None
+    function: int | None = attrs.field(default=None, validator=_optional_int(0, 7))
 
 
 @attrs.frozen
@@ -112,6 +116,8 @@ class Device:
     needs: Needs = Needs()
     io_bar: bool | None = None
     """Override the catalog's idea of whether this device has an IO BAR (passthrough devices)."""
+    acpi_index: int | None = attrs.field(default=None, validator=_optional_int(0, 2**32 - 1))
+    """The device's ``acpi-index`` (libvirt ``<acpi index='N'/>``): a Linux guest names a NIC ``eno<N>`` by it."""
 
     def __str__(self) -> str:
         return f"{self.id!r} ({self.kind})"
@@ -119,6 +125,10 @@ class Device:
     def placed_at(self, address: PciAddress | None) -> Device:
         """This device at another address."""
         return attrs.evolve(self, address=address)
+
+    def with_acpi_index(self, index: int | None) -> Device:
+        """This device with another ``acpi-index``."""
+        return attrs.evolve(self, acpi_index=index)
 
 
 @attrs.frozen

@@ -285,7 +285,14 @@ class Topology:
     def kind(self, device: Device | str) -> DeviceKind:
         """The catalog kind of a device (or of the device with that id)."""
         d = self.device(device) if isinstance(device, str) else device
-        return self.machine.catalog.device(d.kind)
+        found = self._kinds_by_name.get(d.kind)
+        return found if found is not None else self.machine.catalog.device(d.kind)
+
+    @functools.cached_property
+    def _kinds_by_name(self) -> Mapping[str, DeviceKind]:
+        """The catalog kinds of this topology's devices by name (the rules and the scorer ask several times each)."""
+        kinds = self.machine.catalog.devices
+        return {name: kinds[name] for name in {d.kind for d in self.devices} if name in kinds}
 
     def connect(self, device: Device | str) -> Connect:
         """The connect type of a device on this machine."""
@@ -457,6 +464,27 @@ class Topology:
         """Whether a bus is the link of a PCIe root or downstream port."""
         return self.model(bus).port
 
+    def kind_hotpluggable(self, device: Device | str) -> bool:
+        """Whether a device of this kind can be hot-plugged anywhere on this machine.
+
+        QEMU must hot-add its driver at all (the catalog's ``hotpluggable``),
+        and a kind that must sit integrated on the root bus needs a root bus
+        with hotplug: a ``pvpanic-pci`` can be hot-added on ``pc``, never on ``q35``.
+
+        >>> Topology.default("pc").kind_hotpluggable(Device("p", "pvpanic-pci"))
+        True
+        >>> Topology.default("q35").kind_hotpluggable(Device("p", "pvpanic-pci"))
+        False
+        >>> Topology.default("pc").kind_hotpluggable(Device("v", "vga"))
+        False
+        """
+        kind = self.kind(device)
+        if not kind.hotpluggable:
+            return False
+        if kind.integrated is Integrated.REQUIRED:
+            return any(self.is_hotpluggable(0, s) for s in self.model(0).slot_range())
+        return True
+
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
         c = self.controller(bus)
@@ -534,7 +562,7 @@ class Topology:
                     direct[d.address.bus] = direct.get(d.address.bus, 0) + size
         return direct
 
-    @property
+    @functools.cached_property
     def firmware_model(self) -> Firmware | None:
         """The description of the firmware that boots this topology (``None``: no firmware modelled)."""
         return self.machine.firmware(self.firmware)

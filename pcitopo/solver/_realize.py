@@ -126,7 +126,7 @@ class Builder:
         if len(unit.devices) == 1 and slot.function == 0:  # the common case, without the multifunction work
             self.placements[unit.devices[0].id] = slot
             return
-        functions = _usb2_functions(unit.devices) or list(range(len(unit.devices)))
+        functions = unit_functions(unit.devices)
         for f, d in zip(functions, unit.devices, strict=True):
             self.placements[d.id] = slot.with_function(f)
         if len(unit.devices) > 1:
@@ -432,15 +432,27 @@ def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, unit
             b.place(remaining.pop(0), _addr(host_bridge.index, s))
 
 
+_DEVICE_FIELDS = tuple(f.name for f in attrs.fields(Device))
+
+
+def _moved(d: Device, address: PciAddress, multifunction: bool | None) -> Device:
+    """``d`` at ``address``: ``attrs.evolve`` without re-running the validators of values already checked
+    (the id's pattern, for every device of every realised plan)."""
+    new = object.__new__(Device)
+    for name in _DEVICE_FIELDS:
+        object.__setattr__(new, name, getattr(d, name))
+    object.__setattr__(new, "address", address)
+    object.__setattr__(new, "multifunction", multifunction)
+    return new
+
+
 def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
+    placements, multifunction = b.placements, b.multifunction
     out = []
     for d in devices:
-        if d.id in b.placements:
-            d = attrs.evolve(
-                d,
-                address=b.placements[d.id],
-                multifunction=True if b.multifunction.get(d.id) else d.multifunction,
-            )
+        address = placements.get(d.id)
+        if address is not None:
+            d = _moved(d, address, True if multifunction.get(d.id) else d.multifunction)
         out.append(d)
     return out
 
@@ -556,6 +568,19 @@ def _assign_bus_nr(
             c = attrs.evolve(c, bus_nr=nr)
         out.append(c)
     return out
+
+
+def unit_functions(devices: Sequence[Device]) -> list[int]:
+    """The function each device of a unit takes in its slot: an ICH9 USB2 set's own, the ones asked, or 0, 1, ..."""
+    return _usb2_functions(devices) or _own_functions(devices) or list(range(len(devices)))
+
+
+def _own_functions(devices: Sequence[Device]) -> list[int] | None:
+    """The functions a slot group's members ask for (``needs.function``), when each asks and 0 is among them."""
+    functions = [d.needs.function for d in devices]
+    if len(devices) < 2 or None in functions or 0 not in functions or len(set(functions)) != len(functions):
+        return None
+    return [f for f in functions if f is not None]
 
 
 def _usb2_functions(devices: Sequence[Device]) -> list[int] | None:

@@ -42,9 +42,11 @@ def __dir__() -> list[str]:
 
 NODE_LIMIT = 5_000
 """Partial assignments the objective checks before the search stops and reports the best so far as
-``FEASIBLE`` (about a second on a slow machine). The benchmarks' cases need at most 1,400; requests
-that split several classes over several existing expander buses can need more, because a context's
-bound knows nothing of the units its open counts must still take."""
+``FEASIBLE``. A node costs about a millisecond in a model of some 50 variables (a NUMA request
+whose small classes may each go to any of four contexts), so that is a few seconds; the benchmarks'
+cases need at most a few hundred. Requests that split many classes over several contexts can need
+more, because a context's bound counts the units its open counts must still take only once a
+class has a single open count left."""
 
 
 @attrs.frozen

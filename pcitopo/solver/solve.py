@@ -39,6 +39,7 @@ from pcitopo.legality import identity
 from pcitopo.policy.evaluate import SoftResult, soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
+from pcitopo.solver._realize import unit_functions
 from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
 from pcitopo.solver.plan import Plan, Status
 from pcitopo.topology import IO_WINDOW, Topology
@@ -69,11 +70,12 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     request, chosen = topology, policy
     # the soft results of each plan the search scored, by the plan's id (the plan kept so the id stays its own):
     # the chosen one is reported without scoring it again
-    scored: dict[int, tuple[Topology, tuple[SoftResult, ...]]] = {}
+    scored: dict[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] = {}
 
     def score(result: Topology) -> int:
-        soft = soft_results(request, result, chosen)
-        scored[id(result)] = (result, soft)
+        named = _named(request, result, chosen)
+        soft = soft_results(request, named, chosen)
+        scored[id(result)] = (result, named, soft)
         return sum(s.cost for s in soft)
 
     backend = backends.backend_for(policy, score)
@@ -181,9 +183,13 @@ def _join_placed_groups(topology: Topology) -> Topology:
     which group, where it is and why.
     """
     current = topology
-    for d in topology.devices:
-        if d.address is not None:
-            continue
+    grouped = [
+        d
+        for d in topology.devices
+        if d.address is None
+        and (d.needs.slot_group is not None or d.needs.bus_group is not None or d.needs.switch_group is not None)
+    ]
+    for d in grouped:
         for what in ("slot", "bus", "switch"):
             label = getattr(d.needs, f"{what}_group")
             if label is None:
@@ -316,10 +322,11 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
             if io_left is not None:
                 io_left -= _more_windows(io_bytes, pool.bus, u.io_size)
             io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
-        for f, d in enumerate(u.devices):
+        functions = unit_functions(u.devices)
+        for f, d in zip(functions, u.devices, strict=True):
             placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
         if len(u.devices) > 1:
-            multifunction.add(u.devices[0].id)
+            multifunction.add(u.devices[functions.index(0)].id)
     if not placements:
         return topology, units
     devices = [
@@ -358,7 +365,7 @@ def _finish(
     placement: backends.Placement,
     policy: Policy,
     tolerated: Sequence[Violation],
-    scored: Mapping[int, tuple[Topology, tuple[SoftResult, ...]]] | None = None,
+    scored: Mapping[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] | None = None,
 ) -> Plan:
     result = placement.topology
     known = set(tolerated)
@@ -374,10 +381,14 @@ def _finish(
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
+    earlier = scored.get(id(result)) if scored else None
+    if earlier is not None and earlier[0] is result:
+        result, soft = earlier[1], earlier[2]  # named and scored when the search scored it
+    else:
+        result = _named(request, result, policy)
+        soft = soft_results(request, result, policy)
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
-    earlier = scored.get(id(result)) if scored else None
-    soft = earlier[1] if earlier is not None and earlier[0] is result else soft_results(request, result, policy)
     cost = sum(s.cost for s in soft)
     status = placement.status
     bound = placement.bound
@@ -403,6 +414,15 @@ def _finish(
         warnings=warnings,
         not_hotpluggable=misses,
     )
+
+
+def _named(request: Topology, result: Topology, policy: Policy) -> Topology:
+    """``result`` with the acpi-indexes the policy gives the NICs the plan places (``acpi_index``)."""
+    if not policy.acpi_index:
+        return result
+    from pcitopo.naming import number_nics
+
+    return number_nics(result, [d.id for d in request.devices if d.address is None])
 
 
 def _repair(v: Violation) -> str:
