@@ -44,6 +44,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, Unsatisfiable
 from pcitopo.legality.catalog import Connect, Integrated
+from pcitopo.policy.evaluate import effective_needs
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import (
     BRIDGE_SLOTS,
@@ -246,8 +247,9 @@ def _unit(
                 [f"{d.id!r} requires hotplug, but a {d.kind} {why}"],
                 suggestions=[f"drop the hotplug requirement of {d.id!r}"],
             )
-        # the policy's default does not apply to a kind that is never hot-plugged
-        hot = HotplugNeed.ANY
+        # the policy's default does not apply to a kind that is never hot-plugged; a device's own preference
+        # does, as evaluate scores it (a hotpluggable slot meets it)
+        hot = effective_needs(topology, policy, members[0]).hotplug if len(members) == 1 else HotplugNeed.ANY
     return Unit(
         devices=tuple(members),
         connect=connect,
