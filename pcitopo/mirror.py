@@ -10,7 +10,11 @@ passed-through devices of a request, for the solver to meet:
   guest switch, so peer-to-peer paths that tools read from the guest's
   topology (NCCL) look like the host's, and GPU-NIC pairs keep their pairing;
 - functions of one host device passed together form a slot group: one guest
-  slot, multifunction, in the host's function order.
+  slot, multifunction, in the host's function order;
+- each passed-through device carries its host function's BARs
+  (:func:`with_host_bars`), so they count in the firmware's 32-bit hole and
+  64-bit window, and the plan asks for a larger window where the firmware
+  has a knob for it.
 
 The IOMMU-group rules (:func:`pcitopo.legality.rules.validate_passthrough`)
 are checked first. ``pcitopo assign IN.xml --host host.json --policy mirror``
@@ -44,7 +48,7 @@ from pcitopo.host import Host
 from pcitopo.legality.rules import validate_passthrough
 from pcitopo.topology import Topology
 
-__all__ = ["MIRROR_POLICY", "mirror_request"]
+__all__ = ["MIRROR_POLICY", "mirror_request", "with_host_bars"]
 
 
 def __dir__() -> list[str]:
@@ -53,6 +57,20 @@ def __dir__() -> list[str]:
 
 MIRROR_POLICY = "hotplug+numa"
 """The built-in policy a mirrored request is solved with."""
+
+
+def with_host_bars(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
+    """``topology`` with each passed-through device carrying its host function's BARs (``Device.bars``).
+
+    A source the host does not list is left alone (``validate_passthrough`` names it).
+    """
+    devices = []
+    for d in topology.devices:
+        a = sources.get(d.id)
+        if a is not None and a in host:
+            d = attrs.evolve(d, bars=host.device(a).bars)
+        devices.append(d)
+    return topology.replace(devices=devices)
 
 
 def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
@@ -99,4 +117,4 @@ def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddr
     groups_in_place = sorted(slots)
     for i, d in zip(groups_in_place, ordered, strict=True):
         devices[i] = d
-    return topology.replace(devices=devices)
+    return with_host_bars(topology.replace(devices=devices), host, passed)
