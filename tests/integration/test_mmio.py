@@ -9,6 +9,7 @@ second; the two OVMF boots here 10-40 s each under TCG.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from pcitopo.devices import Controller, Device
 from pcitopo.formats import LibvirtDomain
 from pcitopo.legality.rules import validate
 from pcitopo.qemu import verify
+from pcitopo.qemu._qmp import Qemu, find_binary
+from pcitopo.qemu.verify import settle_pci
 from pcitopo.solver import solve
 from pcitopo.topology import Topology
 from tests.integration.test_firmware import ovmf  # noqa: F401  (the fixture that installs OVMF)
@@ -74,6 +77,33 @@ def test_seabios_maps_a_512_gib_bar_with_no_setting() -> None:
     assert report.ok, str(report)
 
 
+@pytest.mark.parametrize(
+    ("machine", "host", "path"), [("q35", "q35-pcihost", "q35"), ("pc", "i440FX-pcihost", "i440fx")]
+)
+def test_seabios_64_bit_hole_follows_its_bars_whatever_pcihole64_says(
+    machine: str, host: str, path: str, tmp_path: Path
+) -> None:
+    """QEMU's ACPI 64-bit window covers what SeaBIOS mapped even with pci-hole64-size=1G: no <pcihole64> is needed."""
+    binary = find_binary("qemu-system-x86_64")
+    assert binary is not None
+    bus = "pcie.0" if machine == "q35" else "pci.0"
+    args = ["-machine", machine, "-m", "256", "-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
+    args += ["-object", f"memory-backend-file,id=shm,mem-path={tmp_path}/shm,share=on,size=64G"]
+    args += ["-device", f"ivshmem-plain,id=iv,memdev=shm,bus={bus},addr=0x5"]
+    args += ["-global", f"{host}.pci-hole64-size=1G"]
+    with Qemu(binary, args) as vm:
+        vm.execute("cont")
+        answer, _ = settle_pci(vm, 10.0)
+        window = [
+            vm.execute("qom-get", path=f"/machine/{path}", property=f"pci-hole64-{end}") for end in ("start", "end")
+        ]
+    (bar2,) = [
+        r for b in answer for d in b["devices"] if d.get("qdev_id") == "iv" for r in d["regions"] if r["bar"] == 2
+    ]
+    assert bar2["address"] == 64 * GIB
+    assert window == [64 * GIB, 128 * GIB]
+
+
 @pytest.mark.usefixtures("ovmf")
 def test_ovmf_maps_a_256_gib_bar_only_with_the_window_pcitopo_sets() -> None:
     """Under OVMF the planned window (-fw_cfg X-PciMmio64Mb) maps the 256 GiB BAR; the default leaves it unmapped."""
@@ -112,14 +142,14 @@ OVMF_DOMAIN = """<domain type='kvm'>
 
 
 @pytest.mark.usefixtures("libvirtd")
-def test_libvirt_keeps_the_written_knob_and_passes_it_to_qemu(tmp_path: object) -> None:
+def test_libvirt_keeps_the_written_knob_and_passes_it_to_qemu(tmp_path: Path) -> None:
     """The assigned domain defines in libvirt 9.0, keeps <qemu:commandline>, and QEMU gets -fw_cfg with the knob."""
     domain = LibvirtDomain.from_string(OVMF_DOMAIN)
     planned = domain.export(solve(domain.topology, "minimal").topology)
     dumped = define_and_dump(planned)
     assert "<qemu:arg value='name=opt/ovmf/X-PciMmio64Mb,string=524288'/>" in dumped
     assert LibvirtDomain.from_string(dumped).topology.mmio64 == 512 * GIB
-    path = tmp_path / "planned.xml"  # type: ignore[operator]
+    path = tmp_path / "planned.xml"
     path.write_text(planned)
     argv = subprocess.run(
         ["virsh", "-c", URI, "domxml-to-native", "qemu-argv", str(path)], capture_output=True, text=True, check=True
