@@ -439,7 +439,9 @@ def _size_mmio64(topology: Topology) -> Topology:
 
     Only a firmware with a knob (OVMF's ``opt/ovmf/X-PciMmio64Mb``) gets one, only
     for BARs larger than a hotplug reservation (reservations alone are dropped
-    harmlessly), and never smaller than the request's own setting.
+    harmlessly), and never smaller than the request's own setting. Under the
+    CPU the firmware was measured with it is at most the measured largest; under
+    the host's CPU (more address bits, not known) it is what the BARs need.
     """
     from pcitopo.legality.rules import mmio64_setting
 
@@ -451,8 +453,8 @@ def _size_mmio64(topology: Topology) -> Topology:
     if m.above_4g <= window or m.bars_64 <= fw.pref64_reserve:
         return topology
     wanted = mmio64_setting(m.above_4g)
-    if spec.mmio64_max is not None:
-        wanted = min(wanted, spec.mmio64_max)
+    if spec.mmio64_max is not None and topology.phys_bits == fw.phys_bits:
+        wanted = min(wanted, spec.mmio64_max)  # more would leave every BAR unmapped (measured); the rule says why
     return topology.replace(mmio64=max(wanted, topology.mmio64 or 0))
 
 
