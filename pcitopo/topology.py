@@ -871,18 +871,29 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     root32: list[tuple[str, int, str]] = []
     root64: list[tuple[str, int, str]] = []
     largest = largest32 = 0
-    owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]] = [(d.id, d.address, t.bars(d)) for d in t.devices]
+    owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]] = [
+        (d.id, d.address, t.kind(d).bars if d.bars is None and d.memory is None else t.bars(d)) for d in t.devices
+    ]
     owners += [(c.name, c.address, t.model(c).bars) for c in t.controllers if t.model(c).bars]
+    split: dict[int, tuple[int, tuple[int, ...], int]] = {}  # by id(): a kind's bars are one shared tuple
+    by_index = t._by_index
+    bridge_bus: dict[int, bool] = {}
+    root = PciAddress(domain=0, bus=0, slot=0, function=0)
     for ident, a, bars in owners:
         if a is None and unplaced:
-            a = PciAddress(domain=0, bus=0, slot=0, function=0)  # counted as a root-bus device: no window around it
-        if a is None or a.bus not in t._by_index:
+            a = root  # counted as a root-bus device: no window around it
+        if a is None or not bars or a.bus not in by_index:
             continue
-        low = sum(b.size for b in bars if b.below_4g)
-        high = [b.size for b in bars if not b.below_4g]
-        largest = max([largest, *high])
-        largest32 = max([largest32, *(b.size for b in bars if b.below_4g)])
-        if t._is_bridge(a.bus):
+        key = id(bars)
+        if key not in split:
+            below = [b.size for b in bars if b.below_4g]
+            split[key] = (sum(below), tuple(b.size for b in bars if not b.below_4g), max(below, default=0))
+        low, high, big32 = split[key]
+        largest = max(largest, *high) if high else largest
+        largest32 = max(largest32, big32)
+        if a.bus not in bridge_bus:
+            bridge_bus[a.bus] = t._is_bridge(a.bus)
+        if bridge_bus[a.bus]:
             direct32[a.bus] = direct32.get(a.bus, 0) + low
             direct64[a.bus] = direct64.get(a.bus, 0) + sum(high)
             align64[a.bus] = max([align64.get(a.bus, 0), *high])
