@@ -194,6 +194,8 @@ class Device:
     bars: tuple[Bar, ...] | None = attrs.field(default=None, converter=_bar_tuple_or_none)
     """The device's BARs when they are known from elsewhere than the catalog: a passed-through
     host function's, from the host description (``--host``). ``None``: the catalog's."""
+    acpi_index: int | None = attrs.field(default=None, validator=_optional_int(0, 2**32 - 1))
+    """The device's ``acpi-index`` (libvirt ``<acpi index='N'/>``): a Linux guest names a NIC ``eno<N>`` by it."""
 
     def __str__(self) -> str:
         return f"{self.id!r} ({self.kind})"
@@ -201,6 +203,10 @@ class Device:
     def placed_at(self, address: PciAddress | None) -> Device:
         """This device at another address."""
         return attrs.evolve(self, address=address)
+
+    def with_acpi_index(self, index: int | None) -> Device:
+        """This device with another ``acpi-index``."""
+        return attrs.evolve(self, acpi_index=index)
 
 
 @attrs.frozen
