@@ -368,8 +368,7 @@ def _finish(
     tolerated: Sequence[Violation],
     scored: Mapping[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] | None = None,
 ) -> Plan:
-    placed = placement.topology
-    result = _size_mmio64(placed)
+    result = _size_mmio64(placement.topology)
     known = set(tolerated)
     violations = [v for v in _validate(result) if v not in known]
     if violations and all(v.rule == "mmio-space" for v in violations):
@@ -393,9 +392,8 @@ def _finish(
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
-    # the search's scoring holds only for the plan it scored: not once the 64-bit window was sized
-    earlier = scored.get(id(placed)) if scored and result is placed else None
-    if earlier is not None and earlier[0] is placed:
+    earlier = scored.get(id(result)) if scored else None
+    if earlier is not None and earlier[0] is result:
         result, soft = earlier[1], earlier[2]  # named and scored when the search scored it
     else:
         result = _named(request, result, policy)
