@@ -280,15 +280,13 @@ def bench_virsh_define(path: Path, settings: Settings) -> Result:
     installed) the way the integration tests do it; when that is impossible
     the row says why and is skipped.
     """
-    result = Result(
-        name="virsh-define-q35-150",
-        kind="virsh",
-        description="libvirt: virsh define + dumpxml --inactive + undefine of the same domain",
-        devices=_count_devices(path),
+    result = _libvirt_row(
+        "virsh-define-q35-150",
+        "virsh",
+        "libvirt: virsh define + dumpxml --inactive + undefine of the same domain",
+        path,
     )
-    reason = _virsh_ready()
-    if reason is not None:
-        result.outcome, result.message = "skipped", reason
+    if result.outcome != "ok":
         return result
     from tests.support.libvirt import LibvirtError, define_and_dump
 
@@ -317,15 +315,13 @@ def bench_virsh_define_process(path: Path, settings: Settings) -> Result:
     run is outside it. This is the yardstick of ``pcitopo serve``'s
     per-domain cost.
     """
-    result = Result(
-        name="virsh-define-process-q35-150",
-        kind="virsh-process",
-        description="libvirt: one `virsh define FILE` process (start, connect, define), the same domain",
-        devices=_count_devices(path),
+    result = _libvirt_row(
+        "virsh-define-process-q35-150",
+        "virsh-process",
+        "libvirt: one `virsh define FILE` process (start, connect, define), the same domain",
+        path,
     )
-    reason = _virsh_ready()
-    if reason is not None:
-        result.outcome, result.message = "skipped", reason
+    if result.outcome != "ok":
         return result
     with tempfile.TemporaryDirectory(prefix="pcitopo-bench-") as tmp:
         define = _VirshDefine(path, Path(tmp))
@@ -339,6 +335,15 @@ def bench_virsh_define_process(path: Path, settings: Settings) -> Result:
     result.facts["libvirt_version"] = _libvirt_version()
     result = _fill(result, times, 0.0)
     result.peak_mb = None
+    return result
+
+
+def _libvirt_row(name: str, kind: str, description: str, path: Path) -> Result:
+    """The row of a libvirt case on ``path``: ``skipped``, saying why, when libvirt cannot be timed here."""
+    result = Result(name=name, kind=kind, description=description, devices=_count_devices(path))
+    reason = _virsh_ready()
+    if reason is not None:
+        result.outcome, result.message = "skipped", reason
     return result
 
 
@@ -581,17 +586,12 @@ def _wall_times(fn: Callable[[None], object], settings: Settings, setup: Callabl
 
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid``, from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text(encoding="utf-8")
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    from tests.support.procs import children
+
+    below = children()
     found, todo = [], [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in below.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
     return found
