@@ -698,6 +698,26 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse builds a formatter for every add_argument and sizes it with shutil.get_terminal_size;
+        # the same width without importing shutil (and bz2, lzma, fnmatch): 1.4% of a short assign
+        formatter = cast(type[argparse.HelpFormatter], self.formatter_class)
+        return formatter(prog=self.prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` gives it: ``$COLUMNS``, stdout's terminal, or 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
 
 _COMMANDS = (
     "assign",
