@@ -50,7 +50,8 @@ def path() -> str:
 def _read(file: str) -> dict[_Key, CodeType]:
     try:
         with open(file, "rb") as handle:
-            magic, table = marshal.load(handle)
+            data = handle.read()  # marshal.load(handle) reads object by object: ten times the instructions
+        magic, table = marshal.loads(data)
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if magic != importlib.util.MAGIC_NUMBER or not isinstance(table, dict):
@@ -65,7 +66,7 @@ def _write(file: str, table: dict[_Key, CodeType]) -> None:
     try:
         os.makedirs(os.path.dirname(file), exist_ok=True)
         with open(tmp, "wb") as handle:
-            marshal.dump((importlib.util.MAGIC_NUMBER, table), handle)
+            handle.write(marshal.dumps((importlib.util.MAGIC_NUMBER, table)))
         os.replace(tmp, file)
     except OSError:
         with contextlib.suppress(OSError):
