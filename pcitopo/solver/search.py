@@ -27,11 +27,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-from constraint import Constraint as EngineConstraint
-from constraint import ExactSumConstraint, Unassigned
-from constraint import Problem as EngineProblem
 
+from pcitopo._lazy import without_process_pools
 from pcitopo.solver.model import Constraint, Problem
+
+with without_process_pools():  # the engine's parallel solver (multiprocessing) is never used: not imported
+    from constraint import Constraint as EngineConstraint
+    from constraint import ExactSumConstraint, Unassigned
+    from constraint import Problem as EngineProblem
 
 __all__ = ["SearchResult", "search"]
 
