@@ -661,7 +661,7 @@ def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) 
     if port_any + port_preferred > 0:
         room = -port_any % 8
         pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
-        pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
+        pack_options.add((port_any, min(port_preferred, room + 8 * max(0, (port_preferred - room) // 8))))
     may_via_dmi = ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units > 0
     return [
         _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred, pci_first, tree_via_dmi)

@@ -265,12 +265,13 @@ def _realize_pcie(
     if tree_rp:
         remaining = list(tree_units)
         for size in decision.tree_sizes:
-            rp = b.root_port(next_port_position())
+            # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0 (the port's
+            # hotplug is theirs: the bridge's own slots are hot-plugged through its SHPC either way)
+            beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
+            rp = b.root_port(next_port_position(), hotplug=_item_hotplug(beside, policy) if beside else None)
             bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
             _fill_tree(b, bridge.index, remaining[:size])
             del remaining[:size]
-            # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0
-            beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
             for function, u in enumerate(beside, start=1):
                 b.placements[u.devices[0].id] = _addr(rp.index, 0, function)
             if beside:

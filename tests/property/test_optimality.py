@@ -301,6 +301,34 @@ _COUNTEREXAMPLES = [
         Policy.named("hotplug"),
         2,
     ),
+    (
+        # a shared-port option came out with -1 units preferring hotplug, so the passthrough device never went
+        # beside the bridge; and that port's hotplug must be off for it (solver 80, enumerator 60)
+        "aarch64: a passthrough device with no hotplug need beside the node's pcie-to-pci-bridge, hotplug off",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            devices=[
+                Device("r0", "virtio-scsi-transitional", needs=Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0)),
+                Device("r1", "vfio-pci", needs=Needs(numa_node=0, numa_strict=True)),
+            ],
+            numa_nodes=1,
+        ),
+        attrs.evolve(
+            Policy.named("minimal+hotplug"),
+            hotplug_off_occupied=True,
+            spare_ports=0,
+            weights={
+                "order": 104,
+                "hotplug": 67,
+                "fewer-controllers": 20,
+                "hotplug-off-occupied": 116,
+                "numa": 84,
+                "spare-ports": 93,
+                "integrated": 0,
+            },
+        ),
+        60,
+    ),
 ]
 
 
