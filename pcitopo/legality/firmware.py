@@ -63,6 +63,24 @@ class FirmwareMachine:
     largest_bar64: int | None = None
     requires_acpi: bool = False
     """Without ACPI the firmware leaves even the built-in devices' BARs unmapped."""
+    root_io: int | None = None
+    """Bytes of IO BAR that endpoints on the root buses may take beside ``io_windows`` full windows.
+
+    The firmware allocates the root buses' IO BARs and the bridges' windows from
+    one aperture, so past these bytes each started 4 KiB of root-bus IO costs a
+    window. ``None``: not measured (root-bus IO is not counted).
+    """
+
+    def root_io_windows(self, root_bytes: int) -> int:
+        """How many windows ``root_bytes`` of IO BARs on the root buses take from the budget.
+
+        >>> m = FirmwareMachine("pc", "pci-root", 8, 8, root_io=4064)
+        >>> m.root_io_windows(4064), m.root_io_windows(4065), m.root_io_windows(8160), m.root_io_windows(8161)
+        (0, 1, 1, 2)
+        """
+        if self.root_io is None or root_bytes <= self.root_io:
+            return 0
+        return -(-(root_bytes - self.root_io) // 4096)
 
     def __str__(self) -> str:
         return self.machine
@@ -193,6 +211,7 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         mmio64_window=t.get("mmio64-window", int, None),
         largest_bar64=t.get("largest-bar64", int, None),
         requires_acpi=t.get("requires-acpi", bool, False),
+        root_io=t.get("root-io", int, None),
     )
     t.check_unknown()
     for key, value in (("io-windows", m.io_windows), ("io-windows-without-acpi", m.io_windows_without_acpi)):

@@ -663,10 +663,12 @@ def _io_space(ctx: _Context) -> Iterator[Violation]:
     reserved = windows - for_devices
     why = f", {reserved} of them reserved by {fw.name} for hotplug" if fw is not None and reserved else ""
     under = f" under {fw.name}" if fw is not None else ""
+    lost = t.root_io_windows()
+    beside = f" beside {t.root_io_bytes()} bytes of IO BARs on the root buses" if lost else ""
     yield _violation(
         "io-space",
         f"bridges and ports below the root buses need {windows} IO windows of 4 KiB ({listed}{why}), "
-        f"but {ctx.machine.name} {acpi}{under} has room for {budget}",
+        f"but {ctx.machine.name} {acpi}{under} has room for {budget}{beside}",
         *(c.name for c in tops),
     )
 

@@ -290,7 +290,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         for i, pool in enumerate(pools):
             if not free[i] or not unit_fits_pool(u, pool, prefer_integrated=policy.prefer_integrated):
                 continue
-            if u.has_io and io_left is not None and _more_windows(io_bytes, pool.bus, u.io_size) > io_left:
+            if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:
                 continue
             floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
             floor = max(floors) if floors else None
@@ -309,7 +309,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         pool = pools[i]
         if u.has_io:
             if io_left is not None:
-                io_left -= _more_windows(io_bytes, pool.bus, u.io_size)
+                io_left -= _more_windows(topology, io_bytes, pool.bus, u.io_size)
             io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
         for f, d in enumerate(u.devices):
             placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
@@ -327,12 +327,21 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
     return topology.replace(devices=devices), remaining
 
 
-def _more_windows(io_bytes: Mapping[int, int], bus: int, size: int) -> int:
+def _more_windows(topology: Topology, io_bytes: Mapping[int, int], bus: int, size: int) -> int:
     """How many more 4 KiB windows a bridge needs for ``size`` more bytes of IO BAR.
 
     A bridge's window is its own bytes rounded up plus its children's windows,
-    so the growth of one bus's rounding is the growth of the whole count.
+    so the growth of one bus's rounding is the growth of the whole count. On a
+    root or expander bus the bytes share the firmware's aperture with the
+    windows: they cost windows once they pass the firmware's room for them.
     """
+
+    def on_root(b: int) -> bool:
+        return topology.model(b).root or topology.model(b).expander
+
+    if on_root(bus):
+        root = sum(n for b, n in io_bytes.items() if on_root(b))
+        return topology.root_io_windows(root + size) - topology.root_io_windows(root)
     before = io_bytes.get(bus, 0)
     return -(-(before + size) // IO_WINDOW) - -(-before // IO_WINDOW)
 

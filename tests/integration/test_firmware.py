@@ -18,10 +18,12 @@ from pcitopo.address import PciAddress
 from pcitopo.cli import main
 from pcitopo.devices import Controller, Device
 from pcitopo.errors import Unsatisfiable
+from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.rules import validate
 from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
+from tests.support.libvirt import define_and_dump, ensure_libvirtd
 from tests.support.packages import ensure_packages
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
@@ -189,3 +191,111 @@ def test_cli_verify_boots_an_assigned_domain(tmp_path: Path, capsys: pytest.Capt
     assert report["ok"] is True
     assert {c["subject"] for c in bars} >= {"interface0", "interface1"}
     assert all(c["ok"] for c in bars)
+
+
+# -- 199 devices on pc (issue 9's refused domain) ---------------------------------------------
+
+_PC_COMMON = ["e1000", "rtl8139", "virtio", "lsilogic", "virtio-scsi"]
+PC_KINDS = {
+    # each device once in turn; kinds QEMU starts without a backend (a NIC without netdev warns only)
+    "mixed": [*_PC_COMMON, "ich6", "virtio-serial", "ich9", "tablet", "e1000e"],
+    # ac97 has 1,280 bytes of IO BARs: 20 of them and the rest need more IO space than SeaBIOS has on pc
+    "io-heavy": [*_PC_COMMON, "ac97", "virtio-serial", "ich9", "tablet", "e1000e"],
+}
+
+
+def _pc_element(kind: str, i: int) -> str:
+    alias = f"<alias name='ua-{kind}-{i}'/>"
+    if kind in ("e1000", "rtl8139", "virtio", "e1000e"):
+        return f"<interface type='user'><model type='{kind}'/>{alias}</interface>"
+    if kind in ("lsilogic", "virtio-scsi"):
+        return f"<controller type='scsi' model='{kind}'>{alias}</controller>"
+    if kind == "virtio-serial":
+        return f"<controller type='virtio-serial'>{alias}</controller>"
+    if kind == "tablet":
+        return f"<input type='tablet' bus='virtio'>{alias}</input>"
+    return f"<sound model='{kind}'>{alias}</sound>"
+
+
+def pc_domain(mix: str, n: int = 199) -> str:
+    """A pc domain of ``n`` endpoints without addresses, the kinds of ``mix`` in turn, ACPI on."""
+    kinds = PC_KINDS[mix]
+    body = "".join(_pc_element(kinds[i % len(kinds)], i) for i in range(n))
+    return (
+        f"<domain type='qemu'><name>fwcov-pc{n}-{mix}</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features><devices>"
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='usb' index='0' model='none'/>"
+        f"{body}<memballoon model='none'/></devices></domain>"
+    )
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> None:
+    """Start libvirtd when missing (CI must run these tests, not skip them)."""
+    reason = ensure_libvirtd()
+    if reason is not None:
+        pytest.fail(f"libvirt is needed and could not be started: {reason}")
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_pc_199_devices_plan_and_map_under_seabios() -> None:
+    """libvirt's plan for 199 devices on pc maps every BAR under SeaBIOS, and so does pcitopo's default plan."""
+    xml = pc_domain("mixed")
+    theirs = LibvirtDomain.from_string(define_and_dump(xml)).topology
+    assert sum(1 for c in theirs.controllers if c.model == "pci-bridge") == 6
+    report = verify(theirs, firmware="seabios", hotplug=False, firmware_wait=60)
+    assert report.ok, str(report)
+    plan = solve(LibvirtDomain.from_string(xml).topology)
+    assert len(plan.assigned) == 199
+    report = verify(plan.topology, firmware="seabios", hotplug=False, firmware_wait=60)
+    assert report.ok, f"{plan.summary()}\n{report}"
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_pc_199_io_heavy_devices_are_refused_naming_the_io_space() -> None:
+    """With 20 ac97 among the 199, libvirt's plan runs SeaBIOS out of IO space; pcitopo refuses, naming the IO room."""
+    xml = pc_domain("io-heavy")
+    theirs = LibvirtDomain.from_string(define_and_dump(xml)).topology
+    report = verify(theirs, firmware="seabios", hotplug=False, firmware_wait=60)
+    assert report.named("firmware")[0].detail == "PCI: out of I/O address space"
+    assert unmapped(report)
+    with pytest.raises(Unsatisfiable) as caught:
+        solve(LibvirtDomain.from_string(xml).topology)
+    assert caught.value.conflicts[0] == (
+        "the IO BARs of the devices need 40928 bytes of IO space (159 new devices have one), but seabios on pc "
+        "with ACPI has room for 36832 (8 IO windows of 4 KiB and 4064 bytes on the root bus)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("machine", "windows", "root", "acpi", "fits"),
+    [
+        ("pc", 8, ["rtl8139"] * 15 + ["e1000"] * 3 + ["e1000e"], True, True),  # 4064 bytes on pci.0
+        ("pc", 8, ["rtl8139"] * 15 + ["e1000"] * 3 + ["e1000e", "vmvga"], True, False),  # 4080
+        ("q35", 9, ["rtl8139"] * 15 + ["e1000"] * 2, False, True),  # 3968 bytes on pcie.0
+        ("q35", 9, ["rtl8139"] * 15 + ["e1000"] * 2 + ["e1000e"], False, False),  # 4000
+    ],
+    ids=["pc-4064", "pc-4080", "q35-noacpi-3968", "q35-noacpi-4000"],
+)
+def test_seabios_root_bus_io_shares_the_windows_space(
+    machine: str, windows: int, root: list[str], acpi: bool, fits: bool
+) -> None:
+    """IO BARs on the root bus beside a full count of IO windows: SeaBIOS and validate agree byte for byte."""
+    if machine == "q35":
+        controllers = ports(windows)
+        devices = [Device(f"n{i}", "e1000e", address=A(f"{1 + i:02x}:00.0")) for i in range(windows)]
+        first = 2 + windows
+    else:
+        controllers = [Controller(1 + i, "pci-bridge", address=A(f"00:{3 + i:02x}.0")) for i in range(windows)]
+        devices = [Device(f"n{i}", "e1000", address=A(f"{1 + i:02x}:01.0")) for i in range(windows)]
+        first = 3 + windows
+    devices += [Device(f"r{i}", kind, address=A(f"00:{first + i:02x}.0")) for i, kind in enumerate(root)]
+    t = Topology.build(machine, controllers, devices, firmware="seabios", acpi=acpi)
+    report = verify(t, firmware="seabios", hotplug=False)
+    rules = [v.rule for v in validate(t)]
+    if fits:
+        assert report.ok, str(report)
+        assert rules == []
+    else:
+        assert report.named("firmware")[0].detail == "PCI: out of I/O address space"
+        assert rules == ["io-space"]
