@@ -1,4 +1,4 @@
-"""Guest firmware descriptions: how SeaBIOS and OVMF give bridges IO and memory windows.
+"""Guest firmware descriptions: how SeaBIOS, OVMF and edk2 on aarch64 give bridges IO and memory windows.
 
 A plan that QEMU starts but the guest firmware cannot enumerate or map is
 not legal: the device is dead in the guest. Each firmware's resource rules
@@ -17,7 +17,7 @@ experiment.
 >>> Firmware.named("ovmf").reserves_io("pcie-root-port")
 True
 >>> sorted(firmwares())
-['ovmf', 'seabios']
+['edk2-aarch64', 'ovmf', 'seabios']
 >>> Firmware.for_loader("/usr/share/OVMF/OVMF_CODE_4M.fd").name
 'ovmf'
 """
@@ -63,6 +63,8 @@ class FirmwareMachine:
     largest_bar64: int | None = None
     requires_acpi: bool = False
     """Without ACPI the firmware leaves even the built-in devices' BARs unmapped."""
+    ecam: int | None = None
+    """Guest-physical address of the ECAM, where BARs are read when the firmware leaves decoding off."""
     root_io: int | None = None
     """Bytes of IO BAR that endpoints on the root buses may take beside ``io_windows`` full windows.
 
@@ -114,6 +116,8 @@ class Firmware:
     """The variable-store template for the second pflash (``None``: none)."""
     machines: Mapping[str, FirmwareMachine] = attrs.field(eq=False)
     source: str = attrs.field(eq=False, repr=False, default="")
+    bars_decoded: bool = True
+    """Whether the firmware turns decoding on for every device (else QEMU shows programmed BARs as unmapped)."""
 
     @classmethod
     def named(cls, name: str) -> Firmware:
@@ -164,6 +168,7 @@ class Firmware:
             vars_path=t.get("vars-path", str, None),
             machines=machines,
             source=source,
+            bars_decoded=t.get("bars-decoded", bool, True),
         )
         t.check_unknown()
         if fw.io_window <= 0 or fw.io_window & (fw.io_window - 1):
@@ -212,6 +217,7 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         largest_bar64=t.get("largest-bar64", int, None),
         requires_acpi=t.get("requires-acpi", bool, False),
         root_io=t.get("root-io", int, None),
+        ecam=t.get("ecam", int, None),
     )
     t.check_unknown()
     for key, value in (("io-windows", m.io_windows), ("io-windows-without-acpi", m.io_windows_without_acpi)):

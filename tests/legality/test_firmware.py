@@ -42,20 +42,24 @@ def rules_of(t: Topology) -> list[str]:
 
 
 def test_shipped_firmwares() -> None:
-    """SeaBIOS and OVMF ship, each with its efi flag and measured q35 and pc budgets."""
+    """SeaBIOS, OVMF and edk2 for aarch64 ship, each with its efi flag and measured budgets."""
     fws = firmwares()
-    assert sorted(fws) == ["ovmf", "seabios"]
+    assert sorted(fws) == ["edk2-aarch64", "ovmf", "seabios"]
     budgets = {
         (name, m, acpi): fw.io_window_budget(m, acpi=acpi)
         for name, fw in fws.items()
-        for m in ("q35", "pc")
+        for m in ("q35", "pc", "aarch64-virt")
         for acpi in (True, False)
     }
+    assert budgets[("edk2-aarch64", "aarch64-virt", True)] == 16
+    assert budgets[("edk2-aarch64", "q35", True)] is None
+    assert budgets[("seabios", "aarch64-virt", True)] is None
     assert budgets[("seabios", "q35", True)] == 14
     assert budgets[("seabios", "q35", False)] == 9
     assert budgets[("seabios", "pc", True)] == 8
     assert budgets[("ovmf", "q35", True)] == 9
-    assert (fws["seabios"].efi, fws["ovmf"].efi) == (False, True)
+    assert (fws["seabios"].efi, fws["ovmf"].efi, fws["edk2-aarch64"].efi) == (False, True, True)
+    assert not fws["edk2-aarch64"].bars_decoded
 
 
 def test_reservations_differ_by_firmware() -> None:
@@ -81,6 +85,8 @@ def test_reservations_differ_by_firmware() -> None:
         ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "ovmf"),
         ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "ovmf"),
         ("/usr/share/seabios/bios-256k.bin", "seabios"),
+        ("/usr/share/AAVMF/AAVMF_CODE.fd", "edk2-aarch64"),
+        ("/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw", "edk2-aarch64"),
     ],
 )
 def test_for_loader(path: str, name: str) -> None:
@@ -90,7 +96,9 @@ def test_for_loader(path: str, name: str) -> None:
 
 def test_unknown_loader_and_name() -> None:
     """An unknown loader or firmware name raises UnknownName listing the known ones."""
-    with pytest.raises(UnknownName, match=r"unknown firmware loader '/opt/u-boot\.bin'; known: ovmf, seabios"):
+    with pytest.raises(
+        UnknownName, match=r"unknown firmware loader '/opt/u-boot\.bin'; known: edk2-aarch64, ovmf, seabios"
+    ):
         Firmware.for_loader("/opt/u-boot.bin")
     with pytest.raises(UnknownName, match="unknown firmware 'slof'"):
         Firmware.named("slof")
@@ -109,9 +117,10 @@ def test_bad_file_names_file_and_key(tmp_path: Path) -> None:
         Firmware.from_file(bad)
 
 
-def test_machine_default_firmware_is_seabios_on_x86() -> None:
-    """q35 and pc boot SeaBIOS unless told otherwise, as libvirt does; other machines have no modelled firmware."""
-    assert [Machine.named(m).default_firmware for m in ("q35", "pc", "aarch64-virt")] == ["seabios", "seabios", None]
+def test_machine_default_firmware_is_libvirts() -> None:
+    """q35 and pc boot SeaBIOS, aarch64 virt edk2, unless told otherwise, as libvirt does; pseries has none modelled."""
+    machines = ("q35", "pc", "aarch64-virt", "pseries")
+    assert [Machine.named(m).default_firmware for m in machines] == ["seabios", "seabios", "edk2-aarch64", None]
     assert Topology.default("q35").firmware_model == Firmware.named("seabios")
     assert Topology.default("q35", firmware="ovmf").io_window_budget() == 9
 
