@@ -88,7 +88,10 @@ class Needs:
     ``slot_group`` names devices that are functions of one slot (a GPU's VGA
     and audio functions); ``bus_group`` devices that share a bus;
     ``switch_group`` devices behind one PCIe switch. ``order`` is a hint: lower
-    comes first among devices of one kind.
+    comes first among devices of one kind. ``function`` is the function a
+    member of a slot group takes in its slot (a mirrored host device keeps its
+    host function numbers): the members of a group give one each, 0 among
+    them, or none does, and then they take 0, 1, ... in definition order.
     """
 
     hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=_hotplug_need)
@@ -99,6 +102,7 @@ class Needs:
     bus_group: str | None = None
     switch_group: str | None = None
     order: int | None = None
+    function: int | None = attrs.field(default=None, validator=_optional_int(0, 7))
 
 
 @attrs.frozen

@@ -173,13 +173,6 @@ def guest_bus_numbers(topology: Topology) -> dict[int, int]:
     return numbers
 
 
-def _qemu_hotpluggable(topology: Topology, kind: str) -> bool:
-    from pcitopo.live import QEMU_NOT_HOTPLUGGABLE
-
-    k = topology.catalog.device(kind)
-    return k.hotpluggable and k.qemu_device not in QEMU_NOT_HOTPLUGGABLE
-
-
 def _acpi_slot_buses(topology: Topology, numbers: Mapping[int, int]) -> list[int]:
     """The conventional buses whose slots QEMU 7.2 describes with ``_SUN``, in guest bus-number order."""
     machine = topology.machine.name
@@ -208,7 +201,7 @@ def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[in
             holders.setdefault((c.address.bus, c.address.slot), []).append("bridge")
     for d in topology.devices:
         if d.address is not None:
-            ok = _qemu_hotpluggable(topology, d.kind)
+            ok = topology.catalog.device(d.kind).hotpluggable
             holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
     for bus in _acpi_slot_buses(topology, numbers):
         for slot in topology.model(bus).slot_range():

@@ -431,6 +431,27 @@ class Topology:
         """Whether a bus is the link of a PCIe root or downstream port."""
         return self.model(bus).port
 
+    def kind_hotpluggable(self, device: Device | str) -> bool:
+        """Whether a device of this kind can be hot-plugged anywhere on this machine.
+
+        QEMU must hot-add its driver at all (the catalog's ``hotpluggable``),
+        and a kind that must sit integrated on the root bus needs a root bus
+        with hotplug: a ``pvpanic-pci`` can be hot-added on ``pc``, never on ``q35``.
+
+        >>> Topology.default("pc").kind_hotpluggable(Device("p", "pvpanic-pci"))
+        True
+        >>> Topology.default("q35").kind_hotpluggable(Device("p", "pvpanic-pci"))
+        False
+        >>> Topology.default("pc").kind_hotpluggable(Device("v", "vga"))
+        False
+        """
+        kind = self.kind(device)
+        if not kind.hotpluggable:
+            return False
+        if kind.integrated is Integrated.REQUIRED:
+            return any(self.is_hotpluggable(0, s) for s in self.model(0).slot_range())
+        return True
+
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
         c = self.controller(bus)

@@ -148,3 +148,58 @@ def test_docs_example_is_the_reference_host_and_a_true_mirror(hosts: dict[str, H
         for j in sources:
             same_host = committed.switch_of(sources[i]) == committed.switch_of(sources[j])
             assert (guest_switch(t, i) == guest_switch(t, j)) is same_host
+
+
+def _placed(t: Topology, sources: dict[str, PciAddress]) -> dict[str, tuple[str, bool | None]]:
+    """Each passed host function's guest address and multifunction flag, by host address."""
+    return {str(sources[d.id]): (str(d.address), d.multifunction) for d in t.devices if d.id in sources}
+
+
+@pytest.mark.parametrize(
+    ("passed", "guest"),
+    [
+        # the host's function 0 is not passed: the lowest passed one takes guest function 0, port 2 keeps 2
+        (
+            ["0000:05:00.1", "0000:05:00.2"],
+            {"0000:05:00.1": ("0000:01:00.0", True), "0000:05:00.2": ("0000:01:00.2", None)},
+        ),
+        (
+            ["0000:05:00.3", "0000:05:00.2"],
+            {"0000:05:00.2": ("0000:01:00.0", True), "0000:05:00.3": ("0000:01:00.3", None)},
+        ),
+        # function 0 passed: every function keeps its host number, gaps included
+        (
+            ["0000:05:00.2", "0000:05:00.0"],
+            {"0000:05:00.0": ("0000:01:00.0", True), "0000:05:00.2": ("0000:01:00.2", None)},
+        ),
+        (["0000:05:00.3"], {"0000:05:00.3": ("0000:01:00.0", None)}),
+    ],
+)
+def test_host_functions_without_function_0_still_get_a_legal_guest_slot(
+    hosts: dict[str, Host], tmp_path: Path, passed: list[str], guest: dict[str, tuple[str, bool | None]]
+) -> None:
+    """Ports of the quad NIC share one guest slot with function 0 present and as many host numbers kept as fit."""
+    t, sources = mirrored(hosts["quad-nic"], [A(a) for a in passed], 0, tmp_path)
+    assert _placed(t, sources) == guest
+
+
+def test_sriov_vfs_at_odd_functions_each_get_a_slot_of_their_own(hosts: dict[str, Host], tmp_path: Path) -> None:
+    """VFs 3b:02.1, .3 and .5 of one host slot are three guest devices at function 0, not a multifunction slot."""
+    t, sources = mirrored(hosts["sriov-nic"], [A("0000:3b:02.1"), A("0000:3b:02.3"), A("0000:3b:02.5")], 0, tmp_path)
+    placed = _placed(t, sources)
+    assert {a for a, _ in placed.values()} == {"0000:01:00.0", "0000:02:00.0", "0000:03:00.0"}
+    assert {m for _, m in placed.values()} == {None}
+
+
+def test_a_vf_passed_with_its_pf_in_the_pf_slot_is_not_a_function_of_it() -> None:
+    """A VF whose routing ID lands in its PF's slot (offset 1) gets no slot group with the PF."""
+    pf, vf = A("0000:06:00.0"), A("0000:06:00.1")
+    host = Host(
+        [
+            HostDevice(pf, vendor=0x8086, device=0x1572, class_code=0x020000, iommu_group=1, virtfns=(vf,)),
+            HostDevice(vf, vendor=0x8086, device=0x154C, class_code=0x020000, iommu_group=2, physfn=pf),
+        ]
+    )
+    t = LibvirtDomain.from_string(domain_xml([pf, vf], 0))
+    needs = [d.needs for d in mirror_request(t.topology, host, hostdev_sources(t)).devices if d.id not in t.implicit]
+    assert [(n.slot_group, n.function) for n in needs] == [(None, None), (None, None)]

@@ -760,6 +760,15 @@ def _slot_groups(ctx: _Context) -> Iterator[Violation]:
             yield _violation(
                 "slot-group", f"slot group {_q(label)}: {_members(ctx, items)} are not functions of one slot", *items
             )
+        for i in items:
+            want = i.device.needs.function if i.device is not None else None
+            if want is not None and i.address.function != want:
+                yield _violation(
+                    "slot-group",
+                    f"slot group {_q(label)}: {ctx.where(i)} is not at function {want} of its slot",
+                    i,
+                    address=i.address,
+                )
 
 
 @_rule

@@ -190,20 +190,25 @@ def effective_needs(topology: Topology, policy: Policy, device: Device) -> Needs
     """The needs a device the plan places ends up with under ``policy``.
 
     The device's own, then the policy's default hotplug need (only for kinds
-    that can be hot-plugged, and not for members of a slot group), then
+    that can be hot-plugged on this machine, :meth:`Topology.kind_hotpluggable`,
+    and not for members of a slot group), then
     ``[[device]]`` overrides; the ``numa`` policy makes a NUMA node strict.
 
     >>> from pcitopo.devices import Device
     >>> t = Topology.default("q35")
     >>> effective_needs(t, Policy.named("hotplug"), Device("n", "virtio-net")).hotplug.value
     'preferred'
+    >>> effective_needs(t, Policy.named("hotplug"), Device("v", "vga")).hotplug.value
+    'any'
     >>> effective_needs(t, Policy.named("hotplug"), Device("p", "pvpanic-pci")).hotplug.value
     'any'
+    >>> effective_needs(Topology.default("pc"), Policy.named("hotplug"), Device("p", "pvpanic-pci")).hotplug.value
+    'preferred'
     """
     needs = policy.needs_for(device)
     if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and device.needs.hotplug is HotplugNeed.ANY:
         from_override = any(o.hotplug is not None and o.applies_to(device) for o in policy.overrides)
-        if not from_override and (not topology.kind(device).hotpluggable or needs.slot_group is not None):
+        if not from_override and (not topology.kind_hotpluggable(device) or needs.slot_group is not None):
             needs = attrs.evolve(needs, hotplug=HotplugNeed.ANY)
     if policy.numa and needs.numa_node is not None and not needs.numa_strict:
         needs = attrs.evolve(needs, numa_strict=True)

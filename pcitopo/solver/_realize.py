@@ -123,7 +123,7 @@ class Builder:
         return c
 
     def place(self, unit: Unit, slot: PciAddress) -> None:
-        functions = _usb2_functions(unit.devices) or list(range(len(unit.devices)))
+        functions = _usb2_functions(unit.devices) or _own_functions(unit.devices) or list(range(len(unit.devices)))
         for f, d in zip(functions, unit.devices, strict=True):
             self.placements[d.id] = slot.with_function(f)
         if len(unit.devices) > 1:
@@ -489,6 +489,14 @@ def _assign_bus_nr(
             c = attrs.evolve(c, bus_nr=nr)
         out.append(c)
     return out
+
+
+def _own_functions(devices: Sequence[Device]) -> list[int] | None:
+    """The functions a slot group's members ask for (``needs.function``), when each asks and 0 is among them."""
+    functions = [d.needs.function for d in devices]
+    if len(devices) < 2 or None in functions or 0 not in functions or len(set(functions)) != len(functions):
+        return None
+    return [f for f in functions if f is not None]
 
 
 def _usb2_functions(devices: Sequence[Device]) -> list[int] | None:

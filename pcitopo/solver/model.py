@@ -195,6 +195,15 @@ def _unit(
     if len(members) > 8:
         raise InvalidInput(f"slot group {group!r}", f"has {len(members)} devices but a slot has only 8 functions")
     needs = [_needs(policy, d, memo) for d in members]
+    functions = [n.function for n in needs]
+    if any(f is not None for f in functions) and (
+        None in functions or 0 not in functions or len(set(functions)) != len(functions)
+    ):
+        raise InvalidInput(
+            f"slot group {group!r}",
+            f"its devices ask for functions {', '.join('-' if f is None else str(f) for f in functions)}: "
+            "each must ask for a different one, 0 among them, or none may ask",
+        )
     kinds = [catalog.device(d.kind) for d in members]
     connects = {k.connect_on(pcie=pcie) for k in kinds}
     connect = Connect.PCIE_DEVICE if Connect.PCIE_DEVICE in connects else Connect.PCI_DEVICE
@@ -216,12 +225,17 @@ def _unit(
         raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
     hints = [n.order for n in needs if n.order is not None]
     rank = (float(min(hints)) if hints else float(i), i)
-    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(k.hotpluggable for k in kinds):
-        own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
+    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(topology.kind_hotpluggable(d) for d in members):
+        own = [d for d in members if not topology.kind_hotpluggable(d)]
         if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
             d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+            why = (
+                "cannot be hot-plugged at all"
+                if not catalog.device(d.kind).hotpluggable
+                else f"must sit on the root bus {topology.machine.root_bus_name}, which takes no hot-plugged device"
+            )
             raise Unsatisfiable(
-                [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
+                [f"{d.id!r} requires hotplug, but a {d.kind} {why}"],
                 suggestions=[f"drop the hotplug requirement of {d.id!r}"],
             )
         # the policy's default does not apply to a kind that is never hot-plugged

@@ -480,8 +480,8 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
     ),
     (
         "hotplug: hotplug required of a kind that cannot be hot-plugged",
-        Topology.build("pc", devices=[dev("panic", "pvpanic-pci", "00:03.0", needs=Needs(hotplug="required"))]),
-        [("hotplug", ("panic",))],
+        Topology.build("pc", devices=[dev("video", "vga", "00:03.0", needs=Needs(hotplug="required"))]),
+        [("hotplug", ("video",))],
     ),
     (
         "numa: a device that requires node 1 under pcie.0 (no node)",
@@ -510,6 +510,17 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
             ],
         ),
         [("slot-group", ("gpu", "gpu-audio"))],
+    ),
+    (
+        "slot-group: a member that asks for function 2 sits at function 1",
+        Topology.build(
+            "q35",
+            devices=[
+                dev("p0", NIC, "00:03.0", needs=Needs(slot_group="g", function=0), multifunction=True),
+                dev("p2", NIC, "00:03.1", needs=Needs(slot_group="g", function=2)),
+            ],
+        ),
+        [("slot-group", ("p2",))],
     ),
     *GROUP_CASES,
 ]
@@ -555,6 +566,16 @@ MESSAGES = [
     (
         Topology.build("q35", devices=[dev("net0", NIC, "0000:05:00.0")]),
         "'net0' at 0000:05:00.0: no controller has index 5 (indexes: 0) (rule: unknown-bus)",
+    ),
+    (
+        Topology.build(
+            "q35",
+            devices=[
+                dev("p0", NIC, "00:03.0", needs=Needs(slot_group="g", function=0), multifunction=True),
+                dev("p2", NIC, "00:03.1", needs=Needs(slot_group="g", function=2)),
+            ],
+        ),
+        "slot group 'g': 'p2' at 0000:00:03.1 is not at function 2 of its slot (rule: slot-group)",
     ),
     (
         Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", NIC, "01:03.0")]),

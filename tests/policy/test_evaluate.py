@@ -269,3 +269,11 @@ def test_a_plan_may_not_put_a_conventional_device_on_a_pcie_port() -> None:
     assert [(v.rule, v.devices) for v in e.violations] == [("placement", ("snd",))]
     assert "a plan does not use libvirt's relaxation for addresses a user gave" in e.violations[0].message
     assert evaluate(result, result, "minimal").violations == ()
+
+
+def test_a_pvpanic_on_pc_root_bus_meets_the_hotplug_term() -> None:
+    """QEMU hot-adds pvpanic-pci on pc's pci.0, so ``hotplug`` asks for it there and a root-bus slot meets it."""
+    request = Topology.build("pc", devices=[Device("panic", "pvpanic-pci")])
+    result = request.replace(devices=[Device("panic", "pvpanic-pci", address=_a("00:03.0"))])
+    e = evaluate(request, result, attrs.evolve(Policy.named("hotplug"), spare_ports=0))
+    assert _terms(e) == [("hotplug", True, 0, "panic"), ("fewer-controllers", True, 0, None)]

@@ -12,7 +12,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidTopology, Unsatisfiable
+from pcitopo.errors import InvalidInput, InvalidTopology, Unsatisfiable
 from pcitopo.legality.rules import validate
 from pcitopo.policy import Policy
 from pcitopo.solver import Plan, Status, solve
@@ -224,6 +224,30 @@ def test_a_slot_group_becomes_one_multifunction_slot() -> None:
     vga, audio = plan.assigned["gpu-vga"], plan.assigned["gpu-audio"]
     assert (vga.slot_address, vga.function, audio.function) == (audio.slot_address, 0, 1)
     assert plan.topology.device("gpu-vga").multifunction is True
+
+
+def test_a_slot_group_member_takes_the_function_it_asks_for() -> None:
+    """Functions 0 and 3 asked by a slot group's members are the ones they get, gap included."""
+    devices = [
+        Device("port3", "vfio-pci", needs=Needs(slot_group="nic", function=3)),
+        Device("port1", "vfio-pci", needs=Needs(slot_group="nic", function=0)),
+    ]
+    plan = solve(Topology.build("q35", devices=devices))
+    assert (plan.assigned["port1"].function, plan.assigned["port3"].function) == (0, 3)
+    assert plan.topology.device("port1").multifunction is True
+
+
+@pytest.mark.parametrize("functions", [(1, 2), (0, 0), (0, None)])
+def test_slot_group_functions_need_0_and_no_repeats(functions: tuple[int | None, int | None]) -> None:
+    """A slot group whose asked functions lack 0, repeat one, or leave one out is bad input naming the group."""
+    devices = [Device(f"f{i}", "vfio-pci", needs=Needs(slot_group="g", function=f)) for i, f in enumerate(functions)]
+    shown = ", ".join("-" if f is None else str(f) for f in functions)
+    with pytest.raises(InvalidInput) as info:
+        solve(Topology.build("q35", devices=devices))
+    assert str(info.value) == (
+        f"slot group 'g': its devices ask for functions {shown}: "
+        "each must ask for a different one, 0 among them, or none may ask"
+    )
 
 
 def test_user_controllers_without_addresses_are_placed_first() -> None:
@@ -684,3 +708,23 @@ def test_new_ports_avoid_the_chassis_libvirt_gives_a_port_without_one(policy: st
     assert added
     assert not {1, 2} & set(added.values())
     assert validate(plan.topology) == ()
+
+
+def test_a_vga_is_not_put_behind_bridges_for_a_hotplug_qemu_cannot_do() -> None:
+    """Under ``hotplug`` a q35 VGA stays on pcie.0: QEMU cannot hot-add a VGA, so a bridge slot would buy nothing."""
+    request = Topology.build("q35", devices=[Device("video", "vga"), Device("net", "virtio-net")])
+    plan = solve(request, "hotplug")
+    assert str(plan.assigned["video"]) == "0000:00:01.0"
+    assert [c.model for c in plan.added] == ["pcie-root-port", "pcie-root-port"]
+    assert [s.subject for s in plan.soft if s.name == "hotplug"] == ["net"]
+
+
+def test_a_pvpanic_requiring_hotplug_on_q35_is_explained() -> None:
+    """pvpanic-pci must sit on pcie.0, which takes no hot-plugged device: requiring hotplug is unsatisfiable."""
+    request = Topology.build("q35", devices=[Device("panic", "pvpanic-pci", needs=Needs(hotplug=HotplugNeed.REQUIRED))])
+    with pytest.raises(Unsatisfiable) as info:
+        solve(request, "minimal")
+    assert info.value.conflicts == (
+        "'panic' requires hotplug, but a pvpanic-pci must sit on the root bus pcie.0, "
+        "which takes no hot-plugged device",
+    )
