@@ -135,17 +135,19 @@ def _place_pinned_controllers(topology: Topology) -> Topology:
                     suggestions=[f"remove {c.name!r} or give it an address"],
                 )
             filled = identity.fill(current, c, positions[0])
-        controllers = [filled if x.index == c.index else x for x in current.controllers]
-        # a root port packed into a slot with others: multifunction on function 0
-        if filled.address is not None and filled.address.function > 0:
-            controllers = [
-                attrs.evolve(x, multifunction=True)
-                if x.address == filled.address.slot_address and x.multifunction is None
-                else x
-                for x in controllers
-            ]
+        controllers = _multifunction_for([filled if x.index == c.index else x for x in current.controllers], filled)
         current = current.replace(controllers=controllers)
     return current
+
+
+def _multifunction_for(controllers: list[Controller], packed: Controller) -> list[Controller]:
+    """A root port packed into a slot with others: multifunction on the slot's function 0."""
+    if packed.address is None or packed.address.function == 0:
+        return controllers
+    slot = packed.address.slot_address
+    return [
+        attrs.evolve(x, multifunction=True) if x.address == slot and x.multifunction is None else x for x in controllers
+    ]
 
 
 def _add_root_port_for(topology: Topology, c: Controller) -> tuple[Topology, tuple[PciAddress, ...]]:
@@ -160,7 +162,7 @@ def _add_root_port_for(topology: Topology, c: Controller) -> tuple[Topology, tup
     used = {x.index for x in topology.controllers}
     index = next(i for i in range(1, 256) if i not in used and i > 0)
     port = identity.fill(topology, Controller(index, "pcie-root-port"), main[0])
-    grown = topology.replace(controllers=[*topology.controllers, port])
+    grown = topology.replace(controllers=_multifunction_for([*topology.controllers, port], port))
     positions = tuple(a for a in grown.free_positions(c) if a.bus == index)
     if not positions:
         return topology, ()

@@ -728,3 +728,11 @@ def test_a_pvpanic_requiring_hotplug_on_q35_is_explained() -> None:
         "'panic' requires hotplug, but a pvpanic-pci must sit on the root bus pcie.0, "
         "which takes no hot-plugged device",
     )
+
+
+def test_declared_bridges_get_packed_root_ports_with_multifunction() -> None:
+    """Two pcie-to-pci-bridges declared without addresses get new root ports in slot 1, function 0 multifunction."""
+    request = Topology.build("q35", [Controller(100 + i, "pcie-to-pci-bridge") for i in range(2)], [])
+    plan = solve(request, "minimal")
+    ports = {str(c.address): c.multifunction for c in plan.topology.controllers if c.model == "pcie-root-port"}
+    assert ports == {"0000:00:01.0": True, "0000:00:01.1": None}
