@@ -59,8 +59,8 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasib
     io_space = _io_space_short(topology, units)
     suggestions: list[str] = []
     if io_space is not None:
-        conflicts.insert(0, io_space)
-        suggestions.append("use device kinds without IO BARs (modern virtio, e1000e behind a PCIe port) for some")
+        conflicts.insert(0, io_space[0])
+        suggestions.append(io_space[1])
     others = [c for c in classes if c not in core]
     for cls in core:
         rest = [c for c in core if c is not cls]
@@ -91,17 +91,30 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasib
     return Unsatisfiable(conflicts, facts=facts, suggestions=suggestions)
 
 
-def _io_space_short(topology: Topology, units: Sequence[Unit]) -> str | None:
-    """Why no arrangement can fit the IO BARs at all (``None``: their bytes alone fit the firmware's IO space).
+def _io_space_short(topology: Topology, units: Sequence[Unit]) -> tuple[str, str] | None:
+    """Why no arrangement can fit the IO at all, and what would help (``None``: it may fit).
 
-    The firmware gives bridges 4 KiB windows and the root buses' IO BARs some
-    bytes beside them from one aperture; the IO BARs a device has wherever it
-    goes (behind a PCIe port legacy virtio has none) can never take less.
+    Either the bridges already placed need more windows than the firmware
+    has, or the devices' IO BARs need more bytes than it has: the firmware
+    gives bridges 4 KiB windows and the root buses' IO BARs some bytes beside
+    them from one aperture, and the IO BARs a device has wherever it goes
+    (behind a PCIe port legacy virtio has none) can never take less.
     """
     fw = topology.firmware_model
     budget = topology.machine.io_window_budget(acpi=topology.acpi, firmware=topology.firmware)
     spec = None if fw is None else fw.for_machine(topology.machine.name, topology.machine.root_model)
-    if fw is None or budget is None or spec is None or spec.root_io is None:
+    if fw is None or budget is None or spec is None:
+        return None
+    acpi = "with ACPI" if topology.acpi else "without ACPI"
+    used, now = io_windows_used(topology), topology.io_window_budget()
+    if now is not None and used > now:
+        names = ", ".join(repr(topology.controller(i).name) for i in sorted(topology.io_windows()))
+        return (
+            f"the bridges and ports already there need {used} IO windows of 4 KiB ({names}), but "
+            f"{fw.name} on {topology.machine.name} {acpi} has room for {now}",
+            "declare fewer bridges or ports that the firmware gives IO windows",
+        )
+    if spec.root_io is None:
         return None
     pcie = topology.machine.pcie
     placed = sum(topology.io_bar_size(d) for d in topology.devices if d.address is not None)
@@ -110,11 +123,11 @@ def _io_space_short(topology: Topology, units: Sequence[Unit]) -> str | None:
     room = budget * IO_WINDOW + spec.root_io
     if need <= room:
         return None
-    acpi = "with ACPI" if topology.acpi else "without ACPI"
     return (
         f"the IO BARs of the devices need {need} bytes of IO space ({len(new)} new devices have one), but "
         f"{fw.name} on {topology.machine.name} {acpi} has room for {room} ({budget} IO windows of 4 KiB "
-        f"and {spec.root_io} bytes on the root bus)"
+        f"and {spec.root_io} bytes on the root bus)",
+        "use device kinds without IO BARs (modern virtio, e1000e behind a PCIe port) for some",
     )
 
 
