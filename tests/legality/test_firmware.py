@@ -188,3 +188,24 @@ def test_ovmf_ports_without_hotplug_reserve_nothing() -> None:
     assert rules_of(Topology.build("q35", [*ports(9), *cold], devices, firmware="ovmf")) == []
     hot = Controller(10, "pcie-root-port", address=A("00:0b.0"), chassis=10)
     assert rules_of(Topology.build("q35", [*ports(9), hot], devices, firmware="ovmf")) == ["io-space"]
+
+
+@pytest.mark.parametrize(("extra", "ok"), [([], True), (["vmvga"], False)])
+def test_root_bus_io_takes_windows_past_root_io(extra: list[str], ok: bool) -> None:
+    """Measured on pc: 8 e1000 bridges beside 4064 bytes of IO BARs on pci.0 map; 16 bytes more do not."""
+    bridges = [Controller(1 + i, "pci-bridge", address=A(f"00:{3 + i:02x}.0")) for i in range(8)]
+    devices = [Device(f"n{i}", "e1000", address=A(f"{1 + i:02x}:01.0")) for i in range(8)]
+    root = ["rtl8139"] * 15 + ["e1000"] * 3 + ["e1000e", *extra]
+    devices += [Device(f"r{i}", kind, address=A(f"00:{11 + i:02x}.0")) for i, kind in enumerate(root)]
+    t = Topology.build("pc", bridges, devices)
+    assert t.root_io_bytes() == 4064 + 16 * len(extra)
+    assert t.io_window_budget() == (8 if ok else 7)
+    violations = validate(t)
+    if ok:
+        assert violations == ()
+    else:
+        assert [v.rule for v in violations] == ["io-space"]
+        assert str(violations[0]).endswith(
+            "but pc with ACPI under seabios has room for 7 beside 4080 bytes of IO BARs on the root buses "
+            "(rule: io-space)"
+        )
