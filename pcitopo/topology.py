@@ -542,6 +542,26 @@ class Topology:
             return None
         return budget - self.root_io_windows()
 
+    def io_windows_short(self) -> int:
+        """How many IO windows beyond the firmware's budget the plan needs (0: its IO fits).
+
+        Reservations the firmware drops when it has no room for them cost
+        nothing while the devices' own windows stay within what it measured
+        to keep (``reservations-dropped-up-to``, less the windows the root
+        buses' IO BARs take).
+        """
+        budget = self.io_window_budget()
+        if budget is None:
+            return 0
+        total = sum(self.io_windows().values())
+        if total <= budget:
+            return 0
+        spec = self._firmware_machine
+        limit = None if spec is None else spec.droppable_below
+        if limit is not None and sum(self.io_windows(reservations=False).values()) <= limit - self.root_io_windows():
+            return 0
+        return total - budget
+
     def root_io_bytes(self) -> int:
         """IO BAR bytes of the endpoints placed directly on root and expander buses."""
         return sum(size for bus, size in self.io_bytes_by_bus().items() if not self._is_bridge(bus))

@@ -78,8 +78,7 @@ class CspBackend:
             # the firmware's reservations (an IO window for every SHPC bridge and, with OVMF, every hotplug
             # port) and the root buses' IO BARs beyond the firmware's room for them are counted on the
             # realised plan: the model's count is a lower bound of it
-            budget = topology.io_window_budget()
-            if budget is not None and sum(topology.io_windows().values()) > budget:
+            if topology.io_windows_short():
                 return None
             realised[tuple(sorted(values.items()))] = topology
             return score(topology)

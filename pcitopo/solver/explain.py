@@ -107,7 +107,7 @@ def _io_space_short(topology: Topology, units: Sequence[Unit]) -> tuple[str, str
         return None
     acpi = "with ACPI" if topology.acpi else "without ACPI"
     used, now = io_windows_used(topology), topology.io_window_budget()
-    if now is not None and used > now:
+    if now is not None and topology.io_windows_short():
         names = ", ".join(repr(topology.controller(i).name) for i in sorted(topology.io_windows()))
         return (
             f"the bridges and ports already there need {used} IO windows of 4 KiB ({names}), but "
