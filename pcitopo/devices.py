@@ -116,6 +116,8 @@ class Device:
     needs: Needs = Needs()
     io_bar: bool | None = None
     """Override the catalog's idea of whether this device has an IO BAR (passthrough devices)."""
+    acpi_index: int | None = attrs.field(default=None, validator=_optional_int(0, 2**32 - 1))
+    """The device's ``acpi-index`` (libvirt ``<acpi index='N'/>``): a Linux guest names a NIC ``eno<N>`` by it."""
 
     def __str__(self) -> str:
         return f"{self.id!r} ({self.kind})"
@@ -123,6 +125,10 @@ class Device:
     def placed_at(self, address: PciAddress | None) -> Device:
         """This device at another address."""
         return attrs.evolve(self, address=address)
+
+    def with_acpi_index(self, index: int | None) -> Device:
+        """This device with another ``acpi-index``."""
+        return attrs.evolve(self, acpi_index=index)
 
 
 @attrs.frozen

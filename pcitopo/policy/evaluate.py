@@ -35,7 +35,11 @@ The terms (``policy.weights[name]`` is the cost of each one not met):
 ``order``
     with ``ordered``: one per kind with two devices or more, at least one
     placed by the plan: met when their addresses increase in definition order
-    (a device's ``needs.order``, when given, stands in for its position).
+    (a device's ``needs.order``, when given, stands in for its position); and
+    one for the NICs (every kind of class ``net``) when there are two or more,
+    at least one placed by the plan: met when the names a Linux guest gives
+    them (:mod:`pcitopo.naming`) increase in natural order (``sort -V``) in
+    NIC order, so path names follow the guest's enumeration order.
 ``hotplug-off-occupied``
     with ``hotplug_off_occupied``: one per endpoint the plan placed whose
     hotplug need is *any* (the policy's default is set aside): met when its
@@ -275,7 +279,20 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     )
     if policy.ordered:
         out.extend(_order_results(result, policy, pending))
+        out.extend(_name_order_results(result, policy, pending))
     return tuple(out)
+
+
+def _name_order_results(result: Topology, policy: Policy, pending: set[str]) -> list[SoftResult]:
+    """The NICs' guest names in NIC order (natural order: ``eno1`` < ``eno2``, ``enp1s0`` < ``enp10s0``)."""
+    from pcitopo.naming import names_in_order, nic_order
+
+    nics = nic_order(result)
+    if len(nics) < 2 or not any(d.id in pending for d in nics):
+        return []
+    ok, names = names_in_order(result, nics)
+    shown = " < ".join(f"{n} ({d.id})" for n, d in zip(names, nics, strict=True))
+    return [SoftResult("order", ok, policy.weights["order"], f"NIC names in NIC order: {shown}", "nic-names")]
 
 
 def _spare_results(result: Topology, policy: Policy) -> list[SoftResult]:
@@ -379,6 +396,12 @@ def _check_completion(request: Topology, result: Topology) -> None:
             raise InvalidInput(
                 f"device {d.id!r}",
                 f"is pinned at {d.address} in the request but at {r.address} in the result; a plan never moves it",
+            )
+        if d.acpi_index is not None and r.acpi_index != d.acpi_index:
+            raise InvalidInput(
+                f"device {d.id!r}",
+                f"has acpi-index {d.acpi_index} in the request but {r.acpi_index} in the result; "
+                "a plan never renames it",
             )
         if r.address is None:
             raise InvalidInput(f"device {d.id!r}", "has no address in the result; a plan places every device")

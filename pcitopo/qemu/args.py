@@ -28,9 +28,10 @@ PHB ``index`` = the lowest free one), and
 Arguments beyond placement (``netdev=``, ``drive=``, ``mac=``) are the
 caller's: ``extra`` maps a device or controller id to properties that are
 appended, in the mapping's order, after the ones pcitopo sets. They may not
-repeat a property pcitopo sets (``id``, ``bus``, ``addr``, ``multifunction``
-and the identity properties). In keyval syntax a comma inside a value is
-doubled, as QEMU expects; in JSON syntax values keep their Python type.
+repeat a property pcitopo sets (``id``, ``bus``, ``addr``, ``multifunction``,
+the identity properties, and ``acpi-index`` for a device that has one). In
+keyval syntax a comma inside a value is doubled, as QEMU expects; in JSON
+syntax values keep their Python type.
 """
 
 from __future__ import annotations
@@ -338,6 +339,8 @@ def _device_spec(topology: Topology, d: Device, extra: Mapping[str, Value]) -> D
     props: list[tuple[str, Value]] = [("id", d.id), *_placement(topology, d.address)]
     if d.multifunction is not None:
         props.append(("multifunction", d.multifunction))
+    if d.acpi_index is not None:
+        props.append(("acpi-index", d.acpi_index))
     props += _extra(f"device {d.id!r}", props, extra)
     return DeviceSpec(driver, d.id, topology.bus_name(d.address.bus), d.address, tuple(props))
 

@@ -123,7 +123,7 @@ class Builder:
         return c
 
     def place(self, unit: Unit, slot: PciAddress) -> None:
-        functions = _usb2_functions(unit.devices) or _own_functions(unit.devices) or list(range(len(unit.devices)))
+        functions = unit_functions(unit.devices)
         for f, d in zip(functions, unit.devices, strict=True):
             self.placements[d.id] = slot.with_function(f)
         if len(unit.devices) > 1:
@@ -489,6 +489,11 @@ def _assign_bus_nr(
             c = attrs.evolve(c, bus_nr=nr)
         out.append(c)
     return out
+
+
+def unit_functions(devices: Sequence[Device]) -> list[int]:
+    """The function each device of a unit takes in its slot: an ICH9 USB2 set's own, the ones asked, or 0, 1, ..."""
+    return _usb2_functions(devices) or _own_functions(devices) or list(range(len(devices)))
 
 
 def _own_functions(devices: Sequence[Device]) -> list[int] | None:

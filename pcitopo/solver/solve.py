@@ -39,6 +39,7 @@ from pcitopo.legality import identity
 from pcitopo.policy.evaluate import soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
+from pcitopo.solver._realize import unit_functions
 from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
 from pcitopo.solver.plan import Plan, Status
 from pcitopo.topology import IO_WINDOW, Topology
@@ -69,7 +70,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     request, chosen = topology, policy
 
     def score(result: Topology) -> int:
-        return sum(s.cost for s in soft_results(request, result, chosen))
+        return sum(s.cost for s in soft_results(request, _named(request, result, chosen), chosen))
 
     backend = backends.backend_for(policy, score)
     if isinstance(backend, backends.LibvirtBackend):
@@ -313,10 +314,11 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
             if io_left is not None:
                 io_left -= _more_windows(topology, io_bytes, pool.bus, u.io_size)
             io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
-        for f, d in enumerate(u.devices):
+        functions = unit_functions(u.devices)
+        for f, d in zip(functions, u.devices, strict=True):
             placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
         if len(u.devices) > 1:
-            multifunction.add(u.devices[0].id)
+            multifunction.add(u.devices[functions.index(0)].id)
     if not placements:
         return topology, units
     devices = [
@@ -374,6 +376,7 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
+    result = _named(request, result, policy)
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
     soft = soft_results(request, result, policy)
@@ -402,6 +405,15 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
         warnings=warnings,
         not_hotpluggable=misses,
     )
+
+
+def _named(request: Topology, result: Topology, policy: Policy) -> Topology:
+    """``result`` with the acpi-indexes the policy gives the NICs the plan places (``acpi_index``)."""
+    if not policy.acpi_index:
+        return result
+    from pcitopo.naming import number_nics
+
+    return number_nics(result, [d.id for d in request.devices if d.address is None])
 
 
 def _repair(v: Violation) -> str:

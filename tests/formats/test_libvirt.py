@@ -218,6 +218,38 @@ def test_bad_pci_addresses_name_the_element(attrs: str, message: str) -> None:
     assert (info.value.element, info.value.line, info.value.reason) == ("/domain/devices/rng/address", 7, message)
 
 
+def test_acpi_index_is_read_and_written_back_before_the_address() -> None:
+    """``<acpi index>`` becomes Device.acpi_index; a new one is written before the address, a dropped one removed."""
+    domain = load(
+        "    <interface type='user'><model type='virtio'/><acpi index='3'/></interface>\n"
+        "    <interface type='user'>\n"
+        "      <model type='e1000e'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>\n"
+        "    </interface>"
+    )
+    t = domain.topology
+    assert [d.acpi_index for d in t.devices[:2]] == [3, None]
+    changed = t.replace(
+        devices=[d.with_acpi_index({"interface0": None, "interface1": 5}.get(d.id, d.acpi_index)) for d in t.devices]
+    )
+    text = domain.with_topology(changed).to_string()
+    assert "<model type='virtio'/></interface>" in text
+    assert (
+        "      <model type='e1000e'/>\n      <acpi index='5'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>"
+    ) in text
+    assert [d.acpi_index for d in LibvirtDomain.from_string(text).topology.devices[:2]] == [None, 5]
+
+
+def test_a_bad_acpi_index_names_the_element() -> None:
+    """An index that is not a decimal number is rejected with the element's path."""
+    with pytest.raises(InvalidDomainXML) as info:
+        load("    <interface type='user'><acpi index='0x3'/></interface>")
+    assert str(info.value) == (
+        "<string>:7: /domain/devices/interface/acpi: index must be a decimal number from 0 to 4294967295 (got '0x3')"
+    )
+
+
 def test_pci_controllers_become_controllers_with_their_target() -> None:
     """Model, model name, chassis, port, busNr, hotplug, NUMA node and alias are read from a PCI controller."""
     domain = load(

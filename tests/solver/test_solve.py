@@ -226,13 +226,14 @@ def test_a_slot_group_becomes_one_multifunction_slot() -> None:
     assert plan.topology.device("gpu-vga").multifunction is True
 
 
-def test_a_slot_group_member_takes_the_function_it_asks_for() -> None:
-    """Functions 0 and 3 asked by a slot group's members are the ones they get, gap included."""
+@pytest.mark.parametrize(("machine", "kind"), [("q35", "vfio-pci"), ("pc", "e1000")])
+def test_a_slot_group_member_takes_the_function_it_asks_for(machine: str, kind: str) -> None:
+    """Functions 0 and 3 asked by a slot group's members are the ones they get, behind a new port or in a free slot."""
     devices = [
-        Device("port3", "vfio-pci", needs=Needs(slot_group="nic", function=3)),
-        Device("port1", "vfio-pci", needs=Needs(slot_group="nic", function=0)),
+        Device("port3", kind, needs=Needs(slot_group="nic", function=3)),
+        Device("port1", kind, needs=Needs(slot_group="nic", function=0)),
     ]
-    plan = solve(Topology.build("q35", devices=devices))
+    plan = solve(Topology.build(machine, devices=devices))
     assert (plan.assigned["port1"].function, plan.assigned["port3"].function) == (0, 3)
     assert plan.topology.device("port1").multifunction is True
 

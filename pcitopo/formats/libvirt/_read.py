@@ -536,6 +536,16 @@ def _gap_controllers(machine: Machine, controllers: list[Controller], devices: l
     return [Controller(i, model) for i in range(1, top + 1) if i not in have]
 
 
+def _acpi_index(el: _Element | None, d: LibvirtDomain) -> int | None:
+    """The ``index`` of a device's ``<acpi>`` element (``None`` without one)."""
+    text = None if el is None else el.get("index")
+    if el is None or text is None:
+        return None
+    if not text.isdecimal() or not 0 <= int(text) < 2**32:
+        raise _bad(d._path(el), f"index must be a decimal number from 0 to {2**32 - 1} (got {text!r})")
+    return int(text)
+
+
 def _usb2_slot_groups(
     devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int]
 ) -> list[Device]:
@@ -710,8 +720,9 @@ class _Reader:
             elif self._chipset_address(el, machine, controller_indexes.get(el)) not in (None, address):
                 raise _bad(where, _CHIPSET_MESSAGES[(machine.name, str(el.get("type")))])
             ident = self._id(el, tag, n, controller_indexes.get(el))
+            acpi_index = _acpi_index(el.find("acpi"), d)
             try:
-                devices.append(Device(ident, kind, address=address, multifunction=multifunction))
+                devices.append(Device(ident, kind, address=address, multifunction=multifunction, acpi_index=acpi_index))
             except InvalidInput as exc:
                 raise _bad(where, exc.reason) from None
             d._elements[ident] = el

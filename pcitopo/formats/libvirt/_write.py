@@ -136,10 +136,35 @@ class _Writer:
                 raise InvalidInput(
                     self.d._path(el), f"its kind changed from {before.kind} to {dev.kind}; only addresses are written"
                 )
+            if dev.acpi_index != before.acpi_index:
+                self._set_acpi_index(el, dev.acpi_index)
             if dev.address == before.address and bool(dev.multifunction) == bool(before.multifunction):
                 continue
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
             self._set_address(el, dev.address, multifunction)
+
+    def _set_acpi_index(self, el: _Element, index: int | None) -> None:
+        """Write ``<acpi index='N'/>`` (before the ``<address>``, where libvirt puts it), or change or drop it."""
+        current = el.find("acpi")
+        if current is not None:
+            span = self.d._span(current)
+            start = span.start
+            if index is None:
+                if indent_before(self.text, span.start) is not None:
+                    start = self.text.rfind("\n", 0, span.start)
+                self.result.append(Edit(start, span.end, ""))
+            else:
+                self.result.append(Edit(span.start, span.end, f"<acpi index='{index}'/>"))
+            return
+        if index is None:
+            return
+        kids = [c for c in el if isinstance(c.tag, str)]
+        address = el.find("address")
+        anchor: _Element | str = "last"
+        if address is not None:
+            before = kids.index(address)
+            anchor = kids[before - 1] if before else "first"
+        self._add_child(el, anchor, [(0, f"<acpi index='{index}'/>")])
 
     def _implied_multifunction(self) -> None:
         """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
