@@ -545,10 +545,9 @@ class Topology:
     def io_windows_short(self) -> int:
         """How many IO windows beyond the firmware's budget the plan needs (0: its IO fits).
 
-        Reservations the firmware drops when it has no room for them cost
-        nothing while the devices' own windows stay within what it measured
-        to keep (``reservations-dropped-up-to``, less the windows the root
-        buses' IO BARs take).
+        With no IO BAR below any bridge, a firmware that drops the reservations
+        it has no room for (``idle-reservations-harmless``, measured) maps
+        every BAR whatever their number.
         """
         budget = self.io_window_budget()
         if budget is None:
@@ -557,8 +556,7 @@ class Topology:
         if total <= budget:
             return 0
         spec = self._firmware_machine
-        limit = None if spec is None else spec.droppable_below
-        if limit is not None and sum(self.io_windows(reservations=False).values()) <= limit - self.root_io_windows():
+        if spec is not None and spec.idle_reservations_harmless and not any(self.io_windows(reservations=False)):
             return 0
         return total - budget
 

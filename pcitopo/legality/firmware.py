@@ -65,9 +65,6 @@ class FirmwareMachine:
     """Without ACPI the firmware leaves even the built-in devices' BARs unmapped."""
     ecam: int | None = None
     """Guest-physical address of the ECAM, where BARs are read when the firmware leaves decoding off."""
-    reservations_dropped_up_to: int | None = None
-    """While the devices need at most this many windows, the firmware drops hotplug reservations it
-    has no room for and still maps every BAR (``None``: 0 when ``idle_reservations_harmless``, else never)."""
     root_io: int | None = None
     """Bytes of IO BAR that endpoints on the root buses may take beside ``io_windows`` full windows.
 
@@ -75,13 +72,6 @@ class FirmwareMachine:
     one aperture, so past these bytes each started 4 KiB of root-bus IO costs a
     window. ``None``: not measured (root-bus IO is not counted).
     """
-
-    @property
-    def droppable_below(self) -> int | None:
-        """The most windows devices may need while reservations that do not fit are dropped (``None``: never)."""
-        if self.reservations_dropped_up_to is not None:
-            return self.reservations_dropped_up_to
-        return 0 if self.idle_reservations_harmless else None
 
     def root_io_windows(self, root_bytes: int) -> int:
         """How many windows ``root_bytes`` of IO BARs on the root buses take from the budget.
@@ -228,7 +218,6 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         requires_acpi=t.get("requires-acpi", bool, False),
         root_io=t.get("root-io", int, None),
         ecam=t.get("ecam", int, None),
-        reservations_dropped_up_to=t.get("reservations-dropped-up-to", int, None),
     )
     t.check_unknown()
     for key, value in (("io-windows", m.io_windows), ("io-windows-without-acpi", m.io_windows_without_acpi)):

@@ -134,25 +134,27 @@ def order(spec: str, firmware: str = "ovmf") -> Topology:
 
 
 OVMF_ORDER = [
-    # (layout, OVMF maps every BAR, validate accepts): reservations are free while devices need <= 8 windows;
-    # with 9 OVMF's outcome depends on where the reserved port sits, and validate counts it (conservative)
-    pytest.param("E8 P6", True, True, id="E8-P6"),
-    pytest.param("E8 P2", True, True, id="E8-P2", marks=pytest.mark.slow),
-    pytest.param("P2 E8", True, True, id="P2-E8", marks=pytest.mark.slow),
-    pytest.param("E4 P1 E5", True, False, id="E4-P1-E5", marks=pytest.mark.slow),
-    pytest.param("E9 P1", False, False, id="E9-P1", marks=pytest.mark.slow),
+    # (layout, OVMF maps every BAR): OVMF drops reservations past its 9 windows in these, but not in a
+    # generated plan with a 2-window bridge among 3 windows for devices (the sweep's q35-ovmf-spare8-1),
+    # so validate counts reservations whenever a device needs IO and refuses them all
+    pytest.param("E8 P6", True, id="E8-P6"),
+    pytest.param("E8 P2", True, id="E8-P2"),
+    pytest.param("P2 E8", True, id="P2-E8"),
+    pytest.param("E4 P1 E5", True, id="E4-P1-E5"),
+    pytest.param("E9 P1", False, id="E9-P1"),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ovmf")
-@pytest.mark.parametrize(("layout", "boots", "accepted"), OVMF_ORDER)
-def test_ovmf_drops_reservations_it_has_no_room_for(layout: str, boots: bool, accepted: bool) -> None:
-    """OVMF drops hotplug reservations past its 9 IO windows while devices need at most 8; validate follows it."""
+@pytest.mark.parametrize(("layout", "boots"), OVMF_ORDER)
+def test_ovmf_reservations_past_9_windows(layout: str, boots: bool) -> None:
+    """Reservations past OVMF's 9 windows beside e1000e ports: what OVMF maps, and validate's conservative refusal."""
     t = order(layout)
     report = verify(t, firmware="ovmf", hotplug=False)
     assert report.named("firmware")[0].ok, str(report)
     assert report.ok is boots, str(report)
-    assert (validate(t) == ()) is accepted
+    assert [v.rule for v in validate(t)] == ["io-space"]
 
 
 def test_seabios_seeds_the_topology_firmware_by_default() -> None:
