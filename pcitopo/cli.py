@@ -274,6 +274,7 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
         passthrough = _passthrough_violations(domain, args.host)
         if passthrough:
             raise InvalidTopology(passthrough)
+        request = _with_host_bars(domain, args.host)
     from pcitopo.solver import solve
 
     plan = solve(request, policy, strict=args.strict)
@@ -317,6 +318,17 @@ def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tup
     return validate_passthrough(domain.topology, load(host_file), hostdev_sources(domain))
 
 
+def _with_host_bars(domain: LibvirtDomain, host_file: str | None) -> Topology:
+    """The domain's topology, its passed-through devices carrying their host BARs (unchanged without a host)."""
+    if host_file is None:
+        return domain.topology
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.mirror import with_host_bars
+
+    return with_host_bars(domain.topology, load(host_file), hostdev_sources(domain))
+
+
 def _mirrored(domain: LibvirtDomain, host_file: str | None) -> Topology:
     """The domain's request with its passed-through devices mirroring the host (``--policy mirror``)."""
     if host_file is None:
@@ -332,7 +344,9 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
     from pcitopo.legality.rules import validate
 
-    violations = tuple(sorted(validate(domain.topology) + _passthrough_violations(domain, args.host)))
+    violations = tuple(
+        sorted(validate(_with_host_bars(domain, args.host)) + _passthrough_violations(domain, args.host))
+    )
     if args.json:
         items = []
         for v in violations:

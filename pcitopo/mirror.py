@@ -17,7 +17,11 @@ passed-through devices of a request, for the solver to meet:
 - SR-IOV virtual functions are devices of their own, whatever host slot and
   function their routing IDs land on (a VF at ``3b:02.3``): each gets a guest
   slot of its own, at function 0, so it can be hot-unplugged alone, as libvirt
-  and Nova place VFs.
+  and Nova place VFs;
+- each passed-through device carries its host function's BARs
+  (:func:`with_host_bars`), so they count in the firmware's 32-bit hole and
+  64-bit window, and the plan asks for a larger window where the firmware
+  has a knob for it.
 
 The IOMMU-group rules (:func:`pcitopo.legality.rules.validate_passthrough`)
 are checked first. ``pcitopo assign IN.xml --host host.json --policy mirror``
@@ -51,7 +55,7 @@ from pcitopo.host import Host
 from pcitopo.legality.rules import validate_passthrough
 from pcitopo.topology import Topology
 
-__all__ = ["MIRROR_POLICY", "mirror_request"]
+__all__ = ["MIRROR_POLICY", "mirror_request", "with_host_bars"]
 
 
 def __dir__() -> list[str]:
@@ -60,6 +64,20 @@ def __dir__() -> list[str]:
 
 MIRROR_POLICY = "hotplug+numa"
 """The built-in policy a mirrored request is solved with."""
+
+
+def with_host_bars(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
+    """``topology`` with each passed-through device carrying its host function's BARs (``Device.bars``).
+
+    A source the host does not list is left alone (``validate_passthrough`` names it).
+    """
+    devices = []
+    for d in topology.devices:
+        a = sources.get(d.id)
+        if a is not None and a in host:
+            d = attrs.evolve(d, bars=host.device(a).bars)
+        devices.append(d)
+    return topology.replace(devices=devices)
 
 
 def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
@@ -110,4 +128,4 @@ def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddr
     groups_in_place = sorted(slots)
     for i, d in zip(groups_in_place, ordered, strict=True):
         devices[i] = d
-    return topology.replace(devices=devices)
+    return with_host_bars(topology.replace(devices=devices), host, passed)

@@ -13,7 +13,8 @@ from pcitopo.errors import InvalidInput, InvalidTopology
 from pcitopo.formats.host_json import dumps, load
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.host import Host, HostDevice, hostdev_sources
-from pcitopo.mirror import mirror_request
+from pcitopo.legality.rules import validate
+from pcitopo.mirror import mirror_request, with_host_bars
 from pcitopo.topology import Topology
 from tests.support.hosts import HOSTS, write_host
 
@@ -27,9 +28,13 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Host]:
 
 
 def domain_xml(sources: list[PciAddress], numa_cells: int) -> str:
-    """A q35 domain passing these host functions through, with that many NUMA cells."""
+    """A q35 domain passing these host functions through, with that many NUMA cells and the host's CPU.
+
+    The host's CPU (``host-passthrough``) brings the host's physical address bits: QEMU's default
+    CPU has 40, too few for the DGX's eight 64 GiB GPU BARs (see the test of that refusal).
+    """
     cells = "".join(f"<cell id='{i}' cpus='{i}' memory='1048576'/>" for i in range(numa_cells))
-    numa = f"<cpu><numa>{cells}</numa></cpu>" if numa_cells else ""
+    numa = f"<cpu mode='host-passthrough'><numa>{cells}</numa></cpu>" if numa_cells else ""
     hostdevs = "".join(
         "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
         f"<address domain='0x{a.domain:04x}' bus='0x{a.bus:02x}' slot='0x{a.slot:02x}' function='0x{a.function:x}'/>"
@@ -203,3 +208,41 @@ def test_a_vf_passed_with_its_pf_in_the_pf_slot_is_not_a_function_of_it() -> Non
     t = LibvirtDomain.from_string(domain_xml([pf, vf], 0))
     needs = [d.needs for d in mirror_request(t.topology, host, hostdev_sources(t)).devices if d.id not in t.implicit]
     assert [(n.slot_group, n.function) for n in needs] == [(None, None), (None, None)]
+
+
+def test_dgx_gpu_bars_do_not_fit_the_default_cpus_address_space(hosts: dict[str, Host], tmp_path: Path) -> None:
+    """Eight A100s' 64 GiB BARs (with four switches' windows) pass 2^40: refused with why, under QEMU's default CPU."""
+    host = hosts["dgx-a100"]
+    xml, host_file = tmp_path / "in.xml", tmp_path / "host.json"
+    text = domain_xml(
+        [d.address for d in host.devices if not d.is_bridge],
+        2,
+    )
+    xml.write_text(text.replace("<cpu mode='host-passthrough'>", "<cpu>"))
+    host_file.write_text(dumps(host))
+    err = io.StringIO()
+    code = main(["assign", str(xml), "--host", str(host_file), "--policy", "mirror"], stdout=io.StringIO(), stderr=err)
+    assert code == 4
+    assert "past the guest CPU's 40 physical address bits (0x10000000000); give the guest CPU more physical " in (
+        err.getvalue()
+    )
+
+
+def test_r750xa_gpus_under_ovmf_get_a_64_bit_window_that_holds_their_bars(
+    hosts: dict[str, Host], tmp_path: Path
+) -> None:
+    """Four A100s (64 GiB BARs) need more than OVMF's 128 GiB default: the plan sets X-PciMmio64Mb to hold them."""
+    host = hosts["r750xa"]
+    xml, host_file = tmp_path / "in.xml", tmp_path / "host.json"
+    text = domain_xml([d.address for d in host.devices if not d.is_bridge], 2)
+    xml.write_text(text.replace("<os>", "<os firmware='efi'>"))
+    host_file.write_text(dumps(host))
+    out = io.StringIO()
+    assert main(["assign", str(xml), "--host", str(host_file), "--policy", "mirror"], stdout=out) == 0
+    domain = LibvirtDomain.from_string(out.getvalue())
+    planned = with_host_bars(domain.topology, host, hostdev_sources(domain))  # the XML does not carry host BARs
+    assert planned.mmio is not None
+    assert 512 << 30 < planned.mmio.above_4g <= 1 << 40  # 4 GPU windows of 128 GiB and the ports' reservations
+    assert planned.mmio64 == 1 << 40  # the next power of two: the host's CPU, so not capped at 40 bits' 512 GiB
+    assert validate(planned) == ()
+    assert "<qemu:arg value='name=opt/ovmf/X-PciMmio64Mb,string=1048576'/>" in out.getvalue()

@@ -84,6 +84,13 @@ class FirmwareMachine:
             return 0
         return -(-(root_bytes - self.root_io) // 4096)
 
+    mmio32_hole: int | None = None
+    """Bytes of the 32-bit MMIO hole the firmware maps BARs in below 4 GiB (``None``: not measured)."""
+    mmio64_max: int | None = None
+    """The largest 64-bit window the firmware's knob (``mmio64_knob``) gives, measured (``None``: no knob)."""
+    mmio64_top: int | None = None
+    """For a firmware that sizes its 64-bit window to fit: the address the window must end below."""
+
     def __str__(self) -> str:
         return self.machine
 
@@ -118,6 +125,12 @@ class Firmware:
     source: str = attrs.field(eq=False, repr=False, default="")
     bars_decoded: bool = True
     """Whether the firmware turns decoding on for every device (else QEMU shows programmed BARs as unmapped)."""
+    mem_window: int = 1 << 20
+    """The granularity of a bridge's memory windows, in bytes."""
+    mem_reserve_models: tuple[str, ...] = ()
+    """Controller models given ``mem_reserve`` and ``pref64_reserve`` when hotplug-capable."""
+    phys_bits: int = 40
+    """The guest CPU physical address width the 64-bit numbers were measured under (QEMU's default x86 CPU)."""
 
     @classmethod
     def named(cls, name: str) -> Firmware:
@@ -163,6 +176,9 @@ class Firmware:
             mem_reserve=t.get("mem-reserve", int, 0),
             pref64_reserve=t.get("pref64-reserve", int, 0),
             mmio64_knob=t.get("mmio64-knob", str, None),
+            mem_window=t.get("mem-window", int, 1 << 20),
+            mem_reserve_models=t.str_list("mem-reserve-models"),
+            phys_bits=t.get("phys-bits", int, 40),
             loader_patterns=tuple(p.lower() for p in t.str_list("loader-patterns")),
             code_path=t.get("code-path", str, None),
             vars_path=t.get("vars-path", str, None),
@@ -188,6 +204,10 @@ class Firmware:
         if m is None:
             return None
         return m.io_windows if acpi else m.io_windows_without_acpi
+
+    def reserves_mem(self, model: str) -> bool:
+        """Whether a hotplug-capable ``model`` gets ``mem_reserve`` and ``pref64_reserve`` with nothing below it."""
+        return model in self.mem_reserve_models
 
     def reserves_io(self, model: str) -> bool:
         """Whether a controller of ``model`` gets an IO window with nothing below it needing one."""
@@ -218,6 +238,9 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         requires_acpi=t.get("requires-acpi", bool, False),
         root_io=t.get("root-io", int, None),
         ecam=t.get("ecam", int, None),
+        mmio32_hole=t.get("mmio32-hole", int, None),
+        mmio64_max=t.get("mmio64-max", int, None),
+        mmio64_top=t.get("mmio64-top", int, None),
     )
     t.check_unknown()
     for key, value in (("io-windows", m.io_windows), ("io-windows-without-acpi", m.io_windows_without_acpi)):

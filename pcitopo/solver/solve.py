@@ -67,6 +67,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     elif isinstance(policy, str):
         policy = Policy.named(policy)
     tolerated = _check_pins(topology, strict=strict)
+    _check_mmio_floor(topology)
     request, chosen = topology, policy
 
     def score(result: Topology) -> int:
@@ -362,9 +363,19 @@ def _ordered_floor(topology: Topology) -> dict[str, PciAddress]:
 
 
 def _finish(request: Topology, placement: backends.Placement, policy: Policy, tolerated: Sequence[Violation]) -> Plan:
-    result = placement.topology
+    result = _size_mmio64(placement.topology)
     known = set(tolerated)
     violations = [v for v in _validate(result) if v not in known]
+    if violations and all(v.rule == "mmio-space" for v in violations):
+        # the devices fit the firmware's budgets on their own (_check_mmio_floor), the bridges' windows do not
+        raise Unsatisfiable(
+            [
+                f"the plan's bridge windows and hotplug reservations break a firmware budget: {v.message}"
+                for v in violations
+            ],
+            facts=_mmio_facts(result),
+            suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
+        )
     if violations and policy.libvirt and all(v.rule in ("numa", "hotplug", "io-space") for v in violations):
         # libvirt places without looking at NUMA or hotplug needs or the IO budget: say what its choice breaks
         raise Unsatisfiable(
@@ -405,6 +416,60 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
         warnings=warnings,
         not_hotpluggable=misses,
     )
+
+
+# -- memory budgets (MMIO) ------------------------------------------------------------------
+
+
+def _check_mmio_floor(topology: Topology) -> None:
+    """Refuse a request whose devices alone (no bridge window, no reservation) exceed a firmware MMIO budget."""
+    from pcitopo.legality.rules import mmio_violations
+
+    violations = mmio_violations(topology, unplaced=True, knob_settable=True)
+    if violations:
+        raise Unsatisfiable(
+            [v.message for v in violations],
+            facts=_mmio_facts(topology, unplaced=True),
+            suggestions=["pass fewer large-BAR devices, or give them less memory"],
+        )
+
+
+def _mmio_facts(topology: Topology, *, unplaced: bool = False) -> list[str]:
+    """The firmware's MMIO budgets and what the topology needs of them."""
+    m = topology.mmio_with_unplaced if unplaced else topology.mmio
+    fw = topology.firmware_model
+    if m is None or fw is None:
+        return []
+    hole, window = topology.mmio_budgets()
+    facts = [f"below 4 GiB: {m.below_4g >> 20} MiB needed" + (f" of a {hole >> 20} MiB hole" if hole else "")]
+    above = f"above 4 GiB: {m.above_4g >> 20} MiB needed"
+    if window is not None:
+        above += f" of a window of at most {window >> 20} MiB under {fw.name}"
+    return [*facts, above]
+
+
+def _size_mmio64(topology: Topology) -> Topology:
+    """The plan with the firmware's 64-bit window knob set when its devices need more than the default.
+
+    Only a firmware with a knob (OVMF's ``opt/ovmf/X-PciMmio64Mb``) gets one, only
+    for BARs larger than a hotplug reservation (reservations alone are dropped
+    harmlessly), and never smaller than the request's own setting. Under the
+    CPU the firmware was measured with it is at most the measured largest; under
+    the host's CPU (more address bits, not known) it is what the BARs need.
+    """
+    from pcitopo.legality.rules import mmio64_setting
+
+    fw, m = topology.firmware_model, topology.mmio
+    spec = fw.for_machine(topology.machine.name, topology.machine.root_model) if fw is not None else None
+    if fw is None or m is None or spec is None or not fw.mmio64_knob or spec.mmio64_window is None:
+        return topology
+    window = topology.mmio64_window() or 0
+    if m.above_4g <= window or m.bars_64 <= fw.pref64_reserve:
+        return topology
+    wanted = mmio64_setting(m.above_4g)
+    if spec.mmio64_max is not None and topology.phys_bits == fw.phys_bits:
+        wanted = min(wanted, spec.mmio64_max)  # more would leave every BAR unmapped (measured); the rule says why
+    return topology.replace(mmio64=max(wanted, topology.mmio64 or 0))
 
 
 def _named(request: Topology, result: Topology, policy: Policy) -> Topology:

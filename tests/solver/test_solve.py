@@ -761,3 +761,49 @@ def test_io_bars_beyond_the_io_space_are_named() -> None:
         "the IO BARs of the devices need 38400 bytes of IO space (30 new devices have one), but seabios on pc "
         "with ACPI has room for 36832 (8 IO windows of 4 KiB and 4064 bytes on the root bus)"
     )
+
+
+# -- firmware MMIO budgets ----------------------------------------------------------------------
+
+
+def _shm(size: int, firmware: str) -> Topology:
+    return Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=size)], firmware=firmware)
+
+
+def test_a_plan_sets_ovmfs_64_bit_window_when_its_bars_need_more_than_the_default() -> None:
+    """A 256 GiB ivshmem-plain under OVMF gets a plan whose window holds it and every hotplug port's reservation."""
+    plan = solve(_shm(256 << 30, "ovmf"), "hotplug")
+    assert plan.topology.mmio64 == 512 << 30
+    assert plan.topology.mmio is not None
+    assert 256 << 30 < plan.topology.mmio.above_4g <= 512 << 30
+    assert validate(plan.topology) == ()
+    assert solve(_shm(64 << 30, "ovmf"), "hotplug").topology.mmio64 is None  # the default 128 GiB holds it
+
+
+def test_seabios_needs_no_window_setting_for_a_bar_it_can_map() -> None:
+    """SeaBIOS sizes its 64-bit window itself: a 512 GiB BAR is planned with no setting (measured to map)."""
+    plan = solve(_shm(512 << 30, "seabios"), "hotplug")
+    assert plan.topology.mmio64 is None
+
+
+def test_bars_no_firmware_can_map_are_unsatisfiable_with_the_budget_named() -> None:
+    """1 TiB of BAR fits no window under 40 physical address bits; the error names the budget and the numbers."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(_shm(1 << 40, "ovmf"), "hotplug")
+    assert info.value.conflicts == (
+        "the 64-bit MMIO window: 64-bit prefetchable BARs and windows need 1 TiB ('shm' 1 TiB), more than the "
+        "512 GiB window q35 under ovmf has; the largest ovmf can be given under the guest CPU's 40 physical "
+        "address bits is 512 GiB; give the guest CPU more physical address bits (<cpu><maxphysaddr "
+        "mode='passthrough'/>, or mode='emulate' with bits='N') or pass fewer large-BAR devices",
+    )
+    assert info.value.facts == (
+        "below 4 GiB: 0 MiB needed of a 960 MiB hole",
+        "above 4 GiB: 1048576 MiB needed of a window of at most 524288 MiB under ovmf",
+    )
+
+
+def test_too_much_32_bit_bar_space_is_unsatisfiable() -> None:
+    """Sixteen VGAs of 64 MiB do not fit SeaBIOS's 1004 MiB hole wherever they go."""
+    vgas = [Device(f"v{i:02}", "vga", memory=64 << 20) for i in range(16)]
+    with pytest.raises(Unsatisfiable, match=r"the 32-bit MMIO hole: .* need 1025\.1 MiB .* has 1004 MiB"):
+        solve(Topology.build("q35", devices=vgas), "minimal")
