@@ -303,12 +303,25 @@ class Topology:
             if found is not None:
                 return found
             controller = self.controller(controller)
-        return self.machine.catalog.controller(controller.model)
+        found = self._models_by_name.get(controller.model)
+        return found if found is not None else self.machine.catalog.controller(controller.model)
+
+    @functools.cached_property
+    def _models_by_name(self) -> Mapping[str, ControllerModel]:
+        """The catalog models of this topology's controllers by name (the rules ask thousands of times)."""
+        return {m.name: m for m in self._models.values()}
 
     def kind(self, device: Device | str) -> DeviceKind:
         """The catalog kind of a device (or of the device with that id)."""
         d = self.device(device) if isinstance(device, str) else device
-        return self.machine.catalog.device(d.kind)
+        found = self._kinds_by_name.get(d.kind)
+        return found if found is not None else self.machine.catalog.device(d.kind)
+
+    @functools.cached_property
+    def _kinds_by_name(self) -> Mapping[str, DeviceKind]:
+        """The catalog kinds of this topology's devices by name (the rules and the scorer ask several times each)."""
+        kinds = self.machine.catalog.devices
+        return {name: kinds[name] for name in {d.kind for d in self.devices} if name in kinds}
 
     def connect(self, device: Device | str) -> Connect:
         """The connect type of a device on this machine."""
@@ -441,13 +454,33 @@ class Topology:
 
     def root_of(self, bus: int) -> Controller | None:
         """The root controller above a bus (``None`` if it never reaches one)."""
+        cache = self._root_cache
+        if bus in cache:
+            return cache[bus]
+        found = None
         for c in self._walk_up(bus):
             if self.model(c).root:
-                return c
-        return None
+                found = c
+                break
+        cache[bus] = found
+        return found
+
+    @functools.cached_property
+    def _root_cache(self) -> dict[int, Controller | None]:
+        return {}
+
+    @functools.cached_property
+    def _numa_cache(self) -> dict[int, int | None]:
+        return {}
 
     def numa_node_of_bus(self, index: int) -> int | None:
         """The guest NUMA node a bus belongs to: that of the nearest expander bus or host bridge above it."""
+        cache = self._numa_cache
+        if index not in cache:
+            cache[index] = self._numa_node_of_bus(index)
+        return cache[index]
+
+    def _numa_node_of_bus(self, index: int) -> int | None:
         for c in self._walk_up(index):
             m = self.model(c)
             if (m.expander or m.root) and c.numa_node is not None:
@@ -499,12 +532,16 @@ class Topology:
 
     def bus_numbers_used(self, root: int = 0) -> int:
         """Guest bus numbers used in the PCI domain of the root bus ``root``."""
-        total = 0
+        return self._bus_numbers_by_root.get(root, 0)
+
+    @functools.cached_property
+    def _bus_numbers_by_root(self) -> Mapping[int, int]:
+        used: dict[int, int] = {}
         for c in self.controllers:
             top = self.root_of(c.index)
-            if top is not None and top.index == root:
-                total += self.model(c).bus_numbers
-        return total
+            if top is not None:
+                used[top.index] = used.get(top.index, 0) + self.model(c).bus_numbers
+        return used
 
     def bus_numbers_left(self, root: int = 0) -> int:
         """Guest bus numbers still free in that domain."""
@@ -554,7 +591,7 @@ class Topology:
                     direct[d.address.bus] = direct.get(d.address.bus, 0) + size
         return direct
 
-    @property
+    @functools.cached_property
     def firmware_model(self) -> Firmware | None:
         """The description of the firmware that boots this topology (``None``: no firmware modelled)."""
         return self.machine.firmware(self.firmware)

@@ -229,10 +229,20 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     out: list[SoftResult] = []
     pending = {d.id for d in request.devices if d.address is None}
     usage = result.slot_usage()
+    # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
+    same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
     for d in result.devices:
         if d.id not in pending or d.address is None:
             continue
-        needs = effective_needs(result, policy, d)
+        if same_needs is None:
+            needs = effective_needs(result, policy, d)
+        else:
+            found = same_needs.get((d.kind, d.needs))
+            needs = (
+                found
+                if found is not None
+                else same_needs.setdefault((d.kind, d.needs), effective_needs(result, policy, d))
+            )
         bus, slot = d.address.bus, d.address.slot
         hot = result.is_hotpluggable(bus, slot)
         if needs.hotplug is HotplugNeed.PREFERRED:

@@ -36,7 +36,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
 from pcitopo.legality import identity
-from pcitopo.policy.evaluate import soft_results
+from pcitopo.policy.evaluate import SoftResult, soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver._realize import unit_functions
@@ -69,9 +69,15 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     tolerated = _check_pins(topology, strict=strict)
     _check_mmio_floor(topology)
     request, chosen = topology, policy
+    # the soft results of each plan the search scored, by the plan's id (the plan kept so the id stays its own):
+    # the chosen one is reported without scoring it again
+    scored: dict[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] = {}
 
     def score(result: Topology) -> int:
-        return sum(s.cost for s in soft_results(request, _named(request, result, chosen), chosen))
+        named = _named(request, result, chosen)
+        soft = soft_results(request, named, chosen)
+        scored[id(result)] = (result, named, soft)
+        return sum(s.cost for s in soft)
 
     backend = backends.backend_for(policy, score)
     if isinstance(backend, backends.LibvirtBackend):
@@ -87,7 +93,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         from pcitopo.solver.explain import explain
 
         raise explain(placed, policy, units, feasible=backends.feasible) from None
-    return _finish(topology, placement, policy, tolerated)
+    return _finish(topology, placement, policy, tolerated, scored)
 
 
 # -- step 1: the pinned part ---------------------------------------------------------------
@@ -180,9 +186,13 @@ def _join_placed_groups(topology: Topology) -> Topology:
     which group, where it is and why.
     """
     current = topology
-    for d in topology.devices:
-        if d.address is not None:
-            continue
+    grouped = [
+        d
+        for d in topology.devices
+        if d.address is None
+        and (d.needs.slot_group is not None or d.needs.bus_group is not None or d.needs.switch_group is not None)
+    ]
+    for d in grouped:
         for what in ("slot", "bus", "switch"):
             label = getattr(d.needs, f"{what}_group")
             if label is None:
@@ -362,7 +372,13 @@ def _ordered_floor(topology: Topology) -> dict[str, PciAddress]:
 # -- step 5: check, report -------------------------------------------------------------------------
 
 
-def _finish(request: Topology, placement: backends.Placement, policy: Policy, tolerated: Sequence[Violation]) -> Plan:
+def _finish(
+    request: Topology,
+    placement: backends.Placement,
+    policy: Policy,
+    tolerated: Sequence[Violation],
+    scored: Mapping[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] | None = None,
+) -> Plan:
     result = _size_mmio64(placement.topology)
     known = set(tolerated)
     violations = [v for v in _validate(result) if v not in known]
@@ -387,10 +403,14 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
-    result = _named(request, result, policy)
+    earlier = scored.get(id(result)) if scored else None
+    if earlier is not None and earlier[0] is result:
+        result, soft = earlier[1], earlier[2]  # named and scored when the search scored it
+    else:
+        result = _named(request, result, policy)
+        soft = soft_results(request, result, policy)
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
-    soft = soft_results(request, result, policy)
     cost = sum(s.cost for s in soft)
     status = placement.status
     bound = placement.bound
