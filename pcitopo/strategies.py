@@ -632,7 +632,14 @@ def _break_machine_model(draw: st.DrawFn) -> Topology:
     missing = [m for m, model in catalog.controllers.items() if not model.root and not b.machine.offers(m)]
     index = b.next_index()
     assume(missing and index is not None)
-    b.place_controller(Controller(index or 1, draw(st.sampled_from(missing))))
+    name = draw(st.sampled_from(missing))
+    bus_nr = None
+    if catalog.controller(name).expander:  # a bus number that breaks nothing else (expander-bus-nr)
+        choices = b.bus_nr_choices(catalog.controller(name).bus_numbers)
+        assume(choices)
+        low, high = draw(st.sampled_from(choices))
+        bus_nr = draw(st.integers(low, high))
+    b.place_controller(Controller(index or 1, name, bus_nr=bus_nr))
     return b.t
 
 
