@@ -19,7 +19,7 @@ Commands (each has ``--help``):
     the machine descriptions pcitopo knows.
 ``qemu-args IN.xml``, ``probe --qemu BINARY --machine NAME [-o FILE]``
     QEMU ``-device`` arguments for a domain; a machine description from a QEMU binary.
-``verify IN.xml [--firmware seabios|ovmf] [--no-hotplug] [--json]``
+``verify IN.xml [--firmware seabios|ovmf|edk2-aarch64] [--no-hotplug] [--json]``
     start the domain's topology in QEMU, let the firmware enumerate it and
     check every device is where planned with every BAR mapped (1 when not).
 ``attach LIVE.xml DEVICE.xml [--policy NAME|FILE.toml] [--json]``
@@ -958,8 +958,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("input", metavar="IN.xml", help="libvirt domain XML with every PCI address filled in")
         p.add_argument(
             "--firmware",
-            choices=("seabios", "ovmf"),
-            help="boot this firmware (default: the domain's: OVMF for <os firmware='efi'>, else SeaBIOS on x86)",
+            choices=("seabios", "ovmf", "edk2-aarch64"),
+            help="boot this firmware (default: the domain's: OVMF for <os firmware='efi'>, else SeaBIOS on x86; "
+            "edk2-aarch64 boots aarch64 virt only when asked)",
         )
         p.add_argument("--no-firmware", action="store_true", help="check placement only, without booting a firmware")
         p.add_argument("--no-hotplug", action="store_true", help="do not probe empty slots with device_add")

@@ -35,7 +35,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Bar, Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import DuplicateId, InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
-from pcitopo.legality.firmware import Firmware
+from pcitopo.legality.firmware import Firmware, FirmwareMachine
 from pcitopo.legality.machine import Builtin, Machine
 
 if TYPE_CHECKING:
@@ -597,8 +597,50 @@ class Topology:
         return self.machine.firmware(self.firmware)
 
     def io_window_budget(self) -> int | None:
-        """How many 4 KiB IO windows this topology's firmware fits (``None``: no limit known)."""
-        return self.machine.io_window_budget(acpi=self.acpi, firmware=self.firmware)
+        """How many 4 KiB IO windows this topology's firmware fits beside its root buses' IO BARs (``None``: no limit).
+
+        The firmware's count (``io-windows``) leaves room for some bytes of IO
+        BAR on the root buses (``root-io``); each started 4 KiB beyond them
+        takes one window (see :meth:`root_io_windows`).
+        """
+        budget = self.machine.io_window_budget(acpi=self.acpi, firmware=self.firmware)
+        if budget is None:
+            return None
+        return budget - self.root_io_windows()
+
+    def io_windows_short(self) -> int:
+        """How many IO windows beyond the firmware's budget the plan needs (0: its IO fits).
+
+        With no IO BAR below any bridge, a firmware that drops the reservations
+        it has no room for (``idle-reservations-harmless``, measured) maps
+        every BAR whatever their number.
+        """
+        budget = self.io_window_budget()
+        if budget is None:
+            return 0
+        total = sum(self.io_windows().values())
+        if total <= budget:
+            return 0
+        spec = self._firmware_machine
+        if spec is not None and spec.idle_reservations_harmless and not any(self.io_windows(reservations=False)):
+            return 0
+        return total - budget
+
+    def root_io_bytes(self) -> int:
+        """IO BAR bytes of the endpoints placed directly on root and expander buses."""
+        return sum(size for bus, size in self.io_bytes_by_bus().items() if not self._is_bridge(bus))
+
+    def root_io_windows(self, root_bytes: int | None = None) -> int:
+        """Windows the firmware loses to IO BARs on the root buses (``root_bytes``: instead of this topology's)."""
+        spec = self._firmware_machine
+        if spec is None:
+            return 0
+        return spec.root_io_windows(self.root_io_bytes() if root_bytes is None else root_bytes)
+
+    @functools.cached_property
+    def _firmware_machine(self) -> FirmwareMachine | None:
+        fw = self.firmware_model
+        return None if fw is None else fw.for_machine(self.machine.name, self.machine.root_model)
 
     def reserves_io(self, index: int) -> bool:
         """Whether the firmware gives controller ``index`` an IO window even with no IO BAR below it.
@@ -697,12 +739,18 @@ class Topology:
     def mmio(self) -> Mmio | None:
         """What the bridges and root-bus devices need of the firmware's 32-bit hole and 64-bit window.
 
-        ``None`` when the topology's firmware is not modelled (no x86 firmware).
+        ``None`` when the topology's firmware's MMIO is not modelled (no x86 firmware).
         """
         fw = self.firmware_model
-        if fw is None:
+        if fw is None or self._mmio_unmodelled:
             return None
         return _mmio(self, fw)
+
+    @property
+    def _mmio_unmodelled(self) -> bool:
+        """Whether the firmware has no measured 32-bit hole for this machine (edk2 on aarch64: IO only)."""
+        spec = self._firmware_machine
+        return spec is None or spec.mmio32_hole is None
 
     @functools.cached_property
     def mmio_with_unplaced(self) -> Mmio | None:
@@ -712,7 +760,7 @@ class Topology:
         of the topology needs at least.
         """
         fw = self.firmware_model
-        if fw is None:
+        if fw is None or self._mmio_unmodelled:
             return None
         return _mmio(self, fw, unplaced=True)
 

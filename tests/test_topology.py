@@ -340,7 +340,7 @@ def test_ovmf_reserves_512_mib_of_64_bit_window_per_empty_hotplug_port() -> None
     t = Topology.build("q35", ports, firmware="ovmf")
     assert t.mmio is not None
     assert (t.mmio.above_4g, t.mmio.reserved_64) == (1024 * MIB, 1024 * MIB)
-    assert Topology.build("aarch64-virt").mmio is None  # no x86 firmware: no budget modelled
+    assert Topology.build("aarch64-virt").mmio is None  # edk2 on aarch64: its MMIO is not modelled
 
 
 def test_unplaced_devices_count_as_root_bus_devices_in_the_floor() -> None:

@@ -1,4 +1,4 @@
-"""Guest firmware descriptions: how SeaBIOS and OVMF give bridges IO and memory windows.
+"""Guest firmware descriptions: how SeaBIOS, OVMF and edk2 on aarch64 give bridges IO and memory windows.
 
 A plan that QEMU starts but the guest firmware cannot enumerate or map is
 not legal: the device is dead in the guest. Each firmware's resource rules
@@ -17,7 +17,7 @@ experiment.
 >>> Firmware.named("ovmf").reserves_io("pcie-root-port")
 True
 >>> sorted(firmwares())
-['ovmf', 'seabios']
+['edk2-aarch64', 'ovmf', 'seabios']
 >>> Firmware.for_loader("/usr/share/OVMF/OVMF_CODE_4M.fd").name
 'ovmf'
 """
@@ -62,6 +62,27 @@ class FirmwareMachine:
     largest_bar64: int | None = None
     requires_acpi: bool = False
     """Without ACPI the firmware leaves even the built-in devices' BARs unmapped."""
+    ecam: int | None = None
+    """Guest-physical address of the ECAM, where BARs are read when the firmware leaves decoding off."""
+    root_io: int | None = None
+    """Bytes of IO BAR that endpoints on the root buses may take beside ``io_windows`` full windows.
+
+    The firmware allocates the root buses' IO BARs and the bridges' windows from
+    one aperture, so past these bytes each started 4 KiB of root-bus IO costs a
+    window. ``None``: not measured (root-bus IO is not counted).
+    """
+
+    def root_io_windows(self, root_bytes: int) -> int:
+        """How many windows ``root_bytes`` of IO BARs on the root buses take from the budget.
+
+        >>> m = FirmwareMachine("pc", "pci-root", 8, 8, root_io=4064)
+        >>> m.root_io_windows(4064), m.root_io_windows(4065), m.root_io_windows(8160), m.root_io_windows(8161)
+        (0, 1, 1, 2)
+        """
+        if self.root_io is None or root_bytes <= self.root_io:
+            return 0
+        return -(-(root_bytes - self.root_io) // 4096)
+
     mmio32_hole: int | None = None
     """Bytes of the 32-bit MMIO hole the firmware maps BARs in below 4 GiB (``None``: not measured)."""
     mmio64_max: int | None = None
@@ -101,6 +122,8 @@ class Firmware:
     """The variable-store template for the second pflash (``None``: none)."""
     machines: Mapping[str, FirmwareMachine] = attrs.field(eq=False)
     source: str = attrs.field(eq=False, repr=False, default="")
+    bars_decoded: bool = True
+    """Whether the firmware turns decoding on for every device (else QEMU shows programmed BARs as unmapped)."""
     mem_window: int = 1 << 20
     """The granularity of a bridge's memory windows, in bytes."""
     mem_reserve_models: tuple[str, ...] = ()
@@ -160,6 +183,7 @@ class Firmware:
             vars_path=t.get("vars-path", str, None),
             machines=machines,
             source=source,
+            bars_decoded=t.get("bars-decoded", bool, True),
         )
         t.check_unknown()
         if fw.io_window <= 0 or fw.io_window & (fw.io_window - 1):
@@ -211,6 +235,8 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         mmio64_window=t.get("mmio64-window", int, None),
         largest_bar64=t.get("largest-bar64", int, None),
         requires_acpi=t.get("requires-acpi", bool, False),
+        root_io=t.get("root-io", int, None),
+        ecam=t.get("ecam", int, None),
         mmio32_hole=t.get("mmio32-hole", int, None),
         mmio64_max=t.get("mmio64-max", int, None),
         mmio64_top=t.get("mmio64-top", int, None),

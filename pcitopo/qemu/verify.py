@@ -158,8 +158,10 @@ def verify(
     args = machine_args(topology, machine_type=machine_type)
     args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg", *backends]
     if fw is not None:
-        args += ["-chardev", f"file,id=pcitopo-fw,path={_FIRMWARE_LOG}"]
-        args += ["-device", "isa-debugcon,iobase=0x402,chardev=pcitopo-fw"]
+        if _X86 & set(machine.arches):
+            # SeaBIOS (and OVMF's debug build) log to port 0x402; ARM has no ISA bus
+            args += ["-chardev", f"file,id=pcitopo-fw,path={_FIRMWARE_LOG}"]
+            args += ["-device", "isa-debugcon,iobase=0x402,chardev=pcitopo-fw"]
         args += firmware_args(fw)
     args += qemu_args(topology, extra=extra, syntax=syntax)
     checks: list[Check] = []
@@ -230,8 +232,8 @@ def _choose_firmware(topology: Topology, firmware: bool | str | None) -> Firmwar
     x86 = bool(_X86 & set(machine.arches))
     if firmware is False or (firmware is None and not x86):
         return None
-    if not x86:
-        raise InvalidInput("firmware", f"pcitopo boots only x86 firmware, and {machine.name} is not x86")
+    if not machine.firmware_names:
+        raise InvalidInput("firmware", f"pcitopo knows no firmware that boots {machine.name}")
     name = firmware if isinstance(firmware, str) else None
     fw = topology.machine.firmware(name if name is not None else topology.firmware)
     if fw is None:
@@ -322,6 +324,48 @@ def _walk(
             _walk(bridge.get("devices", []), qdev or parent, seen, (*above, _windows(name, bridge)))
 
 
+def _read_bars(vm: Qemu, answer: list[dict[str, Any]], ecam: int) -> None:
+    """Fill in, from the ECAM, the BARs the firmware programmed but left undecoded (query-pci shows them as -1).
+
+    edk2 on aarch64 assigns every BAR and turns decoding on only for devices a
+    driver claims. A BAR that reads back 0 counts as assigned only inside an IO
+    or memory window of the bridge above it that starts at 0.
+    """
+
+    def dwords(bus: int, slot: int, function: int) -> list[int]:
+        where = ecam + (bus << 20) + (slot << 15) + (function << 12) + 0x10
+        text = str(vm.execute("human-monitor-command", **{"command-line": f"xp /6wx {where:#x}"}))
+        return [int(word, 16) for line in text.splitlines() for word in line.partition(":")[2].split()]
+
+    def fill(devices: list[dict[str, Any]], starts: frozenset[str]) -> None:
+        for dev in devices:
+            regions = [r for r in dev.get("regions", []) if r.get("bar") != _ROM_BAR and r.get("address") == -1]
+            if regions:
+                bars = dwords(int(dev["bus"]), int(dev["slot"]), int(dev["function"]))
+                for r in regions:
+                    n = int(r.get("bar", 0))
+                    if n >= len(bars):
+                        continue
+                    io = r.get("type") == "io"
+                    value = bars[n] & (~0x3 if io else ~0xF)
+                    if not io and r.get("mem_type_64") and n + 1 < len(bars):
+                        value |= bars[n + 1] << 32
+                    if value or ("io" if io else "memory") in starts:
+                        r["address"] = value
+            bridge = dev.get("pci_bridge")
+            if bridge:
+                bus = bridge.get("bus", {})
+                at_zero = frozenset(
+                    kind
+                    for key, kind in (("io_range", "io"), ("memory_range", "memory"))
+                    if (bus.get(key) or {}).get("base") == 0 and (bus.get(key) or {}).get("limit", -1) >= 0
+                )
+                fill(bridge.get("devices", []), at_zero)
+
+    for root in answer:
+        fill(root.get("devices", []), frozenset())
+
+
 def _firmware_done(log: str) -> bool:
     # SeaBIOS prints the CPU count right after PCI setup, and "out of ... space" when it gives up on BARs.
     return "cpu(s)" in log or "PCI: out of" in log
@@ -385,6 +429,9 @@ def _firmware(
     log = ""
     if fw.efi:
         answer, settled = settle_pci(vm, wait)
+        on = fw.for_machine(topology.machine.name, topology.machine.root_model)
+        if not fw.bars_decoded and on is not None and on.ecam is not None:
+            _read_bars(vm, answer, on.ecam)
         log = log_path.read_text(errors="replace") if log_path.exists() else ""
         if settled:
             checks.append(Check("firmware", "pci", True, f"{fw.name}: PCI setup settled"))

@@ -72,14 +72,13 @@ class CspBackend:
         score = self._score
         realised: dict[tuple[tuple[str, int], ...], Topology] = {}
 
-        budget = request.io_window_budget()
-
         def exact(values: Mapping[str, int]) -> int | None:
             assert score is not None
             topology = _realize.realize(problem, values)
             # the firmware's reservations (an IO window for every SHPC bridge and, with OVMF, every hotplug
-            # port) are counted on the realised plan: the model's count is a lower bound of it
-            if budget is not None and sum(topology.io_windows().values()) > budget:
+            # port) and the root buses' IO BARs beyond the firmware's room for them are counted on the
+            # realised plan: the model's count is a lower bound of it
+            if topology.io_windows_short():
                 return None
             realised[tuple(sorted(values.items()))] = topology
             return score(topology)

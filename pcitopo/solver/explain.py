@@ -21,7 +21,7 @@ from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import Counts, add_units, decide
 from pcitopo.solver.model import DemandClass, Unit, classify, formulate, io_windows_used
-from pcitopo.topology import Topology
+from pcitopo.topology import IO_WINDOW, Topology
 
 Feasibility = Callable[[Topology, Policy, Sequence[Unit]], bool]
 """Whether some units can all be placed in a topology under a policy."""
@@ -56,7 +56,11 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasib
         conflicts[0] += (
             " does not fit, even on its own" if len(core[0].units) == 1 else " do not fit, even on their own"
         )
+    io_space = _io_space_short(topology, units)
     suggestions: list[str] = []
+    if io_space is not None:
+        conflicts.insert(0, io_space[0])
+        suggestions.append(io_space[1])
     others = [c for c in classes if c not in core]
     for cls in core:
         rest = [c for c in core if c is not cls]
@@ -85,6 +89,46 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasib
     if others:
         facts.append(f"{len(others)} other group(s) of devices fit once these are resolved")
     return Unsatisfiable(conflicts, facts=facts, suggestions=suggestions)
+
+
+def _io_space_short(topology: Topology, units: Sequence[Unit]) -> tuple[str, str] | None:
+    """Why no arrangement can fit the IO at all, and what would help (``None``: it may fit).
+
+    Either the bridges already placed need more windows than the firmware
+    has, or the devices' IO BARs need more bytes than it has: the firmware
+    gives bridges 4 KiB windows and the root buses' IO BARs some bytes beside
+    them from one aperture, and the IO BARs a device has wherever it goes
+    (behind a PCIe port legacy virtio has none) can never take less.
+    """
+    fw = topology.firmware_model
+    budget = topology.machine.io_window_budget(acpi=topology.acpi, firmware=topology.firmware)
+    spec = None if fw is None else fw.for_machine(topology.machine.name, topology.machine.root_model)
+    if fw is None or budget is None or spec is None:
+        return None
+    acpi = "with ACPI" if topology.acpi else "without ACPI"
+    used, now = io_windows_used(topology), topology.io_window_budget()
+    if now is not None and topology.io_windows_short():
+        names = ", ".join(repr(topology.controller(i).name) for i in sorted(topology.io_windows()))
+        return (
+            f"the bridges and ports already there need {used} IO windows of 4 KiB ({names}), but "
+            f"{fw.name} on {topology.machine.name} {acpi} has room for {now}",
+            "declare fewer bridges or ports that the firmware gives IO windows",
+        )
+    if spec.root_io is None:
+        return None
+    pcie = topology.machine.pcie
+    placed = sum(topology.io_bar_size(d) for d in topology.devices if d.address is not None)
+    new = [d for u in units for d in u.devices if topology.io_bar_size(d, behind_pcie_port=pcie)]
+    need = placed + sum(topology.io_bar_size(d, behind_pcie_port=pcie) for d in new)
+    room = budget * IO_WINDOW + spec.root_io
+    if need <= room:
+        return None
+    return (
+        f"the IO BARs of the devices need {need} bytes of IO space ({len(new)} new devices have one), but "
+        f"{fw.name} on {topology.machine.name} {acpi} has room for {room} ({budget} IO windows of 4 KiB "
+        f"and {spec.root_io} bytes on the root bus)",
+        "use device kinds without IO BARs (modern virtio, e1000e behind a PCIe port) for some",
+    )
 
 
 def _names(cls: DemandClass) -> str:

@@ -143,17 +143,19 @@ def _place_pinned_controllers(topology: Topology) -> Topology:
                     suggestions=[f"remove {c.name!r} or give it an address"],
                 )
             filled = identity.fill(current, c, positions[0])
-        controllers = [filled if x.index == c.index else x for x in current.controllers]
-        # a root port packed into a slot with others: multifunction on function 0
-        if filled.address is not None and filled.address.function > 0:
-            controllers = [
-                attrs.evolve(x, multifunction=True)
-                if x.address == filled.address.slot_address and x.multifunction is None
-                else x
-                for x in controllers
-            ]
+        controllers = _multifunction_for([filled if x.index == c.index else x for x in current.controllers], filled)
         current = current.replace(controllers=controllers)
     return current
+
+
+def _multifunction_for(controllers: list[Controller], packed: Controller) -> list[Controller]:
+    """A root port packed into a slot with others: multifunction on the slot's function 0."""
+    if packed.address is None or packed.address.function == 0:
+        return controllers
+    slot = packed.address.slot_address
+    return [
+        attrs.evolve(x, multifunction=True) if x.address == slot and x.multifunction is None else x for x in controllers
+    ]
 
 
 def _add_root_port_for(topology: Topology, c: Controller) -> tuple[Topology, tuple[PciAddress, ...]]:
@@ -168,7 +170,7 @@ def _add_root_port_for(topology: Topology, c: Controller) -> tuple[Topology, tup
     used = {x.index for x in topology.controllers}
     index = next(i for i in range(1, 256) if i not in used and i > 0)
     port = identity.fill(topology, Controller(index, "pcie-root-port"), main[0])
-    grown = topology.replace(controllers=[*topology.controllers, port])
+    grown = topology.replace(controllers=_multifunction_for([*topology.controllers, port], port))
     positions = tuple(a for a in grown.free_positions(c) if a.bus == index)
     if not positions:
         return topology, ()
@@ -302,7 +304,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         for i, pool in enumerate(pools):
             if not free[i] or not unit_fits_pool(u, pool, prefer_integrated=policy.prefer_integrated):
                 continue
-            if u.has_io and io_left is not None and _more_windows(io_bytes, pool.bus, u.io_size) > io_left:
+            if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:
                 continue
             floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
             floor = max(floors) if floors else None
@@ -321,7 +323,7 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
         pool = pools[i]
         if u.has_io:
             if io_left is not None:
-                io_left -= _more_windows(io_bytes, pool.bus, u.io_size)
+                io_left -= _more_windows(topology, io_bytes, pool.bus, u.io_size)
             io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
         functions = unit_functions(u.devices)
         for f, d in zip(functions, u.devices, strict=True):
@@ -340,12 +342,21 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
     return topology.replace(devices=devices), remaining
 
 
-def _more_windows(io_bytes: Mapping[int, int], bus: int, size: int) -> int:
+def _more_windows(topology: Topology, io_bytes: Mapping[int, int], bus: int, size: int) -> int:
     """How many more 4 KiB windows a bridge needs for ``size`` more bytes of IO BAR.
 
     A bridge's window is its own bytes rounded up plus its children's windows,
-    so the growth of one bus's rounding is the growth of the whole count.
+    so the growth of one bus's rounding is the growth of the whole count. On a
+    root or expander bus the bytes share the firmware's aperture with the
+    windows: they cost windows once they pass the firmware's room for them.
     """
+
+    def on_root(b: int) -> bool:
+        return topology.model(b).root or topology.model(b).expander
+
+    if on_root(bus):
+        root = sum(n for b, n in io_bytes.items() if on_root(b))
+        return topology.root_io_windows(root + size) - topology.root_io_windows(root)
     before = io_bytes.get(bus, 0)
     return -(-(before + size) // IO_WINDOW) - -(-before // IO_WINDOW)
 

@@ -745,12 +745,19 @@ def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
             "ovmf",
         ),
         ("<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>", "q35", None),
-        ("<os firmware='efi'><type arch='aarch64' machine='virt'>hvm</type></os>", "aarch64-virt", None),
+        ("<os firmware='efi'><type arch='aarch64' machine='virt'>hvm</type></os>", "aarch64-virt", "edk2-aarch64"),
+        (
+            "<os><type arch='aarch64' machine='virt'>hvm</type>"
+            "<loader readonly='yes' type='pflash'>/usr/share/AAVMF/AAVMF_CODE.fd</loader></os>",
+            "aarch64-virt",
+            "edk2-aarch64",
+        ),
+        ("<os firmware='efi'><type arch='ppc64' machine='pseries'>hvm</type></os>", "pseries", None),
     ],
-    ids=["efi", "bios", "ovmf-loader", "default", "aarch64-efi-not-modelled"],
+    ids=["efi", "bios", "ovmf-loader", "default", "aarch64-efi", "aavmf-loader", "pseries-efi-not-modelled"],
 )
 def test_firmware_comes_from_os(os_element: str, machine: str, firmware: str | None) -> None:
-    """<os firmware='efi'> or an OVMF <loader> means OVMF; nothing means the machine's default (SeaBIOS on x86)."""
+    """<os firmware='efi'> or an OVMF/AAVMF <loader> means the machine's EFI firmware; nothing means its default."""
     xml = f"<domain type='kvm'><name>t</name>{os_element}<devices/></domain>"
     topology = LibvirtDomain.from_string(xml).topology
     assert (topology.machine.name, topology.firmware) == (machine, firmware)

@@ -42,20 +42,24 @@ def rules_of(t: Topology) -> list[str]:
 
 
 def test_shipped_firmwares() -> None:
-    """SeaBIOS and OVMF ship, each with its efi flag and measured q35 and pc budgets."""
+    """SeaBIOS, OVMF and edk2 for aarch64 ship, each with its efi flag and measured budgets."""
     fws = firmwares()
-    assert sorted(fws) == ["ovmf", "seabios"]
+    assert sorted(fws) == ["edk2-aarch64", "ovmf", "seabios"]
     budgets = {
         (name, m, acpi): fw.io_window_budget(m, acpi=acpi)
         for name, fw in fws.items()
-        for m in ("q35", "pc")
+        for m in ("q35", "pc", "aarch64-virt")
         for acpi in (True, False)
     }
+    assert budgets[("edk2-aarch64", "aarch64-virt", True)] == 16
+    assert budgets[("edk2-aarch64", "q35", True)] is None
+    assert budgets[("seabios", "aarch64-virt", True)] is None
     assert budgets[("seabios", "q35", True)] == 14
     assert budgets[("seabios", "q35", False)] == 9
     assert budgets[("seabios", "pc", True)] == 8
     assert budgets[("ovmf", "q35", True)] == 9
-    assert (fws["seabios"].efi, fws["ovmf"].efi) == (False, True)
+    assert (fws["seabios"].efi, fws["ovmf"].efi, fws["edk2-aarch64"].efi) == (False, True, True)
+    assert not fws["edk2-aarch64"].bars_decoded
 
 
 def test_reservations_differ_by_firmware() -> None:
@@ -81,6 +85,8 @@ def test_reservations_differ_by_firmware() -> None:
         ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "ovmf"),
         ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "ovmf"),
         ("/usr/share/seabios/bios-256k.bin", "seabios"),
+        ("/usr/share/AAVMF/AAVMF_CODE.fd", "edk2-aarch64"),
+        ("/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw", "edk2-aarch64"),
     ],
 )
 def test_for_loader(path: str, name: str) -> None:
@@ -90,7 +96,9 @@ def test_for_loader(path: str, name: str) -> None:
 
 def test_unknown_loader_and_name() -> None:
     """An unknown loader or firmware name raises UnknownName listing the known ones."""
-    with pytest.raises(UnknownName, match=r"unknown firmware loader '/opt/u-boot\.bin'; known: ovmf, seabios"):
+    with pytest.raises(
+        UnknownName, match=r"unknown firmware loader '/opt/u-boot\.bin'; known: edk2-aarch64, ovmf, seabios"
+    ):
         Firmware.for_loader("/opt/u-boot.bin")
     with pytest.raises(UnknownName, match="unknown firmware 'slof'"):
         Firmware.named("slof")
@@ -109,9 +117,10 @@ def test_bad_file_names_file_and_key(tmp_path: Path) -> None:
         Firmware.from_file(bad)
 
 
-def test_machine_default_firmware_is_seabios_on_x86() -> None:
-    """q35 and pc boot SeaBIOS unless told otherwise, as libvirt does; other machines have no modelled firmware."""
-    assert [Machine.named(m).default_firmware for m in ("q35", "pc", "aarch64-virt")] == ["seabios", "seabios", None]
+def test_machine_default_firmware_is_libvirts() -> None:
+    """q35 and pc boot SeaBIOS, aarch64 virt edk2, unless told otherwise, as libvirt does; pseries has none modelled."""
+    machines = ("q35", "pc", "aarch64-virt", "pseries")
+    assert [Machine.named(m).default_firmware for m in machines] == ["seabios", "seabios", "edk2-aarch64", None]
     assert Topology.default("q35").firmware_model == Firmware.named("seabios")
     assert Topology.default("q35", firmware="ovmf").io_window_budget() == 9
 
@@ -149,7 +158,7 @@ def test_seabios_gives_empty_root_ports_no_io() -> None:
         (e1000e_ports(9, firmware="ovmf"), True),
         (e1000e_ports(10, firmware="ovmf"), False),
         (e1000e_ports(9, empty=1, firmware="ovmf"), False),
-        (e1000e_ports(1, empty=12, firmware="ovmf"), False),
+        (e1000e_ports(1, empty=12, firmware="ovmf"), False),  # OVMF maps it; counted all the same
         (Topology.build("q35", ports(28), firmware="ovmf"), True),
         (empty_bridges(16, firmware="ovmf"), True),
         (e1000e_ports(14), True),
@@ -179,3 +188,47 @@ def test_ovmf_ports_without_hotplug_reserve_nothing() -> None:
     assert rules_of(Topology.build("q35", [*ports(9), *cold], devices, firmware="ovmf")) == []
     hot = Controller(10, "pcie-root-port", address=A("00:0b.0"), chassis=10)
     assert rules_of(Topology.build("q35", [*ports(9), hot], devices, firmware="ovmf")) == ["io-space"]
+
+
+@pytest.mark.parametrize(("extra", "ok"), [([], True), (["vmvga"], False)])
+def test_root_bus_io_takes_windows_past_root_io(extra: list[str], ok: bool) -> None:
+    """Measured on pc: 8 e1000 bridges beside 4064 bytes of IO BARs on pci.0 map; 16 bytes more do not."""
+    bridges = [Controller(1 + i, "pci-bridge", address=A(f"00:{3 + i:02x}.0")) for i in range(8)]
+    devices = [Device(f"n{i}", "e1000", address=A(f"{1 + i:02x}:01.0")) for i in range(8)]
+    root = ["rtl8139"] * 15 + ["e1000"] * 3 + ["e1000e", *extra]
+    devices += [Device(f"r{i}", kind, address=A(f"00:{11 + i:02x}.0")) for i, kind in enumerate(root)]
+    t = Topology.build("pc", bridges, devices)
+    assert t.root_io_bytes() == 4064 + 16 * len(extra)
+    assert t.io_window_budget() == (8 if ok else 7)
+    violations = validate(t)
+    if ok:
+        assert violations == ()
+    else:
+        assert [v.rule for v in violations] == ["io-space"]
+        assert str(violations[0]).endswith(
+            "but pc with ACPI under seabios has room for 7 beside 4080 bytes of IO BARs on the root buses "
+            "(rule: io-space)"
+        )
+
+
+def _ovmf_order(spec: str) -> Topology:
+    controllers: list[Controller] = []
+    devices: list[Device] = []
+    for part in spec.split():
+        for _ in range(int(part[1:])):
+            i = len(controllers) + 1
+            controllers.append(Controller(i, "pcie-root-port", address=A(f"00:{1 + i:02x}.0"), chassis=i))
+            if part[0] == "E":
+                devices.append(Device(f"n{i}", "e1000e", address=A(f"{i:02x}:00.0")))
+    return Topology.build("q35", controllers, devices, firmware="ovmf")
+
+
+@pytest.mark.parametrize(
+    ("layout", "short"),
+    [("E9", 0), ("P20", 0), ("E8 P2", 1), ("P2 E8", 1), ("E8 P6", 5), ("E9 P1", 1), ("P1 E9", 1), ("E10", 1)],
+)
+def test_ovmf_counts_reservations_when_devices_need_io(layout: str, short: int) -> None:
+    """OVMF's reservations count into its 9 windows once any device needs IO (some such layouts map, not all)."""
+    t = _ovmf_order(layout)
+    assert t.io_windows_short() == short
+    assert rules_of(t) == ([] if short == 0 else ["io-space"])

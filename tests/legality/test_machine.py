@@ -60,10 +60,10 @@ def test_offers(name: str, offered: str, missing: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "acpi", "budget"),
-    [("q35", True, 14), ("q35", False, 9), ("pc", True, 8), ("aarch64-virt", True, None)],
+    [("q35", True, 14), ("q35", False, 9), ("pc", True, 8), ("aarch64-virt", True, 16), ("pseries", True, None)],
 )
 def test_io_window_budget(name: str, acpi: bool, budget: int | None) -> None:
-    """The x86 IO-window budget depends on ACPI (qemu-rules §3); other machines have none."""
+    """The IO-window budget of the machine's default firmware (x86: by ACPI, qemu-rules §3); pseries has none."""
     assert Machine.named(name).io_window_budget(acpi=acpi) == budget
 
 

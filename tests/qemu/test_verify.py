@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pcitopo.errors import InvalidInput
+from pcitopo.errors import InvalidInput, UnknownName
 from pcitopo.legality.firmware import Firmware
-from pcitopo.qemu.verify import _choose_firmware, _numbered, _Seen, _walk, firmware_args
+from pcitopo.qemu.verify import _choose_firmware, _numbered, _read_bars, _Seen, _walk, firmware_args
 from pcitopo.topology import Topology
 
 
@@ -83,9 +83,72 @@ def test_firmware_args() -> None:
     )
 
 
-def test_firmware_is_refused_on_other_architectures() -> None:
-    """Asking for a firmware boot of an ARM machine is refused before QEMU starts."""
-    with pytest.raises(InvalidInput, match="pcitopo boots only x86 firmware, and aarch64-virt is not x86"):
+def test_firmware_is_refused_where_no_firmware_is_known() -> None:
+    """An x86 firmware on ARM, or any firmware on pseries, is refused before QEMU starts; ARM boots edk2 when asked."""
+    with pytest.raises(UnknownName, match=r"unknown firmware 'ovmf' \(machine aarch64-virt\); known: edk2-aarch64"):
         _choose_firmware(Topology.default("aarch64-virt"), "ovmf")
+    with pytest.raises(InvalidInput, match="pcitopo knows no firmware that boots pseries"):
+        _choose_firmware(Topology.default("pseries"), True)
     assert _choose_firmware(Topology.default("aarch64-virt"), None) is None
+    assert _choose_firmware(Topology.default("aarch64-virt"), True) == Firmware.named("edk2-aarch64")
     assert _choose_firmware(Topology.default("q35", firmware="ovmf"), True) == Firmware.named("ovmf")
+
+
+class _Ecam:
+    """A QMP stand-in answering ``xp`` at the ECAM addresses with the dwords given per device."""
+
+    def __init__(self, ecam: int, bars: dict[tuple[int, int], list[int]]) -> None:
+        self.ecam = ecam
+        self.bars = bars
+        self.asked: list[str] = []
+
+    def execute(self, command: str, **kwargs: Any) -> str:
+        assert command == "human-monitor-command"
+        line = kwargs["command-line"]
+        self.asked.append(line)
+        where = int(line.split()[-1], 16) - self.ecam - 0x10
+        words = self.bars[(where >> 20, (where >> 15) & 0x1F)]
+        return (
+            f"{where:016x}: "
+            + " ".join(f"{w:#010x}" for w in words[:4])
+            + "\n: "
+            + " ".join(f"{w:#010x}" for w in words[4:])
+        )
+
+
+def test_read_bars_fills_undecoded_bars_from_the_ecam() -> None:
+    """Undecoded BARs are read from the ECAM: a 64-bit one whole, an IO BAR at 0 only inside a window starting at 0."""
+    answer: list[dict[str, Any]] = [
+        {
+            "bus": 0,
+            "devices": [
+                {
+                    "bus": 0,
+                    "slot": 2,
+                    "function": 0,
+                    "regions": [],
+                    "pci_bridge": {
+                        "bus": {"secondary": 1, "io_range": {"base": 0, "limit": 4095}},
+                        "devices": [
+                            {
+                                "bus": 1,
+                                "slot": 0,
+                                "function": 0,
+                                "regions": [
+                                    {"bar": 0, "type": "memory", "address": -1, "mem_type_64": True},
+                                    {"bar": 2, "type": "io", "address": -1},
+                                ],
+                            }
+                        ],
+                    },
+                },
+                {"bus": 0, "slot": 3, "function": 0, "regions": [{"bar": 0, "type": "io", "address": -1}]},
+            ],
+        }
+    ]
+    vm = _Ecam(0x4010000000, {(1, 0): [0x1022000C, 0x80, 0x1, 0, 0, 0], (0, 3): [0x1, 0, 0, 0, 0, 0]})
+    _read_bars(vm, answer, 0x4010000000)  # type: ignore[arg-type]
+    endpoint = answer[0]["devices"][0]["pci_bridge"]["devices"][0]["regions"]
+    assert [r["address"] for r in endpoint] == [0x8010220000, 0]
+    assert answer[0]["devices"][1]["regions"][0]["address"] == -1
+    assert vm.asked == ["xp /6wx 0x4010100010", "xp /6wx 0x4010018010"]

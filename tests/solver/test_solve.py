@@ -762,6 +762,38 @@ def test_a_pvpanic_requiring_hotplug_on_q35_is_explained() -> None:
     )
 
 
+def test_declared_bridges_get_packed_root_ports_with_multifunction() -> None:
+    """Two pcie-to-pci-bridges declared without addresses get new root ports in slot 1, function 0 multifunction."""
+    request = Topology.build("q35", [Controller(100 + i, "pcie-to-pci-bridge") for i in range(2)], [])
+    plan = solve(request, "minimal")
+    ports = {str(c.address): c.multifunction for c in plan.topology.controllers if c.model == "pcie-root-port"}
+    assert ports == {"0000:00:01.0": True, "0000:00:01.1": None}
+
+
+def test_declared_bridges_beyond_the_io_budget_are_named() -> None:
+    """Twelve declared pci-bridges on pc need 12 SeaBIOS IO windows of 8: the refusal names them first."""
+    request = Topology.build("pc", [Controller(1 + i, "pci-bridge") for i in range(12)], [Device("n", "e1000")])
+    with pytest.raises(Unsatisfiable) as caught:
+        solve(request)
+    names = ", ".join(f"'pci.{i}'" for i in range(1, 13))
+    assert caught.value.conflicts[0] == (
+        f"the bridges and ports already there need 12 IO windows of 4 KiB ({names}), "
+        "but seabios on pc with ACPI has room for 8"
+    )
+    assert caught.value.suggestions[0] == "declare fewer bridges or ports that the firmware gives IO windows"
+
+
+def test_io_bars_beyond_the_io_space_are_named() -> None:
+    """30 ac97 (1,280 bytes of IO BARs each) need more than SeaBIOS's IO space on pc in any arrangement."""
+    request = Topology.build("pc", devices=[Device(f"a{i}", "ac97") for i in range(30)])
+    with pytest.raises(Unsatisfiable) as caught:
+        solve(request)
+    assert caught.value.conflicts[0] == (
+        "the IO BARs of the devices need 38400 bytes of IO space (30 new devices have one), but seabios on pc "
+        "with ACPI has room for 36832 (8 IO windows of 4 KiB and 4064 bytes on the root bus)"
+    )
+
+
 # -- firmware MMIO budgets ----------------------------------------------------------------------
 
 
