@@ -27,6 +27,13 @@ that size, up to 1 TiB, counted as mapped only when it ends within the
 guest CPU's 40 physical address bits). The OVMF experiments are slow under TCG (20-40 s a
 boot), so a full run takes about 15 minutes on a 2-core machine.
 
+``--mmio`` measures the memory budgets instead (``benchmarks/results/mmio.json``,
+``docs/firmware_mmio_table.inc``): ``mmio32``, how many secondary-vgas with a
+64 MiB 32-bit BAR fit on the root bus (pc at 256 MiB and 4 GiB of RAM: its
+hole moves), and on q35 how many empty hotplug root ports fit beside the most
+that fit; ``ovmf-knob``, a 128-512 GiB ivshmem-plain under OVMF with
+``opt/ovmf/X-PciMmio64Mb`` unset or set, and one empty port beside.
+
 ``--facts`` boots the named single layouts the firmware files cite
 (``reservations``, ``reservations-overflow``, ``idle-reservations``,
 ``io-reserve``, ``hotplug-off``, ``empty-dmi-bridges``, ...) and prints
@@ -39,6 +46,8 @@ Usage::
     python benchmarks/calibrate_firmware.py --update-docs   # rewrite docs/firmware_table.inc
     python benchmarks/calibrate_firmware.py --facts         # the single experiments (about 6 minutes)
     python benchmarks/calibrate_firmware.py --from-json benchmarks/results/firmware.json --update-docs
+    python benchmarks/calibrate_firmware.py --mmio --update-docs  # the 32-bit hole and OVMF's knob (~8 min)
+    python benchmarks/calibrate_firmware.py --mmio --from-json benchmarks/results/mmio.json --update-docs
 
 Results go to ``benchmarks/results/firmware.json`` and the table is printed.
 It needs QEMU 7.2 (``qemu-system-x86``), ``seabios`` and ``ovmf`` from Debian.
@@ -68,6 +77,8 @@ Layout = Callable[[int], list[str]]
 
 RESULTS = ROOT / "benchmarks" / "results" / "firmware.json"
 TABLE = ROOT / "docs" / "firmware_table.inc"
+MMIO_RESULTS = ROOT / "benchmarks" / "results" / "mmio.json"
+MMIO_TABLE = ROOT / "docs" / "firmware_mmio_table.inc"
 GIB = 1 << 30
 PHYS_BITS = 40
 """The physical address width of QEMU's default TCG CPU (qemu64): a BAR ending above 2^40 is unreachable."""
@@ -195,7 +206,8 @@ class Booter:
         self, machine: str, fw: Firmware, acpi: bool, devices: list[str], extra: list[str] | None = None
     ) -> dict[str, Any]:
         """Boot once; the outcome: settled, unmapped BARs, the firmware's complaint, the devices seen."""
-        args = ["-machine", machine + ("" if acpi else ",acpi=off"), "-m", "256", "-nodefaults", "-display", "none"]
+        memory = [] if "-m" in (extra or []) else ["-m", "256"]
+        args = ["-machine", machine + ("" if acpi else ",acpi=off"), *memory, "-nodefaults", "-display", "none"]
         args += [
             "-S",
             "-accel",
@@ -361,6 +373,115 @@ def _largest_bar(booter: Booter, machine: str, fw: Firmware) -> dict[str, Any]:
     return {"largest": best, "tried": tried}
 
 
+# -- MMIO: the 32-bit hole and the 64-bit window -------------------------------------------
+
+VGA_MB = 64
+"""Each secondary-vga of the mmio32 experiment has a 64 MiB 32-bit prefetchable BAR0 (its vgamem_mb)."""
+
+
+def _vga(i: int, machine: str) -> str:
+    bus = "pcie.0" if machine == "q35" else "pci.0"
+    return f"secondary-vga,id=vga{i},bus={bus},addr={3 + i:#x},vgamem_mb={VGA_MB},romfile="
+
+
+def _ports(first: int, n: int) -> list[str]:
+    """n empty hotplug root ports, 8 functions a slot, from slot 0x18 down (out of the VGAs' way)."""
+    out = []
+    for i in range(n):
+        slot, fn = 0x1E - i // 8, i % 8
+        mf = ",multifunction=on" if fn == 0 else ""
+        out.append(f"pcie-root-port,id=p{i},bus=pcie.0,chassis={first + i},addr={slot:#x}.{fn}{mf}")
+    return out
+
+
+def _mmio32(booter: Booter, machine: str, fw: Firmware, memory: int) -> dict[str, Any]:
+    """How many 64 MiB 32-bit BARs fit on the root bus, and then how many empty root ports beside them."""
+
+    def boot(n: int, ports: int = 0) -> bool:
+        devices = [_vga(i, machine) for i in range(n)] + (_ports(100, ports) if ports else [])
+        return fits(booter.boot(machine, fw, True, devices, ["-m", str(memory)]))
+
+    vgas = largest_fitting(boot, 14, 26)
+    row: dict[str, Any] = {"memory_mib": memory, "vga64": vgas}
+    if machine == "q35" and vgas["fits"] > 0:
+        n = vgas["fits"]
+        row["ports_beside"] = largest_fitting(lambda k: boot(n, k), 16, 64)
+    return row
+
+
+KNOB_FACTS = [
+    # (GiB of ivshmem-plain behind a root port, OVMF's X-PciMmio64Mb or None, empty root ports beside it)
+    (256, 262144, 0),
+    (512, 524288, 0),
+    (512, 1048576, 0),
+    (128, None, 1),
+]
+"""The 64-bit window experiments under OVMF on q35 (``mmio64-max``, and reservations counting against it)."""
+
+
+def _knob_fact(booter: Booter, gib: int, knob: int | None, ports: int) -> dict[str, Any]:
+    fw = Firmware.named("ovmf")
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = ["-object", f"memory-backend-file,id=shm,mem-path={tmp}/shm,share=on,size={gib}G"]
+        if knob is not None:
+            extra += ["-fw_cfg", f"name={fw.mmio64_knob},string={knob}"]
+        devices = [_rp(0), "ivshmem-plain,id=iv,bus=rp0,memdev=shm"] + [_rp(i) for i in range(1, 1 + ports)]
+        outcome = booter.boot("q35", fw, True, devices, extra)
+    bar2 = next((r for r in outcome["bars"].get("iv", []) if r.get("bar") == 2), None)
+    address = None if bar2 is None or bar2.get("address") == -1 else hex(bar2["address"])
+    return {"gib": gib, "knob": knob, "ports": ports, "fits": fits(outcome), "address": address,
+            "unmapped": len(outcome["unmapped"])}  # fmt: skip
+
+
+def measure_mmio(machines: list[str], firmwares: list[str], *, verbose: bool) -> dict[str, Any]:
+    """The mmio32 experiment for each machine x firmware (pc at 256 MiB and 4 GiB of RAM: its hole moves)."""
+    binary = find_binary("qemu-system-x86_64")
+    if binary is None:
+        raise SystemExit("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    booter = Booter(binary, verbose=verbose)
+    rows = []
+    for machine in machines:
+        for name in firmwares:
+            fw = Firmware.named(name)
+            for memory in (256, 4096) if machine == "pc" else (256,):
+                row = {"machine": machine, "firmware": name, **_mmio32(booter, machine, fw, memory)}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    knobs = [_knob_fact(booter, *fact) for fact in KNOB_FACTS] if "ovmf" in firmwares and "q35" in machines else []
+    return {"boots": booter.boots, "boot_seconds": round(booter.seconds, 1), "rows": rows, "ovmf_knob": knobs}
+
+
+def mmio_table(results: dict[str, Any]) -> str:
+    """The MMIO calibration table (the 32-bit hole and OVMF's 64-bit knob), as reStructuredText."""
+    header = ["machine", "firmware", "RAM", "64 MiB 32-bit BARs that map", "empty hotplug ports beside them"]
+    lines = [", ".join(f'"{h}"' for h in header)]
+    for row in results["rows"]:
+        beside = row.get("ports_beside")
+        cells = [
+            row["machine"],
+            row["firmware"],
+            f"{row['memory_mib']} MiB",
+            _count(row["vga64"]),
+            _count(beside) if beside else "",
+        ]
+        lines.append(", ".join(f'"{c}"' for c in cells))
+    knob = ["BAR (GiB)", "X-PciMmio64Mb", "empty ports beside", "maps", "at"]
+    klines = [", ".join(f'"{h}"' for h in knob)]
+    for k in results.get("ovmf_knob", []):
+        cells = [str(k["gib"]), str(k["knob"] or "(default)"), str(k["ports"]), "yes" if k["fits"] else "no"]
+        klines.append(", ".join(f'"{c}"' for c in [*cells, k["address"] or ""]))
+    return (
+        ".. This table is generated by benchmarks/calibrate_firmware.py --mmio --update-docs; do not edit.\n\n"
+        ".. csv-table:: The 32-bit hole: secondary-vgas (64 MiB 32-bit BAR) on the root bus, then hotplug "
+        "root ports\n   :header-rows: 1\n\n"
+        + "\n".join(f"   {line}" for line in lines)
+        + "\n\n.. csv-table:: OVMF's 64-bit window on q35: an ivshmem-plain behind a root port\n"
+        "   :header-rows: 1\n\n"
+        + "\n".join(f"   {line}" for line in klines)
+        + f"\n\nMeasured with {results['boots']} boots.\n"
+    )
+
+
 def _gib(size: int) -> str:
     return f"{size >> 30} GiB" if size else "under 4 GiB (4 GiB does not map)"
 
@@ -442,7 +563,21 @@ def main() -> int:
         metavar="SUBSTRING",
         help="boot the single named experiments instead (those whose name contains SUBSTRING)",
     )
+    parser.add_argument("--mmio", action="store_true", help="the 32-bit hole experiments instead (mmio.json)")
     args = parser.parse_args()
+    if args.mmio:
+        if args.from_json is not None:
+            mmio = json.loads(args.from_json.read_text())
+        else:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+            machines, fws = args.machine or ["q35", "pc"], args.firmware or ["seabios", "ovmf"]
+            mmio = measure_mmio(machines, fws, verbose=not args.quiet)
+            MMIO_RESULTS.write_text(json.dumps(mmio, indent=2) + "\n")
+        text = mmio_table(mmio)
+        print(text)
+        if args.update_docs:
+            MMIO_TABLE.write_text(text)
+        return 0
     if args.facts is not None:
         return facts(args.facts or None)
     if args.from_json is not None:

@@ -63,7 +63,8 @@ START_TARGET_MS = 100.0
 """The goal for ``pcitopo assign`` on the 9-device domain, as a whole process (issue 10)."""
 START_TARGET_RATIO = 1.5
 """The goal on the 171-device domain: at most this times ``virsh define`` of the same file."""
-MEMORY_LIMIT_MB = 100.0
+MEMORY_LIMIT_MB = 50.0
+"""Issue 9's bound on the memory of one plan (issue 3 had 100 MB)."""
 T = TypeVar("T")
 BEGIN = ".. BEGIN GENERATED RESULTS (python benchmarks/run.py --update-docs)"
 END = ".. END GENERATED RESULTS"
@@ -280,23 +281,16 @@ def bench_virsh_define(path: Path, settings: Settings) -> Result:
     installed) the way the integration tests do it; when that is impossible
     the row says why and is skipped.
     """
-    result = Result(
-        name="virsh-define-q35-150",
-        kind="virsh",
-        description="libvirt: virsh define + dumpxml --inactive + undefine of the same domain",
-        devices=_count_devices(path),
+    result = _libvirt_row(
+        "virsh-define-q35-150",
+        "virsh",
+        "libvirt: virsh define + dumpxml --inactive + undefine of the same domain",
+        path,
     )
-    try:
-        from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
-    except ImportError as exc:
-        result.outcome = "skipped"
-        result.message = f"tests/support/libvirt.py cannot be imported: {exc}"
+    if result.outcome != "ok":
         return result
-    reason = ensure_libvirtd()
-    if reason is not None:
-        result.outcome = "skipped"
-        result.message = f"libvirt is not available: {reason}"
-        return result
+    from tests.support.libvirt import LibvirtError, define_and_dump
+
     xml = path.read_text(encoding="utf-8")
     try:
         dumped = define_and_dump(xml)
@@ -322,64 +316,85 @@ def bench_virsh_define_process(path: Path, settings: Settings) -> Result:
     run is outside it. This is the yardstick of ``pcitopo serve``'s
     per-domain cost.
     """
-    result = Result(
-        name="virsh-define-process-q35-150",
-        kind="virsh-process",
-        description="libvirt: one `virsh define FILE` process (start, connect, define), the same domain",
-        devices=_count_devices(path),
+    result = _libvirt_row(
+        "virsh-define-process-q35-150",
+        "virsh-process",
+        "libvirt: one `virsh define FILE` process (start, connect, define), the same domain",
+        path,
     )
-    try:
-        from tests.support.libvirt import ensure_libvirtd
-    except ImportError as exc:
-        result.outcome = "skipped"
-        result.message = f"tests/support/libvirt.py cannot be imported: {exc}"
+    if result.outcome != "ok":
         return result
-    reason = ensure_libvirtd()
-    if reason is not None:
-        result.outcome = "skipped"
-        result.message = f"libvirt is not available: {reason}"
-        return result
-    name = f"pcitopo-bench-define-{os.getpid()}"
-    text = path.read_text(encoding="utf-8")
-    start, end = text.index("<name>") + len("<name>"), text.index("</name>")
     with tempfile.TemporaryDirectory(prefix="pcitopo-bench-") as tmp:
-        copy = Path(tmp) / "domain.xml"
-        copy.write_text(text[:start] + name + text[end:], encoding="utf-8")
-        define = ["virsh", "-q", "-c", "qemu:///system", "define", str(copy)]
-        undefine = ["virsh", "-q", "-c", "qemu:///system", "undefine", name]
-
-        def run(_: None = None) -> None:
-            done = subprocess.run(define, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"virsh define failed: {done.stderr.strip()[-300:]}")
-
-        def fresh() -> None:
-            subprocess.run(undefine, capture_output=True, check=False)
-
+        define = _VirshDefine(path, Path(tmp))
         try:
-            fresh()
-            run()
-            times, _ = measure(run, settings, fresh)
+            times = _wall_times(lambda _: define.run(), settings, define.undefine)
         except RuntimeError as exc:
-            result.outcome = "error"
-            result.message = str(exc)
+            result.outcome, result.message = "error", str(exc)
             return result
         finally:
-            fresh()
+            define.undefine()
     result.facts["libvirt_version"] = _libvirt_version()
     result = _fill(result, times, 0.0)
     result.peak_mb = None
     return result
 
 
+def _libvirt_row(name: str, kind: str, description: str, path: Path) -> Result:
+    """The row of a libvirt case on ``path``: ``skipped``, saying why, when libvirt cannot be timed here."""
+    result = Result(name=name, kind=kind, description=description, devices=_count_devices(path))
+    reason = _virsh_ready()
+    if reason is not None:
+        result.outcome, result.message = "skipped", reason
+    return result
+
+
+class _VirshDefine:
+    """``virsh define`` of one domain file as a whole process, under a new name each time; ``undefine`` after.
+
+    The one way every libvirt row starts libvirt's work (:func:`bench_virsh_define_process`,
+    :func:`bench_start`): the file is copied into ``directory`` with its ``<name>``
+    replaced, so that no run meets the domain an earlier one defined.
+    """
+
+    def __init__(self, path: Path, directory: Path) -> None:
+        self.text = path.read_text(encoding="utf-8")
+        self.original = f"<name>{_domain_name(self.text)}</name>"
+        self.directory = directory
+        self.size = path.stem.rsplit("-", 1)[1]
+        self.runs = 0
+        self.defined: str | None = None
+
+    def run(self) -> float:
+        """Define a fresh copy; its wall time (ms). Raises ``RuntimeError`` with virsh's message when it fails."""
+        self.undefine()
+        self.runs += 1
+        unique = f"pcitopo-bench-{os.getpid()}-{self.size}-{self.runs}"
+        domain = self.directory / f"{unique}.xml"
+        domain.write_text(self.text.replace(self.original, f"<name>{unique}</name>", 1), encoding="utf-8")
+        self.defined = unique
+        wall, _ = _run_process(_virsh("define", str(domain)))
+        return wall
+
+    def undefine(self) -> None:
+        """Undefine what the last run defined (outside every clock)."""
+        if self.defined is not None:
+            subprocess.run(_virsh("undefine", self.defined), capture_output=True, check=False)
+            self.defined = None
+
+
+def _virsh(*args: str) -> list[str]:
+    return ["virsh", "-q", "-c", VIRSH_URI, *args]
+
+
 def bench_serve(path: Path, settings: Settings) -> Result:
     """Times one ``assign`` request to a running ``pcitopo serve``: the per-domain cost an orchestrator pays.
 
-    One ``python -m pcitopo serve`` process is started (outside the clock) and
-    answers a warm-up request; then each run writes one request line with the
-    domain's XML inline and reads the response line: JSON in and out, parse,
-    plan, export, all through the pipes. Compared with
-    :func:`bench_virsh_define_process` on the same file (target ≤ 0.3 of it).
+    One ``pcitopo serve`` process (the installed one, :func:`_installed`) is
+    started outside the clock and answers a warm-up request; then each run
+    writes one request line with the domain's XML inline and reads the
+    response line: JSON in and out, parse, plan, export, all through the
+    pipes. Compared with :func:`bench_virsh_define_process` on the same file
+    (target ≤ 0.3 of it).
     """
     result = Result(
         name="serve-assign-q35-150",
@@ -387,38 +402,19 @@ def bench_serve(path: Path, settings: Settings) -> Result:
         description="pcitopo serve: one assign request and its response, the same domain, server running",
         devices=_count_devices(path),
     )
-    request = (json.dumps({"id": 0, "op": "assign", "xml": path.read_text(encoding="utf-8")}) + "\n").encode()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pcitopo", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-    )
-    assert server.stdin is not None
-    assert server.stdout is not None
-    stdin, stdout = server.stdin, server.stdout
-
-    def ask(_: None = None) -> None:
-        stdin.write(request)
-        stdin.flush()
-        answer = json.loads(stdout.readline())
-        if answer["outcome"] != "planned":
-            raise RuntimeError(f"serve answered {answer['outcome']}: {answer.get('error')}")
-
     try:
-        ask()
-        cpu_before = _cpu_s(server.pid)
-        times, _ = measure(ask, settings, _nothing)
-        # measure() asks len(times) + 2 times (a warm-up and a traced run): the server's CPU per request
-        result.facts["server_cpu_ms_per_request"] = round(
-            (_cpu_s(server.pid) - cpu_before) * 1000 / (len(times) + 2), 1
-        )
-        result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
+        with _Server(path, jobs=1) as server:
+            server.exchange(1)
+            cpu_before = _cpu_s(server.pid)
+            times, _ = measure(lambda _: server.exchange(1), settings, _nothing)
+            # measure() asks len(times) + 2 times (a warm-up and a traced run): the server's CPU per request
+            result.facts["server_cpu_ms_per_request"] = round(
+                (_cpu_s(server.pid) - cpu_before) * 1000 / (len(times) + 2), 1
+            )
     except (RuntimeError, ValueError) as exc:
-        result.outcome = "error"
-        result.message = str(exc)
+        result.outcome, result.message = "error", str(exc)
         return result
-    finally:
-        stdin.close()
-        server.wait(timeout=60)
+    result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
     result = _fill(result, times, 0.0)
     result.peak_mb = None  # the work happens in the server process
     return result
@@ -436,53 +432,65 @@ def bench_serve_pipelined(path: Path, settings: Settings, jobs: int = 2) -> Resu
     responses, in order; the figure is the run's time divided by 20. The
     server (and its workers) are started and warmed up outside the clock.
     """
-    import threading
-
     result = Result(
         name=f"serve-pipelined-j{jobs}-q35-150",
         kind="serve-pipelined",
         description=f"pcitopo serve --jobs {jobs}: {PIPELINED} assign requests sent ahead, time per request",
         devices=_count_devices(path),
     )
-    request = (json.dumps({"id": 0, "op": "assign", "xml": path.read_text(encoding="utf-8")}) + "\n").encode()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pcitopo", "serve", "--jobs", str(jobs)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    assert server.stdin is not None
-    assert server.stdout is not None
-    stdin, stdout = server.stdin, server.stdout
-
-    def burst(_: None = None) -> None:
-        def send() -> None:
-            stdin.write(request * PIPELINED)
-            stdin.flush()
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        for _i in range(PIPELINED):
-            answer = json.loads(stdout.readline())
-            if answer["outcome"] != "planned":
-                raise RuntimeError(f"serve answered {answer['outcome']}: {answer.get('error')}")
-        sender.join()
-
     try:
-        burst()
-        times, _ = measure(burst, settings, _nothing)
+        with _Server(path, jobs=jobs) as server:
+            server.exchange(PIPELINED)
+            times, _ = measure(lambda _: server.exchange(PIPELINED), settings, _nothing)
     except (RuntimeError, ValueError) as exc:
-        result.outcome = "error"
-        result.message = str(exc)
+        result.outcome, result.message = "error", str(exc)
         return result
-    finally:
-        stdin.close()
-        server.wait(timeout=60)
     result = _fill(result, [t / PIPELINED for t in times], 0.0)
     result.peak_mb = None
     result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
     return result
+
+
+class _Server:
+    """A running ``pcitopo serve [--jobs N]`` and a client that sends it the same ``assign`` request."""
+
+    def __init__(self, path: Path, *, jobs: int) -> None:
+        self.request = (json.dumps({"id": 0, "op": "assign", "xml": path.read_text(encoding="utf-8")}) + "\n").encode()
+        command, env = _pcitopo()
+        self.process = subprocess.Popen(
+            [*command, "serve", "--jobs", str(jobs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        self.pid = self.process.pid
+
+    def __enter__(self) -> _Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stdin.close()
+        self.process.wait(timeout=60)
+
+    def exchange(self, count: int) -> None:
+        """Send ``count`` requests (several from a thread: neither side blocks on a full pipe); read the answers."""
+        import threading
+
+        def send() -> None:
+            self.stdin.write(self.request * count)
+            self.stdin.flush()
+
+        sender = threading.Thread(target=send)
+        if count > 1:
+            sender.start()
+        else:
+            send()
+        for _ in range(count):
+            answer = json.loads(self.stdout.readline())
+            if answer["outcome"] != "planned":
+                raise RuntimeError(f"serve answered {answer['outcome']}: {answer.get('error')}")
+        if count > 1:
+            sender.join()
 
 
 FLEET_DOMAINS = 1000
@@ -494,7 +502,7 @@ def bench_fleet(settings: Settings, jobs: int) -> Result:
 
     The 250 fixed guests of ``data/fleet-q35-15/`` are copied four times (under
     four prefixes) into a temporary directory, outside the clock. Each run is
-    one ``python -m pcitopo`` process: start-up, the worker processes, reading,
+    one ``pcitopo`` process (the installed one, :func:`_installed`): start-up, the worker processes, reading,
     planning, writing every output (durably, in batches) and the summary. The
     figure that matters is domains per second (target ≥ 100 on 2 cores).
     """
@@ -505,7 +513,7 @@ def bench_fleet(settings: Settings, jobs: int) -> Result:
         devices=15,
         target_ms=FLEET_DOMAINS / 100 * 1000 if jobs == 2 else None,
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    pcitopo, env = _pcitopo()
     fleet_settings = Settings(repeats=min(settings.repeats, 5), budget_s=settings.budget_s * 3, min_repeats=1)
     with tempfile.TemporaryDirectory(prefix="pcitopo-bench-fleet-") as tmp:
         inputs = Path(tmp) / "in"
@@ -514,8 +522,7 @@ def bench_fleet(settings: Settings, jobs: int) -> Result:
         for copy in range(FLEET_DOMAINS // len(sources)):
             for source in sources:
                 shutil.copyfile(source, inputs / f"r{copy}-{source.name}")
-        command = [sys.executable, "-m", "pcitopo", "assign", str(inputs), "-o", str(Path(tmp) / "out")]
-        command += ["--jobs", str(jobs)]
+        command = [*pcitopo, "assign", str(inputs), "-o", str(Path(tmp) / "out"), "--jobs", str(jobs)]
 
         def clean() -> None:
             shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
@@ -580,17 +587,12 @@ def _wall_times(fn: Callable[[None], object], settings: Settings, setup: Callabl
 
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid``, from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text(encoding="utf-8")
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    from tests.support.procs import children
+
+    below = children()
     found, todo = [], [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in below.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
     return found
@@ -623,21 +625,53 @@ def _run_process(command: Sequence[str], *, env: dict[str, str] | None = None) -
     return wall, cpu
 
 
-def _start_env() -> dict[str, str]:
-    """This environment without ``PYTHONDONTWRITEBYTECODE``: the warm-up run writes the ``.pyc`` files.
+_INSTALLED: dict[str, tuple[Path | None, str]] = {}
 
-    An installed pcitopo has them (pip compiles at install); without them every
-    run would compile every module again and time that instead.
+
+def _installed() -> tuple[Path | None, str]:
+    """A fresh virtual environment with this checkout installed as users install it: its directory, or why not.
+
+    ``python -m venv`` (no system site-packages) and ``pip install .``: a
+    regular install, not an editable one, with the dependencies from the
+    package index and the ``.pyc`` files pip compiles. So the whole-process
+    rows count what a user's ``pcitopo`` pays, and neither an editable
+    install's import hook nor the ``.pth`` files of this machine's own
+    site-packages. Made once per run, in a temporary directory removed at exit.
     """
-    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if "venv" not in _INSTALLED:
+        import atexit
+
+        root = Path(tempfile.mkdtemp(prefix="pcitopo-bench-venv-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        venv = root / "venv"
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+        ]
+        reason = ""
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False, cwd=root)
+            if done.returncode != 0:
+                reason = f"{' '.join(step[:4])} failed: {(done.stderr or done.stdout).strip()[-300:]}"
+                break
+        _INSTALLED["venv"] = (None if reason else venv, reason)
+    return _INSTALLED["venv"]
 
 
-def _no_site_env() -> dict[str, str]:
-    """The environment for ``python -S``: the repository and the site-packages, no ``.pth`` hooks."""
-    import sysconfig
+def _pcitopo() -> tuple[list[str], dict[str, str]]:
+    """The command that runs pcitopo as a user would, and its environment.
 
-    paths = [str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    return {**_start_env(), "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    The installed ``pcitopo`` script of :func:`_installed`; when no virtual
+    environment can be made (no package index), ``python -m pcitopo`` from
+    the checkout, as a fallback the results name (``facts.pcitopo``). The
+    environment never has ``PYTHONDONTWRITEBYTECODE`` (an installed pcitopo
+    has its ``.pyc`` files; this sandbox sets the variable).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    venv, _ = _installed()
+    if venv is not None:
+        return [str(venv / "bin" / "pcitopo")], env
+    return [sys.executable, "-m", "pcitopo"], {**env, "PYTHONPATH": str(ROOT)}
 
 
 def bench_start(path: Path, settings: Settings) -> list[Result]:
@@ -652,39 +686,31 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
     ``virsh define`` and is undefined after the clock stops. The runs of the
     commands alternate, so that both see the same load on a shared machine.
 
-    Rows: ``start-assign-*`` is ``python -m pcitopo`` as this interpreter
-    starts (with the ``.pth`` files of its site-packages), ``start-assign-*-nosite``
-    the same with ``python -S`` and the site-packages on ``PYTHONPATH`` (what
-    pcitopo costs without hooks other packages install in ``site``),
-    ``start-virsh-define-*`` libvirt, and ``start-python*`` an interpreter that
-    does nothing (``-c pass``), the floor under the pcitopo rows. The CPU time
-    of the pcitopo processes is in the facts.
+    Rows: ``start-assign-*`` is the ``pcitopo`` script of a fresh virtual
+    environment with the checkout installed (:func:`_installed`),
+    ``start-virsh-define-*`` libvirt, and ``start-python`` the same
+    environment's interpreter doing nothing (``python -c pass``), the floor
+    under the pcitopo rows. The median and min CPU time of the pcitopo
+    processes are in the facts: steadier than wall time on a busy machine.
     """
     n = _count_devices(path)
     size = path.stem.rsplit("-", 1)[1]
-    python = sys.executable
     out_dir = Path(tempfile.mkdtemp(prefix="pcitopo-bench-start-"))
-    out = out_dir / "out.xml"
-    no_site = _no_site_env()
-    commands: dict[str, tuple[list[str], dict[str, str] | None, str]] = {
+    pcitopo, env = _pcitopo()
+    how = "installed in a fresh venv" if len(pcitopo) == 1 else "python -m pcitopo from the checkout: no venv"
+    commands: dict[str, tuple[list[str], str]] = {
         f"start-assign-q35-{size}": (
-            [python, "-m", "pcitopo", "assign", str(path), "-o", str(out)],
-            _start_env(),
-            f"pcitopo assign as a whole process (python -m pcitopo), {n}-device q35 domain",
-        ),
-        f"start-assign-q35-{size}-nosite": (
-            [python, "-S", "-m", "pcitopo", "assign", str(path), "-o", str(out)],
-            no_site,
-            "the same with python -S: no site .pth hooks",
+            [*pcitopo, "assign", str(path), "-o", str(out_dir / "out.xml")],
+            f"pcitopo assign as a whole process ({how}), {n}-device q35 domain",
         ),
     }
     if size == "9":
-        commands["start-python"] = ([python, "-c", "pass"], _start_env(), "python -c pass: the interpreter alone")
-        commands["start-python-nosite"] = ([python, "-S", "-c", "pass"], no_site, "python -S -c pass")
+        python = str(Path(pcitopo[0]).with_name("python")) if len(pcitopo) == 1 else sys.executable
+        commands["start-python"] = ([python, "-c", "pass"], "python -c pass: the same interpreter doing nothing")
     virsh_name = f"start-virsh-define-q35-{size}"
     results = {
         name: Result(name=name, kind="start", description=description, devices=0 if "python" in name else n)
-        for name, (_, _, description) in commands.items()
+        for name, (_, description) in commands.items()
     }
     virsh = Result(
         name=virsh_name,
@@ -697,34 +723,27 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
     virsh_reason = _virsh_ready()
     if virsh_reason is not None:
         virsh.outcome, virsh.message = "skipped", virsh_reason
-    text = path.read_text(encoding="utf-8")
-    original = f"<name>{_domain_name(text)}</name>"
+    define = _VirshDefine(path, out_dir)
     try:
-        for name, (command, env, _) in commands.items():  # warm-up: page cache, .pyc files
+        for name, (command, _) in commands.items():  # warm-up: page cache
             try:
                 _run_process(command, env=env)
             except RuntimeError as exc:
                 results[name].outcome, results[name].message = "error", str(exc)
         started = time.perf_counter()
         for i in range(settings.repeats):
-            for name, (command, env, _) in commands.items():
+            for name, (command, _) in commands.items():
                 if results[name].outcome == "ok":
                     wall, cpu = _run_process(command, env=env)
                     walls[name].append(wall)
                     cpus[name].append(cpu)
             if virsh.outcome == "ok":
-                unique = f"pcitopo-bench-{os.getpid()}-{size}-{i}"
-                domain = out_dir / f"{unique}.xml"
-                domain.write_text(text.replace(original, f"<name>{unique}</name>", 1), encoding="utf-8")
                 try:
-                    wall, _ = _run_process(["virsh", "-q", "-c", VIRSH_URI, "define", str(domain)])
-                    walls[virsh_name].append(wall)
+                    walls[virsh_name].append(define.run())
                 except RuntimeError as exc:
                     virsh.outcome, virsh.message = "error", str(exc)
                 finally:
-                    subprocess.run(
-                        ["virsh", "-q", "-c", VIRSH_URI, "undefine", unique], capture_output=True, check=False
-                    )
+                    define.undefine()
             if i + 1 >= settings.min_repeats and time.perf_counter() - started > 8 * settings.budget_s:
                 break
     finally:
@@ -735,11 +754,12 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
             result.peak_mb = None
         if cpus.get(name):
             result.facts["cpu_median_ms"] = round(statistics.median(cpus[name]), 1)
+            result.facts["cpu_min_ms"] = round(min(cpus[name]), 1)
+        result.facts["load_average_1min"] = round(os.getloadavg()[0], 2)
     if size == "9":
         results[f"start-assign-q35-{size}"].target_ms = START_TARGET_MS
     elif virsh.median_ms is not None:
-        for name in (f"start-assign-q35-{size}", f"start-assign-q35-{size}-nosite"):
-            results[name].target_ms = round(START_TARGET_RATIO * virsh.median_ms, 1)
+        results[f"start-assign-q35-{size}"].target_ms = round(START_TARGET_RATIO * virsh.median_ms, 1)
     return [*results.values(), virsh]
 
 
@@ -881,7 +901,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """The figures a reader wants first, as sentences."""
     out = []
     by_name = {r["name"]: r for r in report["results"]}
-    for name in ("q35-numa4-240", "q35-mixed-1000"):
+    for name in ("q35-numa4-240", "q35-mixed-1000", "virt-mixed-1000"):
         r = by_name.get(name)
         if r and r["median_ms"] is not None:
             verdict = "met" if r["median_ms"] <= (r["target_ms"] or math.inf) else "missed"
@@ -959,24 +979,21 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         out.append("; ".join(parts))
     for size in ("9", "171"):
         a, v = by_name.get(f"start-assign-q35-{size}"), by_name.get(f"start-virsh-define-q35-{size}")
-        n = by_name.get(f"start-assign-q35-{size}-nosite")
         if a and v and a["median_ms"] is not None and v["median_ms"] is not None:
             goal = f"≤ {START_TARGET_MS:g} ms" if size == "9" else f"≤ {START_TARGET_RATIO:g}x virsh define"
             verdict = "met" if a["meets_target"] else "missed"
-            line = (
-                f"start-up, {a['devices']}-device q35 domain, whole processes: pcitopo assign "
-                f"{_ms(a['median_ms'])} ms (CPU {_ms(a['facts'].get('cpu_median_ms'))} ms) vs virsh define "
-                f"{_ms(v['median_ms'])} ms, ratio {a['median_ms'] / v['median_ms']:.2f} (goal {goal}: {verdict})"
+            out.append(
+                f"start-up, {a['devices']}-device q35 domain, whole processes, pcitopo installed in a fresh venv: "
+                f"pcitopo assign {_ms(a['median_ms'])} ms (min {_ms(a['min_ms'])}; CPU median "
+                f"{_ms(a['facts'].get('cpu_median_ms'))}, min {_ms(a['facts'].get('cpu_min_ms'))}) vs virsh define "
+                f"{_ms(v['median_ms'])} ms (min {_ms(v['min_ms'])}), ratio {a['median_ms'] / v['median_ms']:.2f} "
+                f"(goal {goal}: {verdict}); load average {a['facts'].get('load_average_1min')}"
             )
-            if n and n["median_ms"] is not None:
-                line += f"; without site .pth hooks (python -S) {_ms(n['median_ms'])} ms"
-            out.append(line)
     base = by_name.get("start-python")
     if base and base["median_ms"] is not None:
-        bare = by_name.get("start-python-nosite")
         out.append(
-            f"an interpreter that does nothing takes {_ms(base['median_ms'])} ms here"
-            + (f" ({_ms(bare['median_ms'])} ms with python -S)" if bare and bare["median_ms"] is not None else "")
+            f"the venv's interpreter doing nothing (python -c pass) takes {_ms(base['median_ms'])} ms here "
+            f"(min {_ms(base['min_ms'])})"
         )
     ratio = report.get("assign_vs_libvirt")
     if ratio is not None:
@@ -1079,7 +1096,18 @@ def plan_cases() -> list[Path]:
 
     def key(p: Path) -> tuple[int, str, int]:
         stem = p.stem
-        order = ("q35-numa4", "q35-numa1", "q35-240", "q35-mixed", "growth-1to4", "growth-1to19", "pc-", "pseries")
+        order = (
+            "q35-numa4",
+            "q35-numa1",
+            "q35-240",
+            "q35-mixed",
+            "virt-mixed",
+            "growth-1to4",
+            "growth-1to19",
+            "growth-virt",
+            "pc-",
+            "pseries",
+        )
         rank = next((i for i, prefix in enumerate(order) if stem.startswith(prefix)), len(order))
         size = int(stem.rsplit("-", 1)[1]) if stem.rsplit("-", 1)[1].isdigit() else 0
         return (rank, stem.rsplit("-", 1)[0], size)
@@ -1120,8 +1148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(_progress(bench_fleet(settings, jobs)))
     for path in START_INPUTS:
         size = path.stem.rsplit("-", 1)[1]
-        names = [f"start-assign-q35-{size}", f"start-assign-q35-{size}-nosite", f"start-virsh-define-q35-{size}"]
-        if any(wanted(n) for n in names + (["start-python", "start-python-nosite"] if size == "9" else [])):
+        names = [f"start-assign-q35-{size}", f"start-virsh-define-q35-{size}"]
+        if any(wanted(n) for n in names + (["start-python"] if size == "9" else [])):
             results += [_progress(r) for r in bench_start(path, settings)]
 
     earlier: dict[str, Any] | None = None

@@ -17,10 +17,14 @@ def main() -> NoReturn:
     every later collection) and the collector is back on for the command's
     own garbage. At exit everything is frozen, so the interpreter's final
     collections do not walk it either; output is flushed and closed
-    explicitly, so nothing waits on a collection.
+    explicitly, so nothing waits on a collection. The methods attrs writes
+    for pcitopo's classes come compiled from a cache (:mod:`pcitopo._codecache`).
     """
     gc.disable()
     try:
+        from pcitopo import _codecache
+
+        _codecache.install()
         from pcitopo import cli
 
         gc.freeze()

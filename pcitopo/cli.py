@@ -70,8 +70,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, cast
 
+from pcitopo._files import write_atomic
 from pcitopo.address import PciAddress
 from pcitopo.errors import InternalError, InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
@@ -79,6 +80,9 @@ from pcitopo.legality.machine import Machine, machines
 from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
+
+if TYPE_CHECKING:
+    from pcitopo.solver.plan import Plan
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -153,41 +157,6 @@ def _policy(value: str | None) -> Policy | None:
     return Policy.named(value)
 
 
-def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
-    """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    for n in range(10_000):
-        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
-        try:
-            return os.open(tmp, flags, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = _create_temporary(directory, target.name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
     """Write a document as ``encoding`` bytes: to ``output`` atomically, or to ``out``.
 
@@ -196,7 +165,7 @@ def _emit(text: str, encoding: str, output: str | None, out: TextIO) -> None:
     one (a ``StringIO`` given to :func:`main`) gets the text.
     """
     if output:
-        _write_atomic(output, text.encode(encoding))
+        write_atomic(output, text.encode(encoding))
         return
     if not text.endswith("\n"):
         text += "\n"
@@ -274,6 +243,7 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
         passthrough = _passthrough_violations(domain, args.host)
         if passthrough:
             raise InvalidTopology(passthrough)
+        request = _with_host_bars(domain, args.host)
     from pcitopo.solver import solve
 
     plan = solve(request, policy, strict=args.strict)
@@ -284,26 +254,31 @@ def _cmd_assign(args: argparse.Namespace, out: TextIO) -> int:
     if args.output or not args.json:
         _emit(text, domain.encoding, args.output, out)
     if args.json:
-        _json(
-            {
-                "machine": domain.machine.name,
-                "policy": plan.policy.name,
-                "status": plan.status.value,
-                "cost": plan.cost,
-                "warnings": list(plan.warnings),
-                "not_hotpluggable": [{"device": d, "why": why} for d, why in plan.not_hotpluggable],
-                "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
-                "guest_names": _guest_names(domain, plan.topology),
-                "added_controllers": [_controller_dict(c) for c in plan.added],
-                "soft": [
-                    {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
-                    for s in plan.soft
-                ],
-                "output": args.output,
-            },
-            out,
-        )
+        _json({**_plan_record(domain, plan, notes=True), "output": args.output}, out)
     return EXIT_OK
+
+
+def _plan_record(domain: LibvirtDomain, plan: Plan, *, notes: bool) -> dict[str, Any]:
+    """The ``assign --json`` fields of a plan (fleet mode's and ``serve``'s too); ``notes``: with its warnings."""
+    record: dict[str, Any] = {
+        "machine": domain.machine.name,
+        "policy": plan.policy.name,
+        "status": plan.status.value,
+        "cost": plan.cost,
+    }
+    if notes:
+        record["warnings"] = list(plan.warnings)
+        record["not_hotpluggable"] = [{"device": d, "why": why} for d, why in plan.not_hotpluggable]
+    record.update(
+        addresses={d.id: _address(d.address) for d in plan.topology.devices},
+        guest_names=_guest_names(domain, plan.topology),
+        added_controllers=[_controller_dict(c) for c in plan.added],
+        soft=[
+            {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
+            for s in plan.soft
+        ],
+    )
+    return record
 
 
 def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tuple[Violation, ...]:
@@ -315,6 +290,17 @@ def _passthrough_violations(domain: LibvirtDomain, host_file: str | None) -> tup
     from pcitopo.legality.rules import validate_passthrough
 
     return validate_passthrough(domain.topology, load(host_file), hostdev_sources(domain))
+
+
+def _with_host_bars(domain: LibvirtDomain, host_file: str | None) -> Topology:
+    """The domain's topology, its passed-through devices carrying their host BARs (unchanged without a host)."""
+    if host_file is None:
+        return domain.topology
+    from pcitopo.formats.host_json import load
+    from pcitopo.host import hostdev_sources
+    from pcitopo.mirror import with_host_bars
+
+    return with_host_bars(domain.topology, load(host_file), hostdev_sources(domain))
 
 
 def _mirrored(domain: LibvirtDomain, host_file: str | None) -> Topology:
@@ -332,7 +318,9 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     domain = _load(args.input, args)
     from pcitopo.legality.rules import validate
 
-    violations = tuple(sorted(validate(domain.topology) + _passthrough_violations(domain, args.host)))
+    violations = tuple(
+        sorted(validate(_with_host_bars(domain, args.host)) + _passthrough_violations(domain, args.host))
+    )
     if args.json:
         items = []
         for v in violations:
@@ -552,7 +540,7 @@ def _cmd_host_scan(args: argparse.Namespace, out: TextIO) -> int:
 
     text = dumps(Host.from_sysfs(args.sysfs))
     if args.output:
-        _write_atomic(args.output, text.encode("utf-8"))
+        write_atomic(args.output, text.encode("utf-8"))
     else:
         out.write(text)
     return EXIT_OK
@@ -724,6 +712,26 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         raise _Failure(EXIT_USAGE, f"{self.prog}: error: {message}")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse builds a formatter for every add_argument and sizes it with shutil.get_terminal_size;
+        # the same width without importing shutil (and bz2, lzma, fnmatch): 1.4% of a short assign
+        formatter = cast(type[argparse.HelpFormatter], self.formatter_class)
+        return formatter(prog=self.prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` gives it: ``$COLUMNS``, stdout's terminal, or 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
 
 _COMMANDS = (
     "assign",
@@ -741,31 +749,37 @@ _COMMANDS = (
 )
 
 
-def _machine_file_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--machine-file",
-        metavar="FILE.toml",
-        help="use this machine description instead of the shipped one for the domain's machine type",
-    )
+def _options(
+    p: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace, TextIO], int],
+    *,
+    json: str | None = None,
+    machine_file: bool = True,
+    host: bool = False,
+    jobs: str | None = None,
+) -> None:
+    """The options several commands share, always in this order, and the function that runs the command."""
+    if json is not None:
+        p.add_argument("--json", action="store_true", help=json)
+    if machine_file:
+        p.add_argument(
+            "--machine-file",
+            metavar="FILE.toml",
+            help="use this machine description instead of the shipped one for the domain's machine type",
+        )
+    if host:
+        p.add_argument(
+            "--host",
+            metavar="host.json",
+            help="a host description (pcitopo host-scan): check the <hostdev>s against its IOMMU groups",
+        )
+    if jobs is not None:
+        p.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N", help=jobs)
+    p.set_defaults(run=run)
 
 
-def _host_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--host",
-        metavar="host.json",
-        help="a host description (pcitopo host-scan): check the <hostdev>s against its IOMMU groups",
-    )
-
-
-def _fleet_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--jobs",
-        "-j",
-        type=_jobs,
-        default=1,
-        metavar="N",
-        help="fleet mode: worker processes (default 1; 0: one per CPU); output order does not depend on it",
-    )
+_FLEET_JOBS = "fleet mode: worker processes (default 1; 0: one per CPU); output order does not depend on it"
+_POLICY = "a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +) or a TOML policy file"
 
 
 def _jobs(text: str) -> int:
@@ -843,8 +857,11 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
+    def add(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, **common, **kwargs)
+
     if wanted("assign"):
-        p = sub.add_parser("assign", help="fill in every PCI address of a libvirt domain", **common)
+        p = add("assign", "fill in every PCI address of a libvirt domain")
         p.add_argument(
             "inputs",
             nargs="+",
@@ -860,31 +877,30 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument(
             "--policy",
             metavar="NAME|FILE.toml",
-            help="a built-in policy (hotplug, minimal, numa, ordered, libvirt; join with +), a TOML policy file, "
-            "or mirror (with --host: place passed-through devices as they sit on the host)",
+            help=f"{_POLICY}, or mirror (with --host: place passed-through devices as they sit on the host)",
         )
-        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the XML")
         p.add_argument(
             "--strict",
             action="store_true",
             help="refuse a pinned part that breaks any rule, even one QEMU does not enforce (function-zero, port-slot)",
         )
-        _machine_file_option(p)
-        _host_option(p)
-        _fleet_options(p)
-        p.set_defaults(run=_fleet_or("assign", _cmd_assign))
+        _options(
+            p,
+            _fleet_or("assign", _cmd_assign),
+            json="print a JSON summary instead of the XML",
+            host=True,
+            jobs=_FLEET_JOBS,
+        )
 
     if wanted("validate"):
-        p = sub.add_parser("validate", help="list every placement rule the domain breaks", **common)
+        p = add("validate", "list every placement rule the domain breaks")
         p.add_argument("inputs", nargs="+", metavar="IN.xml|DIR", help="several files or a directory: fleet mode")
-        p.add_argument("--json", action="store_true", help="print the violations as JSON")
-        _machine_file_option(p)
-        _host_option(p)
-        _fleet_options(p)
-        p.set_defaults(run=_fleet_or("validate", _cmd_validate))
+        _options(
+            p, _fleet_or("validate", _cmd_validate), json="print the violations as JSON", host=True, jobs=_FLEET_JOBS
+        )
 
     if wanted("show"):
-        p = sub.add_parser("show", help="print the PCI tree of a domain", **common)
+        p = add("show", "print the PCI tree of a domain")
         p.add_argument("input", metavar="IN.xml")
         p.add_argument(
             "--format",
@@ -892,72 +908,53 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
             default="tree",
             help="a text tree, Graphviz dot, or the name a Linux guest gives each NIC",
         )
-        p.add_argument("--json", action="store_true", help="print each NIC's guest names as JSON")
-        _machine_file_option(p)
-        p.set_defaults(run=_cmd_show)
+        _options(p, _cmd_show, json="print each NIC's guest names as JSON")
 
     if wanted("diff"):
-        p = sub.add_parser("diff", help="devices added, removed and moved between two domains", **common)
+        p = add("diff", "devices added, removed and moved between two domains")
         p.add_argument("old", metavar="OLD.xml|DIR")
         p.add_argument("new", metavar="NEW.xml|DIR", help="two directories: fleet mode, files paired by name")
-        p.add_argument("--json", action="store_true", help="print the differences as JSON")
-        _machine_file_option(p)
-        _fleet_options(p)
-        p.set_defaults(run=_fleet_or("diff", _cmd_diff))
+        _options(p, _fleet_or("diff", _cmd_diff), json="print the differences as JSON", jobs=_FLEET_JOBS)
 
     if wanted("machines"):
-        p = sub.add_parser("machines", help="the machine descriptions pcitopo knows", **common)
-        p.add_argument("--json", action="store_true", help="print them as JSON")
-        p.set_defaults(run=_cmd_machines)
+        p = add("machines", "the machine descriptions pcitopo knows")
+        _options(p, _cmd_machines, json="print them as JSON", machine_file=False)
 
     if wanted("qemu-args"):
-        p = sub.add_parser("qemu-args", help="QEMU -device arguments for a domain's topology", **common)
+        p = add("qemu-args", "QEMU -device arguments for a domain's topology")
         p.add_argument("input", metavar="IN.xml")
-        _machine_file_option(p)
-        p.set_defaults(run=_cmd_qemu_args)
+        _options(p, _cmd_qemu_args)
 
     if wanted("probe"):
-        p = sub.add_parser("probe", help="describe a QEMU machine by asking a QEMU binary", **common)
+        p = add("probe", "describe a QEMU machine by asking a QEMU binary")
         p.add_argument("--qemu", required=True, metavar="BINARY", help="the QEMU binary to start")
         p.add_argument("--machine", required=True, metavar="NAME", help="the machine type, like pc-q35-7.2")
         p.add_argument("-o", "--output", metavar="FILE", help="write the TOML description here (atomically)")
-        p.set_defaults(run=_cmd_probe)
+        _options(p, _cmd_probe, machine_file=False)
 
     if wanted("attach"):
-        p = sub.add_parser(
-            "attach", help="place new devices on free hot-pluggable positions of a running domain", **common
-        )
+        p = add("attach", "place new devices on free hot-pluggable positions of a running domain")
         p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
         p.add_argument(
             "devices", metavar="DEVICE.xml", help="one device element, or several inside <devices> ('-': stdin)"
         )
-        p.add_argument(
-            "--policy",
-            metavar="NAME|FILE.toml",
-            help="a built-in policy or a TOML policy file (its NUMA needs and device rules apply)",
-        )
-        p.add_argument("--json", action="store_true", help="print the placements as JSON")
-        _machine_file_option(p)
-        p.set_defaults(run=_cmd_attach)
+        p.add_argument("--policy", metavar="NAME|FILE.toml", help=f"{_POLICY} (its NUMA needs and device rules apply)")
+        _options(p, _cmd_attach, json="print the placements as JSON")
 
     if wanted("detach"):
-        p = sub.add_parser("detach", help="whether a device can be hot-unplugged from a running domain", **common)
+        p = add("detach", "whether a device can be hot-unplugged from a running domain")
         p.add_argument("live", metavar="LIVE.xml", help="the running domain (virsh dumpxml)")
         p.add_argument("id", metavar="ID", help="the device's alias or id")
-        p.add_argument("--json", action="store_true", help="print the answer as JSON")
-        _machine_file_option(p)
-        p.set_defaults(run=_cmd_detach)
+        _options(p, _cmd_detach, json="print the answer as JSON")
 
     if wanted("host-scan"):
-        p = sub.add_parser("host-scan", help="describe the host's PCI devices as JSON, from sysfs", **common)
+        p = add("host-scan", "describe the host's PCI devices as JSON, from sysfs")
         p.add_argument("--sysfs", metavar="DIR", default="/sys", help="read DIR as if it were /sys (default: /sys)")
         p.add_argument("-o", "--output", metavar="host.json", help="write here (atomically) instead of stdout")
-        p.set_defaults(run=_cmd_host_scan)
+        _options(p, _cmd_host_scan, machine_file=False)
 
     if wanted("verify"):
-        p = sub.add_parser(
-            "verify", help="start the domain's topology in QEMU and check it with the firmware", **common
-        )
+        p = add("verify", "start the domain's topology in QEMU and check it with the firmware")
         p.add_argument("input", metavar="IN.xml", help="libvirt domain XML with every PCI address filled in")
         p.add_argument(
             "--firmware",
@@ -967,29 +964,23 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--no-firmware", action="store_true", help="check placement only, without booting a firmware")
         p.add_argument("--no-hotplug", action="store_true", help="do not probe empty slots with device_add")
         p.add_argument("--qemu", metavar="BINARY", help="the QEMU binary (default: the machine's, on PATH)")
-        p.add_argument("--json", action="store_true", help="print every check as JSON")
-        _machine_file_option(p)
-        p.set_defaults(run=_cmd_verify)
+        _options(p, _cmd_verify, json="print every check as JSON")
 
     if wanted("serve"):
-        p = sub.add_parser(
+        p = add(
             "serve",
-            help="answer JSON requests (assign, validate, diff, evaluate), one a line on stdin, one a line on stdout",
+            "answer JSON requests (assign, validate, diff, evaluate), one a line on stdin, one a line on stdout",
             description="A long-lived process for orchestrators: each line of stdin is a JSON request\n"
             "(assign, validate, diff, evaluate, ping), each answered by one JSON line on stdout,\n"
             "in request order. Bad requests are answered, never fatal; exits 0 at the end of input.\n"
             "The protocol is in docs/serve.rst.",
-            **common,
         )
-        p.add_argument(
-            "--jobs",
-            "-j",
-            type=_jobs,
-            default=1,
-            metavar="N",
-            help="answer in N worker processes (0: one per CPU); responses stay in request order (default 1)",
+        _options(
+            p,
+            _cmd_serve,
+            machine_file=False,
+            jobs="answer in N worker processes (0: one per CPU); responses stay in request order (default 1)",
         )
-        p.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -24,7 +24,7 @@ import attrs
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidInput
 
-__all__ = ["Controller", "Device", "HotplugNeed", "Needs"]
+__all__ = ["Bar", "Controller", "Device", "HotplugNeed", "Needs"]
 
 
 def __dir__() -> list[str]:
@@ -59,6 +59,77 @@ def _who(instance: object) -> str:
     return f"device {ident!r}" if ident else type(instance).__name__
 
 
+IORESOURCE_IO = 0x100
+IORESOURCE_MEM = 0x200
+IORESOURCE_PREFETCH = 0x2000
+IORESOURCE_MEM_64 = 0x100000
+"""The flags of a sysfs ``resource`` line (Linux ``include/linux/ioport.h``)."""
+
+
+@attrs.frozen(order=True)
+class Bar:
+    """One memory or IO region of a PCI function: measured in QEMU (the catalog) or read from a host.
+
+    ``index`` is the BAR: 0-5 the BARs, 6 the expansion ROM, 7-12 the SR-IOV VF BARs
+    (the lines of a host's sysfs ``resource``).
+
+    >>> str(Bar(0, 16 << 20, "mem64", prefetchable=True))
+    'BAR0 mem64 prefetchable 16M'
+    """
+
+    index: int
+    size: int
+    kind: str
+    """``io``, ``mem32`` or ``mem64``."""
+    prefetchable: bool = False
+
+    @property
+    def below_4g(self) -> bool:
+        """Whether firmware must map it below 4 GiB: a 32-bit BAR or ROM, or a non-prefetchable 64-bit one.
+
+        A bridge's non-prefetchable window is 32-bit, so a 64-bit BAR goes above
+        4 GiB only when it is prefetchable (SeaBIOS and OVMF alike).
+        """
+        return self.kind == "mem32" or (self.kind == "mem64" and not self.prefetchable)
+
+    def __str__(self) -> str:
+        name = "ROM" if self.index == 6 else f"VF BAR{self.index - 7}" if self.index > 6 else f"BAR{self.index}"
+        pf = " prefetchable" if self.prefetchable else ""
+        return f"{name} {self.kind}{pf} {_human(self.size)}"
+
+    @classmethod
+    def from_resource_line(cls, index: int, line: str) -> Bar | None:
+        """The region of one ``resource`` line (``None`` when it is unused).
+
+        >>> Bar.from_resource_line(0, "0x00000000f0000000 0x00000000f0ffffff 0x0000000000040200")
+        Bar(index=0, size=16777216, kind='mem32', prefetchable=False)
+        """
+        parts = line.split()
+        if len(parts) != 3:
+            raise InvalidInput("resource", f"line {index + 1} should have 3 numbers (got {line!r})")
+        try:
+            start, end, flags = (int(p, 16) for p in parts)
+        except ValueError:
+            raise InvalidInput("resource", f"line {index + 1} is not hexadecimal numbers: {line!r}") from None
+        if (end == 0 and start == 0) or not flags & (IORESOURCE_IO | IORESOURCE_MEM):
+            return None
+        if end < start:
+            raise InvalidInput("resource", f"line {index + 1} ends before it starts: {line!r}")
+        kind = "io" if flags & IORESOURCE_IO else "mem64" if flags & IORESOURCE_MEM_64 else "mem32"
+        return cls(index, end - start + 1, kind, bool(flags & IORESOURCE_PREFETCH))
+
+
+def _human(size: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return f"{size}B"
+
+
+def _bar_tuple_or_none(bars: Iterable[Bar] | None) -> tuple[Bar, ...] | None:
+    return None if bars is None else tuple(bars)
+
+
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
 
 
@@ -88,7 +159,10 @@ class Needs:
     ``slot_group`` names devices that are functions of one slot (a GPU's VGA
     and audio functions); ``bus_group`` devices that share a bus;
     ``switch_group`` devices behind one PCIe switch. ``order`` is a hint: lower
-    comes first among devices of one kind.
+    comes first among devices of one kind. ``function`` is the function a
+    member of a slot group takes in its slot (a mirrored host device keeps its
+    host function numbers): the members of a group give one each, 0 among
+    them, or none does, and then they take 0, 1, ... in definition order.
     """
 
     hotplug: HotplugNeed = attrs.field(default=HotplugNeed.ANY, converter=_hotplug_need)
@@ -99,6 +173,7 @@ class Needs:
     bus_group: str | None = None
     switch_group: str | None = None
     order: int | None = None
+    function: int | None = attrs.field(default=None, validator=_optional_int(0, 7))
 
 
 @attrs.frozen
@@ -112,6 +187,15 @@ class Device:
     needs: Needs = Needs()
     io_bar: bool | None = None
     """Override the catalog's idea of whether this device has an IO BAR (passthrough devices)."""
+    memory: int | None = attrs.field(default=None, validator=_optional_int(1, 1 << 50))
+    """Bytes of the device's memory where the domain sets it: ivshmem's shared memory, a display's
+    video memory. The kind's memory BAR (:attr:`~pcitopo.legality.catalog.DeviceKind.memory_bar`)
+    takes its size, rounded up to a power of two. ``None``: the kind's default."""
+    bars: tuple[Bar, ...] | None = attrs.field(default=None, converter=_bar_tuple_or_none)
+    """The device's BARs when they are known from elsewhere than the catalog: a passed-through
+    host function's, from the host description (``--host``). ``None``: the catalog's."""
+    acpi_index: int | None = attrs.field(default=None, validator=_optional_int(0, 2**32 - 1))
+    """The device's ``acpi-index`` (libvirt ``<acpi index='N'/>``): a Linux guest names a NIC ``eno<N>`` by it."""
 
     def __str__(self) -> str:
         return f"{self.id!r} ({self.kind})"
@@ -119,6 +203,10 @@ class Device:
     def placed_at(self, address: PciAddress | None) -> Device:
         """This device at another address."""
         return attrs.evolve(self, address=address)
+
+    def with_acpi_index(self, index: int | None) -> Device:
+        """This device with another ``acpi-index``."""
+        return attrs.evolve(self, acpi_index=index)
 
 
 @attrs.frozen

@@ -258,45 +258,18 @@ def tasks_for(
 # -- what a domain comes to: the parts serve shares ---------------------------------------------
 
 
-def _address(a: PciAddress | None) -> str | None:
-    return None if a is None else str(a)
-
-
-def _controller_dict(c: Any) -> dict[str, object]:
-    from pcitopo.cli import _controller_dict
-
-    return _controller_dict(c)
-
-
-def _guest_names(domain: LibvirtDomain, topology: Any) -> dict[str, dict[str, object]]:
-    from pcitopo.cli import _guest_names
-
-    return _guest_names(domain, topology)
-
-
 def assign_record(domain: LibvirtDomain, policy: Policy | None) -> tuple[str, dict[str, Any], str]:
     """Plan a domain: its outcome (``planned`` or ``unchanged``), the ``assign --json`` fields, and the text.
 
     ``unchanged`` means the domain already had every address and controller:
     the text is the input's. Raises what :func:`~pcitopo.solver.solve` raises.
     """
+    from pcitopo.cli import _plan_record
     from pcitopo.solver import solve
 
     plan = solve(domain.topology, policy)
     text = domain.export(plan.topology)
-    record: dict[str, Any] = {
-        "machine": domain.machine.name,
-        "policy": plan.policy.name,
-        "status": plan.status.value,
-        "cost": plan.cost,
-        "addresses": {d.id: _address(d.address) for d in plan.topology.devices},
-        "guest_names": _guest_names(domain, plan.topology),
-        "added_controllers": [_controller_dict(c) for c in plan.added],
-        "soft": [
-            {"name": s.name, "met": s.met, "weight": s.weight, "detail": s.detail, "subject": s.subject}
-            for s in plan.soft
-        ],
-    }
+    record = _plan_record(domain, plan, notes=False)
     return ("unchanged" if text == domain.to_string() else "planned"), record, text
 
 
@@ -407,24 +380,9 @@ def write_pending(path: str, data: bytes) -> str:
     file). :func:`commit` later makes it durable and renames it over ``path``;
     until then ``path`` is untouched.
     """
-    import tempfile
+    from pcitopo._files import write_temporary
 
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
+    return str(write_temporary(path, data, fsync=False))
 
 
 def commit(pending: Sequence[tuple[str, str]]) -> None:

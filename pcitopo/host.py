@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from pcitopo.address import PciAddress
+from pcitopo.devices import Bar
 from pcitopo.errors import InvalidAddress, InvalidInput, UnknownName
 
 if TYPE_CHECKING:
@@ -69,11 +70,6 @@ __all__ = ["Bar", "Host", "HostDevice", "PortType", "hostdev_sources"]
 def __dir__() -> list[str]:
     return __all__
 
-
-IORESOURCE_IO = 0x100
-IORESOURCE_MEM = 0x200
-IORESOURCE_PREFETCH = 0x2000
-IORESOURCE_MEM_64 = 0x100000
 
 _PORT_TYPES = {
     0x0: "endpoint",
@@ -89,56 +85,6 @@ _PORT_TYPES = {
 
 PortType = str
 """The PCI Express device/port type: one of the values of ``_PORT_TYPES`` (``root-port``, ...)."""
-
-
-@attrs.frozen(order=True)
-class Bar:
-    """One memory or IO region of a function, from a line of ``resource``.
-
-    ``index`` is the line: 0-5 the BARs, 6 the ROM, 7-12 the SR-IOV VF BARs.
-
-    >>> str(Bar(0, 16 << 20, "mem64", prefetchable=True))
-    'BAR0 mem64 prefetchable 16M'
-    """
-
-    index: int
-    size: int
-    kind: str
-    """``io``, ``mem32`` or ``mem64``."""
-    prefetchable: bool = False
-
-    def __str__(self) -> str:
-        name = "ROM" if self.index == 6 else f"VF BAR{self.index - 7}" if self.index > 6 else f"BAR{self.index}"
-        pf = " prefetchable" if self.prefetchable else ""
-        return f"{name} {self.kind}{pf} {_human(self.size)}"
-
-    @classmethod
-    def from_resource_line(cls, index: int, line: str) -> Bar | None:
-        """The region of one ``resource`` line (``None`` when it is unused).
-
-        >>> Bar.from_resource_line(0, "0x00000000f0000000 0x00000000f0ffffff 0x0000000000040200")
-        Bar(index=0, size=16777216, kind='mem32', prefetchable=False)
-        """
-        parts = line.split()
-        if len(parts) != 3:
-            raise InvalidInput("resource", f"line {index + 1} should have 3 numbers (got {line!r})")
-        try:
-            start, end, flags = (int(p, 16) for p in parts)
-        except ValueError:
-            raise InvalidInput("resource", f"line {index + 1} is not hexadecimal numbers: {line!r}") from None
-        if (end == 0 and start == 0) or not flags & (IORESOURCE_IO | IORESOURCE_MEM):
-            return None
-        if end < start:
-            raise InvalidInput("resource", f"line {index + 1} ends before it starts: {line!r}")
-        kind = "io" if flags & IORESOURCE_IO else "mem64" if flags & IORESOURCE_MEM_64 else "mem32"
-        return cls(index, end - start + 1, kind, bool(flags & IORESOURCE_PREFETCH))
-
-
-def _human(size: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if size >= 1 << shift and size % (1 << shift) == 0:
-            return f"{size >> shift}{unit}"
-    return f"{size}B"
 
 
 def _bar_tuple(bars: Iterable[Bar]) -> tuple[Bar, ...]:

@@ -52,36 +52,11 @@ from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["QEMU_NOT_HOTPLUGGABLE", "Attachment", "Detachment", "attach", "detach"]
+__all__ = ["Attachment", "Detachment", "attach", "detach"]
 
 
 def __dir__() -> list[str]:
     return __all__
-
-
-QEMU_NOT_HOTPLUGGABLE = frozenset(
-    {
-        "VGA",
-        "cirrus-vga",
-        "qxl-vga",
-        "vmware-svga",
-        "virtio-vga",
-        "virtio-gpu-pci",
-        "virtio-iommu-pci",
-        "piix3-ide",
-        "pci-ohci",
-        "ich9-usb-ehci1",
-        "ich9-usb-uhci1",
-        "ich9-usb-uhci2",
-        "ich9-usb-uhci3",
-    }
-)
-"""QEMU 7.2 drivers that refuse ``device_add`` ("Parameter 'driver' expects a pluggable device type").
-
-Found by hot-adding every catalog kind into a paused ``pc`` (pinned in
-``tests/integration/test_live_hotplug.py``). The catalog's ``hotpluggable`` flag
-says so only for some of them.
-"""
 
 
 @attrs.frozen
@@ -166,14 +141,14 @@ def _combined(live: LibvirtDomain, elements: Sequence[etree._Element], source: s
 def _candidates(topology: Topology, device: Device, policy: Policy) -> tuple[list[PciAddress], str]:
     """Free hotpluggable positions for ``device`` in preference order, and why there are none."""
     kind = topology.kind(device)
-    if not kind.hotpluggable or kind.qemu_device in QEMU_NOT_HOTPLUGGABLE:
-        return [], f"a {kind.name} cannot be hot-plugged at all"
+    if not kind.hotpluggable:
+        return [], f"cannot be hot-plugged at all (QEMU refuses to hot-add a {kind.qemu_device})"
     needs = attrs.evolve(policy.needs_for(device), hotplug=HotplugNeed.REQUIRED)
     positions = list(topology.free_positions(device, needs=needs))
     if not positions:
         connect = topology.connect(device).phrase
         node = f" under NUMA node {needs.numa_node}" if needs.numa_node is not None and needs.numa_strict else ""
-        return [], f"no empty hot-pluggable slot that takes a {connect}{node}"
+        return [], f"has no empty hot-pluggable slot that takes a {connect}{node}"
 
     def key(a: PciAddress) -> tuple[int, int, int]:
         node = topology.numa_node_of_bus(a.bus)
@@ -232,7 +207,7 @@ def attach(
             chosen, topology = a, trial
             break
         if chosen is None:
-            failures.append(f"{device} has {why or 'no position where every rule still holds'}")
+            failures.append(f"{device} {why or 'has no position where every rule still holds'}")
             need = _missing_position(topology, device, policy)
             short[need] = short.get(need, 0) + 1
         else:
@@ -370,7 +345,7 @@ def detach(live: LibvirtDomain, ident: str) -> Detachment:
     if builtin is not None:
         reasons.append(f"it is the machine's built-in {builtin.name} at {a}")
     kind = topology.kind(device)
-    if not kind.hotpluggable or kind.qemu_device in QEMU_NOT_HOTPLUGGABLE:
+    if not kind.hotpluggable:
         reasons.append(f"a {kind.name} cannot be hot-unplugged")
     if topology.has_bus(a.bus) and not topology.is_hotpluggable(a.bus, a.slot):
         c = topology.controller(a.bus)

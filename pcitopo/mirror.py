@@ -10,7 +10,18 @@ passed-through devices of a request, for the solver to meet:
   guest switch, so peer-to-peer paths that tools read from the guest's
   topology (NCCL) look like the host's, and GPU-NIC pairs keep their pairing;
 - functions of one host device passed together form a slot group: one guest
-  slot, multifunction, in the host's function order.
+  slot, multifunction, each at its host function number. A guest slot needs
+  function 0: when the host's function 0 is not passed (functions 1 and 2 of
+  a four-port NIC whose ports have IOMMU groups of their own), the lowest
+  passed function takes function 0 and the others keep theirs;
+- SR-IOV virtual functions are devices of their own, whatever host slot and
+  function their routing IDs land on (a VF at ``3b:02.3``): each gets a guest
+  slot of its own, at function 0, so it can be hot-unplugged alone, as libvirt
+  and Nova place VFs;
+- each passed-through device carries its host function's BARs
+  (:func:`with_host_bars`), so they count in the firmware's 32-bit hole and
+  64-bit window, and the plan asks for a larger window where the firmware
+  has a knob for it.
 
 The IOMMU-group rules (:func:`pcitopo.legality.rules.validate_passthrough`)
 are checked first. ``pcitopo assign IN.xml --host host.json --policy mirror``
@@ -44,7 +55,7 @@ from pcitopo.host import Host
 from pcitopo.legality.rules import validate_passthrough
 from pcitopo.topology import Topology
 
-__all__ = ["MIRROR_POLICY", "mirror_request"]
+__all__ = ["MIRROR_POLICY", "mirror_request", "with_host_bars"]
 
 
 def __dir__() -> list[str]:
@@ -53,6 +64,20 @@ def __dir__() -> list[str]:
 
 MIRROR_POLICY = "hotplug+numa"
 """The built-in policy a mirrored request is solved with."""
+
+
+def with_host_bars(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
+    """``topology`` with each passed-through device carrying its host function's BARs (``Device.bars``).
+
+    A source the host does not list is left alone (``validate_passthrough`` names it).
+    """
+    devices = []
+    for d in topology.devices:
+        a = sources.get(d.id)
+        if a is not None and a in host:
+            d = attrs.evolve(d, bars=host.device(a).bars)
+        devices.append(d)
+    return topology.replace(devices=devices)
 
 
 def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddress]) -> Topology:
@@ -66,9 +91,10 @@ def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddr
     if violations:
         raise InvalidTopology(violations)
     passed = {ident: a for ident, a in sources.items() if any(d.id == ident for d in topology.devices)}
-    by_slot: dict[PciAddress, list[str]] = {}
-    for ident, a in passed.items():
-        by_slot.setdefault(a.slot_address, []).append(ident)
+    by_slot: dict[PciAddress, list[PciAddress]] = {}
+    for a in passed.values():
+        if not host.device(a).is_virtfn:
+            by_slot.setdefault(a.slot_address, []).append(a)
     problems: list[str] = []
     changed: dict[str, Device] = {}
     for d in topology.devices:
@@ -87,16 +113,19 @@ def mirror_request(topology: Topology, host: Host, sources: Mapping[str, PciAddr
         switch = host.switch_of(hd.address)
         if switch is not None:
             changes["switch_group"] = f"host-switch-{switch.address}"
-        if len(by_slot[hd.address.slot_address]) > 1:
+        together = by_slot.get(hd.address.slot_address, [])
+        if len(together) > 1:
             changes["slot_group"] = f"host-slot-{hd.address.slot_address}"
+            lowest = min(a.function for a in together)
+            changes["function"] = 0 if hd.address.function == lowest else hd.address.function
         changed[d.id] = attrs.evolve(d, needs=attrs.evolve(d.needs, **changes))
     if problems:
         raise InvalidInput("mirror", "; ".join(problems))
-    # functions of one host slot keep the host's function order (the solver numbers a slot group in order)
+    # the members of a slot group are listed in the host's function order, as they sit in the guest slot
     devices = [changed.get(d.id, d) for d in topology.devices]
     slots = [i for i, d in enumerate(devices) if d.needs.slot_group is not None and d.id in passed]
     ordered = sorted((devices[i] for i in slots), key=lambda d: (str(d.needs.slot_group), passed[d.id]))
     groups_in_place = sorted(slots)
     for i, d in zip(groups_in_place, ordered, strict=True):
         devices[i] = d
-    return topology.replace(devices=devices)
+    return with_host_bars(topology.replace(devices=devices), host, passed)

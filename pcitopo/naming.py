@@ -67,12 +67,15 @@ and ``src/shared/netif-naming-scheme.h``; ``man systemd.net-naming-scheme``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
 from pcitopo.address import PciAddress
+from pcitopo.devices import Device
 from pcitopo.errors import InvalidInput
 from pcitopo.topology import Topology
 
@@ -81,17 +84,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACPI_INDEX_MAX",
+    "PSERIES_NOTE",
     "GuestName",
     "acpi_index_problem",
     "acpi_indexes",
     "guest_bus_numbers",
     "guest_names",
+    "name_key",
+    "names_in_order",
+    "nic_order",
+    "number_nics",
 ]
 
 
 def __dir__() -> list[str]:
     return __all__
 
+
+PSERIES_NOTE = (
+    "pseries names are not predicted: systemd gives a PCI NIC its path name enP<domain>p<bus>s<slot> there "
+    "(no acpi_index, and the hotplug slots are named 'C<n>', not numbers), but the domain (Linux's PHB number) "
+    "and the bus numbers (SLOF's) are not checked in a booted pseries guest here"
+)
+"""Why a pseries NIC gets no predicted name (see ``docs/naming.rst``, "pseries")."""
 
 ACPI_INDEX_MAX = 16383
 """The largest ``acpi-index`` QEMU 7.2 accepts (and systemd before naming scheme v249 uses)."""
@@ -173,13 +188,6 @@ def guest_bus_numbers(topology: Topology) -> dict[int, int]:
     return numbers
 
 
-def _qemu_hotpluggable(topology: Topology, kind: str) -> bool:
-    from pcitopo.live import QEMU_NOT_HOTPLUGGABLE
-
-    k = topology.catalog.device(kind)
-    return k.hotpluggable and k.qemu_device not in QEMU_NOT_HOTPLUGGABLE
-
-
 def _acpi_slot_buses(topology: Topology, numbers: Mapping[int, int]) -> list[int]:
     """The conventional buses whose slots QEMU 7.2 describes with ``_SUN``, in guest bus-number order."""
     machine = topology.machine.name
@@ -208,7 +216,7 @@ def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[in
             holders.setdefault((c.address.bus, c.address.slot), []).append("bridge")
     for d in topology.devices:
         if d.address is not None:
-            ok = _qemu_hotpluggable(topology, d.kind)
+            ok = topology.catalog.device(d.kind).hotpluggable
             holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
     for bus in _acpi_slot_buses(topology, numbers):
         for slot in topology.model(bus).slot_range():
@@ -265,10 +273,12 @@ def guest_names(
 ) -> dict[str, GuestName]:
     """The guest's names for every NIC of ``topology`` (kinds of class ``net``, plus the ids in ``nics``).
 
-    ``acpi_index`` maps device ids to their ``acpi-index``. Devices without an
-    address get no name.
+    ``acpi_index`` maps device ids to their ``acpi-index``, over the devices'
+    own (:attr:`Device.acpi_index <pcitopo.devices.Device.acpi_index>`).
+    Devices without an address get no name.
     """
-    indexes = dict(acpi_index or {})
+    indexes = {d.id: d.acpi_index for d in topology.devices if d.acpi_index is not None}
+    indexes.update(acpi_index or {})
     wanted = [d for d in topology.devices if topology.kind(d).device_class == "net" or d.id in set(nics)]
     numbers = guest_bus_numbers(topology)
     slot_names = _slot_names(topology, numbers)
@@ -281,9 +291,7 @@ def guest_names(
             continue
         a = d.address
         if topology.machine.name == "pseries":
-            out[d.id] = GuestName(
-                d.id, None, notes=("pseries PCI naming (one domain per host bridge) is not modelled",)
-            )
+            out[d.id] = GuestName(d.id, None, notes=(PSERIES_NOTE,))
             continue
         bus_number = numbers.get(a.bus)
         function = ""
@@ -333,3 +341,82 @@ def acpi_indexes(domain: LibvirtDomain) -> dict[str, int]:
         except ValueError:
             raise InvalidInput(f"{domain.path(ident)}/acpi", f"index must be a decimal number (got {text!r})") from None
     return out
+
+
+# -- naming order ----------------------------------------------------------------------------
+
+
+def name_key(name: str) -> tuple[str | int, ...]:
+    """The natural-order key of a name (``sort -V``): digit runs compare as numbers.
+
+    For path names that is the order the guest's kernel enumerates the
+    devices in (guest bus number, then slot, then function), for slot names
+    the slot number, for onboard names the acpi-index.
+
+    >>> sorted(["enp10s0", "enp2s0", "eno3", "enp2s0f1"], key=name_key)
+    ['eno3', 'enp2s0', 'enp2s0f1', 'enp10s0']
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def nic_order(topology: Topology) -> list[Device]:
+    """The NICs (kinds of class ``net``) in the user's order: ``needs.order`` where given, else definition order.
+
+    A device's ``needs.order`` stands in for its position among the devices,
+    as in the ``ordered`` policy's ``order`` term.
+    """
+    ranked = []
+    for i, d in enumerate(topology.devices):
+        if topology.kind(d).device_class == "net":
+            hint = d.needs.order
+            ranked.append(((float(i) if hint is None else float(hint), i), d))
+    return [d for _, d in sorted(ranked, key=lambda e: e[0])]
+
+
+def number_nics(topology: Topology, placed: Iterable[str]) -> Topology:
+    """``topology`` with an ``acpi-index`` for each NIC in ``placed`` that lacks one, increasing in NIC order.
+
+    Walking the NICs in :func:`nic_order`, each one of ``placed`` without an
+    index gets the smallest index above the last one seen that no device
+    uses, where that index reaches the guest (:func:`acpi_index_problem`);
+    elsewhere it gets none. NICs outside ``placed`` (already in a running
+    guest: a new index would rename them) keep what they have.
+
+    >>> from pcitopo.address import PciAddress
+    >>> from pcitopo.devices import Controller
+    >>> A = PciAddress.parse
+    >>> t = Topology.build("q35", [Controller(1, "pcie-root-port", address=A("00:02.0")),
+    ...                            Controller(2, "pcie-root-port", address=A("00:02.1"))],
+    ...                    [Device("b", "virtio-net", address=A("02:00.0")),
+    ...                     Device("a", "e1000e", address=A("01:00.0"), acpi_index=4)])
+    >>> [(d.id, d.acpi_index) for d in number_nics(t, ["b"]).devices]
+    [('b', 1), ('a', 4)]
+    """
+    todo = set(placed)
+    used = {d.acpi_index for d in topology.devices if d.acpi_index is not None}
+    last = 0
+    given: dict[str, int] = {}
+    for d in nic_order(topology):
+        if d.acpi_index is not None or d.id not in todo:
+            last = max(last, d.acpi_index or 0)
+            continue
+        index = last + 1
+        while index in used:
+            index += 1
+        if acpi_index_problem(topology, d.id, index) is None:
+            given[d.id] = index
+            used.add(index)
+            last = index
+    if not given:
+        return topology
+    return topology.replace(devices=[d.with_acpi_index(given[d.id]) if d.id in given else d for d in topology.devices])
+
+
+def names_in_order(topology: Topology, nics: Sequence[Device]) -> tuple[bool, list[str]]:
+    """Whether the guest names of ``nics`` increase in natural order, and the names (``?`` for none)."""
+    names = guest_names(topology, nics=[d.id for d in nics])
+    shown = [names[d.id].name or "?" for d in nics]
+    keys = [name_key(n) for n in shown]
+    ok = "?" not in shown and all(a < b for a, b in itertools.pairwise(keys))
+    return ok, shown

@@ -791,6 +791,16 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("mmio-space")
+def _break_mmio_space(draw: st.DrawFn) -> Topology:
+    # measured: 15 VGAs of 64 MiB fit SeaBIOS's 32-bit hole, 14 OVMF's (pc and q35, RAM above 2 GiB); 16 fit neither
+    machine = draw(st.sampled_from(["q35", "pc"]))
+    b = _Builder(Topology.default(machine, firmware=draw(st.sampled_from(["seabios", "ovmf"]))))
+    for i in range(16 + draw(st.integers(0, 3))):
+        b.place_device(Device(f"vga{i}", "vga", address=_free(b, draw, bus=0, kind="vga"), memory=64 << 20))
+    return b.t
+
+
 @_breaks("hotplug")
 def _break_hotplug(draw: st.DrawFn) -> Topology:
     b = _base(draw, sorted(shipped_machines()))

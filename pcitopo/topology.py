@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 from pcitopo.address import PciAddress
-from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.devices import Bar, Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import DuplicateId, InvalidInput, UnknownName
 from pcitopo.legality.catalog import Catalog, Connect, ControllerModel, DeviceKind, Hotplug, Integrated
 from pcitopo.legality.firmware import Firmware
@@ -41,7 +41,7 @@ from pcitopo.legality.machine import Builtin, Machine
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = ["IO_WINDOW", "Bus", "Node", "Topology"]
+__all__ = ["IO_WINDOW", "Bus", "Mmio", "Node", "Topology"]
 
 IO_WINDOW = 4096
 """Bytes in one bridge IO window (the PCI-to-PCI bridge granularity)."""
@@ -86,6 +86,12 @@ class Topology:
     """Whether the guest has ACPI (it changes the x86 IO-port budget)."""
     firmware: str | None = None
     """The guest firmware that boots it (``seabios``, ``ovmf``); ``None``: the machine's default."""
+    mmio64: int | None = None
+    """Bytes of 64-bit MMIO window the domain asks its firmware for (OVMF's ``opt/ovmf/X-PciMmio64Mb``
+    fw_cfg entry, libvirt's ``<pcihole64>``); ``None``: the firmware's default."""
+    phys_bits: int | None = 40
+    """The guest CPU's physical address bits: QEMU's default x86 CPU has 40; ``None``: the host's
+    (``<cpu mode='host-passthrough'>``), which pcitopo does not know, so the 64-bit ceiling is not checked."""
 
     def __repr__(self) -> str:
         placed = sum(1 for d in self.devices if d.address is not None)
@@ -99,10 +105,19 @@ class Topology:
 
     @classmethod
     def default(
-        cls, machine: Machine | str, *, numa_nodes: int = 0, acpi: bool = True, firmware: str | None = None
+        cls,
+        machine: Machine | str,
+        *,
+        numa_nodes: int = 0,
+        acpi: bool = True,
+        firmware: str | None = None,
+        mmio64: int | None = None,
+        phys_bits: int | None = 40,
     ) -> Topology:
         """The machine as QEMU creates it: the root bus and the built-in devices."""
-        return cls.build(machine, numa_nodes=numa_nodes, acpi=acpi, firmware=firmware)
+        return cls.build(
+            machine, numa_nodes=numa_nodes, acpi=acpi, firmware=firmware, mmio64=mmio64, phys_bits=phys_bits
+        )
 
     @classmethod
     def build(
@@ -114,6 +129,8 @@ class Topology:
         numa_nodes: int = 0,
         acpi: bool = True,
         firmware: str | None = None,
+        mmio64: int | None = None,
+        phys_bits: int | None = 40,
     ) -> Topology:
         """A topology from controllers and devices (with or without addresses).
 
@@ -125,7 +142,16 @@ class Topology:
         ctrls = sorted(controllers, key=lambda c: c.index)
         if not any(c.index == 0 for c in ctrls):
             ctrls.insert(0, Controller(0, machine.root_model))
-        topology = cls(machine, tuple(ctrls), tuple(devices), numa_nodes=numa_nodes, acpi=acpi, firmware=firmware)
+        topology = cls(
+            machine,
+            tuple(ctrls),
+            tuple(devices),
+            numa_nodes=numa_nodes,
+            acpi=acpi,
+            firmware=firmware,
+            mmio64=mmio64,
+            phys_bits=phys_bits,
+        )
         topology._check_names()
         if firmware is not None:
             machine.firmware(firmware)  # an unknown firmware, or one that does not boot this machine, raises
@@ -188,8 +214,9 @@ class Topology:
         *,
         controllers: Iterable[Controller] | None = None,
         devices: Iterable[Device] | None = None,
+        mmio64: int | Literal["keep"] | None = "keep",
     ) -> Topology:
-        """A new topology with these controllers and/or devices instead."""
+        """A new topology with these controllers and/or devices (and 64-bit window) instead."""
         return Topology.build(
             self.machine,
             self.controllers if controllers is None else controllers,
@@ -197,6 +224,8 @@ class Topology:
             numa_nodes=self.numa_nodes,
             acpi=self.acpi,
             firmware=self.firmware,
+            mmio64=self.mmio64 if mmio64 == "keep" else mmio64,
+            phys_bits=self.phys_bits,
         )
 
     def with_controllers(self, *controllers: Controller) -> Topology:
@@ -274,12 +303,25 @@ class Topology:
             if found is not None:
                 return found
             controller = self.controller(controller)
-        return self.machine.catalog.controller(controller.model)
+        found = self._models_by_name.get(controller.model)
+        return found if found is not None else self.machine.catalog.controller(controller.model)
+
+    @functools.cached_property
+    def _models_by_name(self) -> Mapping[str, ControllerModel]:
+        """The catalog models of this topology's controllers by name (the rules ask thousands of times)."""
+        return {m.name: m for m in self._models.values()}
 
     def kind(self, device: Device | str) -> DeviceKind:
         """The catalog kind of a device (or of the device with that id)."""
         d = self.device(device) if isinstance(device, str) else device
-        return self.machine.catalog.device(d.kind)
+        found = self._kinds_by_name.get(d.kind)
+        return found if found is not None else self.machine.catalog.device(d.kind)
+
+    @functools.cached_property
+    def _kinds_by_name(self) -> Mapping[str, DeviceKind]:
+        """The catalog kinds of this topology's devices by name (the rules and the scorer ask several times each)."""
+        kinds = self.machine.catalog.devices
+        return {name: kinds[name] for name in {d.kind for d in self.devices} if name in kinds}
 
     def connect(self, device: Device | str) -> Connect:
         """The connect type of a device on this machine."""
@@ -412,13 +454,33 @@ class Topology:
 
     def root_of(self, bus: int) -> Controller | None:
         """The root controller above a bus (``None`` if it never reaches one)."""
+        cache = self._root_cache
+        if bus in cache:
+            return cache[bus]
+        found = None
         for c in self._walk_up(bus):
             if self.model(c).root:
-                return c
-        return None
+                found = c
+                break
+        cache[bus] = found
+        return found
+
+    @functools.cached_property
+    def _root_cache(self) -> dict[int, Controller | None]:
+        return {}
+
+    @functools.cached_property
+    def _numa_cache(self) -> dict[int, int | None]:
+        return {}
 
     def numa_node_of_bus(self, index: int) -> int | None:
         """The guest NUMA node a bus belongs to: that of the nearest expander bus or host bridge above it."""
+        cache = self._numa_cache
+        if index not in cache:
+            cache[index] = self._numa_node_of_bus(index)
+        return cache[index]
+
+    def _numa_node_of_bus(self, index: int) -> int | None:
         for c in self._walk_up(index):
             m = self.model(c)
             if (m.expander or m.root) and c.numa_node is not None:
@@ -430,6 +492,27 @@ class Topology:
     def is_behind_pcie_port(self, bus: int) -> bool:
         """Whether a bus is the link of a PCIe root or downstream port."""
         return self.model(bus).port
+
+    def kind_hotpluggable(self, device: Device | str) -> bool:
+        """Whether a device of this kind can be hot-plugged anywhere on this machine.
+
+        QEMU must hot-add its driver at all (the catalog's ``hotpluggable``),
+        and a kind that must sit integrated on the root bus needs a root bus
+        with hotplug: a ``pvpanic-pci`` can be hot-added on ``pc``, never on ``q35``.
+
+        >>> Topology.default("pc").kind_hotpluggable(Device("p", "pvpanic-pci"))
+        True
+        >>> Topology.default("q35").kind_hotpluggable(Device("p", "pvpanic-pci"))
+        False
+        >>> Topology.default("pc").kind_hotpluggable(Device("v", "vga"))
+        False
+        """
+        kind = self.kind(device)
+        if not kind.hotpluggable:
+            return False
+        if kind.integrated is Integrated.REQUIRED:
+            return any(self.is_hotpluggable(0, s) for s in self.model(0).slot_range())
+        return True
 
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
@@ -449,12 +532,16 @@ class Topology:
 
     def bus_numbers_used(self, root: int = 0) -> int:
         """Guest bus numbers used in the PCI domain of the root bus ``root``."""
-        total = 0
+        return self._bus_numbers_by_root.get(root, 0)
+
+    @functools.cached_property
+    def _bus_numbers_by_root(self) -> Mapping[int, int]:
+        used: dict[int, int] = {}
         for c in self.controllers:
             top = self.root_of(c.index)
-            if top is not None and top.index == root:
-                total += self.model(c).bus_numbers
-        return total
+            if top is not None:
+                used[top.index] = used.get(top.index, 0) + self.model(c).bus_numbers
+        return used
 
     def bus_numbers_left(self, root: int = 0) -> int:
         """Guest bus numbers still free in that domain."""
@@ -504,7 +591,7 @@ class Topology:
                     direct[d.address.bus] = direct.get(d.address.bus, 0) + size
         return direct
 
-    @property
+    @functools.cached_property
     def firmware_model(self) -> Firmware | None:
         """The description of the firmware that boots this topology (``None``: no firmware modelled)."""
         return self.machine.firmware(self.firmware)
@@ -583,6 +670,76 @@ class Topology:
             if not self._is_bridge(c.address.bus) and sizes[c.index] > 0:
                 out[c.index] = sizes[c.index] // IO_WINDOW
         return out
+
+    # -- memory space (MMIO) --------------------------------------------------------
+
+    def bars(self, device: Device | str) -> tuple[Bar, ...]:
+        """The memory BARs and ROM of a device (no IO BAR, no SR-IOV VF BAR).
+
+        A device that carries its own (a passed-through host function's) has
+        those; else the catalog's, with the memory BAR sized by ``Device.memory``
+        (rounded up to a power of two, as a BAR must be).
+
+        >>> t = Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=3 << 30)])
+        >>> [str(b) for b in t.bars("shm")]
+        ['BAR0 mem32 256B', 'BAR2 mem64 prefetchable 4G']
+        """
+        d = self.device(device) if isinstance(device, str) else device
+        if d.bars is not None:
+            return tuple(b for b in d.bars if b.kind != "io" and b.index <= 6)
+        kind = self.kind(d)
+        if d.memory is None or kind.memory_bar is None:
+            return kind.bars
+        size = 1 << max(d.memory - 1, 1).bit_length()
+        return tuple(attrs.evolve(b, size=size) if b.index == kind.memory_bar else b for b in kind.bars)
+
+    @functools.cached_property
+    def mmio(self) -> Mmio | None:
+        """What the bridges and root-bus devices need of the firmware's 32-bit hole and 64-bit window.
+
+        ``None`` when the topology's firmware is not modelled (no x86 firmware).
+        """
+        fw = self.firmware_model
+        if fw is None:
+            return None
+        return _mmio(self, fw)
+
+    @functools.cached_property
+    def mmio_with_unplaced(self) -> Mmio | None:
+        """:attr:`mmio` with every device still without an address counted as if on the root bus.
+
+        No window or reservation is counted for it, so this is what any plan
+        of the topology needs at least.
+        """
+        fw = self.firmware_model
+        if fw is None:
+            return None
+        return _mmio(self, fw, unplaced=True)
+
+    def mmio_budgets(self) -> tuple[int | None, int | None]:
+        """The 32-bit hole and the largest 64-bit window this topology's firmware can give (``None``: unknown).
+
+        The 64-bit window is the firmware's default, or what its knob can be
+        set to (OVMF's ``X-PciMmio64Mb``); a firmware that sizes its window to
+        fit (SeaBIOS) has none, and its ceiling is checked by :meth:`mmio_problems`.
+        Both are known only for the CPU the firmware was measured with (40 physical address bits).
+        """
+        fw = self.firmware_model
+        spec = fw.for_machine(self.machine.name, self.machine.root_model) if fw is not None else None
+        if fw is None or spec is None:
+            return None, None
+        window = None
+        if self.phys_bits == fw.phys_bits:
+            window = spec.mmio64_max or spec.mmio64_window
+        return spec.mmio32_hole, window
+
+    def mmio64_window(self) -> int | None:
+        """The 64-bit window this topology gives its firmware: its own ``mmio64``, else the firmware's default."""
+        fw = self.firmware_model
+        spec = fw.for_machine(self.machine.name, self.machine.root_model) if fw is not None else None
+        if spec is None:
+            return None
+        return self.mmio64 if self.mmio64 is not None and fw is not None and fw.mmio64_knob else spec.mmio64_window
 
     # -- positions ----------------------------------------------------------------
 
@@ -705,6 +862,146 @@ class Topology:
             if c.name == name:
                 return c.model
         return None
+
+
+@attrs.frozen
+class Mmio:
+    """The memory space a topology needs of its firmware, as the firmware lays it out.
+
+    ``below_4g``: bytes of the 32-bit hole: every 32-bit BAR and ROM (and
+    non-prefetchable 64-bit BAR) of the root-bus devices, and each top bridge's
+    memory window (its contents rounded up to the window granularity, at
+    least the firmware's hotplug reservation). ``above_4g``: the 64-bit
+    prefetchable windows of the top bridges (each rounded up to its largest
+    BAR, at least the reservation) and the root-bus devices' 64-bit
+    prefetchable BARs. ``align_64`` is the largest of those alignments.
+    ``consumers_32``/``consumers_64``: who takes it (a root-bus device's id or a
+    top bridge's name, its bytes, and the device or controller below it with the
+    most), largest first; ``reserved_32``/``reserved_64``:
+    the bytes that are reservations for hotplug only.
+    """
+
+    below_4g: int
+    above_4g: int
+    align_64: int
+    consumers_32: tuple[tuple[str, int, str], ...]
+    consumers_64: tuple[tuple[str, int, str], ...]
+    reserved_32: int
+    reserved_64: int
+    bars_64: int
+    """The largest 64-bit prefetchable BAR of any device or controller (0: none)."""
+    bars_32: int
+    """The largest BAR or ROM that must sit below 4 GiB (0: none)."""
+
+
+def _align(value: int, to: int) -> int:
+    return -(-value // to) * to
+
+
+def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
+    # per bus: bytes below 4 GiB, bytes of 64-bit prefetchable BARs, their largest, and the biggest owner of each
+    direct32: dict[int, int] = {}
+    direct64: dict[int, int] = {}
+    align64: dict[int, int] = {}
+    owner32: dict[int, tuple[int, str]] = {}
+    owner64: dict[int, tuple[int, str]] = {}
+    root32: list[tuple[str, int, str]] = []
+    root64: list[tuple[str, int, str]] = []
+    largest = largest32 = 0
+    owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]] = [
+        (d.id, d.address, t.kind(d).bars if d.bars is None and d.memory is None else t.bars(d)) for d in t.devices
+    ]
+    owners += [(c.name, c.address, t.model(c).bars) for c in t.controllers if t.model(c).bars]
+    split: dict[int, tuple[int, tuple[int, ...], int]] = {}  # by id(): a kind's bars are one shared tuple
+    by_index = t._by_index
+    bridge_bus: dict[int, bool] = {}
+    root = PciAddress(domain=0, bus=0, slot=0, function=0)
+    for ident, a, bars in owners:
+        if a is None and unplaced:
+            a = root  # counted as a root-bus device: no window around it
+        if a is None or not bars or a.bus not in by_index:
+            continue
+        key = id(bars)
+        if key not in split:
+            below = [b.size for b in bars if b.below_4g]
+            split[key] = (sum(below), tuple(b.size for b in bars if not b.below_4g), max(below, default=0))
+        low, high, big32 = split[key]
+        largest = max(largest, *high) if high else largest
+        largest32 = max(largest32, big32)
+        if a.bus not in bridge_bus:
+            bridge_bus[a.bus] = t._is_bridge(a.bus)
+        if bridge_bus[a.bus]:
+            direct32[a.bus] = direct32.get(a.bus, 0) + low
+            direct64[a.bus] = direct64.get(a.bus, 0) + sum(high)
+            align64[a.bus] = max([align64.get(a.bus, 0), *high])
+            owner32[a.bus] = max(owner32.get(a.bus, (0, "")), (low, ident))
+            owner64[a.bus] = max(owner64.get(a.bus, (0, "")), (sum(high), ident))
+        else:
+            if low:
+                root32.append((ident, low, ident))
+            root64 += [(ident, size, ident) for size in high]
+    cycles = {i for cycle in t.controller_cycles() for i in cycle}
+    Sizes = tuple[int, int, int, int, int, tuple[int, str], tuple[int, str]]
+    sizes: dict[int, Sizes] = {}
+
+    def size_of(index: int) -> Sizes:
+        """(memory window, 64-bit window, its alignment, reserved 32, reserved 64, biggest owners) of a bridge."""
+        if index in sizes:
+            return sizes[index]
+        sizes[index] = (0, 0, 0, 0, 0, (0, ""), (0, ""))  # guards against cycles
+        mem, pref, align = direct32.get(index, 0), direct64.get(index, 0), align64.get(index, 0)
+        own32, own64 = owner32.get(index, (0, "")), owner64.get(index, (0, ""))
+        res32 = res64 = 0
+        for child in t._children.get(index, ()):
+            if child not in cycles and t._is_bridge(child):
+                cm, cp, ca, cr32, cr64, co32, co64 = size_of(child)
+                mem, pref, align = mem + cm, pref + cp, max(align, ca)
+                res32, res64 = res32 + cr32, res64 + cr64
+                own32, own64 = max(own32, co32), max(own64, co64)
+        mem = _align(mem, fw.mem_window)
+        align = max(align, fw.mem_window) if pref else 0
+        pref = _align(pref, align) if pref else 0
+        c = t.controller(index)
+        if c.hotplug is not False and fw.reserves_mem(c.model):
+            if mem < fw.mem_reserve:
+                res32, mem = res32 + fw.mem_reserve - mem, fw.mem_reserve
+            if pref < fw.pref64_reserve:
+                res64, pref = res64 + fw.pref64_reserve - pref, fw.pref64_reserve
+                align = max(align, fw.pref64_reserve)
+        sizes[index] = (mem, pref, align, res32, res64, own32, own64)
+        return sizes[index]
+
+    tops32, tops64 = list(root32), list(root64)
+    reserved32 = reserved64 = 0
+    top_align = max((size for _, size, _ in root64), default=0)
+    for c in t.controllers:
+        if c.address is None or c.index in cycles or not t._is_bridge(c.index) or c.address.bus not in t._by_index:
+            continue
+        if t._is_bridge(c.address.bus):
+            continue
+        mem, pref, align, r32, r64, own32, own64 = size_of(c.index)
+        if mem:
+            tops32.append((c.name, mem, own32[1] or c.name))
+        if pref:
+            tops64.append((c.name, pref, own64[1] or c.name))
+        top_align = max(top_align, align)
+        reserved32 += r32
+        reserved64 += r64
+
+    def order(items: list[tuple[str, int, str]]) -> tuple[tuple[str, int, str], ...]:
+        return tuple(sorted(items, key=lambda item: (-item[1], item[0])))
+
+    return Mmio(
+        below_4g=sum(size for _, size, _ in tops32),
+        above_4g=sum(size for _, size, _ in tops64),
+        align_64=top_align,
+        consumers_32=order(tops32),
+        consumers_64=order(tops64),
+        reserved_32=reserved32,
+        reserved_64=reserved64,
+        bars_64=largest,
+        bars_32=largest32,
+    )
 
 
 def _accepts(model: ControllerModel) -> str:

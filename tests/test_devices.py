@@ -89,5 +89,5 @@ def test_values_are_frozen_and_hashable() -> None:
 
 
 def test_public_names() -> None:
-    """The module exports exactly its four classes."""
-    assert dir(devices) == ["Controller", "Device", "HotplugNeed", "Needs"]
+    """The module exports exactly its five classes."""
+    assert dir(devices) == ["Bar", "Controller", "Device", "HotplugNeed", "Needs"]

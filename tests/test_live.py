@@ -195,3 +195,40 @@ def test_mixed_device_document_names_only_the_elements_without_pci(live: Libvirt
     with pytest.raises(InvalidInput) as info:
         attach(live, f"<devices>{NIC}<input type='tablet' bus='usb'/></devices>", source="two.xml")
     assert str(info.value) == "two.xml: 1 of its elements (input) do not use PCI; attach places PCI devices only"
+
+
+PC_LIVE = """<domain type='kvm'><name>p</name><os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type></os>
+  <features><acpi/></features><devices>
+  <controller type='pci' index='0' model='pci-root'/>
+  <video><model type='cirrus'/><address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/></video>
+  </devices></domain>"""
+
+
+@pytest.mark.parametrize(
+    ("xml", "ident", "kind", "driver"),
+    [
+        ("<video><model type='vga'/></video>", "video1", "vga", "VGA"),
+        ("<video><model type='qxl'/></video>", "video1", "qxl", "qxl-vga"),
+        ("<video><model type='virtio'/></video>", "video1", "virtio-gpu", "virtio-gpu-pci"),
+        ("<controller type='usb' model='pci-ohci'/>", "usb0", "pci-ohci", "pci-ohci"),
+        ("<controller type='usb' model='ich9-ehci1'/>", "usb0", "ich9-ehci1", "ich9-usb-ehci1"),
+    ],
+)
+def test_attach_offers_no_kind_qemu_cannot_hot_add(xml: str, ident: str, kind: str, driver: str) -> None:
+    """A kind whose driver QEMU 7.2 refuses in device_add gets no position, even with free pc root-bus slots."""
+    with pytest.raises(Unsatisfiable) as info:
+        attach(LibvirtDomain.from_string(PC_LIVE), xml)
+    (conflict,) = info.value.conflicts
+    assert conflict == f"'{ident}' ({kind}) cannot be hot-plugged at all (QEMU refuses to hot-add a {driver})"
+
+
+def test_attach_places_a_pvpanic_on_pc_root_bus() -> None:
+    """QEMU hot-adds pvpanic-pci on pc's pci.0, so attach offers the first free root-bus slot."""
+    (placed,) = attach(LibvirtDomain.from_string(PC_LIVE), "<panic model='pvpanic'/>")
+    assert (str(placed.address), placed.bus) == ("0000:00:03.0", "pci.0")
+
+
+def test_detach_of_a_video_device_says_qemu_cannot_unplug_it() -> None:
+    """A cirrus VGA on pc's hotpluggable root bus still cannot be unplugged: its kind is not hot-pluggable."""
+    answer = detach(LibvirtDomain.from_string(PC_LIVE), "video0")
+    assert answer.reasons == ("a cirrus cannot be hot-unplugged",)

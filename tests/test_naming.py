@@ -11,8 +11,16 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.cli import main
-from pcitopo.devices import Controller, Device
-from pcitopo.naming import ACPI_INDEX_MAX, GuestName, guest_bus_numbers, guest_names
+from pcitopo.devices import Controller, Device, Needs
+from pcitopo.naming import (
+    ACPI_INDEX_MAX,
+    GuestName,
+    guest_bus_numbers,
+    guest_names,
+    names_in_order,
+    nic_order,
+    number_nics,
+)
 from pcitopo.topology import Topology
 from tests.support.qemu import TOPOLOGIES
 
@@ -158,7 +166,11 @@ def test_pseries_and_unplaced_nics_get_no_name() -> None:
     """pseries naming is not modelled and an unplaced NIC has no name yet; both say so."""
     names = guest_names(TOPOLOGIES["pseries"]())
     assert names["net0"].name is None
-    assert names["net0"].notes == ("pseries PCI naming (one domain per host bridge) is not modelled",)
+    assert names["net0"].notes == (
+        "pseries names are not predicted: systemd gives a PCI NIC its path name enP<domain>p<bus>s<slot> there "
+        "(no acpi_index, and the hotplug slots are named 'C<n>', not numbers), but the domain (Linux's PHB number) "
+        "and the bus numbers (SLOF's) are not checked in a booted pseries guest here",
+    )
     t = Topology.build("q35", devices=[Device("n", "virtio-net")])
     assert guest_names(t)["n"].notes == ("no address yet",)
 
@@ -221,3 +233,84 @@ def test_no_slot_names_without_acpi() -> None:
     """A pc guest without ACPI has no ACPI hotplug slots: every NIC gets its path name."""
     t = attrs.evolve(Topology.build("pc", devices=[Device("n", "e1000", address=A("00:03.0"))]), acpi=False)
     assert guest_names(t)["n"].name == "enp0s3"
+
+
+def test_number_nics_gives_increasing_indexes_only_where_they_reach_the_guest() -> None:
+    """On q35 a NIC on pcie.0 gets no acpi-index (QEMU 7.2 hides it there); the others count on from 1."""
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:02.0"), rp(2, "00:02.1")],
+        [
+            Device("a", "virtio-net", address=A("02:00.0")),
+            Device("b", "e1000e", address=A("00:05.0")),
+            Device("c", "virtio-net", address=A("01:00.0")),
+        ],
+    )
+    numbered = number_nics(t, ["a", "b", "c"])
+    assert [(d.id, d.acpi_index) for d in numbered.devices] == [("a", 1), ("b", None), ("c", 2)]
+    assert [guest_names(numbered)[i].name for i in "abc"] == ["eno1", "enp0s5", "eno2"]
+
+
+def test_number_nics_keeps_given_indexes_and_counts_above_them() -> None:
+    """A NIC with an index keeps it, a NIC outside ``placed`` gets none, and later ones count on above the last."""
+    t = Topology.build(
+        "q35",
+        [rp(1, "00:02.0"), rp(2, "00:02.1"), rp(3, "00:02.2")],
+        [
+            Device("a", "virtio-net", address=A("01:00.0"), acpi_index=7),
+            Device("old", "virtio-net", address=A("02:00.0")),
+            Device("new", "virtio-net", address=A("03:00.0")),
+        ],
+    )
+    assert [d.acpi_index for d in number_nics(t, ["new"]).devices] == [7, None, 8]
+
+
+def test_nic_order_follows_needs_order_then_definition() -> None:
+    """A NIC's ``needs.order`` stands in for its position; non-NICs are left out."""
+    t = Topology.build(
+        "pc",
+        devices=[
+            Device("x", "e1000"),
+            Device("rng", "virtio-rng"),
+            Device("y", "virtio-net", needs=Needs(order=-1)),
+            Device("z", "rtl8139"),
+        ],
+    )
+    assert [d.id for d in nic_order(t)] == ["y", "x", "z"]
+
+
+def test_names_in_order_compares_numbers_as_numbers() -> None:
+    """enp2s0 comes before enp10s0, and a q35 slot name after every path name."""
+    t = Topology.build(
+        "q35",
+        [rp(i, f"00:{2 + (i - 1) // 8:02x}.{(i - 1) % 8}", multifunction=i in (1, 9)) for i in range(1, 11)],
+        [Device("a", "virtio-net", address=A("02:00.0")), Device("b", "virtio-net", address=A("0a:00.0"))],
+    )
+    nics = nic_order(t)
+    assert names_in_order(t, nics) == (True, ["enp2s0", "enp10s0"])
+    assert names_in_order(t, nics[::-1]) == (False, ["enp10s0", "enp2s0"])
+
+
+def test_assign_with_acpi_index_writes_the_indexes_show_reads(tmp_path: Path) -> None:
+    """A policy file with ``acpi-index = true`` writes ``<acpi index>`` in NIC order; ``show`` names them eno1, eno2."""
+    (tmp_path / "names.toml").write_text("ordered = true\nacpi-index = true\n")
+    (tmp_path / "in.xml").write_text(
+        "<domain type='kvm'><name>n</name><os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>"
+        "<features><acpi/></features><devices>\n"
+        "    <interface type='user'><model type='e1000'/></interface>\n"
+        "    <interface type='user'><model type='virtio'/></interface>\n"
+        "  </devices></domain>\n"
+    )
+    args = [
+        "assign",
+        str(tmp_path / "in.xml"),
+        "--policy",
+        str(tmp_path / "names.toml"),
+        "-o",
+        str(tmp_path / "out.xml"),
+    ]
+    assert main(args, stdout=io.StringIO()) == 0
+    assert (tmp_path / "out.xml").read_text().count("<acpi index=") == 2
+    out = io.StringIO()
+    assert main(["show", str(tmp_path / "out.xml"), "--format", "names"], stdout=out) == 0
+    assert out.getvalue() == "interface0  eno1  (onboard)\ninterface1  eno2  (onboard)\n"

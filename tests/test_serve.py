@@ -16,6 +16,7 @@ from pcitopo import fleet, serve
 from pcitopo.cli import main
 from pcitopo.serve import BadRequest, handle, respond
 from tests.support.domains import NIC, NIC_AT_3, NIC_AT_4, q35_domain
+from tests.support.procs import children
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = (ROOT / "examples" / "q35-server.xml").read_text(encoding="utf-8")
@@ -344,16 +345,9 @@ def test_workers_answer_pipelined_requests_in_request_order(tmp_path: Path) -> N
 
 def _workers(pid: int) -> list[int]:
     """The worker processes of a server: the children of its fork server (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text(encoding="utf-8")
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    servers = [c for c in children.get(pid, []) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
-    return [w for server in servers for w in children.get(server, [])]
+    below = children()
+    servers = [c for c in below.get(pid, []) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [w for server in servers for w in below.get(server, [])]
 
 
 def test_a_worker_that_dies_costs_at_most_its_requests() -> None:

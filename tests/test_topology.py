@@ -9,7 +9,7 @@ import pytest
 
 from pcitopo import topology
 from pcitopo.address import PciAddress
-from pcitopo.devices import Controller, Device, HotplugNeed, Needs
+from pcitopo.devices import Bar, Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import DuplicateId, InvalidInput, PcitopoError, UnknownName
 from pcitopo.legality.machine import machines
 from pcitopo.topology import Topology
@@ -291,5 +291,61 @@ def test_unknown_bus_index_is_an_unknown_name() -> None:
 
 
 def test_public_names() -> None:
-    """The module exports IO_WINDOW, Bus, Node and Topology."""
-    assert dir(topology) == sorted(["IO_WINDOW", "Bus", "Node", "Topology"])
+    """The module exports IO_WINDOW, Bus, Mmio, Node and Topology."""
+    assert dir(topology) == sorted(["IO_WINDOW", "Bus", "Mmio", "Node", "Topology"])
+
+
+# -- memory space (MMIO) ------------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def test_a_devices_memory_sizes_its_memory_bar_rounded_to_a_power_of_two() -> None:
+    """An ivshmem-plain's BAR2 and a VGA's BAR0 take the device's memory (rounded up); other BARs stay."""
+    t = Topology.build(
+        "q35", devices=[Device("shm", "ivshmem-plain", memory=3 * MIB), Device("vga", "vga", memory=8 * MIB)]
+    )
+    assert [str(b) for b in t.bars("shm")] == ["BAR0 mem32 256B", "BAR2 mem64 prefetchable 4M"]
+    assert [str(b) for b in t.bars("vga")] == ["BAR0 mem32 prefetchable 8M", "BAR2 mem32 4K", "ROM mem32 64K"]
+    assert [str(b) for b in t.bars(Device("d", "ivshmem-plain"))] == ["BAR0 mem32 256B", "BAR2 mem64 prefetchable 4M"]
+
+
+def test_a_devices_own_bars_replace_the_catalogs_without_io_or_vf_bars() -> None:
+    """A passed-through function's host BARs count, but not its IO BAR or its SR-IOV VF BARs."""
+    bars = (Bar(0, 16 * MIB, "mem32"), Bar(1, 64 << 30, "mem64", True), Bar(5, 128, "io"), Bar(7, MIB, "mem64", True))
+    t = Topology.build("q35", devices=[Device("gpu", "vfio-pci", bars=bars)])
+    assert t.bars("gpu") == bars[:2]
+
+
+def test_seabios_windows_round_to_2_mib_and_count_the_bridges_own_bars() -> None:
+    """A root port holding a pcie-to-pci-bridge with an e1000 needs 4 MiB, as SeaBIOS gave it (0x400000)."""
+    t = Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-root-port", address=PciAddress.parse("00:02.0"), chassis=1),
+            Controller(2, "pcie-to-pci-bridge", address=PciAddress.parse("01:00.0")),
+        ],
+        [Device("e", "e1000", address=PciAddress.parse("02:01.0"))],
+    )
+    assert t.mmio is not None
+    assert t.mmio.consumers_32 == (("pci.1", 4 * MIB, "e"), ("pci.1", 4096, "pci.1"))
+    assert t.mmio.below_4g == 4 * MIB + 4096
+    assert t.mmio.above_4g == 2 * MIB  # the bridge's 2 MiB prefetchable reservation, which the port holds
+
+
+def test_ovmf_reserves_512_mib_of_64_bit_window_per_empty_hotplug_port() -> None:
+    """Each empty hotplug port takes OVMF's 512 MiB prefetchable reservation, a port with hotplug off none."""
+    ports = [Controller(1 + i, "pcie-root-port", address=PciAddress.parse(f"00:{2 + i:02x}.0")) for i in range(3)]
+    ports[2] = Controller(3, "pcie-root-port", address=PciAddress.parse("00:04.0"), hotplug=False)
+    t = Topology.build("q35", ports, firmware="ovmf")
+    assert t.mmio is not None
+    assert (t.mmio.above_4g, t.mmio.reserved_64) == (1024 * MIB, 1024 * MIB)
+    assert Topology.build("aarch64-virt").mmio is None  # no x86 firmware: no budget modelled
+
+
+def test_unplaced_devices_count_as_root_bus_devices_in_the_floor() -> None:
+    """mmio_with_unplaced counts devices without an address with their BARs alone; mmio leaves them out."""
+    t = Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=256 << 30)])
+    assert t.mmio is not None
+    assert t.mmio_with_unplaced is not None
+    assert (t.mmio.above_4g, t.mmio_with_unplaced.above_4g) == (0, 256 << 30)

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from pcitopo._frozen import FrozenDict
+from pcitopo.devices import Bar
 from pcitopo.errors import InvalidDescription, UnknownName
 from pcitopo.legality._toml import Table, load_packaged, load_path
 
@@ -125,6 +126,8 @@ class ControllerModel:
     identity: tuple[str, ...]
     target_options: tuple[str, ...] = ()
     """The ``<target>`` attributes libvirt 9.0 accepts on this model (its names: ``chassisNr``, ``busNr``, ...)."""
+    bars: tuple[Bar, ...] = ()
+    """The controller's own memory BARs, on the bus it plugs into (benchmarks/calibrate_bars.py)."""
 
     @property
     def qemu_device(self) -> str | None:
@@ -153,6 +156,13 @@ class DeviceKind:
     hotpluggable: bool = True
     usb: str | None = None
     """``"host"`` for a USB controller of its own, ``"companion"`` for an ICH9 UHCI companion, else ``None``."""
+    bars: tuple[Bar, ...] = ()
+    """The memory BARs and expansion ROM QEMU 7.2 gives this kind (benchmarks/calibrate_bars.py);
+    empty for a kind whose BARs come from the host (``vfio-pci``) or were not measured."""
+    memory_bar: int | None = None
+    """The BAR whose size is the device's memory (``Device.memory``), when the domain sets it."""
+    memory_property: str | None = None
+    """The QEMU property that sets that memory (bytes; MiB when it ends in ``_mb``), if a property does."""
 
     @property
     def connect(self) -> Connect:
@@ -235,6 +245,7 @@ def _controller(source: str, name: str, data: Mapping[str, Any]) -> ControllerMo
         bus_numbers=t.get("bus-numbers", int, 1),
         identity=t.str_list("identity"),
         target_options=t.str_list("target-options"),
+        bars=_bars(t),
     )
     unknown = sorted(set(model.target_options) - set(TARGET_OPTIONS))
     if unknown:
@@ -253,6 +264,27 @@ def _usb_role(value: str) -> str | None:
     return None if value == "none" else value
 
 
+_BAR_KEYS = frozenset({"bar", "size", "type", "prefetchable"})
+
+
+def _bars(table: Table) -> tuple[Bar, ...]:
+    """The ``bars`` array: ``{ bar = N, size = BYTES, type = "mem32"|"mem64", prefetchable = true }``."""
+    out: list[Bar] = []
+    for i, raw in enumerate(table.get("bars", list, [])):
+        where = f"{table.key}.bars[{i}]"
+        if not isinstance(raw, dict) or set(raw) - _BAR_KEYS or not {"bar", "size", "type"} <= set(raw):
+            raise InvalidDescription(table.source, where, f"expected {{bar, size, type[, prefetchable]}} (got {raw!r})")
+        index, size, kind = raw["bar"], raw["size"], raw["type"]
+        if not isinstance(index, int) or not 0 <= index <= 6:
+            raise InvalidDescription(table.source, where, f"bar must be 0..6 (got {index!r})")
+        if not isinstance(size, int) or size <= 0 or size & (size - 1):
+            raise InvalidDescription(table.source, where, f"size must be a power of two in bytes (got {size!r})")
+        if kind not in ("mem32", "mem64"):
+            raise InvalidDescription(table.source, where, f"type must be 'mem32' or 'mem64' (got {kind!r})")
+        out.append(Bar(index, size, kind, bool(raw.get("prefetchable", False))))
+    return tuple(out)
+
+
 def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind]:
     t = Table(source, name, data)
     kind = DeviceKind(
@@ -266,7 +298,12 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
         usb2_function=t.get("usb2-function", int, None),
         hotpluggable=t.get("hotpluggable", bool, True),
         usb=_usb_role(t.choice("usb", ("host", "companion", "none"), "none")),
+        bars=_bars(t),
+        memory_bar=t.get("memory-bar", int, None),
+        memory_property=t.get("memory-property", str, None),
     )
+    if kind.memory_bar is not None and kind.memory_bar not in {b.index for b in kind.bars}:
+        raise InvalidDescription(source, f"{name}.memory-bar", f"BAR{kind.memory_bar} is not among its bars")
     if kind.io_bar is not IoBar.NEVER and kind.io_bar_size <= 0:
         raise InvalidDescription(source, f"{name}.io-bar-size", "a kind with an IO BAR needs its size in bytes")
     kinds = [kind]

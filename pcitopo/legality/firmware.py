@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from pcitopo.errors import InvalidDescription, UnknownName
-from pcitopo.legality._toml import Table, load_packaged, load_path
+from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
 
 __all__ = ["Firmware", "FirmwareMachine", "firmwares"]
 
@@ -63,6 +62,12 @@ class FirmwareMachine:
     largest_bar64: int | None = None
     requires_acpi: bool = False
     """Without ACPI the firmware leaves even the built-in devices' BARs unmapped."""
+    mmio32_hole: int | None = None
+    """Bytes of the 32-bit MMIO hole the firmware maps BARs in below 4 GiB (``None``: not measured)."""
+    mmio64_max: int | None = None
+    """The largest 64-bit window the firmware's knob (``mmio64_knob``) gives, measured (``None``: no knob)."""
+    mmio64_top: int | None = None
+    """For a firmware that sizes its 64-bit window to fit: the address the window must end below."""
 
     def __str__(self) -> str:
         return self.machine
@@ -96,6 +101,12 @@ class Firmware:
     """The variable-store template for the second pflash (``None``: none)."""
     machines: Mapping[str, FirmwareMachine] = attrs.field(eq=False)
     source: str = attrs.field(eq=False, repr=False, default="")
+    mem_window: int = 1 << 20
+    """The granularity of a bridge's memory windows, in bytes."""
+    mem_reserve_models: tuple[str, ...] = ()
+    """Controller models given ``mem_reserve`` and ``pref64_reserve`` when hotplug-capable."""
+    phys_bits: int = 40
+    """The guest CPU physical address width the 64-bit numbers were measured under (QEMU's default x86 CPU)."""
 
     @classmethod
     def named(cls, name: str) -> Firmware:
@@ -141,6 +152,9 @@ class Firmware:
             mem_reserve=t.get("mem-reserve", int, 0),
             pref64_reserve=t.get("pref64-reserve", int, 0),
             mmio64_knob=t.get("mmio64-knob", str, None),
+            mem_window=t.get("mem-window", int, 1 << 20),
+            mem_reserve_models=t.str_list("mem-reserve-models"),
+            phys_bits=t.get("phys-bits", int, 40),
             loader_patterns=tuple(p.lower() for p in t.str_list("loader-patterns")),
             code_path=t.get("code-path", str, None),
             vars_path=t.get("vars-path", str, None),
@@ -165,6 +179,10 @@ class Firmware:
         if m is None:
             return None
         return m.io_windows if acpi else m.io_windows_without_acpi
+
+    def reserves_mem(self, model: str) -> bool:
+        """Whether a hotplug-capable ``model`` gets ``mem_reserve`` and ``pref64_reserve`` with nothing below it."""
+        return model in self.mem_reserve_models
 
     def reserves_io(self, model: str) -> bool:
         """Whether a controller of ``model`` gets an IO window with nothing below it needing one."""
@@ -193,6 +211,9 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         mmio64_window=t.get("mmio64-window", int, None),
         largest_bar64=t.get("largest-bar64", int, None),
         requires_acpi=t.get("requires-acpi", bool, False),
+        mmio32_hole=t.get("mmio32-hole", int, None),
+        mmio64_max=t.get("mmio64-max", int, None),
+        mmio64_top=t.get("mmio64-top", int, None),
     )
     t.check_unknown()
     for key, value in (("io-windows", m.io_windows), ("io-windows-without-acpi", m.io_windows_without_acpi)):
@@ -203,7 +224,7 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
 
 @functools.cache
 def _shipped_names() -> tuple[str, ...]:
-    folder = resources.files("pcitopo.legality").joinpath("data").joinpath("firmware")
+    folder = DATA / "firmware"  # a plain path, as for every shipped file: importlib.resources costs more
     return tuple(sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")))
 
 

@@ -33,22 +33,30 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
-
-import attrs
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
 from pcitopo.legality import identity
 from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
-from pcitopo.topology import Topology
+from pcitopo.topology import Mmio, Topology
 from pcitopo.violation import Violation
 
 if TYPE_CHECKING:
     from pcitopo.host import Host  # only validate_passthrough's callers, who have one, need pcitopo.host
 
-__all__ = ["HOST_RULES", "RULES", "RULE_ENFORCEMENT", "Enforcement", "check", "validate", "validate_passthrough"]
+__all__ = [
+    "HOST_RULES",
+    "RULES",
+    "RULE_ENFORCEMENT",
+    "Enforcement",
+    "check",
+    "mmio64_setting",
+    "mmio_violations",
+    "validate",
+    "validate_passthrough",
+]
 
 
 def __dir__() -> list[str]:
@@ -84,6 +92,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "bus-numbers": "more guest bus numbers used in a PCI domain than the machine has",
         "numa-node": "a controller NUMA node the guest does not declare, or one on a controller that cannot have one",
         "io-space": "more 4 KiB IO windows needed by bridges and ports than the x86 firmware can give",
+        "mmio-space": "more memory than the firmware's 32-bit MMIO hole holds, or a 64-bit window larger than "
+        "the firmware gives (by default, or at all under the guest CPU's physical address bits)",
         "firmware-acpi": "a firmware that maps no BAR on this machine without ACPI (OVMF on pc), booted without it",
         "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
         "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
@@ -136,9 +146,12 @@ def check(topology: Topology) -> None:
 # -- what the rules look at ---------------------------------------------------------------
 
 
-@attrs.frozen
-class _Item:
-    """Something with an address: a built-in device, a controller or an endpoint."""
+class _Item(NamedTuple):
+    """Something with an address: a built-in device, a controller or an endpoint.
+
+    A named tuple, not an attrs class: validation builds one for every placed
+    controller and device, and a tuple is several times cheaper to make.
+    """
 
     label: str
     """How messages name it: ``'net0'``, ``'pci.3'``, ``built-in 'lpc'``."""
@@ -671,6 +684,136 @@ def _io_space(ctx: _Context) -> Iterator[Violation]:
     )
 
 
+def _size(size: int, *, most: str = "TiB") -> str:
+    """Bytes in words: ``_size(3 << 29)`` is ``'1.5 GiB'``; ``most='MiB'`` keeps hole sizes in MiB."""
+    units = (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10))
+    for unit, shift in units[[u for u, _ in units].index(most) :]:
+        if size >= 1 << shift:
+            value = size / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def _consumers(ctx: _Context, consumers: Sequence[tuple[str, int, str]]) -> tuple[str, PciAddress | None, list[str]]:
+    """The three largest consumers as words, the address of the largest one's device, and their devices' ids."""
+    t = ctx.t
+    shown = consumers[:3]
+    words = [
+        f"{_q(name)} {_size(size)}" + (f" (for {_q(owner)})" if owner != name else "") for name, size, owner in shown
+    ]
+    if len(consumers) > 3:
+        words.append(f"{len(consumers) - 3} more")
+    address = None
+    if shown:
+        owner = shown[0][2]
+        found = [d.address for d in t.devices if d.id == owner] + [c.address for c in t.controllers if c.name == owner]
+        address = found[0] if found else None
+    return ", ".join(words), address, list(dict.fromkeys(owner for _, _, owner in shown))
+
+
+@_rule
+def _mmio_space(ctx: _Context) -> Iterator[Violation]:
+    yield from _mmio_checks(ctx, ctx.t.mmio, knob_settable=False)
+
+
+def mmio_violations(topology: Topology, *, unplaced: bool = False, knob_settable: bool = False) -> list[Violation]:
+    """The ``mmio-space`` violations of a topology.
+
+    ``unplaced`` counts devices without an address too, as if each sat on the
+    root bus with no bridge window around it: what any plan needs at least.
+    ``knob_settable`` takes the 64-bit window at the largest the firmware's
+    knob can give (a plan sets it when the default is too small).
+    """
+    m = topology.mmio_with_unplaced if unplaced else topology.mmio
+    return list(_mmio_checks(_Context(topology), m, knob_settable=knob_settable))
+
+
+def _mmio_checks(ctx: _Context, m: Mmio | None, *, knob_settable: bool) -> Iterator[Violation]:
+    t = ctx.t
+    fw = t.firmware_model
+    spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model) if fw is not None else None
+    if m is None or fw is None or spec is None:
+        return
+    machine = ctx.machine.name
+    hole = spec.mmio32_hole
+    # measured (OVMF): when only hotplug reservations overflow, the firmware drops them and maps every BAR
+    harmless32 = spec.idle_reservations_harmless
+    if hole is not None and m.below_4g > hole and not (harmless32 and m.below_4g - m.reserved_32 <= hole):
+        listed, address, ids = _consumers(ctx, m.consumers_32)
+        reserved = f", {_size(m.reserved_32)} of it reserved by {fw.name} for hotplug" if m.reserved_32 else ""
+        yield _violation(
+            "mmio-space",
+            f"the 32-bit MMIO hole: BARs that must sit below 4 GiB and the bridges' memory windows need "
+            f"{_size(m.below_4g, most='MiB')} ({listed}{reserved}), but {machine} under {fw.name} has "
+            f"{_size(hole, most='MiB')}",
+            *ids,
+            address=address,
+        )
+    if not m.above_4g or t.phys_bits != fw.phys_bits:
+        return  # a CPU other than the one measured (the host's): its ceiling is not known
+    bits = f"the guest CPU's {fw.phys_bits} physical address bits"
+    more_bits = (
+        "give the guest CPU more physical address bits (<cpu><maxphysaddr mode='passthrough'/>, or "
+        "mode='emulate' with bits='N') or pass fewer large-BAR devices"
+    )
+    listed, address, ids = _consumers(ctx, m.consumers_64)
+    if spec.mmio64_top is not None:
+        base = max(1 << 32, -(-(1 << 32) // max(m.align_64, 1)) * max(m.align_64, 1))
+        end = base + m.above_4g
+        # the firmware lays windows out largest alignment first, so hotplug reservations (2 MiB) come last:
+        # past the top they hold no BAR (a device hot-plugged there later gets no room)
+        if end - m.reserved_64 > spec.mmio64_top:
+            yield _violation(
+                "mmio-space",
+                f"the 64-bit MMIO window: 64-bit prefetchable BARs and windows need {_size(m.above_4g)} "
+                f"({listed}), which {fw.name} lays out from {base:#x} to {end:#x}, past {bits} "
+                f"({spec.mmio64_top:#x}); {more_bits}",
+                *ids,
+                address=address,
+            )
+        return
+    window = t.mmio64_window()
+    if knob_settable and fw.mmio64_knob and spec.mmio64_max is not None:
+        window = max(window or 0, spec.mmio64_max)
+    if window is None or m.above_4g <= window:
+        return
+    if spec.idle_reservations_harmless and m.bars_64 <= fw.pref64_reserve and m.above_4g - m.reserved_64 <= window:
+        return
+    reserved = f", {_size(m.reserved_64)} of it reserved by {fw.name} for hotplug" if m.reserved_64 else ""
+    need = f"64-bit prefetchable BARs and windows need {_size(m.above_4g)} ({listed}{reserved})"
+    largest = spec.mmio64_max
+    if largest is not None and fw.mmio64_knob and m.above_4g <= largest:
+        set_to = f"{fw.mmio64_knob} set to {mmio64_setting(m.above_4g) >> 20} MiB"
+        given = f"the {_size(window)} window {machine} under {fw.name} has" + (
+            "" if t.mmio64 is not None else " by default"
+        )
+        yield _violation(
+            "mmio-space",
+            f"the 64-bit MMIO window: {need}, more than {given}; the domain needs {set_to} "
+            f"(<qemu:commandline> -fw_cfg; pcitopo assign writes it)",
+            *ids,
+            address=address,
+        )
+        return
+    most = f"the largest {fw.name} can be given under {bits} is {_size(largest)}" if largest else ""
+    yield _violation(
+        "mmio-space",
+        f"the 64-bit MMIO window: {need}, more than the {_size(window)} window {machine} under {fw.name} has"
+        + (f"; {most}; {more_bits}" if most else ""),
+        *ids,
+        address=address,
+    )
+
+
+def mmio64_setting(need: int) -> int:
+    """The 64-bit window (bytes, a power of two of at least 1 GiB) that holds ``need`` bytes of windows.
+
+    >>> mmio64_setting(130 << 30) >> 30
+    256
+    """
+    return 1 << max(need - 1, (1 << 30) - 1).bit_length()
+
+
 @_rule
 def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
@@ -699,7 +842,6 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
         if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN):
             kind = t.kind(device)
             hot = t.is_hotpluggable(bus, slot)
-            position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
             if needs.hotplug is HotplugNeed.REQUIRED and not kind.hotpluggable:
                 yield _violation(
                     "hotplug",
@@ -708,6 +850,7 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                     address=item.address,
                 )
             elif needs.hotplug is HotplugNeed.REQUIRED and not hot:
+                position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
                 yield _violation(
                     "hotplug",
                     f"{ctx.where(item)} must be hot-pluggable, but {position} does not support hotplug",
@@ -715,6 +858,7 @@ def _device_needs(ctx: _Context) -> Iterator[Violation]:
                     address=item.address,
                 )
             elif needs.hotplug is HotplugNeed.FORBIDDEN and hot:
+                position = f"bus {bus} ({ctx.model(bus).name}) slot {slot:#04x}"
                 yield _violation(
                     "hotplug",
                     f"{ctx.where(item)} must not be hot-pluggable, but {position} supports hotplug",
@@ -758,6 +902,15 @@ def _slot_groups(ctx: _Context) -> Iterator[Violation]:
             yield _violation(
                 "slot-group", f"slot group {_q(label)}: {_members(ctx, items)} are not functions of one slot", *items
             )
+        for i in items:
+            want = i.device.needs.function if i.device is not None else None
+            if want is not None and i.address.function != want:
+                yield _violation(
+                    "slot-group",
+                    f"slot group {_q(label)}: {ctx.where(i)} is not at function {want} of its slot",
+                    i,
+                    address=i.address,
+                )
 
 
 @_rule

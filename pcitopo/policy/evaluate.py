@@ -35,7 +35,11 @@ The terms (``policy.weights[name]`` is the cost of each one not met):
 ``order``
     with ``ordered``: one per kind with two devices or more, at least one
     placed by the plan: met when their addresses increase in definition order
-    (a device's ``needs.order``, when given, stands in for its position).
+    (a device's ``needs.order``, when given, stands in for its position); and
+    one for the NICs (every kind of class ``net``) when there are two or more,
+    at least one placed by the plan: met when the names a Linux guest gives
+    them (:mod:`pcitopo.naming`) increase in natural order (``sort -V``) in
+    NIC order, so path names follow the guest's enumeration order.
 ``hotplug-off-occupied``
     with ``hotplug_off_occupied``: one per endpoint the plan placed whose
     hotplug need is *any* (the policy's default is set aside): met when its
@@ -190,20 +194,25 @@ def effective_needs(topology: Topology, policy: Policy, device: Device) -> Needs
     """The needs a device the plan places ends up with under ``policy``.
 
     The device's own, then the policy's default hotplug need (only for kinds
-    that can be hot-plugged, and not for members of a slot group), then
+    that can be hot-plugged on this machine, :meth:`Topology.kind_hotpluggable`,
+    and not for members of a slot group), then
     ``[[device]]`` overrides; the ``numa`` policy makes a NUMA node strict.
 
     >>> from pcitopo.devices import Device
     >>> t = Topology.default("q35")
     >>> effective_needs(t, Policy.named("hotplug"), Device("n", "virtio-net")).hotplug.value
     'preferred'
+    >>> effective_needs(t, Policy.named("hotplug"), Device("v", "vga")).hotplug.value
+    'any'
     >>> effective_needs(t, Policy.named("hotplug"), Device("p", "pvpanic-pci")).hotplug.value
     'any'
+    >>> effective_needs(Topology.default("pc"), Policy.named("hotplug"), Device("p", "pvpanic-pci")).hotplug.value
+    'preferred'
     """
     needs = policy.needs_for(device)
     if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and device.needs.hotplug is HotplugNeed.ANY:
         from_override = any(o.hotplug is not None and o.applies_to(device) for o in policy.overrides)
-        if not from_override and (not topology.kind(device).hotpluggable or needs.slot_group is not None):
+        if not from_override and (not topology.kind_hotpluggable(device) or needs.slot_group is not None):
             needs = attrs.evolve(needs, hotplug=HotplugNeed.ANY)
     if policy.numa and needs.numa_node is not None and not needs.numa_strict:
         needs = attrs.evolve(needs, numa_strict=True)
@@ -220,10 +229,20 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     out: list[SoftResult] = []
     pending = {d.id for d in request.devices if d.address is None}
     usage = result.slot_usage()
+    # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
+    same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
     for d in result.devices:
         if d.id not in pending or d.address is None:
             continue
-        needs = effective_needs(result, policy, d)
+        if same_needs is None:
+            needs = effective_needs(result, policy, d)
+        else:
+            found = same_needs.get((d.kind, d.needs))
+            needs = (
+                found
+                if found is not None
+                else same_needs.setdefault((d.kind, d.needs), effective_needs(result, policy, d))
+            )
         bus, slot = d.address.bus, d.address.slot
         hot = result.is_hotpluggable(bus, slot)
         if needs.hotplug is HotplugNeed.PREFERRED:
@@ -270,7 +289,20 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     )
     if policy.ordered:
         out.extend(_order_results(result, policy, pending))
+        out.extend(_name_order_results(result, policy, pending))
     return tuple(out)
+
+
+def _name_order_results(result: Topology, policy: Policy, pending: set[str]) -> list[SoftResult]:
+    """The NICs' guest names in NIC order (natural order: ``eno1`` < ``eno2``, ``enp1s0`` < ``enp10s0``)."""
+    from pcitopo.naming import names_in_order, nic_order
+
+    nics = nic_order(result)
+    if len(nics) < 2 or not any(d.id in pending for d in nics):
+        return []
+    ok, names = names_in_order(result, nics)
+    shown = " < ".join(f"{n} ({d.id})" for n, d in zip(names, nics, strict=True))
+    return [SoftResult("order", ok, policy.weights["order"], f"NIC names in NIC order: {shown}", "nic-names")]
 
 
 def _spare_results(result: Topology, policy: Policy) -> list[SoftResult]:
@@ -374,6 +406,12 @@ def _check_completion(request: Topology, result: Topology) -> None:
             raise InvalidInput(
                 f"device {d.id!r}",
                 f"is pinned at {d.address} in the request but at {r.address} in the result; a plan never moves it",
+            )
+        if d.acpi_index is not None and r.acpi_index != d.acpi_index:
+            raise InvalidInput(
+                f"device {d.id!r}",
+                f"has acpi-index {d.acpi_index} in the request but {r.acpi_index} in the result; "
+                "a plan never renames it",
             )
         if r.address is None:
             raise InvalidInput(f"device {d.id!r}", "has no address in the result; a plan places every device")

@@ -14,7 +14,9 @@ A policy says what the owner wants beyond legality. The built-in ones:
 ``numa``
     every device with a NUMA node goes under an expander bus of that node.
 ``ordered``
-    devices of one kind get increasing addresses in definition order.
+    devices of one kind get increasing addresses in definition order, and
+    the NICs' guest names in NIC order (``acpi_index``, a policy-file key,
+    numbers them ``eno1``, ``eno2``, ... where the machine lets it).
 ``libvirt``
     libvirt's own choices (first fit by device class, root ports packed 8 per
     slot, one spare root port for a new pcie-root guest).
@@ -60,7 +62,7 @@ SOFT_CONSTRAINTS: Mapping[str, str] = {
     "spare-ports": "the requested number of empty hotpluggable ports exists",
     "fewer-controllers": "each controller added costs guest boot time",
     "integrated": "an endpoint sits directly on the root bus when the policy prefers it",
-    "order": "devices of one kind get increasing addresses in definition order",
+    "order": "devices of one kind get increasing addresses, and NICs increasing guest names, in definition order",
     "hotplug-off-occupied": "an endpoint without a hotplug need sits on a position with hotplug off",
 }
 """The soft constraints a plan reports on, with what each means."""
@@ -128,7 +130,10 @@ class Policy:
     numa: bool = False
     """Place devices that name a NUMA node under an expander bus of that node."""
     ordered: bool = False
-    """Keep devices of one kind in definition order."""
+    """Keep devices of one kind in definition order, and the NICs' guest names in NIC order."""
+    acpi_index: bool = False
+    """Give each NIC the plan places an ``acpi-index`` increasing in NIC order, where it reaches the guest,
+    so a Linux guest names them ``eno1``, ``eno2``, ... in that order whatever their addresses."""
     libvirt: bool = False
     """Reproduce libvirt's placement choices exactly."""
     overrides: tuple[Override, ...] = ()
@@ -383,6 +388,7 @@ _SETTABLE = (
     "prefer_integrated",
     "numa",
     "ordered",
+    "acpi_index",
     "libvirt",
 )
 """The fields ``+`` carries over (name, overrides and weights are joined their own way)."""
@@ -394,6 +400,7 @@ _FLAGS = (
     "prefer_integrated",
     "numa",
     "ordered",
+    "acpi_index",
     "libvirt",
 )
 

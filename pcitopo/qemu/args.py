@@ -28,9 +28,10 @@ PHB ``index`` = the lowest free one), and
 Arguments beyond placement (``netdev=``, ``drive=``, ``mac=``) are the
 caller's: ``extra`` maps a device or controller id to properties that are
 appended, in the mapping's order, after the ones pcitopo sets. They may not
-repeat a property pcitopo sets (``id``, ``bus``, ``addr``, ``multifunction``
-and the identity properties). In keyval syntax a comma inside a value is
-doubled, as QEMU expects; in JSON syntax values keep their Python type.
+repeat a property pcitopo sets (``id``, ``bus``, ``addr``, ``multifunction``,
+the identity properties, and ``acpi-index`` for a device that has one). In
+keyval syntax a comma inside a value is doubled, as QEMU expects; in JSON
+syntax values keep their Python type.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def qemu_args(
     """
     if syntax not in ("keyval", "json"):
         raise InvalidInput("syntax", f"must be 'keyval' or 'json' (got {syntax!r})")
-    args = _root_globals(topology)
+    args = _root_globals(topology) + _mmio64_args(topology)
     for spec in device_specs(topology, extra=extra):
         args += ["-device", spec.keyval() if syntax == "keyval" else spec.json()]
     return args
@@ -338,6 +339,12 @@ def _device_spec(topology: Topology, d: Device, extra: Mapping[str, Value]) -> D
     props: list[tuple[str, Value]] = [("id", d.id), *_placement(topology, d.address)]
     if d.multifunction is not None:
         props.append(("multifunction", d.multifunction))
+    kind = topology.kind(d)
+    if d.memory is not None and kind.memory_property is not None and kind.memory_bar is not None:
+        size = next(b.size for b in topology.bars(d) if b.index == kind.memory_bar)
+        props.append((kind.memory_property, size >> 20 if kind.memory_property.endswith("_mb") else size))
+    if d.acpi_index is not None:
+        props.append(("acpi-index", d.acpi_index))
     props += _extra(f"device {d.id!r}", props, extra)
     return DeviceSpec(driver, d.id, topology.bus_name(d.address.bus), d.address, tuple(props))
 
@@ -354,6 +361,28 @@ def _extra(who: str, props: Iterable[tuple[str, Value]], extra: Mapping[str, Val
         if not isinstance(value, str | int | bool):
             raise InvalidInput(who, f"extra property {key} must be a str, int or bool (got {value!r})")
     return list(extra.items())
+
+
+_PCI_HOSTS = {"pcie-root": "q35-pcihost", "pci-root": "i440FX-pcihost"}
+"""The QEMU host bridge device of an x86 root bus, which owns ``pci-hole64-size``."""
+
+
+def _mmio64_args(topology: Topology) -> list[str]:
+    """The 64-bit MMIO window the topology asks for: OVMF's fw_cfg knob, else the host bridge's pci-hole64-size.
+
+    >>> t = Topology.build("q35", firmware="ovmf", mmio64=512 << 30)
+    >>> _mmio64_args(t)
+    ['-fw_cfg', 'name=opt/ovmf/X-PciMmio64Mb,string=524288']
+    >>> _mmio64_args(Topology.build("pc", mmio64=64 << 30))
+    ['-global', 'i440FX-pcihost.pci-hole64-size=68719476736']
+    """
+    fw = topology.firmware_model
+    if topology.mmio64 is None or fw is None:
+        return []
+    if fw.mmio64_knob:
+        return ["-fw_cfg", f"name={fw.mmio64_knob},string={topology.mmio64 >> 20}"]
+    host = _PCI_HOSTS.get(topology.machine.root_model)
+    return [] if host is None else ["-global", f"{host}.pci-hole64-size={topology.mmio64}"]
 
 
 def _root_globals(topology: Topology) -> list[str]:

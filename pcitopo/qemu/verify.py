@@ -153,9 +153,10 @@ def verify(
     if path is None:
         raise QemuError(f"no QEMU binary {binary or machine.qemu_binary!r} found")
     fw = _choose_firmware(topology, firmware)
+    backends, extra = _memory_backends(topology, extra)
     specs = device_specs(topology, extra=extra)
     args = machine_args(topology, machine_type=machine_type)
-    args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
+    args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg", *backends]
     if fw is not None:
         args += ["-chardev", f"file,id=pcitopo-fw,path={_FIRMWARE_LOG}"]
         args += ["-device", "isa-debugcon,iobase=0x402,chardev=pcitopo-fw"]
@@ -173,6 +174,27 @@ def verify(
         if hotplug:
             checks += _hotplug(vm, topology)
         return VerifyReport(machine.name, path, vm.version, vm.command, tuple(checks), log)
+
+
+def _memory_backends(
+    topology: Topology, extra: Mapping[str, Mapping[str, Value]] | None
+) -> tuple[list[str], dict[str, Mapping[str, Value]]]:
+    """A shared memory backend for each ivshmem-plain without a ``memdev``: a sparse file of its memory's size.
+
+    The file lives in QEMU's private directory and costs no RAM (nothing touches
+    it under ``-S`` or in the firmware), so a 256 GiB BAR is as cheap to map as 4 MiB.
+    """
+    out = dict(extra or {})
+    args: list[str] = []
+    for d in topology.devices:
+        kind = topology.kind(d)
+        if kind.qemu_device != "ivshmem-plain" or kind.memory_bar is None or "memdev" in out.get(d.id, {}):
+            continue
+        size = next(b.size for b in topology.bars(d) if b.index == kind.memory_bar)
+        name = f"pcitopo-shm-{len(args) // 2}"
+        args += ["-object", f"memory-backend-file,id={name},mem-path={name},share=on,size={size}"]
+        out[d.id] = {**out.get(d.id, {}), "memdev": name}
+    return args, out
 
 
 # -- placement ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,10 @@ class Context:
     offers_pcie_to_pci: bool
     offers_dmi: bool
     offers_switch: bool
+    reserves_io_pci_bridge: bool = False
+    """The firmware gives every pci-bridge an IO window even with no IO BAR below it (SeaBIOS: SHPC)."""
+    reserves_io_pcie_to_pci: bool = False
+    """The same for a pcie-to-pci-bridge."""
 
     @property
     def new_expander(self) -> bool:
@@ -127,6 +132,23 @@ class Counts:
     root_slot_io: int = 0
     hot_bridge_units: int = 0
     hot_bridge_io: int = 0
+    root_slot_preferred: int = 0
+    """Root-slot units that prefer hotplug on a root that is not hotpluggable: a pci-bridge's slot is better."""
+    root_slot_preferred_io: int = 0
+    tree_any: int = 0
+    """Bridge-tree units with no hotplug need: a dmi-to-pci-bridge's slot serves them as well."""
+    tree_any_io: int = 0
+    tree_preferred: int = 0
+    """Bridge-tree units that prefer hotplug: a dmi-to-pci-bridge's slot serves them at the hotplug weight."""
+    tree_preferred_io: int = 0
+    root_slot_any: int = 0
+    """Root-slot units with no hotplug need (``hotplug-off-occupied`` counts those on hotpluggable slots)."""
+    bus_group_any: int = 0
+    """Bus-group units with no hotplug need (a bridge's slots are hotpluggable)."""
+    port_any: int = 0
+    """Single-device root-port units with no hotplug need: they may share a port as its slot's functions."""
+    port_preferred: int = 0
+    """Single-device root-port units that prefer hotplug: they may share a port at the hotplug weight."""
     bus_group_windows: int = 0
     switch_groups: int = 0
     switch_group_units: int = 0
@@ -159,9 +181,18 @@ _CATEGORY_FIELDS: dict[Category, tuple[str, str | None]] = {
 }
 
 
+_additive = operator.attrgetter(*_ADDITIVE)
+"""The additive fields of a :class:`Counts`, all at once (the search adds counts thousands of times)."""
+_NONE = Counts()
+
+
 def add_counts(a: Counts, b: Counts) -> Counts:
     """The counts of two groups of units given to one context."""
-    values = {name: getattr(a, name) + getattr(b, name) for name in _ADDITIVE}
+    if a == _NONE:
+        return b
+    if b == _NONE:
+        return a
+    values = dict(zip(_ADDITIVE, map(operator.add, _additive(a), _additive(b)), strict=True))
     return Counts(**values, io_max=max(a.io_max, b.io_max), impossible=a.impossible or b.impossible)
 
 
@@ -169,8 +200,10 @@ def scale_counts(c: Counts, n: int) -> Counts:
     """The counts of ``n`` copies of one unit (or ``n`` times identical units)."""
     if n == 1:
         return c
-    values = {name: getattr(c, name) * n for name in _ADDITIVE}
-    return Counts(**values, io_max=c.io_max if n else 0, impossible=c.impossible if n else "")
+    if n == 0:
+        return _NONE
+    values = dict(zip(_ADDITIVE, [v * n for v in _additive(c)], strict=True))
+    return Counts(**values, io_max=c.io_max, impossible=c.impossible)
 
 
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
@@ -192,6 +225,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             continue
         if category is Category.BUS_GROUP:
             d["bus_group_units"] += 1
+            d["bus_group_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
             bus_labels.add(u.bus_group or "")
             if u.has_io:
                 n, biggest = bus_io.get(u.bus_group or "", (0, 0))
@@ -207,6 +241,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
             d[last_resort] += 1
+        _count_alternatives(d, ctx, u, category)
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
     d["switch_groups"] += len(switch_labels)
@@ -215,16 +250,45 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     return Counts(**d)
 
 
+def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Category) -> None:
+    """Count a unit in the buckets :func:`decide` may move to a cheaper position than its category's.
+
+    A unit that prefers hotplug on a root slot that is not hotpluggable may
+    take a pci-bridge's slot instead; a conventional unit may take a
+    dmi-to-pci-bridge's slot instead of a bridge tree's (one controller
+    instead of a root port and a pcie-to-pci-bridge, not hotpluggable); a
+    PCI Express unit may share a root port with others as a function of its
+    slot (functions are not hot-plugged one by one).
+    """
+    movable = not u.integrated_required
+    if category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.ANY:
+        d["root_slot_any"] += 1
+    if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
+        d["root_slot_preferred"] += 1
+        d["root_slot_preferred_io"] += 1 if u.has_io else 0
+    elif category is Category.BRIDGE_TREE and u.hotplug in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+        prefix = "tree_any" if u.hotplug is HotplugNeed.ANY else "tree_preferred"
+        d[prefix] += 1
+        d[f"{prefix}_io"] += 1 if u.has_io else 0
+    elif category is Category.ROOT_PORT and len(u.devices) == 1:
+        if u.hotplug is HotplugNeed.ANY:
+            d["port_any"] += 1
+        elif u.hotplug is HotplugNeed.PREFERRED:
+            d["port_preferred"] += 1
+
+
 def _never_hotpluggable(ctx: Context, category: Category) -> bool:
-    """Whether a unit of this category in this context ends up where it cannot be hot-plugged."""
-    if category in (
+    """Whether a unit of this category in this context ends up where it cannot be hot-plugged.
+
+    A root-slot unit on a root that is not hotpluggable is counted by
+    :func:`decide`, which may give it a pci-bridge's slot instead.
+    """
+    return category in (
         Category.INTEGRATED,
         Category.OPTIONAL_INTEGRATED_PCIE,
         Category.OPTIONAL_INTEGRATED_PCI,
         Category.NOT_HOTPLUGGABLE_BRIDGE,
-    ):
-        return True
-    return category is Category.ROOT_SLOT and not ctx.root_hotplug
+    )
 
 
 def last_resort_bucket(ctx: Context, u: Unit, category: Category) -> str | None:
@@ -248,10 +312,19 @@ LAST_RESORT_ORDER = (
 """Which units are integrated first as a last resort: those that do not care about hotplug, PCIe first."""
 
 
-def last_resort_split(c: Counts, n: int) -> dict[str, int]:
+LAST_RESORT_PCI_FIRST = (
+    "last_resort_pci_any",
+    "last_resort_pcie_any",
+    "last_resort_pci_preferred",
+    "last_resort_pcie_preferred",
+)
+"""The other order: a conventional unit integrated saves a bridge tree (two controllers), a PCIe one a port."""
+
+
+def last_resort_split(c: Counts, n: int, *, pci_first: bool = False) -> dict[str, int]:
     """How ``n`` last-resort integrations are taken from the buckets, in order."""
     out: dict[str, int] = {}
-    for name in LAST_RESORT_ORDER:
+    for name in LAST_RESORT_PCI_FIRST if pci_first else LAST_RESORT_ORDER:
         take = min(n, getattr(c, name))
         out[name] = take
         n -= take
@@ -360,6 +433,8 @@ class Decision:
     dmi_units: int = 0
     dmi_bridges: int = 0
     root_slot_units: int = 0
+    preferred_direct: int = 0
+    """Root-slot units that prefer hotplug and stay on a root that is not hotpluggable (the rest are bridged)."""
     root_bridges: int = 0
     host_bridges: int = 0
     root_slots: int = 0
@@ -370,6 +445,16 @@ class Decision:
     spare_missing: int = 0
     last_resort: tuple[tuple[str, int], ...] = ()
     """Last-resort integrations by bucket (see :data:`LAST_RESORT_ORDER`)."""
+    dmi_any: int = 0
+    """Bridge-tree units with no hotplug need moved to the dmi-to-pci-bridge (see ``_Moves``)."""
+    dmi_preferred: int = 0
+    pack_any: int = 0
+    """Root-port units with no hotplug need sharing root ports as functions (see ``_Moves``)."""
+    pack_preferred: int = 0
+    on_tree_ports: int = 0
+    """Of the sharing units, those at functions 1..7 of the root ports holding the trees' pcie-to-pci-bridges."""
+    occupied_hot: int = 0
+    """Units with no hotplug need left on a hotpluggable position (the ``hotplug-off-occupied`` term's misses)."""
 
 
 def fanout(n: int) -> int:
@@ -402,12 +487,14 @@ def split_trees(n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def trees_io_windows(sizes: tuple[int, ...], n_io: int, io_max: int) -> int:
-    """IO windows of several trees, IO endpoints filling the first trees first."""
+def trees_io_windows(
+    sizes: tuple[int, ...], n_io: int, io_max: int, *, top_reserves: bool = False, fan_reserves: bool = False
+) -> int:
+    """IO windows of several trees, IO endpoints filling the first trees first (see :func:`tree_io_windows`)."""
     total = 0
     for size in sizes:
         here = min(size, n_io)
-        total += tree_io_windows(size, here, io_max)
+        total += tree_io_windows(size, here, io_max, top_reserves=top_reserves, fan_reserves=fan_reserves)
         n_io -= here
     return total
 
@@ -423,26 +510,31 @@ def tree_free_slots(size: int) -> int:
     return (BRIDGE_SLOTS - m) + BRIDGE_SLOTS * m - size
 
 
-def tree_io_windows(n: int, n_io: int, io_max: int) -> int:
+def tree_io_windows(n: int, n_io: int, io_max: int, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
     """4 KiB IO windows a bridge tree needs, IO endpoints placed first, each counted at ``io_max`` bytes.
 
     Endpoints fill the top bridge's free slots first, then each fanned-out
     pci-bridge; IO endpoints come first, so they share as few buses as
     possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows, and a bridge's
     window holds those of the bridges below it, so the tree needs their sum.
+    A bridge the firmware reserves a window for (``fan_reserves`` for the
+    fanned-out pci-bridges, ``top_reserves`` for the top one) takes at least
+    one even with no IO BAR below it; the top one's holds its children's, so
+    it adds one only when the whole tree has none.
     """
-    if n_io == 0:
-        return 0
     m = fanout(n)
+    if n_io == 0 and not (fan_reserves and m) and not top_reserves:
+        return 0
     capacities = [BRIDGE_SLOTS - m] + [BRIDGE_SLOTS] * m
     windows = 0
-    for cap in capacities:
+    for i, cap in enumerate(capacities):
         here = min(cap, n_io)
-        windows += -(-here * max(io_max, 1) // IO_WINDOW)
+        bus = -(-here * max(io_max, 1) // IO_WINDOW)
+        windows += max(bus, 1) if i and fan_reserves else bus
         n_io -= here
-        if n_io == 0:
+        if n_io == 0 and not fan_reserves:
             break
-    return windows
+    return max(windows, 1) if top_reserves else windows
 
 
 def decide(
@@ -471,8 +563,27 @@ def decide(
     if ctx.root_kind is RootKind.PCIE:
         return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
-        return _decide_new_host_bridges(c)
-    return _decide_pci(ctx, c, bridges, spare, spare_wanted, expanders_here)
+        return _decide_new_host_bridges(c, policy)
+    return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
+
+
+@attrs.frozen
+class _Moves:
+    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``)."""
+
+    dmi_any: int = 0
+    """Bridge-tree units with no hotplug need put on a dmi-to-pci-bridge's slot."""
+    dmi_preferred: int = 0
+    """Bridge-tree units preferring hotplug put there (each a hotplug miss)."""
+    pack_any: int = 0
+    """Root-port units with no hotplug need sharing root ports, 8 functions a port."""
+    pack_preferred: int = 0
+    """Root-port units preferring hotplug sharing them too (each a hotplug miss)."""
+    pci_first: bool = False
+    """Last-resort integration takes conventional units before PCI Express ones (:data:`LAST_RESORT_PCI_FIRST`)."""
+    tree_via_dmi: bool = False
+    """The bridge-tree units go on pci-bridges under the dmi-to-pci-bridge (one controller each) instead of
+    pcie-to-pci-bridges behind root ports (two), though the machine offers the latter."""
 
 
 def _decide_pcie(
@@ -484,6 +595,91 @@ def _decide_pcie(
     spare_wanted: int,
     expanders_here: int,
     bus_cap: int | None,
+) -> Decision:
+    """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
+
+    The moves change only the context's own controllers and hotplug misses
+    (and lower its bus numbers and IO windows), so the cheapest of them by
+    the policy's weights is the context's best layout for these decisions;
+    ties go to the fewest bus numbers, then to the fewest moves.
+    """
+    base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
+    last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
+    both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
+    both_kinds = both_kinds and (c.last_resort_pci_any or c.last_resort_pci_preferred)
+    movable = c.tree_units or c.port_any or c.port_preferred
+    if not (movable or both_kinds) or not base.feasible:
+        return base
+    weights = policy.weights
+
+    def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
+        cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
+        cost += weights["hotplug-off-occupied"] * d.occupied_hot
+        moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred
+        return (cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
+
+    best, best_key = base, key(base, _Moves())
+    for pci_first in (False, True) if both_kinds else (False,):
+        for moves in _moves(ctx, c, policy, last, pci_first):
+            if moves == _Moves():
+                continue
+            d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
+            if d.feasible and key(d, moves) < best_key:
+                best, best_key = d, key(d, moves)
+    return best
+
+
+def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) -> list[_Moves]:
+    """The moves worth trying: all or none of each bucket, and the fills of shared ports' free functions.
+
+    Moves that cannot be cheaper are left out: a unit preferring hotplug moved to a dmi-to-pci-bridge saves
+    at most two controllers (the last unit of a tree: its root port and pcie-to-pci-bridge), one sharing a
+    port at most one; a tree under a dmi-to-pci-bridge that is not there anyway saves a controller only
+    past 31 units (one tree: a root port and a bridge, or the dmi-to-pci-bridge and a pci-bridge).
+    """
+    weights = policy.weights
+    dmi_preferred_pays = weights["hotplug"] < 2 * weights["fewer-controllers"]
+    pack_preferred_pays = weights["hotplug"] < weights["fewer-controllers"]
+    split = last_resort_split(c, last, pci_first=pci_first)
+    tree_any = c.tree_any - split.get("last_resort_pci_any", 0)
+    tree_preferred = c.tree_preferred - split.get("last_resort_pci_preferred", 0) if dmi_preferred_pays else 0
+    port_any = c.port_any - split.get("last_resort_pcie_any", 0)
+    port_preferred = c.port_preferred - split.get("last_resort_pcie_preferred", 0) if pack_preferred_pays else 0
+    dmi_room = max(0, DMI_SLOTS - c.dmi_units) if ctx.offers_dmi else 0
+    dmi_options = {(0, 0)}
+    if dmi_room:
+        moved_any = min(tree_any, dmi_room)
+        dmi_options |= {(moved_any, 0), (moved_any, min(tree_preferred, dmi_room - moved_any))}
+    pack_options = {(0, 0)}
+    if port_any + port_preferred > 0:
+        room = -port_any % 8
+        pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
+        pack_options.add((port_any, min(port_preferred, room + 8 * ((port_preferred - room) // 8))))
+    may_via_dmi = ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units > 0
+    return [
+        _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred, pci_first, tree_via_dmi)
+        for dmi_any, dmi_preferred in sorted(dmi_options)
+        for pack_any, pack_preferred in sorted(pack_options)
+        for tree_via_dmi in (False, True)
+        if not tree_via_dmi
+        or (may_via_dmi and (c.dmi_units or dmi_any or dmi_preferred or c.tree_units > BRIDGE_SLOTS))
+    ]
+
+
+DMI_SLOTS = 32
+"""Slots of a dmi-to-pci-bridge (0..31): it has no slot-0 restriction, unlike a pci-bridge."""
+
+
+def _layout_pcie(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
+    moves: _Moves,
 ) -> Decision:
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
@@ -497,7 +693,7 @@ def _decide_pcie(
     pack = 8 if policy.port_packing == "multifunction" else 1
     aggregate_free = len(ctx.free_port_functions) if pack == 8 else 0
     optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
-    use_dmi_tree = c.tree_units > 0 and not ctx.offers_pcie_to_pci
+    use_dmi_tree = c.tree_units > 0 and (moves.tree_via_dmi or not ctx.offers_pcie_to_pci)
     if use_dmi_tree and not ctx.offers_dmi:
         return Decision(False, f"{ctx.label}: no bridge for conventional PCI devices")
     if integrate > integrable(c) or integrate > free - c.integrated_required:
@@ -507,19 +703,31 @@ def _decide_pcie(
     # optional integration takes PCIe units first, then PCI units (definition order inside)
     ip = min(i_opt, c.optional_integrated_pcie)
     ic = i_opt - ip
-    split = last_resort_split(c, last) if last else {}
+    split = last_resort_split(c, last, pci_first=moves.pci_first) if last else {}
     last_pcie = split.get("last_resort_pcie_any", 0) + split.get("last_resort_pcie_preferred", 0)
     last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
     last_misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
-    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie
+    packed = moves.pack_any + moves.pack_preferred
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
     tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
     # optional PCI integration takes IO-BAR units first (the root bus needs no IO window); the rest overflow
     tree_io = max(0, c.tree_io + max(0, c.optional_integrated_pci_io - ic) - last_pci)
-    dmi_units = c.dmi_units
+    # units moved to the dmi-to-pci-bridge: IO-BAR ones first in each bucket, as _realize moves them
+    any_io = max(0, c.tree_any_io - split.get("last_resort_pci_any", 0))
+    preferred_io = max(0, c.tree_preferred_io - split.get("last_resort_pci_preferred", 0))
+    moved_io = min(moves.dmi_any, any_io) + min(moves.dmi_preferred, preferred_io)
+    tree_units -= moves.dmi_any + moves.dmi_preferred
+    tree_io = max(0, tree_io - moved_io)
+    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
+    dmi_io = c.dmi_io + moved_io
+    use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()
+    # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
+    on_tree_ports = min(packed, 7 * len(trees))
+    shared_ports = -(-(packed - on_tree_ports) // 8)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
     fixed_ports = len(trees) + c.switch_groups + c.bus_groups
     slots_left = free - c.integrated_required - integrate - (1 if dmi else 0)
     if slots_left < 0:
@@ -548,17 +756,26 @@ def _decide_pcie(
     root_slots = c.integrated_required + integrate + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
     tree_bridges = sum(fanout(size) for size in trees)
     dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-    if dmi and dmi_units + dmi_bridges > 32:
+    if dmi and dmi_units + dmi_bridges > DMI_SLOTS:
         return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
     bus = direct + 2 * switches + downstream + trees_buses(trees)
     bus += (1 + dmi_bridges) if dmi else 0
     bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
     io = port_io + c.switch_group_io + c.bus_group_windows
     if not use_dmi_tree:
-        io += trees_io_windows(trees, tree_io, c.io_max)
-    elif tree_io:
-        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max)
-    io += -(-c.dmi_io * c.io_max // IO_WINDOW)
+        io += trees_io_windows(
+            trees,
+            tree_io,
+            c.io_max,
+            top_reserves=ctx.reserves_io_pcie_to_pci,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+    elif tree_io or ctx.reserves_io_pci_bridge:
+        # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
+        io += trees_io_windows(
+            (BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max, top_reserves=ctx.reserves_io_pci_bridge
+        )
+    io += -(-dmi_io * c.io_max // IO_WINDOW)
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
     controllers = direct + 2 * switches + downstream
@@ -587,21 +804,43 @@ def _decide_pcie(
         bus_numbers=bus,
         io_windows=io,
         controllers=controllers,
-        hot_misses=c.hot_misses + last_misses,
+        hot_misses=c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred,
+        # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
+        occupied_hot=(
+            c.tree_any
+            - split.get("last_resort_pci_any", 0)
+            - moves.dmi_any
+            + (c.optional_integrated_pci - ic)
+            + c.bus_group_any
+        )
+        if policy.hotplug_off_occupied
+        else 0,
         spare_missing=spare - spare_n,
         last_resort=tuple(split.items()),
+        dmi_any=moves.dmi_any,
+        dmi_preferred=moves.dmi_preferred,
+        pack_any=moves.pack_any,
+        pack_preferred=moves.pack_preferred,
+        on_tree_ports=on_tree_ports,
     )
 
 
 def _decide_pci(
-    ctx: Context, c: Counts, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
+    ctx: Context, c: Counts, policy: Policy, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
 ) -> Decision:
     free = len(ctx.free_slots) - expanders_here - c.bus_groups
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
     if spare_n > need_spare or bridges > max(free, 0):
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
     direct_cap = free - bridges
-    on_direct = min(c.root_slot_units, direct_cap)
+    # the units that prefer hotplug take the pci-bridges' slots first (the root is not hotpluggable);
+    # the others take the root's slots first (no bridge needed, no IO window)
+    others = c.root_slot_units - c.root_slot_preferred
+    others_direct = min(others, direct_cap)
+    room = TREE_CAPACITY * bridges - c.hot_bridge_units - (others - others_direct)
+    preferred_bridged = min(c.root_slot_preferred, max(0, room))
+    preferred_direct = min(c.root_slot_preferred - preferred_bridged, direct_cap - others_direct)
+    on_direct = others_direct + preferred_direct
     bridged = c.hot_bridge_units + c.root_slot_units - on_direct
     if bridged > TREE_CAPACITY * bridges:
         return Decision(
@@ -619,12 +858,15 @@ def _decide_pci(
     if hot_free < spare_n:
         return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
     # direct slots take IO-BAR endpoints first: the root bus needs no IO window
-    io_bridged = c.hot_bridge_io + max(0, c.root_slot_io - on_direct)
+    others_io = c.root_slot_io - c.root_slot_preferred_io
+    preferred_bridged_io = max(0, preferred_bridged - (c.root_slot_preferred - c.root_slot_preferred_io))
+    io_bridged = c.hot_bridge_io + max(0, others_io - others_direct) + preferred_bridged_io
     buses = trees_buses(sizes)
-    hot_misses = c.hot_misses
+    hot_misses = c.hot_misses + preferred_direct
     return Decision(
         True,
         root_slot_units=on_direct,
+        preferred_direct=preferred_direct,
         integrated_devices=c.integrated_required + on_direct if ctx.bus == 0 else 0,
         root_bridges=bridges,
         tree_units=bridged,
@@ -633,15 +875,32 @@ def _decide_pci(
         tree_bridges=buses - bridges,
         root_slots=on_direct + bridges + c.bus_groups,
         bus_numbers=buses + c.bus_groups,
-        io_windows=trees_io_windows(sizes, io_bridged, c.io_max) + c.bus_group_windows,
+        io_windows=trees_io_windows(
+            sizes,
+            io_bridged,
+            c.io_max,
+            top_reserves=ctx.reserves_io_pci_bridge,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+        + c.bus_group_windows,
         controllers=buses + c.bus_groups,
         hot_misses=hot_misses,
         spare=spare_n,
         spare_missing=need_spare - spare_n,
+        occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, policy),
     )
 
 
-def _decide_new_host_bridges(c: Counts) -> Decision:
+def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, policy: Policy) -> int:
+    """Units with no hotplug need on hotpluggable slots of a conventional root: all on a hotpluggable root,
+    else those overflowing to pci-bridges (the root's slots take them first); bus groups' are on bridges."""
+    if not policy.hotplug_off_occupied:
+        return 0
+    on_root = c.root_slot_any if ctx.root_hotplug else min(c.root_slot_any, others_bridged)
+    return on_root + c.bus_group_any
+
+
+def _decide_new_host_bridges(c: Counts, policy: Policy) -> Decision:
     units = c.root_slot_units + c.hot_bridge_units
     # a pseries host bridge has 31 usable slots (1..31)
     host_bridges = math.ceil(units / BRIDGE_SLOTS) if units else 0
@@ -652,4 +911,5 @@ def _decide_new_host_bridges(c: Counts) -> Decision:
         controllers=host_bridges,
         bus_numbers=0,
         hot_misses=c.hot_misses,
+        occupied_hot=c.root_slot_any if policy.hotplug_off_occupied else 0,
     )

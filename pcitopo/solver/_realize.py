@@ -123,7 +123,10 @@ class Builder:
         return c
 
     def place(self, unit: Unit, slot: PciAddress) -> None:
-        functions = _usb2_functions(unit.devices) or list(range(len(unit.devices)))
+        if len(unit.devices) == 1 and slot.function == 0:  # the common case, without the multifunction work
+            self.placements[unit.devices[0].id] = slot
+            return
+        functions = unit_functions(unit.devices)
         for f, d in zip(functions, unit.devices, strict=True):
             self.placements[d.id] = slot.with_function(f)
         if len(unit.devices) > 1:
@@ -203,6 +206,12 @@ def _realize_pcie(
         for u in sorted(moved, key=lambda u: u.rank):
             b.place(u, _addr(root_bus, take_slot()))
     dmi_units = _io_first(cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []))
+    # bridge-tree units moved to the dmi-to-pci-bridge (_layout._Moves): no hotplug need first, IO-BAR ones first
+    tree_category = set(map(id, cats.get(Category.BRIDGE_TREE, [])))
+    for need, n in ((HotplugNeed.ANY, decision.dmi_any), (HotplugNeed.PREFERRED, decision.dmi_preferred)):
+        movable = [u for u in tree_units if id(u) in tree_category and u.hotplug is need][:n]
+        dmi_units += movable
+        tree_units = [u for u in tree_units if u not in movable]
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
     if decision.dmi:
@@ -236,11 +245,12 @@ def _realize_pcie(
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
     tree_rp = len(decision.tree_sizes) if tree_units else 0
-    direct_units = port_units[: decision.direct_ports]
-    switched_units = port_units[decision.direct_ports :]
-    for u in direct_units:
-        rp = b.root_port(next_port_position(), hotplug=_port_hotplug(u, policy))
-        b.place(u, _addr(rp.index, 0))
+    items, beside_bridges = _port_items(port_units, ctx, policy, decision)
+    direct_units = items[: decision.direct_ports]
+    switched_units = items[decision.direct_ports :]
+    for item in direct_units:
+        rp = b.root_port(next_port_position(), hotplug=_item_hotplug(item, policy))
+        _place_item(b, item, rp.index)
     for _label, members in _groups(cats.get(Category.SWITCH_GROUP, []), "switch_group"):
         up_rp = b.root_port(next_port_position())
         up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
@@ -259,6 +269,12 @@ def _realize_pcie(
             bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
             _fill_tree(b, bridge.index, remaining[:size])
             del remaining[:size]
+            # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0
+            beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
+            for function, u in enumerate(beside, start=1):
+                b.placements[u.devices[0].id] = _addr(rp.index, 0, function)
+            if beside:
+                b.controllers[b.controllers.index(bridge)] = attrs.evolve(bridge, multifunction=True)
     # switches: their uplinks, then downstream ports for the remaining units and spares
     spare_left = decision.spare
     downstream_needed = decision.downstream
@@ -270,14 +286,49 @@ def _realize_pcie(
                 break
             downstream_needed -= 1
             if switched_units:
-                u = switched_units.pop(0)
-                dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
-                b.place(u, _addr(dp.index, 0))
+                item = switched_units.pop(0)
+                dp = b.downstream_port(_addr(up.index, s), hotplug=_item_hotplug(item, policy))
+                _place_item(b, item, dp.index)
             else:
                 b.downstream_port(_addr(up.index, s))
                 spare_left -= 1
     for _ in range(max(0, spare_left)):
         b.root_port(next_port_position())
+
+
+def _port_items(
+    port_units: Sequence[Unit], ctx: Context, policy: Policy, decision: Decision
+) -> tuple[list[list[Unit]], list[Unit]]:
+    """What each new port holds: one unit, or up to 8 sharing it as functions (_layout._Moves), in rank order;
+    and the sharing units that go beside the trees' pcie-to-pci-bridges (the first ones)."""
+    root_port = set(map(id, (u for u in port_units if unit_category(ctx, u, policy)[0] is Category.ROOT_PORT)))
+    packed: list[Unit] = []
+    for need, n in ((HotplugNeed.ANY, decision.pack_any), (HotplugNeed.PREFERRED, decision.pack_preferred)):
+        packed += [u for u in port_units if id(u) in root_port and u.hotplug is need and len(u.devices) == 1][:n]
+    packed.sort(key=lambda u: u.rank)
+    items = [[u] for u in port_units if u not in packed]
+    beside_bridges, packed = packed[: decision.on_tree_ports], packed[decision.on_tree_ports :]
+    items += [packed[i : i + 8] for i in range(0, len(packed), 8)]
+    return sorted(items, key=lambda item: item[0].rank), beside_bridges
+
+
+def _item_hotplug(item: Sequence[Unit], policy: Policy) -> bool | None:
+    """A port's hotplug setting: its unit's, or for units sharing it off with ``hotplug_off_occupied``."""
+    if len(item) == 1:
+        return _port_hotplug(item[0], policy)
+    if any(u.hotplug is HotplugNeed.FORBIDDEN for u in item) or policy.hotplug_off_occupied:
+        return False
+    return None
+
+
+def _place_item(b: Builder, item: Sequence[Unit], bus: int) -> None:
+    """A port's units: one at slot 0, or several as functions 0, 1, ... of slot 0 (multifunction on 0)."""
+    if len(item) == 1:
+        b.place(item[0], _addr(bus, 0))
+        return
+    for function, u in enumerate(item):
+        b.placements[u.devices[0].id] = _addr(bus, 0, function)
+    b.multifunction[item[0].devices[0].id] = True
 
 
 def _fill_tree(b: Builder, top: int, units: Sequence[Unit]) -> None:
@@ -340,9 +391,20 @@ def _realize_pci(
     """Lay out a conventional root context: direct slots (IO endpoints first), then pci-bridges."""
     cats = _by_category(ctx, units, policy)
     slots = list(free_slots)
-    direct_candidates = _io_first(cats.get(Category.ROOT_SLOT, []))
-    direct = direct_candidates[: decision.root_slot_units]
-    bridged = _io_first([*cats.get(Category.HOTPLUG_BRIDGE_ONLY, []), *direct_candidates[decision.root_slot_units :]])
+    root_slot = cats.get(Category.ROOT_SLOT, [])
+    # as _layout._decide_pci: units preferring hotplug (the root is not hotpluggable) are bridged first
+    wants_bridge = [u for u in root_slot if _prefers_a_bridge(ctx, u)]
+    others = _io_first([u for u in root_slot if not _prefers_a_bridge(ctx, u)])
+    preferred = _io_first(wants_bridge)
+    others_direct = decision.root_slot_units - decision.preferred_direct
+    direct = [*others[:others_direct], *preferred[: decision.preferred_direct]]
+    bridged = _io_first(
+        [
+            *cats.get(Category.HOTPLUG_BRIDGE_ONLY, []),
+            *others[others_direct:],
+            *preferred[decision.preferred_direct :],
+        ]
+    )
     for u in sorted(direct, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, slots.pop(0)))
     for _, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
@@ -355,6 +417,11 @@ def _realize_pci(
         del bridged[:size]
 
 
+def _prefers_a_bridge(ctx: Context, u: Unit) -> bool:
+    """A root-slot unit that prefers hotplug on a root that is not hotpluggable (see ``_count_alternatives``)."""
+    return u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug and not u.integrated_required
+
+
 def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, units: Sequence[Unit]) -> None:
     remaining = sorted(units, key=lambda u: u.rank)
     for _ in range(decision.host_bridges):
@@ -365,15 +432,27 @@ def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, unit
             b.place(remaining.pop(0), _addr(host_bridge.index, s))
 
 
+_DEVICE_FIELDS = tuple(f.name for f in attrs.fields(Device))
+
+
+def _moved(d: Device, address: PciAddress, multifunction: bool | None) -> Device:
+    """``d`` at ``address``: ``attrs.evolve`` without re-running the validators of values already checked
+    (the id's pattern, for every device of every realised plan)."""
+    new = object.__new__(Device)
+    for name in _DEVICE_FIELDS:
+        object.__setattr__(new, name, getattr(d, name))
+    object.__setattr__(new, "address", address)
+    object.__setattr__(new, "multifunction", multifunction)
+    return new
+
+
 def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
+    placements, multifunction = b.placements, b.multifunction
     out = []
     for d in devices:
-        if d.id in b.placements:
-            d = attrs.evolve(
-                d,
-                address=b.placements[d.id],
-                multifunction=True if b.multifunction.get(d.id) else d.multifunction,
-            )
+        address = placements.get(d.id)
+        if address is not None:
+            d = _moved(d, address, True if multifunction.get(d.id) else d.multifunction)
         out.append(d)
     return out
 
@@ -489,6 +568,19 @@ def _assign_bus_nr(
             c = attrs.evolve(c, bus_nr=nr)
         out.append(c)
     return out
+
+
+def unit_functions(devices: Sequence[Device]) -> list[int]:
+    """The function each device of a unit takes in its slot: an ICH9 USB2 set's own, the ones asked, or 0, 1, ..."""
+    return _usb2_functions(devices) or _own_functions(devices) or list(range(len(devices)))
+
+
+def _own_functions(devices: Sequence[Device]) -> list[int] | None:
+    """The functions a slot group's members ask for (``needs.function``), when each asks and 0 is among them."""
+    functions = [d.needs.function for d in devices]
+    if len(devices) < 2 or None in functions or 0 not in functions or len(set(functions)) != len(functions):
+        return None
+    return [f for f in functions if f is not None]
 
 
 def _usb2_functions(devices: Sequence[Device]) -> list[int] | None:

@@ -26,7 +26,9 @@ expander buses, bus numbers, IO windows) is a deterministic function of these
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -195,6 +197,15 @@ def _unit(
     if len(members) > 8:
         raise InvalidInput(f"slot group {group!r}", f"has {len(members)} devices but a slot has only 8 functions")
     needs = [_needs(policy, d, memo) for d in members]
+    functions = [n.function for n in needs]
+    if any(f is not None for f in functions) and (
+        None in functions or 0 not in functions or len(set(functions)) != len(functions)
+    ):
+        raise InvalidInput(
+            f"slot group {group!r}",
+            f"its devices ask for functions {', '.join('-' if f is None else str(f) for f in functions)}: "
+            "each must ask for a different one, 0 among them, or none may ask",
+        )
     kinds = [catalog.device(d.kind) for d in members]
     connects = {k.connect_on(pcie=pcie) for k in kinds}
     connect = Connect.PCIE_DEVICE if Connect.PCIE_DEVICE in connects else Connect.PCI_DEVICE
@@ -216,12 +227,17 @@ def _unit(
         raise InvalidInput(f"slot group {group!r}", "its devices name different switch or bus groups")
     hints = [n.order for n in needs if n.order is not None]
     rank = (float(min(hints)) if hints else float(i), i)
-    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(k.hotpluggable for k in kinds):
-        own = [d for d, k in zip(members, kinds, strict=True) if not k.hotpluggable]
+    if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(topology.kind_hotpluggable(d) for d in members):
+        own = [d for d in members if not topology.kind_hotpluggable(d)]
         if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
             d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+            why = (
+                "cannot be hot-plugged at all"
+                if not catalog.device(d.kind).hotpluggable
+                else f"must sit on the root bus {topology.machine.root_bus_name}, which takes no hot-plugged device"
+            )
             raise Unsatisfiable(
-                [f"{d.id!r} requires hotplug, but a {d.kind} cannot be hot-plugged at all"],
+                [f"{d.id!r} requires hotplug, but a {d.kind} {why}"],
                 suggestions=[f"drop the hotplug requirement of {d.id!r}"],
             )
         # the policy's default does not apply to a kind that is never hot-plugged
@@ -417,10 +433,14 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
                 n += 1
         return n
 
+    firmware = topology.firmware_model
+
     def add(**fields: object) -> None:
         contexts.append(
             Context(
                 id=len(contexts),
+                reserves_io_pci_bridge=firmware is not None and firmware.reserves_io("pci-bridge"),
+                reserves_io_pcie_to_pci=firmware is not None and firmware.reserves_io("pcie-to-pci-bridge"),
                 offers_pcie_to_pci=machine.offers("pcie-to-pci-bridge"),
                 offers_dmi=machine.offers("dmi-to-pci-bridge"),
                 offers_switch=machine.offers("pcie-switch-upstream-port")
@@ -504,7 +524,12 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
     if policy.spare_ports_per_node:
         nodes = sorted(set(nodes) | set(range(topology.numa_nodes)))
     pseries = machine.offers("spapr-pci-host-bridge")
-    for node in [None, *nodes] if pseries else nodes:
+    # a node-less pxb where the root bus is hotpluggable (pc): the only slots there that are not, for devices
+    # that must not be hot-plugged or that the policy wants on a position with hotplug off
+    main_hot = not pcie and contexts[0].root_hotplug
+    not_hot = policy.hotplug_off_occupied or any(cls.sample.hotplug is HotplugNeed.FORBIDDEN for cls in classes)
+    nodeless_pxb = main_hot and not_hot and machine.offers("pci-expander-bus")
+    for node in [None, *nodes] if pseries or nodeless_pxb else nodes:
         if node is not None and node >= topology.numa_nodes:
             continue
         if pseries:
@@ -675,22 +700,56 @@ class Problem:
 
     def count(self, ci: int, ctx_id: int, values: Mapping[str, int]) -> int | None:
         """How many units of class ``ci`` go to context ``ctx_id`` (``None``: not decided yet)."""
-        cands = self.candidates[ci]
-        if ctx_id not in cands:
-            return 0
-        if len(cands) == 1:
-            return len(self.classes[ci].units)
-        return values.get(self.count_variables[(ci, ctx_id)])
+        name = self.count_variables.get((ci, ctx_id))
+        if name is not None:
+            return values.get(name)
+        # no variable: the context is the class's only candidate, or not one of them
+        return len(self.classes[ci].units) if ctx_id in self.candidates[ci] else 0
+
+    @functools.cached_property
+    def _context_classes(self) -> Mapping[int, tuple[int, ...]]:
+        """Context -> the classes that may go there (the others put 0 units there)."""
+        out: dict[int, list[int]] = {}
+        for ci, cands in enumerate(self.candidates):
+            for ctx_id in cands:
+                out.setdefault(ctx_id, []).append(ci)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @functools.cached_property
+    def _scope_values(self) -> Mapping[int, Callable[[Mapping[str, int]], object]]:
+        """Context -> the values of its scope from an assignment, at once (``KeyError``: one is unset)."""
+        out: dict[int, Callable[[Mapping[str, int]], object]] = {}
+        for ctx_id, scope in self.context_variables.items():
+            if scope:
+                out[ctx_id] = operator.itemgetter(*scope)  # one name: the value itself, else a tuple
+        return out
 
     def counts(self, ctx_id: int, values: Mapping[str, int]) -> Counts | None:
+        """What the units ``values`` give a context need (``None``: a count of it is not set yet)."""
+        getter = self._scope_values.get(ctx_id)
+        try:
+            key: tuple[object, ...] | None = (ctx_id, getter(values)) if getter is not None else (ctx_id,)
+        except KeyError:
+            key = None  # not every variable of the context is set: counted anew
+        if key is not None:
+            known = self._counts_cache.get(key)
+            if known is not None:
+                return known
         total = Counts()
-        for ci in range(len(self.classes)):
+        for ci in self._context_classes.get(ctx_id, ()):
             n = self.count(ci, ctx_id, values)
             if n is None:
                 return None
             if n:
                 total = add_counts(total, self._class_counts(ci, ctx_id, n))
+        if key is not None:
+            self._counts_cache[key] = total
         return total
+
+    @functools.cached_property
+    def _counts_cache(self) -> dict[tuple[object, ...], Counts]:
+        """Counts already computed, by context and the values of its scope (a superset of its counts)."""
+        return {}
 
     def _class_counts(self, ci: int, ctx_id: int, n: int) -> Counts:
         cls = self.classes[ci]
@@ -706,7 +765,7 @@ class Problem:
     def used(self, ctx_id: int, values: Mapping[str, int]) -> bool | None:
         """Whether a context gets anything (a new expander bus exists only then)."""
         any_unit = False
-        for ci in range(len(self.classes)):
+        for ci in self._context_classes.get(ctx_id, ()):
             n = self.count(ci, ctx_id, values)
             if n is None:
                 return None
@@ -720,10 +779,11 @@ class Problem:
 
     def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
         """The layout of a context, once every variable it depends on is set (else ``None``)."""
-        scope = self.context_variables.get(ctx_id, ())
-        if any(name not in values for name in scope):
-            return None
-        key = (ctx_id, *(values[name] for name in scope))
+        getter = self._scope_values.get(ctx_id)
+        try:
+            key = (ctx_id, getter(values)) if getter is not None else (ctx_id,)
+        except KeyError:
+            return None  # a variable of its scope is not set yet
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -766,6 +826,7 @@ class Problem:
         cost = weights["fewer-controllers"] * controllers
         cost += weights["hotplug"] * decision.hot_misses
         cost += weights["spare-ports"] * decision.spare_missing
+        cost += weights["hotplug-off-occupied"] * decision.occupied_hot
         if self.policy.prefer_integrated:
             counts = self.counts(ctx_id, values)
             assert counts is not None
@@ -782,17 +843,26 @@ class Problem:
     def lower_bound(self, values: Mapping[str, int]) -> int:
         """A lower bound of the objective of every completion (exact when every variable is set)."""
         total = 0
-        for ci, cands in enumerate(self.candidates):
-            for ctx_id in cands:
-                n = self.count(ci, ctx_id, values)
-                if n:
-                    total += self.numa_cost(ci, ctx_id, n)
+        for ci, ctx_id, per_unit in self._numa_terms:
+            n = self.count(ci, ctx_id, values)
+            if n:
+                total += per_unit * n
         for ctx_id in self.context_variables:
             low = self.context_lower_bound(ctx_id, values)
             if low is None:
                 return None  # type: ignore[return-value]
             total += low
         return total
+
+    @functools.cached_property
+    def _numa_terms(self) -> tuple[tuple[int, int, int], ...]:
+        """(class, context, NUMA cost of one unit there) for the pairs where that cost is not 0."""
+        return tuple(
+            (ci, ctx_id, cost)
+            for ci, cands in enumerate(self.candidates)
+            for ctx_id in cands
+            if (cost := self.numa_cost(ci, ctx_id, 1))
+        )
 
     def context_lower_bound(self, ctx_id: int, values: Mapping[str, int]) -> int | None:
         """The least a context can cost in any completion of ``values`` (``None``: no completion fits).

@@ -27,11 +27,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-from constraint import Constraint as EngineConstraint
-from constraint import ExactSumConstraint, Unassigned
-from constraint import Problem as EngineProblem
 
+from pcitopo._lazy import without_process_pools
 from pcitopo.solver.model import Constraint, Problem
+
+with without_process_pools():  # the engine's parallel solver (multiprocessing) is never used: not imported
+    from constraint import Constraint as EngineConstraint
+    from constraint import ExactSumConstraint, Unassigned
+    from constraint import Problem as EngineProblem
 
 __all__ = ["SearchResult", "search"]
 
@@ -42,9 +45,11 @@ def __dir__() -> list[str]:
 
 NODE_LIMIT = 5_000
 """Partial assignments the objective checks before the search stops and reports the best so far as
-``FEASIBLE`` (about a second on a slow machine). The benchmarks' cases need at most 1,400; requests
-that split several classes over several existing expander buses can need more, because a context's
-bound knows nothing of the units its open counts must still take."""
+``FEASIBLE``. A node costs about a millisecond in a model of some 50 variables (a NUMA request
+whose small classes may each go to any of four contexts), so that is a few seconds; the benchmarks'
+cases need at most a few hundred. Requests that split many classes over several contexts can need
+more, because a context's bound counts the units its open counts must still take only once a
+class has a single open count left."""
 
 
 @attrs.frozen
@@ -64,11 +69,8 @@ class SearchResult:
     """Partial assignments the engine built (each checked by the objective's bound)."""
 
 
-class _Check(EngineConstraint):  # type: ignore[misc]
-    """A model ``check`` constraint for the engine, with forward checking of its last free variable."""
-
-    def __init__(self, test: Callable[[Mapping[str, int]], bool]) -> None:
-        self._test = test
+class _ModelConstraint(EngineConstraint):  # type: ignore[misc]
+    """A model constraint for the engine: called with the assigned values of its scope."""
 
     def __call__(
         self,
@@ -79,6 +81,33 @@ class _Check(EngineConstraint):  # type: ignore[misc]
         _unassigned: Any = Unassigned,
     ) -> bool:
         values = {v: assignments[v] for v in variables if v in assignments}
+        return self.holds(values, variables, domains, assignments, forwardcheck)
+
+    def holds(
+        self,
+        values: dict[str, int],
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any,
+    ) -> bool:
+        raise NotImplementedError
+
+
+class _Check(_ModelConstraint):
+    """A model ``check`` constraint, with forward checking of its last free variable."""
+
+    def __init__(self, test: Callable[[Mapping[str, int]], bool]) -> None:
+        self._test = test
+
+    def holds(
+        self,
+        values: dict[str, int],
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any,
+    ) -> bool:
         if not self._test(values):
             return False
         if forwardcheck:
@@ -95,34 +124,57 @@ class _Check(EngineConstraint):  # type: ignore[misc]
         return True
 
 
-class _Bound(EngineConstraint):  # type: ignore[misc]
+class _Bound(_ModelConstraint):
     """The objective's branch and bound: refuses partial assignments strictly worse than the best so far."""
 
-    def __init__(self, bound: Callable[[Mapping[str, int]], int | None], rank: Mapping[str, Mapping[int, int]]) -> None:
+    def __init__(
+        self,
+        bound: Callable[[Mapping[str, int]], int | None],
+        rank: Mapping[str, Mapping[int, int]],
+        sums: Sequence[tuple[tuple[str, ...], int]] = (),
+    ) -> None:
         self._bound = bound
         self._rank = rank
         self._order = sorted(rank)
+        self._sums = sums
         self.best: int | None = None
         self.best_key: tuple[int, ...] = ()
         self.nodes = 0
+
+    def implied(self, values: dict[str, int]) -> bool:
+        """Set the last open variable of each exact sum to the value the sum leaves it; ``False``: none is left.
+
+        The bound then counts what those units cost where they must go, not
+        nothing (an open count is otherwise taken as 0), and prunes sooner.
+        """
+        for scope, total in self._sums:
+            open_ = [n for n in scope if n not in values]
+            if len(open_) != 1:
+                continue
+            left = total - sum(values[n] for n in scope if n in values)
+            if left not in self._rank[open_[0]]:
+                return False
+            values[open_[0]] = left
+        return True
 
     def key(self, values: Mapping[str, int]) -> tuple[int, ...]:
         """The tie-break key; an unassigned variable counts at its best rank (0), so a partial key bounds every
         completion's from below."""
         return tuple(self._rank[n][values[n]] if n in values else 0 for n in self._order)
 
-    def __call__(
+    def holds(
         self,
+        values: dict[str, int],
         variables: Sequence[str],
         domains: dict[str, Any],
         assignments: dict[str, Any],
-        forwardcheck: Any = False,
-        _unassigned: Any = Unassigned,
+        forwardcheck: Any,
     ) -> bool:
         self.nodes += 1
         if self.nodes > NODE_LIMIT:
             return False
-        values = {v: assignments[v] for v in variables if v in assignments}
+        if not self.implied(values):
+            return False
         low = self._bound(values)
         if low is None:
             return False
@@ -169,7 +221,8 @@ def search(
         engine.addVariable(v.name, list(reversed(v.domain)))
     for c in problem.constraints:
         _post(engine, c)
-    bound = _Bound(objective.bound, rank)
+    sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
+    bound = _Bound(objective.bound, rank, sums)
     engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
     finished = True

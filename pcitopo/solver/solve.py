@@ -36,9 +36,10 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
 from pcitopo.legality import identity
-from pcitopo.policy.evaluate import soft_results
+from pcitopo.policy.evaluate import SoftResult, soft_results
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
+from pcitopo.solver._realize import unit_functions
 from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
 from pcitopo.solver.plan import Plan, Status
 from pcitopo.topology import IO_WINDOW, Topology
@@ -66,10 +67,17 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     elif isinstance(policy, str):
         policy = Policy.named(policy)
     tolerated = _check_pins(topology, strict=strict)
+    _check_mmio_floor(topology)
     request, chosen = topology, policy
+    # the soft results of each plan the search scored, by the plan's id (the plan kept so the id stays its own):
+    # the chosen one is reported without scoring it again
+    scored: dict[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] = {}
 
     def score(result: Topology) -> int:
-        return sum(s.cost for s in soft_results(request, result, chosen))
+        named = _named(request, result, chosen)
+        soft = soft_results(request, named, chosen)
+        scored[id(result)] = (result, named, soft)
+        return sum(s.cost for s in soft)
 
     backend = backends.backend_for(policy, score)
     if isinstance(backend, backends.LibvirtBackend):
@@ -86,7 +94,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         from pcitopo.solver.explain import explain
 
         raise explain(placed, policy, units, feasible=backends.feasible) from None
-    return _finish(topology, placement, policy, tolerated)
+    return _finish(topology, placement, policy, tolerated, scored)
 
 
 def _primary_video_on_root(topology: Topology, policy: Policy) -> Policy:
@@ -203,9 +211,13 @@ def _join_placed_groups(topology: Topology) -> Topology:
     which group, where it is and why.
     """
     current = topology
-    for d in topology.devices:
-        if d.address is not None:
-            continue
+    grouped = [
+        d
+        for d in topology.devices
+        if d.address is None
+        and (d.needs.slot_group is not None or d.needs.bus_group is not None or d.needs.switch_group is not None)
+    ]
+    for d in grouped:
         for what in ("slot", "bus", "switch"):
             label = getattr(d.needs, f"{what}_group")
             if label is None:
@@ -338,10 +350,11 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
             if io_left is not None:
                 io_left -= _more_windows(io_bytes, pool.bus, u.io_size)
             io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
-        for f, d in enumerate(u.devices):
+        functions = unit_functions(u.devices)
+        for f, d in zip(functions, u.devices, strict=True):
             placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
         if len(u.devices) > 1:
-            multifunction.add(u.devices[0].id)
+            multifunction.add(u.devices[functions.index(0)].id)
     if not placements:
         return topology, units
     devices = [
@@ -375,10 +388,26 @@ def _ordered_floor(topology: Topology) -> dict[str, PciAddress]:
 # -- step 5: check, report -------------------------------------------------------------------------
 
 
-def _finish(request: Topology, placement: backends.Placement, policy: Policy, tolerated: Sequence[Violation]) -> Plan:
-    result = placement.topology
+def _finish(
+    request: Topology,
+    placement: backends.Placement,
+    policy: Policy,
+    tolerated: Sequence[Violation],
+    scored: Mapping[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] | None = None,
+) -> Plan:
+    result = _size_mmio64(placement.topology)
     known = set(tolerated)
     violations = [v for v in _validate(result) if v not in known]
+    if violations and all(v.rule == "mmio-space" for v in violations):
+        # the devices fit the firmware's budgets on their own (_check_mmio_floor), the bridges' windows do not
+        raise Unsatisfiable(
+            [
+                f"the plan's bridge windows and hotplug reservations break a firmware budget: {v.message}"
+                for v in violations
+            ],
+            facts=_mmio_facts(result),
+            suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
+        )
     if violations and policy.libvirt and all(v.rule in ("numa", "hotplug", "io-space") for v in violations):
         # libvirt places without looking at NUMA or hotplug needs or the IO budget: say what its choice breaks
         raise Unsatisfiable(
@@ -390,9 +419,14 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
     unplaced = [d.id for d in result.devices if d.address is None]
     if unplaced:
         raise InternalError(f"devices left without an address: {', '.join(unplaced)}")
+    earlier = scored.get(id(result)) if scored else None
+    if earlier is not None and earlier[0] is result:
+        result, soft = earlier[1], earlier[2]  # named and scored when the search scored it
+    else:
+        result = _named(request, result, policy)
+        soft = soft_results(request, result, policy)
     before = {c.index for c in request.controllers}
     added = tuple(c for c in result.controllers if c.index not in before)
-    soft = soft_results(request, result, policy)
     cost = sum(s.cost for s in soft)
     status = placement.status
     bound = placement.bound
@@ -418,6 +452,69 @@ def _finish(request: Topology, placement: backends.Placement, policy: Policy, to
         warnings=warnings,
         not_hotpluggable=misses,
     )
+
+
+# -- memory budgets (MMIO) ------------------------------------------------------------------
+
+
+def _check_mmio_floor(topology: Topology) -> None:
+    """Refuse a request whose devices alone (no bridge window, no reservation) exceed a firmware MMIO budget."""
+    from pcitopo.legality.rules import mmio_violations
+
+    violations = mmio_violations(topology, unplaced=True, knob_settable=True)
+    if violations:
+        raise Unsatisfiable(
+            [v.message for v in violations],
+            facts=_mmio_facts(topology, unplaced=True),
+            suggestions=["pass fewer large-BAR devices, or give them less memory"],
+        )
+
+
+def _mmio_facts(topology: Topology, *, unplaced: bool = False) -> list[str]:
+    """The firmware's MMIO budgets and what the topology needs of them."""
+    m = topology.mmio_with_unplaced if unplaced else topology.mmio
+    fw = topology.firmware_model
+    if m is None or fw is None:
+        return []
+    hole, window = topology.mmio_budgets()
+    facts = [f"below 4 GiB: {m.below_4g >> 20} MiB needed" + (f" of a {hole >> 20} MiB hole" if hole else "")]
+    above = f"above 4 GiB: {m.above_4g >> 20} MiB needed"
+    if window is not None:
+        above += f" of a window of at most {window >> 20} MiB under {fw.name}"
+    return [*facts, above]
+
+
+def _size_mmio64(topology: Topology) -> Topology:
+    """The plan with the firmware's 64-bit window knob set when its devices need more than the default.
+
+    Only a firmware with a knob (OVMF's ``opt/ovmf/X-PciMmio64Mb``) gets one, only
+    for BARs larger than a hotplug reservation (reservations alone are dropped
+    harmlessly), and never smaller than the request's own setting. Under the
+    CPU the firmware was measured with it is at most the measured largest; under
+    the host's CPU (more address bits, not known) it is what the BARs need.
+    """
+    from pcitopo.legality.rules import mmio64_setting
+
+    fw, m = topology.firmware_model, topology.mmio
+    spec = fw.for_machine(topology.machine.name, topology.machine.root_model) if fw is not None else None
+    if fw is None or m is None or spec is None or not fw.mmio64_knob or spec.mmio64_window is None:
+        return topology
+    window = topology.mmio64_window() or 0
+    if m.above_4g <= window or m.bars_64 <= fw.pref64_reserve:
+        return topology
+    wanted = mmio64_setting(m.above_4g)
+    if spec.mmio64_max is not None and topology.phys_bits == fw.phys_bits:
+        wanted = min(wanted, spec.mmio64_max)  # more would leave every BAR unmapped (measured); the rule says why
+    return topology.replace(mmio64=max(wanted, topology.mmio64 or 0))
+
+
+def _named(request: Topology, result: Topology, policy: Policy) -> Topology:
+    """``result`` with the acpi-indexes the policy gives the NICs the plan places (``acpi_index``)."""
+    if not policy.acpi_index:
+        return result
+    from pcitopo.naming import number_nics
+
+    return number_nics(result, [d.id for d in request.devices if d.address is None])
 
 
 def _repair(v: Violation) -> str:

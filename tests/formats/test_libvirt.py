@@ -218,6 +218,38 @@ def test_bad_pci_addresses_name_the_element(attrs: str, message: str) -> None:
     assert (info.value.element, info.value.line, info.value.reason) == ("/domain/devices/rng/address", 7, message)
 
 
+def test_acpi_index_is_read_and_written_back_before_the_address() -> None:
+    """``<acpi index>`` becomes Device.acpi_index; a new one is written before the address, a dropped one removed."""
+    domain = load(
+        "    <interface type='user'><model type='virtio'/><acpi index='3'/></interface>\n"
+        "    <interface type='user'>\n"
+        "      <model type='e1000e'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>\n"
+        "    </interface>"
+    )
+    t = domain.topology
+    assert [d.acpi_index for d in t.devices[:2]] == [3, None]
+    changed = t.replace(
+        devices=[d.with_acpi_index({"interface0": None, "interface1": 5}.get(d.id, d.acpi_index)) for d in t.devices]
+    )
+    text = domain.with_topology(changed).to_string()
+    assert "<model type='virtio'/></interface>" in text
+    assert (
+        "      <model type='e1000e'/>\n      <acpi index='5'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>"
+    ) in text
+    assert [d.acpi_index for d in LibvirtDomain.from_string(text).topology.devices[:2]] == [None, 5]
+
+
+def test_a_bad_acpi_index_names_the_element() -> None:
+    """An index that is not a decimal number is rejected with the element's path."""
+    with pytest.raises(InvalidDomainXML) as info:
+        load("    <interface type='user'><acpi index='0x3'/></interface>")
+    assert str(info.value) == (
+        "<string>:7: /domain/devices/interface/acpi: index must be a decimal number from 0 to 4294967295 (got '0x3')"
+    )
+
+
 def test_pci_controllers_become_controllers_with_their_target() -> None:
     """Model, model name, chassis, port, busNr, hotplug, NUMA node and alias are read from a PCI controller."""
     domain = load(
@@ -777,3 +809,59 @@ def test_firmware_comes_from_os(os_element: str, machine: str, firmware: str | N
     xml = f"<domain type='kvm'><name>t</name>{os_element}<devices/></domain>"
     topology = LibvirtDomain.from_string(xml).topology
     assert (topology.machine.name, topology.firmware) == (machine, firmware)
+
+
+# -- memory sizes and the firmware's 64-bit window -------------------------------------------------
+
+
+def test_shmem_size_and_video_vram_become_the_devices_memory() -> None:
+    """<shmem><size> (bytes unless a unit says otherwise) and <model vram> (KiB) size the devices' memory BARs."""
+    domain = load(
+        "    <shmem name='a'><model type='ivshmem-plain'/><size unit='G'>256</size></shmem>\n"
+        "    <shmem name='b'><model type='ivshmem-plain'/><size>4194304</size></shmem>\n"
+        "    <shmem name='c'><model type='ivshmem-plain'/></shmem>\n"
+        "    <video><model type='vga' vram='65536'/></video>\n"
+        "    <video><model type='qxl' vram='65536'/></video>"
+    )
+    memory = {d.id: d.memory for d in domain.topology.devices if d.kind in ("ivshmem-plain", "vga", "qxl")}
+    assert memory == {"shmem0": 256 << 30, "shmem1": 4 << 20, "shmem2": None, "video0": 64 << 20, "video1": None}
+
+
+def test_the_ovmf_knob_and_the_cpus_address_bits_are_read() -> None:
+    """-fw_cfg opt/ovmf/X-PciMmio64Mb in <qemu:commandline> is the 64-bit window; <maxphysaddr> the CPU's bits."""
+    text = domain_xml(
+        "",
+        extra="  <cpu><maxphysaddr mode='emulate' bits='46'/></cpu>\n",
+    ).replace("<os>", "<os firmware='efi'>")
+    text = text.replace(
+        "<domain type='kvm'>", "<domain type='kvm' xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'>"
+    )
+    text = text.replace(
+        "</domain>",
+        "<q:commandline><q:arg value='-fw_cfg'/><q:arg value='name=opt/ovmf/X-PciMmio64Mb,string=65536'/>"
+        "</q:commandline></domain>",
+    )
+    t = LibvirtDomain.from_string(text).topology
+    assert (t.firmware, t.mmio64, t.phys_bits) == ("ovmf", 64 << 30, 46)
+    assert load("", extra="  <cpu mode='host-passthrough'/>\n").topology.phys_bits is None
+    assert load("").topology.phys_bits == 40
+
+
+def test_export_writes_the_ovmf_knob_as_qemu_arguments_once() -> None:
+    """A plan's 64-bit window under OVMF becomes <qemu:commandline> -fw_cfg; exporting it again changes nothing."""
+    domain = LibvirtDomain.from_string(domain_xml("").replace("<os>", "<os firmware='efi'>"))
+    text = domain.with_topology(domain.topology.replace(mmio64=512 << 30)).to_string()
+    assert text.startswith("<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n")
+    assert text.endswith(
+        "  </devices>\n"
+        "  <qemu:commandline>\n"
+        "    <qemu:arg value='-fw_cfg'/>\n"
+        "    <qemu:arg value='name=opt/ovmf/X-PciMmio64Mb,string=524288'/>\n"
+        "  </qemu:commandline>\n</domain>\n"
+    )
+    again = LibvirtDomain.from_string(text)
+    assert again.topology.mmio64 == 512 << 30
+    assert again.with_topology(again.topology).to_string() == text
+    bigger = again.with_topology(again.topology.replace(mmio64=1 << 39 | 1 << 38)).to_string()
+    assert "string=786432'/>" in bigger
+    assert bigger.count("-fw_cfg") == 1

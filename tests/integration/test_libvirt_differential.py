@@ -282,3 +282,36 @@ def test_a_domain_complete_but_for_what_libvirt_adds_gets_it_from_pcitopo(domain
     check_same(xml, what)
     problems, _ = final_problems(xml)
     assert not problems, f"{what}: " + "; ".join(problems[:12])
+
+
+def _domain(machine: str, devices: str) -> str:
+    return (
+        "<domain type='qemu'><name>needs</name><memory unit='KiB'>262144</memory>"
+        f"<os><type arch='x86_64' machine='{machine}'>hvm</type></os><devices>"
+        f"<emulator>/usr/bin/qemu-system-x86_64</emulator>{devices}<memballoon model='none'/></devices></domain>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "xml", "device_bus"),
+    [
+        # the libvirt policy's Unsatisfiable for a virtio-gpu that requires hotplug on q35: libvirt puts the
+        # primary video (a virtio-vga) at 00:01.0 of pcie.0, which cannot be hot-plugged
+        ("q35 primary video", _domain("q35", "<video><model type='virtio'/></video>"), 0),
+        # ... and for a device that requires NUMA node 0 on pc: libvirt adds no pxb, the NIC goes on pci.0
+        ("pc NIC", _domain("pc", "<interface type='user'><model type='e1000'/></interface>"), 0),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 30 else "",
+)
+def test_libvirt_places_where_a_hard_need_is_not_met(case: str, xml: str, device_bus: int) -> None:
+    """libvirt 9.0 puts the device on bus 0, so the libvirt policy rightly refuses a hotplug or NUMA requirement."""
+    topology = LibvirtDomain.from_string(define_and_dump(xml)).topology
+    endpoints = [d for d in topology.devices if d.kind in ("virtio-vga", "e1000")]
+    assert [d.address.bus if d.address else None for d in endpoints] == [device_bus]
+    assert not [c for c in topology.controllers if topology.model(c).expander]
+
+
+def test_libvirt_refuses_a_pvpanic_pci() -> None:
+    """libvirt 9.0 knows no ``pvpanic`` panic model, so the libvirt policy rightly plans no pvpanic-pci."""
+    with pytest.raises(LibvirtError, match="unknown panic model 'pvpanic'"):
+        define_and_dump(_domain("q35", "<panic model='pvpanic'/>"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from pcitopo.address import PciAddress
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.host import Host, hostdev_sources
 from pcitopo.legality.rules import validate
@@ -34,3 +35,20 @@ def test_mirrored_dgx_verifies_with_stand_ins(tmp_path: Path) -> None:
     enumerated = {c.subject for c in report.named("enumerated")}
     own = {d.id for d in stand_ins.devices if d.address is None or stand_ins.machine.builtin_at(d.address) is None}
     assert own <= enumerated  # q35's SATA controller 0 is the chipset's AHCI, checked as a built-in
+
+
+def test_mirrored_nic_ports_without_function_0_verify(tmp_path: Path) -> None:
+    """Ports 1 and 3 of the quad NIC become guest functions 0 and 3 of one slot, and QEMU puts them there."""
+    host = Host.from_sysfs(write_host("quad-nic", tmp_path / "nic"))
+    domain = LibvirtDomain.from_string(
+        domain_xml([PciAddress.parse("0000:05:00.1"), PciAddress.parse("0000:05:00.3")], 0)
+    )
+    plan = solve(mirror_request(domain.topology, host, hostdev_sources(domain)), MIRROR_POLICY)
+    stand_ins = plan.topology.replace(
+        devices=[attrs.evolve(d, kind="e1000e") if d.kind == "vfio-pci" else d for d in plan.topology.devices]
+    )
+    passed = sorted(str(d.address) for d in stand_ins.devices if d.kind == "e1000e")
+    assert [a[-1] for a in passed] == ["0", "3"]
+    report = verify(stand_ins, hotplug=False)
+    assert report.ok, str(report)
+    assert {c.subject for c in report.named("placement")} >= {"hostdev0", "hostdev1"}

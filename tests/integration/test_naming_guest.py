@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 
+import attrs
 import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Device
-from pcitopo.naming import acpi_index_problem, guest_names
+from pcitopo.naming import acpi_index_problem, guest_bus_numbers, guest_names, name_key
+from pcitopo.policy import Policy
 from pcitopo.qemu.args import machine_args, qemu_args
+from pcitopo.solver import solve
 from pcitopo.topology import Topology
 from tests.support.guest import guest_pci, kernel, systemd_name
 from tests.support.qemu import TOPOLOGIES
@@ -65,3 +68,42 @@ def test_predicted_names_are_the_guests(case: object) -> None:
         assert (index in shown) is works, (ident, index, acpi_index_problem(topology, ident, index))
     nics = [a for a, (cls, _, _) in guest.functions.items() if cls >> 16 == 0x02]
     assert sorted(systemd_name(guest, a) for a in nics) == sorted(str(n.name) for n in predicted.values())
+
+
+ORDER_KINDS = ["virtio-net", "e1000", "e1000e", "virtio-net", "rtl8139"]
+
+
+@pytest.mark.parametrize(
+    ("machine", "policy", "names"),
+    [
+        (
+            "q35",
+            attrs.evolve(Policy.named("hotplug+ordered"), acpi_index=True),
+            ["eno1", "eno2", "eno3", "eno4", "eno5"],
+        ),
+        ("pc", Policy.named("ordered"), ["ens2", "ens3", "ens4", "ens5", "ens6"]),
+    ],
+    ids=["q35-acpi-index", "pc-slots"],
+)
+def test_ordered_plans_name_the_nics_in_nic_order(machine: str, policy: Policy, names: list[str]) -> None:
+    """NICs of mixed kinds planned by ``ordered`` get, in the booted guest, names that sort in NIC order."""
+    found = kernel()
+    if isinstance(found, str):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must boot the guest, but: {found}")
+        pytest.skip(found)
+    request = Topology.build(machine, devices=[Device(f"nic{i}", k) for i, k in enumerate(ORDER_KINDS)])
+    plan = solve(request, policy)
+    assert [s.met for s in plan.soft if s.subject == "nic-names"] == [True]
+    topology = plan.topology
+    qemu = shutil.which(topology.machine.qemu_binary)
+    assert qemu is not None
+    guest = guest_pci(qemu, machine_args(topology), qemu_args(topology))
+    numbers = guest_bus_numbers(topology)
+    shown = []
+    for i in range(len(ORDER_KINDS)):
+        a = topology.device(f"nic{i}").address
+        assert a is not None
+        shown.append(systemd_name(guest, f"0000:{numbers[a.bus]:02x}:{a.slot:02x}.{a.function}"))
+    assert shown == names
+    assert shown == sorted(shown, key=name_key)

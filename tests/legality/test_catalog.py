@@ -208,7 +208,7 @@ BAD_FILES = [
     (
         "controllers-typo.toml",
         None,
-        "controllers-typo.toml: pci-bridge.hotplugg: unknown key (known keys: accepts, aggregate, autoassign, "
+        "controllers-typo.toml: pci-bridge.hotplugg: unknown key (known keys: accepts, aggregate, autoassign, bars, "
         "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, port, qemu, "
         "root, slots, target-options)",
         "pci-bridge.hotplugg",

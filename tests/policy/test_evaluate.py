@@ -269,3 +269,24 @@ def test_a_plan_may_not_put_a_conventional_device_on_a_pcie_port() -> None:
     assert [(v.rule, v.devices) for v in e.violations] == [("placement", ("snd",))]
     assert "a plan does not use libvirt's relaxation for addresses a user gave" in e.violations[0].message
     assert evaluate(result, result, "minimal").violations == ()
+
+
+def test_a_pvpanic_on_pc_root_bus_meets_the_hotplug_term() -> None:
+    """QEMU hot-adds pvpanic-pci on pc's pci.0, so ``hotplug`` asks for it there and a root-bus slot meets it."""
+    request = Topology.build("pc", devices=[Device("panic", "pvpanic-pci")])
+    result = request.replace(devices=[Device("panic", "pvpanic-pci", address=_a("00:03.0"))])
+    e = evaluate(request, result, attrs.evolve(Policy.named("hotplug"), spare_ports=0))
+    assert _terms(e) == [("hotplug", True, 0, "panic"), ("fewer-controllers", True, 0, None)]
+
+
+def test_ordered_reports_the_nic_names_in_nic_order() -> None:
+    """On q35 an e1000 between two virtio-nets gets a slot name that sorts after both: the NIC term is not met."""
+    request = Topology.build(
+        "q35", devices=[Device("n0", "virtio-net"), Device("n1", "e1000"), Device("n2", "virtio-net")]
+    )
+    plan = pcitopo.solve(request, "ordered")
+    (term,) = [s for s in plan.soft if s.subject == "nic-names"]
+    assert str(term) == ("order: NIC names in NIC order: enp1s0 (n0) < ens1 (n1) < enp2s0 (n2): not met (cost 10)")
+    named = pcitopo.solve(request, attrs.evolve(Policy.named("ordered"), acpi_index=True))
+    assert [named.topology.device(i).acpi_index for i in ("n0", "n1", "n2")] == [1, 2, 3]
+    assert [s.met for s in named.soft if s.subject == "nic-names"] == [True]

@@ -349,3 +349,33 @@ def test_no_bus_nr_left_is_a_violation_not_bad_input() -> None:
     with pytest.raises(InvalidTopology) as info:
         qemu_args(t)
     assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]
+
+
+def test_a_displays_memory_becomes_its_qemu_property_as_libvirt_passes_vram() -> None:
+    """bochs-display takes vgamem in bytes, VGA vgamem_mb in MiB (rounded up to a power of two, as the BAR is)."""
+    t = Topology.build(
+        "q35",
+        devices=[
+            Device("b", "bochs", address=PciAddress.parse("00:03.0"), memory=64 << 20),
+            Device("v", "vga", address=PciAddress.parse("00:04.0"), memory=3 << 20),
+            Device("s", "ivshmem-plain", address=PciAddress.parse("00:05.0"), memory=1 << 30),
+        ],
+    )
+    assert qemu_args(t) == [
+        "-device",
+        "bochs-display,id=b,bus=pcie.0,addr=0x3,vgamem=67108864",
+        "-device",
+        "VGA,id=v,bus=pcie.0,addr=0x4,vgamem_mb=4",
+        "-device",
+        "ivshmem-plain,id=s,bus=pcie.0,addr=0x5",
+    ]
+
+
+def test_a_64_bit_window_becomes_the_ovmf_knob_or_the_host_bridges_hole() -> None:
+    """OVMF gets -fw_cfg opt/ovmf/X-PciMmio64Mb in MiB; SeaBIOS's q35 host bridge the pci-hole64-size it was given."""
+    assert qemu_args(Topology.build("q35", firmware="ovmf", mmio64=256 << 30)) == [
+        "-fw_cfg",
+        "name=opt/ovmf/X-PciMmio64Mb,string=262144",
+    ]
+    assert qemu_args(Topology.build("q35", mmio64=64 << 30)) == ["-global", "q35-pcihost.pci-hole64-size=68719476736"]
+    assert qemu_args(Topology.build("q35")) == []

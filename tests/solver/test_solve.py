@@ -12,7 +12,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
-from pcitopo.errors import InvalidTopology, Unsatisfiable
+from pcitopo.errors import InvalidInput, InvalidTopology, Unsatisfiable
 from pcitopo.legality.rules import validate
 from pcitopo.policy import Policy
 from pcitopo.solver import Plan, Status, solve
@@ -226,6 +226,31 @@ def test_a_slot_group_becomes_one_multifunction_slot() -> None:
     assert plan.topology.device("gpu-vga").multifunction is True
 
 
+@pytest.mark.parametrize(("machine", "kind"), [("q35", "vfio-pci"), ("pc", "e1000")])
+def test_a_slot_group_member_takes_the_function_it_asks_for(machine: str, kind: str) -> None:
+    """Functions 0 and 3 asked by a slot group's members are the ones they get, behind a new port or in a free slot."""
+    devices = [
+        Device("port3", kind, needs=Needs(slot_group="nic", function=3)),
+        Device("port1", kind, needs=Needs(slot_group="nic", function=0)),
+    ]
+    plan = solve(Topology.build(machine, devices=devices))
+    assert (plan.assigned["port1"].function, plan.assigned["port3"].function) == (0, 3)
+    assert plan.topology.device("port1").multifunction is True
+
+
+@pytest.mark.parametrize("functions", [(1, 2), (0, 0), (0, None)])
+def test_slot_group_functions_need_0_and_no_repeats(functions: tuple[int | None, int | None]) -> None:
+    """A slot group whose asked functions lack 0, repeat one, or leave one out is bad input naming the group."""
+    devices = [Device(f"f{i}", "vfio-pci", needs=Needs(slot_group="g", function=f)) for i, f in enumerate(functions)]
+    shown = ", ".join("-" if f is None else str(f) for f in functions)
+    with pytest.raises(InvalidInput) as info:
+        solve(Topology.build("q35", devices=devices))
+    assert str(info.value) == (
+        f"slot group 'g': its devices ask for functions {shown}: "
+        "each must ask for a different one, 0 among them, or none may ask"
+    )
+
+
 def test_user_controllers_without_addresses_are_placed_first() -> None:
     """Root ports the user declared get first-fit addresses and libvirt's chassis/port values."""
     ctrls = [Controller(1, "pcie-root-port"), Controller(2, "pcie-root-port", hotplug=False)]
@@ -410,16 +435,25 @@ def test_devices_that_must_not_be_hotpluggable() -> None:
         assert not t.is_hotpluggable(d.address.bus, d.address.slot)
 
 
-def test_a_device_that_must_not_be_hotpluggable_on_pc_is_explained() -> None:
-    """Every slot of pc is hotpluggable (ACPI), so the request is refused with that reason and the way out."""
+def test_a_device_that_must_not_be_hotpluggable_on_pc_goes_on_a_pxb() -> None:
+    """Every slot of pci.0 is hotpluggable (ACPI), a pxb's are not: the device gets a node-less pxb."""
+    plan = solve(Topology.build("pc", devices=[Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
+    added = [(c.model, c.numa_node, str(c.address)) for c in plan.topology.controllers if c.index != 0]
+    assert added == [("pci-expander-bus", None, "0000:00:1f.0")]
+    assert [str(d.address) for d in plan.topology.devices] == ["0000:01:00.0"]
+    assert (plan.status, plan.cost) == (Status.OPTIMAL, 1)
+
+
+def test_a_device_that_must_not_be_hotpluggable_on_pc_without_pxb_is_explained() -> None:
+    """With no free slot of pci.0 for a pxb, the device that must not be hot-plugged is refused, naming the full bus."""
+    pinned = [Device(f"n{s}", "e1000", address=PciAddress(bus=0, slot=s)) for s in range(2, 32)]
     with pytest.raises(Unsatisfiable) as info:
-        solve(Topology.build("pc", devices=[Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
+        solve(Topology.build("pc", devices=[*pinned, Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
     err = info.value
     assert err.conflicts == (
         "1 conventional PCI device that must not be hotpluggable ('b') does not fit, even on its own",
     )
-    assert "pci.0: must not be hotpluggable, but every slot here is" in err.facts
-    assert err.suggestions == ("let 'b' be hot-pluggable",)
+    assert "pci.0 has 0 free slots" in err.facts
 
 
 def test_spare_ports_per_numa_node() -> None:
@@ -457,6 +491,28 @@ def test_more_conventional_devices_than_the_firmware_can_bridge_are_refused(
     with pytest.raises(Unsatisfiable) as caught:
         solve(Topology.build(machine, devices=nics(count, "i6300esb", prefix="wd")))
     assert f"IO windows left: {windows} of {windows}" in str(caught.value)
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 100, 961])
+def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int) -> None:
+    """A bridge tree's IO windows in the model (SeaBIOS reserves one for every SHPC bridge) are those the rules count.
+
+    Before the model counted the reservations, the search realised plan after
+    plan that the firmware's budget then refused (seconds for 800 devices).
+    """
+    from pcitopo.solver._layout import fanout, tree_io_windows
+
+    m = fanout(n)
+    controllers = [
+        Controller(1, "pcie-root-port", address=PciAddress(bus=0, slot=1), chassis=1, port=8),
+        Controller(2, "pcie-to-pci-bridge", address=PciAddress(bus=1, slot=0)),
+        *(Controller(3 + i, "pci-bridge", address=PciAddress(bus=2, slot=1 + i), chassis_nr=3 + i) for i in range(m)),
+    ]
+    positions = [PciAddress(bus=2, slot=s) for s in range(m + 1, 32)]
+    positions += [PciAddress(bus=3 + i, slot=s) for i in range(m) for s in range(1, 32)]
+    devices = [Device(f"c{i}", "ich9", address=a) for i, a in zip(range(n), positions, strict=False)]
+    topology = Topology.build("q35", controllers, devices)
+    assert sum(topology.io_windows().values()) == tree_io_windows(n, 0, 0, top_reserves=True, fan_reserves=True)
 
 
 def test_solving_from_many_threads_gives_the_same_plans() -> None:
@@ -684,3 +740,69 @@ def test_new_ports_avoid_the_chassis_libvirt_gives_a_port_without_one(policy: st
     assert added
     assert not {1, 2} & set(added.values())
     assert validate(plan.topology) == ()
+
+
+def test_a_vga_is_not_put_behind_bridges_for_a_hotplug_qemu_cannot_do() -> None:
+    """Under ``hotplug`` a q35 VGA stays on pcie.0: QEMU cannot hot-add a VGA, so a bridge slot would buy nothing."""
+    request = Topology.build("q35", devices=[Device("video", "vga"), Device("net", "virtio-net")])
+    plan = solve(request, "hotplug")
+    assert str(plan.assigned["video"]) == "0000:00:01.0"
+    assert [c.model for c in plan.added] == ["pcie-root-port", "pcie-root-port"]
+    assert [s.subject for s in plan.soft if s.name == "hotplug"] == ["net"]
+
+
+def test_a_pvpanic_requiring_hotplug_on_q35_is_explained() -> None:
+    """pvpanic-pci must sit on pcie.0, which takes no hot-plugged device: requiring hotplug is unsatisfiable."""
+    request = Topology.build("q35", devices=[Device("panic", "pvpanic-pci", needs=Needs(hotplug=HotplugNeed.REQUIRED))])
+    with pytest.raises(Unsatisfiable) as info:
+        solve(request, "minimal")
+    assert info.value.conflicts == (
+        "'panic' requires hotplug, but a pvpanic-pci must sit on the root bus pcie.0, "
+        "which takes no hot-plugged device",
+    )
+
+
+# -- firmware MMIO budgets ----------------------------------------------------------------------
+
+
+def _shm(size: int, firmware: str) -> Topology:
+    return Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=size)], firmware=firmware)
+
+
+def test_a_plan_sets_ovmfs_64_bit_window_when_its_bars_need_more_than_the_default() -> None:
+    """A 256 GiB ivshmem-plain under OVMF gets a plan whose window holds it and every hotplug port's reservation."""
+    plan = solve(_shm(256 << 30, "ovmf"), "hotplug")
+    assert plan.topology.mmio64 == 512 << 30
+    assert plan.topology.mmio is not None
+    assert 256 << 30 < plan.topology.mmio.above_4g <= 512 << 30
+    assert validate(plan.topology) == ()
+    assert solve(_shm(64 << 30, "ovmf"), "hotplug").topology.mmio64 is None  # the default 128 GiB holds it
+
+
+def test_seabios_needs_no_window_setting_for_a_bar_it_can_map() -> None:
+    """SeaBIOS sizes its 64-bit window itself: a 512 GiB BAR is planned with no setting (measured to map)."""
+    plan = solve(_shm(512 << 30, "seabios"), "hotplug")
+    assert plan.topology.mmio64 is None
+
+
+def test_bars_no_firmware_can_map_are_unsatisfiable_with_the_budget_named() -> None:
+    """1 TiB of BAR fits no window under 40 physical address bits; the error names the budget and the numbers."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(_shm(1 << 40, "ovmf"), "hotplug")
+    assert info.value.conflicts == (
+        "the 64-bit MMIO window: 64-bit prefetchable BARs and windows need 1 TiB ('shm' 1 TiB), more than the "
+        "512 GiB window q35 under ovmf has; the largest ovmf can be given under the guest CPU's 40 physical "
+        "address bits is 512 GiB; give the guest CPU more physical address bits (<cpu><maxphysaddr "
+        "mode='passthrough'/>, or mode='emulate' with bits='N') or pass fewer large-BAR devices",
+    )
+    assert info.value.facts == (
+        "below 4 GiB: 0 MiB needed of a 960 MiB hole",
+        "above 4 GiB: 1048576 MiB needed of a window of at most 524288 MiB under ovmf",
+    )
+
+
+def test_too_much_32_bit_bar_space_is_unsatisfiable() -> None:
+    """Sixteen VGAs of 64 MiB do not fit SeaBIOS's 1004 MiB hole wherever they go."""
+    vgas = [Device(f"v{i:02}", "vga", memory=64 << 20) for i in range(16)]
+    with pytest.raises(Unsatisfiable, match=r"the 32-bit MMIO hole: .* need 1025\.1 MiB .* has 1004 MiB"):
+        solve(Topology.build("q35", devices=vgas), "minimal")

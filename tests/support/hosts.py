@@ -224,12 +224,47 @@ def switch_no_acs() -> list[RootBus]:
     return [RootBus("0000:00", numa=0, children=[port])]
 
 
+def quad_nic() -> list[RootBus]:
+    """An Intel I350-T4 (four functions 8086:1521) on an ACS root port, each port in an IOMMU group of its own.
+
+    The I350 has no ACS capability, but Linux's ``pci_quirk_mf_endpoint_acs``
+    (drivers/pci/quirks.c) vouches for its functions' isolation, so each port
+    is a group (20-23) and can be passed alone: ports 1 and 2 without port 0
+    is a host device whose passed functions do not start at 0.
+    """
+    ports = [
+        Fn(
+            f"05:00.{f}",
+            vendor=0x8086,
+            device=0x1521,
+            cls=ETHERNET,
+            bars=((0, 1 << 20, "mem32"), (2, 32, "io"), (3, 16 << 10, "mem32")),
+            group=20 + f,
+            driver="igb",
+        )
+        for f in range(4)
+    ]
+    port = Fn(
+        "00:02.0",
+        vendor=0x8086,
+        device=0x6F04,
+        cls=BRIDGE,
+        port="root-port",
+        acs=ACS_ON,
+        group=19,
+        driver="pcieport",
+        children=ports,
+    )
+    return [RootBus("0000:00", numa=0, children=[port])]
+
+
 HOSTS: dict[str, Callable[[], list[RootBus]]] = {
     "dgx-a100": dgx_a100,
     "r750xa": r750xa,
     "workstation": workstation,
     "sriov-nic": sriov_nic,
     "switch-no-acs": switch_no_acs,
+    "quad-nic": quad_nic,
 }
 
 

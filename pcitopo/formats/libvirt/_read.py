@@ -536,6 +536,16 @@ def _gap_controllers(machine: Machine, controllers: list[Controller], devices: l
     return [Controller(i, model) for i in range(1, top + 1) if i not in have]
 
 
+def _acpi_index(el: _Element | None, d: LibvirtDomain) -> int | None:
+    """The ``index`` of a device's ``<acpi>`` element (``None`` without one)."""
+    text = None if el is None else el.get("index")
+    if el is None or text is None:
+        return None
+    if not text.isdecimal() or not 0 <= int(text) < 2**32:
+        raise _bad(d._path(el), f"index must be a decimal number from 0 to {2**32 - 1} (got {text!r})")
+    return int(text)
+
+
 def _usb2_slot_groups(
     devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int]
 ) -> list[Device]:
@@ -643,6 +653,80 @@ def _os_firmware(root: Any, machine: Machine) -> str | None:
     return name if name in machine.firmware_names else None
 
 
+_SCALE = {
+    "b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
+    "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12,
+}  # fmt: skip
+"""libvirt's scaled-integer units (``virScaleInteger``), lower-cased."""
+
+_MEMORY_KINDS = ("vga", "vmvga", "bochs")
+"""Video kinds whose ``<model vram>`` (KiB) libvirt 9.0 passes to QEMU as their video memory
+(``vgamem_mb`` for VGA and vmware-svga, ``vgamem`` for bochs-display)."""
+
+
+def _scaled(el: _Element, where: str, default_unit: str) -> int:
+    """A libvirt scaled integer: the element's text in its ``unit`` (``default_unit`` when absent)."""
+    unit = str(el.get("unit") or default_unit).lower()
+    text = (el.text or "").strip()
+    if unit not in _SCALE or not text.isdigit():
+        raise _bad(where, f"expected a size in bytes, KiB, MiB, GiB or TiB (got {text!r} {el.get('unit') or ''})")
+    return int(text) * _SCALE[unit]
+
+
+def _device_memory(el: _Element, kind: str, where: str) -> int | None:
+    """Bytes of a device's memory where the domain sets it: ``<shmem><size>``, ``<video><model vram>``."""
+    if el.tag == "shmem" and kind == "ivshmem-plain":
+        size_el = el.find("size")
+        if size_el is None:
+            return None
+        size = _scaled(size_el, f"{where}/size", "b")
+        return size or None
+    if el.tag == "video" and kind in _MEMORY_KINDS:
+        model_el = el.find("model")
+        vram = model_el.get("vram") if model_el is not None else None
+        if vram is None:
+            return None
+        if not str(vram).isdigit() or int(vram) == 0:
+            raise _bad(f"{where}/model", f"vram must be a positive number of KiB (got {vram!r})")
+        return int(vram) * 1024
+    return None
+
+
+def _mmio64(root: Any, machine: Machine, firmware: str | None, path: Callable[[Any], str]) -> int | None:
+    """The 64-bit MMIO window the domain asks for: OVMF's fw_cfg entry, else ``<pcihole64>`` (bytes)."""
+    fw = machine.firmware(firmware) if machine.firmware_names else None
+    if fw is None:
+        return None
+    if fw.mmio64_knob:
+        ns = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+        for arg in root.findall(f"{ns}commandline/{ns}arg"):
+            value = str(arg.get("value", ""))
+            if value.startswith(f"name={fw.mmio64_knob},string="):
+                text = value.rsplit("=", 1)[1]
+                if not text.isdigit() or int(text) == 0:
+                    raise _bad(path(arg), f"{fw.mmio64_knob} must be a number of MiB (got {text!r})")
+                return int(text) << 20
+        return None
+    for el in root.findall("devices/controller[@type='pci']"):
+        hole = el.find("pcihole64")
+        if hole is not None and el.get("index", "0") == "0":
+            return _scaled(hole, path(hole), "KiB") or None
+    return None
+
+
+def _phys_bits(root: Any) -> int | None:
+    """The guest CPU's physical address bits: ``<maxphysaddr mode='emulate' bits>``; ``None`` for the host's."""
+    cpu = root.find("cpu")
+    if cpu is None:
+        return 40
+    limit = cpu.find("maxphysaddr")
+    if limit is not None and limit.get("mode") == "emulate" and str(limit.get("bits", "")).isdigit():
+        return int(str(limit.get("bits")))
+    if (limit is not None and limit.get("mode") == "passthrough") or cpu.get("mode") == "host-passthrough":
+        return None  # QEMU's -cpu host takes the host's physical address bits
+    return 40
+
+
 class _Reader:
     """Reads a domain's elements into its topology."""
 
@@ -710,8 +794,19 @@ class _Reader:
             elif self._chipset_address(el, machine, controller_indexes.get(el)) not in (None, address):
                 raise _bad(where, _CHIPSET_MESSAGES[(machine.name, str(el.get("type")))])
             ident = self._id(el, tag, n, controller_indexes.get(el))
+            memory = _device_memory(el, kind, where)
+            acpi_index = _acpi_index(el.find("acpi"), d)
             try:
-                devices.append(Device(ident, kind, address=address, multifunction=multifunction))
+                devices.append(
+                    Device(
+                        ident,
+                        kind,
+                        address=address,
+                        multifunction=multifunction,
+                        memory=memory,
+                        acpi_index=acpi_index,
+                    )
+                )
             except InvalidInput as exc:
                 raise _bad(where, exc.reason) from None
             d._elements[ident] = el
@@ -742,7 +837,14 @@ class _Reader:
         firmware = _os_firmware(self.root, machine)
         try:
             d.topology = Topology.build(
-                machine, controllers, devices, numa_nodes=len(numa), acpi=acpi, firmware=firmware
+                machine,
+                controllers,
+                devices,
+                numa_nodes=len(numa),
+                acpi=acpi,
+                firmware=firmware,
+                mmio64=_mmio64(self.root, machine, firmware, d._path),
+                phys_bits=_phys_bits(self.root),
             )
         except DuplicateId:
             raise  # the reader adds the document's name

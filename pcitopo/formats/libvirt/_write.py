@@ -29,6 +29,9 @@ from pcitopo.formats.libvirt._tables import (
 
 _Element = etree._Element
 
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+"""libvirt's namespace for QEMU command-line passthrough (``<qemu:commandline>``)."""
+
 
 def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Controller]:
     """The controllers of ``wanted`` indexes with the ``<model name>`` and ``<target>`` values libvirt would fill in.
@@ -99,6 +102,7 @@ class _Writer:
     def edits(self) -> list[Edit]:
         self._devices()
         new = self._controllers()
+        self._mmio64()
         planned = bool(self.result or self.children or new or self.implicit_changed)
         if not planned and self.partial:
             return []  # neither a change nor a plan: the document stays as it is
@@ -142,6 +146,8 @@ class _Writer:
                 raise InvalidInput(
                     self.d._path(el), f"its kind changed from {before.kind} to {dev.kind}; only addresses are written"
                 )
+            if dev.acpi_index != before.acpi_index:
+                self._set_acpi_index(el, dev.acpi_index)
             if (
                 dev.address == before.address
                 and bool(dev.multifunction) == bool(before.multifunction)
@@ -150,6 +156,29 @@ class _Writer:
                 continue  # unchanged, and written (a chipset address libvirt would write is not)
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
             self._set_address(el, dev.address, multifunction)
+
+    def _set_acpi_index(self, el: _Element, index: int | None) -> None:
+        """Write ``<acpi index='N'/>`` (before the ``<address>``, where libvirt puts it), or change or drop it."""
+        current = el.find("acpi")
+        if current is not None:
+            span = self.d._span(current)
+            start = span.start
+            if index is None:
+                if indent_before(self.text, span.start) is not None:
+                    start = self.text.rfind("\n", 0, span.start)
+                self.result.append(Edit(start, span.end, ""))
+            else:
+                self.result.append(Edit(span.start, span.end, f"<acpi index='{index}'/>"))
+            return
+        if index is None:
+            return
+        kids = [c for c in el if isinstance(c.tag, str)]
+        address = el.find("address")
+        anchor: _Element | str = "last"
+        if address is not None:
+            before = kids.index(address)
+            anchor = kids[before - 1] if before else "first"
+        self._add_child(el, anchor, [(0, f"<acpi index='{index}'/>")])
 
     def _implied_multifunction(self) -> None:
         """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
@@ -199,6 +228,52 @@ class _Writer:
             )
             return
         self._add_child(el, "last", [(0, _format_address(address, multifunction))])
+
+    # -- the firmware's 64-bit window ---------------------------------------------------------
+
+    def _mmio64(self) -> None:
+        """Write the 64-bit window a plan asks of its firmware: OVMF's fw_cfg knob as QEMU arguments.
+
+        libvirt 9.0 refuses the knob in ``<sysinfo type='fwcfg'>`` ("That firmware
+        name is reserved": it keeps ``opt/ovmf/`` for itself), so pcitopo writes
+        ``<qemu:commandline>`` with ``-fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=MIB``,
+        which libvirt passes to QEMU as it is.
+        """
+        after, before = self.topology.mmio64, self.d.topology.mmio64
+        fw = self.topology.firmware_model
+        if after == before or after is None or fw is None:
+            return
+        if not fw.mmio64_knob:
+            raise InvalidInput(
+                "mmio64",
+                f"{fw.name} has no knob for its 64-bit window that pcitopo writes (it sizes the window itself)",
+            )
+        setting = f"name={fw.mmio64_knob},string={after >> 20}"
+        root = self.d._root
+        prefix = next((p for p, uri in root.nsmap.items() if uri == QEMU_NS and p), None)
+        for arg in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg"):
+            if str(arg.get("value", "")).startswith(f"name={fw.mmio64_knob},"):
+                span = self.d._span(arg)
+                self.result.append(Edit(span.start, span.start_end, f"<{prefix}:arg value='{setting}'/>"))
+                return
+        if prefix is None:
+            prefix = "qemu"
+            span = self.d._span(root)
+            self.result.append(Edit(span.start_end - 1, span.start_end - 1, f" xmlns:qemu='{QEMU_NS}'"))
+        args = [(1, f"<{prefix}:arg value='-fw_cfg'/>"), (1, f"<{prefix}:arg value='{setting}'/>")]
+        existing = root.find(f"{{{QEMU_NS}}}commandline")
+        if existing is not None:
+            self._add_child(existing, "last", [(0, text) for _, text in args])
+            return
+        last = [c for c in root if isinstance(c.tag, str)][-1]
+        span = self.d._span(last)
+        indent = indent_before(self.text, span.start)
+        lines = [(0, f"<{prefix}:commandline>"), *args, (0, f"</{prefix}:commandline>")]
+        if indent is None:
+            text = "".join(t for _, t in lines)
+        else:
+            text = "".join(f"\n{indent}{self.d._unit * depth}{t}" for depth, t in lines)
+        self.result.append(Edit(span.end, span.end, text))
 
     # -- controllers --------------------------------------------------------------------------
 

@@ -1,0 +1,158 @@
+"""The MMIO budgets against the firmware and libvirt: the 32-bit hole, the 64-bit window and its knob.
+
+Layouts are judged by :func:`validate` and booted with :func:`verify` (which
+backs an ivshmem-plain with a sparse shared file, so a 256 GiB BAR costs no
+RAM): the rule and the firmware must agree. SeaBIOS boots take about a
+second; the two OVMF boots here 10-40 s each under TCG.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device
+from pcitopo.formats import LibvirtDomain
+from pcitopo.legality.rules import validate
+from pcitopo.qemu import verify
+from pcitopo.qemu._qmp import Qemu, find_binary
+from pcitopo.qemu.verify import settle_pci
+from pcitopo.solver import solve
+from pcitopo.topology import Topology
+from tests.integration.test_firmware import ovmf  # noqa: F401  (the fixture that installs OVMF)
+from tests.support.libvirt import URI, LibvirtError, define_and_dump
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
+
+A = PciAddress.parse
+GIB = 1 << 30
+
+
+def unmapped(report: object) -> list[str]:
+    return [c.subject for c in report.named("bars") if not c.ok]  # type: ignore[attr-defined]
+
+
+def displays_and_ports(displays: int, ports: int) -> Topology:
+    """``displays`` bochs-displays with 64 MiB of 32-bit video memory on pcie.0, then ``ports`` empty root ports."""
+    devices = [Device(f"d{i:02}", "bochs", address=A(f"00:{3 + i:02x}.0"), memory=64 << 20) for i in range(displays)]
+    controllers = [
+        Controller(
+            1 + i,
+            "pcie-root-port",
+            address=A(f"00:{0x1E - i // 8:02x}.{i % 8}"),
+            chassis=1 + i,
+            multifunction=True if i % 8 == 0 else None,
+        )
+        for i in range(ports)
+    ]
+    return Topology.build("q35", controllers, devices)
+
+
+@pytest.mark.parametrize(("ports", "fits"), [(21, True), (22, False)])
+def test_seabios_32_bit_hole(ports: int, fits: bool) -> None:
+    """15 displays of 64 MiB plus 21 hotplug root ports map under SeaBIOS and validate; with 22 both refuse."""
+    t = displays_and_ports(15, ports)
+    report = verify(t, firmware="seabios", hotplug=False)
+    rules = [v.rule for v in validate(t)]
+    if fits:
+        assert report.ok, str(report)
+        assert rules == []
+    else:
+        assert unmapped(report)
+        assert rules == ["mmio-space"]
+
+
+def shm_request(size: int, firmware: str) -> Topology:
+    return Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=size)], firmware=firmware)
+
+
+def test_seabios_maps_a_512_gib_bar_with_no_setting() -> None:
+    """SeaBIOS sizes its own 64-bit window: the plan sets nothing and the 512 GiB BAR maps."""
+    plan = solve(shm_request(512 * GIB, "seabios"), "minimal")
+    assert plan.topology.mmio64 is None
+    report = verify(plan.topology, firmware="seabios", hotplug=False)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize(
+    ("machine", "host", "path"), [("q35", "q35-pcihost", "q35"), ("pc", "i440FX-pcihost", "i440fx")]
+)
+def test_seabios_64_bit_hole_follows_its_bars_whatever_pcihole64_says(
+    machine: str, host: str, path: str, tmp_path: Path
+) -> None:
+    """QEMU's ACPI 64-bit window covers what SeaBIOS mapped even with pci-hole64-size=1G: no <pcihole64> is needed."""
+    binary = find_binary("qemu-system-x86_64")
+    assert binary is not None
+    bus = "pcie.0" if machine == "q35" else "pci.0"
+    args = ["-machine", machine, "-m", "256", "-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
+    args += ["-object", f"memory-backend-file,id=shm,mem-path={tmp_path}/shm,share=on,size=64G"]
+    args += ["-device", f"ivshmem-plain,id=iv,memdev=shm,bus={bus},addr=0x5"]
+    args += ["-global", f"{host}.pci-hole64-size=1G"]
+    with Qemu(binary, args) as vm:
+        vm.execute("cont")
+        answer, _ = settle_pci(vm, 10.0)
+        window = [
+            vm.execute("qom-get", path=f"/machine/{path}", property=f"pci-hole64-{end}") for end in ("start", "end")
+        ]
+    (bar2,) = [
+        r for b in answer for d in b["devices"] if d.get("qdev_id") == "iv" for r in d["regions"] if r["bar"] == 2
+    ]
+    assert bar2["address"] == 64 * GIB
+    assert window == [64 * GIB, 128 * GIB]
+
+
+@pytest.mark.usefixtures("ovmf")
+def test_ovmf_maps_a_256_gib_bar_only_with_the_window_pcitopo_sets() -> None:
+    """Under OVMF the planned window (-fw_cfg X-PciMmio64Mb) maps the 256 GiB BAR; the default leaves it unmapped."""
+    plan = solve(shm_request(256 * GIB, "ovmf"), "minimal")
+    assert plan.topology.mmio64 == 256 * GIB  # on pcie.0: no port, no reservation beside it
+    report = verify(plan.topology, hotplug=False)
+    assert report.ok, str(report)
+    default = plan.topology.replace(mmio64=None)
+    assert [v.rule for v in validate(default)] == ["mmio-space"]
+    assert "shm" in unmapped(verify(default, hotplug=False))
+
+
+OVMF_DOMAIN = """<domain type='kvm'>
+  <name>mmio</name>
+  <memory unit='MiB'>256</memory>
+  <os firmware='efi'>
+    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
+  </os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <shmem name='big'>
+      <model type='ivshmem-plain'/>
+      <size unit='G'>256</size>
+    </shmem>
+  </devices>
+</domain>
+"""
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_keeps_the_written_knob_and_passes_it_to_qemu(tmp_path: Path) -> None:
+    """The assigned domain defines in libvirt 9.0, keeps <qemu:commandline>, and QEMU gets -fw_cfg with the knob."""
+    domain = LibvirtDomain.from_string(OVMF_DOMAIN)
+    planned = domain.export(solve(domain.topology, "minimal").topology)
+    dumped = define_and_dump(planned)
+    assert "<qemu:arg value='name=opt/ovmf/X-PciMmio64Mb,string=524288'/>" in dumped
+    assert LibvirtDomain.from_string(dumped).topology.mmio64 == 512 * GIB
+    path = tmp_path / "planned.xml"
+    path.write_text(planned)
+    argv = subprocess.run(
+        ["virsh", "-c", URI, "domxml-to-native", "qemu-argv", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "-fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=524288" in argv
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_refuses_the_knob_in_sysinfo_fwcfg() -> None:
+    """libvirt 9.0 reserves opt/ovmf/ in <sysinfo type='fwcfg'> (the reference says to write it there)."""
+    sysinfo = "<sysinfo type='fwcfg'><entry name='opt/ovmf/X-PciMmio64Mb'>524288</entry></sysinfo>\n  <os"
+    with pytest.raises(LibvirtError, match="That firmware name is reserved"):
+        define_and_dump(OVMF_DOMAIN.replace("<os", sysinfo, 1))
