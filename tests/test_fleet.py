@@ -27,23 +27,11 @@ from pcitopo.errors import (
 )
 from pcitopo.fleet import Outcome, Summary, Task
 from pcitopo.violation import Violation
+from tests.support.domains import NIC, NIC_AT_3, NIC_AT_4, PCIE_NIC, q35_domain
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 
-DOMAIN = """<domain type='kvm'>
-  <name>{name}</name>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-{devices}
-  </devices>
-</domain>
-"""
-NIC = "    <interface type='user'><model type='virtio'/></interface>"
-NIC_AT_3 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='3'/></interface>"
-NIC_AT_4 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='4'/></interface>"
-PCIE_NIC = "    <interface type='user'><model type='e1000e'/></interface>"
 TOO_MANY = "\n".join([PCIE_NIC] * 600)
 """600 PCI Express NICs (e1000e plugs into no conventional bus): more than q35's 256 bus numbers hold, unsatisfiable.
 
@@ -53,7 +41,7 @@ TOO_MANY = "\n".join([PCIE_NIC] * 600)
 def domain(directory: Path, name: str, devices: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text(DOMAIN.format(name=Path(name).stem, devices=devices), encoding="utf-8")
+    path.write_text(q35_domain(devices, name=Path(name).stem), encoding="utf-8")
     return path
 
 

@@ -15,28 +15,15 @@ import pytest
 from pcitopo import fleet, serve
 from pcitopo.cli import main
 from pcitopo.serve import BadRequest, handle, respond
+from tests.support.domains import NIC, NIC_AT_3, NIC_AT_4, q35_domain
 from tests.support.procs import children
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = (ROOT / "examples" / "q35-server.xml").read_text(encoding="utf-8")
 
-DOMAIN = """<domain type='kvm'>
-  <name>serve</name>
-  <description>café</description>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-{devices}
-  </devices>
-</domain>
-"""
-NIC = "    <interface type='user'><model type='virtio'/></interface>"
-NIC_AT_3 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='3'/></interface>"
-NIC_AT_4 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='4'/></interface>"
-
 
 def xml(devices: str) -> str:
-    return DOMAIN.format(devices=devices)
+    return q35_domain(devices, name="serve", description="café")
 
 
 class Server:

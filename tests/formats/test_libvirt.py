@@ -661,6 +661,61 @@ def test_a_written_plan_includes_the_devices_libvirt_would_add() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("machine", "devices", "written"),
+    [
+        (
+            "pc",
+            "<memballoon model='none'/>",
+            "    <controller type='usb' index='0' model='piix3-uhci'>\n"
+            "      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>\n"
+            "    </controller>\n",
+        ),
+        (
+            "q35",
+            "<controller type='usb' index='0' model='none'/><controller type='sata' index='0'/>"
+            "<memballoon model='none'/>",
+            "<controller type='sata' index='0'>"
+            "<address type='pci' domain='0x0000' bus='0x00' slot='0x1f' function='0x2'/></controller>",
+        ),
+        (
+            "pc",
+            "<controller type='usb' index='0' model='none'/><controller type='ide' index='0'/>"
+            "<memballoon model='none'/>",
+            "<controller type='ide' index='0'>"
+            "<address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x1'/></controller>",
+        ),
+        (
+            "pc",
+            _NONE
+            + "<interface type='user'><model type='virtio'/><address type='pci' slot='5' function='1'/></interface>"
+            "<interface type='user'><model type='virtio'/><address type='pci' slot='5' function='0'/></interface>",
+            "slot='0x05' function='0x0' multifunction='on'/>",
+        ),
+    ],
+    ids=["pc-usb", "q35-sata", "pc-ide", "multifunction"],
+)
+def test_a_complete_domain_gets_what_libvirt_adds_at_a_fixed_place(machine: str, devices: str, written: str) -> None:
+    """Every device addressed but what libvirt puts at a fixed place missing: a plan that moves nothing writes it."""
+    from pcitopo.solver import solve
+
+    domain = load(
+        "<interface type='user'><model type='virtio'/><address type='pci' slot='3'/></interface>" + devices, machine
+    )
+    assert all(d.address is not None for d in domain.topology.devices)
+    plan = solve(domain.topology, "minimal")
+    assert plan.topology == domain.topology
+    assert written in domain.export(plan.topology)
+    again = LibvirtDomain.from_string(domain.export(plan.topology))
+    assert again.export(again.topology) is again.to_string()
+
+
+def test_an_incomplete_topology_written_unchanged_keeps_the_document() -> None:
+    """A topology with a device still unaddressed is no plan: when nothing changed the document stays as it is."""
+    domain = load("<controller type='sata' index='0'/><interface type='user'><model type='virtio'/></interface>")
+    assert domain.export(domain.topology) is domain.to_string()
+
+
 def test_multifunction_is_on_where_libvirt_sets_it() -> None:
     """Function 0 of a slot whose other functions are used gets multifunction on, and a written plan says so."""
     from pcitopo.solver._libvirt import libvirt_assign

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.libvirt import libvirtd
 from tests.support.qemu import qemu
 
-__all__ = ["qemu"]
+__all__ = ["libvirtd", "qemu"]

@@ -13,7 +13,15 @@ XML pcitopo writes with each built-in policy (and a combination) is accepted
 by ``virsh define``, and ``dumpxml --inactive`` moves no address and adds no
 PCI controller and no PCI device. A policy that finds a domain unsatisfiable,
 or a domain that already breaks a rule, writes nothing and is not checked;
-the test is skipped only when no policy writes a plan.
+the test is skipped only when no policy writes a plan. Beside pcitopo's
+reading of libvirt's output, every PCI ``<address>`` element of the two
+documents is compared as text, so that an address or ``multifunction='on'``
+libvirt writes where pcitopo's document has none is a change too. The same
+holds for domains complete but for what libvirt adds on its own (libvirt's
+output of a generated domain without its default USB controller, memballoon,
+video, virtio-serial and SCSI controllers, chipset addresses, implied
+``multifunction``): pcitopo writes those too, and the libvirt policy where
+libvirt puts them.
 
 The run is sized for CI (a few hundred defines at ~5-15 ms each).
 """
@@ -21,30 +29,25 @@ The run is sized for CI (a few hundred defines at ~5-15 ms each).
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
+from lxml import etree
 
 from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.solver import solve
 from pcitopo.solver._libvirt import libvirt_assign
 from pcitopo.topology import Topology
-from tests.support.domains import Domain, domains, grow, unpin
-from tests.support.libvirt import LibvirtError, define_and_dump, define_and_dump_many, ensure_libvirtd
+from tests.support.domains import Domain, domains, grow, strip_implicit, unpin
+from tests.support.libvirt import LibvirtError, define_and_dump, define_and_dump_many
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("libvirtd")]
 
 SEED = 20260525
 GENERATED = domains(SEED, 160)
 
 Summary = dict[tuple[str, str], tuple[object, ...]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def libvirtd() -> None:
-    reason = ensure_libvirtd()
-    if reason is not None:
-        pytest.fail(f"libvirt is needed and could not be started: {reason}")
 
 
 def summary(t: Topology) -> Summary:
@@ -211,28 +214,74 @@ def changes(written: LibvirtDomain, dumped: str) -> list[str]:
     ]
     found += [f"added controller {c.index} ({c.model})" for c in back.controllers if not mine.has_bus(c.index)]
     found += [f"added device {d}" for d in back.devices if d.id not in ours]
+    if not found:  # the same topology: then the text, which pcitopo's reader completes as libvirt would
+        ours_raw, theirs_raw = pci_addresses(written.to_string()), pci_addresses(dumped)
+        found += [f"libvirt wrote {e}" for e in sorted(theirs_raw - ours_raw)]
+        found += [f"libvirt dropped {e}" for e in sorted(ours_raw - theirs_raw)]
     return found
 
 
-@pytest.mark.parametrize("domain", GENERATED, ids=lambda d: d.name)
-def test_libvirt_takes_our_xml_as_final(domain: Domain) -> None:
-    """For every policy, the XML pcitopo writes is accepted by virsh define, and libvirt moves and adds nothing."""
-    source = LibvirtDomain.from_string(domain.xml)
+def pci_addresses(xml: str) -> Counter[str]:
+    """Every PCI ``<address>`` of a document's devices as text, with its element: read without pcitopo."""
+    root = etree.fromstring(xml.encode("utf-8"))
+    found: Counter[str] = Counter()
+    for el in root.iterfind("devices/*"):
+        address = el.find("address")
+        if address is None or address.get("type") != "pci":
+            continue
+        what = " ".join(f"{k}={el.get(k)}" for k in ("type", "index") if el.get(k) is not None)
+        numbers = "{:04x}:{:02x}:{:02x}.{:x}".format(
+            *(int(address.get(k, "0"), 0) for k in ("domain", "bus", "slot", "function"))
+        )
+        multifunction = " multifunction" if address.get("multifunction") == "on" else ""
+        found[f"<{el.tag} {what}> at {numbers}{multifunction}"] += 1
+    return found
+
+
+def final_problems(xml: str) -> tuple[list[str], dict[str, tuple[LibvirtDomain, Topology] | str]]:
+    """What libvirt changes in the XML each policy writes for ``xml`` (and why a policy wrote none)."""
+    source = LibvirtDomain.from_string(xml)
     results = {policy: exported(source, policy) for policy in POLICIES}
     problems: list[str] = []
     for policy, r in results.items():
         if isinstance(r, str) and r.startswith("internal error"):
             problems.append(f"{policy}: {r}")
     written = {p: r for p, r in results.items() if not isinstance(r, str)}
-    if not written and not problems:
-        pytest.skip(f"{domain}: no policy writes a plan ({results['libvirt']})")
     dumps = define_and_dump_many([w.to_string() for w, _ in written.values()])
     for (policy, (out, _)), dumped in zip(written.items(), dumps, strict=True):
         if isinstance(dumped, LibvirtError):
             problems.append(f"{policy}: libvirt refused it: {dumped}")
         else:
             problems += [f"{policy}: {c}" for c in changes(out, dumped)[:4]]
+    return problems, results
+
+
+@pytest.mark.parametrize("domain", GENERATED, ids=lambda d: d.name)
+def test_libvirt_takes_our_xml_as_final(domain: Domain) -> None:
+    """For every policy, the XML pcitopo writes is accepted by virsh define, and libvirt moves and adds nothing."""
+    problems, results = final_problems(domain.xml)
+    if all(isinstance(r, str) for r in results.values()) and not problems:
+        pytest.skip(f"{domain}: no policy writes a plan ({results['libvirt']})")
     assert not problems, f"{domain}: " + "; ".join(problems[:12])
+
+
+COMPLETE = GENERATED[::2]
+"""Every second generated domain, as libvirt defines it but without what libvirt adds on its own."""
+
+
+@pytest.mark.parametrize("domain", COMPLETE, ids=lambda d: d.name)
+def test_a_domain_complete_but_for_what_libvirt_adds_gets_it_from_pcitopo(domain: Domain) -> None:
+    """All addressed but for libvirt's own additions: pcitopo adds them (libvirt policy: where libvirt does)."""
+    dumped, _ = libvirt_side(domain.xml)
+    if dumped is None:
+        pytest.skip(f"{domain}: libvirt refuses it")
+    xml, taken = strip_implicit(dumped, random.Random(f"{domain.name} complete"), domain.machine)
+    if not taken:
+        pytest.skip(f"{domain}: libvirt adds nothing to it")
+    what = f"{domain} without {', '.join(taken)}"
+    check_same(xml, what)
+    problems, _ = final_problems(xml)
+    assert not problems, f"{what}: " + "; ".join(problems[:12])
 
 
 def _domain(machine: str, devices: str) -> str:

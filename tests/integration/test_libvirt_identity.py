@@ -15,19 +15,12 @@ from pcitopo.errors import Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality import identity
 from pcitopo.solver._libvirt import libvirt_assign
-from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
+from tests.support.libvirt import LibvirtError, define_and_dump
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("libvirtd")]
 
 EMULATORS = {"q35": ("x86_64", "qemu-system-x86_64"), "pc": ("x86_64", "qemu-system-x86_64")}
 EMULATORS["pseries"] = ("ppc64", "qemu-system-ppc64")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def libvirtd() -> None:
-    reason = ensure_libvirtd()
-    if reason is not None:
-        pytest.fail(f"libvirt is needed and could not be started: {reason}")
 
 
 def domain(machine: str, controllers: str) -> str:

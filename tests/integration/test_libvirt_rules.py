@@ -18,20 +18,13 @@ from pcitopo.legality.catalog import TARGET_OPTIONS, Catalog
 from pcitopo.legality.rules import validate
 from pcitopo.qemu import QemuError, verify
 from pcitopo.topology import Topology
-from tests.support.libvirt import LibvirtError, define_and_dump, ensure_libvirtd
+from tests.support.libvirt import LibvirtError, define_and_dump
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu", "libvirtd")]
 
 A = PciAddress.parse
 EMULATORS = {"q35": ("x86_64", "qemu-system-x86_64"), "pc": ("x86_64", "qemu-system-x86_64")}
 EMULATORS["pseries"] = ("ppc64", "qemu-system-ppc64")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def libvirtd() -> None:
-    reason = ensure_libvirtd()
-    if reason is not None:
-        pytest.fail(f"libvirt is needed and could not be started: {reason}")
 
 
 def domain(machine: str, devices: str) -> str:

@@ -23,7 +23,7 @@ from pcitopo.qemu.verify import settle_pci
 from pcitopo.solver import solve
 from pcitopo.topology import Topology
 from tests.integration.test_firmware import ovmf  # noqa: F401  (the fixture that installs OVMF)
-from tests.support.libvirt import URI, LibvirtError, define_and_dump, ensure_libvirtd
+from tests.support.libvirt import URI, LibvirtError, define_and_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 
@@ -114,13 +114,6 @@ def test_ovmf_maps_a_256_gib_bar_only_with_the_window_pcitopo_sets() -> None:
     default = plan.topology.replace(mmio64=None)
     assert [v.rule for v in validate(default)] == ["mmio-space"]
     assert "shm" in unmapped(verify(default, hotplug=False))
-
-
-@pytest.fixture(scope="module")
-def libvirtd() -> None:
-    reason = ensure_libvirtd()
-    if reason is not None:
-        pytest.fail(f"libvirt is needed and could not be started: {reason}")
 
 
 OVMF_DOMAIN = """<domain type='kvm'>

@@ -8,9 +8,9 @@ import pytest
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.policy import Policy
 from pcitopo.solver import solve
-from tests.support.libvirt import define_and_dump, ensure_libvirtd
+from tests.support.libvirt import define_and_dump
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("libvirtd")]
 
 DOMAIN = """<domain type='qemu'>
   <name>pass2-acpi-names</name>
@@ -29,9 +29,6 @@ DOMAIN = """<domain type='qemu'>
 
 def test_libvirt_keeps_the_written_acpi_indexes() -> None:
     """libvirt defines the planned domain and dumps each NIC with the acpi-index and address pcitopo wrote."""
-    reason = ensure_libvirtd()
-    if reason is not None:
-        pytest.fail(f"libvirt is needed and could not be started: {reason}")
     request = LibvirtDomain.from_string(DOMAIN)
     plan = solve(request.topology, attrs.evolve(Policy.named("hotplug+ordered"), acpi_index=True))
     written = request.with_topology(plan)

@@ -6,7 +6,11 @@ and sometimes user-declared controllers (root ports with hotplug off, switches,
 bridges, expander buses on NUMA nodes with ``<cpu><numa>``). :func:`domains`
 gives a fixed list for a seed; :func:`domain_xml` is the Hypothesis strategy.
 Grow cases (an addressed domain plus new devices) and partly pinned domains
-are made from libvirt's own output by :func:`grow` and :func:`unpin`.
+are made from libvirt's own output by :func:`grow` and :func:`unpin`; domains
+complete but for what libvirt adds on its own by :func:`strip_implicit`.
+
+:func:`q35_domain` and the ``NIC`` lines are the small hand-written q35
+domains of the fleet and serve tests.
 
 Every domain lists a USB controller (``model='none'`` counts) and a memory
 balloon, and q35 lists SATA controller 0, because libvirt invents those when a
@@ -28,11 +32,17 @@ __all__ = [
     "ARCH",
     "EMULATOR",
     "MACHINES",
+    "NIC",
+    "NIC_AT_3",
+    "NIC_AT_4",
+    "PCIE_NIC",
     "Domain",
     "domain_xml",
     "domains",
     "grow",
+    "q35_domain",
     "random_domain",
+    "strip_implicit",
     "unpin",
 ]
 
@@ -50,6 +60,27 @@ EMULATOR = {
     "ppc64": "/usr/bin/qemu-system-ppc64",
     "riscv64": "/usr/bin/qemu-system-riscv64",
 }
+
+
+_Q35 = """<domain type='kvm'>
+  <name>{name}</name>
+{description}  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <controller type='pci' index='0' model='pcie-root'/>
+{devices}
+  </devices>
+</domain>
+"""
+NIC = "    <interface type='user'><model type='virtio'/></interface>"
+NIC_AT_3 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='3'/></interface>"
+NIC_AT_4 = "    <interface type='user'><model type='e1000e'/><address type='pci' bus='0' slot='4'/></interface>"
+PCIE_NIC = "    <interface type='user'><model type='e1000e'/></interface>"
+
+
+def q35_domain(devices: str, *, name: str, description: str | None = None) -> str:
+    """A small q35 domain (``type='kvm'``, a pcie-root) with ``devices`` lines: the fleet and serve tests' own."""
+    text = "" if description is None else f"  <description>{description}</description>\n"
+    return _Q35.format(name=name, description=text, devices=devices)
 
 
 @attrs.frozen
@@ -501,3 +532,57 @@ def unpin(addressed_xml: str, rng: random.Random, fraction: float = 0.3) -> str:
         if address is not None and address.get("type") == "pci" and rng.random() < fraction:
             el.remove(address)
     return etree.tostring(root, encoding="unicode")
+
+
+DEFAULT_USB = {"q35": "qemu-xhci", "pc": "piix3-uhci", "pseries": "qemu-xhci"}
+"""The USB controller libvirt 9.0 adds as index 0 when a domain lists none (none on ARM and RISC-V virt)."""
+BALLOON = ("q35", "pc", "pseries", "riscv64-virt")
+"""The machines libvirt 9.0 adds a virtio memballoon to when a domain has no ``<memballoon>``."""
+
+
+def strip_implicit(addressed_xml: str, rng: random.Random, machine: str) -> tuple[str, list[str]]:
+    """libvirt's output without some of what libvirt adds on its own, and what was taken out.
+
+    Every device keeps its address; what goes is what ``virsh define`` would
+    add again: the default USB controller 0, the virtio memballoon, the video
+    of a domain with graphics and one video, the virtio-serial and SCSI
+    controllers channels and disks use, the chipset address of SATA (q35) or
+    IDE (pc) controller 0, and ``multifunction='on'`` libvirt sets on function 0.
+    """
+    root = etree.fromstring(addressed_xml.encode("utf-8"))
+    devices = root.find("devices")
+    assert devices is not None
+    children = list(devices)
+    taken: list[str] = []
+    # a third of the domains lose only what libvirt puts at a fixed place (nothing is left to place)
+    fixed_only = rng.random() < 0.35
+
+    def take(el: etree._Element, what: str, *, fixed: bool = False) -> None:
+        if (fixed or not fixed_only) and rng.random() < 0.7:
+            devices.remove(el)
+            taken.append(what)
+
+    usb = [c for c in children if c.tag == "controller" and c.get("type") == "usb"]
+    if len(usb) == 1 and usb[0].get("index") == "0" and usb[0].get("model") == DEFAULT_USB.get(machine):
+        take(usb[0], "usb", fixed=machine == "pc")
+    balloon = [c for c in children if c.tag == "memballoon"]
+    if machine in BALLOON and len(balloon) == 1 and balloon[0].get("model") == "virtio":
+        take(balloon[0], "memballoon")
+    videos = [c for c in children if c.tag == "video"]
+    if len(videos) == 1 and any(c.tag == "graphics" for c in children):
+        take(videos[0], "video")
+    for c in children:
+        ctype = c.get("type")
+        if c.tag == "controller" and ctype in ("virtio-serial", "scsi"):
+            take(c, f"{ctype} {c.get('index')}")
+        chipset = {"q35": "sata", "pc": "ide"}.get(machine)
+        address = c.find("address")
+        chipset_address = c.tag == "controller" and ctype == chipset and c.get("index") == "0"
+        if chipset_address and address is not None and rng.random() < 0.7:
+            c.remove(address)
+            taken.append(f"{ctype} address")
+    for address in root.iterfind("devices/*/address"):
+        if address.get("type") == "pci" and address.get("multifunction") == "on" and rng.random() < 0.7:
+            del address.attrib["multifunction"]
+            taken.append("multifunction")
+    return etree.tostring(root, encoding="unicode"), taken

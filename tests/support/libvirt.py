@@ -8,6 +8,10 @@ waits for its socket. It returns ``None`` when libvirt is ready, else the
 reason it cannot be (not root, no apt-get), which a test turns into a failure
 or a skip.
 
+:func:`libvirtd` is the session fixture the integration tests that use
+libvirt name (``pytest.mark.usefixtures("libvirtd")``; it is re-exported by
+``tests/integration/conftest.py``).
+
 :func:`define_and_dump` is the oracle: ``virsh define`` a domain, ``dumpxml
 --inactive`` it (libvirt's addresses and added controllers), ``undefine`` it.
 All calls share one long-lived ``virsh`` process fed commands on its standard
@@ -30,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 from tests.support.packages import ensure_packages
@@ -41,6 +46,7 @@ __all__ = [
     "define_and_dump",
     "define_and_dump_many",
     "ensure_libvirtd",
+    "libvirtd",
 ]
 
 PACKAGES = [
@@ -75,6 +81,14 @@ def ensure_libvirtd() -> str | None:
             _ready = _start()
             _tried = True
         return _ready
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> None:
+    """libvirtd answering (installed and started when missing); a failure, never a skip, when it cannot be."""
+    reason = ensure_libvirtd()
+    if reason is not None:
+        pytest.fail(f"libvirt is needed and could not be started: {reason}")
 
 
 def _start() -> str | None:

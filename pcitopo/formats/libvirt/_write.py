@@ -96,13 +96,19 @@ class _Writer:
         self.children: dict[_Element, list[tuple[_Element | None, list[tuple[int, str]]]]] = {}
         self.implicit_changed = False
         self.implicit_controllers: list[Controller] = []
+        self.partial = any(dev.address is None for dev in topology.devices)
+        """Not a plan (a device has no address): only what changed is written."""
 
     def edits(self) -> list[Edit]:
         self._devices()
         new = self._controllers()
         self._mmio64()
-        if not self.result and not self.children and not new and not self.implicit_changed:
-            return []
+        planned = bool(self.result or self.children or new or self.implicit_changed)
+        if not planned and self.partial:
+            return []  # neither a change nor a plan: the document stays as it is
+        # A complete topology is written as libvirt would keep it, even when nothing moved (a domain
+        # complete but for what libvirt adds): implied multifunction='on', missing controller indexes,
+        # the controllers libvirt adds, the implicit devices, chipset addresses.
         self._implied_multifunction()
         new += [c for c in self.implicit_controllers if self.topology.has_bus(c.index)]
         if new:
@@ -142,8 +148,12 @@ class _Writer:
                 )
             if dev.acpi_index != before.acpi_index:
                 self._set_acpi_index(el, dev.acpi_index)
-            if dev.address == before.address and bool(dev.multifunction) == bool(before.multifunction):
-                continue
+            if (
+                dev.address == before.address
+                and bool(dev.multifunction) == bool(before.multifunction)
+                and (dev.address is None or el.find("address") is not None or self.partial)
+            ):
+                continue  # unchanged, and written (a chipset address libvirt would write is not)
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
             self._set_address(el, dev.address, multifunction)
 
