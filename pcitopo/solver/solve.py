@@ -83,7 +83,6 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     if isinstance(backend, backends.LibvirtBackend):
         placement = backend.place(topology, policy, ())
         return _finish(topology, placement, policy, tolerated)
-    policy = _primary_video_on_root(topology, policy)
     placed = _place_pinned_controllers(topology)
     placed = _join_placed_groups(placed)
     units = build_units(placed, policy)
@@ -95,32 +94,6 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
 
         raise explain(placed, policy, units, feasible=backends.feasible) from None
     return _finish(topology, placement, policy, tolerated, scored)
-
-
-def _primary_video_on_root(topology: Topology, policy: Policy) -> Policy:
-    """``policy`` with the primary video (the first one) integrated on the root bus, where the machine wants it.
-
-    On the machines that name a ``primary-video`` slot (pc, q35: SeaBIOS),
-    SeaVGABIOS behind a bridge or root port finds no Bochs VBE interface
-    (its I/O ports 0x1ce/0x1cf are not forwarded, only the legacy VGA
-    ranges) and falls back to plain VGA modes; on the root bus it finds it,
-    wherever the slot (checked with SeaBIOS 1.16.2 and QEMU 7.2,
-    tests/integration/test_qemu_video.py). libvirt puts it on the root bus
-    too. A user's own override of the device comes after and wins, and a
-    video that must be hot-pluggable or on a NUMA node is left as it is.
-    """
-    from pcitopo.policy.policy import Override
-
-    if not topology.machine.preferred.get("primary-video"):
-        return policy
-    catalog = topology.machine.catalog
-    video = next((d for d in topology.devices if catalog.device(d.kind).device_class == "video"), None)
-    if video is None or video.address is not None:
-        return policy
-    needs = policy.needs_for(video)
-    if needs.hotplug is HotplugNeed.REQUIRED or needs.numa_node is not None:
-        return policy  # what the owner asked for wins: a hot-pluggable port, an expander bus
-    return attrs.evolve(policy, overrides=(Override(video.id, integrated=True), *policy.overrides))
 
 
 # -- step 1: the pinned part ---------------------------------------------------------------
