@@ -26,6 +26,7 @@ from pcitopo.policy.policy import BUILTIN_POLICIES, Policy
 from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
+from tests.support.firmware import port_order
 from tests.support.libvirt import define_and_dump, ensure_libvirtd
 from tests.support.packages import ensure_packages
 
@@ -120,19 +121,6 @@ def test_ovmf_cold_ports_reserve_nothing() -> None:
     assert report.ok, str(report)
 
 
-def order(spec: str, firmware: str = "ovmf") -> Topology:
-    """Root ports on pcie.0 in order: ``E8 P2`` is 8 ports each holding an e1000e, then 2 empty ports."""
-    controllers: list[Controller] = []
-    devices: list[Device] = []
-    for part in spec.split():
-        for _ in range(int(part[1:])):
-            i = len(controllers) + 1
-            controllers.append(Controller(i, "pcie-root-port", address=A(f"00:{1 + i:02x}.0"), chassis=i))
-            if part[0] == "E":
-                devices.append(Device(f"n{i}", "e1000e", address=A(f"{i:02x}:00.0")))
-    return Topology.build("q35", controllers, devices, firmware=firmware)
-
-
 OVMF_ORDER = [
     # (layout, OVMF maps every BAR): OVMF drops reservations past its 9 windows in these, but not in a
     # generated plan with a 2-window bridge among 3 windows for devices (the sweep's q35-ovmf-spare8-1),
@@ -150,7 +138,7 @@ OVMF_ORDER = [
 @pytest.mark.parametrize(("layout", "boots"), OVMF_ORDER)
 def test_ovmf_reservations_past_9_windows(layout: str, boots: bool) -> None:
     """Reservations past OVMF's 9 windows beside e1000e ports: what OVMF maps, and validate's conservative refusal."""
-    t = order(layout)
+    t = port_order(layout)
     report = verify(t, firmware="ovmf", hotplug=False)
     assert report.named("firmware")[0].ok, str(report)
     assert report.ok is boots, str(report)

@@ -13,6 +13,7 @@ from pcitopo.legality.firmware import Firmware, firmwares
 from pcitopo.legality.machine import Machine
 from pcitopo.legality.rules import validate
 from pcitopo.topology import Topology
+from tests.support.firmware import port_order
 
 A = PciAddress.parse
 
@@ -211,24 +212,12 @@ def test_root_bus_io_takes_windows_past_root_io(extra: list[str], ok: bool) -> N
         )
 
 
-def _ovmf_order(spec: str) -> Topology:
-    controllers: list[Controller] = []
-    devices: list[Device] = []
-    for part in spec.split():
-        for _ in range(int(part[1:])):
-            i = len(controllers) + 1
-            controllers.append(Controller(i, "pcie-root-port", address=A(f"00:{1 + i:02x}.0"), chassis=i))
-            if part[0] == "E":
-                devices.append(Device(f"n{i}", "e1000e", address=A(f"{i:02x}:00.0")))
-    return Topology.build("q35", controllers, devices, firmware="ovmf")
-
-
 @pytest.mark.parametrize(
     ("layout", "short"),
     [("E9", 0), ("P20", 0), ("E8 P2", 1), ("P2 E8", 1), ("E8 P6", 5), ("E9 P1", 1), ("P1 E9", 1), ("E10", 1)],
 )
 def test_ovmf_counts_reservations_when_devices_need_io(layout: str, short: int) -> None:
     """OVMF's reservations count into its 9 windows once any device needs IO (some such layouts map, not all)."""
-    t = _ovmf_order(layout)
+    t = port_order(layout)
     assert t.io_windows_short() == short
     assert rules_of(t) == ([] if short == 0 else ["io-space"])
