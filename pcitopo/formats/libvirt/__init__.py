@@ -124,9 +124,9 @@ attribute get the one they were given on import.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -140,6 +140,8 @@ from pcitopo.legality.machine import Machine
 from pcitopo.topology import Topology
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pcitopo.solver.plan import Plan
 
 __all__ = ["LibvirtDomain"]
@@ -230,7 +232,8 @@ class LibvirtDomain:
         ``machine`` is as in :meth:`from_string`.
         """
         try:
-            data = Path(path).read_bytes()
+            with open(os.fspath(path), "rb") as handle:
+                data = handle.read()
         except OSError as exc:
             raise InvalidDomainXML("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
         return cls.from_bytes(data, source=str(path), machine=machine)
