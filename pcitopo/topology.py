@@ -26,8 +26,8 @@ change returns a new topology.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import attrs
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     import networkx as nx
 
 __all__ = ["IO_WINDOW", "Bus", "Mmio", "Node", "Topology"]
+
+_T = TypeVar("_T")
 
 IO_WINDOW = 4096
 """Bytes in one bridge IO window (the PCI-to-PCI bridge granularity)."""
@@ -298,11 +300,12 @@ class Topology:
 
     def model(self, controller: Controller | int) -> ControllerModel:
         """The catalog model of a controller (or of the controller with that index)."""
-        if isinstance(controller, int):
+        if type(controller) is int:
             found = self._models.get(controller)
             if found is not None:
                 return found
             controller = self.controller(controller)
+        assert isinstance(controller, Controller)
         found = self._models_by_name.get(controller.model)
         return found if found is not None else self.machine.catalog.controller(controller.model)
 
@@ -347,12 +350,20 @@ class Topology:
 
     def builtins(self) -> tuple[Builtin, ...]:
         """The machine's built-in devices that occupy their addresses in this topology."""
-        standing = {
-            b.name
+        return self._builtins
+
+    @functools.cached_property
+    def _builtins(self) -> tuple[Builtin, ...]:
+        # a device of the kind a built-in stands for at its address replaces it (one pass over the devices)
+        stand_ins = {(b.address, b.stands_for) for b in self.machine.builtins if b.stands_for is not None}
+        present = (
+            {(d.address, d.kind) for d in self.devices if d.address is not None} & stand_ins if stand_ins else set()
+        )
+        return tuple(
+            b
             for b in self.machine.builtins
-            if b.stands_for is not None and any(d.address == b.address and d.kind == b.stands_for for d in self.devices)
-        }
-        return tuple(b for b in self.machine.builtins if b.name not in standing and not b.optional)
+            if not b.optional and (b.stands_for is None or (b.address, b.stands_for) not in present)
+        )
 
     def occupants(self) -> dict[PciAddress, list[str]]:
         """Every used address with what uses it (built-ins, controllers, devices), in that order."""
@@ -405,6 +416,18 @@ class Topology:
         Every controller plugs into at most one bus, so following parents from
         each controller finds every cycle in linear time.
         """
+        return [list(cycle) for cycle in self._cycles]
+
+    @functools.cached_property
+    def _cycles(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(cycle) for cycle in self._find_cycles())
+
+    @functools.cached_property
+    def _in_cycle(self) -> frozenset[int]:
+        """The indexes of the controllers on a cycle."""
+        return frozenset(i for cycle in self._cycles for i in cycle)
+
+    def _find_cycles(self) -> list[list[int]]:
         parent = {
             c.index: c.address.bus
             for c in self.controllers
@@ -455,15 +478,44 @@ class Topology:
     def root_of(self, bus: int) -> Controller | None:
         """The root controller above a bus (``None`` if it never reaches one)."""
         cache = self._root_cache
-        if bus in cache:
-            return cache[bus]
-        found = None
-        for c in self._walk_up(bus):
-            if self.model(c).root:
-                found = c
+        if bus not in cache:
+            models = self._models
+            self._fill_upwards(cache, bus, lambda c: models[c.index].root, lambda c: c)
+        return cache[bus]
+
+    def _fill_upwards(
+        self,
+        cache: dict[int, _T | None],
+        bus: int,
+        stops: Callable[[Controller], bool],
+        value: Callable[[Controller], _T | None],
+    ) -> None:
+        """Walk up from ``bus`` to the first controller that ``stops``; cache ``value`` of it for every bus on the way.
+
+        Every bus on the walk has the same first such controller above it, so
+        one walk answers for all of them (``None`` when the walk ends at a
+        cycle or a dangling bus without one); a bus already cached ends the walk.
+        """
+        by_index = self._by_index
+        path: list[int] = []
+        on_path: set[int] = set()
+        current: int | None = bus
+        found: _T | None = None
+        while current is not None and current in by_index and current not in on_path:
+            if current in cache:
+                found = cache[current]
                 break
-        cache[bus] = found
-        return found
+            c = by_index[current]
+            path.append(current)
+            on_path.add(current)
+            if stops(c):
+                found = value(c)
+                break
+            current = self._parent_index(current)
+        for index in path:
+            cache[index] = found
+        if not path:
+            cache.setdefault(bus, found)
 
     @functools.cached_property
     def _root_cache(self) -> dict[int, Controller | None]:
@@ -477,17 +529,11 @@ class Topology:
         """The guest NUMA node a bus belongs to: that of the nearest expander bus or host bridge above it."""
         cache = self._numa_cache
         if index not in cache:
-            cache[index] = self._numa_node_of_bus(index)
+            models = self._models
+            self._fill_upwards(
+                cache, index, lambda c: models[c.index].expander or models[c.index].root, lambda c: c.numa_node
+            )
         return cache[index]
-
-    def _numa_node_of_bus(self, index: int) -> int | None:
-        for c in self._walk_up(index):
-            m = self.model(c)
-            if (m.expander or m.root) and c.numa_node is not None:
-                return c.numa_node
-            if m.expander or m.root:
-                return None
-        return None
 
     def is_behind_pcie_port(self, bus: int) -> bool:
         """Whether a bus is the link of a PCIe root or downstream port."""
@@ -583,6 +629,10 @@ class Topology:
 
     def io_bytes_by_bus(self) -> dict[int, int]:
         """IO BAR bytes of the endpoints placed on each bus (buses without any left out)."""
+        return dict(self._io_bytes)
+
+    @functools.cached_property
+    def _io_bytes(self) -> Mapping[int, int]:
         direct: dict[int, int] = {}
         for d in self.devices:
             if d.address is not None and d.address.bus in self._by_index:
@@ -615,20 +665,28 @@ class Topology:
         it has no room for (``idle-reservations-harmless``, measured) maps
         every BAR whatever their number.
         """
+        return self._io_windows_short
+
+    @functools.cached_property
+    def _io_windows_short(self) -> int:
         budget = self.io_window_budget()
         if budget is None:
             return 0
-        total = sum(self.io_windows().values())
+        total = sum(self._io_windows_reserved.values())
         if total <= budget:
             return 0
         spec = self._firmware_machine
-        if spec is not None and spec.idle_reservations_harmless and not any(self.io_windows(reservations=False)):
+        if spec is not None and spec.idle_reservations_harmless and not any(self._io_windows_needed):
             return 0
         return total - budget
 
     def root_io_bytes(self) -> int:
         """IO BAR bytes of the endpoints placed directly on root and expander buses."""
-        return sum(size for bus, size in self.io_bytes_by_bus().items() if not self._is_bridge(bus))
+        return self._root_io_bytes
+
+    @functools.cached_property
+    def _root_io_bytes(self) -> int:
+        return sum(size for bus, size in self._io_bytes.items() if not self._is_bridge(bus))
 
     def root_io_windows(self, root_bytes: int | None = None) -> int:
         """Windows the firmware loses to IO BARs on the root buses (``root_bytes``: instead of this topology's)."""
@@ -668,9 +726,9 @@ class Topology:
         With ``reservations``, a bridge the firmware reserves IO for takes one
         window even when nothing below it has an IO BAR.
         """
-        direct = self.io_bytes_by_bus()
+        direct = self._io_bytes
         sizes: dict[int, int] = {}
-        cycles = {i for cycle in self.controller_cycles() for i in cycle}
+        cycles = self._in_cycle
 
         def size_of(index: int) -> int:
             if index in sizes:
@@ -704,7 +762,17 @@ class Topology:
         windows the firmware reserves for hotplug count too (see
         :meth:`reserves_io`); without, only what the devices need.
         """
-        sizes = self._io_sizes if reservations else self._io_sizes_needed
+        return dict(self._io_windows_reserved if reservations else self._io_windows_needed)
+
+    @functools.cached_property
+    def _io_windows_reserved(self) -> Mapping[int, int]:
+        return self._io_windows_of(self._io_sizes)
+
+    @functools.cached_property
+    def _io_windows_needed(self) -> Mapping[int, int]:
+        return self._io_windows_of(self._io_sizes_needed)
+
+    def _io_windows_of(self, sizes: Mapping[int, int]) -> dict[int, int]:
         out: dict[int, int] = {}
         for c in self.controllers:
             if c.address is None or c.index not in sizes or c.address.bus not in self._by_index:
@@ -956,39 +1024,56 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     root32: list[tuple[str, int, str]] = []
     root64: list[tuple[str, int, str]] = []
     largest = largest32 = 0
+    kinds = t._kinds_by_name
     owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]] = [
-        (d.id, d.address, t.kind(d).bars if d.bars is None and d.memory is None else t.bars(d)) for d in t.devices
+        (
+            d.id,
+            d.address,
+            (kinds[d.kind] if d.kind in kinds else t.kind(d)).bars
+            if d.bars is None and d.memory is None
+            else t.bars(d),
+        )
+        for d in t.devices
     ]
-    owners += [(c.name, c.address, t.model(c).bars) for c in t.controllers if t.model(c).bars]
-    split: dict[int, tuple[int, tuple[int, ...], int]] = {}  # by id(): a kind's bars are one shared tuple
+    models = t._models
+    owners += [(c.name, c.address, models[c.index].bars) for c in t.controllers if models[c.index].bars]
+    # by id(): a kind's bars are one shared tuple; (bytes below 4 GiB, 64-bit sizes, their sum, their largest,
+    # the largest below 4 GiB)
+    split: dict[int, tuple[int, tuple[int, ...], int, int, int]] = {}
     by_index = t._by_index
-    bridge_bus: dict[int, bool] = {}
+    bridges = {i for i, m in models.items() if not (m.root or m.expander)}
     root = PciAddress(domain=0, bus=0, slot=0, function=0)
     for ident, a, bars in owners:
         if a is None and unplaced:
             a = root  # counted as a root-bus device: no window around it
-        if a is None or not bars or a.bus not in by_index:
+        if a is None or not bars:
+            continue
+        bus = a.bus
+        if bus not in by_index:
             continue
         key = id(bars)
-        if key not in split:
+        facts = split.get(key)
+        if facts is None:
             below = [b.size for b in bars if b.below_4g]
-            split[key] = (sum(below), tuple(b.size for b in bars if not b.below_4g), max(below, default=0))
-        low, high, big32 = split[key]
-        largest = max(largest, *high) if high else largest
-        largest32 = max(largest32, big32)
-        if a.bus not in bridge_bus:
-            bridge_bus[a.bus] = t._is_bridge(a.bus)
-        if bridge_bus[a.bus]:
-            direct32[a.bus] = direct32.get(a.bus, 0) + low
-            direct64[a.bus] = direct64.get(a.bus, 0) + sum(high)
-            align64[a.bus] = max([align64.get(a.bus, 0), *high])
-            owner32[a.bus] = max(owner32.get(a.bus, (0, "")), (low, ident))
-            owner64[a.bus] = max(owner64.get(a.bus, (0, "")), (sum(high), ident))
+            high = tuple(b.size for b in bars if not b.below_4g)
+            facts = split[key] = (sum(below), high, sum(high), max(high, default=0), max(below, default=0))
+        low, high, high_sum, high_max, big32 = facts
+        if high_max > largest:
+            largest = high_max
+        if big32 > largest32:
+            largest32 = big32
+        if bus in bridges:
+            direct32[bus] = direct32.get(bus, 0) + low
+            direct64[bus] = direct64.get(bus, 0) + high_sum
+            align64[bus] = max(align64.get(bus, 0), high_max)
+            owner32[bus] = max(owner32.get(bus, (0, "")), (low, ident))
+            owner64[bus] = max(owner64.get(bus, (0, "")), (high_sum, ident))
         else:
             if low:
                 root32.append((ident, low, ident))
             root64 += [(ident, size, ident) for size in high]
-    cycles = {i for cycle in t.controller_cycles() for i in cycle}
+    cycles = t._in_cycle
+    children = t._children
     Sizes = tuple[int, int, int, int, int, tuple[int, str], tuple[int, str]]
     sizes: dict[int, Sizes] = {}
 
@@ -1000,8 +1085,8 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         mem, pref, align = direct32.get(index, 0), direct64.get(index, 0), align64.get(index, 0)
         own32, own64 = owner32.get(index, (0, "")), owner64.get(index, (0, ""))
         res32 = res64 = 0
-        for child in t._children.get(index, ()):
-            if child not in cycles and t._is_bridge(child):
+        for child in children.get(index, ()):
+            if child not in cycles and child in bridges:
                 cm, cp, ca, cr32, cr64, co32, co64 = size_of(child)
                 mem, pref, align = mem + cm, pref + cp, max(align, ca)
                 res32, res64 = res32 + cr32, res64 + cr64
@@ -1009,7 +1094,7 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         mem = _align(mem, fw.mem_window)
         align = max(align, fw.mem_window) if pref else 0
         pref = _align(pref, align) if pref else 0
-        c = t.controller(index)
+        c = by_index[index]
         if c.hotplug is not False and fw.reserves_mem(c.model):
             if mem < fw.mem_reserve:
                 res32, mem = res32 + fw.mem_reserve - mem, fw.mem_reserve
@@ -1023,9 +1108,9 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     reserved32 = reserved64 = 0
     top_align = max((size for _, size, _ in root64), default=0)
     for c in t.controllers:
-        if c.address is None or c.index in cycles or not t._is_bridge(c.index) or c.address.bus not in t._by_index:
+        if c.address is None or c.index in cycles or c.index not in bridges or c.address.bus not in by_index:
             continue
-        if t._is_bridge(c.address.bus):
+        if c.address.bus in bridges:
             continue
         mem, pref, align, r32, r64, own32, own64 = size_of(c.index)
         if mem:
