@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     import networkx as nx
 
 __all__ = ["IO_WINDOW", "Bus", "Mmio", "Node", "Topology"]
-
-_T = TypeVar("_T")
 
 IO_WINDOW = 4096
 """Bytes in one bridge IO window (the PCI-to-PCI bridge granularity)."""
@@ -477,63 +475,46 @@ class Topology:
 
     def root_of(self, bus: int) -> Controller | None:
         """The root controller above a bus (``None`` if it never reaches one)."""
-        cache = self._root_cache
-        if bus not in cache:
-            models = self._models
-            self._fill_upwards(cache, bus, lambda c: models[c.index].root, lambda c: c)
-        return cache[bus]
+        return self._roots.get(bus)
 
-    def _fill_upwards(
-        self,
-        cache: dict[int, _T | None],
-        bus: int,
-        stops: Callable[[Controller], bool],
-        value: Callable[[Controller], _T | None],
-    ) -> None:
-        """Walk up from ``bus`` to the first controller that ``stops``; cache ``value`` of it for every bus on the way.
+    @functools.cached_property
+    def _roots(self) -> Mapping[int, Controller]:
+        """The root controller at or above each bus that reaches one."""
+        models = self._models
+        return self._nearest_above(lambda i: models[i].root)
 
-        Every bus on the walk has the same first such controller above it, so
-        one walk answers for all of them (``None`` when the walk ends at a
-        cycle or a dangling bus without one); a bus already cached ends the walk.
+    @functools.cached_property
+    def _numa_tops(self) -> Mapping[int, Controller]:
+        """The expander bus or root controller at or above each bus that reaches one."""
+        models = self._models
+        return self._nearest_above(lambda i: models[i].root or models[i].expander)
+
+    def _nearest_above(self, stops: Callable[[int], bool]) -> dict[int, Controller]:
+        """For every controller, the nearest controller at or above it (walking up to the root) that ``stops``.
+
+        One pass down from each such controller: a bus below it takes it unless
+        another one comes first on the way down. A bus whose walk up ends at a
+        cycle or a dangling bus before meeting one is left out.
         """
-        by_index = self._by_index
-        path: list[int] = []
-        on_path: set[int] = set()
-        current: int | None = bus
-        found: _T | None = None
-        while current is not None and current in by_index and current not in on_path:
-            if current in cache:
-                found = cache[current]
-                break
-            c = by_index[current]
-            path.append(current)
-            on_path.add(current)
-            if stops(c):
-                found = value(c)
-                break
-            current = self._parent_index(current)
-        for index in path:
-            cache[index] = found
-        if not path:
-            cache.setdefault(bus, found)
-
-    @functools.cached_property
-    def _root_cache(self) -> dict[int, Controller | None]:
-        return {}
-
-    @functools.cached_property
-    def _numa_cache(self) -> dict[int, int | None]:
-        return {}
+        children = self._children
+        found: dict[int, Controller] = {}
+        for c in self.controllers:
+            if not stops(c.index):
+                continue
+            found[c.index] = c
+            stack = list(children.get(c.index, ()))
+            while stack:
+                i = stack.pop()
+                if i in found or stops(i):
+                    continue  # a stopping controller answers for the buses below it
+                found[i] = c
+                stack.extend(children.get(i, ()))
+        return found
 
     def numa_node_of_bus(self, index: int) -> int | None:
         """The guest NUMA node a bus belongs to: that of the nearest expander bus or host bridge above it."""
-        cache = self._numa_cache
-        if index not in cache:
-            models = self._models
-            self._fill_upwards(
-                cache, index, lambda c: models[c.index].expander or models[c.index].root, lambda c: c.numa_node
-            )
-        return cache[index]
+        top = self._numa_tops.get(index)
+        return None if top is None else top.numa_node
 
     def is_behind_pcie_port(self, bus: int) -> bool:
         """Whether a bus is the link of a PCIe root or downstream port."""
@@ -562,8 +543,10 @@ class Topology:
 
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
-        c = self.controller(bus)
-        m = self.model(c)
+        c = self._by_index.get(bus)
+        if c is None:
+            c = self.controller(bus)  # raises UnknownName
+        m = self._models[bus]
         if m.hotplug is Hotplug.NEVER:
             return False
         if c.index == 0 and not self.machine.root_hotplug:
@@ -867,14 +850,27 @@ class Topology:
         ``strict=False`` applies libvirt's relaxation for addresses a user gave:
         a bus that takes any endpoint takes both conventional and PCIe endpoints.
         """
-        key = (bus, model.name if model is not None else None, kind.name if kind is not None else None, strict)
+        model_name = model.name if model is not None else None
+        kind_name = kind.name if kind is not None else None
+        bus_model = self._models.get(bus)
+        # whether it may depends only on the bus's model and whether it is bus 0; only the reason names the bus
+        fits_key = (bus_model.name if bus_model is not None else None, bus == 0, model_name, kind_name, strict)
+        if bus_model is not None and self._fits_cache.get(fits_key):
+            return None
+        key = (bus, model_name, kind_name, strict)
         cache = self._placement_cache
         if key not in cache:
             cache[key] = self._placement_problem(bus, model=model, kind=kind, strict=strict)
+            if cache[key] is None and bus_model is not None:
+                self._fits_cache[fits_key] = True
         return cache[key]
 
     @functools.cached_property
     def _placement_cache(self) -> dict[tuple[int, str | None, str | None, bool], str | None]:
+        return {}
+
+    @functools.cached_property
+    def _fits_cache(self) -> dict[tuple[str | None, bool, str | None, str | None, bool], bool]:
         return {}
 
     def _placement_problem(

@@ -39,7 +39,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
 from pcitopo.legality import identity
-from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
+from pcitopo.legality.catalog import Connect, ControllerModel, DeviceKind, Integrated
 from pcitopo.topology import Mmio, Topology
 from pcitopo.violation import Violation
 
@@ -193,14 +193,19 @@ class _Context:
     @functools.cached_property
     def items(self) -> tuple[_Item, ...]:
         t = self.t
-        items = [_Item(f"built-in {_q(b.name)}", None, b.address, b.multifunction or None) for b in t.builtins()]
-        items += [
-            _Item(_q(c.name), c.name, c.address, c.multifunction, controller=c)
-            for c in t.controllers
-            if c.address is not None
+        new = tuple.__new__  # _Item's own __new__ takes keywords and defaults: several times slower for thousands
+        items = [
+            new(_Item, (f"built-in {_q(b.name)}", None, b.address, b.multifunction or None, None, None))
+            for b in t.builtins()
         ]
+        for c in t.controllers:
+            if c.address is not None:
+                name = c.name
+                items.append(new(_Item, (repr(name), name, c.address, c.multifunction, c, None)))
         items += [
-            _Item(_q(d.id), d.id, d.address, d.multifunction, device=d) for d in t.devices if d.address is not None
+            new(_Item, (repr(d.id), d.id, d.address, d.multifunction, None, d))
+            for d in t.devices
+            if d.address is not None
         ]
         return tuple(items)
 
@@ -284,6 +289,7 @@ def _domain(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
+    ranges: dict[str, range] = {}
     for item in ctx.placed:
         bus = item.address.bus
         model = ctx.model(bus)
@@ -297,7 +303,7 @@ def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
                     item,
                     address=item.address,
                 )
-        elif slot not in model.slot_range():
+        elif slot not in (ranges.get(model.name) or ranges.setdefault(model.name, model.slot_range())):
             first, last = model.slots
             yield _violation(
                 "slot-range",
@@ -333,6 +339,8 @@ def _unique_address(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _functions(ctx: _Context) -> Iterator[Violation]:
     for items in ctx.slots.values():
+        if len(items) == 1 and items[0].address.function == 0:
+            continue  # one thing at function 0: the common case
         functions = sorted({i.address.function for i in items})
         if functions == [0]:
             continue
@@ -384,7 +392,7 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         if device is None:
             continue
         kind = t.kind(device)
-        integrated = _integrated_problem(ctx, device, bus)
+        integrated = _integrated_problem(ctx, device, bus, kind) if bus != 0 else None
         if integrated is not None:
             yield _violation("integrated", f"{ctx.where(item)} ({kind.name}): {integrated}", item, address=item.address)
             continue
@@ -393,8 +401,7 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
             yield _violation("placement", f"{ctx.where(item)} ({kind.name}): {problem}", item, address=item.address)
 
 
-def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
-    kind = ctx.t.kind(device)
+def _integrated_problem(ctx: _Context, device: Device, bus: int, kind: DeviceKind) -> str | None:
     if bus != 0 and kind.integrated is Integrated.REQUIRED:
         return f"a {kind.name} must be an integrated device on bus 0, not on bus {bus} ({ctx.model(bus).name})"
     if bus != 0 and device.needs.integrated:
@@ -407,19 +414,23 @@ def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
 @_rule
 def _machine_models(ctx: _Context) -> Iterator[Violation]:
     machine = ctx.machine
+    offered: dict[str, bool] = {}
     for c in ctx.t.controllers:
-        model = ctx.t.model(c)
-        label = _q(c.name)
         if c.index == 0:
             if c.model != machine.root_model:
+                label = _q(c.name)
                 yield _violation(
                     "machine-model",
                     f"{label}: the controller with index 0 must be a {machine.root_model} on {machine.name} "
                     f"(got {c.model})",
                     c.name,
                 )
-        elif not machine.offers(c.model):
-            reason = "only index 0 may be a root bus" if model.root else "the machine does not offer it"
+            continue
+        if c.model not in offered:
+            offered[c.model] = machine.offers(c.model)
+        if not offered[c.model]:
+            label = _q(c.name)
+            reason = "only index 0 may be a root bus" if ctx.t.model(c).root else "the machine does not offer it"
             yield _violation("machine-model", f"{label}: {machine.name} has no {c.model} controllers; {reason}", c.name)
 
 
@@ -832,13 +843,16 @@ def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _device_needs(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
+    checked = (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN)
     for item in ctx.placed:
         device = item.device
         if device is None:
             continue
         needs = device.needs
+        if needs.hotplug not in checked and needs.numa_node is None:
+            continue  # nothing asked of the position
         bus, slot = item.address.bus, item.address.slot
-        if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN):
+        if needs.hotplug in checked:
             kind = t.kind(device)
             hot = t.is_hotpluggable(bus, slot)
             if needs.hotplug is HotplugNeed.REQUIRED and not kind.hotpluggable:
@@ -992,8 +1006,11 @@ def _root_address(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _usb_master(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    roles = {d.id: t.kind(d).usb for d in t.devices}
-    companions = [d for d in t.devices if roles[d.id] == "companion"]
+    one_of_each = {d.kind: d for d in t.devices}  # the role is the kind's: one lookup per kind
+    roles = {kind: t.kind(d).usb for kind, d in one_of_each.items()}
+    if "companion" not in roles.values():
+        return
+    companions = [d for d in t.devices if roles[d.kind] == "companion"]
     if companions and "host" not in roles.values():
         listed = _names([f"{_q(d.id)} ({d.kind})" for d in companions])
         are = "is an ICH9 UHCI companion" if len(companions) == 1 else "are ICH9 UHCI companions"
@@ -1023,8 +1040,8 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
     numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
     for c in t.controllers:
         model = t.model(c)
-        label = f"{_q(c.name)} ({c.model})"
         if c.qemu_model is not None:
+            label = f"{_q(c.name)} ({c.model})"
             names = model.qemu_devices
             if c.index == 0:  # the machine's own root bus: only its host bridge device, if it names one
                 names = (ctx.machine.root_qemu,) if ctx.machine.root_qemu is not None else ()
@@ -1036,12 +1053,12 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     c.name,
                     address=c.address,
                 )
-        given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
+        allowed = model.target_options
+        bad = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None and attr not in allowed]
         if c.index == 0 and numbered_roots:
-            given = [attr for attr in given if attr != "index"]  # the default host bridge's: rule phb-index
-        bad = [attr for attr in given if attr not in model.target_options]
+            bad = [attr for attr in bad if attr != "index"]  # the default host bridge's: rule phb-index
         if bad:
-            allowed = model.target_options
+            label = f"{_q(c.name)} ({c.model})"
             takes = f"takes only {', '.join(allowed)}" if allowed else "takes no <target> option"
             options = "option" if len(bad) == 1 else "options"
             yield _violation(
