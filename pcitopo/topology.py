@@ -161,10 +161,16 @@ class Topology:
         problems: list[str] = []
         catalog = self.machine.catalog
         seen_index: set[int] = set()
-        names: dict[str, str] = {}
+        # who holds each name: a controller's index or a device's id, put in words only for a duplicate
+        names: dict[str, int | str] = {}
+
+        def holder(who: int | str) -> str:
+            return f"controller index {who}" if isinstance(who, int) else f"device {who!r}"
+
         duplicates: list[DuplicateId] = []
+        models, kinds = catalog.controllers, catalog.devices
         for c in self.controllers:
-            if c.model not in catalog.controllers:
+            if c.model not in models:
                 problems.append(
                     str(
                         UnknownName(
@@ -175,17 +181,18 @@ class Topology:
             if c.index in seen_index:
                 problems.append(f"controller index {c.index} is used twice")
             seen_index.add(c.index)
-            if c.name in names:
-                duplicates.append(DuplicateId(c.name, names[c.name], f"controller index {c.index}"))
+            name = c.name
+            if name in names:
+                duplicates.append(DuplicateId(name, holder(names[name]), holder(c.index)))
                 problems.append(str(duplicates[-1]))
-            names[c.name] = f"controller index {c.index}"
+            names[name] = c.index
         for d in self.devices:
-            if d.kind not in catalog.devices:
+            if d.kind not in kinds:
                 problems.append(str(UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")))
             if d.id in names:
-                duplicates.append(DuplicateId(d.id, names[d.id], f"device {d.id!r}"))
+                duplicates.append(DuplicateId(d.id, holder(names[d.id]), holder(d.id)))
                 problems.append(str(duplicates[-1]))
-            names[d.id] = f"device {d.id!r}"
+            names[d.id] = d.id
         if self.numa_nodes < 0:
             problems.append(f"numa_nodes must be >= 0 (got {self.numa_nodes})")
         if problems:
@@ -379,8 +386,16 @@ class Topology:
     def slot_usage(self) -> dict[tuple[int, int, int], set[int]]:
         """For each (domain, bus, slot) in use, the functions used."""
         usage: dict[tuple[int, int, int], set[int]] = {}
-        for a in self.occupants():
-            usage.setdefault((a.domain, a.bus, a.slot), set()).add(a.function)
+        addresses = [b.address for b in self.builtins()]
+        addresses += [c.address for c in self.controllers if c.address is not None]
+        addresses += [d.address for d in self.devices if d.address is not None]
+        for a in addresses:  # what occupants() lists, without naming who
+            key = (a.domain, a.bus, a.slot)
+            functions = usage.get(key)
+            if functions is None:
+                usage[key] = {a.function}
+            else:
+                functions.add(a.function)
         return usage
 
     # -- the graph ---------------------------------------------------------------

@@ -323,17 +323,21 @@ def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _unique_address(ctx: _Context) -> Iterator[Violation]:
-    by_address: dict[PciAddress, list[_Item]] = {}
-    for item in ctx.items:
-        by_address.setdefault(item.address, []).append(item)
-    for address, items in by_address.items():
-        if len(items) > 1:
-            yield _violation(
-                "unique-address",
-                f"{address} is wanted by {_names([i.label for i in items])}",
-                *items,
-                address=address,
-            )
+    for in_slot in ctx.slots.values():
+        if len(in_slot) == 1:
+            continue  # one thing in the slot: the common case
+        by_function: dict[int, list[_Item]] = {}
+        for item in in_slot:
+            by_function.setdefault(item.address.function, []).append(item)
+        for items in by_function.values():
+            if len(items) > 1:
+                address = items[0].address
+                yield _violation(
+                    "unique-address",
+                    f"{address} is wanted by {_names([i.label for i in items])}",
+                    *items,
+                    address=address,
+                )
 
 
 @_rule
@@ -969,7 +973,10 @@ def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
         device = item.device
         if device is None or device.needs.hotplug is not HotplugNeed.REQUIRED:
             continue
-        others = [i for i in ctx.slots.get(item.slot, []) if i is not item]
+        in_slot = ctx.slots.get(item.slot, [])
+        if len(in_slot) == 1:
+            continue  # alone in its slot
+        others = [i for i in in_slot if i is not item]
         if not others or not ctx.t.is_hotpluggable(item.address.bus, item.address.slot):
             continue
         yield _violation(

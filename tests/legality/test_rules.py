@@ -1226,3 +1226,23 @@ def test_usb_master_is_quiet_with_a_master_or_without_companions() -> None:
     )
     alone = Topology.build("q35", devices=[dev("ehci", "ich9-ehci1", "00:1d.0")])
     assert [v for v in validate(with_master) + validate(alone) if v.rule == "usb-master"] == []
+
+
+def test_unique_address_tells_the_functions_of_a_slot_apart() -> None:
+    """In a slot with several functions, only things sharing one function clash, each address once."""
+    t = Topology.build(
+        "q35",
+        devices=[
+            dev("a", "e1000", "00:03.0", multifunction=True),
+            dev("b", "e1000", "00:03.1"),
+            dev("c", "e1000", "00:03.1"),
+            dev("d", "e1000", "00:03.2"),
+            dev("e", "e1000", "00:03.2"),
+            dev("f", "e1000", "00:03.2"),
+        ],
+    )
+    clashes = [(v.devices, str(v.address), v.message) for v in validate(t) if v.rule == "unique-address"]
+    assert clashes == [
+        (("b", "c"), "0000:00:03.1", "0000:00:03.1 is wanted by 'b' and 'c'"),
+        (("d", "e", "f"), "0000:00:03.2", "0000:00:03.2 is wanted by 'd', 'e' and 'f'"),
+    ]
