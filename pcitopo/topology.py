@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -1026,12 +1026,9 @@ def _align(value: int, to: int) -> int:
 
 
 def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
-    # per bus: bytes below 4 GiB, bytes of 64-bit prefetchable BARs, their largest, and the biggest owner of each
-    direct32: dict[int, int] = {}
-    direct64: dict[int, int] = {}
-    align64: dict[int, int] = {}
-    owner32: dict[int, tuple[int, str]] = {}
-    owner64: dict[int, tuple[int, str]] = {}
+    # per bridge bus: [bytes below 4 GiB, bytes of 64-bit prefetchable BARs, their largest, the biggest owner of
+    # each], one record a bus
+    direct: dict[int, list[Any]] = {}
     root32: list[tuple[str, int, str]] = []
     root64: list[tuple[str, int, str]] = []
     largest = largest32 = 0
@@ -1074,11 +1071,18 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         if big32 > largest32:
             largest32 = big32
         if bus in bridges:
-            direct32[bus] = direct32.get(bus, 0) + low
-            direct64[bus] = direct64.get(bus, 0) + high_sum
-            align64[bus] = max(align64.get(bus, 0), high_max)
-            owner32[bus] = max(owner32.get(bus, (0, "")), (low, ident))
-            owner64[bus] = max(owner64.get(bus, (0, "")), (high_sum, ident))
+            record = direct.get(bus)
+            if record is None:
+                direct[bus] = [low, high_sum, high_max, (low, ident), (high_sum, ident)]
+            else:
+                record[0] += low
+                record[1] += high_sum
+                if high_max > record[2]:
+                    record[2] = high_max
+                if (low, ident) > record[3]:
+                    record[3] = (low, ident)
+                if (high_sum, ident) > record[4]:
+                    record[4] = (high_sum, ident)
         else:
             if low:
                 root32.append((ident, low, ident))
@@ -1093,8 +1097,8 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         if index in sizes:
             return sizes[index]
         sizes[index] = (0, 0, 0, 0, 0, (0, ""), (0, ""))  # guards against cycles
-        mem, pref, align = direct32.get(index, 0), direct64.get(index, 0), align64.get(index, 0)
-        own32, own64 = owner32.get(index, (0, "")), owner64.get(index, (0, ""))
+        record = direct.get(index)
+        mem, pref, align, own32, own64 = record if record is not None else (0, 0, 0, (0, ""), (0, ""))
         res32 = res64 = 0
         for child in children.get(index, ()):
             if child not in cycles and child in bridges:
