@@ -232,9 +232,15 @@ class _Context:
         return f"{item.label} at {item.address}"
 
     @functools.cached_property
+    def controllers(self) -> tuple[tuple[Controller, ControllerModel], ...]:
+        """Every controller with its model, looked up once for all the rules that ask."""
+        t = self.t
+        return tuple((c, t.model(c)) for c in t.controllers)
+
+    @functools.cached_property
     def host_bridges(self) -> tuple[Controller, ...]:
         """The root controllers: index 0 and any extra host bridges (pseries PHBs)."""
-        return tuple(c for c in self.t.controllers if c.index == 0 or self.t.model(c).root)
+        return tuple(c for c, model in self.controllers if c.index == 0 or model.root)
 
     @functools.cached_property
     def in_cycle(self) -> frozenset[int]:
@@ -475,11 +481,9 @@ def _index_order(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _chassis(ctx: _Context) -> Iterator[Violation]:
-    t = ctx.t
     ports: dict[int, list[Controller]] = {}
     bridges: dict[int, list[Controller]] = {}
-    for c in t.controllers:
-        model = t.model(c)
+    for c, model in ctx.controllers:
         chassis = identity.effective_chassis(model, c)
         if model.port and chassis is not None:
             ports.setdefault(chassis, []).append(c)
@@ -575,10 +579,9 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    for c in t.controllers:
+    for c, model in ctx.controllers:
         if c.numa_node is None:
             continue
-        model = t.model(c)
         if c.index == 0:
             yield _violation("numa-node", f"{_q(c.name)}: the controller with index 0 cannot have a NUMA node", c.name)
         elif "numa-node" not in model.identity:
@@ -604,7 +607,7 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
     top = ctx.machine.bus_numbers
     highest = min(identity.BUS_NR[-1], top - 1)
-    expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
+    expanders = [c for c, model in ctx.controllers if model.expander and c.bus_nr is not None]
     by_nr: dict[int, list[Controller]] = {}
     for c in expanders:
         assert c.bus_nr is not None
@@ -999,8 +1002,8 @@ def _identity_shortages(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _root_address(ctx: _Context) -> Iterator[Violation]:
-    for c in ctx.t.controllers:
-        if c.address is not None and ctx.t.model(c).root:
+    for c, model in ctx.controllers:
+        if c.address is not None and model.root:
             yield _violation(
                 "root-address",
                 f"{_q(c.name)} ({c.model}) is a root bus, which plugs into nothing, but has the address "
@@ -1043,10 +1046,8 @@ _TARGET_FIELDS = (
 
 @_rule
 def _controller_options(ctx: _Context) -> Iterator[Violation]:
-    t = ctx.t
     numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
-    for c in t.controllers:
-        model = t.model(c)
+    for c, model in ctx.controllers:
         if c.qemu_model is not None:
             label = f"{_q(c.name)} ({c.model})"
             names = model.qemu_devices
