@@ -581,10 +581,11 @@ class Topology:
     @functools.cached_property
     def _bus_numbers_by_root(self) -> Mapping[int, int]:
         used: dict[int, int] = {}
+        roots, models = self._roots, self._models
         for c in self.controllers:
-            top = self.root_of(c.index)
+            top = roots.get(c.index)
             if top is not None:
-                used[top.index] = used.get(top.index, 0) + self.model(c).bus_numbers
+                used[top.index] = used.get(top.index, 0) + models[c.index].bus_numbers
         return used
 
     def bus_numbers_left(self, root: int = 0) -> int:
@@ -594,6 +595,7 @@ class Topology:
     def subtree_bus_numbers(self, index: int) -> int:
         """Bus numbers used by a controller and everything below it (not crossing other expanders)."""
         self.controller(index)
+        models, children = self._models, self._children
         total = 0
         stack = [index]
         seen: set[int] = set()
@@ -602,11 +604,11 @@ class Topology:
             if i in seen:
                 continue
             seen.add(i)
-            m = self.model(i)
+            m = models[i]
             if i != index and (m.expander or m.root):
                 continue
             total += m.bus_numbers
-            stack.extend(self._children.get(i, ()))
+            stack.extend(children.get(i, ()))
         return total
 
     # -- IO space -------------------------------------------------------------------

@@ -72,7 +72,8 @@ class Builder:
 
     def _chassis(self, index: int, port: int) -> int:
         """A chassis no other PCIe port uses: QEMU registers (chassis, slot), and slot stays 0."""
-        chassis = identity.fresh_chassis(index, self.used_chassis)
+        # fresh_chassis's first choice, the index, without the call when it is free (the common case)
+        chassis = index if index not in self.used_chassis else identity.fresh_chassis(index, self.used_chassis)
         self.used_chassis_port.add((chassis, port))
         self.used_chassis.add(chassis)
         return chassis
