@@ -749,8 +749,15 @@ class Topology:
         return sizes
 
     def _is_bridge(self, index: int) -> bool:
-        m = self.model(index)
+        if index in self._bridges:
+            return True
+        m = self.model(index)  # not a bridge, or not a controller of this topology (which raises)
         return not (m.root or m.expander)
+
+    @functools.cached_property
+    def _bridges(self) -> frozenset[int]:
+        """The indexes of the controllers that are neither root nor expander buses (bridges and ports)."""
+        return frozenset(i for i, m in self._models.items() if not (m.root or m.expander))
 
     def io_windows(self, *, reservations: bool = True) -> dict[int, int]:
         """The 4 KiB IO windows firmware must give each bridge or port directly on a root or expander bus.
@@ -1051,7 +1058,7 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     # the largest below 4 GiB)
     split: dict[int, tuple[int, tuple[int, ...], int, int, int]] = {}
     by_index = t._by_index
-    bridges = {i for i, m in models.items() if not (m.root or m.expander)}
+    bridges = t._bridges
     root = PciAddress(domain=0, bus=0, slot=0, function=0)
     for ident, a, bars in owners:
         if a is None and unplaced:
