@@ -361,9 +361,9 @@ class Topology:
     def _builtins(self) -> tuple[Builtin, ...]:
         # a device of the kind a built-in stands for at its address replaces it (one pass over the devices)
         stand_ins = {(b.address, b.stands_for) for b in self.machine.builtins if b.stands_for is not None}
-        present = (
-            {(d.address, d.kind) for d in self.devices if d.address is not None} & stand_ins if stand_ins else set()
-        )
+        kinds = {kind for _, kind in stand_ins}
+        # the kind first: a string compare, where an address would be hashed for every device
+        present = {(d.address, d.kind) for d in self.devices if d.kind in kinds and d.address is not None} & stand_ins
         return tuple(
             b
             for b in self.machine.builtins
