@@ -634,11 +634,22 @@ class Topology:
     @functools.cached_property
     def _io_bytes(self) -> Mapping[int, int]:
         direct: dict[int, int] = {}
+        by_index, models = self._by_index, self._models
+        # without its own io_bar, a device's size depends on its kind and whether its bus is a PCIe port's only
+        by_kind: dict[tuple[str, bool], int] = {}
         for d in self.devices:
-            if d.address is not None and d.address.bus in self._by_index:
+            a = d.address
+            if a is None or a.bus not in by_index:
+                continue
+            if d.io_bar is None:
+                key = (d.kind, models[a.bus].port)
+                size = by_kind.get(key)
+                if size is None:
+                    size = by_kind[key] = self.io_bar_size(d)
+            else:
                 size = self.io_bar_size(d)
-                if size:
-                    direct[d.address.bus] = direct.get(d.address.bus, 0) + size
+            if size:
+                direct[a.bus] = direct.get(a.bus, 0) + size
         return direct
 
     @functools.cached_property
