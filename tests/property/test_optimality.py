@@ -15,12 +15,13 @@ from __future__ import annotations
 import attrs
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.policy import Policy, evaluate
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
-from tests.support.optimality import POLICIES, check_against_the_enumerator, small_requests
+from tests.support.optimality import POLICIES, check_against_the_enumerator, small_requests, with_overrides
 
 PREFERRED = Needs(hotplug=HotplugNeed.PREFERRED)
 
@@ -363,3 +364,12 @@ def test_the_solver_cost_is_the_enumerated_minimum(request_: Topology, policy: P
 def test_the_solver_cost_is_the_enumerated_minimum_on_hundreds(request_: Topology, policy: Policy) -> None:
     """The same on 400 drawn requests and policies (issue 9, item 5: hundreds of examples in the slow suite)."""
     check_against_the_enumerator(request_, policy)
+
+
+@settings(max_examples=30)
+@given(small_requests(max_devices=2), POLICIES, st.data())
+def test_the_solver_cost_is_the_enumerated_minimum_with_overrides(
+    request_: Topology, policy: Policy, data: st.DataObject
+) -> None:
+    """With ``[[device]]`` overrides naming some devices by id, the solver's cost is still the enumerated minimum."""
+    check_against_the_enumerator(request_, data.draw(with_overrides(request_, policy)))
