@@ -129,6 +129,10 @@ class Counts:
     optional_integrated_pcie_io: int = 0
     optional_integrated_pci: int = 0
     optional_integrated_pci_io: int = 0
+    optional_integrated_pci_forbidden: int = 0
+    """Those of ``optional_integrated_pci`` that must not be hot-plugged: integrated first, and when the root
+    bus has no slot left, on a dmi-to-pci-bridge's slot (never in a bridge tree, whose slots are hotpluggable)."""
+    optional_integrated_pci_forbidden_io: int = 0
     root_port_units: int = 0
     root_port_io: int = 0
     tree_units: int = 0
@@ -245,6 +249,9 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
         d[name] += 1
         if io_name is not None and u.has_io:
             d[io_name] += 1
+        if category is Category.OPTIONAL_INTEGRATED_PCI and u.hotplug is HotplugNeed.FORBIDDEN:
+            d["optional_integrated_pci_forbidden"] += 1
+            d["optional_integrated_pci_forbidden_io"] += 1 if u.has_io else 0
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
             d[last_resort] += 1
@@ -303,7 +310,8 @@ def last_resort_bucket(ctx: Context, u: Unit, category: Category) -> str | None:
     if not (ctx.can_integrate and u.can_integrate) or category not in (Category.ROOT_PORT, Category.BRIDGE_TREE):
         return None
     pcie = category is Category.ROOT_PORT
-    if u.hotplug is HotplugNeed.ANY:
+    # a unit that must not be hot-plugged is as well integrated as on a port whose hotplug is turned off
+    if u.hotplug in (HotplugNeed.ANY, HotplugNeed.FORBIDDEN):
         return "last_resort_pcie_any" if pcie else "last_resort_pci_any"
     if u.hotplug is HotplugNeed.PREFERRED:
         return "last_resort_pcie_preferred" if pcie else "last_resort_pci_preferred"
@@ -717,17 +725,27 @@ def _layout_pcie(
     packed = moves.pack_any + moves.pack_preferred
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
-    tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
-    # optional PCI integration takes IO-BAR units first (the root bus needs no IO window); the rest overflow
-    tree_io = max(0, c.tree_io + max(0, c.optional_integrated_pci_io - ic) - last_pci)
+    # optional PCI integration takes the units that must not be hot-plugged first, then the others, IO-BAR units
+    # first in each (the root bus needs no IO window); the rest overflow: those that must not be hot-plugged to
+    # the dmi-to-pci-bridge, the others to bridge trees (as _realize places them)
+    forbidden = c.optional_integrated_pci_forbidden
+    forbidden_io = c.optional_integrated_pci_forbidden_io
+    forbidden_left = max(0, forbidden - ic)
+    forbidden_io_left = max(0, forbidden_io - ic)
+    others_integrated = max(0, ic - forbidden)
+    others_io_left = max(0, c.optional_integrated_pci_io - forbidden_io - others_integrated)
+    if forbidden_left and not ctx.offers_dmi:
+        return Decision(False, f"{ctx.label}: no slot left for conventional devices that must not be hot-plugged")
+    tree_units = c.tree_units + (c.optional_integrated_pci - forbidden - others_integrated) - last_pci
+    tree_io = max(0, c.tree_io + others_io_left - last_pci)
     # units moved to the dmi-to-pci-bridge: IO-BAR ones first in each bucket, as _realize moves them
     any_io = max(0, c.tree_any_io - split.get("last_resort_pci_any", 0))
     preferred_io = max(0, c.tree_preferred_io - split.get("last_resort_pci_preferred", 0))
     moved_io = min(moves.dmi_any, any_io) + min(moves.dmi_preferred, preferred_io)
     tree_units -= moves.dmi_any + moves.dmi_preferred
     tree_io = max(0, tree_io - moved_io)
-    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
-    dmi_io = c.dmi_io + moved_io
+    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred + forbidden_left
+    dmi_io = c.dmi_io + moved_io + forbidden_io_left
     use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()

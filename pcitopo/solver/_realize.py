@@ -6,7 +6,7 @@ again by the validator, so a disagreement is caught, never shipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -72,7 +72,8 @@ class Builder:
 
     def _chassis(self, index: int, port: int) -> int:
         """A chassis no other PCIe port uses: QEMU registers (chassis, slot), and slot stays 0."""
-        chassis = identity.fresh_chassis(index, self.used_chassis)
+        # fresh_chassis's first choice, the index, without the call when it is free (the common case)
+        chassis = index if index not in self.used_chassis else identity.fresh_chassis(index, self.used_chassis)
         self.used_chassis_port.add((chassis, port))
         self.used_chassis.add(chassis)
         return chassis
@@ -80,29 +81,20 @@ class Builder:
     def root_port(self, address: PciAddress, *, hotplug: bool | None = None) -> Controller:
         index = self.next_index()
         port = address.devfn
-        c = Controller(
-            index, "pcie-root-port", address=address, chassis=self._chassis(index, port), port=port, hotplug=hotplug
-        )
+        c = _new_controller(index, "pcie-root-port", address, self._chassis(index, port), port, hotplug)
         self.controllers.append(c)
         return c
 
     def downstream_port(self, address: PciAddress, *, hotplug: bool | None = None) -> Controller:
         index = self.next_index()
         port = address.slot
-        c = Controller(
-            index,
-            "pcie-switch-downstream-port",
-            address=address,
-            chassis=self._chassis(index, port),
-            port=port,
-            hotplug=hotplug,
-        )
+        c = _new_controller(index, "pcie-switch-downstream-port", address, self._chassis(index, port), port, hotplug)
         self.controllers.append(c)
         return c
 
     def simple(self, model: str, address: PciAddress) -> Controller:
         index = self.next_index()
-        c = Controller(index, model, address=address)
+        c = _new_controller(index, model, address)
         self.controllers.append(c)
         return c
 
@@ -179,11 +171,15 @@ def _realize_pcie(
     # 1. integrated endpoints
     integrated = list(cats.get(Category.INTEGRATED, []))
     opt_pcie = _io_first(cats.get(Category.OPTIONAL_INTEGRATED_PCIE, []))
-    opt_pci = _io_first(cats.get(Category.OPTIONAL_INTEGRATED_PCI, []))
+    # units that must not be hot-plugged are integrated first: left over, they need a dmi-to-pci-bridge's slot
+    opt_pci_all = cats.get(Category.OPTIONAL_INTEGRATED_PCI, [])
+    opt_pci = _io_first([u for u in opt_pci_all if u.hotplug is HotplugNeed.FORBIDDEN])
+    opt_pci += _io_first([u for u in opt_pci_all if u.hotplug is not HotplugNeed.FORBIDDEN])
     integrated += opt_pcie[: decision.integrated_pcie]
     integrated += opt_pci[: decision.integrated_pci]
     overflow_pcie = opt_pcie[decision.integrated_pcie :]
-    overflow_pci = opt_pci[decision.integrated_pci :]
+    overflow_pci = [u for u in opt_pci[decision.integrated_pci :] if u.hotplug is not HotplugNeed.FORBIDDEN]
+    overflow_forbidden = [u for u in opt_pci[decision.integrated_pci :] if u.hotplug is HotplugNeed.FORBIDDEN]
     for u in sorted(integrated, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, take_slot()))
 
@@ -205,7 +201,7 @@ def _realize_pcie(
         tree_units = [u for u in tree_units if u not in moved]
         for u in sorted(moved, key=lambda u: u.rank):
             b.place(u, _addr(root_bus, take_slot()))
-    dmi_units = _io_first(cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []))
+    dmi_units = _io_first([*cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []), *overflow_forbidden])
     # bridge-tree units moved to the dmi-to-pci-bridge (_layout._Moves): no hotplug need first, IO-BAR ones first
     tree_category = set(map(id, cats.get(Category.BRIDGE_TREE, [])))
     for need, n in ((HotplugNeed.ANY, decision.dmi_any), (HotplugNeed.PREFERRED, decision.dmi_preferred)):
@@ -214,26 +210,36 @@ def _realize_pcie(
         tree_units = [u for u in tree_units if u not in movable]
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
+    dmi_slot: int | None = None
     if decision.dmi:
         pref = [a.slot for a in dmi_preferred if a.bus == root_bus and a.slot in slots]
-        slot = pref[0] if pref else take_slot()
+        dmi_slot = pref[0] if pref else take_slot()
         if pref:
-            slots.remove(slot)
+            slots.remove(dmi_slot)
+    via_dmi = list(tree_units) if decision.dmi and decision.tree_via_dmi else []
+    if via_dmi:
+        tree_units = []
+
+    def realize_dmi(slot: int) -> None:
         dmi = b.simple("dmi-to-pci-bridge", _addr(root_bus, slot))
         dslot = 0
         for u in dmi_units:
             b.place(u, _addr(dmi.index, dslot))
             dslot += 1
-        if decision.tree_via_dmi and tree_units:
-            remaining = list(tree_units)
-            for _ in range(decision.dmi_bridges):
-                br = b.pci_bridge(_addr(dmi.index, dslot))
-                dslot += 1
-                for s in range(1, BRIDGE_SLOTS + 1):
-                    if not remaining:
-                        break
-                    b.place(remaining.pop(0), _addr(br.index, s))
-            tree_units = []
+        remaining = via_dmi
+        for _ in range(decision.dmi_bridges if remaining else 0):
+            br = b.pci_bridge(_addr(dmi.index, dslot))
+            dslot += 1
+            for s in range(1, BRIDGE_SLOTS + 1):
+                if not remaining:
+                    break
+                b.place(remaining.pop(0), _addr(br.index, s))
+
+    # an ordered policy numbers buses in device order: the dmi-to-pci-bridge (its index, so its bus) comes after
+    # the ports and trees when a device of one of their kinds is defined before a device it takes
+    late_dmi = policy.ordered and _defined_later(dmi_units, [*port_units, *tree_units])
+    if dmi_slot is not None and not late_dmi:
+        realize_dmi(dmi_slot)
 
     # 3. root ports: positions in order (free functions of existing multifunction slots, then new slots)
     positions = _port_positions(root_bus, port_functions, slots, policy)
@@ -293,8 +299,20 @@ def _realize_pcie(
             else:
                 b.downstream_port(_addr(up.index, s))
                 spare_left -= 1
+    if dmi_slot is not None and late_dmi:
+        realize_dmi(dmi_slot)
     for _ in range(max(0, spare_left)):
         b.root_port(next_port_position())
+
+
+def _defined_later(units: Sequence[Unit], others: Sequence[Unit]) -> bool:
+    """Whether some unit of ``units`` ranks after a unit of ``others`` holding a device of the same kind."""
+    first: dict[str, tuple[float, int]] = {}
+    for u in others:
+        for d in u.devices:
+            if d.kind not in first or u.rank < first[d.kind]:
+                first[d.kind] = u.rank
+    return any(d.kind in first and first[d.kind] < u.rank for u in units for d in u.devices)
 
 
 def _port_items(
@@ -433,17 +451,81 @@ def _realize_new_host_bridges(b: Builder, ctx: Context, decision: Decision, unit
             b.place(remaining.pop(0), _addr(host_bridge.index, s))
 
 
-_DEVICE_FIELDS = tuple(f.name for f in attrs.fields(Device))
+_DEVICE_FIELDS = ("id", "kind", "address", "multifunction", "needs", "io_bar", "memory", "bars", "acpi_index")
+"""The fields :func:`_moved` copies, one by one (tests/solver/test_realize.py checks they are all of Device's)."""
+
+_CONTROLLER_FIELDS = (
+    "index",
+    "model",
+    "address",
+    "id",
+    "qemu_model",
+    "chassis",
+    "port",
+    "chassis_nr",
+    "bus_nr",
+    "target_index",
+    "numa_node",
+    "hotplug",
+    "multifunction",
+)
+"""The fields :func:`_new_controller` sets, one by one (the same test checks they are all of Controller's)."""
 
 
-def _moved(d: Device, address: PciAddress, multifunction: bool | None) -> Device:
+def _moved(
+    d: Device,
+    address: PciAddress,
+    multifunction: bool | None,
+    _new: Callable[[type[Device]], Device] = object.__new__,
+    _set: Callable[[object, str, object], None] = object.__setattr__,
+) -> Device:
     """``d`` at ``address``: ``attrs.evolve`` without re-running the validators of values already checked
-    (the id's pattern, for every device of every realised plan)."""
-    new = object.__new__(Device)
-    for name in _DEVICE_FIELDS:
-        object.__setattr__(new, name, getattr(d, name))
-    object.__setattr__(new, "address", address)
-    object.__setattr__(new, "multifunction", multifunction)
+    (the id's pattern, for every device of every realised plan), each field set by name (a loop over the
+    names costs twice as much, for every device of every plan)."""
+    new = _new(Device)
+    _set(new, "id", d.id)
+    _set(new, "kind", d.kind)
+    _set(new, "address", address)
+    _set(new, "multifunction", multifunction)
+    _set(new, "needs", d.needs)
+    _set(new, "io_bar", d.io_bar)
+    _set(new, "memory", d.memory)
+    _set(new, "bars", d.bars)
+    _set(new, "acpi_index", d.acpi_index)
+    return new
+
+
+def _new_controller(
+    index: int,
+    model: str,
+    address: PciAddress,
+    chassis: int | None = None,
+    port: int | None = None,
+    hotplug: bool | None = None,
+    _new: Callable[[type[Controller]], Controller] = object.__new__,
+    _set: Callable[[object, str, object], None] = object.__setattr__,
+) -> Controller:
+    """``Controller(index, model, address=..., chassis=..., port=..., hotplug=...)`` without its validators.
+
+    For the builder's own values only, in range by construction: an index from
+    :meth:`Builder.next_index` (at most 255), a chassis from
+    :func:`~pcitopo.legality.identity.fresh_chassis` (0..255), a port that is a
+    devfn or a slot. Half the cost of the attrs constructor, once a new port.
+    """
+    new = _new(Controller)
+    _set(new, "index", index)
+    _set(new, "model", model)
+    _set(new, "address", address)
+    _set(new, "id", None)
+    _set(new, "qemu_model", None)
+    _set(new, "chassis", chassis)
+    _set(new, "port", port)
+    _set(new, "chassis_nr", None)
+    _set(new, "bus_nr", None)
+    _set(new, "target_index", None)
+    _set(new, "numa_node", None)
+    _set(new, "hotplug", hotplug)
+    _set(new, "multifunction", None)
     return new
 
 

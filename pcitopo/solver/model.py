@@ -160,8 +160,10 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
     shapes: dict[tuple[object, ...], Unit] = {}
     for i, group, single in order:
         if single is not None:
-            # most units are one device: their needs resolve the same way for the same kind and needs
-            key = (single.kind, single.needs, single.io_bar)
+            # most units are one device: their needs resolve the same way for the same kind, needs, IO BAR
+            # and policy overrides (which match devices by id, so the ones that apply are part of the key)
+            applying = tuple(j for j, o in enumerate(policy.overrides) if o.applies_to(single))
+            key = (single.kind, single.needs, single.io_bar, applying)
             shape = shapes.get(key)
             if shape is None:
                 shape = _unit(topology, policy, [single], None, 0, memo)
@@ -235,9 +237,16 @@ def _unit(
     hints = [n.order for n in needs if n.order is not None]
     rank = (float(min(hints)) if hints else float(i), i)
     if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(topology.kind_hotpluggable(d) for d in members):
-        own = [d for d in members if not topology.kind_hotpluggable(d)]
-        if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
-            d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+        # the needs as evaluate resolves them: an override may soften a device's own requirement, and the
+        # policy's default does not apply to a kind that is never hot-plugged
+        required = [
+            d
+            for d in members
+            if not topology.kind_hotpluggable(d)
+            and effective_needs(topology, policy, d).hotplug is HotplugNeed.REQUIRED
+        ]
+        if required:
+            d = required[0]
             why = (
                 "cannot be hot-plugged at all"
                 if not catalog.device(d.kind).hotpluggable
@@ -250,6 +259,15 @@ def _unit(
         # the policy's default does not apply to a kind that is never hot-plugged; a device's own preference
         # does, as evaluate scores it (a hotpluggable slot meets it)
         hot = effective_needs(topology, policy, members[0]).hotplug if len(members) == 1 else HotplugNeed.ANY
+    if hot is HotplugNeed.REQUIRED and integrated_required and not _root_takes_hotplug(topology):
+        root = topology.machine.root_bus_name
+        raise Unsatisfiable(
+            [
+                f"{members[0].id!r} requires hotplug and must sit integrated on the root bus {root}, "
+                "which takes no hot-plugged device"
+            ],
+            suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
+        )
     return Unit(
         devices=tuple(members),
         connect=connect,
@@ -264,6 +282,10 @@ def _unit(
         bus_group=bus_groups.pop(),
         rank=rank,
     )
+
+
+def _root_takes_hotplug(topology: Topology) -> bool:
+    return any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
 
 def _check_groups(units: Sequence[Unit]) -> None:

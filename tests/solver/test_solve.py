@@ -14,7 +14,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, InvalidTopology, Unsatisfiable
 from pcitopo.legality.rules import validate
-from pcitopo.policy import Policy
+from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.solver import Plan, Status, solve
 from pcitopo.topology import Topology
 
@@ -55,6 +55,19 @@ def test_every_device_of_the_hotplug_policy_is_hotpluggable() -> None:
     models = sorted(c.model for c in plan.added)
     assert models.count("pcie-to-pci-bridge") == 1
     assert validate(t) == ()
+
+
+@pytest.mark.parametrize("forbidden", ["n0", "n1"])
+def test_a_policy_override_applies_to_the_device_it_names_only(forbidden: str) -> None:
+    """An override naming one of two alike devices turns hotplug off for it alone; the cost is evaluate's."""
+    t = Topology.build("q35", [], [Device("n0", "virtio-net"), Device("n1", "virtio-net")])
+    policy = attrs.evolve(Policy.named("hotplug"), overrides=(Override(forbidden, hotplug=HotplugNeed.FORBIDDEN),))
+    plan = solve(t, policy)
+    placed = plan.topology
+    off = [d.id for d in placed.devices if d.address and not placed.is_hotpluggable(d.address.bus, d.address.slot)]
+    assert off == [forbidden]
+    # the other NIC's root port (1), a spare port (1); the forbidden one integrated on pcie.0 costs nothing
+    assert plan.cost == evaluate(t, placed, policy).cost == 2
 
 
 def test_conventional_devices_fan_out_past_31() -> None:
@@ -423,16 +436,33 @@ def test_impossible_groups_are_explained(machine: str, needs: Needs, message: st
 
 
 def test_devices_that_must_not_be_hotpluggable() -> None:
-    """On q35 a PCIe device gets a root port with hotplug off; a conventional one is integrated on pcie.0."""
+    """On q35 both are integrated on pcie.0, where no slot is hot-pluggable; only the spare root port is added.
+
+    A root port with hotplug off for the PCIe one would cost a controller more (cost 2, not 1).
+    """
     forbidden = Needs(hotplug=HotplugNeed.FORBIDDEN)
     devices = [Device("a", "virtio-net", needs=forbidden), Device("b", "e1000", needs=forbidden)]
     plan = solve(Topology.build("q35", devices=devices))
     t = plan.topology
-    assert t.controller(plan.assigned["a"].bus).hotplug is False
-    assert plan.assigned["b"].bus == 0
+    assert (plan.assigned["a"].bus, plan.assigned["b"].bus, len(t.controllers), plan.cost) == (0, 0, 2, 1)
     for d in t.devices:
         assert d.address is not None
         assert not t.is_hotpluggable(d.address.bus, d.address.slot)
+
+
+def test_conventional_devices_that_must_not_be_hotpluggable_past_the_root_slots_take_a_dmi_bridge() -> None:
+    """35 e1000 that must not be hot-plugged on q35: the root bus takes what it can, a dmi-to-pci-bridge the rest.
+
+    The ones left over went into a pcie-to-pci-bridge's hotpluggable slots before: the final check refused the
+    solver's own plan (InternalError).
+    """
+    forbidden = Needs(hotplug=HotplugNeed.FORBIDDEN)
+    plan = solve(Topology.build("q35", devices=[Device(f"e{i}", "e1000", needs=forbidden) for i in range(35)]))
+    t = plan.topology
+    assert [c.model for c in t.controllers] == ["pcie-root", "dmi-to-pci-bridge", "pcie-root-port"]
+    hot = [d.id for d in t.devices if d.address is not None and t.is_hotpluggable(d.address.bus, d.address.slot)]
+    assert hot == []
+    assert validate(t) == ()
 
 
 def test_a_device_that_must_not_be_hotpluggable_on_pc_goes_on_a_pxb() -> None:
