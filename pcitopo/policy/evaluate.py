@@ -85,7 +85,7 @@ from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["Evaluation", "SoftResult", "effective_needs", "evaluate", "soft_results", "spare_ports"]
+__all__ = ["Evaluation", "SoftResult", "effective_needs", "evaluate", "soft_results", "spare_ports", "with_effective_needs"]
 
 
 def __dir__() -> list[str]:
