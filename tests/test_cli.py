@@ -328,11 +328,11 @@ def test_diff_of_an_assignment_reports_assigned_not_moved(tmp_path: Path) -> Non
     assert main(["assign", "examples/q35-server.xml", "-o", str(out_xml)], stdout=io.StringIO()) == 0
     forward = io.StringIO()
     assert main(["diff", "examples/q35-server.xml", str(out_xml)], stdout=forward) == 0
-    assert forward.getvalue().startswith("assigned   ua-root (virtio-blk) at 0000:00/01.0/00.0\n")
+    assert forward.getvalue().startswith("assigned   ua-root (virtio-blk) at 0000:00/02.0/00.0\n")
     assert "moved" not in forward.getvalue()
     backward = io.StringIO()
     assert main(["diff", str(out_xml), "examples/q35-server.xml"], stdout=backward) == 1
-    assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/01.0/00.0\n")
+    assert backward.getvalue().startswith("unassigned ua-root (virtio-blk) was at 0000:00/02.0/00.0\n")
 
 
 EHCI_AT_1D_7 = (

@@ -14,7 +14,7 @@ from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.live import attach, detach
 from pcitopo.policy.policy import Policy
 
-LIVE = """<domain type='kvm'>
+LIVE = """<domain type='kvm' id='3'>
   <name>v</name>
   <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
   <cpu><numa><cell id='0' cpus='0' memory='1024'/><cell id='1' cpus='1' memory='1024'/></numa></cpu>

@@ -165,6 +165,9 @@ class DeviceKind:
     """The BAR whose size is the device's memory (``Device.memory``), when the domain sets it."""
     memory_property: str | None = None
     """The QEMU property that sets that memory (bytes; MiB when it ends in ``_mb``), if a property does."""
+    vga: str | None = None
+    """How a VGA-compatible kind (PCI class 0300, legacy VGA ranges, a video BIOS) reaches VBE:
+    ``"bochs-vbe"`` (the Bochs DISPI I/O ports) or ``"cirrus"``; ``None``: not VGA-compatible."""
 
     @property
     def connect(self) -> Connect:
@@ -303,6 +306,7 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
         bars=_bars(t),
         memory_bar=t.get("memory-bar", int, None),
         memory_property=t.get("memory-property", str, None),
+        vga=t.get("vga", str, None),
     )
     if kind.memory_bar is not None and kind.memory_bar not in {b.index for b in kind.bars}:
         raise InvalidDescription(source, f"{name}.memory-bar", f"BAR{kind.memory_bar} is not among its bars")

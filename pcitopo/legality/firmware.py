@@ -133,6 +133,8 @@ class Firmware:
     """Controller models given ``mem_reserve`` and ``pref64_reserve`` when hotplug-capable."""
     phys_bits: int = 40
     """The guest CPU physical address width the 64-bit numbers were measured under (QEMU's default x86 CPU)."""
+    vbe_root_bus_only: tuple[str, ...] = ()
+    """The VBE interfaces (a device kind's ``vga``) this firmware's video BIOS finds only on the main root bus."""
 
     @classmethod
     def named(cls, name: str) -> Firmware:
@@ -187,6 +189,7 @@ class Firmware:
             machines=machines,
             source=source,
             bars_decoded=t.get("bars-decoded", bool, True),
+            vbe_root_bus_only=t.str_list("vbe-root-bus-only"),
         )
         t.check_unknown()
         if fw.io_window <= 0 or fw.io_window & (fw.io_window - 1):

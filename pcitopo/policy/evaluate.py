@@ -45,6 +45,14 @@ The terms (``policy.weights[name]`` is the cost of each one not met):
     hotplug need is *any* (the policy's default is set aside): met when its
     position is not hotpluggable. A device that prefers or requires hotplug is
     not asked to give it up.
+``primary-video``
+    one when the plan placed the primary video (:func:`primary_video`: the
+    first VGA-compatible device, as libvirt's first ``<video>``) and the
+    guest's firmware finds that kind's VBE only on the main root bus
+    (:func:`vbe_needs_root_bus`; SeaBIOS with ``vga``, ``qxl``, ``virtio-vga``
+    or ``vmvga``): met when it sits on bus 0. Behind a bridge or root port the
+    BIOS console still shows, but in text mode only: no VBE graphics modes
+    for the boot loader or an OS that uses them.
 
 Terms are about what the plan decides: devices pinned in the request add
 nothing (their needs are checked by the rules only if they are their own).
@@ -73,6 +81,7 @@ pcitopo.errors.InvalidInput: device 'net0': is in the request but not in the res
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -85,7 +94,17 @@ from pcitopo.policy.policy import Policy
 from pcitopo.topology import Topology
 from pcitopo.violation import Violation
 
-__all__ = ["Evaluation", "SoftResult", "effective_needs", "evaluate", "soft_results", "spare_ports", "with_effective_needs"]
+__all__ = [
+    "Evaluation",
+    "SoftResult",
+    "effective_needs",
+    "evaluate",
+    "primary_video",
+    "soft_results",
+    "spare_ports",
+    "vbe_needs_root_bus",
+    "with_effective_needs",
+]
 
 
 def __dir__() -> list[str]:
@@ -231,6 +250,42 @@ def effective_needs(topology: Topology, policy: Policy, device: Device) -> Needs
     return needs
 
 
+def primary_video(topology: Topology) -> Device | None:
+    """The primary video: the first device in definition order whose kind is VGA-compatible (catalog ``vga``).
+
+    libvirt makes its first ``<video>`` the primary one (and only that one a
+    VGA model); SeaBIOS takes the first VGA device it finds, root bus first.
+
+    >>> from pcitopo.devices import Device
+    >>> t = Topology.build("q35", devices=[Device("g", "virtio-gpu"), Device("v", "vga"), Device("c", "cirrus")])
+    >>> primary_video(t).id
+    'v'
+    """
+    catalog = topology.catalog
+    return next((d for d in topology.devices if catalog.device(d.kind).vga is not None), None)
+
+
+@functools.lru_cache(maxsize=64)
+def vbe_needs_root_bus(topology: Topology) -> Device | None:
+    """The primary video when the topology's firmware finds its VBE only on the main root bus, else ``None``.
+
+    This decides the ``primary-video`` term, for :func:`evaluate` and the solver alike.
+
+    >>> from pcitopo.devices import Device
+    >>> vbe_needs_root_bus(Topology.build("q35", devices=[Device("v", "vga")])).id
+    'v'
+    >>> vbe_needs_root_bus(Topology.build("q35", devices=[Device("v", "cirrus")])) is None
+    True
+    >>> vbe_needs_root_bus(Topology.build("q35", devices=[Device("v", "vga")], firmware="ovmf")) is None
+    True
+    """
+    video = primary_video(topology)
+    firmware = topology.firmware_model
+    if video is None or firmware is None:
+        return None
+    return video if topology.catalog.device(video.kind).vga in firmware.vbe_root_bus_only else None
+
+
 def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[SoftResult, ...]:
     """The soft constraints of ``policy`` for ``result`` (see the module docstring), without the rule check.
 
@@ -287,6 +342,18 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
                     d.id,
                 )
             )
+    video = vbe_needs_root_bus(request)
+    if video is not None and video.id in pending:
+        placed = result.device(video.id).address
+        out.append(
+            SoftResult(
+                "primary-video",
+                placed is not None and placed.bus == 0,
+                weights["primary-video"],
+                f"{video.id!r}, the primary VGA, on {result.bus_name(0)}",
+                video.id,
+            )
+        )
     if policy.spare_ports:
         out.extend(_spare_results(result, policy))
     before = {c.index for c in request.controllers}

@@ -67,6 +67,7 @@ SOFT_CONSTRAINTS: Mapping[str, str] = {
     "integrated": "an endpoint sits directly on the root bus when the policy prefers it",
     "order": "devices of one kind get increasing addresses, and NICs increasing guest names, in definition order",
     "hotplug-off-occupied": "an endpoint without a hotplug need sits on a position with hotplug off",
+    "primary-video": "the primary VGA sits on the main root bus, where the guest's BIOS finds its VBE modes",
 }
 """The soft constraints a plan reports on, with what each means."""
 
@@ -78,6 +79,7 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "integrated": 5,
     "fewer-controllers": 1,
     "hotplug-off-occupied": 10,
+    "primary-video": 50,
 }
 
 

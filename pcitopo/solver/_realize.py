@@ -413,7 +413,8 @@ def _realize_pci(
     root_slot = cats.get(Category.ROOT_SLOT, [])
     # as _layout._decide_pci: units preferring hotplug (the root is not hotpluggable) are bridged first
     wants_bridge = [u for u in root_slot if _prefers_a_bridge(ctx, u)]
-    others = _io_first([u for u in root_slot if not _prefers_a_bridge(ctx, u)])
+    # a unit that must be integrated (the primary video the solver puts on bus 0) takes a direct slot first
+    others = sorted(_io_first([u for u in root_slot if not _prefers_a_bridge(ctx, u)]), key=_not_integrated)
     preferred = _io_first(wants_bridge)
     others_direct = decision.root_slot_units - decision.preferred_direct
     direct = [*others[:others_direct], *preferred[: decision.preferred_direct]]
@@ -434,6 +435,10 @@ def _realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         _fill_tree(b, br.index, bridged[:size])
         del bridged[:size]
+
+
+def _not_integrated(u: Unit) -> bool:
+    return not u.integrated_required
 
 
 def _prefers_a_bridge(ctx: Context, u: Unit) -> bool:

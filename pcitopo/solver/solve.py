@@ -36,7 +36,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
 from pcitopo.legality import identity
-from pcitopo.policy.evaluate import SoftResult, soft_results, with_effective_needs
+from pcitopo.policy.evaluate import SoftResult, soft_results, vbe_needs_root_bus, with_effective_needs
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver._realize import unit_functions
@@ -86,14 +86,69 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     placed = _place_pinned_controllers(topology)
     placed = _join_placed_groups(placed)
     units = build_units(placed, policy)
-    placed, units = _fill_pools(placed, units, policy)
+    pooled, rest = _fill_pools(placed, units, policy)
     try:
-        placement = backend.place(placed, policy, units)
+        placement = backend.place(pooled, policy, rest)
     except Unsatisfiable:
         from pcitopo.solver.explain import explain
 
-        raise explain(placed, policy, units, feasible=backends.feasible) from None
+        raise explain(pooled, policy, rest, feasible=backends.feasible) from None
+    video = _primary_video_unit(topology, policy, units)
+    if video is not None:
+        placement = _primary_video_on_root(placed, policy, units, video, backend, placement)
     return _finish(topology, placement, policy, tolerated, scored)
+
+
+# -- the primary-video term: one binary choice, searched both ways ---------------------------
+
+
+def _primary_video_unit(request: Topology, policy: Policy, units: Sequence[Unit]) -> Unit | None:
+    """The unit of the primary video when the ``primary-video`` term can cost something and integrating it is open."""
+    if not policy.weights["primary-video"]:
+        return None
+    video = vbe_needs_root_bus(request)
+    if video is None:
+        return None
+    unit = next((u for u in units if any(d.id == video.id for d in u.devices)), None)
+    if unit is None or unit.integrated_required or not unit.can_integrate:
+        return None  # placed with its group already, already on bus 0, or never there
+    return unit
+
+
+def _primary_video_on_root(
+    placed: Topology,
+    policy: Policy,
+    units: Sequence[Unit],
+    video: Unit,
+    backend: backends.Backend,
+    free: backends.Placement,
+) -> backends.Placement:
+    """The better of ``free`` (the search with the video anywhere) and the search with it integrated on bus 0.
+
+    The ``primary-video`` term is one binary choice (the primary video on bus 0
+    or not) that the model does not express per unit, so the solver searches
+    both sides: the model with the video's unit required on bus 0 (every
+    completion there, where the term is met), and the model as it is, whose
+    exact objective (the realised plan's score) counts the term wherever the
+    video lands. The cheaper wins, the integrated one on a tie; it is proven
+    optimal when both searches are.
+    """
+    forced = [attrs.evolve(u, integrated_required=True) if u is video else u for u in units]
+    pooled, rest = _fill_pools(placed, tuple(forced), policy)
+    try:
+        rooted = backend.place(pooled, policy, rest)
+    except Unsatisfiable:
+        return free  # no completion puts it on bus 0
+    nodes = free.stats.nodes + rooted.stats.nodes
+    bound = None if free.bound is None or rooted.bound is None else min(free.bound, rooted.bound)
+    proven = free.status is Status.OPTIMAL and rooted.status is Status.OPTIMAL
+    best = rooted if (rooted.model_cost or 0) <= (free.model_cost or 0) else free
+    return attrs.evolve(
+        best,
+        status=Status.OPTIMAL if proven else Status.FEASIBLE,
+        stats=attrs.evolve(best.stats, nodes=nodes),
+        bound=bound,
+    )
 
 
 # -- step 1: the pinned part ---------------------------------------------------------------

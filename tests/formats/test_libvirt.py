@@ -11,6 +11,7 @@ from pcitopo.devices import Controller
 from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput, InvalidTopology
 from pcitopo.formats import LibvirtDomain
 from pcitopo.formats._xmltext import Edit, scan, splice
+from pcitopo.solver import solve
 
 DATA = Path(__file__).parent / "data"
 
@@ -160,13 +161,58 @@ def test_ids_come_from_aliases_or_element_position() -> None:
     assert domain.path("ua-data") == "/domain/devices/disk[3]"
 
 
+def running(devices: str) -> LibvirtDomain:
+    """A running domain's document (``<domain id>``, as ``virsh dumpxml`` of a running domain writes it)."""
+    return LibvirtDomain.from_string(domain_xml(devices).replace("<domain type='kvm'>", "<domain type='kvm' id='7'>"))
+
+
 def test_a_generated_id_taken_by_an_alias_gets_a_suffix() -> None:
-    """A generated id that an alias already uses gets -2 appended instead of clashing."""
-    domain = load(
+    """In a running domain's document a generated id that an alias already uses gets -2 appended instead of clashing."""
+    domain = running(
         "    <interface type='user'><model type='virtio'/></interface>\n"
         "    <interface type='user'><model type='virtio'/><alias name='interface0'/></interface>"
     )
     assert [i for i, _ in kinds(domain)] == ["interface0-2", "interface0"]
+
+
+USB0_ON_A_NIC = (
+    "    <controller type='usb' index='0' model='qemu-xhci'/>\n"
+    "    <interface type='user'><model type='virtio'/><alias name='usb0'/></interface>\n"
+    "    <controller type='pci' index='1' model='pcie-root-port'><alias name='net0'/></controller>\n"
+    "    <rng model='virtio'><alias name='ua-rng'/></rng>"
+)
+
+
+def test_a_definition_names_devices_only_by_user_aliases() -> None:
+    """In a definition a non-ua alias (virsh define drops it) is no id: NIC interface0, USB controller usb0."""
+    domain = load(USB0_ON_A_NIC)
+    assert [i for i, _ in kinds(domain)] == ["usb0", "interface0", "ua-rng"]
+    assert [(c.index, c.id, c.name) for c in domain.topology.controllers] == [(0, None, "pcie.0"), (1, None, "pci.1")]
+    assert domain.path("interface0") == "/domain/devices/interface"
+
+
+def test_a_running_domain_keeps_libvirts_aliases_as_ids() -> None:
+    """In a running domain's document libvirt's own aliases are the ids (usb0 on the NIC, net0 on the root port)."""
+    domain = running(USB0_ON_A_NIC)
+    assert [i for i, _ in kinds(domain)] == ["usb0-2", "usb0", "ua-rng"]
+    assert domain.topology.controllers[1].name == "net0"
+
+
+def test_a_definition_keeps_aliases_that_are_not_ids_as_written() -> None:
+    """Aliases that are not ids stay in the exported definition character for character (no element is dropped)."""
+    domain = load(USB0_ON_A_NIC)
+    out = domain.with_topology(solve(domain.topology)).to_string()
+    for alias in ("<alias name='usb0'/>", "<alias name='net0'/>", "<alias name='ua-rng'/>"):
+        assert out.count(alias) == 1, alias
+
+
+def test_repeated_aliases_without_ua_are_no_clash_in_a_definition() -> None:
+    """Two elements with one non-ua alias are accepted in a definition, as libvirt accepts them (it drops both)."""
+    domain = load(
+        "    <interface type='user'><model type='virtio'/><alias name='net0'/></interface>\n"
+        "    <rng model='virtio'><alias name='net0'/></rng>"
+    )
+    assert [i for i, _ in kinds(domain)] == ["interface0", "rng0"]
 
 
 def test_duplicate_aliases_are_rejected_naming_both_elements() -> None:

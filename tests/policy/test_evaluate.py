@@ -290,3 +290,64 @@ def test_ordered_reports_the_nic_names_in_nic_order() -> None:
     named = pcitopo.solve(request, attrs.evolve(Policy.named("ordered"), acpi_index=True))
     assert [named.topology.device(i).acpi_index for i in ("n0", "n1", "n2")] == [1, 2, 3]
     assert [s.met for s in named.soft if s.subject == "nic-names"] == [True]
+
+
+# -- primary-video ---------------------------------------------------------------------------------
+
+
+def _video_request(*devices: Device, machine: str = "q35", firmware: str | None = None) -> Topology:
+    return Topology.build(machine, devices=list(devices), firmware=firmware)
+
+
+def test_the_primary_vga_costs_the_weight_behind_a_root_port_and_nothing_on_the_root_bus() -> None:
+    """A planned vga on a root port misses primary-video (50); integrated on pcie.0 it meets it."""
+    request = _video_request(Device("v", "vga"))
+    behind = request.replace(controllers=[_port(1, "00:01.0")], devices=[Device("v", "vga", address=_a("01:00.0"))])
+    on_root = request.replace(devices=[Device("v", "vga", address=_a("00:05.0"))])
+    assert ("primary-video", False, 50, "v") in _terms(evaluate(request, behind, "hotplug"))
+    assert ("primary-video", True, 0, "v") in _terms(evaluate(request, on_root, "hotplug"))
+
+
+def test_only_the_first_vga_compatible_device_is_the_primary_video() -> None:
+    """A virtio-gpu before it is not VGA-compatible; a second VGA after it is not primary: one term, for 'v'."""
+    request = _video_request(Device("g", "virtio-gpu"), Device("v", "qxl"), Device("w", "vga"))
+    result = request.replace(
+        controllers=[_port(1, "00:01.0"), _port(2, "00:01.1")],
+        devices=[
+            Device("g", "virtio-gpu", address=_a("01:00.0")),
+            Device("v", "qxl", address=_a("00:05.0")),
+            Device("w", "vga", address=_a("02:00.0")),
+        ],
+    )
+    assert [t for t in _terms(evaluate(request, result, "hotplug")) if t[0] == "primary-video"] == [
+        ("primary-video", True, 0, "v")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "firmware"),
+    [("cirrus", None), ("bochs", None), ("virtio-gpu", None), ("vga", "ovmf")],
+)
+def test_no_primary_video_term_where_the_firmware_finds_vbe_behind_a_bridge(kind: str, firmware: str | None) -> None:
+    """cirrus (its own VBE), bochs-display and virtio-gpu (no VGA) under SeaBIOS, and any VGA under OVMF: no term."""
+    request = _video_request(Device("v", kind), firmware=firmware)
+    result = request.replace(controllers=[_port(1, "00:01.0")], devices=[Device("v", kind, address=_a("01:00.0"))])
+    assert "primary-video" not in [s.name for s in evaluate(request, result, "hotplug").soft]
+
+
+def test_a_pinned_primary_video_is_not_scored() -> None:
+    """The term is about what the plan decides: a vga the request pins behind a root port adds nothing."""
+    pinned = Device("v", "vga", address=_a("01:00.0"))
+    request = Topology.build("q35", controllers=[_port(1, "00:01.0")], devices=[pinned])
+    assert "primary-video" not in [s.name for s in evaluate(request, request, "hotplug").soft]
+
+
+def test_the_primary_video_weight_comes_from_the_policy() -> None:
+    """A policy file's [weights] primary-video sets what missing the term costs."""
+    request = _video_request(Device("v", "vmvga"), machine="pc")
+    result = request.replace(
+        controllers=[Controller(1, "pci-bridge", address=_a("00:03.0"), chassis_nr=1)],
+        devices=[Device("v", "vmvga", address=_a("01:01.0"))],
+    )
+    policy = Policy.from_mapping({"weights": {"primary-video": 7}})
+    assert ("primary-video", False, 7, "v") in _terms(evaluate(request, result, policy))

@@ -415,6 +415,99 @@ def test_ordered_ac97_with_hotplug_off_occupied_keep_their_order() -> None:
     assert solve(request_, policy).cost == 3
 
 
+# -- the primary-video term: the solver searches both sides of it, and the enumerator agrees --------------
+
+_MIN = Policy.named("minimal")
+
+
+def _off_occupied(primary_video: int) -> Policy:
+    """pc's root bus is hotpluggable: hotplug-off-occupied makes a VGA there cost 10, on a pxb 3 + the term."""
+    weights = {**_MIN.weights, "fewer-controllers": 3, "integrated": 0, "primary-video": primary_video}
+    return attrs.evolve(_MIN, hotplug_off_occupied=True, weights=weights)
+
+
+_HOT = Policy.named("hotplug")
+_VIDEO_CASES = [
+    (
+        "q35 hotplug: the vga is integrated, the NIC on a root port",
+        Topology.build("q35", devices=[Device("n", "virtio-net"), Device("v", "vga")]),
+        _HOT,
+        2,
+        True,
+    ),
+    (
+        # the override reverted in 3afd0f2 forced bus 0 here whatever the weights (solver 10, a pxb completion 1)
+        "pc hotplug-off-occupied, primary-video 5: the vga goes on a node-less pxb (3 + 5 < 10)",
+        Topology.build("pc", devices=[Device("v", "vga")]),
+        _off_occupied(5),
+        8,
+        False,
+    ),
+    (
+        "pc hotplug-off-occupied, primary-video 50: the vga stays on the root bus (10 < 3 + 50)",
+        Topology.build("pc", devices=[Device("v", "vga")]),
+        _off_occupied(50),
+        10,
+        True,
+    ),
+    (
+        "q35: a vga preferring hotplug itself is integrated when two controllers cost more than the term",
+        Topology.build("q35", devices=[Device("v", "vga", needs=_PREFERRED)]),
+        attrs.evolve(_HOT, spare_ports=0, weights={**_HOT.weights, "fewer-controllers": 40}),
+        100,
+        True,
+    ),
+    (
+        # drawn weights: the model alone integrates the e1000 as a last resort and leaves the vga behind the
+        # bridge (122); the search with the vga required on bus 0 finds 112
+        "q35: the vga, not the e1000, is integrated beside a bridge for a device requiring hotplug",
+        Topology.build(
+            "q35",
+            devices=[
+                Device("d0", "e1000", needs=_PREFERRED),
+                Device("v", "vga", needs=_PREFERRED),
+                Device("d1", "rtl8139", needs=Needs(hotplug=HotplugNeed.REQUIRED)),
+            ],
+        ),
+        attrs.evolve(
+            _HOT,
+            hotplug_off_occupied=True,
+            spare_ports=0,
+            weights={
+                "hotplug": 10,
+                "numa": 17,
+                "spare-ports": 118,
+                "fewer-controllers": 51,
+                "integrated": 47,
+                "order": 119,
+                "hotplug-off-occupied": 92,
+                "primary-video": 81,
+            },
+        ),
+        112,
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "policy", "cost", "on_root"), _VIDEO_CASES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_the_primary_video_term_is_the_enumerated_minimum(
+    case: str, request_: Topology, policy: Policy, cost: int, on_root: bool
+) -> None:
+    """The solver puts the primary VGA where the enumerated minimum does: on bus 0 or, when cheaper, off it."""
+    from pcitopo.solver import Status, solve
+
+    found = minimum(request_, policy)
+    assert (found.cost, found.complete) == (cost, True)
+    plan = solve(request_, policy)
+    assert (plan.status, plan.cost, evaluate(request_, plan.topology, policy).cost) == (Status.OPTIMAL, cost, cost)
+    video = plan.topology.device("v").address
+    assert video is not None
+    assert (video.bus == 0) is on_root
+
+
 # -- the property: the solver against the enumerator on drawn requests and policies ------------------
 
 

@@ -868,3 +868,22 @@ def test_too_much_32_bit_bar_space_is_unsatisfiable() -> None:
     vgas = [Device(f"v{i:02}", "vga", memory=64 << 20) for i in range(16)]
     with pytest.raises(Unsatisfiable, match=r"the 32-bit MMIO hole: .* need 1025\.1 MiB .* has 1004 MiB"):
         solve(Topology.build("q35", devices=vgas), "minimal")
+
+
+def test_a_device_that_must_be_integrated_keeps_a_pc_root_slot_when_the_root_bus_overflows() -> None:
+    """On pc with 41 devices a pci-bridge takes the overflow, never the device whose needs say integrated."""
+    devices = [Device(f"n{i}", "virtio-net") for i in range(40)] + [Device("x", "e1000", needs=Needs(integrated=True))]
+    plan = solve(Topology.build("pc", devices=devices), "hotplug")
+    x = plan.topology.device("x").address
+    assert x is not None
+    assert (x.bus, plan.cost) == (0, 1)
+
+
+def test_the_primary_vga_stays_on_the_pc_root_bus_when_a_bridge_takes_the_overflow() -> None:
+    """40 NICs and a vga on pc: one pci-bridge (cost 1) and the vga on pci.0, not behind the bridge (cost 51)."""
+    request = Topology.build("pc", devices=[Device("v", "vga"), *(Device(f"n{i}", "virtio-net") for i in range(40))])
+    plan = solve(request, "hotplug")
+    v = plan.topology.device("v").address
+    assert v is not None
+    assert (v.bus, plan.cost, evaluate(request, plan.topology, "hotplug").cost) == (0, 1, 1)
+    assert [s.met for s in plan.soft if s.name == "primary-video"] == [True]

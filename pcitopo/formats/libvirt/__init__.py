@@ -90,12 +90,19 @@ The reader is :mod:`pcitopo.formats.libvirt._read`, the writer
 what is not PCI, chipset positions) are data in
 :mod:`pcitopo.formats.libvirt._tables`.
 
-Device ids: the ``<alias name>`` when there is one; else, for controllers,
+Device ids: the ``<alias name>`` when it is one libvirt keeps; else, for controllers,
 ``<type><index>`` (``sata0``, ``usb1``, ``virtio-serial0``) and for other
 elements ``<element><n>`` with ``n`` counting elements of that name in
 ``<devices>`` from 0 (``interface0``, ``disk1``; every element counts, PCI or
 not, so ids stay put when a SATA disk is added in front of a virtio one). A
-generated id that is taken gets ``-2``, ``-3``, ... appended.
+generated id that is taken gets ``-2``, ``-3``, ... appended. libvirt 9.0
+keeps only user aliases, those starting ``ua-``, when it defines a domain, and
+drops any other (checked with ``virsh define``); so in a definition only a
+``ua-`` alias names its element, and another alias (``usb0`` on a NIC) stays in
+the document as written but is no id and clashes with nothing. A running
+domain's document (``<domain id='N'>``, from ``virsh dumpxml`` of a running
+domain) carries libvirt's own aliases (``net0``, ``pci.1``), and there every
+alias is the id.
 
 An address ``<address type='pci'>`` whose domain, bus and slot are all zero is
 a request for an address, as in libvirt. Numbers are read like libvirt's

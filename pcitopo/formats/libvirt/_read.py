@@ -38,6 +38,7 @@ from pcitopo.formats.libvirt._tables import (
     _USB2_FUNCTION,
     _USB_MODELS,
     _USB_NOT_PCI,
+    _USER_ALIAS_PREFIX,
     _VIDEO_MODELS,
     _VIDEO_NOT_PCI,
     _VIRT_ARCHES,
@@ -733,6 +734,23 @@ class _Reader:
     def __init__(self, domain: LibvirtDomain) -> None:
         self.d = domain
         self.root = domain._root
+        self.active = self.root.get("id") is not None
+        """A running domain's document (``<domain id>``): every alias is libvirt's own and an identity."""
+
+    def _alias(self, el: _Element) -> str | None:
+        """The element's ``<alias name>`` when it identifies the element, else ``None``.
+
+        In a running domain's document every alias is one libvirt gave (or a
+        user's ``ua-`` one). In a definition (no ``<domain id>``) libvirt 9.0
+        keeps only user aliases, those starting ``ua-``, and drops any other
+        on ``virsh define``, so such an alias is no identity: it stays in the
+        document as written but the element is named as if it had none.
+        """
+        alias = el.find("alias")
+        name = alias.get("name") if alias is not None else None
+        if not name or not (self.active or str(name).startswith(_USER_ALIAS_PREFIX)):
+            return None
+        return str(name)
 
     def read(self) -> None:
         d = self.d
@@ -745,9 +763,8 @@ class _Reader:
 
         self.ids: dict[str, _Element] = {}
         for el in children:
-            alias = el.find("alias")
-            if alias is not None and alias.get("name"):
-                name = str(alias.get("name"))
+            name = self._alias(el)
+            if name is not None:
                 if name in self.ids:
                     raise DuplicateId(name, d._path(self.ids[name]), d._path(el), line=_line(el))
                 self.ids[name] = el
@@ -958,8 +975,7 @@ class _Reader:
             if address_el.get("type") != "pci":
                 raise _bad(self.d._path(address_el), "a PCI controller can only have a PCI address")
             address, multifunction = _pci_address(address_el, self.d._path(address_el))
-        alias_el = el.find("alias")
-        alias = alias_el.get("name") if alias_el is not None else None
+        alias = self._alias(el)
         fields: dict[str, int | None] = {}
         node: int | None = None
         hotplug: bool | None = None
@@ -1004,9 +1020,9 @@ class _Reader:
         return None
 
     def _id(self, el: _Element, tag: str, n: int, index: int | None) -> str:
-        alias = el.find("alias")
-        if alias is not None and alias.get("name"):
-            return str(alias.get("name"))
+        alias = self._alias(el)
+        if alias is not None:
+            return alias
         base = f"{el.get('type')}{index}" if tag == "controller" else f"{tag}{n}"
         ident, k = base, 1
         while ident in self.ids:

@@ -11,6 +11,9 @@ _ADDRESS_LIMITS = (
     ("function", 7, "Invalid PCI address function=0x{v:x}, must be <= 7"),
 )
 
+_USER_ALIAS_PREFIX = "ua-"
+"""libvirt 9.0 keeps on ``virsh define`` only the ``<alias>`` names with this prefix (checked with virsh define)."""
+
 
 # -- machine defaults (libvirt 9.0 with QEMU 7.2, checked with virsh define) --------------
 
