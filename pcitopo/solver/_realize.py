@@ -236,7 +236,7 @@ def _realize_pcie(
                 b.place(remaining.pop(0), _addr(br.index, s))
 
     # an ordered policy numbers buses in device order: the dmi-to-pci-bridge (its index, so its bus) comes after
-    # the ports and trees when a device of one of their kinds is defined before a device it takes
+    # the ports and trees when they hold a device defined before all it takes
     late_dmi = policy.ordered and _defined_later(dmi_units, [*port_units, *tree_units])
     if dmi_slot is not None and not late_dmi:
         realize_dmi(dmi_slot)
@@ -254,23 +254,16 @@ def _realize_pcie(
     items, beside_bridges = _port_items(port_units, ctx, policy, decision)
     direct_units = items[: decision.direct_ports]
     switched_units = items[decision.direct_ports :]
-    for item in direct_units:
-        rp = b.root_port(next_port_position(), hotplug=_item_hotplug(item, policy))
-        _place_item(b, item, rp.index)
-    for _label, members in _groups(cats.get(Category.SWITCH_GROUP, []), "switch_group"):
-        up_rp = b.root_port(next_port_position())
-        up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
-        for s, u in enumerate(members):
-            dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
-            b.place(u, _addr(dp.index, 0))
-    for _label, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
-        rp = b.root_port(next_port_position())
-        bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
-        for s, u in enumerate(members, start=1):
-            b.place(u, _addr(bridge.index, s))
-    if tree_rp:
+
+    def realize_direct() -> None:
+        for item in direct_units:
+            rp = b.root_port(next_port_position(), hotplug=_item_hotplug(item, policy))
+            _place_item(b, item, rp.index)
+
+    def realize_trees() -> None:
+        nonlocal beside_bridges
         remaining = list(tree_units)
-        for size in decision.tree_sizes:
+        for size in decision.tree_sizes if tree_rp else ():
             # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0 (the port's
             # hotplug is theirs: the bridge's own slots are hot-plugged through its SHPC either way)
             beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
@@ -282,6 +275,28 @@ def _realize_pcie(
                 b.placements[u.devices[0].id] = _addr(rp.index, 0, function)
             if beside:
                 b.controllers[b.controllers.index(bridge)] = attrs.evolve(bridge, multifunction=True)
+
+    # the guest numbers buses depth first in slot order: under an ordered policy the bridge trees take the first
+    # ports when they hold a device defined before all of the direct ports' devices
+    trees_first = (
+        policy.ordered and tree_rp > 0 and _defined_later([u for item in direct_units for u in item], tree_units)
+    )
+    if trees_first:
+        realize_trees()
+    realize_direct()
+    for _label, members in _groups(cats.get(Category.SWITCH_GROUP, []), "switch_group"):
+        up_rp = b.root_port(next_port_position())
+        up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
+        for s, u in enumerate(members):
+            dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
+            b.place(u, _addr(dp.index, 0))
+    for _label, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
+        rp = b.root_port(next_port_position())
+        bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
+        for s, u in enumerate(members, start=1):
+            b.place(u, _addr(bridge.index, s))
+    if not trees_first:
+        realize_trees()
     # switches: their uplinks, then downstream ports for the remaining units and spares
     spare_left = decision.spare
     downstream_needed = decision.downstream
@@ -306,13 +321,9 @@ def _realize_pcie(
 
 
 def _defined_later(units: Sequence[Unit], others: Sequence[Unit]) -> bool:
-    """Whether some unit of ``units`` ranks after a unit of ``others`` holding a device of the same kind."""
-    first: dict[str, tuple[float, int]] = {}
-    for u in others:
-        for d in u.devices:
-            if d.kind not in first or u.rank < first[d.kind]:
-                first[d.kind] = u.rank
-    return any(d.kind in first and first[d.kind] < u.rank for u in units for d in u.devices)
+    """Whether the first of ``units`` ranks after the first of ``others`` (the order term compares devices of one
+    kind, and NICs across kinds: the first device of each group stands for it)."""
+    return bool(units and others) and min(u.rank for u in units) > min(u.rank for u in others)
 
 
 def _port_items(
