@@ -25,6 +25,7 @@ pci-bridges' slots first (see ``_Moves`` and ``_count_alternatives``).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -633,6 +634,7 @@ def tree_free_slots(size: int) -> int:
     return (BRIDGE_SLOTS - m) + BRIDGE_SLOTS * m - size
 
 
+@functools.lru_cache(maxsize=4096)
 def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
     """4 KiB IO windows a bridge tree of ``n`` endpoints needs, its IO endpoints' BARs ``io`` placed first.
 
@@ -655,14 +657,15 @@ def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_rese
     m = fanout(n)
     if not io and not (fan_reserves and m) and not top_reserves:
         return 0
-    capacities = [BRIDGE_SLOTS - m] + [BRIDGE_SLOTS] * m
     windows = 0
-    for i, cap in enumerate(capacities):
-        here, io = split_io(io, cap)
+    filled = 0  # buses holding IO endpoints: the top bridge's, then fanned-out ones
+    while io and filled <= m:
+        here, io = split_io(io, BRIDGE_SLOTS - m if filled == 0 else BRIDGE_SLOTS)
         bus = -(-io_bytes(here) // IO_WINDOW)
-        windows += max(bus, 1) if i and fan_reserves else bus
-        if not io and not fan_reserves:
-            break
+        windows += max(bus, 1) if filled and fan_reserves else bus
+        filled += 1
+    if fan_reserves:
+        windows += m + 1 - max(filled, 1)  # the fanned-out pci-bridges without IO: one window each
     return max(windows, 1) if top_reserves else windows
 
 
@@ -850,11 +853,21 @@ def _layout_pcie(
     # the BARs of the tree's IO units: integration and the moves take the largest first (_realize._io_first;
     # exact within one bucket, across buckets the smallest staying are a lower bound); the dmi-to-pci-bridge
     # gets at least the smallest of them
-    pci_io = io_merge(io_of(c, "tree_io"), split_io(io_of(c, "optional_integrated_pci_io"), ic)[1])
-    pci_io = _smallest(pci_io, tree_io)
+    tree_io_sizes: IoSizes = ()
+    moved_io_sizes: IoSizes = ()
+    root_io = 0
+    if c.io_sizes:
+        pci_io = io_merge(io_of(c, "tree_io"), split_io(io_of(c, "optional_integrated_pci_io"), ic)[1])
+        pci_io = _smallest(pci_io, tree_io)
+        tree_io_sizes = _smallest(pci_io, max(0, tree_io - moved_io))
+        moved_io_sizes = _smallest(pci_io, moved_io)
+        # integration takes the largest IO BARs first (_realize._io_first)
+        root_io = (
+            io_bytes(io_of(c, "integrated_io"))
+            + io_bytes(split_io(io_of(c, "optional_integrated_pcie_io"), ip)[0])
+            + io_bytes(split_io(io_of(c, "optional_integrated_pci_io"), ic)[0])
+        )
     tree_io = max(0, tree_io - moved_io)
-    tree_io_sizes = _smallest(pci_io, tree_io)
-    moved_io_sizes = _smallest(pci_io, moved_io)
     dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
     use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
@@ -907,7 +920,8 @@ def _layout_pcie(
     elif tree_io or ctx.reserves_io_pci_bridge:
         # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
         io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge)
-    io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
+    if c.dmi_io or moved_io_sizes:
+        io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
     controllers = direct + 2 * switches + downstream
@@ -919,10 +933,7 @@ def _layout_pcie(
         integrated_pcie=ip,
         integrated_pci=ic,
         integrated_devices=c.integrated_required + integrate,
-        # integration takes the largest IO BARs first (_realize._io_first)
-        root_io_bytes=io_bytes(io_of(c, "integrated_io"))
-        + io_bytes(split_io(io_of(c, "optional_integrated_pcie_io"), ip)[0])
-        + io_bytes(split_io(io_of(c, "optional_integrated_pci_io"), ic)[0]),
+        root_io_bytes=root_io,
         direct_ports=direct - fixed_ports,
         port_units=pcie_units,
         spare=spare_n,
