@@ -160,8 +160,10 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
     shapes: dict[tuple[object, ...], Unit] = {}
     for i, group, single in order:
         if single is not None:
-            # most units are one device: their needs resolve the same way for the same kind and needs
-            key = (single.kind, single.needs, single.io_bar)
+            # most units are one device: their needs resolve the same way for the same kind, needs, IO BAR
+            # and policy overrides (which match devices by id, so the ones that apply are part of the key)
+            applying = tuple(j for j, o in enumerate(policy.overrides) if o.applies_to(single))
+            key = (single.kind, single.needs, single.io_bar, applying)
             shape = shapes.get(key)
             if shape is None:
                 shape = _unit(topology, policy, [single], None, 0, memo)

@@ -14,7 +14,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, InvalidTopology, Unsatisfiable
 from pcitopo.legality.rules import validate
-from pcitopo.policy import Policy
+from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.solver import Plan, Status, solve
 from pcitopo.topology import Topology
 
@@ -55,6 +55,18 @@ def test_every_device_of_the_hotplug_policy_is_hotpluggable() -> None:
     models = sorted(c.model for c in plan.added)
     assert models.count("pcie-to-pci-bridge") == 1
     assert validate(t) == ()
+
+
+@pytest.mark.parametrize("forbidden", ["n0", "n1"])
+def test_a_policy_override_applies_to_the_device_it_names_only(forbidden: str) -> None:
+    """An override naming one of two alike devices turns hotplug off for it alone; the cost is evaluate's."""
+    t = Topology.build("q35", [], [Device("n0", "virtio-net"), Device("n1", "virtio-net")])
+    policy = attrs.evolve(Policy.named("hotplug"), overrides=(Override(forbidden, hotplug=HotplugNeed.FORBIDDEN),))
+    plan = solve(t, policy)
+    ports = {c.index: c for c in plan.topology.controllers}
+    off = sorted(d.id for d in plan.topology.devices if d.address and ports[d.address.bus].hotplug is False)
+    assert off == [forbidden]
+    assert plan.cost == evaluate(t, plan.topology, policy).cost == 3
 
 
 def test_conventional_devices_fan_out_past_31() -> None:
