@@ -171,8 +171,9 @@ class Counts:
     hot_misses: int = 0
     """Units whose hotplug preference cannot be met in this context."""
     io_sizes: tuple[tuple[str, int, int], ...] = ()
-    """The IO BARs behind the ``*_io`` counts that a bridge's window holds: ``(field, bytes, units)``, largest
-    first in each field (a bridge's window is the sum of its bus's BARs rounded up to 4 KiB, so sizes count)."""
+    """The IO BARs behind the ``*_io`` counts that a bridge's window holds, and those of the ``last_resort_*``
+    buckets: ``(field, bytes, units)``, largest first in each field (a bridge's window is the sum of its bus's
+    BARs rounded up to 4 KiB, and the root buses' BARs share the firmware's room there, so sizes count)."""
     impossible: str = ""
 
 
@@ -351,6 +352,8 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
             d[last_resort] += 1
+            if u.has_io:
+                sized[(last_resort, u.io_size)] = sized.get((last_resort, u.io_size), 0) + 1
         _count_alternatives(d, ctx, u, category)
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
@@ -560,8 +563,7 @@ class Decision:
     io_windows: int = 0
     root_io_bytes: int = 0
     """IO BAR bytes of the endpoints put directly on the root bus: the firmware's room for them there is
-    shared by every root bus, each 4 KiB beyond it takes a window (a lower bound where ``Counts`` does not
-    say which endpoints go there: the last-resort integrations count none)."""
+    shared by every root bus, and each 4 KiB beyond it takes a window."""
     controllers: int = 0
     hot_misses: int = 0
     spare_missing: int = 0
@@ -857,8 +859,11 @@ def _layout_pcie(
     moved_io_sizes: IoSizes = ()
     root_io = 0
     if c.io_sizes:
+        # last-resort integration takes each bucket's largest first (_realize._io_first)
+        last_io = {name: split_io(io_of(c, name), n)[0] for name, n in split.items() if n}
         pci_io = io_merge(io_of(c, "tree_io"), split_io(io_of(c, "optional_integrated_pci_io"), ic)[1])
-        pci_io = _smallest(pci_io, tree_io)
+        pci_io = io_without(pci_io, io_merge(*(io for name, io in last_io.items() if "_pci_" in name)))
+        tree_io = io_units(pci_io)
         tree_io_sizes = _smallest(pci_io, max(0, tree_io - moved_io))
         moved_io_sizes = _smallest(pci_io, moved_io)
         # integration takes the largest IO BARs first (_realize._io_first)
@@ -866,6 +871,7 @@ def _layout_pcie(
             io_bytes(io_of(c, "integrated_io"))
             + io_bytes(split_io(io_of(c, "optional_integrated_pcie_io"), ip)[0])
             + io_bytes(split_io(io_of(c, "optional_integrated_pci_io"), ic)[0])
+            + sum(map(io_bytes, last_io.values()))
         )
     tree_io = max(0, tree_io - moved_io)
     dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
