@@ -26,8 +26,8 @@ change returns a new topology.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -161,10 +161,16 @@ class Topology:
         problems: list[str] = []
         catalog = self.machine.catalog
         seen_index: set[int] = set()
-        names: dict[str, str] = {}
+        # who holds each name: a controller's index or a device's id, put in words only for a duplicate
+        names: dict[str, int | str] = {}
+
+        def holder(who: int | str) -> str:
+            return f"controller index {who}" if isinstance(who, int) else f"device {who!r}"
+
         duplicates: list[DuplicateId] = []
+        models, kinds = catalog.controllers, catalog.devices
         for c in self.controllers:
-            if c.model not in catalog.controllers:
+            if c.model not in models:
                 problems.append(
                     str(
                         UnknownName(
@@ -175,17 +181,18 @@ class Topology:
             if c.index in seen_index:
                 problems.append(f"controller index {c.index} is used twice")
             seen_index.add(c.index)
-            if c.name in names:
-                duplicates.append(DuplicateId(c.name, names[c.name], f"controller index {c.index}"))
+            name = c.name
+            if name in names:
+                duplicates.append(DuplicateId(name, holder(names[name]), holder(c.index)))
                 problems.append(str(duplicates[-1]))
-            names[c.name] = f"controller index {c.index}"
+            names[name] = c.index
         for d in self.devices:
-            if d.kind not in catalog.devices:
+            if d.kind not in kinds:
                 problems.append(str(UnknownName("device kind", d.kind, catalog.devices, where=f"device {d.id!r}")))
             if d.id in names:
-                duplicates.append(DuplicateId(d.id, names[d.id], f"device {d.id!r}"))
+                duplicates.append(DuplicateId(d.id, holder(names[d.id]), holder(d.id)))
                 problems.append(str(duplicates[-1]))
-            names[d.id] = f"device {d.id!r}"
+            names[d.id] = d.id
         if self.numa_nodes < 0:
             problems.append(f"numa_nodes must be >= 0 (got {self.numa_nodes})")
         if problems:
@@ -298,11 +305,12 @@ class Topology:
 
     def model(self, controller: Controller | int) -> ControllerModel:
         """The catalog model of a controller (or of the controller with that index)."""
-        if isinstance(controller, int):
+        if type(controller) is int:
             found = self._models.get(controller)
             if found is not None:
                 return found
             controller = self.controller(controller)
+        assert isinstance(controller, Controller)
         found = self._models_by_name.get(controller.model)
         return found if found is not None else self.machine.catalog.controller(controller.model)
 
@@ -347,12 +355,20 @@ class Topology:
 
     def builtins(self) -> tuple[Builtin, ...]:
         """The machine's built-in devices that occupy their addresses in this topology."""
-        standing = {
-            b.name
+        return self._builtins
+
+    @functools.cached_property
+    def _builtins(self) -> tuple[Builtin, ...]:
+        # a device of the kind a built-in stands for at its address replaces it (one pass over the devices)
+        stand_ins = {(b.address, b.stands_for) for b in self.machine.builtins if b.stands_for is not None}
+        kinds = {kind for _, kind in stand_ins}
+        # the kind first: a string compare, where an address would be hashed for every device
+        present = {(d.address, d.kind) for d in self.devices if d.kind in kinds and d.address is not None} & stand_ins
+        return tuple(
+            b
             for b in self.machine.builtins
-            if b.stands_for is not None and any(d.address == b.address and d.kind == b.stands_for for d in self.devices)
-        }
-        return tuple(b for b in self.machine.builtins if b.name not in standing and not b.optional)
+            if not b.optional and (b.stands_for is None or (b.address, b.stands_for) not in present)
+        )
 
     def occupants(self) -> dict[PciAddress, list[str]]:
         """Every used address with what uses it (built-ins, controllers, devices), in that order."""
@@ -370,8 +386,16 @@ class Topology:
     def slot_usage(self) -> dict[tuple[int, int, int], set[int]]:
         """For each (domain, bus, slot) in use, the functions used."""
         usage: dict[tuple[int, int, int], set[int]] = {}
-        for a in self.occupants():
-            usage.setdefault((a.domain, a.bus, a.slot), set()).add(a.function)
+        addresses = [b.address for b in self.builtins()]
+        addresses += [c.address for c in self.controllers if c.address is not None]
+        addresses += [d.address for d in self.devices if d.address is not None]
+        for a in addresses:  # what occupants() lists, without naming who
+            key = (a.domain, a.bus, a.slot)
+            functions = usage.get(key)
+            if functions is None:
+                usage[key] = {a.function}
+            else:
+                functions.add(a.function)
         return usage
 
     # -- the graph ---------------------------------------------------------------
@@ -405,6 +429,18 @@ class Topology:
         Every controller plugs into at most one bus, so following parents from
         each controller finds every cycle in linear time.
         """
+        return [list(cycle) for cycle in self._cycles]
+
+    @functools.cached_property
+    def _cycles(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(cycle) for cycle in self._find_cycles())
+
+    @functools.cached_property
+    def _in_cycle(self) -> frozenset[int]:
+        """The indexes of the controllers on a cycle."""
+        return frozenset(i for cycle in self._cycles for i in cycle)
+
+    def _find_cycles(self) -> list[list[int]]:
         parent = {
             c.index: c.address.bus
             for c in self.controllers
@@ -454,40 +490,46 @@ class Topology:
 
     def root_of(self, bus: int) -> Controller | None:
         """The root controller above a bus (``None`` if it never reaches one)."""
-        cache = self._root_cache
-        if bus in cache:
-            return cache[bus]
-        found = None
-        for c in self._walk_up(bus):
-            if self.model(c).root:
-                found = c
-                break
-        cache[bus] = found
+        return self._roots.get(bus)
+
+    @functools.cached_property
+    def _roots(self) -> Mapping[int, Controller]:
+        """The root controller at or above each bus that reaches one."""
+        models = self._models
+        return self._nearest_above(lambda i: models[i].root)
+
+    @functools.cached_property
+    def _numa_tops(self) -> Mapping[int, Controller]:
+        """The expander bus or root controller at or above each bus that reaches one."""
+        models = self._models
+        return self._nearest_above(lambda i: models[i].root or models[i].expander)
+
+    def _nearest_above(self, stops: Callable[[int], bool]) -> dict[int, Controller]:
+        """For every controller, the nearest controller at or above it (walking up to the root) that ``stops``.
+
+        One pass down from each such controller: a bus below it takes it unless
+        another one comes first on the way down. A bus whose walk up ends at a
+        cycle or a dangling bus before meeting one is left out.
+        """
+        children = self._children
+        found: dict[int, Controller] = {}
+        for c in self.controllers:
+            if not stops(c.index):
+                continue
+            found[c.index] = c
+            stack = list(children.get(c.index, ()))
+            while stack:
+                i = stack.pop()
+                if i in found or stops(i):
+                    continue  # a stopping controller answers for the buses below it
+                found[i] = c
+                stack.extend(children.get(i, ()))
         return found
-
-    @functools.cached_property
-    def _root_cache(self) -> dict[int, Controller | None]:
-        return {}
-
-    @functools.cached_property
-    def _numa_cache(self) -> dict[int, int | None]:
-        return {}
 
     def numa_node_of_bus(self, index: int) -> int | None:
         """The guest NUMA node a bus belongs to: that of the nearest expander bus or host bridge above it."""
-        cache = self._numa_cache
-        if index not in cache:
-            cache[index] = self._numa_node_of_bus(index)
-        return cache[index]
-
-    def _numa_node_of_bus(self, index: int) -> int | None:
-        for c in self._walk_up(index):
-            m = self.model(c)
-            if (m.expander or m.root) and c.numa_node is not None:
-                return c.numa_node
-            if m.expander or m.root:
-                return None
-        return None
+        top = self._numa_tops.get(index)
+        return None if top is None else top.numa_node
 
     def is_behind_pcie_port(self, bus: int) -> bool:
         """Whether a bus is the link of a PCIe root or downstream port."""
@@ -516,8 +558,10 @@ class Topology:
 
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
-        c = self.controller(bus)
-        m = self.model(c)
+        c = self._by_index.get(bus)
+        if c is None:
+            c = self.controller(bus)  # raises UnknownName
+        m = self._models[bus]
         if m.hotplug is Hotplug.NEVER:
             return False
         if c.index == 0 and not self.machine.root_hotplug:
@@ -537,10 +581,11 @@ class Topology:
     @functools.cached_property
     def _bus_numbers_by_root(self) -> Mapping[int, int]:
         used: dict[int, int] = {}
+        roots, models = self._roots, self._models
         for c in self.controllers:
-            top = self.root_of(c.index)
+            top = roots.get(c.index)
             if top is not None:
-                used[top.index] = used.get(top.index, 0) + self.model(c).bus_numbers
+                used[top.index] = used.get(top.index, 0) + models[c.index].bus_numbers
         return used
 
     def bus_numbers_left(self, root: int = 0) -> int:
@@ -550,6 +595,7 @@ class Topology:
     def subtree_bus_numbers(self, index: int) -> int:
         """Bus numbers used by a controller and everything below it (not crossing other expanders)."""
         self.controller(index)
+        models, children = self._models, self._children
         total = 0
         stack = [index]
         seen: set[int] = set()
@@ -558,11 +604,11 @@ class Topology:
             if i in seen:
                 continue
             seen.add(i)
-            m = self.model(i)
+            m = models[i]
             if i != index and (m.expander or m.root):
                 continue
             total += m.bus_numbers
-            stack.extend(self._children.get(i, ()))
+            stack.extend(children.get(i, ()))
         return total
 
     # -- IO space -------------------------------------------------------------------
@@ -583,12 +629,27 @@ class Topology:
 
     def io_bytes_by_bus(self) -> dict[int, int]:
         """IO BAR bytes of the endpoints placed on each bus (buses without any left out)."""
+        return dict(self._io_bytes)
+
+    @functools.cached_property
+    def _io_bytes(self) -> Mapping[int, int]:
         direct: dict[int, int] = {}
+        by_index, models = self._by_index, self._models
+        # without its own io_bar, a device's size depends on its kind and whether its bus is a PCIe port's only
+        by_kind: dict[tuple[str, bool], int] = {}
         for d in self.devices:
-            if d.address is not None and d.address.bus in self._by_index:
+            a = d.address
+            if a is None or a.bus not in by_index:
+                continue
+            if d.io_bar is None:
+                key = (d.kind, models[a.bus].port)
+                size = by_kind.get(key)
+                if size is None:
+                    size = by_kind[key] = self.io_bar_size(d)
+            else:
                 size = self.io_bar_size(d)
-                if size:
-                    direct[d.address.bus] = direct.get(d.address.bus, 0) + size
+            if size:
+                direct[a.bus] = direct.get(a.bus, 0) + size
         return direct
 
     @functools.cached_property
@@ -615,20 +676,28 @@ class Topology:
         it has no room for (``idle-reservations-harmless``, measured) maps
         every BAR whatever their number.
         """
+        return self._io_windows_short
+
+    @functools.cached_property
+    def _io_windows_short(self) -> int:
         budget = self.io_window_budget()
         if budget is None:
             return 0
-        total = sum(self.io_windows().values())
+        total = sum(self._io_windows_reserved.values())
         if total <= budget:
             return 0
         spec = self._firmware_machine
-        if spec is not None and spec.idle_reservations_harmless and not any(self.io_windows(reservations=False)):
+        if spec is not None and spec.idle_reservations_harmless and not any(self._io_windows_needed):
             return 0
         return total - budget
 
     def root_io_bytes(self) -> int:
         """IO BAR bytes of the endpoints placed directly on root and expander buses."""
-        return sum(size for bus, size in self.io_bytes_by_bus().items() if not self._is_bridge(bus))
+        return self._root_io_bytes
+
+    @functools.cached_property
+    def _root_io_bytes(self) -> int:
+        return sum(size for bus, size in self._io_bytes.items() if not self._is_bridge(bus))
 
     def root_io_windows(self, root_bytes: int | None = None) -> int:
         """Windows the firmware loses to IO BARs on the root buses (``root_bytes``: instead of this topology's)."""
@@ -668,9 +737,9 @@ class Topology:
         With ``reservations``, a bridge the firmware reserves IO for takes one
         window even when nothing below it has an IO BAR.
         """
-        direct = self.io_bytes_by_bus()
+        direct = self._io_bytes
         sizes: dict[int, int] = {}
-        cycles = {i for cycle in self.controller_cycles() for i in cycle}
+        cycles = self._in_cycle
 
         def size_of(index: int) -> int:
             if index in sizes:
@@ -691,8 +760,15 @@ class Topology:
         return sizes
 
     def _is_bridge(self, index: int) -> bool:
-        m = self.model(index)
+        if index in self._bridges:
+            return True
+        m = self.model(index)  # not a bridge, or not a controller of this topology (which raises)
         return not (m.root or m.expander)
+
+    @functools.cached_property
+    def _bridges(self) -> frozenset[int]:
+        """The indexes of the controllers that are neither root nor expander buses (bridges and ports)."""
+        return frozenset(i for i, m in self._models.items() if not (m.root or m.expander))
 
     def io_windows(self, *, reservations: bool = True) -> dict[int, int]:
         """The 4 KiB IO windows firmware must give each bridge or port directly on a root or expander bus.
@@ -704,7 +780,17 @@ class Topology:
         windows the firmware reserves for hotplug count too (see
         :meth:`reserves_io`); without, only what the devices need.
         """
-        sizes = self._io_sizes if reservations else self._io_sizes_needed
+        return dict(self._io_windows_reserved if reservations else self._io_windows_needed)
+
+    @functools.cached_property
+    def _io_windows_reserved(self) -> Mapping[int, int]:
+        return self._io_windows_of(self._io_sizes)
+
+    @functools.cached_property
+    def _io_windows_needed(self) -> Mapping[int, int]:
+        return self._io_windows_of(self._io_sizes_needed)
+
+    def _io_windows_of(self, sizes: Mapping[int, int]) -> dict[int, int]:
         out: dict[int, int] = {}
         for c in self.controllers:
             if c.address is None or c.index not in sizes or c.address.bus not in self._by_index:
@@ -799,14 +885,27 @@ class Topology:
         ``strict=False`` applies libvirt's relaxation for addresses a user gave:
         a bus that takes any endpoint takes both conventional and PCIe endpoints.
         """
-        key = (bus, model.name if model is not None else None, kind.name if kind is not None else None, strict)
+        model_name = model.name if model is not None else None
+        kind_name = kind.name if kind is not None else None
+        bus_model = self._models.get(bus)
+        # whether it may depends only on the bus's model and whether it is bus 0; only the reason names the bus
+        fits_key = (bus_model.name if bus_model is not None else None, bus == 0, model_name, kind_name, strict)
+        if bus_model is not None and self._fits_cache.get(fits_key):
+            return None
+        key = (bus, model_name, kind_name, strict)
         cache = self._placement_cache
         if key not in cache:
             cache[key] = self._placement_problem(bus, model=model, kind=kind, strict=strict)
+            if cache[key] is None and bus_model is not None:
+                self._fits_cache[fits_key] = True
         return cache[key]
 
     @functools.cached_property
     def _placement_cache(self) -> dict[tuple[int, str | None, str | None, bool], str | None]:
+        return {}
+
+    @functools.cached_property
+    def _fits_cache(self) -> dict[tuple[str | None, bool, str | None, str | None, bool], bool]:
         return {}
 
     def _placement_problem(
@@ -947,48 +1046,69 @@ def _align(value: int, to: int) -> int:
 
 
 def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
-    # per bus: bytes below 4 GiB, bytes of 64-bit prefetchable BARs, their largest, and the biggest owner of each
-    direct32: dict[int, int] = {}
-    direct64: dict[int, int] = {}
-    align64: dict[int, int] = {}
-    owner32: dict[int, tuple[int, str]] = {}
-    owner64: dict[int, tuple[int, str]] = {}
+    # per bridge bus: [bytes below 4 GiB, bytes of 64-bit prefetchable BARs, their largest, the biggest owner of
+    # each], one record a bus
+    direct: dict[int, list[Any]] = {}
     root32: list[tuple[str, int, str]] = []
     root64: list[tuple[str, int, str]] = []
     largest = largest32 = 0
+    kinds = t._kinds_by_name
     owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]] = [
-        (d.id, d.address, t.kind(d).bars if d.bars is None and d.memory is None else t.bars(d)) for d in t.devices
+        (
+            d.id,
+            d.address,
+            (kinds[d.kind] if d.kind in kinds else t.kind(d)).bars
+            if d.bars is None and d.memory is None
+            else t.bars(d),
+        )
+        for d in t.devices
     ]
-    owners += [(c.name, c.address, t.model(c).bars) for c in t.controllers if t.model(c).bars]
-    split: dict[int, tuple[int, tuple[int, ...], int]] = {}  # by id(): a kind's bars are one shared tuple
+    models = t._models
+    owners += [(c.name, c.address, models[c.index].bars) for c in t.controllers if models[c.index].bars]
+    # by id(): a kind's bars are one shared tuple; (bytes below 4 GiB, 64-bit sizes, their sum, their largest,
+    # the largest below 4 GiB)
+    split: dict[int, tuple[int, tuple[int, ...], int, int, int]] = {}
     by_index = t._by_index
-    bridge_bus: dict[int, bool] = {}
+    bridges = t._bridges
     root = PciAddress(domain=0, bus=0, slot=0, function=0)
     for ident, a, bars in owners:
         if a is None and unplaced:
             a = root  # counted as a root-bus device: no window around it
-        if a is None or not bars or a.bus not in by_index:
+        if a is None or not bars:
+            continue
+        bus = a.bus
+        if bus not in by_index:
             continue
         key = id(bars)
-        if key not in split:
+        facts = split.get(key)
+        if facts is None:
             below = [b.size for b in bars if b.below_4g]
-            split[key] = (sum(below), tuple(b.size for b in bars if not b.below_4g), max(below, default=0))
-        low, high, big32 = split[key]
-        largest = max(largest, *high) if high else largest
-        largest32 = max(largest32, big32)
-        if a.bus not in bridge_bus:
-            bridge_bus[a.bus] = t._is_bridge(a.bus)
-        if bridge_bus[a.bus]:
-            direct32[a.bus] = direct32.get(a.bus, 0) + low
-            direct64[a.bus] = direct64.get(a.bus, 0) + sum(high)
-            align64[a.bus] = max([align64.get(a.bus, 0), *high])
-            owner32[a.bus] = max(owner32.get(a.bus, (0, "")), (low, ident))
-            owner64[a.bus] = max(owner64.get(a.bus, (0, "")), (sum(high), ident))
+            high = tuple(b.size for b in bars if not b.below_4g)
+            facts = split[key] = (sum(below), high, sum(high), max(high, default=0), max(below, default=0))
+        low, high, high_sum, high_max, big32 = facts
+        if high_max > largest:
+            largest = high_max
+        if big32 > largest32:
+            largest32 = big32
+        if bus in bridges:
+            record = direct.get(bus)
+            if record is None:
+                direct[bus] = [low, high_sum, high_max, (low, ident), (high_sum, ident)]
+            else:
+                record[0] += low
+                record[1] += high_sum
+                if high_max > record[2]:
+                    record[2] = high_max
+                if (low, ident) > record[3]:
+                    record[3] = (low, ident)
+                if (high_sum, ident) > record[4]:
+                    record[4] = (high_sum, ident)
         else:
             if low:
                 root32.append((ident, low, ident))
             root64 += [(ident, size, ident) for size in high]
-    cycles = {i for cycle in t.controller_cycles() for i in cycle}
+    cycles = t._in_cycle
+    children = t._children
     Sizes = tuple[int, int, int, int, int, tuple[int, str], tuple[int, str]]
     sizes: dict[int, Sizes] = {}
 
@@ -997,11 +1117,11 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         if index in sizes:
             return sizes[index]
         sizes[index] = (0, 0, 0, 0, 0, (0, ""), (0, ""))  # guards against cycles
-        mem, pref, align = direct32.get(index, 0), direct64.get(index, 0), align64.get(index, 0)
-        own32, own64 = owner32.get(index, (0, "")), owner64.get(index, (0, ""))
+        record = direct.get(index)
+        mem, pref, align, own32, own64 = record if record is not None else (0, 0, 0, (0, ""), (0, ""))
         res32 = res64 = 0
-        for child in t._children.get(index, ()):
-            if child not in cycles and t._is_bridge(child):
+        for child in children.get(index, ()):
+            if child not in cycles and child in bridges:
                 cm, cp, ca, cr32, cr64, co32, co64 = size_of(child)
                 mem, pref, align = mem + cm, pref + cp, max(align, ca)
                 res32, res64 = res32 + cr32, res64 + cr64
@@ -1009,7 +1129,7 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         mem = _align(mem, fw.mem_window)
         align = max(align, fw.mem_window) if pref else 0
         pref = _align(pref, align) if pref else 0
-        c = t.controller(index)
+        c = by_index[index]
         if c.hotplug is not False and fw.reserves_mem(c.model):
             if mem < fw.mem_reserve:
                 res32, mem = res32 + fw.mem_reserve - mem, fw.mem_reserve
@@ -1023,9 +1143,9 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     reserved32 = reserved64 = 0
     top_align = max((size for _, size, _ in root64), default=0)
     for c in t.controllers:
-        if c.address is None or c.index in cycles or not t._is_bridge(c.index) or c.address.bus not in t._by_index:
+        if c.address is None or c.index in cycles or c.index not in bridges or c.address.bus not in by_index:
             continue
-        if t._is_bridge(c.address.bus):
+        if c.address.bus in bridges:
             continue
         mem, pref, align, r32, r64, own32, own64 = size_of(c.index)
         if mem:

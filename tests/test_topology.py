@@ -95,6 +95,82 @@ def test_path_to_root_stops_at_a_cycle() -> None:
     assert t.bus_numbers_used() == 1
 
 
+def _walked_up(t: Topology, bus: int, stops: str) -> Controller | None:
+    """The first controller at or above ``bus`` whose model is a root (or, ``stops="numa"``, also an expander),
+    found by following addresses one step at a time (``None`` at a cycle or a bus no controller has)."""
+    catalog = t.machine.catalog
+    by_index = {c.index: c for c in t.controllers}
+    seen: set[int] = set()
+    current: int | None = bus
+    while current is not None and current in by_index and current not in seen:
+        seen.add(current)
+        c = by_index[current]
+        model = catalog.controller(c.model)
+        if model.root or (stops == "numa" and model.expander):
+            return c
+        current = c.address.bus if c.address is not None and current != 0 else None
+    return None
+
+
+UPWARD_CASES = {
+    "numa_q35": numa_q35(),
+    "a switch plugged into its own downstream port": Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-switch-upstream-port", address=A("02:00.0")),
+            Controller(2, "pcie-switch-downstream-port", address=A("01:00.0"), chassis=2, port=0),
+            Controller(3, "pcie-root-port", address=A("00:02.0"), chassis=3, port=0x10),
+        ],
+    ),
+    "a host bridge in a cycle, beside one on node 1, and a bridge on a bus nobody has": Topology.build(
+        "pseries",
+        [
+            Controller(1, "spapr-pci-host-bridge", address=A("02:01.0"), target_index=1, numa_node=0),
+            Controller(2, "pci-bridge", address=A("01:01.0"), chassis_nr=2),
+            Controller(3, "pci-bridge", address=A("02:02.0"), chassis_nr=3),
+            Controller(4, "spapr-pci-host-bridge", target_index=2, numa_node=1),
+            Controller(5, "pci-bridge", address=A("04:01.0"), chassis_nr=5),
+            Controller(6, "pci-bridge", address=A("09:01.0"), chassis_nr=6),
+            Controller(7, "pci-bridge", address=A("00:05.0"), chassis_nr=7),
+        ],
+        numa_nodes=2,
+    ),
+    "an expander bus behind a root port, on node 1": Topology.build(
+        "q35",
+        [
+            Controller(1, "pcie-root-port", address=A("00:02.0"), chassis=1, port=0x10),
+            Controller(2, "pcie-expander-bus", address=A("01:00.0"), bus_nr=200, numa_node=1),
+            Controller(3, "pcie-root-port", address=A("02:00.0"), chassis=3, port=0),
+        ],
+        numa_nodes=2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPWARD_CASES))
+def test_root_and_numa_node_of_every_bus_match_a_walk_up(case: str) -> None:
+    """root_of and numa_node_of_bus (computed for every bus at once, top down) answer what a walk up finds."""
+    t = UPWARD_CASES[case]
+    for bus in [*(c.index for c in t.controllers), 99]:
+        assert t.root_of(bus) == _walked_up(t, bus, "root"), bus
+        top = _walked_up(t, bus, "numa")
+        assert t.numa_node_of_bus(bus) == (None if top is None else top.numa_node), bus
+
+
+def test_a_host_bridge_in_a_cycle_is_its_own_root() -> None:
+    """A walk up from a bus in a cycle through a root controller stops at that root, not at the cycle."""
+    t = UPWARD_CASES["a host bridge in a cycle, beside one on node 1, and a bridge on a bus nobody has"]
+    assert [t.root_of(i) for i in (1, 2, 3, 5, 6, 7)] == [
+        t.controller(1),
+        t.controller(1),
+        t.controller(1),
+        t.controller(4),
+        None,
+        t.controller(0),
+    ]
+    assert [t.numa_node_of_bus(i) for i in (2, 5, 6)] == [0, 1, None]
+
+
 @pytest.mark.parametrize(("bus", "node"), [(0, None), (1, None), (2, 1), (3, 1), (4, 1)])
 def test_numa_node_of_bus(bus: int, node: int | None) -> None:
     """A bus belongs to the NUMA node of the nearest expander above it, or to none."""

@@ -39,7 +39,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InvalidTopology
 from pcitopo.legality import identity
-from pcitopo.legality.catalog import Connect, ControllerModel, Integrated
+from pcitopo.legality.catalog import Connect, ControllerModel, DeviceKind, Integrated
 from pcitopo.topology import Mmio, Topology
 from pcitopo.violation import Violation
 
@@ -193,14 +193,19 @@ class _Context:
     @functools.cached_property
     def items(self) -> tuple[_Item, ...]:
         t = self.t
-        items = [_Item(f"built-in {_q(b.name)}", None, b.address, b.multifunction or None) for b in t.builtins()]
-        items += [
-            _Item(_q(c.name), c.name, c.address, c.multifunction, controller=c)
-            for c in t.controllers
-            if c.address is not None
+        new = tuple.__new__  # _Item's own __new__ takes keywords and defaults: several times slower for thousands
+        items = [
+            new(_Item, (f"built-in {_q(b.name)}", None, b.address, b.multifunction or None, None, None))
+            for b in t.builtins()
         ]
+        for c in t.controllers:
+            if c.address is not None:
+                name = c.name
+                items.append(new(_Item, (repr(name), name, c.address, c.multifunction, c, None)))
         items += [
-            _Item(_q(d.id), d.id, d.address, d.multifunction, device=d) for d in t.devices if d.address is not None
+            new(_Item, (repr(d.id), d.id, d.address, d.multifunction, None, d))
+            for d in t.devices
+            if d.address is not None
         ]
         return tuple(items)
 
@@ -227,9 +232,15 @@ class _Context:
         return f"{item.label} at {item.address}"
 
     @functools.cached_property
+    def controllers(self) -> tuple[tuple[Controller, ControllerModel], ...]:
+        """Every controller with its model, looked up once for all the rules that ask."""
+        t = self.t
+        return tuple((c, t.model(c)) for c in t.controllers)
+
+    @functools.cached_property
     def host_bridges(self) -> tuple[Controller, ...]:
         """The root controllers: index 0 and any extra host bridges (pseries PHBs)."""
-        return tuple(c for c in self.t.controllers if c.index == 0 or self.t.model(c).root)
+        return tuple(c for c, model in self.controllers if c.index == 0 or model.root)
 
     @functools.cached_property
     def in_cycle(self) -> frozenset[int]:
@@ -284,6 +295,7 @@ def _domain(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
+    ranges: dict[str, range] = {}
     for item in ctx.placed:
         bus = item.address.bus
         model = ctx.model(bus)
@@ -297,7 +309,7 @@ def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
                     item,
                     address=item.address,
                 )
-        elif slot not in model.slot_range():
+        elif slot not in (ranges.get(model.name) or ranges.setdefault(model.name, model.slot_range())):
             first, last = model.slots
             yield _violation(
                 "slot-range",
@@ -317,22 +329,28 @@ def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _unique_address(ctx: _Context) -> Iterator[Violation]:
-    by_address: dict[PciAddress, list[_Item]] = {}
-    for item in ctx.items:
-        by_address.setdefault(item.address, []).append(item)
-    for address, items in by_address.items():
-        if len(items) > 1:
-            yield _violation(
-                "unique-address",
-                f"{address} is wanted by {_names([i.label for i in items])}",
-                *items,
-                address=address,
-            )
+    for in_slot in ctx.slots.values():
+        if len(in_slot) == 1:
+            continue  # one thing in the slot: the common case
+        by_function: dict[int, list[_Item]] = {}
+        for item in in_slot:
+            by_function.setdefault(item.address.function, []).append(item)
+        for items in by_function.values():
+            if len(items) > 1:
+                address = items[0].address
+                yield _violation(
+                    "unique-address",
+                    f"{address} is wanted by {_names([i.label for i in items])}",
+                    *items,
+                    address=address,
+                )
 
 
 @_rule
 def _functions(ctx: _Context) -> Iterator[Violation]:
     for items in ctx.slots.values():
+        if len(items) == 1 and items[0].address.function == 0:
+            continue  # one thing at function 0: the common case
         functions = sorted({i.address.function for i in items})
         if functions == [0]:
             continue
@@ -384,7 +402,7 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         if device is None:
             continue
         kind = t.kind(device)
-        integrated = _integrated_problem(ctx, device, bus)
+        integrated = _integrated_problem(ctx, device, bus, kind) if bus != 0 else None
         if integrated is not None:
             yield _violation("integrated", f"{ctx.where(item)} ({kind.name}): {integrated}", item, address=item.address)
             continue
@@ -393,8 +411,7 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
             yield _violation("placement", f"{ctx.where(item)} ({kind.name}): {problem}", item, address=item.address)
 
 
-def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
-    kind = ctx.t.kind(device)
+def _integrated_problem(ctx: _Context, device: Device, bus: int, kind: DeviceKind) -> str | None:
     if bus != 0 and kind.integrated is Integrated.REQUIRED:
         return f"a {kind.name} must be an integrated device on bus 0, not on bus {bus} ({ctx.model(bus).name})"
     if bus != 0 and device.needs.integrated:
@@ -407,19 +424,23 @@ def _integrated_problem(ctx: _Context, device: Device, bus: int) -> str | None:
 @_rule
 def _machine_models(ctx: _Context) -> Iterator[Violation]:
     machine = ctx.machine
+    offered: dict[str, bool] = {}
     for c in ctx.t.controllers:
-        model = ctx.t.model(c)
-        label = _q(c.name)
         if c.index == 0:
             if c.model != machine.root_model:
+                label = _q(c.name)
                 yield _violation(
                     "machine-model",
                     f"{label}: the controller with index 0 must be a {machine.root_model} on {machine.name} "
                     f"(got {c.model})",
                     c.name,
                 )
-        elif not machine.offers(c.model):
-            reason = "only index 0 may be a root bus" if model.root else "the machine does not offer it"
+            continue
+        if c.model not in offered:
+            offered[c.model] = machine.offers(c.model)
+        if not offered[c.model]:
+            label = _q(c.name)
+            reason = "only index 0 may be a root bus" if ctx.t.model(c).root else "the machine does not offer it"
             yield _violation("machine-model", f"{label}: {machine.name} has no {c.model} controllers; {reason}", c.name)
 
 
@@ -460,11 +481,9 @@ def _index_order(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _chassis(ctx: _Context) -> Iterator[Violation]:
-    t = ctx.t
     ports: dict[int, list[Controller]] = {}
     bridges: dict[int, list[Controller]] = {}
-    for c in t.controllers:
-        model = t.model(c)
+    for c, model in ctx.controllers:
         chassis = identity.effective_chassis(model, c)
         if model.port and chassis is not None:
             ports.setdefault(chassis, []).append(c)
@@ -560,10 +579,9 @@ def _host_bridges(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _numa_nodes(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    for c in t.controllers:
+    for c, model in ctx.controllers:
         if c.numa_node is None:
             continue
-        model = t.model(c)
         if c.index == 0:
             yield _violation("numa-node", f"{_q(c.name)}: the controller with index 0 cannot have a NUMA node", c.name)
         elif "numa-node" not in model.identity:
@@ -589,7 +607,7 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
     top = ctx.machine.bus_numbers
     highest = min(identity.BUS_NR[-1], top - 1)
-    expanders = [c for c in t.controllers if t.model(c).expander and c.bus_nr is not None]
+    expanders = [c for c, model in ctx.controllers if model.expander and c.bus_nr is not None]
     by_nr: dict[int, list[Controller]] = {}
     for c in expanders:
         assert c.bus_nr is not None
@@ -832,13 +850,16 @@ def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _device_needs(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
+    checked = (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN)
     for item in ctx.placed:
         device = item.device
         if device is None:
             continue
         needs = device.needs
+        if needs.hotplug not in checked and needs.numa_node is None:
+            continue  # nothing asked of the position
         bus, slot = item.address.bus, item.address.slot
-        if needs.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.FORBIDDEN):
+        if needs.hotplug in checked:
             kind = t.kind(device)
             hot = t.is_hotpluggable(bus, slot)
             if needs.hotplug is HotplugNeed.REQUIRED and not kind.hotpluggable:
@@ -955,7 +976,10 @@ def _hotplug_shared_slot(ctx: _Context) -> Iterator[Violation]:
         device = item.device
         if device is None or device.needs.hotplug is not HotplugNeed.REQUIRED:
             continue
-        others = [i for i in ctx.slots.get(item.slot, []) if i is not item]
+        in_slot = ctx.slots.get(item.slot, [])
+        if len(in_slot) == 1:
+            continue  # alone in its slot
+        others = [i for i in in_slot if i is not item]
         if not others or not ctx.t.is_hotpluggable(item.address.bus, item.address.slot):
             continue
         yield _violation(
@@ -978,8 +1002,8 @@ def _identity_shortages(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _root_address(ctx: _Context) -> Iterator[Violation]:
-    for c in ctx.t.controllers:
-        if c.address is not None and ctx.t.model(c).root:
+    for c, model in ctx.controllers:
+        if c.address is not None and model.root:
             yield _violation(
                 "root-address",
                 f"{_q(c.name)} ({c.model}) is a root bus, which plugs into nothing, but has the address "
@@ -992,8 +1016,11 @@ def _root_address(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _usb_master(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    roles = {d.id: t.kind(d).usb for d in t.devices}
-    companions = [d for d in t.devices if roles[d.id] == "companion"]
+    one_of_each = {d.kind: d for d in t.devices}  # the role is the kind's: one lookup per kind
+    roles = {kind: t.kind(d).usb for kind, d in one_of_each.items()}
+    if "companion" not in roles.values():
+        return
+    companions = [d for d in t.devices if roles[d.kind] == "companion"]
     if companions and "host" not in roles.values():
         listed = _names([f"{_q(d.id)} ({d.kind})" for d in companions])
         are = "is an ICH9 UHCI companion" if len(companions) == 1 else "are ICH9 UHCI companions"
@@ -1019,12 +1046,10 @@ _TARGET_FIELDS = (
 
 @_rule
 def _controller_options(ctx: _Context) -> Iterator[Violation]:
-    t = ctx.t
     numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
-    for c in t.controllers:
-        model = t.model(c)
-        label = f"{_q(c.name)} ({c.model})"
+    for c, model in ctx.controllers:
         if c.qemu_model is not None:
+            label = f"{_q(c.name)} ({c.model})"
             names = model.qemu_devices
             if c.index == 0:  # the machine's own root bus: only its host bridge device, if it names one
                 names = (ctx.machine.root_qemu,) if ctx.machine.root_qemu is not None else ()
@@ -1036,12 +1061,12 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     c.name,
                     address=c.address,
                 )
-        given = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None]
+        allowed = model.target_options
+        bad = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None and attr not in allowed]
         if c.index == 0 and numbered_roots:
-            given = [attr for attr in given if attr != "index"]  # the default host bridge's: rule phb-index
-        bad = [attr for attr in given if attr not in model.target_options]
+            bad = [attr for attr in bad if attr != "index"]  # the default host bridge's: rule phb-index
         if bad:
-            allowed = model.target_options
+            label = f"{_q(c.name)} ({c.model})"
             takes = f"takes only {', '.join(allowed)}" if allowed else "takes no <target> option"
             options = "option" if len(bad) == 1 else "options"
             yield _violation(

@@ -156,12 +156,24 @@ def evaluate(request: Topology, result: Topology, policy: Policy | str | None = 
     policy = _policy(policy)
     soft = soft_results(request, result, policy)
     pending = {d.id for d in request.devices if d.address is None}
-    checked = result.replace(
+    checked = with_effective_needs(request, result, policy)
+    return Evaluation(soft=soft, violations=tuple(sorted((*validate(checked), *_strict_placement(checked, pending)))))
+
+
+def with_effective_needs(request: Topology, result: Topology, policy: Policy) -> Topology:
+    """``result`` with :func:`effective_needs` applied to the devices it placed (those ``request`` left open).
+
+    What the rules check a plan against: a ``[[device]]`` override wins over a device's own needs
+    (:meth:`Policy.needs_for`), so the solver's final check and :func:`evaluate` both validate this.
+    """
+    pending = {d.id for d in request.devices if d.address is None}
+    if not pending:
+        return result
+    return result.replace(
         devices=[
             attrs.evolve(d, needs=effective_needs(result, policy, d)) if d.id in pending else d for d in result.devices
         ]
     )
-    return Evaluation(soft=soft, violations=tuple(sorted((*validate(checked), *_strict_placement(checked, pending)))))
 
 
 def _strict_placement(result: Topology, pending: set[str]) -> list[Violation]:

@@ -417,7 +417,8 @@ def last_resort_bucket(ctx: Context, u: Unit, category: Category) -> str | None:
     if not (ctx.can_integrate and u.can_integrate) or category not in (Category.ROOT_PORT, Category.BRIDGE_TREE):
         return None
     pcie = category is Category.ROOT_PORT
-    if u.hotplug is HotplugNeed.ANY:
+    # a unit that must not be hot-plugged is as well integrated as on a port whose hotplug is turned off
+    if u.hotplug in (HotplugNeed.ANY, HotplugNeed.FORBIDDEN):
         return "last_resort_pcie_any" if pcie else "last_resort_pci_any"
     if u.hotplug is HotplugNeed.PREFERRED:
         return "last_resort_pcie_preferred" if pcie else "last_resort_pci_preferred"

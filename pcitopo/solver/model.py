@@ -237,9 +237,16 @@ def _unit(
     hints = [n.order for n in needs if n.order is not None]
     rank = (float(min(hints)) if hints else float(i), i)
     if hot in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not all(topology.kind_hotpluggable(d) for d in members):
-        own = [d for d in members if not topology.kind_hotpluggable(d)]
-        if any(d.needs.hotplug is HotplugNeed.REQUIRED for d in own):
-            d = next(d for d in own if d.needs.hotplug is HotplugNeed.REQUIRED)
+        # the needs as evaluate resolves them: an override may soften a device's own requirement, and the
+        # policy's default does not apply to a kind that is never hot-plugged
+        required = [
+            d
+            for d in members
+            if not topology.kind_hotpluggable(d)
+            and effective_needs(topology, policy, d).hotplug is HotplugNeed.REQUIRED
+        ]
+        if required:
+            d = required[0]
             why = (
                 "cannot be hot-plugged at all"
                 if not catalog.device(d.kind).hotpluggable
@@ -252,6 +259,15 @@ def _unit(
         # the policy's default does not apply to a kind that is never hot-plugged; a device's own preference
         # does, as evaluate scores it (a hotpluggable slot meets it)
         hot = effective_needs(topology, policy, members[0]).hotplug if len(members) == 1 else HotplugNeed.ANY
+    if hot is HotplugNeed.REQUIRED and integrated_required and not _root_takes_hotplug(topology):
+        root = topology.machine.root_bus_name
+        raise Unsatisfiable(
+            [
+                f"{members[0].id!r} requires hotplug and must sit integrated on the root bus {root}, "
+                "which takes no hot-plugged device"
+            ],
+            suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
+        )
     return Unit(
         devices=tuple(members),
         connect=connect,
@@ -266,6 +282,10 @@ def _unit(
         bus_group=bus_groups.pop(),
         rank=rank,
     )
+
+
+def _root_takes_hotplug(topology: Topology) -> bool:
+    return any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
 
 def _check_groups(units: Sequence[Unit]) -> None:

@@ -36,7 +36,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
 from pcitopo.legality import identity
-from pcitopo.policy.evaluate import SoftResult, soft_results
+from pcitopo.policy.evaluate import SoftResult, soft_results, with_effective_needs
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver._realize import unit_functions
@@ -381,7 +381,8 @@ def _finish(
 ) -> Plan:
     result = _size_mmio64(placement.topology)
     known = set(tolerated)
-    violations = [v for v in _validate(result) if v not in known]
+    # checked as evaluate checks it: the policy's needs (overrides included) on the devices the plan placed
+    violations = [v for v in _validate(with_effective_needs(request, result, policy)) if v not in known]
     if violations and all(v.rule == "mmio-space" for v in violations):
         # the devices fit the firmware's budgets on their own (_check_mmio_floor), the bridges' windows do not
         raise Unsatisfiable(

@@ -1191,3 +1191,58 @@ def test_a_bar_beyond_every_window_says_why_it_cannot_map() -> None:
 def test_mmio64_setting_is_a_power_of_two_of_at_least_a_gib() -> None:
     """The window pcitopo asks for holds the need, rounded up to a power of two GiB."""
     assert [rules.mmio64_setting(n) >> 30 for n in (1, GIB, GIB + 1, 128 * GIB, 130 * GIB)] == [1, 1, 2, 128, 256]
+
+
+@pytest.mark.parametrize(("on_root", "on_second"), [(2, 3), (3, 2)])
+def test_an_expander_is_placed_by_its_bus_not_by_the_bus_model_alone(on_root: int, on_second: int) -> None:
+    """An expander on a second pci-root is refused though one on bus 0 (the same bus model) is fine, in either order."""
+    t = Topology.build(
+        "pc",
+        [
+            ctl(1, "pci-root"),
+            ctl(on_root, "pci-expander-bus", "00:05.0", bus_nr=200),
+            ctl(on_second, "pci-expander-bus", "01:05.0", bus_nr=100),
+        ],
+    )
+    placement = [v for v in validate(t) if v.rule == "placement"]
+    assert [(v.devices, v.message) for v in placement] == [
+        (
+            (f"pci.{on_second}",),
+            f"'pci.{on_second}' at 0000:01:05.0 (pci-expander-bus): an expander bus can only be attached to the "
+            "main root bus, not to bus 1 (pci-root)",
+        )
+    ]
+
+
+def test_usb_master_is_quiet_with_a_master_or_without_companions() -> None:
+    """Companions beside an EHCI master, and a master alone, break no usb-master rule."""
+    with_master = Topology.build(
+        "q35",
+        devices=[
+            dev("ehci", "ich9-ehci1", "00:1d.7"),
+            dev("usb0", "ich9-uhci1", "00:1d.0", multifunction=True),
+            dev("usb1", "ich9-uhci2", "00:1d.1"),
+        ],
+    )
+    alone = Topology.build("q35", devices=[dev("ehci", "ich9-ehci1", "00:1d.0")])
+    assert [v for v in validate(with_master) + validate(alone) if v.rule == "usb-master"] == []
+
+
+def test_unique_address_tells_the_functions_of_a_slot_apart() -> None:
+    """In a slot with several functions, only things sharing one function clash, each address once."""
+    t = Topology.build(
+        "q35",
+        devices=[
+            dev("a", "e1000", "00:03.0", multifunction=True),
+            dev("b", "e1000", "00:03.1"),
+            dev("c", "e1000", "00:03.1"),
+            dev("d", "e1000", "00:03.2"),
+            dev("e", "e1000", "00:03.2"),
+            dev("f", "e1000", "00:03.2"),
+        ],
+    )
+    clashes = [(v.devices, str(v.address), v.message) for v in validate(t) if v.rule == "unique-address"]
+    assert clashes == [
+        (("b", "c"), "0000:00:03.1", "0000:00:03.1 is wanted by 'b' and 'c'"),
+        (("d", "e", "f"), "0000:00:03.2", "0000:00:03.2 is wanted by 'd', 'e' and 'f'"),
+    ]

@@ -11,17 +11,27 @@ most).
 
 from __future__ import annotations
 
+import attrs
 from hypothesis import strategies as st
 
 import pcitopo
+from pcitopo.devices import HotplugNeed
 from pcitopo.errors import InvalidTopology, Unsatisfiable
 from pcitopo.legality.machine import machines as shipped_machines
-from pcitopo.policy import Policy, evaluate
+from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.strategies import device_requests, machines, policies
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
 
-__all__ = ["MAX_ADDED", "MAX_CANDIDATES", "POLICIES", "check_against_the_enumerator", "describe", "small_requests"]
+__all__ = [
+    "MAX_ADDED",
+    "MAX_CANDIDATES",
+    "POLICIES",
+    "check_against_the_enumerator",
+    "describe",
+    "small_requests",
+    "with_overrides",
+]
 
 MAX_ADDED = 4
 """Controllers the enumerator adds at most; its result says when that bound proves the minimum."""
@@ -43,6 +53,28 @@ POLICIES = st.one_of(
     policies(max_spare_ports=1), policies(max_spare_ports=1, weights=True, min_weight={"fewer-controllers": 1})
 )
 """Built-in policies, composed or not, and drawn weights (fewer-controllers >= 1, which the bound needs)."""
+
+
+@st.composite
+def with_overrides(draw: st.DrawFn, request: Topology, policy: Policy) -> Policy:
+    """``policy`` with ``[[device]]`` overrides for some of the request's devices (by id, as users write them).
+
+    Overrides match devices by id, so two devices alike in every other way can end up with different needs:
+    the solver must not treat them as interchangeable.
+    """
+    if policy.libvirt:
+        return policy
+    ids = [d.id for d in request.devices if d.address is None]
+    chosen = draw(st.lists(st.sampled_from(ids), max_size=len(ids), unique=True)) if ids else []
+    overrides = tuple(
+        Override(
+            i,
+            hotplug=draw(st.none() | st.sampled_from([HotplugNeed.FORBIDDEN, HotplugNeed.PREFERRED, HotplugNeed.ANY])),
+            integrated=draw(st.none() | st.booleans()),
+        )
+        for i in chosen
+    )
+    return attrs.evolve(policy, overrides=policy.overrides + overrides)
 
 
 def check_against_the_enumerator(request: Topology, policy: Policy) -> None:
