@@ -130,6 +130,10 @@ class Counts:
     optional_integrated_pcie_io: int = 0
     optional_integrated_pci: int = 0
     optional_integrated_pci_io: int = 0
+    optional_integrated_pci_forbidden: int = 0
+    """Those of ``optional_integrated_pci`` that must not be hot-plugged: integrated first, and when the root
+    bus has no slot left, on a dmi-to-pci-bridge's slot (never in a bridge tree, whose slots are hotpluggable)."""
+    optional_integrated_pci_forbidden_io: int = 0
     root_port_units: int = 0
     root_port_io: int = 0
     tree_units: int = 0
@@ -348,6 +352,12 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
                 sized[(io_name, u.io_size)] = sized.get((io_name, u.io_size), 0) + 1
             if category is Category.ROOT_SLOT and _prefers_bridge(ctx, u):
                 key = ("root_slot_preferred_io", u.io_size)
+                sized[key] = sized.get(key, 0) + 1
+        if category is Category.OPTIONAL_INTEGRATED_PCI and u.hotplug is HotplugNeed.FORBIDDEN:
+            d["optional_integrated_pci_forbidden"] += 1
+            d["optional_integrated_pci_forbidden_io"] += 1 if u.has_io else 0
+            if u.has_io:
+                key = ("optional_integrated_pci_forbidden_io", u.io_size)
                 sized[key] = sized.get(key, 0) + 1
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
@@ -845,9 +855,18 @@ def _layout_pcie(
     packed = moves.pack_any + moves.pack_preferred
     # integration takes IO-BAR units first (the root bus needs no IO window): what stays on ports needs windows
     port_io = max(0, c.root_port_io + max(0, c.optional_integrated_pcie_io - ip) - last_pcie)
-    tree_units = c.tree_units + (c.optional_integrated_pci - ic) - last_pci
-    # optional PCI integration takes IO-BAR units first (the root bus needs no IO window); the rest overflow
-    tree_io = max(0, c.tree_io + max(0, c.optional_integrated_pci_io - ic) - last_pci)
+    # optional PCI integration takes the units that must not be hot-plugged first, then the others, IO-BAR units
+    # first in each (the root bus needs no IO window); the rest overflow: those that must not be hot-plugged to
+    # the dmi-to-pci-bridge, the others to bridge trees (as _realize places them)
+    forbidden = c.optional_integrated_pci_forbidden
+    forbidden_io = c.optional_integrated_pci_forbidden_io
+    forbidden_left = max(0, forbidden - ic)
+    others_integrated = max(0, ic - forbidden)
+    others_io_left = max(0, c.optional_integrated_pci_io - forbidden_io - others_integrated)
+    if forbidden_left and not ctx.offers_dmi:
+        return Decision(False, f"{ctx.label}: no slot left for conventional devices that must not be hot-plugged")
+    tree_units = c.tree_units + (c.optional_integrated_pci - forbidden - others_integrated) - last_pci
+    tree_io = max(0, c.tree_io + others_io_left - last_pci)
     # units moved to the dmi-to-pci-bridge: IO-BAR ones first in each bucket, as _realize moves them
     any_io = max(0, c.tree_any_io - split.get("last_resort_pci_any", 0))
     preferred_io = max(0, c.tree_preferred_io - split.get("last_resort_pci_preferred", 0))
@@ -857,25 +876,32 @@ def _layout_pcie(
     # exact within one bucket, across buckets the smallest staying are a lower bound); the dmi-to-pci-bridge
     # gets at least the smallest of them
     tree_io_sizes: IoSizes = ()
-    moved_io_sizes: IoSizes = ()
+    moved_io_sizes: IoSizes = ()  # to the dmi-to-pci-bridge: moved, or not integrated and never hot-plugged
     root_io = 0
     if c.io_sizes:
         # last-resort integration takes each bucket's largest first (_realize._io_first)
         last_io = {name: split_io(io_of(c, name), n)[0] for name, n in split.items() if n}
-        pci_io = io_merge(io_of(c, "tree_io"), split_io(io_of(c, "optional_integrated_pci_io"), ic)[1])
+        # optional integration: those that must not be hot-plugged first (the rest to the dmi-to-pci-bridge)
+        forbidden_sizes = io_of(c, "optional_integrated_pci_forbidden_io")
+        forbidden_in, forbidden_out = split_io(forbidden_sizes, min(ic, forbidden))
+        others_in, others_out = split_io(
+            io_without(io_of(c, "optional_integrated_pci_io"), forbidden_sizes), others_integrated
+        )
+        pci_io = io_merge(io_of(c, "tree_io"), others_out)
         pci_io = io_without(pci_io, io_merge(*(io for name, io in last_io.items() if "_pci_" in name)))
         tree_io = io_units(pci_io)
         tree_io_sizes = _smallest(pci_io, max(0, tree_io - moved_io))
-        moved_io_sizes = _smallest(pci_io, moved_io)
+        moved_io_sizes = io_merge(_smallest(pci_io, moved_io), forbidden_out)
         # integration takes the largest IO BARs first (_realize._io_first)
         root_io = (
             io_bytes(io_of(c, "integrated_io"))
             + io_bytes(split_io(io_of(c, "optional_integrated_pcie_io"), ip)[0])
-            + io_bytes(split_io(io_of(c, "optional_integrated_pci_io"), ic)[0])
+            + io_bytes(forbidden_in)
+            + io_bytes(others_in)
             + sum(map(io_bytes, last_io.values()))
         )
     tree_io = max(0, tree_io - moved_io)
-    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred
+    dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred + forbidden_left
     use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()

@@ -171,11 +171,15 @@ def _realize_pcie(
     # 1. integrated endpoints
     integrated = list(cats.get(Category.INTEGRATED, []))
     opt_pcie = _io_first(cats.get(Category.OPTIONAL_INTEGRATED_PCIE, []))
-    opt_pci = _io_first(cats.get(Category.OPTIONAL_INTEGRATED_PCI, []))
+    # units that must not be hot-plugged are integrated first: left over, they need a dmi-to-pci-bridge's slot
+    opt_pci_all = cats.get(Category.OPTIONAL_INTEGRATED_PCI, [])
+    opt_pci = _io_first([u for u in opt_pci_all if u.hotplug is HotplugNeed.FORBIDDEN])
+    opt_pci += _io_first([u for u in opt_pci_all if u.hotplug is not HotplugNeed.FORBIDDEN])
     integrated += opt_pcie[: decision.integrated_pcie]
     integrated += opt_pci[: decision.integrated_pci]
     overflow_pcie = opt_pcie[decision.integrated_pcie :]
-    overflow_pci = opt_pci[decision.integrated_pci :]
+    overflow_pci = [u for u in opt_pci[decision.integrated_pci :] if u.hotplug is not HotplugNeed.FORBIDDEN]
+    overflow_forbidden = [u for u in opt_pci[decision.integrated_pci :] if u.hotplug is HotplugNeed.FORBIDDEN]
     for u in sorted(integrated, key=lambda u: u.rank):
         b.place(u, _addr(root_bus, take_slot()))
 
@@ -197,7 +201,7 @@ def _realize_pcie(
         tree_units = [u for u in tree_units if u not in moved]
         for u in sorted(moved, key=lambda u: u.rank):
             b.place(u, _addr(root_bus, take_slot()))
-    dmi_units = _io_first(cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []))
+    dmi_units = _io_first([*cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []), *overflow_forbidden])
     # bridge-tree units moved to the dmi-to-pci-bridge (_layout._Moves): no hotplug need first, IO-BAR ones first
     tree_category = set(map(id, cats.get(Category.BRIDGE_TREE, [])))
     for need, n in ((HotplugNeed.ANY, decision.dmi_any), (HotplugNeed.PREFERRED, decision.dmi_preferred)):
@@ -206,26 +210,36 @@ def _realize_pcie(
         tree_units = [u for u in tree_units if u not in movable]
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
+    dmi_slot: int | None = None
     if decision.dmi:
         pref = [a.slot for a in dmi_preferred if a.bus == root_bus and a.slot in slots]
-        slot = pref[0] if pref else take_slot()
+        dmi_slot = pref[0] if pref else take_slot()
         if pref:
-            slots.remove(slot)
+            slots.remove(dmi_slot)
+    via_dmi = list(tree_units) if decision.dmi and decision.tree_via_dmi else []
+    if via_dmi:
+        tree_units = []
+
+    def realize_dmi(slot: int) -> None:
         dmi = b.simple("dmi-to-pci-bridge", _addr(root_bus, slot))
         dslot = 0
         for u in dmi_units:
             b.place(u, _addr(dmi.index, dslot))
             dslot += 1
-        if decision.tree_via_dmi and tree_units:
-            remaining = list(tree_units)
-            for _ in range(decision.dmi_bridges):
-                br = b.pci_bridge(_addr(dmi.index, dslot))
-                dslot += 1
-                for s in range(1, BRIDGE_SLOTS + 1):
-                    if not remaining:
-                        break
-                    b.place(remaining.pop(0), _addr(br.index, s))
-            tree_units = []
+        remaining = via_dmi
+        for _ in range(decision.dmi_bridges if remaining else 0):
+            br = b.pci_bridge(_addr(dmi.index, dslot))
+            dslot += 1
+            for s in range(1, BRIDGE_SLOTS + 1):
+                if not remaining:
+                    break
+                b.place(remaining.pop(0), _addr(br.index, s))
+
+    # an ordered policy numbers buses in device order: the dmi-to-pci-bridge (its index, so its bus) comes after
+    # the ports and trees when a device of one of their kinds is defined before a device it takes
+    late_dmi = policy.ordered and _defined_later(dmi_units, [*port_units, *tree_units])
+    if dmi_slot is not None and not late_dmi:
+        realize_dmi(dmi_slot)
 
     # 3. root ports: positions in order (free functions of existing multifunction slots, then new slots)
     positions = _port_positions(root_bus, port_functions, slots, policy)
@@ -285,8 +299,20 @@ def _realize_pcie(
             else:
                 b.downstream_port(_addr(up.index, s))
                 spare_left -= 1
+    if dmi_slot is not None and late_dmi:
+        realize_dmi(dmi_slot)
     for _ in range(max(0, spare_left)):
         b.root_port(next_port_position())
+
+
+def _defined_later(units: Sequence[Unit], others: Sequence[Unit]) -> bool:
+    """Whether some unit of ``units`` ranks after a unit of ``others`` holding a device of the same kind."""
+    first: dict[str, tuple[float, int]] = {}
+    for u in others:
+        for d in u.devices:
+            if d.kind not in first or u.rank < first[d.kind]:
+                first[d.kind] = u.rank
+    return any(d.kind in first and first[d.kind] < u.rank for u in units for d in u.devices)
 
 
 def _port_items(

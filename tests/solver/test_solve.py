@@ -450,6 +450,21 @@ def test_devices_that_must_not_be_hotpluggable() -> None:
         assert not t.is_hotpluggable(d.address.bus, d.address.slot)
 
 
+def test_conventional_devices_that_must_not_be_hotpluggable_past_the_root_slots_take_a_dmi_bridge() -> None:
+    """35 e1000 that must not be hot-plugged on q35: the root bus takes what it can, a dmi-to-pci-bridge the rest.
+
+    The ones left over went into a pcie-to-pci-bridge's hotpluggable slots before: the final check refused the
+    solver's own plan (InternalError).
+    """
+    forbidden = Needs(hotplug=HotplugNeed.FORBIDDEN)
+    plan = solve(Topology.build("q35", devices=[Device(f"e{i}", "e1000", needs=forbidden) for i in range(35)]))
+    t = plan.topology
+    assert [c.model for c in t.controllers] == ["pcie-root", "dmi-to-pci-bridge", "pcie-root-port"]
+    hot = [d.id for d in t.devices if d.address is not None and t.is_hotpluggable(d.address.bus, d.address.slot)]
+    assert hot == []
+    assert validate(t) == ()
+
+
 def test_a_device_that_must_not_be_hotpluggable_on_pc_goes_on_a_pxb() -> None:
     """Every slot of pci.0 is hotpluggable (ACPI), a pxb's are not: the device gets a node-less pxb."""
     plan = solve(Topology.build("pc", devices=[Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN))]))
