@@ -14,13 +14,20 @@ interrupted fleet run removes) and give the result the same mode.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__: list[str] = []
 
+# Plain os.path and str names here, not pathlib: a short ``pcitopo assign`` writes one file, and
+# importing pathlib (with urllib.parse and ipaddress) costs it more than the writing does.
 
-def _create(directory: Path, name: str) -> tuple[int, Path]:
+
+def _create(directory: str, name: str) -> tuple[int, str]:
     """A new file ``.NAME.PID.N.tmp`` in ``directory``, opened for writing, mode 0600 (like ``mkstemp``).
 
     Made here rather than with :mod:`tempfile`, whose import (``random``,
@@ -28,7 +35,7 @@ def _create(directory: Path, name: str) -> tuple[int, Path]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for n in range(10_000):
-        tmp = directory / f".{name}.{os.getpid()}.{n}.tmp"
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{n}.tmp")
         try:
             return os.open(tmp, flags, 0o600), tmp
         except FileExistsError:
@@ -36,25 +43,26 @@ def _create(directory: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary file name for {name!r} in {directory}")
 
 
-def _mode(target: Path) -> int:
+def _mode(target: str) -> int:
     """The mode the output gets: the target's when it exists, else what the umask allows a new file."""
     try:
-        return target.stat().st_mode & 0o7777
+        return os.stat(target).st_mode & 0o7777
     except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
 
 
-def write_temporary(path: str | Path, data: bytes, *, fsync: bool) -> Path:
-    """Write ``data`` to a new hidden temporary file beside ``path``, with the mode ``path`` should get; its name.
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
-    ``path`` itself is untouched; ``fsync`` makes the content durable before
-    returning (else the caller flushes a batch at once).
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = _create(directory, target.name)
+
+def _temporary(path: str | Path, data: bytes, *, fsync: bool) -> str:
+    """:func:`write_temporary` with the temporary file's name as a string."""
+    target = os.fspath(path)
+    directory, name = os.path.split(target.rstrip(os.sep) or target)  # as Path: 'a/b/' is 'a/b'
+    fd, tmp = _create(directory or ".", name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -63,16 +71,27 @@ def write_temporary(path: str | Path, data: bytes, *, fsync: bool) -> Path:
                 os.fsync(handle.fileno())
         os.chmod(tmp, _mode(target))
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
     return tmp
 
 
+def write_temporary(path: str | Path, data: bytes, *, fsync: bool) -> Path:
+    """Write ``data`` to a new hidden temporary file beside ``path``, with the mode ``path`` should get; its name.
+
+    ``path`` itself is untouched; ``fsync`` makes the content durable before
+    returning (else the caller flushes a batch at once).
+    """
+    from pathlib import Path
+
+    return Path(_temporary(path, data, fsync=fsync))
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` durably, through a temporary file in the same directory and ``os.replace``."""
-    tmp = write_temporary(path, data, fsync=True)
+    tmp = _temporary(path, data, fsync=True)
     try:
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise

@@ -69,7 +69,6 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, cast
 
 from pcitopo._files import write_atomic
@@ -152,7 +151,7 @@ def _load(path: str, args: argparse.Namespace | None = None) -> LibvirtDomain:
 def _policy(value: str | None) -> Policy | None:
     if value is None:
         return None
-    if value.endswith(".toml") or os.sep in value or Path(value).is_file():
+    if value.endswith(".toml") or os.sep in value or os.path.isfile(value):
         return Policy.from_toml(value)
     return Policy.named(value)
 
@@ -487,6 +486,8 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_attach(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
     from pcitopo.live import attach
 
     live = _load(args.live, args)

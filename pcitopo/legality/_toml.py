@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pcitopo.errors import InvalidDescription
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 T = TypeVar("T")
 
 
-DATA = Path(__file__).parent / "data"
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 """The shipped description files. A plain path: ``importlib.resources`` costs more to import and
-call than reading the files takes, and pcitopo is installed as files, not as a zip."""
+call than reading the files takes, and pcitopo is installed as files, not as a zip. A string, not a
+:class:`~pathlib.Path`: a command never needs :mod:`pathlib` (about 4% of a short ``assign``'s
+instructions to import); :data:`DATA` is the same folder as a ``Path``, made when first asked."""
+
+
+def __getattr__(name: str) -> Path:
+    """``DATA``: :data:`DATA_DIR` as a :class:`~pathlib.Path` (for tools and tests)."""
+    if name == "DATA":
+        from pathlib import Path
+
+        return Path(DATA_DIR)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_packaged(name: str) -> tuple[str, dict[str, Any]]:
@@ -28,7 +42,8 @@ def load_packaged(name: str) -> tuple[str, dict[str, Any]]:
     """
     from pcitopo.legality._shipped import FILES
 
-    text = (DATA / name).read_text(encoding="utf-8")
+    with open(os.path.join(DATA_DIR, name), encoding="utf-8") as handle:
+        text = handle.read()
     entry = FILES.get(name)
     if entry is not None and entry[0] == text:
         return f"<pcitopo>/{name}", entry[1]()
@@ -38,7 +53,8 @@ def load_packaged(name: str) -> tuple[str, dict[str, Any]]:
 def load_path(path: str | Path) -> tuple[str, dict[str, Any]]:
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(os.fspath(path), encoding="utf-8") as handle:
+            text = handle.read()
     except OSError as exc:
         raise InvalidDescription(source, "", f"cannot read: {exc.strerror or exc}") from None
     return _parse(source, text)
@@ -158,12 +174,14 @@ from typing import Any
 def shipped_source() -> str:
     """The text of :mod:`pcitopo.legality._shipped` for the files now in ``data`` (deterministic)."""
     import tomllib
+    from pathlib import Path
 
-    names = sorted(p.relative_to(DATA).as_posix() for p in DATA.rglob("*.toml"))
+    data = Path(DATA_DIR)
+    names = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.toml"))
     parts = [_SHIPPED_HEADER]
     entries = []
     for i, name in enumerate(names):
-        text = (DATA / name).read_text(encoding="utf-8")
+        text = (data / name).read_text(encoding="utf-8")
         parts.append(f"\ndef _{i}() -> dict[str, Any]:\n    return {tomllib.loads(text)!r}\n\n")
         entries.append(f"    {name!r}: ({text!r}, _{i}),\n")
     parts.append("\nFILES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {\n" + "".join(entries) + "}\n")
@@ -171,6 +189,8 @@ def shipped_source() -> str:
 
 
 def _write_shipped() -> None:
+    from pathlib import Path
+
     path = Path(__file__).with_name("_shipped.py")
     path.write_text(shipped_source(), encoding="utf-8")
     print(f"wrote {path}")

@@ -20,8 +20,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -29,6 +28,9 @@ from pcitopo._frozen import FrozenDict
 from pcitopo.devices import Bar
 from pcitopo.errors import InvalidDescription, UnknownName
 from pcitopo.legality._toml import Table, load_packaged, load_path
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "TARGET_OPTIONS",

@@ -25,14 +25,17 @@ True
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pcitopo.errors import InvalidDescription, UnknownName
-from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
+from pcitopo.legality._toml import DATA_DIR, Table, load_packaged, load_path
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Firmware", "FirmwareMachine", "firmwares"]
 
@@ -250,8 +253,8 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
 
 @functools.cache
 def _shipped_names() -> tuple[str, ...]:
-    folder = DATA / "firmware"  # a plain path, as for every shipped file: importlib.resources costs more
-    return tuple(sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")))
+    names = os.listdir(os.path.join(DATA_DIR, "firmware"))  # plain files: importlib.resources costs more
+    return tuple(sorted(n[: -len(".toml")] for n in names if n.endswith(".toml")))
 
 
 @functools.cache

@@ -440,6 +440,9 @@ def fill(topology: Topology, controller: Controller, address: PciAddress | None 
 
 
 def _evolve(c: Controller, values: Mapping[str, int]) -> Controller:
+    """``c`` with ``values``; ``c`` itself when there are none (a frozen value: an equal copy would only cost)."""
+    if not values:
+        return c
     changes: dict[str, Any] = dict(values)
     return attrs.evolve(c, **changes)
 

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pcitopo._frozen import FrozenDict
 from pcitopo.address import PciAddress
 from pcitopo.errors import InvalidAddress, InvalidDescription, UnknownName
-from pcitopo.legality._toml import DATA, Table, load_packaged, load_path
+from pcitopo.legality._toml import DATA_DIR, Table, load_packaged, load_path
 from pcitopo.legality.catalog import Catalog, ControllerModel
 from pcitopo.legality.firmware import Firmware, firmwares
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Builtin", "LibvirtDefaults", "Machine", "machines"]
 
@@ -147,12 +150,10 @@ class Machine:
             arches, types = data.get("arches"), data.get("machine-types")
             if isinstance(arches, list) and isinstance(types, list) and arch not in arches:
                 continue
-            if isinstance(types, list) and not any(fnmatch.fnmatchcase(machine_type, str(t)) for t in types):
+            if isinstance(types, list) and not any(_glob(machine_type, str(t)) for t in types):
                 continue
             machine = _shipped(name)
-            if arch in machine.arches and any(
-                fnmatch.fnmatchcase(machine_type, pattern) for pattern in machine.machine_types
-            ):
+            if arch in machine.arches and any(_glob(machine_type, pattern) for pattern in machine.machine_types):
                 return machine
         known = sorted(
             {f"{t} ({a})" for n in _shipped_names() for t in _shipped(n).machine_types for a in _shipped(n).arches}
@@ -326,13 +327,40 @@ def _check_model(catalog: Catalog, source: str, key: str, model: str, *, root: b
 
 @functools.cache
 def _shipped_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name[: -len(".toml")] for p in (DATA / "machines").iterdir() if p.name.endswith(".toml")))
+    names = os.listdir(os.path.join(DATA_DIR, "machines"))
+    return tuple(sorted(n[: -len(".toml")] for n in names if n.endswith(".toml")))
 
 
 def _check_known(name: str) -> str:
     if name not in _shipped_names():
         raise UnknownName("machine", name, _shipped_names())
     return name
+
+
+def _glob(name: str, pattern: str) -> bool:
+    """``fnmatch.fnmatchcase(name, pattern)``, without compiling a regular expression for a pattern of ``*`` only.
+
+    Every shipped machine type pattern is text and ``*`` (``pc-q35-*``), and
+    compiling each to a regular expression, as :mod:`fnmatch` does, costs a
+    short command about 1% of its instructions; other patterns go to fnmatch.
+
+    >>> [_glob("pc-q35-7.2", p) for p in ("pc-q35-*", "pc-*-7.2", "pc", "*q35*", "pc-q35-7.[0-9]", "pc-*-*-*")]
+    [True, True, False, True, True, False]
+    """
+    if "[" in pattern or "?" in pattern:
+        return fnmatch.fnmatchcase(name, pattern)
+    if "*" not in pattern:
+        return name == pattern
+    first, *middle, last = pattern.split("*")
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    pos, end = len(first), len(name) - len(last)
+    for part in middle:
+        found = name.find(part, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(part)
+    return True
 
 
 @functools.cache

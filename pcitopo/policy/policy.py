@@ -38,16 +38,19 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from pcitopo._frozen import FrozenDict
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidPolicy, UnknownName
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["BUILTIN_POLICIES", "SOFT_CONSTRAINTS", "Override", "Policy"]
 
@@ -236,7 +239,8 @@ class Policy:
         import tomllib  # here, not at the top: a command with a named policy never needs it
 
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(os.fspath(path), encoding="utf-8") as handle:
+                text = handle.read()
         except OSError as exc:
             raise InvalidPolicy(str(path), "", f"cannot read policy file: {exc.strerror or exc}") from None
         try:
@@ -296,7 +300,7 @@ class Policy:
             raise InvalidPolicy(source, "device", "device rules must be an array of tables: [[device]]")
         for i, rule in enumerate(rules):
             overrides.append(_override(source, i, rule))
-        name = Path(source).stem if source != "policy" else f"{base_name}+custom"
+        name = os.path.splitext(os.path.basename(source))[0] if source != "policy" else f"{base_name}+custom"
         try:
             return attrs.evolve(
                 base,

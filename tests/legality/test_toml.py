@@ -46,7 +46,7 @@ def test_a_file_whose_text_changed_is_parsed_not_taken_from_the_generated_module
     shutil.copytree(_toml.DATA, data)
     q35 = data / "machines" / "q35.toml"
     q35.write_text(q35.read_text(encoding="utf-8").replace('name = "q35"', 'name = "q35-edited"'), encoding="utf-8")
-    monkeypatch.setattr(_toml, "DATA", data)
+    monkeypatch.setattr(_toml, "DATA_DIR", str(data))
     assert _toml.load_packaged("machines/q35.toml")[1]["name"] == "q35-edited"
     q35.write_text("name = ", encoding="utf-8")
     with pytest.raises(Exception, match=r"<pcitopo>/machines/q35.toml: not valid TOML"):

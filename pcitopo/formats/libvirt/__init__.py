@@ -124,22 +124,24 @@ attribute get the one they were given on import.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from pcitopo.errors import DuplicateId, InternalError, InvalidDomainXML, InvalidInput, UnknownName
-from pcitopo.formats._xmltext import ElementSpan, ScanError, indent_before, scan, splice
+from pcitopo.formats._xmltext import ElementSpan, Offsets, ScanError, indent_before, scan_offsets, splice
 from pcitopo.formats.libvirt._read import _Implicit, _line, _Reader, _Where
 from pcitopo.formats.libvirt._write import _Writer
 from pcitopo.legality.machine import Machine
 from pcitopo.topology import Topology
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pcitopo.solver.plan import Plan
 
 __all__ = ["LibvirtDomain"]
@@ -175,6 +177,7 @@ class LibvirtDomain:
         "_index_implied",
         "_machine_override",
         "_multi_implied",
+        "_offsets",
         "_root",
         "_spans",
         "_text",
@@ -195,6 +198,7 @@ class LibvirtDomain:
     """The controllers and devices the document describes."""
     _text: str
     _root: _Element
+    _offsets: dict[_Element, Offsets]
     _spans: dict[_Element, ElementSpan]
     _unit: str
     _machine_override: Machine | None
@@ -230,7 +234,8 @@ class LibvirtDomain:
         ``machine`` is as in :meth:`from_string`.
         """
         try:
-            data = Path(path).read_bytes()
+            with open(os.fspath(path), "rb") as handle:
+                data = handle.read()
         except OSError as exc:
             raise InvalidDomainXML("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
         return cls.from_bytes(data, source=str(path), machine=machine)
@@ -283,13 +288,14 @@ class LibvirtDomain:
         self.source = source
         self.encoding = encoding
         try:
-            spans = scan(text)
+            spans = scan_offsets(text)
         except ScanError as exc:  # pragma: no cover - lxml accepted the text
             raise InternalError(f"{source}: cannot locate elements in the text: {exc}") from None
         elements = [el for el in root.getroottree().iter() if isinstance(el.tag, str)]
         if len(spans) != len(elements):  # pragma: no cover - same reason
             raise InternalError(f"{source}: found {len(spans)} elements in the text but lxml read {len(elements)}")
-        self._spans = dict(zip(elements, spans, strict=True))
+        self._offsets = dict(zip(elements, spans, strict=True))
+        self._spans = {}
         self._unit = self._indent_unit()
         self._machine_override = machine
         try:
@@ -410,15 +416,18 @@ class LibvirtDomain:
     # -- text helpers --------------------------------------------------------------------------
 
     def _span(self, el: _Element) -> ElementSpan:
-        return self._spans[el]
+        span = self._spans.get(el)
+        if span is None:  # made when first asked: the writer looks at a few elements of a large document
+            span = self._spans[el] = ElementSpan(*self._offsets[el])
+        return span
 
     def _indent_unit(self) -> str:
         devices = self._root.find("devices")
         if devices is not None:
             children = [c for c in devices if isinstance(c.tag, str)]
-            outer = indent_before(self._text, self._spans[devices].start)
+            outer = indent_before(self._text, self._offsets[devices][1])
             if children and outer is not None:
-                inner = indent_before(self._text, self._spans[children[0]].start)
+                inner = indent_before(self._text, self._offsets[children[0]][1])
                 if inner is not None and inner.startswith(outer) and len(inner) > len(outer):
                     return inner[len(outer) :]
         return "  "

@@ -39,12 +39,17 @@ def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Control
     The ``<target>`` values come from :mod:`pcitopo.legality.identity`
     (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give).
     """
+    values = identity.defaults(topology, wanted)  # identity.filled, with the model name in the same evolve
     result: dict[int, Controller] = {}
-    for index, c in identity.filled(topology, wanted).items():
-        catalog_model = topology.machine.catalog.controller(c.model)
-        if c.qemu_model is None and catalog_model.qemu_device is not None:
-            c = _evolve(c, {"qemu_model": catalog_model.qemu_device})
-        result[index] = c
+    for c in topology.controllers:
+        if c.index not in values:
+            continue
+        changes: dict[str, Any] = dict(values[c.index])
+        if c.qemu_model is None:
+            qemu_device = topology.machine.catalog.controller(c.model).qemu_device
+            if qemu_device is not None:
+                changes["qemu_model"] = qemu_device
+        result[c.index] = _evolve(c, changes) if changes else c
     return result
 
 
@@ -370,8 +375,7 @@ class _Writer:
         if anchor == "first":
             resolved = None
         elif anchor == "last":
-            kids = [c for c in parent if isinstance(c.tag, str)]
-            resolved = kids[-1] if kids else None
+            resolved = next((c for c in reversed(parent) if isinstance(c.tag, str)), None)
         else:
             assert not isinstance(anchor, str)
             resolved = anchor
