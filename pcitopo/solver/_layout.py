@@ -25,6 +25,7 @@ pci-bridges' slots first (see ``_Moves`` and ``_count_alternatives``).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -173,12 +174,29 @@ class Counts:
     """Units that may, as a last resort, be integrated on the root bus (hotplug any/preferred)."""
     hot_misses: int = 0
     """Units whose hotplug preference cannot be met in this context."""
-    io_max: int = 0
-    """The largest IO BAR among the units (IO windows are counted with it, never under)."""
+    io_sizes: tuple[tuple[str, int, int], ...] = ()
+    """The IO BARs behind the ``*_io`` counts that a bridge's window holds, and those of the ``last_resort_*``
+    buckets: ``(field, bytes, units)``, largest first in each field (a bridge's window is the sum of its bus's
+    BARs rounded up to 4 KiB, and the root buses' BARs share the firmware's room there, so sizes count)."""
     impossible: str = ""
 
 
-_ADDITIVE = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_max"))
+IoSizes = tuple[tuple[int, int], ...]
+"""IO BARs of some units: ``(bytes, units)`` pairs, largest first."""
+
+_IO_SIZED = (
+    "integrated_io",
+    "optional_integrated_pcie_io",
+    "tree_io",
+    "optional_integrated_pci_io",
+    "dmi_io",
+    "root_slot_io",
+    "root_slot_preferred_io",
+    "hot_bridge_io",
+)
+"""The ``*_io`` counts whose units' sizes :attr:`Counts.io_sizes` keeps: those that may end in a bridge's window."""
+
+_ADDITIVE = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_sizes"))
 
 _CATEGORY_FIELDS: dict[Category, tuple[str, str | None]] = {
     Category.INTEGRATED: ("integrated_required", None),
@@ -204,7 +222,19 @@ def add_counts(a: Counts, b: Counts) -> Counts:
     if b == _NONE:
         return a
     values = dict(zip(_ADDITIVE, map(operator.add, _additive(a), _additive(b)), strict=True))
-    return Counts(**values, io_max=max(a.io_max, b.io_max), impossible=a.impossible or b.impossible)
+    return Counts(**values, io_sizes=_merge_io(a.io_sizes, b.io_sizes), impossible=a.impossible or b.impossible)
+
+
+def _merge_io(
+    a: tuple[tuple[str, int, int], ...], b: tuple[tuple[str, int, int], ...]
+) -> tuple[tuple[str, int, int], ...]:
+    """The IO BARs of two groups of units, by field, largest first."""
+    if not a or not b:
+        return a or b
+    merged: dict[tuple[str, int], int] = {}
+    for field, size, n in (*a, *b):
+        merged[(field, size)] = merged.get((field, size), 0) + n
+    return tuple(sorted(((f, size, n) for (f, size), n in merged.items()), key=lambda t: (t[0], -t[1])))
 
 
 def scale_counts(c: Counts, n: int) -> Counts:
@@ -214,7 +244,76 @@ def scale_counts(c: Counts, n: int) -> Counts:
     if n == 0:
         return _NONE
     values = dict(zip(_ADDITIVE, [v * n for v in _additive(c)], strict=True))
-    return Counts(**values, io_max=c.io_max, impossible=c.impossible)
+    io_sizes = tuple((field, size, k * n) for field, size, k in c.io_sizes)
+    return Counts(**values, io_sizes=io_sizes, impossible=c.impossible)
+
+
+def io_of(c: Counts, *fields: str) -> IoSizes:
+    """The IO BARs of the units the ``fields`` count, largest first.
+
+    >>> c = Counts(io_sizes=(("dmi_io", 64, 1), ("tree_io", 256, 2), ("tree_io", 32, 3)))
+    >>> io_of(c, "tree_io"), io_of(c, "tree_io", "dmi_io")
+    (((256, 2), (32, 3)), ((256, 2), (64, 1), (32, 3)))
+    """
+    merged: dict[int, int] = {}
+    for field, size, n in c.io_sizes:
+        if field in fields:
+            merged[size] = merged.get(size, 0) + n
+    return tuple(sorted(merged.items(), reverse=True))
+
+
+def io_units(io: IoSizes) -> int:
+    """How many units ``io`` holds."""
+    return sum(n for _, n in io)
+
+
+def io_bytes(io: IoSizes) -> int:
+    """The bytes of IO BAR ``io`` holds."""
+    return sum(size * n for size, n in io)
+
+
+def split_io(io: IoSizes, k: int) -> tuple[IoSizes, IoSizes]:
+    """The ``k`` largest of ``io`` and the rest (units are placed largest first, see ``_realize._io_first``).
+
+    >>> split_io(((256, 2), (32, 3)), 3)
+    (((256, 2), (32, 1)), ((32, 2),))
+    """
+    head: list[tuple[int, int]] = []
+    tail: list[tuple[int, int]] = []
+    for size, n in io:
+        take = min(max(k, 0), n)
+        k -= take
+        if take:
+            head.append((size, take))
+        if n - take:
+            tail.append((size, n - take))
+    return tuple(head), tuple(tail)
+
+
+def io_without(io: IoSizes, gone: IoSizes) -> IoSizes:
+    """``io`` less the units of ``gone`` (a part of it).
+
+    >>> io_without(((256, 2), (32, 3)), ((32, 1),))
+    ((256, 2), (32, 2))
+    """
+    left = dict(io)
+    for size, n in gone:
+        left[size] = left.get(size, 0) - n
+    return tuple((size, n) for size, n in sorted(left.items(), reverse=True) if n > 0)
+
+
+def _smallest(io: IoSizes, k: int) -> IoSizes:
+    """The ``k`` smallest units of ``io`` (those left once the largest are taken)."""
+    return split_io(io, io_units(io) - max(k, 0))[1]
+
+
+def io_merge(*parts: IoSizes) -> IoSizes:
+    """The units of several ``IoSizes`` together, largest first."""
+    merged: dict[int, int] = {}
+    for part in parts:
+        for size, n in part:
+            merged[size] = merged.get(size, 0) + n
+    return tuple(sorted(merged.items(), reverse=True))
 
 
 def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Policy) -> Counts:
@@ -222,12 +321,11 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     d = attrs.asdict(counts, recurse=False)
     switch_labels: set[str] = set()
     bus_labels: set[str] = set()
-    bus_io: dict[str, tuple[int, int]] = {}
+    bus_io: dict[str, int] = {}
+    sized: dict[tuple[str, int], int] = {}
     for u in units:
         d["devices"] += len(u.devices)
         d["integrable_devices"] += len(u.devices) if u.can_integrate else 0
-        if u.has_io:
-            d["io_max"] = max(d["io_max"], u.io_size)
         category, reason = unit_category(ctx, u, policy)
         if category is Category.SWITCH_GROUP:
             d["switch_group_units"] += 1
@@ -239,29 +337,48 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             d["bus_group_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
             bus_labels.add(u.bus_group or "")
             if u.has_io:
-                n, biggest = bus_io.get(u.bus_group or "", (0, 0))
-                bus_io[u.bus_group or ""] = (n + 1, max(biggest, u.io_size))
+                bus_io[u.bus_group or ""] = bus_io.get(u.bus_group or "", 0) + u.io_size
             continue
         if category is Category.IMPOSSIBLE:
             d["impossible"] = d["impossible"] or f"{ctx.label}: {reason}"
             continue
         name, io_name = _CATEGORY_FIELDS[category]
         d[name] += 1
+        if category is Category.INTEGRATED and u.has_io:
+            sized[("integrated_io", u.io_size)] = sized.get(("integrated_io", u.io_size), 0) + 1
         if io_name is not None and u.has_io:
             d[io_name] += 1
+            if io_name in _IO_SIZED:
+                sized[(io_name, u.io_size)] = sized.get((io_name, u.io_size), 0) + 1
+            if category is Category.ROOT_SLOT and _prefers_bridge(ctx, u):
+                key = ("root_slot_preferred_io", u.io_size)
+                sized[key] = sized.get(key, 0) + 1
         if category is Category.OPTIONAL_INTEGRATED_PCI and u.hotplug is HotplugNeed.FORBIDDEN:
             d["optional_integrated_pci_forbidden"] += 1
             d["optional_integrated_pci_forbidden_io"] += 1 if u.has_io else 0
+            if u.has_io:
+                key = ("optional_integrated_pci_forbidden_io", u.io_size)
+                sized[key] = sized.get(key, 0) + 1
         last_resort = last_resort_bucket(ctx, u, category)
         if last_resort:
             d[last_resort] += 1
+            if u.has_io:
+                sized[(last_resort, u.io_size)] = sized.get((last_resort, u.io_size), 0) + 1
         _count_alternatives(d, ctx, u, category)
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
     d["switch_groups"] += len(switch_labels)
     d["bus_groups"] += len(bus_labels)
-    d["bus_group_windows"] += sum(-(-n * biggest // IO_WINDOW) for n, biggest in bus_io.values())
+    # one pci-bridge a group: its window holds the group's IO BARs
+    d["bus_group_windows"] += sum(-(-size // IO_WINDOW) for size in bus_io.values())
+    own = tuple(sorted(((f, size, n) for (f, size), n in sized.items()), key=lambda t: (t[0], -t[1])))
+    d["io_sizes"] = _merge_io(counts.io_sizes, own)
     return Counts(**d)
+
+
+def _prefers_bridge(ctx: Context, u: Unit) -> bool:
+    """A root-slot unit that prefers hotplug on a root that is not hotpluggable (``root_slot_preferred``)."""
+    return not u.integrated_required and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug
 
 
 def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Category) -> None:
@@ -455,6 +572,9 @@ class Decision:
     root_slots: int = 0
     bus_numbers: int = 0
     io_windows: int = 0
+    root_io_bytes: int = 0
+    """IO BAR bytes of the endpoints put directly on the root bus: the firmware's room for them there is
+    shared by every root bus, and each 4 KiB beyond it takes a window."""
     controllers: int = 0
     hot_misses: int = 0
     spare_missing: int = 0
@@ -503,14 +623,16 @@ def split_trees(n: int) -> tuple[int, ...]:
 
 
 def trees_io_windows(
-    sizes: tuple[int, ...], n_io: int, io_max: int, *, top_reserves: bool = False, fan_reserves: bool = False
+    sizes: tuple[int, ...], io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False
 ) -> int:
-    """IO windows of several trees, IO endpoints filling the first trees first (see :func:`tree_io_windows`)."""
+    """IO windows of several trees, IO endpoints (largest first) filling the first trees first.
+
+    See :func:`tree_io_windows`.
+    """
     total = 0
     for size in sizes:
-        here = min(size, n_io)
-        total += tree_io_windows(size, here, io_max, top_reserves=top_reserves, fan_reserves=fan_reserves)
-        n_io -= here
+        here, io = split_io(io, size)
+        total += tree_io_windows(size, here, top_reserves=top_reserves, fan_reserves=fan_reserves)
     return total
 
 
@@ -525,30 +647,38 @@ def tree_free_slots(size: int) -> int:
     return (BRIDGE_SLOTS - m) + BRIDGE_SLOTS * m - size
 
 
-def tree_io_windows(n: int, n_io: int, io_max: int, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
-    """4 KiB IO windows a bridge tree needs, IO endpoints placed first, each counted at ``io_max`` bytes.
+@functools.lru_cache(maxsize=4096)
+def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
+    """4 KiB IO windows a bridge tree of ``n`` endpoints needs, its IO endpoints' BARs ``io`` placed first.
 
     Endpoints fill the top bridge's free slots first, then each fanned-out
-    pci-bridge; IO endpoints come first, so they share as few buses as
-    possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows, and a bridge's
-    window holds those of the bridges below it, so the tree needs their sum.
-    A bridge the firmware reserves a window for (``fan_reserves`` for the
-    fanned-out pci-bridges, ``top_reserves`` for the top one) takes at least
-    one even with no IO BAR below it; the top one's holds its children's, so
-    it adds one only when the whole tree has none.
+    pci-bridge; IO endpoints come first, largest first, so they share as few
+    buses as possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows (the
+    firmware sizes a bridge's window as the sum of the BARs on its bus,
+    rounded up to 4 KiB), and a bridge's window holds those of the bridges
+    below it, so the tree needs their sum. A bridge the firmware reserves a
+    window for (``fan_reserves`` for the fanned-out pci-bridges,
+    ``top_reserves`` for the top one) takes at least one even with no IO BAR
+    below it; the top one's holds its children's, so it adds one only when
+    the whole tree has none.
+
+    >>> tree_io_windows(31, ((256, 16), (64, 15)))  # 4096 + 960 bytes on one bus
+    2
+    >>> tree_io_windows(31, ((256, 8), (32, 23)), top_reserves=True)  # 2048 + 736
+    1
     """
     m = fanout(n)
-    if n_io == 0 and not (fan_reserves and m) and not top_reserves:
+    if not io and not (fan_reserves and m) and not top_reserves:
         return 0
-    capacities = [BRIDGE_SLOTS - m] + [BRIDGE_SLOTS] * m
     windows = 0
-    for i, cap in enumerate(capacities):
-        here = min(cap, n_io)
-        bus = -(-here * max(io_max, 1) // IO_WINDOW)
-        windows += max(bus, 1) if i and fan_reserves else bus
-        n_io -= here
-        if n_io == 0 and not fan_reserves:
-            break
+    filled = 0  # buses holding IO endpoints: the top bridge's, then fanned-out ones
+    while io and filled <= m:
+        here, io = split_io(io, BRIDGE_SLOTS - m if filled == 0 else BRIDGE_SLOTS)
+        bus = -(-io_bytes(here) // IO_WINDOW)
+        windows += max(bus, 1) if filled and fan_reserves else bus
+        filled += 1
+    if fan_reserves:
+        windows += m + 1 - max(filled, 1)  # the fanned-out pci-bridges without IO: one window each
     return max(windows, 1) if top_reserves else windows
 
 
@@ -731,7 +861,6 @@ def _layout_pcie(
     forbidden = c.optional_integrated_pci_forbidden
     forbidden_io = c.optional_integrated_pci_forbidden_io
     forbidden_left = max(0, forbidden - ic)
-    forbidden_io_left = max(0, forbidden_io - ic)
     others_integrated = max(0, ic - forbidden)
     others_io_left = max(0, c.optional_integrated_pci_io - forbidden_io - others_integrated)
     if forbidden_left and not ctx.offers_dmi:
@@ -743,9 +872,36 @@ def _layout_pcie(
     preferred_io = max(0, c.tree_preferred_io - split.get("last_resort_pci_preferred", 0))
     moved_io = min(moves.dmi_any, any_io) + min(moves.dmi_preferred, preferred_io)
     tree_units -= moves.dmi_any + moves.dmi_preferred
+    # the BARs of the tree's IO units: integration and the moves take the largest first (_realize._io_first;
+    # exact within one bucket, across buckets the smallest staying are a lower bound); the dmi-to-pci-bridge
+    # gets at least the smallest of them
+    tree_io_sizes: IoSizes = ()
+    moved_io_sizes: IoSizes = ()  # to the dmi-to-pci-bridge: moved, or not integrated and never hot-plugged
+    root_io = 0
+    if c.io_sizes:
+        # last-resort integration takes each bucket's largest first (_realize._io_first)
+        last_io = {name: split_io(io_of(c, name), n)[0] for name, n in split.items() if n}
+        # optional integration: those that must not be hot-plugged first (the rest to the dmi-to-pci-bridge)
+        forbidden_sizes = io_of(c, "optional_integrated_pci_forbidden_io")
+        forbidden_in, forbidden_out = split_io(forbidden_sizes, min(ic, forbidden))
+        others_in, others_out = split_io(
+            io_without(io_of(c, "optional_integrated_pci_io"), forbidden_sizes), others_integrated
+        )
+        pci_io = io_merge(io_of(c, "tree_io"), others_out)
+        pci_io = io_without(pci_io, io_merge(*(io for name, io in last_io.items() if "_pci_" in name)))
+        tree_io = io_units(pci_io)
+        tree_io_sizes = _smallest(pci_io, max(0, tree_io - moved_io))
+        moved_io_sizes = io_merge(_smallest(pci_io, moved_io), forbidden_out)
+        # integration takes the largest IO BARs first (_realize._io_first)
+        root_io = (
+            io_bytes(io_of(c, "integrated_io"))
+            + io_bytes(split_io(io_of(c, "optional_integrated_pcie_io"), ip)[0])
+            + io_bytes(forbidden_in)
+            + io_bytes(others_in)
+            + sum(map(io_bytes, last_io.values()))
+        )
     tree_io = max(0, tree_io - moved_io)
     dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred + forbidden_left
-    dmi_io = c.dmi_io + moved_io + forbidden_io_left
     use_dmi_tree = use_dmi_tree and tree_units > 0
     dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
     trees = split_trees(tree_units) if not use_dmi_tree else ()
@@ -790,17 +946,15 @@ def _layout_pcie(
     if not use_dmi_tree:
         io += trees_io_windows(
             trees,
-            tree_io,
-            c.io_max,
+            tree_io_sizes,
             top_reserves=ctx.reserves_io_pcie_to_pci,
             fan_reserves=ctx.reserves_io_pci_bridge,
         )
     elif tree_io or ctx.reserves_io_pci_bridge:
         # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
-        io += trees_io_windows(
-            (BRIDGE_SLOTS,) * dmi_bridges, tree_io, c.io_max, top_reserves=ctx.reserves_io_pci_bridge
-        )
-    io += -(-dmi_io * c.io_max // IO_WINDOW)
+        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge)
+    if c.dmi_io or moved_io_sizes:
+        io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
     controllers = direct + 2 * switches + downstream
@@ -812,6 +966,7 @@ def _layout_pcie(
         integrated_pcie=ip,
         integrated_pci=ic,
         integrated_devices=c.integrated_required + integrate,
+        root_io_bytes=root_io,
         direct_ports=direct - fixed_ports,
         port_units=pcie_units,
         spare=spare_n,
@@ -886,11 +1041,17 @@ def _decide_pci(
     others_io = c.root_slot_io - c.root_slot_preferred_io
     preferred_bridged_io = max(0, preferred_bridged - (c.root_slot_preferred - c.root_slot_preferred_io))
     io_bridged = c.hot_bridge_io + max(0, others_io - others_direct) + preferred_bridged_io
+    # their BARs: direct slots take the largest first (_realize._io_first), the rest are bridged
+    preferred_sizes = io_of(c, "root_slot_preferred_io")
+    others_direct_io, others_bridged_io = split_io(io_without(io_of(c, "root_slot_io"), preferred_sizes), others_direct)
+    preferred_direct_io, preferred_bridged_sizes = split_io(preferred_sizes, preferred_direct)
+    bridged_sizes = io_merge(io_of(c, "hot_bridge_io"), others_bridged_io, preferred_bridged_sizes)
     buses = trees_buses(sizes)
     hot_misses = c.hot_misses + preferred_direct
     return Decision(
         True,
         root_slot_units=on_direct,
+        root_io_bytes=io_bytes(others_direct_io) + io_bytes(preferred_direct_io),
         preferred_direct=preferred_direct,
         integrated_devices=c.integrated_required + on_direct if ctx.bus == 0 else 0,
         root_bridges=bridges,
@@ -902,8 +1063,7 @@ def _decide_pci(
         bus_numbers=buses + c.bus_groups,
         io_windows=trees_io_windows(
             sizes,
-            io_bridged,
-            c.io_max,
+            bridged_sizes,
             top_reserves=ctx.reserves_io_pci_bridge,
             fan_reserves=ctx.reserves_io_pci_bridge,
         )

@@ -146,7 +146,7 @@ def _by_category(ctx: Context, units: Sequence[Unit], policy: Policy) -> dict[Ca
 
 
 def _io_first(units: Sequence[Unit]) -> list[Unit]:
-    return sorted(units, key=lambda u: (not u.has_io, u.rank))
+    return sorted(units, key=lambda u: (-u.io_size, u.rank))
 
 
 def _realize_pcie(

@@ -1067,12 +1067,21 @@ def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constra
     if problem.io_budget is not None:
         budget = problem.io_budget
 
+        topology = problem.topology
+        root_bytes = topology.root_io_bytes()
+        root_windows = topology.root_io_windows(root_bytes)
+
         def io_windows_fit(values: Mapping[str, int]) -> bool:
             used = 0
+            root = 0
             for k in active:
                 d = problem.decision(k, values)
                 if d is not None and d.feasible:
                     used += d.io_windows
+                    root += d.root_io_bytes
+            if root:
+                # the root buses' IO BARs beyond the firmware's room there take windows too
+                used += topology.root_io_windows(root_bytes + root) - root_windows
             return used <= budget
 
         scope = tuple(dict.fromkeys(name for k in active for name in problem.context_variables[k]))

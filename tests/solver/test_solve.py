@@ -542,7 +542,7 @@ def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int)
     positions += [PciAddress(bus=3 + i, slot=s) for i in range(m) for s in range(1, 32)]
     devices = [Device(f"c{i}", "ich9", address=a) for i, a in zip(range(n), positions, strict=False)]
     topology = Topology.build("q35", controllers, devices)
-    assert sum(topology.io_windows().values()) == tree_io_windows(n, 0, 0, top_reserves=True, fan_reserves=True)
+    assert sum(topology.io_windows().values()) == tree_io_windows(n, (), top_reserves=True, fan_reserves=True)
 
 
 def test_solving_from_many_threads_gives_the_same_plans() -> None:
@@ -573,6 +573,27 @@ def test_io_windows_count_bytes_not_devices() -> None:
     assert any("drop 15 of the 31 devices" in s and "16 fit" in s for s in info.value.suggestions)
     plan = solve(Topology.build("q35", devices=[*nics(12, "e1000e", prefix="e"), *nics(31, "rtl8139", prefix="r")]))
     assert sum(plan.topology.io_windows().values()) == 14
+
+
+def test_a_bridges_io_window_holds_the_sum_of_its_bars_not_its_largest_times_its_devices() -> None:
+    """One rtl8139 (256 bytes) and 30 e1000 (64) on a bridge need one window (2,176 bytes): 13 e1000e fit beside.
+
+    The model counted every IO endpoint of a context at its largest IO BAR
+    (31 x 256 bytes, two windows) and refused this request; SeaBIOS sizes the
+    bridge's window as the sum of its bus's BARs rounded up to 4 KiB. With 16
+    rtl8139 and 15 e1000 (5,056 bytes) the bridge needs two, one too many.
+    """
+    devices = [*nics(13, "e1000e", prefix="e"), *nics(1, "rtl8139", prefix="r"), *nics(30, "e1000", prefix="g")]
+    plan = solve(Topology.build("q35", devices=devices), REQUIRED)
+    bridge = next(c for c in plan.topology.controllers if c.model == "pcie-to-pci-bridge")
+    assert bridge.address is not None
+    assert plan.topology.io_windows()[bridge.address.bus] == 1
+    assert sum(plan.topology.io_windows().values()) == 14
+    assert validate(plan.topology) == ()
+    heavier = [*nics(13, "e1000e", prefix="e"), *nics(16, "rtl8139", prefix="r"), *nics(15, "e1000", prefix="g")]
+    with pytest.raises(Unsatisfiable) as info:
+        solve(Topology.build("q35", devices=heavier), REQUIRED)
+    assert "IO windows left: 14 of 14" in str(info.value)
 
 
 def test_growing_into_a_bridge_respects_the_io_budget() -> None:
