@@ -19,16 +19,22 @@ category's: on a PCIe root, conventional units may take a dmi-to-pci-bridge's
 slots (or the bridge trees hang from it), PCI Express units may share a root
 port as functions of its slot (beside a tree's pcie-to-pci-bridge too); on a
 conventional root that is not hotpluggable, units preferring hotplug take the
-pci-bridges' slots first (see ``_Moves`` and ``_count_alternatives``).
+pci-bridges' slots first (see ``_Moves`` and ``_count_alternatives``). On a
+PCIe root, conventional units without IO BARs may also be packed 8 a slot as
+the functions of multifunction slots (the root bus's, the
+dmi-to-pci-bridge's, the trees'), when the trees would need more IO windows
+than the firmware has (``io_cap``) or fewer bridges make it cheaper; a packed
+unit cannot be hot-plugged on its own (``_Moves.pack_pci``).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -88,6 +94,9 @@ class Context:
     """The firmware gives every pci-bridge an IO window even with no IO BAR below it (SeaBIOS: SHPC)."""
     reserves_io_pcie_to_pci: bool = False
     """The same for a pcie-to-pci-bridge."""
+    trees_via_dmi: bool = True
+    """Whether bridge trees may hang from the dmi-to-pci-bridge (``_Moves.tree_via_dmi``): the solver searches
+    again without when an ordered plan took it (its local choice does not weigh the order term)."""
 
     @property
     def new_expander(self) -> bool:
@@ -153,6 +162,16 @@ class Counts:
     tree_preferred: int = 0
     """Bridge-tree units that prefer hotplug: a dmi-to-pci-bridge's slot serves them at the hotplug weight."""
     tree_preferred_io: int = 0
+    tree_any_packable: int = 0
+    """Single-device bridge-tree units without an IO BAR and with no hotplug need: they may be packed as the
+    functions of a multifunction slot (8 a slot; see ``_Moves.pack_pci``)."""
+    tree_preferred_packable: int = 0
+    """The same, preferring hotplug: packed, each is a hotplug miss (functions are not hot-plugged one by one)."""
+    optional_pci_packable: int = 0
+    """Single-device units the policy would integrate, without an IO BAR and with no hotplug need: those it does
+    not integrate alone on a root slot may be packed as well (on the root bus they are integrated all the same)."""
+    tree_packable_fixed: int = 0
+    """Of those two, the units that may not be integrated (packed groups then never take the root bus's slots)."""
     root_slot_any: int = 0
     """Root-slot units with no hotplug need (``hotplug-off-occupied`` counts those on hotpluggable slots)."""
     bus_group_any: int = 0
@@ -392,6 +411,8 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
     slot (functions are not hot-plugged one by one).
     """
     movable = not u.integrated_required
+    if category is Category.OPTIONAL_INTEGRATED_PCI and u.hotplug is HotplugNeed.ANY:
+        d["optional_pci_packable"] += 1 if len(u.devices) == 1 and not u.has_io else 0
     if category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.ANY:
         d["root_slot_any"] += 1
     if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
@@ -401,6 +422,9 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
         prefix = "tree_any" if u.hotplug is HotplugNeed.ANY else "tree_preferred"
         d[prefix] += 1
         d[f"{prefix}_io"] += 1 if u.has_io else 0
+        if len(u.devices) == 1 and not u.has_io:
+            d[f"{prefix}_packable"] += 1
+            d["tree_packable_fixed"] += 0 if ctx.can_integrate and u.can_integrate else 1
     elif category is Category.ROOT_PORT and len(u.devices) == 1:
         if u.hotplug is HotplugNeed.ANY:
             d["port_any"] += 1
@@ -590,6 +614,14 @@ class Decision:
     """Of the sharing units, those at functions 1..7 of the root ports holding the trees' pcie-to-pci-bridges."""
     occupied_hot: int = 0
     """Units with no hotplug need left on a hotpluggable position (the ``hotplug-off-occupied`` term's misses)."""
+    pack_pci: int = 0
+    """Bridge-tree units packed 8 a slot as functions (see ``_Moves.pack_pci``); ``tree_units`` counts slots."""
+    pack_pci_any: int = 0
+    """Of those, the ones with no hotplug need (they come first)."""
+    pack_dmi_groups: int = 0
+    """Groups of packed units on the dmi-to-pci-bridge's slots (after the root bus's); the others on tree slots."""
+    pack_root_groups: int = 0
+    """Groups of packed units on free slots of the root bus (the first groups), as integrated endpoints."""
 
 
 def fanout(n: int) -> int:
@@ -693,6 +725,7 @@ def decide(
     spare_wanted: int = 0,
     expanders_here: int = 0,
     bus_cap: int | None = None,
+    io_cap: int | None = None,
 ) -> Decision:
     """Lay a context out by counts and its decisions, or say why it cannot be.
 
@@ -701,12 +734,14 @@ def decide(
     :data:`LAST_RESORT_ORDER`); ``bridges``: pci-bridges on a conventional
     root; ``spare``: empty hotpluggable ports to add (of ``spare_wanted``);
     ``expanders_here``: root slots kept for new expander buses; ``bus_cap``:
-    the most bus numbers the context could get.
+    the most bus numbers the context could get; ``io_cap``: the most IO
+    windows it could get (a layout within it is preferred to any beyond it,
+    which no plan can use).
     """
     if c.impossible:
         return Decision(False, c.impossible)
     if ctx.root_kind is RootKind.PCIE:
-        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap)
+        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
     return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
@@ -729,6 +764,18 @@ class _Moves:
     tree_via_dmi: bool = False
     """The bridge-tree units go on pci-bridges under the dmi-to-pci-bridge (one controller each) instead of
     pcie-to-pci-bridges behind root ports (two), though the machine offers the latter."""
+    pack_pci: int = 0
+    """Bridge-tree units packed 8 a slot as the functions of multifunction slots (never 8k + 1: a group of one
+    is a unit alone). Those with no hotplug need first (``pack_pci_any`` of them), then those preferring
+    hotplug, each a hotplug miss: libvirt and QEMU hot-plug single-function slots only. Every group is a slot
+    of a tree's bridge, or with ``pack_dmi`` first a slot of the dmi-to-pci-bridge (no IO window, not
+    hotpluggable). So far fewer SHPC bridges hold the units: SeaBIOS gives each a 4 KiB IO window, and q35
+    has 14."""
+    pack_pci_any: int = 0
+    pack_dmi: bool = False
+    pack_root: bool = False
+    """Packed groups take the root bus's slots that no port needs first (integrated endpoints; every packable unit
+    of the context may be integrated)."""
 
 
 def _decide_pcie(
@@ -740,38 +787,116 @@ def _decide_pcie(
     spare_wanted: int,
     expanders_here: int,
     bus_cap: int | None,
+    io_cap: int | None = None,
 ) -> Decision:
     """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
 
     The moves change only the context's own controllers and hotplug misses
     (and lower its bus numbers and IO windows), so the cheapest of them by
     the policy's weights is the context's best layout for these decisions;
-    ties go to the fewest bus numbers, then to the fewest moves.
+    ties go to the fewest bus numbers, then to the fewest moves. A layout
+    within ``io_cap`` (the IO windows the firmware has left for every
+    context together) beats every one beyond it, which no plan can use.
     """
     base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
     both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
     both_kinds = both_kinds and (c.last_resort_pci_any or c.last_resort_pci_preferred)
     movable = c.tree_units or c.port_any or c.port_preferred
-    if not (movable or both_kinds) or not base.feasible:
+    fits = base.feasible and (io_cap is None or base.io_windows <= io_cap)
+    # packing pays only when the layout does not fit as it is, when the trees need more than one bridge, or when
+    # the units can leave the trees for the root bus's slots
+    root_ok = ctx.can_integrate and not c.tree_packable_fixed
+    packable = c.tree_any_packable + c.tree_preferred_packable + c.optional_pci_packable > 1
+    packable = packable and (not fits or base.tree_units > (0 if root_ok else BRIDGE_SLOTS))
+    if not ((movable and base.feasible) or both_kinds or packable):
         return base
     weights = policy.weights
 
     def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
         cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
         cost += weights["hotplug-off-occupied"] * d.occupied_hot
-        moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred
-        return (cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
+        moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
+        # a layout beyond the IO windows the firmware has left is of no use to any plan: every one within wins
+        over = io_cap is not None and d.io_windows > io_cap
+        return (over, cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
     best, best_key = base, key(base, _Moves())
+
+    def consider(moves: _Moves) -> Decision:
+        nonlocal best, best_key
+        d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
+        if d.feasible and (not best.feasible or key(d, moves) < best_key):
+            best, best_key = d, key(d, moves)
+        return d
+
     for pci_first in (False, True) if both_kinds else (False,):
-        for moves in _moves(ctx, c, policy, last, pci_first):
-            if moves == _Moves():
-                continue
-            d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
-            if d.feasible and key(d, moves) < best_key:
-                best, best_key = d, key(d, moves)
+        if base.feasible:
+            for moves in _moves(ctx, c, policy, last, pci_first):
+                if moves != _Moves():
+                    consider(moves)
+        if packable:
+            for moves in _pack_moves(ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits):
+                consider(moves)
     return best
+
+
+def _pack_moves(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    pci_first: bool,
+    io_cap: int | None,
+    layout: Callable[[_Moves], Decision],
+    *,
+    base_fits: bool,
+) -> list[_Moves]:
+    """The packings worth trying (see ``_Moves.pack_pci``), on the trees' slots or the dmi-to-pci-bridge's first.
+
+    Packing more units never needs more slots, bridges, bus numbers or IO
+    windows, and each unit packed past those with no hotplug need costs one
+    hotplug miss, while the controllers saved fall with the units packed: the
+    cheapest packing is the least that fits (none when the layout fits as it
+    is), all with no hotplug need, or all (groups of 8 each, a group of one
+    being no packing at all).
+    """
+    optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
+    last = max(0, integrate - optional_total)
+    split = last_resort_split(c, last, pci_first=pci_first)
+    # the optional conventional units integration leaves (as _layout_pcie counts them; the integrated ones are
+    # taken as packable, so the count is one the units left always reach)
+    optional_left = c.optional_integrated_pci - (
+        min(integrate, optional_total) - min(integrate, c.optional_integrated_pcie)
+    )
+    any_n = max(0, c.tree_any_packable - split.get("last_resort_pci_any", 0))
+    any_n += max(0, min(optional_left, c.optional_pci_packable - (c.optional_integrated_pci - optional_left)))
+    preferred_n = max(0, c.tree_preferred_packable - split.get("last_resort_pci_preferred", 0))
+    total = any_n + preferred_n
+
+    def moves(n: int, dmi: bool, root: bool) -> _Moves:
+        n -= 1 if n % 8 == 1 else 0
+        return _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=min(n, any_n), pack_dmi=dmi, pack_root=root)
+
+    def fits(d: Decision) -> bool:
+        return d.feasible and (io_cap is None or d.io_windows <= io_cap)
+
+    out: list[_Moves] = []
+    on_root = (False, True) if ctx.can_integrate and not c.tree_packable_fixed else (False,)
+    for root, dmi in itertools.product(on_root, (False, True) if ctx.offers_dmi else (False,)):
+        sizes = {n for n in (any_n, total) if n > 1}
+        if not base_fits and total > 1 and fits(layout(moves(total, dmi, root))):
+            # the least packing that fits (fitting is monotone in the units packed): a binary search
+            low, high = 2, total
+            while low < high:
+                mid = (low + high) // 2
+                if fits(layout(moves(mid, dmi, root))):
+                    high = mid
+                else:
+                    low = mid + 1
+            sizes.add(low)
+        out += [moves(n, dmi, root) for n in sorted(sizes)]
+    return [m for m in dict.fromkeys(out) if m.pack_pci > 1]
 
 
 def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) -> list[_Moves]:
@@ -800,7 +925,7 @@ def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) 
         room = -port_any % 8
         pack_options |= {(port_any, 0), (port_any, min(port_preferred, room)), (port_any, port_preferred)}
         pack_options.add((port_any, min(port_preferred, room + 8 * max(0, (port_preferred - room) // 8))))
-    may_via_dmi = ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units > 0
+    may_via_dmi = ctx.trees_via_dmi and ctx.offers_dmi and ctx.offers_pcie_to_pci and c.tree_units > 0
     return [
         _Moves(dmi_any, dmi_preferred, pack_any, pack_preferred, pci_first, tree_via_dmi)
         for dmi_any, dmi_preferred in sorted(dmi_options)
@@ -902,18 +1027,71 @@ def _layout_pcie(
         )
     tree_io = max(0, tree_io - moved_io)
     dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred + forbidden_left
-    use_dmi_tree = use_dmi_tree and tree_units > 0
-    dmi = dmi_units > 0 or (tree_units > 0 and use_dmi_tree)
-    trees = split_trees(tree_units) if not use_dmi_tree else ()
-    # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
-    on_tree_ports = min(packed, 7 * len(trees))
-    shared_ports = -(-(packed - on_tree_ports) // 8)
-    pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
-    fixed_ports = len(trees) + c.switch_groups + c.bus_groups
-    slots_left = free - c.integrated_required - integrate - (1 if dmi else 0)
+    # packed units: groups of 8 on the root bus's free slots first (pack_root), then on the dmi-to-pci-bridge's
+    # (pack_dmi), the rest a tree slot each
+    groups = -(-moves.pack_pci // 8)
+    alone = tree_units - moves.pack_pci
+    trees_via_dmi = use_dmi_tree
+
+    def arrange(root_groups: int) -> tuple[int, int, bool, bool, tuple[int, ...], int, int, int, int, int]:
+        """With ``root_groups`` groups on the root bus: the dmi-to-pci-bridge's groups, the tree slots, whether the
+        trees hang from the dmi-to-pci-bridge, whether it exists, the trees, and the ports and root slots."""
+        dmi_groups = min(groups - root_groups, max(0, DMI_SLOTS - dmi_units)) if moves.pack_dmi else 0
+        slots = alone + groups - root_groups - dmi_groups
+        via_dmi = trees_via_dmi and slots > 0
+        dmi = dmi_units > 0 or dmi_groups > 0 or (slots > 0 and via_dmi)
+        trees = split_trees(slots) if not via_dmi else ()
+        # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
+        on_tree_ports = min(packed, 7 * len(trees))
+        shared_ports = -(-(packed - on_tree_ports) // 8)
+        pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
+        fixed_ports = len(trees) + c.switch_groups + c.bus_groups
+        slots_left = free - c.integrated_required - integrate - (1 if dmi else 0) - root_groups
+        ports_needed = pcie_units + spare_n + fixed_ports
+        return (
+            dmi_groups,
+            slots,
+            via_dmi,
+            dmi,
+            trees,
+            on_tree_ports,
+            pcie_units,
+            fixed_ports,
+            slots_left,
+            ports_needed,
+        )
+
+    def spare_root_slots(slots_left: int, ports_needed: int) -> int:
+        """Root slots an arrangement leaves free with its ports in place (-1: its ports would need switches)."""
+        if ports_needed > aggregate_free + slots_left * pack:
+            return -1
+        return slots_left - -(-max(0, ports_needed - aggregate_free) // pack)
+
+    root_groups = 0
+    arranged = arrange(0)
+    if moves.pack_root and groups:
+        # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
+        # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits
+        everything = arrange(groups)
+        if spare_root_slots(everything[8], everything[9]) >= 0:
+            root_groups, arranged = groups, everything
+        while root_groups < groups and (room := spare_root_slots(arranged[8], arranged[9])) > 0:
+            root_groups += min(room, groups - root_groups)
+            arranged = arrange(root_groups)
+    (
+        dmi_groups,
+        tree_units,
+        use_dmi_tree,
+        dmi,
+        trees,
+        on_tree_ports,
+        pcie_units,
+        fixed_ports,
+        slots_left,
+        ports_needed,
+    ) = arranged
     if slots_left < 0:
         return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
-    ports_needed = pcie_units + spare_n + fixed_ports
     capacity = aggregate_free + slots_left * pack
     switches = 0
     downstream = 0
@@ -934,10 +1112,12 @@ def _layout_pcie(
         if direct < fixed_ports or downstream > 32 * switches or direct < 0:
             return Decision(False, f"{ctx.label}: not enough root ports even with switches")
     used_port_slots = max(0, direct + switches - aggregate_free)
-    root_slots = c.integrated_required + integrate + (1 if dmi else 0) + math.ceil(used_port_slots / pack)
+    root_slots = c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
+    # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
+    packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
     tree_bridges = sum(fanout(size) for size in trees)
     dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-    if dmi and dmi_units + dmi_bridges > DMI_SLOTS:
+    if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
         return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
     bus = direct + 2 * switches + downstream + trees_buses(trees)
     bus += (1 + dmi_bridges) if dmi else 0
@@ -965,7 +1145,7 @@ def _layout_pcie(
         True,
         integrated_pcie=ip,
         integrated_pci=ic,
-        integrated_devices=c.integrated_required + integrate,
+        integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
         root_io_bytes=root_io,
         direct_ports=direct - fixed_ports,
         port_units=pcie_units,
@@ -984,12 +1164,17 @@ def _layout_pcie(
         bus_numbers=bus,
         io_windows=io,
         controllers=controllers,
-        hot_misses=c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred,
+        hot_misses=c.hot_misses
+        + last_misses
+        + moves.dmi_preferred
+        + moves.pack_preferred
+        + (moves.pack_pci - moves.pack_pci_any),
         # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
         occupied_hot=(
             c.tree_any
             - split.get("last_resort_pci_any", 0)
             - moves.dmi_any
+            - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
             + (c.optional_integrated_pci - ic)
             + c.bus_group_any
         )
@@ -1002,6 +1187,10 @@ def _layout_pcie(
         pack_any=moves.pack_any,
         pack_preferred=moves.pack_preferred,
         on_tree_ports=on_tree_ports,
+        pack_pci=moves.pack_pci,
+        pack_pci_any=moves.pack_pci_any,
+        pack_dmi_groups=dmi_groups,
+        pack_root_groups=root_groups,
     )
 
 

@@ -208,6 +208,34 @@ def _realize_pcie(
         movable = [u for u in tree_units if id(u) in tree_category and u.hotplug is need][:n]
         dmi_units += movable
         tree_units = [u for u in tree_units if u not in movable]
+    # bridge-tree units packed 8 a slot as functions (_layout._Moves.pack_pci): those with no hotplug need first
+    packed_groups: list[list[Unit]] = []
+    if decision.pack_pci:
+        # bridge-tree units, and the units the policy would integrate that were not (no hotplug need only)
+        overflow = {id(u) for u in overflow_pci if u.hotplug is HotplugNeed.ANY}
+        packable = [
+            u
+            for u in tree_units
+            if (id(u) in tree_category or id(u) in overflow) and len(u.devices) == 1 and not u.has_io
+        ]
+        packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
+        preferred = [u for u in packable if u.hotplug is HotplugNeed.PREFERRED]
+        packed += preferred[: decision.pack_pci - decision.pack_pci_any]
+        if len(packed) != decision.pack_pci:  # pragma: no cover - the layout counts only units that exist
+            raise InternalError(f"{ctx.label}: {decision.pack_pci} units to pack, {len(packed)} found")
+        taken = set(map(id, packed))
+        tree_units = [u for u in tree_units if id(u) not in taken]
+        packed.sort(key=lambda u: (u.hotplug is not HotplugNeed.ANY, u.rank))
+        packed_groups = [packed[i : i + 8] for i in range(0, len(packed), 8)]
+    # the first groups on the root bus, the next on the dmi-to-pci-bridge, the rest on the trees' slots
+    root_groups = packed_groups[: decision.pack_root_groups]
+    dmi_groups = packed_groups[decision.pack_root_groups :][: decision.pack_dmi_groups]
+    tree_items: list[Unit | list[Unit]] = [
+        *tree_units,
+        *packed_groups[decision.pack_root_groups + decision.pack_dmi_groups :],
+    ]
+    for group in root_groups:
+        _place_group(b, group, _addr(root_bus, take_slot()))
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
     dmi_slot: int | None = None
@@ -216,15 +244,18 @@ def _realize_pcie(
         dmi_slot = pref[0] if pref else take_slot()
         if pref:
             slots.remove(dmi_slot)
-    via_dmi = list(tree_units) if decision.dmi and decision.tree_via_dmi else []
+    via_dmi = list(tree_items) if decision.dmi and decision.tree_via_dmi else []
     if via_dmi:
-        tree_units = []
+        tree_items = []
 
     def realize_dmi(slot: int) -> None:
         dmi = b.simple("dmi-to-pci-bridge", _addr(root_bus, slot))
         dslot = 0
         for u in dmi_units:
             b.place(u, _addr(dmi.index, dslot))
+            dslot += 1
+        for group in dmi_groups:
+            _place_group(b, group, _addr(dmi.index, dslot))
             dslot += 1
         remaining = via_dmi
         for _ in range(decision.dmi_bridges if remaining else 0):
@@ -233,11 +264,13 @@ def _realize_pcie(
             for s in range(1, BRIDGE_SLOTS + 1):
                 if not remaining:
                     break
-                b.place(remaining.pop(0), _addr(br.index, s))
+                _place_item_at(b, remaining.pop(0), _addr(br.index, s))
 
     # an ordered policy numbers buses in device order: the dmi-to-pci-bridge (its index, so its bus) comes after
     # the ports and trees when they hold a device defined before all it takes
-    late_dmi = policy.ordered and _defined_later(dmi_units, [*port_units, *tree_units])
+    on_dmi = [*dmi_units, *(u for group in dmi_groups for u in group)]
+    in_trees = [u for item in tree_items for u in (item if isinstance(item, list) else [item])]
+    late_dmi = policy.ordered and _defined_later(on_dmi, [*port_units, *in_trees])
     if dmi_slot is not None and not late_dmi:
         realize_dmi(dmi_slot)
 
@@ -250,7 +283,7 @@ def _realize_pcie(
         except StopIteration:
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
-    tree_rp = len(decision.tree_sizes) if tree_units else 0
+    tree_rp = len(decision.tree_sizes) if tree_items else 0
     items, beside_bridges = _port_items(port_units, ctx, policy, decision)
     direct_units = items[: decision.direct_ports]
     switched_units = items[decision.direct_ports :]
@@ -262,7 +295,7 @@ def _realize_pcie(
 
     def realize_trees() -> None:
         nonlocal beside_bridges
-        remaining = list(tree_units)
+        remaining = list(tree_items)
         for size in decision.tree_sizes if tree_rp else ():
             # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0 (the port's
             # hotplug is theirs: the bridge's own slots are hot-plugged through its SHPC either way)
@@ -279,7 +312,7 @@ def _realize_pcie(
     # the guest numbers buses depth first in slot order: under an ordered policy the bridge trees take the first
     # ports when they hold a device defined before all of the direct ports' devices
     trees_first = (
-        policy.ordered and tree_rp > 0 and _defined_later([u for item in direct_units for u in item], tree_units)
+        policy.ordered and tree_rp > 0 and _defined_later([u for item in direct_units for u in item], in_trees)
     )
     if trees_first:
         realize_trees()
@@ -361,12 +394,13 @@ def _place_item(b: Builder, item: Sequence[Unit], bus: int) -> None:
     b.multifunction[item[0].devices[0].id] = True
 
 
-def _fill_tree(b: Builder, top: int, units: Sequence[Unit]) -> None:
+def _fill_tree(b: Builder, top: int, units: Sequence[Unit | list[Unit]]) -> None:
     """Place units on a bridge tree: the top bridge's free slots first, then fanned-out pci-bridges.
 
     With ``m`` pci-bridges fanned out, they take the top bridge's slots 1..m
     and the units its slots m+1..31, then each pci-bridge's slots 1..31, so
-    addresses grow with the units' order.
+    addresses grow with the units' order. A list is a group of packed units
+    taking one slot (:func:`_place_group`).
     """
     m = fanout(len(units))
     fan = [b.pci_bridge(_addr(top, s)) for s in range(1, m + 1)]
@@ -374,7 +408,23 @@ def _fill_tree(b: Builder, top: int, units: Sequence[Unit]) -> None:
     for br in fan:
         order += [_addr(br.index, s) for s in range(1, BRIDGE_SLOTS + 1)]
     for u, a in zip(units, order, strict=False):
-        b.place(u, a)
+        _place_item_at(b, u, a)
+
+
+def _place_item_at(b: Builder, item: Unit | list[Unit], slot: PciAddress) -> None:
+    """A unit at a slot, or a group of packed units as its functions."""
+    if isinstance(item, list):
+        _place_group(b, item, slot)
+    else:
+        b.place(item, slot)
+
+
+def _place_group(b: Builder, group: Sequence[Unit], slot: PciAddress) -> None:
+    """Single-device units as functions 0, 1, ... of one slot, multifunction on function 0 when there are several."""
+    for function, u in enumerate(group):
+        b.placements[u.devices[0].id] = slot.with_function(function)
+    if len(group) > 1:
+        b.multifunction[group[0].devices[0].id] = True
 
 
 def _groups(units: Sequence[Unit], attr: str) -> list[tuple[str, list[Unit]]]:

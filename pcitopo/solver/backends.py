@@ -47,8 +47,13 @@ class Backend(Protocol):
 
     name: str
 
-    def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
-        """Place ``units`` (the request's unplaced devices) in ``request``, or raise Unsatisfiable."""
+    def place(
+        self, request: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True
+    ) -> Placement:
+        """Place ``units`` (the request's unplaced devices) in ``request``, or raise Unsatisfiable.
+
+        ``trees_via_dmi=False``: no bridge tree under a dmi-to-pci-bridge (a search backend's option).
+        """
         ...
 
 
@@ -61,11 +66,13 @@ class CspBackend:
         self._score = score
         """The objective of a completed topology (the plan's cost); the model's bound when not given."""
 
-    def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
+    def place(
+        self, request: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True
+    ) -> Placement:
         # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
         from pcitopo.solver import search
 
-        problem = formulate(request, policy, units)
+        problem = formulate(request, policy, units, trees_via_dmi=trees_via_dmi)
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
@@ -117,7 +124,9 @@ class LibvirtBackend:
 
     name = "libvirt"
 
-    def place(self, request: Topology, policy: Policy, units: Sequence[Unit]) -> Placement:
+    def place(
+        self, request: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True
+    ) -> Placement:
         from pcitopo.solver._libvirt import libvirt_assign  # type: ignore[import-not-found, unused-ignore]
 
         result: Topology = libvirt_assign(request)

@@ -25,8 +25,9 @@ expander buses, bus numbers, IO windows) is a deterministic function of these
 stays inside one context, which ``decide`` makes by the policy's weights:
 which units leave their category's position for a cheaper one (a
 dmi-to-pci-bridge's slot, functions of a shared root port, a pci-bridge's
-slot under a pxb), and which kind of unit last-resort integration takes
-first. The exhaustive enumerator of the tests
+slot under a pxb, the functions of a multifunction slot for conventional
+units past what the firmware's IO windows let bridges hold), and which kind
+of unit last-resort integration takes first. The exhaustive enumerator of the tests
 (``tests/support/enumerate.py``) checks that this loses no optimum.
 """
 
@@ -836,6 +837,7 @@ class Problem:
             spare_wanted=self.spare.get(ctx_id, 0),
             expanders_here=expanders_here,
             bus_cap=bus_cap,
+            io_cap=self.io_budget,
         )
         self.cache[key] = result
         return result
@@ -936,12 +938,17 @@ class Problem:
         return out
 
 
-def formulate(topology: Topology, policy: Policy, units: Sequence[Unit]) -> Problem:
-    """The model of placing ``units`` in ``topology`` under ``policy``."""
+def formulate(topology: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True) -> Problem:
+    """The model of placing ``units`` in ``topology`` under ``policy``.
+
+    ``trees_via_dmi=False`` keeps bridge trees off the dmi-to-pci-bridge (:attr:`Context.trees_via_dmi`).
+    """
     machine = topology.machine
     budget = topology.io_window_budget()
     classes = classify(units, io_matters=budget is not None)
     contexts = build_contexts(topology, policy, classes)
+    if not trees_via_dmi:
+        contexts = tuple(attrs.evolve(c, trees_via_dmi=False) for c in contexts)
     class_candidates = tuple(candidates(cls, contexts) for cls in classes)
     spare = spare_wanted(policy, contexts)
     budget = topology.io_window_budget()

@@ -6,10 +6,12 @@ import attrs
 import pytest
 
 from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.policy.policy import BUILTIN_POLICIES, Policy
 from pcitopo.qemu import verify
-from pcitopo.solver import solve
+from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
+from tests.support.libvirt import define_and_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 
@@ -81,3 +83,64 @@ def test_an_endpoint_beside_a_pcie_to_pci_bridge_verifies() -> None:
     assert str(plan.topology.device("r0").address) == "0000:02:00.1"
     report = verify(plan.topology)
     assert report.ok, f"{plan.summary()}\n{report}"
+
+
+# -- conventional devices packed as the functions of slots (issue 9, item 7) ------------------------
+
+
+def _packed_domain() -> str:
+    """A q35 domain of 20 virtio NICs and 500 ICH9 HD audio devices (conventional PCI, no IO BAR), no addresses.
+
+    Each audio device prefers hotplug under the default policy, but SeaBIOS gives every SHPC bridge a 4 KiB IO
+    window and q35 has 14: one tree of a pcie-to-pci-bridge and 14 pci-bridges holds 451 of them, alone on a
+    slot; the default policy refused the domain until the others could be packed as functions of slots.
+    """
+    nics = "".join(
+        f"<interface type='user'><model type='virtio'/><alias name='ua-net{i}'/></interface>" for i in range(20)
+    )
+    sounds = "".join(f"<sound model='ich9'><alias name='ua-snd{i}'/></sound>" for i in range(500))
+    return (
+        "<domain type='qemu'><name>mfpack-q35-520</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features><devices>"
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='pci' index='0' model='pcie-root'/>"
+        "<controller type='sata' index='0'/><controller type='usb' index='0' model='none'/>"
+        f"{nics}{sounds}<memballoon model='none'/></devices></domain>"
+    )
+
+
+@pytest.fixture(scope="module")
+def packed_plan() -> tuple[LibvirtDomain, Plan]:
+    """The default plan of :func:`_packed_domain` (computed once: the two tests below boot and define it)."""
+    domain = LibvirtDomain.from_string(_packed_domain())
+    return domain, solve(domain.topology)
+
+
+def test_conventional_devices_packed_as_functions_map_under_seabios(packed_plan: tuple[LibvirtDomain, Plan]) -> None:
+    """The plan that packs audio devices 8 a slot boots under SeaBIOS with every device found and every BAR mapped."""
+    _, plan = packed_plan
+    t = plan.topology
+    assert sum(1 for name in plan.assigned if name.startswith("ua-")) == 520
+    packed = [d for d in t.devices if d.id.startswith("ua-") and d.address is not None and d.address.function > 0]
+    assert len(packed) > 0
+    assert all(d.kind == "ich9" for d in packed)
+    assert sum(t.io_windows().values()) == 14
+    report = verify(t, firmware="seabios", hotplug=False, firmware_wait=120, timeout=300)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= {name for name in plan.assigned if name != "sata0"}
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    mapped = {c.subject for c in report.named("bars") if c.ok}
+    assert mapped >= {d.id for d in packed}
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_keeps_conventional_devices_packed_as_functions(packed_plan: tuple[LibvirtDomain, Plan]) -> None:
+    """libvirt 9.0 defines the packed plan and keeps every address and every multifunction='on' (dumpxml)."""
+    domain, plan = packed_plan
+    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
+    ours = plan.topology
+    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
+    on = {d.id for d in ours.devices if d.multifunction}
+    assert len(on) > 1
+    assert {d.id for d in theirs.devices if d.multifunction} == on
+    kept = {(c.index, c.model, c.address) for c in theirs.controllers}
+    assert {(c.index, c.model, c.address) for c in plan.added} <= kept
