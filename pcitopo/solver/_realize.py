@@ -160,8 +160,13 @@ def _realize_pcie(
     free_slots: Sequence[int],
     port_functions: Sequence[PciAddress],
     dmi_preferred: Sequence[PciAddress] = (),
+    io_matters: bool = True,
 ) -> None:
-    """Lay out a PCIe root complex context (``free_slots`` excludes slots kept for expanders)."""
+    """Lay out a PCIe root complex context (``free_slots`` excludes slots kept for expanders).
+
+    ``io_matters``: the firmware has an IO-window budget. Without one the model's classes do not tell units
+    with an IO BAR from others (:func:`~pcitopo.solver.model.classify`), so packing takes either.
+    """
     cats = _by_category(ctx, units, policy)
     slots = list(free_slots)
 
@@ -216,7 +221,7 @@ def _realize_pcie(
         packable = [
             u
             for u in tree_units
-            if (id(u) in tree_category or id(u) in overflow) and len(u.devices) == 1 and not u.has_io
+            if (id(u) in tree_category or id(u) in overflow) and len(u.devices) == 1 and not (io_matters and u.has_io)
         ]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         preferred = [u for u in packable if u.hotplug is HotplugNeed.PREFERRED]
@@ -669,6 +674,7 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
                 free_slots=slots,
                 port_functions=ctx.free_port_functions,
                 dmi_preferred=dmi_preferred,
+                io_matters=problem.io_budget is not None,
             )
         else:
             _realize_pci(b, ctx, root_bus, d, units, problem.policy, free_slots=slots)

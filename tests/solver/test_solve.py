@@ -935,3 +935,21 @@ def test_the_primary_vga_stays_on_the_pc_root_bus_when_a_bridge_takes_the_overfl
     assert v is not None
     assert (v.bus, plan.cost, evaluate(request, plan.topology, "hotplug").cost) == (0, 1, 1)
     assert [s.met for s in plan.soft if s.name == "primary-video"] == [True]
+
+
+def test_packing_on_a_machine_without_an_io_budget_takes_units_with_an_io_bar_too() -> None:
+    """riscv64 virt has no IO budget, so the model's classes mix units with and without an IO BAR.
+
+    A generated domain (gen20260525-140 of the libvirt differential tests) under ``minimal`` packed 4
+    conventional units where the layout took only those without an IO BAR: "4 units to pack, 3 found", an
+    InternalError. Its plan is now legal.
+    """
+    from pcitopo.formats.libvirt import LibvirtDomain
+    from tests.support.domains import domains
+
+    domain = domains(20260525, 141)[140]
+    request = LibvirtDomain.from_string(domain.xml).topology
+    assert request.machine.name == "riscv64-virt"
+    plan = solve(request, "minimal")
+    assert validate(plan.topology) == ()
+    assert all(d.address is not None for d in plan.topology.devices)
