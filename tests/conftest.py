@@ -7,15 +7,8 @@ import os
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("default", deadline=None, max_examples=60)
-# CI draws the same examples every run (derandomize): a red CI then names a change, not a lucky draw; the default
-# and dev profiles keep exploring at random, and what they find is kept as a fixed case or a strict xfail
 settings.register_profile(
-    "ci",
-    deadline=None,
-    max_examples=100,
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-    derandomize=True,
+    "ci", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.register_profile("dev", deadline=None, max_examples=20)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
