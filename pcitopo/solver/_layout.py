@@ -35,7 +35,7 @@ import itertools
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
@@ -940,6 +940,21 @@ DMI_SLOTS = 32
 """Slots of a dmi-to-pci-bridge (0..31): it has no slot-0 restriction, unlike a pci-bridge."""
 
 
+class _Arrangement(NamedTuple):
+    """Where a layout's packed groups and tree slots go (``_layout_pcie``'s ``arrange``)."""
+
+    dmi_groups: int
+    tree_slots: int
+    via_dmi: bool
+    dmi: bool
+    trees: tuple[int, ...]
+    on_tree_ports: int
+    pcie_units: int
+    fixed_ports: int
+    slots_left: int
+    ports_needed: int
+
+
 def _layout_pcie(
     ctx: Context,
     c: Counts,
@@ -1033,7 +1048,7 @@ def _layout_pcie(
     alone = tree_units - moves.pack_pci
     trees_via_dmi = use_dmi_tree
 
-    def arrange(root_groups: int) -> tuple[int, int, bool, bool, tuple[int, ...], int, int, int, int, int]:
+    def arrange(root_groups: int) -> _Arrangement:
         """With ``root_groups`` groups on the root bus: the dmi-to-pci-bridge's groups, the tree slots, whether the
         trees hang from the dmi-to-pci-bridge, whether it exists, the trees, and the ports and root slots."""
         dmi_groups = min(groups - root_groups, max(0, DMI_SLOTS - dmi_units)) if moves.pack_dmi else 0
@@ -1048,17 +1063,8 @@ def _layout_pcie(
         fixed_ports = len(trees) + c.switch_groups + c.bus_groups
         slots_left = free - c.integrated_required - integrate - (1 if dmi else 0) - root_groups
         ports_needed = pcie_units + spare_n + fixed_ports
-        return (
-            dmi_groups,
-            slots,
-            via_dmi,
-            dmi,
-            trees,
-            on_tree_ports,
-            pcie_units,
-            fixed_ports,
-            slots_left,
-            ports_needed,
+        return _Arrangement(
+            dmi_groups, slots, via_dmi, dmi, trees, on_tree_ports, pcie_units, fixed_ports, slots_left, ports_needed
         )
 
     def spare_root_slots(slots_left: int, ports_needed: int) -> int:
@@ -1073,9 +1079,9 @@ def _layout_pcie(
         # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
         # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits
         everything = arrange(groups)
-        if spare_root_slots(everything[8], everything[9]) >= 0:
+        if spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
             root_groups, arranged = groups, everything
-        while root_groups < groups and (room := spare_root_slots(arranged[8], arranged[9])) > 0:
+        while root_groups < groups and (room := spare_root_slots(arranged.slots_left, arranged.ports_needed)) > 0:
             root_groups += min(room, groups - root_groups)
             arranged = arrange(root_groups)
     (
