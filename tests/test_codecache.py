@@ -23,6 +23,10 @@ d = Device("nic0", "virtio-net")
 print(hash(a), [c.__hash__.__code__.co_consts for c in (PciAddress, Device, Needs)])
 print(repr(a), repr(d), sorted([a, b]))
 print(a == PciAddress.parse("00:1f.3"), d == Device("nic0", "virtio-net"), d == Device("nic1", "virtio-net"))
+import attr
+f = attr.Factory(list)
+print(repr(f), f == attr.Factory(list), [c.__hash__.__code__.co_consts for c in (attr.Factory, attr.Attribute)])
+print(type(compile).__name__)  # the built-in compile is back once attrs is imported
 """
 
 
@@ -73,3 +77,15 @@ def test_the_salt_goes_into_the_constants_of_nested_functions() -> None:
     exec(_substitute(compile(script, "<test>", "exec"), 0x5EED_CAFE_F00D_D00D, salt), namespace)
     function = namespace["h"]
     assert salt in function.__code__.co_consts  # type: ignore[attr-defined]
+
+
+def test_attrs_own_classes_come_from_the_cache_too(tmp_path: Path) -> None:
+    """The scripts attrs compiles for its own classes while it is imported are kept in the cache as well."""
+    import marshal
+
+    _probe("cached", "1", tmp_path)
+    [cache] = _cache_files(tmp_path)
+    _, table = marshal.loads(cache.read_bytes())
+    names = {filename for filename, _ in table}
+    assert "<attrs generated __hash__ attr._make.Factory>" in names
+    assert any(" attr.validators." in name for name in names)
