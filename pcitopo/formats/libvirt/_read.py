@@ -414,9 +414,10 @@ def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[st
         add_controller("usb", 0, defaults.usb)
     if defaults.sata0 and 0 not in controllers.get("sata", set()):
         add_controller("sata", 0, None)
+    disk_indexes = _disk_controller_indexes(children)
     for bus in ("scsi", "ide", "sata"):
         # virDomainDefAddDiskControllersForType: every index up to the highest a disk uses
-        for index in range(max(_disk_controller_indexes(children, bus), default=-1) + 1):
+        for index in range(max(disk_indexes.get(bus, ()), default=-1) + 1):
             if index not in controllers.get(bus, set()):
                 add_controller(bus, index, ctx.default_scsi() if bus == "scsi" else None)
     serial_indexes: set[int] = set()
@@ -444,22 +445,28 @@ def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[st
     return out
 
 
-def _disk_controller_indexes(children: list[_Element], bus: str) -> set[int]:
-    """The controller indexes the disks on ``bus`` use (their drive address, else libvirt's default for the name)."""
-    indexes: set[int] = set()
+def _disk_controller_indexes(children: list[_Element]) -> dict[str, set[int]]:
+    """For each disk bus with controllers (scsi, ide, sata), the controller indexes its disks use.
+
+    A disk's index is its drive address's controller, else libvirt's default for its target name.
+    """
+    indexes: dict[str, set[int]] = {}
     for el in children:
         if el.tag != "disk":
             continue
         target = el.find("target")
-        if target is None or target.get("bus") != bus:
+        if target is None:
+            continue
+        bus = target.get("bus")
+        if bus is None or bus not in _DISK_CONTROLLERS:
             continue
         address = el.find("address")
         if address is not None and address.get("type") == "drive" and (address.get("controller") or "").isdigit():
-            indexes.add(int(str(address.get("controller"))))
+            indexes.setdefault(bus, set()).add(int(str(address.get("controller"))))
             continue
         n = _disk_name_index(str(target.get("dev", "")))
         if n >= 0:
-            indexes.add(n // _DISK_CONTROLLERS[bus])
+            indexes.setdefault(bus, set()).add(n // _DISK_CONTROLLERS[bus])
     return indexes
 
 
@@ -762,9 +769,11 @@ class _Reader:
         ctx = _Context(machine, arch, videos[0] if videos else None)
 
         self.ids: dict[str, _Element] = {}
+        self.aliases: dict[_Element, str] = {}  # each child's identifying alias, read once
         for el in children:
             name = self._alias(el)
             if name is not None:
+                self.aliases[el] = name
                 if name in self.ids:
                     raise DuplicateId(name, d._path(self.ids[name]), d._path(el), line=_line(el))
                 self.ids[name] = el
@@ -975,7 +984,7 @@ class _Reader:
             if address_el.get("type") != "pci":
                 raise _bad(self.d._path(address_el), "a PCI controller can only have a PCI address")
             address, multifunction = _pci_address(address_el, self.d._path(address_el))
-        alias = self._alias(el)
+        alias = self.aliases.get(el)
         fields: dict[str, int | None] = {}
         node: int | None = None
         hotplug: bool | None = None
@@ -1020,7 +1029,7 @@ class _Reader:
         return None
 
     def _id(self, el: _Element, tag: str, n: int, index: int | None) -> str:
-        alias = self._alias(el)
+        alias = self.aliases.get(el)
         if alias is not None:
             return alias
         base = f"{el.get('type')}{index}" if tag == "controller" else f"{tag}{n}"
