@@ -229,6 +229,12 @@ def _slot_pair(table: Table, name: str, default: tuple[int, int] | None) -> tupl
     return (first, last)
 
 
+# each enum's values, the choices a description file has: worked out once, not for each of its entries
+_HOTPLUG_VALUES = tuple(h.value for h in Hotplug)
+_IO_BAR_VALUES = tuple(i.value for i in IoBar)
+_INTEGRATED_VALUES = tuple(i.value for i in Integrated)
+
+
 def _controller(source: str, name: str, data: Mapping[str, Any]) -> ControllerModel:
     t = Table(source, name, data)
     connect_name = t.get("connect", str, None)
@@ -241,7 +247,7 @@ def _controller(source: str, name: str, data: Mapping[str, Any]) -> ControllerMo
         accepts=frozenset(_connect(t, "accepts", v) for v in t.str_list("accepts", required=True)),
         slots=_slot_pair(t, "slots", None) or (0, 31),
         functions=t.get("functions", int, 8),
-        hotplug=Hotplug(t.choice("hotplug", tuple(h.value for h in Hotplug), "never")),
+        hotplug=Hotplug(t.choice("hotplug", _HOTPLUG_VALUES, "never")),
         hotplug_slots=_slot_pair(t, "hotplug-slots", None),
         autoassign=t.get("autoassign", bool, False),
         aggregate=t.get("aggregate", bool, False),
@@ -296,9 +302,9 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
         name=name,
         qemu_device=t.get("qemu", str, required=True),
         connect_type=t.choice("connect", ("pci", "pcie", "virtio"), "pci"),
-        io_bar=IoBar(t.choice("io-bar", tuple(i.value for i in IoBar), "never")),
+        io_bar=IoBar(t.choice("io-bar", _IO_BAR_VALUES, "never")),
         io_bar_size=t.get("io-bar-size", int, 0),
-        integrated=Integrated(t.choice("integrated", tuple(i.value for i in Integrated), "allowed")),
+        integrated=Integrated(t.choice("integrated", _INTEGRATED_VALUES, "allowed")),
         device_class=t.get("class", str, required=True),
         usb2_function=t.get("usb2-function", int, None),
         hotpluggable=t.get("hotpluggable", bool, True),
