@@ -209,7 +209,7 @@ BAD_FILES = [
         "controllers-typo.toml",
         None,
         "controllers-typo.toml: pci-bridge.hotplugg: unknown key (known keys: accepts, aggregate, autoassign, bars, "
-        "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, port, qemu, "
+        "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, io-reserve-devices, port, qemu, "
         "root, slots, target-options)",
         "pci-bridge.hotplugg",
     ),
