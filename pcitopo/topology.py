@@ -715,13 +715,31 @@ class Topology:
         """Whether the firmware gives controller ``index`` an IO window even with no IO BAR below it.
 
         SeaBIOS does for SHPC bridges, OVMF for every hotplug-capable bridge and port;
-        a controller the topology makes non-hotpluggable (``hotplug=off``) gets none.
+        a controller the topology makes non-hotpluggable (``hotplug=off``) gets none,
+        nor does one with ``io-reserve=0`` where the firmware honours that
+        (:meth:`~pcitopo.legality.firmware.Firmware.honours_io_reserve_off`).
+
+        >>> port = Controller(1, "pcie-root-port", PciAddress.parse("0000:00:02.0"))
+        >>> t = Topology.build("q35", [port], firmware="ovmf")
+        >>> off = t.replace(controllers=[t.controller(0), attrs.evolve(port, io_reserve=0)])
+        >>> t.reserves_io(1), off.reserves_io(1), off.io_windows()
+        (True, False, {})
         """
         fw = self.firmware_model
         c = self.controller(index)
         if fw is None or c.hotplug is False:
             return False
+        if c.io_reserve == 0 and fw.honours_io_reserve_off(c.model):
+            return False
         return fw.reserves_io(c.model)
+
+    def io_reserve_floor(self, index: int) -> int:
+        """Bytes of IO window controller ``index`` gets at least from its ``io-reserve`` (0: none asked or honoured)."""
+        fw = self.firmware_model
+        reserve = self.controller(index).io_reserve
+        if fw is None or not fw.io_reserve_property or not reserve:
+            return 0
+        return reserve
 
     @functools.cached_property
     def _io_sizes(self) -> Mapping[int, int]:
@@ -749,8 +767,10 @@ class Topology:
             for child in self._children.get(index, ()):
                 if child not in cycles and self._is_bridge(child):
                     total += size_of(child)
-            if total == 0 and reservations and self.reserves_io(index):
-                total = IO_WINDOW
+            if reservations:
+                if total == 0 and self.reserves_io(index):
+                    total = IO_WINDOW
+                total = max(total, self.io_reserve_floor(index))
             sizes[index] = -(-total // IO_WINDOW) * IO_WINDOW
             return sizes[index]
 
