@@ -204,22 +204,22 @@ FACTS: dict[str, tuple[str, str, list[str]]] = {
     "io-reserve (8 e1000 pci-bridges, then an empty pci-bridge with io-reserve=0)": (
         "pc",
         "seabios",
-        LAYOUTS[("pc", "io-bars")](8) + [_pcb(8) + ",io-reserve=0"],
+        [*LAYOUTS["pc", "io-bars"](8), _pcb(8) + ",io-reserve=0"],
     ),
     "io-reserve (8 e1000 pci-bridges, then an empty pci-bridge)": (
         "pc",
         "seabios",
-        LAYOUTS[("pc", "io-bars")](8) + [_pcb(8)],
+        [*LAYOUTS["pc", "io-bars"](8), _pcb(8)],
     ),
     "io-reserve (3 e1000 pci-bridges, then an empty pci-bridge)": (
         "pc",
         "ovmf",
-        LAYOUTS[("pc", "io-bars")](3) + [_pcb(3)],
+        [*LAYOUTS["pc", "io-bars"](3), _pcb(3)],
     ),
     "io-reserve (3 e1000 pci-bridges, then an empty pci-bridge with io-reserve=0)": (
         "pc",
         "ovmf",
-        LAYOUTS[("pc", "io-bars")](3) + [_pcb(3) + ",io-reserve=0"],
+        [*LAYOUTS["pc", "io-bars"](3), _pcb(3) + ",io-reserve=0"],
     ),
     "io-reserve (14 e1000e ports, then a port holding an empty pcie-to-pci-bridge, io-reserve=0)": (
         "q35",
