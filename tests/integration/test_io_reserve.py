@@ -8,7 +8,8 @@ pcitopo plans io-reserve=0 on the ports of the devices without IO BAR
 tests boot that plan under OVMF (TCG, about 20 s) and check what libvirt
 9.0 makes of the written domain: define/dumpxml keeps the ``<qemu:override>``
 and the aliases, and the QEMU command line it builds carries
-``io-reserve=0``.
+``io-reserve=0``. SeaBIOS does not honour ``io-reserve=0`` on its SHPC
+bridges; the last test pins that.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.rules import validate
 from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
+from pcitopo.topology import Topology
 from tests.support.libvirt import URI, define_and_dump
 from tests.support.packages import ensure_packages
 
@@ -114,3 +118,18 @@ def test_libvirt_keeps_the_io_reserve_plan_and_passes_it_to_qemu(tmp_path: Path)
         assert f'"id":"{alias}",' in argv
         device = argv[argv.index(f'"id":"{alias}",') :]
         assert '"io-reserve":0}' in device[: device.index("}") + 1], device[:200]
+
+
+def test_seabios_ignores_io_reserve_zero_on_an_shpc_bridge() -> None:
+    """SeaBIOS gives an empty pci-bridge with io-reserve=0 its window anyway: 9 bridges on pc run out (io-space)."""
+    bridges = [
+        Controller(1 + i, "pci-bridge", PciAddress.parse(f"00:{3 + i:02x}.0"), chassis_nr=1 + i) for i in range(9)
+    ]
+    bridges[8] = bridges[8].with_io_reserve(0)
+    nics = [Device(f"n{i}", "e1000", address=PciAddress.parse(f"{1 + i:02x}:01.0")) for i in range(8)]
+    t = Topology.build("pc", bridges, nics, firmware="seabios")
+    assert [v.rule for v in validate(t)] == ["io-space"]
+    report = verify(t, firmware="seabios", hotplug=False)
+    assert "io-reserve=0" in " ".join(report.command)
+    assert report.named("firmware")[0].detail == "PCI: out of I/O address space"
+    assert not report.ok
