@@ -23,7 +23,16 @@ from pcitopo.solver.model import Unit, formulate
 from pcitopo.solver.plan import SearchStats, Status
 from pcitopo.topology import Topology
 
-__all__ = ["Backend", "CspBackend", "Feasibility", "LibvirtBackend", "Placement", "backend_for", "feasible"]
+__all__ = [
+    "Backend",
+    "CspBackend",
+    "Feasibility",
+    "LibvirtBackend",
+    "Placement",
+    "backend_for",
+    "feasible",
+    "io_reserve_off",
+]
 
 
 def __dir__() -> list[str]:
