@@ -627,3 +627,19 @@ def test_io_reserve_off_is_the_enumerated_minimum_under_ovmf(
     found = minimum(request_, Policy.named(policy))
     assert (found.cost, found.complete) == (cost, True)
     check_against_the_enumerator(request_, Policy.named(policy))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(7, 9), POLICIES, st.data())
+def test_the_solver_cost_is_the_enumerated_minimum_near_ovmfs_io_budget(
+    pinned: int, policy: Policy, data: st.DataObject
+) -> None:
+    """q35 under OVMF with 7..9 of its 9 IO windows taken by pinned e1000e ports and one drawn device to place:
+    the enumerator tries io-reserve=0 on every new port, and the solver's cost is still its minimum."""
+    from pcitopo.strategies import device_requests
+
+    (device,) = data.draw(
+        device_requests(machine="q35", min_devices=1, max_devices=1, taken=[f"e{i}" for i in range(9)])
+    )
+    request = _ovmf_e1000e_ports(pinned, device)
+    check_against_the_enumerator(request, policy)
