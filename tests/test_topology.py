@@ -464,3 +464,25 @@ def test_io_reserve_above_zero_gives_an_empty_port_a_window_under_seabios() -> N
     """An empty root port gets no IO from SeaBIOS, but io-reserve=4096 gives it one window (measured: 14 fit)."""
     assert _virtio_ports(1, io_reserve=None, firmware="seabios").io_windows() == {}
     assert _virtio_ports(1, io_reserve=4096, firmware="seabios").io_windows() == {1: 1}
+
+
+def test_io_reserve_off_candidates_are_ports_whose_window_is_their_own_reservation() -> None:
+    """Occupied ports first, then empty ones; never a port whose device needs IO, holds a reserving bridge,
+    has hotplug off, or is an ioh3420 (no io-reserve property); none under SeaBIOS."""
+    a = PciAddress.parse
+    controllers = [
+        Controller(1, "pcie-root-port", a("00:02.0")),  # empty
+        Controller(2, "pcie-root-port", a("00:03.0")),  # a virtio-net
+        Controller(3, "pcie-root-port", a("00:04.0")),  # an e1000e: needs IO
+        Controller(4, "pcie-root-port", a("00:05.0")),  # a pcie-to-pci-bridge, which reserves its own window
+        Controller(5, "pcie-to-pci-bridge", a("04:00.0")),
+        Controller(6, "pcie-root-port", a("00:06.0"), hotplug=False),
+        Controller(7, "pcie-root-port", a("00:07.0"), qemu_model="ioh3420"),
+    ]
+    devices = [Device("v", "virtio-net", address=a("02:00.0")), Device("e", "e1000e", address=a("03:00.0"))]
+    t = Topology.build("q35", controllers, devices, firmware="ovmf")
+    assert t.io_reserve_off_candidates() == (2, 1)
+    off = t.with_io_reserve_off([2])
+    assert (off.controller(2).io_reserve, off.controller(2).name) == (0, "ua-pci-2")
+    assert sum(off.io_windows().values()) == sum(t.io_windows().values()) - 1
+    assert Topology.build("q35", controllers, devices, firmware="seabios").io_reserve_off_candidates() == ()
