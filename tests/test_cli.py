@@ -619,6 +619,7 @@ def test_assign_json_shows_the_io_reserve_the_plan_sets(capsys: pytest.CaptureFi
     assert code == 0
     summary = json.loads(out)
     off = [c["name"] for c in summary["added_controllers"] if c.get("io_reserve") == 0]
-    assert len(off) == 5 and all(name.startswith("ua-pci-") for name in off)
+    assert len(off) == 5
+    assert all(name.startswith("ua-pci-") for name in off)
     (term,) = [s for s in summary["soft"] if s["name"] == "io-reserve-off"]
     assert (term["met"], term["weight"]) == (False, 5 * 2)
