@@ -57,8 +57,8 @@ The terms (``policy.weights[name]`` is the cost of each one not met):
 ``io-reserve-off``
     one term when the plan sets ``io-reserve=0`` on ports or bridges the
     request did not: never met, it costs the weight for each of them. The
-    solver does so only where the firmware honours it (OVMF) and its IO
-    windows run out otherwise: such a port keeps no IO window for a device
+    solver does so, on root ports it adds, only where the firmware honours it
+    (OVMF) and its IO windows run out otherwise: such a port keeps no IO window for a device
     with an IO BAR hot-plugged there later.
 
 Terms are about what the plan decides: devices pinned in the request add

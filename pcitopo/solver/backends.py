@@ -122,12 +122,14 @@ class CspBackend:
 def io_reserve_off(topology: Topology, short: int, keep: Collection[int] = ()) -> Topology | None:
     """``topology`` with ``io-reserve=0`` on the ``short`` first candidates that each give an IO window back.
 
-    Only controllers the plan adds are changed (not those of ``keep``, the request's indexes). ``None`` when
+    Only PCIe ports the plan adds are changed (not those of ``keep``, the request's indexes): a pci-bridge
+    with io-reserve=0 would pay only in layouts the model does not weigh (a dmi-to-pci-bridge's tree on q35,
+    found by the enumerator), so the solver leaves bridges their reservation. ``None`` when
     there are fewer such controllers (see :meth:`~pcitopo.topology.Topology.io_reserve_off_candidates`): the
     plan does not fit. Each one costs the same (the ``io-reserve-off`` weight), so the fewest are set, ports
     holding a device before empty ones (those are kept for hot-plugging).
     """
-    candidates = [i for i in topology.io_reserve_off_candidates() if i not in keep]
+    candidates = [i for i in topology.io_reserve_off_candidates() if i not in keep and topology.model(i).port]
     if len(candidates) < short:
         return None
     result = topology.with_io_reserve_off(candidates[:short])

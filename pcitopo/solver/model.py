@@ -470,11 +470,7 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
         contexts.append(
             Context(
                 id=len(contexts),
-                # a lower bound of the realised plan's windows: where io-reserve=0 takes a pci-bridge's
-                # reservation away (OVMF), the solver may set it (backends.io_reserve_off), so none is counted
-                reserves_io_pci_bridge=firmware is not None
-                and firmware.reserves_io("pci-bridge")
-                and not firmware.honours_io_reserve_off("pci-bridge"),
+                reserves_io_pci_bridge=firmware is not None and firmware.reserves_io("pci-bridge"),
                 reserves_io_pcie_to_pci=firmware is not None and firmware.reserves_io("pcie-to-pci-bridge"),
                 offers_pcie_to_pci=machine.offers("pcie-to-pci-bridge"),
                 offers_dmi=machine.offers("dmi-to-pci-bridge"),

@@ -5,8 +5,8 @@ every forest of added controllers (any model the machine offers, on any bus
 that accepts it), every bus for every device, every layout of each bus's new
 children on its slots and functions, the attributes that change a cost
 (hotplug off on occupied ports, the NUMA node of new expander buses and host
-bridges, ``io-reserve=0`` on new ports and bridges where the firmware honours
-it) and, under the ``ordered`` policy, every order of the new
+bridges, ``io-reserve=0`` on new PCIe ports where the firmware honours it)
+and, under the ``ordered`` policy, every order of the new
 controllers' indexes — checks each with :func:`pcitopo.evaluate` (which runs
 :func:`pcitopo.validate` with the policy's hard needs) and returns the least
 cost. It imports nothing from :mod:`pcitopo.solver`: only the topology,
@@ -318,8 +318,8 @@ class _Search:
 
     def _attributes(self, forest: Sequence[_New], parents: Sequence[int]) -> Iterator[dict[int, dict[str, object]]]:
         """Hotplug on or off on each occupied new port that has a switch; each new root or expander's NUMA node;
-        QEMU's io-reserve=0 or not on each new port or bridge that takes it, where the firmware honours it and
-        has an IO-window budget."""
+        QEMU's io-reserve=0 or not on each new PCIe port that takes it, where the firmware honours it and has an
+        IO-window budget (what the solver may set: it leaves pci-bridges their reservation)."""
         used = set(parents) | {c.parent for c in forest}
         options: list[list[tuple[int, dict[str, object]]]] = []
         nodes: list[int | None] = [None, *range(self.request.numa_nodes)]
@@ -329,7 +329,7 @@ class _Search:
             model = self.catalog.controller(c.model)
             if model.port and model.hotplug is Hotplug.DEFAULT_ON and -1 - j in used:
                 options.append([(j, {}), (j, {"hotplug": False})])
-            if budget and fw is not None and c.model in fw.io_reserve_off and model.io_reserve_devices:
+            if budget and fw is not None and c.model in fw.io_reserve_off and model.io_reserve_devices and model.port:
                 options.append([(j, {}), (j, {"io_reserve": 0})])
             if "numa-node" in model.identity and self.request.numa_nodes:
                 options.append([(j, {"numa_node": n}) for n in nodes])
