@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.errors import Unsatisfiable
 from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
@@ -422,6 +423,24 @@ def test_the_solver_finds_the_enumerated_minimum_of_a_former_counterexample(
     # with an order term scored the solver claims no proof (solve._finish), and finds the minimum all the same
     status = Status.FEASIBLE if any(s.name == "order" and s.weight for s in plan.soft) else Status.OPTIMAL
     assert (plan.status, plan.cost, evaluate(request_, plan.topology, policy).cost) == (status, cost, cost)
+
+
+@pytest.mark.parametrize("machine", ["pseries", "pc"])
+def test_an_integrated_device_that_must_not_be_hot_plugged_on_an_all_hotplug_root_is_refused(machine: str) -> None:
+    """pvpanic-pci must sit on the root bus; where every root slot is hot-pluggable and it must not be: no completion.
+
+    The solver ended in InternalError (its plan broke the hotplug rule); the
+    enumerator finds no completion, and the solver now says Unsatisfiable.
+    """
+    from pcitopo.solver import solve
+
+    request = Topology.build(machine, devices=[Device("r0", "pvpanic-pci")])
+    policy = attrs.evolve(
+        Policy.named("hotplug"), spare_ports=0, overrides=(Override("r0", hotplug=HotplugNeed.FORBIDDEN),)
+    )
+    assert minimum(request, policy).completions == 0
+    with pytest.raises(Unsatisfiable, match="must not be hot-pluggable and must sit integrated on the root bus"):
+        solve(request, policy)
 
 
 @pytest.mark.xfail(
