@@ -798,7 +798,10 @@ def _decide_pcie(
     within ``io_cap`` (the IO windows the firmware has left for every
     context together) beats every one beyond it, which no plan can use.
     """
-    base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
+    # the parts of the layouts that do not depend on the packing, shared by every layout of this call
+    memo: dict[tuple[object, ...], Decision | _Prepared] = {}
+    laid = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
+    base = laid if isinstance(laid, Decision) else laid.decision()
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
     both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
     both_kinds = both_kinds and (c.last_resort_pci_any or c.last_resort_pci_preferred)
@@ -813,7 +816,7 @@ def _decide_pcie(
         return base
     weights = policy.weights
 
-    def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
+    def key(d: Decision | _Laid, moves: _Moves) -> tuple[int, ...]:
         cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
         cost += weights["hotplug-off-occupied"] * d.occupied_hot
         moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
@@ -822,12 +825,21 @@ def _decide_pcie(
         return (over, cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
     best, best_key = base, key(base, _Moves())
+    # the layouts already considered, by their moves: considering one again cannot change the best (its key is
+    # no less than the best's since), so the packing search's repeats cost a look-up
+    considered: dict[_Moves, Decision | _Laid] = {_Moves(): base}
 
-    def consider(moves: _Moves) -> Decision:
+    def consider(moves: _Moves) -> Decision | _Laid:
         nonlocal best, best_key
-        d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
-        if d.feasible and (not best.feasible or key(d, moves) < best_key):
-            best, best_key = d, key(d, moves)
+        d = considered.get(moves)
+        if d is not None:
+            return d
+        d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves, memo)
+        considered[moves] = d
+        if isinstance(d, _Laid):
+            k = key(d, moves)
+            if not best.feasible or k < best_key:
+                best, best_key = d.decision(), k
         return d
 
     for pci_first in (False, True) if both_kinds else (False,):
@@ -848,7 +860,7 @@ def _pack_moves(
     integrate: int,
     pci_first: bool,
     io_cap: int | None,
-    layout: Callable[[_Moves], Decision],
+    layout: Callable[[_Moves], Decision | _Laid],
     *,
     base_fits: bool,
 ) -> list[_Moves]:
@@ -878,7 +890,7 @@ def _pack_moves(
         n -= 1 if n % 8 == 1 else 0
         return _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=min(n, any_n), pack_dmi=dmi, pack_root=root)
 
-    def fits(d: Decision) -> bool:
+    def fits(d: Decision | _Laid) -> bool:
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
 
     out: list[_Moves] = []
@@ -940,6 +952,43 @@ DMI_SLOTS = 32
 """Slots of a dmi-to-pci-bridge (0..31): it has no slot-0 restriction, unlike a pci-bridge."""
 
 
+class _Laid(NamedTuple):
+    """A feasible layout of ``_layout_pcie``: the figures its choice among the moves reads, and its
+    :class:`Decision`, built only for the one chosen (most layouts tried are not)."""
+
+    controllers: int
+    hot_misses: int
+    occupied_hot: int
+    bus_numbers: int
+    io_windows: int
+    decision: Callable[[], Decision]
+    feasible: bool = True
+
+
+class _Prepared(NamedTuple):
+    """What ``_layout_pcie`` computes before it packs conventional units (``_prepare_pcie``): the same for every
+    packing of one context, counts, decisions and other moves."""
+
+    free: int
+    spare: int
+    pack: int
+    aggregate_free: int
+    ip: int
+    ic: int
+    split: dict[str, int]
+    last_pcie: int
+    last_misses: int
+    packed: int
+    port_io: int
+    tree_units: int
+    tree_io: int
+    tree_io_sizes: IoSizes
+    moved_io_sizes: IoSizes
+    root_io: int
+    dmi_units: int
+    use_dmi_tree: bool
+
+
 class _Arrangement(NamedTuple):
     """Where a layout's packed groups and tree slots go (``_layout_pcie``'s ``arrange``)."""
 
@@ -955,7 +1004,7 @@ class _Arrangement(NamedTuple):
     ports_needed: int
 
 
-def _layout_pcie(
+def _prepare_pcie(
     ctx: Context,
     c: Counts,
     policy: Policy,
@@ -963,9 +1012,10 @@ def _layout_pcie(
     spare_n: int,
     spare_wanted: int,
     expanders_here: int,
-    bus_cap: int | None,
     moves: _Moves,
-) -> Decision:
+) -> Decision | _Prepared:
+    """The part of ``_layout_pcie`` that does not depend on the packing of conventional units (``pack_pci``,
+    ``pack_pci_any``, ``pack_dmi``, ``pack_root``): an infeasible :class:`Decision`, or the figures it goes on with."""
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
     if spare_n > spare:
@@ -1042,6 +1092,78 @@ def _layout_pcie(
         )
     tree_io = max(0, tree_io - moved_io)
     dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred + forbidden_left
+    return _Prepared(
+        free,
+        spare,
+        pack,
+        aggregate_free,
+        ip,
+        ic,
+        split,
+        last_pcie,
+        last_misses,
+        packed,
+        port_io,
+        tree_units,
+        tree_io,
+        tree_io_sizes,
+        moved_io_sizes,
+        root_io,
+        dmi_units,
+        use_dmi_tree,
+    )
+
+
+def _layout_pcie(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
+    moves: _Moves,
+    memo: dict[tuple[object, ...], Decision | _Prepared] | None = None,
+) -> Decision | _Laid:
+    """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
+    that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
+    the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
+    key = (
+        moves.pci_first,
+        moves.dmi_any,
+        moves.dmi_preferred,
+        moves.pack_any,
+        moves.pack_preferred,
+        moves.tree_via_dmi,
+    )
+    prepared = memo.get(key) if memo is not None else None
+    if prepared is None:
+        prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
+        if memo is not None:
+            memo[key] = prepared
+    if isinstance(prepared, Decision):
+        return prepared
+    (
+        free,
+        spare,
+        pack,
+        aggregate_free,
+        ip,
+        ic,
+        split,
+        last_pcie,
+        last_misses,
+        packed,
+        port_io,
+        tree_units,
+        tree_io,
+        tree_io_sizes,
+        moved_io_sizes,
+        root_io,
+        dmi_units,
+        use_dmi_tree,
+    ) = prepared
     # packed units: groups of 8 on the root bus's free slots first (pack_root), then on the dmi-to-pci-bridge's
     # (pack_dmi), the rest a tree slot each
     groups = -(-moves.pack_pci // 8)
@@ -1121,11 +1243,12 @@ def _layout_pcie(
     root_slots = c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
     # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
     packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
-    tree_bridges = sum(fanout(size) for size in trees)
+    tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
+    tree_bridges = tree_buses - len(trees)
     dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
     if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
         return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
-    bus = direct + 2 * switches + downstream + trees_buses(trees)
+    bus = direct + 2 * switches + downstream + tree_buses
     bus += (1 + dmi_bridges) if dmi else 0
     bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
     io = port_io + c.switch_group_io + c.bus_group_windows
@@ -1144,39 +1267,15 @@ def _layout_pcie(
     if bus_cap is not None and bus > bus_cap:
         return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
     controllers = direct + 2 * switches + downstream
-    controllers += trees_buses(trees)
+    controllers += tree_buses
     controllers += (1 + dmi_bridges) if dmi else 0
     controllers += c.switch_groups + c.switch_group_units + c.bus_groups
-    return Decision(
-        True,
-        integrated_pcie=ip,
-        integrated_pci=ic,
-        integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
-        root_io_bytes=root_io,
-        direct_ports=direct - fixed_ports,
-        port_units=pcie_units,
-        spare=spare_n,
-        switches=switches,
-        downstream=downstream,
-        tree_units=tree_units,
-        tree_io=tree_io,
-        tree_bridges=tree_bridges,
-        tree_sizes=trees,
-        tree_via_dmi=use_dmi_tree,
-        dmi=dmi,
-        dmi_units=dmi_units,
-        dmi_bridges=dmi_bridges,
-        root_slots=root_slots,
-        bus_numbers=bus,
-        io_windows=io,
-        controllers=controllers,
-        hot_misses=c.hot_misses
-        + last_misses
-        + moves.dmi_preferred
-        + moves.pack_preferred
-        + (moves.pack_pci - moves.pack_pci_any),
-        # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
-        occupied_hot=(
+    hot_misses = c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred
+    hot_misses += moves.pack_pci - moves.pack_pci_any
+    # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
+    occupied_hot = 0
+    if policy.hotplug_off_occupied:
+        occupied_hot = (
             c.tree_any
             - split.get("last_resort_pci_any", 0)
             - moves.dmi_any
@@ -1184,20 +1283,47 @@ def _layout_pcie(
             + (c.optional_integrated_pci - ic)
             + c.bus_group_any
         )
-        if policy.hotplug_off_occupied
-        else 0,
-        spare_missing=spare - spare_n,
-        last_resort=tuple(split.items()),
-        dmi_any=moves.dmi_any,
-        dmi_preferred=moves.dmi_preferred,
-        pack_any=moves.pack_any,
-        pack_preferred=moves.pack_preferred,
-        on_tree_ports=on_tree_ports,
-        pack_pci=moves.pack_pci,
-        pack_pci_any=moves.pack_pci_any,
-        pack_dmi_groups=dmi_groups,
-        pack_root_groups=root_groups,
-    )
+
+    def decision() -> Decision:
+        return Decision(
+            True,
+            integrated_pcie=ip,
+            integrated_pci=ic,
+            integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
+            root_io_bytes=root_io,
+            direct_ports=direct - fixed_ports,
+            port_units=pcie_units,
+            spare=spare_n,
+            switches=switches,
+            downstream=downstream,
+            tree_units=tree_units,
+            tree_io=tree_io,
+            tree_bridges=tree_bridges,
+            tree_sizes=trees,
+            tree_via_dmi=use_dmi_tree,
+            dmi=dmi,
+            dmi_units=dmi_units,
+            dmi_bridges=dmi_bridges,
+            root_slots=root_slots,
+            bus_numbers=bus,
+            io_windows=io,
+            controllers=controllers,
+            hot_misses=hot_misses,
+            occupied_hot=occupied_hot,
+            spare_missing=spare - spare_n,
+            last_resort=tuple(split.items()),
+            dmi_any=moves.dmi_any,
+            dmi_preferred=moves.dmi_preferred,
+            pack_any=moves.pack_any,
+            pack_preferred=moves.pack_preferred,
+            on_tree_ports=on_tree_ports,
+            pack_pci=moves.pack_pci,
+            pack_pci_any=moves.pack_pci_any,
+            pack_dmi_groups=dmi_groups,
+            pack_root_groups=root_groups,
+        )
+
+    return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision)
 
 
 def _decide_pci(
