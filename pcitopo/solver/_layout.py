@@ -799,7 +799,7 @@ def _decide_pcie(
     context together) beats every one beyond it, which no plan can use.
     """
     # the parts of the layouts that do not depend on the packing, shared by every layout of this call
-    memo: dict[tuple[object, ...], Decision | _Prepared] = {}
+    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] = {}
     laid = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
     base = laid if isinstance(laid, Decision) else laid.decision()
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
@@ -1124,7 +1124,7 @@ def _layout_pcie(
     expanders_here: int,
     bus_cap: int | None,
     moves: _Moves,
-    memo: dict[tuple[object, ...], Decision | _Prepared] | None = None,
+    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] | None = None,
 ) -> Decision | _Laid:
     """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
     that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
@@ -1144,6 +1144,7 @@ def _layout_pcie(
             memo[key] = prepared
     if isinstance(prepared, Decision):
         return prepared
+    assert isinstance(prepared, _Prepared)
     (
         free,
         spare,
@@ -1218,112 +1219,130 @@ def _layout_pcie(
         slots_left,
         ports_needed,
     ) = arranged
-    if slots_left < 0:
-        return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
-    capacity = aggregate_free + slots_left * pack
-    switches = 0
-    downstream = 0
-    direct = ports_needed
-    if ports_needed > capacity:
-        if not (policy.allow_switches and ctx.offers_switch):
-            return Decision(
-                False,
-                f"{ctx.label} has {max(free, 0)} free slots"
-                + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
-                + f": not enough for {ports_needed} root ports"
-                + ("" if policy.allow_switches else " (switches are not allowed)"),
+
+    def laid() -> Decision | _Laid:
+        """The layout of this arrangement."""
+        if slots_left < 0:
+            return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
+        capacity = aggregate_free + slots_left * pack
+        switches = 0
+        downstream = 0
+        direct = ports_needed
+        if ports_needed > capacity:
+            if not (policy.allow_switches and ctx.offers_switch):
+                return Decision(
+                    False,
+                    f"{ctx.label} has {max(free, 0)} free slots"
+                    + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
+                    + f": not enough for {ports_needed} root ports"
+                    + ("" if policy.allow_switches else " (switches are not allowed)"),
+                )
+            # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
+            switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
+            direct = capacity - switches
+            downstream = ports_needed - direct
+            if direct < fixed_ports or downstream > 32 * switches or direct < 0:
+                return Decision(False, f"{ctx.label}: not enough root ports even with switches")
+        used_port_slots = max(0, direct + switches - aggregate_free)
+        root_slots = (
+            c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
+        )
+        # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
+        packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
+        tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
+        tree_bridges = tree_buses - len(trees)
+        dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
+        if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
+            return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
+        bus = direct + 2 * switches + downstream + tree_buses
+        bus += (1 + dmi_bridges) if dmi else 0
+        bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
+        io = port_io + c.switch_group_io + c.bus_group_windows
+        if not use_dmi_tree:
+            io += trees_io_windows(
+                trees,
+                tree_io_sizes,
+                top_reserves=ctx.reserves_io_pcie_to_pci,
+                fan_reserves=ctx.reserves_io_pci_bridge,
             )
-        # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
-        switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
-        direct = capacity - switches
-        downstream = ports_needed - direct
-        if direct < fixed_ports or downstream > 32 * switches or direct < 0:
-            return Decision(False, f"{ctx.label}: not enough root ports even with switches")
-    used_port_slots = max(0, direct + switches - aggregate_free)
-    root_slots = c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
-    # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
-    packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
-    tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
-    tree_bridges = tree_buses - len(trees)
-    dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-    if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
-        return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
-    bus = direct + 2 * switches + downstream + tree_buses
-    bus += (1 + dmi_bridges) if dmi else 0
-    bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
-    io = port_io + c.switch_group_io + c.bus_group_windows
-    if not use_dmi_tree:
-        io += trees_io_windows(
-            trees,
-            tree_io_sizes,
-            top_reserves=ctx.reserves_io_pcie_to_pci,
-            fan_reserves=ctx.reserves_io_pci_bridge,
-        )
-    elif tree_io or ctx.reserves_io_pci_bridge:
-        # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
-        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge)
-    if c.dmi_io or moved_io_sizes:
-        io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
-    if bus_cap is not None and bus > bus_cap:
-        return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
-    controllers = direct + 2 * switches + downstream
-    controllers += tree_buses
-    controllers += (1 + dmi_bridges) if dmi else 0
-    controllers += c.switch_groups + c.switch_group_units + c.bus_groups
-    hot_misses = c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred
-    hot_misses += moves.pack_pci - moves.pack_pci_any
-    # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
-    occupied_hot = 0
-    if policy.hotplug_off_occupied:
-        occupied_hot = (
-            c.tree_any
-            - split.get("last_resort_pci_any", 0)
-            - moves.dmi_any
-            - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
-            + (c.optional_integrated_pci - ic)
-            + c.bus_group_any
-        )
+        elif tree_io or ctx.reserves_io_pci_bridge:
+            # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
+            io += trees_io_windows(
+                (BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge
+            )
+        if c.dmi_io or moved_io_sizes:
+            io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
+        if bus_cap is not None and bus > bus_cap:
+            return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
+        controllers = direct + 2 * switches + downstream
+        controllers += tree_buses
+        controllers += (1 + dmi_bridges) if dmi else 0
+        controllers += c.switch_groups + c.switch_group_units + c.bus_groups
+        hot_misses = c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred
+        hot_misses += moves.pack_pci - moves.pack_pci_any
+        # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
+        occupied_hot = 0
+        if policy.hotplug_off_occupied:
+            occupied_hot = (
+                c.tree_any
+                - split.get("last_resort_pci_any", 0)
+                - moves.dmi_any
+                - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
+                + (c.optional_integrated_pci - ic)
+                + c.bus_group_any
+            )
 
-    def decision() -> Decision:
-        return Decision(
-            True,
-            integrated_pcie=ip,
-            integrated_pci=ic,
-            integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
-            root_io_bytes=root_io,
-            direct_ports=direct - fixed_ports,
-            port_units=pcie_units,
-            spare=spare_n,
-            switches=switches,
-            downstream=downstream,
-            tree_units=tree_units,
-            tree_io=tree_io,
-            tree_bridges=tree_bridges,
-            tree_sizes=trees,
-            tree_via_dmi=use_dmi_tree,
-            dmi=dmi,
-            dmi_units=dmi_units,
-            dmi_bridges=dmi_bridges,
-            root_slots=root_slots,
-            bus_numbers=bus,
-            io_windows=io,
-            controllers=controllers,
-            hot_misses=hot_misses,
-            occupied_hot=occupied_hot,
-            spare_missing=spare - spare_n,
-            last_resort=tuple(split.items()),
-            dmi_any=moves.dmi_any,
-            dmi_preferred=moves.dmi_preferred,
-            pack_any=moves.pack_any,
-            pack_preferred=moves.pack_preferred,
-            on_tree_ports=on_tree_ports,
-            pack_pci=moves.pack_pci,
-            pack_pci_any=moves.pack_pci_any,
-            pack_dmi_groups=dmi_groups,
-            pack_root_groups=root_groups,
-        )
+        def decision() -> Decision:
+            return Decision(
+                True,
+                integrated_pcie=ip,
+                integrated_pci=ic,
+                integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
+                root_io_bytes=root_io,
+                direct_ports=direct - fixed_ports,
+                port_units=pcie_units,
+                spare=spare_n,
+                switches=switches,
+                downstream=downstream,
+                tree_units=tree_units,
+                tree_io=tree_io,
+                tree_bridges=tree_bridges,
+                tree_sizes=trees,
+                tree_via_dmi=use_dmi_tree,
+                dmi=dmi,
+                dmi_units=dmi_units,
+                dmi_bridges=dmi_bridges,
+                root_slots=root_slots,
+                bus_numbers=bus,
+                io_windows=io,
+                controllers=controllers,
+                hot_misses=hot_misses,
+                occupied_hot=occupied_hot,
+                spare_missing=spare - spare_n,
+                last_resort=tuple(split.items()),
+                dmi_any=moves.dmi_any,
+                dmi_preferred=moves.dmi_preferred,
+                pack_any=moves.pack_any,
+                pack_preferred=moves.pack_preferred,
+                on_tree_ports=on_tree_ports,
+                pack_pci=moves.pack_pci,
+                pack_pci_any=moves.pack_pci_any,
+                pack_dmi_groups=dmi_groups,
+                pack_root_groups=root_groups,
+            )
 
-    return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision)
+        return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision)
+
+    if memo is None:
+        return laid()
+    # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
+    # no slot to spare is packing on the trees' slots): laid out once
+    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, root_groups, arranged)
+    found = memo.get(arranged_key)
+    if found is None:
+        found = memo[arranged_key] = laid()
+    assert not isinstance(found, _Prepared)
+    return found
 
 
 def _decide_pci(
