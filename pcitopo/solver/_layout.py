@@ -815,10 +815,11 @@ def _decide_pcie(
     if not ((movable and base.feasible) or both_kinds or packable):
         return base
     weights = policy.weights
+    per_controller, per_hot_miss = weights["fewer-controllers"], weights["hotplug"]
+    per_occupied_hot = weights["hotplug-off-occupied"]
 
     def key(d: Decision | _Laid, moves: _Moves) -> tuple[int, ...]:
-        cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
-        cost += weights["hotplug-off-occupied"] * d.occupied_hot
+        cost = per_controller * d.controllers + per_hot_miss * d.hot_misses + per_occupied_hot * d.occupied_hot
         moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
         # a layout beyond the IO windows the firmware has left is of no use to any plan: every one within wins
         over = io_cap is not None and d.io_windows > io_cap
