@@ -78,6 +78,7 @@ __all__ = [
     "formulate",
     "free_pools",
     "io_windows_used",
+    "root_has_fixed_slot",
     "spare_wanted",
     "unit_fits_pool",
 ]
@@ -269,7 +270,7 @@ def _unit(
             ],
             suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
         )
-    if hot is HotplugNeed.FORBIDDEN and integrated_required and not _root_has_fixed_slot(topology):
+    if hot is HotplugNeed.FORBIDDEN and integrated_required and not root_has_fixed_slot(topology):
         root = topology.machine.root_bus_name
         raise Unsatisfiable(
             [
@@ -298,7 +299,7 @@ def _root_takes_hotplug(topology: Topology) -> bool:
     return any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
 
-def _root_has_fixed_slot(topology: Topology) -> bool:
+def root_has_fixed_slot(topology: Topology) -> bool:
     """Whether some slot of the main root bus is not hot-pluggable (pseries: none is)."""
     return not all(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
