@@ -140,6 +140,22 @@ def test_only_the_first_virtio_video_is_virtio_vga() -> None:
     assert kinds(domain) == [("video0", "virtio-vga"), ("video1", "virtio-gpu")]
 
 
+def test_only_the_primary_qxl_is_qxl_vga() -> None:
+    """A qxl video that is not the primary is QEMU's "qxl" (qxl-secondary), as libvirt starts it."""
+    domain = load("    <video><model type='qxl'/></video>\n    <video><model type='qxl'/></video>")
+    assert kinds(domain) == [("video0", "qxl"), ("video1", "qxl-secondary")]
+
+
+def test_the_video_marked_primary_comes_first_and_is_video0() -> None:
+    """libvirt moves the video whose model says primary='yes' to the front: it is video0 and the VGA one."""
+    domain = load(
+        "    <video><model type='qxl'/></video>\n"
+        "    <video><model type='qxl' primary='yes'/></video>\n"
+        "    <video><model type='virtio'/></video>"
+    )
+    assert kinds(domain) == [("video0", "qxl"), ("video1", "qxl-secondary"), ("video2", "virtio-gpu")]
+
+
 # -- ids --------------------------------------------------------------------------------------------
 
 
@@ -876,7 +892,7 @@ def test_shmem_size_and_video_vram_become_the_devices_memory() -> None:
         "    <video><model type='vga' vram='65536'/></video>\n"
         "    <video><model type='qxl' vram='65536'/></video>"
     )
-    memory = {d.id: d.memory for d in domain.topology.devices if d.kind in ("ivshmem-plain", "vga", "qxl")}
+    memory = {d.id: d.memory for d in domain.topology.devices if d.kind in ("ivshmem-plain", "vga", "qxl-secondary")}
     assert memory == {"shmem0": 256 << 30, "shmem1": 4 << 20, "shmem2": None, "video0": 64 << 20, "video1": None}
 
 

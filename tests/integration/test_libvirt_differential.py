@@ -28,19 +28,24 @@ The run is sized for CI (a few hundred defines at ~5-15 ms each).
 
 from __future__ import annotations
 
+import json
 import random
+import re
+import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.qemu.args import device_specs
 from pcitopo.solver import solve
 from pcitopo.solver._libvirt import libvirt_assign
 from pcitopo.topology import Topology
 from tests.support.domains import Domain, domains, grow, strip_implicit, unpin
-from tests.support.libvirt import LibvirtError, define_and_dump, define_and_dump_many
+from tests.support.libvirt import URI, LibvirtError, define_and_dump, define_and_dump_many
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("libvirtd")]
 
@@ -139,6 +144,13 @@ HAND_WRITTEN = {
     "<controller type='pci' index='2' model='pci-bridge'/>"
     "<video><model type='qxl'/><alias name='ua-video'/></video><sound model='ich9'><alias name='ua-snd'/></sound>"
     "<rng model='virtio'><backend model='random'>/dev/urandom</backend><alias name='ua-rng'/></rng>",
+    # multi-head qxl: libvirt starts "qxl" (no VGA, hot-pluggable) for every qxl but the primary
+    "q35-qxl-heads": "<video><model type='qxl'/></video><video><model type='qxl'/></video>"
+    "<video><model type='qxl'/></video>",
+    # primary='yes' on a later video: libvirt moves it first (video0, 00:01.0)
+    "q35-primary-later": "<video><model type='qxl'/></video>"
+    "<interface type='user'><model type='e1000'/></interface>"
+    "<video><model type='qxl' primary='yes'/></video><video><model type='virtio'/></video>",
 }
 
 
@@ -156,6 +168,33 @@ def q35(devices: str) -> str:
 def test_hand_written_domain_matches_libvirt(name: str) -> None:
     """The reference's verified examples, against the running libvirt."""
     assert check_same(q35(HAND_WRITTEN[name]), name) is not None
+
+
+@pytest.mark.parametrize("name", ["q35-qxl-heads", "q35-primary-later"])
+def test_hand_written_video_domain_is_final_for_every_policy(name: str) -> None:
+    """Several videos, the primary not first: what each policy writes, libvirt keeps as it is."""
+    problems, _ = final_problems(q35(HAND_WRITTEN[name]))
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.parametrize("name", ["q35-qxl-heads", "q35-primary-later"])
+def test_qemu_drivers_are_the_ones_libvirt_starts(name: str, tmp_path: Path) -> None:
+    """The -device driver of every device of pcitopo's plan is the one libvirt's command line gives it."""
+    source = LibvirtDomain.from_string(q35(HAND_WRITTEN[name]))
+    planned = solve(source.topology).topology
+    path = tmp_path / "planned.xml"
+    path.write_text(source.with_topology(planned).to_string())
+    argv = subprocess.run(
+        ["virsh", "-c", URI, "domxml-to-native", "qemu-argv", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    devices = map(json.loads, re.findall(r"-device '(\{[^']*\})'", argv))
+    # video and controller ids are libvirt's aliases in both (pcitopo names the interface interface0, libvirt net0)
+    theirs = {d["id"]: d["driver"] for d in devices if d["id"].startswith(("video", "pci."))}
+    ours = {spec.id: spec.driver for spec in device_specs(planned)}
+    assert {i: ours.get(i) for i in theirs} == theirs
+    drivers = Counter(theirs.values())
+    assert drivers["qxl-vga"] == 1, drivers
+    assert drivers["qxl"] >= 1, drivers
 
 
 SWITCH = (

@@ -338,6 +338,7 @@ class _Builder:
         rng.shuffle(self.devices)
         self.devices.sort(key=lambda d: not d.startswith("<video"))  # the primary video stays first
         self.pin()
+        self.add_heads(random.Random(f"{name}-heads"))
         self.recipe.insert(0, f"{len(self.devices)} devices")
         usb = self.usb()
         if (self.machine != "pseries" or "model='none'" not in usb) and rng.random() < 0.3:
@@ -353,6 +354,19 @@ class _Builder:
         sata = "<controller type='sata' index='0'/>" if self.machine == "q35" and rng.random() < 0.5 else ""
         body = _name_disks("".join([usb, sata, *self.controllers, *self.devices, balloon]), 0)
         return Domain(name, self.machine, self.document(name, body), ", ".join(self.recipe))
+
+    def add_heads(self, rng: random.Random) -> None:
+        """Sometimes more video heads on x86 after the primary (libvirt takes qxl and virtio as secondaries).
+
+        A separate random source, so that the rest of every domain stays what
+        the seed made it before heads were drawn.
+        """
+        if not self.x86 or not self.devices or not self.devices[0].startswith("<video") or rng.random() >= 0.5:
+            return
+        for _ in range(rng.randint(1, 2)):
+            model = rng.choice(["qxl", "virtio"])
+            self.devices.insert(rng.randint(1, len(self.devices)), f"<video><model type='{model}'/></video>")
+        self.recipe.append("heads")
 
     # -- pinned addresses -------------------------------------------------------------------
 

@@ -253,7 +253,18 @@ def _video(el: _Element, ctx: _Context, where: str) -> str | None:
         return "virtio-vga" if primary and ctx.arch in ("x86_64", "i686", "riscv64", "riscv32") else "virtio-gpu"
     if model not in _VIDEO_MODELS:
         raise _unknown(where, "video model", model, [*_VIDEO_MODELS, "virtio", *_VIDEO_NOT_PCI])
+    if model == "qxl" and el is not ctx.first_video:
+        return "qxl-secondary"  # libvirt starts QEMU's "qxl" (no VGA) for every qxl but the primary
     return _VIDEO_MODELS[model]
+
+
+def _primary_video(videos: list[_Element]) -> _Element | None:
+    """The primary video device as libvirt 9.0 picks it: the one whose model says ``primary='yes'``, else the first."""
+    for el in videos:
+        model_el = el.find("model")
+        if model_el is not None and model_el.get("primary") == "yes":
+            return el
+    return videos[0] if videos else None
 
 
 def _hostdev(el: _Element, ctx: _Context, where: str) -> str | None:
@@ -629,6 +640,24 @@ def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element])
     return out
 
 
+def _libvirt_video_order(
+    devices: list[Device], elements: Mapping[str, _Element], primary: _Element | None
+) -> list[Device]:
+    """Videos in the order libvirt keeps them: the primary (``primary='yes'``) first, the others after it.
+
+    libvirt's parser moves the primary video to the front, so it is placed
+    first and named ``video0``.
+    """
+    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == "video"]
+    if len(slots) < 2 or elements[devices[slots[0]].id] is primary:
+        return devices
+    videos = sorted((devices[i] for i in slots), key=lambda dev: elements[dev.id] is not primary)
+    out = list(devices)
+    for i, dev in zip(slots, videos, strict=True):
+        out[i] = dev
+    return out
+
+
 def _os_firmware(root: Any, machine: Machine) -> str | None:
     """The firmware ``<os>`` asks for, when the machine is booted by one pcitopo models (``None``: its default).
 
@@ -759,7 +788,9 @@ class _Reader:
         devices_el = self.root.find("devices")
         children = [c for c in devices_el if isinstance(c.tag, str)] if devices_el is not None else []
         videos = [c for c in children if c.tag == "video"]
-        ctx = _Context(machine, arch, videos[0] if videos else None)
+        ctx = _Context(machine, arch, _primary_video(videos))
+        # libvirt moves the primary video first, so it is video0 and the others follow in order
+        video_numbers = {el: n for n, el in enumerate(sorted(videos, key=lambda el: el is not ctx.first_video))}
 
         self.ids: dict[str, _Element] = {}
         for el in children:
@@ -780,6 +811,8 @@ class _Reader:
             tag = str(el.tag)
             n = counts.get(tag, 0)
             counts[tag] = n + 1
+            if tag == "video":
+                n = video_numbers[el]
             where = d._path(el)
             if tag == "controller" and el.get("type") == "pci":
                 c = self._pci_controller(el, where, controller_indexes[el], machine)
@@ -828,6 +861,7 @@ class _Reader:
                 raise _bad(where, exc.reason) from None
             d._elements[ident] = el
         devices = _libvirt_disk_order(devices, d._elements)
+        devices = _libvirt_video_order(devices, d._elements, ctx.first_video)
         devices = _libvirt_controller_order(devices, d._elements, controller_indexes)
         devices = _usb2_slot_groups(devices, d._elements, controller_indexes)
         d._implicit = {}
