@@ -1003,13 +1003,23 @@ class Problem:
         for name in [n for n in layout if not n.endswith(own) and not n.startswith("spare[")]:
             layout.remove(name)
             trial[name] = self.domains[name][0]
+        # on a conventional root, spare slots change only whether the layout fits (fewer always fit when more
+        # do) and the spare-ports term (less with more): its first fitting count, most first, is its cheapest
+        spare_name = f"spare[{ctx_id}]"
+        last = spare_name if spare_name in layout and self.contexts[ctx_id].root_kind is RootKind.PCI else None
+        if last is not None:
+            layout.remove(last)
         best: int | None = None
         for combo in itertools.product(*(self.domains[name] for name in layout)):
             trial.update(zip(layout, combo, strict=True))
-            d = self.decision(ctx_id, trial)
-            if d is not None and d.feasible:
-                cost = self.context_cost(ctx_id, d, trial)
-                best = cost if best is None else min(best, cost)
+            for spare in self.domains[last] if last is not None else (0,):
+                if last is not None:
+                    trial[last] = spare
+                d = self.decision(ctx_id, trial)
+                if d is not None and d.feasible:
+                    cost = self.context_cost(ctx_id, d, trial)
+                    best = cost if best is None else min(best, cost)
+                    break
         # with some counts still open, a context that fits no layout now may fit none later either,
         # but the counts were lowered to 0, so "no layout" only proves something when none was open
         if best is None and not any(name.startswith("count[") for name in free):
