@@ -171,6 +171,61 @@ FACTS: dict[str, tuple[str, str, list[str]]] = {
         "ovmf",
         _e1000e_ports(9) + _empty(9, 10, ",hotplug=off"),
     ),
+    "io-reserve (9 e1000e ports, then a virtio-net port)": (
+        "q35",
+        "ovmf",
+        [*_e1000e_ports(9), _rp(9), "virtio-net-pci,id=v9,bus=rp9"],
+    ),
+    "io-reserve (9 e1000e ports, then a virtio-net port with io-reserve=0)": (
+        "q35",
+        "ovmf",
+        [*_e1000e_ports(9), _rp(9) + ",io-reserve=0", "virtio-net-pci,id=v9,bus=rp9"],
+    ),
+    "io-reserve (8 e1000e ports, 3 virtio-net ports and an empty port, all 4 with io-reserve=0)": (
+        "q35",
+        "ovmf",
+        _e1000e_ports(8)
+        + [d for i in range(8, 11) for d in (_rp(i) + ",io-reserve=0", f"virtio-net-pci,id=v{i},bus=rp{i}")]
+        + _empty(11, 1, ",io-reserve=0"),
+    ),
+    "io-reserve (8 e1000e ports, 3 virtio-net ports and an empty port)": (
+        "q35",
+        "ovmf",
+        _e1000e_ports(8)
+        + [d for i in range(8, 11) for d in (_rp(i), f"virtio-net-pci,id=v{i},bus=rp{i}")]
+        + _empty(11, 1),
+    ),
+    "io-reserve (a virtio-net port and an empty port with io-reserve=0, then 9 e1000e ports)": (
+        "q35",
+        "ovmf",
+        [_rp(0) + ",io-reserve=0", "virtio-net-pci,id=v0,bus=rp0", *_empty(1, 1, ",io-reserve=0")]
+        + [d for i in range(2, 11) for d in _e1000e(i)],
+    ),
+    "io-reserve (8 e1000 pci-bridges, then an empty pci-bridge with io-reserve=0)": (
+        "pc",
+        "seabios",
+        [*LAYOUTS["pc", "io-bars"](8), _pcb(8) + ",io-reserve=0"],
+    ),
+    "io-reserve (8 e1000 pci-bridges, then an empty pci-bridge)": (
+        "pc",
+        "seabios",
+        [*LAYOUTS["pc", "io-bars"](8), _pcb(8)],
+    ),
+    "io-reserve (3 e1000 pci-bridges, then an empty pci-bridge)": (
+        "pc",
+        "ovmf",
+        [*LAYOUTS["pc", "io-bars"](3), _pcb(3)],
+    ),
+    "io-reserve (3 e1000 pci-bridges, then an empty pci-bridge with io-reserve=0)": (
+        "pc",
+        "ovmf",
+        [*LAYOUTS["pc", "io-bars"](3), _pcb(3) + ",io-reserve=0"],
+    ),
+    "io-reserve (14 e1000e ports, then a port holding an empty pcie-to-pci-bridge, io-reserve=0)": (
+        "q35",
+        "seabios",
+        [d for i in range(14) for d in _e1000e(i)] + [_rp(14) + ",io-reserve=0", "pcie-pci-bridge,id=p2p,bus=rp14"],
+    ),
     "io-reserve (14 empty ports with io-reserve=4096)": ("q35", "seabios", _empty(0, 14, ",io-reserve=4096")),
     "io-reserve (15 empty ports with io-reserve=4096)": ("q35", "seabios", _empty(0, 15, ",io-reserve=4096")),
     "empty-dmi-bridges (20)": (

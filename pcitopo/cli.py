@@ -222,7 +222,8 @@ def _address(a: PciAddress | None) -> str | None:
 
 def _controller_dict(c: Any) -> dict[str, object]:
     result: dict[str, object] = {"index": c.index, "model": c.model, "name": c.name, "address": _address(c.address)}
-    for field in ("qemu_model", "chassis", "port", "chassis_nr", "bus_nr", "target_index", "numa_node", "hotplug"):
+    fields = ("qemu_model", "chassis", "port", "chassis_nr", "bus_nr", "target_index", "numa_node", "hotplug")
+    for field in (*fields, "io_reserve"):
         value = getattr(c, field)
         if value is not None:
             result[field] = value

@@ -234,6 +234,10 @@ class Controller:
     numa_node: int | None = attrs.field(default=None, validator=_optional_int(0, 255))
     hotplug: bool | None = None
     multifunction: bool | None = None
+    io_reserve: int | None = attrs.field(default=None, validator=_optional_int(0, 2**64 - 2))
+    """QEMU's ``io-reserve`` property, in bytes (libvirt: a ``<qemu:override>`` of the controller's alias):
+    what a firmware that reads it (OVMF) gives the port or bridge as IO window when nothing below needs more;
+    0 takes its hotplug reservation away. ``None``: QEMU's default, the firmware's own choice."""
 
     @property
     def name(self) -> str:
@@ -243,8 +247,27 @@ class Controller:
         return "pcie.0" if self.model == "pcie-root" else f"pci.{self.index}"
 
     def __str__(self) -> str:
-        return f"{self.name!r} ({self.model}, index {self.index})"
+        """The controller's name, model and index, and its ``io-reserve`` when set.
+
+        >>> str(Controller(3, "pcie-root-port", io_reserve=0))
+        "'pci.3' (pcie-root-port, index 3, io-reserve 0)"
+        """
+        reserve = "" if self.io_reserve is None else f", io-reserve {self.io_reserve}"
+        return f"{self.name!r} ({self.model}, index {self.index}{reserve})"
 
     def placed_at(self, address: PciAddress | None) -> Controller:
         """This controller at another address."""
         return attrs.evolve(self, address=address)
+
+    def with_io_reserve(self, value: int | None) -> Controller:
+        """This controller with QEMU's ``io-reserve`` set (``None``: QEMU's default), and a user alias if it had none.
+
+        libvirt sets the property through a ``<qemu:override>`` of the
+        controller's alias, and keeps on ``virsh define`` only aliases that
+        start ``ua-``.
+
+        >>> Controller(3, "pcie-root-port").with_io_reserve(0).name
+        'ua-pci-3'
+        """
+        alias = self.id if self.id is not None or value is None else f"ua-pci-{self.index}"
+        return attrs.evolve(self, io_reserve=value, id=alias)

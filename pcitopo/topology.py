@@ -715,13 +715,63 @@ class Topology:
         """Whether the firmware gives controller ``index`` an IO window even with no IO BAR below it.
 
         SeaBIOS does for SHPC bridges, OVMF for every hotplug-capable bridge and port;
-        a controller the topology makes non-hotpluggable (``hotplug=off``) gets none.
+        a controller the topology makes non-hotpluggable (``hotplug=off``) gets none,
+        nor does one with ``io-reserve=0`` where the firmware honours that
+        (:meth:`~pcitopo.legality.firmware.Firmware.honours_io_reserve_off`).
+
+        >>> port = Controller(1, "pcie-root-port", PciAddress.parse("0000:00:02.0"))
+        >>> t = Topology.build("q35", [port], firmware="ovmf")
+        >>> off = t.replace(controllers=[t.controller(0), attrs.evolve(port, io_reserve=0)])
+        >>> t.reserves_io(1), off.reserves_io(1), off.io_windows()
+        (True, False, {})
         """
         fw = self.firmware_model
         c = self.controller(index)
         if fw is None or c.hotplug is False:
             return False
+        if c.io_reserve == 0 and fw.honours_io_reserve_off(c.model):
+            return False
         return fw.reserves_io(c.model)
+
+    def io_reserve_off_candidates(self) -> tuple[int, ...]:
+        """Controllers to which ``io-reserve=0`` would each save one IO window, occupied ones first, then by index.
+
+        Those whose reservation is a window of its own on a root or expander
+        bus: nothing below them needs IO or holds a bridge the firmware
+        reserves a window for, the firmware honours ``io-reserve=0`` on their
+        model (:meth:`~pcitopo.legality.firmware.Firmware.honours_io_reserve_off`)
+        and their QEMU device has the property.
+        """
+        fw = self.firmware_model
+        if fw is None or not fw.io_reserve_off:
+            return ()
+        sizes, needed, windows = self._io_sizes, self._io_sizes_needed, self._io_windows_reserved
+        occupied = {d.address.bus for d in self.devices if d.address is not None} | set(self._children)
+        found: list[tuple[bool, int]] = []
+        for index, count in windows.items():
+            c = self.controller(index)
+            if count != 1 or needed.get(index, 0) or c.io_reserve is not None or not self.reserves_io(index):
+                continue
+            if not fw.honours_io_reserve_off(c.model) or not self.model(index).takes_io_reserve(c.qemu_model):
+                continue
+            children = self._children.get(index, ())
+            if any(self._is_bridge(child) and sizes.get(child, 0) for child in children):
+                continue
+            found.append((index not in occupied, index))
+        return tuple(index for _, index in sorted(found))
+
+    def with_io_reserve_off(self, indexes: Iterable[int]) -> Topology:
+        """This topology with ``io-reserve=0`` on the controllers ``indexes`` (:meth:`Controller.with_io_reserve`)."""
+        chosen = set(indexes)
+        return self.replace(controllers=[c.with_io_reserve(0) if c.index in chosen else c for c in self.controllers])
+
+    def io_reserve_floor(self, index: int) -> int:
+        """Bytes of IO window controller ``index`` gets at least from its ``io-reserve`` (0: none asked or honoured)."""
+        fw = self.firmware_model
+        reserve = self.controller(index).io_reserve
+        if fw is None or not fw.io_reserve_property or not reserve:
+            return 0
+        return reserve
 
     @functools.cached_property
     def _io_sizes(self) -> Mapping[int, int]:
@@ -749,8 +799,10 @@ class Topology:
             for child in self._children.get(index, ()):
                 if child not in cycles and self._is_bridge(child):
                     total += size_of(child)
-            if total == 0 and reservations and self.reserves_io(index):
-                total = IO_WINDOW
+            if reservations:
+                if total == 0 and self.reserves_io(index):
+                    total = IO_WINDOW
+                total = max(total, self.io_reserve_floor(index))
             sizes[index] = -(-total // IO_WINDOW) * IO_WINDOW
             return sizes[index]
 

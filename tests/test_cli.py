@@ -601,3 +601,25 @@ def test_verify_refuses_a_domain_with_devices_to_place(capsys: pytest.CaptureFix
         f"pcitopo: {path}: 3 device(s) have no PCI address yet (interface0, usb0, memballoon0); "
         "run 'pcitopo assign' first\n"
     )
+
+
+def test_assign_json_shows_the_io_reserve_the_plan_sets(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Under OVMF with more hotplug ports than IO windows, --json lists the added ports given io-reserve 0."""
+    nics = "".join(
+        f"<interface type='user'><model type='{m}'/><alias name='ua-{m}{i}'/></interface>"
+        for m, n in (("e1000e", 8), ("virtio", 3))
+        for i in range(n)
+    )
+    path = tmp_path / "d.xml"
+    path.write_text(
+        "<domain type='kvm'><name>d</name><os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type></os>"
+        f"<features><acpi/></features><devices>{nics}</devices></domain>"
+    )
+    code, out, _ = run(capsys, "assign", str(path), "--json", "--policy", "hotplug")
+    assert code == 0
+    summary = json.loads(out)
+    off = [c["name"] for c in summary["added_controllers"] if c.get("io_reserve") == 0]
+    assert len(off) == 5
+    assert all(name.startswith("ua-pci-") for name in off)
+    (term,) = [s for s in summary["soft"] if s["name"] == "io-reserve-off"]
+    assert (term["met"], term["weight"]) == (False, 5 * 2)

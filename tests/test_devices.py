@@ -91,3 +91,17 @@ def test_values_are_frozen_and_hashable() -> None:
 def test_public_names() -> None:
     """The module exports exactly its five classes."""
     assert dir(devices) == ["Bar", "Controller", "Device", "HotplugNeed", "Needs"]
+
+
+def test_with_io_reserve_gives_a_user_alias_libvirt_keeps() -> None:
+    """Setting io-reserve names the controller ua-pci-N (libvirt keeps ua- aliases), and str shows the value."""
+    c = Controller(3, "pcie-root-port").with_io_reserve(0)
+    assert (c.id, c.io_reserve) == ("ua-pci-3", 0)
+    assert str(c) == "'ua-pci-3' (pcie-root-port, index 3, io-reserve 0)"
+    assert Controller(3, "pcie-root-port", id="ua-x").with_io_reserve(0).id == "ua-x"
+
+
+def test_io_reserve_must_be_a_byte_count() -> None:
+    """A negative io-reserve is refused naming the field."""
+    with pytest.raises(InvalidInput, match=r"io_reserve must be in 0\.\."):
+        Controller(3, "pcie-root-port", io_reserve=-1)

@@ -208,7 +208,6 @@ PC_LIVE = """<domain type='kvm'><name>p</name><os><type arch='x86_64' machine='p
     ("xml", "ident", "kind", "driver"),
     [
         ("<video><model type='vga'/></video>", "video1", "vga", "VGA"),
-        ("<video><model type='qxl'/></video>", "video1", "qxl", "qxl-vga"),
         ("<video><model type='virtio'/></video>", "video1", "virtio-gpu", "virtio-gpu-pci"),
         ("<controller type='usb' model='pci-ohci'/>", "usb0", "pci-ohci", "pci-ohci"),
         ("<controller type='usb' model='ich9-ehci1'/>", "usb0", "ich9-ehci1", "ich9-usb-ehci1"),
@@ -220,6 +219,12 @@ def test_attach_offers_no_kind_qemu_cannot_hot_add(xml: str, ident: str, kind: s
         attach(LibvirtDomain.from_string(PC_LIVE), xml)
     (conflict,) = info.value.conflicts
     assert conflict == f"'{ident}' ({kind}) cannot be hot-plugged at all (QEMU refuses to hot-add a {driver})"
+
+
+def test_attach_places_a_secondary_qxl_head() -> None:
+    """A qxl beside the primary video is QEMU's "qxl", which device_add takes: attach offers a root-bus slot."""
+    (placed,) = attach(LibvirtDomain.from_string(PC_LIVE), "<video><model type='qxl'/></video>")
+    assert (placed.kind, str(placed.address), placed.bus) == ("qxl-secondary", "0000:00:03.0", "pci.0")
 
 
 def test_attach_places_a_pvpanic_on_pc_root_bus() -> None:

@@ -425,3 +425,64 @@ def test_unplaced_devices_count_as_root_bus_devices_in_the_floor() -> None:
     assert t.mmio is not None
     assert t.mmio_with_unplaced is not None
     assert (t.mmio.above_4g, t.mmio_with_unplaced.above_4g) == (0, 256 << 30)
+
+
+# -- io-reserve (issue 11): QEMU's property, as the firmware files say each firmware reads it ----------------
+
+
+def _virtio_ports(n: int, *, io_reserve: int | None, firmware: str) -> Topology:
+    """N root ports each holding a virtio-net (no IO BAR), with ``io_reserve`` on every port."""
+    ports = [
+        Controller(1 + i, "pcie-root-port", address=PciAddress.parse(f"00:{2 + i:02x}.0"), io_reserve=io_reserve)
+        for i in range(n)
+    ]
+    devices = [Device(f"v{i}", "virtio-net", address=PciAddress.parse(f"{1 + i:02x}:00.0")) for i in range(n)]
+    return Topology.build("q35", ports, devices, firmware=firmware)
+
+
+def test_ovmf_io_reserve_zero_takes_a_virtio_ports_window_away() -> None:
+    """Under OVMF a port holding a virtio-net takes a window; with io-reserve=0 it takes none (measured)."""
+    assert _virtio_ports(2, io_reserve=None, firmware="ovmf").io_windows() == {1: 1, 2: 1}
+    assert _virtio_ports(2, io_reserve=0, firmware="ovmf").io_windows() == {}
+
+
+def test_io_reserve_zero_does_not_hide_a_devices_io_bar() -> None:
+    """io-reserve=0 on a port whose e1000e has an IO BAR leaves the window the device needs."""
+    port = Controller(1, "pcie-root-port", address=PciAddress.parse("00:02.0"), io_reserve=0)
+    t = Topology.build("q35", [port], [Device("e", "e1000e", address=PciAddress.parse("01:00.0"))], firmware="ovmf")
+    assert t.io_windows() == {1: 1}
+
+
+def test_seabios_keeps_an_shpc_bridges_window_under_io_reserve_zero() -> None:
+    """SeaBIOS gives an empty pci-bridge its window whatever io-reserve says (measured on pc: 26 BARs unmapped)."""
+    bridge = Controller(1, "pci-bridge", address=PciAddress.parse("00:03.0"), chassis_nr=1, io_reserve=0)
+    assert Topology.build("pc", [bridge], firmware="seabios").io_windows() == {1: 1}
+    assert Topology.build("pc", [bridge], firmware="ovmf").io_windows() == {}
+
+
+def test_io_reserve_above_zero_gives_an_empty_port_a_window_under_seabios() -> None:
+    """An empty root port gets no IO from SeaBIOS, but io-reserve=4096 gives it one window (measured: 14 fit)."""
+    assert _virtio_ports(1, io_reserve=None, firmware="seabios").io_windows() == {}
+    assert _virtio_ports(1, io_reserve=4096, firmware="seabios").io_windows() == {1: 1}
+
+
+def test_io_reserve_off_candidates_are_ports_whose_window_is_their_own_reservation() -> None:
+    """Occupied ports first, then empty ones; never a port whose device needs IO, holds a reserving bridge,
+    has hotplug off, or is an ioh3420 (no io-reserve property); none under SeaBIOS."""
+    a = PciAddress.parse
+    controllers = [
+        Controller(1, "pcie-root-port", a("00:02.0")),  # empty
+        Controller(2, "pcie-root-port", a("00:03.0")),  # a virtio-net
+        Controller(3, "pcie-root-port", a("00:04.0")),  # an e1000e: needs IO
+        Controller(4, "pcie-root-port", a("00:05.0")),  # a pcie-to-pci-bridge, which reserves its own window
+        Controller(5, "pcie-to-pci-bridge", a("04:00.0")),
+        Controller(6, "pcie-root-port", a("00:06.0"), hotplug=False),
+        Controller(7, "pcie-root-port", a("00:07.0"), qemu_model="ioh3420"),
+    ]
+    devices = [Device("v", "virtio-net", address=a("02:00.0")), Device("e", "e1000e", address=a("03:00.0"))]
+    t = Topology.build("q35", controllers, devices, firmware="ovmf")
+    assert t.io_reserve_off_candidates() == (2, 1)
+    off = t.with_io_reserve_off([2])
+    assert (off.controller(2).io_reserve, off.controller(2).name) == (0, "ua-pci-2")
+    assert sum(off.io_windows().values()) == sum(t.io_windows().values()) - 1
+    assert Topology.build("q35", controllers, devices, firmware="seabios").io_reserve_off_candidates() == ()

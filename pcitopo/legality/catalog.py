@@ -130,6 +130,12 @@ class ControllerModel:
     """The ``<target>`` attributes libvirt 9.0 accepts on this model (its names: ``chassisNr``, ``busNr``, ...)."""
     bars: tuple[Bar, ...] = ()
     """The controller's own memory BARs, on the bus it plugs into (benchmarks/calibrate_bars.py)."""
+    io_reserve_devices: tuple[str, ...] = ()
+    """The QEMU devices of this model that take the ``io-reserve`` property (``-device NAME,help`` in QEMU 7.2)."""
+
+    def takes_io_reserve(self, qemu_device: str | None) -> bool:
+        """Whether this model, created as ``qemu_device`` (``None``: its default device), takes ``io-reserve``."""
+        return (qemu_device or self.qemu_device) in self.io_reserve_devices
 
     @property
     def qemu_device(self) -> str | None:
@@ -251,6 +257,7 @@ def _controller(source: str, name: str, data: Mapping[str, Any]) -> ControllerMo
         identity=t.str_list("identity"),
         target_options=t.str_list("target-options"),
         bars=_bars(t),
+        io_reserve_devices=t.str_list("io-reserve-devices"),
     )
     unknown = sorted(set(model.target_options) - set(TARGET_OPTIONS))
     if unknown:

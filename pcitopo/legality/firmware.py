@@ -110,7 +110,7 @@ class Firmware:
     io_reserve: tuple[str, ...]
     """Controller models given an IO window even when nothing below them has an IO BAR."""
     io_reserve_property: bool
-    """Whether a root port's QEMU ``io-reserve`` property overrides what it is given."""
+    """Whether a port's QEMU ``io-reserve`` property larger than its needs is honoured (it gets that much IO)."""
     mem_reserve: int
     """Bytes of 32-bit memory window given to each hotplug port (0: none beyond its needs)."""
     pref64_reserve: int
@@ -133,6 +133,9 @@ class Firmware:
     """Controller models given ``mem_reserve`` and ``pref64_reserve`` when hotplug-capable."""
     phys_bits: int = 40
     """The guest CPU physical address width the 64-bit numbers were measured under (QEMU's default x86 CPU)."""
+    io_reserve_off: tuple[str, ...] = ()
+    """Controller models whose IO reservation QEMU's ``io-reserve=0`` removes, measured: nothing below them needing
+    IO, they get no window (OVMF reads QEMU's reservation capability; SeaBIOS only ever raises its own)."""
     vbe_root_bus_only: tuple[str, ...] = ()
     """The VBE interfaces (a device kind's ``vga``) this firmware's video BIOS finds only on the main root bus."""
 
@@ -177,6 +180,7 @@ class Firmware:
             io_window=t.get("io-window", int, required=True),
             io_reserve=t.str_list("io-reserve"),
             io_reserve_property=t.get("io-reserve-property", bool, False),
+            io_reserve_off=t.str_list("io-reserve-off"),
             mem_reserve=t.get("mem-reserve", int, 0),
             pref64_reserve=t.get("pref64-reserve", int, 0),
             mmio64_knob=t.get("mmio64-knob", str, None),
@@ -217,6 +221,16 @@ class Firmware:
     def reserves_io(self, model: str) -> bool:
         """Whether a controller of ``model`` gets an IO window with nothing below it needing one."""
         return model in self.io_reserve
+
+    def honours_io_reserve_off(self, model: str) -> bool:
+        """Whether ``io-reserve=0`` on a controller of ``model`` takes away the IO window this firmware reserves it.
+
+        >>> Firmware.named("ovmf").honours_io_reserve_off("pcie-root-port")
+        True
+        >>> Firmware.named("seabios").honours_io_reserve_off("pci-bridge")
+        False
+        """
+        return model in self.io_reserve_off and self.reserves_io(model)
 
     def __str__(self) -> str:
         return self.name

@@ -106,7 +106,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "usb-master": "ICH9 UHCI companion USB controllers and no USB controller of their own to be their master "
         '(libvirt: "No master USB controller specified")',
         "controller-options": "a controller <model name> or <target> option its model does not take "
-        "(libvirt 9.0 refuses the domain at define)",
+        "(libvirt 9.0 refuses the domain at define), or an io-reserve on a QEMU device without that property "
+        "(QEMU refuses to start)",
     }
 )
 """Every rule id with what it means. The ids are stable."""
@@ -1061,6 +1062,16 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                     c.name,
                     address=c.address,
                 )
+        if c.io_reserve is not None and not model.takes_io_reserve(c.qemu_model):
+            device = c.qemu_model or model.qemu_device
+            having = sorted({d for m in ctx.catalog.controllers.values() for d in m.io_reserve_devices})
+            yield _violation(
+                "controller-options",
+                f"{_q(c.name)} ({c.model}) has io-reserve {c.io_reserve}; QEMU's {device or c.model} has no "
+                f"io-reserve property (only {_names(having)} do)",
+                c.name,
+                address=c.address,
+            )
         allowed = model.target_options
         bad = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None and attr not in allowed]
         if c.index == 0 and numbered_roots:

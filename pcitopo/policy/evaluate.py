@@ -54,6 +54,13 @@ The terms (``policy.weights[name]`` is the cost of each one not met):
     BIOS console still shows, but in text mode only: no VBE graphics modes
     for the boot loader or an OS that uses them.
 
+``io-reserve-off``
+    one term when the plan sets ``io-reserve=0`` on ports or bridges the
+    request did not: never met, it costs the weight for each of them. The
+    solver does so, on root ports it adds, only where the firmware honours it
+    (OVMF) and its IO windows run out otherwise: such a port keeps no IO window for a device
+    with an IO BAR hot-plugged there later.
+
 Terms are about what the plan decides: devices pinned in the request add
 nothing (their needs are checked by the rules only if they are their own).
 
@@ -366,6 +373,18 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
             f"{len(added)} controller(s) added",
         )
     )
+    reserved = {c.index: c.io_reserve for c in request.controllers}
+    off = [c for c in result.controllers if c.io_reserve == 0 and reserved.get(c.index) != 0]
+    if off:
+        names = ", ".join(repr(c.name) for c in off)
+        out.append(
+            SoftResult(
+                "io-reserve-off",
+                False,
+                weights["io-reserve-off"] * len(off),
+                f"io-reserve=0 on {len(off)} controller(s) ({names})",
+            )
+        )
     if policy.ordered:
         out.extend(_order_results(result, policy, pending))
         out.extend(_name_order_results(result, policy, pending))

@@ -68,6 +68,7 @@ SOFT_CONSTRAINTS: Mapping[str, str] = {
     "order": "devices of one kind get increasing addresses, and NICs increasing guest names, in definition order",
     "hotplug-off-occupied": "an endpoint without a hotplug need sits on a position with hotplug off",
     "primary-video": "the primary VGA sits on the main root bus, where the guest's BIOS finds its VBE modes",
+    "io-reserve-off": "each port or bridge given io-reserve=0 (no IO window kept for a device hot-plugged later)",
 }
 """The soft constraints a plan reports on, with what each means."""
 
@@ -80,6 +81,7 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "fewer-controllers": 1,
     "hotplug-off-occupied": 10,
     "primary-video": 50,
+    "io-reserve-off": 2,
 }
 
 

@@ -328,6 +328,10 @@ def _controller_spec(
             props.append((prop, value))
     if model.hotplug is Hotplug.DEFAULT_ON and c.hotplug is False:
         props.append(("hotplug", False))
+    if c.io_reserve is not None:
+        if not model.takes_io_reserve(driver):
+            raise InvalidInput(f"controller {c.name!r}", f"QEMU's {driver} has no io-reserve property")
+        props.append(("io-reserve", c.io_reserve))
     props += _extra(f"controller {c.name!r}", props, extra)
     bus = topology.bus_name(c.address.bus) if c.address is not None else None
     return DeviceSpec(driver, c.name, bus, c.address, tuple(props), controller=True)

@@ -539,6 +539,7 @@ _CONTROLLER_FIELDS = (
     "numa_node",
     "hotplug",
     "multifunction",
+    "io_reserve",
 )
 """The fields :func:`_new_controller` sets, one by one (the same test checks they are all of Controller's)."""
 
@@ -597,6 +598,7 @@ def _new_controller(
     _set(new, "numa_node", None)
     _set(new, "hotplug", hotplug)
     _set(new, "multifunction", None)
+    _set(new, "io_reserve", None)
     return new
 
 

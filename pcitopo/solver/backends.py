@@ -11,7 +11,7 @@ says what is known about it. :class:`CspBackend` models the request
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -23,7 +23,16 @@ from pcitopo.solver.model import Unit, formulate
 from pcitopo.solver.plan import SearchStats, Status
 from pcitopo.topology import Topology
 
-__all__ = ["Backend", "CspBackend", "Feasibility", "LibvirtBackend", "Placement", "backend_for", "feasible"]
+__all__ = [
+    "Backend",
+    "CspBackend",
+    "Feasibility",
+    "LibvirtBackend",
+    "Placement",
+    "backend_for",
+    "feasible",
+    "io_reserve_off",
+]
 
 
 def __dir__() -> list[str]:
@@ -77,6 +86,7 @@ class CspBackend:
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
         score = self._score
+        keep = frozenset(c.index for c in request.controllers)
         realised: dict[tuple[tuple[str, int], ...], Topology] = {}
 
         def exact(values: Mapping[str, int]) -> int | None:
@@ -84,9 +94,14 @@ class CspBackend:
             topology = _realize.realize(problem, values)
             # the firmware's reservations (an IO window for every SHPC bridge and, with OVMF, every hotplug
             # port) and the root buses' IO BARs beyond the firmware's room for them are counted on the
-            # realised plan: the model's count is a lower bound of it
-            if topology.io_windows_short():
-                return None
+            # realised plan: the model's count is a lower bound of it. Where the firmware honours io-reserve=0
+            # the fewest ports or bridges needing no IO give their windows back (the io-reserve-off term)
+            short = topology.io_windows_short()
+            if short:
+                fitted = io_reserve_off(topology, short, keep)
+                if fitted is None:
+                    return None
+                topology = fitted
             realised[tuple(sorted(values.items()))] = topology
             return score(topology)
 
@@ -102,6 +117,23 @@ class CspBackend:
         topology = realised.get(tuple(sorted(result.values.items()))) or _realize.realize(problem, result.values)
         status = Status.OPTIMAL if result.proven else Status.FEASIBLE
         return Placement(topology, status, stats, model_cost=result.cost, bound=result.bound)
+
+
+def io_reserve_off(topology: Topology, short: int, keep: Collection[int] = ()) -> Topology | None:
+    """``topology`` with ``io-reserve=0`` on the ``short`` first candidates that each give an IO window back.
+
+    Only PCIe ports the plan adds are changed (not those of ``keep``, the request's indexes): a pci-bridge
+    with io-reserve=0 would pay only in layouts the model does not weigh (a dmi-to-pci-bridge's tree on q35,
+    found by the enumerator), so the solver leaves bridges their reservation. ``None`` when
+    there are fewer such controllers (see :meth:`~pcitopo.topology.Topology.io_reserve_off_candidates`): the
+    plan does not fit. Each one costs the same (the ``io-reserve-off`` weight), so the fewest are set, ports
+    holding a device before empty ones (those are kept for hot-plugging).
+    """
+    candidates = [i for i in topology.io_reserve_off_candidates() if i not in keep and topology.model(i).port]
+    if len(candidates) < short:
+        return None
+    result = topology.with_io_reserve_off(candidates[:short])
+    return None if result.io_windows_short() else result
 
 
 def feasible(request: Topology, policy: Policy, units: Sequence[Unit]) -> bool:

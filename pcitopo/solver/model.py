@@ -269,6 +269,15 @@ def _unit(
             ],
             suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
         )
+    if hot is HotplugNeed.FORBIDDEN and integrated_required and not _root_has_fixed_slot(topology):
+        root = topology.machine.root_bus_name
+        raise Unsatisfiable(
+            [
+                f"{members[0].id!r} must not be hot-pluggable and must sit integrated on the root bus {root}, "
+                "every slot of which is hot-pluggable"
+            ],
+            suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
+        )
     return Unit(
         devices=tuple(members),
         connect=connect,
@@ -287,6 +296,11 @@ def _unit(
 
 def _root_takes_hotplug(topology: Topology) -> bool:
     return any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
+
+
+def _root_has_fixed_slot(topology: Topology) -> bool:
+    """Whether some slot of the main root bus is not hot-pluggable (pseries: none is)."""
+    return not all(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
 
 def _check_groups(units: Sequence[Unit]) -> None:

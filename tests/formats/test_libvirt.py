@@ -934,3 +934,105 @@ def test_export_writes_the_ovmf_knob_as_qemu_arguments_once() -> None:
     bigger = again.with_topology(again.topology.replace(mmio64=1 << 39 | 1 << 38)).to_string()
     assert "string=786432'/>" in bigger
     assert bigger.count("-fw_cfg") == 1
+
+
+# -- io-reserve as <qemu:override> (issue 11) ------------------------------------------------------
+
+_PORT = (
+    "    <controller type='pci' index='0' model='pcie-root'/>\n"
+    "    <controller type='pci' index='1' model='pcie-root-port'>\n"
+    "      <model name='pcie-root-port'/>\n"
+    "      <target chassis='1' port='0x10'/>\n"
+    "      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>\n"
+    "    </controller>"
+)
+_QEMU = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+def _with_io_reserve(domain: LibvirtDomain, value: int | None) -> str:
+    t = domain.topology
+    port = t.controller(1).with_io_reserve(value)
+    return domain.export(t.replace(controllers=[c if c.index != 1 else port for c in t.controllers]))
+
+
+def test_io_reserve_is_written_as_an_override_of_a_user_alias_and_read_back() -> None:
+    """io-reserve=0 becomes a ua- alias on the controller and a <qemu:override> of it; reading gives it back."""
+    domain = LibvirtDomain.from_string(domain_xml(_PORT).replace("<os>", "<os firmware='efi'>"))
+    text = _with_io_reserve(domain, 0)
+    assert text.startswith(f"<domain type='kvm' xmlns:qemu='{_QEMU}'>\n")
+    assert "      <target chassis='1' port='0x10'/>\n      <alias name='ua-pci-1'/>\n      <address" in text
+    assert text.endswith(
+        "  </devices>\n"
+        "  <qemu:override>\n"
+        "    <qemu:device alias='ua-pci-1'>\n"
+        "      <qemu:frontend>\n"
+        "        <qemu:property name='io-reserve' type='unsigned' value='0'/>\n"
+        "      </qemu:frontend>\n"
+        "    </qemu:device>\n"
+        "  </qemu:override>\n</domain>\n"
+    )
+    again = LibvirtDomain.from_string(text)
+    assert str(again.topology.controller(1)) == "'ua-pci-1' (pcie-root-port, index 1, io-reserve 0)"
+    assert again.export(again.topology) == text
+
+
+def test_io_reserve_keeps_every_other_override_and_commandline_where_they_are() -> None:
+    """An existing override of the alias gets the property beside its own; other overrides and arguments stay."""
+    port = _PORT.replace(
+        "<target chassis='1' port='0x10'/>", "<target chassis='1' port='0x10'/>\n      <alias name='ua-p'/>"
+    )
+    qemu = (
+        "  <q:commandline>\n    <q:arg value='-S'/>\n  </q:commandline>\n"
+        "  <q:override>\n"
+        "    <q:device alias='ua-other'>\n      <q:frontend>\n"
+        "        <q:property name='x-foo' type='bool' value='true'/>\n      </q:frontend>\n    </q:device>\n"
+        "    <q:device alias='ua-p'>\n      <q:frontend>\n"
+        "        <q:property name='mem-reserve' type='unsigned' value='0'/>\n      </q:frontend>\n    </q:device>\n"
+        "  </q:override>\n"
+    )
+    text = domain_xml(port).replace("<domain type='kvm'>", f"<domain type='kvm' xmlns:q='{_QEMU}'>")
+    text = text.replace("</domain>", qemu + "</domain>")
+    written = _with_io_reserve(LibvirtDomain.from_string(text), 0)
+    expected = text.replace(
+        "        <q:property name='mem-reserve' type='unsigned' value='0'/>\n",
+        "        <q:property name='mem-reserve' type='unsigned' value='0'/>\n"
+        "        <q:property name='io-reserve' type='unsigned' value='0'/>\n",
+    )
+    assert written[written.index("  <q:commandline>") :] == expected[expected.index("  <q:commandline>") :]
+    assert LibvirtDomain.from_string(written).topology.controller(1).io_reserve == 0
+
+
+def test_io_reserve_unset_is_written_as_a_removed_property() -> None:
+    """Back to QEMU's default: the property becomes type='remove' (no element dropped), read as no io-reserve."""
+    domain = LibvirtDomain.from_string(domain_xml(_PORT))
+    again = LibvirtDomain.from_string(_with_io_reserve(domain, 0))
+    text = _with_io_reserve(again, None)
+    assert "<qemu:property name='io-reserve' type='remove'/>" in text
+    assert LibvirtDomain.from_string(text).topology.controller(1).io_reserve is None
+
+
+def test_a_bad_io_reserve_override_is_refused_naming_it() -> None:
+    """An io-reserve that is no number of bytes is an error naming the property's element."""
+    text = domain_xml(
+        _PORT.replace("<address type='pci' domain", "<alias name='ua-p'/>\n      <address type='pci' domain")
+    )
+    text = text.replace("<domain type='kvm'>", f"<domain type='kvm' xmlns:qemu='{_QEMU}'>").replace(
+        "</domain>",
+        "<qemu:override><qemu:device alias='ua-p'><qemu:frontend>"
+        "<qemu:property name='io-reserve' type='string' value='4k'/></qemu:frontend></qemu:device></qemu:override>"
+        "</domain>",
+    )
+    with pytest.raises(InvalidDomainXML) as info:
+        LibvirtDomain.from_string(text)
+    assert "io-reserve must be an unsigned number of bytes (got 'string' '4k')" in str(info.value)
+    assert "property" in str(info.value)
+
+
+def test_io_reserve_without_a_user_alias_is_refused() -> None:
+    """A controller with io-reserve but an alias libvirt would drop cannot be written: the error says why."""
+    domain = LibvirtDomain.from_string(domain_xml(_PORT))
+    t = domain.topology
+    port = Controller(1, "pcie-root-port", t.controller(1).address, id="p1", io_reserve=0)
+    with pytest.raises(InvalidInput) as info:
+        domain.export(t.replace(controllers=[t.controller(0), port]))
+    assert "libvirt keeps only aliases that start with 'ua-'" in str(info.value)

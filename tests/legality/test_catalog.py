@@ -209,8 +209,8 @@ BAD_FILES = [
         "controllers-typo.toml",
         None,
         "controllers-typo.toml: pci-bridge.hotplugg: unknown key (known keys: accepts, aggregate, autoassign, bars, "
-        "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, port, qemu, "
-        "root, slots, target-options)",
+        "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, io-reserve-devices, "
+        "port, qemu, root, slots, target-options)",
         "pci-bridge.hotplugg",
     ),
     (

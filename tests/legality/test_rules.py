@@ -573,6 +573,16 @@ def test_function_range_on_a_catalog_with_single_function_slots() -> None:
 
 MESSAGES = [
     (
+        Topology.build("q35", [rp(1, "00:02.0"), ctl(2, "pcie-to-pci-bridge", "01:00.0", io_reserve=0)]),
+        "'pci.2' (pcie-to-pci-bridge) has io-reserve 0; QEMU's pcie-pci-bridge has no io-reserve property "
+        "(only pci-bridge and pcie-root-port do) (rule: controller-options)",
+    ),
+    (
+        Topology.build("q35", [rp(1, "00:02.0", qemu_model="ioh3420", io_reserve=0)]),
+        "'pci.1' (pcie-root-port) has io-reserve 0; QEMU's ioh3420 has no io-reserve property "
+        "(only pci-bridge and pcie-root-port do) (rule: controller-options)",
+    ),
+    (
         Topology.build("q35", devices=[dev("net0", NIC, "00:03.0"), dev("disk1", "virtio-blk", "00:03.0")]),
         "0000:00:03.0 is wanted by 'net0' and 'disk1' (rule: unique-address)",
     ),

@@ -351,3 +351,24 @@ def test_the_primary_video_weight_comes_from_the_policy() -> None:
     )
     policy = Policy.from_mapping({"weights": {"primary-video": 7}})
     assert ("primary-video", False, 7, "v") in _terms(evaluate(request, result, policy))
+
+
+# -- io-reserve-off ---------------------------------------------------------------------------------
+
+
+def test_io_reserve_off_costs_its_weight_per_controller_the_plan_sets_it_on() -> None:
+    """Two new ports with io-reserve=0 cost 2 x 2; one the request already had so costs nothing more."""
+    pinned = Controller(1, "pcie-root-port", PciAddress.parse("00:02.0"), chassis=1, port=16).with_io_reserve(0)
+    request = Topology.build("q35", [pinned], firmware="ovmf")
+    added = [
+        Controller(i, "pcie-root-port", PciAddress.parse(f"00:{i + 1:02x}.0"), chassis=i, port=16 + i).with_io_reserve(
+            0
+        )
+        for i in (2, 3)
+    ]
+    result = request.replace(controllers=[*request.controllers, *added])
+    terms = [t for t in _terms(evaluate(request, result, "hotplug")) if t[0] == "io-reserve-off"]
+    assert terms == [("io-reserve-off", False, 4, None)]
+    assert "io-reserve-off" not in [s.name for s in evaluate(request, request, "hotplug").soft]
+    heavy = Policy.from_mapping({"weights": {"io-reserve-off": 7}})
+    assert [s.cost for s in evaluate(request, result, heavy).soft if s.name == "io-reserve-off"] == [14]

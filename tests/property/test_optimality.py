@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.errors import Unsatisfiable
 from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
@@ -424,6 +425,24 @@ def test_the_solver_finds_the_enumerated_minimum_of_a_former_counterexample(
     assert (plan.status, plan.cost, evaluate(request_, plan.topology, policy).cost) == (status, cost, cost)
 
 
+@pytest.mark.parametrize("machine", ["pseries", "pc"])
+def test_an_integrated_device_that_must_not_be_hot_plugged_on_an_all_hotplug_root_is_refused(machine: str) -> None:
+    """pvpanic-pci must sit on the root bus; where every root slot is hot-pluggable and it must not be: no completion.
+
+    The solver ended in InternalError (its plan broke the hotplug rule); the
+    enumerator finds no completion, and the solver now says Unsatisfiable.
+    """
+    from pcitopo.solver import solve
+
+    request = Topology.build(machine, devices=[Device("r0", "pvpanic-pci")])
+    policy = attrs.evolve(
+        Policy.named("hotplug"), spare_ports=0, overrides=(Override("r0", hotplug=HotplugNeed.FORBIDDEN),)
+    )
+    assert minimum(request, policy).completions == 0
+    with pytest.raises(Unsatisfiable, match="must not be hot-pluggable and must sit integrated on the root bus"):
+        solve(request, policy)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="NIC names mix slot names (ens<N>, a hotpluggable slot of pcie.0's ACPI) and path names (enp<B>s<S>); "
@@ -583,3 +602,63 @@ def test_conventional_devices_beside_a_root_port_as_its_slot_s_functions() -> No
     found = minimum(request, policy)
     assert (found.cost, found.complete) == (1, True)
     assert solve(request, policy).cost == 1
+
+
+# -- io-reserve=0 under OVMF (issue 11) -----------------------------------------------------------
+
+
+def _ovmf_e1000e_ports(n: int, *extra: Device) -> Topology:
+    """q35 under OVMF with ``n`` pinned root ports each holding an e1000e (a window each), and ``extra`` to place."""
+    from pcitopo.devices import Controller
+
+    ports = [
+        Controller(1 + i, "pcie-root-port", PciAddress.parse(f"00:{2 + i:02x}.0"), chassis=1 + i, port=16 + i)
+        for i in range(n)
+    ]
+    pinned = [Device(f"e{i}", "e1000e", address=PciAddress.parse(f"{1 + i:02x}:00.0")) for i in range(n)]
+    return Topology.build("q35", ports, [*pinned, *extra], firmware="ovmf")
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "policy", "cost"),
+    [
+        (
+            # a port for the NIC and a spare port make 10 windows of 9: io-reserve=0 on the NIC's port (2)
+            "8 e1000e ports, a virtio-net: its port and a spare, one io-reserve=0",
+            _ovmf_e1000e_ports(8, Device("v", "virtio-net")),
+            "hotplug",
+            2 + 2,
+        ),
+        (
+            # nothing is short: io-reserve is never set gratuitously
+            "8 e1000e ports, a virtio-net under minimal: integrated, nothing added",
+            _ovmf_e1000e_ports(8, Device("v", "virtio-net")),
+            "minimal",
+            0,
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_io_reserve_off_is_the_enumerated_minimum_under_ovmf(
+    case: str, request_: Topology, policy: str, cost: int
+) -> None:
+    """Near OVMF's 9 IO windows the enumerated minimum (worked out by hand) sets io-reserve=0, as the solver does."""
+    found = minimum(request_, Policy.named(policy))
+    assert (found.cost, found.complete) == (cost, True)
+    check_against_the_enumerator(request_, Policy.named(policy))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(7, 9), POLICIES, st.data())
+def test_the_solver_cost_is_the_enumerated_minimum_near_ovmfs_io_budget(
+    pinned: int, policy: Policy, data: st.DataObject
+) -> None:
+    """q35 under OVMF with 7..9 of its 9 IO windows taken by pinned e1000e ports and one drawn device to place:
+    the enumerator tries io-reserve=0 on every new port, and the solver's cost is still its minimum."""
+    from pcitopo.strategies import device_requests
+
+    (device,) = data.draw(
+        device_requests(machine="q35", min_devices=1, max_devices=1, taken=[f"e{i}" for i in range(9)])
+    )
+    request = _ovmf_e1000e_ports(pinned, device)
+    check_against_the_enumerator(request, policy)

@@ -379,3 +379,20 @@ def test_a_64_bit_window_becomes_the_ovmf_knob_or_the_host_bridges_hole() -> Non
     ]
     assert qemu_args(Topology.build("q35", mmio64=64 << 30)) == ["-global", "q35-pcihost.pci-hole64-size=68719476736"]
     assert qemu_args(Topology.build("q35")) == []
+
+
+def test_io_reserve_is_a_root_port_property() -> None:
+    """A root port's io-reserve=0 is passed to QEMU as the device property."""
+    port = Controller(1, "pcie-root-port", address=A("00:02.0"), chassis=1, port=16).with_io_reserve(0)
+    assert qemu_args(Topology.build("q35", [port])) == [
+        "-device",
+        "pcie-root-port,id=ua-pci-1,bus=pcie.0,addr=0x2,chassis=1,port=0x10,io-reserve=0",
+    ]
+
+
+def test_io_reserve_on_a_device_without_the_property_is_refused() -> None:
+    """QEMU's ioh3420 has no io-reserve: the export names the controller instead of writing a line QEMU refuses."""
+    port = Controller(1, "pcie-root-port", address=A("00:02.0"), qemu_model="ioh3420", io_reserve=0)
+    with pytest.raises(InvalidInput) as info:
+        qemu_args(Topology.build("q35", [port]))
+    assert str(info.value) == "controller 'pci.1': QEMU's ioh3420 has no io-reserve property"

@@ -1010,3 +1010,52 @@ def test_a_pc_request_of_io_bar_devices_under_hotplug_off_occupied_is_proven_opt
     plan = solve(request, attrs.evolve(Policy.named("minimal"), spare_ports=0, hotplug_off_occupied=True))
     assert validate(plan.topology) == ()
     assert (plan.status, plan.cost) == (Status.OPTIMAL, 101)
+
+
+# -- io-reserve=0 where OVMF's IO windows run out (issue 11) -----------------------------------------
+
+
+def _nics(e1000e: int, virtio: int, firmware: str | None = "ovmf", machine: str = "q35") -> Topology:
+    devices = [Device(f"e{i}", "e1000e") for i in range(e1000e)] + [
+        Device(f"v{i}", "virtio-net") for i in range(virtio)
+    ]
+    return Topology.build(machine, devices=devices, firmware=firmware)
+
+
+def test_ovmf_ports_without_io_give_their_windows_back_instead_of_integrating() -> None:
+    """8 e1000e + 3 virtio-net under OVMF: 12 hotplug ports, io-reserve=0 on the virtio-net ports (was cost 229)."""
+    request = _nics(8, 3)
+    plan = solve(request, "hotplug")
+    t = plan.topology
+    off = [c for c in t.controllers if c.io_reserve is not None]
+    below = {c.index: [d.id for d in t.devices if d.address is not None and d.address.bus == c.index] for c in off}
+    assert sorted(v for ids in below.values() for v in ids) == ["v0", "v1", "v2"]
+    assert all(c.io_reserve == 0 and c.id == f"ua-pci-{c.index}" for c in off)
+    assert all(d.address is not None and d.address.bus != 0 for d in t.devices)
+    assert (plan.cost, plan.status) == (12 + 3 * 2, Status.OPTIMAL)
+    assert validate(t) == ()
+    scored = evaluate(request, t, "hotplug")
+    assert scored.cost == plan.cost
+    assert "io-reserve-off: io-reserve=0 on 3 controller(s)" in str(plan.soft[-1])
+
+
+def test_io_reserve_off_costs_its_weight_and_never_comes_for_free() -> None:
+    """A weight of 200 makes integrating two e1000e (hotplug missed twice) and no spare port cheaper than it."""
+    policy = Policy.named("hotplug")
+    costly = attrs.evolve(policy, weights={**policy.weights, "io-reserve-off": 200})
+    plan = solve(_nics(8, 3), costly)
+    assert not any(c.io_reserve is not None for c in plan.topology.controllers)
+    assert plan.cost == evaluate(_nics(8, 3), plan.topology, costly).cost
+    assert plan.cost < 3 * 200
+
+
+@pytest.mark.parametrize(
+    ("machine", "firmware"), [("q35", "seabios"), ("q35", None), ("pc", "seabios"), ("q35", "ovmf")]
+)
+def test_io_reserve_is_not_set_where_the_windows_suffice_or_the_firmware_ignores_it(
+    machine: str, firmware: str | None
+) -> None:
+    """Within the budget, or under SeaBIOS (which never drops an SHPC bridge's window for it), no io-reserve is set."""
+    devices = [Device(f"a{i}", "ac97") for i in range(20)] if firmware != "ovmf" else [Device("v", "virtio-net")]
+    plan = solve(Topology.build(machine, devices=devices, firmware=firmware), "hotplug")
+    assert [c for c in plan.topology.controllers if c.io_reserve is not None] == []

@@ -5,7 +5,8 @@ every forest of added controllers (any model the machine offers, on any bus
 that accepts it), every bus for every device, every layout of each bus's new
 children on its slots and functions, the attributes that change a cost
 (hotplug off on occupied ports, the NUMA node of new expander buses and host
-bridges) and, under the ``ordered`` policy, every order of the new
+bridges, ``io-reserve=0`` on new PCIe ports where the firmware honours it)
+and, under the ``ordered`` policy, every order of the new
 controllers' indexes — checks each with :func:`pcitopo.evaluate` (which runs
 :func:`pcitopo.validate` with the policy's hard needs) and returns the least
 cost. It imports nothing from :mod:`pcitopo.solver`: only the topology,
@@ -316,14 +317,20 @@ class _Search:
         return model.hotplug_slots is None or model.hotplug_slots[0] <= slot <= model.hotplug_slots[1]
 
     def _attributes(self, forest: Sequence[_New], parents: Sequence[int]) -> Iterator[dict[int, dict[str, object]]]:
-        """Hotplug on or off on each occupied new port that has a switch; each new root or expander's NUMA node."""
+        """Hotplug on or off on each occupied new port that has a switch; each new root or expander's NUMA node;
+        QEMU's io-reserve=0 or not on each new PCIe port that takes it, where the firmware honours it and has an
+        IO-window budget (what the solver may set: it leaves pci-bridges their reservation)."""
         used = set(parents) | {c.parent for c in forest}
         options: list[list[tuple[int, dict[str, object]]]] = []
         nodes: list[int | None] = [None, *range(self.request.numa_nodes)]
+        fw = self.request.firmware_model
+        budget = self.request.io_window_budget() is not None
         for j, c in enumerate(forest):
             model = self.catalog.controller(c.model)
             if model.port and model.hotplug is Hotplug.DEFAULT_ON and -1 - j in used:
                 options.append([(j, {}), (j, {"hotplug": False})])
+            if budget and fw is not None and c.model in fw.io_reserve_off and model.io_reserve_devices and model.port:
+                options.append([(j, {}), (j, {"io_reserve": 0})])
             if "numa-node" in model.identity and self.request.numa_nodes:
                 options.append([(j, {"numa_node": n}) for n in nodes])
         for combo in itertools.product(*options):

@@ -744,6 +744,27 @@ def _mmio64(root: Any, machine: Machine, firmware: str | None, path: Callable[[A
     return None
 
 
+_QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+def _io_reserves(root: Any, path: Callable[[Any], str]) -> dict[str, int | None]:
+    """QEMU's ``io-reserve`` set by ``<qemu:override>``, by device alias (``None``: the property is removed)."""
+    found: dict[str, int | None] = {}
+    for device in root.findall(f"{_QEMU_NS}override/{_QEMU_NS}device"):
+        alias = device.get("alias")
+        for prop in device.findall(f"{_QEMU_NS}frontend/{_QEMU_NS}property"):
+            if prop.get("name") != "io-reserve" or alias is None:
+                continue
+            kind, value = prop.get("type"), str(prop.get("value", ""))
+            if kind == "remove":
+                found[str(alias)] = None
+            elif kind in ("unsigned", "signed", "string") and value.isdigit():
+                found[str(alias)] = int(value)
+            else:
+                raise _bad(path(prop), f"io-reserve must be an unsigned number of bytes (got {kind!r} {value!r})")
+    return found
+
+
 def _phys_bits(root: Any) -> int | None:
     """The guest CPU's physical address bits: ``<maxphysaddr mode='emulate' bits>``; ``None`` for the host's."""
     cpu = root.find("cpu")
@@ -800,6 +821,7 @@ class _Reader:
                     raise DuplicateId(name, d._path(self.ids[name]), d._path(el), line=_line(el))
                 self.ids[name] = el
 
+        self.io_reserves = _io_reserves(self.root, d._path)
         controller_indexes = self._controller_indexes(children)
         controllers: list[Controller] = []
         d._controller_elements = {}
@@ -1036,6 +1058,7 @@ class _Reader:
                 numa_node=node,
                 hotplug=hotplug,
                 multifunction=multifunction,
+                io_reserve=self.io_reserves.get(alias) if alias is not None else None,
                 **fields,
             )
         except InvalidInput as exc:

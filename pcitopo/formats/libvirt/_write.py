@@ -25,6 +25,7 @@ from pcitopo.formats.libvirt._read import (
 )
 from pcitopo.formats.libvirt._tables import (
     _TARGET_ATTRS,
+    _USER_ALIAS_PREFIX,
 )
 
 _Element = etree._Element
@@ -101,6 +102,7 @@ class _Writer:
         self.children: dict[_Element, list[tuple[_Element | None, list[tuple[int, str]]]]] = {}
         self.implicit_changed = False
         self.implicit_controllers: list[Controller] = []
+        self.qemu_ns_added = False
         self.partial = any(dev.address is None for dev in topology.devices)
         """Not a plan (a device has no address): only what changed is written."""
 
@@ -108,6 +110,7 @@ class _Writer:
         self._devices()
         new = self._controllers()
         self._mmio64()
+        self._io_reserve()
         planned = bool(self.result or self.children or new or self.implicit_changed)
         if not planned and self.partial:
             return []  # neither a change nor a plan: the document stays as it is
@@ -255,30 +258,127 @@ class _Writer:
             )
         setting = f"name={fw.mmio64_knob},string={after >> 20}"
         root = self.d._root
-        prefix = next((p for p, uri in root.nsmap.items() if uri == QEMU_NS and p), None)
         for arg in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg"):
             if str(arg.get("value", "")).startswith(f"name={fw.mmio64_knob},"):
                 span = self.d._span(arg)
-                self.result.append(Edit(span.start, span.start_end, f"<{prefix}:arg value='{setting}'/>"))
+                self.result.append(Edit(span.start, span.start_end, f"<{self._qemu_prefix()}:arg value='{setting}'/>"))
                 return
-        if prefix is None:
-            prefix = "qemu"
-            span = self.d._span(root)
-            self.result.append(Edit(span.start_end - 1, span.start_end - 1, f" xmlns:qemu='{QEMU_NS}'"))
+        prefix = self._qemu_prefix()
         args = [(1, f"<{prefix}:arg value='-fw_cfg'/>"), (1, f"<{prefix}:arg value='{setting}'/>")]
         existing = root.find(f"{{{QEMU_NS}}}commandline")
         if existing is not None:
             self._add_child(existing, "last", [(0, text) for _, text in args])
             return
-        last = [c for c in root if isinstance(c.tag, str)][-1]
+        self._append_to_domain([(0, f"<{prefix}:commandline>"), *args, (0, f"</{prefix}:commandline>")])
+
+    def _qemu_prefix(self) -> str:
+        """The prefix of libvirt's QEMU namespace in the document, declared on ``<domain>`` if it was not."""
+        root = self.d._root
+        prefix = next((p for p, uri in root.nsmap.items() if uri == QEMU_NS and p), None)
+        if prefix is not None:
+            return str(prefix)
+        if not self.qemu_ns_added:
+            self.qemu_ns_added = True
+            span = self.d._span(root)
+            self.result.append(Edit(span.start_end - 1, span.start_end - 1, f" xmlns:qemu='{QEMU_NS}'"))
+        return "qemu"
+
+    def _append_to_domain(self, lines: list[tuple[int, str]]) -> None:
+        """Insert ``lines`` as the last children of ``<domain>`` (after whatever this writer put there already)."""
+        last = [c for c in self.d._root if isinstance(c.tag, str)][-1]
         span = self.d._span(last)
         indent = indent_before(self.text, span.start)
-        lines = [(0, f"<{prefix}:commandline>"), *args, (0, f"</{prefix}:commandline>")]
         if indent is None:
             text = "".join(t for _, t in lines)
         else:
             text = "".join(f"\n{indent}{self.d._unit * depth}{t}" for depth, t in lines)
         self.result.append(Edit(span.end, span.end, text))
+
+    # -- QEMU properties libvirt has no element for: <qemu:override> ---------------------------------
+
+    def _io_reserve(self) -> None:
+        """Write each controller's ``io-reserve`` as a ``<qemu:override>`` of its alias (libvirt 9.0 passes it to QEMU).
+
+        Only the ``io-reserve`` property of the controllers whose value changed is
+        touched: every other override, property and ``<qemu:commandline>`` stays
+        as it is, where it is.
+        """
+        old = {c.index: c for c in self.d.topology.controllers}
+        changed = [
+            c
+            for c in self.topology.controllers
+            if c.io_reserve != (old[c.index].io_reserve if c.index in old else None)
+            or (c.io_reserve is not None and c.index in old and old[c.index].id != c.id)
+        ]
+        if not changed:
+            return
+        root = self.d._root
+        ns = f"{{{QEMU_NS}}}"
+        existing = {
+            str(device.get("alias")): device
+            for device in root.findall(f"{ns}override/{ns}device")
+            if device.get("alias") is not None
+        }
+        new_blocks: list[tuple[int, str]] = []
+        for c in changed:
+            if c.io_reserve is not None and (c.id is None or not c.id.startswith(_USER_ALIAS_PREFIX)):
+                raise InvalidInput(
+                    str(c),
+                    f"io-reserve is written as a <qemu:override> of the controller's alias, and libvirt keeps only "
+                    f"aliases that start with {_USER_ALIAS_PREFIX!r} (give it one: Controller.with_io_reserve does)",
+                )
+            before = old.get(c.index)
+            if before is not None and before.io_reserve is not None and before.id is not None and before.id != c.id:
+                self._drop_io_reserve(existing.get(before.id))
+            device = existing.get(c.id) if c.id is not None else None
+            prop = None
+            if device is not None:
+                prop = next(
+                    (p for p in device.findall(f"{ns}frontend/{ns}property") if p.get("name") == "io-reserve"), None
+                )
+            if c.io_reserve is None:
+                self._drop_io_reserve(device)
+                continue
+            prefix = self._qemu_prefix()
+            element = f"<{prefix}:property name='io-reserve' type='unsigned' value='{c.io_reserve}'/>"
+            if prop is not None:
+                span = self.d._span(prop)
+                self.result.append(Edit(span.start, span.start_end, element))
+            elif device is not None:
+                frontend = device.find(f"{ns}frontend")
+                if frontend is not None:
+                    self._add_child(frontend, "last", [(0, element)])
+                else:
+                    self._add_child(
+                        device, "last", [(0, f"<{prefix}:frontend>"), (1, element), (0, f"</{prefix}:frontend>")]
+                    )
+            else:
+                new_blocks += [
+                    (1, f"<{prefix}:device alias='{c.id}'>"),
+                    (2, f"<{prefix}:frontend>"),
+                    (3, element),
+                    (2, f"</{prefix}:frontend>"),
+                    (1, f"</{prefix}:device>"),
+                ]
+        if not new_blocks:
+            return
+        override = root.find(f"{ns}override")
+        if override is not None:
+            self._add_child(override, "last", [(depth - 1, text) for depth, text in new_blocks])
+            return
+        prefix = self._qemu_prefix()
+        self._append_to_domain([(0, f"<{prefix}:override>"), *new_blocks, (0, f"</{prefix}:override>")])
+
+    def _drop_io_reserve(self, device: _Element | None) -> None:
+        """Make an override's ``io-reserve`` property ``type='remove'`` (QEMU's default again; no element dropped)."""
+        if device is None:
+            return
+        ns = f"{{{QEMU_NS}}}"
+        for prop in device.findall(f"{ns}frontend/{ns}property"):
+            if prop.get("name") == "io-reserve" and prop.get("type") != "remove":
+                span = self.d._span(prop)
+                element = f"<{self._qemu_prefix()}:property name='io-reserve' type='remove'/>"
+                self.result.append(Edit(span.start, span.start_end if span.empty else span.end, element))
 
     # -- controllers --------------------------------------------------------------------------
 
@@ -332,6 +432,10 @@ class _Writer:
                 span = self.d._span(target)
                 attr_text = "".join(f" {k}='{v}'" for k, v in merged.items())
                 self.result.append(Edit(span.start, span.start_end, f"<target{attr_text}{'/>' if span.empty else '>'}"))
+        if after.id != before.id and after.id is not None and el.find("alias") is None:
+            # libvirt's order: <model>, <target>, <alias>, <address>
+            anchor = next((x for x in (el.find("target"), el.find("model")) if x is not None), None)
+            self._add_child(el, anchor if anchor is not None else "first", [(0, f"<alias name='{after.id}'/>")])
         if (after.address, after.multifunction) != (before.address, before.multifunction):
             self._set_address(el, after.address, after.multifunction)
 
