@@ -1349,10 +1349,39 @@ def _layout_pcie(
 def _decide_pci(
     ctx: Context, c: Counts, policy: Policy, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
 ) -> Decision:
-    free = len(ctx.free_slots) - expanders_here - c.bus_groups
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
-    if spare_n > need_spare or bridges > max(free, 0):
+    if spare_n > need_spare:
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
+    # the layout without spares is the same whatever the spares: the search asks for it once a spare count
+    core, hot_free = _pci_layout(ctx, c, bridges, expanders_here, policy.hotplug_off_occupied)
+    if not core.feasible:
+        return core
+    if hot_free < spare_n:
+        return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
+    missing = need_spare - spare_n
+    if not spare_n and not missing:
+        return core
+    known = _WITH_SPARE.get((id(core), spare_n, missing))
+    if known is not None and known[0] is core:
+        return known[1]
+    decision = attrs.evolve(core, spare=spare_n, spare_missing=missing)
+    if len(_WITH_SPARE) > 4096:
+        _WITH_SPARE.clear()
+    _WITH_SPARE[(id(core), spare_n, missing)] = (core, decision)
+    return decision
+
+
+_WITH_SPARE: dict[tuple[int, int, int], tuple[Decision, Decision]] = {}
+"""A layout's decision with spare slots, by the layout's id and the spares (attrs.evolve is slow; the layout is
+kept in the value, so an id reused by another object is never taken for it)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_occupied: bool) -> tuple[Decision, int]:
+    """A conventional root's layout without spare slots, and the empty hotpluggable slots it keeps."""
+    free = len(ctx.free_slots) - expanders_here - c.bus_groups
+    if bridges > max(free, 0):
+        return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges"), 0
     direct_cap = free - bridges
     # the units that prefer hotplug take the pci-bridges' slots first (the root is not hotpluggable);
     # the others take the root's slots first (no bridge needed, no IO window)
@@ -1364,10 +1393,13 @@ def _decide_pci(
     on_direct = others_direct + preferred_direct
     bridged = c.hot_bridge_units + c.root_slot_units - on_direct
     if bridged > TREE_CAPACITY * bridges:
-        return Decision(
-            False,
-            f"{ctx.label} has {max(free, 0)} free slots: not enough for {c.root_slot_units + c.hot_bridge_units} "
-            "devices" + (" even with pci-bridges" if free > 0 else ""),
+        return (
+            Decision(
+                False,
+                f"{ctx.label} has {max(free, 0)} free slots: not enough for {c.root_slot_units + c.hot_bridge_units} "
+                "devices" + (" even with pci-bridges" if free > 0 else ""),
+            ),
+            0,
         )
     # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
     if bridged <= BRIDGE_SLOTS * bridges:
@@ -1376,8 +1408,6 @@ def _decide_pci(
         sizes = split_trees(bridged)
         sizes = sizes + (0,) * (bridges - len(sizes))
     hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + sum(tree_free_slots(n) for n in sizes)
-    if hot_free < spare_n:
-        return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
     # direct slots take IO-BAR endpoints first: the root bus needs no IO window
     others_io = c.root_slot_io - c.root_slot_preferred_io
     preferred_bridged_io = max(0, preferred_bridged - (c.root_slot_preferred - c.root_slot_preferred_io))
@@ -1389,7 +1419,7 @@ def _decide_pci(
     bridged_sizes = io_merge(io_of(c, "hot_bridge_io"), others_bridged_io, preferred_bridged_sizes)
     buses = trees_buses(sizes)
     hot_misses = c.hot_misses + preferred_direct
-    return Decision(
+    decision = Decision(
         True,
         root_slot_units=on_direct,
         root_io_bytes=io_bytes(others_direct_io) + io_bytes(preferred_direct_io),
@@ -1411,16 +1441,15 @@ def _decide_pci(
         + c.bus_group_windows,
         controllers=buses + c.bus_groups,
         hot_misses=hot_misses,
-        spare=spare_n,
-        spare_missing=need_spare - spare_n,
-        occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, policy),
+        occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, off_occupied),
     )
+    return decision, hot_free
 
 
-def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, policy: Policy) -> int:
+def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, off_occupied: bool) -> int:
     """Units with no hotplug need on hotpluggable slots of a conventional root: all on a hotpluggable root,
     else those overflowing to pci-bridges (the root's slots take them first); bus groups' are on bridges."""
-    if not policy.hotplug_off_occupied:
+    if not off_occupied:
         return 0
     on_root = c.root_slot_any if ctx.root_hotplug else min(c.root_slot_any, others_bridged)
     return on_root + c.bus_group_any
