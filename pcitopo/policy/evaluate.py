@@ -195,11 +195,21 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
     pending = {d.id for d in request.devices if d.address is None}
     if not pending:
         return result
-    return result.replace(
-        devices=[
-            attrs.evolve(d, needs=effective_needs(result, policy, d)) if d.id in pending else d for d in result.devices
-        ]
-    )
+    # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
+    same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
+    devices = []
+    for d in result.devices:
+        if d.id in pending:
+            if same_needs is None:
+                needs = effective_needs(result, policy, d)
+            elif (known := same_needs.get((d.kind, d.needs))) is not None:
+                needs = known
+            else:
+                needs = same_needs[(d.kind, d.needs)] = effective_needs(result, policy, d)
+            if needs != d.needs:
+                d = attrs.evolve(d, needs=needs)
+        devices.append(d)
+    return result.replace(devices=devices)
 
 
 def _strict_placement(result: Topology, pending: set[str]) -> list[Violation]:

@@ -798,7 +798,10 @@ def _decide_pcie(
     within ``io_cap`` (the IO windows the firmware has left for every
     context together) beats every one beyond it, which no plan can use.
     """
-    base = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves())
+    # the parts of the layouts that do not depend on the packing, shared by every layout of this call
+    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] = {}
+    laid = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
+    base = laid if isinstance(laid, Decision) else laid.decision()
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
     both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
     both_kinds = both_kinds and (c.last_resort_pci_any or c.last_resort_pci_preferred)
@@ -812,22 +815,32 @@ def _decide_pcie(
     if not ((movable and base.feasible) or both_kinds or packable):
         return base
     weights = policy.weights
+    per_controller, per_hot_miss = weights["fewer-controllers"], weights["hotplug"]
+    per_occupied_hot = weights["hotplug-off-occupied"]
 
-    def key(d: Decision, moves: _Moves) -> tuple[int, ...]:
-        cost = weights["fewer-controllers"] * d.controllers + weights["hotplug"] * d.hot_misses
-        cost += weights["hotplug-off-occupied"] * d.occupied_hot
+    def key(d: Decision | _Laid, moves: _Moves) -> tuple[int, ...]:
+        cost = per_controller * d.controllers + per_hot_miss * d.hot_misses + per_occupied_hot * d.occupied_hot
         moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
         # a layout beyond the IO windows the firmware has left is of no use to any plan: every one within wins
         over = io_cap is not None and d.io_windows > io_cap
         return (over, cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
     best, best_key = base, key(base, _Moves())
+    # the layouts already considered, by their moves: considering one again cannot change the best (its key is
+    # no less than the best's since), so the packing search's repeats cost a look-up
+    considered: dict[_Moves, Decision | _Laid] = {_Moves(): base}
 
-    def consider(moves: _Moves) -> Decision:
+    def consider(moves: _Moves) -> Decision | _Laid:
         nonlocal best, best_key
-        d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves)
-        if d.feasible and (not best.feasible or key(d, moves) < best_key):
-            best, best_key = d, key(d, moves)
+        d = considered.get(moves)
+        if d is not None:
+            return d
+        d = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, moves, memo)
+        considered[moves] = d
+        if isinstance(d, _Laid):
+            k = key(d, moves)
+            if not best.feasible or k < best_key:
+                best, best_key = d.decision(), k
         return d
 
     for pci_first in (False, True) if both_kinds else (False,):
@@ -848,7 +861,7 @@ def _pack_moves(
     integrate: int,
     pci_first: bool,
     io_cap: int | None,
-    layout: Callable[[_Moves], Decision],
+    layout: Callable[[_Moves], Decision | _Laid],
     *,
     base_fits: bool,
 ) -> list[_Moves]:
@@ -878,7 +891,7 @@ def _pack_moves(
         n -= 1 if n % 8 == 1 else 0
         return _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=min(n, any_n), pack_dmi=dmi, pack_root=root)
 
-    def fits(d: Decision) -> bool:
+    def fits(d: Decision | _Laid) -> bool:
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
 
     out: list[_Moves] = []
@@ -940,6 +953,43 @@ DMI_SLOTS = 32
 """Slots of a dmi-to-pci-bridge (0..31): it has no slot-0 restriction, unlike a pci-bridge."""
 
 
+class _Laid(NamedTuple):
+    """A feasible layout of ``_layout_pcie``: the figures its choice among the moves reads, and its
+    :class:`Decision`, built only for the one chosen (most layouts tried are not)."""
+
+    controllers: int
+    hot_misses: int
+    occupied_hot: int
+    bus_numbers: int
+    io_windows: int
+    decision: Callable[[], Decision]
+    feasible: bool = True
+
+
+class _Prepared(NamedTuple):
+    """What ``_layout_pcie`` computes before it packs conventional units (``_prepare_pcie``): the same for every
+    packing of one context, counts, decisions and other moves."""
+
+    free: int
+    spare: int
+    pack: int
+    aggregate_free: int
+    ip: int
+    ic: int
+    split: dict[str, int]
+    last_pcie: int
+    last_misses: int
+    packed: int
+    port_io: int
+    tree_units: int
+    tree_io: int
+    tree_io_sizes: IoSizes
+    moved_io_sizes: IoSizes
+    root_io: int
+    dmi_units: int
+    use_dmi_tree: bool
+
+
 class _Arrangement(NamedTuple):
     """Where a layout's packed groups and tree slots go (``_layout_pcie``'s ``arrange``)."""
 
@@ -955,7 +1005,7 @@ class _Arrangement(NamedTuple):
     ports_needed: int
 
 
-def _layout_pcie(
+def _prepare_pcie(
     ctx: Context,
     c: Counts,
     policy: Policy,
@@ -963,9 +1013,10 @@ def _layout_pcie(
     spare_n: int,
     spare_wanted: int,
     expanders_here: int,
-    bus_cap: int | None,
     moves: _Moves,
-) -> Decision:
+) -> Decision | _Prepared:
+    """The part of ``_layout_pcie`` that does not depend on the packing of conventional units (``pack_pci``,
+    ``pack_pci_any``, ``pack_dmi``, ``pack_root``): an infeasible :class:`Decision`, or the figures it goes on with."""
     free = len(ctx.free_slots) - expanders_here
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
     if spare_n > spare:
@@ -1042,6 +1093,79 @@ def _layout_pcie(
         )
     tree_io = max(0, tree_io - moved_io)
     dmi_units = c.dmi_units + moves.dmi_any + moves.dmi_preferred + forbidden_left
+    return _Prepared(
+        free,
+        spare,
+        pack,
+        aggregate_free,
+        ip,
+        ic,
+        split,
+        last_pcie,
+        last_misses,
+        packed,
+        port_io,
+        tree_units,
+        tree_io,
+        tree_io_sizes,
+        moved_io_sizes,
+        root_io,
+        dmi_units,
+        use_dmi_tree,
+    )
+
+
+def _layout_pcie(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
+    moves: _Moves,
+    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] | None = None,
+) -> Decision | _Laid:
+    """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
+    that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
+    the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
+    key = (
+        moves.pci_first,
+        moves.dmi_any,
+        moves.dmi_preferred,
+        moves.pack_any,
+        moves.pack_preferred,
+        moves.tree_via_dmi,
+    )
+    prepared = memo.get(key) if memo is not None else None
+    if prepared is None:
+        prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
+        if memo is not None:
+            memo[key] = prepared
+    if isinstance(prepared, Decision):
+        return prepared
+    assert isinstance(prepared, _Prepared)
+    (
+        free,
+        spare,
+        pack,
+        aggregate_free,
+        ip,
+        ic,
+        split,
+        last_pcie,
+        last_misses,
+        packed,
+        port_io,
+        tree_units,
+        tree_io,
+        tree_io_sizes,
+        moved_io_sizes,
+        root_io,
+        dmi_units,
+        use_dmi_tree,
+    ) = prepared
     # packed units: groups of 8 on the root bus's free slots first (pack_root), then on the dmi-to-pci-bridge's
     # (pack_dmi), the rest a tree slot each
     groups = -(-moves.pack_pci // 8)
@@ -1096,117 +1220,168 @@ def _layout_pcie(
         slots_left,
         ports_needed,
     ) = arranged
-    if slots_left < 0:
-        return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
-    capacity = aggregate_free + slots_left * pack
-    switches = 0
-    downstream = 0
-    direct = ports_needed
-    if ports_needed > capacity:
-        if not (policy.allow_switches and ctx.offers_switch):
-            return Decision(
-                False,
-                f"{ctx.label} has {max(free, 0)} free slots"
-                + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
-                + f": not enough for {ports_needed} root ports"
-                + ("" if policy.allow_switches else " (switches are not allowed)"),
+
+    def laid() -> Decision | _Laid:
+        """The layout of this arrangement."""
+        if slots_left < 0:
+            return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
+        capacity = aggregate_free + slots_left * pack
+        switches = 0
+        downstream = 0
+        direct = ports_needed
+        if ports_needed > capacity:
+            if not (policy.allow_switches and ctx.offers_switch):
+                return Decision(
+                    False,
+                    f"{ctx.label} has {max(free, 0)} free slots"
+                    + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
+                    + f": not enough for {ports_needed} root ports"
+                    + ("" if policy.allow_switches else " (switches are not allowed)"),
+                )
+            # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
+            switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
+            direct = capacity - switches
+            downstream = ports_needed - direct
+            if direct < fixed_ports or downstream > 32 * switches or direct < 0:
+                return Decision(False, f"{ctx.label}: not enough root ports even with switches")
+        used_port_slots = max(0, direct + switches - aggregate_free)
+        root_slots = (
+            c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
+        )
+        # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
+        packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
+        tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
+        tree_bridges = tree_buses - len(trees)
+        dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
+        if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
+            return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
+        bus = direct + 2 * switches + downstream + tree_buses
+        bus += (1 + dmi_bridges) if dmi else 0
+        bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
+        io = port_io + c.switch_group_io + c.bus_group_windows
+        if not use_dmi_tree:
+            io += trees_io_windows(
+                trees,
+                tree_io_sizes,
+                top_reserves=ctx.reserves_io_pcie_to_pci,
+                fan_reserves=ctx.reserves_io_pci_bridge,
             )
-        # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
-        switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
-        direct = capacity - switches
-        downstream = ports_needed - direct
-        if direct < fixed_ports or downstream > 32 * switches or direct < 0:
-            return Decision(False, f"{ctx.label}: not enough root ports even with switches")
-    used_port_slots = max(0, direct + switches - aggregate_free)
-    root_slots = c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
-    # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
-    packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
-    tree_bridges = sum(fanout(size) for size in trees)
-    dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-    if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
-        return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
-    bus = direct + 2 * switches + downstream + trees_buses(trees)
-    bus += (1 + dmi_bridges) if dmi else 0
-    bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
-    io = port_io + c.switch_group_io + c.bus_group_windows
-    if not use_dmi_tree:
-        io += trees_io_windows(
-            trees,
-            tree_io_sizes,
-            top_reserves=ctx.reserves_io_pcie_to_pci,
-            fan_reserves=ctx.reserves_io_pci_bridge,
-        )
-    elif tree_io or ctx.reserves_io_pci_bridge:
-        # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
-        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge)
-    if c.dmi_io or moved_io_sizes:
-        io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
-    if bus_cap is not None and bus > bus_cap:
-        return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
-    controllers = direct + 2 * switches + downstream
-    controllers += trees_buses(trees)
-    controllers += (1 + dmi_bridges) if dmi else 0
-    controllers += c.switch_groups + c.switch_group_units + c.bus_groups
-    return Decision(
-        True,
-        integrated_pcie=ip,
-        integrated_pci=ic,
-        integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
-        root_io_bytes=root_io,
-        direct_ports=direct - fixed_ports,
-        port_units=pcie_units,
-        spare=spare_n,
-        switches=switches,
-        downstream=downstream,
-        tree_units=tree_units,
-        tree_io=tree_io,
-        tree_bridges=tree_bridges,
-        tree_sizes=trees,
-        tree_via_dmi=use_dmi_tree,
-        dmi=dmi,
-        dmi_units=dmi_units,
-        dmi_bridges=dmi_bridges,
-        root_slots=root_slots,
-        bus_numbers=bus,
-        io_windows=io,
-        controllers=controllers,
-        hot_misses=c.hot_misses
-        + last_misses
-        + moves.dmi_preferred
-        + moves.pack_preferred
-        + (moves.pack_pci - moves.pack_pci_any),
+        elif tree_io or ctx.reserves_io_pci_bridge:
+            # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
+            io += trees_io_windows(
+                (BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge
+            )
+        if c.dmi_io or moved_io_sizes:
+            io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
+        if bus_cap is not None and bus > bus_cap:
+            return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
+        controllers = direct + 2 * switches + downstream
+        controllers += tree_buses
+        controllers += (1 + dmi_bridges) if dmi else 0
+        controllers += c.switch_groups + c.switch_group_units + c.bus_groups
+        hot_misses = c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred
+        hot_misses += moves.pack_pci - moves.pack_pci_any
         # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
-        occupied_hot=(
-            c.tree_any
-            - split.get("last_resort_pci_any", 0)
-            - moves.dmi_any
-            - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
-            + (c.optional_integrated_pci - ic)
-            + c.bus_group_any
-        )
-        if policy.hotplug_off_occupied
-        else 0,
-        spare_missing=spare - spare_n,
-        last_resort=tuple(split.items()),
-        dmi_any=moves.dmi_any,
-        dmi_preferred=moves.dmi_preferred,
-        pack_any=moves.pack_any,
-        pack_preferred=moves.pack_preferred,
-        on_tree_ports=on_tree_ports,
-        pack_pci=moves.pack_pci,
-        pack_pci_any=moves.pack_pci_any,
-        pack_dmi_groups=dmi_groups,
-        pack_root_groups=root_groups,
-    )
+        occupied_hot = 0
+        if policy.hotplug_off_occupied:
+            occupied_hot = (
+                c.tree_any
+                - split.get("last_resort_pci_any", 0)
+                - moves.dmi_any
+                - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
+                + (c.optional_integrated_pci - ic)
+                + c.bus_group_any
+            )
+
+        def decision() -> Decision:
+            return Decision(
+                True,
+                integrated_pcie=ip,
+                integrated_pci=ic,
+                integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
+                root_io_bytes=root_io,
+                direct_ports=direct - fixed_ports,
+                port_units=pcie_units,
+                spare=spare_n,
+                switches=switches,
+                downstream=downstream,
+                tree_units=tree_units,
+                tree_io=tree_io,
+                tree_bridges=tree_bridges,
+                tree_sizes=trees,
+                tree_via_dmi=use_dmi_tree,
+                dmi=dmi,
+                dmi_units=dmi_units,
+                dmi_bridges=dmi_bridges,
+                root_slots=root_slots,
+                bus_numbers=bus,
+                io_windows=io,
+                controllers=controllers,
+                hot_misses=hot_misses,
+                occupied_hot=occupied_hot,
+                spare_missing=spare - spare_n,
+                last_resort=tuple(split.items()),
+                dmi_any=moves.dmi_any,
+                dmi_preferred=moves.dmi_preferred,
+                pack_any=moves.pack_any,
+                pack_preferred=moves.pack_preferred,
+                on_tree_ports=on_tree_ports,
+                pack_pci=moves.pack_pci,
+                pack_pci_any=moves.pack_pci_any,
+                pack_dmi_groups=dmi_groups,
+                pack_root_groups=root_groups,
+            )
+
+        return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision)
+
+    if memo is None:
+        return laid()
+    # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
+    # no slot to spare is packing on the trees' slots): laid out once
+    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, root_groups, arranged)
+    found = memo.get(arranged_key)
+    if found is None:
+        found = memo[arranged_key] = laid()
+    assert not isinstance(found, _Prepared)
+    return found
 
 
 def _decide_pci(
     ctx: Context, c: Counts, policy: Policy, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
 ) -> Decision:
-    free = len(ctx.free_slots) - expanders_here - c.bus_groups
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
-    if spare_n > need_spare or bridges > max(free, 0):
+    if spare_n > need_spare:
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
+    # the layout without spares is the same whatever the spares: the search asks for it once a spare count
+    core, hot_free = _pci_layout(ctx, c, bridges, expanders_here, policy.hotplug_off_occupied)
+    if not core.feasible:
+        return core
+    if hot_free < spare_n:
+        return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
+    missing = need_spare - spare_n
+    if not spare_n and not missing:
+        return core
+    known = _WITH_SPARE.get((id(core), spare_n, missing))
+    if known is not None and known[0] is core:
+        return known[1]
+    decision = attrs.evolve(core, spare=spare_n, spare_missing=missing)
+    if len(_WITH_SPARE) > 4096:
+        _WITH_SPARE.clear()
+    _WITH_SPARE[(id(core), spare_n, missing)] = (core, decision)
+    return decision
+
+
+_WITH_SPARE: dict[tuple[int, int, int], tuple[Decision, Decision]] = {}
+"""A layout's decision with spare slots, by the layout's id and the spares (attrs.evolve is slow; the layout is
+kept in the value, so an id reused by another object is never taken for it)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_occupied: bool) -> tuple[Decision, int]:
+    """A conventional root's layout without spare slots, and the empty hotpluggable slots it keeps."""
+    free = len(ctx.free_slots) - expanders_here - c.bus_groups
+    if bridges > max(free, 0):
+        return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges"), 0
     direct_cap = free - bridges
     # the units that prefer hotplug take the pci-bridges' slots first (the root is not hotpluggable);
     # the others take the root's slots first (no bridge needed, no IO window)
@@ -1218,10 +1393,13 @@ def _decide_pci(
     on_direct = others_direct + preferred_direct
     bridged = c.hot_bridge_units + c.root_slot_units - on_direct
     if bridged > TREE_CAPACITY * bridges:
-        return Decision(
-            False,
-            f"{ctx.label} has {max(free, 0)} free slots: not enough for {c.root_slot_units + c.hot_bridge_units} "
-            "devices" + (" even with pci-bridges" if free > 0 else ""),
+        return (
+            Decision(
+                False,
+                f"{ctx.label} has {max(free, 0)} free slots: not enough for {c.root_slot_units + c.hot_bridge_units} "
+                "devices" + (" even with pci-bridges" if free > 0 else ""),
+            ),
+            0,
         )
     # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
     if bridged <= BRIDGE_SLOTS * bridges:
@@ -1230,8 +1408,6 @@ def _decide_pci(
         sizes = split_trees(bridged)
         sizes = sizes + (0,) * (bridges - len(sizes))
     hot_free = (direct_cap - on_direct if ctx.root_hotplug else 0) + sum(tree_free_slots(n) for n in sizes)
-    if hot_free < spare_n:
-        return Decision(False, f"{ctx.label}: no room for {spare_n} spare slots")
     # direct slots take IO-BAR endpoints first: the root bus needs no IO window
     others_io = c.root_slot_io - c.root_slot_preferred_io
     preferred_bridged_io = max(0, preferred_bridged - (c.root_slot_preferred - c.root_slot_preferred_io))
@@ -1243,7 +1419,7 @@ def _decide_pci(
     bridged_sizes = io_merge(io_of(c, "hot_bridge_io"), others_bridged_io, preferred_bridged_sizes)
     buses = trees_buses(sizes)
     hot_misses = c.hot_misses + preferred_direct
-    return Decision(
+    decision = Decision(
         True,
         root_slot_units=on_direct,
         root_io_bytes=io_bytes(others_direct_io) + io_bytes(preferred_direct_io),
@@ -1265,16 +1441,15 @@ def _decide_pci(
         + c.bus_group_windows,
         controllers=buses + c.bus_groups,
         hot_misses=hot_misses,
-        spare=spare_n,
-        spare_missing=need_spare - spare_n,
-        occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, policy),
+        occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, off_occupied),
     )
+    return decision, hot_free
 
 
-def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, policy: Policy) -> int:
+def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, off_occupied: bool) -> int:
     """Units with no hotplug need on hotpluggable slots of a conventional root: all on a hotpluggable root,
     else those overflowing to pci-bridges (the root's slots take them first); bus groups' are on bridges."""
-    if not policy.hotplug_off_occupied:
+    if not off_occupied:
         return 0
     on_root = c.root_slot_any if ctx.root_hotplug else min(c.root_slot_any, others_bridged)
     return on_root + c.bus_group_any

@@ -78,6 +78,7 @@ __all__ = [
     "formulate",
     "free_pools",
     "io_windows_used",
+    "root_has_fixed_slot",
     "spare_wanted",
     "unit_fits_pool",
 ]
@@ -269,7 +270,7 @@ def _unit(
             ],
             suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
         )
-    if hot is HotplugNeed.FORBIDDEN and integrated_required and not _root_has_fixed_slot(topology):
+    if hot is HotplugNeed.FORBIDDEN and integrated_required and not root_has_fixed_slot(topology):
         root = topology.machine.root_bus_name
         raise Unsatisfiable(
             [
@@ -298,7 +299,7 @@ def _root_takes_hotplug(topology: Topology) -> bool:
     return any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
 
-def _root_has_fixed_slot(topology: Topology) -> bool:
+def root_has_fixed_slot(topology: Topology) -> bool:
     """Whether some slot of the main root bus is not hot-pluggable (pseries: none is)."""
     return not all(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
 
@@ -771,29 +772,57 @@ class Problem:
 
     def counts(self, ctx_id: int, values: Mapping[str, int]) -> Counts | None:
         """What the units ``values`` give a context need (``None``: a count of it is not set yet)."""
-        getter = self._scope_values.get(ctx_id)
-        try:
-            key: tuple[object, ...] | None = (ctx_id, getter(values)) if getter is not None else (ctx_id,)
-        except KeyError:
-            key = None  # not every variable of the context is set: counted anew
-        if key is not None:
-            known = self._counts_cache.get(key)
-            if known is not None:
-                return known
-        total = Counts()
-        for ci in self._context_classes.get(ctx_id, ()):
-            n = self.count(ci, ctx_id, values)
-            if n is None:
-                return None
-            if n:
-                total = add_counts(total, self._class_counts(ci, ctx_id, n))
-        if key is not None:
-            self._counts_cache[key] = total
+        key = self._count_key(ctx_id, values)
+        if key is None:
+            return None
+        return self._counts_of(key)
+
+    def _counts_of(self, key: tuple[int, ...]) -> Counts:
+        """The counts of a :meth:`_count_key`: those of the same key without its last class, plus that class's.
+
+        The classes are added in the same order as one by one from nothing, but
+        the search's neighbouring assignments share every key but the last.
+        """
+        known = self._counts_cache.get(key)
+        if known is not None:
+            return known
+        last = max((i for i in range(1, len(key)) if key[i]), default=0)
+        if not last:
+            total = Counts()
+        else:
+            ctx_id = key[0]
+            ci = self._context_classes[ctx_id][last - 1]
+            total = add_counts(
+                self._counts_of((*key[:last], 0, *key[last + 1 :])), self._class_counts(ci, ctx_id, key[last])
+            )
+        self._counts_cache[key] = total
         return total
 
+    def _count_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[int, ...] | None:
+        """The context and how many units of each class that may go there it gets (``None``: a count is open).
+
+        A context's counts depend on these numbers only, not on its layout decisions nor on other contexts'
+        variables, so the search's many partial assignments that differ elsewhere share one :class:`Counts`.
+        """
+        try:
+            return (ctx_id, *[values[name] if name else n for name, n in self._count_spec[ctx_id]])
+        except KeyError:
+            return None
+
     @functools.cached_property
-    def _counts_cache(self) -> dict[tuple[object, ...], Counts]:
-        """Counts already computed, by context and the values of its scope (a superset of its counts)."""
+    def _count_spec(self) -> Mapping[int, tuple[tuple[str, int], ...]]:
+        """Context -> per class that may go there: its count variable, or ``""`` and the constant count."""
+        return {
+            ctx_id: tuple(
+                (name, 0) if (name := self.count_variables.get((ci, ctx_id))) else ("", len(self.classes[ci].units))
+                for ci in self._context_classes.get(ctx_id, ())
+            )
+            for ctx_id in range(len(self.contexts))
+        }
+
+    @functools.cached_property
+    def _counts_cache(self) -> dict[tuple[int, ...], Counts]:
+        """Counts already computed, by :meth:`_count_key`."""
         return {}
 
     def _class_counts(self, ci: int, ctx_id: int, n: int) -> Counts:
@@ -809,12 +838,10 @@ class Problem:
 
     def used(self, ctx_id: int, values: Mapping[str, int]) -> bool | None:
         """Whether a context gets anything (a new expander bus exists only then)."""
-        any_unit = False
-        for ci in self._context_classes.get(ctx_id, ()):
-            n = self.count(ci, ctx_id, values)
-            if n is None:
-                return None
-            any_unit = any_unit or n > 0
+        key = self._count_key(ctx_id, values)
+        if key is None:
+            return None
+        any_unit = any(key[1:])
         spare_name = f"spare[{ctx_id}]"
         if spare_name in self.context_variables.get(ctx_id, ()):
             if spare_name not in values:
@@ -825,19 +852,28 @@ class Problem:
     def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
         """The layout of a context, once every variable it depends on is set (else ``None``)."""
         getter = self._scope_values.get(ctx_id)
-        try:
-            key = (ctx_id, getter(values)) if getter is not None else (ctx_id,)
-        except KeyError:
-            return None  # a variable of its scope is not set yet
+        if getter is not None:
+            try:
+                getter(values)
+            except KeyError:
+                return None  # a variable of its scope is not set yet
+        count_key = self._count_key(ctx_id, values)
+        assert count_key is not None
+        expanders_here = 0
+        if ctx_id == 0:
+            expanders_here = sum(1 for other in self.contexts if other.new_expander and self.used(other.id, values))
+        integrate = values.get(f"integrate[{ctx_id}]", 0)
+        bridges = values.get(f"bridges[{ctx_id}]", 0)
+        spare = values.get(f"spare[{ctx_id}]", 0)
+        # the layout depends on these alone (the rest is fixed per context): assignments that differ in other
+        # contexts' variables share it
+        key = (count_key, integrate, bridges, spare, expanders_here)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
         ctx = self.contexts[ctx_id]
         counts = self.counts(ctx_id, values)
         assert counts is not None
-        expanders_here = 0
-        if ctx_id == 0:
-            expanders_here = sum(1 for other in self.contexts if other.new_expander and self.used(other.id, values))
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
@@ -845,9 +881,9 @@ class Problem:
             ctx,
             counts,
             self.policy,
-            integrate=values.get(f"integrate[{ctx_id}]", 0),
-            bridges=values.get(f"bridges[{ctx_id}]", 0),
-            spare=values.get(f"spare[{ctx_id}]", 0),
+            integrate=integrate,
+            bridges=bridges,
+            spare=spare,
             spare_wanted=self.spare.get(ctx_id, 0),
             expanders_here=expanders_here,
             bus_cap=bus_cap,
@@ -898,7 +934,57 @@ class Problem:
             if low is None:
                 return None  # type: ignore[return-value]
             total += low
+        # the units of a class no count of which is set yet are in no context's bound (their counts are taken
+        # as 0): wherever they go, each costs at least its least per-unit cost among the contexts left open
+        for ci, open_, _least in self._unit_floors:
+            placed = 0
+            cheapest: int | None = None
+            for name, floor in open_:
+                n = values.get(name)
+                if n is None:
+                    cheapest = floor if cheapest is None else min(cheapest, floor)
+                else:
+                    placed += n
+            if cheapest:
+                total += cheapest * (len(self.classes[ci].units) - placed)
         return total
+
+    @functools.cached_property
+    def _unit_floors(self) -> tuple[tuple[int, tuple[tuple[str, int], ...], int], ...]:
+        """(class, its count variables with the least each unit costs in that context, the least of those) for
+        the classes some unit of which costs something wherever it goes.
+
+        The per-unit costs counted are those a conventional root's layout
+        (``_decide_pci``) charges every unit of the class whatever the layout
+        (see :meth:`_unit_floor`); every other context counts 0.
+        """
+        out = []
+        for ci in range(len(self.classes)):
+            names = [
+                (name, self._unit_floor(ci, k))
+                for k in self.candidates[ci]
+                if (name := self.count_variables.get((ci, k)))
+            ]
+            least = min((floor for _, floor in names), default=0)
+            if names and least:
+                out.append((ci, tuple(names), least))
+        return tuple(out)
+
+    def _unit_floor(self, ci: int, ctx_id: int) -> int:
+        """What one unit of class ``ci`` costs in a conventional root context whatever its layout: its hotplug
+        miss when the context cannot meet its preference, ``hotplug-off-occupied`` on a hotpluggable root (its
+        slots and its pci-bridges' are all hotpluggable), and the ``integrated`` term off the main root bus."""
+        ctx = self.contexts[ctx_id]
+        if ctx.root_kind is not RootKind.PCI or self.classes[ci].key[0] in ("switch", "bus"):
+            return 0
+        unit = self.per_unit[(ci, ctx_id)]
+        weights = self.policy.weights
+        cost = weights["hotplug"] * unit.hot_misses
+        if self.policy.hotplug_off_occupied and ctx.root_hotplug:
+            cost += weights["hotplug-off-occupied"] * unit.root_slot_any
+        if self.policy.prefer_integrated and ctx.bus != 0:
+            cost += weights["integrated"] * unit.integrable_devices
+        return cost
 
     @functools.cached_property
     def _numa_terms(self) -> tuple[tuple[int, int, int], ...]:
@@ -925,16 +1011,33 @@ class Problem:
             return self.context_cost(ctx_id, d, values) if d.feasible else None
         layout = [name for name in free if not name.startswith("count[")]
         trial = {**values, **{name: 0 for name in free if name.startswith("count[")}}
+        # another context's layout decisions (a new expander's, in the main root's scope) change this one's
+        # layout only through whether that context is used, which its counts and spare ports say: one value
+        # of each of the others does (16 layouts of the main root on pc with a new pxb become 4)
+        own = f"[{ctx_id}]"
+        for name in [n for n in layout if not n.endswith(own) and not n.startswith("spare[")]:
+            layout.remove(name)
+            trial[name] = self.domains[name][0]
+        # on a conventional root, spare slots change only whether the layout fits (fewer always fit when more
+        # do) and the spare-ports term (less with more): its first fitting count, most first, is its cheapest
+        spare_name = f"spare[{ctx_id}]"
+        last = spare_name if spare_name in layout and self.contexts[ctx_id].root_kind is RootKind.PCI else None
+        if last is not None:
+            layout.remove(last)
         best: int | None = None
         for combo in itertools.product(*(self.domains[name] for name in layout)):
             trial.update(zip(layout, combo, strict=True))
-            d = self.decision(ctx_id, trial)
-            if d is not None and d.feasible:
-                cost = self.context_cost(ctx_id, d, trial)
-                best = cost if best is None else min(best, cost)
+            for spare in self.domains[last] if last is not None else (0,):
+                if last is not None:
+                    trial[last] = spare
+                d = self.decision(ctx_id, trial)
+                if d is not None and d.feasible:
+                    cost = self.context_cost(ctx_id, d, trial)
+                    best = cost if best is None else min(best, cost)
+                    break
         # with some counts still open, a context that fits no layout now may fit none later either,
         # but the counts were lowered to 0, so "no layout" only proves something when none was open
-        if best is None and len(layout) == len(free):
+        if best is None and not any(name.startswith("count[") for name in free):
             return None
         return best or 0
 

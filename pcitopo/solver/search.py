@@ -246,6 +246,13 @@ def search(
             bound.best = cost
             bound.best_key = key
             best = full
+            if optimise:
+                # a cheaper incumbent from the engine's: the bound then prunes with it (the result, when the
+                # search finishes, is still the least cost and key of all, the incumbent being one of them)
+                improved = _improve(problem, full, (cost, key), bound.key, sums, objective.bound, exact)
+                if improved is not None:
+                    best, (bound.best, bound.best_key), unsound = improved
+                    sound = sound and not unsound
         if not optimise:
             finished = False
             break
@@ -262,6 +269,91 @@ def search(
         len(problem.constraints),
         bound.nodes,
     )
+
+
+IMPROVE_LIMIT = 2_000
+"""Complete assignments :func:`_improve` scores at most, each incumbent (each about as costly as a node)."""
+
+
+def _improve(
+    problem: Problem,
+    start: Mapping[str, int],
+    start_score: tuple[int, tuple[int, ...]],
+    key: Callable[[Mapping[str, int]], tuple[int, ...]],
+    sums: Sequence[tuple[tuple[str, ...], int]],
+    bound: Callable[[Mapping[str, int]], int | None],
+    exact: Callable[[Mapping[str, int]], int | None] | None,
+) -> tuple[dict[str, int], tuple[int, tuple[int, ...]], bool] | None:
+    """A cheaper assignment than ``start`` by local search, with its (cost, key) (``None``: none found).
+
+    The engine searches depth first, so its first solutions differ from the
+    best in the deepest variables only, and the bound prunes little with them
+    (e.g. on pc under ``hotplug-off-occupied``, where units with no hotplug
+    need belong on a new pxb's slots, decided first). This hill climbs from an
+    incumbent: a move shifts units of one class from one context to another
+    (one step of the count's domain, or all of them), sets one layout
+    decision to another value, or both at once, and is taken when the moved
+    assignment meets every hard constraint and scores less. The third value
+    says whether ``exact`` scored one below the model (the bound unsound).
+    """
+    checks = [c.test for c in problem.constraints if c.kind == "check" and c.scope and c.test is not None]
+    domains = problem.domains
+    in_sums = {name for scope, _ in sums for name in scope}
+    free = [v.name for v in problem.variables if v.name not in in_sums]
+    best = dict(start)
+    best_score = start_score
+    unsound = False
+    budget = IMPROVE_LIMIT
+
+    def shifts(values: Mapping[str, int]) -> list[dict[str, int]]:
+        out: list[dict[str, int]] = [{}]
+        for scope, _ in sums:
+            for a in scope:
+                have = values[a]
+                if not have:
+                    continue
+                lower = [v for v in domains[a] if v < have]
+                for new_a in sorted({max(lower), 0}):
+                    for b in scope:
+                        if b != a and values[b] + have - new_a in domains[b]:
+                            out.append({a: new_a, b: values[b] + have - new_a})
+        return out
+
+    def changes(values: Mapping[str, int]) -> list[dict[str, int]]:
+        return [{}] + [{name: v} for name in free for v in domains[name] if v != values[name]]
+
+    improved = True
+    while improved and budget > 0:
+        improved = False
+        for shift in shifts(best):
+            for change in changes(best):
+                if not shift and not change:
+                    continue
+                budget -= 1
+                if budget < 0:
+                    break
+                trial = {**best, **shift, **change}
+                model = bound(trial)
+                if model is None:
+                    continue
+                trial_key = key(trial)
+                if (model, trial_key) >= best_score or not all(test(trial) for test in checks):
+                    continue
+                cost = model
+                if exact is not None:
+                    scored = exact(trial)
+                    if scored is None:
+                        continue
+                    unsound = unsound or scored < model
+                    cost = scored
+                if (cost, trial_key) < best_score:
+                    best, best_score, improved = trial, (cost, trial_key), True
+                    break
+            if improved or budget < 0:
+                break
+    if best_score == start_score:
+        return None
+    return best, best_score, unsound
 
 
 def _post(engine: EngineProblem, c: Constraint) -> None:

@@ -40,7 +40,7 @@ from pcitopo.policy.evaluate import SoftResult, soft_results, vbe_needs_root_bus
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver._realize import unit_functions
-from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, unit_fits_pool
+from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, root_has_fixed_slot, unit_fits_pool
 from pcitopo.solver.plan import Plan, Status
 from pcitopo.topology import IO_WINDOW, Topology
 from pcitopo.violation import Violation
@@ -112,6 +112,8 @@ def _primary_video_unit(request: Topology, policy: Policy, units: Sequence[Unit]
     unit = next((u for u in units if any(d.id == video.id for d in u.devices)), None)
     if unit is None or unit.integrated_required or not unit.can_integrate:
         return None  # placed with its group already, already on bus 0, or never there
+    if unit.hotplug is HotplugNeed.FORBIDDEN and not root_has_fixed_slot(request):
+        return None  # must not be hot-pluggable, and every slot of bus 0 is
     return unit
 
 

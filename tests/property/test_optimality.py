@@ -405,6 +405,24 @@ _COUNTEREXAMPLES = [
         attrs.evolve(Policy.named("hotplug+ordered"), spare_ports=0, hotplug_off_occupied=True),
         3,
     ),
+    (
+        # the primary-video search forced the vga onto pci.0, every slot of which is hot-pluggable: InternalError
+        "pc: a vga and an e1000 that must not be hot-plugged go on a pxb, the vga off the root bus",
+        Topology.build(
+            "pc",
+            devices=[
+                Device("r0", "vga", needs=Needs(hotplug=HotplugNeed.FORBIDDEN)),
+                Device("r1", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN)),
+            ],
+        ),
+        # the primary-video term as dear as a controller, so that four added controllers bound the enumeration
+        attrs.evolve(
+            Policy.named("hotplug"),
+            spare_ports=0,
+            weights={**Policy.named("hotplug").weights, "primary-video": 1, "fewer-controllers": 1},
+        ),
+        2,
+    ),
 ]
 
 

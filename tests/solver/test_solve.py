@@ -955,6 +955,63 @@ def test_packing_on_a_machine_without_an_io_budget_takes_units_with_an_io_bar_to
     assert all(d.address is not None for d in plan.topology.devices)
 
 
+KINDS = {"virtio_net_transitional": "virtio-net-transitional"}
+
+
+def _io_request(acpi: bool, **kinds: tuple[int, int, int]) -> Topology:
+    """pc with, per kind, (no hotplug need, preferring it, requiring it) devices of that kind."""
+    needs = (HotplugNeed.ANY, HotplugNeed.PREFERRED, HotplugNeed.REQUIRED)
+    devices = [
+        Device(f"{kind}-{need.value}-{i}", KINDS.get(kind, kind), needs=Needs(hotplug=need))
+        for kind, counts in kinds.items()
+        for need, n in zip(needs, counts, strict=True)
+        for i in range(n)
+    ]
+    return Topology.build("pc", devices=devices, acpi=acpi)
+
+
+def test_io_bar_devices_with_no_hotplug_need_leave_pc_s_hotpluggable_slots_for_a_pxb() -> None:
+    """44 IO-BAR devices on pc under hotplug + hotplug-off-occupied: a pxb for the 9 with no hotplug need and one
+    pci-bridge for the 35 needing or preferring hotplug beyond pci.0's 30 slots (cost 2, the least by hand: the
+    35 need a bridge or a miss, the 9 a pxb or 10 each); the search found 62 before it ran out of nodes (issue 9).
+    """
+    request = _io_request(
+        False,
+        ac97=(0, 2, 3),
+        e1000=(1, 3, 1),
+        e1000e=(1, 2, 1),
+        es1370=(4, 3, 2),
+        igb=(1, 3, 2),
+        lsilogic=(0, 0, 4),
+        ne2k_pci=(1, 4, 1),
+        rtl8139=(1, 1, 0),
+        virtio_net_transitional=(0, 1, 2),
+    )
+    plan = solve(request, attrs.evolve(Policy.named("hotplug"), spare_ports=0, hotplug_off_occupied=True))
+    assert validate(plan.topology) == ()
+    assert plan.cost == 2
+
+
+def test_a_pc_request_of_io_bar_devices_under_hotplug_off_occupied_is_proven_optimal() -> None:
+    """48 IO-BAR devices on pc under minimal + hotplug-off-occupied: the bound counts the devices not yet placed, so
+    the search proves its plan (it ran out of nodes and reported FEASIBLE before, issue 9)."""
+    request = _io_request(
+        True,
+        ac97=(1, 2, 3),
+        e1000=(1, 6, 0),
+        e1000e=(4, 2, 1),
+        es1370=(2, 1, 0),
+        igb=(3, 4, 3),
+        lsilogic=(5, 0, 0),
+        ne2k_pci=(2, 1, 1),
+        rtl8139=(2, 0, 2),
+        virtio_net_transitional=(0, 1, 1),
+    )
+    plan = solve(request, attrs.evolve(Policy.named("minimal"), spare_ports=0, hotplug_off_occupied=True))
+    assert validate(plan.topology) == ()
+    assert (plan.status, plan.cost) == (Status.OPTIMAL, 101)
+
+
 # -- io-reserve=0 where OVMF's IO windows run out (issue 11) -----------------------------------------
 
 
