@@ -261,22 +261,10 @@ def _unit(
         # the policy's default does not apply to a kind that is never hot-plugged; a device's own preference
         # does, as evaluate scores it (a hotpluggable slot meets it)
         hot = effective_needs(topology, policy, members[0]).hotplug if len(members) == 1 else HotplugNeed.ANY
-    if hot is HotplugNeed.REQUIRED and integrated_required and not _root_takes_hotplug(topology):
-        root = topology.machine.root_bus_name
+    conflict = _integrated_hotplug_conflict(topology, hot) if integrated_required else None
+    if conflict is not None:
         raise Unsatisfiable(
-            [
-                f"{members[0].id!r} requires hotplug and must sit integrated on the root bus {root}, "
-                "which takes no hot-plugged device"
-            ],
-            suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
-        )
-    if hot is HotplugNeed.FORBIDDEN and integrated_required and not root_has_fixed_slot(topology):
-        root = topology.machine.root_bus_name
-        raise Unsatisfiable(
-            [
-                f"{members[0].id!r} must not be hot-pluggable and must sit integrated on the root bus {root}, "
-                "every slot of which is hot-pluggable"
-            ],
+            [f"{members[0].id!r} {conflict}"],
             suggestions=[f"drop the hotplug or the integrated requirement of {members[0].id!r}"],
         )
     return Unit(
@@ -295,8 +283,17 @@ def _unit(
     )
 
 
-def _root_takes_hotplug(topology: Topology) -> bool:
-    return any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range())
+def _integrated_hotplug_conflict(topology: Topology, hot: HotplugNeed) -> str | None:
+    """Why no slot of the main root bus meets a hotplug need ``hot`` that must be met there (``None``: one does)."""
+    root = topology.machine.root_bus_name
+    if hot is HotplugNeed.REQUIRED and not any(topology.is_hotpluggable(0, s) for s in topology.model(0).slot_range()):
+        return f"requires hotplug and must sit integrated on the root bus {root}, which takes no hot-plugged device"
+    if hot is HotplugNeed.FORBIDDEN and not root_has_fixed_slot(topology):
+        return (
+            f"must not be hot-pluggable and must sit integrated on the root bus {root}, "
+            "every slot of which is hot-pluggable"
+        )
+    return None
 
 
 def root_has_fixed_slot(topology: Topology) -> bool:

@@ -630,9 +630,6 @@ def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element])
     libvirt sorts ``<disk>`` elements when it parses a domain, so its
     placement, and definition order, follow ``vda, vdb, ...``.
     """
-    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == "disk"]
-    if len(slots) < 2:
-        return devices
 
     def key(dev: Device) -> tuple[str, int, str]:
         target = elements[dev.id].find("target")
@@ -640,11 +637,7 @@ def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element])
         bus = str(target.get("bus", "")) if target is not None else ""
         return (bus, _disk_name_index(name), name)
 
-    disks = sorted((devices[i] for i in slots), key=key)
-    out = list(devices)
-    for i, dev in zip(slots, disks, strict=True):
-        out[i] = dev
-    return out
+    return _sorted_in_place(devices, elements, "disk", key)
 
 
 def _libvirt_video_order(
@@ -655,12 +648,18 @@ def _libvirt_video_order(
     libvirt's parser moves the primary video to the front, so it is placed
     first and named ``video0``.
     """
-    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == "video"]
-    if len(slots) < 2 or elements[devices[slots[0]].id] is primary:
+    return _sorted_in_place(devices, elements, "video", lambda dev: elements[dev.id] is not primary)
+
+
+def _sorted_in_place(
+    devices: list[Device], elements: Mapping[str, _Element], tag: str, key: Callable[[Device], Any]
+) -> list[Device]:
+    """The devices of element ``tag`` sorted by ``key`` (stably) into the positions they held; the others stay."""
+    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == tag]
+    if len(slots) < 2:
         return devices
-    videos = sorted((devices[i] for i in slots), key=lambda dev: elements[dev.id] is not primary)
     out = list(devices)
-    for i, dev in zip(slots, videos, strict=True):
+    for i, dev in zip(slots, sorted((devices[i] for i in slots), key=key), strict=True):
         out[i] = dev
     return out
 
