@@ -846,14 +846,28 @@ class Problem:
             any_unit = any_unit or values[spare_name] > 0
         return any_unit
 
+    @functools.cached_property
+    def _decisions(self) -> dict[tuple[int, object], Decision]:
+        """Decisions already computed, by context and the values of its scope (which alone decide its layout):
+        the search asks for the same ones many times, and this key is cheaper to make than the one below."""
+        return {}
+
+    @functools.cached_property
+    def _layout_memos(self) -> dict[tuple[object, ...], dict[tuple[object, ...], object]]:
+        """The parts of a context's layouts that its spare ports do not change (see :func:`decide`'s ``memo``), by
+        the context's counts, integration and expander slots: shared by the decisions that differ in spares only."""
+        return {}
+
     def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
         """The layout of a context, once every variable it depends on is set (else ``None``)."""
         getter = self._scope_values.get(ctx_id)
-        if getter is not None:
-            try:
-                getter(values)
-            except KeyError:
-                return None  # a variable of its scope is not set yet
+        try:
+            scope_key = (ctx_id, getter(values) if getter is not None else None)
+        except KeyError:
+            return None  # a variable of its scope is not set yet
+        known = self._decisions.get(scope_key)
+        if known is not None:
+            return known
         count_key = self._count_key(ctx_id, values)
         assert count_key is not None
         expanders_here = 0
@@ -867,10 +881,10 @@ class Problem:
         key = (count_key, integrate, bridges, spare, expanders_here)
         cached = self.cache.get(key)
         if cached is not None:
+            self._decisions[scope_key] = cached
             return cached
         ctx = self.contexts[ctx_id]
-        counts = self.counts(ctx_id, values)
-        assert counts is not None
+        counts = self._counts_of(count_key)
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
@@ -885,8 +899,10 @@ class Problem:
             expanders_here=expanders_here,
             bus_cap=bus_cap,
             io_cap=self.io_budget,
+            memo=self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {}),
         )
         self.cache[key] = result
+        self._decisions[scope_key] = result
         return result
 
     def bus_numbers(self, ctx_id: int, decision: Decision, values: Mapping[str, int]) -> int:
