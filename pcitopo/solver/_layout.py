@@ -727,6 +727,7 @@ def decide(
     bus_cap: int | None = None,
     io_cap: int | None = None,
     memo: dict[tuple[object, ...], Any] | None = None,
+    feasible_only: bool = False,
 ) -> Decision:
     """Lay a context out by counts and its decisions, or say why it cannot be.
 
@@ -738,12 +739,16 @@ def decide(
     the most bus numbers the context could get; ``io_cap``: the most IO
     windows it could get (a layout within it is preferred to any beyond it,
     which no plan can use). ``memo``: a dict the caller keeps for the calls that differ from this one in
-    ``spare`` alone (and in nothing else): what their layouts share is computed once.
+    ``spare`` alone (and in nothing else): what their layouts share is computed once. ``feasible_only``: on a
+    PCI Express root, a feasible layout within ``io_cap`` when the one without moves is, not the best (a
+    cheaper answer to whether the best is feasible and within ``io_cap``, which it is then too).
     """
     if c.impossible:
         return Decision(False, c.impossible)
     if ctx.root_kind is RootKind.PCIE:
-        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap, memo)
+        return _decide_pcie(
+            ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap, memo, feasible_only
+        )
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
     return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
@@ -791,6 +796,7 @@ def _decide_pcie(
     bus_cap: int | None,
     io_cap: int | None = None,
     shared: dict[tuple[object, ...], Any] | None = None,
+    feasible_only: bool = False,
 ) -> Decision:
     """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
 
@@ -807,6 +813,9 @@ def _decide_pcie(
         return Decision(False, f"{ctx.label}: more spare ports than wanted")
     memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] = {} if shared is None else shared
     laid = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
+    if feasible_only and isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap):
+        # the best layout is no worse: feasible, and within io_cap (a layout beyond it never beats one within)
+        return laid.decision()
     base = laid if isinstance(laid, Decision) else laid.decision()
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
     both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
@@ -858,6 +867,25 @@ def _decide_pcie(
             for moves in _pack_moves(ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits):
                 consider(moves)
     return best
+
+
+def pcie_cost_floor(ctx: Context, c: Counts, policy: Policy, integrate: int, spare_n: int, spare_wanted: int) -> int:
+    """A lower bound of the cost :func:`decide` gives a PCI Express root's feasible layout, without laying it out.
+
+    Every layout of :func:`_decide_pcie` has the counts' hotplug misses, those of the last-resort units
+    integrated (whichever order of buckets it takes) and the spare ports it leaves out; the other terms are
+    at least 0.
+    """
+    weights = policy.weights
+    spare = max(0, spare_wanted - ctx.empty_hot_ports)
+    last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
+    misses = 0
+    if last:
+        misses = min(
+            split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
+            for split in (last_resort_split(c, last), last_resort_split(c, last, pci_first=True))
+        )
+    return weights["hotplug"] * (c.hot_misses + misses) + weights["spare-ports"] * max(0, spare - spare_n)
 
 
 def _pack_moves(

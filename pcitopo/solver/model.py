@@ -57,6 +57,7 @@ from pcitopo.solver._layout import (
     add_units,
     decide,
     integrable,
+    pcie_cost_floor,
     scale_counts,
 )
 from pcitopo.topology import Topology
@@ -692,6 +693,9 @@ class Constraint:
     total: int = 0
     test: Callable[[Mapping[str, int]], bool] | None = attrs.field(default=None, eq=False, repr=False)
     bound: Callable[[Mapping[str, int]], int | None] | None = attrs.field(default=None, eq=False, repr=False)
+    floor: Callable[[Mapping[str, int]], int] | None = attrs.field(default=None, eq=False, repr=False)
+    """``objective``: a cheaper lower bound than ``bound``, no greater (the search refuses a partial assignment
+    whose floor is dearer than the best so far without computing its bound)."""
 
 
 SPLIT_LIMIT = 64
@@ -858,16 +862,63 @@ class Problem:
         the context's counts, integration and expander slots: shared by the decisions that differ in spares only."""
         return {}
 
-    def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
-        """The layout of a context, once every variable it depends on is set (else ``None``)."""
+    @functools.cached_property
+    def _quick(self) -> dict[tuple[int, object], Decision]:
+        """Layouts :meth:`quick_decision` found, by context and scope values, whose best is not computed yet."""
+        return {}
+
+    @functools.cached_property
+    def _floors(self) -> dict[tuple[int, object], int]:
+        """:meth:`_context_floor` by context and scope values."""
+        return {}
+
+    def _scope_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[int, object] | None:
+        """The context and the values of its scope, which alone decide its layout (``None``: one is not set)."""
         getter = self._scope_values.get(ctx_id)
         try:
-            scope_key = (ctx_id, getter(values) if getter is not None else None)
+            return (ctx_id, getter(values) if getter is not None else None)
         except KeyError:
             return None  # a variable of its scope is not set yet
+
+    def quick_decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
+        """The context's decision, or a feasible layout within the IO budget when there is one and the decision is
+        not computed yet (the decision is then feasible and within the budget too; see :func:`decide`)."""
+        scope_key = self._scope_key(ctx_id, values)
+        if scope_key is None:
+            return None
+        known = self._decisions.get(scope_key)
+        if known is None:
+            known = self._quick.get(scope_key)
+        if known is not None:
+            return known
+        quick = self._decide(ctx_id, values, scope_key, feasible_only=True)
+        if quick.feasible and scope_key not in self._decisions:
+            self._quick[scope_key] = quick
+        return quick
+
+    def fits(self, ctx_id: int, values: Mapping[str, int]) -> bool:
+        """Whether a context's layout is feasible (``True`` while its scope is open); cheaper than
+        :meth:`decision` when it is: the search asks it of each value of a context's last open variable
+        (forward checking), most of which it then never visits."""
+        d = self.quick_decision(ctx_id, values)
+        return d is None or d.feasible
+
+    def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
+        """The layout of a context, once every variable it depends on is set (else ``None``)."""
+        scope_key = self._scope_key(ctx_id, values)
+        if scope_key is None:
+            return None
         known = self._decisions.get(scope_key)
         if known is not None:
             return known
+        return self._decide(ctx_id, values, scope_key, feasible_only=False)
+
+    def _decide(
+        self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object], *, feasible_only: bool
+    ) -> Decision:
+        """:meth:`decision` (``feasible_only``: :meth:`quick_decision`) computed, or found by its other key."""
+        # a quick answer is one only on a PCI Express root (see decide): on the others it is the decision
+        feasible_only = feasible_only and self.contexts[ctx_id].root_kind is RootKind.PCIE
         count_key = self._count_key(ctx_id, values)
         assert count_key is not None
         expanders_here = 0
@@ -883,6 +934,8 @@ class Problem:
         if cached is not None:
             self._decisions[scope_key] = cached
             return cached
+        if feasible_only and key in self._quick_by_key:
+            return self._quick_by_key[key]
         ctx = self.contexts[ctx_id]
         counts = self._counts_of(count_key)
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
@@ -900,10 +953,56 @@ class Problem:
             bus_cap=bus_cap,
             io_cap=self.io_budget,
             memo=self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {}),
+            feasible_only=feasible_only,
         )
+        if feasible_only and result.feasible:
+            self._quick_by_key[key] = result  # maybe not the best: kept apart
+            return result
         self.cache[key] = result
         self._decisions[scope_key] = result
         return result
+
+    @functools.cached_property
+    def _quick_by_key(self) -> dict[tuple[object, ...], Decision]:
+        """:meth:`quick_decision`'s layouts by the key of :attr:`cache`."""
+        return {}
+
+    def _context_floor(self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object]) -> int:
+        """A lower bound of :meth:`context_cost` for a context whose scope is set, without its layout when that is
+        not computed yet (on PCI Express roots; 0 on others)."""
+        floor = self._floors.get(scope_key)
+        if floor is not None:
+            return floor
+        floor = 0
+        ctx = self.contexts[ctx_id]
+        if ctx.root_kind is RootKind.PCIE:
+            count_key = self._count_key(ctx_id, values)
+            assert count_key is not None
+            integrate = values.get(f"integrate[{ctx_id}]", 0)
+            spare_n = values.get(f"spare[{ctx_id}]", 0)
+            counts = self._counts_of(count_key)
+            floor = pcie_cost_floor(ctx, counts, self.policy, integrate, spare_n, self.spare.get(ctx_id, 0))
+        self._floors[scope_key] = floor
+        return floor
+
+    def cost_floor(self, values: Mapping[str, int]) -> int:
+        """A lower bound of the objective of every completion, no greater than :meth:`lower_bound` and cheaper: the
+        contexts whose layout is not computed yet count their :meth:`_context_floor`, those with open variables 0."""
+        total = 0
+        for ci, ctx_id, per_unit in self._numa_terms:
+            n = self.count(ci, ctx_id, values)
+            if n:
+                total += per_unit * n
+        for ctx_id in self.context_variables:
+            scope_key = self._scope_key(ctx_id, values)
+            if scope_key is None:
+                continue
+            d = self._decisions.get(scope_key)
+            if d is None:
+                total += self._context_floor(ctx_id, values, scope_key)
+            elif d.feasible:
+                total += self.context_cost(ctx_id, d, values)
+        return total + self._open_units_floor(values)
 
     def bus_numbers(self, ctx_id: int, decision: Decision, values: Mapping[str, int]) -> int:
         """Bus numbers a context takes from its domain (a new expander bus's own included)."""
@@ -947,6 +1046,11 @@ class Problem:
             if low is None:
                 return None  # type: ignore[return-value]
             total += low
+        return total + self._open_units_floor(values)
+
+    def _open_units_floor(self, values: Mapping[str, int]) -> int:
+        """The least the units of the classes with open counts cost wherever they go."""
+        total = 0
         # the units of a class no count of which is set yet are in no context's bound (their counts are taken
         # as 0): wherever they go, each costs at least its least per-unit cost among the contexts left open
         for ci, open_, _least in self._unit_floors:
@@ -1043,6 +1147,11 @@ class Problem:
             for spare in self.domains[last] if last is not None else (0,):
                 if last is not None:
                     trial[last] = spare
+                if best is not None and last is None:
+                    # a layout whose floor is no less than the cheapest so far cannot lower it
+                    scope_key = self._scope_key(ctx_id, trial)
+                    if scope_key is not None and self._context_floor(ctx_id, trial, scope_key) >= best:
+                        continue
                 d = self.decision(ctx_id, trial)
                 if d is not None and d.feasible:
                     cost = self.context_cost(ctx_id, d, trial)
@@ -1172,7 +1281,9 @@ def formulate(topology: Topology, policy: Policy, units: Sequence[Unit], *, tree
     )
     constraints += _budget_constraints(problem, active)
     everything = tuple(v.name for v in variables)
-    constraints.append(Constraint("objective", "objective", everything, bound=problem.lower_bound))
+    constraints.append(
+        Constraint("objective", "objective", everything, bound=problem.lower_bound, floor=problem.cost_floor)
+    )
     return attrs.evolve(problem, constraints=tuple(constraints), cache=problem.cache, group_counts=problem.group_counts)
 
 
@@ -1183,14 +1294,18 @@ def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constra
         scope = problem.context_variables[ctx_id]
 
         def layout_fits(values: Mapping[str, int], ctx_id: int = ctx_id) -> bool:
-            d = problem.decision(ctx_id, values)
-            return d is None or d.feasible
+            return problem.fits(ctx_id, values)
 
         out.append(Constraint(f"layout of {problem.contexts[ctx_id].label}", "check", scope, test=layout_fits))
 
     main = [k for k in active if problem.contexts[k].domain == "main" and problem.contexts[k].own_range is None]
+    # a PCI Express root's layout is infeasible past the bus numbers its domain has left (decide's bus_cap), so
+    # when it is the domain's only context its layout's check implies this one
+    alone_capped = len(main) == 1 and problem.contexts[main[0]].root_kind is RootKind.PCIE and problem.bus_region >= 0
 
     def bus_numbers_fit(values: Mapping[str, int]) -> bool:
+        if alone_capped:
+            return True
         used = 0
         for k in main:
             d = problem.decision(k, values)
@@ -1207,8 +1322,20 @@ def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constra
         topology = problem.topology
         root_bytes = topology.root_io_bytes()
         root_windows = topology.root_io_windows(root_bytes)
+        alone = active[0] if len(active) == 1 else None
 
         def io_windows_fit(values: Mapping[str, int]) -> bool:
+            if alone is not None:
+                # one context: a layout of it within the budget (the best is then within it too), with room on the
+                # root buses for every IO BAR it has, fits
+                d = problem.quick_decision(alone, values)
+                if d is not None and d.feasible and d.io_windows <= budget:
+                    count_key = problem._count_key(alone, values)
+                    assert count_key is not None
+                    counts = problem._counts_of(count_key)
+                    most = sum(size * n for _, size, n in counts.io_sizes)
+                    if topology.root_io_windows(root_bytes + most) == root_windows:
+                        return True
             used = 0
             root = 0
             for k in active:

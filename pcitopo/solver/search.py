@@ -132,8 +132,10 @@ class _Bound(_ModelConstraint):
         bound: Callable[[Mapping[str, int]], int | None],
         rank: Mapping[str, Mapping[int, int]],
         sums: Sequence[tuple[tuple[str, ...], int]] = (),
+        floor: Callable[[Mapping[str, int]], int] | None = None,
     ) -> None:
         self._bound = bound
+        self._floor = floor
         self._rank = rank
         self._order = sorted(rank)
         self._sums = sums
@@ -175,6 +177,8 @@ class _Bound(_ModelConstraint):
             return False
         if not self.implied(values):
             return False
+        if self.best is not None and self._floor is not None and self._floor(values) > self.best:
+            return False  # dearer than the best whatever its bound: not worth computing that
         low = self._bound(values)
         if low is None:
             return False
@@ -222,7 +226,7 @@ def search(
     for c in problem.constraints:
         _post(engine, c)
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
-    bound = _Bound(objective.bound, rank, sums)
+    bound = _Bound(objective.bound, rank, sums, objective.floor)
     engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
     finished = True
@@ -249,7 +253,9 @@ def search(
             if optimise:
                 # a cheaper incumbent from the engine's: the bound then prunes with it (the result, when the
                 # search finishes, is still the least cost and key of all, the incumbent being one of them)
-                improved = _improve(problem, full, (cost, key), bound.key, sums, objective.bound, exact)
+                improved = _improve(
+                    problem, full, (cost, key), bound.key, sums, objective.bound, exact, objective.floor
+                )
                 if improved is not None:
                     best, (bound.best, bound.best_key), unsound = improved
                     sound = sound and not unsound
@@ -283,6 +289,7 @@ def _improve(
     sums: Sequence[tuple[tuple[str, ...], int]],
     bound: Callable[[Mapping[str, int]], int | None],
     exact: Callable[[Mapping[str, int]], int | None] | None,
+    floor: Callable[[Mapping[str, int]], int] | None = None,
 ) -> tuple[dict[str, int], tuple[int, tuple[int, ...]], bool] | None:
     """A cheaper assignment than ``start`` by local search, with its (cost, key) (``None``: none found).
 
@@ -333,6 +340,8 @@ def _improve(
                 if budget < 0:
                     break
                 trial = {**best, **shift, **change}
+                if floor is not None and floor(trial) > best_score[0]:
+                    continue  # dearer than the best whatever its bound
                 model = bound(trial)
                 if model is None:
                     continue
