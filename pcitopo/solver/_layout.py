@@ -727,7 +727,6 @@ def decide(
     bus_cap: int | None = None,
     io_cap: int | None = None,
     memo: dict[tuple[object, ...], Any] | None = None,
-    feasible_only: bool = False,
 ) -> Decision:
     """Lay a context out by counts and its decisions, or say why it cannot be.
 
@@ -739,16 +738,12 @@ def decide(
     the most bus numbers the context could get; ``io_cap``: the most IO
     windows it could get (a layout within it is preferred to any beyond it,
     which no plan can use). ``memo``: a dict the caller keeps for the calls that differ from this one in
-    ``spare`` alone (and in nothing else): what their layouts share is computed once. ``feasible_only``: on a
-    PCI Express root, a feasible layout within ``io_cap`` when the one without moves is, not the best (a
-    cheaper answer to whether the best is feasible and within ``io_cap``, which it is then too).
+    ``spare`` alone (and in nothing else): what their layouts share is computed once.
     """
     if c.impossible:
         return Decision(False, c.impossible)
     if ctx.root_kind is RootKind.PCIE:
-        return _decide_pcie(
-            ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap, memo, feasible_only
-        )
+        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap, memo)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
     return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
@@ -796,7 +791,6 @@ def _decide_pcie(
     bus_cap: int | None,
     io_cap: int | None = None,
     shared: dict[tuple[object, ...], Any] | None = None,
-    feasible_only: bool = False,
 ) -> Decision:
     """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
 
@@ -813,9 +807,6 @@ def _decide_pcie(
         return Decision(False, f"{ctx.label}: more spare ports than wanted")
     memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] = {} if shared is None else shared
     laid = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
-    if feasible_only and isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap):
-        # the best layout is no worse: feasible, and within io_cap (a layout beyond it never beats one within)
-        return laid.decision()
     base = laid if isinstance(laid, Decision) else laid.decision()
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
     both_kinds = last and (c.last_resort_pcie_any or c.last_resort_pcie_preferred)
@@ -867,6 +858,33 @@ def _decide_pcie(
             for moves in _pack_moves(ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits):
                 consider(moves)
     return best
+
+
+def quick_decide(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    *,
+    integrate: int,
+    spare: int,
+    spare_wanted: int,
+    expanders_here: int,
+    bus_cap: int | None,
+    io_cap: int | None,
+    memo: dict[tuple[object, ...], Any],
+) -> Decision | None:
+    """A feasible layout of a PCI Express root within ``io_cap`` when its layout without moves is one (``None``:
+    ask :func:`decide`, with the same ``memo``, which then reuses the work).
+
+    :func:`decide` would start from that layout and take another only when it is cheaper and also within
+    ``io_cap``, so its decision is then feasible and within ``io_cap`` too: a cheap answer to whether it is.
+    """
+    if c.impossible or ctx.root_kind is not RootKind.PCIE or spare > max(0, spare_wanted - ctx.empty_hot_ports):
+        return None
+    laid = _layout_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
+    if isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap):
+        return laid.decision()
+    return None
 
 
 def pcie_cost_floor(ctx: Context, c: Counts, policy: Policy, integrate: int, spare_n: int, spare_wanted: int) -> int:

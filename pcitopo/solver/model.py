@@ -58,6 +58,7 @@ from pcitopo.solver._layout import (
     decide,
     integrable,
     pcie_cost_floor,
+    quick_decide,
     scale_counts,
 )
 from pcitopo.topology import Topology
@@ -917,8 +918,6 @@ class Problem:
         self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object], *, feasible_only: bool
     ) -> Decision:
         """:meth:`decision` (``feasible_only``: :meth:`quick_decision`) computed, or found by its other key."""
-        # a quick answer is one only on a PCI Express root (see decide): on the others it is the decision
-        feasible_only = feasible_only and self.contexts[ctx_id].root_kind is RootKind.PCIE
         count_key = self._count_key(ctx_id, values)
         assert count_key is not None
         expanders_here = 0
@@ -941,6 +940,23 @@ class Problem:
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
+        memo = self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {})
+        if feasible_only:
+            quick = quick_decide(
+                ctx,
+                counts,
+                self.policy,
+                integrate=integrate,
+                spare=spare,
+                spare_wanted=self.spare.get(ctx_id, 0),
+                expanders_here=expanders_here,
+                bus_cap=bus_cap,
+                io_cap=self.io_budget,
+                memo=memo,
+            )
+            if quick is not None:
+                self._quick_by_key[key] = quick  # maybe not the best: kept apart
+                return quick
         result = decide(
             ctx,
             counts,
@@ -952,12 +968,8 @@ class Problem:
             expanders_here=expanders_here,
             bus_cap=bus_cap,
             io_cap=self.io_budget,
-            memo=self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {}),
-            feasible_only=feasible_only,
+            memo=memo,
         )
-        if feasible_only and result.feasible:
-            self._quick_by_key[key] = result  # maybe not the best: kept apart
-            return result
         self.cache[key] = result
         self._decisions[scope_key] = result
         return result
