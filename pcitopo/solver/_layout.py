@@ -872,19 +872,17 @@ def quick_decide(
     bus_cap: int | None,
     io_cap: int | None,
     memo: dict[tuple[object, ...], Any],
-) -> Decision | None:
-    """A feasible layout of a PCI Express root within ``io_cap`` when its layout without moves is one (``None``:
-    ask :func:`decide`, with the same ``memo``, which then reuses the work).
+) -> bool:
+    """Whether a PCI Express root's layout without moves is feasible and within ``io_cap`` (``False``: maybe not).
 
-    :func:`decide` would start from that layout and take another only when it is cheaper and also within
+    :func:`decide` starts from that layout and takes another only when it is cheaper and also within
     ``io_cap``, so its decision is then feasible and within ``io_cap`` too: a cheap answer to whether it is.
+    ``memo`` is the one to give :func:`decide` for the same arguments, which then reuses the work.
     """
-    if c.impossible or ctx.root_kind is not RootKind.PCIE or spare > max(0, spare_wanted - ctx.empty_hot_ports):
-        return None
+    if c.impossible or spare > max(0, spare_wanted - ctx.empty_hot_ports):
+        return False
     laid = _layout_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
-    if isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap):
-        return laid.decision()
-    return None
+    return isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap)
 
 
 def pcie_cost_floor(ctx: Context, c: Counts, policy: Policy, integrate: int, spare_n: int, spare_wanted: int) -> int:

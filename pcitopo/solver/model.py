@@ -37,7 +37,7 @@ import functools
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -864,9 +864,9 @@ class Problem:
         return {}
 
     @functools.cached_property
-    def _quick(self) -> dict[tuple[int, object], Decision]:
-        """Layouts :meth:`quick_decision` found, by context and scope values, whose best is not computed yet."""
-        return {}
+    def _quick(self) -> set[tuple[int, object]]:
+        """Contexts' scope values whose decision :meth:`quick_fits` showed feasible and within the IO budget."""
+        return set()
 
     @functools.cached_property
     def _floors(self) -> dict[tuple[int, object], int]:
@@ -881,27 +881,36 @@ class Problem:
         except KeyError:
             return None  # a variable of its scope is not set yet
 
-    def quick_decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
-        """The context's decision, or a feasible layout within the IO budget when there is one and the decision is
-        not computed yet (the decision is then feasible and within the budget too; see :func:`decide`)."""
+    def quick_fits(self, ctx_id: int, values: Mapping[str, int]) -> bool | None:
+        """Whether a context's decision is feasible and within the IO budget, when that is quick to tell (``False``:
+        maybe not, ask :meth:`decision`; ``None``: a variable of its scope is open).
+
+        The search asks the hard constraints of every value of a context's last open variable (forward
+        checking) and visits few of them: a layout of the context without moves that fits (see
+        :func:`quick_decide`) answers for its best one.
+        """
         scope_key = self._scope_key(ctx_id, values)
         if scope_key is None:
             return None
-        known = self._decisions.get(scope_key)
-        if known is None:
-            known = self._quick.get(scope_key)
-        if known is not None:
-            return known
-        quick = self._decide(ctx_id, values, scope_key, feasible_only=True)
-        if quick.feasible and scope_key not in self._decisions:
-            self._quick[scope_key] = quick
-        return quick
+        if scope_key in self._quick:
+            return True
+        d = self._decisions.get(scope_key)
+        if d is None:
+            key, args = self._layout_args(ctx_id, values)
+            d = self.cache.get(key)
+            if d is None:
+                if args["ctx"].root_kind is RootKind.PCIE and quick_decide(**args):
+                    self._quick.add(scope_key)
+                    return True
+                return False
+            self._decisions[scope_key] = d
+        return d.feasible and (self.io_budget is None or d.io_windows <= self.io_budget)
 
     def fits(self, ctx_id: int, values: Mapping[str, int]) -> bool:
-        """Whether a context's layout is feasible (``True`` while its scope is open); cheaper than
-        :meth:`decision` when it is: the search asks it of each value of a context's last open variable
-        (forward checking), most of which it then never visits."""
-        d = self.quick_decision(ctx_id, values)
+        """Whether a context has a feasible layout (``True`` while a variable of its scope is open)."""
+        if self.quick_fits(ctx_id, values) is not False:
+            return True
+        d = self.decision(ctx_id, values)
         return d is None or d.feasible
 
     def decision(self, ctx_id: int, values: Mapping[str, int]) -> Decision | None:
@@ -912,12 +921,16 @@ class Problem:
         known = self._decisions.get(scope_key)
         if known is not None:
             return known
-        return self._decide(ctx_id, values, scope_key, feasible_only=False)
+        key, args = self._layout_args(ctx_id, values)
+        result = self.cache.get(key)
+        if result is None:
+            result = decide(**args, bridges=values.get(f"bridges[{ctx_id}]", 0))
+            self.cache[key] = result
+        self._decisions[scope_key] = result
+        return result
 
-    def _decide(
-        self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object], *, feasible_only: bool
-    ) -> Decision:
-        """:meth:`decision` (``feasible_only``: :meth:`quick_decision`) computed, or found by its other key."""
+    def _layout_args(self, ctx_id: int, values: Mapping[str, int]) -> tuple[tuple[object, ...], dict[str, Any]]:
+        """The key of :attr:`cache` for a context whose scope is set, and :func:`quick_decide`'s arguments."""
         count_key = self._count_key(ctx_id, values)
         assert count_key is not None
         expanders_here = 0
@@ -929,55 +942,24 @@ class Problem:
         # the layout depends on these alone (the rest is fixed per context): assignments that differ in other
         # contexts' variables share it
         key = (count_key, integrate, bridges, spare, expanders_here)
-        cached = self.cache.get(key)
-        if cached is not None:
-            self._decisions[scope_key] = cached
-            return cached
-        if feasible_only and key in self._quick_by_key:
-            return self._quick_by_key[key]
         ctx = self.contexts[ctx_id]
-        counts = self._counts_of(count_key)
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
-        memo = self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {})
-        if feasible_only:
-            quick = quick_decide(
-                ctx,
-                counts,
-                self.policy,
-                integrate=integrate,
-                spare=spare,
-                spare_wanted=self.spare.get(ctx_id, 0),
-                expanders_here=expanders_here,
-                bus_cap=bus_cap,
-                io_cap=self.io_budget,
-                memo=memo,
-            )
-            if quick is not None:
-                self._quick_by_key[key] = quick  # maybe not the best: kept apart
-                return quick
-        result = decide(
-            ctx,
-            counts,
-            self.policy,
-            integrate=integrate,
-            bridges=bridges,
-            spare=spare,
-            spare_wanted=self.spare.get(ctx_id, 0),
-            expanders_here=expanders_here,
-            bus_cap=bus_cap,
-            io_cap=self.io_budget,
-            memo=memo,
-        )
-        self.cache[key] = result
-        self._decisions[scope_key] = result
-        return result
-
-    @functools.cached_property
-    def _quick_by_key(self) -> dict[tuple[object, ...], Decision]:
-        """:meth:`quick_decision`'s layouts by the key of :attr:`cache`."""
-        return {}
+        args: dict[str, Any] = {
+            "ctx": ctx,
+            "c": self._counts_of(count_key),
+            "policy": self.policy,
+            "integrate": integrate,
+            "spare": spare,
+            "spare_wanted": self.spare.get(ctx_id, 0),
+            "expanders_here": expanders_here,
+            "bus_cap": bus_cap,
+            "io_cap": self.io_budget,
+            # what the layouts that differ in spare ports alone share is computed once
+            "memo": self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {}),
+        }
+        return key, args
 
     def _context_floor(self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object]) -> int:
         """A lower bound of :meth:`context_cost` for a context whose scope is set, without its layout when that is
@@ -1337,17 +1319,14 @@ def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constra
         alone = active[0] if len(active) == 1 else None
 
         def io_windows_fit(values: Mapping[str, int]) -> bool:
-            if alone is not None:
-                # one context: a layout of it within the budget (the best is then within it too), with room on the
-                # root buses for every IO BAR it has, fits
-                d = problem.quick_decision(alone, values)
-                if d is not None and d.feasible and d.io_windows <= budget:
-                    count_key = problem._count_key(alone, values)
-                    assert count_key is not None
-                    counts = problem._counts_of(count_key)
-                    most = sum(size * n for _, size, n in counts.io_sizes)
-                    if topology.root_io_windows(root_bytes + most) == root_windows:
-                        return True
+            # one context: its decision within the budget (quick to tell), with room on the root buses for every IO
+            # BAR it has, fits
+            if alone is not None and problem.quick_fits(alone, values):
+                count_key = problem._count_key(alone, values)
+                assert count_key is not None
+                most = sum(size * n for _, size, n in problem._counts_of(count_key).io_sizes)
+                if topology.root_io_windows(root_bytes + most) == root_windows:
+                    return True
             used = 0
             root = 0
             for k in active:
