@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
+
+import attrs
 
 from pcitopo.devices import Device, Needs
 from pcitopo.policy import Policy
@@ -82,3 +85,62 @@ def test_a_real_request_gives_the_engine_counts_and_layout_decisions() -> None:
     result = search.search(problem)
     assert result.proven
     assert result.values is not None
+
+
+def _requests() -> list[tuple[Topology, Policy]]:
+    """Small requests whose every assignment can be tried: integration and spare ports on q35 and aarch64-virt,
+    bridges on pc, NUMA contexts, and one q35 with more conventional devices than its free slots."""
+    devices = [Device(f"n{i}", "virtio-net") for i in range(3)]
+    devices += [Device("e0", "e1000"), Device("e1", "e1000"), Device("snd", "ich9"), Device("gpu", "virtio-gpu")]
+    numa = [Device("m0", "virtio-net", needs=Needs(numa_node=0)), Device("m1", "e1000", needs=Needs(numa_node=1))]
+    many = [Device(f"c{i}", "e1000") for i in range(40)]
+    out = [(Topology.build(m, devices=devices), Policy.named(p)) for m in ("q35", "pc") for p in ("hotplug", "minimal")]
+    out.append((Topology.build("q35", devices=devices), Policy.named("ordered")))
+    out.append((Topology.build("aarch64-virt", devices=devices[:3] + devices[-1:]), Policy.named("hotplug")))
+    out.append((Topology.build("q35", devices=devices[:1] + numa, numa_nodes=2), Policy.named("hotplug")))
+    out.append((Topology.build("q35", devices=many), Policy.named("minimal")))
+    return out
+
+
+def _assignments(problem: Problem) -> list[dict[str, int]]:
+    names = [v.name for v in problem.variables]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(v.domain for v in problem.variables))]
+
+
+def test_the_cost_floor_never_exceeds_the_bound_and_a_quick_fit_is_a_fit() -> None:
+    """Over every assignment of small requests: the objective's cheap floor is at most its exact value, and a
+    context that the quick check passes has a feasible layout within the IO budget."""
+    for request, policy in _requests():
+        units = build_units(request, policy)
+        fresh = formulate(request, policy, units)  # nothing laid out yet: the floors and quick checks alone
+        assignments = _assignments(fresh)
+        floors = [fresh.cost_floor(values) for values in assignments]
+        quick = [{k: fresh.quick_fits(k, values) for k in fresh.context_variables} for values in assignments]
+        problem = formulate(request, policy, units)
+        for values, floor, fits in zip(assignments, floors, quick, strict=True):
+            exact = problem.lower_bound(values)
+            assert exact is None or floor <= exact, (request.machine.name, policy.name, values)
+            for k, yes in fits.items():
+                d = problem.decision(k, values)
+                assert d is not None
+                if yes:
+                    assert d.feasible, (request.machine.name, policy.name, values, k)
+                    assert problem.io_budget is None or d.io_windows <= problem.io_budget
+
+
+def test_the_cost_floor_changes_no_search_result() -> None:
+    """The search with the objective's floor finds what it finds without it: the same values, cost, bound and proof."""
+    for request, policy in _requests():
+        units = build_units(request, policy)
+        problem = formulate(request, policy, units)
+        plain = formulate(request, policy, units)
+        plain = attrs.evolve(
+            plain, constraints=tuple(attrs.evolve(c, floor=None) if c.floor else c for c in plain.constraints)
+        )
+        with_floor, without = search.search(problem), search.search(plain)
+        assert (with_floor.values, with_floor.cost, with_floor.bound, with_floor.proven) == (
+            without.values,
+            without.cost,
+            without.bound,
+            without.proven,
+        ), (request.machine.name, policy.name)
