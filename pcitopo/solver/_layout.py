@@ -35,7 +35,7 @@ import itertools
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
@@ -726,7 +726,6 @@ def decide(
     expanders_here: int = 0,
     bus_cap: int | None = None,
     io_cap: int | None = None,
-    memo: dict[tuple[object, ...], Any] | None = None,
 ) -> Decision:
     """Lay a context out by counts and its decisions, or say why it cannot be.
 
@@ -737,13 +736,12 @@ def decide(
     ``expanders_here``: root slots kept for new expander buses; ``bus_cap``:
     the most bus numbers the context could get; ``io_cap``: the most IO
     windows it could get (a layout within it is preferred to any beyond it,
-    which no plan can use). ``memo``: a dict the caller keeps for the calls that differ from this one in
-    ``spare`` alone (and in nothing else): what their layouts share is computed once.
+    which no plan can use).
     """
     if c.impossible:
         return Decision(False, c.impossible)
     if ctx.root_kind is RootKind.PCIE:
-        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap, memo)
+        return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
     return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
@@ -790,7 +788,6 @@ def _decide_pcie(
     expanders_here: int,
     bus_cap: int | None,
     io_cap: int | None = None,
-    shared: dict[tuple[object, ...], Any] | None = None,
 ) -> Decision:
     """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
 
@@ -801,11 +798,8 @@ def _decide_pcie(
     within ``io_cap`` (the IO windows the firmware has left for every
     context together) beats every one beyond it, which no plan can use.
     """
-    # the parts of the layouts that depend neither on the packing nor on the spare ports, shared by every layout
-    # of this call (and of the caller's calls that differ in ``spare_n`` alone)
-    if spare_n > max(0, spare_wanted - ctx.empty_hot_ports):
-        return Decision(False, f"{ctx.label}: more spare ports than wanted")
-    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] = {} if shared is None else shared
+    # the parts of the layouts that do not depend on the packing, shared by every layout of this call
+    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] = {}
     laid = _layout_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
     base = laid if isinstance(laid, Decision) else laid.decision()
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
@@ -871,17 +865,15 @@ def quick_decide(
     expanders_here: int,
     bus_cap: int | None,
     io_cap: int | None,
-    memo: dict[tuple[object, ...], Any],
 ) -> bool:
     """Whether a PCI Express root's layout without moves is feasible and within ``io_cap`` (``False``: maybe not).
 
     :func:`decide` starts from that layout and takes another only when it is cheaper and also within
     ``io_cap``, so its decision is then feasible and within ``io_cap`` too: a cheap answer to whether it is.
-    ``memo`` is the one to give :func:`decide` for the same arguments, which then reuses the work.
     """
     if c.impossible or spare > max(0, spare_wanted - ctx.empty_hot_ports):
         return False
-    laid = _layout_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, _Moves(), memo)
+    laid = _layout_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, _Moves())
     return isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap)
 
 

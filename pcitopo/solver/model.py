@@ -858,12 +858,6 @@ class Problem:
         return {}
 
     @functools.cached_property
-    def _layout_memos(self) -> dict[tuple[object, ...], dict[tuple[object, ...], object]]:
-        """The parts of a context's layouts that its spare ports do not change (see :func:`decide`'s ``memo``), by
-        the context's counts, integration and expander slots: shared by the decisions that differ in spares only."""
-        return {}
-
-    @functools.cached_property
     def _quick(self) -> set[tuple[int, object]]:
         """Contexts' scope values whose decision :meth:`quick_fits` showed feasible and within the IO budget."""
         return set()
@@ -956,8 +950,6 @@ class Problem:
             "expanders_here": expanders_here,
             "bus_cap": bus_cap,
             "io_cap": self.io_budget,
-            # what the layouts that differ in spare ports alone share is computed once
-            "memo": self._layout_memos.setdefault((count_key, integrate, bridges, expanders_here), {}),
         }
         return key, args
 
