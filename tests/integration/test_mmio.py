@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import attrs
 import pytest
 
 from pcitopo.address import PciAddress
@@ -156,3 +157,74 @@ def test_libvirt_refuses_the_knob_in_sysinfo_fwcfg() -> None:
     sysinfo = "<sysinfo type='fwcfg'><entry name='opt/ovmf/X-PciMmio64Mb'>524288</entry></sysinfo>\n  <os"
     with pytest.raises(LibvirtError, match="That firmware name is reserved"):
         define_and_dump(OVMF_DOMAIN.replace("<os", sysinfo, 1))
+
+
+# -- the solver plans within the budgets: the next-best plan when the cheapest overflows ------------------------------
+
+
+def bochs_request(n: int, mib: int, firmware: str) -> Topology:
+    """``n`` bochs-displays with ``mib`` MiB of 32-bit video memory each, no address."""
+    return Topology.build(
+        "q35", devices=[Device(f"d{i:02}", "bochs", memory=mib << 20) for i in range(n)], firmware=firmware
+    )
+
+
+def test_seabios_30_displays_plan_with_some_on_the_root_bus_and_map() -> None:
+    """30 displays of 32 MiB: a root port each overflows SeaBIOS's hole; the solver's plan (9 on pcie.0, 21 behind
+    ports; Unsatisfiable before) maps every BAR, and one display more behind a port does not."""
+    request = bochs_request(30, 32, "seabios")
+    each = request.replace(
+        controllers=[
+            *request.controllers,
+            *(
+                Controller(
+                    1 + i,
+                    "pcie-root-port",
+                    address=A(f"00:{1 + i // 8:02x}.{i % 8}"),
+                    chassis=1 + i,
+                    multifunction=True if i % 8 == 0 else None,
+                )
+                for i in range(30)
+            ),
+        ],
+        devices=[attrs.evolve(d, address=A(f"{1 + i:02x}:00.0")) for i, d in enumerate(request.devices)],
+    )
+    assert [v.rule for v in validate(each)] == ["mmio-space"]
+    assert unmapped(verify(each, firmware="seabios", hotplug=False))
+    plan = solve(request, "hotplug")
+    on_root = [d.id for d in plan.topology.devices if d.address is not None and d.address.bus == 0]
+    assert (len(on_root), len(plan.added)) == (9, 21)
+    report = verify(plan.topology, firmware="seabios", hotplug=False)
+    assert report.ok, str(report)
+    # one display more behind a port of its own (22 ports, 8 on pcie.0) is 2 MiB too many: the plan is the edge
+    t = plan.topology
+    d08 = next(d for d in t.devices if d.id == "d08")
+    one_more = t.replace(
+        controllers=[*t.controllers, Controller(22, "pcie-root-port", address=d08.address, chassis=22)],
+        devices=[attrs.evolve(d, address=A("16:00.0")) if d.id == "d08" else d for d in t.devices],
+    )
+    assert [v.rule for v in validate(one_more)] == ["mmio-space"]
+    assert unmapped(verify(one_more, firmware="seabios", hotplug=False))
+
+
+@pytest.mark.usefixtures("ovmf")
+def test_ovmf_512_gib_bar_behind_a_port_plans_without_a_spare_reservation_and_maps() -> None:
+    """A 512 GiB BAR under the hotplug policy: a spare port's 512 MiB reservation overflows OVMF's largest window,
+    so the plan keeps none (the solver refused the request before) and OVMF maps the BAR."""
+    request = shm_request(512 * GIB, "ovmf")
+    plan = solve(request, "hotplug")
+    assert plan.topology.mmio64 == 512 * GIB
+    assert [c.model for c in plan.added] == ["pcie-root-port", "pcie-to-pci-bridge"]
+    report = verify(plan.topology, hotplug=False)
+    assert report.ok, str(report)
+    # the cheaper layout the model prefers, the BAR behind a port and a spare port beside it, does not map
+    spare = plan.topology.replace(
+        controllers=[
+            *request.controllers,
+            Controller(1, "pcie-root-port", address=A("00:01.0"), chassis=1, multifunction=True),
+            Controller(2, "pcie-root-port", address=A("00:01.1"), chassis=2),
+        ],
+        devices=[attrs.evolve(d, address=A("01:00.0")) for d in request.devices],
+    )
+    assert [v.rule for v in validate(spare)] == ["mmio-space"]
+    assert "shm" in unmapped(verify(spare, hotplug=False))
