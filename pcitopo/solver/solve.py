@@ -569,7 +569,10 @@ def _mmio_breaks(result: Topology) -> list[Violation]:
 def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation]) -> Unsatisfiable:
     """The refusal of a request whose plans' bridge windows and reservations overflow a firmware MMIO budget."""
     return Unsatisfiable(
-        [f"the plan's bridge windows and hotplug reservations break a firmware budget: {v.message}" for v in violations],
+        [
+            f"the plan's bridge windows and hotplug reservations break a firmware budget: {v.message}"
+            for v in violations
+        ],
         facts=_mmio_facts(_size_mmio64(result)),
         suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
     )

@@ -701,7 +701,13 @@ def _near_the_hole(firmware: str, extra: Sequence[int], *devices: Device) -> Top
 @settings(max_examples=20, deadline=None)
 @given(
     st.sampled_from(
-        [("seabios", (32,)), ("seabios", (32, 4)), ("seabios", (32, 8)), ("ovmf", (32, 16, 8)), ("ovmf", (32, 16, 8, 4))]
+        [
+            ("seabios", (32,)),
+            ("seabios", (32, 4)),
+            ("seabios", (32, 8)),
+            ("ovmf", (32, 16, 8)),
+            ("ovmf", (32, 16, 8, 4)),
+        ]
     ),
     POLICIES,
     st.data(),
