@@ -10,7 +10,9 @@
    the existing topology that meet every need of a unit at no cost are filled;
 4. a backend (:mod:`.backends`) places the rest: the model's CSP searched by
    python-constraint2 (:mod:`.search`) and laid out (:mod:`._layout`,
-   :mod:`._realize`), or libvirt's own placement reproduced;
+   :mod:`._realize`), or libvirt's own placement reproduced; a realised plan
+   whose bridge windows and reservations overflow the firmware's 32-bit MMIO
+   hole or 64-bit window is no solution, and the search goes on to the next;
 5. the plan is validated with the same rules as :func:`pcitopo.validate`, and
    the soft constraints are scored.
 
@@ -98,9 +100,10 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     pooled, rest = _fill_pools(placed, units, policy)
     try:
         placement = _place(backend, pooled, policy, rest)
-    except Unsatisfiable:
+    except Unsatisfiable as caught:
         if short:
-            raise _mmio_unsatisfiable(*short[0]) from None
+            # every plan the search realised broke a firmware MMIO budget (or the search gave up after refusing them)
+            raise _mmio_unsatisfiable(*short[0], gave_up=caught.conflicts[0].startswith("the search gave up")) from None
         from pcitopo.solver.explain import explain
 
         raise explain(pooled, policy, rest, feasible=backends.feasible) from None
@@ -566,12 +569,20 @@ def _mmio_breaks(result: Topology) -> list[Violation]:
     return mmio_violations(_size_mmio64(result))
 
 
-def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation]) -> Unsatisfiable:
-    """The refusal of a request whose plans' bridge windows and reservations overflow a firmware MMIO budget."""
+def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation], *, gave_up: bool = False) -> Unsatisfiable:
+    """The refusal of a request whose plans' bridge windows and reservations overflow a firmware MMIO budget.
+
+    ``result`` is the cheapest such plan; ``gave_up``: the search stopped at its node limit, so cheaper
+    plans that fit may exist and the conflict says so.
+    """
+    plan = "the cheapest plan found" if gave_up else "the plan"
     return Unsatisfiable(
         [
-            f"the plan's bridge windows and hotplug reservations break a firmware budget: {v.message}"
-            for v in violations
+            *(["the search gave up before finding a plan within the firmware's MMIO budgets"] if gave_up else []),
+            *(
+                f"{plan}'s bridge windows and hotplug reservations break a firmware budget: {v.message}"
+                for v in violations
+            ),
         ],
         facts=_mmio_facts(_size_mmio64(result)),
         suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
