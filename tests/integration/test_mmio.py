@@ -8,6 +8,7 @@ second; the two OVMF boots here 10-40 s each under TCG.
 
 from __future__ import annotations
 
+import random
 import subprocess
 from pathlib import Path
 
@@ -228,3 +229,29 @@ def test_ovmf_512_gib_bar_behind_a_port_plans_without_a_spare_reservation_and_ma
     )
     assert [v.rule for v in validate(spare)] == ["mmio-space"]
     assert "shm" in unmapped(verify(spare, hotplug=False))
+
+
+def displays_near_the_hole(seed: int) -> Topology:
+    """A seeded q35 request under SeaBIOS: bochs-displays of 16..128 MiB adding up to 860..1000 MiB of the 1004 MiB
+    hole, and 0..12 NICs or RNGs (each port the plan adds takes 2 MiB more)."""
+    rng = random.Random(f"mmio-seabios-{seed}")
+    target, sizes = rng.randint(860, 1000), list[int]()
+    while len(sizes) < 26:
+        options = [m for m in (128, 64, 64, 32, 16) if sum(sizes) + m <= target]
+        if not options:
+            break
+        sizes.append(rng.choice(options))
+    devices = [Device(f"v{i:02}", "bochs", memory=m << 20) for i, m in enumerate(sizes)]
+    devices += [
+        Device(f"n{i:02}", rng.choice(["virtio-net", "e1000e", "virtio-rng"])) for i in range(rng.randint(0, 12))
+    ]
+    return Topology.build("q35", devices=devices, firmware="seabios")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_generated_plans_near_the_32_bit_hole_map_under_seabios(seed: int) -> None:
+    """Plans for large displays near SeaBIOS's hole (seeds 0, 1, 2, 5 and 11 were refused before the search
+    refused overflowing plans; they now fill it to 1002 MiB) map every BAR."""
+    plan = solve(displays_near_the_hole(seed), "hotplug")
+    report = verify(plan.topology, firmware="seabios", hotplug=False)
+    assert report.ok, f"{plan.summary()}\n{report}"
