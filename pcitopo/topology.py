@@ -1211,8 +1211,12 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     def order(items: list[tuple[str, int, str]]) -> tuple[tuple[str, int, str], ...]:
         return tuple(sorted(items, key=lambda item: (-item[1], item[0])))
 
+    below_4g = sum(size for _, size, _ in tops32)
+    if fw.efi:
+        below_4g, unreserved = _edk2_below_4g(t, fw, owners, unplaced=unplaced)
+        reserved32 = below_4g - unreserved
     return Mmio(
-        below_4g=sum(size for _, size, _ in tops32),
+        below_4g=below_4g,
         above_4g=sum(size for _, size, _ in tops64),
         align_64=top_align,
         consumers_32=order(tops32),
@@ -1222,6 +1226,65 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         bars_64=largest,
         bars_32=largest32,
     )
+
+
+def _edk2_below_4g(
+    t: Topology, fw: Firmware, owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]], *, unplaced: bool
+) -> tuple[int, int]:
+    """The 32-bit MMIO edk2's PciBus (OVMF) needs, with and without the hotplug reservations.
+
+    edk2 puts a 32-bit prefetchable BAR in its bridge's non-prefetchable window
+    (the prefetchable one is 64-bit) and lays each bus's resources out largest
+    alignment first, each aligned to its own: a window is its contents rounded
+    to 1 MiB, aligned to its largest BAR. So a 64 MiB BAR with a 4 KiB one
+    behind a root port takes a 65 MiB window at a 64 MiB boundary, and the
+    next such window starts 128 MiB on (measured, tests/integration/test_mmio.py:
+    OVMF maps 7 such ports, not 8).
+    """
+    per_bus: dict[int, list[int]] = {}
+    root = 0
+    for _, a, bars in owners:
+        if a is None and unplaced:
+            a = PciAddress(domain=0, bus=root, slot=0, function=0)
+        if a is None or a.bus not in t._by_index:
+            continue
+        per_bus.setdefault(a.bus, []).extend(b.size for b in bars if b.below_4g)
+    bridges, children, cycles = t._bridges, t._children, t._in_cycle
+
+    def pack(entries: list[tuple[int, int]]) -> int:
+        offset = 0
+        for length, align in sorted(entries, key=lambda e: -e[1]):
+            offset = _align(offset, align) + length
+        return offset
+
+    def window(index: int, reserve: bool, seen: frozenset[int]) -> tuple[int, int]:
+        """(length, alignment) of a bridge's 32-bit window."""
+        entries = [(size, size) for size in per_bus.get(index, ())]
+        for child in children.get(index, ()):
+            if child in bridges and child not in cycles and child not in seen:
+                length, align = window(child, reserve, seen | {child})
+                if length:
+                    entries.append((length, align))
+        length = _align(pack(entries), fw.mem_window) if entries else 0
+        c = t._by_index[index]
+        if reserve and c.hotplug is not False and fw.reserves_mem(c.model) and length < fw.mem_reserve:
+            length = fw.mem_reserve
+        return length, max((align for _, align in entries), default=fw.mem_window)
+
+    def total(reserve: bool) -> int:
+        entries: list[tuple[int, int]] = []
+        for index, model in t._models.items():
+            if not (model.root or model.expander):
+                continue
+            entries += [(size, size) for size in per_bus.get(index, ())]
+            for child in children.get(index, ()):
+                if child in bridges and child not in cycles:
+                    length, align = window(child, reserve, frozenset({child}))
+                    if length:
+                        entries.append((length, align))
+        return pack(entries)
+
+    return total(True), total(False)
 
 
 def _accepts(model: ControllerModel) -> str:
