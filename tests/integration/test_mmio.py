@@ -298,3 +298,33 @@ def test_a_generated_plan_near_ovmfs_32_bit_hole_maps() -> None:
     plan = solve(displays_near_the_hole(2, "ovmf"), "hotplug")
     report = verify(plan.topology, hotplug=False)
     assert report.ok, f"{plan.summary()}\n{report}"
+
+
+def display_pairs(n: int) -> Topology:
+    """``n`` root ports, each holding a pcie-to-pci-bridge with a 64 MiB and a 32 MiB bochs-display, under SeaBIOS."""
+    controllers, devices = [], []
+    for i in range(n):
+        controllers.append(Controller(1 + 2 * i, "pcie-root-port", address=A(f"00:{3 + i:02x}.0"), chassis=1 + i))
+        controllers.append(Controller(2 + 2 * i, "pcie-to-pci-bridge", address=A(f"{1 + 2 * i:02x}:00.0")))
+        devices += [
+            Device(f"v{i}_{j}", "bochs", address=A(f"{2 + 2 * i:02x}:{1 + j:02x}.0"), memory=mib << 20)
+            for j, mib in enumerate((64, 32))
+        ]
+    return Topology.build("q35", controllers, devices, firmware="seabios")
+
+
+@pytest.mark.parametrize(("pairs", "fits"), [(7, True), (8, False)])
+def test_seabios_rounds_each_window_up_to_its_largest_bar(pairs: int, fits: bool) -> None:
+    """SeaBIOS gives a 64 MiB and a 32 MiB BAR behind one bridge a 128 MiB window, not 96: 7 such ports map in its
+    1004 MiB hole, 8 do not (the model said 800 MiB fit); validate agrees."""
+    t = display_pairs(pairs)
+    assert t.mmio is not None
+    assert t.mmio.below_4g >> 20 == 132 * pairs
+    rules = [v.rule for v in validate(t)]
+    report = verify(t, firmware="seabios", hotplug=False)
+    if fits:
+        assert report.ok, str(report)
+        assert rules == []
+    else:
+        assert unmapped(report)
+        assert rules == ["mmio-space"]
