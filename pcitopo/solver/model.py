@@ -572,6 +572,15 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
     main_hot = not pcie and contexts[0].root_hotplug
     not_hot = policy.hotplug_off_occupied or any(cls.sample.hotplug is HotplugNeed.FORBIDDEN for cls in classes)
     nodeless_pxb = main_hot and not_hot and machine.offers("pci-expander-bus")
+    # an ordered policy's NIC names: below an expander bus every NIC gets its path name (QEMU describes no ACPI
+    # hotplug slot there, see pcitopo.naming), where the main root's mix slot names (ens<N>) and path names
+    # (enp<B>s<S>), whose natural order is not the NICs' bus order
+    nics = [d for d in topology.devices if topology.kind(d).device_class == "net"]
+    names_matter = policy.ordered and policy.weights["order"] > 0 and topology.acpi and machine.name in ("pc", "q35")
+    names_matter = names_matter and len(nics) > 1 and any(d.address is None for d in nics)
+    nodeless_pxb = nodeless_pxb or (
+        names_matter and machine.offers("pcie-expander-bus" if pcie else "pci-expander-bus")
+    )
     for node in [None, *nodes] if pseries or nodeless_pxb else nodes:
         if node is not None and node >= topology.numa_nodes:
             continue

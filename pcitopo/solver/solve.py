@@ -168,13 +168,23 @@ def _place(backend: backends.Backend, pooled: Topology, policy: Policy, rest: Se
     Both sides are searched and scored exactly; the cheaper wins.
     """
     first = backend.place(pooled, policy, rest)
-    if not (policy.ordered and policy.weights["order"] and _trees_under_dmi(pooled, first.topology)):
+    if not (policy.ordered and policy.weights["order"]):
+        return first
+    # where the search chose no tree under a dmi-to-pci-bridge, the layouts of other assignments may have had one
+    # (a node-less pxb's, see model.build_contexts): with any new dmi-to-pci-bridge in the plan, search both sides
+    if not (_trees_under_dmi(pooled, first.topology) or _adds_dmi(pooled, first.topology)):
         return first
     try:
         second = backend.place(pooled, policy, rest, trees_via_dmi=False)
     except Unsatisfiable:
         return first
     return _cheaper(first, second)
+
+
+def _adds_dmi(request: Topology, result: Topology) -> bool:
+    """Whether ``result`` adds a dmi-to-pci-bridge."""
+    known = {c.index for c in request.controllers}
+    return any(c.model == "dmi-to-pci-bridge" and c.index not in known for c in result.controllers)
 
 
 def _trees_under_dmi(request: Topology, result: Topology) -> bool:

@@ -461,13 +461,9 @@ def test_an_integrated_device_that_must_not_be_hot_plugged_on_an_all_hotplug_roo
         solve(request, policy)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NIC names mix slot names (ens<N>, a hotpluggable slot of pcie.0's ACPI) and path names (enp<B>s<S>); "
-    "the model does not order NICs by name kind, and the enumerator's order keeps both under one pxb-pcie",
-)
 def test_ordered_e1000_names_keep_their_order() -> None:
-    """Known gap: ordered, hotplug-off-occupied, two e1000 on q35: solver 13, the enumerator 4 (a pxb-pcie)."""
+    """Ordered, hotplug-off-occupied, two e1000 on q35: both under a node-less pxb-pcie (path names in bus order,
+    the dmi-to-pci-bridge on the slot after the root port's), cost 4 as enumerated (main's solver: 13)."""
     from pcitopo.solver import solve
 
     request_ = Topology.build(
@@ -599,11 +595,6 @@ def test_the_solver_cost_is_the_enumerated_minimum_with_overrides(
     check_against_the_enumerator(request_, data.draw(with_overrides(request_, policy)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the model packs conventional devices on whole free slots of the root bus, never on the free functions "
-    "of a slot holding root ports: the solver adds a root port and a pcie-to-pci-bridge (cost 3)",
-)
 def test_conventional_devices_beside_a_root_port_as_its_slot_s_functions() -> None:
     """q35 with one free root slot, three pci-ohci, hotplug: the spare root port at function 0 and the three at
     functions 1..3 of its slot (one controller) is the enumerated minimum."""
