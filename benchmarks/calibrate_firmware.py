@@ -228,6 +228,26 @@ FACTS: dict[str, tuple[str, str, list[str]]] = {
     ),
     "io-reserve (14 empty ports with io-reserve=4096)": ("q35", "seabios", _empty(0, 14, ",io-reserve=4096")),
     "io-reserve (15 empty ports with io-reserve=4096)": ("q35", "seabios", _empty(0, 15, ",io-reserve=4096")),
+    "io-reserve aarch64 (16 e1000e ports, then a virtio-net port)": (
+        "aarch64-virt",
+        "edk2-aarch64",
+        [*_e1000e_ports(16), _rp(16), "virtio-net-pci,id=v16,bus=rp16"],
+    ),
+    "io-reserve aarch64 (16 e1000e ports, then a virtio-net port with io-reserve=0)": (
+        "aarch64-virt",
+        "edk2-aarch64",
+        [*_e1000e_ports(16), _rp(16) + ",io-reserve=0", "virtio-net-pci,id=v16,bus=rp16"],
+    ),
+    "io-reserve aarch64 (a virtio-net port with io-reserve=0, then 16 e1000e ports)": (
+        "aarch64-virt",
+        "edk2-aarch64",
+        [_rp(0) + ",io-reserve=0", "virtio-net-pci,id=v0,bus=rp0", *[d for i in range(1, 17) for d in _e1000e(i)]],
+    ),
+    "io-reserve aarch64 (15 e1000e ports, 3 empty ports with io-reserve=0)": (
+        "aarch64-virt",
+        "edk2-aarch64",
+        _e1000e_ports(15) + _empty(15, 3, ",io-reserve=0"),
+    ),
     "empty-dmi-bridges (20)": (
         "q35",
         "seabios",

@@ -134,7 +134,15 @@ def _primary_video_on_root(
     exact objective (the realised plan's score) counts the term wherever the
     video lands. The cheaper wins, the integrated one on a tie; it is proven
     optimal when both searches are.
+
+    When the free search is proven and already put the video first of what
+    it placed on bus 0, the forced search is not run: its completions are a
+    subset of the free search's that holds the free optimum, so it can only
+    tie, and its tie would put the video there too (the forced unit takes
+    the first free slot).
     """
+    if free.status is Status.OPTIMAL and _first_on_main_root(placed, free.topology, video):
+        return free
     forced = [attrs.evolve(u, integrated_required=True) if u is video else u for u in units]
     pooled, rest = _fill_pools(placed, tuple(forced), policy)
     try:
@@ -142,6 +150,20 @@ def _primary_video_on_root(
     except Unsatisfiable:
         return free  # no completion puts it on bus 0
     return _cheaper(rooted, free)
+
+
+def _first_on_main_root(request: Topology, result: Topology, unit: Unit) -> bool:
+    """Whether ``result`` has ``unit`` on the main root bus (bus 0), before everything else it added there."""
+    ids = {d.id for d in unit.devices}
+    pinned = {d.id for d in request.devices if d.address is not None}
+    known = {c.index for c in request.controllers}
+    own = [d.address for d in result.devices if d.id in ids]
+    if not own or any(a is None or a.bus != 0 for a in own):
+        return False
+    others = [d.address for d in result.devices if d.id not in ids and d.id not in pinned]
+    others += [c.address for c in result.controllers if c.index not in known]
+    first = min((a.slot, a.function) for a in own if a is not None)
+    return all((a.slot, a.function) > first for a in others if a is not None and a.bus == 0)
 
 
 def _cheaper(first: backends.Placement, second: backends.Placement) -> backends.Placement:

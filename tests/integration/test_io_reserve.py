@@ -8,8 +8,10 @@ pcitopo plans io-reserve=0 on the ports of the devices without IO BAR
 tests boot that plan under OVMF (TCG, about 20 s) and check what libvirt
 9.0 makes of the written domain: define/dumpxml keeps the ``<qemu:override>``
 and the aliases, and the QEMU command line it builds carries
-``io-reserve=0``. SeaBIOS does not honour ``io-reserve=0`` on its SHPC
-bridges; the last test pins that.
+``io-reserve=0``. edk2 on aarch64 virt has room for sixteen windows and
+honours ``io-reserve=0`` on root ports the same way (``--facts "io-reserve
+aarch64"``); one test boots its plan too. SeaBIOS does not honour
+``io-reserve=0`` on its SHPC bridges; the last test pins that.
 """
 
 from __future__ import annotations
@@ -62,6 +64,16 @@ DOMAIN = f"""<domain type='kvm'>
 {NICS}  </devices>
 </domain>
 """
+
+
+@pytest.fixture(scope="module")
+def aavmf() -> None:
+    """Install Debian's qemu-efi-aarch64 package (edk2 for aarch64 virt) when missing."""
+    reason = ensure_packages(["qemu-efi-aarch64"])
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the edk2 tests, but: {reason}")
+        pytest.skip(reason)
 
 
 def _plan() -> tuple[LibvirtDomain, Plan]:
@@ -118,6 +130,25 @@ def test_libvirt_keeps_the_io_reserve_plan_and_passes_it_to_qemu(tmp_path: Path)
         assert f'"id":"{alias}",' in argv
         device = argv[argv.index(f'"id":"{alias}",') :]
         assert '"io-reserve":0}' in device[: device.index("}") + 1], device[:200]
+
+
+@pytest.mark.usefixtures("aavmf")
+def test_edk2_aarch64_maps_every_bar_of_the_plan_with_io_reserve() -> None:
+    """16 e1000e and 3 virtio-net on aarch64 virt: every NIC on a hotplug port, edk2 maps every BAR.
+
+    edk2 has room for 16 IO windows: the e1000e take them all, so the virtio-net ports and the spare
+    port get io-reserve=0 (before, 4 e1000e went onto pcie.0, not hot-pluggable: cost 435, now 28).
+    """
+    devices = [Device(f"e{i}", "e1000e") for i in range(16)] + [Device(f"v{i}", "virtio-net") for i in range(3)]
+    plan = solve(Topology.build("aarch64-virt", devices=devices, firmware="edk2-aarch64"), "hotplug")
+    reserved = _io_reserved(plan)
+    assert sorted(d for ids in reserved.values() for d in ids) == ["v0", "v1", "v2"]
+    assert len(reserved) == 4  # the spare port too
+    assert all(d.address is not None and d.address.bus != 0 for d in plan.topology.devices)
+    assert plan.cost == 28, [str(s) for s in plan.soft if not s.met]
+    report = verify(plan.topology, firmware="edk2-aarch64", hotplug=False)
+    assert report.ok, str(report)
+    assert " ".join(report.command).count("io-reserve") == 4
 
 
 def test_seabios_ignores_io_reserve_zero_on_an_shpc_bridge() -> None:
