@@ -613,6 +613,53 @@ def test_conventional_devices_beside_a_root_port_as_its_slot_s_functions() -> No
     assert solve(request, policy).cost == 1
 
 
+@st.composite
+def _short_root_buses(draw: st.DrawFn) -> Topology:
+    """q35 with one or two free root slots (the others pinned to ICH9 audio) and 1..3 conventional devices without
+    IO BARs (those with one are never packed: :func:`test_an_io_bar_device_beside_another_on_a_root_slot`)."""
+    free = draw(st.integers(1, 2))
+    kinds = draw(st.lists(st.sampled_from(["pci-ohci", "ich9"]), min_size=1, max_size=3))
+    hot = st.sampled_from([HotplugNeed.ANY, HotplugNeed.PREFERRED])
+    return Topology.build(
+        "q35",
+        devices=[
+            *(Device(f"p{s}", "ich9", address=PciAddress(bus=0, slot=s)) for s in range(1, 31 - free)),
+            *(Device(f"d{i}", kind, needs=Needs(hotplug=draw(hot))) for i, kind in enumerate(kinds)),
+        ],
+    )
+
+
+@settings(max_examples=25)
+@given(_short_root_buses(), POLICIES)
+def test_a_short_root_bus_s_port_slots_are_enumerated_alike(request_: Topology, policy: Policy) -> None:
+    """On q35 with one or two free root slots the solver's cost is the enumerated minimum (devices beside ports)."""
+    check_against_the_enumerator(request_, policy)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the model packs only single-device units without an IO BAR as functions of a slot, even on the root bus "
+    "(no IO window there): the solver adds a dmi-to-pci-bridge (cost 1)",
+)
+def test_an_io_bar_device_beside_another_on_a_root_slot() -> None:
+    """Known gap: q35 with one free root slot, a pci-ohci and an ac97 (IO BARs), hotplug-off-occupied, no spare port:
+    the two as functions 0 and 1 of the free slot cost 0 (the enumerated minimum)."""
+    from pcitopo.solver import solve
+
+    request = Topology.build(
+        "q35",
+        devices=[
+            *(Device(f"p{s}", "ich9", address=PciAddress(bus=0, slot=s)) for s in range(1, 30)),
+            Device("d0", "pci-ohci", needs=Needs(hotplug=HotplugNeed.ANY)),
+            Device("d1", "ac97", needs=Needs(hotplug=HotplugNeed.ANY)),
+        ],
+    )
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports=0, hotplug_off_occupied=True)
+    found = minimum(request, policy)
+    assert (found.cost, found.complete) == (0, True)
+    assert solve(request, policy).cost == 0
+
+
 # -- io-reserve=0 under OVMF (issue 11) -----------------------------------------------------------
 
 
