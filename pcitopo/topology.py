@@ -1211,8 +1211,15 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     def order(items: list[tuple[str, int, str]]) -> tuple[tuple[str, int, str], ...]:
         return tuple(sorted(items, key=lambda item: (-item[1], item[0])))
 
+    below_4g = sum(size for _, size, _ in tops32)
+    if fw.efi:
+        below_4g, unreserved = _edk2_below_4g(t, fw, owners, unplaced=unplaced)
+        reserved32 = below_4g - unreserved
+    elif largest32 > fw.mem_window:
+        # a BAR below 4 GiB larger than the window granularity: SeaBIOS rounds windows up to their largest BAR
+        below_4g = max(below_4g, _seabios_below_4g(t, fw, owners, unplaced=unplaced))
     return Mmio(
-        below_4g=sum(size for _, size, _ in tops32),
+        below_4g=below_4g,
         above_4g=sum(size for _, size, _ in tops64),
         align_64=top_align,
         consumers_32=order(tops32),
@@ -1222,6 +1229,118 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         bars_64=largest,
         bars_32=largest32,
     )
+
+
+def _edk2_below_4g(
+    t: Topology, fw: Firmware, owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]], *, unplaced: bool
+) -> tuple[int, int]:
+    """The 32-bit MMIO edk2's PciBus (OVMF) needs, with and without the hotplug reservations.
+
+    edk2 puts a 32-bit prefetchable BAR in its bridge's non-prefetchable window
+    (the prefetchable one is 64-bit) and lays each bus's resources out largest
+    alignment first, each aligned to its own: a window is its contents rounded
+    to 1 MiB, aligned to its largest BAR. So a 64 MiB BAR with a 4 KiB one
+    behind a root port takes a 65 MiB window at a 64 MiB boundary, and the
+    next such window starts 128 MiB on (measured, tests/integration/test_mmio.py:
+    OVMF maps 7 such ports, not 8).
+    """
+    per_bus: dict[int, list[int]] = {}
+    root = 0
+    for _, a, bars in owners:
+        if a is None and unplaced:
+            a = PciAddress(domain=0, bus=root, slot=0, function=0)
+        if a is None or a.bus not in t._by_index:
+            continue
+        per_bus.setdefault(a.bus, []).extend(b.size for b in bars if b.below_4g)
+    bridges, children, cycles = t._bridges, t._children, t._in_cycle
+
+    def pack(entries: list[tuple[int, int]]) -> int:
+        offset = 0
+        for length, align in sorted(entries, key=lambda e: -e[1]):
+            offset = _align(offset, align) + length
+        return offset
+
+    def window(index: int, reserve: bool, seen: frozenset[int]) -> tuple[int, int]:
+        """(length, alignment) of a bridge's 32-bit window."""
+        entries = [(size, size) for size in per_bus.get(index, ())]
+        for child in children.get(index, ()):
+            if child in bridges and child not in cycles and child not in seen:
+                length, align = window(child, reserve, seen | {child})
+                if length:
+                    entries.append((length, align))
+        length = _align(pack(entries), fw.mem_window) if entries else 0
+        c = t._by_index[index]
+        if reserve and c.hotplug is not False and fw.reserves_mem(c.model) and length < fw.mem_reserve:
+            length = fw.mem_reserve
+        return length, max((align for _, align in entries), default=fw.mem_window)
+
+    def total(reserve: bool) -> int:
+        entries: list[tuple[int, int]] = []
+        for index, model in t._models.items():
+            if not (model.root or model.expander):
+                continue
+            entries += [(size, size) for size in per_bus.get(index, ())]
+            for child in children.get(index, ()):
+                if child in bridges and child not in cycles:
+                    length, align = window(child, reserve, frozenset({child}))
+                    if length:
+                        entries.append((length, align))
+        return pack(entries)
+
+    return total(True), total(False)
+
+
+def _seabios_below_4g(
+    t: Topology, fw: Firmware, owners: list[tuple[str, PciAddress | None, tuple[Bar, ...]]], *, unplaced: bool
+) -> int:
+    """The 32-bit MMIO SeaBIOS needs when windows hold BARs larger than its 2 MiB granularity.
+
+    SeaBIOS (pciinit.c) sizes a bridge's memory and 32-bit prefetchable windows
+    apart, each its contents rounded up to its largest BAR (at least 2 MiB), and
+    an empty hotplug bridge's memory window is its 2 MiB reservation (its
+    prefetchable one is 64-bit). Measured (tests/integration/test_mmio.py): 7 root
+    ports each holding a pcie-to-pci-bridge with a 64 MiB and a 32 MiB display
+    map, 8 do not (each pair's window is 128 MiB, not 96).
+    """
+    mem_bars: dict[int, list[int]] = {}
+    pref_bars: dict[int, list[int]] = {}
+    for _, a, bars in owners:
+        if a is None and unplaced:
+            a = PciAddress(domain=0, bus=0, slot=0, function=0)
+        if a is None or a.bus not in t._by_index:
+            continue
+        for b in bars:
+            if b.below_4g:
+                (pref_bars if b.prefetchable else mem_bars).setdefault(a.bus, []).append(b.size)
+    bridges, children, cycles = t._bridges, t._children, t._in_cycle
+
+    def window(index: int, seen: frozenset[int]) -> tuple[int, int, int, int]:
+        """(memory window, its alignment, 32-bit prefetchable window, its alignment) of a bridge."""
+        mem, pref = list(mem_bars.get(index, ())), list(pref_bars.get(index, ()))
+        mem_align, pref_align = max(mem, default=0), max(pref, default=0)
+        for child in children.get(index, ()):
+            if child in bridges and child not in cycles and child not in seen:
+                cm, cma, cp, cpa = window(child, seen | {child})
+                mem.append(cm)
+                pref.append(cp)
+                mem_align, pref_align = max(mem_align, cma), max(pref_align, cpa)
+        mem_align, pref_align = max(mem_align, fw.mem_window), max(pref_align, fw.mem_window)
+        mem_size, pref_size = _align(sum(mem), mem_align), _align(sum(pref), pref_align)
+        c = t._by_index[index]
+        if not mem_size and c.hotplug is not False and fw.reserves_mem(c.model):
+            mem_size = fw.mem_reserve
+        return mem_size, mem_align, pref_size, pref_align
+
+    total = 0
+    for index, model in t._models.items():
+        if not (model.root or model.expander):
+            continue
+        total += sum(mem_bars.get(index, ())) + sum(pref_bars.get(index, ()))
+        for child in children.get(index, ()):
+            if child in bridges and child not in cycles:
+                mem, _, pref, _ = window(child, frozenset({child}))
+                total += mem + pref
+    return total
 
 
 def _accepts(model: ControllerModel) -> str:

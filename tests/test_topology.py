@@ -419,6 +419,25 @@ def test_ovmf_reserves_512_mib_of_64_bit_window_per_empty_hotplug_port() -> None
     assert Topology.build("aarch64-virt").mmio is None  # edk2 on aarch64: its MMIO is not modelled
 
 
+def test_ovmf_aligns_each_window_to_its_largest_bar() -> None:
+    """Two ports each holding a 64 MiB display: OVMF's windows are 65 MiB at 64 MiB boundaries (193 MiB and the
+    ports' and ICH9's small BARs, as OVMF placed them: 0xc0000000 and 0xc8000000); SeaBIOS's 2 x (64 + 2) MiB."""
+
+    def two(firmware: str) -> Topology:
+        ports = [
+            Controller(1, "pcie-root-port", address=PciAddress.parse("00:01.0"), chassis=1, multifunction=True),
+            Controller(2, "pcie-root-port", address=PciAddress.parse("00:01.1"), chassis=2),
+        ]
+        displays = [Device(f"v{i}", "bochs", address=PciAddress.parse(f"0{i}:00.0"), memory=64 * MIB) for i in (1, 2)]
+        return Topology.build("q35", ports, displays, firmware=firmware)
+
+    ovmf, seabios = two("ovmf").mmio, two("seabios").mmio
+    assert ovmf is not None
+    assert seabios is not None
+    assert (ovmf.below_4g >> 20, ovmf.reserved_32) == (193, 0)
+    assert seabios.below_4g >> 20 == 132
+
+
 def test_unplaced_devices_count_as_root_bus_devices_in_the_floor() -> None:
     """mmio_with_unplaced counts devices without an address with their BARs alone; mmio leaves them out."""
     t = Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=256 << 30)])

@@ -78,9 +78,11 @@ class CspBackend:
 
     name = "csp"
 
-    def __init__(self, score: Callable[[Topology], int] | None = None) -> None:
+    def __init__(self, score: Callable[[Topology], int | None] | None = None) -> None:
         self._score = score
-        """The objective of a completed topology (the plan's cost); the model's bound when not given."""
+        """The objective of a completed topology (the plan's cost); the model's bound when not given.
+        ``None`` from it: the realised plan breaks a budget the model only bounds (the 32-bit MMIO hole, the
+        64-bit window), so it is no solution and the search moves on."""
 
     def place(
         self,
@@ -115,8 +117,10 @@ class CspBackend:
                 if fitted is None:
                     return None
                 topology = fitted
-            realised[tuple(sorted(values.items()))] = topology
-            return score(topology)
+            scored = score(topology)
+            if scored is not None:
+                realised[tuple(sorted(values.items()))] = topology
+            return scored
 
         result = search.search(problem, exact=None if score is None else exact)
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
@@ -184,7 +188,7 @@ class LibvirtBackend:
         return Placement(result, Status.REPRODUCED, SearchStats(self.name))
 
 
-def backend_for(policy: Policy, score: Callable[[Topology], int] | None = None) -> Backend:
+def backend_for(policy: Policy, score: Callable[[Topology], int | None] | None = None) -> Backend:
     """The libvirt backend for a policy that asks for libvirt's choices, else the CSP backend."""
     return LibvirtBackend() if policy.libvirt else CspBackend(score)
 

@@ -10,7 +10,9 @@
    the existing topology that meet every need of a unit at no cost are filled;
 4. a backend (:mod:`.backends`) places the rest: the model's CSP searched by
    python-constraint2 (:mod:`.search`) and laid out (:mod:`._layout`,
-   :mod:`._realize`), or libvirt's own placement reproduced;
+   :mod:`._realize`), or libvirt's own placement reproduced; a realised plan
+   whose bridge windows and reservations overflow the firmware's 32-bit MMIO
+   hole or 64-bit window is no solution, and the search goes on to the next;
 5. the plan is validated with the same rules as :func:`pcitopo.validate`, and
    the soft constraints are scored.
 
@@ -73,8 +75,17 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     # the soft results of each plan the search scored, by the plan's id (the plan kept so the id stays its own):
     # the chosen one is reported without scoring it again
     scored: dict[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] = {}
+    # the first realised plan refused for breaking a firmware MMIO budget, with what it broke
+    short: list[tuple[Topology, list[Violation]]] = []
 
-    def score(result: Topology) -> int:
+    def score(result: Topology) -> int | None:
+        broken = _mmio_breaks(result)
+        if broken:
+            # the windows and reservations of this layout overflow the 32-bit hole or the 64-bit window:
+            # no solution, the search moves on to the next-best plan (fewer ports, devices on the root bus)
+            if not short:
+                short.append((result, broken))
+            return None
         named = _named(request, result, chosen)
         soft = soft_results(request, named, chosen)
         scored[id(result)] = (result, named, soft)
@@ -90,7 +101,10 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     pooled, rest = _fill_pools(placed, units, policy)
     try:
         placement = _place(backend, pooled, policy, rest)
-    except Unsatisfiable:
+    except Unsatisfiable as caught:
+        if short:
+            # every plan the search realised broke a firmware MMIO budget (or the search gave up after refusing them)
+            raise _mmio_unsatisfiable(*short[0], gave_up=caught.conflicts[0].startswith("the search gave up")) from None
         from pcitopo.solver.explain import explain
 
         raise explain(pooled, policy, rest, feasible=backends.feasible) from None
@@ -517,15 +531,9 @@ def _finish(
     # checked as evaluate checks it: the policy's needs (overrides included) on the devices the plan placed
     violations = [v for v in _validate(with_effective_needs(request, result, policy)) if v not in known]
     if violations and all(v.rule == "mmio-space" for v in violations):
-        # the devices fit the firmware's budgets on their own (_check_mmio_floor), the bridges' windows do not
-        raise Unsatisfiable(
-            [
-                f"the plan's bridge windows and hotplug reservations break a firmware budget: {v.message}"
-                for v in violations
-            ],
-            facts=_mmio_facts(result),
-            suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
-        )
+        # libvirt's placement (the search refuses such plans): the devices fit the firmware's budgets on their
+        # own (_check_mmio_floor), the bridges' windows do not
+        raise _mmio_unsatisfiable(result, violations)
     if violations and policy.libvirt and all(v.rule in ("numa", "hotplug", "io-space") for v in violations):
         # libvirt places without looking at NUMA or hotplug needs or the IO budget: say what its choice breaks
         raise Unsatisfiable(
@@ -592,6 +600,35 @@ def _check_mmio_floor(topology: Topology) -> None:
             facts=_mmio_facts(topology, unplaced=True),
             suggestions=["pass fewer large-BAR devices, or give them less memory"],
         )
+
+
+def _mmio_breaks(result: Topology) -> list[Violation]:
+    """The ``mmio-space`` violations of a realised plan, its 64-bit window sized as :func:`_finish` sizes it."""
+    from pcitopo.legality.rules import mmio_violations
+
+    if result.firmware_model is None:
+        return []
+    return mmio_violations(_size_mmio64(result))
+
+
+def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation], *, gave_up: bool = False) -> Unsatisfiable:
+    """The refusal of a request whose plans' bridge windows and reservations overflow a firmware MMIO budget.
+
+    ``result`` is the cheapest such plan; ``gave_up``: the search stopped at its node limit, so cheaper
+    plans that fit may exist and the conflict says so.
+    """
+    plan = "the cheapest plan found" if gave_up else "the plan"
+    return Unsatisfiable(
+        [
+            *(["the search gave up before finding a plan within the firmware's MMIO budgets"] if gave_up else []),
+            *(
+                f"{plan}'s bridge windows and hotplug reservations break a firmware budget: {v.message}"
+                for v in violations
+            ),
+        ],
+        facts=_mmio_facts(_size_mmio64(result)),
+        suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
+    )
 
 
 def _mmio_facts(topology: Topology, *, unplaced: bool = False) -> list[str]:

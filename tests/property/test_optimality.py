@@ -12,6 +12,8 @@ the least cost. These cases pin it to minima worked out by hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -718,3 +720,45 @@ def test_the_solver_cost_is_the_enumerated_minimum_near_ovmfs_io_budget(
     )
     request = _ovmf_e1000e_ports(pinned, device)
     check_against_the_enumerator(request, policy)
+
+
+# -- the 32-bit MMIO hole (issue 11) -------------------------------------------------------------------------------
+
+
+def _near_the_hole(firmware: str, extra: Sequence[int], *devices: Device) -> Topology:
+    """q35 with bochs-displays pinned on pcie.0 (64 MiB each, then ``extra`` MiB) that leave 3..12 MiB of the
+    firmware's 32-bit hole, and ``devices`` to place: each port the plan adds takes 1-2 MiB of what is left."""
+    sizes = [64] * (15 if firmware == "seabios" else 14) + list(extra)
+    pinned = [
+        Device(f"p{i:02}", "bochs", address=PciAddress.parse(f"00:{1 + i:02x}.0"), memory=mib << 20)
+        for i, mib in enumerate(sizes)
+    ]
+    return Topology.build("q35", devices=[*pinned, *devices], firmware=firmware)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            ("seabios", (32,)),
+            ("seabios", (32, 4)),
+            ("seabios", (32, 8)),
+            ("ovmf", (32, 16, 8)),
+            ("ovmf", (32, 16, 8, 4)),
+        ]
+    ),
+    POLICIES,
+    st.data(),
+)
+def test_the_solver_cost_is_the_enumerated_minimum_near_the_32_bit_hole(
+    layout: tuple[str, tuple[int, ...]], policy: Policy, data: st.DataObject
+) -> None:
+    """q35 with 3..12 MiB of the firmware's 32-bit MMIO hole left and 1-2 drawn devices to place: the enumerator
+    (validate's mmio-space rule on every completion) and the solver agree on the cheapest plan that fits."""
+    from pcitopo.strategies import device_requests
+
+    firmware, extra = layout
+    devices = data.draw(
+        device_requests(machine="q35", min_devices=1, max_devices=2, taken=[f"p{i:02}" for i in range(20)])
+    )
+    check_against_the_enumerator(_near_the_hole(firmware, extra, *devices), policy)

@@ -918,6 +918,34 @@ def test_too_much_32_bit_bar_space_is_unsatisfiable() -> None:
         solve(Topology.build("q35", devices=vgas), "minimal")
 
 
+def _displays(n: int, mib: int, hotplug: HotplugNeed = HotplugNeed.ANY) -> Topology:
+    devices = [Device(f"d{i:02}", "bochs", memory=mib << 20, needs=Needs(hotplug=hotplug)) for i in range(n)]
+    return Topology.build("q35", devices=devices, firmware="seabios")
+
+
+def test_windows_that_overflow_the_hole_give_way_to_devices_on_the_root_bus() -> None:
+    """30 displays of 32 MiB each behind a port overflow SeaBIOS's hole (34 MiB a port): the search moves on to the
+    cheapest plan that fits, 21 behind ports and 9 on pcie.0 (tests/integration/test_mmio.py boots it)."""
+    plan = solve(_displays(30, 32), "hotplug")
+    on_root = [d.id for d in plan.topology.devices if d.address is not None and d.address.bus == 0]
+    assert on_root == [f"d{i:02}" for i in range(9)]
+    assert (len(plan.added), plan.cost, plan.status) == (21, 941, Status.OPTIMAL)
+    assert validate(plan.topology) == ()
+
+
+def test_windows_that_overflow_the_hole_in_every_plan_are_refused_with_the_mmio_budgets_named() -> None:
+    """30 displays of 32 MiB that must be hot-pluggable need a port each: no plan fits, and the error says so."""
+    with pytest.raises(Unsatisfiable) as info:
+        solve(_displays(30, 32, HotplugNeed.REQUIRED), "hotplug")
+    (conflict,) = info.value.conflicts
+    assert conflict.startswith(
+        "the plan's bridge windows and hotplug reservations break a firmware budget: the 32-bit MMIO hole: BARs "
+        "that must sit below 4 GiB and the bridges' memory windows need 1022.1 MiB ('pci.1' 34 MiB (for 'd00'), "
+    )
+    assert conflict.endswith("but q35 under seabios has 1004 MiB")
+    assert info.value.facts == ("below 4 GiB: 1022 MiB needed of a 1004 MiB hole", "above 4 GiB: 62 MiB needed")
+
+
 def test_a_device_that_must_be_integrated_keeps_a_pc_root_slot_when_the_root_bus_overflows() -> None:
     """On pc with 41 devices a pci-bridge takes the overflow, never the device whose needs say integrated."""
     devices = [Device(f"n{i}", "virtio-net") for i in range(40)] + [Device("x", "e1000", needs=Needs(integrated=True))]
