@@ -622,6 +622,9 @@ class Decision:
     """Groups of packed units on the dmi-to-pci-bridge's slots (after the root bus's); the others on tree slots."""
     pack_root_groups: int = 0
     """Groups of packed units on free slots of the root bus (the first groups), as integrated endpoints."""
+    pack_beside: int = 0
+    """Packed units after the root bus's groups on the free functions of its slots holding root ports (integrated
+    endpoints beside the ports, the slot multifunction): all the packed units the root slots' groups leave."""
 
 
 def fanout(n: int) -> int:
@@ -775,7 +778,8 @@ class _Moves:
     pack_dmi: bool = False
     pack_root: bool = False
     """Packed groups take the root bus's slots that no port needs first (integrated endpoints; every packable unit
-    of the context may be integrated)."""
+    of the context may be integrated); when those run out, the units left may take the free functions of the root
+    bus's slots holding root ports (all of them or none; a count of 8k + 1 only so, its last unit beside a port)."""
 
 
 def _decide_pcie(
@@ -810,7 +814,9 @@ def _decide_pcie(
     # packing pays only when the layout does not fit as it is, when the trees need more than one bridge, or when
     # the units can leave the trees for the root bus's slots
     root_ok = ctx.can_integrate and not c.tree_packable_fixed
-    packable = c.tree_any_packable + c.tree_preferred_packable + c.optional_pci_packable > 1
+    packable_units = c.tree_any_packable + c.tree_preferred_packable + c.optional_pci_packable
+    # one unit packs only beside a root port (on the root bus's functions): a group of one elsewhere is a unit alone
+    packable = packable_units > 1 or (packable_units == 1 and root_ok and base.tree_units > 0)
     packable = packable and (not fits or base.tree_units > (0 if root_ok else BRIDGE_SLOTS))
     if not ((movable and base.feasible) or both_kinds or packable):
         return base
@@ -939,6 +945,13 @@ def _pack_moves(
     out: list[_Moves] = []
     on_root = (False, True) if ctx.can_integrate and not c.tree_packable_fixed else (False,)
     for root, dmi in itertools.product(on_root, (False, True) if ctx.offers_dmi else (False,)):
+        if root:
+            # 8k + 1 units: the last beside a root port (``_Moves.pack_root``), a layout of its own
+            out += [
+                _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=min(n, any_n), pack_dmi=dmi, pack_root=True)
+                for n in sorted({any_n, total})
+                if n % 8 == 1
+            ]
         sizes = {n for n in (any_n, total) if n > 1}
         if not base_fits and total > 1 and fits(layout(moves(total, dmi, root))):
             # the least packing that fits (fitting is monotone in the units packed): a binary search
@@ -951,7 +964,7 @@ def _pack_moves(
                     low = mid + 1
             sizes.add(low)
         out += [moves(n, dmi, root) for n in sorted(sizes)]
-    return [m for m in dict.fromkeys(out) if m.pack_pci > 1]
+    return [m for m in dict.fromkeys(out) if m.pack_pci > 1 or (m.pack_root and m.pack_pci == 1)]
 
 
 def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) -> list[_Moves]:
@@ -1045,6 +1058,7 @@ class _Arrangement(NamedTuple):
     fixed_ports: int
     slots_left: int
     ports_needed: int
+    beside: int = 0
 
 
 def _prepare_pcie(
@@ -1214,11 +1228,13 @@ def _layout_pcie(
     alone = tree_units - moves.pack_pci
     trees_via_dmi = use_dmi_tree
 
-    def arrange(root_groups: int) -> _Arrangement:
-        """With ``root_groups`` groups on the root bus: the dmi-to-pci-bridge's groups, the tree slots, whether the
-        trees hang from the dmi-to-pci-bridge, whether it exists, the trees, and the ports and root slots."""
-        dmi_groups = min(groups - root_groups, max(0, DMI_SLOTS - dmi_units)) if moves.pack_dmi else 0
-        slots = alone + groups - root_groups - dmi_groups
+    def arrange(root_groups: int, beside: int = 0) -> _Arrangement:
+        """With ``root_groups`` groups on the root bus and ``beside`` packed units beside its root ports (all those
+        the groups leave, or none): the dmi-to-pci-bridge's groups, the tree slots, whether the trees hang from the
+        dmi-to-pci-bridge, whether it exists, the trees, and the ports and root slots."""
+        rest = 0 if beside else groups - root_groups
+        dmi_groups = min(rest, max(0, DMI_SLOTS - dmi_units)) if moves.pack_dmi else 0
+        slots = alone + rest - dmi_groups
         via_dmi = trees_via_dmi and slots > 0
         dmi = dmi_units > 0 or dmi_groups > 0 or (slots > 0 and via_dmi)
         trees = split_trees(slots) if not via_dmi else ()
@@ -1230,7 +1246,17 @@ def _layout_pcie(
         slots_left = free - c.integrated_required - integrate - (1 if dmi else 0) - root_groups
         ports_needed = pcie_units + spare_n + fixed_ports
         return _Arrangement(
-            dmi_groups, slots, via_dmi, dmi, trees, on_tree_ports, pcie_units, fixed_ports, slots_left, ports_needed
+            dmi_groups,
+            slots,
+            via_dmi,
+            dmi,
+            trees,
+            on_tree_ports,
+            pcie_units,
+            fixed_ports,
+            slots_left,
+            ports_needed,
+            beside,
         )
 
     def spare_root_slots(slots_left: int, ports_needed: int) -> int:
@@ -1239,17 +1265,35 @@ def _layout_pcie(
             return -1
         return slots_left - -(-max(0, ports_needed - aggregate_free) // pack)
 
+    def beside_room(slots_left: int, ports_needed: int) -> int:
+        """Free functions of the root bus's slots holding root ports once an arrangement's ports are in place:
+        those of the existing multifunction slots the ports leave, then the last new slot's (``_realize``'s
+        order); -1: its ports would need switches, or the policy puts one port a slot."""
+        if pack != 8 or ports_needed > aggregate_free + slots_left * pack:
+            return -1
+        return max(0, aggregate_free - ports_needed) + -max(0, ports_needed - aggregate_free) % 8
+
     root_groups = 0
     arranged = arrange(0)
     if moves.pack_root and groups:
         # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
-        # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits
-        everything = arrange(groups)
-        if spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
+        # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits.
+        # A group of one (8k + 1 units) never takes a slot of its own: integrating the unit is that layout
+        whole = groups - (1 if moves.pack_pci % 8 == 1 else 0)
+        everything = arrange(whole)
+        if whole == groups and spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
             root_groups, arranged = groups, everything
-        while root_groups < groups and (room := spare_root_slots(arranged.slots_left, arranged.ports_needed)) > 0:
-            root_groups += min(room, groups - root_groups)
+        while root_groups < whole and (room := spare_root_slots(arranged.slots_left, arranged.ports_needed)) > 0:
+            root_groups += min(room, whole - root_groups)
             arranged = arrange(root_groups)
+        if root_groups < groups and spare_root_slots(arranged.slots_left, arranged.ports_needed) == 0:
+            # the root slots run out: the units left may take the free functions beside the root ports
+            left = moves.pack_pci - 8 * root_groups
+            beside = arrange(root_groups, left)
+            if beside_room(beside.slots_left, beside.ports_needed) >= left:
+                arranged = beside
+        if moves.pack_pci % 8 == 1 and not arranged.beside:
+            return Decision(False, f"{ctx.label}: no root port's slot has a free function for a packed unit")
     (
         dmi_groups,
         tree_units,
@@ -1261,6 +1305,7 @@ def _layout_pcie(
         fixed_ports,
         slots_left,
         ports_needed,
+        beside_units,
     ) = arranged
 
     def laid() -> Decision | _Laid:
@@ -1291,7 +1336,7 @@ def _layout_pcie(
             c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
         )
         # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
-        packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups))
+        packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups) + beside_units)
         tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
         tree_bridges = tree_buses - len(trees)
         dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
@@ -1340,7 +1385,10 @@ def _layout_pcie(
                 True,
                 integrated_pcie=ip,
                 integrated_pci=ic,
-                integrated_devices=c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups),
+                integrated_devices=c.integrated_required
+                + integrate
+                + min(moves.pack_pci, 8 * root_groups)
+                + beside_units,
                 root_io_bytes=root_io,
                 direct_ports=direct - fixed_ports,
                 port_units=pcie_units,
@@ -1372,6 +1420,7 @@ def _layout_pcie(
                 pack_pci_any=moves.pack_pci_any,
                 pack_dmi_groups=dmi_groups,
                 pack_root_groups=root_groups,
+                pack_beside=beside_units,
             )
 
         return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision)

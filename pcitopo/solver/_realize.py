@@ -232,26 +232,38 @@ def _realize_pcie(
         tree_units = [u for u in tree_units if id(u) not in taken]
         packed.sort(key=lambda u: (u.hotplug is not HotplugNeed.ANY, u.rank))
         packed_groups = [packed[i : i + 8] for i in range(0, len(packed), 8)]
-    # the first groups on the root bus, the next on the dmi-to-pci-bridge, the rest on the trees' slots
+    # the first groups on the root bus, then the units beside its root ports (all the rest), or the next groups on
+    # the dmi-to-pci-bridge and the rest on the trees' slots
     root_groups = packed_groups[: decision.pack_root_groups]
+    beside_ports = [u for group in packed_groups[decision.pack_root_groups :] for u in group]
+    if len(beside_ports) != decision.pack_beside:
+        beside_ports = []
     dmi_groups = packed_groups[decision.pack_root_groups :][: decision.pack_dmi_groups]
     tree_items: list[Unit | list[Unit]] = [
         *tree_units,
         *packed_groups[decision.pack_root_groups + decision.pack_dmi_groups :],
     ]
+    if beside_ports:
+        dmi_groups, tree_items = [], list(tree_units)
     for group in root_groups:
         _place_group(b, group, _addr(root_bus, take_slot()))
 
     # 2. dmi-to-pci-bridge (non-hotpluggable conventional slots, or the only bridge on offer)
-    dmi_slot: int | None = None
-    if decision.dmi:
-        pref = [a.slot for a in dmi_preferred if a.bus == root_bus and a.slot in slots]
-        dmi_slot = pref[0] if pref else take_slot()
-        if pref:
-            slots.remove(dmi_slot)
     via_dmi = list(tree_items) if decision.dmi and decision.tree_via_dmi else []
     if via_dmi:
         tree_items = []
+    # an ordered policy numbers buses in device order: the dmi-to-pci-bridge (its index, so its bus) comes after
+    # the ports and trees when they hold a device defined before all it takes
+    on_dmi = [*dmi_units, *(u for group in dmi_groups for u in group)]
+    in_trees = [u for item in tree_items for u in (item if isinstance(item, list) else [item])]
+    late_dmi = policy.ordered and _defined_later(on_dmi, [*port_units, *in_trees])
+    dmi_slot: int | None = None
+    if decision.dmi:
+        pref = [a.slot for a in dmi_preferred if a.bus == root_bus and a.slot in slots]
+        # late, it takes the last free slot too: the guest numbers the buses below a root bus in slot order
+        dmi_slot = pref[0] if pref else slots.pop() if late_dmi else take_slot()
+        if pref:
+            slots.remove(dmi_slot)
 
     def realize_dmi(slot: int) -> None:
         dmi = b.simple("dmi-to-pci-bridge", _addr(root_bus, slot))
@@ -271,11 +283,6 @@ def _realize_pcie(
                     break
                 _place_item_at(b, remaining.pop(0), _addr(br.index, s))
 
-    # an ordered policy numbers buses in device order: the dmi-to-pci-bridge (its index, so its bus) comes after
-    # the ports and trees when they hold a device defined before all it takes
-    on_dmi = [*dmi_units, *(u for group in dmi_groups for u in group)]
-    in_trees = [u for item in tree_items for u in (item if isinstance(item, list) else [item])]
-    late_dmi = policy.ordered and _defined_later(on_dmi, [*port_units, *in_trees])
     if dmi_slot is not None and not late_dmi:
         realize_dmi(dmi_slot)
 
@@ -356,6 +363,23 @@ def _realize_pcie(
         realize_dmi(dmi_slot)
     for _ in range(max(0, spare_left)):
         b.root_port(next_port_position())
+    if beside_ports:
+        _place_beside_ports(b, ctx, beside_ports, [next_port_position() for _ in beside_ports])
+
+
+def _place_beside_ports(b: Builder, ctx: Context, units: Sequence[Unit], positions: Sequence[PciAddress]) -> None:
+    """Packed units at the free functions of root-bus slots holding root ports (``Decision.pack_beside``), with
+    multifunction on the port at function 0 of each such slot."""
+    ports = {(c.address.bus, c.address.slot, c.address.function): i for i, c in enumerate(b.controllers) if c.address}
+    for u, at in zip(units, positions, strict=True):
+        if at.function == 0:  # pragma: no cover - the layout counts only functions of slots with a port
+            raise InternalError(f"{ctx.label}: no root port's slot has a free function for {u.name}")
+        b.placements[u.devices[0].id] = at
+        first = ports.get((at.bus, at.slot, 0))
+        if first is not None:  # a new port (an existing one at function 0 has multifunction on already)
+            c = b.controllers[first]
+            if c.multifunction is not True:
+                b.controllers[first] = attrs.evolve(c, multifunction=True)
 
 
 def _defined_later(units: Sequence[Unit], others: Sequence[Unit]) -> bool:

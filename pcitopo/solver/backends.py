@@ -57,11 +57,18 @@ class Backend(Protocol):
     name: str
 
     def place(
-        self, request: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True
+        self,
+        request: Topology,
+        policy: Policy,
+        units: Sequence[Unit],
+        *,
+        trees_via_dmi: bool = True,
+        names_expander: bool = False,
     ) -> Placement:
         """Place ``units`` (the request's unplaced devices) in ``request``, or raise Unsatisfiable.
 
-        ``trees_via_dmi=False``: no bridge tree under a dmi-to-pci-bridge (a search backend's option).
+        ``trees_via_dmi=False``: no bridge tree under a dmi-to-pci-bridge; ``names_expander``: a node-less expander
+        bus is offered (a search backend's options).
         """
         ...
 
@@ -78,12 +85,18 @@ class CspBackend:
         64-bit window), so it is no solution and the search moves on."""
 
     def place(
-        self, request: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True
+        self,
+        request: Topology,
+        policy: Policy,
+        units: Sequence[Unit],
+        *,
+        trees_via_dmi: bool = True,
+        names_expander: bool = False,
     ) -> Placement:
         # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
         from pcitopo.solver import search
 
-        problem = formulate(request, policy, units, trees_via_dmi=trees_via_dmi)
+        problem = formulate(request, policy, units, trees_via_dmi=trees_via_dmi, names_expander=names_expander)
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
@@ -161,7 +174,13 @@ class LibvirtBackend:
     name = "libvirt"
 
     def place(
-        self, request: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True
+        self,
+        request: Topology,
+        policy: Policy,
+        units: Sequence[Unit],
+        *,
+        trees_via_dmi: bool = True,
+        names_expander: bool = False,
     ) -> Placement:
         from pcitopo.solver._libvirt import libvirt_assign  # type: ignore[import-not-found, unused-ignore]
 

@@ -456,8 +456,13 @@ def io_windows_used(topology: Topology) -> int:
 # -- contexts: where new structure can grow -------------------------------------------------
 
 
-def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandClass]) -> tuple[Context, ...]:
-    """Every context of the request: the main root, existing expanders and host bridges, new ones per NUMA node."""
+def build_contexts(
+    topology: Topology, policy: Policy, classes: Sequence[DemandClass], *, names_expander: bool = False
+) -> tuple[Context, ...]:
+    """Every context of the request: the main root, existing expanders and host bridges, new ones per NUMA node.
+
+    ``names_expander``: a node-less expander bus too, for an ordered policy's NIC names (see below).
+    """
     machine = topology.machine
     usage = topology.slot_usage()
     contexts: list[Context] = []
@@ -574,6 +579,12 @@ def build_contexts(topology: Topology, policy: Policy, classes: Sequence[DemandC
     main_hot = not pcie and contexts[0].root_hotplug
     not_hot = policy.hotplug_off_occupied or any(cls.sample.hotplug is HotplugNeed.FORBIDDEN for cls in classes)
     nodeless_pxb = main_hot and not_hot and machine.offers("pci-expander-bus")
+    # an ordered policy's NIC names: below an expander bus every NIC gets its path name (QEMU describes no ACPI
+    # hotplug slot there, see pcitopo.naming), where the main root's mix slot names (ens<N>) and path names
+    # (enp<B>s<S>), whose natural order is not the NICs' bus order
+    # (solve._place asks for it when a plan's names are out of order: one more context multiplies the search)
+    expander = "pcie-expander-bus" if pcie else "pci-expander-bus"
+    nodeless_pxb = nodeless_pxb or (names_expander and machine.offers(expander))
     for node in [None, *nodes] if pseries or nodeless_pxb else nodes:
         if node is not None and node >= topology.numa_nodes:
             continue
@@ -1163,15 +1174,23 @@ class Problem:
         return out
 
 
-def formulate(topology: Topology, policy: Policy, units: Sequence[Unit], *, trees_via_dmi: bool = True) -> Problem:
+def formulate(
+    topology: Topology,
+    policy: Policy,
+    units: Sequence[Unit],
+    *,
+    trees_via_dmi: bool = True,
+    names_expander: bool = False,
+) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``.
 
-    ``trees_via_dmi=False`` keeps bridge trees off the dmi-to-pci-bridge (:attr:`Context.trees_via_dmi`).
+    ``trees_via_dmi=False`` keeps bridge trees off the dmi-to-pci-bridge (:attr:`Context.trees_via_dmi`);
+    ``names_expander`` offers a node-less expander bus (:func:`build_contexts`).
     """
     machine = topology.machine
     budget = topology.io_window_budget()
     classes = classify(units, io_matters=budget is not None)
-    contexts = build_contexts(topology, policy, classes)
+    contexts = build_contexts(topology, policy, classes, names_expander=names_expander)
     if not trees_via_dmi:
         contexts = tuple(attrs.evolve(c, trees_via_dmi=False) for c in contexts)
     class_candidates = tuple(candidates(cls, contexts) for cls in classes)

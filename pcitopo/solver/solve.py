@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -204,13 +205,32 @@ def _place(backend: backends.Backend, pooled: Topology, policy: Policy, rest: Se
     Both sides are searched and scored exactly; the cheaper wins.
     """
     first = backend.place(pooled, policy, rest)
-    if not (policy.ordered and policy.weights["order"] and _trees_under_dmi(pooled, first.topology)):
+    if not (policy.ordered and policy.weights["order"]):
         return first
-    try:
-        second = backend.place(pooled, policy, rest, trees_via_dmi=False)
-    except Unsatisfiable:
-        return first
-    return _cheaper(first, second)
+    best = first
+    if _trees_under_dmi(pooled, first.topology):
+        with contextlib.suppress(Unsatisfiable):
+            best = _cheaper(first, backend.place(pooled, policy, rest, trees_via_dmi=False))
+    if _names_out_of_order(pooled, best.topology, policy):
+        # the NICs' guest names break their order: also searched with a node-less expander bus, below which every
+        # NIC gets its path name (model.build_contexts), and without trees under a dmi-to-pci-bridge
+        with contextlib.suppress(Unsatisfiable):
+            best = _cheaper(best, backend.place(pooled, policy, rest, trees_via_dmi=False, names_expander=True))
+    return best
+
+
+def _names_out_of_order(request: Topology, result: Topology, policy: Policy) -> bool:
+    """Whether the NICs of ``result`` on pc or q35 with ACPI, one of them placed by the plan, get guest names out of
+    NIC order."""
+    from pcitopo.naming import names_in_order, nic_order
+
+    if not (result.acpi and result.machine.name in ("pc", "q35")):
+        return False
+    nics = nic_order(result)
+    pending = {d.id for d in request.devices if d.address is None}
+    if len(nics) < 2 or not any(d.id in pending for d in nics):
+        return False
+    return not names_in_order(_named(request, result, policy), nics)[0]
 
 
 def _trees_under_dmi(request: Topology, result: Topology) -> bool:

@@ -144,3 +144,75 @@ def test_libvirt_keeps_conventional_devices_packed_as_functions(packed_plan: tup
     assert {d.id for d in theirs.devices if d.multifunction} == on
     kept = {(c.index, c.model, c.address) for c in theirs.controllers}
     assert {(c.index, c.model, c.address) for c in plan.added} <= kept
+
+
+# -- conventional devices beside a root port, as the functions of its slot (issue 9, item 5) ----------------
+
+
+def _beside_domain() -> str:
+    """q35 with 29 pinned ICH9 HD audio devices (slots 1..29: one free slot, 0x1e) and three pci-ohci, no addresses."""
+    sounds = "".join(
+        f"<sound model='ich9'><alias name='ua-snd{s}'/>"
+        f"<address type='pci' domain='0' bus='0' slot='{s:#04x}' function='0'/></sound>"
+        for s in range(1, 30)
+    )
+    usb = "".join(
+        f"<controller type='usb' index='{i}' model='pci-ohci'><alias name='ua-usb{i}'/></controller>" for i in range(3)
+    )
+    return (
+        "<domain type='qemu'><name>beside-q35</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features><devices>"
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='pci' index='0' model='pcie-root'/>"
+        f"<controller type='sata' index='0'/>{usb}{sounds}<memballoon model='none'/></devices></domain>"
+    )
+
+
+@pytest.fixture(scope="module")
+def beside_plan() -> tuple[LibvirtDomain, Plan]:
+    """The hotplug plan of :func:`_beside_domain`: the spare root port at 00:1e.0, the three OHCI at 00:1e.1..3."""
+    domain = LibvirtDomain.from_string(_beside_domain())
+    plan = solve(domain.topology, "hotplug")
+    return domain, plan
+
+
+def test_conventional_devices_beside_a_root_port_verify(beside_plan: tuple[LibvirtDomain, Plan]) -> None:
+    """QEMU starts the plan with the OHCI controllers at functions 1..3 of the spare root port's slot."""
+    _, plan = beside_plan
+    t = plan.topology
+    assert [str(t.device(f"ua-usb{i}").address) for i in range(3)] == [f"0000:00:1e.{f}" for f in (1, 2, 3)]
+    (port,) = plan.added
+    assert (port.model, str(port.address), port.multifunction) == ("pcie-root-port", "0000:00:1e.0", True)
+    report = verify(t)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= {f"ua-usb{i}" for i in range(3)}
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_keeps_conventional_devices_beside_a_root_port(beside_plan: tuple[LibvirtDomain, Plan]) -> None:
+    """libvirt 9.0 defines the plan and moves or adds nothing: every address and the port's multifunction='on'."""
+    domain, plan = beside_plan
+    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
+    ours = plan.topology
+    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
+    mine = {(c.index, c.model, c.address, c.multifunction) for c in ours.controllers if c.address is not None}
+    assert {(c.index, c.model, c.address, c.multifunction) for c in theirs.controllers if c.address is not None} == mine
+
+
+def test_ordered_nics_under_a_node_less_pxb_pcie_verify() -> None:
+    """The ordered plan of two e1000 under a node-less pxb-pcie (the dmi-to-pci-bridge on its last slot, after the
+    root port's tree) starts in QEMU with both NICs where planned."""
+    policy = attrs.evolve(Policy.named("ordered"), spare_ports=0, hotplug_off_occupied=True)
+    request = Topology.build(
+        "q35", devices=[Device("r0", "e1000", needs=Needs(hotplug=HotplugNeed.PREFERRED)), Device("r1", "e1000")]
+    )
+    plan = solve(request, policy)
+    assert [c.model for c in plan.added] == [
+        "pcie-expander-bus",
+        "pcie-root-port",
+        "pcie-to-pci-bridge",
+        "dmi-to-pci-bridge",
+    ]
+    assert plan.cost == 4
+    report = verify(plan.topology)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= {"r0", "r1"}
