@@ -16,6 +16,7 @@ from typing import Protocol
 
 import attrs
 
+from pcitopo.devices import HotplugNeed
 from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _realize
@@ -102,6 +103,7 @@ class CspBackend:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
         score = self._score
         keep = frozenset(c.index for c in request.controllers)
+        required = frozenset(d.id for u in units if u.hotplug is HotplugNeed.REQUIRED for d in u.devices)
         realised: dict[tuple[tuple[str, int], ...], Topology] = {}
 
         def exact(values: Mapping[str, int]) -> int | None:
@@ -116,8 +118,9 @@ class CspBackend:
                 fitted = io_reserve_off(topology, short, keep)
                 if fitted is None:
                     return None
-                topology = fitted
-            scored = score(topology)
+                topology, scored = _hotplug_off_where_cheaper(topology, fitted, keep, required, score)
+            else:
+                scored = score(topology)
             if scored is not None:
                 realised[tuple(sorted(values.items()))] = topology
             return scored
@@ -151,6 +154,41 @@ def io_reserve_off(topology: Topology, short: int, keep: Collection[int] = ()) -
         return None
     result = topology.with_io_reserve_off(candidates[:short])
     return None if result.io_windows_short() else result
+
+
+def _hotplug_off_where_cheaper(
+    unfitted: Topology,
+    topology: Topology,
+    keep: Collection[int],
+    required: Collection[str],
+    score: Callable[[Topology], int | None],
+) -> tuple[Topology, int | None]:
+    """``topology`` (``unfitted``'s short IO windows given back by :func:`io_reserve_off`) with ``hotplug=off``
+    instead of ``io-reserve=0`` on each such port where that scores less, and its score.
+
+    A port with hotplug off gets no IO window either (the firmware reserves none for it), and costs what the
+    policy charges for its device not being hot-pluggable (or for one spare port fewer) instead of the
+    ``io-reserve-off`` weight: which is cheaper depends on the weights, so each port is tried, one at a time.
+    A port holding a device that must be hot-pluggable keeps io-reserve=0.
+    """
+    best, best_score = topology, score(topology)
+    before = {c.index: c for c in unfitted.controllers}
+    on_bus: dict[int, list[str]] = {}
+    for d in topology.devices:
+        if d.address is not None:
+            on_bus.setdefault(d.address.bus, []).append(d.id)
+    for c in topology.controllers:
+        if c.io_reserve != 0 or c.index in keep or any(d in required for d in on_bus.get(c.index, ())):
+            continue
+        trial = best.replace(
+            controllers=[attrs.evolve(before[x.index], hotplug=False) if x is c else x for x in best.controllers]
+        )
+        if trial.io_windows_short():
+            continue
+        scored = score(trial)
+        if scored is not None and (best_score is None or scored < best_score):
+            best, best_score = trial, scored
+    return best, best_score
 
 
 def feasible(request: Topology, policy: Policy, units: Sequence[Unit]) -> bool:

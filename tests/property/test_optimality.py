@@ -706,6 +706,25 @@ def test_io_reserve_off_is_the_enumerated_minimum_under_ovmf(
     check_against_the_enumerator(request_, Policy.named(policy))
 
 
+def test_a_port_with_hotplug_off_gives_its_window_back_where_io_reserve_costs_more() -> None:
+    """9 e1000e ports fill OVMF's windows; a vfio-pci to place, io-reserve-off weighing more than a hotplug miss:
+    its port with hotplug off (no window either) beats io-reserve=0, as enumerated.
+
+    Found by the drawn test below (seed 2479250051739021208237979531830200164): the solver tried io-reserve=0 only.
+    """
+    policy = Policy.from_mapping(
+        {"base": "hotplug", "weights": {"io-reserve-off": 64, "hotplug": 24, "fewer-controllers": 41}}
+    )
+    request = _ovmf_e1000e_ports(9, Device("r0", "vfio-pci"))
+    check_against_the_enumerator(request, policy)
+    from pcitopo.solver import solve
+
+    plan = solve(request, policy)
+    port = plan.topology.controller(plan.topology.device("r0").address.bus)
+    # a hotplug miss (24), one port added (41), no spare port (20); with io-reserve=0 instead the solver paid 125
+    assert (port.hotplug, port.io_reserve, plan.cost) == (False, None, 24 + 41 + 20)
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(7, 9), POLICIES, st.data())
 def test_the_solver_cost_is_the_enumerated_minimum_near_ovmfs_io_budget(
