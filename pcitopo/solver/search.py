@@ -133,8 +133,10 @@ class _Bound(_ModelConstraint):
         rank: Mapping[str, Mapping[int, int]],
         sums: Sequence[tuple[tuple[str, ...], int]] = (),
         floor: Callable[[Mapping[str, int]], int] | None = None,
+        limit: int = NODE_LIMIT,
     ) -> None:
         self._bound = bound
+        self._limit = limit
         self._floor = floor
         self._rank = rank
         self._order = sorted(rank)
@@ -173,7 +175,7 @@ class _Bound(_ModelConstraint):
         forwardcheck: Any,
     ) -> bool:
         self.nodes += 1
-        if self.nodes > NODE_LIMIT:
+        if self.nodes > self._limit:
             return False
         if not self.implied(values):
             return False
@@ -226,7 +228,7 @@ def search(
     for c in problem.constraints:
         _post(engine, c)
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
-    bound = _Bound(objective.bound, rank, sums, objective.floor)
+    bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT))
     engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
     finished = True
