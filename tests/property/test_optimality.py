@@ -722,7 +722,9 @@ def test_a_port_with_hotplug_off_gives_its_window_back_where_io_reserve_costs_mo
     from pcitopo.solver import solve
 
     plan = solve(request, policy)
-    port = plan.topology.controller(plan.topology.device("r0").address.bus)
+    placed = plan.topology.device("r0").address
+    assert placed is not None
+    port = plan.topology.controller(placed.bus)
     # a hotplug miss (24), one port added (41), no spare port (20); with io-reserve=0 instead the solver paid 125
     assert (port.hotplug, port.io_reserve, plan.cost) == (False, None, 24 + 41 + 20)
 
