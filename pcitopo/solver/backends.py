@@ -190,7 +190,9 @@ def _hotplug_off_where_cheaper(
         if c.io_reserve != 0 or c.index in keep or any(d in required for d in on_bus.get(c.index, ())):
             continue
         trial = best.replace(
-            controllers=[attrs.evolve(before[x.index], hotplug=False) if x is c else x for x in best.controllers]
+            controllers=[
+                attrs.evolve(before[x.index], hotplug=False) if x.index == c.index else x for x in best.controllers
+            ]
         )
         if trial.io_windows_short():
             continue
