@@ -982,14 +982,19 @@ class Problem:
         self._floors[scope_key] = floor
         return floor
 
-    def cost_floor(self, values: Mapping[str, int]) -> int:
-        """A lower bound of the objective of every completion, no greater than :meth:`lower_bound` and cheaper: the
-        contexts whose layout is not computed yet count their :meth:`_context_floor`, those with open variables 0."""
+    def _numa_cost(self, values: Mapping[str, int]) -> int:
+        """What the assigned class counts pay for units away from the NUMA node they prefer."""
         total = 0
         for ci, ctx_id, per_unit in self._numa_terms:
             n = self.count(ci, ctx_id, values)
             if n:
                 total += per_unit * n
+        return total
+
+    def cost_floor(self, values: Mapping[str, int]) -> int:
+        """A lower bound of the objective of every completion, no greater than :meth:`lower_bound` and cheaper: the
+        contexts whose layout is not computed yet count their :meth:`_context_floor`, those with open variables 0."""
+        total = self._numa_cost(values)
         for ctx_id in self.context_variables:
             scope_key = self._scope_key(ctx_id, values)
             if scope_key is None:
@@ -1033,11 +1038,7 @@ class Problem:
 
     def lower_bound(self, values: Mapping[str, int]) -> int:
         """A lower bound of the objective of every completion (exact when every variable is set)."""
-        total = 0
-        for ci, ctx_id, per_unit in self._numa_terms:
-            n = self.count(ci, ctx_id, values)
-            if n:
-                total += per_unit * n
+        total = self._numa_cost(values)
         for ctx_id in self.context_variables:
             low = self.context_lower_bound(ctx_id, values)
             if low is None:
