@@ -9,7 +9,6 @@ leaves BARs unmapped): the rule and the firmware must agree. OVMF boots take
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
 from tests.support.firmware import port_order
 from tests.support.libvirt import define_and_dump, ensure_libvirtd
-from tests.support.packages import ensure_packages
+from tests.support.packages import require_packages
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 
@@ -36,11 +35,7 @@ A = PciAddress.parse
 
 
 def _firmware_package(package: str) -> None:
-    reason = ensure_packages([package])
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the {package} tests, but: {reason}")
-        pytest.skip(reason)
+    require_packages([package], package)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ aarch64"``); one test boots its plan too. SeaBIOS does not honour
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
 from tests.support.libvirt import URI, define_and_dump
-from tests.support.packages import ensure_packages
+from tests.support.packages import require_packages
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 
@@ -38,11 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 @pytest.fixture(scope="module")
 def ovmf() -> None:
     """Install Debian's ovmf package when missing (CI must run these tests, not skip them)."""
-    reason = ensure_packages(["ovmf"])
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the ovmf tests, but: {reason}")
-        pytest.skip(reason)
+    require_packages(["ovmf"], "ovmf")
 
 
 NICS = "".join(
@@ -69,11 +64,7 @@ DOMAIN = f"""<domain type='kvm'>
 @pytest.fixture(scope="module")
 def aavmf() -> None:
     """Install Debian's qemu-efi-aarch64 package (edk2 for aarch64 virt) when missing."""
-    reason = ensure_packages(["qemu-efi-aarch64"])
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the edk2 tests, but: {reason}")
-        pytest.skip(reason)
+    require_packages(["qemu-efi-aarch64"], "edk2")
 
 
 def _plan() -> tuple[LibvirtDomain, Plan]:

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import threading
 
-__all__ = ["ensure_packages", "missing_packages"]
+__all__ = ["ensure_packages", "missing_packages", "require_packages"]
 
 _lock = threading.Lock()
 _updated = False
@@ -61,3 +61,14 @@ def ensure_packages(packages: list[str]) -> str | None:
         if still:
             return f"installed but still missing: {', '.join(still)}"
         return None
+
+
+def require_packages(packages: list[str], what: str) -> None:
+    """Install ``packages`` for the ``what`` tests when missing; skip with the reason when impossible (fail in CI)."""
+    import pytest
+
+    reason = ensure_packages(packages)
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the {what} tests, but: {reason}")
+        pytest.skip(reason)
