@@ -823,9 +823,13 @@ def _decide_pcie(
     weights = policy.weights
     per_controller, per_hot_miss = weights["fewer-controllers"], weights["hotplug"]
     per_occupied_hot = weights["hotplug-off-occupied"]
+    # the integrated term (model.context_cost's): packing puts conventional units on the root bus's slots and
+    # beside its root ports, integrated endpoints a layout without it leaves on the trees
+    per_integrated = weights["integrated"] if policy.prefer_integrated else 0
 
     def key(d: Decision | _Laid, moves: _Moves) -> tuple[int, ...]:
         cost = per_controller * d.controllers + per_hot_miss * d.hot_misses + per_occupied_hot * d.occupied_hot
+        cost += per_integrated * max(0, c.integrable_devices - d.integrated_devices)
         moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
         # a layout beyond the IO windows the firmware has left is of no use to any plan: every one within wins
         over = io_cap is not None and d.io_windows > io_cap
@@ -1018,6 +1022,7 @@ class _Laid(NamedTuple):
     bus_numbers: int
     io_windows: int
     decision: Callable[[], Decision]
+    integrated_devices: int = 0
     feasible: bool = True
 
 
@@ -1380,15 +1385,15 @@ def _layout_pcie(
                 + c.bus_group_any
             )
 
+        # packed units on the root bus's slots and beside its root ports are integrated endpoints too
+        integrated_devices = c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups) + beside_units
+
         def decision() -> Decision:
             return Decision(
                 True,
                 integrated_pcie=ip,
                 integrated_pci=ic,
-                integrated_devices=c.integrated_required
-                + integrate
-                + min(moves.pack_pci, 8 * root_groups)
-                + beside_units,
+                integrated_devices=integrated_devices,
                 root_io_bytes=root_io,
                 direct_ports=direct - fixed_ports,
                 port_units=pcie_units,
@@ -1423,7 +1428,7 @@ def _layout_pcie(
                 pack_beside=beside_units,
             )
 
-        return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision)
+        return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices)
 
     if memo is None:
         return laid()
