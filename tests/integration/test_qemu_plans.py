@@ -7,7 +7,7 @@ import pytest
 
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.formats.libvirt import LibvirtDomain
-from pcitopo.policy.policy import BUILTIN_POLICIES, Policy
+from pcitopo.policy.policy import BUILTIN_POLICIES, Override, Policy
 from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
@@ -149,18 +149,20 @@ def test_libvirt_keeps_conventional_devices_packed_as_functions(packed_plan: tup
 # -- conventional devices beside a root port, as the functions of its slot (issue 9, item 5) ----------------
 
 
-def _beside_domain() -> str:
-    """q35 with 29 pinned ICH9 HD audio devices (slots 1..29: one free slot, 0x1e) and three pci-ohci, no addresses."""
+def _beside_domain(name: str = "beside-q35", usb: int = 3) -> str:
+    """q35 with 29 pinned ICH9 HD audio devices (slots 1..29: one free slot, 0x1e) and ``usb`` pci-ohci, no
+    addresses."""
     sounds = "".join(
         f"<sound model='ich9'><alias name='ua-snd{s}'/>"
         f"<address type='pci' domain='0' bus='0' slot='{s:#04x}' function='0'/></sound>"
         for s in range(1, 30)
     )
     usb = "".join(
-        f"<controller type='usb' index='{i}' model='pci-ohci'><alias name='ua-usb{i}'/></controller>" for i in range(3)
+        f"<controller type='usb' index='{i}' model='pci-ohci'><alias name='ua-usb{i}'/></controller>"
+        for i in range(usb)
     )
     return (
-        "<domain type='qemu'><name>beside-q35</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
+        f"<domain type='qemu'><name>{name}</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
         "<os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features><devices>"
         "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='pci' index='0' model='pcie-root'/>"
         f"<controller type='sata' index='0'/>{usb}{sounds}<memballoon model='none'/></devices></domain>"
@@ -191,6 +193,42 @@ def test_conventional_devices_beside_a_root_port_verify(beside_plan: tuple[Libvi
 def test_libvirt_keeps_conventional_devices_beside_a_root_port(beside_plan: tuple[LibvirtDomain, Plan]) -> None:
     """libvirt 9.0 defines the plan and moves or adds nothing: every address and the port's multifunction='on'."""
     domain, plan = beside_plan
+    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
+    ours = plan.topology
+    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
+    mine = {(c.index, c.model, c.address, c.multifunction) for c in ours.controllers if c.address is not None}
+    assert {(c.index, c.model, c.address, c.multifunction) for c in theirs.controllers if c.address is not None} == mine
+
+
+@pytest.fixture(scope="module")
+def tree_beside_plan() -> tuple[LibvirtDomain, Plan]:
+    """The minimal plan of :func:`_beside_domain` with two OHCI, the first preferring hotplug: a root port at
+    00:1e.0 with a pcie-to-pci-bridge for the first, the second integrated at 00:1e.1 beside the port."""
+    domain = LibvirtDomain.from_string(_beside_domain("beside-tree-q35", usb=2))
+    policy = attrs.evolve(Policy.named("minimal"), overrides=(Override("ua-usb0", hotplug=HotplugNeed.PREFERRED),))
+    return domain, solve(domain.topology, policy)
+
+
+def test_a_conventional_device_beside_a_tree_s_root_port_verifies(tree_beside_plan: tuple[LibvirtDomain, Plan]) -> None:
+    """QEMU starts the plan with one OHCI behind the pcie-to-pci-bridge and the other at function 1 of the slot of
+    the bridge's root port."""
+    _, plan = tree_beside_plan
+    t = plan.topology
+    assert [str(t.device(f"ua-usb{i}").address) for i in range(2)] == ["0000:02:01.0", "0000:00:1e.1"]
+    port, bridge = plan.added
+    assert (port.model, str(port.address), port.multifunction) == ("pcie-root-port", "0000:00:1e.0", True)
+    assert (bridge.model, str(bridge.address)) == ("pcie-to-pci-bridge", "0000:01:00.0")
+    report = verify(t)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= {"ua-usb0", "ua-usb1"}
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_keeps_a_conventional_device_beside_a_tree_s_root_port(
+    tree_beside_plan: tuple[LibvirtDomain, Plan],
+) -> None:
+    """libvirt 9.0 defines that plan and moves or adds nothing: every address and the port's multifunction='on'."""
+    domain, plan = tree_beside_plan
     theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
     ours = plan.topology
     assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
