@@ -795,9 +795,11 @@ def _decide_pcie(
 ) -> Decision:
     """The cheapest of the layouts that differ only in the moves of :class:`_Moves` (a local choice).
 
-    The moves change only the context's own controllers and hotplug misses
-    (and lower its bus numbers and IO windows), so the cheapest of them by
-    the policy's weights is the context's best layout for these decisions;
+    The moves change only the context's own controllers, hotplug misses and
+    integrated endpoints (packed units on the root bus), and lower its bus
+    numbers and IO windows, so the cheapest of them by the policy's weights
+    (every term of ``model.context_cost`` the moves change) is the context's
+    best layout for these decisions;
     ties go to the fewest bus numbers, then to the fewest moves. A layout
     within ``io_cap`` (the IO windows the firmware has left for every
     context together) beats every one beyond it, which no plan can use.
