@@ -172,6 +172,14 @@ class Counts:
     not integrate alone on a root slot may be packed as well (on the root bus they are integrated all the same)."""
     tree_packable_fixed: int = 0
     """Of those two, the units that may not be integrated (packed groups then never take the root bus's slots)."""
+    tree_any_packable_io: int = 0
+    """Single-device bridge-tree units with an IO BAR and no hotplug need that may be integrated: they may be
+    packed on the root bus only (no bridge window there; see ``_Moves.pack_io``)."""
+    tree_preferred_packable_io: int = 0
+    """The same, preferring hotplug."""
+    optional_pci_packable_io: int = 0
+    """Single-device units the policy would integrate, with an IO BAR and no hotplug need: those it does not
+    integrate may be packed on the root bus only (``_Moves.pack_io``)."""
     root_slot_any: int = 0
     """Root-slot units with no hotplug need (``hotplug-off-occupied`` counts those on hotpluggable slots)."""
     bus_group_any: int = 0
@@ -384,6 +392,9 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             if u.has_io:
                 sized[(last_resort, u.io_size)] = sized.get((last_resort, u.io_size), 0) + 1
         _count_alternatives(d, ctx, u, category)
+        if category is Category.BRIDGE_TREE and u.has_io and u.hotplug is HotplugNeed.PREFERRED:
+            # the IO BARs that stay in the trees when those with no hotplug need are packed (``_Moves.pack_io``)
+            sized[("tree_preferred_io", u.io_size)] = sized.get(("tree_preferred_io", u.io_size), 0) + 1
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
     d["switch_groups"] += len(switch_labels)
@@ -411,8 +422,8 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
     slot (functions are not hot-plugged one by one).
     """
     movable = not u.integrated_required
-    if category is Category.OPTIONAL_INTEGRATED_PCI and u.hotplug is HotplugNeed.ANY:
-        d["optional_pci_packable"] += 1 if len(u.devices) == 1 and not u.has_io else 0
+    if category is Category.OPTIONAL_INTEGRATED_PCI and u.hotplug is HotplugNeed.ANY and len(u.devices) == 1:
+        d["optional_pci_packable_io" if u.has_io else "optional_pci_packable"] += 1
     if category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.ANY:
         d["root_slot_any"] += 1
     if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
@@ -425,6 +436,8 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
         if len(u.devices) == 1 and not u.has_io:
             d[f"{prefix}_packable"] += 1
             d["tree_packable_fixed"] += 0 if ctx.can_integrate and u.can_integrate else 1
+        elif len(u.devices) == 1 and ctx.can_integrate and u.can_integrate:
+            d[f"{prefix}_packable_io"] += 1
     elif category is Category.ROOT_PORT and len(u.devices) == 1:
         if u.hotplug is HotplugNeed.ANY:
             d["port_any"] += 1
@@ -622,6 +635,8 @@ class Decision:
     """Groups of packed units on the dmi-to-pci-bridge's slots (after the root bus's); the others on tree slots."""
     pack_root_groups: int = 0
     """Groups of packed units on free slots of the root bus (the first groups), as integrated endpoints."""
+    pack_io: bool = False
+    """The packed units include the trees' IO-BAR units, all on the root bus (``_Moves.pack_io``)."""
     pack_beside: int = 0
     """Packed units after the root bus's groups on the free functions of its slots holding root ports (integrated
     endpoints beside the ports, the slot multifunction): all the packed units the root slots' groups leave."""
@@ -780,6 +795,12 @@ class _Moves:
     """Packed groups take the root bus's slots that no port needs first (integrated endpoints; every packable unit
     of the context may be integrated); when those run out, the units left may take the free functions of the root
     bus's slots holding root ports (all of them or none; a count of 8k + 1 only so, its last unit beside a port)."""
+    pack_io: bool = False
+    """The packed units include every bridge-tree unit with an IO BAR and no hotplug need (and every one
+    preferring hotplug when those are packed too; ``Counts.*_packable_io``), and every group goes on the root bus
+    (its slots, or beside its root ports): the root bus needs no IO window, so their BARs leave the trees' windows
+    for the firmware's room on the root buses. Only when the units packed are exactly those the counts say
+    (``_io_packable``)."""
 
 
 def _decide_pcie(
@@ -817,6 +838,7 @@ def _decide_pcie(
     # the units can leave the trees for the root bus's slots
     root_ok = ctx.can_integrate and not c.tree_packable_fixed
     packable_units = c.tree_any_packable + c.tree_preferred_packable + c.optional_pci_packable
+    packable_units += _io_packable(ctx, c, last)
     # one unit packs only beside a root port (on the root bus's functions): a group of one elsewhere is a unit alone
     packable = packable_units > 1 or (packable_units == 1 and root_ok and base.tree_units > 0)
     packable = packable and (not fits or base.tree_units > (0 if root_ok else BRIDGE_SLOTS))
@@ -970,7 +992,37 @@ def _pack_moves(
                     low = mid + 1
             sizes.add(low)
         out += [moves(n, dmi, root) for n in sorted(sizes)]
+    if _io_packable(ctx, c, last):
+        # with the IO-BAR units, every group on the root bus (``_Moves.pack_io``): all those with no hotplug need
+        # (when none with an IO BAR prefers hotplug), or all; the units the policy would integrate that it does
+        # not (every one a single device) have no hotplug need
+        others_left = optional_left - max(
+            0, c.optional_integrated_pci_forbidden - (c.optional_integrated_pci - optional_left)
+        )
+        any_io = c.tree_any_packable + c.tree_any_packable_io + others_left
+        everything = any_io + c.tree_preferred_packable + c.tree_preferred_packable_io
+        out += [
+            _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=any_io, pack_root=True, pack_io=True)
+            for n in sorted({any_io, everything})
+        ]
     return [m for m in dict.fromkeys(out) if m.pack_pci > 1 or (m.pack_root and m.pack_pci == 1)]
+
+
+def _io_packable(ctx: Context, c: Counts, last: int) -> int:
+    """The bridge-tree units with an IO BAR that ``_Moves.pack_io`` packs on the root bus (0: it does not apply).
+
+    It applies when packed groups may take the root bus (every packable unit may be integrated), every IO-BAR
+    unit of the trees is a single device that may be integrated, every unit the policy would integrate (but
+    those that must not be hot-plugged) is a single device too, and no last-resort integration picks units
+    among them: the packing then takes every unit left (``_pack_moves``), exactly those counted.
+    """
+    io = c.tree_any_packable_io + c.tree_preferred_packable_io + c.optional_pci_packable_io
+    optional_single = c.optional_pci_packable + c.optional_pci_packable_io
+    if not io or last or c.tree_any_packable_io + c.tree_preferred_packable_io != c.tree_io:
+        return 0
+    if optional_single != c.optional_integrated_pci - c.optional_integrated_pci_forbidden:
+        return 0
+    return io if ctx.can_integrate and not c.tree_packable_fixed else 0
 
 
 def _moves(ctx: Context, c: Counts, policy: Policy, last: int, pci_first: bool) -> list[_Moves]:
@@ -1229,6 +1281,12 @@ def _layout_pcie(
         dmi_units,
         use_dmi_tree,
     ) = prepared
+    if moves.pack_io:
+        # the IO-BAR units of the trees packed on the root bus (all, or all but those preferring hotplug): their BARs
+        # take the firmware's room there
+        staying = io_of(c, "tree_preferred_io") if moves.pack_pci == moves.pack_pci_any else ()
+        root_io += io_bytes(tree_io_sizes) - io_bytes(staying)
+        tree_io, tree_io_sizes = io_units(staying), staying
     # packed units: groups of 8 on the root bus's free slots first (pack_root), then on the dmi-to-pci-bridge's
     # (pack_dmi), the rest a tree slot each
     groups = -(-moves.pack_pci // 8)
@@ -1301,6 +1359,8 @@ def _layout_pcie(
                 arranged = beside
         if moves.pack_pci % 8 == 1 and not arranged.beside:
             return Decision(False, f"{ctx.label}: no root port's slot has a free function for a packed unit")
+        if moves.pack_io and root_groups < groups and not arranged.beside:
+            return Decision(False, f"{ctx.label}: no room on the root bus for the packed IO-BAR units")
     (
         dmi_groups,
         tree_units,
@@ -1427,6 +1487,7 @@ def _layout_pcie(
                 pack_pci_any=moves.pack_pci_any,
                 pack_dmi_groups=dmi_groups,
                 pack_root_groups=root_groups,
+                pack_io=moves.pack_io,
                 pack_beside=beside_units,
             )
 
@@ -1436,7 +1497,7 @@ def _layout_pcie(
         return laid()
     # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
     # no slot to spare is packing on the trees' slots): laid out once
-    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, root_groups, arranged)
+    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, root_groups, arranged)
     found = memo.get(arranged_key)
     if found is None:
         found = memo[arranged_key] = laid()

@@ -221,7 +221,10 @@ def _realize_pcie(
         packable = [
             u
             for u in tree_units
-            if (id(u) in tree_category or id(u) in overflow) and len(u.devices) == 1 and not (io_matters and u.has_io)
+            if (id(u) in tree_category or id(u) in overflow)
+            and len(u.devices) == 1
+            # IO-BAR units only with decision.pack_io (_layout._Moves.pack_io: all of them, on the root bus)
+            and not (io_matters and u.has_io and not decision.pack_io)
         ]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         preferred = [u for u in packable if u.hotplug is HotplugNeed.PREFERRED]

@@ -157,7 +157,7 @@ def _beside_domain(name: str = "beside-q35", usb: int = 3) -> str:
         f"<address type='pci' domain='0' bus='0' slot='{s:#04x}' function='0'/></sound>"
         for s in range(1, 30)
     )
-    usb = "".join(
+    ohci = "".join(
         f"<controller type='usb' index='{i}' model='pci-ohci'><alias name='ua-usb{i}'/></controller>"
         for i in range(usb)
     )
@@ -165,7 +165,7 @@ def _beside_domain(name: str = "beside-q35", usb: int = 3) -> str:
         f"<domain type='qemu'><name>{name}</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
         "<os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features><devices>"
         "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='pci' index='0' model='pcie-root'/>"
-        f"<controller type='sata' index='0'/>{usb}{sounds}<memballoon model='none'/></devices></domain>"
+        f"<controller type='sata' index='0'/>{ohci}{sounds}<memballoon model='none'/></devices></domain>"
     )
 
 
@@ -234,6 +234,49 @@ def test_libvirt_keeps_a_conventional_device_beside_a_tree_s_root_port(
     assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
     mine = {(c.index, c.model, c.address, c.multifunction) for c in ours.controllers if c.address is not None}
     assert {(c.index, c.model, c.address, c.multifunction) for c in theirs.controllers if c.address is not None} == mine
+
+
+@pytest.fixture(scope="module")
+def io_beside_plan() -> tuple[LibvirtDomain, Plan]:
+    """:func:`_beside_domain` with one OHCI and an ac97 (an IO BAR) under hotplug-off-occupied without a spare port:
+    the two as functions 0 and 1 of the free root slot, nothing added."""
+    xml = _beside_domain("beside-io-q35", usb=1).replace(
+        "<memballoon", "<sound model='ac97'><alias name='ua-ac97'/></sound><memballoon"
+    )
+    domain = LibvirtDomain.from_string(xml)
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports=0, hotplug_off_occupied=True)
+    return domain, solve(domain.topology, policy)
+
+
+def test_an_io_bar_device_beside_another_on_a_root_slot_boots(io_beside_plan: tuple[LibvirtDomain, Plan]) -> None:
+    """QEMU starts the plan with the OHCI at 00:1e.0 (multifunction) and the ac97 at 00:1e.1, and SeaBIOS maps
+    every BAR of both (the ac97's IO BARs on the root bus, no bridge window)."""
+    _, plan = io_beside_plan
+    t = plan.topology
+    assert (plan.added, plan.cost) == ((), 0)
+    assert [(str(t.device(i).address), t.device(i).multifunction) for i in ("ua-usb0", "ua-ac97")] == [
+        ("0000:00:1e.0", True),
+        ("0000:00:1e.1", None),
+    ]
+    report = verify(t)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= {"ua-usb0", "ua-ac97"}
+    assert {c.subject for c in report.named("bars") if c.ok} >= {"ua-usb0", "ua-ac97"}
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_keeps_an_io_bar_device_beside_another_on_a_root_slot(
+    io_beside_plan: tuple[LibvirtDomain, Plan],
+) -> None:
+    """libvirt 9.0 defines that plan and moves or adds nothing: both addresses and the OHCI's multifunction='on'."""
+    domain, plan = io_beside_plan
+    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
+    ours = plan.topology
+    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
+    assert {d.id for d in theirs.devices if d.multifunction} == {"ua-usb0"}
+    assert {c.index for c in theirs.controllers if c.address is not None} == {
+        c.index for c in ours.controllers if c.address is not None
+    }
 
 
 def test_ordered_nics_under_a_node_less_pxb_pcie_verify() -> None:
