@@ -750,9 +750,11 @@ def decide(
     return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
 
 
-@attrs.frozen
-class _Moves:
-    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``)."""
+class _Moves(NamedTuple):
+    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``).
+
+    A named tuple, not an attrs class: a context's decision builds and looks up some fifty of them (the
+    packing's binary searches), and a tuple's construction and hash are C code."""
 
     dmi_any: int = 0
     """Bridge-tree units with no hotplug need put on a dmi-to-pci-bridge's slot."""
