@@ -648,6 +648,7 @@ a tree already exceeds what any one root port's tree needs (256 bus numbers in
 all)."""
 
 
+@functools.lru_cache(maxsize=1024)
 def split_trees(n: int) -> tuple[int, ...]:
     """Endpoints per bridge tree: full trees first."""
     sizes = []
@@ -657,6 +658,7 @@ def split_trees(n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+@functools.lru_cache(maxsize=4096)
 def trees_io_windows(
     sizes: tuple[int, ...], io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False
 ) -> int:
@@ -671,6 +673,7 @@ def trees_io_windows(
     return total
 
 
+@functools.lru_cache(maxsize=1024)
 def trees_buses(sizes: tuple[int, ...]) -> int:
     """Bridges of several trees: each top bridge and its fanned-out pci-bridges."""
     return sum(1 + fanout(size) for size in sizes)
@@ -833,7 +836,9 @@ def _decide_pcie(
         over = io_cap is not None and d.io_windows > io_cap
         return (over, cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
-    best, best_key = base, key(base, _Moves())
+    # the best layout so far: its Decision is built once, for the one chosen, not for every one better than the last
+    best: Decision | _Laid = base
+    best_key = key(base, _Moves())
     # the layouts already considered, by their moves: considering one again cannot change the best (its key is
     # no less than the best's since), so the packing search's repeats cost a look-up
     considered: dict[_Moves, Decision | _Laid] = {_Moves(): base}
@@ -848,7 +853,7 @@ def _decide_pcie(
         if isinstance(d, _Laid):
             k = key(d, moves)
             if not best.feasible or k < best_key:
-                best, best_key = d.decision(), k
+                best, best_key = d, k
         return d
 
     for pci_first in (False, True) if both_kinds else (False,):
@@ -859,7 +864,7 @@ def _decide_pcie(
         if packable:
             for moves in _pack_moves(ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits):
                 consider(moves)
-    return best
+    return best.decision() if isinstance(best, _Laid) else best
 
 
 def quick_decide(
@@ -1276,21 +1281,31 @@ def _layout_pcie(
         return max(0, aggregate_free - ports_needed) + -max(0, ports_needed - aggregate_free) % 8
 
     root_groups = 0
-    arranged = arrange(0)
-    if moves.pack_root and groups:
+    if not (moves.pack_root and groups):
+        arranged = arrange(0)
+    else:
         # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
         # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits.
         # A group of one (8k + 1 units) never takes a slot of its own: integrating the unit is that layout
         whole = groups - (1 if moves.pack_pci % 8 == 1 else 0)
-        everything = arrange(whole)
-        if whole == groups and spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
+        everything = arrange(whole) if whole == groups else None
+        if everything is not None and spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
             root_groups, arranged = groups, everything
+        else:
+            arranged = arrange(0)
         while root_groups < whole and (room := spare_root_slots(arranged.slots_left, arranged.ports_needed)) > 0:
             root_groups += min(room, whole - root_groups)
             arranged = arrange(root_groups)
-        if root_groups < groups and spare_root_slots(arranged.slots_left, arranged.ports_needed) == 0:
+        left = moves.pack_pci - 8 * root_groups
+        # beside_room is at most the free root-port functions and 7 (the last new slot's): past that, no arrangement
+        # to try
+        if (
+            root_groups < groups
+            and pack == 8
+            and left <= aggregate_free + 7
+            and spare_root_slots(arranged.slots_left, arranged.ports_needed) == 0
+        ):
             # the root slots run out: the units left may take the free functions beside the root ports
-            left = moves.pack_pci - 8 * root_groups
             beside = arrange(root_groups, left)
             if beside_room(beside.slots_left, beside.ports_needed) >= left:
                 arranged = beside
