@@ -862,9 +862,42 @@ def _decide_pcie(
                 if moves != _Moves():
                     consider(moves)
         if packable:
-            for moves in _pack_moves(ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits):
+            prepared = _prepare_pcie(
+                ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, _Moves(pci_first=pci_first)
+            )
+            root_idle = isinstance(prepared, _Prepared) and _root_takes_no_group(c, prepared, integrate, spare_n)
+            for moves in _pack_moves(
+                ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits, root_idle=root_idle
+            ):
                 consider(moves)
     return best.decision() if isinstance(best, _Laid) else best
+
+
+def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
+    """Whether no packing of a context's conventional units (``_Moves.pack_pci``, the other moves none) can put a
+    group on the root bus or a unit beside a root port: then each packing with ``pack_root`` is laid out as the same
+    packing without it (or, for 8k + 1 units, not at all), and :func:`_pack_moves` need not try them.
+
+    ``_layout_pcie`` puts groups on the root bus only when an arrangement leaves a root slot to spare
+    (``spare_root_slots`` > 0, or >= 0 with every group there, which takes a slot more), and units beside the
+    ports only when it leaves exactly none (and ports are packed 8 a slot). An arrangement's spare root slots are
+    its slots left less the slots its ports need past the free port functions; its slots left are at most
+    ``free - integrated_required - integrate`` (no dmi-to-pci-bridge, no group on the root bus) and its ports at
+    least the root-port units, the spare ports and the switch and bus groups' ports (no tree, no shared port), so
+    when that bound is below 0 (or at most 0 with one port a slot), no packing takes the root bus.
+    """
+    slots = p.free - c.integrated_required - integrate
+    ports = (
+        c.root_port_units
+        + (c.optional_integrated_pcie - p.ip)
+        - p.last_pcie
+        - p.packed
+        + spare_n
+        + c.switch_groups
+        + c.bus_groups
+    )
+    most = slots - -(-max(0, ports - p.aggregate_free) // p.pack)
+    return most < 0 or (most <= 0 and p.pack != 8)
 
 
 def quick_decide(
@@ -919,6 +952,7 @@ def _pack_moves(
     layout: Callable[[_Moves], Decision | _Laid],
     *,
     base_fits: bool,
+    root_idle: bool = False,
 ) -> list[_Moves]:
     """The packings worth trying (see ``_Moves.pack_pci``), on the trees' slots or the dmi-to-pci-bridge's first.
 
@@ -927,7 +961,8 @@ def _pack_moves(
     hotplug miss, while the controllers saved fall with the units packed: the
     cheapest packing is the least that fits (none when the layout fits as it
     is), all with no hotplug need, or all (groups of 8 each, a group of one
-    being no packing at all).
+    being no packing at all). ``root_idle``: no packing can take the root bus
+    (:func:`_root_takes_no_group`), so those with ``pack_root`` are left out.
     """
     optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
     last = max(0, integrate - optional_total)
@@ -950,7 +985,7 @@ def _pack_moves(
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
 
     out: list[_Moves] = []
-    on_root = (False, True) if ctx.can_integrate and not c.tree_packable_fixed else (False,)
+    on_root = (False, True) if ctx.can_integrate and not c.tree_packable_fixed and not root_idle else (False,)
     for root, dmi in itertools.product(on_root, (False, True) if ctx.offers_dmi else (False,)):
         if root:
             # 8k + 1 units: the last beside a root port (``_Moves.pack_root``), a layout of its own
