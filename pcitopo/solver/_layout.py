@@ -862,9 +862,12 @@ def _decide_pcie(
                 if moves != _Moves():
                     consider(moves)
         if packable:
-            prepared = _prepare_pcie(
-                ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, _Moves(pci_first=pci_first)
-            )
+            plain = _Moves(pci_first=pci_first)
+            prepared = memo.get(_prepared_key(plain))
+            if prepared is None:
+                prepared = memo[_prepared_key(plain)] = _prepare_pcie(
+                    ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain
+                )
             root_idle = isinstance(prepared, _Prepared) and _root_takes_no_group(c, prepared, integrate, spare_n)
             for moves in _pack_moves(
                 ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits, root_idle=root_idle
@@ -1103,6 +1106,12 @@ class _Arrangement(NamedTuple):
     beside: int = 0
 
 
+def _prepared_key(moves: _Moves) -> tuple[object, ...]:
+    """The moves :func:`_prepare_pcie` depends on, its key in a memo: all but the packing of conventional units
+    (``pack_pci``, ``pack_pci_any``, ``pack_dmi``, ``pack_root``, the last four fields of :class:`_Moves`)."""
+    return moves[:6]
+
+
 def _prepare_pcie(
     ctx: Context,
     c: Counts,
@@ -1228,14 +1237,7 @@ def _layout_pcie(
     """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
     that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
     the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
-    key = (
-        moves.pci_first,
-        moves.dmi_any,
-        moves.dmi_preferred,
-        moves.pack_any,
-        moves.pack_preferred,
-        moves.tree_via_dmi,
-    )
+    key = _prepared_key(moves)
     prepared = memo.get(key) if memo is not None else None
     if prepared is None:
         prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
