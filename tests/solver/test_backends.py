@@ -51,8 +51,8 @@ def test_the_hotplug_off_bound_changes_no_trial() -> None:
         gain = args[-1]
         assert gain is not None
 
-        def counted(best: Topology, trial: Topology, port: int) -> int | None:
-            most: int | None = gain(best, trial, port)
+        def counted(best: Topology, port: Controller) -> int | None:
+            most: int | None = gain(best, port)
             skipped[0] += most is not None and most <= 0
             return most
 
