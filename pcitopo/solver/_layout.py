@@ -648,6 +648,7 @@ a tree already exceeds what any one root port's tree needs (256 bus numbers in
 all)."""
 
 
+@functools.lru_cache(maxsize=1024)
 def split_trees(n: int) -> tuple[int, ...]:
     """Endpoints per bridge tree: full trees first."""
     sizes = []
@@ -657,6 +658,7 @@ def split_trees(n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+@functools.lru_cache(maxsize=4096)
 def trees_io_windows(
     sizes: tuple[int, ...], io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False
 ) -> int:
@@ -671,6 +673,7 @@ def trees_io_windows(
     return total
 
 
+@functools.lru_cache(maxsize=1024)
 def trees_buses(sizes: tuple[int, ...]) -> int:
     """Bridges of several trees: each top bridge and its fanned-out pci-bridges."""
     return sum(1 + fanout(size) for size in sizes)
@@ -750,9 +753,11 @@ def decide(
     return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
 
 
-@attrs.frozen
-class _Moves:
-    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``)."""
+class _Moves(NamedTuple):
+    """Units a PCIe context moves from their category's position to a cheaper one (see ``_count_alternatives``).
+
+    A named tuple, not an attrs class: a context's decision builds and looks up some fifty of them (the
+    packing's binary searches), and a tuple's construction and hash are C code."""
 
     dmi_any: int = 0
     """Bridge-tree units with no hotplug need put on a dmi-to-pci-bridge's slot."""
@@ -831,7 +836,9 @@ def _decide_pcie(
         over = io_cap is not None and d.io_windows > io_cap
         return (over, cost, d.bus_numbers, d.io_windows, moved + moves.pci_first + moves.tree_via_dmi)
 
-    best, best_key = base, key(base, _Moves())
+    # the best layout so far: its Decision is built once, for the one chosen, not for every one better than the last
+    best: Decision | _Laid = base
+    best_key = key(base, _Moves())
     # the layouts already considered, by their moves: considering one again cannot change the best (its key is
     # no less than the best's since), so the packing search's repeats cost a look-up
     considered: dict[_Moves, Decision | _Laid] = {_Moves(): base}
@@ -846,7 +853,7 @@ def _decide_pcie(
         if isinstance(d, _Laid):
             k = key(d, moves)
             if not best.feasible or k < best_key:
-                best, best_key = d.decision(), k
+                best, best_key = d, k
         return d
 
     for pci_first in (False, True) if both_kinds else (False,):
@@ -855,9 +862,45 @@ def _decide_pcie(
                 if moves != _Moves():
                     consider(moves)
         if packable:
-            for moves in _pack_moves(ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits):
+            plain = _Moves(pci_first=pci_first)
+            prepared = memo.get(_prepared_key(plain))
+            if prepared is None:
+                prepared = memo[_prepared_key(plain)] = _prepare_pcie(
+                    ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain
+                )
+            root_idle = isinstance(prepared, _Prepared) and _root_takes_no_group(c, prepared, integrate, spare_n)
+            for moves in _pack_moves(
+                ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits, root_idle=root_idle
+            ):
                 consider(moves)
-    return best
+    return best.decision() if isinstance(best, _Laid) else best
+
+
+def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
+    """Whether no packing of a context's conventional units (``_Moves.pack_pci``, the other moves none) can put a
+    group on the root bus or a unit beside a root port: then each packing with ``pack_root`` is laid out as the same
+    packing without it (or, for 8k + 1 units, not at all), and :func:`_pack_moves` need not try them.
+
+    ``_layout_pcie`` puts groups on the root bus only when an arrangement leaves a root slot to spare
+    (``spare_root_slots`` > 0, or >= 0 with every group there, which takes a slot more), and units beside the
+    ports only when it leaves exactly none (and ports are packed 8 a slot). An arrangement's spare root slots are
+    its slots left less the slots its ports need past the free port functions; its slots left are at most
+    ``free - integrated_required - integrate`` (no dmi-to-pci-bridge, no group on the root bus) and its ports at
+    least the root-port units, the spare ports and the switch and bus groups' ports (no tree, no shared port), so
+    when that bound is below 0 (or at most 0 with one port a slot), no packing takes the root bus.
+    """
+    slots = p.free - c.integrated_required - integrate
+    ports = (
+        c.root_port_units
+        + (c.optional_integrated_pcie - p.ip)
+        - p.last_pcie
+        - p.packed
+        + spare_n
+        + c.switch_groups
+        + c.bus_groups
+    )
+    most = slots - -(-max(0, ports - p.aggregate_free) // p.pack)
+    return most < 0 or (most <= 0 and p.pack != 8)
 
 
 def quick_decide(
@@ -912,6 +955,7 @@ def _pack_moves(
     layout: Callable[[_Moves], Decision | _Laid],
     *,
     base_fits: bool,
+    root_idle: bool = False,
 ) -> list[_Moves]:
     """The packings worth trying (see ``_Moves.pack_pci``), on the trees' slots or the dmi-to-pci-bridge's first.
 
@@ -920,7 +964,8 @@ def _pack_moves(
     hotplug miss, while the controllers saved fall with the units packed: the
     cheapest packing is the least that fits (none when the layout fits as it
     is), all with no hotplug need, or all (groups of 8 each, a group of one
-    being no packing at all).
+    being no packing at all). ``root_idle``: no packing can take the root bus
+    (:func:`_root_takes_no_group`), so those with ``pack_root`` are left out.
     """
     optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
     last = max(0, integrate - optional_total)
@@ -943,7 +988,7 @@ def _pack_moves(
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
 
     out: list[_Moves] = []
-    on_root = (False, True) if ctx.can_integrate and not c.tree_packable_fixed else (False,)
+    on_root = (False, True) if ctx.can_integrate and not c.tree_packable_fixed and not root_idle else (False,)
     for root, dmi in itertools.product(on_root, (False, True) if ctx.offers_dmi else (False,)):
         if root:
             # 8k + 1 units: the last beside a root port (``_Moves.pack_root``), a layout of its own
@@ -1059,6 +1104,12 @@ class _Arrangement(NamedTuple):
     slots_left: int
     ports_needed: int
     beside: int = 0
+
+
+def _prepared_key(moves: _Moves) -> tuple[object, ...]:
+    """The moves :func:`_prepare_pcie` depends on, its key in a memo: all but the packing of conventional units
+    (``pack_pci``, ``pack_pci_any``, ``pack_dmi``, ``pack_root``, the last four fields of :class:`_Moves`)."""
+    return moves[:6]
 
 
 def _prepare_pcie(
@@ -1186,14 +1237,7 @@ def _layout_pcie(
     """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
     that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
     the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
-    key = (
-        moves.pci_first,
-        moves.dmi_any,
-        moves.dmi_preferred,
-        moves.pack_any,
-        moves.pack_preferred,
-        moves.tree_via_dmi,
-    )
+    key = _prepared_key(moves)
     prepared = memo.get(key) if memo is not None else None
     if prepared is None:
         prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
@@ -1274,21 +1318,31 @@ def _layout_pcie(
         return max(0, aggregate_free - ports_needed) + -max(0, ports_needed - aggregate_free) % 8
 
     root_groups = 0
-    arranged = arrange(0)
-    if moves.pack_root and groups:
+    if not (moves.pack_root and groups):
+        arranged = arrange(0)
+    else:
         # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
         # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits.
         # A group of one (8k + 1 units) never takes a slot of its own: integrating the unit is that layout
         whole = groups - (1 if moves.pack_pci % 8 == 1 else 0)
-        everything = arrange(whole)
-        if whole == groups and spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
+        everything = arrange(whole) if whole == groups else None
+        if everything is not None and spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
             root_groups, arranged = groups, everything
+        else:
+            arranged = arrange(0)
         while root_groups < whole and (room := spare_root_slots(arranged.slots_left, arranged.ports_needed)) > 0:
             root_groups += min(room, whole - root_groups)
             arranged = arrange(root_groups)
-        if root_groups < groups and spare_root_slots(arranged.slots_left, arranged.ports_needed) == 0:
+        left = moves.pack_pci - 8 * root_groups
+        # beside_room is at most the free root-port functions and 7 (the last new slot's): past that, no arrangement
+        # to try
+        if (
+            root_groups < groups
+            and pack == 8
+            and left <= aggregate_free + 7
+            and spare_root_slots(arranged.slots_left, arranged.ports_needed) == 0
+        ):
             # the root slots run out: the units left may take the free functions beside the root ports
-            left = moves.pack_pci - 8 * root_groups
             beside = arrange(root_groups, left)
             if beside_room(beside.slots_left, beside.ports_needed) >= left:
                 arranged = beside

@@ -16,8 +16,9 @@ from typing import Protocol
 
 import attrs
 
-from pcitopo.devices import HotplugNeed
+from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import PcitopoError, Unsatisfiable
+from pcitopo.legality.catalog import Hotplug
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _realize
 from pcitopo.solver.model import Unit, formulate
@@ -112,6 +113,7 @@ class CspBackend:
         score = self._score
         keep = frozenset(c.index for c in request.controllers)
         required = frozenset(d.id for u in units if u.hotplug is HotplugNeed.REQUIRED for d in u.devices)
+        placing = frozenset(d.id for u in units for d in u.devices)
         realised: dict[tuple[tuple[str, int], ...], Topology] = {}
 
         def exact(values: Mapping[str, int]) -> int | None:
@@ -126,7 +128,9 @@ class CspBackend:
                 fitted = io_reserve_off(topology, short, keep)
                 if fitted is None:
                     return None
-                topology, scored = _hotplug_off_where_cheaper(topology, fitted, keep, required, score)
+                topology, scored = _hotplug_off_where_cheaper(
+                    topology, fitted, keep, required, score, _gain_bound(policy, placing)
+                )
             else:
                 scored = score(topology)
             if scored is not None:
@@ -171,6 +175,7 @@ def _hotplug_off_where_cheaper(
     keep: Collection[int],
     required: Collection[str],
     score: Callable[[Topology], int | None],
+    gain: Callable[[Topology, Controller], int | None] | None = None,
 ) -> tuple[Topology, int | None]:
     """``topology`` (``unfitted``'s short IO windows given back by :func:`io_reserve_off`) with ``hotplug=off``
     instead of ``io-reserve=0`` on each such port where that scores less, and its score.
@@ -178,7 +183,9 @@ def _hotplug_off_where_cheaper(
     A port with hotplug off gets no IO window either (the firmware reserves none for it), and costs what the
     policy charges for its device not being hot-pluggable (or for one spare port fewer) instead of the
     ``io-reserve-off`` weight: which is cheaper depends on the weights, so each port is tried, one at a time.
-    A port holding a device that must be hot-pluggable keeps io-reserve=0.
+    A port holding a device that must be hot-pluggable keeps io-reserve=0. ``gain(best, port)``: the most the
+    best with ``port`` (the trial's controller) in place can score below the best (``None``: unknown); a trial it
+    bounds by 0 or less cannot be taken, so it is neither built, checked nor scored (see :func:`_gain_bound`).
     """
     best, best_score = topology, score(topology)
     before = {c.index: c for c in unfitted.controllers}
@@ -189,17 +196,70 @@ def _hotplug_off_where_cheaper(
     for c in topology.controllers:
         if c.io_reserve != 0 or c.index in keep or any(d in required for d in on_bus.get(c.index, ())):
             continue
-        trial = best.replace(
-            controllers=[
-                attrs.evolve(before[x.index], hotplug=False) if x.index == c.index else x for x in best.controllers
-            ]
-        )
+        port = attrs.evolve(before[c.index], hotplug=False)
+        most = gain(best, port) if gain is not None and best_score is not None else None
+        if most is not None and most <= 0:
+            continue  # cannot score less than the best
+        trial = best.replace(controllers=[port if x.index == c.index else x for x in best.controllers])
         if trial.io_windows_short():
             continue
         scored = score(trial)
         if scored is not None and (best_score is None or scored < best_score):
             best, best_score = trial, scored
     return best, best_score
+
+
+def _gain_bound(policy: Policy, placing: Collection[str]) -> Callable[[Topology, Controller], int | None]:
+    """The most a plan can score less (:func:`pcitopo.policy.evaluate.soft_results`, the score of
+    :func:`pcitopo.solver.solve.solve`) once :func:`_hotplug_off_where_cheaper` turns one port's hotplug off and
+    gives its IO reservation back; ``placing``: the devices the search places (all of them placed by the plan).
+
+    Only the port changes, so only the terms that read it can: ``is_hotpluggable`` reads a bus's own
+    controller alone, hence the devices on the port's bus only. The ``io-reserve-off`` term loses at most one
+    controller (its weight); ``hotplug-off-occupied`` gains at most each device there (its weight each); a
+    device preferring hotplug that is met (hot-pluggable, alone at function 0) loses the ``hotplug`` weight when
+    the port's model has hotplug on unless turned off (``Hotplug.DEFAULT_ON``, which ``is_hotpluggable`` reads
+    so), counted among ``placing`` only (the request leaves them unaddressed; an undercount only raises the
+    bound); the spare-ports term can only rise, and the others
+    (NUMA, integration, controllers, primary video) do not read hotplug. The NIC names of the ``order`` terms
+    may change with a port's hotplug (acpi-index reaches the guest on hotplug slots only): under an ordered
+    policy the bound is unknown (``None``). Weights are never negative (the policy's check), so each term
+    moves as said.
+    """
+    from pcitopo.policy.evaluate import effective_needs
+
+    weights = policy.weights
+    if policy.ordered or any(w < 0 for w in weights.values()):
+        return lambda best, port: None
+    per_device = weights["hotplug-off-occupied"] if policy.hotplug_off_occupied else 0
+    # the devices by bus and the slots' functions of the last best (a new best only when a trial is taken)
+    seen: list[tuple[Topology, dict[int, list[Device]], dict[tuple[int, int, int], set[int]]]] = []
+
+    def gain(best: Topology, port: Controller) -> int | None:
+        if not seen or seen[0][0] is not best:
+            on_bus: dict[int, list[Device]] = {}
+            for d in best.devices:
+                if d.address is not None:
+                    on_bus.setdefault(d.address.bus, []).append(d)
+            seen[:] = [(best, on_bus, best.slot_usage())]
+        _, on_bus, usage = seen[0]
+        here = on_bus.get(port.index, [])
+        turned_off = port.hotplug is False and best.model(port.index).hotplug is Hotplug.DEFAULT_ON
+        lost = 0
+        for d in here if turned_off else ():
+            a = d.address
+            assert a is not None
+            if (
+                d.id in placing
+                and a.function == 0
+                and best.is_hotpluggable(a.bus, a.slot)
+                and usage.get((a.domain, a.bus, a.slot), set()) == {0}
+                and effective_needs(best, policy, d).hotplug is HotplugNeed.PREFERRED
+            ):
+                lost += 1
+        return weights["io-reserve-off"] + per_device * (len(here) - lost) - weights["hotplug"] * lost
+
+    return gain
 
 
 def feasible(request: Topology, policy: Policy, units: Sequence[Unit]) -> bool:

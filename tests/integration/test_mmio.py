@@ -67,6 +67,22 @@ def test_seabios_32_bit_hole(ports: int, fits: bool) -> None:
         assert rules == ["mmio-space"]
 
 
+@pytest.mark.parametrize(("displays", "fits"), [(15, True), (16, False)])
+def test_seabios_32_bit_hole_on_pc_is_the_one_of_a_guest_with_more_than_2_gib(displays: int, fits: bool) -> None:
+    """pc with 15 displays of 64 MiB on pci.0 maps and validates; 16 overflow the 1004 MiB hole and both refuse
+    (verify boots pc with 3 GiB: with its old 128 MiB SeaBIOS opened a 2 GiB hole and mapped all 16)."""
+    devices = [Device(f"d{i:02}", "bochs", address=A(f"00:{2 + i:02x}.0"), memory=64 << 20) for i in range(displays)]
+    t = Topology.build("pc", devices=devices)
+    report = verify(t, firmware="seabios", hotplug=False)
+    rules = [v.rule for v in validate(t)]
+    if fits:
+        assert report.ok, str(report)
+        assert rules == []
+    else:
+        assert unmapped(report)
+        assert rules == ["mmio-space"]
+
+
 def shm_request(size: int, firmware: str) -> Topology:
     return Topology.build("q35", devices=[Device("shm", "ivshmem-plain", memory=size)], firmware=firmware)
 

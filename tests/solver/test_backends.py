@@ -1,0 +1,75 @@
+"""The CSP backend (``pcitopo.solver.backends``): the hotplug-off trial's bound skips only trials it cannot take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device
+from pcitopo.policy import Policy
+from pcitopo.solver import backends, solve
+from pcitopo.topology import Topology
+
+
+def _ovmf_ports(n: int, *extra: Device) -> Topology:
+    """q35 under OVMF with ``n`` pinned root ports each holding an e1000e (an IO window each), and ``extra``."""
+    ports = [
+        Controller(1 + i, "pcie-root-port", PciAddress.parse(f"00:{2 + i:02x}.0"), chassis=1 + i, port=16 + i)
+        for i in range(n)
+    ]
+    pinned = [Device(f"e{i}", "e1000e", address=PciAddress.parse(f"{1 + i:02x}:00.0")) for i in range(n)]
+    return Topology.build("q35", ports, [*pinned, *extra], firmware="ovmf")
+
+
+def _mixed(machine: str, n: int, **kwargs: Any) -> Topology:
+    """``n`` e1000, virtio-net and ich9 in turn: more ports than the firmware has IO windows for."""
+    kinds = ("e1000", "virtio-net", "ich9")
+    return Topology.build(machine, devices=[Device(f"d{i}", kinds[i % 3]) for i in range(n)], **kwargs)
+
+
+def test_the_hotplug_off_bound_changes_no_trial() -> None:
+    """Each hotplug-off trial run by a solve returns the same plan and score without the bound on what a port's
+    hotplug can save, on requests where the bound skips trials and where a trial is taken."""
+    cheap_hotplug = Policy.from_mapping(
+        {"base": "hotplug", "weights": {"io-reserve-off": 64, "hotplug": 24, "fewer-controllers": 41}}
+    )
+    requests = [
+        (_ovmf_ports(9, Device("r0", "vfio-pci")), cheap_hotplug),
+        (_ovmf_ports(8, Device("r0", "vfio-pci"), Device("v0", "virtio-net")), cheap_hotplug),
+        (_ovmf_ports(8, Device("r0", "vfio-pci"), Device("v0", "virtio-net")), Policy.named("hotplug")),
+        (_mixed("aarch64-virt", 60), Policy.named("hotplug")),
+        (_mixed("q35", 120, firmware="ovmf"), Policy.named("minimal")),
+        (_mixed("q35", 60, firmware="ovmf"), attrs.evolve(Policy.named("hotplug"), spare_ports=0)),
+    ]
+    original: Any = backends._hotplug_off_where_cheaper
+    calls: list[tuple[tuple[Any, ...], tuple[Topology, int | None]]] = []
+    skipped = [0]
+
+    def recorded(*args: Any) -> tuple[Topology, int | None]:
+        gain = args[-1]
+        assert gain is not None
+
+        def counted(best: Topology, port: Controller) -> int | None:
+            most: int | None = gain(best, port)
+            skipped[0] += most is not None and most <= 0
+            return most
+
+        result: tuple[Topology, int | None] = original(*args[:-1], counted)
+        calls.append((args, result))
+        return result
+
+    backends._hotplug_off_where_cheaper = recorded  # type: ignore[assignment]
+    try:
+        for request, policy in requests:
+            solve(request, policy)
+    finally:
+        backends._hotplug_off_where_cheaper = original
+    taken = 0
+    for args, (topology, scored) in calls:
+        unfitted, fitted, keep, required, score, _gain = args
+        taken += topology is not fitted
+        assert original(unfitted, fitted, keep, required, score, None) == (topology, scored)
+    assert skipped[0], "the bound skipped no trial"
+    assert taken, "no trial was taken"
