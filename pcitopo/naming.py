@@ -196,16 +196,21 @@ def _acpi_slot_buses(topology: Topology, numbers: Mapping[int, int]) -> list[int
     buses = []
     for c in topology.controllers:
         model = topology.model(c).name
-        if c.index not in numbers or any(topology.model(x).expander for x in topology.path_to_root(c.index)):
-            continue
         conventional = model in ("pci-bridge", "pcie-to-pci-bridge") or (model == "pci-root" and machine == "pc")
-        if conventional and topology.is_hotpluggable(c.index, 1):
+        if not conventional or c.index not in numbers:
+            continue  # the cheap tests first: a q35 domain has a root port for each of many devices
+        if any(topology.model(x).expander for x in topology.path_to_root(c.index)):
+            continue
+        if topology.is_hotpluggable(c.index, 1):
             buses.append(c.index)
     return sorted(buses, key=lambda b: numbers[b])
 
 
 def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[int, int], int]:
     """(bus, slot) -> the positive slot name the guest kernel gives it, for the slots that keep their number."""
+    buses = _acpi_slot_buses(topology, numbers)
+    if not buses:
+        return {}  # no slot the guest names by its number (say, a q35 domain without PCI bridges)
     taken: set[int] = set()
     names: dict[tuple[int, int], int] = {}
     holders: dict[tuple[int, int], list[str]] = {}
@@ -218,7 +223,7 @@ def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[in
         if d.address is not None:
             ok = topology.catalog.device(d.kind).hotpluggable
             holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
-    for bus in _acpi_slot_buses(topology, numbers):
+    for bus in buses:
         for slot in topology.model(bus).slot_range():
             if any(h != "device" for h in holders.get((bus, slot), ())) or slot in taken:
                 continue
@@ -279,7 +284,8 @@ def guest_names(
     """
     indexes = {d.id: d.acpi_index for d in topology.devices if d.acpi_index is not None}
     indexes.update(acpi_index or {})
-    wanted = [d for d in topology.devices if topology.kind(d).device_class == "net" or d.id in set(nics)]
+    named = set(nics)
+    wanted = [d for d in topology.devices if topology.kind(d).device_class == "net" or d.id in named]
     numbers = guest_bus_numbers(topology)
     slot_names = _slot_names(topology, numbers)
     seen_index: dict[int, str] = {}

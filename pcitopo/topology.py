@@ -73,6 +73,36 @@ def _as_machine(machine: Machine | str) -> Machine:
     return Machine.named(machine) if isinstance(machine, str) else machine
 
 
+_NEEDS_FREE = (
+    "_by_index",
+    "_models",
+    "_children",
+    "_models_by_name",
+    "_kinds_by_name",
+    "_builtins",
+    "_cycles",
+    "_in_cycle",
+    "_roots",
+    "_numa_tops",
+    "_bus_numbers_by_root",
+    "_io_bytes",
+    "firmware_model",
+    "_firmware_machine",
+    "_bridges",
+    "_io_sizes",
+    "_io_sizes_needed",
+    "_io_windows_reserved",
+    "_io_windows_needed",
+    "_io_windows_short",
+    "_root_io_bytes",
+    "mmio",
+    "mmio_with_unplaced",
+)
+"""The cached values of a :class:`Topology` that its devices' needs do not enter (:meth:`Topology.with_needs` keeps
+them): worked out from controllers, addresses, kinds, BARs and the firmware. Not the device lookup (it holds the
+devices), the placement caches (they answer for needs) or the graph."""
+
+
 @attrs.frozen(cache_hash=True, repr=False)
 class Topology:
     """A machine with its controllers and devices. Construct with :meth:`build` or :meth:`default`."""
@@ -234,6 +264,40 @@ class Topology:
             mmio64=self.mmio64 if mmio64 == "keep" else mmio64,
             phys_bits=self.phys_bits,
         )
+
+    def with_needs(self, needs: Mapping[str, Needs]) -> Topology:
+        """A new topology with the devices named in ``needs`` asking those needs instead; nothing else changes.
+
+        What a topology works out from its controllers, addresses and BARs (its
+        MMIO and IO windows, bus numbers, cycles) does not depend on a device's
+        needs, so what this one has worked out already is kept rather than
+        worked out again (the solver checks its plan with the policy's needs
+        applied: the same buses a second time).
+
+        >>> t = Topology.build("q35", devices=[Device("n", "virtio-net", PciAddress.parse("00:02.0"))])
+        >>> t.mmio == t.with_needs({"n": Needs(hotplug="preferred")}).mmio
+        True
+        >>> t.with_needs({"n": Needs(hotplug="preferred")}).device("n").needs.hotplug.value
+        'preferred'
+        """
+        devices = tuple(attrs.evolve(d, needs=needs[d.id]) if d.id in needs else d for d in self.devices)
+        new = Topology(
+            self.machine,
+            self.controllers,
+            devices,
+            numa_nodes=self.numa_nodes,
+            acpi=self.acpi,
+            firmware=self.firmware,
+            mmio64=self.mmio64,
+            phys_bits=self.phys_bits,
+        )
+        for name in _NEEDS_FREE:
+            try:
+                value = object.__getattribute__(self, name)
+            except AttributeError:  # not worked out here either
+                continue
+            object.__setattr__(new, name, value)
+        return new
 
     def with_controllers(self, *controllers: Controller) -> Topology:
         """A new topology with these controllers added."""

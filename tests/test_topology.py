@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 
+import attrs
 import networkx as nx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pcitopo import topology
 from pcitopo.address import PciAddress
 from pcitopo.devices import Bar, Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import DuplicateId, InvalidInput, PcitopoError, UnknownName
 from pcitopo.legality.machine import machines
+from pcitopo.strategies import legal_topologies
 from pcitopo.topology import Topology
 
 
@@ -505,3 +509,29 @@ def test_io_reserve_off_candidates_are_ports_whose_window_is_their_own_reservati
     assert (off.controller(2).io_reserve, off.controller(2).name) == (0, "ua-pci-2")
     assert sum(off.io_windows().values()) == sum(t.io_windows().values()) - 1
     assert Topology.build("q35", controllers, devices, firmware="seabios").io_reserve_off_candidates() == ()
+
+
+@settings(max_examples=60, deadline=None)
+@given(legal_topologies(max_devices=12, max_controllers=5), st.data())
+def test_with_needs_keeps_only_what_needs_do_not_change(t: Topology, data: st.DataObject) -> None:
+    """Every value ``with_needs`` carries over from the topology it came from equals the one worked out afresh."""
+    for name in topology._NEEDS_FREE:
+        getattr(t, name)  # worked out on the original, so with_needs has something to keep
+    picked = data.draw(st.lists(st.sampled_from([d.id for d in t.devices]), unique=True) if t.devices else st.just([]))
+    hotplug = data.draw(st.sampled_from(list(HotplugNeed)))
+    numa = data.draw(st.one_of(st.none(), st.integers(0, 2)))
+    needs = {i: Needs(hotplug=hotplug, numa_node=numa, numa_strict=numa is not None) for i in picked}
+    kept = t.with_needs(needs)
+    fresh = Topology.build(
+        t.machine,
+        t.controllers,
+        [attrs.evolve(d, needs=needs[d.id]) if d.id in needs else d for d in t.devices],
+        numa_nodes=t.numa_nodes,
+        acpi=t.acpi,
+        firmware=t.firmware,
+        mmio64=t.mmio64,
+        phys_bits=t.phys_bits,
+    )
+    assert kept == fresh
+    for name in topology._NEEDS_FREE:
+        assert getattr(kept, name) == getattr(fresh, name), name

@@ -197,7 +197,7 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
         return result
     # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
     same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
-    devices = []
+    changed: dict[str, Needs] = {}
     for d in result.devices:
         if d.id in pending:
             if same_needs is None:
@@ -207,9 +207,9 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
             else:
                 needs = same_needs[(d.kind, d.needs)] = effective_needs(result, policy, d)
             if needs != d.needs:
-                d = attrs.evolve(d, needs=needs)
-        devices.append(d)
-    return result.replace(devices=devices)
+                changed[d.id] = needs
+    # only needs change: what the plan's buses come to (MMIO, IO windows), worked out when it was scored, is kept
+    return result.with_needs(changed) if changed else result
 
 
 def _strict_placement(result: Topology, pending: set[str]) -> list[Violation]:
