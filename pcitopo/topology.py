@@ -92,6 +92,7 @@ _NEEDS_FREE = (
     "_io_sizes",
     "_io_sizes_needed",
     "_io_windows_reserved",
+    "_expanders_own_io",
     "_io_windows_needed",
     "_io_windows_short",
     "_root_io_bytes",
@@ -761,7 +762,17 @@ class Topology:
 
     @functools.cached_property
     def _root_io_bytes(self) -> int:
-        return sum(size for bus, size in self._io_bytes.items() if not self._is_bridge(bus))
+        own = self._expanders_own_io
+        return sum(size for bus, size in self._io_bytes.items() if not self._is_bridge(bus) and bus not in own)
+
+    @functools.cached_property
+    def _expanders_own_io(self) -> frozenset[int]:
+        """Expander buses whose own IO BARs take windows of their own (``FirmwareMachine.expander_io_windows``)."""
+        spec = self._firmware_machine
+        if spec is None or not spec.expander_io_windows:
+            return frozenset()
+        models = self._models
+        return frozenset(bus for bus, size in self._io_bytes.items() if size and models[bus].expander)
 
     def root_io_windows(self, root_bytes: int | None = None) -> int:
         """Windows the firmware loses to IO BARs on the root buses (``root_bytes``: instead of this topology's)."""
@@ -913,6 +924,9 @@ class Topology:
                 continue
             if not self._is_bridge(c.address.bus) and sizes[c.index] > 0:
                 out[c.index] = sizes[c.index] // IO_WINDOW
+        for bus in sorted(self._expanders_own_io):
+            # a root bridge of its own to the firmware: its endpoints' IO BARs, rounded up to windows
+            out[bus] = -(-self._io_bytes[bus] // IO_WINDOW)
         return out
 
     # -- memory space (MMIO) --------------------------------------------------------

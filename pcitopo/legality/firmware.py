@@ -74,6 +74,9 @@ class FirmwareMachine:
     one aperture, so past these bytes each started 4 KiB of root-bus IO costs a
     window. ``None``: not measured (root-bus IO is not counted).
     """
+    expander_io_windows: bool = False
+    """Each expander bus is a root bridge of its own: the IO BARs directly on it take started 4 KiB windows of
+    their own, not a share of ``root_io`` (OVMF on pc: measured, see ``ovmf.toml``)."""
 
     def root_io_windows(self, root_bytes: int) -> int:
         """How many windows ``root_bytes`` of IO BARs on the root buses take from the budget.
@@ -256,6 +259,7 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         largest_bar64=t.get("largest-bar64", int, None),
         requires_acpi=t.get("requires-acpi", bool, False),
         root_io=t.get("root-io", int, None),
+        expander_io_windows=t.get("expander-io-windows", bool, False),
         ecam=t.get("ecam", int, None),
         mmio32_hole=t.get("mmio32-hole", int, None),
         mmio64_max=t.get("mmio64-max", int, None),

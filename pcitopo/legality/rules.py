@@ -52,6 +52,7 @@ __all__ = [
     "RULE_ENFORCEMENT",
     "Enforcement",
     "check",
+    "io_violations",
     "mmio64_setting",
     "mmio_violations",
     "validate",
@@ -689,6 +690,10 @@ def _io_space(ctx: _Context) -> Iterator[Violation]:
     acpi = "with ACPI" if t.acpi else "without ACPI"
     tops = [t.controller(i) for i in sorted(needed)]
     listed = _names([f"{_q(c.name)} ({needed[c.index]})" for c in tops])
+    own = [_q(c.name) for c in tops if t.model(c).expander]
+    if own:
+        # a root bridge of its own to the firmware (FirmwareMachine.expander_io_windows)
+        listed += f"; the IO BARs directly on {_names(own)} take windows of their own"
     reserved = windows - for_devices
     why = f", {reserved} of them reserved by {fw.name} for hotplug" if fw is not None and reserved else ""
     under = f" under {fw.name}" if fw is not None else ""
@@ -732,6 +737,11 @@ def _consumers(ctx: _Context, consumers: Sequence[tuple[str, int, str]]) -> tupl
 @_rule
 def _mmio_space(ctx: _Context) -> Iterator[Violation]:
     yield from _mmio_checks(ctx, ctx.t.mmio, knob_settable=False)
+
+
+def io_violations(topology: Topology) -> list[Violation]:
+    """The ``io-space`` violations of a topology: its bridges' IO windows beyond the firmware's room."""
+    return list(_io_space(_Context(topology)))
 
 
 def mmio_violations(topology: Topology, *, unplaced: bool = False, knob_settable: bool = False) -> list[Violation]:

@@ -79,7 +79,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     short: list[tuple[Topology, list[Violation]]] = []
 
     def score(result: Topology) -> int | None:
-        broken = _mmio_breaks(result)
+        broken = _budget_breaks(result)
         if broken:
             # the windows and reservations of this layout overflow the 32-bit hole or the 64-bit window:
             # no solution, the search moves on to the next-best plan (fewer ports, devices on the root bus)
@@ -602,6 +602,16 @@ def _check_mmio_floor(topology: Topology) -> None:
         )
 
 
+def _budget_breaks(result: Topology) -> list[Violation]:
+    """The firmware budgets a realised plan breaks: MMIO (:func:`_mmio_breaks`), and IO windows where the firmware
+    counts them otherwise than the model's layouts (an expander bus's own IO BARs under OVMF)."""
+    from pcitopo.legality.rules import io_violations
+
+    if result.firmware_model is None:
+        return []
+    return _mmio_breaks(result) or io_violations(result)
+
+
 def _mmio_breaks(result: Topology) -> list[Violation]:
     """The ``mmio-space`` violations of a realised plan, its 64-bit window sized as :func:`_finish` sizes it."""
     from pcitopo.legality.rules import mmio_violations
@@ -620,7 +630,7 @@ def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation], *, ga
     plan = "the cheapest plan found" if gave_up else "the plan"
     return Unsatisfiable(
         [
-            *(["the search gave up before finding a plan within the firmware's MMIO budgets"] if gave_up else []),
+            *(["the search gave up before finding a plan within the firmware's budgets"] if gave_up else []),
             *(
                 f"{plan}'s bridge windows and hotplug reservations break a firmware budget: {v.message}"
                 for v in violations

@@ -979,6 +979,7 @@ def test_module_is_tidy() -> None:
         "RULES",
         "RULE_ENFORCEMENT",
         "check",
+        "io_violations",
         "mmio64_setting",
         "mmio_violations",
         "validate",
