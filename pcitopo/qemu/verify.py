@@ -59,11 +59,11 @@ _X86 = frozenset({"x86_64", "i686"})
 _FIRMWARE_LOG = "firmware.log"
 _ROM_BAR = 6
 _SETTLE = 5.0
+"""Seconds query-pci must stay unchanged, every bridge numbered, for an EFI firmware's PCI setup to count as done."""
 _FIRMWARE_MEMORY = {"pc": 3072}
 """MiB of RAM a firmware boot gets where the 32-bit hole depends on it: on pc SeaBIOS and OVMF start the hole at
 2 GiB when RAM ends below it ("mmio32" in seabios.toml and ovmf.toml), and pcitopo plans for the smaller hole of
 a guest with more RAM, so the boot checks that one. QEMU allocates guest RAM as it is touched: it costs nothing."""
-"""Seconds query-pci must stay unchanged, every bridge numbered, for an EFI firmware's PCI setup to count as done."""
 
 
 @attrs.frozen
