@@ -282,16 +282,7 @@ class Topology:
         'preferred'
         """
         devices = tuple(attrs.evolve(d, needs=needs[d.id]) if d.id in needs else d for d in self.devices)
-        new = Topology(
-            self.machine,
-            self.controllers,
-            devices,
-            numa_nodes=self.numa_nodes,
-            acpi=self.acpi,
-            firmware=self.firmware,
-            mmio64=self.mmio64,
-            phys_bits=self.phys_bits,
-        )
+        new = attrs.evolve(self, devices=devices)
         for name in _NEEDS_FREE:
             try:
                 value = object.__getattribute__(self, name)
