@@ -891,11 +891,7 @@ def _decide_pcie(
                     consider(moves)
         if packable:
             plain = _Moves(pci_first=pci_first)
-            prepared = memo.get(_prepared_key(plain))
-            if prepared is None:
-                prepared = memo[_prepared_key(plain)] = _prepare_pcie(
-                    ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain
-                )
+            prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain, memo)
             root_idle = isinstance(prepared, _Prepared) and _root_takes_no_group(c, prepared, integrate, spare_n)
             for moves in _pack_moves(
                 ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits, root_idle=root_idle
@@ -1167,8 +1163,31 @@ class _Arrangement(NamedTuple):
 
 def _prepared_key(moves: _Moves) -> tuple[object, ...]:
     """The moves :func:`_prepare_pcie` depends on, its key in a memo: all but the packing of conventional units
-    (``pack_pci``, ``pack_pci_any``, ``pack_dmi``, ``pack_root``, the last four fields of :class:`_Moves`)."""
+    (``pack_pci``, ``pack_pci_any``, ``pack_dmi``, ``pack_root``, ``pack_io``, the last five fields of
+    :class:`_Moves`; :func:`_layout_pcie` applies ``pack_io`` to what is prepared)."""
     return moves[:6]
+
+
+def _prepared(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    moves: _Moves,
+    memo: dict[tuple[object, ...], Decision | _Prepared | _Laid] | None,
+) -> Decision | _Prepared | _Laid:
+    """:func:`_prepare_pcie` for ``moves``, looked up in (and kept in) ``memo`` by :func:`_prepared_key` (a
+    preparation: a :class:`_Laid` is kept under the longer keys of whole layouts)."""
+    key = _prepared_key(moves)
+    found = memo.get(key) if memo is not None else None
+    if found is None:
+        found = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
+        if memo is not None:
+            memo[key] = found
+    return found
 
 
 def _prepare_pcie(
@@ -1297,11 +1316,7 @@ def _layout_pcie(
     that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
     the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
     key = _prepared_key(moves)
-    prepared = memo.get(key) if memo is not None else None
-    if prepared is None:
-        prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
-        if memo is not None:
-            memo[key] = prepared
+    prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves, memo)
     if isinstance(prepared, Decision):
         return prepared
     assert isinstance(prepared, _Prepared)
