@@ -75,14 +75,15 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     # the soft results of each plan the search scored, by the plan's id (the plan kept so the id stays its own):
     # the chosen one is reported without scoring it again
     scored: dict[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] = {}
-    # the first realised plan refused for breaking a firmware MMIO budget, with what it broke
+    # the first realised plan refused for breaking a firmware budget (MMIO or IO windows), with what it broke
     short: list[tuple[Topology, list[Violation]]] = []
 
     def score(result: Topology) -> int | None:
         broken = _budget_breaks(result)
         if broken:
-            # the windows and reservations of this layout overflow the 32-bit hole or the 64-bit window:
-            # no solution, the search moves on to the next-best plan (fewer ports, devices on the root bus)
+            # the windows and reservations of this layout overflow the 32-bit hole, the 64-bit window or the
+            # firmware's IO windows: no solution, the search moves on to the next-best plan (fewer ports, devices
+            # on the root bus)
             if not short:
                 short.append((result, broken))
             return None
@@ -103,8 +104,10 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         placement = _place(backend, pooled, policy, rest)
     except Unsatisfiable as caught:
         if short:
-            # every plan the search realised broke a firmware MMIO budget (or the search gave up after refusing them)
-            raise _mmio_unsatisfiable(*short[0], gave_up=caught.conflicts[0].startswith("the search gave up")) from None
+            # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
+            raise _budget_unsatisfiable(
+                *short[0], gave_up=caught.conflicts[0].startswith("the search gave up")
+            ) from None
         from pcitopo.solver.explain import explain
 
         raise explain(pooled, policy, rest, feasible=backends.feasible) from None
@@ -533,7 +536,7 @@ def _finish(
     if violations and all(v.rule == "mmio-space" for v in violations):
         # libvirt's placement (the search refuses such plans): the devices fit the firmware's budgets on their
         # own (_check_mmio_floor), the bridges' windows do not
-        raise _mmio_unsatisfiable(result, violations)
+        raise _budget_unsatisfiable(result, violations)
     if violations and policy.libvirt and all(v.rule in ("numa", "hotplug", "io-space") for v in violations):
         # libvirt places without looking at NUMA or hotplug needs or the IO budget: say what its choice breaks
         raise Unsatisfiable(
@@ -621,8 +624,8 @@ def _mmio_breaks(result: Topology) -> list[Violation]:
     return mmio_violations(_size_mmio64(result))
 
 
-def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation], *, gave_up: bool = False) -> Unsatisfiable:
-    """The refusal of a request whose plans' bridge windows and reservations overflow a firmware MMIO budget.
+def _budget_unsatisfiable(result: Topology, violations: Sequence[Violation], *, gave_up: bool = False) -> Unsatisfiable:
+    """The refusal of a request whose plans' bridge windows and reservations overflow a firmware budget.
 
     ``result`` is the cheapest such plan; ``gave_up``: the search stopped at its node limit, so cheaper
     plans that fit may exist and the conflict says so.
@@ -637,7 +640,11 @@ def _mmio_unsatisfiable(result: Topology, violations: Sequence[Violation], *, ga
             ),
         ],
         facts=_mmio_facts(_size_mmio64(result)),
-        suggestions=["pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"],
+        suggestions=[
+            "pass fewer large-BAR devices, or ask for fewer hot-pluggable ports (the minimal policy)"
+            if all(v.rule == "mmio-space" for v in violations)
+            else "pass fewer devices with IO BARs, or ask for fewer hot-pluggable ports (the minimal policy)"
+        ],
     )
 
 
