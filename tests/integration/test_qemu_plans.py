@@ -189,15 +189,24 @@ def test_conventional_devices_beside_a_root_port_verify(beside_plan: tuple[Libvi
     assert {c.subject for c in report.named("placement")} >= {f"ua-usb{i}" for i in range(3)}
 
 
+def libvirt_keeps_addresses(domain: LibvirtDomain, plan: Plan) -> Topology:
+    """libvirt 9.0's define and dumpxml of ``domain`` written with ``plan``, asserted to keep every device's address."""
+    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
+    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in plan.topology.devices}
+    return theirs
+
+
+def placed_controllers(t: Topology) -> set[tuple[object, ...]]:
+    """Each addressed controller's index, model, address and multifunction."""
+    return {(c.index, c.model, c.address, c.multifunction) for c in t.controllers if c.address is not None}
+
+
 @pytest.mark.usefixtures("libvirtd")
 def test_libvirt_keeps_conventional_devices_beside_a_root_port(beside_plan: tuple[LibvirtDomain, Plan]) -> None:
     """libvirt 9.0 defines the plan and moves or adds nothing: every address and the port's multifunction='on'."""
     domain, plan = beside_plan
-    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
-    ours = plan.topology
-    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
-    mine = {(c.index, c.model, c.address, c.multifunction) for c in ours.controllers if c.address is not None}
-    assert {(c.index, c.model, c.address, c.multifunction) for c in theirs.controllers if c.address is not None} == mine
+    theirs = libvirt_keeps_addresses(domain, plan)
+    assert placed_controllers(theirs) == placed_controllers(plan.topology)
 
 
 @pytest.fixture(scope="module")
@@ -229,11 +238,8 @@ def test_libvirt_keeps_a_conventional_device_beside_a_tree_s_root_port(
 ) -> None:
     """libvirt 9.0 defines that plan and moves or adds nothing: every address and the port's multifunction='on'."""
     domain, plan = tree_beside_plan
-    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
-    ours = plan.topology
-    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
-    mine = {(c.index, c.model, c.address, c.multifunction) for c in ours.controllers if c.address is not None}
-    assert {(c.index, c.model, c.address, c.multifunction) for c in theirs.controllers if c.address is not None} == mine
+    theirs = libvirt_keeps_addresses(domain, plan)
+    assert placed_controllers(theirs) == placed_controllers(plan.topology)
 
 
 @pytest.fixture(scope="module")
@@ -270,12 +276,10 @@ def test_libvirt_keeps_an_io_bar_device_beside_another_on_a_root_slot(
 ) -> None:
     """libvirt 9.0 defines that plan and moves or adds nothing: both addresses and the OHCI's multifunction='on'."""
     domain, plan = io_beside_plan
-    theirs = LibvirtDomain.from_string(define_and_dump(domain.export(plan))).topology
-    ours = plan.topology
-    assert {d.id: d.address for d in theirs.devices} == {d.id: d.address for d in ours.devices}
+    theirs = libvirt_keeps_addresses(domain, plan)
     assert {d.id for d in theirs.devices if d.multifunction} == {"ua-usb0"}
     assert {c.index for c in theirs.controllers if c.address is not None} == {
-        c.index for c in ours.controllers if c.address is not None
+        c.index for c in plan.topology.controllers if c.address is not None
     }
 
 

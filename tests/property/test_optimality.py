@@ -25,6 +25,7 @@ from pcitopo.errors import Unsatisfiable
 from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
+from tests.support.firmware import ovmf_e1000e_ports
 from tests.support.optimality import POLICIES, check_against_the_enumerator, small_requests, with_overrides
 
 PREFERRED = Needs(hotplug=HotplugNeed.PREFERRED)
@@ -683,32 +684,20 @@ def test_an_io_bar_device_beside_another_on_a_root_slot() -> None:
 # -- io-reserve=0 under OVMF (issue 11) -----------------------------------------------------------
 
 
-def _ovmf_e1000e_ports(n: int, *extra: Device) -> Topology:
-    """q35 under OVMF with ``n`` pinned root ports each holding an e1000e (a window each), and ``extra`` to place."""
-    from pcitopo.devices import Controller
-
-    ports = [
-        Controller(1 + i, "pcie-root-port", PciAddress.parse(f"00:{2 + i:02x}.0"), chassis=1 + i, port=16 + i)
-        for i in range(n)
-    ]
-    pinned = [Device(f"e{i}", "e1000e", address=PciAddress.parse(f"{1 + i:02x}:00.0")) for i in range(n)]
-    return Topology.build("q35", ports, [*pinned, *extra], firmware="ovmf")
-
-
 @pytest.mark.parametrize(
     ("case", "request_", "policy", "cost"),
     [
         (
             # a port for the NIC and a spare port make 10 windows of 9: io-reserve=0 on the NIC's port (2)
             "8 e1000e ports, a virtio-net: its port and a spare, one io-reserve=0",
-            _ovmf_e1000e_ports(8, Device("v", "virtio-net")),
+            ovmf_e1000e_ports(8, Device("v", "virtio-net")),
             "hotplug",
             2 + 2,
         ),
         (
             # nothing is short: io-reserve is never set gratuitously
             "8 e1000e ports, a virtio-net under minimal: integrated, nothing added",
-            _ovmf_e1000e_ports(8, Device("v", "virtio-net")),
+            ovmf_e1000e_ports(8, Device("v", "virtio-net")),
             "minimal",
             0,
         ),
@@ -733,7 +722,7 @@ def test_a_port_with_hotplug_off_gives_its_window_back_where_io_reserve_costs_mo
     policy = Policy.from_mapping(
         {"base": "hotplug", "weights": {"io-reserve-off": 64, "hotplug": 24, "fewer-controllers": 41}}
     )
-    request = _ovmf_e1000e_ports(9, Device("r0", "vfio-pci"))
+    request = ovmf_e1000e_ports(9, Device("r0", "vfio-pci"))
     check_against_the_enumerator(request, policy)
     from pcitopo.solver import solve
 
@@ -757,7 +746,7 @@ def test_the_solver_cost_is_the_enumerated_minimum_near_ovmfs_io_budget(
     (device,) = data.draw(
         device_requests(machine="q35", min_devices=1, max_devices=1, taken=[f"e{i}" for i in range(9)])
     )
-    request = _ovmf_e1000e_ports(pinned, device)
+    request = ovmf_e1000e_ports(pinned, device)
     check_against_the_enumerator(request, policy)
 
 

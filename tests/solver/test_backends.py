@@ -6,21 +6,11 @@ from typing import Any
 
 import attrs
 
-from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.policy import Policy
 from pcitopo.solver import backends, solve
 from pcitopo.topology import Topology
-
-
-def _ovmf_ports(n: int, *extra: Device) -> Topology:
-    """q35 under OVMF with ``n`` pinned root ports each holding an e1000e (an IO window each), and ``extra``."""
-    ports = [
-        Controller(1 + i, "pcie-root-port", PciAddress.parse(f"00:{2 + i:02x}.0"), chassis=1 + i, port=16 + i)
-        for i in range(n)
-    ]
-    pinned = [Device(f"e{i}", "e1000e", address=PciAddress.parse(f"{1 + i:02x}:00.0")) for i in range(n)]
-    return Topology.build("q35", ports, [*pinned, *extra], firmware="ovmf")
+from tests.support.firmware import ovmf_e1000e_ports
 
 
 def _mixed(machine: str, n: int, **kwargs: Any) -> Topology:
@@ -36,9 +26,9 @@ def test_the_hotplug_off_bound_changes_no_trial() -> None:
         {"base": "hotplug", "weights": {"io-reserve-off": 64, "hotplug": 24, "fewer-controllers": 41}}
     )
     requests = [
-        (_ovmf_ports(9, Device("r0", "vfio-pci")), cheap_hotplug),
-        (_ovmf_ports(8, Device("r0", "vfio-pci"), Device("v0", "virtio-net")), cheap_hotplug),
-        (_ovmf_ports(8, Device("r0", "vfio-pci"), Device("v0", "virtio-net")), Policy.named("hotplug")),
+        (ovmf_e1000e_ports(9, Device("r0", "vfio-pci")), cheap_hotplug),
+        (ovmf_e1000e_ports(8, Device("r0", "vfio-pci"), Device("v0", "virtio-net")), cheap_hotplug),
+        (ovmf_e1000e_ports(8, Device("r0", "vfio-pci"), Device("v0", "virtio-net")), Policy.named("hotplug")),
         (_mixed("aarch64-virt", 60), Policy.named("hotplug")),
         (_mixed("q35", 120, firmware="ovmf"), Policy.named("minimal")),
         (_mixed("q35", 60, firmware="ovmf"), attrs.evolve(Policy.named("hotplug"), spare_ports=0)),
