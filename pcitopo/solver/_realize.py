@@ -427,18 +427,22 @@ def _place_item(b: Builder, item: Sequence[Unit], bus: int) -> None:
 
 
 def _fill_tree(b: Builder, top: int, units: Sequence[Unit | list[Unit]]) -> None:
-    """Place units on a bridge tree: the top bridge's free slots first, then fanned-out pci-bridges.
+    """Place units on a bridge tree: the top bridge's free slots first, then each pci-bridge chained below it.
 
-    With ``m`` pci-bridges fanned out, they take the top bridge's slots 1..m
-    and the units its slots m+1..31, then each pci-bridge's slots 1..31, so
-    addresses grow with the units' order. A list is a group of packed units
-    taking one slot (:func:`_place_group`).
+    With ``m`` pci-bridges (:func:`~pcitopo.solver._layout.fanout`), each but the
+    last takes slot 1 of the bridge above it and the units its slots 2..31; the
+    last one's units take its slots 1..31. So addresses grow with the units'
+    order, and only the last bridge can be one whose subtree has no IO BAR (the
+    one the firmware reserves a window for; ``_layout.TREE_CAPACITY`` says why).
+    A list is a group of packed units taking one slot (:func:`_place_group`).
     """
     m = fanout(len(units))
-    fan = [b.pci_bridge(_addr(top, s)) for s in range(1, m + 1)]
-    order = [_addr(top, s) for s in range(m + 1, BRIDGE_SLOTS + 1)]
-    for br in fan:
-        order += [_addr(br.index, s) for s in range(1, BRIDGE_SLOTS + 1)]
+    order: list[PciAddress] = []
+    bus = top
+    for _ in range(m):
+        order += [_addr(bus, s) for s in range(2, BRIDGE_SLOTS + 1)]
+        bus = b.pci_bridge(_addr(bus, 1)).index
+    order += [_addr(bus, s) for s in range(1, BRIDGE_SLOTS + 1)]
     for u, a in zip(units, order, strict=False):
         _place_item_at(b, u, a)
 

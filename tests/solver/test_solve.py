@@ -512,46 +512,67 @@ def test_hotplug_off_occupied_works_on_top_of_the_hotplug_policy() -> None:
     assert [c.hotplug for c in plan.added if c.index not in occupied] == [None, None]
 
 
-@pytest.mark.parametrize(("machine", "count", "windows"), [("pc", 1500, 8)])
-def test_more_conventional_devices_than_the_firmware_can_bridge_are_refused(
-    machine: str, count: int, windows: int
-) -> None:
-    """SeaBIOS gives every SHPC pci-bridge a 4 KiB IO window (9 empty bridges fail on pc, measured in
-    tests/integration/test_firmware.py), so 49 bridges cannot boot, and pc's plans do not pack conventional
-    devices as functions: refused, naming the IO budget."""
+def _bridge_children(t: Topology) -> dict[int, int]:
+    """How many pci-bridges each bridge of ``t`` holds."""
+    bridges = {c.index for c in t.controllers if c.model in ("pci-bridge", "pcie-to-pci-bridge")}
+    held: dict[int, int] = dict.fromkeys(bridges, 0)
+    for c in t.controllers:
+        if c.model == "pci-bridge" and c.address is not None and c.address.bus in held:
+            held[c.address.bus] += 1
+    return held
+
+
+def test_conventional_devices_without_io_bars_chain_their_pci_bridges_behind_one_io_window() -> None:
+    """1500 i6300esb on pc: SeaBIOS reserves a 4 KiB IO window for every SHPC bridge whose subtree has no IO BAR,
+    and pc has room for 8, so the pci-bridges are chained (each holds at most one other) and a tree takes one window.
+
+    Before, each tree fanned its pci-bridges out below its top bridge, a window each: the request was refused
+    ("IO windows left: 8 of 8"), and 375 of pc-bridges-500 with it. QEMU and SeaBIOS map the 500-device plan
+    (tests/integration/test_qemu_plans.py).
+    """
+    request = Topology.build("pc", devices=nics(1500, "i6300esb", prefix="wd"))
+    plan = solve(request)
+    t = plan.topology
+    assert plan.status is Status.OPTIMAL
+    assert max(_bridge_children(t).values()) == 1
+    assert t.io_window_budget() == 8
+    assert sum(t.io_windows().values()) <= 8
+    assert validate(t) == ()
+
+
+def test_more_io_bar_devices_than_the_firmware_can_map_are_refused_naming_the_io_budget() -> None:
+    """300 rtl8139 on pc need 76800 bytes of IO where SeaBIOS has 36832: refused with both numbers."""
     with pytest.raises(Unsatisfiable) as caught:
-        solve(Topology.build(machine, devices=nics(count, "i6300esb", prefix="wd")))
-    assert f"IO windows left: {windows} of {windows}" in str(caught.value)
+        solve(Topology.build("pc", devices=nics(300, "rtl8139", prefix="r")))
+    assert "need 76800 bytes of IO space" in str(caught.value)
+    assert "8 IO windows of 4 KiB and 4064 bytes on the root bus" in str(caught.value)
+    assert "IO windows left: 8 of 8" in str(caught.value)
 
 
-def test_conventional_devices_past_the_io_windows_are_packed_as_functions_of_slots() -> None:
-    """500 i6300esb preferring hotplug on q35 (issue 9): 14 IO windows make one tree of 451 hotpluggable slots (a
-    pcie-to-pci-bridge and 14 pci-bridges), and the other 49 lose hotplug on pcie.0: 48 as the functions of 6
-    slots, one alone (a group of one would be no packing).
+def test_500_conventional_devices_on_q35_are_all_hotpluggable_in_one_chained_tree() -> None:
+    """500 i6300esb preferring hotplug on q35 (issue 9): one tree (a pcie-to-pci-bridge and 16 chained pci-bridges)
+    holds them all on hotpluggable slots, in one IO window.
 
-    Before, the default policy refused them as unsatisfiable. The cost, worked out by hand: 49 hotplug misses
-    at 100 and 17 controllers (a root port, the 15 bridges, a spare root port).
+    The cost, worked out by hand: 19 controllers (a root port, the 17 bridges, a spare root port). Before the
+    trees were chains, their fanned-out pci-bridges took a window each: 14 windows made 451 hotpluggable slots and
+    49 devices lost hotplug on pcie.0 (cost 4917); before that, the default policy refused them.
     """
     request = Topology.build("q35", devices=nics(500, "i6300esb", prefix="wd"))
     plan = solve(request)
     t = plan.topology
-    assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, 49 * 100 + 17, 4917)
-    assert sum(t.io_windows().values()) == 14
-    usage = t.slot_usage()
-    shared = {(a.bus, a.slot) for a in plan.assigned.values() if usage[(0, a.bus, a.slot)] != {0}}
-    assert len(shared) == 6
-    assert all(bus == 0 for bus, _ in shared)
-    assert sum(1 for a in plan.assigned.values() if a.bus == 0) == 49
-    zeros = [d for d in t.devices if d.address is not None and (d.address.bus, d.address.slot) in shared]
-    assert [d.multifunction for d in zeros if d.address is not None and d.address.function == 0] == [True] * 6
-    missed = sorted(int((s.subject or "")[2:]) for s in plan.soft if s.name == "hotplug" and not s.met)
-    assert missed == list(range(49))  # the first in definition order lose hotplug
+    assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, 19, 19)
+    assert sum(t.io_windows().values()) == 1  # SeaBIOS reserves none for the empty spare root port
+    assert all(s.met for s in plan.soft if s.name == "hotplug")
+    assert sorted(_bridge_children(t).values()) == [0] + [1] * 16
     assert validate(t) == ()
 
 
+@pytest.mark.parametrize("io_devices", [0, 20, 45, 61, 200])
 @pytest.mark.parametrize("n", [1, 31, 32, 100, 961])
-def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int) -> None:
-    """A bridge tree's IO windows in the model (SeaBIOS reserves one for every SHPC bridge) are those the rules count.
+def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int, io_devices: int) -> None:
+    """A bridge tree's IO windows in the model are those the rules count on the tree built as the realiser builds it:
+    pci-bridges chained in slot 1, IO endpoints (e1000, 64 bytes) first, and SeaBIOS's reservation for an SHPC
+    bridge whose subtree has no IO BAR.
 
     Before the model counted the reservations, the search realised plan after
     plan that the firmware's budget then refused (seconds for 800 devices).
@@ -562,13 +583,16 @@ def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int)
     controllers = [
         Controller(1, "pcie-root-port", address=PciAddress(bus=0, slot=1), chassis=1, port=8),
         Controller(2, "pcie-to-pci-bridge", address=PciAddress(bus=1, slot=0)),
-        *(Controller(3 + i, "pci-bridge", address=PciAddress(bus=2, slot=1 + i), chassis_nr=3 + i) for i in range(m)),
+        *(Controller(3 + i, "pci-bridge", address=PciAddress(bus=2 + i, slot=1), chassis_nr=3 + i) for i in range(m)),
     ]
-    positions = [PciAddress(bus=2, slot=s) for s in range(m + 1, 32)]
-    positions += [PciAddress(bus=3 + i, slot=s) for i in range(m) for s in range(1, 32)]
-    devices = [Device(f"c{i}", "ich9", address=a) for i, a in zip(range(n), positions, strict=False)]
+    positions = [PciAddress(bus=2 + i, slot=s) for i in range(m) for s in range(2, 32)]
+    positions += [PciAddress(bus=2 + m, slot=s) for s in range(1, 32)]
+    io = min(io_devices, n)
+    kinds = ["e1000"] * io + ["ich9"] * (n - io)
+    devices = [Device(f"c{i}", kind, address=a) for i, kind, a in zip(range(n), kinds, positions, strict=False)]
     topology = Topology.build("q35", controllers, devices)
-    assert sum(topology.io_windows().values()) == tree_io_windows(n, (), top_reserves=True, fan_reserves=True)
+    model = tree_io_windows(n, ((64, io),) if io else (), top_reserves=True, fan_reserves=True)
+    assert sum(topology.io_windows().values()) == model
 
 
 def test_solving_from_many_threads_gives_the_same_plans() -> None:
