@@ -1006,7 +1006,9 @@ def _pack_moves(
 
     def moves(n: int, dmi: bool, root: bool) -> _Moves:
         n -= 1 if n % 8 == 1 else 0
-        return _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=min(n, any_n), pack_dmi=dmi, pack_root=root)
+        # tuple.__new__: _Moves(pci_first=..., pack_pci=n, ...) is several times slower, and the binary searches
+        # build some forty a decision
+        return tuple.__new__(_Moves, (0, 0, 0, 0, pci_first, False, n, min(n, any_n), dmi, root, False))
 
     def fits(d: Decision | _Laid) -> bool:
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
@@ -1315,8 +1317,12 @@ def _layout_pcie(
     """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
     that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
     the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
-    key = _prepared_key(moves)
-    prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves, memo)
+    key = moves[:6]  # _prepared_key, inlined: the packing search lays out thousands of layouts a plan
+    prepared = memo.get(key) if memo is not None else None
+    if prepared is None:
+        prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
+        if memo is not None:
+            memo[key] = prepared
     if isinstance(prepared, Decision):
         return prepared
     assert isinstance(prepared, _Prepared)
@@ -1351,6 +1357,8 @@ def _layout_pcie(
     groups = -(-moves.pack_pci // 8)
     alone = tree_units - moves.pack_pci
     trees_via_dmi = use_dmi_tree
+    # a named tuple's own __new__ takes keywords and defaults: several times slower for the thousands built
+    new_tuple = tuple.__new__
 
     def arrange(root_groups: int, beside: int = 0) -> _Arrangement:
         """With ``root_groups`` groups on the root bus and ``beside`` packed units beside its root ports (all those
@@ -1369,18 +1377,21 @@ def _layout_pcie(
         fixed_ports = len(trees) + c.switch_groups + c.bus_groups
         slots_left = free - c.integrated_required - integrate - (1 if dmi else 0) - root_groups
         ports_needed = pcie_units + spare_n + fixed_ports
-        return _Arrangement(
-            dmi_groups,
-            slots,
-            via_dmi,
-            dmi,
-            trees,
-            on_tree_ports,
-            pcie_units,
-            fixed_ports,
-            slots_left,
-            ports_needed,
-            beside,
+        return new_tuple(
+            _Arrangement,
+            (
+                dmi_groups,
+                slots,
+                via_dmi,
+                dmi,
+                trees,
+                on_tree_ports,
+                pcie_units,
+                fixed_ports,
+                slots_left,
+                ports_needed,
+                beside,
+            ),
         )
 
     def spare_root_slots(slots_left: int, ports_needed: int) -> int:
@@ -1560,7 +1571,7 @@ def _layout_pcie(
                 pack_beside=beside_units,
             )
 
-        return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices)
+        return new_tuple(_Laid, (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True))
 
     if memo is None:
         return laid()
