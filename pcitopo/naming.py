@@ -336,9 +336,11 @@ def acpi_indexes(domain: LibvirtDomain) -> dict[str, int]:
     >>> acpi_indexes(d)
     {'interface0': 3}
     """
+    from pcitopo.formats.libvirt._read import _child  # the domain's own reader is loaded: this costs nothing
+
     out: dict[str, int] = {}
     for ident, el in domain.elements.items():
-        acpi = el.find("acpi")
+        acpi = _child(el, "acpi")
         if acpi is None or acpi.get("index") is None:
             continue
         text = str(acpi.get("index"))

@@ -8,8 +8,8 @@ controllers and addresses. Both follow one set of rules, in this order:
   policy) may be integrated take root-bus slots; PCI Express endpoints get a
   root port each (8 per slot as multifunction, or one per slot), then
   switches when the slots run out; conventional endpoints go to one
-  ``pcie-to-pci-bridge`` behind a root port, with ``pci-bridge``\\ s chained
-  below it past 31; those that must not be hotpluggable go on a ``dmi-to-pci-bridge``.
+  ``pcie-to-pci-bridge`` behind a root port, fanning out to ``pci-bridge``\\ s
+  past 31; those that must not be hotpluggable go on a ``dmi-to-pci-bridge``.
 * Conventional root (``pci.0`` on pc, ``pxb``, pseries host bridges): endpoints
   take root slots, overflowing into ``pci-bridge``\\ s.
 * New pseries host bridges: 31 endpoints each.
@@ -594,7 +594,7 @@ class Decision:
     tree_units: int = 0
     tree_io: int = 0
     tree_bridges: int = 0
-    """pci-bridges chained below the top bridges of the trees."""
+    """pci-bridges fanned out under the top bridges of the trees."""
     tree_sizes: tuple[int, ...] = ()
     """Endpoints of each bridge tree (pcie-to-pci-bridge behind a root port, or a pci-bridge on a root bus)."""
     tree_via_dmi: bool = False
@@ -643,10 +643,10 @@ class Decision:
 
 
 def fanout(n: int) -> int:
-    """pci-bridges needed below one 31-slot bridge to host ``n`` endpoints (chained: see :data:`TREE_CAPACITY`).
+    """pci-bridges needed under one 31-slot bridge to host ``n`` endpoints.
 
-    Each pci-bridge takes one slot of the bridge above it and gives 31, so it
-    adds 30: the fewest bridges (bus numbers, controllers) that fit.
+    Each pci-bridge fanned out takes one of the top bridge's 31 slots and gives
+    31, so it adds 30: the fewest bridges (bus numbers, controllers) that fit.
     """
     if n <= BRIDGE_SLOTS:
         return 0
@@ -654,24 +654,13 @@ def fanout(n: int) -> int:
 
 
 TREE_CAPACITY = BRIDGE_SLOTS + (BRIDGE_SLOTS - 1) * BRIDGE_SLOTS
-"""Endpoints one bridge tree holds (961): a 31-slot bridge and up to 31 pci-bridges chained below it.
+"""Endpoints one bridge tree holds (961): a 31-slot bridge with up to 31 pci-bridges fanned out below it.
 
-A tree is a chain, not a fan: each pci-bridge sits in slot 1 of the bridge above
-it, and the endpoints fill the top bridge's slots 2..31, then the next bridge's,
-down to the last one's 1..31. Both shapes spend one bus number and one
-controller per 30 endpoints, but the firmware sizes a bridge's IO window as the
-IO of its bus plus its children's windows, and SeaBIOS and OVMF reserve a 4 KiB
-window for every hotplug bridge whose subtree has no IO BAR: in a fan every
-pci-bridge is such a leaf, in a chain only the last one. So a chain of IO-less
-endpoints takes one window where a fan of m pci-bridges took m (pc has room for
-8: 500 such endpoints fit in a chain, and were refused as fans), and with IO
-BARs a chain never takes more (each bus adds its own IO rounded up to 4 KiB
-either way). Measured (tests/integration/test_qemu_plans.py): 16 chained
-pci-bridges holding 500 endpoints on pc map under SeaBIOS and take device_add in
-every empty slot, and 16 below a pcie-to-pci-bridge on q35 map under SeaBIOS and
-OVMF. 961
-endpoints a tree is kept as the bound: it already exceeds what any one root
-port's tree needs (256 bus numbers in all)."""
+Why two levels and no deeper: every pci-bridge costs a bus number and a 4 KiB
+IO window when a device below it has an IO BAR; a third level would spend a
+bus per 31 endpoints as well but nest the windows once more, and 961 endpoints
+a tree already exceeds what any one root port's tree needs (256 bus numbers in
+all)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -701,7 +690,7 @@ def trees_io_windows(
 
 @functools.lru_cache(maxsize=1024)
 def trees_buses(sizes: tuple[int, ...]) -> int:
-    """Bridges of several trees: each top bridge and the pci-bridges chained below it."""
+    """Bridges of several trees: each top bridge and its fanned-out pci-bridges."""
     return sum(1 + fanout(size) for size in sizes)
 
 
@@ -715,36 +704,34 @@ def tree_free_slots(size: int) -> int:
 def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
     """4 KiB IO windows a bridge tree of ``n`` endpoints needs, its IO endpoints' BARs ``io`` placed first.
 
-    Endpoints fill the top bridge's free slots first, then each pci-bridge of
-    the chain below it (:data:`TREE_CAPACITY`); IO endpoints come first,
-    largest first, so they share as few buses as possible. Each bus adds
-    ``ceil(bytes / 4 KiB)`` windows (the firmware sizes a bridge's window as
-    the IO BARs on its bus plus the windows of the bridges below it, rounded
-    up to 4 KiB). A bridge the firmware reserves a window for
-    (``fan_reserves`` for the chained pci-bridges, ``top_reserves`` for the
-    top one) takes one when nothing below it has an IO BAR: in a chain only
-    the last bridge can be such a bridge, and the top one only when the whole
-    tree has no IO and no chain.
+    Endpoints fill the top bridge's free slots first, then each fanned-out
+    pci-bridge; IO endpoints come first, largest first, so they share as few
+    buses as possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows (the
+    firmware sizes a bridge's window as the sum of the BARs on its bus,
+    rounded up to 4 KiB), and a bridge's window holds those of the bridges
+    below it, so the tree needs their sum. A bridge the firmware reserves a
+    window for (``fan_reserves`` for the fanned-out pci-bridges,
+    ``top_reserves`` for the top one) takes at least one even with no IO BAR
+    below it; the top one's holds its children's, so it adds one only when
+    the whole tree has none.
 
     >>> tree_io_windows(31, ((256, 16), (64, 15)))  # 4096 + 960 bytes on one bus
     2
     >>> tree_io_windows(31, ((256, 8), (32, 23)), top_reserves=True)  # 2048 + 736
-    1
-    >>> tree_io_windows(400, (), top_reserves=True, fan_reserves=True)  # 13 chained bridges, one window
     1
     """
     m = fanout(n)
     if not io and not (fan_reserves and m) and not top_reserves:
         return 0
     windows = 0
-    filled = 0  # buses holding IO endpoints: the top bridge's, then the chain's in order
+    filled = 0  # buses holding IO endpoints: the top bridge's, then fanned-out ones
     while io and filled <= m:
-        # every bridge but the last gives one of its slots to the next one
-        here, io = split_io(io, BRIDGE_SLOTS - 1 if filled < m else BRIDGE_SLOTS)
-        windows += -(-io_bytes(here) // IO_WINDOW)
+        here, io = split_io(io, BRIDGE_SLOTS - m if filled == 0 else BRIDGE_SLOTS)
+        bus = -(-io_bytes(here) // IO_WINDOW)
+        windows += max(bus, 1) if filled and fan_reserves else bus
         filled += 1
-    if fan_reserves and m and filled <= m:
-        windows += 1  # the last pci-bridge of the chain has no IO BAR below it: its reservation
+    if fan_reserves:
+        windows += m + 1 - max(filled, 1)  # the fanned-out pci-bridges without IO: one window each
     return max(windows, 1) if top_reserves else windows
 
 
@@ -1019,7 +1006,9 @@ def _pack_moves(
 
     def moves(n: int, dmi: bool, root: bool) -> _Moves:
         n -= 1 if n % 8 == 1 else 0
-        return _Moves(pci_first=pci_first, pack_pci=n, pack_pci_any=min(n, any_n), pack_dmi=dmi, pack_root=root)
+        # tuple.__new__: _Moves(pci_first=..., pack_pci=n, ...) is several times slower, and the binary searches
+        # build some forty a decision
+        return tuple.__new__(_Moves, (0, 0, 0, 0, pci_first, False, n, min(n, any_n), dmi, root, False))
 
     def fits(d: Decision | _Laid) -> bool:
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
@@ -1328,31 +1317,17 @@ def _layout_pcie(
     """The layout of a context by its decisions and ``moves``: an infeasible :class:`Decision`, or the figures
     that rank a feasible one and its ``decision`` built on demand (``memo``: the parts of the other layouts of
     the same context, counts and decisions that do not depend on the packing, by the moves they depend on)."""
-    key = _prepared_key(moves)
-    prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves, memo)
+    key = moves[:6]  # _prepared_key, inlined: the packing search lays out thousands of layouts a plan
+    prepared = memo.get(key) if memo is not None else None
+    if prepared is None:
+        prepared = _prepare_pcie(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, moves)
+        if memo is not None:
+            memo[key] = prepared
     if isinstance(prepared, Decision):
         return prepared
     assert isinstance(prepared, _Prepared)
-    (
-        free,
-        spare,
-        pack,
-        aggregate_free,
-        ip,
-        ic,
-        split,
-        last_pcie,
-        last_misses,
-        packed,
-        port_io,
-        tree_units,
-        tree_io,
-        tree_io_sizes,
-        moved_io_sizes,
-        root_io,
-        dmi_units,
-        use_dmi_tree,
-    ) = prepared
+    pack, aggregate_free = prepared.pack, prepared.aggregate_free
+    tree_io, tree_io_sizes, root_io = prepared.tree_io, prepared.tree_io_sizes, prepared.root_io
     if moves.pack_io:
         # the IO-BAR units of the trees packed on the root bus (all, or all but those preferring hotplug): their BARs
         # take the firmware's room there
@@ -1362,27 +1337,123 @@ def _layout_pcie(
     # packed units: groups of 8 on the root bus's free slots first (pack_root), then on the dmi-to-pci-bridge's
     # (pack_dmi), the rest a tree slot each
     groups = -(-moves.pack_pci // 8)
-    alone = tree_units - moves.pack_pci
-    trees_via_dmi = use_dmi_tree
+    alone = prepared.tree_units - moves.pack_pci
+    root_groups = 0
+    if not (moves.pack_root and groups):
+        arranged = _arrange(c, prepared, moves, integrate, spare_n, groups, alone, 0)
+    else:
+        # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
+        # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits.
+        # A group of one (8k + 1 units) never takes a slot of its own: integrating the unit is that layout
+        whole = groups - (1 if moves.pack_pci % 8 == 1 else 0)
+        everything = _arrange(c, prepared, moves, integrate, spare_n, groups, alone, whole) if whole == groups else None
+        if (
+            everything is not None
+            and _spare_root_slots(aggregate_free, pack, everything.slots_left, everything.ports_needed) >= 0
+        ):
+            root_groups, arranged = groups, everything
+        else:
+            arranged = _arrange(c, prepared, moves, integrate, spare_n, groups, alone, 0)
+        while (
+            root_groups < whole
+            and (room := _spare_root_slots(aggregate_free, pack, arranged.slots_left, arranged.ports_needed)) > 0
+        ):
+            root_groups += min(room, whole - root_groups)
+            arranged = _arrange(c, prepared, moves, integrate, spare_n, groups, alone, root_groups)
+        left = moves.pack_pci - 8 * root_groups
+        # beside_room is at most the free root-port functions and 7 (the last new slot's): past that, no arrangement
+        # to try
+        if (
+            root_groups < groups
+            and pack == 8
+            and left <= aggregate_free + 7
+            and _spare_root_slots(aggregate_free, pack, arranged.slots_left, arranged.ports_needed) == 0
+        ):
+            # the root slots run out: the units left may take the free functions beside the root ports
+            beside = _arrange(c, prepared, moves, integrate, spare_n, groups, alone, root_groups, left)
+            if _beside_room(aggregate_free, pack, beside.slots_left, beside.ports_needed) >= left:
+                arranged = beside
+        if moves.pack_pci % 8 == 1 and not arranged.beside:
+            return Decision(False, f"{ctx.label}: no root port's slot has a free function for a packed unit")
+        if moves.pack_io and root_groups < groups and not arranged.beside:
+            return Decision(False, f"{ctx.label}: no room on the root bus for the packed IO-BAR units")
+    if memo is None:
+        return _lay(
+            ctx,
+            c,
+            policy,
+            bus_cap,
+            moves,
+            integrate,
+            spare_n,
+            prepared,
+            root_io,
+            tree_io,
+            tree_io_sizes,
+            arranged,
+            root_groups,
+        )
+    # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
+    # no slot to spare is packing on the trees' slots): laid out once
+    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, root_groups, arranged)
+    found = memo.get(arranged_key)
+    if found is None:
+        found = memo[arranged_key] = _lay(
+            ctx,
+            c,
+            policy,
+            bus_cap,
+            moves,
+            integrate,
+            spare_n,
+            prepared,
+            root_io,
+            tree_io,
+            tree_io_sizes,
+            arranged,
+            root_groups,
+        )
+    assert not isinstance(found, _Prepared)
+    return found
 
-    def arrange(root_groups: int, beside: int = 0) -> _Arrangement:
-        """With ``root_groups`` groups on the root bus and ``beside`` packed units beside its root ports (all those
-        the groups leave, or none): the dmi-to-pci-bridge's groups, the tree slots, whether the trees hang from the
-        dmi-to-pci-bridge, whether it exists, the trees, and the ports and root slots."""
-        rest = 0 if beside else groups - root_groups
-        dmi_groups = min(rest, max(0, DMI_SLOTS - dmi_units)) if moves.pack_dmi else 0
-        slots = alone + rest - dmi_groups
-        via_dmi = trees_via_dmi and slots > 0
-        dmi = dmi_units > 0 or dmi_groups > 0 or (slots > 0 and via_dmi)
-        trees = split_trees(slots) if not via_dmi else ()
-        # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
-        on_tree_ports = min(packed, 7 * len(trees))
-        shared_ports = -(-(packed - on_tree_ports) // 8)
-        pcie_units = c.root_port_units + (c.optional_integrated_pcie - ip) - last_pcie - packed + shared_ports
-        fixed_ports = len(trees) + c.switch_groups + c.bus_groups
-        slots_left = free - c.integrated_required - integrate - (1 if dmi else 0) - root_groups
-        ports_needed = pcie_units + spare_n + fixed_ports
-        return _Arrangement(
+
+def _arrange(
+    c: Counts,
+    p: _Prepared,
+    moves: _Moves,
+    integrate: int,
+    spare_n: int,
+    groups: int,
+    alone: int,
+    root_groups: int,
+    beside: int = 0,
+) -> _Arrangement:
+    """With ``root_groups`` groups on the root bus and ``beside`` packed units beside its root ports (all those
+    the groups leave, or none): the dmi-to-pci-bridge's groups, the tree slots, whether the trees hang from the
+    dmi-to-pci-bridge, whether it exists, the trees, and the ports and root slots (``_layout_pcie``'s ``groups``
+    of packed units and units ``alone`` on tree slots).
+
+    A module function, not a closure of ``_layout_pcie``: the closures' cells were most of what a layout
+    allocated (and each allocation counts towards a garbage collection), thousands of layouts a plan."""
+    dmi_units = p.dmi_units
+    rest = 0 if beside else groups - root_groups
+    dmi_groups = min(rest, max(0, DMI_SLOTS - dmi_units)) if moves.pack_dmi else 0
+    slots = alone + rest - dmi_groups
+    via_dmi = p.use_dmi_tree and slots > 0
+    dmi = dmi_units > 0 or dmi_groups > 0 or (slots > 0 and via_dmi)
+    trees = split_trees(slots) if not via_dmi else ()
+    # shared units take functions 1..7 of the root ports holding a tree's pcie-to-pci-bridge first, then new ports
+    packed = p.packed
+    on_tree_ports = min(packed, 7 * len(trees))
+    shared_ports = -(-(packed - on_tree_ports) // 8)
+    pcie_units = c.root_port_units + (c.optional_integrated_pcie - p.ip) - p.last_pcie - packed + shared_ports
+    fixed_ports = len(trees) + c.switch_groups + c.bus_groups
+    slots_left = p.free - c.integrated_required - integrate - (1 if dmi else 0) - root_groups
+    ports_needed = pcie_units + spare_n + fixed_ports
+    # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
+    return tuple.__new__(
+        _Arrangement,
+        (
             dmi_groups,
             slots,
             via_dmi,
@@ -1394,55 +1465,47 @@ def _layout_pcie(
             slots_left,
             ports_needed,
             beside,
-        )
+        ),
+    )
 
-    def spare_root_slots(slots_left: int, ports_needed: int) -> int:
-        """Root slots an arrangement leaves free with its ports in place (-1: its ports would need switches)."""
-        if ports_needed > aggregate_free + slots_left * pack:
-            return -1
-        return slots_left - -(-max(0, ports_needed - aggregate_free) // pack)
 
-    def beside_room(slots_left: int, ports_needed: int) -> int:
-        """Free functions of the root bus's slots holding root ports once an arrangement's ports are in place:
-        those of the existing multifunction slots the ports leave, then the last new slot's (``_realize``'s
-        order); -1: its ports would need switches, or the policy puts one port a slot."""
-        if pack != 8 or ports_needed > aggregate_free + slots_left * pack:
-            return -1
-        return max(0, aggregate_free - ports_needed) + -max(0, ports_needed - aggregate_free) % 8
+def _spare_root_slots(aggregate_free: int, pack: int, slots_left: int, ports_needed: int) -> int:
+    """Root slots an arrangement leaves free with its ports in place (-1: its ports would need switches)."""
+    if ports_needed > aggregate_free + slots_left * pack:
+        return -1
+    return slots_left - -(-max(0, ports_needed - aggregate_free) // pack)
 
-    root_groups = 0
-    if not (moves.pack_root and groups):
-        arranged = arrange(0)
-    else:
-        # every group on the root bus when it fits (the most packed off the trees is the best), else from none up:
-        # the root slots no port needs take groups; fewer tree slots need no more ports, so each step still fits.
-        # A group of one (8k + 1 units) never takes a slot of its own: integrating the unit is that layout
-        whole = groups - (1 if moves.pack_pci % 8 == 1 else 0)
-        everything = arrange(whole) if whole == groups else None
-        if everything is not None and spare_root_slots(everything.slots_left, everything.ports_needed) >= 0:
-            root_groups, arranged = groups, everything
-        else:
-            arranged = arrange(0)
-        while root_groups < whole and (room := spare_root_slots(arranged.slots_left, arranged.ports_needed)) > 0:
-            root_groups += min(room, whole - root_groups)
-            arranged = arrange(root_groups)
-        left = moves.pack_pci - 8 * root_groups
-        # beside_room is at most the free root-port functions and 7 (the last new slot's): past that, no arrangement
-        # to try
-        if (
-            root_groups < groups
-            and pack == 8
-            and left <= aggregate_free + 7
-            and spare_root_slots(arranged.slots_left, arranged.ports_needed) == 0
-        ):
-            # the root slots run out: the units left may take the free functions beside the root ports
-            beside = arrange(root_groups, left)
-            if beside_room(beside.slots_left, beside.ports_needed) >= left:
-                arranged = beside
-        if moves.pack_pci % 8 == 1 and not arranged.beside:
-            return Decision(False, f"{ctx.label}: no root port's slot has a free function for a packed unit")
-        if moves.pack_io and root_groups < groups and not arranged.beside:
-            return Decision(False, f"{ctx.label}: no room on the root bus for the packed IO-BAR units")
+
+def _beside_room(aggregate_free: int, pack: int, slots_left: int, ports_needed: int) -> int:
+    """Free functions of the root bus's slots holding root ports once an arrangement's ports are in place:
+    those of the existing multifunction slots the ports leave, then the last new slot's (``_realize``'s
+    order); -1: its ports would need switches, or the policy puts one port a slot."""
+    if pack != 8 or ports_needed > aggregate_free + slots_left * pack:
+        return -1
+    return max(0, aggregate_free - ports_needed) + -max(0, ports_needed - aggregate_free) % 8
+
+
+def _lay(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    bus_cap: int | None,
+    moves: _Moves,
+    integrate: int,
+    spare_n: int,
+    prepared: _Prepared,
+    root_io: int,
+    tree_io: int,
+    tree_io_sizes: IoSizes,
+    arranged: _Arrangement,
+    root_groups: int,
+) -> Decision | _Laid:
+    """The layout of an arrangement of ``_layout_pcie`` (``root_io``, ``tree_io``, ``tree_io_sizes``: the
+    preparation's, after ``_Moves.pack_io``). Its :class:`Decision` is built on demand by a ``functools.partial``
+    (not a closure, whose cells were most of what a layout allocated)."""
+    free, spare, pack, aggregate_free, ip, ic, split, _, last_misses, _, port_io = prepared[:11]
+    moved_io_sizes = prepared.moved_io_sizes
+    dmi_units = prepared.dmi_units
     (
         dmi_groups,
         tree_units,
@@ -1456,135 +1519,117 @@ def _layout_pcie(
         ports_needed,
         beside_units,
     ) = arranged
-
-    def laid() -> Decision | _Laid:
-        """The layout of this arrangement."""
-        if slots_left < 0:
-            return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
-        capacity = aggregate_free + slots_left * pack
-        switches = 0
-        downstream = 0
-        direct = ports_needed
-        if ports_needed > capacity:
-            if not (policy.allow_switches and ctx.offers_switch):
-                return Decision(
-                    False,
-                    f"{ctx.label} has {max(free, 0)} free slots"
-                    + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
-                    + f": not enough for {ports_needed} root ports"
-                    + ("" if policy.allow_switches else " (switches are not allowed)"),
-                )
-            # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
-            switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
-            direct = capacity - switches
-            downstream = ports_needed - direct
-            if direct < fixed_ports or downstream > 32 * switches or direct < 0:
-                return Decision(False, f"{ctx.label}: not enough root ports even with switches")
-        used_port_slots = max(0, direct + switches - aggregate_free)
-        root_slots = (
-            c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
-        )
-        # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
-        packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups) + beside_units)
-        tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges chained below it
-        tree_bridges = tree_buses - len(trees)
-        dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
-        if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
-            return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
-        bus = direct + 2 * switches + downstream + tree_buses
-        bus += (1 + dmi_bridges) if dmi else 0
-        bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
-        io = port_io + c.switch_group_io + c.bus_group_windows
-        if not use_dmi_tree:
-            io += trees_io_windows(
-                trees,
-                tree_io_sizes,
-                top_reserves=ctx.reserves_io_pcie_to_pci,
-                fan_reserves=ctx.reserves_io_pci_bridge,
-            )
-        elif tree_io or ctx.reserves_io_pci_bridge:
-            # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
-            io += trees_io_windows(
-                (BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge
-            )
-        if c.dmi_io or moved_io_sizes:
-            io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
-        if bus_cap is not None and bus > bus_cap:
-            return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
-        controllers = direct + 2 * switches + downstream
-        controllers += tree_buses
-        controllers += (1 + dmi_bridges) if dmi else 0
-        controllers += c.switch_groups + c.switch_group_units + c.bus_groups
-        hot_misses = c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred
-        hot_misses += moves.pack_pci - moves.pack_pci_any
-        # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
-        occupied_hot = 0
-        if policy.hotplug_off_occupied:
-            occupied_hot = (
-                c.tree_any
-                - split.get("last_resort_pci_any", 0)
-                - moves.dmi_any
-                - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
-                + (c.optional_integrated_pci - ic)
-                + c.bus_group_any
-            )
-
-        # packed units on the root bus's slots and beside its root ports are integrated endpoints too
-        integrated_devices = c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups) + beside_units
-
-        def decision() -> Decision:
+    if slots_left < 0:
+        return Decision(False, f"{ctx.label} has {max(free, 0)} free slots: not enough")
+    capacity = aggregate_free + slots_left * pack
+    switches = 0
+    downstream = 0
+    direct = ports_needed
+    if ports_needed > capacity:
+        if not (policy.allow_switches and ctx.offers_switch):
             return Decision(
-                True,
-                integrated_pcie=ip,
-                integrated_pci=ic,
-                integrated_devices=integrated_devices,
-                root_io_bytes=root_io,
-                direct_ports=direct - fixed_ports,
-                port_units=pcie_units,
-                spare=spare_n,
-                switches=switches,
-                downstream=downstream,
-                tree_units=tree_units,
-                tree_io=tree_io,
-                tree_bridges=tree_bridges,
-                tree_sizes=trees,
-                tree_via_dmi=use_dmi_tree,
-                dmi=dmi,
-                dmi_units=dmi_units,
-                dmi_bridges=dmi_bridges,
-                root_slots=root_slots,
-                bus_numbers=bus,
-                io_windows=io,
-                controllers=controllers,
-                hot_misses=hot_misses,
-                occupied_hot=occupied_hot,
-                spare_missing=spare - spare_n,
-                last_resort=tuple(split.items()),
-                dmi_any=moves.dmi_any,
-                dmi_preferred=moves.dmi_preferred,
-                pack_any=moves.pack_any,
-                pack_preferred=moves.pack_preferred,
-                on_tree_ports=on_tree_ports,
-                pack_pci=moves.pack_pci,
-                pack_pci_any=moves.pack_pci_any,
-                pack_dmi_groups=dmi_groups,
-                pack_root_groups=root_groups,
-                pack_io=moves.pack_io,
-                pack_beside=beside_units,
+                False,
+                f"{ctx.label} has {max(free, 0)} free slots"
+                + (f", {aggregate_free} free root-port functions" if aggregate_free else "")
+                + f": not enough for {ports_needed} root ports"
+                + ("" if policy.allow_switches else " (switches are not allowed)"),
             )
+        # a switch takes one root port and gives 32 downstream ports: each adds 31 ports net
+        switches = math.ceil((ports_needed - capacity) / BRIDGE_SLOTS)
+        direct = capacity - switches
+        downstream = ports_needed - direct
+        if direct < fixed_ports or downstream > 32 * switches or direct < 0:
+            return Decision(False, f"{ctx.label}: not enough root ports even with switches")
+    used_port_slots = max(0, direct + switches - aggregate_free)
+    root_slots = c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
+    # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
+    packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups) + beside_units)
+    tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
+    tree_bridges = tree_buses - len(trees)
+    dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
+    if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
+        return Decision(False, f"{ctx.label}: the dmi-to-pci-bridge has 32 slots")
+    bus = direct + 2 * switches + downstream + tree_buses
+    bus += (1 + dmi_bridges) if dmi else 0
+    bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
+    io = port_io + c.switch_group_io + c.bus_group_windows
+    if not use_dmi_tree:
+        io += trees_io_windows(
+            trees,
+            tree_io_sizes,
+            top_reserves=ctx.reserves_io_pcie_to_pci,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+    elif tree_io or ctx.reserves_io_pci_bridge:
+        # the dmi-to-pci-bridge's pci-bridges, each the top of a tree of at most 31
+        io += trees_io_windows((BRIDGE_SLOTS,) * dmi_bridges, tree_io_sizes, top_reserves=ctx.reserves_io_pci_bridge)
+    if c.dmi_io or moved_io_sizes:
+        io += -(-(io_bytes(io_of(c, "dmi_io")) + io_bytes(moved_io_sizes)) // IO_WINDOW)
+    if bus_cap is not None and bus > bus_cap:
+        return Decision(False, f"{ctx.label}: {bus} bus numbers needed, {bus_cap} left")
+    controllers = direct + 2 * switches + downstream
+    controllers += tree_buses
+    controllers += (1 + dmi_bridges) if dmi else 0
+    controllers += c.switch_groups + c.switch_group_units + c.bus_groups
+    hot_misses = c.hot_misses + last_misses + moves.dmi_preferred + moves.pack_preferred
+    hot_misses += moves.pack_pci - moves.pack_pci_any
+    # bridge-tree and bus-group slots are hotpluggable; ports with such units get hotplug off
+    occupied_hot = 0
+    if policy.hotplug_off_occupied:
+        occupied_hot = (
+            c.tree_any
+            - split.get("last_resort_pci_any", 0)
+            - moves.dmi_any
+            - min(moves.pack_pci_any, packed_off_trees)  # packed first, they fill the root bus and dmi first
+            + (c.optional_integrated_pci - ic)
+            + c.bus_group_any
+        )
 
-        return _Laid(controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices)
+    # packed units on the root bus's slots and beside its root ports are integrated endpoints too
+    integrated_devices = c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups) + beside_units
 
-    if memo is None:
-        return laid()
-    # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
-    # no slot to spare is packing on the trees' slots): laid out once
-    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, root_groups, arranged)
-    found = memo.get(arranged_key)
-    if found is None:
-        found = memo[arranged_key] = laid()
-    assert not isinstance(found, _Prepared)
-    return found
+    decision = functools.partial(
+        Decision,
+        True,
+        integrated_pcie=ip,
+        integrated_pci=ic,
+        integrated_devices=integrated_devices,
+        root_io_bytes=root_io,
+        direct_ports=direct - fixed_ports,
+        port_units=pcie_units,
+        spare=spare_n,
+        switches=switches,
+        downstream=downstream,
+        tree_units=tree_units,
+        tree_io=tree_io,
+        tree_bridges=tree_bridges,
+        tree_sizes=trees,
+        tree_via_dmi=use_dmi_tree,
+        dmi=dmi,
+        dmi_units=dmi_units,
+        dmi_bridges=dmi_bridges,
+        root_slots=root_slots,
+        bus_numbers=bus,
+        io_windows=io,
+        controllers=controllers,
+        hot_misses=hot_misses,
+        occupied_hot=occupied_hot,
+        spare_missing=spare - spare_n,
+        last_resort=tuple(split.items()),
+        dmi_any=moves.dmi_any,
+        dmi_preferred=moves.dmi_preferred,
+        pack_any=moves.pack_any,
+        pack_preferred=moves.pack_preferred,
+        on_tree_ports=on_tree_ports,
+        pack_pci=moves.pack_pci,
+        pack_pci_any=moves.pack_pci_any,
+        pack_dmi_groups=dmi_groups,
+        pack_root_groups=root_groups,
+        pack_io=moves.pack_io,
+        pack_beside=beside_units,
+    )
+    # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
+    return tuple.__new__(_Laid, (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True))
 
 
 def _decide_pci(
@@ -1642,7 +1687,7 @@ def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_
             ),
             0,
         )
-    # flat pci-bridges while they suffice, else trees with pci-bridges chained below
+    # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
     if bridged <= BRIDGE_SLOTS * bridges:
         sizes = tuple(min(BRIDGE_SLOTS, max(0, bridged - BRIDGE_SLOTS * i)) for i in range(bridges))
     else:

@@ -1036,3 +1036,24 @@ def test_io_reserve_without_a_user_alias_is_refused() -> None:
     with pytest.raises(InvalidInput) as info:
         domain.export(t.replace(controllers=[t.controller(0), port]))
     assert "libvirt keeps only aliases that start with 'ua-'" in str(info.value)
+
+
+def test_child_is_find_for_every_element_and_tag() -> None:
+    """``_child`` gives the element ``el.find(tag)`` gives, for every element and child tag of real domains."""
+    from lxml import etree
+
+    from pcitopo.formats.libvirt._read import _child
+
+    root_dir = Path(__file__).parents[2]
+    paths = sorted([*root_dir.glob("examples/*.xml"), *root_dir.glob("docs/examples/*.xml"), *DATA.glob("*.xml")])
+    checked = 0
+    for path in paths:
+        root = etree.parse(str(path)).getroot()
+        for el in root.iter():
+            if not isinstance(el.tag, str):
+                continue
+            tags = {c.tag for c in el if isinstance(c.tag, str)} | {"address", "alias", "nothing-here"}
+            for tag in sorted(tags):
+                assert _child(el, tag) is el.find(tag), (path.name, root.getroottree().getpath(el), tag)
+                checked += 1
+    assert checked > 1000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import attrs
 import pytest
 
@@ -337,6 +339,22 @@ def test_no_primary_video_term_where_the_firmware_finds_vbe_behind_a_bridge(kind
     request = _video_request(Device("v", kind), firmware=firmware)
     result = request.replace(controllers=[_port(1, "00:01.0")], devices=[Device("v", kind, address=_a("01:00.0"))])
     assert "primary-video" not in [s.name for s in evaluate(request, result, "hotplug").soft]
+
+
+def test_the_primary_video_is_remembered_per_topology_object_not_per_equal_topology() -> None:
+    """vbe_needs_root_bus answers from its memo for the same object only, not a stale entry under a reused id."""
+    module = importlib.import_module("pcitopo.policy.evaluate")  # the package's ``evaluate`` is the function
+    seabios = Topology.build("q35", devices=[Device("v", "vga")])
+    ovmf = Topology.build("q35", devices=[Device("v", "vga")], firmware="ovmf")
+    video = module.vbe_needs_root_bus(seabios)
+    assert video is not None
+    assert video.id == "v"
+    assert module.vbe_needs_root_bus(seabios) is video  # from the memo
+    assert module._VBE[id(seabios)] == (seabios, video)
+    # another object under the same id (ids are reused once an object is freed): worked out for that object
+    module._VBE[id(ovmf)] = (seabios, video)
+    assert module.vbe_needs_root_bus(ovmf) is None
+    assert module._VBE[id(ovmf)] == (ovmf, None)
 
 
 def test_a_pinned_primary_video_is_not_scored() -> None:

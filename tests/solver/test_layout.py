@@ -64,3 +64,41 @@ def test_the_root_bus_shortcut_changes_no_decision(
     monkeypatch.setattr(_layout, "_root_takes_no_group", lambda *args: False)
     for args, kwargs, result in calls:
         assert decide(*args, **kwargs) == result, (args[0].label, kwargs)
+
+
+def _figures(laid: _layout.Decision | _layout._Laid) -> object:
+    """A layout as a comparable value: a Decision, or a _Laid's figures and the Decision it builds."""
+    if isinstance(laid, _layout.Decision):
+        return laid
+    return (*laid[:5], *laid[6:], laid.decision())
+
+
+@pytest.mark.parametrize(
+    ("request_", "policy"),
+    [
+        (_mixed("q35", 300), "hotplug"),
+        (_mixed("aarch64-virt", 120), "minimal"),
+        (_short_root(3, 9, "pci-ohci"), "hotplug"),
+        (_short_root(5, 40, "pci-ohci"), "hotplug"),
+    ],
+    ids=["q35-300-hotplug", "virt-120-minimal", "short3", "short5"],
+)
+def test_the_memo_of_a_decision_changes_no_layout(
+    monkeypatch: pytest.MonkeyPatch, request_: Topology, policy: str
+) -> None:
+    """Every layout the packing search lays out with its memo (preparations and arrangements shared by the
+    layouts of one decision) is the layout laid out afresh without one."""
+    calls: list[tuple[tuple[Any, ...], object]] = []
+    layout = _layout._layout_pcie
+
+    def recorded(*args: Any) -> _layout.Decision | _layout._Laid:
+        result = layout(*args)
+        if len(args) > 9 and args[9] is not None:
+            calls.append((args[:9], _figures(result)))
+        return result
+
+    monkeypatch.setattr(_layout, "_layout_pcie", recorded)
+    solve(request_, Policy.named(policy))
+    assert len(calls) > 20, "the memo was hardly used: this request tests nothing"
+    for args, figures in calls:
+        assert _figures(layout(*args)) == figures, (args[0].label, args[8])

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pcitopo.formats.libvirt import LibvirtDomain
 
 from pcitopo.formats.libvirt._read import (
+    _child,
     _format_address,
     _line,
 )
@@ -159,7 +160,7 @@ class _Writer:
             if (
                 dev.address == before.address
                 and bool(dev.multifunction) == bool(before.multifunction)
-                and (dev.address is None or el.find("address") is not None or self.partial)
+                and (dev.address is None or _child(el, "address") is not None or self.partial)
             ):
                 continue  # unchanged, and written (a chipset address libvirt would write is not)
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
@@ -167,7 +168,7 @@ class _Writer:
 
     def _set_acpi_index(self, el: _Element, index: int | None) -> None:
         """Write ``<acpi index='N'/>`` (before the ``<address>``, where libvirt puts it), or change or drop it."""
-        current = el.find("acpi")
+        current = _child(el, "acpi")
         if current is not None:
             span = self.d._span(current)
             start = span.start
@@ -181,7 +182,7 @@ class _Writer:
         if index is None:
             return
         kids = [c for c in el if isinstance(c.tag, str)]
-        address = el.find("address")
+        address = _child(el, "address")
         anchor: _Element | str = "last"
         if address is not None:
             before = kids.index(address)
@@ -202,7 +203,7 @@ class _Writer:
 
     def _implicit(self) -> None:
         """The elements libvirt would add, with their addresses: a written plan is complete."""
-        devices = self.d._root.find("devices")
+        devices = _child(self.d._root, "devices")
         if devices is None:
             return
         children = [c for c in devices if isinstance(c.tag, str)]
@@ -219,7 +220,7 @@ class _Writer:
             self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
 
     def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
-        current = el.find("address")
+        current = _child(el, "address")
         if address is None:
             if current is not None:
                 span = self.d._span(current)
@@ -415,16 +416,16 @@ class _Writer:
 
     def _update_controller(self, before: Controller, after: Controller) -> None:
         el = self.d._controller_elements[after.index]
-        if after.qemu_model != before.qemu_model and el.find("model") is None and after.qemu_model is not None:
+        if after.qemu_model != before.qemu_model and _child(el, "model") is None and after.qemu_model is not None:
             self._add_child(el, "first", [(0, f"<model name='{after.qemu_model}'/>")])
         new_target = dict(_target_attrs(after))
         old_target = dict(_target_attrs(before))
-        target = el.find("target")
+        target = _child(el, "target")
         if new_target != old_target or (after.numa_node != before.numa_node and target is None):
             if target is None:
                 lines = _target_lines(after)
                 if lines:
-                    anchor = el.find("model")
+                    anchor = _child(el, "model")
                     self._add_child(el, anchor if anchor is not None else "first", lines)
             else:
                 merged: dict[str, str] = {str(k): str(v) for k, v in target.attrib.items()}
@@ -432,15 +433,15 @@ class _Writer:
                 span = self.d._span(target)
                 attr_text = "".join(f" {k}='{v}'" for k, v in merged.items())
                 self.result.append(Edit(span.start, span.start_end, f"<target{attr_text}{'/>' if span.empty else '>'}"))
-        if after.id != before.id and after.id is not None and el.find("alias") is None:
+        if after.id != before.id and after.id is not None and _child(el, "alias") is None:
             # libvirt's order: <model>, <target>, <alias>, <address>
-            anchor = next((x for x in (el.find("target"), el.find("model")) if x is not None), None)
+            anchor = next((x for x in (_child(el, "target"), _child(el, "model")) if x is not None), None)
             self._add_child(el, anchor if anchor is not None else "first", [(0, f"<alias name='{after.id}'/>")])
         if (after.address, after.multifunction) != (before.address, before.multifunction):
             self._set_address(el, after.address, after.multifunction)
 
     def _insert_controllers(self, controllers: list[Controller]) -> None:
-        devices = self.d._root.find("devices")
+        devices = _child(self.d._root, "devices")
         if devices is None:
             raise InvalidDomainXML(
                 "/domain",
