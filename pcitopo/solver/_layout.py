@@ -8,8 +8,8 @@ controllers and addresses. Both follow one set of rules, in this order:
   policy) may be integrated take root-bus slots; PCI Express endpoints get a
   root port each (8 per slot as multifunction, or one per slot), then
   switches when the slots run out; conventional endpoints go to one
-  ``pcie-to-pci-bridge`` behind a root port, fanning out to ``pci-bridge``\\ s
-  past 31; those that must not be hotpluggable go on a ``dmi-to-pci-bridge``.
+  ``pcie-to-pci-bridge`` behind a root port, with ``pci-bridge``\\ s chained
+  below it past 31; those that must not be hotpluggable go on a ``dmi-to-pci-bridge``.
 * Conventional root (``pci.0`` on pc, ``pxb``, pseries host bridges): endpoints
   take root slots, overflowing into ``pci-bridge``\\ s.
 * New pseries host bridges: 31 endpoints each.
@@ -594,7 +594,7 @@ class Decision:
     tree_units: int = 0
     tree_io: int = 0
     tree_bridges: int = 0
-    """pci-bridges fanned out under the top bridges of the trees."""
+    """pci-bridges chained below the top bridges of the trees."""
     tree_sizes: tuple[int, ...] = ()
     """Endpoints of each bridge tree (pcie-to-pci-bridge behind a root port, or a pci-bridge on a root bus)."""
     tree_via_dmi: bool = False
@@ -643,10 +643,10 @@ class Decision:
 
 
 def fanout(n: int) -> int:
-    """pci-bridges needed under one 31-slot bridge to host ``n`` endpoints.
+    """pci-bridges needed below one 31-slot bridge to host ``n`` endpoints (chained: see :data:`TREE_CAPACITY`).
 
-    Each pci-bridge fanned out takes one of the top bridge's 31 slots and gives
-    31, so it adds 30: the fewest bridges (bus numbers, controllers) that fit.
+    Each pci-bridge takes one slot of the bridge above it and gives 31, so it
+    adds 30: the fewest bridges (bus numbers, controllers) that fit.
     """
     if n <= BRIDGE_SLOTS:
         return 0
@@ -654,13 +654,24 @@ def fanout(n: int) -> int:
 
 
 TREE_CAPACITY = BRIDGE_SLOTS + (BRIDGE_SLOTS - 1) * BRIDGE_SLOTS
-"""Endpoints one bridge tree holds (961): a 31-slot bridge with up to 31 pci-bridges fanned out below it.
+"""Endpoints one bridge tree holds (961): a 31-slot bridge and up to 31 pci-bridges chained below it.
 
-Why two levels and no deeper: every pci-bridge costs a bus number and a 4 KiB
-IO window when a device below it has an IO BAR; a third level would spend a
-bus per 31 endpoints as well but nest the windows once more, and 961 endpoints
-a tree already exceeds what any one root port's tree needs (256 bus numbers in
-all)."""
+A tree is a chain, not a fan: each pci-bridge sits in slot 1 of the bridge above
+it, and the endpoints fill the top bridge's slots 2..31, then the next bridge's,
+down to the last one's 1..31. Both shapes spend one bus number and one
+controller per 30 endpoints, but the firmware sizes a bridge's IO window as the
+IO of its bus plus its children's windows, and SeaBIOS and OVMF reserve a 4 KiB
+window for every hotplug bridge whose subtree has no IO BAR: in a fan every
+pci-bridge is such a leaf, in a chain only the last one. So a chain of IO-less
+endpoints takes one window where a fan of m pci-bridges took m (pc has room for
+8: 500 such endpoints fit in a chain, and were refused as fans), and with IO
+BARs a chain never takes more (each bus adds its own IO rounded up to 4 KiB
+either way). Measured (tests/integration/test_qemu_plans.py): 16 chained
+pci-bridges holding 500 endpoints on pc map under SeaBIOS and take device_add in
+every empty slot, and 16 below a pcie-to-pci-bridge on q35 map under SeaBIOS and
+OVMF. 961
+endpoints a tree is kept as the bound: it already exceeds what any one root
+port's tree needs (256 bus numbers in all)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -690,7 +701,7 @@ def trees_io_windows(
 
 @functools.lru_cache(maxsize=1024)
 def trees_buses(sizes: tuple[int, ...]) -> int:
-    """Bridges of several trees: each top bridge and its fanned-out pci-bridges."""
+    """Bridges of several trees: each top bridge and the pci-bridges chained below it."""
     return sum(1 + fanout(size) for size in sizes)
 
 
@@ -704,34 +715,36 @@ def tree_free_slots(size: int) -> int:
 def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_reserves: bool = False) -> int:
     """4 KiB IO windows a bridge tree of ``n`` endpoints needs, its IO endpoints' BARs ``io`` placed first.
 
-    Endpoints fill the top bridge's free slots first, then each fanned-out
-    pci-bridge; IO endpoints come first, largest first, so they share as few
-    buses as possible. Each bus needs ``ceil(bytes / 4 KiB)`` windows (the
-    firmware sizes a bridge's window as the sum of the BARs on its bus,
-    rounded up to 4 KiB), and a bridge's window holds those of the bridges
-    below it, so the tree needs their sum. A bridge the firmware reserves a
-    window for (``fan_reserves`` for the fanned-out pci-bridges,
-    ``top_reserves`` for the top one) takes at least one even with no IO BAR
-    below it; the top one's holds its children's, so it adds one only when
-    the whole tree has none.
+    Endpoints fill the top bridge's free slots first, then each pci-bridge of
+    the chain below it (:data:`TREE_CAPACITY`); IO endpoints come first,
+    largest first, so they share as few buses as possible. Each bus adds
+    ``ceil(bytes / 4 KiB)`` windows (the firmware sizes a bridge's window as
+    the IO BARs on its bus plus the windows of the bridges below it, rounded
+    up to 4 KiB). A bridge the firmware reserves a window for
+    (``fan_reserves`` for the chained pci-bridges, ``top_reserves`` for the
+    top one) takes one when nothing below it has an IO BAR: in a chain only
+    the last bridge can be such a bridge, and the top one only when the whole
+    tree has no IO and no chain.
 
     >>> tree_io_windows(31, ((256, 16), (64, 15)))  # 4096 + 960 bytes on one bus
     2
     >>> tree_io_windows(31, ((256, 8), (32, 23)), top_reserves=True)  # 2048 + 736
+    1
+    >>> tree_io_windows(400, (), top_reserves=True, fan_reserves=True)  # 13 chained bridges, one window
     1
     """
     m = fanout(n)
     if not io and not (fan_reserves and m) and not top_reserves:
         return 0
     windows = 0
-    filled = 0  # buses holding IO endpoints: the top bridge's, then fanned-out ones
+    filled = 0  # buses holding IO endpoints: the top bridge's, then the chain's in order
     while io and filled <= m:
-        here, io = split_io(io, BRIDGE_SLOTS - m if filled == 0 else BRIDGE_SLOTS)
-        bus = -(-io_bytes(here) // IO_WINDOW)
-        windows += max(bus, 1) if filled and fan_reserves else bus
+        # every bridge but the last gives one of its slots to the next one
+        here, io = split_io(io, BRIDGE_SLOTS - 1 if filled < m else BRIDGE_SLOTS)
+        windows += -(-io_bytes(here) // IO_WINDOW)
         filled += 1
-    if fan_reserves:
-        windows += m + 1 - max(filled, 1)  # the fanned-out pci-bridges without IO: one window each
+    if fan_reserves and m and filled <= m:
+        windows += 1  # the last pci-bridge of the chain has no IO BAR below it: its reservation
     return max(windows, 1) if top_reserves else windows
 
 
@@ -1544,7 +1557,7 @@ def _lay(
     root_slots = c.integrated_required + integrate + (1 if dmi else 0) + root_groups + math.ceil(used_port_slots / pack)
     # packed units on the root bus and the dmi-to-pci-bridge (not hotpluggable): the first of the packing order
     packed_off_trees = min(moves.pack_pci, 8 * (root_groups + dmi_groups) + beside_units)
-    tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges fanned out below it
+    tree_buses = trees_buses(trees)  # each tree's top bridge and the pci-bridges chained below it
     tree_bridges = tree_buses - len(trees)
     dmi_bridges = math.ceil(tree_units / BRIDGE_SLOTS) if use_dmi_tree else 0
     if dmi and dmi_units + dmi_groups + dmi_bridges > DMI_SLOTS:
@@ -1687,7 +1700,7 @@ def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_
             ),
             0,
         )
-    # flat pci-bridges while they suffice, else trees with pci-bridges fanned out below
+    # flat pci-bridges while they suffice, else trees with pci-bridges chained below
     if bridged <= BRIDGE_SLOTS * bridges:
         sizes = tuple(min(BRIDGE_SLOTS, max(0, bridged - BRIDGE_SLOTS * i)) for i in range(bridges))
     else:
