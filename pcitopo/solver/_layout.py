@@ -1390,42 +1390,15 @@ def _layout_pcie(
             return Decision(False, f"{ctx.label}: no root port's slot has a free function for a packed unit")
         if moves.pack_io and root_groups < groups and not arranged.beside:
             return Decision(False, f"{ctx.label}: no room on the root bus for the packed IO-BAR units")
+    lay_args = (ctx, c, policy, bus_cap, moves, integrate, spare_n, prepared, root_io, tree_io, tree_io_sizes)
     if memo is None:
-        return _lay(
-            ctx,
-            c,
-            policy,
-            bus_cap,
-            moves,
-            integrate,
-            spare_n,
-            prepared,
-            root_io,
-            tree_io,
-            tree_io_sizes,
-            arranged,
-            root_groups,
-        )
+        return _lay(*lay_args, arranged, root_groups)
     # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
     # no slot to spare is packing on the trees' slots): laid out once
     arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, root_groups, arranged)
     found = memo.get(arranged_key)
     if found is None:
-        found = memo[arranged_key] = _lay(
-            ctx,
-            c,
-            policy,
-            bus_cap,
-            moves,
-            integrate,
-            spare_n,
-            prepared,
-            root_io,
-            tree_io,
-            tree_io_sizes,
-            arranged,
-            root_groups,
-        )
+        found = memo[arranged_key] = _lay(*lay_args, arranged, root_groups)
     assert not isinstance(found, _Prepared)
     return found
 
