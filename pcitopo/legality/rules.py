@@ -97,8 +97,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "mmio-space": "more memory than the firmware's 32-bit MMIO hole holds, or a 64-bit window larger than "
         "the firmware gives (by default, or at all under the guest CPU's physical address bits)",
         "firmware-acpi": "a firmware that maps no BAR on this machine without ACPI (OVMF on pc), booted without it",
-        "firmware-crash": "a layout QEMU 7.2 crashes on while the firmware sets up PCI (OVMF on pc: an lsilogic "
-        "directly on a pci-expander-bus that also holds a pci-bridge)",
+        "firmware-crash": "a layout QEMU 7.2 crashes on while the firmware sets up PCI (OVMF: an lsilogic beside a "
+        "pci-bridge on a bus other than the main root bus)",
         "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
         "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
@@ -868,25 +868,25 @@ def _firmware_crash(ctx: _Context) -> Iterator[Violation]:
     if fw is None:
         return
     spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model)
-    if spec is None or not spec.expander_bridge_crash:
+    if spec is None or not spec.bridge_sibling_crash:
         return
-    for c, model in ctx.controllers:
-        if not model.expander:
+    bridges: dict[int, list[Controller]] = {}
+    for c in t.controllers:
+        if c.model == "pci-bridge" and c.address is not None and c.address.bus != 0:
+            bridges.setdefault(c.address.bus, []).append(c)
+    for d in t.devices:
+        if d.address is None or d.kind not in spec.bridge_sibling_crash or d.address.bus not in bridges:
             continue
-        bridges = [b for b in t.controllers if b.model == "pci-bridge" and b.address and b.address.bus == c.index]
-        if not bridges:
-            continue
-        for d in t.devices:
-            if d.address is not None and d.address.bus == c.index and d.kind in spec.expander_bridge_crash:
-                yield _violation(
-                    "firmware-crash",
-                    f"{_q(d.id)} ({d.kind}) at {d.address} is directly on {c.model} {_q(c.name)} beside "
-                    f"pci-bridge {_names([_q(b.name) for b in bridges])}: QEMU 7.2 crashes while {fw.name} sets up "
-                    f"PCI on {ctx.machine.name}; place it on another bus",
-                    d.id,
-                    c.name,
-                    address=d.address,
-                )
+        bus = t.controller(d.address.bus)
+        yield _violation(
+            "firmware-crash",
+            f"{_q(d.id)} ({d.kind}) at {d.address} is on {bus.model} {_q(bus.name)} beside pci-bridge "
+            f"{_names([_q(b.name) for b in bridges[d.address.bus]])}: QEMU 7.2 crashes while {fw.name} sets up "
+            f"PCI on {ctx.machine.name}; place it on another bus",
+            d.id,
+            bus.name,
+            address=d.address,
+        )
 
 
 def crash_violations(topology: Topology) -> list[Violation]:

@@ -608,8 +608,8 @@ def _check_mmio_floor(topology: Topology) -> None:
 def _budget_breaks(result: Topology) -> list[Violation]:
     """The firmware budgets a realised plan breaks: MMIO (:func:`_mmio_breaks`), IO windows where the firmware
     counts them otherwise than the model's layouts (an expander bus's own IO BARs under OVMF), and layouts QEMU
-    crashes on while the firmware sets up PCI (``firmware-crash``: an lsilogic beside a pci-bridge on an expander
-    bus under OVMF on pc), which the search must plan around like a budget."""
+    crashes on while the firmware sets up PCI (``firmware-crash``: an lsilogic beside a pci-bridge on a bus other
+    than the main root bus under OVMF), which the search must plan around like a budget."""
     from pcitopo.legality.rules import crash_violations, io_violations
 
     if result.firmware_model is None:
