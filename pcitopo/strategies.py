@@ -774,6 +774,17 @@ def _break_firmware_acpi(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("firmware-crash")
+def _break_firmware_crash(draw: st.DrawFn) -> Topology:
+    # OVMF on pc: a pci-bridge on pci.0 holding an lsilogic beside a second, empty pci-bridge (QEMU 7.2 crashes in
+    # OVMF's PCI setup); two IO windows, within pc's three
+    b = _Builder(Topology.default("pc", firmware="ovmf"))
+    b.place_controller(Controller(1, "pci-bridge", address=_free(b, draw, bus=0), chassis_nr=1))
+    b.place_controller(Controller(2, "pci-bridge", address=_free(b, draw, bus=1), chassis_nr=2))
+    b.place_device(Device("scsi0", "lsilogic", address=_free(b, draw, bus=1)))
+    return b.t
+
+
 @_breaks("io-space")
 def _break_io_space(draw: st.DrawFn) -> Topology:
     b = _base(draw, _machines_where(lambda m: m.io_window_budget() is not None))

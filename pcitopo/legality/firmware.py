@@ -77,6 +77,9 @@ class FirmwareMachine:
     expander_io_windows: bool = False
     """Each expander bus is a root bridge of its own: the IO BARs directly on it take started 4 KiB windows of
     their own, not a share of ``root_io`` (OVMF on pc: measured, see ``ovmf.toml``)."""
+    bridge_sibling_crash: tuple[str, ...] = ()
+    """Device kinds that crash QEMU during this firmware's PCI setup on a bus other than the main root bus that
+    also holds a pci-bridge (OVMF, QEMU 7.2: an lsilogic; measured, see ``ovmf.toml``)."""
 
     def root_io_windows(self, root_bytes: int) -> int:
         """How many windows ``root_bytes`` of IO BARs on the root buses take from the budget.
@@ -260,6 +263,7 @@ def _machine(source: str, name: str, data: Any) -> FirmwareMachine:
         requires_acpi=t.get("requires-acpi", bool, False),
         root_io=t.get("root-io", int, None),
         expander_io_windows=t.get("expander-io-windows", bool, False),
+        bridge_sibling_crash=t.str_list("bridge-sibling-crash"),
         ecam=t.get("ecam", int, None),
         mmio32_hole=t.get("mmio32-hole", int, None),
         mmio64_max=t.get("mmio64-max", int, None),

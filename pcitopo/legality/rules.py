@@ -52,6 +52,7 @@ __all__ = [
     "RULE_ENFORCEMENT",
     "Enforcement",
     "check",
+    "crash_violations",
     "io_violations",
     "mmio64_setting",
     "mmio_violations",
@@ -96,6 +97,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "mmio-space": "more memory than the firmware's 32-bit MMIO hole holds, or a 64-bit window larger than "
         "the firmware gives (by default, or at all under the guest CPU's physical address bits)",
         "firmware-acpi": "a firmware that maps no BAR on this machine without ACPI (OVMF on pc), booted without it",
+        "firmware-crash": "a layout QEMU 7.2 crashes on while the firmware sets up PCI (OVMF: an lsilogic beside a "
+        "pci-bridge on a bus other than the main root bus)",
         "hotplug": "a device that must be hot-pluggable at a position that is not (a slot without hotplug, or a "
         "slot it shares: libvirt hot-plugs single-function slots only), or the reverse",
         "numa": "a device that requires a NUMA node placed under another node",
@@ -856,6 +859,39 @@ def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
             f"{ctx.machine.default_firmware or 'another firmware'}",
             ctx.machine.root_bus_name,
         )
+
+
+@_rule
+def _firmware_crash(ctx: _Context) -> Iterator[Violation]:
+    t = ctx.t
+    fw = t.firmware_model
+    if fw is None:
+        return
+    spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model)
+    if spec is None or not spec.bridge_sibling_crash:
+        return
+    bridges: dict[int, list[Controller]] = {}
+    for c in t.controllers:
+        if c.model == "pci-bridge" and c.address is not None and c.address.bus != 0:
+            bridges.setdefault(c.address.bus, []).append(c)
+    for d in t.devices:
+        if d.address is None or d.kind not in spec.bridge_sibling_crash or d.address.bus not in bridges:
+            continue
+        bus = t.controller(d.address.bus)
+        yield _violation(
+            "firmware-crash",
+            f"{_q(d.id)} ({d.kind}) at {d.address} is on {bus.model} {_q(bus.name)} beside pci-bridge "
+            f"{_names([_q(b.name) for b in bridges[d.address.bus]])}: QEMU 7.2 crashes while {fw.name} sets up "
+            f"PCI on {ctx.machine.name}; place it on another bus",
+            d.id,
+            bus.name,
+            address=d.address,
+        )
+
+
+def crash_violations(topology: Topology) -> list[Violation]:
+    """The ``firmware-crash`` violations of a topology: layouts QEMU crashes on while its firmware sets up PCI."""
+    return list(_firmware_crash(_Context(topology)))
 
 
 @_rule

@@ -606,13 +606,15 @@ def _check_mmio_floor(topology: Topology) -> None:
 
 
 def _budget_breaks(result: Topology) -> list[Violation]:
-    """The firmware budgets a realised plan breaks: MMIO (:func:`_mmio_breaks`), and IO windows where the firmware
-    counts them otherwise than the model's layouts (an expander bus's own IO BARs under OVMF)."""
-    from pcitopo.legality.rules import io_violations
+    """The firmware budgets a realised plan breaks: MMIO (:func:`_mmio_breaks`), IO windows where the firmware
+    counts them otherwise than the model's layouts (an expander bus's own IO BARs under OVMF), and layouts QEMU
+    crashes on while the firmware sets up PCI (``firmware-crash``: an lsilogic beside a pci-bridge on a bus other
+    than the main root bus under OVMF), which the search must plan around like a budget."""
+    from pcitopo.legality.rules import crash_violations, io_violations
 
     if result.firmware_model is None:
         return []
-    return _mmio_breaks(result) or io_violations(result)
+    return _mmio_breaks(result) or io_violations(result) or crash_violations(result)
 
 
 def _mmio_breaks(result: Topology) -> list[Violation]:
@@ -635,7 +637,9 @@ def _budget_unsatisfiable(result: Topology, violations: Sequence[Violation], *, 
         [
             *(["the search gave up before finding a plan within the firmware's budgets"] if gave_up else []),
             *(
-                f"{plan}'s bridge windows and hotplug reservations break a firmware budget: {v.message}"
+                f"{plan} crashes QEMU under its firmware: {v.message}"
+                if v.rule == "firmware-crash"
+                else f"{plan}'s bridge windows and hotplug reservations break a firmware budget: {v.message}"
                 for v in violations
             ),
         ],
