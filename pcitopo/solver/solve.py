@@ -77,6 +77,10 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     scored: dict[int, tuple[Topology, Topology, tuple[SoftResult, ...]]] = {}
     # the first realised plan refused for breaking a firmware budget (MMIO or IO windows), with what it broke
     short: list[tuple[Topology, list[Violation]]] = []
+    # whether a realised plan was refused for a layout QEMU crashes on: the model does not know that rule, and
+    # another layout of the same decisions (the device on another bus of its tree) may avoid it, so the search's
+    # proof no longer covers every plan
+    crashed: list[bool] = []
 
     def score(result: Topology) -> int | None:
         broken = _budget_breaks(result)
@@ -86,6 +90,8 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
             # on the root bus)
             if not short:
                 short.append((result, broken))
+            if not crashed and any(v.rule == "firmware-crash" for v in broken):
+                crashed.append(True)
             return None
         named = _named(request, result, chosen)
         soft = soft_results(request, named, chosen)
@@ -114,6 +120,8 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     video = _primary_video_unit(topology, policy, units)
     if video is not None:
         placement = _primary_video_on_root(placed, policy, units, video, backend, placement)
+    if crashed and placement.status is Status.OPTIMAL:
+        placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
     return _finish(topology, placement, policy, tolerated, scored)
 
 

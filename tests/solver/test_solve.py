@@ -1111,3 +1111,33 @@ def test_io_reserve_is_not_set_where_the_windows_suffice_or_the_firmware_ignores
     devices = [Device(f"a{i}", "ac97") for i in range(20)] if firmware != "ovmf" else [Device("v", "virtio-net")]
     plan = solve(Topology.build(machine, devices=devices, firmware=firmware), "hotplug")
     assert [c for c in plan.topology.controllers if c.io_reserve is not None] == []
+
+
+def test_a_plan_found_after_refusing_a_layout_qemu_crashes_on_is_not_claimed_optimal() -> None:
+    """q35 under OVMF, an lsilogic and 70 i6300esb: the realised chain puts the lsilogic beside a pci-bridge
+    (``firmware-crash``), the search moves on to a plan with it on pcie.0 (a hotplug miss, cost 105), but moving
+    it to the chain's last bus is legal and costs 5: the model does not know the rule, so the plan is ``feasible``.
+
+    Before, the plan was reported ``optimal`` at 105.
+    """
+    devices = [Device("scsi0", "lsilogic"), *nics(70, "i6300esb", prefix="wd")]
+    request = Topology.build("q35", devices=devices, firmware="ovmf")
+    plan = solve(request)
+    assert plan.status is Status.FEASIBLE
+    assert plan.bound is None
+    # the same decisions without the crash rule (SeaBIOS), with the lsilogic swapped onto the chain's last bus
+    chained = solve(Topology.build("q35", devices=devices)).topology
+    last = max(c.index for c in chained.controllers if c.model == "pci-bridge")
+    other = next(d for d in chained.devices if d.address is not None and d.address.bus == last)
+    lsi = chained.device("scsi0")
+    swapped = [
+        attrs.evolve(d, address=other.address)
+        if d.id == "scsi0"
+        else attrs.evolve(d, address=lsi.address)
+        if d.id == other.id
+        else d
+        for d in chained.devices
+    ]
+    cheaper = Topology.build("q35", chained.controllers, swapped, firmware="ovmf")
+    assert validate(cheaper) == ()
+    assert evaluate(request, cheaper).cost == 5 < plan.cost
