@@ -12,6 +12,7 @@ from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
 from tests.support.libvirt import define_and_dump
+from tests.support.shapes import pci_bridges_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 
@@ -157,15 +158,6 @@ def chained_plan() -> tuple[LibvirtDomain, Plan]:
     return domain, solve(domain.topology)
 
 
-def _chained(t: Topology) -> list[int]:
-    """How many pci-bridges each bridge of ``t`` holds, by index."""
-    held = {c.index: 0 for c in t.controllers if c.model in ("pci-bridge", "pcie-to-pci-bridge")}
-    for c in t.controllers:
-        if c.model == "pci-bridge" and c.address is not None and c.address.bus in held:
-            held[c.address.bus] += 1
-    return [held[i] for i in sorted(held)]
-
-
 @pytest.mark.parametrize("firmware", ["seabios", "ovmf"])
 def test_a_tree_of_chained_pci_bridges_maps_under_both_firmwares(
     chained_plan: tuple[LibvirtDomain, Plan], firmware: str
@@ -177,7 +169,7 @@ def test_a_tree_of_chained_pci_bridges_maps_under_both_firmwares(
     plan = solve(Topology.build(r.machine, r.controllers, r.devices, acpi=r.acpi, firmware=firmware))
     t = plan.topology
     assert all(s.met for s in plan.soft if s.name == "hotplug")
-    assert _chained(t) == [1] * 16 + [0]
+    assert pci_bridges_held(t) == [1] * 16 + [0]
     report = verify(t, firmware=True, hotplug=False, firmware_wait=300, timeout=600)  # OVMF: some 150 s under TCG
     assert report.ok, f"{plan.summary()}\n{report}"
     assert {c.subject for c in report.named("placement")} >= {name for name in plan.assigned if name != "sata0"}
@@ -204,7 +196,7 @@ def test_500_conventional_devices_on_pc_in_chained_pci_bridges_map_and_hotplug_u
     plan = solve(Topology.build("pc", devices=devices))
     t = plan.topology
     assert all(s.met for s in plan.soft if s.name == "hotplug")
-    assert _chained(t) == [1] * 15 + [0]
+    assert pci_bridges_held(t) == [1] * 15 + [0]
     report = verify(t, hotplug=True, firmware_wait=120, timeout=600)
     assert report.ok, f"{plan.summary()}\n{report}"
     assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
