@@ -115,8 +115,18 @@ class CspBackend:
         required = frozenset(d.id for u in units if u.hotplug is HotplugNeed.REQUIRED for d in u.devices)
         placing = frozenset(d.id for u in units for d in u.devices)
         realised: dict[tuple[tuple[str, int], ...], Topology] = {}
+        # each assignment's score: the engine's solutions and the local search's moves come back to the same
+        # assignment (the engine's first solution, after the moves found a cheaper one), and realising and
+        # scoring one is the dearest step of a small search. The score is a function of the assignment.
+        scores: dict[tuple[tuple[str, int], ...], int | None] = {}
 
         def exact(values: Mapping[str, int]) -> int | None:
+            key = tuple(sorted(values.items()))
+            if key not in scores:
+                scores[key] = _exact(values)
+            return scores[key]
+
+        def _exact(values: Mapping[str, int]) -> int | None:
             assert score is not None
             topology = _realize.realize(problem, values)
             # the firmware's reservations (an IO window for every SHPC bridge and, with OVMF, every hotplug
