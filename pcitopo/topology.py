@@ -713,6 +713,40 @@ class Topology:
         """The description of the firmware that boots this topology (``None``: no firmware modelled)."""
         return self.machine.firmware(self.firmware)
 
+    @functools.cached_property
+    def primary_video(self) -> Device | None:
+        """The primary video: the first device in definition order whose kind is VGA-compatible (catalog ``vga``).
+
+        libvirt makes its first ``<video>`` the primary one (and only that one a
+        VGA model); SeaBIOS takes the first VGA device it finds, root bus first.
+
+        >>> t = Topology.build("q35", devices=[Device("g", "virtio-gpu"), Device("v", "vga"), Device("c", "cirrus")])
+        >>> t.primary_video.id
+        'v'
+        """
+        catalog = self.catalog
+        return next((d for d in self.devices if catalog.device(d.kind).vga is not None), None)
+
+    @functools.cached_property
+    def vbe_video(self) -> Device | None:
+        """The primary video when this topology's firmware finds its VBE only on the main root bus, else ``None``.
+
+        It decides the ``primary-video`` soft constraint (:func:`pcitopo.policy.evaluate.vbe_needs_root_bus`).
+        Kept on the topology, which is immutable, because the solver asks it of one request at every plan it scores.
+
+        >>> Topology.build("q35", devices=[Device("v", "vga")]).vbe_video.id
+        'v'
+        >>> Topology.build("q35", devices=[Device("v", "cirrus")]).vbe_video is None
+        True
+        >>> Topology.build("q35", devices=[Device("v", "vga")], firmware="ovmf").vbe_video is None
+        True
+        """
+        video = self.primary_video
+        firmware = self.firmware_model
+        if video is None or firmware is None:
+            return None
+        return video if self.catalog.device(video.kind).vga in firmware.vbe_root_bus_only else None
+
     def io_window_budget(self) -> int | None:
         """How many 4 KiB IO windows this topology's firmware fits beside its root buses' IO BARs (``None``: no limit).
 

@@ -277,8 +277,7 @@ def primary_video(topology: Topology) -> Device | None:
     >>> primary_video(t).id
     'v'
     """
-    catalog = topology.catalog
-    return next((d for d in topology.devices if catalog.device(d.kind).vga is not None), None)
+    return topology.primary_video
 
 
 def vbe_needs_root_bus(topology: Topology) -> Device | None:
@@ -294,28 +293,7 @@ def vbe_needs_root_bus(topology: Topology) -> Device | None:
     >>> vbe_needs_root_bus(Topology.build("q35", devices=[Device("v", "vga")], firmware="ovmf")) is None
     True
     """
-    known = _VBE.get(id(topology))
-    if known is not None and known[0] is topology:
-        return known[1]
-    video = primary_video(topology)
-    firmware = topology.firmware_model
-    found = None
-    if (
-        video is not None
-        and firmware is not None
-        and topology.catalog.device(video.kind).vga in firmware.vbe_root_bus_only
-    ):
-        found = video
-    if len(_VBE) >= 64:
-        _VBE.clear()
-    _VBE[id(topology)] = (topology, found)
-    return found
-
-
-_VBE: dict[int, tuple[Topology, Device | None]] = {}
-""":func:`vbe_needs_root_bus` by the topology's id (the topology kept in the value, so an id reused by another
-object is never taken for it). Not an ``lru_cache``: its key is the topology's hash and equality, and a request
-equal to an earlier one (the same domain planned again) is compared device by device, dearer than the answer."""
+    return topology.vbe_video
 
 
 def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[SoftResult, ...]:

@@ -341,20 +341,17 @@ def test_no_primary_video_term_where_the_firmware_finds_vbe_behind_a_bridge(kind
     assert "primary-video" not in [s.name for s in evaluate(request, result, "hotplug").soft]
 
 
-def test_the_primary_video_is_remembered_per_topology_object_not_per_equal_topology() -> None:
-    """vbe_needs_root_bus answers from its memo for the same object only, not a stale entry under a reused id."""
+def test_the_primary_video_is_remembered_by_each_topology_value() -> None:
+    """vbe_needs_root_bus answers from the topology it is asked of: a copy with another firmware works it out anew."""
     module = importlib.import_module("pcitopo.policy.evaluate")  # the package's ``evaluate`` is the function
     seabios = Topology.build("q35", devices=[Device("v", "vga")])
-    ovmf = Topology.build("q35", devices=[Device("v", "vga")], firmware="ovmf")
     video = module.vbe_needs_root_bus(seabios)
     assert video is not None
     assert video.id == "v"
-    assert module.vbe_needs_root_bus(seabios) is video  # from the memo
-    assert module._VBE[id(seabios)] == (seabios, video)
-    # another object under the same id (ids are reused once an object is freed): worked out for that object
-    module._VBE[id(ovmf)] = (seabios, video)
+    assert module.vbe_needs_root_bus(seabios) is video  # kept on the topology
+    ovmf = attrs.evolve(seabios, firmware="ovmf")  # OVMF finds the VBE behind a bridge too: no term
     assert module.vbe_needs_root_bus(ovmf) is None
-    assert module._VBE[id(ovmf)] == (ovmf, None)
+    assert module.vbe_needs_root_bus(seabios) is video
 
 
 def test_a_pinned_primary_video_is_not_scored() -> None:
