@@ -51,6 +51,10 @@ class Placement:
     model_cost: int | None = None
     """The objective the search minimised, for the assignment it chose (``None``: no search)."""
     bound: int | None = None
+    least_model: int | None = None
+    """The least model bound of the assignments the search scored (:attr:`.search.SearchResult.least_model`):
+    with terms the model does not bound (order), no completion costs less than the smaller of it and the
+    plan's cost (``None``: not known)."""
 
 
 class Backend(Protocol):
@@ -159,7 +163,9 @@ class CspBackend:
             raise Unsatisfiable(["no assignment meets every hard constraint"])
         topology = realised.get(tuple(sorted(result.values.items()))) or _realize.realize(problem, result.values)
         status = Status.OPTIMAL if result.proven else Status.FEASIBLE
-        return Placement(topology, status, stats, model_cost=result.cost, bound=result.bound)
+        return Placement(
+            topology, status, stats, model_cost=result.cost, bound=result.bound, least_model=result.least_model
+        )
 
 
 def io_reserve_off(topology: Topology, short: int, keep: Collection[int] = ()) -> Topology | None:

@@ -67,6 +67,13 @@ class SearchResult:
     constraints: int
     nodes: int
     """Partial assignments the engine built (each checked by the objective's bound)."""
+    least_model: int | None = None
+    """The least model bound of the complete assignments ``exact`` scored (``None``: none scored).
+
+    Every other assignment was pruned because its bound was above the best (or equal with a larger key), so
+    this is what a completion might cost as little as where the objective has terms the model does not bound
+    (the order terms): another layout of a scored assignment's decisions, which the model bounds below but
+    ``exact`` scored as one layout only."""
 
 
 class _ModelConstraint(EngineConstraint):  # type: ignore[misc]
@@ -211,14 +218,16 @@ def search(
     if not names:
         feasible = all(c.test is None or c.test({}) for c in problem.constraints)
         cost = objective.bound({}) if feasible else None
+        least = None
         if cost is not None and exact is not None:
             model_cost, cost = cost, exact({})
             if cost is None:
                 return SearchResult(None, 0, False, 0, 0, len(problem.constraints), 1)
             if cost < model_cost:
                 return SearchResult({}, cost, False, 0, 0, len(problem.constraints), 1)
+            least = model_cost
         return SearchResult(
-            {} if cost is not None else None, cost or 0, True, cost or 0, 0, len(problem.constraints), 1
+            {} if cost is not None else None, cost or 0, True, cost or 0, 0, len(problem.constraints), 1, least
         )
     if not all(c.test({}) for c in problem.constraints if c.kind == "check" and c.test is not None and not c.scope):
         return SearchResult(None, 0, True, 0, len(names), len(problem.constraints), 0)
@@ -233,6 +242,7 @@ def search(
     best: dict[str, int] | None = None
     finished = True
     sound = True
+    least_model: list[int] = []  # the least model bound of an assignment exact scored, in a list the moves share
     for solution in engine.getSolutionIter():
         full = {n: int(solution[n]) for n in names}
         cost = objective.bound(full)
@@ -246,6 +256,7 @@ def search(
             scored = exact(full)
             if scored is None:
                 continue  # the realised plan breaks a budget the model only bounds: not a solution
+            _note_least(least_model, model_cost)
             cost = scored
             sound = sound and cost >= model_cost
         if bound.best is None or (cost, key) < (bound.best, bound.best_key):
@@ -256,7 +267,7 @@ def search(
                 # a cheaper incumbent from the engine's: the bound then prunes with it (the result, when the
                 # search finishes, is still the least cost and key of all, the incumbent being one of them)
                 improved = _improve(
-                    problem, full, (cost, key), bound.key, sums, objective.bound, exact, objective.floor
+                    problem, full, (cost, key), bound.key, sums, objective.bound, exact, objective.floor, least_model
                 )
                 if improved is not None:
                     best, (bound.best, bound.best_key), unsound = improved
@@ -276,7 +287,16 @@ def search(
         len(names),
         len(problem.constraints),
         bound.nodes,
+        least_model[0] if least_model else None,
     )
+
+
+def _note_least(least: list[int], model_cost: int) -> None:
+    """Keep in ``least`` (empty or one value) the smaller of what it holds and ``model_cost``."""
+    if not least:
+        least.append(model_cost)
+    elif model_cost < least[0]:
+        least[0] = model_cost
 
 
 IMPROVE_LIMIT = 2_000
@@ -292,6 +312,7 @@ def _improve(
     bound: Callable[[Mapping[str, int]], int | None],
     exact: Callable[[Mapping[str, int]], int | None] | None,
     floor: Callable[[Mapping[str, int]], int] | None = None,
+    least_model: list[int] | None = None,
 ) -> tuple[dict[str, int], tuple[int, tuple[int, ...]], bool] | None:
     """A cheaper assignment than ``start`` by local search, with its (cost, key) (``None``: none found).
 
@@ -304,6 +325,8 @@ def _improve(
     decision to another value, or both at once, and is taken when the moved
     assignment meets every hard constraint and scores less. The third value
     says whether ``exact`` scored one below the model (the bound unsound).
+    ``least_model`` (see :attr:`SearchResult.least_model`) takes the model
+    bound of every assignment ``exact`` scores.
     """
     checks = [c.test for c in problem.constraints if c.kind == "check" and c.scope and c.test is not None]
     domains = problem.domains
@@ -355,6 +378,8 @@ def _improve(
                     scored = exact(trial)
                     if scored is None:
                         continue
+                    if least_model is not None:
+                        _note_least(least_model, model)
                     unsound = unsound or scored < model
                     cost = scored
                 if (cost, trial_key) < best_score:

@@ -674,9 +674,9 @@ def test_order_is_in_the_objective() -> None:
     t = plan.topology
     assert t.numa_node_of_bus(t.device("a0").address.bus) == 0  # type: ignore[union-attr]
     assert t.device("a0").address < t.device("a1").address  # type: ignore[operator]
-    # the enumerator's minimum (tests/property/test_optimality.py): one expander, one root port, one bridge; with
-    # an order term scored the solver claims no proof (the layout's local choices do not weigh it)
-    assert (plan.cost, plan.status, plan.bound) == (4, Status.FEASIBLE, None)
+    # the enumerator's minimum (tests/property/test_optimality.py): one expander, one root port, one bridge; the
+    # plan keeps the order and no assignment the search scored is bounded below 4, so the proof holds
+    assert (plan.cost, plan.status, plan.bound) == (4, Status.OPTIMAL, 4)
     assert {s.name: s.met for s in plan.soft}["order"] is True
 
 
