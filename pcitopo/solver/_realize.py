@@ -45,7 +45,10 @@ class Builder:
         used_chassis_port: set[tuple[int, int]],
         used_chassis_nr: set[int],
         used_target_index: set[int],
+        crash_kinds: frozenset[str] = frozenset(),
     ) -> None:
+        self.crash_kinds = crash_kinds
+        """Device kinds QEMU crashes on beside a pci-bridge under the firmware (``bridge-sibling-crash``)."""
         self.used_indexes = set(used_indexes)
         self.used_chassis_port = set(used_chassis_port)
         self.used_chassis = {c for c, _ in used_chassis_port}
@@ -437,6 +440,8 @@ def _fill_tree(b: Builder, top: int, units: Sequence[Unit | list[Unit]]) -> None
     A list is a group of packed units taking one slot (:func:`_place_group`).
     """
     m = fanout(len(units))
+    if m and b.crash_kinds:
+        units = _crash_kinds_last(units, b.crash_kinds)
     order: list[PciAddress] = []
     bus = top
     for _ in range(m):
@@ -445,6 +450,37 @@ def _fill_tree(b: Builder, top: int, units: Sequence[Unit | list[Unit]]) -> None
     order += [_addr(bus, s) for s in range(1, BRIDGE_SLOTS + 1)]
     for u, a in zip(units, order, strict=False):
         _place_item_at(b, u, a)
+
+
+def _crash_kinds_last(units: Sequence[Unit | list[Unit]], kinds: frozenset[str]) -> list[Unit | list[Unit]]:
+    """``units`` with those holding a device of ``kinds`` last, each part in its own order.
+
+    In a chain every bus but the last holds the next pci-bridge, and QEMU 7.2 crashes under OVMF on some
+    device kinds beside a pci-bridge off the root bus (rule ``firmware-crash``): the last bus has none, so
+    those units go there. Their order among themselves is kept, and so the order term of their kind. The
+    IO windows may differ from the model's count (IO endpoints first), which the realised plan's check
+    decides; where the last bus cannot take them all the rule still refuses the plan.
+    """
+
+    def crashes(item: Unit | list[Unit]) -> bool:
+        members = item if isinstance(item, list) else [item]
+        return any(d.kind in kinds for u in members for d in u.devices)
+
+    flagged = [crashes(u) for u in units]
+    if not any(flagged):
+        return list(units)
+    return [u for u, f in zip(units, flagged, strict=True) if not f] + [
+        u for u, f in zip(units, flagged, strict=True) if f
+    ]
+
+
+def _crash_kinds(topology: Topology) -> frozenset[str]:
+    """The device kinds QEMU crashes on beside a pci-bridge under the topology's firmware (none: no such rule)."""
+    firmware = topology.firmware_model
+    if firmware is None:
+        return frozenset()
+    spec = firmware.for_machine(topology.machine.name, topology.machine.root_model)
+    return frozenset(spec.bridge_sibling_crash) if spec is not None else frozenset()
 
 
 def _place_item_at(b: Builder, item: Unit | list[Unit], slot: PciAddress) -> None:
@@ -663,6 +699,7 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
         used_chassis_port={(c.chassis, -1 if c.port is None else c.port) for c in told if c.chassis is not None},
         used_chassis_nr={c.chassis_nr for c in told if c.chassis_nr is not None},
         used_target_index={c.target_index for c in told if c.target_index is not None},
+        crash_kinds=_crash_kinds(topology),
     )
     main = problem.contexts[0]
     main_slots = list(main.free_slots)
