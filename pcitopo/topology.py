@@ -811,6 +811,19 @@ class Topology:
         fw = self.firmware_model
         return None if fw is None else fw.for_machine(self.machine.name, self.machine.root_model)
 
+    @functools.cached_property
+    def bridge_sibling_crash(self) -> frozenset[str]:
+        """Device kinds QEMU crashes on, under this topology's firmware, on a bus other than the main root bus that
+        also holds a pci-bridge (the ``firmware-crash`` rule; empty: no such kind).
+
+        >>> sorted(Topology.default("q35", firmware="ovmf").bridge_sibling_crash)
+        ['lsilogic']
+        >>> Topology.default("q35").bridge_sibling_crash
+        frozenset()
+        """
+        spec = self._firmware_machine
+        return frozenset(spec.bridge_sibling_crash) if spec is not None else frozenset()
+
     def reserves_io(self, index: int) -> bool:
         """Whether the firmware gives controller ``index`` an IO window even with no IO BAR below it.
 

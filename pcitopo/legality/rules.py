@@ -864,18 +864,16 @@ def _firmware_acpi(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _firmware_crash(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
+    kinds = t.bridge_sibling_crash
     fw = t.firmware_model
-    if fw is None:
-        return
-    spec = fw.for_machine(ctx.machine.name, ctx.machine.root_model)
-    if spec is None or not spec.bridge_sibling_crash:
+    if not kinds or fw is None:
         return
     bridges: dict[int, list[Controller]] = {}
     for c in t.controllers:
         if c.model == "pci-bridge" and c.address is not None and c.address.bus != 0:
             bridges.setdefault(c.address.bus, []).append(c)
     for d in t.devices:
-        if d.address is None or d.kind not in spec.bridge_sibling_crash or d.address.bus not in bridges:
+        if d.address is None or d.kind not in kinds or d.address.bus not in bridges:
             continue
         bus = t.controller(d.address.bus)
         yield _violation(

@@ -466,21 +466,7 @@ def _crash_kinds_last(units: Sequence[Unit | list[Unit]], kinds: frozenset[str])
         members = item if isinstance(item, list) else [item]
         return any(d.kind in kinds for u in members for d in u.devices)
 
-    flagged = [crashes(u) for u in units]
-    if not any(flagged):
-        return list(units)
-    return [u for u, f in zip(units, flagged, strict=True) if not f] + [
-        u for u, f in zip(units, flagged, strict=True) if f
-    ]
-
-
-def _crash_kinds(topology: Topology) -> frozenset[str]:
-    """The device kinds QEMU crashes on beside a pci-bridge under the topology's firmware (none: no such rule)."""
-    firmware = topology.firmware_model
-    if firmware is None:
-        return frozenset()
-    spec = firmware.for_machine(topology.machine.name, topology.machine.root_model)
-    return frozenset(spec.bridge_sibling_crash) if spec is not None else frozenset()
+    return sorted(units, key=crashes)  # stable: False before True, each part in its order
 
 
 def _place_item_at(b: Builder, item: Unit | list[Unit], slot: PciAddress) -> None:
@@ -699,7 +685,7 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
         used_chassis_port={(c.chassis, -1 if c.port is None else c.port) for c in told if c.chassis is not None},
         used_chassis_nr={c.chassis_nr for c in told if c.chassis_nr is not None},
         used_target_index={c.target_index for c in told if c.target_index is not None},
-        crash_kinds=_crash_kinds(topology),
+        crash_kinds=topology.bridge_sibling_crash,
     )
     main = problem.contexts[0]
     main_slots = list(main.free_slots)

@@ -127,10 +127,10 @@ class CspBackend:
         def exact(values: Mapping[str, int]) -> int | None:
             key = tuple(sorted(values.items()))
             if key not in scores:
-                scores[key] = _exact(values)
+                scores[key] = _exact(values, key)
             return scores[key]
 
-        def _exact(values: Mapping[str, int]) -> int | None:
+        def _exact(values: Mapping[str, int], key: tuple[tuple[str, int], ...]) -> int | None:
             assert score is not None
             topology = _realize.realize(problem, values)
             # the firmware's reservations (an IO window for every SHPC bridge and, with OVMF, every hotplug
@@ -148,7 +148,7 @@ class CspBackend:
             else:
                 scored = score(topology)
             if scored is not None:
-                realised[tuple(sorted(values.items()))] = topology
+                realised[key] = topology
             return scored
 
         limit = NAMES_NODE_LIMIT if names_expander else search.NODE_LIMIT
