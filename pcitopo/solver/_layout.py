@@ -778,7 +778,12 @@ def decide(
         return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
-    return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
+    decision = _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
+    if bus_cap is not None and decision.feasible and decision.bus_numbers > bus_cap:
+        # an existing pci-expander-bus has the bus numbers up to the next expander's bus_nr only (the domain's
+        # shared budget is a constraint of its own, but it does not count an expander's own range)
+        return Decision(False, f"{ctx.label}: {decision.bus_numbers} bus numbers needed, {bus_cap} left")
+    return decision
 
 
 class _Moves(NamedTuple):

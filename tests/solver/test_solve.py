@@ -159,6 +159,23 @@ def test_numa_devices_go_under_an_expander_of_their_node() -> None:
     assert all(c.bus_nr is not None and 1 <= c.bus_nr <= 254 for c in expanders)
     assert validate(t) == ()
 
+@pytest.mark.parametrize("policy", ["hotplug", "minimal", "numa", "ordered"])
+def test_a_pci_expander_bus_gets_no_bridges_past_the_next_expanders_bus_nr(policy: str) -> None:
+    """A pxb at bus_nr 252 below one at 254 has its own two bus numbers and no more, so the overflow goes on
+    pci-bridges elsewhere (a generated libvirt domain, where libvirt's defaults give two pxbs 254 and 252, got an
+    internal error: a plan with a pci-bridge below each pxb)."""
+    pxbs = [
+        Controller(1, "pci-expander-bus", address=PciAddress.parse("00:05.0"), bus_nr=252),
+        Controller(2, "pci-expander-bus", address=PciAddress.parse("00:06.0"), bus_nr=254),
+    ]
+    devices = [Device(f"d{i}", "virtio-blk-non-transitional") for i in range(100)]
+    plan = solve(Topology.build("pc", pxbs, devices), policy)
+    t = plan.topology
+    assert validate(t) == ()
+    assert [t.subtree_bus_numbers(c.index) for c in pxbs] == [2, 2]  # the pxb's two buses, nothing below them
+    assert len(plan.assigned) == 100
+
+
 
 def test_numa_policy_makes_nodes_hard() -> None:
     """Under ``numa`` a device's node is a requirement even without numa_strict."""
