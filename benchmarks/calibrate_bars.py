@@ -20,7 +20,12 @@ values of it, and the catalog says which BAR follows it (``memory-bar``):
 Kinds QEMU cannot start without a host resource (``vfio-pci``, the
 ``vhost-*`` devices, ``virtio-input-host``, ``vhost-user-fs``) or without a
 running server (``ivshmem-doorbell``) are not measured; their BARs come from
-the host (``--host``) or are unknown.
+the host (``--host``) or are unknown. The exception is ``vhost-vsock``: on a
+host without ``/dev/vhost-vsock`` it is started with the ``LD_PRELOAD`` stub of
+``tests/support/vhost_stub.py`` (it answers the few vhost ioctls QEMU makes
+before the guest runs; the BARs are QEMU's own). It is measured as it is,
+without ``disable-legacy=on``, because QEMU 7.2 forces it to virtio 1 (modern only,
+no IO BAR) and has no ``vhost-vsock-pci-transitional``.
 
 Usage::
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from pcitopo.legality.catalog import Catalog, DeviceKind  # noqa: E402
 from pcitopo.qemu._qmp import Qemu, QemuError, find_binary  # noqa: E402
+from tests.support.vhost_stub import build, preloaded  # noqa: E402
 
 DEVICES_TOML = ROOT / "pcitopo" / "legality" / "data" / "devices.toml"
 CONTROLLERS_TOML = ROOT / "pcitopo" / "legality" / "data" / "controllers.toml"
@@ -64,9 +71,14 @@ NEEDS: dict[str, tuple[str, list[str]]] = {
     "virtio-crypto-pci": ("cryptodev=cr", ["-object", "cryptodev-backend-builtin,id=cr"]),
     "virtio-pmem-pci": ("memdev=pm", ["-object", "memory-backend-ram,id=pm,size=16M"]),
     "virtio-mem-pci": ("memdev=vm", ["-object", "memory-backend-ram,id=vm,size=16M"]),
+    "vhost-vsock-pci": ("guest-cid=3", []),
 }
 HOST_ONLY = ("vfio-pci", "vhost-", "virtio-input-host", "vhost-user-fs", "ivshmem-doorbell")
-"""QEMU devices that need a host resource or a server to start: not measured."""
+"""QEMU devices that need a host resource or a server to start: not measured (but see STUBBED)."""
+STUBBED = frozenset({"vhost-vsock-pci", "vhost-vsock-pci-non-transitional"})
+"""Host-resource devices measured anyway: tests/support/vhost_stub.py is preloaded when the host lacks the resource."""
+_PRELOAD: list[Path] = []
+"""The compiled stub, once built (``main`` builds it)."""
 
 # kinds whose memory BAR follows a domain setting: the QEMU property (its unit) and the values tried
 MEMORY = {
@@ -94,6 +106,9 @@ def regions(binary: str, driver: str, props: str = "", memory: int | None = None
         prop += f",{name}={memory // MIB if name.endswith('_mb') else memory}"
     args = ["-machine", "q35", *_machine_options(driver), "-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
     args += [*options, "-device", prop]
+    if driver in STUBBED and _PRELOAD and not Path("/dev/vhost-vsock").exists():
+        binary, prefix = preloaded(binary, _PRELOAD[0])
+        args = [*prefix, *args]
     with Qemu(binary, args, timeout=30) as vm:
         answer = vm.execute("query-pci")
     for bus in answer:
@@ -132,7 +147,7 @@ def toml_line(entries: list[dict[str, Any]]) -> str:
 def measure_kind(binary: str, kind: DeviceKind, catalog: Catalog) -> dict[str, Any]:
     """One kind's BARs (and, for a memory-sized kind, which BAR follows the memory)."""
     driver = kind.qemu_device
-    props = "disable-legacy=on" if kind.connect_type == "virtio" else ""
+    props = "disable-legacy=on" if kind.connect_type == "virtio" and kind.qemu_device not in STUBBED else ""
     out: dict[str, Any] = {"kind": kind.name, "driver": driver}
     if driver in MEMORY:
         sizes = MEMORY[driver][1]
@@ -152,8 +167,9 @@ def measure_kind(binary: str, kind: DeviceKind, catalog: Catalog) -> dict[str, A
         out["bars"] = bar_entries(regions(binary, driver, props, memory=DEFAULT_MEMORY.get(driver)))
     else:
         out["bars"] = bar_entries(regions(binary, driver, props))
-    if f"{kind.name}-transitional" in catalog.devices:
-        for variant in ("transitional", "non-transitional"):
+    for variant in ("transitional", "non-transitional"):
+        other = catalog.devices.get(f"{kind.name}-{variant}")
+        if other is not None and other.in_qemu:  # vhost-vsock-transitional: libvirt's name, no QEMU driver
             got = bar_entries(regions(binary, f"{driver}-{variant}"))
             if got != out["bars"]:
                 out.setdefault("variants_differ", {})[variant] = got
@@ -165,6 +181,8 @@ DEFAULT_MEMORY = {"ivshmem-plain": 4 * MIB}
 
 
 def measurable(kind: DeviceKind) -> bool:
+    if kind.qemu_device in STUBBED:
+        return bool(_PRELOAD) or Path("/dev/vhost-vsock").exists()
     return not any(kind.qemu_device.startswith(p) for p in HOST_ONLY)
 
 
@@ -195,6 +213,10 @@ def main() -> int:
     if binary is None:
         raise SystemExit("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     catalog = Catalog.default()
+    stub_dir = Path(tempfile.mkdtemp(prefix="pcitopo-vhost-stub-"))
+    library = build(stub_dir)
+    if library is not None:
+        _PRELOAD.append(library)
     results = []
     differ = 0
     for kind in catalog.devices.values():

@@ -163,7 +163,9 @@ def device_kinds(
 ) -> st.SearchStrategy[str]:
     """Names of endpoint device kinds, optionally those that connect as ``connect`` on ``machine``.
 
-    Without a machine, kinds are classified as on a PCI Express machine.
+    Without a machine, kinds are classified as on a PCI Express machine. Only kinds the machine's QEMU
+    starts are drawn (every shipped machine's, without one): no ``igb`` for QEMU 7.2, no
+    ``vhost-vsock-transitional`` (rule ``qemu-driver``).
 
     >>> device_kinds(machine="pc", connect="pcie-device")
     Traceback (most recent call last):
@@ -182,7 +184,11 @@ def device_kinds(
             raise InvalidArgument(f"connect={connect!r} is not a connect type; known: {known}") from None
     catalog = resolved.catalog if resolved is not None else Catalog.default()
     pcie = resolved.pcie if resolved is not None else True
-    names = [k.name for k in catalog.devices.values() if wanted is None or k.connect_on(pcie=pcie) is wanted]
+    names = [
+        k.name
+        for k in catalog.devices.values()
+        if (wanted is None or k.connect_on(pcie=pcie) is wanted) and _starts(k, resolved)
+    ]
     if not names:
         where = f" on {resolved.name}" if resolved is not None else ""
         assert wanted is not None
@@ -434,7 +440,12 @@ def _legal_topologies(
     builder = _builder(draw, st.just(resolved) if resolved is not None else machines(), numa_nodes)
     offered = [m for m in builder.machine.controllers if models is None or m in models]
     # an ICH9 UHCI companion needs a USB controller of its own as its master (rule usb-master)
-    kinds = [name for name, kind in builder.machine.catalog.devices.items() if kind.usb != "companion"]
+    # and only kinds the machine's QEMU has a driver for (rule qemu-driver)
+    kinds = [
+        name
+        for name, kind in builder.machine.catalog.devices.items()
+        if kind.usb != "companion" and _starts(kind, builder.machine)
+    ]
     devices = draw(st.integers(min_devices, max_devices))
     controllers = draw(st.integers(0, max_controllers)) if offered else 0
     # controllers first shrinks best: devices can then go behind them
@@ -465,6 +476,13 @@ _PLAIN = "virtio-net-non-transitional"
 
 def _machines_where(test: Callable[[Machine], bool]) -> list[str]:
     return sorted(name for name, m in shipped_machines().items() if test(m))
+
+
+def _starts(kind: DeviceKind, machine: Machine | None) -> bool:
+    """Whether ``machine``'s QEMU (every shipped machine's, for ``None``) has ``kind``'s driver (rule qemu-driver)."""
+    if machine is not None:
+        return kind.in_qemu_release(machine.qemu_version)
+    return all(kind.in_qemu_release(m.qemu_version) for m in shipped_machines().values())
 
 
 def _base(
@@ -791,7 +809,9 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
     budget = b.t.io_window_budget()
     assert budget is not None
     io_kinds = [
-        k.name for k in b.t.catalog.devices.values() if k.has_io_bar(behind_pcie_port=True) and k.usb != "companion"
+        k.name
+        for k in b.t.catalog.devices.values()
+        if k.has_io_bar(behind_pcie_port=True) and k.usb != "companion" and _starts(k, b.machine)
     ]
     bridges = [
         m for m in b.machine.controllers if not (b.t.catalog.controller(m).expander or b.t.catalog.controller(m).root)
@@ -896,6 +916,15 @@ def _break_switch_group(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("qemu-driver")
+def _break_qemu_driver(draw: st.DrawFn) -> Topology:
+    b = _base(draw, sorted(shipped_machines()))
+    missing = sorted(k.name for k in b.t.catalog.devices.values() if not _starts(k, b.machine) and k.usb is None)
+    assume(missing)
+    assume(b.add_device(draw, missing, "missing") is not None)
+    return b.t
+
+
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
 
 
@@ -969,7 +998,12 @@ def device_requests(
     else:
         # kinds a user would ask pcitopo to place (the chipset's own functions are built in)
         # (and no ICH9 UHCI companion: alone it has no master USB controller, rule usb-master)
-        names = sorted(k for k, v in catalog.devices.items() if k not in ("piix3-ide",) and v.usb != "companion")
+        # (nor a kind the machine's QEMU has no driver for: rule qemu-driver)
+        names = sorted(
+            k
+            for k, v in catalog.devices.items()
+            if k not in ("piix3-ide",) and v.usb != "companion" and _starts(v, resolved)
+        )
     if not names and max_devices:
         raise InvalidArgument("kinds is empty, so no device can be generated")
     taken_ids = frozenset(taken)

@@ -140,6 +140,25 @@ def test_validate_reports_every_violation_and_exits_1(capsys: pytest.CaptureFixt
     assert clash["elements"] == ["/domain/devices/interface[1]", "/domain/devices/interface[2]"]
 
 
+def test_validate_refuses_what_libvirt_accepts_but_qemu_7_2_cannot_start(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A transitional vsock and an igb NIC, which libvirt 9.0 defines, are violations of rule qemu-driver."""
+    vsock = "    <vsock model='virtio-transitional'><cid auto='yes'/></vsock>"
+    igb = "    <interface type='user'><model type='igb'/></interface>"
+    path = write(tmp_path, "new.xml", vsock + "\n" + igb)
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 1
+    assert out.splitlines() == [
+        "'interface0' (igb) needs QEMU device 'igb', which QEMU 8.0 added; q35 describes QEMU 7.2 (rule: qemu-driver)"
+        "  [/domain/devices/interface]",
+        "'vsock0' (vhost-vsock-transitional) needs QEMU device 'vhost-vsock-pci-transitional', which no QEMU release "
+        "has (libvirt 9.0 accepts the model; QEMU refuses to start); use 'vhost-vsock' or "
+        "'vhost-vsock-non-transitional' (rule: qemu-driver)  [/domain/devices/vsock]",
+        f"{path}: 2 violations",
+    ]
+
+
 # -- diff -------------------------------------------------------------------------------------------
 
 

@@ -117,6 +117,18 @@ class Table:
             )
         return value
 
+    def release(self, name: str) -> tuple[int, int] | None:
+        """A QEMU release written ``"MAJOR.MINOR"`` (a kind's ``qemu-since``, a machine's ``qemu-version``)."""
+        raw = self.get(name, str, None)
+        if raw is None:
+            return None
+        parts = raw.split(".")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise InvalidDescription(
+                self.source, self._path(name), f"expected a QEMU release 'MAJOR.MINOR' (got {raw!r})"
+            )
+        return (int(parts[0]), int(parts[1]))
+
     def sub(self, name: str) -> Table:
         self._read.add(name)
         return Table(self.source, self._path(name), self.data.get(name, {}))

@@ -171,6 +171,13 @@ class DeviceKind:
     """The BAR whose size is the device's memory (``Device.memory``), when the domain sets it."""
     memory_property: str | None = None
     """The QEMU property that sets that memory (bytes; MiB when it ends in ``_mb``), if a property does."""
+    qemu_since: tuple[int, int] | None = None
+    """The QEMU release (major, minor) that added the kind's driver; ``None``: every release pcitopo describes
+    has it. A machine describing an older QEMU refuses the kind (rule ``qemu-driver``)."""
+    in_qemu: bool = True
+    """``False`` for a kind libvirt names but no QEMU has a driver for (``vhost-vsock-transitional``: libvirt 9.0
+    accepts ``<vsock model='virtio-transitional'>`` and asks QEMU for ``vhost-vsock-pci-transitional``). Such a
+    kind is read from a domain so that ``validate`` can refuse it (rule ``qemu-driver``), and never planned."""
     vga: str | None = None
     """How a VGA-compatible kind (PCI class 0300, legacy VGA ranges, a video BIOS) reaches VBE:
     ``"bochs-vbe"`` (the Bochs DISPI I/O ports) or ``"cirrus"``; ``None``: not VGA-compatible."""
@@ -191,6 +198,19 @@ class DeviceKind:
         if not pcie or self.connect_type == "pci":
             return Connect.PCI_DEVICE
         return Connect.PCIE_DEVICE
+
+    def in_qemu_release(self, version: tuple[int, int] | None) -> bool:
+        """Whether QEMU ``version`` (``None``: a release not known) has this kind's driver.
+
+        >>> cat = Catalog.default()
+        >>> cat.device("igb").in_qemu_release((7, 2)), cat.device("igb").in_qemu_release((8, 0))
+        (False, True)
+        >>> cat.device("vhost-vsock-transitional").in_qemu_release(None)
+        False
+        """
+        if not self.in_qemu:
+            return False
+        return version is None or self.qemu_since is None or version >= self.qemu_since
 
     def has_io_bar(self, *, behind_pcie_port: bool) -> bool:
         """Whether this device has an IO BAR where it sits."""
@@ -320,22 +340,26 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
         memory_bar=t.get("memory-bar", int, None),
         memory_property=t.get("memory-property", str, None),
         vga=t.get("vga", str, None),
+        qemu_since=t.release("qemu-since"),
     )
     if kind.memory_bar is not None and kind.memory_bar not in {b.index for b in kind.bars}:
         raise InvalidDescription(source, f"{name}.memory-bar", f"BAR{kind.memory_bar} is not among its bars")
     if kind.io_bar is not IoBar.NEVER and kind.io_bar_size <= 0:
         raise InvalidDescription(source, f"{name}.io-bar-size", "a kind with an IO BAR needs its size in bytes")
     kinds = [kind]
-    if t.get("virtio-variants", bool, False):
-        kinds.append(
-            attrs.evolve(
-                kind,
-                name=f"{name}-transitional",
-                qemu_device=f"{kind.qemu_device}-transitional",
-                connect_type="pci",
-                io_bar=IoBar.ALWAYS,
-            )
+    variants = _virtio_variants(t)
+    if variants:
+        transitional = attrs.evolve(
+            kind,
+            name=f"{name}-transitional",
+            qemu_device=f"{kind.qemu_device}-transitional",
+            connect_type="pci",
+            io_bar=IoBar.ALWAYS,
         )
+        if "transitional" not in variants:
+            # libvirt still names it; QEMU has no such driver, so no IO BAR either: nothing to count
+            transitional = attrs.evolve(transitional, in_qemu=False, io_bar=IoBar.NEVER, io_bar_size=0)
+        kinds.append(transitional)
         kinds.append(
             attrs.evolve(
                 kind,
@@ -343,10 +367,35 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
                 qemu_device=f"{kind.qemu_device}-non-transitional",
                 io_bar=IoBar.NEVER,
                 io_bar_size=0,
+                in_qemu="non-transitional" in variants,
             )
         )
     t.check_unknown()
     return kinds
+
+
+_VIRTIO_VARIANTS = ("transitional", "non-transitional")
+
+
+def _virtio_variants(table: Table) -> tuple[str, ...]:
+    """``virtio-variants``: ``true`` (QEMU has both), ``false`` (none) or the list of those QEMU has.
+
+    libvirt 9.0 names both variants of every virtio model, so both are kinds whenever any is; a variant
+    the list leaves out is a kind that no QEMU starts (``DeviceKind.in_qemu`` false).
+    """
+    raw = table.get("virtio-variants", object, False)
+    if raw is True:
+        return _VIRTIO_VARIANTS
+    if raw is False:
+        return ()
+    where = f"{table.key}.virtio-variants"
+    if not isinstance(raw, list) or not raw or not all(v in _VIRTIO_VARIANTS for v in raw) or len(set(raw)) < len(raw):
+        raise InvalidDescription(
+            table.source,
+            where,
+            f"expected true, false or a list of {', '.join(map(repr, _VIRTIO_VARIANTS))} (got {raw!r})",
+        )
+    return tuple(raw)
 
 
 @attrs.frozen

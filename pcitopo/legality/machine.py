@@ -118,6 +118,9 @@ class Machine:
     builtins: tuple[Builtin, ...]
     firmware_names: tuple[str, ...] = attrs.field(default=(), kw_only=True)
     """Firmware that boots this machine, the default first (``firmware`` in the file)."""
+    qemu_version: tuple[int, int] | None = attrs.field(default=None, kw_only=True)
+    """The QEMU release (major, minor) this description describes (``qemu-version``; a probe's binary);
+    ``None``: not known. Device kinds whose driver came later are refused (rule ``qemu-driver``)."""
     preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False, converter=_read_only)
     """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
@@ -206,6 +209,7 @@ class Machine:
             max_host_bridges=t.get("max-host-bridges", int, 1),
             builtins=builtins,
             firmware_names=t.str_list("firmware"),
+            qemu_version=t.release("qemu-version"),
             preferred=FrozenDict(preferred),
             libvirt=libvirt,
             catalog=catalog,
@@ -232,6 +236,15 @@ class Machine:
                     str(UnknownName("device kind", b.stands_for, catalog.devices)),
                 )
         return machine
+
+    def starts(self, kind: str) -> bool:
+        """Whether this machine's QEMU has the driver of device kind ``kind`` (rule ``qemu-driver``).
+
+        >>> q35 = Machine.named("q35")
+        >>> q35.qemu_version, q35.starts("e1000e"), q35.starts("igb"), q35.starts("vhost-vsock-transitional")
+        ((7, 2), True, False, False)
+        """
+        return self.catalog.device(kind).in_qemu_release(self.qemu_version)
 
     @property
     def root(self) -> ControllerModel:

@@ -112,6 +112,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "controller-options": "a controller <model name> or <target> option its model does not take "
         "(libvirt 9.0 refuses the domain at define), or an io-reserve on a QEMU device without that property "
         "(QEMU refuses to start)",
+        "qemu-driver": "a device kind whose QEMU driver the machine's QEMU release lacks: added later (igb came with "
+        "QEMU 8.0) or in no release (vhost-vsock-pci-transitional, which libvirt 9.0 still asks for)",
     }
 )
 """Every rule id with what it means. The ids are stable."""
@@ -1130,6 +1132,36 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                 c.name,
                 address=c.address,
             )
+
+
+@_rule
+def _qemu_driver(ctx: _Context) -> Iterator[Violation]:
+    version = ctx.machine.qemu_version
+    release = "{}.{}".format(*version) if version is not None else None
+    for d in ctx.t.devices:  # placed or not: no address makes the driver exist
+        kind = ctx.catalog.device(d.kind)
+        if kind.in_qemu_release(version):
+            continue
+        where = f" at {d.address}" if d.address is not None else ""
+        if not kind.in_qemu:
+            base = kind.name.removesuffix("-non-transitional").removesuffix("-transitional")
+            others = [
+                n
+                for n in (base, f"{base}-non-transitional")
+                if n != kind.name and n in ctx.catalog.devices and ctx.machine.starts(n)
+            ]
+            lacks = "which no QEMU release has (libvirt 9.0 accepts the model; QEMU refuses to start)"
+            if others:
+                lacks += f"; use {' or '.join(map(_q, others))}"
+        else:
+            since = "{}.{}".format(*kind.qemu_since) if kind.qemu_since is not None else "a later release"
+            lacks = f"which QEMU {since} added; {ctx.machine.name} describes QEMU {release}"
+        yield _violation(
+            "qemu-driver",
+            f"{_q(d.id)} ({d.kind}){where} needs QEMU device {kind.qemu_device!r}, {lacks}",
+            d.id,
+            address=d.address,
+        )
 
 
 # -- passthrough: the host's IOMMU groups ------------------------------------------------

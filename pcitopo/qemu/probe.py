@@ -242,6 +242,9 @@ def describe(
     }
     if root_qemu is not None:
         data["root-qemu"] = root_qemu
+    release = _release(facts.version)
+    if release is not None:
+        data["qemu-version"] = release
     if base is not None:
         data["max-host-bridges"] = base.max_host_bridges
         if base.io_windows is not None:
@@ -255,6 +258,16 @@ def describe(
         if base.libvirt != LibvirtDefaults():
             data["libvirt"] = _libvirt_data(base.libvirt)
     return Machine.from_data(f"probe of {facts.machine_type} ({facts.binary})", data, catalog=catalog)
+
+
+def _release(version: str) -> str | None:
+    """QEMU's ``MAJOR.MINOR.MICRO`` (from the QMP greeting) as a description's ``qemu-version``: ``MAJOR.MINOR``.
+
+    >>> _release("7.2.22"), _release("?.?.?")
+    ('7.2', None)
+    """
+    parts = version.split(".")[:2]
+    return ".".join(parts) if len(parts) == 2 and all(p.isdigit() for p in parts) else None
 
 
 def _libvirt_data(defaults: LibvirtDefaults) -> dict[str, Any]:
@@ -354,6 +367,8 @@ def machine_to_toml(machine: Machine, *, base: Machine | None = None, header: st
     put("arches", list(machine.arches))
     put("machine-types", list(machine.machine_types))
     put("qemu-binary", machine.qemu_binary)
+    if machine.qemu_version is not None:
+        put("qemu-version", "{}.{}".format(*machine.qemu_version))
     put("pcie", machine.pcie)
     put("root-model", machine.root_model)
     if machine.root_qemu is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from pcitopo.legality.catalog import Catalog
+from pcitopo.legality.machine import Machine
 from tests.support.hotplug import HOST_BACKEND, NOT_PLUGGABLE, measure
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
@@ -19,7 +20,8 @@ ABSENT = {
     "igb": "'igb' is not a valid device model name",
     "vhost-vsock-pci-transitional": "'vhost-vsock-pci-transitional' is not a valid device model name",
 }
-"""Catalog drivers QEMU 7.2 does not have: igb came with QEMU 8.0, and vhost-vsock has no transitional variant."""
+"""Catalog drivers QEMU 7.2 does not have: igb came with QEMU 8.0 (``qemu-since``), and vhost-vsock has no
+transitional variant (``virtio-variants = ["non-transitional"]``); rule qemu-driver refuses both."""
 
 BACKEND_ERRORS = {
     "vfio-pci": "No provided host device",
@@ -71,6 +73,11 @@ def test_device_add_answers_as_the_catalog_flags_say(position: str) -> None:
     want = {driver: _expected(driver, hot) for driver, hot in flags.items()}
     assert got == want
     assert {d for d, (verdict, _) in got.items() if verdict == "refused"} == REFUSED
+    # and the drivers QEMU 7.2 has not are exactly those of the kinds the catalog says it lacks (rule qemu-driver)
+    q35 = Machine.named("q35")
+    assert {d for d, (verdict, _) in got.items() if verdict == "absent"} == {
+        k.qemu_device for k in kinds if not q35.starts(k.name)
+    }
 
 
 def test_pvpanic_pci_is_hot_added_on_pc_root_bus() -> None:

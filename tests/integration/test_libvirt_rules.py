@@ -9,16 +9,21 @@ user addresses on q35's pcie.0 are checked kind by kind.
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.catalog import TARGET_OPTIONS, Catalog
+from pcitopo.legality.machine import Machine
 from pcitopo.legality.rules import validate
 from pcitopo.qemu import QemuError, verify
+from pcitopo.qemu.probe import probe_facts
 from pcitopo.topology import Topology
-from tests.support.libvirt import LibvirtError, define_and_dump
+from tests.support.libvirt import URI, LibvirtError, define_and_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu", "libvirtd")]
 
@@ -314,3 +319,47 @@ def test_default_target_index_duplicate_is_defined_by_libvirt_and_refused_by_qem
     with pytest.raises(QemuError) as info:
         verify(topology, firmware=False, hotplug=False)
     assert info.value.qemu_message == "PHB 1 already attached"
+
+
+# -- drivers QEMU 7.2 does not have ------------------------------------------------------------
+
+LACKING = {
+    "igb": ("<interface type='user'><model type='igb'/></interface>", "igb", "pcie-root-port"),
+    "vhost-vsock-transitional": (
+        "<vsock model='virtio-transitional'><cid auto='no' address='3'/></vsock>",
+        "vhost-vsock-pci-transitional",
+        "pcie-to-pci-bridge",
+    ),
+}
+"""Device elements libvirt 9.0 defines on q35, the QEMU driver it asks for, and the bus model it picks."""
+
+
+@pytest.mark.parametrize("kind", list(LACKING))
+def test_libvirt_defines_a_driver_qemu_7_2_lacks_and_validate_refuses_it(kind: str, tmp_path: Path) -> None:
+    """libvirt 9.0 defines the device and asks QEMU for a driver QEMU 7.2 lacks; pcitopo reads it, rule qemu-driver."""
+    element, driver, bus_model = LACKING[kind]
+    dumped = define_and_dump(domain("q35", element))
+    topology = LibvirtDomain.from_string(dumped).topology
+    (device,) = [d for d in topology.devices if d.kind == kind]
+    assert device.address is not None
+    assert topology.controller(device.address.bus).model == bus_model
+    path = tmp_path / "dumped.xml"
+    path.write_text(dumped)
+    argv = subprocess.run(
+        ["virsh", "-c", URI, "domxml-to-native", "qemu-argv", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f'{{"driver":"{driver}",' in argv
+    facts = probe_facts("qemu-system-x86_64", "q35")
+    assert facts.version.startswith("7.2.")
+    assert driver not in facts.device_types
+    assert [(v.rule, v.devices) for v in validate(topology)] == [("qemu-driver", (device.id,))]
+
+
+def test_the_catalog_marks_exactly_the_drivers_qemu_7_2_lacks() -> None:
+    """The kinds q35 (qemu-version 7.2) does not start are those whose driver the running QEMU 7.2 does not have."""
+    q35 = Machine.named("q35")
+    facts = probe_facts(q35.qemu_binary, "q35")
+    assert (q35.qemu_version, facts.version.rsplit(".", 1)[0]) == ((7, 2), "7.2")
+    kinds = q35.catalog.devices.values()
+    lacking = {k.name for k in kinds if k.qemu_device not in facts.device_types}
+    assert lacking == {k.name for k in kinds if not q35.starts(k.name)} == {"igb", "vhost-vsock-transitional"}

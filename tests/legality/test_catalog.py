@@ -171,6 +171,29 @@ def test_virtio_variants_are_derived() -> None:
     assert cat.device("virtio-blk-non-transitional").io_bar_size == 0
 
 
+def test_vhost_vsock_is_modern_only_with_no_transitional_driver() -> None:
+    """QEMU 7.2 forces vhost-vsock-pci to virtio 1: no IO BAR anywhere, and its transitional variant is no driver."""
+    cat = Catalog.default()
+    base, trans, non = (
+        cat.device(n) for n in ("vhost-vsock", "vhost-vsock-transitional", "vhost-vsock-non-transitional")
+    )
+    assert [k.has_io_bar(behind_pcie_port=False) for k in (base, trans, non)] == [False, False, False]
+    assert [k.in_qemu for k in (base, trans, non)] == [True, False, True]
+    assert [(b.index, b.size, b.kind, b.prefetchable) for b in base.bars] == [
+        (1, 4096, "mem32", False),
+        (4, 16384, "mem64", True),
+    ]
+    assert non.bars == base.bars
+
+
+def test_qemu_since_is_read_and_inherited() -> None:
+    """igb carries the release that added it (8.0); other kinds and every virtio variant carry none."""
+    cat = Catalog.default()
+    assert cat.device("igb").qemu_since == (8, 0)
+    assert {k.name for k in cat.devices.values() if k.qemu_since is not None} == {"igb"}
+    assert {k.name for k in cat.devices.values() if not k.in_qemu} == {"vhost-vsock-transitional"}
+
+
 def test_unknown_names_suggest_close_ones() -> None:
     """An unknown model or kind raises UnknownName with a suggestion, not KeyError."""
     with pytest.raises(
@@ -232,6 +255,19 @@ BAD_FILES = [
         "devices-wrong-type.toml",
         "devices-wrong-type.toml: e1000.io-bar-size: expected an integer (got a string '64')",
         "e1000.io-bar-size",
+    ),
+    (
+        None,
+        "devices-bad-variants.toml",
+        "devices-bad-variants.toml: virtio-net.virtio-variants: expected true, false or a list of 'transitional', "
+        "'non-transitional' (got ['legacy'])",
+        "virtio-net.virtio-variants",
+    ),
+    (
+        None,
+        "devices-bad-release.toml",
+        "devices-bad-release.toml: igb.qemu-since: expected a QEMU release 'MAJOR.MINOR' (got '8')",
+        "igb.qemu-since",
     ),
 ]
 

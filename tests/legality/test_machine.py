@@ -117,7 +117,7 @@ BAD = [
         "root-hotplugg",
         "unknown key (known keys: arches, builtin, bus-numbers, controllers, description, firmware, io-windows, "
         "io-windows-without-acpi, libvirt, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
-        "root-bus-name, root-hotplug, root-model, root-qemu, unique-bridge-chassis)",
+        "qemu-version, root-bus-name, root-hotplug, root-model, root-qemu, unique-bridge-chassis)",
     ),
     ("wrong-type.toml", "bus-numbers", "expected an integer (got a string '256')"),
     (

@@ -252,6 +252,19 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         [("controller-options", ("pci.2",))],
     ),
     (
+        "qemu-driver: igb, which QEMU 8.0 added, on a machine describing QEMU 7.2",
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", "igb", "01:00.0")]),
+        [("qemu-driver", ("net0",))],
+    ),
+    (
+        "qemu-driver: vhost-vsock-transitional, which no QEMU has, placed or not",
+        Topology.build(
+            "pc",
+            devices=[dev("vsock0", "vhost-vsock-transitional", "00:05.0"), dev("vsock1", "vhost-vsock-transitional")],
+        ),
+        [("qemu-driver", ("vsock0",)), ("qemu-driver", ("vsock1",))],
+    ),
+    (
         "integrated: pvpanic-pci behind a root port",
         Topology.build("q35", [rp(1, "00:02.0")], [dev("panic", "pvpanic-pci", "01:00.0")]),
         [("integrated", ("panic",))],
@@ -597,6 +610,17 @@ def test_function_range_on_a_catalog_with_single_function_slots() -> None:
 
 
 MESSAGES = [
+    (
+        Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", "igb", "01:00.0")]),
+        "'net0' (igb) at 0000:01:00.0 needs QEMU device 'igb', which QEMU 8.0 added; q35 describes QEMU 7.2 "
+        "(rule: qemu-driver)",
+    ),
+    (
+        Topology.build("pc", devices=[dev("vsock0", "vhost-vsock-transitional")]),
+        "'vsock0' (vhost-vsock-transitional) needs QEMU device 'vhost-vsock-pci-transitional', which no QEMU "
+        "release has (libvirt 9.0 accepts the model; QEMU refuses to start); use 'vhost-vsock' or "
+        "'vhost-vsock-non-transitional' (rule: qemu-driver)",
+    ),
     (
         Topology.build("q35", [rp(1, "00:02.0"), ctl(2, "pcie-to-pci-bridge", "01:00.0", io_reserve=0)]),
         "'pci.2' (pcie-to-pci-bridge) has io-reserve 0; QEMU's pcie-pci-bridge has no io-reserve property "
@@ -1341,3 +1365,24 @@ def test_firmware_crash_spares_the_kinds_screened_beside_a_bridge(kind: str) -> 
     """A kind that booted in the lsilogic's place beside a pci-bridge on a pxb under OVMF (none crashed) breaks no
     rule there."""
     assert validate(_lsi_on_expander(bridge=True, firmware="ovmf", device=kind)) == ()
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [((7, 2), True), ((7, 99), True), ((8, 0), False), ((9, 1), False), (None, False)],
+)
+def test_qemu_driver_compares_the_machine_s_qemu_release_with_the_kind_s(
+    version: tuple[int, int] | None, refused: bool
+) -> None:
+    """igb (qemu-since 8.0) is refused on a machine describing an older QEMU, accepted on 8.0 on and when unknown."""
+    machine = attrs.evolve(Machine.named("q35"), qemu_version=version)
+    t = Topology.build(machine, [rp(1, "00:02.0")], [dev("net0", "igb", "01:00.0")])
+    assert ("qemu-driver", ("net0",)) in found(t) if refused else found(t) == []
+
+
+@pytest.mark.parametrize("version", [(7, 2), (8, 0), None])
+def test_qemu_driver_refuses_a_kind_no_qemu_has_whatever_the_release(version: tuple[int, int] | None) -> None:
+    """vhost-vsock-transitional is refused even on a machine whose QEMU release is not known."""
+    machine = attrs.evolve(Machine.named("q35"), qemu_version=version)
+    t = Topology.build(machine, devices=[dev("vsock0", "vhost-vsock-transitional")])
+    assert found(t) == [("qemu-driver", ("vsock0",))]

@@ -246,7 +246,7 @@ _COUNTEREXAMPLES = [
         # hotplug-off-occupied was not in the model; pc's root slots are all hotpluggable, a node-less pxb's are
         # not (solver 30, enumerator 10: the pxb and the integrated term)
         "pc with hotplug-off-occupied: a device with no hotplug need goes on a node-less pxb",
-        Topology.build("pc", devices=[Device("r0", "vhost-vsock-transitional")]),
+        Topology.build("pc", devices=[Device("r0", "virtio-net-transitional")]),
         _OFF_OCCUPIED,
         10,
     ),
@@ -255,7 +255,7 @@ _COUNTEREXAMPLES = [
         # pcie-to-pci-bridge (solver 252, enumerator 228)
         "q35: the conventional device is integrated as a last resort before the PCI Express one",
         Topology.build(
-            "q35", devices=[Device("r0", "igb", needs=_PREFERRED), Device("r1", "vmpvscsi", needs=_PREFERRED)]
+            "q35", devices=[Device("r0", "e1000e", needs=_PREFERRED), Device("r1", "vmpvscsi", needs=_PREFERRED)]
         ),
         _DRAWN_WEIGHTS,
         228,

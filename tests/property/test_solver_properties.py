@@ -182,7 +182,7 @@ class PlanReplan(RuleBasedStateMachine):
 TestPlanReplan = PlanReplan.TestCase
 
 
-IO_KINDS = ["e1000", "e1000e", "igb", "rtl8139", "ne2k_pci", "ac97", "es1370", "lsilogic", "virtio-net-transitional"]
+IO_KINDS = ["e1000", "e1000e", "pcnet", "rtl8139", "ne2k_pci", "ac97", "es1370", "lsilogic", "virtio-net-transitional"]
 
 
 # 40 examples: a pc request of 40-60 IO-BAR devices under hotplug-off-occupied can still run the search to its node
