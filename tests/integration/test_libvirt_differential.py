@@ -40,6 +40,7 @@ from lxml import etree
 
 from pcitopo.errors import InvalidTopology, PcitopoError, Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.legality.rules import validate
 from pcitopo.qemu.args import device_specs
 from pcitopo.solver import solve
 from pcitopo.solver._libvirt import libvirt_assign
@@ -151,6 +152,11 @@ HAND_WRITTEN = {
     "q35-primary-later": "<video><model type='qxl'/></video>"
     "<interface type='user'><model type='e1000'/></interface>"
     "<video><model type='qxl' primary='yes'/></video><video><model type='virtio'/></video>",
+    # a pxb-pcie at busNr 3, five NICs: libvirt puts their root ports on pcie.0, whose buses then reach 5
+    "q35-pxb-low-busnr": "<controller type='pci' index='1' model='pcie-expander-bus'><target busNr='3'/>"
+    "<address type='pci' domain='0' bus='0' slot='2' function='0'/></controller>"
+    + "<interface type='user'><model type='e1000e'/></interface>"
+    * 5,
 }
 
 
@@ -348,6 +354,17 @@ def test_libvirt_places_where_a_hard_need_is_not_met(case: str, xml: str, device
     endpoints = [d for d in topology.devices if d.kind in ("virtio-vga", "e1000")]
     assert [d.address.bus if d.address else None for d in endpoints] == [device_bus]
     assert not [c for c in topology.controllers if topology.model(c).expander]
+
+
+def test_libvirt_places_root_ports_into_an_expander_s_bus_range() -> None:
+    """libvirt 9.0 defines five NICs beside a pxb-pcie at busNr 3 with their root ports on pcie.0 (buses 1..5), so
+    its placement breaks expander-bus-nr, and the libvirt policy refuses it saying so (test_solve pins that)."""
+    dumped = define_and_dump(q35(HAND_WRITTEN["q35-pxb-low-busnr"]))
+    topology = LibvirtDomain.from_string(dumped).topology
+    ports = [c for c in topology.controllers if c.model == "pcie-root-port"]
+    assert [(c.address.bus if c.address else None) for c in ports] == [0] * 5
+    assert topology.controller(1).bus_nr == 3
+    assert [v.rule for v in validate(topology)] == ["expander-bus-nr"]
 
 
 def test_libvirt_refuses_a_pvpanic_pci() -> None:

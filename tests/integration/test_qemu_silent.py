@@ -99,3 +99,18 @@ def test_multifunction_off_is_refused_by_qemu_and_the_validator() -> None:
         verify(topology, firmware=False, hotplug=False)
     assert info.value.qemu_message == "PCI: single function device can't be populated in function 2.1"
     assert "multifunction" in {v.rule for v in validate(topology)}
+
+
+def test_an_expander_s_bus_range_inside_the_root_s_buses_loses_devices_under_seabios() -> None:
+    """The overlapping pxb-pcie range, with a device on every bus: SeaBIOS numbers pcie.0's root ports 1..3, so the
+    pxb's bus 2 is taken twice, and the firmware finds the pxb's root port where pcie.0's second port's NIC belongs
+    and never enumerates that NIC. The rule is why the solver and the libvirt policy refuse such plans."""
+    topology = {c: m for c, m, _ in SILENT}["overlapping pxb-pcie bus range"]()
+    topology = topology.with_devices(
+        *(Device(f"n{bus}", "e1000e", address=A(f"{bus:02x}:00.0")) for bus in (1, 2, 3, 5))
+    )
+    assert [v.rule for v in validate(topology)] == ["expander-bus-nr"]
+    report = verify(topology, hotplug=False)
+    assert not report.ok
+    failed = {c.subject for c in report.failures}
+    assert "n2" in failed, str(report)

@@ -159,6 +159,7 @@ def test_numa_devices_go_under_an_expander_of_their_node() -> None:
     assert all(c.bus_nr is not None and 1 <= c.bus_nr <= 254 for c in expanders)
     assert validate(t) == ()
 
+
 @pytest.mark.parametrize("policy", ["hotplug", "minimal", "numa", "ordered"])
 def test_a_pci_expander_bus_gets_no_bridges_past_the_next_expanders_bus_nr(policy: str) -> None:
     """A pxb at bus_nr 252 below one at 254 has its own two bus numbers and no more, so the overflow goes on
@@ -174,7 +175,6 @@ def test_a_pci_expander_bus_gets_no_bridges_past_the_next_expanders_bus_nr(polic
     assert validate(t) == ()
     assert [t.subtree_bus_numbers(c.index) for c in pxbs] == [2, 2]  # the pxb's two buses, nothing below them
     assert len(plan.assigned) == 100
-
 
 
 def test_numa_policy_makes_nodes_hard() -> None:
@@ -715,6 +715,26 @@ def test_the_libvirt_policy_reproduces_and_does_not_claim_optimal() -> None:
     assert plan.bound is None
     assert plan.stats is not None
     assert (plan.stats.backend, plan.stats.variables) == ("libvirt", 0)
+
+
+def test_the_libvirt_policy_refuses_libvirt_s_placement_into_an_expander_s_bus_range() -> None:
+    """libvirt 9.0 puts five root ports on pcie.0 beside a pcie-expander-bus at bus_nr 3 (pinned against the running
+    libvirt in tests/integration/test_libvirt_differential.py): the libvirt policy says that placement breaks
+    expander-bus-nr (it raised an internal error: a fuzzer of grown topologies found it on aarch64 virt)."""
+    from pcitopo.solver._libvirt import libvirt_assign
+
+    pxb = Controller(1, "pcie-expander-bus", address=A("00:02.0"), bus_nr=3)
+    request = Topology.build("q35", [pxb], [Device(f"n{i}", "e1000e") for i in range(5)])
+    placed = libvirt_assign(request)
+    assert sorted(str(c.address) for c in placed.controllers if c.model == "pcie-root-port") == [
+        f"0000:00:01.{f}" for f in range(5)
+    ]
+    with pytest.raises(Unsatisfiable) as info:
+        solve(request, "libvirt")
+    assert [c for c in info.value.conflicts if "(rule: expander-bus-nr)" in c] == [
+        "libvirt's placement breaks a requirement: 'pcie.0' and the buses below it need bus numbers 0..5, but the "
+        "lowest expander bus_nr is 3 ('pci.1') (rule: expander-bus-nr)"
+    ]
 
 
 def test_a_switch_group_is_not_split_by_an_empty_root_port() -> None:
