@@ -182,6 +182,11 @@ class Counts:
     integrate may be packed on the root bus only (``_Moves.pack_io``)."""
     root_slot_any: int = 0
     """Root-slot units with no hotplug need (``hotplug-off-occupied`` counts those on hotpluggable slots)."""
+    root_slot_packable_io: int = 0
+    """Single-device root-slot units with an IO BAR that need not be integrated and do not require hotplug: those
+    bridged may be packed as the functions of multifunction slots of the pci-bridges (``_pci_packing``)."""
+    root_slot_packable_io_any: int = 0
+    """Of those, the ones with no hotplug need (packed, the others are each a hotplug miss)."""
     bus_group_any: int = 0
     """Bus-group units with no hotplug need (a bridge's slots are hotpluggable)."""
     port_any: int = 0
@@ -426,6 +431,15 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
         d["optional_pci_packable_io" if u.has_io else "optional_pci_packable"] += 1
     if category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.ANY:
         d["root_slot_any"] += 1
+    if (
+        category is Category.ROOT_SLOT
+        and movable
+        and u.has_io
+        and len(u.devices) == 1
+        and u.hotplug in (HotplugNeed.ANY, HotplugNeed.PREFERRED)
+    ):
+        d["root_slot_packable_io"] += 1
+        d["root_slot_packable_io_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
     if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
         d["root_slot_preferred"] += 1
         d["root_slot_preferred_io"] += 1 if u.has_io else 0
@@ -778,7 +792,7 @@ def decide(
         return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
-    return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
+    return _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here, io_cap)
 
 
 class _Moves(NamedTuple):
@@ -1619,13 +1633,25 @@ def _lay(
 
 
 def _decide_pci(
-    ctx: Context, c: Counts, policy: Policy, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    bridges: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    io_cap: int | None = None,
 ) -> Decision:
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
     if spare_n > need_spare:
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
     # the layout without spares is the same whatever the spares: the search asks for it once a spare count
     core, hot_free = _pci_layout(ctx, c, bridges, expanders_here, policy.hotplug_off_occupied)
+    if core.feasible and io_cap is not None and core.io_windows > io_cap:
+        # more IO windows than the firmware has: the least packing of the bridged IO-BAR units that fits
+        packed = _pci_packing(ctx, c, bridges, expanders_here, policy.hotplug_off_occupied, io_cap, spare_n)
+        if packed is not None:
+            core, hot_free = packed
     if not core.feasible:
         return core
     if hot_free < spare_n:
@@ -1646,6 +1672,111 @@ def _decide_pci(
 _WITH_SPARE: dict[tuple[int, int, int], tuple[Decision, Decision]] = {}
 """A layout's decision with spare slots, by the layout's id and the spares (attrs.evolve is slow; the layout is
 kept in the value, so an id reused by another object is never taken for it)."""
+
+
+def packed_buses(bridges: int, alone: int, packed: int) -> tuple[tuple[int, int, int], ...] | None:
+    """Per pci-bridge of a conventional root whose bridged IO-BAR units are packed (``_pci_packing``): the groups
+    of packed units on its bus, the units in them, and the units alone on a slot (``None``: they do not fit).
+
+    The ``packed`` units form groups of 8 (the last one the rest), dealt to the bridges in turn (group ``k`` to
+    bridge ``k mod bridges``), so each bus's IO grows alike; the units alone fill the slots the groups leave,
+    bridge by bridge, IO-BAR units first. Every bridge's slots 1..31 hold its groups first, then its units alone.
+
+    >>> packed_buses(3, 60, 20)  # groups of 8, 8 and 4: one a bridge, then 30 + 30 units alone
+    ((1, 8, 30), (1, 8, 30), (1, 4, 0))
+    >>> packed_buses(1, 31, 2) is None
+    True
+    """
+    groups = -(-packed // 8)
+    out: list[tuple[int, int, int]] = []
+    left = alone
+    for j in range(bridges):
+        mine = range(j, groups, bridges)
+        units = sum(min(8, packed - 8 * k) for k in mine)
+        here = min(BRIDGE_SLOTS - len(mine), left)
+        left -= here
+        out.append((len(mine), units, here))
+    return None if left else tuple(out)
+
+
+def _pci_packable(c: Counts) -> IoSizes:
+    """The IO BARs of the root-slot units of a conventional root that ``_pci_packing`` may pack (``()``: none).
+
+    It packs only where the layout can count exactly which units it packs and where their BARs go: every
+    root-slot unit with an IO BAR may be packed (a single device that need not be integrated and does not
+    require hotplug), all have one IO BAR size and one hotplug need, and no unit is bridged for its hotplug need
+    (the root is hotpluggable: pc's ``pci.0``).
+    """
+    io = io_of(c, "root_slot_io")
+    if len(io) != 1 or c.root_slot_packable_io != c.root_slot_io or c.root_slot_preferred or c.hot_bridge_units:
+        return ()
+    if c.root_slot_packable_io_any not in (0, c.root_slot_packable_io):
+        return ()
+    return io
+
+
+@functools.lru_cache(maxsize=1024)
+def _pci_packing(
+    ctx: Context, c: Counts, bridges: int, expanders_here: int, off_occupied: bool, io_cap: int, spare_n: int
+) -> tuple[Decision, int] | None:
+    """The layout of a conventional root with the fewest bridged IO-BAR units packed 8 a slot as functions that
+    needs at most ``io_cap`` IO windows and keeps ``spare_n`` empty hotpluggable slots (``None``: no packing does).
+
+    SeaBIOS gives each pci-bridge a window of 4 KiB per 4 KiB of IO BAR on its bus, and a bus has 31 slots: an
+    e1000's 64 bytes fill a window with 64 units, one a slot only 31 of them. Packed, more share a bus, so fewer
+    windows hold them all (pc has 8). Each unit packed that prefers hotplug is a hotplug miss (functions are not
+    hot-plugged one by one), and the bridges are as many either way: the least packing is the cheapest. Flat
+    bridges only (``packed_buses``); the packed units are those ``_pci_packable`` allows.
+    """
+    io = _pci_packable(c)
+    if not io or bridges < 1:
+        return None
+    core, _ = _pci_layout(ctx, c, bridges, expanders_here, off_occupied)
+    if not core.feasible:
+        return None
+    (size, _), = io
+    bridged_io = core.tree_io
+    alone_most = core.tree_units
+    for packed in range(max(2, alone_most - BRIDGE_SLOTS * bridges), bridged_io + 1):
+        if packed % 8 == 1:
+            continue  # a group of one is a unit alone
+        laid = _pci_packed_layout(ctx, c, core, bridges, expanders_here, packed, size)
+        if laid is not None and laid[0].io_windows <= io_cap and laid[1] >= spare_n:
+            return laid
+    return None
+
+
+def _pci_packed_layout(
+    ctx: Context, c: Counts, core: Decision, bridges: int, expanders_here: int, packed: int, size: int
+) -> tuple[Decision, int] | None:
+    """``core`` (a conventional root's layout) with ``packed`` of its bridged IO-BAR units (of ``size`` bytes each)
+    packed (``packed_buses``), and the empty hotpluggable slots it keeps; ``None``: they do not fit."""
+    buses = packed_buses(bridges, core.tree_units - packed, packed)
+    if buses is None:
+        return None
+    io_left = core.tree_io - packed  # IO-BAR units alone: the first of each bus's units alone
+    windows = 0
+    for _, units, alone in buses:
+        here = min(alone, io_left)
+        io_left -= here
+        bus = -(-(size * (units + here)) // IO_WINDOW)
+        windows += max(bus, 1) if ctx.reserves_io_pci_bridge else bus
+    sizes = tuple(groups + alone for groups, _, alone in buses)
+    packed_any = packed if c.root_slot_packable_io_any else 0
+    free_root = len(ctx.free_slots) - expanders_here - c.bus_groups - bridges - core.root_slot_units
+    hot_free = (free_root if ctx.root_hotplug else 0) + sum(BRIDGE_SLOTS - n for n in sizes)
+    decision = attrs.evolve(
+        core,
+        tree_sizes=sizes,
+        tree_bridges=0,  # flat: a chained layout's pci-bridges are not there
+        bus_numbers=bridges + c.bus_groups,
+        controllers=bridges + c.bus_groups,
+        io_windows=windows + c.bus_group_windows,
+        hot_misses=core.hot_misses + packed - packed_any,
+        pack_pci=packed,
+        pack_pci_any=packed_any,
+    )
+    return decision, hot_free
 
 
 @functools.lru_cache(maxsize=4096)

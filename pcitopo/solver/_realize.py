@@ -24,6 +24,7 @@ from pcitopo.solver._layout import (
     RootKind,
     fanout,
     last_resort_bucket,
+    packed_buses,
     unit_category,
 )
 from pcitopo.solver.model import Problem, Unit
@@ -550,6 +551,22 @@ def _realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(br.index, s))
+    if decision.pack_pci:
+        # the bridged IO-BAR units packed 8 a slot, the groups dealt to the bridges in turn (_layout._pci_packing)
+        packable = [u for u in bridged if u.has_io]
+        packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
+        packed += [u for u in packable if u.hotplug is HotplugNeed.PREFERRED][: decision.pack_pci - len(packed)]
+        taken = set(map(id, packed))
+        alone = [u for u in bridged if id(u) not in taken]
+        groups = [packed[i : i + 8] for i in range(0, len(packed), 8)]
+        buses = packed_buses(len(decision.tree_sizes), len(alone), len(packed))
+        if len(packed) != decision.pack_pci or buses is None:  # pragma: no cover - the layout counts these
+            raise InternalError(f"{ctx.label}: {decision.pack_pci} units to pack, {len(packed)} found")
+        for j, (_, _, n) in enumerate(buses):
+            br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
+            _fill_tree(b, br.index, [*groups[j :: len(buses)], *alone[:n]])
+            del alone[:n]
+        return
     for size in decision.tree_sizes:
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         _fill_tree(b, br.index, bridged[:size])

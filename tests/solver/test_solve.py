@@ -540,6 +540,51 @@ def test_more_io_bar_devices_than_the_firmware_can_map_are_refused_naming_the_io
     assert "IO windows left: 8 of 8" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("n", "packed", "cost"),
+    [
+        # 22 on pci.0's slots, the rest on 8 pci-bridges (one IO window each, 64 e1000 a window): 248 slots hold
+        # 248 + 7 a group of 8 packed (k > 1 a group: k - 1 more); each unit packed is a hotplug miss (100), and the
+        # plan misses one spare slot (20) and adds 8 controllers (1 each)
+        (270, 0, 28),  # 248 bridged: no packing
+        (280, 12, 1228),  # 258 bridged: groups of 8 and 4 make room for 10
+        (300, 35, 3528),  # 278 bridged: 4 groups of 8 and one of 3 make room for 30
+    ],
+)
+def test_e1000_past_the_io_windows_of_pc_are_packed_as_functions_on_the_pci_bridges(
+    n: int, packed: int, cost: int
+) -> None:
+    """e1000 on pc (issue 9): SeaBIOS has 8 IO windows, one a pci-bridge, and a bus 31 slots, so 270 fit one a
+    slot; past that the fewest of them are packed 8 a slot as functions on the bridges' buses, where a window
+    holds 64 of their 64-byte IO BARs.
+
+    Before, the solver packed IO-BAR units only on a PCI Express root bus and refused the rest ("drop 30 of
+    the 300 devices: 270 fit"). QEMU and SeaBIOS map the 300-device plan (tests/integration/test_qemu_plans.py).
+    """
+    request = Topology.build("pc", devices=nics(n, "e1000", prefix="e"))
+    plan = solve(request)
+    t = plan.topology
+    assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, cost, cost)
+    functions = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(functions) == packed - -(-packed // 8)  # every packed unit but each slot's function 0
+    assert sum(1 for s in plan.soft if s.name == "hotplug" and not s.met) == packed
+    assert t.io_window_budget() == 8
+    assert sum(t.io_windows().values()) <= 8
+    assert validate(t) == ()
+
+
+def test_e1000_packed_on_pc_s_pci_bridges_under_the_minimal_policy_cost_no_hotplug() -> None:
+    """Under ``minimal`` (no hotplug preference) 300 e1000 on pc pack on the pci-bridges as well, each packing free:
+    the plan fits SeaBIOS's 8 IO windows, and the model's cost is the realised plan's."""
+    request = Topology.build("pc", devices=nics(300, "e1000", prefix="e"))
+    plan = solve(request, "minimal")
+    t = plan.topology
+    assert plan.status is Status.OPTIMAL
+    assert plan.cost == evaluate(request, t, "minimal").cost
+    assert sum(t.io_windows().values()) <= t.io_window_budget()
+    assert validate(t) == ()
+
+
 def test_500_conventional_devices_on_q35_are_all_hotpluggable_in_one_chained_tree() -> None:
     """500 i6300esb preferring hotplug on q35 (issue 9): one tree (a pcie-to-pci-bridge and 16 chained pci-bridges)
     holds them all on hotpluggable slots, in one IO window.
