@@ -177,6 +177,11 @@ class Counts:
     packed on the root bus only (no bridge window there; see ``_Moves.pack_io``)."""
     tree_preferred_packable_io: int = 0
     """The same, preferring hotplug."""
+    tree_packable_io: int = 0
+    """Single-device bridge-tree units with an IO BAR and no hotplug requirement: they may be packed as functions on
+    the trees' own slots (``_Moves.pack_tree_io``)."""
+    tree_packable_io_any: int = 0
+    """Of those, the ones with no hotplug need."""
     optional_pci_packable_io: int = 0
     """Single-device units the policy would integrate, with an IO BAR and no hotplug need: those it does not
     integrate may be packed on the root bus only (``_Moves.pack_io``)."""
@@ -447,6 +452,9 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
         prefix = "tree_any" if u.hotplug is HotplugNeed.ANY else "tree_preferred"
         d[prefix] += 1
         d[f"{prefix}_io"] += 1 if u.has_io else 0
+        if len(u.devices) == 1 and u.has_io:
+            d["tree_packable_io"] += 1
+            d["tree_packable_io_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
         if len(u.devices) == 1 and not u.has_io:
             d[f"{prefix}_packable"] += 1
             d["tree_packable_fixed"] += 0 if ctx.can_integrate and u.can_integrate else 1
@@ -651,6 +659,8 @@ class Decision:
     """Groups of packed units on free slots of the root bus (the first groups), as integrated endpoints."""
     pack_io: bool = False
     """The packed units include the trees' IO-BAR units, all on the root bus (``_Moves.pack_io``)."""
+    pack_tree_io: bool = False
+    """The packed units are the trees' IO-BAR units, on the trees' slots (``_Moves.pack_tree_io``)."""
     pack_beside: int = 0
     """Packed units after the root bus's groups on the free functions of its slots holding root ports (integrated
     endpoints beside the ports, the slot multifunction): all the packed units the root slots' groups leave."""
@@ -762,6 +772,63 @@ def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_rese
     return max(windows, 1) if top_reserves else windows
 
 
+def packed_trees_io_windows(
+    sizes: tuple[int, ...],
+    size: int,
+    alone_io: int,
+    alone: int,
+    packed: int,
+    *,
+    top_reserves: bool = False,
+    fan_reserves: bool = False,
+) -> int:
+    """IO windows of bridge trees of ``sizes`` slots whose IO-BAR units (``size`` bytes each) are partly packed
+    (``_Moves.pack_tree_io``): the ``alone`` units alone on a slot come first (the ``alone_io`` with an IO BAR
+    first), then the ``packed`` units in groups of 8 (the last group the rest), a slot a group; the trees and their
+    chains fill in that order (:func:`tree_io_windows` counts the same without groups).
+
+    >>> packed_trees_io_windows((31,), 64, 0, 0, 248, top_reserves=True)  # 31 groups of 8: 15872 bytes
+    4
+    >>> packed_trees_io_windows((61,), 64, 0, 30, 248, top_reserves=True, fan_reserves=True)  # the groups chained
+    4
+    >>> packed_trees_io_windows((31,), 64, 31, 31, 0) == tree_io_windows(31, ((64, 31),))
+    True
+    """
+    # the items in order, run-length: (items, bytes each)
+    stream = [(alone_io, size), (alone - alone_io, 0), (packed // 8, 8 * size)]
+    if packed % 8:
+        stream.append((1, (packed % 8) * size))
+    stream = [(n, b) for n, b in stream if n > 0]
+
+    def take(k: int) -> int:
+        """The bytes of the next ``k`` items."""
+        total = 0
+        while k and stream:
+            n, each = stream[0]
+            step = min(n, k)
+            total += step * each
+            k -= step
+            if step == n:
+                stream.pop(0)
+            else:
+                stream[0] = (n - step, each)
+        return total
+
+    windows = 0
+    for n in sizes:
+        m = fanout(n)
+        here = 0
+        last = 0
+        for bus in range(m + 1):
+            # every bridge of the chain but the last gives one of its slots to the next one
+            last = take(BRIDGE_SLOTS - 1 if bus < m else n - (BRIDGE_SLOTS - 1) * m)
+            here += -(-last // IO_WINDOW)
+        if fan_reserves and m and not last:
+            here += 1  # the last pci-bridge of the chain has no IO BAR below it: its reservation
+        windows += max(here, 1) if top_reserves else here
+    return windows
+
+
 def decide(
     ctx: Context,
     c: Counts,
@@ -833,6 +900,11 @@ class _Moves(NamedTuple):
     (its slots, or beside its root ports): the root bus needs no IO window, so their BARs leave the trees' windows
     for the firmware's room on the root buses. Only when the units packed are exactly those the counts say
     (``_io_packable``)."""
+    pack_tree_io: bool = False
+    """The packed units are the trees' IO-BAR units (and no others), their groups on the trees' own slots after the
+    units alone: a bus of 31 slots then holds more than 31 of them, so a 4 KiB window fills (64 e1000) and fewer
+    windows hold them all. Only where the counts say exactly which units and BARs those are
+    (``_tree_io_packable``)."""
 
 
 def _decide_pcie(
@@ -924,7 +996,52 @@ def _decide_pcie(
                 ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits, root_idle=root_idle
             ):
                 consider(moves)
+    for pci_first in (False, True) if both_kinds else (False,):
+        if fits or io_cap is None:
+            break
+        plain = _Moves(pci_first=pci_first)
+        prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain, memo)
+        staying = _tree_io_packable(c, prepared)
+        if not staying:
+            continue
+
+        # the trees' IO-BAR units packed on the trees' own slots: the least packing within the IO windows left
+        # (fitting is monotone in the units packed: each group of 8 on a bus moves 7 units' BARs off the buses the
+        # units alone took, and none more bytes anywhere)
+        def tree_io_moves(n: int, pci_first: bool = pci_first) -> _Moves:
+            n -= 1 if n % 8 == 1 else 0
+            return _Moves(
+                pci_first=pci_first, pack_pci=n, pack_pci_any=n if c.tree_packable_io_any else 0, pack_tree_io=True
+            )
+
+        def within(n: int, cap: int = io_cap, moves: Callable[[int], _Moves] = tree_io_moves) -> bool:
+            d = consider(moves(n))
+            return d.feasible and d.io_windows <= cap
+
+        if within(staying):
+            low, high = 2, staying
+            while low < high:
+                mid = (low + high) // 2
+                if within(mid):
+                    high = mid
+                else:
+                    low = mid + 1
     return best.decision() if isinstance(best, _Laid) else best
+
+
+def _tree_io_packable(c: Counts, p: Decision | _Prepared | _Laid) -> int:
+    """The trees' IO-BAR units ``_Moves.pack_tree_io`` may pack in a preparation ``p`` (0: it does not apply, the
+    layout could not tell exactly which units it packs and their BARs).
+
+    Every IO-BAR unit of the trees may be packed (a single device that does not require hotplug), all have one BAR
+    size and one hotplug need, the trees hang from root ports, and no unit the policy would integrate joins them.
+    Last-resort integration takes the largest BARs first, the same for every unit here.
+    """
+    if not isinstance(p, _Prepared) or p.use_dmi_tree or p.tree_io < 2 or len(p.tree_io_sizes) != 1:
+        return 0
+    if c.tree_packable_io != c.tree_io or c.tree_packable_io_any not in (0, c.tree_io) or c.optional_integrated_pci:
+        return 0
+    return p.tree_io
 
 
 def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
@@ -1035,7 +1152,7 @@ def _pack_moves(
         n -= 1 if n % 8 == 1 else 0
         # tuple.__new__: _Moves(pci_first=..., pack_pci=n, ...) is several times slower, and the binary searches
         # build some forty a decision
-        return tuple.__new__(_Moves, (0, 0, 0, 0, pci_first, False, n, min(n, any_n), dmi, root, False))
+        return tuple.__new__(_Moves, (0, 0, 0, 0, pci_first, False, n, min(n, any_n), dmi, root, False, False))
 
     def fits(d: Decision | _Laid) -> bool:
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
@@ -1409,7 +1526,7 @@ def _layout_pcie(
         return _lay(*lay_args, arranged, root_groups)
     # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
     # no slot to spare is packing on the trees' slots): laid out once
-    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, root_groups, arranged)
+    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, moves.pack_tree_io, root_groups, arranged)
     found = memo.get(arranged_key)
     if found is None:
         found = memo[arranged_key] = _lay(*lay_args, arranged, root_groups)
@@ -1553,7 +1670,18 @@ def _lay(
     bus += (1 + dmi_bridges) if dmi else 0
     bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
     io = port_io + c.switch_group_io + c.bus_group_windows
-    if not use_dmi_tree:
+    if moves.pack_tree_io:
+        ((size, _),) = tree_io_sizes
+        io += packed_trees_io_windows(
+            trees,
+            size,
+            tree_io - moves.pack_pci,
+            tree_units - -(-moves.pack_pci // 8),  # the units alone: the tree slots less the groups
+            moves.pack_pci,
+            top_reserves=ctx.reserves_io_pcie_to_pci,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+    elif not use_dmi_tree:
         io += trees_io_windows(
             trees,
             tree_io_sizes,
@@ -1626,6 +1754,7 @@ def _lay(
         pack_dmi_groups=dmi_groups,
         pack_root_groups=root_groups,
         pack_io=moves.pack_io,
+        pack_tree_io=moves.pack_tree_io,
         pack_beside=beside_units,
     )
     # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
@@ -1734,7 +1863,7 @@ def _pci_packing(
     core, _ = _pci_layout(ctx, c, bridges, expanders_here, off_occupied)
     if not core.feasible:
         return None
-    (size, _), = io
+    ((size, _),) = io
     bridged_io = core.tree_io
     alone_most = core.tree_units
     for packed in range(max(2, alone_most - BRIDGE_SLOTS * bridges), bridged_io + 1):

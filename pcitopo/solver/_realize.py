@@ -230,6 +230,9 @@ def _realize_pcie(
             # IO-BAR units only with decision.pack_io (_layout._Moves.pack_io: all of them, on the root bus)
             and not (io_matters and u.has_io and not decision.pack_io)
         ]
+        if decision.pack_tree_io:
+            # the trees' IO-BAR units and no others, on the trees' slots (_layout._Moves.pack_tree_io)
+            packable = [u for u in tree_units if id(u) in tree_category and len(u.devices) == 1 and u.has_io]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         preferred = [u for u in packable if u.hotplug is HotplugNeed.PREFERRED]
         packed += preferred[: decision.pack_pci - decision.pack_pci_any]

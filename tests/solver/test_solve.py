@@ -581,7 +581,27 @@ def test_e1000_packed_on_pc_s_pci_bridges_under_the_minimal_policy_cost_no_hotpl
     t = plan.topology
     assert plan.status is Status.OPTIMAL
     assert plan.cost == evaluate(request, t, "minimal").cost
-    assert sum(t.io_windows().values()) <= t.io_window_budget()
+    assert sum(t.io_windows().values()) <= (t.io_window_budget() or 0)
+    assert validate(t) == ()
+
+
+def test_e1000_past_the_io_windows_of_q35_are_packed_as_functions_in_the_bridge_trees() -> None:
+    """470 e1000 on q35 (issue 9): SeaBIOS has 14 IO windows; 463 fit one a slot, and past that some are packed 8 a
+    slot on a tree's last bus, whose window then holds more than 31 of them. Worked out: 28 on pcie.0, 442 in one
+    chain of 14 buses (13 x 30 slots and 31: 21 short, 3 groups of 8 make 21 room), so 28 + 24 hotplug misses
+    (100 each) and 16 controllers (a root port, the pcie-to-pci-bridge, 13 pci-bridges, the spare root port): 5216.
+
+    Before, IO-BAR units were packed only on the root bus, and the request was refused ("drop 7 of the 470
+    devices: 463 fit")."""
+    request = Topology.build("q35", devices=nics(470, "e1000", prefix="e"))
+    plan = solve(request)
+    t = plan.topology
+    assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, 5216, 5216)
+    packed = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(packed) == 21  # 3 slots hold 24 packed units
+    assert sum(1 for s in plan.soft if s.name == "hotplug" and not s.met) == 52
+    assert t.io_window_budget() == 14
+    assert sum(t.io_windows().values()) <= 14
     assert validate(t) == ()
 
 
@@ -628,6 +648,40 @@ def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int,
     devices = [Device(f"c{i}", kind, address=a) for i, kind, a in zip(range(n), kinds, positions, strict=False)]
     topology = Topology.build("q35", controllers, devices)
     model = tree_io_windows(n, ((64, io),) if io else (), top_reserves=True, fan_reserves=True)
+    assert sum(topology.io_windows().values()) == model
+
+
+@pytest.mark.parametrize(
+    ("slots", "alone_io", "alone", "packed"),
+    [(31, 0, 0, 248), (31, 10, 20, 80), (61, 30, 30, 248), (100, 40, 90, 75), (40, 0, 38, 10), (61, 0, 61, 0)],
+)
+def test_the_model_counts_the_windows_of_a_bridge_tree_with_packed_io_bar_units(
+    slots: int, alone_io: int, alone: int, packed: int
+) -> None:
+    """A bridge tree's IO windows with e1000 packed 8 a slot (``_Moves.pack_tree_io``) are those the rules count on
+    the tree as the realiser builds it: units alone first (e1000, then ich9), then the groups, in chain order."""
+    from pcitopo.solver._layout import fanout, packed_trees_io_windows
+
+    m = fanout(slots)
+    controllers = [
+        Controller(1, "pcie-root-port", address=PciAddress(bus=0, slot=1), chassis=1, port=8),
+        Controller(2, "pcie-to-pci-bridge", address=PciAddress(bus=1, slot=0)),
+        *(Controller(3 + i, "pci-bridge", address=PciAddress(bus=2 + i, slot=1), chassis_nr=3 + i) for i in range(m)),
+    ]
+    positions = [PciAddress(bus=2 + i, slot=s) for i in range(m) for s in range(2, 32)]
+    positions += [PciAddress(bus=2 + m, slot=s) for s in range(1, 32)]
+    kinds = ["e1000"] * alone_io + ["ich9"] * (alone - alone_io)
+    devices = [Device(f"c{i}", kind, address=a) for i, (kind, a) in enumerate(zip(kinds, positions, strict=False))]
+    for g in range(-(-packed // 8)):
+        slot = positions[alone + g]
+        members = range(8 * g, min(packed, 8 * g + 8))
+        devices += [
+            Device(f"p{k}", "e1000", address=slot.with_function(k - 8 * g), multifunction=True if k == 8 * g else None)
+            for k in members
+        ]
+    topology = Topology.build("q35", controllers, devices)
+    assert validate(topology) == ()
+    model = packed_trees_io_windows((slots,), 64, alone_io, alone, packed, top_reserves=True, fan_reserves=True)
     assert sum(topology.io_windows().values()) == model
 
 
