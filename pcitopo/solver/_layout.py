@@ -24,7 +24,11 @@ PCIe root, conventional units without IO BARs may also be packed 8 a slot as
 the functions of multifunction slots (the root bus's, the
 dmi-to-pci-bridge's, the trees'), when the trees would need more IO windows
 than the firmware has (``io_cap``) or fewer bridges make it cheaper; a packed
-unit cannot be hot-plugged on its own (``_Moves.pack_pci``).
+unit cannot be hot-plugged on its own (``_Moves.pack_pci``). When the IO
+windows run out, IO-BAR units are packed too: on a PCIe root on the root bus
+(``_Moves.pack_io``) or on the trees' own slots (``_Moves.pack_tree_io``), on a
+conventional root on its pci-bridges' buses (``_pci_packing``), so a 4 KiB
+window holds more than a bus's 31 slots of them (64 e1000).
 """
 
 from __future__ import annotations
@@ -661,6 +665,9 @@ class Decision:
     """The packed units include the trees' IO-BAR units, all on the root bus (``_Moves.pack_io``)."""
     pack_tree_io: bool = False
     """The packed units are the trees' IO-BAR units, on the trees' slots (``_Moves.pack_tree_io``)."""
+    bus_packing: tuple[tuple[int, int], ...] = ()
+    """On a conventional root whose bridged IO-BAR units are packed (``_pci_packing``): per pci-bridge, the packed
+    units on its bus (8 a slot, the last slot the rest) and the units alone on a slot after them."""
     pack_beside: int = 0
     """Packed units after the root bus's groups on the free functions of its slots holding root ports (integrated
     endpoints beside the ports, the slot multifunction): all the packed units the root slots' groups leave."""
@@ -1803,29 +1810,66 @@ _WITH_SPARE: dict[tuple[int, int, int], tuple[Decision, Decision]] = {}
 kept in the value, so an id reused by another object is never taken for it)."""
 
 
-def packed_buses(bridges: int, alone: int, packed: int) -> tuple[tuple[int, int, int], ...] | None:
-    """Per pci-bridge of a conventional root whose bridged IO-BAR units are packed (``_pci_packing``): the groups
-    of packed units on its bus, the units in them, and the units alone on a slot (``None``: they do not fit).
+BusPacking = tuple[tuple[int, int], ...]
+"""Per pci-bridge: the packed units on its bus and the units alone on a slot (:attr:`Decision.bus_packing`)."""
 
-    The ``packed`` units form groups of 8 (the last one the rest), dealt to the bridges in turn (group ``k`` to
-    bridge ``k mod bridges``), so each bus's IO grows alike; the units alone fill the slots the groups leave,
-    bridge by bridge, IO-BAR units first. Every bridge's slots 1..31 hold its groups first, then its units alone.
+
+def packed_buses(bridges: int, alone: int, packed: int) -> BusPacking | None:
+    """The least packing's buses (``_pci_packing``): ``packed`` units in groups of 8 (the last one the rest), dealt
+    to the bridges in turn (group ``k`` to bridge ``k mod bridges``), the units ``alone`` filling the slots the
+    groups leave, bridge by bridge (``None``: they do not fit).
 
     >>> packed_buses(3, 60, 20)  # groups of 8, 8 and 4: one a bridge, then 30 + 30 units alone
-    ((1, 8, 30), (1, 8, 30), (1, 4, 0))
+    ((8, 30), (8, 30), (4, 0))
     >>> packed_buses(1, 31, 2) is None
     True
     """
     groups = -(-packed // 8)
-    out: list[tuple[int, int, int]] = []
+    out: list[tuple[int, int]] = []
     left = alone
     for j in range(bridges):
         mine = range(j, groups, bridges)
-        units = sum(min(8, packed - 8 * k) for k in mine)
         here = min(BRIDGE_SLOTS - len(mine), left)
         left -= here
-        out.append((len(mine), units, here))
+        out.append((sum(min(8, packed - 8 * k) for k in mine), here))
     return None if left else tuple(out)
+
+
+def balanced_buses(bridges: int, units: int) -> BusPacking | None:
+    """The balanced packing's buses (``_pci_packing``): the units shared out alike (the first bridges one more),
+    each bus packing the fewest that fit its 31 slots, 8 a slot (``None``: more than 248 a bus).
+
+    Where the IO windows are tight this one packs fewer than :func:`packed_buses`, whose first buses hold their
+    units alone and so the most IO (498 e1000 on 8 pci-bridges, 8 windows: 290 packed balanced, all 498 the
+    other way); where they are not, that one packs fewer (278: 35 packed, 38 balanced).
+
+    >>> balanced_buses(2, 100)  # 50 a bus: 3 slots of 8, 7 and 7 and 28 alone
+    ((22, 28), (22, 28))
+    """
+    out: list[tuple[int, int]] = []
+    for j in range(bridges):
+        here = units // bridges + (1 if j < units % bridges else 0)
+        if here > 8 * BRIDGE_SLOTS:
+            return None
+        groups = max(0, -(-(here - BRIDGE_SLOTS) // 7))  # each slot of 8 holds 7 more
+        out.append((here - BRIDGE_SLOTS + groups, BRIDGE_SLOTS - groups) if groups else (0, here))
+    return tuple(out)
+
+
+def bus_packing_windows(buses: BusPacking, io_alone: int, size: int, *, reserves: bool) -> int:
+    """IO windows of the pci-bridges of ``buses`` (packed units all with an IO BAR of ``size`` bytes, then the units
+    alone, the first ``io_alone`` of them with one, bus by bus); ``reserves``: the firmware gives an empty one a window.
+
+    >>> bus_packing_windows(((22, 28), (22, 28)), 56, 64, reserves=True)  # 50 e1000 a bus: 3200 bytes each
+    2
+    """
+    windows = 0
+    for packed, alone in buses:
+        here = min(alone, io_alone)
+        io_alone -= here
+        bus = -(-(size * (packed + here)) // IO_WINDOW)
+        windows += max(bus, 1) if reserves else bus
+    return windows
 
 
 def _pci_packable(c: Counts) -> IoSizes:
@@ -1848,14 +1892,15 @@ def _pci_packable(c: Counts) -> IoSizes:
 def _pci_packing(
     ctx: Context, c: Counts, bridges: int, expanders_here: int, off_occupied: bool, io_cap: int, spare_n: int
 ) -> tuple[Decision, int] | None:
-    """The layout of a conventional root with the fewest bridged IO-BAR units packed 8 a slot as functions that
-    needs at most ``io_cap`` IO windows and keeps ``spare_n`` empty hotpluggable slots (``None``: no packing does).
+    """The layout of a conventional root with bridged IO-BAR units packed 8 a slot as functions on flat pci-bridges
+    that needs at most ``io_cap`` IO windows and keeps ``spare_n`` empty hotpluggable slots (``None``: none does).
 
     SeaBIOS gives each pci-bridge a window of 4 KiB per 4 KiB of IO BAR on its bus, and a bus has 31 slots: an
     e1000's 64 bytes fill a window with 64 units, one a slot only 31 of them. Packed, more share a bus, so fewer
     windows hold them all (pc has 8). Each unit packed that prefers hotplug is a hotplug miss (functions are not
-    hot-plugged one by one), and the bridges are as many either way: the least packing is the cheapest. Flat
-    bridges only (``packed_buses``); the packed units are those ``_pci_packable`` allows.
+    hot-plugged one by one), and the bridges are as many either way: of the two packings tried, the least packing
+    that fits (:func:`packed_buses`) and the balanced one (:func:`balanced_buses`), the one packing fewer units
+    wins. The packed units are those ``_pci_packable`` allows.
     """
     io = _pci_packable(c)
     if not io or bridges < 1:
@@ -1864,39 +1909,45 @@ def _pci_packing(
     if not core.feasible:
         return None
     ((size, _),) = io
-    bridged_io = core.tree_io
-    alone_most = core.tree_units
-    for packed in range(max(2, alone_most - BRIDGE_SLOTS * bridges), bridged_io + 1):
+    bridged_io, bridged = core.tree_io, core.tree_units
+    cap = io_cap - c.bus_group_windows
+    # no packing fits when packing all of them leaves too many units alone for the slots, or when their bytes
+    # alone need more windows than there are
+    if bridged - bridged_io + -(-bridged_io // 8) > BRIDGE_SLOTS * bridges:
+        return None
+    if max(-(-(size * bridged_io) // IO_WINDOW), bridges if ctx.reserves_io_pci_bridge else 0) > cap:
+        return None
+    free_root = len(ctx.free_slots) - expanders_here - c.bus_groups - bridges - core.root_slot_units
+    hot_root = free_root if ctx.root_hotplug else 0
+
+    def fits(buses: BusPacking | None) -> tuple[BusPacking, int, int] | None:
+        """The buses, their windows and the empty hotpluggable slots they keep, when they fit."""
+        if buses is None:
+            return None
+        packed = sum(p for p, _ in buses)
+        if packed > bridged_io:
+            return None
+        windows = bus_packing_windows(buses, bridged_io - packed, size, reserves=ctx.reserves_io_pci_bridge)
+        hot_free = hot_root + sum(BRIDGE_SLOTS - alone - -(-p // 8) for p, alone in buses)
+        return (buses, windows, hot_free) if windows <= cap and hot_free >= spare_n else None
+
+    found = fits(balanced_buses(bridges, bridged))
+    most = found and sum(p for p, _ in found[0])
+    for packed in range(max(2, bridged - BRIDGE_SLOTS * bridges), (most or bridged_io + 1)):
         if packed % 8 == 1:
             continue  # a group of one is a unit alone
-        laid = _pci_packed_layout(ctx, c, core, bridges, expanders_here, packed, size)
-        if laid is not None and laid[0].io_windows <= io_cap and laid[1] >= spare_n:
-            return laid
-    return None
-
-
-def _pci_packed_layout(
-    ctx: Context, c: Counts, core: Decision, bridges: int, expanders_here: int, packed: int, size: int
-) -> tuple[Decision, int] | None:
-    """``core`` (a conventional root's layout) with ``packed`` of its bridged IO-BAR units (of ``size`` bytes each)
-    packed (``packed_buses``), and the empty hotpluggable slots it keeps; ``None``: they do not fit."""
-    buses = packed_buses(bridges, core.tree_units - packed, packed)
-    if buses is None:
+        least = fits(packed_buses(bridges, bridged - packed, packed))
+        if least is not None:
+            found = least
+            break
+    if not found:
         return None
-    io_left = core.tree_io - packed  # IO-BAR units alone: the first of each bus's units alone
-    windows = 0
-    for _, units, alone in buses:
-        here = min(alone, io_left)
-        io_left -= here
-        bus = -(-(size * (units + here)) // IO_WINDOW)
-        windows += max(bus, 1) if ctx.reserves_io_pci_bridge else bus
-    sizes = tuple(groups + alone for groups, _, alone in buses)
+    buses, windows, hot_free = found
+    packed = sum(p for p, _ in buses)
     packed_any = packed if c.root_slot_packable_io_any else 0
-    free_root = len(ctx.free_slots) - expanders_here - c.bus_groups - bridges - core.root_slot_units
-    hot_free = (free_root if ctx.root_hotplug else 0) + sum(BRIDGE_SLOTS - n for n in sizes)
     decision = attrs.evolve(
         core,
-        tree_sizes=sizes,
+        tree_sizes=tuple(alone + -(-p // 8) for p, alone in buses),
         tree_bridges=0,  # flat: a chained layout's pci-bridges are not there
         bus_numbers=bridges + c.bus_groups,
         controllers=bridges + c.bus_groups,
@@ -1904,6 +1955,7 @@ def _pci_packed_layout(
         hot_misses=core.hot_misses + packed - packed_any,
         pack_pci=packed,
         pack_pci_any=packed_any,
+        bus_packing=buses,
     )
     return decision, hot_free
 

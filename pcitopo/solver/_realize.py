@@ -24,7 +24,6 @@ from pcitopo.solver._layout import (
     RootKind,
     fanout,
     last_resort_bucket,
-    packed_buses,
     unit_category,
 )
 from pcitopo.solver.model import Problem, Unit
@@ -554,21 +553,22 @@ def _realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(br.index, s))
-    if decision.pack_pci:
-        # the bridged IO-BAR units packed 8 a slot, the groups dealt to the bridges in turn (_layout._pci_packing)
+    if decision.bus_packing:
+        # the bridged IO-BAR units packed 8 a slot, on each bridge's bus as many as the layout says, then the units
+        # alone (_layout._pci_packing)
         packable = [u for u in bridged if u.has_io]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         packed += [u for u in packable if u.hotplug is HotplugNeed.PREFERRED][: decision.pack_pci - len(packed)]
         taken = set(map(id, packed))
         alone = [u for u in bridged if id(u) not in taken]
-        groups = [packed[i : i + 8] for i in range(0, len(packed), 8)]
-        buses = packed_buses(len(decision.tree_sizes), len(alone), len(packed))
-        if len(packed) != decision.pack_pci or buses is None:  # pragma: no cover - the layout counts these
+        if len(packed) != decision.pack_pci:  # pragma: no cover - the layout counts only units that exist
             raise InternalError(f"{ctx.label}: {decision.pack_pci} units to pack, {len(packed)} found")
-        for j, (_, _, n) in enumerate(buses):
+        for n_packed, n_alone in decision.bus_packing:
             br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
-            _fill_tree(b, br.index, [*groups[j :: len(buses)], *alone[:n]])
-            del alone[:n]
+            groups: list[Unit | list[Unit]] = [packed[i : min(i + 8, n_packed)] for i in range(0, n_packed, 8)]
+            _fill_tree(b, br.index, [*groups, *alone[:n_alone]])
+            del packed[:n_packed]
+            del alone[:n_alone]
         return
     for size in decision.tree_sizes:
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))

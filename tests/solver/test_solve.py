@@ -541,18 +541,20 @@ def test_more_io_bar_devices_than_the_firmware_can_map_are_refused_naming_the_io
 
 
 @pytest.mark.parametrize(
-    ("n", "packed", "cost"),
+    ("n", "packed", "functions", "cost"),
     [
         # 22 on pci.0's slots, the rest on 8 pci-bridges (one IO window each, 64 e1000 a window): 248 slots hold
         # 248 + 7 a group of 8 packed (k > 1 a group: k - 1 more); each unit packed is a hotplug miss (100), and the
         # plan misses one spare slot (20) and adds 8 controllers (1 each)
-        (270, 0, 28),  # 248 bridged: no packing
-        (280, 12, 1228),  # 258 bridged: groups of 8 and 4 make room for 10
-        (300, 35, 3528),  # 278 bridged: 4 groups of 8 and one of 3 make room for 30
+        (270, 0, 0, 28),  # 248 bridged: no packing
+        (280, 12, 10, 1228),  # 258 bridged: groups of 8 and 4 make room for 10
+        (300, 35, 30, 3528),  # 278 bridged: 4 groups of 8 and one of 3 make room for 30
+        # 498 bridged: 62 or 63 a bus, each 5 slots of packed units (8, 8, 8, 8 and 5 or 4) and 26 alone, 4032 bytes
+        (520, 290, 250, 29028),
     ],
 )
 def test_e1000_past_the_io_windows_of_pc_are_packed_as_functions_on_the_pci_bridges(
-    n: int, packed: int, cost: int
+    n: int, packed: int, functions: int, cost: int
 ) -> None:
     """e1000 on pc (issue 9): SeaBIOS has 8 IO windows, one a pci-bridge, and a bus 31 slots, so 270 fit one a
     slot; past that the fewest of them are packed 8 a slot as functions on the bridges' buses, where a window
@@ -565,8 +567,8 @@ def test_e1000_past_the_io_windows_of_pc_are_packed_as_functions_on_the_pci_brid
     plan = solve(request)
     t = plan.topology
     assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, cost, cost)
-    functions = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
-    assert len(functions) == packed - -(-packed // 8)  # every packed unit but each slot's function 0
+    on_functions = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(on_functions) == functions  # every packed unit but each slot's function 0
     assert sum(1 for s in plan.soft if s.name == "hotplug" and not s.met) == packed
     assert t.io_window_budget() == 8
     assert sum(t.io_windows().values()) <= 8
