@@ -779,6 +779,40 @@ def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_rese
     return max(windows, 1) if top_reserves else windows
 
 
+def chain_buses(sizes: Sequence[int]) -> list[int]:
+    """The slots each bus of bridge trees of ``sizes`` slots gives endpoints, trees and chains in order: every bus
+    of a chain but the last gives one of its 31 to the next pci-bridge (:data:`TREE_CAPACITY`).
+
+    >>> chain_buses((31, 65))
+    [31, 30, 30, 5]
+    """
+    out: list[int] = []
+    for n in sizes:
+        m = fanout(n)
+        out += [BRIDGE_SLOTS - 1] * m + [n - (BRIDGE_SLOTS - 1) * m]
+    return out
+
+
+def deal_groups(capacities: Sequence[int], groups: int) -> list[list[int]]:
+    """Groups of packed units dealt to buses of ``capacities`` slots in turn (group ``k`` to the next bus with a
+    slot left): per bus, the groups it holds. So every bus holds about as many, and as much IO.
+
+    >>> deal_groups([30, 30, 1], 5)
+    [[0, 3], [1, 4], [2]]
+    """
+    out: list[list[int]] = [[] for _ in capacities]
+    k = 0
+    while k < groups:
+        before = k
+        for bus, cap in enumerate(capacities):
+            if k < groups and len(out[bus]) < cap:
+                out[bus].append(k)
+                k += 1
+        if k == before:
+            raise ValueError(f"{groups} groups do not fit buses of {list(capacities)} slots")
+    return out
+
+
 def packed_trees_io_windows(
     sizes: tuple[int, ...],
     size: int,
@@ -790,46 +824,33 @@ def packed_trees_io_windows(
     fan_reserves: bool = False,
 ) -> int:
     """IO windows of bridge trees of ``sizes`` slots whose IO-BAR units (``size`` bytes each) are partly packed
-    (``_Moves.pack_tree_io``): the ``alone`` units alone on a slot come first (the ``alone_io`` with an IO BAR
-    first), then the ``packed`` units in groups of 8 (the last group the rest), a slot a group; the trees and their
-    chains fill in that order (:func:`tree_io_windows` counts the same without groups).
+    (``_Moves.pack_tree_io``): the ``packed`` units in groups of 8 (the last group the rest) dealt to the buses in
+    turn (:func:`deal_groups`, a slot a group), then on each bus the ``alone`` units alone on a slot (the
+    ``alone_io`` with an IO BAR first), bus by bus (:func:`tree_io_windows` counts the same without groups).
 
     >>> packed_trees_io_windows((31,), 64, 0, 0, 248, top_reserves=True)  # 31 groups of 8: 15872 bytes
     4
-    >>> packed_trees_io_windows((61,), 64, 0, 30, 248, top_reserves=True, fan_reserves=True)  # the groups chained
+    >>> packed_trees_io_windows((61,), 64, 0, 30, 248, top_reserves=True, fan_reserves=True)  # 16 and 15 groups
     4
     >>> packed_trees_io_windows((31,), 64, 31, 31, 0) == tree_io_windows(31, ((64, 31),))
     True
     """
-    # the items in order, run-length: (items, bytes each)
-    stream = [(alone_io, size), (alone - alone_io, 0), (packed // 8, 8 * size)]
-    if packed % 8:
-        stream.append((1, (packed % 8) * size))
-    stream = [(n, b) for n, b in stream if n > 0]
-
-    def take(k: int) -> int:
-        """The bytes of the next ``k`` items."""
-        total = 0
-        while k and stream:
-            n, each = stream[0]
-            step = min(n, k)
-            total += step * each
-            k -= step
-            if step == n:
-                stream.pop(0)
-            else:
-                stream[0] = (n - step, each)
-        return total
-
+    groups = -(-packed // 8)
+    buses = chain_buses(sizes)
+    dealt = deal_groups(buses, groups)
     windows = 0
+    bus = 0
     for n in sizes:
         m = fanout(n)
         here = 0
         last = 0
-        for bus in range(m + 1):
-            # every bridge of the chain but the last gives one of its slots to the next one
-            last = take(BRIDGE_SLOTS - 1 if bus < m else n - (BRIDGE_SLOTS - 1) * m)
+        for _ in range(m + 1):
+            units = sum(min(8, packed - 8 * k) for k in dealt[bus])
+            on_own = min(buses[bus] - len(dealt[bus]), alone_io)
+            alone_io -= on_own
+            last = size * (units + on_own)
             here += -(-last // IO_WINDOW)
+            bus += 1
         if fan_reserves and m and not last:
             here += 1  # the last pci-bridge of the chain has no IO BAR below it: its reservation
         windows += max(here, 1) if top_reserves else here
@@ -1012,27 +1033,26 @@ def _decide_pcie(
         if not staying:
             continue
 
-        # the trees' IO-BAR units packed on the trees' own slots: the least packing within the IO windows left
-        # (fitting is monotone in the units packed: each group of 8 on a bus moves 7 units' BARs off the buses the
-        # units alone took, and none more bytes anywhere)
-        def tree_io_moves(n: int, pci_first: bool = pci_first) -> _Moves:
-            n -= 1 if n % 8 == 1 else 0
-            return _Moves(
-                pci_first=pci_first, pack_pci=n, pack_pci_any=n if c.tree_packable_io_any else 0, pack_tree_io=True
-            )
-
-        def within(n: int, cap: int = io_cap, moves: Callable[[int], _Moves] = tree_io_moves) -> bool:
-            d = consider(moves(n))
-            return d.feasible and d.io_windows <= cap
-
-        if within(staying):
-            low, high = 2, staying
-            while low < high:
-                mid = (low + high) // 2
-                if within(mid):
-                    high = mid
-                else:
-                    low = mid + 1
+        # the trees' IO-BAR units packed on the trees' own slots, for each number of buses of one chain the least
+        # packing that fits the trees' units on it (fitting is not monotone in the units packed: fewer buses hold
+        # more each, and each bus's IO is rounded up to 4 KiB); the policy's weights choose among them
+        assert isinstance(prepared, _Prepared)
+        for buses in range(1, BRIDGE_SLOTS + 2):
+            short = prepared.tree_units - ((BRIDGE_SLOTS - 1) * buses + 1)  # units past one a slot
+            if short <= 0:
+                break
+            packed = short + short // 7  # the fewest with packed - groups >= short
+            while packed - -(-packed // 8) < short or packed % 8 == 1:
+                packed += 1
+            if packed <= staying:
+                consider(
+                    _Moves(
+                        pci_first=pci_first,
+                        pack_pci=packed,
+                        pack_pci_any=packed if c.tree_packable_io_any else 0,
+                        pack_tree_io=True,
+                    )
+                )
     return best.decision() if isinstance(best, _Laid) else best
 
 

@@ -22,6 +22,8 @@ from pcitopo.solver._layout import (
     Context,
     Decision,
     RootKind,
+    chain_buses,
+    deal_groups,
     fanout,
     last_resort_bucket,
     unit_category,
@@ -252,6 +254,16 @@ def _realize_pcie(
         *tree_units,
         *packed_groups[decision.pack_root_groups + decision.pack_dmi_groups :],
     ]
+    if decision.pack_tree_io:
+        # the groups dealt to the trees' buses in turn, each bus's units alone after them (_layout._Moves.pack_tree_io)
+        buses = chain_buses(decision.tree_sizes)
+        groups = packed_groups[decision.pack_root_groups + decision.pack_dmi_groups :]
+        alone = list(tree_units)
+        tree_items = []
+        for cap, mine in zip(buses, deal_groups(buses, len(groups)), strict=True):
+            tree_items += [groups[k] for k in mine]
+            tree_items += alone[: cap - len(mine)]
+            del alone[: cap - len(mine)]
     if beside_ports:
         dmi_groups, tree_items = [], list(tree_units)
     for group in root_groups:

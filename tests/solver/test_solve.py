@@ -655,14 +655,24 @@ def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int,
 
 @pytest.mark.parametrize(
     ("slots", "alone_io", "alone", "packed"),
-    [(31, 0, 0, 248), (31, 10, 20, 80), (61, 30, 30, 248), (100, 40, 90, 75), (40, 0, 38, 10), (61, 0, 61, 0)],
+    [
+        (31, 0, 0, 248),
+        (31, 10, 20, 80),
+        (61, 30, 30, 248),
+        (100, 40, 90, 75),
+        (40, 0, 38, 10),
+        (61, 0, 61, 0),
+        (100, 40, 60, 300),
+        (400, 100, 360, 300),
+    ],
 )
 def test_the_model_counts_the_windows_of_a_bridge_tree_with_packed_io_bar_units(
     slots: int, alone_io: int, alone: int, packed: int
 ) -> None:
     """A bridge tree's IO windows with e1000 packed 8 a slot (``_Moves.pack_tree_io``) are those the rules count on
-    the tree as the realiser builds it: units alone first (e1000, then ich9), then the groups, in chain order."""
-    from pcitopo.solver._layout import fanout, packed_trees_io_windows
+    the tree as the realiser builds it: the groups dealt to the chain's buses in turn, then on each bus the units
+    alone (e1000, then ich9)."""
+    from pcitopo.solver._layout import chain_buses, deal_groups, fanout, packed_trees_io_windows
 
     m = fanout(slots)
     controllers = [
@@ -670,17 +680,19 @@ def test_the_model_counts_the_windows_of_a_bridge_tree_with_packed_io_bar_units(
         Controller(2, "pcie-to-pci-bridge", address=PciAddress(bus=1, slot=0)),
         *(Controller(3 + i, "pci-bridge", address=PciAddress(bus=2 + i, slot=1), chassis_nr=3 + i) for i in range(m)),
     ]
-    positions = [PciAddress(bus=2 + i, slot=s) for i in range(m) for s in range(2, 32)]
-    positions += [PciAddress(bus=2 + m, slot=s) for s in range(1, 32)]
+    buses = chain_buses((slots,))
+    groups = deal_groups(buses, -(-packed // 8))
     kinds = ["e1000"] * alone_io + ["ich9"] * (alone - alone_io)
-    devices = [Device(f"c{i}", kind, address=a) for i, (kind, a) in enumerate(zip(kinds, positions, strict=False))]
-    for g in range(-(-packed // 8)):
-        slot = positions[alone + g]
-        members = range(8 * g, min(packed, 8 * g + 8))
-        devices += [
-            Device(f"p{k}", "e1000", address=slot.with_function(k - 8 * g), multifunction=True if k == 8 * g else None)
-            for k in members
-        ]
+    devices: list[Device] = []
+    for i, mine in enumerate(groups):
+        positions = [PciAddress(bus=2 + i, slot=s) for s in range(2 if i < m else 1, 32)]
+        for slot, g in zip(positions, mine, strict=False):
+            for k in range(8 * g, min(packed, 8 * g + 8)):
+                first = True if k == 8 * g else None
+                devices.append(Device(f"p{k}", "e1000", address=slot.with_function(k - 8 * g), multifunction=first))
+        for slot in positions[len(mine) : buses[i]]:
+            if kinds:
+                devices.append(Device(f"c{len(kinds)}", kinds.pop(0), address=slot))
     topology = Topology.build("q35", controllers, devices)
     assert validate(topology) == ()
     model = packed_trees_io_windows((slots,), 64, alone_io, alone, packed, top_reserves=True, fan_reserves=True)
