@@ -1049,7 +1049,7 @@ def _decide_pcie(
                     _Moves(
                         pci_first=pci_first,
                         pack_pci=packed,
-                        pack_pci_any=packed if c.tree_packable_io_any else 0,
+                        pack_pci_any=packed if c.tree_packable_io_any or c.optional_pci_packable_io else 0,
                         pack_tree_io=True,
                     )
                 )
@@ -1060,13 +1060,19 @@ def _tree_io_packable(c: Counts, p: Decision | _Prepared | _Laid) -> int:
     """The trees' IO-BAR units ``_Moves.pack_tree_io`` may pack in a preparation ``p`` (0: it does not apply, the
     layout could not tell exactly which units it packs and their BARs).
 
-    Every IO-BAR unit of the trees may be packed (a single device that does not require hotplug), all have one BAR
-    size and one hotplug need, the trees hang from root ports, and no unit the policy would integrate joins them.
-    Last-resort integration takes the largest BARs first, the same for every unit here.
+    Every IO-BAR unit of the trees may be packed (a single device that does not require hotplug, as is every one
+    the policy would integrate that integration leaves to them: those have no hotplug need), all have one BAR size
+    and one hotplug need, and the trees hang from root ports. Integration takes the largest BARs first, the same
+    for every unit here.
     """
     if not isinstance(p, _Prepared) or p.use_dmi_tree or p.tree_io < 2 or len(p.tree_io_sizes) != 1:
         return 0
-    if c.tree_packable_io != c.tree_io or c.tree_packable_io_any not in (0, c.tree_io) or c.optional_integrated_pci:
+    if c.tree_packable_io != c.tree_io:
+        return 0
+    if c.optional_integrated_pci_io - c.optional_integrated_pci_forbidden_io != c.optional_pci_packable_io:
+        return 0
+    # one hotplug need: the optional units have none, so the trees' must have none either when those join them
+    if c.tree_packable_io_any not in ((c.tree_io,) if c.optional_pci_packable_io else (0, c.tree_io)):
         return 0
     return p.tree_io
 

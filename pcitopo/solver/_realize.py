@@ -233,7 +233,11 @@ def _realize_pcie(
         ]
         if decision.pack_tree_io:
             # the trees' IO-BAR units and no others, on the trees' slots (_layout._Moves.pack_tree_io)
-            packable = [u for u in tree_units if id(u) in tree_category and len(u.devices) == 1 and u.has_io]
+            packable = [
+                u
+                for u in tree_units
+                if (id(u) in tree_category or id(u) in overflow) and len(u.devices) == 1 and u.has_io
+            ]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         preferred = [u for u in packable if u.hotplug is HotplugNeed.PREFERRED]
         packed += preferred[: decision.pack_pci - decision.pack_pci_any]

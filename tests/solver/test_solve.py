@@ -607,6 +607,21 @@ def test_e1000_past_the_io_windows_of_q35_are_packed_as_functions_in_the_bridge_
     assert validate(t) == ()
 
 
+def test_e1000_the_minimal_policy_leaves_off_q35_s_root_bus_are_packed_in_the_bridge_trees() -> None:
+    """470 e1000 on q35 under ``minimal`` (issue 9): those integration leaves off pcie.0 join the trees and are packed
+    there with the rest, within SeaBIOS's 14 IO windows; the model's cost is the realised plan's.
+
+    Before, units the policy would integrate were packed on the root bus only, and 20 of them were refused."""
+    request = Topology.build("q35", devices=nics(470, "e1000", prefix="e"))
+    plan = solve(request, "minimal")
+    t = plan.topology
+    assert plan.status is Status.OPTIMAL
+    assert plan.cost == evaluate(request, t, "minimal").cost == 2208
+    assert any(d.address is not None and d.address.bus > 1 and d.address.function > 0 for d in t.devices)
+    assert sum(t.io_windows().values()) <= 14
+    assert validate(t) == ()
+
+
 def test_500_conventional_devices_on_q35_are_all_hotpluggable_in_one_chained_tree() -> None:
     """500 i6300esb preferring hotplug on q35 (issue 9): one tree (a pcie-to-pci-bridge and 16 chained pci-bridges)
     holds them all on hotpluggable slots, in one IO window.
