@@ -589,7 +589,7 @@ def test_e1000_packed_on_pc_s_pci_bridges_under_the_minimal_policy_cost_no_hotpl
 
 def test_e1000_past_the_io_windows_of_q35_are_packed_as_functions_in_the_bridge_trees() -> None:
     """470 e1000 on q35 (issue 9): SeaBIOS has 14 IO windows; 463 fit one a slot, and past that some are packed 8 a
-    slot on a tree's last bus, whose window then holds more than 31 of them. Worked out: 28 on pcie.0, 442 in one
+    slot on the tree's buses, whose windows then hold more than 31 of them. Worked out: 28 on pcie.0, 442 in one
     chain of 14 buses (13 x 30 slots and 31: 21 short, 3 groups of 8 make 21 room), so 28 + 24 hotplug misses
     (100 each) and 16 controllers (a root port, the pcie-to-pci-bridge, 13 pci-bridges, the spare root port): 5216.
 
