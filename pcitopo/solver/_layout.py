@@ -24,7 +24,11 @@ PCIe root, conventional units without IO BARs may also be packed 8 a slot as
 the functions of multifunction slots (the root bus's, the
 dmi-to-pci-bridge's, the trees'), when the trees would need more IO windows
 than the firmware has (``io_cap``) or fewer bridges make it cheaper; a packed
-unit cannot be hot-plugged on its own (``_Moves.pack_pci``).
+unit cannot be hot-plugged on its own (``_Moves.pack_pci``). When the IO
+windows run out, IO-BAR units are packed too: on a PCIe root on the root bus
+(``_Moves.pack_io``) or on the trees' own slots (``_Moves.pack_tree_io``), on a
+conventional root on its pci-bridges' buses (``_pci_packing``), so a 4 KiB
+window holds more than a bus's 31 slots of them (64 e1000).
 """
 
 from __future__ import annotations
@@ -177,11 +181,21 @@ class Counts:
     packed on the root bus only (no bridge window there; see ``_Moves.pack_io``)."""
     tree_preferred_packable_io: int = 0
     """The same, preferring hotplug."""
+    tree_packable_io: int = 0
+    """Single-device bridge-tree units with an IO BAR and no hotplug requirement: they may be packed as functions on
+    the trees' own slots (``_Moves.pack_tree_io``)."""
+    tree_packable_io_any: int = 0
+    """Of those, the ones with no hotplug need."""
     optional_pci_packable_io: int = 0
     """Single-device units the policy would integrate, with an IO BAR and no hotplug need: those it does not
     integrate may be packed on the root bus only (``_Moves.pack_io``)."""
     root_slot_any: int = 0
     """Root-slot units with no hotplug need (``hotplug-off-occupied`` counts those on hotpluggable slots)."""
+    root_slot_packable_io: int = 0
+    """Single-device root-slot units with an IO BAR that need not be integrated and do not require hotplug: those
+    bridged may be packed as the functions of multifunction slots of the pci-bridges (``_pci_packing``)."""
+    root_slot_packable_io_any: int = 0
+    """Of those, the ones with no hotplug need (packed, the others are each a hotplug miss)."""
     bus_group_any: int = 0
     """Bus-group units with no hotplug need (a bridge's slots are hotpluggable)."""
     port_any: int = 0
@@ -426,6 +440,15 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
         d["optional_pci_packable_io" if u.has_io else "optional_pci_packable"] += 1
     if category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.ANY:
         d["root_slot_any"] += 1
+    if (
+        category is Category.ROOT_SLOT
+        and movable
+        and u.has_io
+        and len(u.devices) == 1
+        and u.hotplug in (HotplugNeed.ANY, HotplugNeed.PREFERRED)
+    ):
+        d["root_slot_packable_io"] += 1
+        d["root_slot_packable_io_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
     if movable and category is Category.ROOT_SLOT and u.hotplug is HotplugNeed.PREFERRED and not ctx.root_hotplug:
         d["root_slot_preferred"] += 1
         d["root_slot_preferred_io"] += 1 if u.has_io else 0
@@ -433,6 +456,9 @@ def _count_alternatives(d: dict[str, int], ctx: Context, u: Unit, category: Cate
         prefix = "tree_any" if u.hotplug is HotplugNeed.ANY else "tree_preferred"
         d[prefix] += 1
         d[f"{prefix}_io"] += 1 if u.has_io else 0
+        if len(u.devices) == 1 and u.has_io:
+            d["tree_packable_io"] += 1
+            d["tree_packable_io_any"] += 1 if u.hotplug is HotplugNeed.ANY else 0
         if len(u.devices) == 1 and not u.has_io:
             d[f"{prefix}_packable"] += 1
             d["tree_packable_fixed"] += 0 if ctx.can_integrate and u.can_integrate else 1
@@ -637,6 +663,11 @@ class Decision:
     """Groups of packed units on free slots of the root bus (the first groups), as integrated endpoints."""
     pack_io: bool = False
     """The packed units include the trees' IO-BAR units, all on the root bus (``_Moves.pack_io``)."""
+    pack_tree_io: bool = False
+    """The packed units are the trees' IO-BAR units, on the trees' slots (``_Moves.pack_tree_io``)."""
+    bus_packing: tuple[tuple[int, int], ...] = ()
+    """On a conventional root whose bridged IO-BAR units are packed (``_pci_packing``): per pci-bridge, the packed
+    units on its bus (8 a slot, the last slot the rest) and the units alone on a slot after them."""
     pack_beside: int = 0
     """Packed units after the root bus's groups on the free functions of its slots holding root ports (integrated
     endpoints beside the ports, the slot multifunction): all the packed units the root slots' groups leave."""
@@ -748,6 +779,84 @@ def tree_io_windows(n: int, io: IoSizes, *, top_reserves: bool = False, fan_rese
     return max(windows, 1) if top_reserves else windows
 
 
+def chain_buses(sizes: Sequence[int]) -> list[int]:
+    """The slots each bus of bridge trees of ``sizes`` slots gives endpoints, trees and chains in order: every bus
+    of a chain but the last gives one of its 31 to the next pci-bridge (:data:`TREE_CAPACITY`).
+
+    >>> chain_buses((31, 65))
+    [31, 30, 30, 5]
+    """
+    out: list[int] = []
+    for n in sizes:
+        m = fanout(n)
+        out += [BRIDGE_SLOTS - 1] * m + [n - (BRIDGE_SLOTS - 1) * m]
+    return out
+
+
+def deal_groups(capacities: Sequence[int], groups: int) -> list[list[int]]:
+    """Groups of packed units dealt to buses of ``capacities`` slots in turn (group ``k`` to the next bus with a
+    slot left): per bus, the groups it holds. So every bus holds about as many, and as much IO.
+
+    >>> deal_groups([30, 30, 1], 5)
+    [[0, 3], [1, 4], [2]]
+    """
+    out: list[list[int]] = [[] for _ in capacities]
+    k = 0
+    while k < groups:
+        before = k
+        for bus, cap in enumerate(capacities):
+            if k < groups and len(out[bus]) < cap:
+                out[bus].append(k)
+                k += 1
+        if k == before:
+            raise ValueError(f"{groups} groups do not fit buses of {list(capacities)} slots")
+    return out
+
+
+def packed_trees_io_windows(
+    sizes: tuple[int, ...],
+    size: int,
+    alone_io: int,
+    alone: int,
+    packed: int,
+    *,
+    top_reserves: bool = False,
+    fan_reserves: bool = False,
+) -> int:
+    """IO windows of bridge trees of ``sizes`` slots whose IO-BAR units (``size`` bytes each) are partly packed
+    (``_Moves.pack_tree_io``): the ``packed`` units in groups of 8 (the last group the rest) dealt to the buses in
+    turn (:func:`deal_groups`, a slot a group), then on each bus the ``alone`` units alone on a slot (the
+    ``alone_io`` with an IO BAR first), bus by bus (:func:`tree_io_windows` counts the same without groups).
+
+    >>> packed_trees_io_windows((31,), 64, 0, 0, 248, top_reserves=True)  # 31 groups of 8: 15872 bytes
+    4
+    >>> packed_trees_io_windows((61,), 64, 0, 30, 248, top_reserves=True, fan_reserves=True)  # 16 and 15 groups
+    4
+    >>> packed_trees_io_windows((31,), 64, 31, 31, 0) == tree_io_windows(31, ((64, 31),))
+    True
+    """
+    groups = -(-packed // 8)
+    buses = chain_buses(sizes)
+    dealt = deal_groups(buses, groups)
+    windows = 0
+    bus = 0
+    for n in sizes:
+        m = fanout(n)
+        here = 0
+        last = 0
+        for _ in range(m + 1):
+            units = sum(min(8, packed - 8 * k) for k in dealt[bus])
+            on_own = min(buses[bus] - len(dealt[bus]), alone_io)
+            alone_io -= on_own
+            last = size * (units + on_own)
+            here += -(-last // IO_WINDOW)
+            bus += 1
+        if fan_reserves and m and not last:
+            here += 1  # the last pci-bridge of the chain has no IO BAR below it: its reservation
+        windows += max(here, 1) if top_reserves else here
+    return windows
+
+
 def decide(
     ctx: Context,
     c: Counts,
@@ -778,7 +887,7 @@ def decide(
         return _decide_pcie(ctx, c, policy, integrate, spare, spare_wanted, expanders_here, bus_cap, io_cap)
     if ctx.root_kind is RootKind.NEW_HOST_BRIDGE:
         return _decide_new_host_bridges(c, policy)
-    decision = _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here)
+    decision = _decide_pci(ctx, c, policy, bridges, spare, spare_wanted, expanders_here, io_cap)
     if bus_cap is not None and decision.feasible and decision.bus_numbers > bus_cap:
         # an existing pci-expander-bus has the bus numbers up to the next expander's bus_nr only (the domain's
         # shared budget is a constraint of its own, but it does not count an expander's own range)
@@ -824,6 +933,11 @@ class _Moves(NamedTuple):
     (its slots, or beside its root ports): the root bus needs no IO window, so their BARs leave the trees' windows
     for the firmware's room on the root buses. Only when the units packed are exactly those the counts say
     (``_io_packable``)."""
+    pack_tree_io: bool = False
+    """The packed units are the trees' IO-BAR units (and no others), their groups on the trees' own slots after the
+    units alone: a bus of 31 slots then holds more than 31 of them, so a 4 KiB window fills (64 e1000) and fewer
+    windows hold them all. Only where the counts say exactly which units and BARs those are
+    (``_tree_io_packable``)."""
 
 
 def _decide_pcie(
@@ -915,7 +1029,57 @@ def _decide_pcie(
                 ctx, c, policy, integrate, pci_first, io_cap, consider, base_fits=fits, root_idle=root_idle
             ):
                 consider(moves)
+    for pci_first in (False, True) if both_kinds else (False,):
+        if fits or io_cap is None:
+            break
+        plain = _Moves(pci_first=pci_first)
+        prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain, memo)
+        staying = _tree_io_packable(c, prepared)
+        if not staying:
+            continue
+
+        # the trees' IO-BAR units packed on the trees' own slots, for each number of buses of one chain the least
+        # packing that fits the trees' units on it (fitting is not monotone in the units packed: fewer buses hold
+        # more each, and each bus's IO is rounded up to 4 KiB); the policy's weights choose among them
+        assert isinstance(prepared, _Prepared)
+        for buses in range(1, BRIDGE_SLOTS + 2):
+            short = prepared.tree_units - ((BRIDGE_SLOTS - 1) * buses + 1)  # units past one a slot
+            if short <= 0:
+                break
+            packed = short + short // 7  # the fewest with packed - groups >= short
+            while packed - -(-packed // 8) < short or packed % 8 == 1:
+                packed += 1
+            if packed <= staying:
+                consider(
+                    _Moves(
+                        pci_first=pci_first,
+                        pack_pci=packed,
+                        pack_pci_any=packed if c.tree_packable_io_any or c.optional_pci_packable_io else 0,
+                        pack_tree_io=True,
+                    )
+                )
     return best.decision() if isinstance(best, _Laid) else best
+
+
+def _tree_io_packable(c: Counts, p: Decision | _Prepared | _Laid) -> int:
+    """The trees' IO-BAR units ``_Moves.pack_tree_io`` may pack in a preparation ``p`` (0: it does not apply, the
+    layout could not tell exactly which units it packs and their BARs).
+
+    Every IO-BAR unit of the trees may be packed (a single device that does not require hotplug, as is every one
+    the policy would integrate that integration leaves to them: those have no hotplug need), all have one BAR size
+    and one hotplug need, and the trees hang from root ports. Integration takes the largest BARs first, the same
+    for every unit here.
+    """
+    if not isinstance(p, _Prepared) or p.use_dmi_tree or p.tree_io < 2 or len(p.tree_io_sizes) != 1:
+        return 0
+    if c.tree_packable_io != c.tree_io:
+        return 0
+    if c.optional_integrated_pci_io - c.optional_integrated_pci_forbidden_io != c.optional_pci_packable_io:
+        return 0
+    # one hotplug need: the optional units have none, so the trees' must have none either when those join them
+    if c.tree_packable_io_any not in ((c.tree_io,) if c.optional_pci_packable_io else (0, c.tree_io)):
+        return 0
+    return p.tree_io
 
 
 def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
@@ -1026,7 +1190,7 @@ def _pack_moves(
         n -= 1 if n % 8 == 1 else 0
         # tuple.__new__: _Moves(pci_first=..., pack_pci=n, ...) is several times slower, and the binary searches
         # build some forty a decision
-        return tuple.__new__(_Moves, (0, 0, 0, 0, pci_first, False, n, min(n, any_n), dmi, root, False))
+        return tuple.__new__(_Moves, (0, 0, 0, 0, pci_first, False, n, min(n, any_n), dmi, root, False, False))
 
     def fits(d: Decision | _Laid) -> bool:
         return d.feasible and (io_cap is None or d.io_windows <= io_cap)
@@ -1400,7 +1564,7 @@ def _layout_pcie(
         return _lay(*lay_args, arranged, root_groups)
     # the same arrangement with the same units packed is the same layout (packing on the root bus when it has
     # no slot to spare is packing on the trees' slots): laid out once
-    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, root_groups, arranged)
+    arranged_key = (key, moves.pack_pci, moves.pack_pci_any, moves.pack_io, moves.pack_tree_io, root_groups, arranged)
     found = memo.get(arranged_key)
     if found is None:
         found = memo[arranged_key] = _lay(*lay_args, arranged, root_groups)
@@ -1544,7 +1708,18 @@ def _lay(
     bus += (1 + dmi_bridges) if dmi else 0
     bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
     io = port_io + c.switch_group_io + c.bus_group_windows
-    if not use_dmi_tree:
+    if moves.pack_tree_io:
+        ((size, _),) = tree_io_sizes
+        io += packed_trees_io_windows(
+            trees,
+            size,
+            tree_io - moves.pack_pci,
+            tree_units - -(-moves.pack_pci // 8),  # the units alone: the tree slots less the groups
+            moves.pack_pci,
+            top_reserves=ctx.reserves_io_pcie_to_pci,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+    elif not use_dmi_tree:
         io += trees_io_windows(
             trees,
             tree_io_sizes,
@@ -1617,6 +1792,7 @@ def _lay(
         pack_dmi_groups=dmi_groups,
         pack_root_groups=root_groups,
         pack_io=moves.pack_io,
+        pack_tree_io=moves.pack_tree_io,
         pack_beside=beside_units,
     )
     # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
@@ -1624,13 +1800,25 @@ def _lay(
 
 
 def _decide_pci(
-    ctx: Context, c: Counts, policy: Policy, bridges: int, spare_n: int, spare_wanted: int, expanders_here: int
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    bridges: int,
+    spare_n: int,
+    spare_wanted: int,
+    expanders_here: int,
+    io_cap: int | None = None,
 ) -> Decision:
     need_spare = max(0, spare_wanted - (ctx.empty_hot_ports if ctx.root_hotplug else 0))
     if spare_n > need_spare:
         return Decision(False, f"{ctx.label}: no room for {bridges} pci-bridges")
     # the layout without spares is the same whatever the spares: the search asks for it once a spare count
     core, hot_free = _pci_layout(ctx, c, bridges, expanders_here, policy.hotplug_off_occupied)
+    if core.feasible and io_cap is not None and core.io_windows > io_cap:
+        # more IO windows than the firmware has: the least packing of the bridged IO-BAR units that fits
+        packed = _pci_packing(ctx, c, bridges, expanders_here, policy.hotplug_off_occupied, io_cap, spare_n)
+        if packed is not None:
+            core, hot_free = packed
     if not core.feasible:
         return core
     if hot_free < spare_n:
@@ -1651,6 +1839,156 @@ def _decide_pci(
 _WITH_SPARE: dict[tuple[int, int, int], tuple[Decision, Decision]] = {}
 """A layout's decision with spare slots, by the layout's id and the spares (attrs.evolve is slow; the layout is
 kept in the value, so an id reused by another object is never taken for it)."""
+
+
+BusPacking = tuple[tuple[int, int], ...]
+"""Per pci-bridge: the packed units on its bus and the units alone on a slot (:attr:`Decision.bus_packing`)."""
+
+
+def packed_buses(bridges: int, alone: int, packed: int) -> BusPacking | None:
+    """The least packing's buses (``_pci_packing``): ``packed`` units in groups of 8 (the last one the rest), dealt
+    to the bridges in turn (group ``k`` to bridge ``k mod bridges``), the units ``alone`` filling the slots the
+    groups leave, bridge by bridge (``None``: they do not fit).
+
+    >>> packed_buses(3, 60, 20)  # groups of 8, 8 and 4: one a bridge, then 30 + 30 units alone
+    ((8, 30), (8, 30), (4, 0))
+    >>> packed_buses(1, 31, 2) is None
+    True
+    """
+    groups = -(-packed // 8)
+    out: list[tuple[int, int]] = []
+    left = alone
+    for j in range(bridges):
+        mine = range(j, groups, bridges)
+        here = min(BRIDGE_SLOTS - len(mine), left)
+        left -= here
+        out.append((sum(min(8, packed - 8 * k) for k in mine), here))
+    return None if left else tuple(out)
+
+
+def balanced_buses(bridges: int, units: int) -> BusPacking | None:
+    """The balanced packing's buses (``_pci_packing``): the units shared out alike (the first bridges one more),
+    each bus packing the fewest that fit its 31 slots, 8 a slot (``None``: more than 248 a bus).
+
+    Where the IO windows are tight this one packs fewer than :func:`packed_buses`, whose first buses hold their
+    units alone and so the most IO (498 e1000 on 8 pci-bridges, 8 windows: 290 packed balanced, all 498 the
+    other way); where they are not, that one packs fewer (278: 35 packed, 38 balanced).
+
+    >>> balanced_buses(2, 100)  # 50 a bus: 3 slots of 8, 7 and 7 and 28 alone
+    ((22, 28), (22, 28))
+    """
+    out: list[tuple[int, int]] = []
+    for j in range(bridges):
+        here = units // bridges + (1 if j < units % bridges else 0)
+        if here > 8 * BRIDGE_SLOTS:
+            return None
+        groups = max(0, -(-(here - BRIDGE_SLOTS) // 7))  # each slot of 8 holds 7 more
+        out.append((here - BRIDGE_SLOTS + groups, BRIDGE_SLOTS - groups) if groups else (0, here))
+    return tuple(out)
+
+
+def bus_packing_windows(buses: BusPacking, io_alone: int, size: int, *, reserves: bool) -> int:
+    """IO windows of the pci-bridges of ``buses`` (packed units all with an IO BAR of ``size`` bytes, then the units
+    alone, the first ``io_alone`` of them with one, bus by bus); ``reserves``: the firmware gives an empty one a window.
+
+    >>> bus_packing_windows(((22, 28), (22, 28)), 56, 64, reserves=True)  # 50 e1000 a bus: 3200 bytes each
+    2
+    """
+    windows = 0
+    for packed, alone in buses:
+        here = min(alone, io_alone)
+        io_alone -= here
+        bus = -(-(size * (packed + here)) // IO_WINDOW)
+        windows += max(bus, 1) if reserves else bus
+    return windows
+
+
+def _pci_packable(c: Counts) -> IoSizes:
+    """The IO BARs of the root-slot units of a conventional root that ``_pci_packing`` may pack (``()``: none).
+
+    It packs only where the layout can count exactly which units it packs and where their BARs go: every
+    root-slot unit with an IO BAR may be packed (a single device that need not be integrated and does not
+    require hotplug), all have one IO BAR size and one hotplug need, and no unit is bridged for its hotplug need
+    (the root is hotpluggable: pc's ``pci.0``).
+    """
+    io = io_of(c, "root_slot_io")
+    if len(io) != 1 or c.root_slot_packable_io != c.root_slot_io or c.root_slot_preferred or c.hot_bridge_units:
+        return ()
+    if c.root_slot_packable_io_any not in (0, c.root_slot_packable_io):
+        return ()
+    return io
+
+
+@functools.lru_cache(maxsize=1024)
+def _pci_packing(
+    ctx: Context, c: Counts, bridges: int, expanders_here: int, off_occupied: bool, io_cap: int, spare_n: int
+) -> tuple[Decision, int] | None:
+    """The layout of a conventional root with bridged IO-BAR units packed 8 a slot as functions on flat pci-bridges
+    that needs at most ``io_cap`` IO windows and keeps ``spare_n`` empty hotpluggable slots (``None``: none does).
+
+    SeaBIOS gives each pci-bridge a window of 4 KiB per 4 KiB of IO BAR on its bus, and a bus has 31 slots: an
+    e1000's 64 bytes fill a window with 64 units, one a slot only 31 of them. Packed, more share a bus, so fewer
+    windows hold them all (pc has 8). Each unit packed that prefers hotplug is a hotplug miss (functions are not
+    hot-plugged one by one), and the bridges are as many either way: of the two packings tried, the least packing
+    that fits (:func:`packed_buses`) and the balanced one (:func:`balanced_buses`), the one packing fewer units
+    wins. The packed units are those ``_pci_packable`` allows.
+    """
+    io = _pci_packable(c)
+    if not io or bridges < 1:
+        return None
+    core, _ = _pci_layout(ctx, c, bridges, expanders_here, off_occupied)
+    if not core.feasible:
+        return None
+    ((size, _),) = io
+    bridged_io, bridged = core.tree_io, core.tree_units
+    cap = io_cap - c.bus_group_windows
+    # no packing fits when packing all of them leaves too many units alone for the slots, or when their bytes
+    # alone need more windows than there are
+    if bridged - bridged_io + -(-bridged_io // 8) > BRIDGE_SLOTS * bridges:
+        return None
+    if max(-(-(size * bridged_io) // IO_WINDOW), bridges if ctx.reserves_io_pci_bridge else 0) > cap:
+        return None
+    free_root = len(ctx.free_slots) - expanders_here - c.bus_groups - bridges - core.root_slot_units
+    hot_root = free_root if ctx.root_hotplug else 0
+
+    def fits(buses: BusPacking | None) -> tuple[BusPacking, int, int] | None:
+        """The buses, their windows and the empty hotpluggable slots they keep, when they fit."""
+        if buses is None:
+            return None
+        packed = sum(p for p, _ in buses)
+        if packed > bridged_io:
+            return None
+        windows = bus_packing_windows(buses, bridged_io - packed, size, reserves=ctx.reserves_io_pci_bridge)
+        hot_free = hot_root + sum(BRIDGE_SLOTS - alone - -(-p // 8) for p, alone in buses)
+        return (buses, windows, hot_free) if windows <= cap and hot_free >= spare_n else None
+
+    found = fits(balanced_buses(bridges, bridged))
+    most = found and sum(p for p, _ in found[0])
+    for packed in range(max(2, bridged - BRIDGE_SLOTS * bridges), (most or bridged_io + 1)):
+        if packed % 8 == 1:
+            continue  # a group of one is a unit alone
+        least = fits(packed_buses(bridges, bridged - packed, packed))
+        if least is not None:
+            found = least
+            break
+    if not found:
+        return None
+    buses, windows, hot_free = found
+    packed = sum(p for p, _ in buses)
+    packed_any = packed if c.root_slot_packable_io_any else 0
+    decision = attrs.evolve(
+        core,
+        tree_sizes=tuple(alone + -(-p // 8) for p, alone in buses),
+        tree_bridges=0,  # flat: a chained layout's pci-bridges are not there
+        bus_numbers=bridges + c.bus_groups,
+        controllers=bridges + c.bus_groups,
+        io_windows=windows + c.bus_group_windows,
+        hot_misses=core.hot_misses + packed - packed_any,
+        pack_pci=packed,
+        pack_pci_any=packed_any,
+        bus_packing=buses,
+    )
+    return decision, hot_free
 
 
 @functools.lru_cache(maxsize=4096)

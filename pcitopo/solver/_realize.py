@@ -22,6 +22,8 @@ from pcitopo.solver._layout import (
     Context,
     Decision,
     RootKind,
+    chain_buses,
+    deal_groups,
     fanout,
     last_resort_bucket,
     unit_category,
@@ -229,6 +231,13 @@ def _realize_pcie(
             # IO-BAR units only with decision.pack_io (_layout._Moves.pack_io: all of them, on the root bus)
             and not (io_matters and u.has_io and not decision.pack_io)
         ]
+        if decision.pack_tree_io:
+            # the trees' IO-BAR units and no others, on the trees' slots (_layout._Moves.pack_tree_io)
+            packable = [
+                u
+                for u in tree_units
+                if (id(u) in tree_category or id(u) in overflow) and len(u.devices) == 1 and u.has_io
+            ]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         preferred = [u for u in packable if u.hotplug is HotplugNeed.PREFERRED]
         packed += preferred[: decision.pack_pci - decision.pack_pci_any]
@@ -249,6 +258,16 @@ def _realize_pcie(
         *tree_units,
         *packed_groups[decision.pack_root_groups + decision.pack_dmi_groups :],
     ]
+    if decision.pack_tree_io:
+        # the groups dealt to the trees' buses in turn, each bus's units alone after them (_layout._Moves.pack_tree_io)
+        buses = chain_buses(decision.tree_sizes)
+        groups = packed_groups[decision.pack_root_groups + decision.pack_dmi_groups :]
+        alone = list(tree_units)
+        tree_items = []
+        for cap, mine in zip(buses, deal_groups(buses, len(groups)), strict=True):
+            tree_items += [groups[k] for k in mine]
+            tree_items += alone[: cap - len(mine)]
+            del alone[: cap - len(mine)]
     if beside_ports:
         dmi_groups, tree_items = [], list(tree_units)
     for group in root_groups:
@@ -550,6 +569,23 @@ def _realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(br.index, s))
+    if decision.bus_packing:
+        # the bridged IO-BAR units packed 8 a slot, on each bridge's bus as many as the layout says, then the units
+        # alone (_layout._pci_packing)
+        packable = [u for u in bridged if u.has_io]
+        packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
+        packed += [u for u in packable if u.hotplug is HotplugNeed.PREFERRED][: decision.pack_pci - len(packed)]
+        taken = set(map(id, packed))
+        alone = [u for u in bridged if id(u) not in taken]
+        if len(packed) != decision.pack_pci:  # pragma: no cover - the layout counts only units that exist
+            raise InternalError(f"{ctx.label}: {decision.pack_pci} units to pack, {len(packed)} found")
+        for n_packed, n_alone in decision.bus_packing:
+            br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
+            groups: list[Unit | list[Unit]] = [packed[i : min(i + 8, n_packed)] for i in range(0, n_packed, 8)]
+            _fill_tree(b, br.index, [*groups, *alone[:n_alone]])
+            del packed[:n_packed]
+            del alone[:n_alone]
+        return
     for size in decision.tree_sizes:
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         _fill_tree(b, br.index, bridged[:size])

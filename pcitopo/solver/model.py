@@ -26,7 +26,8 @@ stays inside one context, which ``decide`` makes by the policy's weights:
 which units leave their category's position for a cheaper one (a
 dmi-to-pci-bridge's slot, functions of a shared root port, a pci-bridge's
 slot under a pxb, the functions of a multifunction slot for conventional
-units past what the firmware's IO windows let bridges hold), and which kind
+units past what the firmware's IO windows let bridges hold, IO-BAR units among
+them), and which kind
 of unit last-resort integration takes first. The exhaustive enumerator of the tests
 (``tests/support/enumerate.py``) checks that this loses no optimum.
 """

@@ -221,6 +221,19 @@ def test_500_conventional_devices_on_pc_in_chained_pci_bridges_map_and_hotplug_u
     assert len(report.named("hotplug")) > 0
 
 
+def test_300_e1000_on_pc_packed_as_functions_in_pci_bridges_map_under_seabios() -> None:
+    """300 e1000 on pc, where SeaBIOS has 8 IO windows and a bus 31 slots: with IO-BAR units packed 8 a slot on the
+    pci-bridges' buses every device is found where planned and every BAR maps (pcitopo refused 30 of them before)."""
+    plan = solve(Topology.build("pc", devices=[Device(f"d{i}", "e1000") for i in range(300)]))
+    t = plan.topology
+    packed = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(packed) > 0
+    report = verify(t, hotplug=False, firmware_wait=120, timeout=600)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+
+
 # -- conventional devices beside a root port, as the functions of its slot (issue 9, item 5) ----------------
 
 

@@ -557,6 +557,88 @@ def test_more_io_bar_devices_than_the_firmware_can_map_are_refused_naming_the_io
     assert "IO windows left: 8 of 8" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("n", "packed", "functions", "cost"),
+    [
+        # 22 on pci.0's slots, the rest on 8 pci-bridges (one IO window each, 64 e1000 a window): 248 slots hold
+        # 248 + 7 a group of 8 packed (k > 1 a group: k - 1 more); each unit packed is a hotplug miss (100), and the
+        # plan misses one spare slot (20) and adds 8 controllers (1 each)
+        (270, 0, 0, 28),  # 248 bridged: no packing
+        (280, 12, 10, 1228),  # 258 bridged: groups of 8 and 4 make room for 10
+        (300, 35, 30, 3528),  # 278 bridged: 4 groups of 8 and one of 3 make room for 30
+        # 498 bridged: 62 or 63 a bus, each 5 slots of packed units (8, 8, 8, 8 and 5 or 4) and 26 alone, 4032 bytes
+        (520, 290, 250, 29028),
+    ],
+)
+def test_e1000_past_the_io_windows_of_pc_are_packed_as_functions_on_the_pci_bridges(
+    n: int, packed: int, functions: int, cost: int
+) -> None:
+    """e1000 on pc (issue 9): SeaBIOS has 8 IO windows, one a pci-bridge, and a bus 31 slots, so 270 fit one a
+    slot; past that the fewest of them are packed 8 a slot as functions on the bridges' buses, where a window
+    holds 64 of their 64-byte IO BARs.
+
+    Before, the solver packed IO-BAR units only on a PCI Express root bus and refused the rest ("drop 30 of
+    the 300 devices: 270 fit"). QEMU and SeaBIOS map the 300-device plan (tests/integration/test_qemu_plans.py).
+    """
+    request = Topology.build("pc", devices=nics(n, "e1000", prefix="e"))
+    plan = solve(request)
+    t = plan.topology
+    assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, cost, cost)
+    on_functions = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(on_functions) == functions  # every packed unit but each slot's function 0
+    assert sum(1 for s in plan.soft if s.name == "hotplug" and not s.met) == packed
+    assert t.io_window_budget() == 8
+    assert sum(t.io_windows().values()) <= 8
+    assert validate(t) == ()
+
+
+def test_e1000_packed_on_pc_s_pci_bridges_under_the_minimal_policy_cost_no_hotplug() -> None:
+    """Under ``minimal`` (no hotplug preference) 300 e1000 on pc pack on the pci-bridges as well, each packing free:
+    the plan fits SeaBIOS's 8 IO windows, and the model's cost is the realised plan's."""
+    request = Topology.build("pc", devices=nics(300, "e1000", prefix="e"))
+    plan = solve(request, "minimal")
+    t = plan.topology
+    assert plan.status is Status.OPTIMAL
+    assert plan.cost == evaluate(request, t, "minimal").cost
+    assert sum(t.io_windows().values()) <= (t.io_window_budget() or 0)
+    assert validate(t) == ()
+
+
+def test_e1000_past_the_io_windows_of_q35_are_packed_as_functions_in_the_bridge_trees() -> None:
+    """470 e1000 on q35 (issue 9): SeaBIOS has 14 IO windows; 463 fit one a slot, and past that some are packed 8 a
+    slot on the tree's buses, whose windows then hold more than 31 of them. Worked out: 28 on pcie.0, 442 in one
+    chain of 14 buses (13 x 30 slots and 31: 21 short, 3 groups of 8 make 21 room), so 28 + 24 hotplug misses
+    (100 each) and 16 controllers (a root port, the pcie-to-pci-bridge, 13 pci-bridges, the spare root port): 5216.
+
+    Before, IO-BAR units were packed only on the root bus, and the request was refused ("drop 7 of the 470
+    devices: 463 fit")."""
+    request = Topology.build("q35", devices=nics(470, "e1000", prefix="e"))
+    plan = solve(request)
+    t = plan.topology
+    assert (plan.status, plan.cost, evaluate(request, t).cost) == (Status.OPTIMAL, 5216, 5216)
+    packed = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(packed) == 21  # 3 slots hold 24 packed units
+    assert sum(1 for s in plan.soft if s.name == "hotplug" and not s.met) == 52
+    assert t.io_window_budget() == 14
+    assert sum(t.io_windows().values()) <= 14
+    assert validate(t) == ()
+
+
+def test_e1000_the_minimal_policy_leaves_off_q35_s_root_bus_are_packed_in_the_bridge_trees() -> None:
+    """470 e1000 on q35 under ``minimal`` (issue 9): those integration leaves off pcie.0 join the trees and are packed
+    there with the rest, within SeaBIOS's 14 IO windows; the model's cost is the realised plan's.
+
+    Before, units the policy would integrate were packed on the root bus only, and 20 of them were refused."""
+    request = Topology.build("q35", devices=nics(470, "e1000", prefix="e"))
+    plan = solve(request, "minimal")
+    t = plan.topology
+    assert plan.status is Status.OPTIMAL
+    assert plan.cost == evaluate(request, t, "minimal").cost == 2208
+    assert any(d.address is not None and d.address.bus > 1 and d.address.function > 0 for d in t.devices)
+    assert sum(t.io_windows().values()) <= 14
+    assert validate(t) == ()
+
+
 def test_500_conventional_devices_on_q35_are_all_hotpluggable_in_one_chained_tree() -> None:
     """500 i6300esb preferring hotplug on q35 (issue 9): one tree (a pcie-to-pci-bridge and 16 chained pci-bridges)
     holds them all on hotpluggable slots, in one IO window.
@@ -600,6 +682,52 @@ def test_the_model_counts_the_windows_seabios_reserves_for_a_bridge_tree(n: int,
     devices = [Device(f"c{i}", kind, address=a) for i, kind, a in zip(range(n), kinds, positions, strict=False)]
     topology = Topology.build("q35", controllers, devices)
     model = tree_io_windows(n, ((64, io),) if io else (), top_reserves=True, fan_reserves=True)
+    assert sum(topology.io_windows().values()) == model
+
+
+@pytest.mark.parametrize(
+    ("slots", "alone_io", "alone", "packed"),
+    [
+        (31, 0, 0, 248),
+        (31, 10, 20, 80),
+        (61, 30, 30, 248),
+        (100, 40, 90, 75),
+        (40, 0, 38, 10),
+        (61, 0, 61, 0),
+        (100, 40, 60, 300),
+        (400, 100, 360, 300),
+    ],
+)
+def test_the_model_counts_the_windows_of_a_bridge_tree_with_packed_io_bar_units(
+    slots: int, alone_io: int, alone: int, packed: int
+) -> None:
+    """A bridge tree's IO windows with e1000 packed 8 a slot (``_Moves.pack_tree_io``) are those the rules count on
+    the tree as the realiser builds it: the groups dealt to the chain's buses in turn, then on each bus the units
+    alone (e1000, then ich9)."""
+    from pcitopo.solver._layout import chain_buses, deal_groups, fanout, packed_trees_io_windows
+
+    m = fanout(slots)
+    controllers = [
+        Controller(1, "pcie-root-port", address=PciAddress(bus=0, slot=1), chassis=1, port=8),
+        Controller(2, "pcie-to-pci-bridge", address=PciAddress(bus=1, slot=0)),
+        *(Controller(3 + i, "pci-bridge", address=PciAddress(bus=2 + i, slot=1), chassis_nr=3 + i) for i in range(m)),
+    ]
+    buses = chain_buses((slots,))
+    groups = deal_groups(buses, -(-packed // 8))
+    kinds = ["e1000"] * alone_io + ["ich9"] * (alone - alone_io)
+    devices: list[Device] = []
+    for i, mine in enumerate(groups):
+        positions = [PciAddress(bus=2 + i, slot=s) for s in range(2 if i < m else 1, 32)]
+        for slot, g in zip(positions, mine, strict=False):
+            for k in range(8 * g, min(packed, 8 * g + 8)):
+                first = True if k == 8 * g else None
+                devices.append(Device(f"p{k}", "e1000", address=slot.with_function(k - 8 * g), multifunction=first))
+        for slot in positions[len(mine) : buses[i]]:
+            if kinds:
+                devices.append(Device(f"c{len(kinds)}", kinds.pop(0), address=slot))
+    topology = Topology.build("q35", controllers, devices)
+    assert validate(topology) == ()
+    model = packed_trees_io_windows((slots,), 64, alone_io, alone, packed, top_reserves=True, fan_reserves=True)
     assert sum(topology.io_windows().values()) == model
 
 
