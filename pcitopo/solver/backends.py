@@ -21,7 +21,7 @@ from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.legality.catalog import Hotplug
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _realize
-from pcitopo.solver.model import Unit, formulate
+from pcitopo.solver.model import Problem, Unit, formulate
 from pcitopo.solver.plan import SearchStats, Status
 from pcitopo.topology import Topology
 
@@ -163,9 +163,22 @@ class CspBackend:
             raise Unsatisfiable(["no assignment meets every hard constraint"])
         topology = realised.get(tuple(sorted(result.values.items()))) or _realize.realize(problem, result.values)
         status = Status.OPTIMAL if result.proven else Status.FEASIBLE
-        return Placement(
-            topology, status, stats, model_cost=result.cost, bound=result.bound, least_model=result.least_model
-        )
+        bound: int | None = result.bound
+        if status is Status.OPTIMAL and _packs_io_by_candidates(problem, result.values):
+            # the IO-BAR packings in bridge trees are a few candidates (the least that fits, a balanced one, one a
+            # chain length), not every packing: the plan is the best of those, and no bound is known below it
+            status, bound = Status.FEASIBLE, None
+        return Placement(topology, status, stats, model_cost=result.cost, bound=bound, least_model=result.least_model)
+
+
+def _packs_io_by_candidates(problem: Problem, values: Mapping[str, int]) -> bool:
+    """Whether a context of the assignment packs its bridge trees' IO-BAR units (``Decision.pack_tree_io``, or
+    ``Decision.bus_packing`` on a conventional root): layouts chosen among candidates, not proven the least."""
+    for ctx_id in problem.context_variables:
+        d = problem.decision(ctx_id, values)
+        if d is not None and d.feasible and (d.pack_tree_io or d.bus_packing):
+            return True
+    return False
 
 
 def io_reserve_off(topology: Topology, short: int, keep: Collection[int] = ()) -> Topology | None:
