@@ -2012,7 +2012,8 @@ def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_
             Decision(
                 False,
                 f"{ctx.label} has {max(free, 0)} free slots: not enough for {c.root_slot_units + c.hot_bridge_units} "
-                "devices" + (" even with pci-bridges" if free > 0 else ""),
+                "devices"
+                + (f" with {bridges} pci-bridge{'s' if bridges != 1 else ''}" if bridges else " without pci-bridges"),
             ),
             0,
         )
