@@ -234,6 +234,21 @@ def test_300_e1000_on_pc_packed_as_functions_in_pci_bridges_map_under_seabios() 
     assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
 
 
+def test_400_e1000_on_q35_packed_as_functions_in_the_bridge_trees_map_under_ovmf() -> None:
+    """400 e1000 on q35 under OVMF, which has 9 IO windows here: past them the trees' e1000 are packed 8 a slot
+    (a feasible plan: the best packing tried), and OVMF finds every device where planned and maps every BAR."""
+    plan = solve(Topology.build("q35", devices=[Device(f"d{i}", "e1000") for i in range(400)], firmware="ovmf"))
+    t = plan.topology
+    packed = [d for d in t.devices if d.address is not None and d.address.bus != 0 and d.address.function > 0]
+    assert len(packed) > 0
+    assert sum(t.io_windows().values()) <= (t.io_window_budget() or 0)
+    report = verify(t, firmware=True, hotplug=False, firmware_wait=300, timeout=900)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert report.named("firmware")
+    assert all(c.ok for c in report.named("firmware"))
+
+
 # -- conventional devices beside a root port, as the functions of its slot (issue 9, item 5) ----------------
 
 
