@@ -17,15 +17,20 @@ values of it, and the catalog says which BAR follows it (``memory-bar``):
 ``vga``, ``vmvga`` and ``bochs`` (BAR0 is the video memory: libvirt's
 ``<model vram>``, ``vgamem_mb``/``vgamem`` in QEMU).
 
-Kinds QEMU cannot start without a host resource (``vfio-pci``, the
-``vhost-*`` devices, ``virtio-input-host``, ``vhost-user-fs``) or without a
-running server (``ivshmem-doorbell``) are not measured; their BARs come from
-the host (``--host``) or are unknown. The exception is ``vhost-vsock``: on a
-host without ``/dev/vhost-vsock`` it is started with the ``LD_PRELOAD`` stub of
-``tests/support/vhost_stub.py`` (it answers the few vhost ioctls QEMU makes
-before the guest runs; the BARs are QEMU's own). It is measured as it is,
-without ``disable-legacy=on``, because QEMU 7.2 forces it to virtio 1 (modern only,
-no IO BAR) and has no ``vhost-vsock-pci-transitional``.
+Kinds that need a host resource or a server are started with one:
+``vhost-vsock``, ``vhost-scsi`` (``wwpn=``) and ``virtio-input-host``
+(``evdev=``) open a character device (``/dev/vhost-vsock``, ``/dev/vhost-scsi``,
+an evdev node); where the host lacks it, the ``LD_PRELOAD`` stub of
+``tests/support/vhost_stub.py`` fakes it (it answers the few ioctls QEMU makes
+before the guest runs; the BARs are QEMU's own). ``ivshmem-doorbell`` connects
+to the ivshmem server of ``tests/support/ivshmem_server.py`` (Debian has no
+``ivshmem-server``), whose shared memory is its BAR2: measured at several sizes
+like ``ivshmem-plain``, catalogued at ``ivshmem-server``'s default, 4 MiB.
+``vhost-user-fs`` connects to Debian's ``virtiofsd`` (``tests/support/virtiofsd.py``).
+Only ``vfio-pci`` is not measured: its BARs are the host device's (``--host``).
+``vhost-vsock`` is measured as it is, without ``disable-legacy=on``, because QEMU 7.2
+forces it to virtio 1 (modern only, no IO BAR) and has no ``vhost-vsock-pci-transitional``;
+so is ``vhost-user-fs``, whose QEMU 7.2 driver has no ``disable-legacy`` property (modern only).
 
 Usage::
 
@@ -41,6 +46,8 @@ import argparse
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +56,9 @@ sys.path.insert(0, str(ROOT))
 
 from pcitopo.legality.catalog import Catalog, DeviceKind  # noqa: E402
 from pcitopo.qemu._qmp import Qemu, QemuError, find_binary  # noqa: E402
-from tests.support.vhost_stub import build, preloaded  # noqa: E402
+from tests.support.ivshmem_server import IvshmemServer  # noqa: E402
+from tests.support.vhost_stub import EVDEV, build, preloaded  # noqa: E402
+from tests.support.virtiofsd import find_virtiofsd, running_virtiofsd  # noqa: E402
 
 DEVICES_TOML = ROOT / "pcitopo" / "legality" / "data" / "devices.toml"
 CONTROLLERS_TOML = ROOT / "pcitopo" / "legality" / "data" / "controllers.toml"
@@ -72,11 +81,22 @@ NEEDS: dict[str, tuple[str, list[str]]] = {
     "virtio-pmem-pci": ("memdev=pm", ["-object", "memory-backend-ram,id=pm,size=16M"]),
     "virtio-mem-pci": ("memdev=vm", ["-object", "memory-backend-ram,id=vm,size=16M"]),
     "vhost-vsock-pci": ("guest-cid=3", []),
+    "vhost-scsi-pci": ("wwpn=naa.5001405000000001", []),
+    "virtio-input-host-pci": (f"evdev={EVDEV}", []),
+    "ivshmem-doorbell": ("chardev=iv", ["-chardev", "socket,id=iv,path={socket}"]),
+    "vhost-user-fs-pci": ("chardev=fs,tag=pcitopo", ["-chardev", "socket,id=fs,path={socket}"]),
 }
-HOST_ONLY = ("vfio-pci", "vhost-", "virtio-input-host", "vhost-user-fs", "ivshmem-doorbell")
-"""QEMU devices that need a host resource or a server to start: not measured (but see STUBBED)."""
-STUBBED = frozenset({"vhost-vsock-pci", "vhost-vsock-pci-non-transitional"})
-"""Host-resource devices measured anyway: tests/support/vhost_stub.py is preloaded when the host lacks the resource."""
+HOST_ONLY = ("vfio-pci",)
+"""QEMU devices whose BARs are the host's: not measured."""
+STUBBED = {
+    "vhost-vsock-pci": "/dev/vhost-vsock",
+    "vhost-scsi-pci": "/dev/vhost-scsi",
+    "virtio-input-host-pci": EVDEV,
+}
+"""Devices (base drivers) that open a host character device: tests/support/vhost_stub.py fakes it when it is missing."""
+FORCED_VIRTIO_1 = frozenset({"vhost-vsock-pci", "vhost-user-fs-pci"})
+"""Virtio drivers measured as they are, without disable-legacy=on: QEMU 7.2 makes them modern only (vhost-vsock-pci
+forces virtio 1; vhost-user-fs-pci is a non-transitional type with no disable-legacy property at all)."""
 _PRELOAD: list[Path] = []
 """The compiled stub, once built (``main`` builds it)."""
 
@@ -86,6 +106,7 @@ MEMORY = {
     "VGA": ("vgamem_mb", [1 * MIB, 8 * MIB, 64 * MIB]),
     "vmware-svga": ("vgamem_mb", [1 * MIB, 8 * MIB, 64 * MIB]),
     "bochs-display": ("vgamem", [4 * MIB, 8 * MIB, 64 * MIB]),
+    "ivshmem-doorbell": ("", [1 * MIB, 64 * MIB, 1024 * MIB]),
 }
 
 
@@ -95,18 +116,40 @@ def _machine_options(driver: str) -> list[str]:
     return ["-m", "128"]
 
 
+@contextmanager
+def backend(driver: str, memory: int | None) -> Iterator[Path | None]:
+    """The server ``driver`` connects to, running (its socket), or ``None`` when it needs none."""
+    if driver not in ("ivshmem-doorbell", "vhost-user-fs-pci"):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="pcitopo-bars-") as tmp:
+        if driver == "ivshmem-doorbell":
+            with IvshmemServer(Path(tmp) / "ivshmem.sock", memory or DEFAULT_MEMORY[driver]) as server:
+                yield server.path
+        else:
+            with running_virtiofsd(Path(tmp)) as sock:
+                yield sock
+
+
 def regions(binary: str, driver: str, props: str = "", memory: int | None = None) -> list[dict[str, Any]]:
     """The memory regions QEMU gives one ``driver`` on q35's pcie.0, as query-pci reports them."""
     base = driver.removesuffix("-non-transitional").removesuffix("-transitional")
+    with backend(base, memory) as socket:
+        return _regions(binary, driver, base, props, memory, socket)
+
+
+def _regions(
+    binary: str, driver: str, base: str, props: str, memory: int | None, socket: Path | None
+) -> list[dict[str, Any]]:
     extra_props, options = NEEDS.get(base, ("", []))
-    options = [o.format(memory=memory) for o in options]
+    options = [o.format(memory=memory, socket=socket) for o in options]
     prop = ",".join(p for p in (f"{driver},id=dut,bus=pcie.0,addr=0x5", extra_props, props) if p)
     if memory is not None and driver in MEMORY and MEMORY[driver][0]:
         name = MEMORY[driver][0]
         prop += f",{name}={memory // MIB if name.endswith('_mb') else memory}"
     args = ["-machine", "q35", *_machine_options(driver), "-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
     args += [*options, "-device", prop]
-    if driver in STUBBED and _PRELOAD and not Path("/dev/vhost-vsock").exists():
+    if base in STUBBED and _PRELOAD and not Path(STUBBED[base]).exists():
         binary, prefix = preloaded(binary, _PRELOAD[0])
         args = [*prefix, *args]
     with Qemu(binary, args, timeout=30) as vm:
@@ -147,7 +190,7 @@ def toml_line(entries: list[dict[str, Any]]) -> str:
 def measure_kind(binary: str, kind: DeviceKind, catalog: Catalog) -> dict[str, Any]:
     """One kind's BARs (and, for a memory-sized kind, which BAR follows the memory)."""
     driver = kind.qemu_device
-    props = "disable-legacy=on" if kind.connect_type == "virtio" and kind.qemu_device not in STUBBED else ""
+    props = "disable-legacy=on" if kind.connect_type == "virtio" and driver not in FORCED_VIRTIO_1 else ""
     out: dict[str, Any] = {"kind": kind.name, "driver": driver}
     if driver in MEMORY:
         sizes = MEMORY[driver][1]
@@ -176,13 +219,16 @@ def measure_kind(binary: str, kind: DeviceKind, catalog: Catalog) -> dict[str, A
     return out
 
 
-DEFAULT_MEMORY = {"ivshmem-plain": 4 * MIB}
-"""The memory a kind is catalogued with when the domain gives none (libvirt's default ``<shmem>`` size: 4 MiB)."""
+DEFAULT_MEMORY = {"ivshmem-plain": 4 * MIB, "ivshmem-doorbell": 4 * MIB}
+"""The memory a kind is catalogued with when the domain gives none (libvirt's default ``<shmem>`` size, 4 MiB;
+for ivshmem-doorbell the server's, whose default is 4 MiB too)."""
 
 
 def measurable(kind: DeviceKind) -> bool:
     if kind.qemu_device in STUBBED:
-        return bool(_PRELOAD) or Path("/dev/vhost-vsock").exists()
+        return bool(_PRELOAD) or Path(STUBBED[kind.qemu_device]).exists()
+    if kind.qemu_device == "vhost-user-fs-pci":
+        return find_virtiofsd() is not None
     return not any(kind.qemu_device.startswith(p) for p in HOST_ONLY)
 
 

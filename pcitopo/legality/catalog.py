@@ -166,7 +166,7 @@ class DeviceKind:
     """``"host"`` for a USB controller of its own, ``"companion"`` for an ICH9 UHCI companion, else ``None``."""
     bars: tuple[Bar, ...] = ()
     """The memory BARs and expansion ROM QEMU 7.2 gives this kind (benchmarks/calibrate_bars.py);
-    empty for a kind whose BARs come from the host (``vfio-pci``) or were not measured."""
+    empty for a kind whose BARs come from the host (``vfio-pci``) or that has IO BARs only."""
     memory_bar: int | None = None
     """The BAR whose size is the device's memory (``Device.memory``), when the domain sets it."""
     memory_property: str | None = None
