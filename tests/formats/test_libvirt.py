@@ -896,6 +896,19 @@ def test_shmem_size_and_video_vram_become_the_devices_memory() -> None:
     assert memory == {"shmem0": 256 << 30, "shmem1": 4 << 20, "shmem2": None, "video0": 64 << 20, "video1": None}
 
 
+def test_a_size_on_an_ivshmem_doorbell_is_refused_as_libvirt_refuses_it() -> None:
+    """The doorbell's memory is its server's to size: libvirt 9.0 refuses <size> on it at define (pinned in
+    tests/integration/test_libvirt_rules.py), so the reader does too, naming the line and the element."""
+    with pytest.raises(InvalidDomainXML) as info:
+        load("    <shmem name='d'><model type='ivshmem-doorbell'/><size unit='M'>4</size></shmem>")
+    assert "shmem model 'ivshmem-doorbell' does not support size setting" in str(info.value)
+    assert info.value.line is not None
+    plain = load("    <shmem name='d'><model type='ivshmem-doorbell'/></shmem>")
+    assert [(d.kind, d.memory) for d in plain.topology.devices if d.kind.startswith("ivshmem")] == [
+        ("ivshmem-doorbell", None)
+    ]
+
+
 def test_the_ovmf_knob_and_the_cpus_address_bits_are_read() -> None:
     """-fw_cfg opt/ovmf/X-PciMmio64Mb in <qemu:commandline> is the 64-bit window; <maxphysaddr> the CPU's bits."""
     text = domain_xml(

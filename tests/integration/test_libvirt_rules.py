@@ -16,6 +16,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
+from pcitopo.errors import InvalidDomainXML
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.catalog import TARGET_OPTIONS, Catalog
 from pcitopo.legality.machine import Machine
@@ -119,6 +120,22 @@ REFUSED = [
         "controller-options",
     ),
 ]
+
+
+def test_libvirt_and_the_reader_refuse_a_size_on_an_ivshmem_doorbell() -> None:
+    """libvirt 9.0 refuses <size> on an ivshmem-doorbell (the server sizes its memory) and accepts it without;
+    pcitopo's reader refuses it with libvirt's words, and reads the doorbell without it."""
+    doorbell = "<shmem name='s1'><model type='ivshmem-doorbell'/>{}<server path='/tmp/pcitopo-ivshmem.sock'/></shmem>"
+    sized = domain("q35", doorbell.format("<size unit='M'>4</size>"))
+    message = "shmem model 'ivshmem-doorbell' does not support size setting"
+    assert refusal(sized) == UNSUPPORTED + message
+    with pytest.raises(InvalidDomainXML, match=message):
+        LibvirtDomain.from_string(sized)
+    plain = domain("q35", doorbell.format(""))
+    assert refusal(plain) is None
+    assert [d.kind for d in LibvirtDomain.from_string(plain).topology.devices if d.kind.startswith("ivshmem")] == [
+        "ivshmem-doorbell"
+    ]
 
 
 @pytest.mark.parametrize(("case", "xml", "message", "rule"), REFUSED, ids=[c[0] for c in REFUSED])

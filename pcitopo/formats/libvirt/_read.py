@@ -312,6 +312,9 @@ def _watchdog(el: _Element, ctx: _Context, where: str) -> str | None:
 def _shmem(el: _Element, ctx: _Context, where: str) -> str | None:
     model_el = _child(el, "model")
     model = (model_el.get("type") if model_el is not None else None) or "ivshmem"
+    if model == "ivshmem-doorbell" and _child(el, "size") is not None:
+        # the memory is the ivshmem server's to size: libvirt 9.0 refuses the domain at define
+        raise _bad(where, "shmem model 'ivshmem-doorbell' does not support size setting")
     if model in ("ivshmem-plain", "ivshmem-doorbell"):
         return model
     raise _bad(
