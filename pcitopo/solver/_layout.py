@@ -1856,10 +1856,11 @@ def packed_buses(bridges: int, alone: int, packed: int) -> BusPacking | None:
     True
     """
     groups = -(-packed // 8)
+    if groups > BRIDGE_SLOTS * bridges:
+        return None
     out: list[tuple[int, int]] = []
     left = alone
-    for j in range(bridges):
-        mine = range(j, groups, bridges)
+    for mine in deal_groups([BRIDGE_SLOTS] * bridges, groups):
         here = min(BRIDGE_SLOTS - len(mine), left)
         left -= here
         out.append((sum(min(8, packed - 8 * k) for k in mine), here))
