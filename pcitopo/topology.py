@@ -281,7 +281,7 @@ class Topology:
         >>> t.with_needs({"n": Needs(hotplug="preferred")}).device("n").needs.hotplug.value
         'preferred'
         """
-        devices = tuple(attrs.evolve(d, needs=needs[d.id]) if d.id in needs else d for d in self.devices)
+        devices = tuple(d.with_needs(needs[d.id]) if d.id in needs else d for d in self.devices)
         new = attrs.evolve(self, devices=devices)
         for name in _NEEDS_FREE:
             try:
@@ -1230,6 +1230,7 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
             else t.bars(d),
         )
         for d in t.devices
+        if unplaced or d.address is not None  # the others are skipped below: their BARs are not looked up
     ]
     models = t._models
     owners += [(c.name, c.address, models[c.index].bars) for c in t.controllers if models[c.index].bars]

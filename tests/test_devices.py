@@ -28,6 +28,33 @@ def test_placed_at_returns_a_new_device() -> None:
     assert placed.placed_at(None) == d
 
 
+def test_with_needs_is_evolve_keeping_every_other_field() -> None:
+    """with_needs() gives what attrs.evolve gives: every field of Device copied (a field added to Device and not to
+    with_needs would be missing here), the needs new, the original untouched."""
+    import attrs
+
+    from pcitopo.devices import Bar
+
+    d = Device(
+        "gpu0",
+        "vfio-pci",
+        PciAddress(bus=3, slot=1, function=2),
+        multifunction=True,
+        io_bar=True,
+        memory=1 << 20,
+        bars=(Bar(index=0, size=1 << 24, kind="mem32"),),
+        acpi_index=7,
+    )
+    wanted = Needs(hotplug=HotplugNeed.PREFERRED, numa_node=1)
+    moved = d.with_needs(wanted)
+    assert moved == attrs.evolve(d, needs=wanted)
+    assert all(hasattr(moved, f.name) for f in attrs.fields(Device))
+    assert {f.name: getattr(moved, f.name) for f in attrs.fields(Device) if f.name != "needs"} == {
+        f.name: getattr(d, f.name) for f in attrs.fields(Device) if f.name != "needs"
+    }
+    assert d.needs == Needs()
+
+
 @pytest.mark.parametrize(
     ("index", "model", "id", "name"),
     [
