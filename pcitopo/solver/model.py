@@ -163,11 +163,12 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
     units: list[Unit] = []
     memo: dict[tuple[str, Needs], Needs] = {}
     shapes: dict[tuple[object, ...], Unit] = {}
+    overrides = policy.overrides
     for i, group, single in order:
         if single is not None:
             # most units are one device: their needs resolve the same way for the same kind, needs, IO BAR
             # and policy overrides (which match devices by id, so the ones that apply are part of the key)
-            applying = tuple(j for j, o in enumerate(policy.overrides) if o.applies_to(single))
+            applying = tuple(j for j, o in enumerate(overrides) if o.applies_to(single)) if overrides else ()
             key = (single.kind, single.needs, single.io_bar, applying)
             shape = shapes.get(key)
             if shape is None:

@@ -1070,3 +1070,45 @@ def test_child_is_find_for_every_element_and_tag() -> None:
                 assert _child(el, tag) is el.find(tag), (path.name, root.getroottree().getpath(el), tag)
                 checked += 1
     assert checked > 1000
+
+
+def test_writer_evolve_is_attrs_evolve_checking_the_changed_fields() -> None:
+    """The writer's controller copy gives what attrs.evolve gives (every field of Controller, the changed ones new),
+    still refuses an out-of-range changed value, and refuses a name that is no field."""
+    import attrs
+
+    from pcitopo.formats.libvirt._write import _evolve
+
+    c = Controller(5, "pcie-root-port", address=PciAddress(bus=0, slot=2, function=1), id="ua-p5", hotplug=False)
+    changes = {"chassis": 5, "port": 17, "qemu_model": "pcie-root-port"}
+    assert _evolve(c, changes) == attrs.evolve(c, **changes)
+    assert _evolve(c, {}) == c
+    with pytest.raises(InvalidInput) as raised:
+        attrs.evolve(c, chassis=256)
+    with pytest.raises(InvalidInput) as ours:
+        _evolve(c, {"chassis": 256})
+    assert str(ours.value) == str(raised.value)
+    with pytest.raises(TypeError):
+        _evolve(c, {"chasis": 1})
+
+
+def test_reader_child_paths_are_lxml_getpath() -> None:
+    """The XPaths the reader writes for the device elements (for its errors) are lxml's getpath of each: a tag's
+    position only where the tag repeats, comments not counted, a namespaced child's path from lxml."""
+    from pcitopo.formats.libvirt._read import _child_paths
+
+    domain = LibvirtDomain.from_string(
+        "<domain type='kvm'><name>x</name><os><type machine='q35'>hvm</type></os><devices>"
+        "<!-- a comment --><interface type='network'><source network='default'/><model type='virtio'/></interface>"
+        "<disk type='file'><target dev='vda' bus='virtio'/></disk><controller type='pci' model='pcie-root'/>"
+        "<interface type='network'><source network='default'/><model type='virtio'/></interface>"
+        "<x:thing xmlns:x='urn:x'/><video><model type='vga'/></video>"
+        "<interface type='network'><source network='default'/><model type='e1000'/></interface>"
+        "</devices></domain>"
+    )
+    devices = domain._root.find("devices")
+    children = [c for c in devices if isinstance(c.tag, str)]
+    tree = domain._root.getroottree()
+    assert _child_paths(domain, devices, children) == [tree.getpath(c) for c in children]
+    assert _child_paths(domain, devices, children)[3] == "/domain/devices/interface[2]"
+    assert _child_paths(domain, devices, children)[1] == "/domain/devices/disk"

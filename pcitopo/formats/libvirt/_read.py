@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -499,9 +499,37 @@ def _disk_controller_indexes(children: list[_Element]) -> dict[str, set[int]]:
     return indexes
 
 
+_DISK_NAME = re.compile(r"^(?:fd|hd|vd|sd|xvd|ubd)([a-z]+)")
+"""A disk target's name (compiled once: ``re.match`` looks its pattern up in a cache every call, once a disk)."""
+
+
+def _child_paths(d: LibvirtDomain, parent: _Element, children: Sequence[_Element]) -> list[str]:
+    """The XPath of each of ``children`` (every child element of ``parent``, in order), as ``d._path`` gives it.
+
+    lxml's ``getpath`` names a child by its tag, with its position among the siblings of that tag when it has
+    any (``interface[2]``): written here from the parent's path rather than asked of lxml for each child, which
+    walks the siblings again (the reader names every device element, for its errors). A child with a namespace
+    gets its path from lxml (``getpath`` writes prefixes).
+    """
+    base = str(d._path(parent))
+    totals: dict[str, int] = {}
+    for el in children:
+        totals[el.tag] = totals.get(el.tag, 0) + 1
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    for el in children:
+        tag = el.tag
+        if "{" in tag:
+            out.append(d._path(el))
+            continue
+        n = seen[tag] = seen.get(tag, 0) + 1
+        out.append(_Where(f"{base}/{tag}[{n}]" if totals[tag] > 1 else f"{base}/{tag}", _line(el)))
+    return out
+
+
 def _disk_name_index(name: str) -> int:
     """libvirt's virDiskNameToIndex: ``vda`` 0, ``vdz`` 25, ``vdaa`` 26."""
-    match = re.match(r"^(?:fd|hd|vd|sd|xvd|ubd)([a-z]+)", name)
+    match = _DISK_NAME.match(name)
     if match is None:
         return -1
     index = 0
@@ -855,13 +883,13 @@ class _Reader:
         devices: list[Device] = []
         d._elements = {}
         counts: dict[str, int] = {}
-        for el in children:
+        paths = _child_paths(d, devices_el, children) if devices_el is not None else []
+        for el, where in zip(children, paths, strict=True):
             tag = str(el.tag)
             n = counts.get(tag, 0)
             counts[tag] = n + 1
             if tag == "video":
                 n = video_numbers[el]
-            where = d._path(el)
             if tag == "controller" and el.get("type") == "pci":
                 c = self._pci_controller(el, where, controller_indexes[el], machine)
                 controllers.append(c)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -55,8 +55,32 @@ def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Control
     return result
 
 
-def _evolve(c: Controller, changes: Mapping[str, Any]) -> Controller:
-    return attrs.evolve(c, **changes)
+_FIELDS = attrs.fields(Controller)
+_VALIDATORS = {a.name: (a, a.validator) for a in _FIELDS if a.validator is not None}
+"""The fields of a controller that have validators, by name (Controller has no converters)."""
+_NAMES = frozenset(a.name for a in _FIELDS)
+
+
+def _evolve(
+    c: Controller,
+    changes: Mapping[str, Any],
+    _new: Callable[[type[Controller]], Controller] = object.__new__,
+    _set: Callable[[object, str, object], None] = object.__setattr__,
+) -> Controller:
+    """``attrs.evolve(c, **changes)`` running the validators of the changed fields only: those of the fields it keeps
+    ran when ``c`` was made. The writer fills in libvirt's values for every controller it writes (a hundred and
+    more a plan): a third of ``attrs.evolve``'s cost."""
+    if not _NAMES.issuperset(changes):
+        raise TypeError(f"Controller has no fields {sorted(set(changes) - _NAMES)}")  # as attrs.evolve refuses them
+    new = _new(Controller)
+    for a in _FIELDS:
+        name = a.name
+        _set(new, name, changes[name] if name in changes else getattr(c, name))
+    for name, value in changes.items():
+        checked = _VALIDATORS.get(name)
+        if checked is not None:
+            checked[1](new, checked[0], value)
+    return new
 
 
 def _target_attrs(c: Controller) -> list[tuple[str, str]]:
