@@ -1279,7 +1279,8 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
         else:
             if low:
                 root32.append((ident, low, ident))
-            root64 += [(ident, size, ident) for size in high]
+            if high:  # most devices have no 64-bit BAR: no list to build for them
+                root64 += [(ident, size, ident) for size in high]
     cycles = t._in_cycle
     children = t._children
     Sizes = tuple[int, int, int, int, int, tuple[int, str], tuple[int, str]]

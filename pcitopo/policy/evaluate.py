@@ -194,18 +194,22 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
     pending = {d.id for d in request.devices if d.address is None}
     if not pending:
         return result
-    # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
-    same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
+    # without overrides, a device's effective needs depend on its kind and own needs only: once per pair, with
+    # whether they differ from the device's own (equal to the pair's: compared once a pair, not once a device)
+    same_needs: dict[tuple[str, Needs], tuple[Needs, bool]] | None = None if policy.overrides else {}
     changed: dict[str, Needs] = {}
     for d in result.devices:
         if d.id in pending:
             if same_needs is None:
                 needs = effective_needs(result, policy, d)
-            elif (known := same_needs.get((d.kind, d.needs))) is not None:
-                needs = known
+                differs = needs != d.needs
             else:
-                needs = same_needs[(d.kind, d.needs)] = effective_needs(result, policy, d)
-            if needs != d.needs:
+                known = same_needs.get((d.kind, d.needs))
+                if known is None:
+                    found = effective_needs(result, policy, d)
+                    known = same_needs[(d.kind, d.needs)] = (found, found != d.needs)
+                needs, differs = known
+            if differs:
                 changed[d.id] = needs
     # only needs change: what the plan's buses come to (MMIO, IO windows), worked out when it was scored, is kept
     return result.with_needs(changed) if changed else result
