@@ -207,8 +207,10 @@ def _realize_pcie(
                 if bucket and wanted.get(bucket, 0) > 0:
                     wanted[bucket] -= 1
                     moved.append(u)
-        port_units = [u for u in port_units if u not in moved]
-        tree_units = [u for u in tree_units if u not in moved]
+        # by identity (distinct units are never equal: each holds its own devices), not a scan of the list a unit
+        taken_ids = set(map(id, moved))
+        port_units = [u for u in port_units if id(u) not in taken_ids]
+        tree_units = [u for u in tree_units if id(u) not in taken_ids]
         for u in sorted(moved, key=lambda u: u.rank):
             b.place(u, _addr(root_bus, take_slot()))
     dmi_units = _io_first([*cats.get(Category.NOT_HOTPLUGGABLE_BRIDGE, []), *overflow_forbidden])
@@ -217,7 +219,8 @@ def _realize_pcie(
     for need, n in ((HotplugNeed.ANY, decision.dmi_any), (HotplugNeed.PREFERRED, decision.dmi_preferred)):
         movable = [u for u in tree_units if id(u) in tree_category and u.hotplug is need][:n]
         dmi_units += movable
-        tree_units = [u for u in tree_units if u not in movable]
+        movable_ids = set(map(id, movable))
+        tree_units = [u for u in tree_units if id(u) not in movable_ids]
     # bridge-tree units packed 8 a slot as functions (_layout._Moves.pack_pci): those with no hotplug need first
     packed_groups: list[list[Unit]] = []
     if decision.pack_pci:
@@ -338,13 +341,14 @@ def _realize_pcie(
             # hotplug is theirs: the bridge's own slots are hot-plugged through its SHPC either way)
             beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
             rp = b.root_port(next_port_position(), hotplug=_item_hotplug(beside, policy) if beside else None)
+            at = len(b.controllers)  # the bridge's place in the list, for its multifunction below
             bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
             _fill_tree(b, bridge.index, remaining[:size])
             del remaining[:size]
             for function, u in enumerate(beside, start=1):
                 b.placements[u.devices[0].id] = _addr(rp.index, 0, function)
             if beside:
-                b.controllers[b.controllers.index(bridge)] = attrs.evolve(bridge, multifunction=True)
+                b.controllers[at] = attrs.evolve(bridge, multifunction=True)
 
     # the guest numbers buses depth first in slot order: under an ordered policy the bridge trees take the first
     # ports when they hold a device defined before all of the direct ports' devices
@@ -423,7 +427,8 @@ def _port_items(
     for need, n in ((HotplugNeed.ANY, decision.pack_any), (HotplugNeed.PREFERRED, decision.pack_preferred)):
         packed += [u for u in port_units if id(u) in root_port and u.hotplug is need and len(u.devices) == 1][:n]
     packed.sort(key=lambda u: u.rank)
-    items = [[u] for u in port_units if u not in packed]
+    packed_ids = set(map(id, packed))
+    items = [[u] for u in port_units if id(u) not in packed_ids]
     beside_bridges, packed = packed[: decision.on_tree_ports], packed[decision.on_tree_ports :]
     items += [packed[i : i + 8] for i in range(0, len(packed), 8)]
     return sorted(items, key=lambda item: item[0].rank), beside_bridges
