@@ -393,6 +393,9 @@ def _functions(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _placement(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
+    # an endpoint's checks below depend on its bus, its kind and whether it needs to be integrated alone: a triple
+    # that passed them passes again (the devices of a bridge's bus are mostly of a few kinds)
+    passed: set[tuple[int, str, bool]] = set()
     for item in ctx.placed:
         bus = item.address.bus
         if item.controller is not None:
@@ -408,6 +411,9 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         device = item.device
         if device is None:
             continue
+        key = (bus, device.kind, device.needs.integrated)
+        if key in passed:
+            continue
         kind = t.kind(device)
         integrated = _integrated_problem(ctx, device, bus, kind) if bus != 0 else None
         if integrated is not None:
@@ -416,6 +422,8 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         problem = t.placement_problem(bus, kind=kind, strict=False)
         if problem is not None:
             yield _violation("placement", f"{ctx.where(item)} ({kind.name}): {problem}", item, address=item.address)
+        else:
+            passed.add(key)
 
 
 def _integrated_problem(ctx: _Context, device: Device, bus: int, kind: DeviceKind) -> str | None:
