@@ -302,10 +302,15 @@ def _domain(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
-    ranges: dict[str, range] = {}
+    # each bus's model and usable slots, looked up once a bus rather than once an item
+    buses: dict[int, tuple[ControllerModel, range]] = {}
     for item in ctx.placed:
         bus = item.address.bus
-        model = ctx.model(bus)
+        known = buses.get(bus)
+        if known is None:
+            model = ctx.model(bus)
+            known = buses[bus] = (model, model.slot_range())
+        model, usable = known
         slot = item.address.slot
         if model.port:
             if slot != 0:
@@ -316,7 +321,7 @@ def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
                     item,
                     address=item.address,
                 )
-        elif slot not in (ranges.get(model.name) or ranges.setdefault(model.name, model.slot_range())):
+        elif slot not in usable:
             first, last = model.slots
             yield _violation(
                 "slot-range",
@@ -1146,9 +1151,13 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
 def _qemu_driver(ctx: _Context) -> Iterator[Violation]:
     version = ctx.machine.qemu_version
     release = "{}.{}".format(*version) if version is not None else None
+    present: set[str] = set()  # the kinds the release has: looked up once a kind, not once a device
     for d in ctx.t.devices:  # placed or not: no address makes the driver exist
+        if d.kind in present:
+            continue
         kind = ctx.catalog.device(d.kind)
         if kind.in_qemu_release(version):
+            present.add(d.kind)
             continue
         where = f" at {d.address}" if d.address is not None else ""
         if not kind.in_qemu:
