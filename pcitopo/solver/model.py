@@ -147,6 +147,10 @@ class DemandClass:
         return " ".join(parts) + f" ({names})"
 
 
+_RANK = operator.attrgetter("rank")
+"""A unit's placement order as a sort key: a C function, not a lambda called for each of hundreds of units."""
+
+
 def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
     """The unplaced devices as units, in definition order; slot groups joined."""
     pending = [(i, d) for i, d in enumerate(topology.devices) if d.address is None]
@@ -1167,7 +1171,7 @@ class Problem:
         """The units each context hosts: a class's units in order, to its candidates in order."""
         out: dict[int, list[Unit]] = {}
         for ci, cls in enumerate(self.classes):
-            units = sorted(cls.units, key=lambda u: u.rank)
+            units = sorted(cls.units, key=_RANK)
             start = 0
             for ctx_id in self.candidates[ci]:
                 n = self.count(ci, ctx_id, values) or 0
