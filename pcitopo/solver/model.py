@@ -362,8 +362,9 @@ def classify(units: Sequence[Unit], *, io_matters: bool = True) -> tuple[DemandC
             classes.setdefault((*label, u.numa_node, u.numa_strict), []).append(u)
             continue
         key = (
-            u.connect.value,
-            u.hotplug.value,
+            # the members' values read directly: Enum.value is a Python descriptor call, twice a unit
+            u.connect._value_,
+            u.hotplug._value_,
             u.numa_node,
             u.numa_strict,
             u.integrated_required,
