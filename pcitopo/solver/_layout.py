@@ -1171,16 +1171,40 @@ def _tree_io_mix(c: Counts, p: Decision | _Prepared | _Laid) -> tuple[int, int]:
     them, ``(0, 0)`` when it does not apply.
 
     The packable units are the trees' single-device IO-BAR units that do not require hotplug
-    (:attr:`Counts.pack_sizes`' ``tree``); the others (hotplug required, several devices) stay alone on a slot,
-    hotpluggable. It applies when the trees' IO-BAR units are exactly the trees' own (no last-resort integration
-    took one, no unit the policy would integrate joined them), so the layout knows every BAR packed and alone.
+    (:attr:`Counts.pack_sizes`' ``tree``) and those the policy would integrate that integration leaves to the
+    trees (no hotplug need, see :func:`_tree_pools`); the others (hotplug required, several devices) stay alone on
+    a slot, hotpluggable.
     """
     if not isinstance(p, _Prepared) or p.use_dmi_tree or p.tree_io < 2:
         return 0, 0
-    if any(n for name, n in p.split.items() if "_pci_" in name) or p.tree_io_sizes != io_of(c, "tree_io"):
+    if any(n for name, n in p.split.items() if "_pci_" in name):
         return 0, 0
-    packable = io_units(pack_of(c, "tree"))
-    return (io_units(pack_of(c, "tree_any")), packable) if packable >= 2 else (0, 0)
+    pools = _tree_pools(c, p.tree_io_sizes)
+    if pools is None:
+        return 0, 0
+    any_sizes, preferred = pools
+    packable = io_units(any_sizes) + io_units(preferred)
+    return (io_units(any_sizes), packable) if packable >= 2 else (0, 0)
+
+
+def _tree_pools(c: Counts, tree_io_sizes: IoSizes) -> tuple[IoSizes, IoSizes] | None:
+    """The BARs of the trees' packable IO-BAR units with no hotplug need and of those preferring it, the trees
+    holding ``tree_io_sizes`` (``None``: the layout cannot tell which units those are).
+
+    The trees hold their own IO-BAR units and those the policy would integrate that integration leaves (the
+    smallest, it takes the largest first): every one of those must be packable (a single device; they have no
+    hotplug need), and no unit may have left the trees (last-resort integration), so that the trees' BARs less
+    their own are exactly the ones joining them.
+    """
+    own = io_of(c, "tree_io")
+    held = dict(tree_io_sizes)
+    if any(held.get(size, 0) < n for size, n in own):
+        return None
+    joining = io_without(tree_io_sizes, own)
+    if joining and c.optional_pci_packable_io != c.optional_integrated_pci_io - c.optional_integrated_pci_forbidden_io:
+        return None
+    any_sizes = pack_of(c, "tree_any")
+    return io_merge(any_sizes, joining), io_without(pack_of(c, "tree"), any_sizes)
 
 
 def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
@@ -1822,10 +1846,9 @@ def _lay(
         )
     elif moves.pack_tree_io:
         # several sizes (_tree_io_mix): the packed BARs in packing order, the others alone
-        any_sizes = pack_of(c, "tree_any")
-        order, packed_io = packing_order(
-            any_sizes, io_without(pack_of(c, "tree"), any_sizes), moves.pack_pci_any, moves.pack_pci
-        )
+        pools = _tree_pools(c, tree_io_sizes)
+        assert pools is not None  # _tree_io_mix applies
+        order, packed_io = packing_order(*pools, moves.pack_pci_any, moves.pack_pci)
         io += mixed_trees_io_windows(
             trees,
             order,
