@@ -28,7 +28,10 @@ unit cannot be hot-plugged on its own (``_Moves.pack_pci``). When the IO
 windows run out, IO-BAR units are packed too: on a PCIe root on the root bus
 (``_Moves.pack_io``) or on the trees' own slots (``_Moves.pack_tree_io``), on a
 conventional root on its pci-bridges' buses (``_pci_packing``), so a 4 KiB
-window holds more than a bus's 31 slots of them (64 e1000).
+window holds more than a bus's 31 slots of them (64 e1000). Those two take IO
+BARs of several sizes and units of several hotplug needs (``_tree_io_mix``,
+``_pci_mix``): no need first, then preferring it, largest first; a unit that
+requires hotplug is never packed.
 """
 
 from __future__ import annotations
