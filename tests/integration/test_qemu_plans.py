@@ -265,6 +265,36 @@ def test_e1000_and_virtio_net_transitional_packed_on_pc_with_one_required_map_un
     assert report.ok, f"{plan.summary()}\n{report}"
     assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
     assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+
+
+def test_e1000_and_virtio_net_transitional_packed_in_q35_s_trees_with_two_required_map_under_seabios() -> None:
+    """300 e1000 (64-byte IO BARs), 200 virtio-net-transitional (32 bytes) and two rtl8139 (256 bytes) that must be
+    hotpluggable on q35, past SeaBIOS's 14 IO windows: e1000 packed 8 a slot in the bridge tree beside BARs of the
+    other sizes, the rtl8139 alone on hotpluggable slots. The model counts all 14 windows; SeaBIOS finds every
+    device where planned and maps every BAR (one window too many and it maps none)."""
+    devices = [Device(f"e{i}", "e1000") for i in range(300)]
+    devices += [Device(f"v{i}", "virtio-net-transitional") for i in range(200)]
+    devices += [Device(f"r{i}", "rtl8139", needs=Needs(hotplug=HotplugNeed.REQUIRED)) for i in range(2)]
+    plan = solve(Topology.build("q35", devices=devices))
+    t = plan.topology
+    packed = {
+        (d.address.bus, d.address.slot)
+        for d in t.devices
+        if d.address is not None and d.address.bus != 0 and d.address.function > 0
+    }
+    assert packed
+    for i in range(2):
+        r = t.device(f"r{i}").address
+        assert r is not None
+        assert (r.bus, r.slot) not in packed
+        assert t.is_hotpluggable(r.bus, r.slot)
+    assert sum(t.io_windows().values()) <= 14
+    report = verify(t, firmware="seabios", hotplug=False, firmware_wait=300, timeout=900)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
 
 
 def test_400_e1000_on_q35_packed_as_functions_in_the_bridge_trees_map_under_ovmf() -> None:
