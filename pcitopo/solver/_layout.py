@@ -1180,9 +1180,7 @@ def _tree_io_mix(c: Counts, p: Decision | _Prepared | _Laid) -> tuple[int, int]:
     """
     if not isinstance(p, _Prepared) or p.use_dmi_tree or p.tree_io < 2:
         return 0, 0
-    if any(n for name, n in p.split.items() if "_pci_" in name):
-        return 0, 0
-    pools = _tree_pools(c, p.tree_io_sizes)
+    pools = _tree_pools(c, p.tree_io_sizes, p.split)
     if pools is None:
         return 0, 0
     any_sizes, preferred = pools
@@ -1190,24 +1188,38 @@ def _tree_io_mix(c: Counts, p: Decision | _Prepared | _Laid) -> tuple[int, int]:
     return (io_units(any_sizes), packable) if packable >= 2 else (0, 0)
 
 
-def _tree_pools(c: Counts, tree_io_sizes: IoSizes) -> tuple[IoSizes, IoSizes] | None:
+def _tree_pools(c: Counts, tree_io_sizes: IoSizes, split: dict[str, int]) -> tuple[IoSizes, IoSizes] | None:
     """The BARs of the trees' packable IO-BAR units with no hotplug need and of those preferring it, the trees
-    holding ``tree_io_sizes`` (``None``: the layout cannot tell which units those are).
+    holding ``tree_io_sizes`` after last-resort integration took ``split`` (``None``: the layout cannot tell which
+    units those are).
 
-    The trees hold their own IO-BAR units and those the policy would integrate that integration leaves (the
-    smallest, it takes the largest first): every one of those must be packable (a single device; they have no
-    hotplug need), and no unit may have left the trees (last-resort integration), so that the trees' BARs less
-    their own are exactly the ones joining them.
+    Last-resort integration takes the largest IO BARs of its buckets first (``_realize._io_first``): the units it
+    takes from the trees are the largest of the packable ones when every IO-BAR unit of its buckets is packable
+    and every packable one in them (the buckets' BARs are the pools'). The trees also hold the units the policy
+    would integrate that integration leaves (the smallest, it takes the largest first): every one of those must be
+    packable (a single device; they have no hotplug need), so that the trees' BARs less their own are exactly the
+    ones joining them.
     """
+    any_sizes = pack_of(c, "tree_any")
+    preferred = io_without(pack_of(c, "tree"), any_sizes)
     own = io_of(c, "tree_io")
+    taken_any, taken_preferred = split.get("last_resort_pci_any", 0), split.get("last_resort_pci_preferred", 0)
+    if taken_any or taken_preferred:
+        if (c.tree_any_io, c.tree_preferred_io) != (io_units(any_sizes), io_units(preferred)):
+            return None
+        if (io_of(c, "last_resort_pci_any"), io_of(c, "last_resort_pci_preferred")) != (any_sizes, preferred):
+            return None
+        gone = io_merge(split_io(any_sizes, taken_any)[0], split_io(preferred, taken_preferred)[0])
+        any_sizes = split_io(any_sizes, taken_any)[1]
+        preferred = split_io(preferred, taken_preferred)[1]
+        own = io_without(own, gone)
     held = dict(tree_io_sizes)
     if any(held.get(size, 0) < n for size, n in own):
         return None
     joining = io_without(tree_io_sizes, own)
     if joining and c.optional_pci_packable_io != c.optional_integrated_pci_io - c.optional_integrated_pci_forbidden_io:
         return None
-    any_sizes = pack_of(c, "tree_any")
-    return io_merge(any_sizes, joining), io_without(pack_of(c, "tree"), any_sizes)
+    return io_merge(any_sizes, joining), preferred
 
 
 def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
@@ -1849,7 +1861,7 @@ def _lay(
         )
     elif moves.pack_tree_io:
         # several sizes (_tree_io_mix): the packed BARs in packing order, the others alone
-        pools = _tree_pools(c, tree_io_sizes)
+        pools = _tree_pools(c, tree_io_sizes, split)
         assert pools is not None  # _tree_io_mix applies
         order, packed_io = packing_order(*pools, moves.pack_pci_any, moves.pack_pci)
         io += mixed_trees_io_windows(
