@@ -28,7 +28,10 @@ unit cannot be hot-plugged on its own (``_Moves.pack_pci``). When the IO
 windows run out, IO-BAR units are packed too: on a PCIe root on the root bus
 (``_Moves.pack_io``) or on the trees' own slots (``_Moves.pack_tree_io``), on a
 conventional root on its pci-bridges' buses (``_pci_packing``), so a 4 KiB
-window holds more than a bus's 31 slots of them (64 e1000).
+window holds more than a bus's 31 slots of them (64 e1000). Those two take IO
+BARs of several sizes and units of several hotplug needs (``_tree_io_mix``,
+``_pci_mix``): no need first, then preferring it, largest first; a unit that
+requires hotplug is never packed.
 """
 
 from __future__ import annotations
@@ -219,6 +222,12 @@ class Counts:
     """The IO BARs behind the ``*_io`` counts that a bridge's window holds, and those of the ``last_resort_*``
     buckets: ``(field, bytes, units)``, largest first in each field (a bridge's window is the sum of its bus's
     BARs rounded up to 4 KiB, and the root buses' BARs share the firmware's room there, so sizes count)."""
+    pack_sizes: tuple[tuple[str, int, int], ...] = ()
+    """The IO BARs of the units the IO packings may pack, by hotplug need, as ``io_sizes`` (apart from it: the
+    model reads the sum of ``io_sizes`` as a bound): ``tree`` and ``tree_any`` (``tree_packable_io`` and
+    ``tree_packable_io_any``), ``root_slot`` and ``root_slot_any`` (``root_slot_packable_io`` and ``_any``), and
+    ``root_slot_integrated`` (root-slot units that must be integrated, the IO-less with 0 bytes). With several
+    sizes or needs, the packings read which units they pack from these (``_tree_io_mix``, ``_pci_mix``)."""
     impossible: str = ""
 
 
@@ -237,7 +246,7 @@ _IO_SIZED = (
 )
 """The ``*_io`` counts whose units' sizes :attr:`Counts.io_sizes` keeps: those that may end in a bridge's window."""
 
-_ADDITIVE = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_sizes"))
+_ADDITIVE = tuple(f.name for f in attrs.fields(Counts) if f.name not in ("impossible", "io_sizes", "pack_sizes"))
 
 _CATEGORY_FIELDS: dict[Category, tuple[str, str | None]] = {
     Category.INTEGRATED: ("integrated_required", None),
@@ -263,7 +272,12 @@ def add_counts(a: Counts, b: Counts) -> Counts:
     if b == _NONE:
         return a
     values = dict(zip(_ADDITIVE, map(operator.add, _additive(a), _additive(b)), strict=True))
-    return Counts(**values, io_sizes=_merge_io(a.io_sizes, b.io_sizes), impossible=a.impossible or b.impossible)
+    return Counts(
+        **values,
+        io_sizes=_merge_io(a.io_sizes, b.io_sizes),
+        pack_sizes=_merge_io(a.pack_sizes, b.pack_sizes),
+        impossible=a.impossible or b.impossible,
+    )
 
 
 def _merge_io(
@@ -286,7 +300,8 @@ def scale_counts(c: Counts, n: int) -> Counts:
         return _NONE
     values = dict(zip(_ADDITIVE, [v * n for v in _additive(c)], strict=True))
     io_sizes = tuple((field, size, k * n) for field, size, k in c.io_sizes)
-    return Counts(**values, io_sizes=io_sizes, impossible=c.impossible)
+    pack_sizes = tuple((field, size, k * n) for field, size, k in c.pack_sizes)
+    return Counts(**values, io_sizes=io_sizes, pack_sizes=pack_sizes, impossible=c.impossible)
 
 
 def io_of(c: Counts, *fields: str) -> IoSizes:
@@ -296,8 +311,17 @@ def io_of(c: Counts, *fields: str) -> IoSizes:
     >>> io_of(c, "tree_io"), io_of(c, "tree_io", "dmi_io")
     (((256, 2), (32, 3)), ((256, 2), (64, 1), (32, 3)))
     """
+    return _sizes_of(c.io_sizes, fields)
+
+
+def pack_of(c: Counts, *fields: str) -> IoSizes:
+    """The IO BARs of the packable units the ``fields`` of :attr:`Counts.pack_sizes` count, largest first."""
+    return _sizes_of(c.pack_sizes, fields)
+
+
+def _sizes_of(sized: tuple[tuple[str, int, int], ...], fields: tuple[str, ...]) -> IoSizes:
     merged: dict[int, int] = {}
-    for field, size, n in c.io_sizes:
+    for field, size, n in sized:
         if field in fields:
             merged[size] = merged.get(size, 0) + n
     return tuple(sorted(merged.items(), reverse=True))
@@ -364,6 +388,7 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     bus_labels: set[str] = set()
     bus_io: dict[str, int] = {}
     sized: dict[tuple[str, int], int] = {}
+    pack: dict[tuple[str, int], int] = {}
     for u in units:
         d["devices"] += len(u.devices)
         d["integrable_devices"] += len(u.devices) if u.can_integrate else 0
@@ -411,13 +436,31 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
             sized[("tree_preferred_io", u.io_size)] = sized.get(("tree_preferred_io", u.io_size), 0) + 1
         if u.hotplug is HotplugNeed.PREFERRED and _never_hotpluggable(ctx, category):
             d["hot_misses"] += 1
+        for field in _pack_keys(u, category):
+            pack[(field, u.io_size)] = pack.get((field, u.io_size), 0) + 1
     d["switch_groups"] += len(switch_labels)
     d["bus_groups"] += len(bus_labels)
     # one pci-bridge a group: its window holds the group's IO BARs
     d["bus_group_windows"] += sum(-(-size // IO_WINDOW) for size in bus_io.values())
     own = tuple(sorted(((f, size, n) for (f, size), n in sized.items()), key=lambda t: (t[0], -t[1])))
     d["io_sizes"] = _merge_io(counts.io_sizes, own)
+    if pack:
+        mine = tuple(sorted(((f, size, n) for (f, size), n in pack.items()), key=lambda t: (t[0], -t[1])))
+        d["pack_sizes"] = _merge_io(counts.pack_sizes, mine)
     return Counts(**d)
+
+
+def _pack_keys(u: Unit, category: Category) -> tuple[str, ...]:
+    """The fields of :attr:`Counts.pack_sizes` a unit counts in (as ``_count_alternatives`` counts it)."""
+    if category is Category.ROOT_SLOT and u.integrated_required:
+        return ("root_slot_integrated",)
+    if not u.has_io or len(u.devices) != 1 or u.hotplug not in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+        return ()
+    if category is Category.BRIDGE_TREE:
+        return ("tree", "tree_any") if u.hotplug is HotplugNeed.ANY else ("tree",)
+    if category is Category.ROOT_SLOT:
+        return ("root_slot", "root_slot_any") if u.hotplug is HotplugNeed.ANY else ("root_slot",)
+    return ()
 
 
 def _prefers_bridge(ctx: Context, u: Unit) -> bool:
@@ -835,7 +878,34 @@ def packed_trees_io_windows(
     >>> packed_trees_io_windows((31,), 64, 31, 31, 0) == tree_io_windows(31, ((64, 31),))
     True
     """
-    groups = -(-packed // 8)
+    return mixed_trees_io_windows(
+        sizes,
+        (size,) * packed,
+        ((size, alone_io),) if alone_io else (),
+        alone,
+        top_reserves=top_reserves,
+        fan_reserves=fan_reserves,
+    )
+
+
+def mixed_trees_io_windows(
+    sizes: tuple[int, ...],
+    packed: tuple[int, ...],
+    alone_io: IoSizes,
+    alone: int,
+    *,
+    top_reserves: bool = False,
+    fan_reserves: bool = False,
+) -> int:
+    """:func:`packed_trees_io_windows` for IO BARs of several sizes: the packed units' BARs in packing order
+    (``packed[8k:8k + 8]`` is group ``k``), the units alone with an IO BAR ``alone_io`` (placed largest first).
+
+    >>> mixed_trees_io_windows((31,), (64,) * 8 + (32,) * 8, ((64, 29),), 29, top_reserves=True)  # 768 + 1856
+    1
+    >>> mixed_trees_io_windows((31,), (64,) * 120, ((32, 16),), 16, top_reserves=True)  # 7680 + 512 bytes
+    2
+    """
+    groups = -(-len(packed) // 8)
     buses = chain_buses(sizes)
     dealt = deal_groups(buses, groups)
     windows = 0
@@ -845,16 +915,27 @@ def packed_trees_io_windows(
         here = 0
         last = 0
         for _ in range(m + 1):
-            units = sum(min(8, packed - 8 * k) for k in dealt[bus])
-            on_own = min(buses[bus] - len(dealt[bus]), alone_io)
-            alone_io -= on_own
-            last = size * (units + on_own)
+            mine, alone_io = split_io(alone_io, buses[bus] - len(dealt[bus]))
+            last = sum(sum(packed[8 * k : 8 * k + 8]) for k in dealt[bus]) + io_bytes(mine)
             here += -(-last // IO_WINDOW)
             bus += 1
         if fan_reserves and m and not last:
             here += 1  # the last pci-bridge of the chain has no IO BAR below it: its reservation
         windows += max(here, 1) if top_reserves else here
     return windows
+
+
+def packing_order(first: IoSizes, then: IoSizes, n_first: int, n: int) -> tuple[tuple[int, ...], IoSizes]:
+    """The IO BARs of ``n`` packed units in packing order, the ``n_first`` largest of ``first`` (those with no
+    hotplug need) then the largest of ``then`` (preferring hotplug), as the realiser takes them, and all of them.
+
+    >>> packing_order(((64, 3), (32, 2)), ((32, 4),), 4, 6)
+    ((64, 64, 64, 32, 32, 32), ((64, 3), (32, 3)))
+    """
+    head, _ = split_io(first, n_first)
+    tail, _ = split_io(then, n - n_first)
+    order = tuple(size for part in (head, tail) for size, k in part for _ in range(k))
+    return order, io_merge(head, tail)
 
 
 def decide(
@@ -1035,6 +1116,11 @@ def _decide_pcie(
         plain = _Moves(pci_first=pci_first)
         prepared = _prepared(ctx, c, policy, integrate, spare_n, spare_wanted, expanders_here, plain, memo)
         staying = _tree_io_packable(c, prepared)
+        n_any = staying if c.tree_packable_io_any or c.optional_pci_packable_io else 0
+        if not staying:
+            # several IO BAR sizes or hotplug needs, or units that cannot be packed (hotplug required): the units
+            # with no hotplug need first, then those preferring it; the others stay alone on hotpluggable slots
+            n_any, staying = _tree_io_mix(c, prepared)
         if not staying:
             continue
 
@@ -1054,7 +1140,7 @@ def _decide_pcie(
                     _Moves(
                         pci_first=pci_first,
                         pack_pci=packed,
-                        pack_pci_any=packed if c.tree_packable_io_any or c.optional_pci_packable_io else 0,
+                        pack_pci_any=min(packed, n_any),
                         pack_tree_io=True,
                     )
                 )
@@ -1080,6 +1166,60 @@ def _tree_io_packable(c: Counts, p: Decision | _Prepared | _Laid) -> int:
     if c.tree_packable_io_any not in ((c.tree_io,) if c.optional_pci_packable_io else (0, c.tree_io)):
         return 0
     return p.tree_io
+
+
+def _tree_io_mix(c: Counts, p: Decision | _Prepared | _Laid) -> tuple[int, int]:
+    """The trees' IO-BAR units ``_Moves.pack_tree_io`` may pack where :func:`_tree_io_packable` cannot tell
+    (several BAR sizes or hotplug needs, or IO-BAR units it cannot pack): those with no hotplug need and all of
+    them, ``(0, 0)`` when it does not apply.
+
+    The packable units are the trees' single-device IO-BAR units that do not require hotplug
+    (:attr:`Counts.pack_sizes`' ``tree``) and those the policy would integrate that integration leaves to the
+    trees (no hotplug need, see :func:`_tree_pools`); the others (hotplug required, several devices) stay alone on
+    a slot, hotpluggable.
+    """
+    if not isinstance(p, _Prepared) or p.use_dmi_tree or p.tree_io < 2:
+        return 0, 0
+    pools = _tree_pools(c, p.tree_io_sizes, p.split)
+    if pools is None:
+        return 0, 0
+    any_sizes, preferred = pools
+    packable = io_units(any_sizes) + io_units(preferred)
+    return (io_units(any_sizes), packable) if packable >= 2 else (0, 0)
+
+
+def _tree_pools(c: Counts, tree_io_sizes: IoSizes, split: dict[str, int]) -> tuple[IoSizes, IoSizes] | None:
+    """The BARs of the trees' packable IO-BAR units with no hotplug need and of those preferring it, the trees
+    holding ``tree_io_sizes`` after last-resort integration took ``split`` (``None``: the layout cannot tell which
+    units those are).
+
+    Last-resort integration takes the largest IO BARs of its buckets first (``_realize._io_first``): the units it
+    takes from the trees are the largest of the packable ones when every IO-BAR unit of its buckets is packable
+    and every packable one in them (the buckets' BARs are the pools'). The trees also hold the units the policy
+    would integrate that integration leaves (the smallest, it takes the largest first): every one of those must be
+    packable (a single device; they have no hotplug need), so that the trees' BARs less their own are exactly the
+    ones joining them.
+    """
+    any_sizes = pack_of(c, "tree_any")
+    preferred = io_without(pack_of(c, "tree"), any_sizes)
+    own = io_of(c, "tree_io")
+    taken_any, taken_preferred = split.get("last_resort_pci_any", 0), split.get("last_resort_pci_preferred", 0)
+    if taken_any or taken_preferred:
+        if (c.tree_any_io, c.tree_preferred_io) != (io_units(any_sizes), io_units(preferred)):
+            return None
+        if (io_of(c, "last_resort_pci_any"), io_of(c, "last_resort_pci_preferred")) != (any_sizes, preferred):
+            return None
+        gone = io_merge(split_io(any_sizes, taken_any)[0], split_io(preferred, taken_preferred)[0])
+        any_sizes = split_io(any_sizes, taken_any)[1]
+        preferred = split_io(preferred, taken_preferred)[1]
+        own = io_without(own, gone)
+    held = dict(tree_io_sizes)
+    if any(held.get(size, 0) < n for size, n in own):
+        return None
+    joining = io_without(tree_io_sizes, own)
+    if joining and c.optional_pci_packable_io != c.optional_integrated_pci_io - c.optional_integrated_pci_forbidden_io:
+        return None
+    return io_merge(any_sizes, joining), preferred
 
 
 def _root_takes_no_group(c: Counts, p: _Prepared, integrate: int, spare_n: int) -> bool:
@@ -1708,7 +1848,7 @@ def _lay(
     bus += (1 + dmi_bridges) if dmi else 0
     bus += c.switch_groups + c.switch_group_units + c.bus_groups  # upstream + downstream ports; group bridges
     io = port_io + c.switch_group_io + c.bus_group_windows
-    if moves.pack_tree_io:
+    if moves.pack_tree_io and len(tree_io_sizes) == 1:
         ((size, _),) = tree_io_sizes
         io += packed_trees_io_windows(
             trees,
@@ -1716,6 +1856,19 @@ def _lay(
             tree_io - moves.pack_pci,
             tree_units - -(-moves.pack_pci // 8),  # the units alone: the tree slots less the groups
             moves.pack_pci,
+            top_reserves=ctx.reserves_io_pcie_to_pci,
+            fan_reserves=ctx.reserves_io_pci_bridge,
+        )
+    elif moves.pack_tree_io:
+        # several sizes (_tree_io_mix): the packed BARs in packing order, the others alone
+        pools = _tree_pools(c, tree_io_sizes, split)
+        assert pools is not None  # _tree_io_mix applies
+        order, packed_io = packing_order(*pools, moves.pack_pci_any, moves.pack_pci)
+        io += mixed_trees_io_windows(
+            trees,
+            order,
+            io_without(tree_io_sizes, packed_io),
+            tree_units - -(-moves.pack_pci // 8),
             top_reserves=ctx.reserves_io_pcie_to_pci,
             fan_reserves=ctx.reserves_io_pci_bridge,
         )
@@ -1895,11 +2048,22 @@ def bus_packing_windows(buses: BusPacking, io_alone: int, size: int, *, reserves
     >>> bus_packing_windows(((22, 28), (22, 28)), 56, 64, reserves=True)  # 50 e1000 a bus: 3200 bytes each
     2
     """
+    return mixed_bus_windows(buses, (size,) * sum(p for p, _ in buses), ((size, io_alone),), reserves=reserves)
+
+
+def mixed_bus_windows(buses: BusPacking, packed: tuple[int, ...], alone_io: IoSizes, *, reserves: bool) -> int:
+    """:func:`bus_packing_windows` for IO BARs of several sizes: the packed units' BARs in packing order (each bus
+    takes the next of them), the units alone with an IO BAR ``alone_io`` (placed largest first).
+
+    >>> mixed_bus_windows(((22, 28), (22, 28)), (64,) * 22 + (32,) * 22, ((32, 56),), reserves=True)  # 2304, 1600
+    2
+    """
     windows = 0
-    for packed, alone in buses:
-        here = min(alone, io_alone)
-        io_alone -= here
-        bus = -(-(size * (packed + here)) // IO_WINDOW)
+    start = 0
+    for n_packed, alone in buses:
+        mine, alone_io = split_io(alone_io, alone)
+        bus = -(-(sum(packed[start : start + n_packed]) + io_bytes(mine)) // IO_WINDOW)
+        start += n_packed
         windows += max(bus, 1) if reserves else bus
     return windows
 
@@ -1920,6 +2084,41 @@ def _pci_packable(c: Counts) -> IoSizes:
     return io
 
 
+def _pci_mix(c: Counts, direct: int) -> tuple[IoSizes, IoSizes, IoSizes] | None:
+    """Where :func:`_pci_packable` cannot tell (several BAR sizes or hotplug needs, or IO-BAR units that cannot be
+    packed: hotplug required, several devices): the bridged units' BARs, those with no hotplug need packable and
+    those preferring it packable (``None``: it does not apply), with ``direct`` units on the root's slots.
+
+    The root's slots take the units that must be integrated first, then the IO-BAR units largest first (no window
+    there), of one size those that cannot be packed first, then those preferring hotplug, then the others
+    (``_realize._realize_pci`` sorts them so when it packs): the root's slots are hotpluggable, and the units left
+    to pack are the ones that lose least by it. It applies on a hotpluggable root (no unit bridged for its hotplug
+    need) whose units that must be integrated have no IO BAR.
+    """
+    if c.root_slot_preferred or c.hot_bridge_units:
+        return None
+    integrated = pack_of(c, "root_slot_integrated")
+    if any(size for size, _ in integrated):
+        return None
+    any_sizes = pack_of(c, "root_slot_any")
+    preferred = io_without(pack_of(c, "root_slot"), any_sizes)
+    fixed = io_without(io_of(c, "root_slot_io"), pack_of(c, "root_slot"))
+    left = max(0, direct - io_units(integrated))
+    bridged: dict[str, list[tuple[int, int]]] = {"fixed": [], "preferred": [], "any": []}
+    for size in sorted({s for part in (fixed, preferred, any_sizes) for s, _ in part}, reverse=True):
+        for name, part in (("fixed", fixed), ("preferred", preferred), ("any", any_sizes)):
+            n = dict(part).get(size, 0)
+            take = min(left, n)
+            left -= take
+            if n - take:
+                bridged[name].append((size, n - take))
+    return (
+        io_merge(*(tuple(v) for v in bridged.values())),
+        tuple(bridged["any"]),
+        tuple(bridged["preferred"]),
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def _pci_packing(
     ctx: Context, c: Counts, bridges: int, expanders_here: int, off_occupied: bool, io_cap: int, spare_n: int
@@ -1932,22 +2131,38 @@ def _pci_packing(
     windows hold them all (pc has 8). Each unit packed that prefers hotplug is a hotplug miss (functions are not
     hot-plugged one by one), and the bridges are as many either way: of the two packings tried, the least packing
     that fits (:func:`packed_buses`) and the balanced one (:func:`balanced_buses`), the one packing fewer units
-    wins. The packed units are those ``_pci_packable`` allows.
+    wins. The packed units are those ``_pci_packable`` allows, or with several sizes or hotplug needs those
+    :func:`_pci_mix` counts (the units with no hotplug need first, then those preferring it, largest first in
+    each; those requiring it stay alone on a slot).
     """
-    io = _pci_packable(c)
-    if not io or bridges < 1:
+    if bridges < 1:
         return None
+    io = _pci_packable(c)
     core, _ = _pci_layout(ctx, c, bridges, expanders_here, off_occupied)
     if not core.feasible:
         return None
-    ((size, _),) = io
+    mix = None if io else _pci_mix(c, core.root_slot_units)
+    if not io and mix is None:
+        return None
     bridged_io, bridged = core.tree_io, core.tree_units
+    if io:
+        ((size, _),) = io
+        bridged_sizes: IoSizes = ((size, bridged_io),)
+        any_sizes: IoSizes = bridged_sizes if c.root_slot_packable_io_any else ()
+        preferred_sizes: IoSizes = () if c.root_slot_packable_io_any else bridged_sizes
+    else:
+        assert mix is not None
+        bridged_sizes, any_sizes, preferred_sizes = mix
+        if io_units(bridged_sizes) != bridged_io:  # pragma: no cover - the two counts of one layout
+            return None
+    n_any = io_units(any_sizes)
+    packable = n_any + io_units(preferred_sizes)
     cap = io_cap - c.bus_group_windows
     # no packing fits when packing all of them leaves too many units alone for the slots, or when their bytes
     # alone need more windows than there are
-    if bridged - bridged_io + -(-bridged_io // 8) > BRIDGE_SLOTS * bridges:
+    if bridged - packable + -(-packable // 8) > BRIDGE_SLOTS * bridges:
         return None
-    if max(-(-(size * bridged_io) // IO_WINDOW), bridges if ctx.reserves_io_pci_bridge else 0) > cap:
+    if max(-(-io_bytes(bridged_sizes) // IO_WINDOW), bridges if ctx.reserves_io_pci_bridge else 0) > cap:
         return None
     free_root = len(ctx.free_slots) - expanders_here - c.bus_groups - bridges - core.root_slot_units
     hot_root = free_root if ctx.root_hotplug else 0
@@ -1957,15 +2172,20 @@ def _pci_packing(
         if buses is None:
             return None
         packed = sum(p for p, _ in buses)
-        if packed > bridged_io:
+        if packed > packable:
             return None
-        windows = bus_packing_windows(buses, bridged_io - packed, size, reserves=ctx.reserves_io_pci_bridge)
+        if io:
+            windows = bus_packing_windows(buses, bridged_io - packed, size, reserves=ctx.reserves_io_pci_bridge)
+        else:
+            order, packed_io = packing_order(any_sizes, preferred_sizes, min(packed, n_any), packed)
+            alone_io = io_without(bridged_sizes, packed_io)
+            windows = mixed_bus_windows(buses, order, alone_io, reserves=ctx.reserves_io_pci_bridge)
         hot_free = hot_root + sum(BRIDGE_SLOTS - alone - -(-p // 8) for p, alone in buses)
         return (buses, windows, hot_free) if windows <= cap and hot_free >= spare_n else None
 
     found = fits(balanced_buses(bridges, bridged))
     most = found and sum(p for p, _ in found[0])
-    for packed in range(max(2, bridged - BRIDGE_SLOTS * bridges), (most or bridged_io + 1)):
+    for packed in range(max(2, bridged - BRIDGE_SLOTS * bridges), (most or packable + 1)):
         if packed % 8 == 1:
             continue  # a group of one is a unit alone
         least = fits(packed_buses(bridges, bridged - packed, packed))
@@ -1976,7 +2196,7 @@ def _pci_packing(
         return None
     buses, windows, hot_free = found
     packed = sum(p for p, _ in buses)
-    packed_any = packed if c.root_slot_packable_io_any else 0
+    packed_any = min(packed, n_any)
     decision = attrs.evolve(
         core,
         tree_sizes=tuple(alone + -(-p // 8) for p, alone in buses),

@@ -255,7 +255,10 @@ def _realize_pcie(
             raise InternalError(f"{ctx.label}: {decision.pack_pci} units to pack, {len(packed)} found")
         taken = set(map(id, packed))
         tree_units = [u for u in tree_units if id(u) not in taken]
-        packed.sort(key=lambda u: (u.hotplug is not HotplugNeed.ANY, u.rank))
+        # with the trees' IO-BAR units, largest first within each need (the layout counts each group's bytes)
+        packed.sort(
+            key=lambda u: (u.hotplug is not HotplugNeed.ANY, -u.io_size if decision.pack_tree_io else 0, u.rank)
+        )
         packed_groups = [packed[i : i + 8] for i in range(0, len(packed), 8)]
     # the first groups on the root bus, then the units beside its root ports (all the rest), or the next groups on
     # the dmi-to-pci-bridge and the rest on the trees' slots
@@ -565,6 +568,10 @@ def _realize_pci(
     wants_bridge = [u for u in root_slot if _prefers_a_bridge(ctx, u)]
     # a unit that must be integrated (the primary video the solver puts on bus 0) takes a direct slot first
     others = sorted(_io_first([u for u in root_slot if not _prefers_a_bridge(ctx, u)]), key=_not_integrated)
+    if decision.bus_packing:
+        # of one IO BAR size, the root's (hotpluggable) slots take those that cannot be packed first, then those
+        # preferring hotplug: the units left to pack lose least by it (_layout._pci_mix counts the same)
+        others.sort(key=lambda u: (_not_integrated(u), -u.io_size, _pack_rank(u)))
     preferred = _io_first(wants_bridge)
     others_direct = decision.root_slot_units - decision.preferred_direct
     direct = [*others[:others_direct], *preferred[: decision.preferred_direct]]
@@ -584,7 +591,7 @@ def _realize_pci(
     if decision.bus_packing:
         # the bridged IO-BAR units packed 8 a slot, on each bridge's bus as many as the layout says, then the units
         # alone (_layout._pci_packing)
-        packable = [u for u in bridged if u.has_io]
+        packable = [u for u in bridged if u.has_io and len(u.devices) == 1]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         packed += [u for u in packable if u.hotplug is HotplugNeed.PREFERRED][: decision.pack_pci - len(packed)]
         taken = set(map(id, packed))
@@ -606,6 +613,14 @@ def _realize_pci(
 
 def _not_integrated(u: Unit) -> bool:
     return not u.integrated_required
+
+
+def _pack_rank(u: Unit) -> int:
+    """A unit's rank among those of one IO BAR size for the root's slots when bridged units are packed: those that
+    cannot be packed (hotplug required, several devices) first, then those preferring hotplug, then the others."""
+    if not u.has_io or len(u.devices) != 1 or u.hotplug not in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+        return 0
+    return 1 if u.hotplug is HotplugNeed.PREFERRED else 2
 
 
 def _prefers_a_bridge(ctx: Context, u: Unit) -> bool:

@@ -234,6 +234,69 @@ def test_300_e1000_on_pc_packed_as_functions_in_pci_bridges_map_under_seabios() 
     assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
 
 
+def test_e1000_and_virtio_net_transitional_packed_on_pc_with_one_required_map_under_seabios() -> None:
+    """199 e1000 (64-byte IO BARs), 100 virtio-net-transitional (32 bytes) and one e1000 that must be hotpluggable
+    on pc, past SeaBIOS's 8 IO windows: packed 8 a slot on the pci-bridges with BARs of both sizes on their buses,
+    the required one alone on a hotpluggable slot, every device is where planned and SeaBIOS maps every BAR (its
+    IO ones in the windows the model counted). pcitopo refused such mixes before ("a plan whenever one exists")."""
+    devices = [Device(f"e{i}", "e1000") for i in range(199)]
+    devices += [Device(f"v{i}", "virtio-net-transitional") for i in range(100)]
+    devices.append(Device("r0", "e1000", needs=Needs(hotplug=HotplugNeed.REQUIRED)))
+    plan = solve(Topology.build("pc", devices=devices))
+    t = plan.topology
+    packed = {
+        (d.address.bus, d.address.slot)
+        for d in t.devices
+        if d.address is not None and d.address.bus != 0 and d.address.function > 0
+    }
+    assert packed
+    # a bus holding packed units and BARs of both sizes
+    kinds_on: dict[int, set[str]] = {d.address.bus: set() for d in t.devices if d.address is not None}
+    for d in t.devices:
+        assert d.address is not None
+        kinds_on[d.address.bus].add(d.kind)
+    assert any(kinds_on[bus] == {"e1000", "virtio-net-transitional"} for bus, _ in packed)
+    r0 = t.device("r0").address
+    assert r0 is not None
+    assert (r0.bus, r0.slot) not in packed
+    assert t.is_hotpluggable(r0.bus, r0.slot)
+    assert sum(t.io_windows().values()) <= 8
+    report = verify(t, hotplug=False, firmware_wait=120, timeout=600)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+
+
+def test_e1000_and_virtio_net_transitional_packed_in_q35_s_trees_with_two_required_map_under_seabios() -> None:
+    """300 e1000 (64-byte IO BARs), 200 virtio-net-transitional (32 bytes) and two rtl8139 (256 bytes) that must be
+    hotpluggable on q35, past SeaBIOS's 14 IO windows: e1000 packed 8 a slot in the bridge tree beside BARs of the
+    other sizes, the rtl8139 alone on hotpluggable slots. The model counts all 14 windows; SeaBIOS finds every
+    device where planned and maps every BAR (one window too many and it maps none)."""
+    devices = [Device(f"e{i}", "e1000") for i in range(300)]
+    devices += [Device(f"v{i}", "virtio-net-transitional") for i in range(200)]
+    devices += [Device(f"r{i}", "rtl8139", needs=Needs(hotplug=HotplugNeed.REQUIRED)) for i in range(2)]
+    plan = solve(Topology.build("q35", devices=devices))
+    t = plan.topology
+    packed = {
+        (d.address.bus, d.address.slot)
+        for d in t.devices
+        if d.address is not None and d.address.bus != 0 and d.address.function > 0
+    }
+    assert packed
+    for i in range(2):
+        r = t.device(f"r{i}").address
+        assert r is not None
+        assert (r.bus, r.slot) not in packed
+        assert t.is_hotpluggable(r.bus, r.slot)
+    assert sum(t.io_windows().values()) <= 14
+    report = verify(t, firmware="seabios", hotplug=False, firmware_wait=300, timeout=900)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+
+
 def test_400_e1000_on_q35_packed_as_functions_in_the_bridge_trees_map_under_ovmf() -> None:
     """400 e1000 on q35 under OVMF, which has 9 IO windows here: past them the trees' e1000 are packed 8 a slot
     (a feasible plan: the best packing tried), and OVMF finds every device where planned and maps every BAR."""
