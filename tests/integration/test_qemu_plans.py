@@ -234,6 +234,24 @@ def test_300_e1000_on_pc_packed_as_functions_in_pci_bridges_map_under_seabios() 
     assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
 
 
+def _packed_slots(t: Topology) -> set[tuple[int, int]]:
+    """The (bus, slot) pairs off the root bus holding a device at a function above 0: units packed as functions."""
+    return {
+        (d.address.bus, d.address.slot)
+        for d in t.devices
+        if d.address is not None and d.address.bus != 0 and d.address.function > 0
+    }
+
+
+def _every_device_placed_and_mapped_under_seabios(plan: Plan, *, firmware_wait: int, timeout: int) -> None:
+    """SeaBIOS finishes its PCI setup with every device of ``plan`` where planned and every one's BARs mapped."""
+    report = verify(plan.topology, firmware="seabios", hotplug=False, firmware_wait=firmware_wait, timeout=timeout)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+
+
 def test_e1000_and_virtio_net_transitional_packed_on_pc_with_one_required_map_under_seabios() -> None:
     """199 e1000 (64-byte IO BARs), 100 virtio-net-transitional (32 bytes) and one e1000 that must be hotpluggable
     on pc, past SeaBIOS's 8 IO windows: packed 8 a slot on the pci-bridges with BARs of both sizes on their buses,
@@ -244,11 +262,7 @@ def test_e1000_and_virtio_net_transitional_packed_on_pc_with_one_required_map_un
     devices.append(Device("r0", "e1000", needs=Needs(hotplug=HotplugNeed.REQUIRED)))
     plan = solve(Topology.build("pc", devices=devices))
     t = plan.topology
-    packed = {
-        (d.address.bus, d.address.slot)
-        for d in t.devices
-        if d.address is not None and d.address.bus != 0 and d.address.function > 0
-    }
+    packed = _packed_slots(t)
     assert packed
     # a bus holding packed units and BARs of both sizes
     kinds_on: dict[int, set[str]] = {d.address.bus: set() for d in t.devices if d.address is not None}
@@ -261,11 +275,7 @@ def test_e1000_and_virtio_net_transitional_packed_on_pc_with_one_required_map_un
     assert (r0.bus, r0.slot) not in packed
     assert t.is_hotpluggable(r0.bus, r0.slot)
     assert sum(t.io_windows().values()) <= 8
-    report = verify(t, hotplug=False, firmware_wait=120, timeout=600)
-    assert report.ok, f"{plan.summary()}\n{report}"
-    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
-    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
-    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+    _every_device_placed_and_mapped_under_seabios(plan, firmware_wait=120, timeout=600)
 
 
 def test_e1000_and_virtio_net_transitional_packed_in_q35_s_trees_with_two_required_map_under_seabios() -> None:
@@ -278,11 +288,7 @@ def test_e1000_and_virtio_net_transitional_packed_in_q35_s_trees_with_two_requir
     devices += [Device(f"r{i}", "rtl8139", needs=Needs(hotplug=HotplugNeed.REQUIRED)) for i in range(2)]
     plan = solve(Topology.build("q35", devices=devices))
     t = plan.topology
-    packed = {
-        (d.address.bus, d.address.slot)
-        for d in t.devices
-        if d.address is not None and d.address.bus != 0 and d.address.function > 0
-    }
+    packed = _packed_slots(t)
     assert packed
     for i in range(2):
         r = t.device(f"r{i}").address
@@ -290,11 +296,7 @@ def test_e1000_and_virtio_net_transitional_packed_in_q35_s_trees_with_two_requir
         assert (r.bus, r.slot) not in packed
         assert t.is_hotpluggable(r.bus, r.slot)
     assert sum(t.io_windows().values()) <= 14
-    report = verify(t, firmware="seabios", hotplug=False, firmware_wait=300, timeout=900)
-    assert report.ok, f"{plan.summary()}\n{report}"
-    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
-    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
-    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+    _every_device_placed_and_mapped_under_seabios(plan, firmware_wait=300, timeout=900)
 
 
 def test_400_e1000_on_q35_packed_as_functions_in_the_bridge_trees_map_under_ovmf() -> None:
