@@ -494,6 +494,37 @@ def test_a_generated_pc_plan_with_io_on_expander_buses_maps_under_ovmf() -> None
     assert report.ok, f"{plan.summary()}\n{report}"
 
 
+def pc_expander_with_io_under_seabios(*, on_expander: bool) -> Topology:
+    """pc under SeaBIOS at its 8 IO windows: 7 pci-bridges each holding an e1000 (7 windows) and 17 rtl8139 of
+    256 bytes, 16 on pci.0 (4096 bytes: one window more, the 8th); the 17th on a pci-expander-bus or on pci.0."""
+    controllers = [Controller(1, "pci-expander-bus", address=A("00:1f.0"), bus_nr=100)]
+    controllers += [Controller(2 + i, "pci-bridge", address=A(f"00:{3 + i:02x}.0"), chassis_nr=2 + i) for i in range(7)]
+    devices = [Device(f"e{i}", "e1000", address=A(f"{2 + i:02x}:01.0")) for i in range(7)]
+    devices += [Device(f"r{i}", "rtl8139", address=A(f"00:{10 + i:02x}.0")) for i in range(16)]
+    devices.append(Device("r16", "rtl8139", address=A("01:00.0" if on_expander else "00:1a.0")))
+    return Topology.build("pc", controllers, devices, firmware="seabios")
+
+
+def test_seabios_gives_an_expander_bus_s_own_io_bars_a_window_of_their_own() -> None:
+    """SeaBIOS, like OVMF, gives the IO BARs directly on a pci-expander-bus a 4 KiB window of their own: one
+    rtl8139 there beside 8 windows' worth elsewhere runs out of IO space; the same rtl8139 on pci.0 maps (4352 bytes
+    of IO BARs on pci.0 take one window). Found by a generated mix of IO-BAR NICs (pc, 219 devices) whose plan put
+    7 rtl8139 on an expander: 226 checks failed."""
+    report = verify(pc_expander_with_io_under_seabios(on_expander=True), hotplug=False)
+    assert "PCI: out of I/O address space" in [c.detail for c in report.named("firmware")], str(report)
+    assert unmapped(report), str(report)
+    report = verify(pc_expander_with_io_under_seabios(on_expander=False), hotplug=False)
+    assert report.ok, str(report)
+
+
+def test_validate_counts_an_expander_bus_s_own_io_bars_as_a_window_under_seabios() -> None:
+    """The layout SeaBIOS runs out of IO space in breaks io-space, naming the expander bus; the other fits."""
+    (violation,) = validate(pc_expander_with_io_under_seabios(on_expander=True))
+    assert violation.rule == "io-space"
+    assert "the IO BARs directly on 'pci.1' take windows of their own" in violation.message
+    assert validate(pc_expander_with_io_under_seabios(on_expander=False)) == ()
+
+
 # -- a layout QEMU 7.2 crashes on during OVMF's PCI setup (found by a generated pc plan, seed 11 under OVMF) -------
 
 
