@@ -89,7 +89,8 @@ pcitopo.errors.InvalidInput: device 'net0': is in the request but not in the res
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -115,6 +116,15 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+_needs_key: Callable[[Needs], tuple[object, ...]] = operator.attrgetter(
+    *(f"{f.name}._value_" if f.name == "hotplug" else f.name for f in attrs.fields(Needs))
+)
+"""A device's needs as a tuple of their fields' plain values (the hotplug need's by its value): equal exactly when
+the needs are equal (tests/policy/test_evaluate.py checks it), a key for the per-(kind, needs) memos of a plan's
+thousand devices. Each device holds its own equal Needs: as a key, a Needs costs a Python ``__hash__`` and
+``__eq__`` call every look-up; this tuple is made, hashed and compared in C (an enum member's own hash is Python)."""
 
 
 @attrs.frozen
@@ -196,7 +206,7 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
         return result
     # without overrides, a device's effective needs depend on its kind and own needs only: once per pair, with
     # whether they differ from the device's own (equal to the pair's: compared once a pair, not once a device)
-    same_needs: dict[tuple[str, Needs], tuple[Needs, bool]] | None = None if policy.overrides else {}
+    same_needs: dict[tuple[str, tuple[object, ...]], tuple[Needs, bool]] | None = None if policy.overrides else {}
     changed: dict[str, Needs] = {}
     for d in result.devices:
         if d.id in pending:
@@ -204,10 +214,11 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
                 needs = effective_needs(result, policy, d)
                 differs = needs != d.needs
             else:
-                known = same_needs.get((d.kind, d.needs))
+                key = (d.kind, _needs_key(d.needs))
+                known = same_needs.get(key)
                 if known is None:
                     found = effective_needs(result, policy, d)
-                    known = same_needs[(d.kind, d.needs)] = (found, found != d.needs)
+                    known = same_needs[key] = (found, found != d.needs)
                 needs, differs = known
             if differs:
                 changed[d.id] = needs
@@ -311,19 +322,16 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     pending = {d.id for d in request.devices if d.address is None}
     usage = result.slot_usage()
     # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
-    same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
+    same_needs: dict[tuple[str, tuple[object, ...]], Needs] | None = None if policy.overrides else {}
     for d in result.devices:
         if d.id not in pending or d.address is None:
             continue
         if same_needs is None:
             needs = effective_needs(result, policy, d)
         else:
-            found = same_needs.get((d.kind, d.needs))
-            needs = (
-                found
-                if found is not None
-                else same_needs.setdefault((d.kind, d.needs), effective_needs(result, policy, d))
-            )
+            key = (d.kind, _needs_key(d.needs))
+            found = same_needs.get(key)
+            needs = found if found is not None else same_needs.setdefault(key, effective_needs(result, policy, d))
         bus, slot = d.address.bus, d.address.slot
         hot = result.is_hotpluggable(bus, slot)
         if needs.hotplug is HotplugNeed.PREFERRED:
