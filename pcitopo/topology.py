@@ -615,6 +615,20 @@ class Topology:
 
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
+        # by bus: the slots of a bus are all hotpluggable, none, or a range (a plan asks for each of its thousand
+        # devices, hundreds of them on one bus)
+        slots = self._hotpluggable_slots.get(bus)
+        if slots is None:
+            slots = self._hotpluggable_slots[bus] = self._bus_hotpluggable_slots(bus)
+        return slots if type(slots) is bool else slot in slots
+
+    @functools.cached_property
+    def _hotpluggable_slots(self) -> dict[int, bool | range]:
+        """:meth:`_bus_hotpluggable_slots` by bus, as :meth:`is_hotpluggable` asks."""
+        return {}
+
+    def _bus_hotpluggable_slots(self, bus: int) -> bool | range:
+        """Whether every slot of ``bus`` is hotpluggable (``True``), none (``False``), or which ones."""
         c = self._by_index.get(bus)
         if c is None:
             c = self.controller(bus)  # raises UnknownName
@@ -626,7 +640,7 @@ class Topology:
         if m.hotplug is Hotplug.DEFAULT_ON and c.hotplug is False:
             return False
         if m.hotplug_slots is not None:
-            return m.hotplug_slots[0] <= slot <= m.hotplug_slots[1]
+            return range(m.hotplug_slots[0], m.hotplug_slots[1] + 1)
         return True
 
     # -- bus numbers ------------------------------------------------------------
