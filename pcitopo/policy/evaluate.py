@@ -91,6 +91,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 
 import attrs
 
@@ -311,6 +312,10 @@ def vbe_needs_root_bus(topology: Topology) -> Device | None:
     return topology.vbe_video
 
 
+_FUNCTION_ZERO: AbstractSet[int] = frozenset({0})
+"""The functions of a slot holding one device alone at function 0 (compared equal to a set of them)."""
+
+
 def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[SoftResult, ...]:
     """The soft constraints of ``policy`` for ``result`` (see the module docstring), without the rule check.
 
@@ -335,7 +340,8 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
         bus, slot = d.address.bus, d.address.slot
         hot = result.is_hotpluggable(bus, slot)
         if needs.hotplug is HotplugNeed.PREFERRED:
-            alone = usage.get((d.address.domain, bus, slot), set()) == {0} and d.address.function == 0
+            # a constant to compare with rather than two new sets a device (a missing slot is not {0} either)
+            alone = usage.get((d.address.domain, bus, slot)) == _FUNCTION_ZERO and d.address.function == 0
             out.append(
                 SoftResult("hotplug", hot and alone, weights["hotplug"], f"{d.id!r} alone on a hotpluggable slot", d.id)
             )
@@ -505,7 +511,6 @@ def _check_completion(request: Topology, result: Topology) -> None:
         )
     if (result.numa_nodes, result.acpi) != (request.numa_nodes, request.acpi):
         raise InvalidInput("result", "declares other NUMA nodes or ACPI than the request")
-    asked = {d.id: d for d in request.devices}
     got = {d.id: d for d in result.devices}
     for d in request.devices:
         r = got.get(d.id)
@@ -528,8 +533,11 @@ def _check_completion(request: Topology, result: Topology) -> None:
             )
         if r.address is None:
             raise InvalidInput(f"device {d.id!r}", "has no address in the result; a plan places every device")
-    extra = [d.id for d in result.devices if d.id not in asked]
-    if extra:
+    # every id of the request is in the result (above): it has another exactly when it has more ids, so the ids
+    # are listed only then (a thousand a plan scored)
+    asked = {d.id for d in request.devices}
+    if len(got) != len(asked):
+        extra = [d.id for d in result.devices if d.id not in asked]
         raise InvalidInput(f"device {extra[0]!r}", "is in the result but not in the request")
     by_index = {c.index: c for c in result.controllers}
     for c in request.controllers:

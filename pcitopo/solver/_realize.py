@@ -777,7 +777,7 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
     # buses in the devices' addresses) grow with the definition order of the devices they host
     def first_rank(ctx_id: int) -> tuple[tuple[float, int], int]:
         units = by_ctx.get(ctx_id, [])
-        return (min((u.rank for u in units), default=(float("inf"), 0)), ctx_id)
+        return (min(map(_rank, units), default=(float("inf"), 0)), ctx_id)  # a C key, not a generator a unit
 
     for ctx_id in sorted(decisions, key=first_rank):
         ctx = problem.contexts[ctx_id]
