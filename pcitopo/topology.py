@@ -190,8 +190,10 @@ class Topology:
         return topology
 
     def _check_names(self) -> None:
-        problems: list[str] = []
         catalog = self.machine.catalog
+        if self._names_fine(catalog.controllers, catalog.devices):
+            return
+        problems: list[str] = []
         seen_index: set[int] = set()
         # who holds each name: a controller's index or a device's id, put in words only for a duplicate
         names: dict[str, int | str] = {}
@@ -247,6 +249,21 @@ class Topology:
                 )
                 raise bad
             raise InvalidInput("topology", "; ".join(problems))
+
+    def _names_fine(self, models: Mapping[str, object], kinds: Mapping[str, object]) -> bool:
+        """Whether :meth:`_check_names` finds nothing: every model and kind known, every index and name once, and
+        ``numa_nodes`` not negative. Comprehensions and set sizes, where its loop goes item by item to word each
+        problem: a topology is built for every plan realised (a thousand devices), and problems are rare."""
+        controllers, devices = self.controllers, self.devices
+        names = [c.name for c in controllers]
+        names += [d.id for d in devices]
+        return (
+            self.numa_nodes >= 0
+            and len(set(names)) == len(names)
+            and len({c.index for c in controllers}) == len(controllers)
+            and models.keys() >= {c.model for c in controllers}
+            and kinds.keys() >= {d.kind for d in devices}
+        )
 
     def replace(
         self,
