@@ -190,8 +190,10 @@ class Topology:
         return topology
 
     def _check_names(self) -> None:
-        problems: list[str] = []
         catalog = self.machine.catalog
+        if self._names_fine(catalog.controllers, catalog.devices):
+            return
+        problems: list[str] = []
         seen_index: set[int] = set()
         # who holds each name: a controller's index or a device's id, put in words only for a duplicate
         names: dict[str, int | str] = {}
@@ -247,6 +249,21 @@ class Topology:
                 )
                 raise bad
             raise InvalidInput("topology", "; ".join(problems))
+
+    def _names_fine(self, models: Mapping[str, object], kinds: Mapping[str, object]) -> bool:
+        """Whether :meth:`_check_names` finds nothing: every model and kind known, every index and name once, and
+        ``numa_nodes`` not negative. Comprehensions and set sizes, where its loop goes item by item to word each
+        problem: a topology is built for every plan realised (a thousand devices), and problems are rare."""
+        controllers, devices = self.controllers, self.devices
+        names = [c.name for c in controllers]
+        names += [d.id for d in devices]
+        return (
+            self.numa_nodes >= 0
+            and len(set(names)) == len(names)
+            and len({c.index for c in controllers}) == len(controllers)
+            and models.keys() >= {c.model for c in controllers}
+            and kinds.keys() >= {d.kind for d in devices}
+        )
 
     def replace(
         self,
@@ -615,6 +632,20 @@ class Topology:
 
     def is_hotpluggable(self, bus: int, slot: int) -> bool:
         """Whether a device may be hot-plugged at (bus, slot)."""
+        # by bus: the slots of a bus are all hotpluggable, none, or a range (a plan asks for each of its thousand
+        # devices, hundreds of them on one bus)
+        slots = self._hotpluggable_slots.get(bus)
+        if slots is None:
+            slots = self._hotpluggable_slots[bus] = self._bus_hotpluggable_slots(bus)
+        return slots if type(slots) is bool else slot in slots
+
+    @functools.cached_property
+    def _hotpluggable_slots(self) -> dict[int, bool | range]:
+        """:meth:`_bus_hotpluggable_slots` by bus, as :meth:`is_hotpluggable` asks."""
+        return {}
+
+    def _bus_hotpluggable_slots(self, bus: int) -> bool | range:
+        """Whether every slot of ``bus`` is hotpluggable (``True``), none (``False``), or which ones."""
         c = self._by_index.get(bus)
         if c is None:
             c = self.controller(bus)  # raises UnknownName
@@ -626,7 +657,7 @@ class Topology:
         if m.hotplug is Hotplug.DEFAULT_ON and c.hotplug is False:
             return False
         if m.hotplug_slots is not None:
-            return m.hotplug_slots[0] <= slot <= m.hotplug_slots[1]
+            return range(m.hotplug_slots[0], m.hotplug_slots[1] + 1)
         return True
 
     # -- bus numbers ------------------------------------------------------------

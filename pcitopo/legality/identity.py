@@ -106,7 +106,9 @@ BUS_NR = range(1, 255)
 TARGET_INDEX = range(31)
 """``index`` of a pseries host bridge: libvirt "must be 0-30"; 0 is the default host bridge's."""
 
-_PORT_MODELS = frozenset({Connect.PCIE_ROOT_PORT, Connect.PCIE_SWITCH_DOWNSTREAM_PORT})
+_PORT_MODELS = (Connect.PCIE_ROOT_PORT, Connect.PCIE_SWITCH_DOWNSTREAM_PORT)
+"""The connect types of PCIe ports: a tuple, not a set: membership by identity in C, where a set calls the
+members' Python ``Enum.__hash__`` (a look-up for every controller of every plan validated)."""
 
 
 # -- one number at a time -------------------------------------------------------------------

@@ -225,7 +225,8 @@ class _Context:
     def slots(self) -> dict[tuple[int, int, int], list[_Item]]:
         by_slot: dict[tuple[int, int, int], list[_Item]] = {}
         for item in self.items:
-            by_slot.setdefault(item.slot, []).append(item)
+            a = item.address  # _Item.slot, inlined: a property call for each of a plan's thousand items
+            by_slot.setdefault((a.domain, a.bus, a.slot), []).append(item)
         return by_slot
 
     def model(self, index: int) -> ControllerModel:
@@ -401,9 +402,14 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
     # an endpoint's checks below depend on its bus, its kind and whether it needs to be integrated alone: a triple
     # that passed them passes again (the devices of a bridge's bus are mostly of a few kinds)
     passed: set[tuple[int, str, bool]] = set()
+    # likewise a controller's depend on its bus and its model only (a plan's root ports share both)
+    passed_controllers: set[tuple[int, str]] = set()
     for item in ctx.placed:
         bus = item.address.bus
         if item.controller is not None:
+            controller_key = (bus, item.controller.model)
+            if controller_key in passed_controllers:
+                continue
             model = t.model(item.controller)
             if model.root:
                 continue  # a root bus with an address: rule root-address
@@ -412,6 +418,8 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
                 yield _violation(
                     "placement", f"{ctx.where(item)} ({model.name}): {problem}", item, address=item.address
                 )
+            else:
+                passed_controllers.add(controller_key)
             continue
         device = item.device
         if device is None:

@@ -89,7 +89,9 @@ pcitopo.errors.InvalidInput: device 'net0': is in the request but not in the res
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 
 import attrs
 
@@ -115,6 +117,15 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+_needs_key: Callable[[Needs], tuple[object, ...]] = operator.attrgetter(
+    *(f"{f.name}._value_" if f.name == "hotplug" else f.name for f in attrs.fields(Needs))
+)
+"""A device's needs as a tuple of their fields' plain values (the hotplug need's by its value): equal exactly when
+the needs are equal (tests/policy/test_evaluate.py checks it), a key for the per-(kind, needs) memos of a plan's
+thousand devices. Each device holds its own equal Needs: as a key, a Needs costs a Python ``__hash__`` and
+``__eq__`` call every look-up; this tuple is made, hashed and compared in C (an enum member's own hash is Python)."""
 
 
 @attrs.frozen
@@ -196,7 +207,7 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
         return result
     # without overrides, a device's effective needs depend on its kind and own needs only: once per pair, with
     # whether they differ from the device's own (equal to the pair's: compared once a pair, not once a device)
-    same_needs: dict[tuple[str, Needs], tuple[Needs, bool]] | None = None if policy.overrides else {}
+    same_needs: dict[tuple[str, tuple[object, ...]], tuple[Needs, bool]] | None = None if policy.overrides else {}
     changed: dict[str, Needs] = {}
     for d in result.devices:
         if d.id in pending:
@@ -204,10 +215,11 @@ def with_effective_needs(request: Topology, result: Topology, policy: Policy) ->
                 needs = effective_needs(result, policy, d)
                 differs = needs != d.needs
             else:
-                known = same_needs.get((d.kind, d.needs))
+                key = (d.kind, _needs_key(d.needs))
+                known = same_needs.get(key)
                 if known is None:
                     found = effective_needs(result, policy, d)
-                    known = same_needs[(d.kind, d.needs)] = (found, found != d.needs)
+                    known = same_needs[key] = (found, found != d.needs)
                 needs, differs = known
             if differs:
                 changed[d.id] = needs
@@ -300,6 +312,10 @@ def vbe_needs_root_bus(topology: Topology) -> Device | None:
     return topology.vbe_video
 
 
+_FUNCTION_ZERO: AbstractSet[int] = frozenset({0})
+"""The functions of a slot holding one device alone at function 0 (compared equal to a set of them)."""
+
+
 def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[SoftResult, ...]:
     """The soft constraints of ``policy`` for ``result`` (see the module docstring), without the rule check.
 
@@ -311,23 +327,21 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     pending = {d.id for d in request.devices if d.address is None}
     usage = result.slot_usage()
     # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
-    same_needs: dict[tuple[str, Needs], Needs] | None = None if policy.overrides else {}
+    same_needs: dict[tuple[str, tuple[object, ...]], Needs] | None = None if policy.overrides else {}
     for d in result.devices:
         if d.id not in pending or d.address is None:
             continue
         if same_needs is None:
             needs = effective_needs(result, policy, d)
         else:
-            found = same_needs.get((d.kind, d.needs))
-            needs = (
-                found
-                if found is not None
-                else same_needs.setdefault((d.kind, d.needs), effective_needs(result, policy, d))
-            )
+            key = (d.kind, _needs_key(d.needs))
+            found = same_needs.get(key)
+            needs = found if found is not None else same_needs.setdefault(key, effective_needs(result, policy, d))
         bus, slot = d.address.bus, d.address.slot
         hot = result.is_hotpluggable(bus, slot)
         if needs.hotplug is HotplugNeed.PREFERRED:
-            alone = usage.get((d.address.domain, bus, slot), set()) == {0} and d.address.function == 0
+            # a constant to compare with rather than two new sets a device (a missing slot is not {0} either)
+            alone = usage.get((d.address.domain, bus, slot)) == _FUNCTION_ZERO and d.address.function == 0
             out.append(
                 SoftResult("hotplug", hot and alone, weights["hotplug"], f"{d.id!r} alone on a hotpluggable slot", d.id)
             )
@@ -497,7 +511,6 @@ def _check_completion(request: Topology, result: Topology) -> None:
         )
     if (result.numa_nodes, result.acpi) != (request.numa_nodes, request.acpi):
         raise InvalidInput("result", "declares other NUMA nodes or ACPI than the request")
-    asked = {d.id: d for d in request.devices}
     got = {d.id: d for d in result.devices}
     for d in request.devices:
         r = got.get(d.id)
@@ -520,8 +533,11 @@ def _check_completion(request: Topology, result: Topology) -> None:
             )
         if r.address is None:
             raise InvalidInput(f"device {d.id!r}", "has no address in the result; a plan places every device")
-    extra = [d.id for d in result.devices if d.id not in asked]
-    if extra:
+    # every id of the request is in the result (above): it has another exactly when it has more ids, so the ids
+    # are listed only then (a thousand a plan scored)
+    asked = {d.id for d in request.devices}
+    if len(got) != len(asked):
+        extra = [d.id for d in result.devices if d.id not in asked]
         raise InvalidInput(f"device {extra[0]!r}", "is in the result but not in the request")
     by_index = {c.index: c for c in result.controllers}
     for c in request.controllers:

@@ -1780,6 +1780,53 @@ def _beside_room(aggregate_free: int, pack: int, slots_left: int, ports_needed: 
     return max(0, aggregate_free - ports_needed) + -max(0, ports_needed - aggregate_free) % 8
 
 
+_LAID_FIELDS = (
+    "integrated_pcie",
+    "integrated_pci",
+    "integrated_devices",
+    "root_io_bytes",
+    "direct_ports",
+    "port_units",
+    "spare",
+    "switches",
+    "downstream",
+    "tree_units",
+    "tree_io",
+    "tree_bridges",
+    "tree_sizes",
+    "tree_via_dmi",
+    "dmi",
+    "dmi_units",
+    "dmi_bridges",
+    "root_slots",
+    "bus_numbers",
+    "io_windows",
+    "controllers",
+    "hot_misses",
+    "occupied_hot",
+    "spare_missing",
+    "last_resort",
+    "dmi_any",
+    "dmi_preferred",
+    "pack_any",
+    "pack_preferred",
+    "on_tree_ports",
+    "pack_pci",
+    "pack_pci_any",
+    "pack_dmi_groups",
+    "pack_root_groups",
+    "pack_io",
+    "pack_tree_io",
+    "pack_beside",
+)
+"""The fields of a feasible PCI Express layout's :class:`Decision` that :func:`_lay` sets, in its values' order."""
+
+
+def _laid_decision(values: tuple[object, ...]) -> Decision:
+    """The feasible :class:`Decision` of :func:`_lay`'s ``values`` (its fields by :data:`_LAID_FIELDS`)."""
+    return Decision(True, **dict(zip(_LAID_FIELDS, values, strict=True)))  # type: ignore[arg-type]
+
+
 def _lay(
     ctx: Context,
     c: Counts,
@@ -1907,46 +1954,49 @@ def _lay(
     # packed units on the root bus's slots and beside its root ports are integrated endpoints too
     integrated_devices = c.integrated_required + integrate + min(moves.pack_pci, 8 * root_groups) + beside_units
 
+    # the keyword arguments of the Decision as one tuple, their names in _LAID_FIELDS' order: a partial with
+    # 37 keywords copies them into a dict for every layout laid (hundreds a plan, one Decision built of them)
     decision = functools.partial(
-        Decision,
-        True,
-        integrated_pcie=ip,
-        integrated_pci=ic,
-        integrated_devices=integrated_devices,
-        root_io_bytes=root_io,
-        direct_ports=direct - fixed_ports,
-        port_units=pcie_units,
-        spare=spare_n,
-        switches=switches,
-        downstream=downstream,
-        tree_units=tree_units,
-        tree_io=tree_io,
-        tree_bridges=tree_bridges,
-        tree_sizes=trees,
-        tree_via_dmi=use_dmi_tree,
-        dmi=dmi,
-        dmi_units=dmi_units,
-        dmi_bridges=dmi_bridges,
-        root_slots=root_slots,
-        bus_numbers=bus,
-        io_windows=io,
-        controllers=controllers,
-        hot_misses=hot_misses,
-        occupied_hot=occupied_hot,
-        spare_missing=spare - spare_n,
-        last_resort=tuple(split.items()),
-        dmi_any=moves.dmi_any,
-        dmi_preferred=moves.dmi_preferred,
-        pack_any=moves.pack_any,
-        pack_preferred=moves.pack_preferred,
-        on_tree_ports=on_tree_ports,
-        pack_pci=moves.pack_pci,
-        pack_pci_any=moves.pack_pci_any,
-        pack_dmi_groups=dmi_groups,
-        pack_root_groups=root_groups,
-        pack_io=moves.pack_io,
-        pack_tree_io=moves.pack_tree_io,
-        pack_beside=beside_units,
+        _laid_decision,
+        (
+            ip,  # integrated_pcie
+            ic,  # integrated_pci
+            integrated_devices,
+            root_io,  # root_io_bytes
+            direct - fixed_ports,  # direct_ports
+            pcie_units,  # port_units
+            spare_n,  # spare
+            switches,
+            downstream,
+            tree_units,
+            tree_io,
+            tree_bridges,
+            trees,  # tree_sizes
+            use_dmi_tree,  # tree_via_dmi
+            dmi,
+            dmi_units,
+            dmi_bridges,
+            root_slots,
+            bus,  # bus_numbers
+            io,  # io_windows
+            controllers,
+            hot_misses,
+            occupied_hot,
+            spare - spare_n,  # spare_missing
+            tuple(split.items()),  # last_resort
+            moves.dmi_any,
+            moves.dmi_preferred,
+            moves.pack_any,
+            moves.pack_preferred,
+            on_tree_ports,
+            moves.pack_pci,
+            moves.pack_pci_any,
+            dmi_groups,  # pack_dmi_groups
+            root_groups,  # pack_root_groups
+            moves.pack_io,
+            moves.pack_tree_io,
+            beside_units,  # pack_beside
+        ),
     )
     # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
     return tuple.__new__(_Laid, (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True))

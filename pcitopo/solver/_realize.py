@@ -149,10 +149,16 @@ class Builder:
 
 
 def _by_category(ctx: Context, units: Sequence[Unit], policy: Policy) -> dict[Category, list[Unit]]:
-    cats: dict[Category, list[Unit]] = {}
+    # by the member's value, a str: a dict look-up by an enum member calls its Python Enum.__hash__, a unit (a
+    # thousand a plan); the categories in the order of their first unit, as before
+    by_value: dict[str, tuple[Category, list[Unit]]] = {}
     for u in units:
-        cats.setdefault(unit_category(ctx, u, policy)[0], []).append(u)
-    return cats
+        category = unit_category(ctx, u, policy)[0]
+        found = by_value.get(category._value_)
+        if found is None:
+            found = by_value[category._value_] = (category, [])
+        found[1].append(u)
+    return dict(by_value.values())
 
 
 def _io_first(units: Sequence[Unit]) -> list[Unit]:
@@ -771,7 +777,7 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
     # buses in the devices' addresses) grow with the definition order of the devices they host
     def first_rank(ctx_id: int) -> tuple[tuple[float, int], int]:
         units = by_ctx.get(ctx_id, [])
-        return (min((u.rank for u in units), default=(float("inf"), 0)), ctx_id)
+        return (min(map(_rank, units), default=(float("inf"), 0)), ctx_id)  # a C key, not a generator a unit
 
     for ctx_id in sorted(decisions, key=first_rank):
         ctx = problem.contexts[ctx_id]

@@ -46,7 +46,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, Unsatisfiable
 from pcitopo.legality.catalog import Connect, Integrated
-from pcitopo.policy.evaluate import effective_needs
+from pcitopo.policy.evaluate import _needs_key, effective_needs
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import (
     BRIDGE_SLOTS,
@@ -166,14 +166,14 @@ def build_units(topology: Topology, policy: Policy) -> tuple[Unit, ...]:
             groups.setdefault(group, []).append((i, d))
     units: list[Unit] = []
     memo: dict[tuple[str, Needs], Needs] = {}
-    shapes: dict[tuple[object, ...], Unit] = {}
+    shapes: dict[tuple[object, ...], Unit] = {}  # by kind, needs (as _needs_key), IO BAR and overrides
     overrides = policy.overrides
     for i, group, single in order:
         if single is not None:
             # most units are one device: their needs resolve the same way for the same kind, needs, IO BAR
             # and policy overrides (which match devices by id, so the ones that apply are part of the key)
             applying = tuple(j for j, o in enumerate(overrides) if o.applies_to(single)) if overrides else ()
-            key = (single.kind, single.needs, single.io_bar, applying)
+            key = (single.kind, _needs_key(single.needs), single.io_bar, applying)  # see _needs_key
             shape = shapes.get(key)
             if shape is None:
                 shape = _unit(topology, policy, [single], None, 0, memo)

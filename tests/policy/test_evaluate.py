@@ -391,3 +391,32 @@ def test_io_reserve_off_costs_its_weight_per_controller_the_plan_sets_it_on() ->
     assert "io-reserve-off" not in [s.name for s in evaluate(request, request, "hotplug").soft]
     heavy = Policy.from_mapping({"weights": {"io-reserve-off": 7}})
     assert [s.cost for s in evaluate(request, result, heavy).soft if s.name == "io-reserve-off"] == [14]
+
+
+def test_needs_key_tells_needs_apart_exactly_as_equality_does() -> None:
+    """The memos' key of a device's needs: two needs get one key exactly when they are equal, whichever field
+    differs (a field added to Needs and left out of the key would share a memo entry with other needs)."""
+    from pcitopo.policy.evaluate import _needs_key
+
+    base = Needs()
+    other_values = {
+        "hotplug": HotplugNeed.PREFERRED,
+        "numa_node": 1,
+        "numa_strict": True,
+        "integrated": True,
+        "slot_group": "g",
+        "bus_group": "b",
+        "switch_group": "s",
+        "order": 2,
+        "function": 3,
+    }
+    assert set(other_values) == {f.name for f in attrs.fields(Needs)}
+    variants = [base, *(attrs.evolve(base, **{name: value}) for name, value in other_values.items())]
+    variants += [Needs(hotplug=h) for h in HotplugNeed]
+    for a in variants:
+        for b in variants:
+            assert (_needs_key(a) == _needs_key(b)) is (a == b), (a, b)
+            if a == b:
+                assert hash(_needs_key(a)) == hash(_needs_key(b))
+    # a copy of equal needs, not the same object, gets the same key
+    assert _needs_key(Needs(numa_node=1, order=2)) == _needs_key(Needs(numa_node=1, order=2))
