@@ -60,8 +60,8 @@ class Edit:
 
 
 _TOKEN = re.compile(
-    r"""<(?:(?P<name>[^\s/>!?]+)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(?P<close>/?)>"""
-    r"""|/(?P<end>[^\s>]+)\s*>"""
+    r"""<(?:(?P<name>[^\s/>!?]++)(?:\s++[^\s=/>]++\s*+=\s*+(?:"[^"]*+"|'[^']*+'))*+\s*+(?P<close>/?)>"""
+    r"""|/(?P<end>[^\s>]++)\s*+>"""
     r"""|!--.*?-->"""
     r"""|!\[CDATA\[.*?\]\]>"""
     r"""|\?.*?\?>"""
@@ -77,6 +77,12 @@ only text between them; a ``<`` that starts none of them is ``bad``. One
 expression with the ``<`` in front lets the regular expression engine jump
 from one ``<`` to the next: about a quarter of the instructions of a loop
 over ``str.find`` trying each kind in turn.
+
+The tag's repeats are possessive (``++``, ``*+``): each part of a tag stops
+where the next part must begin (a name at a space, ``=``, ``/`` or ``>``, a
+quoted value at its quote), so giving back characters never makes a match
+that failed succeed, and the engine keeps no backtracking state for them: a
+seventh fewer instructions for the scan of a 150-device domain (callgrind).
 """
 
 

@@ -1112,3 +1112,44 @@ def test_reader_child_paths_are_lxml_getpath() -> None:
     assert _child_paths(domain, devices, children) == [tree.getpath(c) for c in children]
     assert _child_paths(domain, devices, children)[3] == "/domain/devices/interface[2]"
     assert _child_paths(domain, devices, children)[1] == "/domain/devices/disk"
+
+
+def test_reader_address_and_target_paths_are_lxml_getpath() -> None:
+    """The XPath the reader gives a device's or PCI controller's address and a controller's target (for its errors)
+    is lxml's getpath of the element: ``[1]`` where a sibling of the same tag follows, and the errors name it."""
+    from pcitopo.formats.libvirt._read import _child, _child_paths, _first_child_path
+
+    text = (
+        "<domain type='kvm'><name>x</name><os><type machine='q35'>hvm</type></os><devices>"
+        "<controller type='pci' index='0' model='pcie-root'/>"
+        "<controller type='pci' index='1' model='pcie-root-port'><target chassis='1' port='0x8'/>"
+        "<address type='pci' domain='0' bus='0' slot='1' function='0'/></controller>"
+        "<interface type='network'><source network='default'/><model type='virtio'/>"
+        "<address type='pci' domain='0' bus='1' slot='0' function='0'/><!-- c -->"
+        "<address type='pci' domain='0' bus='1' slot='0' function='0'/></interface>"
+        "<interface type='network'><source network='default'/><model type='virtio'/>"
+        "<address type='pci' domain='0' bus='0' slot='2' function='0'/></interface>"
+        "</devices></domain>"
+    )
+    domain = LibvirtDomain.from_string(text)
+    devices = domain._root.find("devices")
+    children = [c for c in devices if isinstance(c.tag, str)]
+    tree = domain._root.getroottree()
+    checked = []
+    for el, where in zip(children, _child_paths(domain, devices, children), strict=True):
+        for tag in ("address", "target"):
+            child = _child(el, tag)
+            if child is not None:
+                path = _first_child_path(where, child)
+                assert path == tree.getpath(child)
+                assert path.line == child.sourceline  # type: ignore[attr-defined]
+                checked.append(str(path))
+    assert "/domain/devices/interface[1]/address[1]" in checked
+    assert "/domain/devices/interface[2]/address" in checked
+    assert "/domain/devices/controller[2]/target" in checked
+    with pytest.raises(InvalidDomainXML) as info:
+        LibvirtDomain.from_string(text.replace("slot='2'", "slot='0x20'"))
+    assert info.value.element == "/domain/devices/interface[2]/address"
+    with pytest.raises(InvalidDomainXML) as info:
+        LibvirtDomain.from_string(text.replace("port='0x8'", "port='x'"))
+    assert info.value.element == "/domain/devices/controller[2]/target"

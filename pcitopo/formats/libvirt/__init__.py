@@ -311,7 +311,8 @@ class LibvirtDomain:
             spans = scan_offsets(text)
         except ScanError as exc:  # pragma: no cover - lxml accepted the text
             raise InternalError(f"{source}: cannot locate elements in the text: {exc}") from None
-        elements = [el for el in root.getroottree().iter() if isinstance(el.tag, str)]
+        # lxml picks the elements (not comments, processing instructions, entities) itself: no proxy for the others
+        elements = list(root.getroottree().iter(etree.Element))
         if len(spans) != len(elements):  # pragma: no cover - same reason
             raise InternalError(f"{source}: found {len(spans)} elements in the text but lxml read {len(elements)}")
         self._offsets = dict(zip(elements, spans, strict=True))

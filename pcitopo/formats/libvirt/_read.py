@@ -527,6 +527,23 @@ def _child_paths(d: LibvirtDomain, parent: _Element, children: Sequence[_Element
     return out
 
 
+def _first_child_path(where: str, child: _Element) -> str:
+    """The XPath of ``child``, the first child of its tag (as :func:`_child` finds it) of the element at ``where``.
+
+    ``d._path(child)`` without asking lxml: ``getpath`` walks the siblings of
+    every ancestor, the devices' hundreds among them, so that naming each
+    address and target of a complete domain cost as much as reading the rest
+    of it (a fifth of the reading of a complete 150-device domain). The first
+    child of a tag gets ``[1]`` when a sibling of its tag follows it, as
+    ``getpath`` writes it; ``where`` is the parent's path as ``d._path`` gives it.
+    """
+    tag = str(child.tag)
+    assert "{" not in tag  # _child looks up plain tags only
+    if next(child.itersiblings(tag), None) is not None:
+        return _Where(f"{where}/{tag}[1]", _line(child))
+    return _Where(f"{where}/{tag}", _line(child))
+
+
 def _disk_name_index(name: str) -> int:
     """libvirt's virDiskNameToIndex: ``vda`` 0, ``vdz`` 25, ``vdaa`` 26."""
     match = _DISK_NAME.match(name)
@@ -876,14 +893,14 @@ class _Reader:
                 self.ids[name] = el
 
         self.io_reserves = _io_reserves(self.root, d._path)
-        controller_indexes = self._controller_indexes(children)
+        paths = _child_paths(d, devices_el, children) if devices_el is not None else []
+        controller_indexes = self._controller_indexes(children, paths)
         controllers: list[Controller] = []
         d._controller_elements = {}
         d._index_implied = {}
         devices: list[Device] = []
         d._elements = {}
         counts: dict[str, int] = {}
-        paths = _child_paths(d, devices_el, children) if devices_el is not None else []
         for el, where in zip(children, paths, strict=True):
             tag = str(el.tag)
             n = counts.get(tag, 0)
@@ -914,7 +931,7 @@ class _Reader:
             address: PciAddress | None = None
             multifunction: bool | None = None
             if address_el is not None:
-                address, multifunction = _pci_address(address_el, d._path(address_el))
+                address, multifunction = _pci_address(address_el, _first_child_path(where, address_el))
             if address is None:
                 address = self._chipset_address(el, machine, controller_indexes.get(el))
             elif self._chipset_address(el, machine, controller_indexes.get(el)) not in (None, address):
@@ -1015,14 +1032,16 @@ class _Reader:
             machine = Machine.named("aarch64-virt-highmem-off")
         return machine, arch
 
-    def _controller_indexes(self, children: list[_Element]) -> dict[_Element, int]:
-        """Each controller's index; missing ones get the lowest unused index of their type, like libvirt."""
+    def _controller_indexes(self, children: list[_Element], paths: list[str]) -> dict[_Element, int]:
+        """Each controller's index; missing ones get the lowest unused index of their type, like libvirt.
+
+        ``paths`` are the children's XPaths (:func:`_child_paths`).
+        """
         result: dict[_Element, int] = {}
         used: dict[str, set[int]] = {}
         usb2_indexes: set[int] = set()
-        for el in children:
+        for el, where in zip(children, paths, strict=True):
             if el.tag == "controller" and el.get("index") is not None:
-                where = self.d._path(el)
                 index = _number(str(el.get("index")), where, "index")
                 if el.get("type") == "pci" and index > 255:
                     raise _bad(where, f"PCI controller index {index} too high, maximum is 255")
@@ -1060,7 +1079,7 @@ class _Reader:
         model_el = _child(el, "model")
         qemu_model = model_el.get("name") if model_el is not None else None
         target = _child(el, "target")
-        twhere = self.d._path(target) if target is not None else where
+        twhere = _first_child_path(where, target) if target is not None else where
         if model in ("pci-root", "pcie-root"):
             if index == 0 and model != machine.root_model:
                 raise _bad(
@@ -1083,8 +1102,8 @@ class _Reader:
         address_el = _child(el, "address")
         if address_el is not None:
             if address_el.get("type") != "pci":
-                raise _bad(self.d._path(address_el), "a PCI controller can only have a PCI address")
-            address, multifunction = _pci_address(address_el, self.d._path(address_el))
+                raise _bad(_first_child_path(where, address_el), "a PCI controller can only have a PCI address")
+            address, multifunction = _pci_address(address_el, _first_child_path(where, address_el))
         alias = self.aliases.get(el)
         fields: dict[str, int | None] = {}
         node: int | None = None
