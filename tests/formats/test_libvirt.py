@@ -1153,3 +1153,22 @@ def test_reader_address_and_target_paths_are_lxml_getpath() -> None:
     with pytest.raises(InvalidDomainXML) as info:
         LibvirtDomain.from_string(text.replace("port='0x8'", "port='x'"))
     assert info.value.element == "/domain/devices/controller[2]/target"
+
+
+def test_the_reader_s_address_limits_are_pci_address_s_ranges() -> None:
+    """The reader builds each ``<address>`` unchecked once libvirt's limits pass: they must be PciAddress's ranges
+    (from 0), so that an address it builds is one PciAddress would accept, and one past a limit is refused."""
+    from pcitopo.address import _RANGES
+    from pcitopo.formats.libvirt._tables import _ADDRESS_LIMITS
+
+    assert {name: (0, limit) for name, limit, _ in _ADDRESS_LIMITS} == _RANGES
+    text = (
+        "<domain type='kvm'><name>x</name><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+        "<interface type='user'><model type='virtio'/>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x1f' function='0x7'/></interface>"
+        "</devices></domain>"
+    )
+    (device,) = [d for d in LibvirtDomain.from_string(text).topology.devices if d.kind == "virtio-net"]
+    assert device.address == PciAddress(bus=0, slot=0x1F, function=7)
+    with pytest.raises(InvalidDomainXML, match="slot='0x20', must be <= 0x1F"):
+        LibvirtDomain.from_string(text.replace("slot='0x1f'", "slot='0x20'"))

@@ -127,7 +127,9 @@ def _pci_address(el: _Element, where: str) -> tuple[PciAddress | None, bool | No
     multifunction = _on_off(el.get("multifunction"), where, "multifunction")
     if values["domain"] == values["bus"] == values["slot"] == 0:
         return None, multifunction
-    return PciAddress(**values), multifunction
+    # checked above against libvirt's limits, which are PciAddress's ranges (numbers here are never negative): built
+    # without checking them again (two addresses an element, hundreds a complete domain)
+    return PciAddress._trusted(values["domain"], values["bus"], values["slot"], values["function"]), multifunction
 
 
 def _format_address(address: PciAddress, multifunction: bool | None, *, close: bool = True) -> str:
