@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1080,7 +1081,7 @@ def test_writer_evolve_is_attrs_evolve_checking_the_changed_fields() -> None:
     from pcitopo.formats.libvirt._write import _evolve
 
     c = Controller(5, "pcie-root-port", address=PciAddress(bus=0, slot=2, function=1), id="ua-p5", hotplug=False)
-    changes = {"chassis": 5, "port": 17, "qemu_model": "pcie-root-port"}
+    changes: dict[str, Any] = {"chassis": 5, "port": 17, "qemu_model": "pcie-root-port"}
     assert _evolve(c, changes) == attrs.evolve(c, **changes)
     assert _evolve(c, {}) == c
     with pytest.raises(InvalidInput) as raised:
@@ -1107,6 +1108,7 @@ def test_reader_child_paths_are_lxml_getpath() -> None:
         "</devices></domain>"
     )
     devices = domain._root.find("devices")
+    assert devices is not None
     children = [c for c in devices if isinstance(c.tag, str)]
     tree = domain._root.getroottree()
     assert _child_paths(domain, devices, children) == [tree.getpath(c) for c in children]
@@ -1133,6 +1135,7 @@ def test_reader_address_and_target_paths_are_lxml_getpath() -> None:
     )
     domain = LibvirtDomain.from_string(text)
     devices = domain._root.find("devices")
+    assert devices is not None
     children = [c for c in devices if isinstance(c.tag, str)]
     tree = domain._root.getroottree()
     checked = []

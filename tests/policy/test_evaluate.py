@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import attrs
 import pytest
@@ -399,7 +400,7 @@ def test_needs_key_tells_needs_apart_exactly_as_equality_does() -> None:
     from pcitopo.policy.evaluate import _needs_key
 
     base = Needs()
-    other_values = {
+    other_values: dict[str, Any] = {
         "hotplug": HotplugNeed.PREFERRED,
         "numa_node": 1,
         "numa_strict": True,
