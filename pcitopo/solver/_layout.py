@@ -450,11 +450,17 @@ def add_units(ctx: Context, counts: Counts, units: Sequence[Unit], policy: Polic
     return Counts(**d)
 
 
+def io_packable(u: Unit) -> bool:
+    """Whether the IO packings (``_tree_io_mix``, ``_pci_mix``) may pack ``u`` as a function of a shared slot: one
+    device with an IO BAR that has no hotplug need or only prefers it (one requiring hotplug keeps its own slot)."""
+    return u.has_io and len(u.devices) == 1 and u.hotplug in (HotplugNeed.ANY, HotplugNeed.PREFERRED)
+
+
 def _pack_keys(u: Unit, category: Category) -> tuple[str, ...]:
     """The fields of :attr:`Counts.pack_sizes` a unit counts in (as ``_count_alternatives`` counts it)."""
     if category is Category.ROOT_SLOT and u.integrated_required:
         return ("root_slot_integrated",)
-    if not u.has_io or len(u.devices) != 1 or u.hotplug not in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+    if not io_packable(u):
         return ()
     if category is Category.BRIDGE_TREE:
         return ("tree", "tree_any") if u.hotplug is HotplugNeed.ANY else ("tree",)
@@ -2091,20 +2097,13 @@ def balanced_buses(bridges: int, units: int) -> BusPacking | None:
     return tuple(out)
 
 
-def bus_packing_windows(buses: BusPacking, io_alone: int, size: int, *, reserves: bool) -> int:
-    """IO windows of the pci-bridges of ``buses`` (packed units all with an IO BAR of ``size`` bytes, then the units
-    alone, the first ``io_alone`` of them with one, bus by bus); ``reserves``: the firmware gives an empty one a window.
-
-    >>> bus_packing_windows(((22, 28), (22, 28)), 56, 64, reserves=True)  # 50 e1000 a bus: 3200 bytes each
-    2
-    """
-    return mixed_bus_windows(buses, (size,) * sum(p for p, _ in buses), ((size, io_alone),), reserves=reserves)
-
-
 def mixed_bus_windows(buses: BusPacking, packed: tuple[int, ...], alone_io: IoSizes, *, reserves: bool) -> int:
-    """:func:`bus_packing_windows` for IO BARs of several sizes: the packed units' BARs in packing order (each bus
-    takes the next of them), the units alone with an IO BAR ``alone_io`` (placed largest first).
+    """IO windows of the pci-bridges of ``buses``, bus by bus: the packed units' IO BARs in packing order (each bus
+    takes the next of them), then the units alone with an IO BAR ``alone_io`` (placed largest first); ``reserves``:
+    the firmware gives an empty one a window.
 
+    >>> mixed_bus_windows(((22, 28), (22, 28)), (64,) * 44, ((64, 56),), reserves=True)  # 50 e1000 a bus: 3200 bytes
+    2
     >>> mixed_bus_windows(((22, 28), (22, 28)), (64,) * 22 + (32,) * 22, ((32, 56),), reserves=True)  # 2304, 1600
     2
     """
@@ -2224,12 +2223,10 @@ def _pci_packing(
         packed = sum(p for p, _ in buses)
         if packed > packable:
             return None
-        if io:
-            windows = bus_packing_windows(buses, bridged_io - packed, size, reserves=ctx.reserves_io_pci_bridge)
-        else:
-            order, packed_io = packing_order(any_sizes, preferred_sizes, min(packed, n_any), packed)
-            alone_io = io_without(bridged_sizes, packed_io)
-            windows = mixed_bus_windows(buses, order, alone_io, reserves=ctx.reserves_io_pci_bridge)
+        # one IO BAR size or several: the packed BARs in packing order (no hotplug need first), the others alone
+        order, packed_io = packing_order(any_sizes, preferred_sizes, min(packed, n_any), packed)
+        alone_io = io_without(bridged_sizes, packed_io)
+        windows = mixed_bus_windows(buses, order, alone_io, reserves=ctx.reserves_io_pci_bridge)
         hot_free = hot_root + sum(BRIDGE_SLOTS - alone - -(-p // 8) for p, alone in buses)
         return (buses, windows, hot_free) if windows <= cap and hot_free >= spare_n else None
 

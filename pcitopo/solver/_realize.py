@@ -26,6 +26,7 @@ from pcitopo.solver._layout import (
     chain_buses,
     deal_groups,
     fanout,
+    io_packable,
     last_resort_bucket,
     unit_category,
 )
@@ -597,7 +598,7 @@ def _realize_pci(
     if decision.bus_packing:
         # the bridged IO-BAR units packed 8 a slot, on each bridge's bus as many as the layout says, then the units
         # alone (_layout._pci_packing)
-        packable = [u for u in bridged if u.has_io and len(u.devices) == 1]
+        packable = [u for u in bridged if io_packable(u)]
         packed = [u for u in packable if u.hotplug is HotplugNeed.ANY][: decision.pack_pci_any]
         packed += [u for u in packable if u.hotplug is HotplugNeed.PREFERRED][: decision.pack_pci - len(packed)]
         taken = set(map(id, packed))
@@ -624,7 +625,7 @@ def _not_integrated(u: Unit) -> bool:
 def _pack_rank(u: Unit) -> int:
     """A unit's rank among those of one IO BAR size for the root's slots when bridged units are packed: those that
     cannot be packed (hotplug required, several devices) first, then those preferring hotplug, then the others."""
-    if not u.has_io or len(u.devices) != 1 or u.hotplug not in (HotplugNeed.ANY, HotplugNeed.PREFERRED):
+    if not io_packable(u):
         return 0
     return 1 if u.hotplug is HotplugNeed.PREFERRED else 2
 
