@@ -51,7 +51,7 @@ def balance_buses(
     so that they take at most ``cap`` windows in all: per bus the BARs it takes, and the windows (``None``: the
     deal found none; ``alone`` may hold fewer units than the counts: the rest have no IO BAR).
 
-    Each bus is first given one window (none without ``reserves`` when it could stay empty of IO); each BAR,
+    Each bus is first given one window (none without ``reserves``: a bus with no IO BAR takes none); each BAR,
     largest first, goes to the bus with the most bytes left after it once each of that bus's other free places is
     set aside for the smallest BAR of its kind (ties: the first bus); a bus that overflows gets one more window
     and the deal is made again.
@@ -76,8 +76,7 @@ def balance_buses(
         min((size for size, _ in packed), default=0),
         0 if zeros else min((size for size, _ in alone), default=0),
     )
-    total = sum(size for size, _ in items)
-    windows = [1 if reserves or total else 0 for _ in counts]
+    windows = [1 if reserves else 0 for _ in counts]
     while sum(windows) <= cap:
         deal = _deal(counts, items, smallest, windows)
         over = [load - IO_WINDOW * w for load, w in zip(deal[0], windows, strict=True)]
