@@ -111,7 +111,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         try:
             placement = _place(backend, pooled, policy, rest)
         except Unsatisfiable:
-            if topology.io_window_budget() is None:
+            if topology.io_window_budget() is None or not _has_conventional_root(topology):
                 raise
             # no plan with the layout's own deal of IO BARs (largest first): searched again with them dealt out
             # balanced between the pci-bridges (_layout.Context.balance_io), which a mix near the IO budget may
@@ -133,6 +133,12 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     if crashed and placement.status is Status.OPTIMAL:
         placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
     return _finish(topology, placement, policy, tolerated, scored)
+
+
+def _has_conventional_root(topology: Topology) -> bool:
+    """Whether a conventional root bus is (or may be added) there, the only kind whose IO BARs
+    :attr:`~pcitopo.solver._layout.Context.balance_io` deals out (pc's ``pci.0``, a ``pci-expander-bus``)."""
+    return topology.model(0).name != "pcie-root" or any(c.model == "pci-expander-bus" for c in topology.controllers)
 
 
 # -- the primary-video term: one binary choice, searched both ways ---------------------------

@@ -150,3 +150,12 @@ def test_over_the_io_bytes_a_mix_is_still_refused() -> None:
     devices += [Device(f"p{i}", "pcnet", needs=Needs(hotplug=HotplugNeed.ANY)) for i in range(80)]
     with pytest.raises(Unsatisfiable):
         solve(Topology.build("pc", devices=devices), "minimal")
+
+
+def test_only_requests_with_a_conventional_root_are_searched_again() -> None:
+    """The balanced deal is a conventional root's (pc's ``pci.0``, a ``pci-expander-bus``): a q35 request refused is
+    not searched a second time for nothing."""
+    from pcitopo.solver.solve import _has_conventional_root
+
+    assert _has_conventional_root(Topology.build("pc"))
+    assert not _has_conventional_root(Topology.build("q35"))
