@@ -50,6 +50,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import HotplugNeed
 from pcitopo.legality.catalog import Connect
 from pcitopo.policy.policy import Policy
+from pcitopo.solver._iobalance import BusIo, balance_buses, fill_root
 from pcitopo.topology import IO_WINDOW
 
 if TYPE_CHECKING:
@@ -104,6 +105,14 @@ class Context:
     trees_via_dmi: bool = True
     """Whether bridge trees may hang from the dmi-to-pci-bridge (``_Moves.tree_via_dmi``): the solver searches
     again without when an ordered plan took it (its local choice does not weigh the order term)."""
+    balance_io: bool = False
+    """Whether a conventional root's packing may deal its bridged IO BARs out balanced between the pci-bridges
+    (:func:`~pcitopo.solver._iobalance.balance_buses`) where its own deal, largest first, needs too many IO windows:
+    the solver searches again with it only when it found no plan without (so every plan found before is kept).
+    With it, the main root bus's slots take IO BARs up to :attr:`root_io_room` bytes
+    (:func:`~pcitopo.solver._iobalance.fill_root`) rather than the largest first."""
+    root_io_room: int | None = None
+    """With :attr:`balance_io`: the IO BAR bytes the main root bus can still take at no window's cost."""
 
     @property
     def new_expander(self) -> bool:
@@ -717,6 +726,12 @@ class Decision:
     bus_packing: tuple[tuple[int, int], ...] = ()
     """On a conventional root whose bridged IO-BAR units are packed (``_pci_packing``): per pci-bridge, the packed
     units on its bus (8 a slot, the last slot the rest) and the units alone on a slot after them."""
+    root_io: IoSizes = ()
+    """On a conventional root with :attr:`Context.balance_io`, when its slots hold the IO BARs that fit the root's
+    room rather than the largest: those BARs of its units with no hotplug preference (0 bytes: no IO BAR)."""
+    bus_io: BusIo = ()
+    """With :attr:`bus_packing`, when the IO BARs were dealt out balanced (:attr:`Context.balance_io`): per
+    pci-bridge, the IO BARs of its packed units and of its units alone (``()``: largest first, in order)."""
     pack_beside: int = 0
     """Packed units after the root bus's groups on the free functions of its slots holding root ports (integrated
     endpoints beside the ports, the slot multifunction): all the packed units the root slots' groups leave."""
@@ -2133,7 +2148,7 @@ def _pci_packable(c: Counts) -> IoSizes:
     return io
 
 
-def _pci_mix(c: Counts, direct: int) -> tuple[IoSizes, IoSizes, IoSizes] | None:
+def _pci_mix(c: Counts, direct: int, root: IoSizes = ()) -> tuple[IoSizes, IoSizes, IoSizes] | None:
     """Where :func:`_pci_packable` cannot tell (several BAR sizes or hotplug needs, or IO-BAR units that cannot be
     packed: hotplug required, several devices): the bridged units' BARs, those with no hotplug need packable and
     those preferring it packable (``None``: it does not apply), with ``direct`` units on the root's slots.
@@ -2142,7 +2157,8 @@ def _pci_mix(c: Counts, direct: int) -> tuple[IoSizes, IoSizes, IoSizes] | None:
     there), of one size those that cannot be packed first, then those preferring hotplug, then the others
     (``_realize._realize_pci`` sorts them so when it packs): the root's slots are hotpluggable, and the units left
     to pack are the ones that lose least by it. It applies on a hotpluggable root (no unit bridged for its hotplug
-    need) whose units that must be integrated have no IO BAR.
+    need) whose units that must be integrated have no IO BAR. With ``root`` (:attr:`Decision.root_io`), the
+    root's slots take those BARs rather than the largest, of each size in the same order.
     """
     if c.root_slot_preferred or c.hot_bridge_units:
         return None
@@ -2155,6 +2171,8 @@ def _pci_mix(c: Counts, direct: int) -> tuple[IoSizes, IoSizes, IoSizes] | None:
     left = max(0, direct - io_units(integrated))
     bridged: dict[str, list[tuple[int, int]]] = {"fixed": [], "preferred": [], "any": []}
     for size in sorted({s for part in (fixed, preferred, any_sizes) for s, _ in part}, reverse=True):
+        if root:
+            left = dict(root).get(size, 0)
         for name, part in (("fixed", fixed), ("preferred", preferred), ("any", any_sizes)):
             n = dict(part).get(size, 0)
             take = min(left, n)
@@ -2190,7 +2208,7 @@ def _pci_packing(
     core, _ = _pci_layout(ctx, c, bridges, expanders_here, off_occupied)
     if not core.feasible:
         return None
-    mix = None if io else _pci_mix(c, core.root_slot_units)
+    mix = None if io else _pci_mix(c, core.root_slot_units, core.root_io)
     if not io and mix is None:
         return None
     bridged_io, bridged = core.tree_io, core.tree_units
@@ -2216,19 +2234,27 @@ def _pci_packing(
     free_root = len(ctx.free_slots) - expanders_here - c.bus_groups - bridges - core.root_slot_units
     hot_root = free_root if ctx.root_hotplug else 0
 
-    def fits(buses: BusPacking | None) -> tuple[BusPacking, int, int] | None:
-        """The buses, their windows and the empty hotpluggable slots they keep, when they fit."""
+    def fits(buses: BusPacking | None) -> tuple[BusPacking, int, int, BusIo] | None:
+        """The buses, their windows, the empty hotpluggable slots they keep and the balanced deal of their BARs
+        (``()``: in packing order), when they fit."""
         if buses is None:
             return None
         packed = sum(p for p, _ in buses)
         if packed > packable:
             return None
+        hot_free = hot_root + sum(BRIDGE_SLOTS - alone - -(-p // 8) for p, alone in buses)
+        if hot_free < spare_n:
+            return None
         # one IO BAR size or several: the packed BARs in packing order (no hotplug need first), the others alone
         order, packed_io = packing_order(any_sizes, preferred_sizes, min(packed, n_any), packed)
         alone_io = io_without(bridged_sizes, packed_io)
         windows = mixed_bus_windows(buses, order, alone_io, reserves=ctx.reserves_io_pci_bridge)
-        hot_free = hot_root + sum(BRIDGE_SLOTS - alone - -(-p // 8) for p, alone in buses)
-        return (buses, windows, hot_free) if windows <= cap and hot_free >= spare_n else None
+        if windows <= cap:
+            return buses, windows, hot_free, ()
+        if not ctx.balance_io:
+            return None
+        balanced = balance_buses(buses, packed_io, alone_io, cap, reserves=ctx.reserves_io_pci_bridge)
+        return None if balanced is None else (buses, balanced[1], hot_free, balanced[0])
 
     found = fits(balanced_buses(bridges, bridged))
     most = found and sum(p for p, _ in found[0])
@@ -2241,7 +2267,7 @@ def _pci_packing(
             break
     if not found:
         return None
-    buses, windows, hot_free = found
+    buses, windows, hot_free, bus_io = found
     packed = sum(p for p, _ in buses)
     packed_any = min(packed, n_any)
     decision = attrs.evolve(
@@ -2255,6 +2281,7 @@ def _pci_packing(
         pack_pci=packed,
         pack_pci_any=packed_any,
         bus_packing=buses,
+        bus_io=bus_io,
     )
     return decision, hot_free
 
@@ -2298,8 +2325,19 @@ def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_
     io_bridged = c.hot_bridge_io + max(0, others_io - others_direct) + preferred_bridged_io
     # their BARs: direct slots take the largest first (_realize._io_first), the rest are bridged
     preferred_sizes = io_of(c, "root_slot_preferred_io")
-    others_direct_io, others_bridged_io = split_io(io_without(io_of(c, "root_slot_io"), preferred_sizes), others_direct)
+    others_sizes = io_without(io_of(c, "root_slot_io"), preferred_sizes)
+    others_direct_io, others_bridged_io = split_io(others_sizes, others_direct)
     preferred_direct_io, preferred_bridged_sizes = split_io(preferred_sizes, preferred_direct)
+    root_io: IoSizes = ()
+    if ctx.root_io_room is not None and others_direct and not pack_of(c, "root_slot_integrated"):
+        # or as many bytes as the root bus holds at no window's cost, when that differs (Context.balance_io)
+        room = ctx.root_io_room - io_bytes(preferred_direct_io)
+        fitted = fill_root(_with_io_less(others_sizes, others), others_direct, room)
+        if fitted is not None and io_bytes(fitted) < io_bytes(others_direct_io):
+            root_io = fitted
+            others_direct_io = tuple((size, n) for size, n in fitted if size)
+            others_bridged_io = io_without(others_sizes, others_direct_io)
+            io_bridged = c.hot_bridge_io + io_units(others_bridged_io) + preferred_bridged_io
     bridged_sizes = io_merge(io_of(c, "hot_bridge_io"), others_bridged_io, preferred_bridged_sizes)
     buses = trees_buses(sizes)
     hot_misses = c.hot_misses + preferred_direct
@@ -2326,8 +2364,14 @@ def _pci_layout(ctx: Context, c: Counts, bridges: int, expanders_here: int, off_
         controllers=buses + c.bus_groups,
         hot_misses=hot_misses,
         occupied_hot=_occupied_hot_pci(ctx, c, others - others_direct, off_occupied),
+        root_io=root_io,
     )
     return decision, hot_free
+
+
+def _with_io_less(io: IoSizes, units: int) -> IoSizes:
+    """``io`` with the IO-less of ``units`` as 0-byte BARs."""
+    return (*io, (0, units - io_units(io))) if units > io_units(io) else io
 
 
 def _occupied_hot_pci(ctx: Context, c: Counts, others_bridged: int, off_occupied: bool) -> int:

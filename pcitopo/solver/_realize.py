@@ -22,6 +22,7 @@ from pcitopo.solver._layout import (
     Category,
     Context,
     Decision,
+    IoSizes,
     RootKind,
     chain_buses,
     deal_groups,
@@ -581,6 +582,10 @@ def _realize_pci(
         others.sort(key=lambda u: (_not_integrated(u), -u.io_size, _pack_rank(u)))
     preferred = _io_first(wants_bridge)
     others_direct = decision.root_slot_units - decision.preferred_direct
+    if decision.root_io:
+        # the root's slots hold the BARs that fit its room (_layout._pci_layout with Context.balance_io): of each
+        # size the first units in the order above
+        others = _dealt(others, [decision.root_io])
     direct = [*others[:others_direct], *preferred[: decision.preferred_direct]]
     bridged = _io_first(
         [
@@ -605,6 +610,11 @@ def _realize_pci(
         alone = [u for u in bridged if id(u) not in taken]
         if len(packed) != decision.pack_pci:  # pragma: no cover - the layout counts only units that exist
             raise InternalError(f"{ctx.label}: {decision.pack_pci} units to pack, {len(packed)} found")
+        if decision.bus_io:
+            # the BARs dealt out balanced (_iobalance.balance_buses): each bus takes, of each size, the first units
+            # of that size of the packed ones and of those alone, so each order is kept within a size
+            packed = _dealt(packed, [p for p, _ in decision.bus_io])
+            alone = _dealt(alone, [a for _, a in decision.bus_io])
         for n_packed, n_alone in decision.bus_packing:
             br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
             groups: list[Unit | list[Unit]] = [packed[i : min(i + 8, n_packed)] for i in range(0, n_packed, 8)]
@@ -616,6 +626,25 @@ def _realize_pci(
         br = b.pci_bridge(_addr(root_bus, slots.pop(0)))
         _fill_tree(b, br.index, bridged[:size])
         del bridged[:size]
+
+
+def _dealt(units: Sequence[Unit], per_bus: Sequence[IoSizes]) -> list[Unit]:
+    """``units`` reordered bus by bus as ``per_bus`` deals their IO BARs (sizes, and units of each size), the
+    units of one size in their order, then those dealt to none in their order: cutting the result at each bus's
+    count gives each bus its BARs."""
+    by_size: dict[int, list[Unit]] = {}
+    for u in units:
+        by_size.setdefault(u.io_size, []).append(u)
+    out: list[Unit] = []
+    for sizes in per_bus:
+        for size, n in sizes:
+            mine = by_size.get(size, [])
+            if len(mine) < n:  # pragma: no cover - the layout deals only BARs that exist
+                raise InternalError(f"{n} units with {size} bytes of IO BAR dealt, {len(mine)} found")
+            out += mine[:n]
+            del mine[:n]
+    taken = set(map(id, out))
+    return out + [u for u in units if id(u) not in taken]
 
 
 def _not_integrated(u: Unit) -> bool:

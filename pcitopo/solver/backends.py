@@ -70,11 +70,13 @@ class Backend(Protocol):
         *,
         trees_via_dmi: bool = True,
         names_expander: bool = False,
+        balance_io: bool = False,
     ) -> Placement:
         """Place ``units`` (the request's unplaced devices) in ``request``, or raise Unsatisfiable.
 
         ``trees_via_dmi=False``: no bridge tree under a dmi-to-pci-bridge; ``names_expander``: a node-less expander
-        bus is offered (a search backend's options).
+        bus is offered; ``balance_io``: IO BARs dealt out balanced between pci-bridges (a search backend's options,
+        see :attr:`~pcitopo.solver._layout.Context.balance_io`).
         """
         ...
 
@@ -106,11 +108,14 @@ class CspBackend:
         *,
         trees_via_dmi: bool = True,
         names_expander: bool = False,
+        balance_io: bool = False,
     ) -> Placement:
         # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
         from pcitopo.solver import search
 
-        problem = formulate(request, policy, units, trees_via_dmi=trees_via_dmi, names_expander=names_expander)
+        problem = formulate(
+            request, policy, units, trees_via_dmi=trees_via_dmi, names_expander=names_expander, balance_io=balance_io
+        )
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
@@ -319,6 +324,7 @@ class LibvirtBackend:
         *,
         trees_via_dmi: bool = True,
         names_expander: bool = False,
+        balance_io: bool = False,
     ) -> Placement:
         from pcitopo.solver._libvirt import libvirt_assign  # type: ignore[import-not-found, unused-ignore]
 

@@ -1182,6 +1182,20 @@ class Problem:
         return out
 
 
+def _root_io_room(topology: Topology) -> int:
+    """The IO BAR bytes the root buses can still take before the firmware gives them a window more."""
+    now = topology.root_io_bytes()
+    windows = topology.root_io_windows(now)
+    low, high = 0, 1 << 16  # the whole IO space: past it, a window more whatever the room
+    while low < high:
+        mid = (low + high + 1) // 2
+        if topology.root_io_windows(now + mid) == windows:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def formulate(
     topology: Topology,
     policy: Policy,
@@ -1189,11 +1203,13 @@ def formulate(
     *,
     trees_via_dmi: bool = True,
     names_expander: bool = False,
+    balance_io: bool = False,
 ) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``.
 
     ``trees_via_dmi=False`` keeps bridge trees off the dmi-to-pci-bridge (:attr:`Context.trees_via_dmi`);
-    ``names_expander`` offers a node-less expander bus (:func:`build_contexts`).
+    ``names_expander`` offers a node-less expander bus (:func:`build_contexts`); ``balance_io`` lets conventional
+    roots deal their bridged IO BARs out balanced (:attr:`Context.balance_io`).
     """
     machine = topology.machine
     budget = topology.io_window_budget()
@@ -1201,6 +1217,12 @@ def formulate(
     contexts = build_contexts(topology, policy, classes, names_expander=names_expander)
     if not trees_via_dmi:
         contexts = tuple(attrs.evolve(c, trees_via_dmi=False) for c in contexts)
+    if balance_io:
+        room = _root_io_room(topology)
+        contexts = tuple(
+            attrs.evolve(c, balance_io=True, root_io_room=room if c.bus == 0 and c.root_kind is RootKind.PCI else None)
+            for c in contexts
+        )
     class_candidates = tuple(candidates(cls, contexts) for cls in classes)
     spare = spare_wanted(policy, contexts)
     budget = topology.io_window_budget()

@@ -106,8 +106,18 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     placed = _join_placed_groups(placed)
     units = build_units(placed, policy)
     pooled, rest = _fill_pools(placed, units, policy)
+    balance_io = False
     try:
-        placement = _place(backend, pooled, policy, rest)
+        try:
+            placement = _place(backend, pooled, policy, rest)
+        except Unsatisfiable:
+            if topology.io_window_budget() is None or not _has_conventional_root(topology):
+                raise
+            # no plan with the layout's own deal of IO BARs (largest first): searched again with them dealt out
+            # balanced between the pci-bridges (_layout.Context.balance_io), which a mix near the IO budget may
+            # need. Only here, so that every plan found without it stays as it was
+            balance_io = True
+            placement = _place(backend, pooled, policy, rest, balance_io=True)
     except Unsatisfiable as caught:
         if short:
             # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
@@ -119,10 +129,16 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         raise explain(pooled, policy, rest, feasible=backends.feasible) from None
     video = _primary_video_unit(topology, policy, units)
     if video is not None:
-        placement = _primary_video_on_root(placed, policy, units, video, backend, placement)
+        placement = _primary_video_on_root(placed, policy, units, video, backend, placement, balance_io=balance_io)
     if crashed and placement.status is Status.OPTIMAL:
         placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
     return _finish(topology, placement, policy, tolerated, scored)
+
+
+def _has_conventional_root(topology: Topology) -> bool:
+    """Whether a conventional root bus is (or may be added) there, the only kind whose IO BARs
+    :attr:`~pcitopo.solver._layout.Context.balance_io` deals out (pc's ``pci.0``, a ``pci-expander-bus``)."""
+    return topology.model(0).name != "pcie-root" or any(c.model == "pci-expander-bus" for c in topology.controllers)
 
 
 # -- the primary-video term: one binary choice, searched both ways ---------------------------
@@ -150,6 +166,8 @@ def _primary_video_on_root(
     video: Unit,
     backend: backends.Backend,
     free: backends.Placement,
+    *,
+    balance_io: bool = False,
 ) -> backends.Placement:
     """The better of ``free`` (the search with the video anywhere) and the search with it integrated on bus 0.
 
@@ -172,7 +190,7 @@ def _primary_video_on_root(
     forced = [attrs.evolve(u, integrated_required=True) if u is video else u for u in units]
     pooled, rest = _fill_pools(placed, tuple(forced), policy)
     try:
-        rooted = _place(backend, pooled, policy, rest)
+        rooted = _place(backend, pooled, policy, rest, balance_io=balance_io)
     except Unsatisfiable:
         return free  # no completion puts it on bus 0
     return _cheaper(rooted, free)
@@ -210,27 +228,32 @@ def _cheaper(first: backends.Placement, second: backends.Placement) -> backends.
     )
 
 
-def _place(backend: backends.Backend, pooled: Topology, policy: Policy, rest: Sequence[Unit]) -> backends.Placement:
+def _place(
+    backend: backends.Backend, pooled: Topology, policy: Policy, rest: Sequence[Unit], *, balance_io: bool = False
+) -> backends.Placement:
     """The backend's placement; under an ordered policy, also searched without bridge trees under a
-    dmi-to-pci-bridge when the plan has one.
+    dmi-to-pci-bridge when the plan has one (``balance_io``: see :attr:`~pcitopo.solver._layout.Context.balance_io`).
 
     A context's local choice of layout (_layout._decide_pcie) weighs controllers and hotplug, not the
     order term: a tree under the dmi-to-pci-bridge saves a controller, but the guest numbers the
     dmi-to-pci-bridge's own bus first, so the devices on it come before every device of the tree.
     Both sides are searched and scored exactly; the cheaper wins.
     """
-    first = backend.place(pooled, policy, rest)
+    first = backend.place(pooled, policy, rest, balance_io=balance_io)
     if not (policy.ordered and policy.weights["order"]):
         return first
     best = first
     if _trees_under_dmi(pooled, first.topology):
         with contextlib.suppress(Unsatisfiable):
-            best = _cheaper(first, backend.place(pooled, policy, rest, trees_via_dmi=False))
+            best = _cheaper(first, backend.place(pooled, policy, rest, trees_via_dmi=False, balance_io=balance_io))
     if _names_out_of_order(pooled, best.topology, policy):
         # the NICs' guest names break their order: also searched with a node-less expander bus, below which every
         # NIC gets its path name (model.build_contexts), and without trees under a dmi-to-pci-bridge
         with contextlib.suppress(Unsatisfiable):
-            best = _cheaper(best, backend.place(pooled, policy, rest, trees_via_dmi=False, names_expander=True))
+            best = _cheaper(
+                best,
+                backend.place(pooled, policy, rest, trees_via_dmi=False, names_expander=True, balance_io=balance_io),
+            )
     return best
 
 
