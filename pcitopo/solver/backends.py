@@ -29,6 +29,7 @@ __all__ = [
     "Backend",
     "CspBackend",
     "Feasibility",
+    "GaveUp",
     "LibvirtBackend",
     "Placement",
     "backend_for",
@@ -39,6 +40,15 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class GaveUp(Unsatisfiable):
+    """The search stopped at its node limit before it found a plan: no proof that none exists.
+
+    :func:`pcitopo.solver.solve.solve` then tries a smaller model whose plans are
+    plans of the request too, and does not look for a smallest conflict (every
+    test of a subset could give up the same way).
+    """
 
 
 @attrs.frozen
@@ -161,7 +171,7 @@ class CspBackend:
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
         if result.values is None:
             if not result.proven and result.nodes > search.NODE_LIMIT:
-                raise Unsatisfiable(
+                raise GaveUp(
                     [f"the search gave up after {result.nodes} partial assignments without finding a plan"],
                     suggestions=["split the request into smaller ones"],
                 )

@@ -33,12 +33,25 @@ def __dir__() -> list[str]:
     return __all__
 
 
-def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasible: Feasibility) -> Unsatisfiable:
+def explain(
+    topology: Topology,
+    policy: Policy,
+    units: Sequence[Unit],
+    *,
+    feasible: Feasibility,
+    gave_up: str | None = None,
+) -> Unsatisfiable:
     """Build the :class:`~pcitopo.errors.Unsatisfiable` error for units that cannot all be placed.
 
     ``feasible`` is the test of whether a set of units can be placed (the
-    solver's search, stopped at the first plan).
+    solver's search, stopped at the first plan). ``gave_up``: the search
+    stopped at its node limit (this says so) instead of proving that no plan
+    exists. No smallest conflict is then looked for: each test of a subset
+    could give up the same way, after as long, and call feasible what is not
+    known to be; the error gives the budgets and what no layout can change.
     """
+    if gave_up is not None:
+        return _gave_up(topology, policy, units, gave_up)
     classes = list(classify(units))
 
     def ok(chosen: Sequence[DemandClass], pol: Policy = policy) -> bool:
@@ -88,6 +101,17 @@ def explain(topology: Topology, policy: Policy, units: Sequence[Unit], *, feasib
         suggestions.append("ask for fewer spare hotplug ports")
     if others:
         facts.append(f"{len(others)} other group(s) of devices fit once these are resolved")
+    return Unsatisfiable(conflicts, facts=facts, suggestions=suggestions)
+
+
+def _gave_up(topology: Topology, policy: Policy, units: Sequence[Unit], reason: str) -> Unsatisfiable:
+    """The error of a search that gave up: ``reason``, with the budgets and what no layout can change."""
+    facts = _describe_budget(topology, policy) + _context_reasons(topology, policy, units)
+    conflicts, suggestions = [reason], ["split the request into smaller ones, or pin some devices' addresses"]
+    io_space = _io_space_short(topology, units)
+    if io_space is not None:
+        conflicts.insert(0, io_space[0])
+        suggestions.insert(0, io_space[1])
     return Unsatisfiable(conflicts, facts=facts, suggestions=suggestions)
 
 

@@ -119,14 +119,17 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
             balance_io = True
             placement = _place(backend, pooled, policy, rest, balance_io=True)
     except Unsatisfiable as caught:
-        if short:
-            # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
-            raise _budget_unsatisfiable(
-                *short[0], gave_up=caught.conflicts[0].startswith("the search gave up")
-            ) from None
-        from pcitopo.solver.explain import explain
+        relaxed = _numa_preferences_dropped(units) if isinstance(caught, backends.GaveUp) else None
+        found = None if relaxed is None else _place_relaxed(backend, placed, policy, relaxed)
+        if found is None:
+            if short:
+                # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
+                raise _budget_unsatisfiable(*short[0], gave_up=isinstance(caught, backends.GaveUp)) from None
+            from pcitopo.solver.explain import explain
 
-        raise explain(pooled, policy, rest, feasible=backends.feasible) from None
+            gave_up = caught.conflicts[0] if isinstance(caught, backends.GaveUp) else None
+            raise explain(pooled, policy, rest, feasible=backends.feasible, gave_up=gave_up) from None
+        placement, units = found
     video = _primary_video_unit(topology, policy, units)
     if video is not None:
         placement = _primary_video_on_root(placed, policy, units, video, backend, placement, balance_io=balance_io)
@@ -139,6 +142,40 @@ def _has_conventional_root(topology: Topology) -> bool:
     """Whether a conventional root bus is (or may be added) there, the only kind whose IO BARs
     :attr:`~pcitopo.solver._layout.Context.balance_io` deals out (pc's ``pci.0``, a ``pci-expander-bus``)."""
     return topology.model(0).name != "pcie-root" or any(c.model == "pci-expander-bus" for c in topology.controllers)
+
+
+# -- when the search gives up: a smaller model whose plans are the request's too -------------
+
+
+def _numa_preferences_dropped(units: Sequence[Unit]) -> tuple[Unit, ...] | None:
+    """``units`` with every NUMA node that is only preferred dropped (``None``: no unit prefers one).
+
+    A preferred node splits each demand class by node and adds a context per
+    node: a model of a few hundred variables, which the search may give up on
+    before it finds any plan (113 devices on four nodes under OVMF, whose few
+    IO windows refute most assignments only once realised). Without the
+    preferences the classes merge and the expander buses are not offered; a
+    unit may still go everywhere it could go (a preferred node's unit goes to
+    its own node, the node-less contexts or the other nodes), so every plan
+    of the smaller model is a plan of the request, scored with its
+    preferences by :func:`pcitopo.policy.evaluate.soft_results`.
+    """
+    if not any(u.numa_node is not None and not u.numa_strict for u in units):
+        return None
+    return tuple(attrs.evolve(u, numa_node=None) if u.numa_node is not None and not u.numa_strict else u for u in units)
+
+
+def _place_relaxed(
+    backend: backends.Backend, placed: Topology, policy: Policy, units: tuple[Unit, ...]
+) -> tuple[backends.Placement, tuple[Unit, ...]] | None:
+    """The placement of the smaller model (:func:`_numa_preferences_dropped`), never claimed optimal: the
+    request's own model was not searched to the end (``None``: no plan there either)."""
+    pooled, rest = _fill_pools(placed, units, policy)
+    try:
+        placement = _place(backend, pooled, policy, rest)
+    except Unsatisfiable:
+        return None
+    return attrs.evolve(placement, status=Status.FEASIBLE, bound=None), units
 
 
 # -- the primary-video term: one binary choice, searched both ways ---------------------------

@@ -17,6 +17,7 @@ from pcitopo.legality.rules import validate
 from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.solver import Plan, Status, solve
 from pcitopo.topology import Topology
+from tests.support.requests import numa_io_request
 from tests.support.shapes import pci_bridges_held
 
 A = PciAddress.parse
@@ -182,6 +183,43 @@ def test_numa_policy_makes_nodes_hard() -> None:
     devices = [Device("n0", "virtio-net", needs=Needs(numa_node=1))]
     plan = solve(Topology.build("q35", devices=devices, numa_nodes=2), "numa")
     assert plan.topology.numa_node_of_bus(plan.assigned["n0"].bus) == 1
+
+
+def test_a_search_that_gives_up_on_numa_preferences_plans_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search stops at its node limit with no plan (the 41 IO-BAR devices preferring four NUMA nodes under OVMF:
+    it gives up at the real limit too, after some 5,000 nodes; the limit is lowered here to keep the test short).
+    A plan exists: the model without the preferences, whose plans are the request's, has one. It is returned as
+    feasible, never optimal, and scored with the preferences it misses, as evaluate scores it. Before, the request
+    was refused, after a search for a smallest conflict made of searches that gave up too."""
+    from pcitopo.solver import search
+
+    monkeypatch.setattr(search, "NODE_LIMIT", 300)
+    request = numa_io_request()
+    plan = solve(request, "minimal")
+    assert plan.status is Status.FEASIBLE
+    assert set(plan.assigned) == {d.id for d in request.devices}
+    numa = next(s for s in plan.soft if s.name == "numa")
+    assert numa.cost > 0  # the preferences are soft, and the plan pays for those it misses
+    assert plan.cost == evaluate(request, plan.topology, "minimal").cost
+
+
+def test_a_search_that_gives_up_is_reported_as_such_without_a_conflict_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the search gives up (a node limit of 1 here) and has no smaller model to fall back on (under ``numa`` the
+    nodes are requirements), the error says so, with the budgets, at once: it does not look for a smallest conflict,
+    each of whose tests would give up as well and call infeasible what is not."""
+    from pcitopo.solver import backends, search
+
+    def no_conflict_search(*args: object) -> bool:
+        raise AssertionError("a conflict search was run")
+
+    monkeypatch.setattr(search, "NODE_LIMIT", 1)
+    monkeypatch.setattr(backends, "feasible", no_conflict_search)
+    with pytest.raises(Unsatisfiable) as caught:
+        solve(numa_io_request(), "numa")
+    assert any(c.startswith("the search gave up after") for c in caught.value.conflicts), caught.value
+    assert any(f.startswith("IO windows left: 9 of 9") for f in caught.value.facts), caught.value
 
 
 def test_a_preferred_numa_node_is_reported_as_a_soft_constraint() -> None:
