@@ -265,16 +265,18 @@ def _gain_bound(policy: Policy, placing: Collection[str]) -> Callable[[Topology,
     the port's model has hotplug on unless turned off (``Hotplug.DEFAULT_ON``, which ``is_hotpluggable`` reads
     so), counted among ``placing`` only (the request leaves them unaddressed; an undercount only raises the
     bound); the spare-ports term can only rise, and the others
-    (NUMA, integration, controllers, primary video) do not read hotplug. The NIC names of the ``order`` terms
-    may change with a port's hotplug (acpi-index reaches the guest on hotplug slots only): under an ordered
-    policy the bound is unknown (``None``). Weights are never negative (the policy's check), so each term
-    moves as said.
+    (NUMA, integration, controllers, primary video) do not read hotplug. Of an ordered policy's terms, the
+    addresses' order does not read it, but the NIC names may change with a port's hotplug (acpi-index reaches
+    the guest on hotplug slots only): that term is one result for all the NICs, met or not
+    (:func:`pcitopo.policy.evaluate.soft_results`), so it can fall by its ``order`` weight at most. Weights are
+    never negative (the policy's check), so each term moves as said.
     """
     from pcitopo.policy.evaluate import effective_needs
 
     weights = policy.weights
-    if policy.ordered or any(w < 0 for w in weights.values()):
+    if any(w < 0 for w in weights.values()):
         return lambda best, port: None
+    names = weights["order"] if policy.ordered else 0
     per_device = weights["hotplug-off-occupied"] if policy.hotplug_off_occupied else 0
     # the devices by bus and the slots' functions of the last best (a new best only when a trial is taken)
     seen: list[tuple[Topology, dict[int, list[Device]], dict[tuple[int, int, int], set[int]]]] = []
@@ -301,7 +303,7 @@ def _gain_bound(policy: Policy, placing: Collection[str]) -> Callable[[Topology,
                 and effective_needs(best, policy, d).hotplug is HotplugNeed.PREFERRED
             ):
                 lost += 1
-        return weights["io-reserve-off"] + per_device * (len(here) - lost) - weights["hotplug"] * lost
+        return weights["io-reserve-off"] + per_device * (len(here) - lost) - weights["hotplug"] * lost + names
 
     return gain
 

@@ -21,7 +21,8 @@ def _mixed(machine: str, n: int, **kwargs: Any) -> Topology:
 
 def test_the_hotplug_off_bound_changes_no_trial() -> None:
     """Each hotplug-off trial run by a solve returns the same plan and score without the bound on what a port's
-    hotplug can save, on requests where the bound skips trials and where a trial is taken."""
+    hotplug can save, on requests where the bound skips trials and where a trial is taken, ordered policies among
+    them."""
     cheap_hotplug = Policy.from_mapping(
         {"base": "hotplug", "weights": {"io-reserve-off": 64, "hotplug": 24, "fewer-controllers": 41}}
     )
@@ -32,10 +33,14 @@ def test_the_hotplug_off_bound_changes_no_trial() -> None:
         (_mixed("aarch64-virt", 60), Policy.named("hotplug")),
         (_mixed("q35", 120, firmware="ovmf"), Policy.named("minimal")),
         (_mixed("q35", 60, firmware="ovmf"), attrs.evolve(Policy.named("hotplug"), spare_ports=0)),
+        # ordered: the NIC names' order term may move with a port's hotplug, by its weight at most
+        (_mixed("q35", 60, firmware="ovmf"), Policy.named("hotplug+ordered")),
+        (_mixed("q35", 120, firmware="ovmf"), Policy.named("minimal+ordered")),
     ]
     original: Any = backends._hotplug_off_where_cheaper
     calls: list[tuple[tuple[Any, ...], tuple[Topology, int | None]]] = []
-    skipped = [0]
+    skipped = {False: 0, True: 0}  # by whether the policy is ordered
+    ordered = [False]
 
     def recorded(*args: Any) -> tuple[Topology, int | None]:
         gain = args[-1]
@@ -43,7 +48,7 @@ def test_the_hotplug_off_bound_changes_no_trial() -> None:
 
         def counted(best: Topology, port: Controller) -> int | None:
             most: int | None = gain(best, port)
-            skipped[0] += most is not None and most <= 0
+            skipped[ordered[0]] += most is not None and most <= 0
             return most
 
         result: tuple[Topology, int | None] = original(*args[:-1], counted)
@@ -53,6 +58,7 @@ def test_the_hotplug_off_bound_changes_no_trial() -> None:
     backends._hotplug_off_where_cheaper = recorded  # type: ignore[assignment]
     try:
         for request, policy in requests:
+            ordered[0] = policy.ordered
             solve(request, policy)
     finally:
         backends._hotplug_off_where_cheaper = original
@@ -61,5 +67,6 @@ def test_the_hotplug_off_bound_changes_no_trial() -> None:
         unfitted, fitted, keep, required, score, _gain = args
         taken += topology is not fitted
         assert original(unfitted, fitted, keep, required, score, None) == (topology, scored)
-    assert skipped[0], "the bound skipped no trial"
+    assert skipped[False], "the bound skipped no trial"
+    assert skipped[True], "the bound skipped no trial under an ordered policy"
     assert taken, "no trial was taken"
