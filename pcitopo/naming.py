@@ -338,8 +338,16 @@ def acpi_indexes(domain: LibvirtDomain) -> dict[str, int]:
     """
     from pcitopo.formats.libvirt._read import _child  # the domain's own reader is loaded: this costs nothing
 
+    # a device's index is the one the reader read from this element and checked (a decimal number below 2**32),
+    # the same int(text, 10) gives: looking up every device's <acpi> again was a fifth of an assign record
+    read = {d.id: d.acpi_index for d in domain.topology.devices}
     out: dict[str, int] = {}
     for ident, el in domain.elements.items():
+        if ident in read:  # a device (the elements of the others are aliased controllers: ids are unique)
+            index = read[ident]
+            if index is not None:
+                out[ident] = index
+            continue
         acpi = _child(el, "acpi")
         if acpi is None or acpi.get("index") is None:
             continue
