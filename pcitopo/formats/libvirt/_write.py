@@ -514,26 +514,31 @@ class _Writer:
         span = self.d._span(parent)
         outer = indent_before(self.text, span.start)
         unit = self.d._unit
+        inner = "" if outer is None else f"\n{outer}{unit}"
 
-        def render(block: list[tuple[int, str]], *, leading: bool) -> str:
+        def render(block: list[tuple[int, str]]) -> str:
+            # each line on its own line, indented one unit deeper than the parent per depth (all on one line when
+            # the parent is not on a line of its own); a plain loop: every device's new <address> comes through here
             if outer is None:
-                return "".join(text for _, text in block)
-            inner = outer + unit
-            return "".join(
-                ("\n" if leading or i else "") + inner + unit * depth + text for i, (depth, text) in enumerate(block)
-            )
+                return "".join([text for _, text in block])
+            return "".join([f"{inner}{unit * depth}{text}" if depth else f"{inner}{text}" for depth, text in block])
 
         if span.empty:
             block = [line for _, lines in items for line in lines]
             slash = self.text.rfind("/", span.start, span.start_end)
             close = f"</{span.name}>" if outer is None else f"\n{outer}</{span.name}>"
-            self.result.append(Edit(slash, span.start_end, ">" + render(block, leading=True) + close))
+            self.result.append(Edit(slash, span.start_end, ">" + render(block) + close))
             return
-        grouped: dict[int, list[tuple[int, str]]] = {}
-        for anchor, lines in items:
+        if len(items) == 1:
+            anchor, block = items[0]
             at = span.start_end if anchor is None else self.d._span(anchor).end
-            grouped.setdefault(at, []).extend(lines)
-        for at, block in grouped.items():
-            self.result.append(Edit(at, at, render(block, leading=True)))
-        if outer is not None and "\n" not in self.text[span.start_end : span.end_start]:
+            self.result.append(Edit(at, at, render(block)))
+        else:
+            grouped: dict[int, list[tuple[int, str]]] = {}
+            for anchor, lines in items:
+                at = span.start_end if anchor is None else self.d._span(anchor).end
+                grouped.setdefault(at, []).extend(lines)
+            for at, block in grouped.items():
+                self.result.append(Edit(at, at, render(block)))
+        if outer is not None and self.text.find("\n", span.start_end, span.end_start) < 0:
             self.result.append(Edit(span.end_start, span.end_start, "\n" + outer))
