@@ -1233,3 +1233,34 @@ def test_export_refuses_a_broken_text(name: str, document: str, monkeypatch: pyt
     monkeypatch.setattr("pcitopo.formats.libvirt.splice", lambda text, edits: corrupt(splice(text, edits)))
     with pytest.raises(error):
         domain.export(moved)
+
+
+_NODE_TEXTS = [
+    "<a/>",
+    "<?xml version='1.0' encoding='UTF-8'?>\n<!-- <a> </a> -->\n"
+    "<a x='&lt;/b&gt;'><b/><?pi <c></c> ?>t &lt; u<!----></a>\n<!-- </z> -->",
+    "<a><b><c/></b><!-- - < - --><d>x</d></a><?after <e/>?>",
+]
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*Path("examples").glob("*.xml"), *DATA.glob("*.xml"), Path("benchmarks/data/assign-q35-150.xml")])
+)
+def test_the_nodes_counted_in_a_text_are_those_libxml2_reads(path: Path) -> None:
+    """The export's check counts a document's nodes in its text: as many as lxml reads, in each document and export."""
+    import contextlib
+
+    from pcitopo.errors import PcitopoError
+    from pcitopo.formats.libvirt import _nodes
+
+    domain = LibvirtDomain.from_path(path)
+    texts = [*_NODE_TEXTS, domain.to_string()]
+    with contextlib.suppress(PcitopoError):  # a document that breaks a rule on purpose: its own text is counted
+        texts.append(domain.export(solve(domain.topology).topology))
+    for text in texts:
+        if "<!DOCTYPE" in text or "<![CDATA[" in text:
+            continue
+        root = etree.fromstring(text.encode(), etree.XMLParser(remove_comments=False, remove_pis=False))
+        outside = [*root.itersiblings(preceding=True), *root.itersiblings()]
+        declaration = 1 if text.startswith("<?xml") else 0
+        assert _nodes(text) == sum(1 for _ in root.iter()) + len(outside) + declaration
