@@ -74,7 +74,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from pcitopo.address import PciAddress
 from pcitopo.devices import Device
 from pcitopo.errors import InvalidInput
 from pcitopo.topology import Topology
@@ -158,10 +157,13 @@ def guest_bus_numbers(topology: Topology) -> dict[int, int]:
     endpoints are one behind (its internal bridge). Controllers without an
     address, or below one, are left out.
     """
-    children: dict[int, list[tuple[PciAddress, int]]] = {}
+    # each child by its address's fields (PciAddress's order) and index: sorted as plain tuples, without a Python
+    # comparison of two addresses for each step of the sort
+    children: dict[int, list[tuple[tuple[int, int, int, int], int]]] = {}
     for c in topology.controllers:
-        if c.address is not None and c.index != 0 and topology.has_bus(c.address.bus):
-            children.setdefault(c.address.bus, []).append((c.address, c.index))
+        a = c.address
+        if a is not None and c.index != 0 and topology.has_bus(a.bus):
+            children.setdefault(a.bus, []).append(((a.domain, a.bus, a.slot, a.function), c.index))
     numbers: dict[int, int] = {}
 
     def walk(bus: int, counter: int) -> int:
