@@ -216,13 +216,16 @@ def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[in
     taken: set[int] = set()
     names: dict[tuple[int, int], int] = {}
     holders: dict[tuple[int, int], list[str]] = {}
+    # what sits on those buses only (a q35 plan has a bridge or two of them, and a root port for each of many devices)
+    on = set(buses)
     for b in topology.builtins():
-        holders.setdefault((b.address.bus, b.address.slot), []).append("builtin")
+        if b.address.bus in on:
+            holders.setdefault((b.address.bus, b.address.slot), []).append("builtin")
     for c in topology.controllers:
-        if c.address is not None:
+        if c.address is not None and c.address.bus in on:
             holders.setdefault((c.address.bus, c.address.slot), []).append("bridge")
     for d in topology.devices:
-        if d.address is not None:
+        if d.address is not None and d.address.bus in on:
             ok = topology.catalog.device(d.kind).hotpluggable
             holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
     for bus in buses:
