@@ -213,8 +213,8 @@ without a DOCTYPE or CDATA section, that may hold a ``<`` of its own (text and a
 def _nodes(text: str) -> int:
     """The elements, comments and processing instructions of a well-formed document without a DOCTYPE or CDATA.
 
-    Every other ``<`` starts a tag, an end tag's with ``</``: the elements are counted with ``str.count``, a
-    sixth of the instructions of a regular expression matching each tag (callgrind, the 150-device domain).
+    Every other ``<`` starts a tag, an end tag's with ``</``: the elements are counted with ``str.count``, two
+    thirds of the instructions of a regular expression matching each tag (callgrind, the 150-device domain's plan).
 
     >>> _nodes("<?xml version='1.0'?><!-- <a> </a> --><a x='&lt;'><b/><?pi <c></c>?>text</a>")
     5
@@ -446,9 +446,9 @@ class LibvirtDomain:
 
         libxml2 reads the whole text as it reads any document, without building
         a tree (:func:`_checker`); the nodes are counted in the text
-        (:data:`_NODES`), which a document libxml2 has read can be: half the
-        instructions of parsing it into a tree and counting the tree's nodes
-        (12 M instructions for the 150-device domain). A document with a
+        (:func:`_nodes`), which a document libxml2 has read can be: 7 M
+        instructions for the 150-device domain's plan, where parsing it into a
+        tree and counting the tree's nodes took 11.5 M (callgrind). A document with a
         DOCTYPE or a CDATA section (whose text may hold markup), or one that
         draws a non-fatal error from libxml2 (an undeclared namespace prefix),
         is parsed into a tree as before, so what it raises is unchanged.
