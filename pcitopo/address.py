@@ -197,7 +197,9 @@ class PciAddress:
         return (a.domain, a.bus, a.slot, a.function) >= (b.domain, b.bus, b.slot, b.function)
 
     def __str__(self) -> str:
-        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}"
+        # %-formatting: half the time of an f-string's format specs (each parsed anew); a plan's JSON record and
+        # messages write every address
+        return "%04x:%02x:%02x.%x" % (self.domain, self.bus, self.slot, self.function)  # noqa: UP031
 
     def __repr__(self) -> str:
         return f"<PciAddress({str(self)!r})>"

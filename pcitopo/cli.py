@@ -220,10 +220,29 @@ def _address(a: PciAddress | None) -> str | None:
     return None if a is None else str(a)
 
 
+_CONTROLLER_FIELDS = (
+    "qemu_model",
+    "chassis",
+    "port",
+    "chassis_nr",
+    "bus_nr",
+    "target_index",
+    "numa_node",
+    "hotplug",
+    "io_reserve",
+)
+"""A controller's optional fields, in the order its JSON form gives those it has."""
+
+
 def _controller_dict(c: Any) -> dict[str, object]:
-    result: dict[str, object] = {"index": c.index, "model": c.model, "name": c.name, "address": _address(c.address)}
-    fields = ("qemu_model", "chassis", "port", "chassis_nr", "bus_nr", "target_index", "numa_node", "hotplug")
-    for field in (*fields, "io_reserve"):
+    address = c.address
+    result: dict[str, object] = {
+        "index": c.index,
+        "model": c.model,
+        "name": c.name,
+        "address": None if address is None else str(address),
+    }
+    for field in _CONTROLLER_FIELDS:  # a plan adds a hundred controllers and more: a tuple made once
         value = getattr(c, field)
         if value is not None:
             result[field] = value

@@ -74,7 +74,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from pcitopo.address import PciAddress
 from pcitopo.devices import Device
 from pcitopo.errors import InvalidInput
 from pcitopo.topology import Topology
@@ -158,10 +157,13 @@ def guest_bus_numbers(topology: Topology) -> dict[int, int]:
     endpoints are one behind (its internal bridge). Controllers without an
     address, or below one, are left out.
     """
-    children: dict[int, list[tuple[PciAddress, int]]] = {}
+    # each child by its address's fields (PciAddress's order) and index: sorted as plain tuples, without a Python
+    # comparison of two addresses for each step of the sort
+    children: dict[int, list[tuple[tuple[int, int, int, int], int]]] = {}
     for c in topology.controllers:
-        if c.address is not None and c.index != 0 and topology.has_bus(c.address.bus):
-            children.setdefault(c.address.bus, []).append((c.address, c.index))
+        a = c.address
+        if a is not None and c.index != 0 and topology.has_bus(a.bus):
+            children.setdefault(a.bus, []).append(((a.domain, a.bus, a.slot, a.function), c.index))
     numbers: dict[int, int] = {}
 
     def walk(bus: int, counter: int) -> int:
@@ -214,13 +216,16 @@ def _slot_names(topology: Topology, numbers: Mapping[int, int]) -> dict[tuple[in
     taken: set[int] = set()
     names: dict[tuple[int, int], int] = {}
     holders: dict[tuple[int, int], list[str]] = {}
+    # what sits on those buses only (a q35 plan has a bridge or two of them, and a root port for each of many devices)
+    on = set(buses)
     for b in topology.builtins():
-        holders.setdefault((b.address.bus, b.address.slot), []).append("builtin")
+        if b.address.bus in on:
+            holders.setdefault((b.address.bus, b.address.slot), []).append("builtin")
     for c in topology.controllers:
-        if c.address is not None:
+        if c.address is not None and c.address.bus in on:
             holders.setdefault((c.address.bus, c.address.slot), []).append("bridge")
     for d in topology.devices:
-        if d.address is not None:
+        if d.address is not None and d.address.bus in on:
             ok = topology.catalog.device(d.kind).hotpluggable
             holders.setdefault((d.address.bus, d.address.slot), []).append("device" if ok else "fixed")
     for bus in buses:
@@ -338,8 +343,16 @@ def acpi_indexes(domain: LibvirtDomain) -> dict[str, int]:
     """
     from pcitopo.formats.libvirt._read import _child  # the domain's own reader is loaded: this costs nothing
 
+    # a device's index is the one the reader read from this element and checked (a decimal number below 2**32),
+    # the same int(text, 10) gives: looking up every device's <acpi> again was a fifth of an assign record
+    read = {d.id: d.acpi_index for d in domain.topology.devices}
     out: dict[str, int] = {}
     for ident, el in domain.elements.items():
+        if ident in read:  # a device (the elements of the others are aliased controllers: ids are unique)
+            index = read[ident]
+            if index is not None:
+                out[ident] = index
+            continue
         acpi = _child(el, "acpi")
         if acpi is None or acpi.get("index") is None:
             continue

@@ -282,6 +282,10 @@ class Shortage:
         )
 
 
+_NUMBERED = frozenset({"bus-nr", "target-index"})
+"""The identity numbers libvirt can run out of (a shortage); chassis, port and chassisNr follow the index."""
+
+
 def _compute(topology: Topology, indexes: Collection[int] | None) -> tuple[dict[int, dict[str, int]], list[Shortage]]:
     controllers = sorted(topology.controllers, key=lambda c: c.index)
     bus_nrs = [c.bus_nr for c in controllers if c.bus_nr is not None]
@@ -374,6 +378,15 @@ def shortages(topology: Topology) -> tuple[Violation, ...]:
     'pci.2' (pcie-expander-bus) has no bus_nr, and libvirt has none left to give it:
     the lowest busNr is 2, and a new one goes 2 below it, within 1..254 (rule: expander-bus-nr)
     """
+    # only a busNr or a target index can run out: without a controller (but the default root) whose model takes
+    # one, there is no shortage to find, and no need to work out every controller's defaults (the validator asks
+    # of every plan, whose hundred root ports take a chassis and a port)
+    first: dict[str, Controller] = {}
+    for c in topology.controllers:
+        if c.index != 0 and c.model not in first:
+            first[c.model] = c
+    if not any(_NUMBERED & set(topology.model(c).identity) for c in first.values()):
+        return ()
     return tuple(s.violation() for s in _compute(topology, None)[1])
 
 

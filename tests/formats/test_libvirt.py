@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from pcitopo.address import PciAddress
 from pcitopo.devices import Controller
-from pcitopo.errors import DuplicateId, InvalidDomainXML, InvalidInput, InvalidTopology
+from pcitopo.errors import DuplicateId, InternalError, InvalidDomainXML, InvalidInput, InvalidTopology
 from pcitopo.formats import LibvirtDomain
 from pcitopo.formats._xmltext import Edit, scan, splice
 from pcitopo.solver import solve
@@ -1175,3 +1178,89 @@ def test_the_reader_s_address_limits_are_pci_address_s_ranges() -> None:
     assert device.address == PciAddress(bus=0, slot=0x1F, function=7)
     with pytest.raises(InvalidDomainXML, match="slot='0x20', must be <= 0x1F"):
         LibvirtDomain.from_string(text.replace("slot='0x1f'", "slot='0x20'"))
+
+
+# -- the export's check: a broken document is never written -----------------------------------------
+
+_DOCUMENTS = {
+    # each takes a path of the check: nodes counted in the text; a comment holding markup; a CDATA section (a tree)
+    "plain": "",
+    "comment with markup": "  <!-- was: <interface type='user'/> -->\n",
+    "cdata": "  <description><![CDATA[<interface type='user'/>]]></description>\n",
+}
+
+_CORRUPTIONS: dict[str, Callable[[str], str]] = {
+    # how a faulty writer could break the text
+    "an element left open": lambda t: t.replace("</devices>", "", 1),
+    "an undeclared namespace prefix": lambda t: t.replace("</devices>", "<qemu:arg value='-s'/></devices>", 1),
+    "an attribute given twice": lambda t: t.replace("<address type='pci'", "<address type='pci' type='pci'", 1),
+    "an element lost": lambda t: t.replace("<model type='virtio'/>", "", 1),
+    "a comment lost": lambda t: re.sub(r"<!--.*?-->", "", t, count=1, flags=re.DOTALL),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "document"),
+    [(n, d) for n in sorted(_CORRUPTIONS) for d in _DOCUMENTS if n != "a comment lost" or "<!--" in _DOCUMENTS[d]],
+)
+def test_export_refuses_a_broken_text(name: str, document: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the writer's bug, ``export`` raises rather than return a text libxml2 refuses or with fewer nodes.
+
+    libxml2 (lxml's tree parser) is the judge: it refuses the broken text (``InvalidDomainXML``), or reads fewer
+    nodes from it than from the document (``InternalError``).
+    """
+    devices = (
+        "    <interface type='user'><model type='virtio'/><address type='pci' slot='2'/></interface>\n"
+        "    <rng model='virtio'><address type='pci' slot='3'/></rng>"
+    )
+    domain = load(devices, extra=_DOCUMENTS[document])
+    # one address changed: the export adds no node, so the loss of any is a loss for the check too
+    moved = domain.topology.replace(devices=[domain.topology.device("rng0").placed_at(PciAddress.parse("00:04.0"))])
+    good = domain.export(moved)
+    assert good != domain.to_string()
+    corrupt = _CORRUPTIONS[name]
+    broken = corrupt(good)
+    assert broken != good
+    parser = etree.XMLParser(resolve_entities=False)
+    error: type[Exception]
+    try:
+        tree = etree.fromstring(broken.encode(), parser)
+    except etree.XMLSyntaxError:
+        error = InvalidDomainXML
+    else:
+        error = InternalError
+        assert sum(1 for _ in tree.iter()) < sum(1 for _ in etree.fromstring(domain.to_bytes(), parser).iter())
+    monkeypatch.setattr("pcitopo.formats.libvirt.splice", lambda text, edits: corrupt(splice(text, edits)))
+    with pytest.raises(error):
+        domain.export(moved)
+
+
+_NODE_TEXTS = [
+    "<a/>",
+    "<?xml version='1.0' encoding='UTF-8'?>\n<!-- <a> </a> -->\n"
+    "<a x='&lt;/b&gt;'><b/><?pi <c></c> ?>t &lt; u<!----></a>\n<!-- </z> -->",
+    "<a><b><c/></b><!-- - < - --><d>x</d></a><?after <e/>?>",
+]
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*Path("examples").glob("*.xml"), *DATA.glob("*.xml"), Path("benchmarks/data/assign-q35-150.xml")])
+)
+def test_the_nodes_counted_in_a_text_are_those_libxml2_reads(path: Path) -> None:
+    """The export's check counts a document's nodes in its text: as many as lxml reads, in each document and export."""
+    import contextlib
+
+    from pcitopo.errors import PcitopoError
+    from pcitopo.formats.libvirt import _nodes
+
+    domain = LibvirtDomain.from_path(path)
+    texts = [*_NODE_TEXTS, domain.to_string()]
+    with contextlib.suppress(PcitopoError):  # a document that breaks a rule on purpose: its own text is counted
+        texts.append(domain.export(solve(domain.topology).topology))
+    for text in texts:
+        if "<!DOCTYPE" in text or "<![CDATA[" in text:
+            continue
+        root = etree.fromstring(text.encode(), etree.XMLParser(remove_comments=False, remove_pis=False))
+        outside = [*root.itersiblings(preceding=True), *root.itersiblings()]
+        declaration = 1 if text.startswith("<?xml") else 0
+        assert _nodes(text) == sum(1 for _ in root.iter()) + len(outside) + declaration
