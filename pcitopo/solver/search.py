@@ -139,7 +139,7 @@ class _Bound(_ModelConstraint):
         bound: Callable[[Mapping[str, int]], int | None],
         rank: Mapping[str, Mapping[int, int]],
         sums: Sequence[tuple[tuple[str, ...], int]] = (),
-        floor: Callable[[Mapping[str, int]], int] | None = None,
+        floor: Callable[[Mapping[str, int], int | None], int] | None = None,
         limit: int = NODE_LIMIT,
     ) -> None:
         self._bound = bound
@@ -186,8 +186,10 @@ class _Bound(_ModelConstraint):
             return False
         if not self.implied(values):
             return False
-        if self.best is not None and self._floor is not None and self._floor(values) > self.best:
-            return False  # dearer than the best whatever its bound: not worth computing that
+        if self.best is not None and self._floor is not None:
+            floor = self._floor(values, self.best)
+            if floor > self.best or (floor == self.best and self.key(values) >= self.best_key):
+                return False  # no cheaper than the best whatever its bound, nor a smaller key: not worth computing that
         low = self._bound(values)
         if low is None:
             return False
@@ -311,7 +313,7 @@ def _improve(
     sums: Sequence[tuple[tuple[str, ...], int]],
     bound: Callable[[Mapping[str, int]], int | None],
     exact: Callable[[Mapping[str, int]], int | None] | None,
-    floor: Callable[[Mapping[str, int]], int] | None = None,
+    floor: Callable[[Mapping[str, int], int | None], int] | None = None,
     least_model: list[int] | None = None,
 ) -> tuple[dict[str, int], tuple[int, tuple[int, ...]], bool] | None:
     """A cheaper assignment than ``start`` by local search, with its (cost, key) (``None``: none found).
@@ -365,8 +367,10 @@ def _improve(
                 if budget < 0:
                     break
                 trial = {**best, **shift, **change}
-                if floor is not None and floor(trial) > best_score[0]:
-                    continue  # dearer than the best whatever its bound
+                if floor is not None:
+                    low = floor(trial, best_score[0])
+                    if low > best_score[0] or (low == best_score[0] and key(trial) >= best_score[1]):
+                        continue  # no cheaper than the best whatever its bound, nor a smaller key
                 model = bound(trial)
                 if model is None:
                     continue
