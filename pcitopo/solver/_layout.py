@@ -1301,7 +1301,11 @@ def pcie_cost_floor(
     per_controller, per_hot_miss = weights["fewer-controllers"], weights["hotplug"]
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
-    splits = (last_resort_split(c, last), last_resort_split(c, last, pci_first=True)) if last else ({},)
+    splits: tuple[dict[str, int], ...] = ({},)
+    if last:
+        splits = (last_resort_split(c, last), last_resort_split(c, last, pci_first=True))
+        if splits[0] == splits[1]:  # one kind of unit to integrate: both orders take the same
+            splits = splits[:1]
     least: int | None = None
     for split in splits:
         misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
@@ -1311,8 +1315,17 @@ def pcie_cost_floor(
             if per_hot_miss < per_controller * plain:
                 # a layout moving a unit that prefers hotplug has a miss more: bounded apart, unless that miss alone
                 # is already no less than the floor
-                moved = _pcie_controllers_floor(ctx, c, policy, integrate, spare_n, split, moves_preferred=True) or 0
-                plain = min(plain, per_hot_miss // per_controller + moved)
+                moved = _pcie_controllers_floor(
+                    ctx,
+                    c,
+                    policy,
+                    integrate,
+                    spare_n,
+                    split,
+                    moves_preferred=True,
+                    below=plain - per_hot_miss // per_controller,
+                )
+                plain = min(plain, per_hot_miss // per_controller + (moved or 0))
             cost += per_controller * max(0, plain)  # a relaxation may go below 0; controllers never do
         least = cost if least is None else min(least, cost)
     assert least is not None
@@ -1328,10 +1341,12 @@ def _pcie_controllers_floor(
     split: dict[str, int],
     *,
     moves_preferred: bool,
+    below: int | None = None,
 ) -> int | None:
     """A lower bound of the controllers of every layout :func:`_layout_pcie` makes of a context's counts and
     decisions, last-resort integration taking ``split``, its moves taking units that prefer hotplug only when
-    ``moves_preferred`` (``None``: no such layout fits, by the relaxation below).
+    ``moves_preferred`` (``None``: no such layout fits, by the relaxation below). With ``below``, a floor no less
+    than it may be a cheaper one, the ports alone (the caller needs only what is below it).
 
     A relaxation of ``_layout_pcie``'s figures, each taken at its least over every move: the root-port units
     less all those that may share a port (no shared port counted), the bridge-tree slots less every packable
@@ -1358,6 +1373,8 @@ def _pcie_controllers_floor(
     ports = c.root_port_units + c.optional_integrated_pcie - ip - last_pcie - sharing
     ports += spare_n + c.switch_groups + c.bus_groups
     fixed = c.switch_groups + c.switch_group_units + c.bus_groups
+    if below is not None and ports + fixed >= below:
+        return ports + fixed  # every layout has these ports and groups' controllers at least
     tree = c.tree_units + c.optional_integrated_pci - forbidden - max(0, ic - forbidden) - last_pci
     # the most units a packing may take: those with no hotplug need (and the units the policy would integrate,
     # which have none), or every unit the trees may hold
