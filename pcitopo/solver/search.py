@@ -193,10 +193,33 @@ class _Bound(_ModelConstraint):
         low = self._bound(values)
         if low is None:
             return False
-        if self.best is None or low < self.best:
-            return True
         # as cheap as the best at most: only a smaller tie-break key can still win
-        return low == self.best and self.key(values) < self.best_key
+        if self.best is not None and (low > self.best or (low == self.best and self.key(values) >= self.best_key)):
+            return False
+        return not forwardcheck or self._forward(values, variables, domains, assignments)
+
+    def _forward(
+        self, values: dict[str, int], variables: Sequence[str], domains: dict[str, Any], assignments: dict[str, Any]
+    ) -> bool:
+        """Hide the values of the last free variable whose floor refuses them (as :meth:`holds` would once set);
+        ``False``: none is left.
+
+        The bound is posted before the hard constraints, so their forward checks (a layout each) skip these.
+        """
+        if self.best is None or self._floor is None:
+            return True
+        free = [v for v in variables if v not in assignments]
+        if len(free) != 1 or free[0] in values:  # in values: the last of an exact sum, which sets it
+            return True
+        name = free[0]
+        domain = domains[name]
+        trial = dict(values)
+        for value in list(domain):
+            trial[name] = value
+            floor = self._floor(trial, self.best)
+            if floor > self.best or (floor == self.best and self.key(trial) >= self.best_key):
+                domain.hideValue(value)
+        return bool(domain)
 
 
 def search(
@@ -236,11 +259,13 @@ def search(
     engine = EngineProblem()
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
-    for c in problem.constraints:
-        _post(engine, c)
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
     bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT))
+    # the bound first: the engine calls a variable's constraints in the order they were posted, and the bound's
+    # forward check hides values whose floor refuses them before the hard constraints lay each out to check it
     engine.addConstraint(bound, names)
+    for c in problem.constraints:
+        _post(engine, c)
     best: dict[str, int] | None = None
     finished = True
     sound = True
