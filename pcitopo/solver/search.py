@@ -193,31 +193,42 @@ class _Bound(_ModelConstraint):
         low = self._bound(values)
         if low is None:
             return False
+        if self.best is None or low < self.best:
+            return True
         # as cheap as the best at most: only a smaller tie-break key can still win
-        if self.best is not None and (low > self.best or (low == self.best and self.key(values) >= self.best_key)):
-            return False
-        return not forwardcheck or self._forward(values, variables, domains, assignments)
+        return low == self.best and self.key(values) < self.best_key
 
-    def _forward(
-        self, values: dict[str, int], variables: Sequence[str], domains: dict[str, Any], assignments: dict[str, Any]
+
+class _FloorAhead(_ModelConstraint):
+    """The objective's floor as a forward check, posted before the hard constraints: hides the values of the last
+    free variable that :class:`_Bound` would refuse by its floor once set, so that the hard constraints' forward
+    checks (a layout each) skip them. It refuses nothing else, and counts no node: the engine visits the nodes it
+    visited without it, but those refused by the floor."""
+
+    def __init__(self, bound: _Bound) -> None:
+        self._of = bound
+
+    def holds(
+        self,
+        values: dict[str, int],
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any,
     ) -> bool:
-        """Hide the values of the last free variable whose floor refuses them (as :meth:`holds` would once set);
-        ``False``: none is left.
-
-        The bound is posted before the hard constraints, so their forward checks (a layout each) skip these.
-        """
-        if self.best is None or self._floor is None:
+        bound = self._of
+        best, floor = bound.best, bound._floor
+        if not forwardcheck or best is None or floor is None:
             return True
         free = [v for v in variables if v not in assignments]
-        if len(free) != 1 or free[0] in values:  # in values: the last of an exact sum, which sets it
+        if len(free) != 1:
             return True
         name = free[0]
         domain = domains[name]
-        trial = dict(values)
         for value in list(domain):
-            trial[name] = value
-            floor = self._floor(trial, self.best)
-            if floor > self.best or (floor == self.best and self.key(trial) >= self.best_key):
+            values[name] = value
+            low = floor(values, best)
+            if low > best or (low == best and bound.key(values) >= bound.best_key):
                 domain.hideValue(value)
         return bool(domain)
 
@@ -261,11 +272,12 @@ def search(
         engine.addVariable(v.name, list(reversed(v.domain)))
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
     bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT))
-    # the bound first: the engine calls a variable's constraints in the order they were posted, and the bound's
-    # forward check hides values whose floor refuses them before the hard constraints lay each out to check it
-    engine.addConstraint(bound, names)
+    # the floor's forward check first: the engine calls a variable's constraints in the order they were posted, so
+    # it hides the values the floor refuses before the hard constraints lay each out to check it
+    engine.addConstraint(_FloorAhead(bound), names)
     for c in problem.constraints:
         _post(engine, c)
+    engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
     finished = True
     sound = True
