@@ -1293,23 +1293,169 @@ def quick_decide(
     return isinstance(laid, _Laid) and (io_cap is None or laid.io_windows <= io_cap)
 
 
-def pcie_cost_floor(ctx: Context, c: Counts, policy: Policy, integrate: int, spare_n: int, spare_wanted: int) -> int:
+def pcie_cost_floor(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    spare_wanted: int,
+    *,
+    controllers: bool = True,
+) -> int:
     """A lower bound of the cost :func:`decide` gives a PCI Express root's feasible layout, without laying it out.
 
     Every layout of :func:`_decide_pcie` has the counts' hotplug misses, those of the last-resort units
-    integrated (whichever order of buckets it takes) and the spare ports it leaves out; the other terms are
-    at least 0.
+    integrated (whichever order of buckets it takes) and the spare ports it leaves out; its controllers are at
+    least :func:`_pcie_controllers_floor`'s, and each unit preferring hotplug that a move takes off its
+    hotpluggable position (packed, or on the dmi-to-pci-bridge) is one hotplug miss more, so a layout with such a
+    move costs at least one miss more than the floor of the moves without. The other terms are at least 0.
+    ``controllers=False``: the misses and spare ports alone (the controllers counted as 0).
     """
     weights = policy.weights
+    per_controller, per_hot_miss = weights["fewer-controllers"], weights["hotplug"]
     spare = max(0, spare_wanted - ctx.empty_hot_ports)
     last = max(0, integrate - c.optional_integrated_pcie - c.optional_integrated_pci)
-    misses = 0
+    splits: tuple[dict[str, int], ...] = ({},)
     if last:
-        misses = min(
-            split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
-            for split in (last_resort_split(c, last), last_resort_split(c, last, pci_first=True))
-        )
-    return weights["hotplug"] * (c.hot_misses + misses) + weights["spare-ports"] * max(0, spare - spare_n)
+        splits = (last_resort_split(c, last), last_resort_split(c, last, pci_first=True))
+        if splits[0] == splits[1]:  # one kind of unit to integrate: both orders take the same
+            splits = splits[:1]
+    least: int | None = None
+    for split in splits:
+        misses = split.get("last_resort_pcie_preferred", 0) + split.get("last_resort_pci_preferred", 0)
+        cost = per_hot_miss * (c.hot_misses + misses)
+        if per_controller and controllers:
+            plain = _pcie_controllers_floor(ctx, c, policy, integrate, spare_n, split, moves_preferred=False) or 0
+            if per_hot_miss < per_controller * plain:
+                # a layout moving a unit that prefers hotplug has a miss more: bounded apart, unless that miss alone
+                # is already no less than the floor
+                moved = _pcie_controllers_floor(
+                    ctx,
+                    c,
+                    policy,
+                    integrate,
+                    spare_n,
+                    split,
+                    moves_preferred=True,
+                    below=plain - per_hot_miss // per_controller,
+                )
+                plain = min(plain, per_hot_miss // per_controller + (moved or 0))
+            cost += per_controller * max(0, plain)  # a relaxation may go below 0; controllers never do
+        least = cost if least is None else min(least, cost)
+    assert least is not None
+    return least + weights["spare-ports"] * max(0, spare - spare_n)
+
+
+def _pcie_controllers_floor(
+    ctx: Context,
+    c: Counts,
+    policy: Policy,
+    integrate: int,
+    spare_n: int,
+    split: dict[str, int],
+    *,
+    moves_preferred: bool,
+    below: int | None = None,
+) -> int | None:
+    """A lower bound of the controllers of every layout :func:`_layout_pcie` makes of a context's counts and
+    decisions, last-resort integration taking ``split``, its moves taking units that prefer hotplug only when
+    ``moves_preferred`` (``None``: no such layout fits, by the relaxation below). With ``below``, a floor no less
+    than it may be a cheaper one, the ports alone (the caller needs only what is below it).
+
+    A relaxation of ``_layout_pcie``'s figures, each taken at its least over every move: the root-port units
+    less all those that may share a port (no shared port counted), the bridge-tree slots less every packable
+    unit packed 8 a slot, less a slot for each group on the root bus (each takes a root slot) and on the
+    dmi-to-pci-bridge (its 32 slots, its bridge a controller and a root slot) and for the groups beside the root
+    ports (at most the free functions and 7 units); then the ports with their root slots (switches past them:
+    two controllers each, their downstream ports counted as ports) and the trees' bridges. Trees under the
+    dmi-to-pci-bridge are laid out by ``_moves`` only, which packs nothing: the units left are its bridges'.
+    Every figure is monotone in what it is taken at, so the least over the root bus's groups is at the most
+    groups that need no switch, or with a switch at the most groups of all.
+    """
+    free = len(ctx.free_slots)  # expanders_here take some: more free slots only lower the floor
+    optional_total = c.optional_integrated_pcie + c.optional_integrated_pci
+    i_opt = min(integrate, optional_total)
+    ip = min(i_opt, c.optional_integrated_pcie)
+    ic = i_opt - ip
+    last_pcie = split.get("last_resort_pcie_any", 0) + split.get("last_resort_pcie_preferred", 0)
+    last_pci = split.get("last_resort_pci_any", 0) + split.get("last_resort_pci_preferred", 0)
+    forbidden = c.optional_integrated_pci_forbidden
+    forbidden_left = max(0, forbidden - ic)
+    if forbidden_left and not ctx.offers_dmi:
+        return None
+    sharing = c.port_any + (c.port_preferred if moves_preferred else 0)
+    ports = c.root_port_units + c.optional_integrated_pcie - ip - last_pcie - sharing
+    ports += spare_n + c.switch_groups + c.bus_groups
+    fixed = c.switch_groups + c.switch_group_units + c.bus_groups
+    if below is not None and ports + fixed >= below:
+        return ports + fixed  # every layout has these ports and groups' controllers at least
+    tree = c.tree_units + c.optional_integrated_pci - forbidden - max(0, ic - forbidden) - last_pci
+    # the most units a packing may take: those with no hotplug need (and the units the policy would integrate,
+    # which have none), or every unit the trees may hold
+    packable = c.tree_any + c.optional_integrated_pci
+    if moves_preferred:
+        packable = c.tree_units + c.optional_integrated_pci
+    groups = -(-packable // 8)
+    slots = tree - packable + groups
+    pack = 8 if policy.port_packing == "multifunction" else 1
+    aggregate_free = len(ctx.free_port_functions) if pack == 8 else 0
+    beside = -(-(aggregate_free + 7) // 8) if pack == 8 else 0
+    dmi_room = max(0, DMI_SLOTS - c.dmi_units - forbidden_left) if ctx.offers_dmi else 0
+    switches_ok = policy.allow_switches and ctx.offers_switch
+    forced_dmi = c.dmi_units > 0 or forbidden_left > 0
+    root_left = free - c.integrated_required - integrate
+    best: int | None = None
+
+    def total(n_ports: int, left: int, buses: int) -> int | None:
+        capacity = aggregate_free + left * pack
+        if n_ports <= capacity:
+            return n_ports + buses
+        if not switches_ok:
+            return None
+        return n_ports + 2 * -(-(n_ports - capacity) // BRIDGE_SLOTS) + buses
+
+    for dmi in (False, True) if ctx.offers_dmi else (False,):
+        if forced_dmi and not dmi:
+            continue
+        left = root_left - (1 if dmi else 0)
+        if left < 0:
+            continue
+        if dmi and tree > 0:
+            # the trees under the dmi-to-pci-bridge: its bridges (31 units each) and the units moved share its slots.
+            # Where the machine offers pcie-to-pci-bridges, only _moves lays trees out there, packing nothing;
+            # else every layout does, every group off the trees at best
+            rest = max(0, (tree if ctx.offers_pcie_to_pci else slots - groups - beside) - dmi_room)
+            got = total(ports, left, 1 + -(-rest // BRIDGE_SLOTS))
+            if got is not None:
+                best = got + fixed if best is None else min(best, got + fixed)
+        for by_ports in (False, True) if beside else (False,):
+            base = slots - (dmi_room if dmi else 0) - (beside if by_ports else 0)
+            most = min(groups, left)
+
+            # the most root groups with no switch: the ports' need falls by at most a port a tree as groups take
+            # slots, the room by a slot's ports, so those that fit are a prefix
+            n_ports, buses = _trees_figures(ports, base - most, dmi)
+            g = min(most, (aggregate_free + left * pack - n_ports) // pack)
+            while g >= 0:
+                n_ports, buses = _trees_figures(ports, base - g, dmi)
+                if n_ports <= aggregate_free + (left - g) * pack:
+                    best = n_ports + buses + fixed if best is None else min(best, n_ports + buses + fixed)
+                    break
+                g -= 1
+            if switches_ok and (g < most):
+                # more groups, with a switch at least: every figure at its least
+                n_ports, buses = _trees_figures(ports, base - most, dmi)
+                got = n_ports + 2 + buses
+                best = got + fixed if best is None else min(best, got + fixed)
+    return best
+
+
+def _trees_figures(ports: int, slots: int, dmi: bool) -> tuple[int, int]:
+    """The ports (``ports`` and a root port a tree) and the bridges (the dmi-to-pci-bridge's included) of the bridge
+    trees holding ``slots`` tree slots (none at most 0)."""
+    trees = split_trees(max(0, slots))
+    return ports + len(trees), trees_buses(trees) + (1 if dmi else 0)
 
 
 def _pack_moves(

@@ -712,9 +712,10 @@ class Constraint:
     total: int = 0
     test: Callable[[Mapping[str, int]], bool] | None = attrs.field(default=None, eq=False, repr=False)
     bound: Callable[[Mapping[str, int]], int | None] | None = attrs.field(default=None, eq=False, repr=False)
-    floor: Callable[[Mapping[str, int]], int] | None = attrs.field(default=None, eq=False, repr=False)
+    floor: Callable[[Mapping[str, int], int | None], int] | None = attrs.field(default=None, eq=False, repr=False)
     """``objective``: a cheaper lower bound than ``bound``, no greater (the search refuses a partial assignment
-    whose floor is dearer than the best so far without computing its bound)."""
+    whose floor is dearer than the best so far without computing its bound). ``floor(partial, best)`` may stop
+    refining once it is above ``best`` (``None``: refined in full)."""
 
 
 SPLIT_LIMIT = 64
@@ -885,6 +886,11 @@ class Problem:
         """:meth:`_context_floor` by context and scope values."""
         return {}
 
+    @functools.cached_property
+    def _refined_floors(self) -> dict[tuple[int, object], int]:
+        """:meth:`_context_floor` with its controllers bounded too, by context and scope values."""
+        return {}
+
     def _scope_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[int, object] | None:
         """The context and the values of its scope, which alone decide its layout (``None``: one is not set)."""
         getter = self._scope_values.get(ctx_id)
@@ -971,10 +977,15 @@ class Problem:
         }
         return key, args
 
-    def _context_floor(self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object]) -> int:
+    def _context_floor(
+        self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object], *, refined: bool = True
+    ) -> int:
         """A lower bound of :meth:`context_cost` for a context whose scope is set, without its layout when that is
-        not computed yet (on PCI Express roots; 0 on others)."""
-        floor = self._floors.get(scope_key)
+        not computed yet (on PCI Express roots; 0 on others). ``refined=False``: its hotplug misses and spare ports
+        alone, not its controllers (a few operations where the controllers' floor takes a few hundred: the floor
+        is asked of many assignments that the misses alone rule out)."""
+        cache = self._refined_floors if refined else self._floors
+        floor = cache.get(scope_key)
         if floor is not None:
             return floor
         floor = 0
@@ -985,8 +996,10 @@ class Problem:
             integrate = values.get(f"integrate[{ctx_id}]", 0)
             spare_n = values.get(f"spare[{ctx_id}]", 0)
             counts = self._counts_of(count_key)
-            floor = pcie_cost_floor(ctx, counts, self.policy, integrate, spare_n, self.spare.get(ctx_id, 0))
-        self._floors[scope_key] = floor
+            floor = pcie_cost_floor(
+                ctx, counts, self.policy, integrate, spare_n, self.spare.get(ctx_id, 0), controllers=refined
+            )
+        cache[scope_key] = floor
         return floor
 
     def _numa_cost(self, values: Mapping[str, int]) -> int:
@@ -998,20 +1011,29 @@ class Problem:
                 total += per_unit * n
         return total
 
-    def cost_floor(self, values: Mapping[str, int]) -> int:
+    def cost_floor(self, values: Mapping[str, int], above: int | None = None) -> int:
         """A lower bound of the objective of every completion, no greater than :meth:`lower_bound` and cheaper: the
-        contexts whose layout is not computed yet count their :meth:`_context_floor`, those with open variables 0."""
-        total = self._numa_cost(values)
+        contexts whose layout is not computed yet count their :meth:`_context_floor`, those with open variables 0.
+
+        With ``above``, their controllers are bounded only when the floor without is at most ``above`` (the
+        search's best: a floor above it refuses the assignment as it is)."""
+        total = self._numa_cost(values) + self._open_units_floor(values)
+        pending: list[tuple[int, tuple[int, object]]] = []
         for ctx_id in self.context_variables:
             scope_key = self._scope_key(ctx_id, values)
             if scope_key is None:
                 continue
             d = self._decisions.get(scope_key)
             if d is None:
-                total += self._context_floor(ctx_id, values, scope_key)
+                total += self._context_floor(ctx_id, values, scope_key, refined=False)
+                pending.append((ctx_id, scope_key))
             elif d.feasible:
                 total += self.context_cost(ctx_id, d, values)
-        return total + self._open_units_floor(values)
+        if not pending or (above is not None and total > above):
+            return total
+        for ctx_id, scope_key in pending:
+            total += self._context_floor(ctx_id, values, scope_key) - self._floors[scope_key]
+        return total
 
     def bus_numbers(self, ctx_id: int, decision: Decision, values: Mapping[str, int]) -> int:
         """Bus numbers a context takes from its domain (a new expander bus's own included)."""
@@ -1155,7 +1177,10 @@ class Problem:
                 if best is not None and last is None:
                     # a layout whose floor is no less than the cheapest so far cannot lower it
                     scope_key = self._scope_key(ctx_id, trial)
-                    if scope_key is not None and self._context_floor(ctx_id, trial, scope_key) >= best:
+                    if scope_key is not None and (
+                        self._context_floor(ctx_id, trial, scope_key, refined=False) >= best
+                        or self._context_floor(ctx_id, trial, scope_key) >= best
+                    ):
                         continue
                 d = self.decision(ctx_id, trial)
                 if d is not None and d.feasible:

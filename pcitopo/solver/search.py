@@ -139,7 +139,7 @@ class _Bound(_ModelConstraint):
         bound: Callable[[Mapping[str, int]], int | None],
         rank: Mapping[str, Mapping[int, int]],
         sums: Sequence[tuple[tuple[str, ...], int]] = (),
-        floor: Callable[[Mapping[str, int]], int] | None = None,
+        floor: Callable[[Mapping[str, int], int | None], int] | None = None,
         limit: int = NODE_LIMIT,
     ) -> None:
         self._bound = bound
@@ -186,8 +186,10 @@ class _Bound(_ModelConstraint):
             return False
         if not self.implied(values):
             return False
-        if self.best is not None and self._floor is not None and self._floor(values) > self.best:
-            return False  # dearer than the best whatever its bound: not worth computing that
+        if self.best is not None and self._floor is not None:
+            floor = self._floor(values, self.best)
+            if floor > self.best or (floor == self.best and self.key(values) >= self.best_key):
+                return False  # no cheaper than the best whatever its bound, nor a smaller key: not worth computing that
         low = self._bound(values)
         if low is None:
             return False
@@ -195,6 +197,40 @@ class _Bound(_ModelConstraint):
             return True
         # as cheap as the best at most: only a smaller tie-break key can still win
         return low == self.best and self.key(values) < self.best_key
+
+
+class _FloorAhead(_ModelConstraint):
+    """The objective's floor as a forward check, posted before the hard constraints: hides the values of the last
+    free variable that :class:`_Bound` would refuse by its floor once set, so that the hard constraints' forward
+    checks (a layout each) skip them. It refuses nothing else, and counts no node: the engine visits the nodes it
+    visited without it, but those refused by the floor."""
+
+    def __init__(self, bound: _Bound) -> None:
+        self._of = bound
+
+    def holds(
+        self,
+        values: dict[str, int],
+        variables: Sequence[str],
+        domains: dict[str, Any],
+        assignments: dict[str, Any],
+        forwardcheck: Any,
+    ) -> bool:
+        bound = self._of
+        best, floor = bound.best, bound._floor
+        if not forwardcheck or best is None or floor is None:
+            return True
+        free = [v for v in variables if v not in assignments]
+        if len(free) != 1:
+            return True
+        name = free[0]
+        domain = domains[name]
+        for value in list(domain):
+            values[name] = value
+            low = floor(values, best)
+            if low > best or (low == best and bound.key(values) >= bound.best_key):
+                domain.hideValue(value)
+        return bool(domain)
 
 
 def search(
@@ -234,10 +270,13 @@ def search(
     engine = EngineProblem()
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
-    for c in problem.constraints:
-        _post(engine, c)
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
     bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT))
+    # the floor's forward check first: the engine calls a variable's constraints in the order they were posted, so
+    # it hides the values the floor refuses before the hard constraints lay each out to check it
+    engine.addConstraint(_FloorAhead(bound), names)
+    for c in problem.constraints:
+        _post(engine, c)
     engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
     finished = True
@@ -311,7 +350,7 @@ def _improve(
     sums: Sequence[tuple[tuple[str, ...], int]],
     bound: Callable[[Mapping[str, int]], int | None],
     exact: Callable[[Mapping[str, int]], int | None] | None,
-    floor: Callable[[Mapping[str, int]], int] | None = None,
+    floor: Callable[[Mapping[str, int], int | None], int] | None = None,
     least_model: list[int] | None = None,
 ) -> tuple[dict[str, int], tuple[int, tuple[int, ...]], bool] | None:
     """A cheaper assignment than ``start`` by local search, with its (cost, key) (``None``: none found).
@@ -365,8 +404,10 @@ def _improve(
                 if budget < 0:
                     break
                 trial = {**best, **shift, **change}
-                if floor is not None and floor(trial) > best_score[0]:
-                    continue  # dearer than the best whatever its bound
+                if floor is not None:
+                    low = floor(trial, best_score[0])
+                    if low > best_score[0] or (low == best_score[0] and key(trial) >= best_score[1]):
+                        continue  # no cheaper than the best whatever its bound, nor a smaller key
                 model = bound(trial)
                 if model is None:
                     continue

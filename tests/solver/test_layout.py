@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Any
 
+import attrs
 import pytest
 
 from pcitopo.address import PciAddress
-from pcitopo.devices import Device
+from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.errors import PcitopoError
 from pcitopo.policy import Policy
 from pcitopo.solver import _layout, model, solve
 from pcitopo.topology import Topology
@@ -87,7 +91,8 @@ def test_the_memo_of_a_decision_changes_no_layout(
     monkeypatch: pytest.MonkeyPatch, request_: Topology, policy: str
 ) -> None:
     """Every layout the packing search lays out with its memo (preparations and arrangements shared by the
-    layouts of one decision) is the layout laid out afresh without one."""
+    layouts of one decision) is the layout laid out afresh without one; every decision of the model is asked
+    for (a solve lays out only those its bound cannot rule out)."""
     calls: list[tuple[tuple[Any, ...], object]] = []
     layout = _layout._layout_pcie
 
@@ -98,7 +103,73 @@ def test_the_memo_of_a_decision_changes_no_layout(
         return result
 
     monkeypatch.setattr(_layout, "_layout_pcie", recorded)
-    solve(request_, Policy.named(policy))
+    chosen = Policy.named(policy)
+    problem = model.formulate(request_, chosen, model.build_units(request_, chosen))
+    names = [v.name for v in problem.variables]
+    for combo in itertools.islice(itertools.product(*(v.domain for v in problem.variables)), 200):
+        values = dict(zip(names, combo, strict=True))
+        for ctx_id in problem.context_variables:
+            problem.decision(ctx_id, values)
     assert len(calls) > 20, "the memo was hardly used: this request tests nothing"
     for args, figures in calls:
         assert _figures(layout(*args)) == figures, (args[0].label, args[8])
+
+
+def _random_request(rng: random.Random) -> tuple[Topology, Policy]:
+    """A random mix of PCI Express and conventional endpoints, each with a random hotplug need, on q35 (some with
+    pinned root slots or NUMA nodes) or aarch64-virt, under a random policy."""
+    machine = rng.choice(("q35", "q35", "aarch64-virt"))
+    kinds = ["virtio-net", "nvme", "virtio-blk", "e1000e", "pci-ohci", "i6300esb", "virtio-crypto"]
+    kinds += ["e1000", "ich9"] if machine == "q35" else []
+    needs = list(HotplugNeed)
+    numa = rng.choice((0, 0, 2)) if machine == "q35" else 0
+    pinned = rng.choice((0, 0, 10, 24)) if machine == "q35" else 0
+    devices = [Device(f"p{s}", "ich9", address=PciAddress(bus=0, slot=s)) for s in range(1, 1 + pinned)]
+    for i in range(rng.choice((5, 40, 120, 400))):
+        hotplug = rng.choice(needs)
+        node = rng.randrange(numa) if numa and rng.random() < 0.5 else None
+        devices.append(Device(f"d{i}", rng.choice(kinds), needs=Needs(hotplug=hotplug, numa_node=node)))
+    policy = Policy.named(rng.choice(("hotplug", "minimal", "hotplug+ordered", "hotplug+numa")))
+    changes: dict[str, Any] = {
+        "prefer_integrated": rng.random() < 0.3,
+        "port_packing": rng.choice(("multifunction", "multifunction", "single")),
+        "allow_switches": rng.random() < 0.8,
+    }
+    return Topology.build(machine, devices=devices, numa_nodes=numa), attrs.evolve(policy, **changes)
+
+
+def test_the_pcie_cost_floor_never_exceeds_a_layouts_cost() -> None:
+    """The floor of a PCI Express context's cost (hotplug misses, spare ports and the controllers' relaxation,
+    ``_layout.pcie_cost_floor``) is at most the cost of the layout ``decide`` makes, for every context's
+    decisions of random requests: the search prunes assignments by it without laying them out, so a floor above
+    a layout's cost would lose a plan (and the proof of optimality with it)."""
+    rng = random.Random(20261203)
+    checked = tight = above_misses = 0
+    for _ in range(200):
+        request, policy = _random_request(rng)
+        try:
+            problem = model.formulate(request, policy, model.build_units(request, policy))
+        except PcitopoError:
+            continue
+        names = [v.name for v in problem.variables]
+        domains = [v.domain for v in problem.variables]
+        for _ in range(40):
+            values = {name: rng.choice(domain) for name, domain in zip(names, domains, strict=True)}
+            for ctx_id in problem.context_variables:
+                key = problem._scope_key(ctx_id, values)
+                if key is None or problem.contexts[ctx_id].root_kind is not _layout.RootKind.PCIE:
+                    continue
+                decision = problem.decision(ctx_id, values)
+                if decision is None or not decision.feasible:
+                    continue
+                floor = problem._context_floor(ctx_id, values, key)
+                cost = problem.context_cost(ctx_id, decision, values)
+                assert floor <= cost, (request.machine.name, policy.name, values, ctx_id, floor, cost)
+                checked += 1
+                tight += floor == cost
+                above_misses += floor > problem._context_floor(ctx_id, values, key, refined=False)
+    # the floor bounds the controllers too, not just the misses: above the misses' floor in most layouts, and
+    # the cost itself in some
+    assert checked > 2000, checked
+    assert above_misses > checked // 2, (checked, above_misses)
+    assert tight > checked // 20, (checked, tight)
