@@ -117,18 +117,29 @@ class _Check(_ModelConstraint):
     ) -> bool:
         if not self._test(values):
             return False
-        if forwardcheck:
-            free = [v for v in variables if v not in assignments]
-            if len(free) == 1:
-                name = free[0]
-                domain = domains[name]
-                for value in list(domain):
-                    values[name] = value
-                    if not self._test(values):
-                        domain.hideValue(value)
-                if not domain:
-                    return False
+        test = self._test
+        return not forwardcheck or _hide_last_free(values, variables, domains, assignments, lambda v: not test(v))
+
+
+def _hide_last_free(
+    values: dict[str, int],
+    variables: Sequence[str],
+    domains: dict[str, Any],
+    assignments: dict[str, Any],
+    refused: Callable[[dict[str, int]], bool],
+) -> bool:
+    """Forward checking: when one variable of ``variables`` is left free, hide the values of its domain that
+    ``refused`` with the others' ``values``; ``False`` when none is left."""
+    free = [v for v in variables if v not in assignments]
+    if len(free) != 1:
         return True
+    name = free[0]
+    domain = domains[name]
+    for value in list(domain):
+        values[name] = value
+        if refused(values):
+            domain.hideValue(value)
+    return bool(domain)
 
 
 class _Bound(_ModelConstraint):
@@ -220,17 +231,12 @@ class _FloorAhead(_ModelConstraint):
         best, floor = bound.best, bound._floor
         if not forwardcheck or best is None or floor is None:
             return True
-        free = [v for v in variables if v not in assignments]
-        if len(free) != 1:
-            return True
-        name = free[0]
-        domain = domains[name]
-        for value in list(domain):
-            values[name] = value
+
+        def refused(values: dict[str, int]) -> bool:
             low = floor(values, best)
-            if low > best or (low == best and bound.key(values) >= bound.best_key):
-                domain.hideValue(value)
-        return bool(domain)
+            return low > best or (low == best and bound.key(values) >= bound.best_key)
+
+        return _hide_last_free(values, variables, domains, assignments, refused)
 
 
 def search(
