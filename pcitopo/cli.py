@@ -235,13 +235,7 @@ _CONTROLLER_FIELDS = (
 
 
 def _controller_dict(c: Any) -> dict[str, object]:
-    address = c.address
-    result: dict[str, object] = {
-        "index": c.index,
-        "model": c.model,
-        "name": c.name,
-        "address": None if address is None else str(address),
-    }
+    result: dict[str, object] = {"index": c.index, "model": c.model, "name": c.name, "address": _address(c.address)}
     for field in _CONTROLLER_FIELDS:  # a plan adds a hundred controllers and more: a tuple made once
         value = getattr(c, field)
         if value is not None:

@@ -50,7 +50,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import HotplugNeed
 from pcitopo.legality.catalog import Connect
 from pcitopo.policy.policy import Policy
-from pcitopo.solver._iobalance import BusIo, balance_buses, fill_root
+from pcitopo.solver._iobalance import BusIo, balance_buses, bus_windows, fill_root
 from pcitopo.topology import IO_WINDOW
 
 if TYPE_CHECKING:
@@ -1405,7 +1405,7 @@ def _pcie_controllers_floor(
     switches_ok = policy.allow_switches and ctx.offers_switch
     forced_dmi = c.dmi_units > 0 or forbidden_left > 0
     root_left = free - c.integrated_required - integrate
-    best: int | None = None
+    found: list[int] = []  # the floor of each way the layout may go
 
     def total(n_ports: int, left: int, buses: int) -> int | None:
         capacity = aggregate_free + left * pack
@@ -1428,7 +1428,7 @@ def _pcie_controllers_floor(
             rest = max(0, (tree if ctx.offers_pcie_to_pci else slots - groups - beside) - dmi_room)
             got = total(ports, left, 1 + -(-rest // BRIDGE_SLOTS))
             if got is not None:
-                best = got + fixed if best is None else min(best, got + fixed)
+                found.append(got + fixed)
         for by_ports in (False, True) if beside else (False,):
             base = slots - (dmi_room if dmi else 0) - (beside if by_ports else 0)
             most = min(groups, left)
@@ -1440,15 +1440,15 @@ def _pcie_controllers_floor(
             while g >= 0:
                 n_ports, buses = _trees_figures(ports, base - g, dmi)
                 if n_ports <= aggregate_free + (left - g) * pack:
-                    best = n_ports + buses + fixed if best is None else min(best, n_ports + buses + fixed)
+                    found.append(n_ports + buses + fixed)
                     break
                 g -= 1
             if switches_ok and (g < most):
                 # more groups, with a switch at least: every figure at its least
                 n_ports, buses = _trees_figures(ports, base - most, dmi)
                 got = n_ports + 2 + buses
-                best = got + fixed if best is None else min(best, got + fixed)
-    return best
+                found.append(got + fixed)
+    return min(found, default=None)
 
 
 def _trees_figures(ports: int, slots: int, dmi: bool) -> tuple[int, int]:
@@ -2272,9 +2272,8 @@ def mixed_bus_windows(buses: BusPacking, packed: tuple[int, ...], alone_io: IoSi
     start = 0
     for n_packed, alone in buses:
         mine, alone_io = split_io(alone_io, alone)
-        bus = -(-(sum(packed[start : start + n_packed]) + io_bytes(mine)) // IO_WINDOW)
+        windows += bus_windows(sum(packed[start : start + n_packed]) + io_bytes(mine), reserves=reserves)
         start += n_packed
-        windows += max(bus, 1) if reserves else bus
     return windows
 
 

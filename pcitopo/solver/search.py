@@ -184,6 +184,15 @@ class _Bound(_ModelConstraint):
         completion's from below."""
         return tuple(self._rank[n][values[n]] if n in values else 0 for n in self._order)
 
+    def floor_refuses(self, values: Mapping[str, int]) -> bool:
+        """Whether the objective's floor alone refuses ``values``: no completion is cheaper than the best so far, nor
+        as cheap with a smaller tie-break key (``False`` with no best or no floor)."""
+        best, floor = self.best, self._floor
+        if best is None or floor is None:
+            return False
+        low = floor(values, best)
+        return low > best or (low == best and self.key(values) >= self.best_key)
+
     def holds(
         self,
         values: dict[str, int],
@@ -197,10 +206,8 @@ class _Bound(_ModelConstraint):
             return False
         if not self.implied(values):
             return False
-        if self.best is not None and self._floor is not None:
-            floor = self._floor(values, self.best)
-            if floor > self.best or (floor == self.best and self.key(values) >= self.best_key):
-                return False  # no cheaper than the best whatever its bound, nor a smaller key: not worth computing that
+        if self.floor_refuses(values):
+            return False  # no cheaper than the best whatever its bound, nor a smaller key: not worth computing that
         low = self._bound(values)
         if low is None:
             return False
@@ -228,15 +235,9 @@ class _FloorAhead(_ModelConstraint):
         forwardcheck: Any,
     ) -> bool:
         bound = self._of
-        best, floor = bound.best, bound._floor
-        if not forwardcheck or best is None or floor is None:
+        if not forwardcheck or bound.best is None or bound._floor is None:
             return True
-
-        def refused(values: dict[str, int]) -> bool:
-            low = floor(values, best)
-            return low > best or (low == best and bound.key(values) >= bound.best_key)
-
-        return _hide_last_free(values, variables, domains, assignments, refused)
+        return _hide_last_free(values, variables, domains, assignments, bound.floor_refuses)
 
 
 def search(
