@@ -106,36 +106,60 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     placed = _join_placed_groups(placed)
     units = build_units(placed, policy)
     pooled, rest = _fill_pools(placed, units, policy)
-    balance_io = False
     try:
-        try:
-            placement = _place(backend, pooled, policy, rest)
-        except Unsatisfiable:
-            if topology.io_window_budget() is None or not _has_conventional_root(topology):
-                raise
-            # no plan with the layout's own deal of IO BARs (largest first): searched again with them dealt out
-            # balanced between the pci-bridges (_layout.Context.balance_io), which a mix near the IO budget may
-            # need. Only here, so that every plan found without it stays as it was
-            balance_io = True
-            placement = _place(backend, pooled, policy, rest, balance_io=True)
+        placement, units, balance_io = _place_or_retry(backend, placed, policy, units, pooled, rest)
     except Unsatisfiable as caught:
-        relaxed = _numa_preferences_dropped(units) if isinstance(caught, backends.GaveUp) else None
-        found = None if relaxed is None else _place_relaxed(backend, placed, policy, relaxed)
-        if found is None:
-            if short:
-                # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
-                raise _budget_unsatisfiable(*short[0], gave_up=isinstance(caught, backends.GaveUp)) from None
-            from pcitopo.solver.explain import explain
+        gave_up = isinstance(caught, backends.GaveUp)
+        if short:
+            # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
+            raise _budget_unsatisfiable(*short[0], gave_up=gave_up) from None
+        from pcitopo.solver.explain import explain
 
-            gave_up = caught.conflicts[0] if isinstance(caught, backends.GaveUp) else None
-            raise explain(pooled, policy, rest, feasible=backends.feasible, gave_up=gave_up) from None
-        placement, units = found
+        raise explain(
+            pooled, policy, rest, feasible=backends.feasible, gave_up=caught.conflicts[0] if gave_up else None
+        ) from None
     video = _primary_video_unit(topology, policy, units)
     if video is not None:
         placement = _primary_video_on_root(placed, policy, units, video, backend, placement, balance_io=balance_io)
     if crashed and placement.status is Status.OPTIMAL:
         placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
     return _finish(topology, placement, policy, tolerated, scored)
+
+
+def _place_or_retry(
+    backend: backends.Backend,
+    placed: Topology,
+    policy: Policy,
+    units: tuple[Unit, ...],
+    pooled: Topology,
+    rest: Sequence[Unit],
+) -> tuple[backends.Placement, tuple[Unit, ...], bool]:
+    """The placement of ``rest`` in ``pooled`` (``units`` in ``placed``, the free pools filled), the units it placed
+    and whether it dealt IO BARs out balanced; or the last search's :class:`~pcitopo.errors.Unsatisfiable`.
+
+    Each retry runs only where the search before it found no plan, so that every plan found without it stays as
+    it was: with IO BARs balanced between the pci-bridges where the firmware has an IO budget and a conventional
+    root is there to balance; then, when the search gave up, without the NUMA preferences
+    (:func:`_numa_preferences_dropped`).
+    """
+    balance_io = False
+    try:
+        return _place(backend, pooled, policy, rest), units, balance_io
+    except Unsatisfiable as caught:
+        failed = caught
+    if placed.io_window_budget() is not None and _has_conventional_root(placed):
+        # no plan with the layout's own deal of IO BARs (largest first): searched again with them dealt out
+        # balanced between the pci-bridges (_layout.Context.balance_io), which a mix near the IO budget may need
+        balance_io = True
+        try:
+            return _place(backend, pooled, policy, rest, balance_io=True), units, balance_io
+        except Unsatisfiable as caught:
+            failed = caught
+    relaxed = _numa_preferences_dropped(units) if isinstance(failed, backends.GaveUp) else None
+    placement = None if relaxed is None else _place_relaxed(backend, placed, policy, relaxed)
+    if relaxed is None or placement is None:
+        raise failed
+    return placement, relaxed, balance_io
 
 
 def _has_conventional_root(topology: Topology) -> bool:
@@ -167,7 +191,7 @@ def _numa_preferences_dropped(units: Sequence[Unit]) -> tuple[Unit, ...] | None:
 
 def _place_relaxed(
     backend: backends.Backend, placed: Topology, policy: Policy, units: tuple[Unit, ...]
-) -> tuple[backends.Placement, tuple[Unit, ...]] | None:
+) -> backends.Placement | None:
     """The placement of the smaller model (:func:`_numa_preferences_dropped`), never claimed optimal: the
     request's own model was not searched to the end (``None``: no plan there either)."""
     pooled, rest = _fill_pools(placed, units, policy)
@@ -175,7 +199,7 @@ def _place_relaxed(
         placement = _place(backend, pooled, policy, rest)
     except Unsatisfiable:
         return None
-    return attrs.evolve(placement, status=Status.FEASIBLE, bound=None), units
+    return attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
 
 
 # -- the primary-video term: one binary choice, searched both ways ---------------------------
