@@ -674,6 +674,23 @@ def _pcitopo() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "pcitopo"], {**env, "PYTHONPATH": str(ROOT)}
 
 
+DEPENDENCIES_ONLY = """\
+import attrs
+from lxml import etree
+from pcitopo._lazy import without_process_pools
+with without_process_pools():
+    import constraint
+"""
+"""What every ``pcitopo assign`` imports that is not pcitopo: the floor under its start-up.
+
+``pcitopo._lazy`` is imported for the stand-in that keeps python-constraint2's
+process pool out, as the solver does (``import pcitopo`` itself imports
+nothing else: its names are lazy)."""
+
+FLOORS = ("start-python", "start-dependencies")
+"""The rows of :func:`bench_start` that are not a command on a domain."""
+
+
 def bench_start(path: Path, settings: Settings) -> list[Result]:
     """Times ``pcitopo assign IN.xml -o OUT.xml`` and ``virsh define IN.xml`` as whole processes.
 
@@ -688,9 +705,10 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
 
     Rows: ``start-assign-*`` is the ``pcitopo`` script of a fresh virtual
     environment with the checkout installed (:func:`_installed`),
-    ``start-virsh-define-*`` libvirt, and ``start-python`` the same
-    environment's interpreter doing nothing (``python -c pass``), the floor
-    under the pcitopo rows. The median and min CPU time of the pcitopo
+    ``start-virsh-define-*`` libvirt, ``start-python`` the same
+    environment's interpreter doing nothing (``python -c pass``), and
+    ``start-dependencies`` it importing pcitopo's dependencies and nothing
+    else (:data:`DEPENDENCIES_ONLY`): the floors under the pcitopo rows. The median and min CPU time of the pcitopo
     processes are in the facts: steadier than wall time on a busy machine.
     """
     n = _count_devices(path)
@@ -707,9 +725,14 @@ def bench_start(path: Path, settings: Settings) -> list[Result]:
     if size == "9":
         python = str(Path(pcitopo[0]).with_name("python")) if len(pcitopo) == 1 else sys.executable
         commands["start-python"] = ([python, "-c", "pass"], "python -c pass: the same interpreter doing nothing")
+        commands["start-dependencies"] = (
+            [python, "-c", DEPENDENCIES_ONLY],
+            "the same interpreter importing pcitopo's dependencies and nothing else (attrs, lxml.etree, "
+            "python-constraint2 as pcitopo imports it)",
+        )
     virsh_name = f"start-virsh-define-q35-{size}"
     results = {
-        name: Result(name=name, kind="start", description=description, devices=0 if "python" in name else n)
+        name: Result(name=name, kind="start", description=description, devices=0 if name in FLOORS else n)
         for name, (_, description) in commands.items()
     }
     virsh = Result(
@@ -995,6 +1018,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"the venv's interpreter doing nothing (python -c pass) takes {_ms(base['median_ms'])} ms here "
             f"(min {_ms(base['min_ms'])})"
         )
+    deps, virsh = by_name.get("start-dependencies"), by_name.get("start-virsh-define-q35-171")
+    if deps and deps["median_ms"] is not None:
+        line = (
+            f"the same interpreter importing pcitopo's dependencies and nothing else (attrs, lxml.etree, "
+            f"python-constraint2) takes {_ms(deps['median_ms'])} ms (min {_ms(deps['min_ms'])})"
+        )
+        if virsh and virsh["median_ms"] is not None:
+            line += (
+                f": {deps['median_ms'] / virsh['median_ms']:.2f}x virsh define of the 171-device domain, "
+                f"before pcitopo's first line runs"
+            )
+        out.append(line)
     ratio = report.get("assign_vs_libvirt")
     if ratio is not None:
         out.append(
@@ -1149,7 +1184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in START_INPUTS:
         size = path.stem.rsplit("-", 1)[1]
         names = [f"start-assign-q35-{size}", f"start-virsh-define-q35-{size}"]
-        if any(wanted(n) for n in names + (["start-python"] if size == "9" else [])):
+        if any(wanted(n) for n in names + (list(FLOORS) if size == "9" else [])):
             results += [_progress(r) for r in bench_start(path, settings)]
 
     earlier: dict[str, Any] | None = None
