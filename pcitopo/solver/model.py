@@ -739,7 +739,8 @@ class Problem:
     classes: tuple[DemandClass, ...]
     contexts: tuple[Context, ...]
     candidates: tuple[tuple[int, ...], ...]
-    """Per class: the contexts it may go to, in order of preference."""
+    """Per class: the contexts it may go to, in order of preference (:func:`candidates`, less those where a unit
+    of the class is impossible whatever else goes there)."""
     spare: Mapping[int, int]
     """Spare ports each context should add."""
     bus_region: int
@@ -1249,6 +1250,18 @@ def formulate(
             for c in contexts
         )
     class_candidates = tuple(candidates(cls, contexts) for cls in classes)
+    per_unit: dict[tuple[int, int], Counts] = {}
+    for ci, cls in enumerate(classes):
+        for ctx_id in class_candidates[ci]:
+            per_unit[(ci, ctx_id)] = add_units(contexts[ctx_id], Counts(), cls.units[:1], policy)
+    # a context where a unit of the class is impossible whatever else goes there (_layout.unit_category: say one
+    # that must not be hot-pluggable on pc's pci.0, whose every slot is) is no candidate: decide refuses every
+    # layout holding one, so no plan changes, but left in, the search tries every count of the other classes
+    # there before it sends the class elsewhere, and gives up on a few dozen devices (issue 9)
+    class_candidates = tuple(
+        tuple(k for k in cands if not per_unit[(ci, k)].impossible) for ci, cands in enumerate(class_candidates)
+    )
+    per_unit = {key: c for key, c in per_unit.items() if key[1] in class_candidates[key[0]]}
     spare = spare_wanted(policy, contexts)
     budget = topology.io_window_budget()
     io_left = None if budget is None else budget - io_windows_used(topology)
@@ -1256,11 +1269,6 @@ def formulate(
     ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)
     main_used = topology.bus_numbers_used(0) - sum(topology.subtree_bus_numbers(c.index) for c in expanders)
     existing_host_bridges = sum(1 for c in topology.controllers if topology.model(c).root)
-
-    per_unit: dict[tuple[int, int], Counts] = {}
-    for ci, cls in enumerate(classes):
-        for ctx_id in class_candidates[ci]:
-            per_unit[(ci, ctx_id)] = add_units(contexts[ctx_id], Counts(), cls.units[:1], policy)
 
     variables: list[Variable] = []
     constraints: list[Constraint] = []
