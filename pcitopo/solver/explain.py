@@ -21,6 +21,7 @@ from pcitopo.errors import PcitopoError, Unsatisfiable
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import Counts, add_units, decide
 from pcitopo.solver.model import DemandClass, Unit, classify, formulate, io_windows_used
+from pcitopo.solver.model import candidates as class_contexts
 from pcitopo.topology import IO_WINDOW, Topology
 
 Feasibility = Callable[[Topology, Policy, Sequence[Unit]], bool]
@@ -183,8 +184,10 @@ def _context_reasons(topology: Topology, policy: Policy, units: Sequence[Unit]) 
     except PcitopoError as exc:
         return [str(exc)]
     reasons: list[str] = []
-    for ci, cls in enumerate(problem.classes):
-        candidates = problem.candidates[ci]
+    for cls in problem.classes:
+        # every context the class may go to by its NUMA node, those where it is impossible too (the model drops
+        # them from its candidates): why it cannot go there is a reason to give
+        candidates = class_contexts(cls, problem.contexts)
         if not candidates:
             u = cls.sample
             if u.numa_node is not None and u.numa_strict:

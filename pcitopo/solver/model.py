@@ -739,7 +739,8 @@ class Problem:
     classes: tuple[DemandClass, ...]
     contexts: tuple[Context, ...]
     candidates: tuple[tuple[int, ...], ...]
-    """Per class: the contexts it may go to, in order of preference."""
+    """Per class: the contexts it may go to, in order of preference (:func:`candidates`, less those where a unit
+    of the class is impossible whatever else goes there)."""
     spare: Mapping[int, int]
     """Spare ports each context should add."""
     bus_region: int
@@ -1248,7 +1249,19 @@ def formulate(
             attrs.evolve(c, balance_io=True, root_io_room=room if c.bus == 0 and c.root_kind is RootKind.PCI else None)
             for c in contexts
         )
-    class_candidates = tuple(candidates(cls, contexts) for cls in classes)
+    offered = tuple(candidates(cls, contexts) for cls in classes)
+    per_unit: dict[tuple[int, int], Counts] = {}
+    for ci, cls in enumerate(classes):
+        for ctx_id in offered[ci]:
+            per_unit[(ci, ctx_id)] = add_units(contexts[ctx_id], Counts(), cls.units[:1], policy)
+    # a context where a unit of the class is impossible whatever else goes there (_layout.unit_category: say one
+    # that must not be hot-pluggable on pc's pci.0, whose every slot is) is no candidate: decide refuses every
+    # layout holding one, so no plan changes, but left in, the search tries every count of the other classes
+    # there before it sends the class elsewhere, and gives up on a few dozen devices (issue 9)
+    class_candidates = tuple(
+        tuple(k for k in cands if not per_unit[(ci, k)].impossible) for ci, cands in enumerate(offered)
+    )
+    per_unit = {key: c for key, c in per_unit.items() if key[1] in class_candidates[key[0]]}
     spare = spare_wanted(policy, contexts)
     budget = topology.io_window_budget()
     io_left = None if budget is None else budget - io_windows_used(topology)
@@ -1256,11 +1269,6 @@ def formulate(
     ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)
     main_used = topology.bus_numbers_used(0) - sum(topology.subtree_bus_numbers(c.index) for c in expanders)
     existing_host_bridges = sum(1 for c in topology.controllers if topology.model(c).root)
-
-    per_unit: dict[tuple[int, int], Counts] = {}
-    for ci, cls in enumerate(classes):
-        for ctx_id in class_candidates[ci]:
-            per_unit[(ci, ctx_id)] = add_units(contexts[ctx_id], Counts(), cls.units[:1], policy)
 
     variables: list[Variable] = []
     constraints: list[Constraint] = []
@@ -1278,23 +1286,27 @@ def formulate(
             step = -(-n // SPLIT_LIMIT)
             values = sorted({*range(0, n, step), n})
         names = []
-        for position, ctx_id in enumerate(cands):
+        for ctx_id in cands:
             name = f"count[{ci}@{ctx_id}]"
             count_variables[(ci, ctx_id)] = name
-            # the first candidate (the class's own NUMA node, or the main root) is preferred: most there first
-            domain = tuple(reversed(values)) if position == 0 else tuple(values)
+            # the first context offered (the class's own NUMA node, or the main root) is preferred: most there first.
+            # When the class is impossible there, no other takes its place, so the ranks of the values (the search's
+            # tie-break) are those of the model that offered it, whose plans these are: no tie is broken anew
+            domain = tuple(reversed(values)) if ctx_id == offered[ci][0] else tuple(values)
             variables.append(Variable(name, domain))
             names.append(name)
         constraints.append(Constraint(f"class {ci} placed", "exact-sum", tuple(names), total=n))
 
-    active = sorted({0, *spare, *(k for cands in class_candidates for k in cands)})
+    # the contexts, and each one's most units (the top of its bridges' domain), as offered: the model is the one that
+    # offered the classes every context, less the counts that were always 0
+    active = sorted({0, *spare, *(k for cands in offered for k in cands)})
     context_variables: dict[int, tuple[str, ...]] = {}
     for ctx_id in active:
         ctx = contexts[ctx_id]
         own: list[str] = [
             count_variables[(ci, ctx_id)] for ci in range(len(classes)) if (ci, ctx_id) in count_variables
         ]
-        most_units = sum(len(classes[ci].units) for ci in range(len(classes)) if ctx_id in class_candidates[ci])
+        most_units = sum(len(classes[ci].units) for ci in range(len(classes)) if ctx_id in offered[ci])
         integrable_most = sum(
             len(classes[ci].units)
             for ci in range(len(classes))

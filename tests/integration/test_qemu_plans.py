@@ -9,12 +9,13 @@ import pytest
 
 from pcitopo.devices import Device, HotplugNeed, Needs
 from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.policy.evaluate import effective_needs
 from pcitopo.policy.policy import BUILTIN_POLICIES, Override, Policy
 from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
 from tests.support.libvirt import define_and_dump
-from tests.support.requests import numa_io_request
+from tests.support.requests import numa_io_request, pc_unpluggable_request
 from tests.support.shapes import pci_bridges_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
@@ -373,6 +374,46 @@ def test_io_bar_devices_preferring_four_numa_nodes_get_a_plan_that_maps_under_ov
     assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
     assert report.named("firmware")
     assert all(c.ok for c in report.named("firmware"))
+
+
+_STAND_IN_PREFIXES = ("vfio-pci", "vhost-", "virtio-blk", "virtio-9p")
+"""Kinds whose backend this machine cannot give or verify does not add (a host device, /dev/vhost-*, a drive, an
+fsdev): each device of one is stood in for by a virtio device with an IO BAR of the same size."""
+_STAND_IN = {0: "virtio-rng-non-transitional", 64: "virtio-serial-transitional"}
+
+
+def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_maps_under_seabios() -> None:
+    """The 55 drawn devices on pc the search gave up on (one that must not be hot-pluggable, which only a new
+    pci-expander-bus can take, ten that must be): the plan, with stand-ins of the same IO BAR size for the kinds QEMU
+    cannot start here and for every virtio-balloon but the first (QEMU takes one), starts in QEMU with every device
+    where planned; SeaBIOS maps every BAR; QEMU refuses to hot-plug into the expander bus that holds 'r51' and
+    accepts it on the buses with a free slot that hold devices that must be hot-pluggable."""
+    request, policy = pc_unpluggable_request()
+    plan = solve(request, policy)
+    t = plan.topology
+    devices = []
+    balloons = 0
+    for d in t.devices:
+        balloon = d.kind.startswith("virtio-balloon")
+        balloons += balloon
+        if d.kind.startswith(_STAND_IN_PREFIXES) or (balloon and balloons > 1):
+            d = attrs.evolve(d, kind=_STAND_IN[t.io_bar_size(d)])
+        devices.append(d)
+    stand_ins = t.replace(devices=devices)
+    assert stand_ins.io_windows() == t.io_windows()
+    nvme = {d.id: {"serial": d.id} for d in t.devices if d.kind == "nvme"}
+    report = verify(stand_ins, firmware="seabios", hotplug=True, firmware_wait=60, timeout=300, extra=nvme)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert [c.detail for c in report.named("firmware")] == ["PCI setup finished"]
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+    refused = {c.subject.split()[0] for c in report.named("hotplug-refused")}
+    accepted = {c.subject.split()[0] for c in report.named("hotplug")}
+    assert t.bus_name(plan.assigned["r51"].bus) in refused
+    required = [d.id for d in request.devices if effective_needs(request, policy, d).hotplug is HotplugNeed.REQUIRED]
+    probed = {t.bus_name(plan.assigned[i].bus) for i in required} & (accepted | refused)  # pci.0 has no free slot
+    assert probed
+    assert probed <= accepted
 
 
 # -- conventional devices beside a root port, as the functions of its slot (issue 9, item 5) ----------------

@@ -15,9 +15,10 @@ from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import InvalidInput, InvalidTopology, Unsatisfiable
 from pcitopo.legality.rules import validate
 from pcitopo.policy import Override, Policy, evaluate
+from pcitopo.policy.evaluate import effective_needs
 from pcitopo.solver import Plan, Status, solve
 from pcitopo.topology import Topology
-from tests.support.requests import numa_io_request
+from tests.support.requests import numa_io_request, pc_unpluggable_request
 from tests.support.shapes import pci_bridges_held
 
 A = PciAddress.parse
@@ -220,6 +221,52 @@ def test_a_search_that_gives_up_is_reported_as_such_without_a_conflict_search(
         solve(numa_io_request(), "numa")
     assert any(c.startswith("the search gave up after") for c in caught.value.conflicts), caught.value
     assert any(f.startswith("IO windows left: 9 of 9") for f in caught.value.facts), caught.value
+
+
+def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_gets_a_plan() -> None:
+    """55 drawn devices on pc, one of them ('r51') that must not be hot-pluggable, ten that must be: every slot of
+    pci.0 is hot-pluggable, so 'r51' can only go on a new pci-expander-bus. The search used to offer it pci.0 too,
+    tried every count of the other classes there first and gave up after 5,000 partial assignments ("the search
+    gave up", Unsatisfiable), though a plan exists. Now each device is where its needs allow (evaluate, with the
+    policy's overrides, finds no violation), 'r51' on a slot QEMU cannot hot-plug into, at the cost evaluate gives."""
+    request, policy = pc_unpluggable_request()
+    plan = solve(request, policy)
+    t = plan.topology
+    assert set(plan.assigned) == {d.id for d in request.devices}
+    scored = evaluate(request, t, policy)
+    assert scored.violations == ()
+    assert plan.cost == scored.cost
+    r51 = plan.assigned["r51"]
+    assert t.model(r51.bus).name == "pci-expander-bus"
+    assert not t.is_hotpluggable(r51.bus, r51.slot)
+    needs = {d.id: effective_needs(request, policy, d).hotplug for d in request.devices}
+    assert needs["r51"] is HotplugNeed.FORBIDDEN
+    required = [i for i, need in needs.items() if need is HotplugNeed.REQUIRED]
+    assert len(required) == 10
+    assert all(t.is_hotpluggable(plan.assigned[i].bus, plan.assigned[i].slot) for i in required)
+
+
+def test_a_context_where_a_class_cannot_go_is_no_candidate_of_it() -> None:
+    """The model offers a class only the contexts where its units can go: pc's pci.0, every slot of which is
+    hot-pluggable, is no candidate for a device that must not be (only a new pci-expander-bus is), and stays one for
+    the others; so the search has no count to try there."""
+    from pcitopo.solver.model import build_units, formulate
+
+    devices = [Device("b", "e1000", needs=Needs(hotplug=HotplugNeed.FORBIDDEN)), *nics(2, "e1000")]
+    request, policy = Topology.build("pc", devices=devices), Policy.named("minimal")
+    problem = formulate(request, policy, build_units(request, policy))
+    where = {
+        cls.sample.name if len(cls.units) == 1 else "others": [
+            problem.contexts[k].label for k in problem.candidates[ci]
+        ]
+        for ci, cls in enumerate(problem.classes)
+    }
+    assert where == {
+        "b": ["a new pci-expander-bus for NUMA node None"],
+        "others": ["pci.0", "a new pci-expander-bus for NUMA node None"],
+    }
+    b = next(ci for ci, cls in enumerate(problem.classes) if cls.sample.name == "b")
+    assert not any(ci == b for ci, _ in problem.count_variables)  # one candidate: a constant, not a variable
 
 
 def test_a_preferred_numa_node_is_reported_as_a_soft_constraint() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import attrs
+
 from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.policy.policy import Override, Policy
 from pcitopo.topology import Topology
 
 # 41 devices with IO BARs, most preferring one of four NUMA nodes (kind:node:hotplug, "-" none, "p" preferred): the
@@ -30,3 +33,48 @@ def numa_io_request() -> Topology:
         )
         devices.append(Device(f"d{i}", kind, needs=needs))
     return Topology.build("q35", devices=devices, numa_nodes=4, firmware="ovmf")
+
+
+# 55 devices on pc (kind:hotplug, "-" any, "p" preferred, "r" required), ids r0..r54: a request of
+# benchmarks/same_plans.py's random draw (``draw_requests(450)``, "larger219", 2026-12-03)
+_PC_UNPLUGGABLE = """
+virtio-rng-transitional:- bochs:- vfio-pci:r ich9:r es1370:r cirrus:p virtio-blk-non-transitional:r bochs:-
+virtio-serial-transitional:r virtio-scsi:r cirrus:- vfio-pci:p rtl8139:- virtio-rng-non-transitional:r
+virtio-balloon:- vga:p nec-xhci:- ahci:p virtio-balloon-non-transitional:- ich9:- ivshmem-plain:- bochs:r
+pcnet:p ich9-ehci1:- lsilogic:r nvme:- virtio-vga:p virtio-net:- es1370:- virtio-9p-transitional:p
+virtio-rng-transitional:p virtio-balloon-transitional:- vga:- ich9:r virtio-serial-transitional:p
+pvpanic-pci:- lsilogic:- vfio-pci-conventional:p virtio-balloon-non-transitional:p ich9:p
+virtio-balloon-transitional:p virtio-scsi-non-transitional:r virtio-keyboard:p vfio-pci:- pci-ohci:-
+vhost-scsi-transitional:p virtio-9p-non-transitional:- virtio-9p-transitional:p vmxnet3:p
+virtio-balloon-transitional:- virtio-serial:- vhost-vsock:r lsisas1068:p vhost-scsi:p
+virtio-scsi-non-transitional:-
+"""
+
+_HOTPLUG_NEED = {"-": HotplugNeed.ANY, "p": HotplugNeed.PREFERRED, "r": HotplugNeed.REQUIRED}
+
+
+def pc_unpluggable_request() -> tuple[Topology, Policy]:
+    """pc with the 55 devices of :data:`_PC_UNPLUGGABLE`, and the drawn policy: ``minimal+numa`` with a spare port
+    and the drawn ``[[device]]`` overrides, among them 'r51' (vhost-vsock) that must not be hot-pluggable. Every
+    slot of pci.0 is, so 'r51' goes on a new pci-expander-bus; with pci.0 offered to it too, the search tried
+    every count of the other classes there first and gave up after 5,000 partial assignments, while a plan exists
+    (pci.0 with one pci-bridge, 'r51' alone on the expander bus)."""
+    devices = []
+    for i, spec in enumerate(_PC_UNPLUGGABLE.split()):
+        kind, hot = spec.split(":")
+        devices.append(Device(f"r{i}", kind, needs=Needs(hotplug=_HOTPLUG_NEED[hot])))
+    overrides = (
+        Override("r9", hotplug=HotplugNeed.PREFERRED, integrated=False),
+        Override("r18", integrated=False),
+        Override("r52", integrated=False),
+        Override("r51", hotplug=HotplugNeed.FORBIDDEN, integrated=False),
+        Override("r16", integrated=False),
+        Override("r4"),
+        Override("r22", integrated=True),
+        Override("r0", hotplug=HotplugNeed.PREFERRED, integrated=False),
+        Override("r45", hotplug=HotplugNeed.PREFERRED),
+        Override("r40", hotplug=HotplugNeed.ANY, integrated=False),
+        Override("r44", integrated=False),
+    )
+    policy = attrs.evolve(Policy.named("minimal+numa"), spare_ports=1, overrides=overrides)
+    return Topology.build("pc", devices=devices), policy
