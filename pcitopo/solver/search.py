@@ -33,7 +33,7 @@ from pcitopo.solver.model import Constraint, Problem
 
 with without_process_pools():  # the engine's parallel solver (multiprocessing) is never used: not imported
     from constraint import Constraint as EngineConstraint
-    from constraint import ExactSumConstraint, Unassigned
+    from constraint import ExactSumConstraint, OptimizedBacktrackingSolver, Unassigned
     from constraint import Problem as EngineProblem
 
 __all__ = ["SearchResult", "search"]
@@ -240,6 +240,50 @@ class _FloorAhead(_ModelConstraint):
         return _hide_last_free(values, variables, domains, assignments, bound.floor_refuses)
 
 
+class _ContextsInTurn(OptimizedBacktrackingSolver):  # type: ignore[misc]
+    """The engine's backtracking, its variables taken a context at a time.
+
+    The engine orders variables by how many constraints they are in, then by
+    their domain's size: every count is in the objective and the shared
+    budgets, so it takes the counts class by class, and every context's scope
+    is set only near the leaves. A context's layout and the budgets it takes
+    (IO windows: under OVMF each root port with an IO BAR costs one of nine)
+    are checked only once its scope is set, so a plan that puts too much in
+    the new expander buses is refused at the leaves, under every ordering of
+    the classes above them: thousands of nodes to no plan. Taken a context at
+    a time (the engine's order within one, the main root's last, as its
+    scope holds the new expanders'), each context's layout and its windows
+    are checked as soon as its counts are set. The order of the search only:
+    the result, when it finishes, is the same (the tie-break key depends on
+    the model alone).
+    """
+
+    def __init__(self, turn: Mapping[str, int]) -> None:
+        super().__init__()
+        self._turn = turn
+
+    def getSortedVariables(self, domains: dict[str, Any], vconstraints: dict[str, Any]) -> list[str]:
+        engine = super().getSortedVariables(domains, vconstraints)
+        position = {name: i for i, name in enumerate(engine)}
+        last = len(self._turn)
+        return sorted(engine, key=lambda name: (self._turn.get(name, last), position[name]))
+
+
+def _turns(problem: Problem) -> dict[str, int]:
+    """Each variable's turn in :class:`_ContextsInTurn`: its context's place, the main root's (0) last."""
+    contexts = sorted(problem.context_variables, key=lambda k: (k == 0, k))
+    turn: dict[str, int] = {}
+    for place, ctx_id in enumerate(contexts):
+        for (_, k), name in problem.count_variables.items():
+            if k == ctx_id:
+                turn.setdefault(name, place)
+        own = f"[{ctx_id}]"
+        for name in problem.context_variables[ctx_id]:
+            if name.endswith(own):
+                turn.setdefault(name, place)
+    return turn
+
+
 def search(
     problem: Problem,
     *,
@@ -274,7 +318,7 @@ def search(
         )
     if not all(c.test({}) for c in problem.constraints if c.kind == "check" and c.test is not None and not c.scope):
         return SearchResult(None, 0, True, 0, len(names), len(problem.constraints), 0)
-    engine = EngineProblem()
+    engine = EngineProblem(_ContextsInTurn(_turns(problem)))
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
