@@ -13,7 +13,9 @@ Ties: among assignments of equal cost the search keeps the one whose values,
 taken in variable-name order and each as its rank in the variable's domain
 (0 = the model's preferred value), are lexicographically smallest. The key
 depends on the model only, not on the engine's search order, so every engine
-version returns the same plan. The bound refuses a partial assignment that is
+version returns the same plan, and the engine's order of the variables (a
+context at a time, :class:`_ContextsInTurn`) changes which plan a search
+stopped at its node limit returns, never a proven one. The bound refuses a partial assignment that is
 dearer than the best, or as dear and unable to reach a smaller key (its
 unassigned variables counted at rank 0).
 
