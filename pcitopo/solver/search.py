@@ -271,6 +271,13 @@ class _ContextsInTurn(OptimizedBacktrackingSolver):  # type: ignore[misc]
         return sorted(engine, key=lambda name: (self._turn.get(name, last), position[name]))
 
 
+def _contexts_share_io_windows(problem: Problem) -> bool:
+    """Whether the firmware's IO windows are shared by two contexts or more beside the main root (the expander
+    buses of two NUMA nodes or more): where :class:`_ContextsInTurn` takes the variables; elsewhere the engine's
+    order is kept."""
+    return problem.io_budget is not None and sum(1 for k, scope in problem.context_variables.items() if k and scope) > 1
+
+
 def _turns(problem: Problem) -> dict[str, int]:
     """Each variable's turn in :class:`_ContextsInTurn`: its context's place, the main root's (0) last."""
     contexts = sorted(problem.context_variables, key=lambda k: (k == 0, k))
@@ -320,7 +327,7 @@ def search(
         )
     if not all(c.test({}) for c in problem.constraints if c.kind == "check" and c.test is not None and not c.scope):
         return SearchResult(None, 0, True, 0, len(names), len(problem.constraints), 0)
-    engine = EngineProblem(_ContextsInTurn(_turns(problem)))
+    engine = EngineProblem(_ContextsInTurn(_turns(problem)) if _contexts_share_io_windows(problem) else None)
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
