@@ -13,9 +13,10 @@ Ties: among assignments of equal cost the search keeps the one whose values,
 taken in variable-name order and each as its rank in the variable's domain
 (0 = the model's preferred value), are lexicographically smallest. The key
 depends on the model only, not on the engine's search order, so every engine
-version returns the same plan, and the engine's order of the variables (a
-context at a time, :class:`_ContextsInTurn`) changes which plan a search
-stopped at its node limit returns, never a proven one. The bound refuses a partial assignment that is
+version returns the same plan. A search that gives up with no assignment
+where the expander buses of three NUMA nodes or more share the firmware's IO
+windows is run again with the variables taken a context at a time
+(:class:`_ContextsInTurn`): only what such a search returns changes. The bound refuses a partial assignment that is
 dearer than the best, or as dear and unable to reach a smaller key (its
 unassigned variables counted at rank 0).
 
@@ -257,7 +258,12 @@ class _ContextsInTurn(OptimizedBacktrackingSolver):  # type: ignore[misc]
     scope holds the new expanders'), each context's layout and its windows
     are checked as soon as its counts are set. The order of the search only:
     the result, when it finishes, is the same (the tie-break key depends on
-    the model alone).
+    the model alone). It is the second order only, for a search that gave up
+    in the engine's: the bound prunes less in it (a class's units left open
+    are counted only once a single count of it is open, and here every class
+    stays open until the last context), so proofs take more nodes (9 of 30
+    small requests on three or four nodes proven in the engine's order were
+    not within the node limit in this one).
     """
 
     def __init__(self, turn: Mapping[str, int]) -> None:
@@ -273,11 +279,9 @@ class _ContextsInTurn(OptimizedBacktrackingSolver):  # type: ignore[misc]
 
 def _contexts_share_io_windows(problem: Problem) -> bool:
     """Whether the firmware's IO windows are shared by three contexts or more beside the main root (the expander
-    buses of three NUMA nodes or more): where :class:`_ContextsInTurn` takes the variables; elsewhere the engine's
-    order is kept. Measured on q35 requests under OVMF with 40 to 120 devices preferring nodes: with three or
-    four nodes, taken a context at a time, the search found a cheaper plan in 6 requests of 14 (none dearer, the
-    time up to 2.6 times as long: the more assignments the budgets refuse, which count as no node); with two, in
-    none of 9, at 1.3 to 3 times the time."""
+    buses of three NUMA nodes or more): where a search that gave up is run again with :class:`_ContextsInTurn`.
+    With two (9 q35 requests of 40 to 120 devices under OVMF), taken a context at a time, the search found no
+    cheaper plan, nor a plan where the engine's order gave up."""
     return problem.io_budget is not None and sum(1 for k, scope in problem.context_variables.items() if k and scope) > 2
 
 
@@ -309,7 +313,30 @@ def search(
     assignment (the realised plan's score); the model's bound prunes partial
     ones. Should ``exact`` ever score a complete assignment below the model's
     bound, the pruning was not sound and the result is not claimed proven.
+
+    A search that stops at its node limit with no assignment, where the expander buses of three NUMA nodes or
+    more share the firmware's IO windows, is run again with the variables taken a context at a time
+    (:class:`_ContextsInTurn`), which refuses sooner the expander buses that need more windows than the
+    firmware has (the nodes reported are both searches'). Every search that finds an assignment in the
+    engine's order returns what it did.
     """
+    result = _search(problem, optimise=optimise, limit=limit, exact=exact)
+    gave_up = result.values is None and result.nodes > min(limit, NODE_LIMIT)
+    if not gave_up or not _contexts_share_io_windows(problem):
+        return result
+    again = _search(problem, optimise=optimise, limit=limit, exact=exact, in_turn=True)
+    return attrs.evolve(again, nodes=result.nodes + again.nodes)
+
+
+def _search(
+    problem: Problem,
+    *,
+    optimise: bool,
+    limit: int,
+    exact: Callable[[Mapping[str, int]], int | None] | None,
+    in_turn: bool = False,
+) -> SearchResult:
+    """:func:`search` in one order of the variables: the engine's, or a context at a time (``in_turn``)."""
     names = [v.name for v in problem.variables]
     rank = {v.name: {value: i for i, value in enumerate(v.domain)} for v in problem.variables}
     objective = next(c for c in problem.constraints if c.kind == "objective")
@@ -330,7 +357,7 @@ def search(
         )
     if not all(c.test({}) for c in problem.constraints if c.kind == "check" and c.test is not None and not c.scope):
         return SearchResult(None, 0, True, 0, len(names), len(problem.constraints), 0)
-    engine = EngineProblem(_ContextsInTurn(_turns(problem)) if _contexts_share_io_windows(problem) else None)
+    engine = EngineProblem(_ContextsInTurn(_turns(problem)) if in_turn else None)
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
