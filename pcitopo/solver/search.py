@@ -13,12 +13,14 @@ Ties: among assignments of equal cost the search keeps the one whose values,
 taken in variable-name order and each as its rank in the variable's domain
 (0 = the model's preferred value), are lexicographically smallest. The key
 depends on the model only, not on the engine's search order, so every engine
-version returns the same plan. A search that gives up with no assignment
-where the expander buses of three NUMA nodes or more share the firmware's IO
-windows is run again with the variables taken a context at a time
-(:class:`_ContextsInTurn`): only what such a search returns changes. The bound refuses a partial assignment that is
+version returns the same plan. The bound refuses a partial assignment that is
 dearer than the best, or as dear and unable to reach a smaller key (its
 unassigned variables counted at rank 0).
+
+A search that gives up with no assignment where the expander buses of three
+NUMA nodes or more share the firmware's IO windows is run again with the
+variables taken a context at a time (:class:`_ContextsInTurn`): only what
+such a search returns changes.
 
 A fresh engine ``Problem`` is built for every search, as the engine mutates
 its domains.
