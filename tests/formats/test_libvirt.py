@@ -1076,6 +1076,30 @@ def test_child_is_find_for_every_element_and_tag() -> None:
     assert checked > 1000
 
 
+def test_a_domains_child_index_is_find_for_every_element_and_tag() -> None:
+    """A domain's index of first children gives the element ``el.find(tag)`` gives, for every element and child tag
+    of real domains and of one with namespaced and repeated children (the first of a tag, in the tag's namespace)."""
+    root_dir = Path(__file__).parents[2]
+    paths = sorted([*root_dir.glob("examples/*.xml"), *root_dir.glob("docs/examples/*.xml"), *DATA.glob("*.xml")])
+    texts = [path.read_text(encoding="utf-8") for path in paths]
+    texts.append(
+        domain_xml(
+            "    <interface type='network'><q:model xmlns:q='urn:q' type='e1000'/><model type='virtio'/>"
+            "<model type='rtl8139'/><alias xmlns='urn:x' name='x'/></interface>",
+            extra="  <metadata><model xmlns='urn:m'/></metadata>\n",
+        )
+    )
+    checked = 0
+    for text in texts:
+        domain = LibvirtDomain.from_string(text)
+        for el in domain._root.iter(etree.Element):
+            tags = {c.tag for c in el if isinstance(c.tag, str)} | {"address", "alias", "model", "nothing-here"}
+            for tag in sorted(tags):
+                assert domain._child(el, tag) is el.find(tag), (domain._root.getroottree().getpath(el), tag)
+                checked += 1
+    assert checked > 1000
+
+
 def test_writer_evolve_is_attrs_evolve_checking_the_changed_fields() -> None:
     """The writer's controller copy gives what attrs.evolve gives (every field of Controller, the changed ones new),
     still refuses an out-of-range changed value, and refuses a name that is no field."""

@@ -236,6 +236,7 @@ class LibvirtDomain:
     __slots__ = (
         "_controller_elements",
         "_elements",
+        "_first_children",
         "_implicit",
         "_implicit_controllers",
         "_index_implied",
@@ -263,6 +264,7 @@ class LibvirtDomain:
     _text: str
     _root: _Element
     _offsets: dict[_Element, Offsets]
+    _first_children: dict[tuple[_Element | None, str], _Element]
     _spans: dict[_Element, ElementSpan]
     _unit: str
     _machine_override: Machine | None
@@ -360,6 +362,12 @@ class LibvirtDomain:
         if len(spans) != len(elements):  # pragma: no cover - same reason
             raise InternalError(f"{source}: found {len(spans)} elements in the text but lxml read {len(elements)}")
         self._offsets = dict(zip(elements, spans, strict=True))
+        # each parent's first child element of each tag, found in one pass over the elements lxml has listed:
+        # the reader and writer ask a few children of every device, and lxml's iterchildren(tag) costs each time
+        first: dict[tuple[_Element | None, str], _Element] = {}
+        for el in elements:
+            first.setdefault((el.getparent(), el.tag), el)
+        self._first_children = first
         self._spans = {}
         self._unit = self._indent_unit()
         self._machine_override = machine
@@ -506,6 +514,10 @@ class LibvirtDomain:
         return result
 
     # -- text helpers --------------------------------------------------------------------------
+
+    def _child(self, el: _Element, tag: str) -> _Element | None:
+        """The first child named ``tag`` of ``el``, an element of this document (``_read._child``, looked up)."""
+        return self._first_children.get((el, tag))
 
     def _span(self, el: _Element) -> ElementSpan:
         span = self._spans.get(el)

@@ -148,10 +148,18 @@ def _format_address(address: PciAddress, multifunction: bool | None, *, close: b
 class _Context:
     """What classification needs to know about the domain."""
 
-    def __init__(self, machine: Machine, arch: str, first_video: _Element | None) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        arch: str,
+        first_video: _Element | None,
+        child: Callable[[_Element, str], _Element | None] = _child,
+    ) -> None:
         self.machine = machine
         self.arch = arch
         self.first_video = first_video
+        self.child = child
+        """:func:`_child` for the document's elements (the domain's index of them: ``LibvirtDomain._child``)."""
 
     @property
     def pseries(self) -> bool:
@@ -199,7 +207,7 @@ def _unknown(where: str, what: str, model: str, known: Iterable[str]) -> Invalid
 def _interface(el: _Element, ctx: _Context, where: str) -> str | None:
     if el.get("type") == "hostdev":
         return "vfio-pci"
-    model_el = _child(el, "model")
+    model_el = ctx.child(el, "model")
     model = model_el.get("type") if model_el is not None else None
     model = model or ctx.default_nic()
     if model in _VIRTIO_MODELS:
@@ -212,7 +220,7 @@ def _interface(el: _Element, ctx: _Context, where: str) -> str | None:
 
 
 def _disk(el: _Element, ctx: _Context, where: str) -> str | None:
-    target = _child(el, "target")
+    target = ctx.child(el, "target")
     bus = target.get("bus") if target is not None else None
     if bus is None and target is not None and (target.get("dev") or "").startswith("vd"):
         bus = "virtio"
@@ -448,7 +456,7 @@ def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[st
         add_controller("usb", 0, defaults.usb)
     if defaults.sata0 and 0 not in controllers.get("sata", set()):
         add_controller("sata", 0, None)
-    disk_indexes = _disk_controller_indexes(children)
+    disk_indexes = _disk_controller_indexes(children, ctx.child)
     for bus in ("scsi", "ide", "sata"):
         # virDomainDefAddDiskControllersForType: every index up to the highest a disk uses
         for index in range(max(disk_indexes.get(bus, ()), default=-1) + 1):
@@ -479,22 +487,25 @@ def _implicit_elements(children: list[_Element], ctx: _Context) -> list[tuple[st
     return out
 
 
-def _disk_controller_indexes(children: list[_Element]) -> dict[str, set[int]]:
+def _disk_controller_indexes(
+    children: list[_Element], child: Callable[[_Element, str], _Element | None]
+) -> dict[str, set[int]]:
     """For each disk bus with controllers (scsi, ide, sata), the controller indexes its disks use.
 
     A disk's index is its drive address's controller, else libvirt's default for its target name.
+    ``child`` finds a child element (:func:`_child`, or the domain's index of them).
     """
     indexes: dict[str, set[int]] = {}
     for el in children:
         if el.tag != "disk":
             continue
-        target = _child(el, "target")
+        target = child(el, "target")
         if target is None:
             continue
         bus = target.get("bus")
         if bus is None or bus not in _DISK_CONTROLLERS:
             continue
-        address = _child(el, "address")
+        address = child(el, "address")
         if address is not None and address.get("type") == "drive" and (address.get("controller") or "").isdigit():
             indexes.setdefault(bus, set()).add(int(str(address.get("controller"))))
             continue
@@ -692,15 +703,18 @@ def _libvirt_controller_order(
     return out
 
 
-def _libvirt_disk_order(devices: list[Device], elements: Mapping[str, _Element]) -> list[Device]:
+def _libvirt_disk_order(
+    devices: list[Device], elements: Mapping[str, _Element], child: Callable[[_Element, str], _Element | None]
+) -> list[Device]:
     """Disks in the order libvirt keeps them (by bus, then target name), other devices where they are.
 
     libvirt sorts ``<disk>`` elements when it parses a domain, so its
-    placement, and definition order, follow ``vda, vdb, ...``.
+    placement, and definition order, follow ``vda, vdb, ...``. ``child`` finds
+    a child element (:func:`_child`, or the domain's index of them).
     """
 
     def key(dev: Device) -> tuple[str, int, str]:
-        target = _child(elements[dev.id], "target")
+        target = child(elements[dev.id], "target")
         name = str(target.get("dev", "")) if target is not None else ""
         bus = str(target.get("bus", "")) if target is not None else ""
         return (bus, _disk_name_index(name), name)
@@ -870,7 +884,7 @@ class _Reader:
         on ``virsh define``, so such an alias is no identity: it stays in the
         document as written but the element is named as if it had none.
         """
-        alias = _child(el, "alias")
+        alias = self.d._child(el, "alias")
         name = alias.get("name") if alias is not None else None
         if not name or not (self.active or str(name).startswith(_USER_ALIAS_PREFIX)):
             return None
@@ -883,7 +897,7 @@ class _Reader:
         devices_el = _child(self.root, "devices")
         children = [c for c in devices_el if isinstance(c.tag, str)] if devices_el is not None else []
         videos = [c for c in children if c.tag == "video"]
-        ctx = _Context(machine, arch, _primary_video(videos))
+        ctx = _Context(machine, arch, _primary_video(videos), d._child)
         # libvirt moves the primary video first, so it is video0 and the others follow in order
         video_numbers = {el: n for n, el in enumerate(sorted(videos, key=lambda el: el is not ctx.first_video))}
 
@@ -924,7 +938,7 @@ class _Reader:
             classify = _CLASSIFY.get(tag)
             if classify is None:
                 continue
-            address_el = _child(el, "address")
+            address_el = d._child(el, "address")
             address_type = address_el.get("type") if address_el is not None else None
             if address_type is not None and address_type != "pci":
                 continue  # not on PCI: ccw, virtio-mmio, spapr-vio, isa, drive, usb, ...
@@ -943,7 +957,7 @@ class _Reader:
                 raise _bad(where, _CHIPSET_MESSAGES[(machine.name, str(el.get("type")))])
             ident = self._id(el, tag, n, controller_indexes.get(el))
             memory = _device_memory(el, kind, where)
-            acpi_index = _acpi_index(_child(el, "acpi"), d)
+            acpi_index = _acpi_index(d._child(el, "acpi"), d)
             try:
                 devices.append(
                     Device(
@@ -958,7 +972,7 @@ class _Reader:
             except InvalidInput as exc:
                 raise _bad(where, exc.reason) from None
             d._elements[ident] = el
-        devices = _libvirt_disk_order(devices, d._elements)
+        devices = _libvirt_disk_order(devices, d._elements, d._child)
         devices = _libvirt_video_order(devices, d._elements, ctx.first_video)
         devices = _libvirt_controller_order(devices, d._elements, controller_indexes)
         devices = _usb2_slot_groups(devices, d._elements, controller_indexes)

@@ -191,7 +191,7 @@ class _Writer:
             if (
                 dev.address == before.address
                 and bool(dev.multifunction) == bool(before.multifunction)
-                and (dev.address is None or _child(el, "address") is not None or self.partial)
+                and (dev.address is None or self.d._child(el, "address") is not None or self.partial)
             ):
                 continue  # unchanged, and written (a chipset address libvirt would write is not)
             multifunction = dev.multifunction if dev.multifunction or before.multifunction is False else None
@@ -251,7 +251,7 @@ class _Writer:
             self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
 
     def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
-        current = _child(el, "address")
+        current = self.d._child(el, "address")
         if address is None:
             if current is not None:
                 span = self.d._span(current)
