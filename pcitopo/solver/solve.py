@@ -39,6 +39,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, InvalidTopology, Unsatisfiable
 from pcitopo.legality import identity
+from pcitopo.legality.catalog import Connect
 from pcitopo.policy.evaluate import SoftResult, soft_results, vbe_needs_root_bus, with_effective_needs
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
@@ -140,7 +141,8 @@ def _place_or_retry(
     Each retry runs only where the search before it found no plan, so that every plan found without it stays as
     it was: with IO BARs balanced between the pci-bridges where the firmware has an IO budget and a conventional
     root is there to balance; then, when the search gave up, without the NUMA preferences
-    (:func:`_numa_preferences_dropped`).
+    (:func:`_numa_preferences_dropped`); then, where the firmware has an IO budget, without the hotplug
+    preferences of IO-BAR units (:func:`_io_hotplug_preferences_dropped`).
     """
     balance_io = False
     try:
@@ -157,9 +159,15 @@ def _place_or_retry(
             failed = caught
     relaxed = _numa_preferences_dropped(units) if isinstance(failed, backends.GaveUp) else None
     placement = None if relaxed is None else _place_relaxed(backend, placed, policy, relaxed)
-    if relaxed is None or placement is None:
-        raise failed
-    return placement, relaxed, balance_io
+    if relaxed is not None and placement is not None:
+        return placement, relaxed, balance_io
+    if placed.io_window_budget() is not None:
+        for pcie_only in (True, False):
+            freed = _io_hotplug_preferences_dropped(units, pcie_only=pcie_only)
+            placement = None if freed is None else _place_relaxed(backend, placed, policy, freed)
+            if freed is not None and placement is not None:
+                return placement, freed, balance_io
+    raise failed
 
 
 def _has_conventional_root(topology: Topology) -> bool:
@@ -187,6 +195,32 @@ def _numa_preferences_dropped(units: Sequence[Unit]) -> tuple[Unit, ...] | None:
     if not any(u.numa_node is not None and not u.numa_strict for u in units):
         return None
     return tuple(attrs.evolve(u, numa_node=None) if u.numa_node is not None and not u.numa_strict else u for u in units)
+
+
+def _io_hotplug_preferences_dropped(units: Sequence[Unit], *, pcie_only: bool) -> tuple[Unit, ...] | None:
+    """``units`` with the hotplug preference of every one with an IO BAR dropped, PCI Express ones only with
+    ``pcie_only`` (``None``: no such unit, or none beyond the PCI Express ones without ``pcie_only``).
+
+    The model integrates units on the root bus (which needs no IO window) in a fixed order: those with no
+    hotplug need first, those preferring hotplug last, each a hotplug miss. Where the firmware has few IO
+    windows (OVMF's 9 on q35) a plan may need the IO-BAR units preferring hotplug integrated rather than IO-less
+    units with no need: each such unit left on a root port takes a window of its own. The model's order cannot
+    put them there, so it refused requests whose plans other policies find and this one accepts (issue 9).
+    Without the preference such a unit joins those with no need, IO-BAR units first, and may still go everywhere
+    it could go, so every plan of the smaller model is a plan of the request, scored with its preferences by
+    :func:`pcitopo.policy.evaluate.soft_results`. The PCI Express units are dropped first: a context's layout is
+    chosen by the units' own needs (``_layout._decide_pcie``), so the fewer needs dropped, the closer that
+    choice stays to the score, and conventional units have moves of their own to the root bus (``pack_io``).
+    """
+
+    def drops(u: Unit) -> bool:
+        return u.has_io and u.hotplug is HotplugNeed.PREFERRED and (not pcie_only or u.connect is Connect.PCIE_DEVICE)
+
+    if not any(drops(u) for u in units):
+        return None
+    if not pcie_only and all(u.connect is Connect.PCIE_DEVICE for u in units if drops(u)):
+        return None  # the same model as with pcie_only, searched already
+    return tuple(attrs.evolve(u, hotplug=HotplugNeed.ANY) if drops(u) else u for u in units)
 
 
 def _place_relaxed(

@@ -18,7 +18,7 @@ from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.policy.evaluate import effective_needs
 from pcitopo.solver import Plan, Status, solve
 from pcitopo.topology import Topology
-from tests.support.requests import numa_io_request, pc_unpluggable_request
+from tests.support.requests import numa_io_request, ovmf_io_ports_request, pc_unpluggable_request
 from tests.support.shapes import pci_bridges_held
 
 A = PciAddress.parse
@@ -262,6 +262,29 @@ def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_gets_a_plan() ->
     required = [i for i, need in needs.items() if need is HotplugNeed.REQUIRED]
     assert len(required) == 10
     assert all(t.is_hotpluggable(plan.assigned[i].bus, plan.assigned[i].slot) for i in required)
+
+
+def test_io_bar_devices_preferring_hotplug_are_integrated_under_minimal_when_ovmf_has_too_few_io_windows() -> None:
+    """117 devices on q35 under OVMF (9 IO windows), 17 of them e1000e: minimal's model integrates the devices with
+    no hotplug need on pcie.0 first, so the 9 e1000e preferring hotplug stayed on root ports (a window each) and
+    with the conventional devices' bridge tree every layout needed 10 windows or more: the request was refused,
+    though hotplug's plan is one minimal accepts (evaluate finds no violation). Searched again without the hotplug
+    preference of the PCI Express IO-BAR devices, minimal finds a plan that is one of the request (no violation),
+    scored with the preferences it misses, cheaper under minimal than hotplug's."""
+    request = ovmf_io_ports_request()
+    plan = solve(request, "minimal")
+    assert set(plan.assigned) == {d.id for d in request.devices}
+    assert plan.status is Status.FEASIBLE  # the request's own model was not the one searched to the end
+    scored = evaluate(request, plan.topology, "minimal")
+    assert scored.violations == ()
+    assert plan.cost == scored.cost
+    assert plan.topology.io_windows_short() == 0
+    other = solve(request, "hotplug")
+    assert evaluate(request, other.topology, "minimal").violations == ()
+    assert plan.cost < evaluate(request, other.topology, "minimal").cost
+    missed = [s.subject for s in plan.soft if s.name == "hotplug" and not s.met]
+    assert missed
+    assert all(plan.assigned[d].bus == 0 for d in missed if d is not None)  # the misses are integrated ones
 
 
 def test_a_context_where_a_class_cannot_go_is_no_candidate_of_it() -> None:
