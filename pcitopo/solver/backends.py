@@ -81,12 +81,14 @@ class Backend(Protocol):
         trees_via_dmi: bool = True,
         names_expander: bool = False,
         balance_io: bool = False,
+        limit: int | None = None,
     ) -> Placement:
         """Place ``units`` (the request's unplaced devices) in ``request``, or raise Unsatisfiable.
 
         ``trees_via_dmi=False``: no bridge tree under a dmi-to-pci-bridge; ``names_expander``: a node-less expander
-        bus is offered; ``balance_io``: IO BARs dealt out balanced between pci-bridges (a search backend's options,
-        see :attr:`~pcitopo.solver._layout.Context.balance_io`).
+        bus is offered; ``balance_io``: IO BARs dealt out balanced between pci-bridges; ``limit``: the search's
+        node limit when lower than its own (a search backend's options, see
+        :attr:`~pcitopo.solver._layout.Context.balance_io`).
         """
         ...
 
@@ -119,6 +121,7 @@ class CspBackend:
         trees_via_dmi: bool = True,
         names_expander: bool = False,
         balance_io: bool = False,
+        limit: int | None = None,
     ) -> Placement:
         # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
         from pcitopo.solver import search
@@ -166,7 +169,7 @@ class CspBackend:
                 realised[key] = topology
             return scored
 
-        limit = NAMES_NODE_LIMIT if names_expander else search.NODE_LIMIT
+        limit = min(limit or search.NODE_LIMIT, NAMES_NODE_LIMIT if names_expander else search.NODE_LIMIT)
         result = search.search(problem, exact=None if score is None else exact, limit=limit)
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
         if result.values is None:
@@ -337,6 +340,7 @@ class LibvirtBackend:
         trees_via_dmi: bool = True,
         names_expander: bool = False,
         balance_io: bool = False,
+        limit: int | None = None,
     ) -> Placement:
         from pcitopo.solver._libvirt import libvirt_assign  # type: ignore[import-not-found, unused-ignore]
 

@@ -15,7 +15,7 @@ from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
 from tests.support.libvirt import define_and_dump
-from tests.support.requests import numa_io_request, ovmf_io_ports_request, pc_unpluggable_request
+from tests.support.requests import numa_io_request, numa_mixed_request, ovmf_io_ports_request, pc_unpluggable_request
 from tests.support.shapes import pci_bridges_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
@@ -400,15 +400,9 @@ fsdev): each device of one is stood in for by a virtio device with an IO BAR of 
 _STAND_IN = {0: "virtio-rng-non-transitional", 64: "virtio-serial-transitional"}
 
 
-def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_maps_under_seabios() -> None:
-    """The 55 drawn devices on pc the search gave up on (one that must not be hot-pluggable, which only a new
-    pci-expander-bus can take, ten that must be): the plan, with stand-ins of the same IO BAR size for the kinds QEMU
-    cannot start here and for every virtio-balloon but the first (QEMU takes one), starts in QEMU with every device
-    where planned; SeaBIOS maps every BAR; QEMU refuses to hot-plug into the expander bus that holds 'r51' and
-    accepts it on the buses with a free slot that hold devices that must be hot-pluggable."""
-    request, policy = pc_unpluggable_request()
-    plan = solve(request, policy)
-    t = plan.topology
+def _with_stand_ins(t: Topology) -> Topology:
+    """``t`` with stand-ins of the same IO BAR size (:data:`_STAND_IN`) for the kinds of :data:`_STAND_IN_PREFIXES`
+    and for every virtio-balloon but the first (QEMU takes one); its IO windows are ``t``'s."""
     devices = []
     balloons = 0
     for d in t.devices:
@@ -419,6 +413,39 @@ def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_maps_under_seabi
         devices.append(d)
     stand_ins = t.replace(devices=devices)
     assert stand_ins.io_windows() == t.io_windows()
+    return stand_ins
+
+
+def test_devices_preferring_three_numa_nodes_get_a_plan_that_maps_under_ovmf_when_the_search_gives_up() -> None:
+    """74 devices on q35 under OVMF (9 IO windows), 55 preferring one of three NUMA nodes: the search gives up in
+    both of its orders, and the plan of the model with only the IO-BAR units' preferences dropped is returned
+    (expander buses for the nodes, the IO-BAR units where the windows allow). With stand-ins of the same IO BAR
+    size for the kinds QEMU cannot start here and for every virtio-balloon but the first, OVMF finds every device
+    where planned and maps every BAR."""
+    request = numa_mixed_request()
+    plan = solve(request)
+    t = plan.topology
+    assert set(plan.assigned) == {d.id for d in request.devices}
+    assert any(c.model == "pcie-expander-bus" for c in t.controllers)
+    nvme = {d.id: {"serial": d.id} for d in t.devices if d.kind == "nvme"}
+    report = verify(_with_stand_ins(t), firmware=True, hotplug=False, firmware_wait=300, timeout=900, extra=nvme)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+    assert report.named("firmware")
+    assert all(c.ok for c in report.named("firmware"))
+
+
+def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_maps_under_seabios() -> None:
+    """The 55 drawn devices on pc the search gave up on (one that must not be hot-pluggable, which only a new
+    pci-expander-bus can take, ten that must be): the plan, with stand-ins of the same IO BAR size for the kinds QEMU
+    cannot start here and for every virtio-balloon but the first (QEMU takes one), starts in QEMU with every device
+    where planned; SeaBIOS maps every BAR; QEMU refuses to hot-plug into the expander bus that holds 'r51' and
+    accepts it on the buses with a free slot that hold devices that must be hot-pluggable."""
+    request, policy = pc_unpluggable_request()
+    plan = solve(request, policy)
+    t = plan.topology
+    stand_ins = _with_stand_ins(t)
     nvme = {d.id: {"serial": d.id} for d in t.devices if d.kind == "nvme"}
     report = verify(stand_ins, firmware="seabios", hotplug=True, firmware_wait=60, timeout=300, extra=nvme)
     assert report.ok, f"{plan.summary()}\n{report}"

@@ -35,6 +35,36 @@ def numa_io_request() -> Topology:
     return Topology.build("q35", devices=devices, numa_nodes=4, firmware="ovmf")
 
 
+# 74 devices, IO-BAR NICs among others, most preferring one of three NUMA nodes (kind:node:hotplug as in _NUMA_IO):
+# a request of a seeded generator of q35 requests under OVMF (seed 12, 2026-12-03, branch numaladder)
+_NUMA_MIXED = """
+virtio-rng:0:- virtio-balloon:2:- rtl8139:-:- rtl8139:0:p virtio-rng:0:p rtl8139:1:- virtio-net-transitional:-:-
+nvme:-:- virtio-blk:1:- qemu-xhci:2:- e1000e:1:- e1000e:0:- nvme:1:p virtio-net-transitional:0:- rtl8139:2:-
+virtio-balloon:2:- virtio-rng:1:- virtio-balloon:0:- nvme:2:- e1000e:-:- e1000:0:- nvme:1:- e1000e:0:-
+virtio-balloon:1:- nvme:2:- virtio-net-transitional:0:- virtio-net:2:p e1000e:0:- virtio-net:2:- e1000e:-:-
+qemu-xhci:-:- pcnet:1:- rtl8139:-:- qemu-xhci:1:- virtio-scsi:2:- virtio-blk:2:- virtio-scsi:1:- nvme:2:-
+qemu-xhci:0:- virtio-balloon:2:- virtio-rng:0:p e1000e:-:- rtl8139:2:- qemu-xhci:2:- virtio-net:-:- qemu-xhci:1:-
+e1000e:2:p virtio-rng:0:p rtl8139:0:- qemu-xhci:-:- virtio-rng:1:- qemu-xhci:2:- virtio-net-transitional:1:-
+rtl8139:-:p e1000:-:- virtio-rng:-:- e1000e:-:- virtio-net:0:p rtl8139:1:- e1000e:0:- virtio-net-transitional:1:p
+rtl8139:-:- virtio-balloon:1:- virtio-net:1:p pcnet:2:- virtio-rng:-:- e1000:1:p e1000:-:p virtio-net:2:-
+virtio-scsi:1:- virtio-rng:-:- virtio-rng:-:- virtio-rng:0:- e1000e:0:p
+"""
+
+
+def numa_mixed_request() -> Topology:
+    """q35 under OVMF (9 IO windows) with three NUMA nodes and the 74 devices of :data:`_NUMA_MIXED`, 55 of which
+    prefer a node (preferences only), 21 of those with an IO BAR: the search gives up in both of its orders."""
+    devices = []
+    for i, spec in enumerate(_NUMA_MIXED.split()):
+        kind, node, hot = spec.split(":")
+        needs = Needs(
+            hotplug=HotplugNeed.PREFERRED if hot == "p" else HotplugNeed.ANY,
+            numa_node=None if node == "-" else int(node),
+        )
+        devices.append(Device(f"g{i}", kind, needs=needs))
+    return Topology.build("q35", devices=devices, numa_nodes=3, firmware="ovmf")
+
+
 # 55 devices on pc (kind:hotplug, "-" any, "p" preferred, "r" required), ids r0..r54: a request of
 # benchmarks/same_plans.py's random draw (``draw_requests(450)``, "larger219", 2026-12-03)
 _PC_UNPLUGGABLE = """
