@@ -142,8 +142,8 @@ def _place_or_retry(
     it was: with IO BARs balanced between the pci-bridges where the firmware has an IO budget and a conventional
     root is there to balance; then, when the search gave up, the smaller models of :func:`_relaxations` (the
     NUMA preferences of the IO-BAR units dropped, then all of them), the plan of least cost under the request's
-    full objective kept (the first on a tie); then, where the firmware has an IO budget, without the hotplug
-    preferences of IO-BAR units (:func:`_io_hotplug_preferences_dropped`).
+    full objective kept (the first on a tie); then, where the firmware has an IO budget and the search found
+    that no plan exists, without the hotplug preferences of IO-BAR units (:func:`_io_hotplug_preferences_dropped`).
     """
     balance_io = False
     try:
@@ -166,10 +166,12 @@ def _place_or_retry(
                 best = placement, relaxed
         if best is not None:
             return best[0], best[1], balance_io
-    if placed.io_window_budget() is not None:
+    if placed.io_window_budget() is not None and not isinstance(failed, backends.GaveUp):
+        # only where the model was searched to the end: after a give-up the smaller models give up too (a 88-device
+        # request under numa, whose preferred nodes are required, took 110 s to be refused instead of 24)
         for pcie_only in (True, False):
             freed = _io_hotplug_preferences_dropped(units, pcie_only=pcie_only)
-            placement = None if freed is None else _place_relaxed(backend, placed, policy, freed)
+            placement = None if freed is None else _place_relaxed(backend, placed, policy, freed, RELAXED_NODE_LIMIT)
             if freed is not None and placement is not None:
                 return placement, freed, balance_io
     raise failed
@@ -189,7 +191,8 @@ RELAXED_NODE_LIMIT = 500
 with the plan without any preference and is never claimed optimal; each solution it finds is improved by local
 search, every move realised and scored (some 50 ms a move under ``minimal``): on a generated q35 request of 115
 devices under OVMF whose own search gave up, 300 nodes found the plan 5,000 did (``hotplug``: 5 s against 20 s;
-``minimal``: 27 s against some 130 s, most of it the local search from the first plan)."""
+``minimal``: 27 s against some 130 s, most of it the local search from the first plan). The searches of
+:func:`_io_hotplug_preferences_dropped`'s models check as many at most."""
 
 
 def _relaxations(units: Sequence[Unit]) -> list[tuple[tuple[Unit, ...], int | None]]:
