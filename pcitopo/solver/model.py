@@ -1089,7 +1089,8 @@ class Problem:
         elsewhere pay the ``integrated`` term each (the classes taken here are those whose every other
         candidate's per-unit floor is at least that above the root's, see :attr:`_root_integration`). So the
         root's ``integrated`` misses, and the others' misses among the open units, are at least the
-        integrable devices that may go to the root less its room, plus a controller each pci-bridge.
+        integrable devices that may go to the root less its room, plus a controller each pci-bridge; with none,
+        the spare ports it should add are its own slots that its units leave empty.
         """
         spec = self._root_integration
         if spec is None:
