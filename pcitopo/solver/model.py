@@ -1073,8 +1073,97 @@ class Problem:
             low = self.context_lower_bound(ctx_id, values)
             if low is None:
                 return None  # type: ignore[return-value]
+            if ctx_id == 0:
+                low = max(low, self._root_integration_floor(values))
             total += low
         return total + self._open_units_floor(values)
+
+    def _root_integration_floor(self, values: Mapping[str, int]) -> int:
+        """A lower bound of the main root's cost and the ``integrated`` terms of the open units that go elsewhere,
+        over every completion, on a conventional root bus (pc's pci.0) under ``prefer_integrated``.
+
+        :meth:`context_lower_bound` takes the open counts as 0, and the units of a class whose counts are all
+        open cost at least their cheapest context (0 on the main root): both miss that the root bus has only
+        so many slots. Its integrated devices are at most its slots left by the new expander buses that must
+        be used and by its pci-bridges (:func:`~pcitopo.solver._layout.decide`), and the open units that go
+        elsewhere pay the ``integrated`` term each (the classes taken here are those whose every other
+        candidate's per-unit floor is at least that above the root's, see :attr:`_root_integration`). So the
+        root's ``integrated`` misses, and the others' misses among the open units, are at least the
+        integrable devices that may go to the root less its room, plus a controller each pci-bridge; with none,
+        the spare ports it should add are its own slots that its units leave empty.
+        """
+        spec = self._root_integration
+        if spec is None:
+            return 0
+        room, required, slots, need_spare, hot_root, classes = spec
+        devices = 0
+        for ci, name, per_unit, eligible, others in classes:
+            if not name:
+                devices += per_unit * len(self.classes[ci].units)
+                continue
+            n = values.get(name)
+            if n is None:
+                if not eligible:
+                    continue
+                n = len(self.classes[ci].units) - sum(values.get(other, 0) for other in others)
+            devices += per_unit * n
+        weights = self.policy.weights
+        per_integrated, per_spare = weights["integrated"], weights["spare-ports"]
+        bridges = values.get("bridges[0]")
+        options = (bridges,) if bridges is not None else self.domains.get("bridges[0]", (0,))
+        least: int | None = None
+        for b in options:
+            top = max(0, min(devices, room - b))  # the most devices integrated
+            if b or not need_spare:
+                cost = per_integrated * (devices - top) + weights["fewer-controllers"] * b
+            else:
+                # no pci-bridge: the spare ports are the root's own slots, those its units leave (the integrated
+                # ones beyond the required take a slot each, the required are counted in the room). The cost is
+                # convex in the devices integrated: least at an end or where the spares start to go missing
+                def cost_of(y: int) -> int:
+                    hot_free = max(0, slots - max(0, y - required)) if hot_root else 0
+                    return per_integrated * (devices - y) + per_spare * max(0, need_spare - hot_free)
+
+                cost = min(cost_of(y) for y in {0, top, min(top, max(0, required + slots - need_spare))})
+            least = cost if least is None else min(least, cost)
+        return least or 0
+
+    @functools.cached_property
+    def _root_integration(
+        self,
+    ) -> tuple[int, int, int, int, bool, tuple[tuple[int, str, int, bool, tuple[str, ...]], ...]] | None:
+        """What :meth:`_root_integration_floor` needs (``None``: it is 0): the main root's room for integrated
+        devices, and per class that may go there: its count variable there (``""``: a constant, all its units),
+        the integrable devices of a unit, whether its open units count (every other candidate costs a unit the
+        ``integrated`` term more than the root, whatever the layout) and its other count variables."""
+        if not self.policy.prefer_integrated or 0 not in self.context_variables:
+            return None
+        root = self.contexts[0]
+        if root.bus != 0 or root.root_kind is not RootKind.PCI:
+            return None
+        # new expander buses some class can go nowhere else: each is used, and takes a slot of the root bus
+        forced = {cands[0] for cands in self.candidates if len(cands) == 1 and self.contexts[cands[0]].new_expander}
+        slots = len(root.free_slots) - len(forced)
+        required = 0
+        per_integrated = self.policy.weights["integrated"]
+        classes = []
+        for ci, cands in enumerate(self.candidates):
+            if 0 not in cands:
+                continue
+            unit = self.per_unit[(ci, 0)]
+            required += unit.integrated_required * len(self.classes[ci].units)
+            name = self.count_variables.get((ci, 0), "")
+            others = tuple(self.count_variables[(ci, k)] for k in cands if k and (ci, k) in self.count_variables)
+            eligible = all(
+                self._unit_floor(ci, k) >= self._unit_floor(ci, 0) + per_integrated * unit.integrable_devices
+                for k in cands
+                if k
+            )
+            if unit.integrable_devices:
+                classes.append((ci, name, unit.integrable_devices, eligible, others))
+        # the spare ports the root should add (_layout._decide_pci)
+        need_spare = max(0, self.spare.get(0, 0) - (root.empty_hot_ports if root.root_hotplug else 0))
+        return slots + required, required, slots, need_spare, root.root_hotplug, tuple(classes)
 
     def _open_units_floor(self, values: Mapping[str, int]) -> int:
         """The least the units of the classes with open counts cost wherever they go."""

@@ -316,6 +316,17 @@ def test_io_bar_devices_preferring_hotplug_are_integrated_under_minimal_when_ovm
     assert all(plan.assigned[d].bus == 0 for d in missed if d is not None)  # the misses are integrated ones
 
 
+def test_the_bound_of_the_55_devices_on_pc_counts_the_root_buss_room_for_integrated_ones() -> None:
+    """The 55 devices on pc under ``minimal+numa``: 51 integrable devices may go on pci.0, whose 30 free slots lose
+    one to the pci-expander-bus 'r51' needs, so at most 29 are integrated and the other 22 cost the ``integrated``
+    weight (5) each, wherever they go; 'r51' costs it too on its expander bus, which is a controller. The search
+    stops at its node limit with a plan (FEASIBLE), and its bound says that much (it was 6: the expander bus and
+    'r51' alone, the units whose counts were open counted as nothing), and is no more than the plan's cost."""
+    request, policy = pc_unpluggable_request()
+    plan = solve(request, policy)
+    assert 5 * 22 + 5 + 1 <= (plan.bound or 0) <= plan.cost
+
+
 def test_a_context_where_a_class_cannot_go_is_no_candidate_of_it() -> None:
     """The model offers a class only the contexts where its units can go: pc's pci.0, every slot of which is
     hot-pluggable, is no candidate for a device that must not be (only a new pci-expander-bus is), and stays one for
