@@ -359,6 +359,16 @@ def test_400_e1000_on_q35_packed_as_functions_in_the_bridge_trees_map_under_ovmf
     assert all(c.ok for c in report.named("firmware"))
 
 
+def _every_device_placed_and_mapped_under_ovmf(plan: Plan) -> None:
+    """OVMF boots the plan's topology with every device of ``plan`` where planned and every one's BARs mapped."""
+    report = verify(plan.topology, firmware=True, hotplug=False, firmware_wait=300, timeout=900)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
+    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
+    assert report.named("firmware")
+    assert all(c.ok for c in report.named("firmware"))
+
+
 def test_io_bar_devices_preferring_four_numa_nodes_get_a_plan_that_maps_under_ovmf() -> None:
     """41 IO-BAR devices preferring four NUMA nodes on q35 under OVMF (9 IO windows), from an OVMF boot fuzz: the
     search gives up at its node limit with no plan in the engine's order, and the request used to be refused (after
@@ -367,14 +377,8 @@ def test_io_bar_devices_preferring_four_numa_nodes_get_a_plan_that_maps_under_ov
     pcie.0); OVMF finds every device where planned and maps every BAR."""
     request = numa_io_request()
     plan = solve(request, "minimal")
-    t = plan.topology
     assert set(plan.assigned) == {d.id for d in request.devices}
-    report = verify(t, firmware=True, hotplug=False, firmware_wait=300, timeout=900)
-    assert report.ok, f"{plan.summary()}\n{report}"
-    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
-    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
-    assert report.named("firmware")
-    assert all(c.ok for c in report.named("firmware"))
+    _every_device_placed_and_mapped_under_ovmf(plan)
 
 
 def test_io_bar_devices_preferring_hotplug_integrated_by_minimal_map_under_ovmf() -> None:
@@ -384,14 +388,8 @@ def test_io_bar_devices_preferring_hotplug_integrated_by_minimal_map_under_ovmf(
     io-reserve=0; OVMF finds every device where planned and maps every BAR."""
     request = ovmf_io_ports_request()
     plan = solve(request, "minimal")
-    t = plan.topology
     assert set(plan.assigned) == {d.id for d in request.devices}
-    report = verify(t, firmware=True, hotplug=False, firmware_wait=300, timeout=900)
-    assert report.ok, f"{plan.summary()}\n{report}"
-    assert {c.subject for c in report.named("placement")} >= set(plan.assigned)
-    assert {c.subject for c in report.named("bars") if c.ok} >= set(plan.assigned)  # every BAR mapped
-    assert report.named("firmware")
-    assert all(c.ok for c in report.named("firmware"))
+    _every_device_placed_and_mapped_under_ovmf(plan)
 
 
 _STAND_IN_PREFIXES = ("vfio-pci", "vhost-", "virtio-blk", "virtio-9p")

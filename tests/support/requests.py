@@ -24,15 +24,21 @@ def numa_io_request() -> Topology:
     """q35 under OVMF (9 IO windows) with four NUMA nodes and the 41 IO-BAR devices of :data:`_NUMA_IO`, whose
     NUMA nodes are preferences only: the search, splitting each class by node over five contexts (141 variables),
     finds no plan within its node limit, while one exists (the same devices without the preferences plan at once)."""
+    return Topology.build("q35", devices=_numa_devices(_NUMA_IO, "d"), numa_nodes=4, firmware="ovmf")
+
+
+def _numa_devices(specs: str, prefix: str) -> list[Device]:
+    """The devices of ``specs`` (``kind:node:hotplug`` each, ``-`` for none and ``p`` for preferred), ids
+    ``prefix`` and their place."""
     devices = []
-    for i, spec in enumerate(_NUMA_IO.split()):
+    for i, spec in enumerate(specs.split()):
         kind, node, hot = spec.split(":")
         needs = Needs(
             hotplug=HotplugNeed.PREFERRED if hot == "p" else HotplugNeed.ANY,
             numa_node=None if node == "-" else int(node),
         )
-        devices.append(Device(f"d{i}", kind, needs=needs))
-    return Topology.build("q35", devices=devices, numa_nodes=4, firmware="ovmf")
+        devices.append(Device(f"{prefix}{i}", kind, needs=needs))
+    return devices
 
 
 # 74 devices, IO-BAR NICs among others, most preferring one of three NUMA nodes (kind:node:hotplug as in _NUMA_IO):
@@ -54,15 +60,7 @@ virtio-scsi:1:- virtio-rng:-:- virtio-rng:-:- virtio-rng:0:- e1000e:0:p
 def numa_mixed_request() -> Topology:
     """q35 under OVMF (9 IO windows) with three NUMA nodes and the 74 devices of :data:`_NUMA_MIXED`, 55 of which
     prefer a node (preferences only), 21 of those with an IO BAR: the search gives up in both of its orders."""
-    devices = []
-    for i, spec in enumerate(_NUMA_MIXED.split()):
-        kind, node, hot = spec.split(":")
-        needs = Needs(
-            hotplug=HotplugNeed.PREFERRED if hot == "p" else HotplugNeed.ANY,
-            numa_node=None if node == "-" else int(node),
-        )
-        devices.append(Device(f"g{i}", kind, needs=needs))
-    return Topology.build("q35", devices=devices, numa_nodes=3, firmware="ovmf")
+    return Topology.build("q35", devices=_numa_devices(_NUMA_MIXED, "g"), numa_nodes=3, firmware="ovmf")
 
 
 # 55 devices on pc (kind:hotplug, "-" any, "p" preferred, "r" required), ids r0..r54: a request of
