@@ -173,7 +173,7 @@ class CspBackend:
         result = search.search(problem, exact=None if score is None else exact, limit=limit)
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
         if result.values is None:
-            if not result.proven and result.nodes > search.NODE_LIMIT:
+            if not result.proven and result.nodes > limit:  # stopped at the limit it was given, not a proof
                 raise GaveUp(
                     [f"the search gave up after {result.nodes} partial assignments without finding a plan"],
                     suggestions=["split the request into smaller ones"],

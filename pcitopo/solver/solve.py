@@ -158,7 +158,8 @@ def _place_or_retry(
             return _place(backend, pooled, policy, rest, balance_io=True), units, balance_io
         except Unsatisfiable as caught:
             failed = caught
-    if isinstance(failed, backends.GaveUp):
+    gave_up = isinstance(failed, backends.GaveUp)
+    if gave_up:
         best: tuple[backends.Placement, tuple[Unit, ...]] | None = None
         for relaxed, limit in _relaxations(units):
             placement = _place_relaxed(backend, placed, policy, relaxed, limit)
@@ -166,7 +167,7 @@ def _place_or_retry(
                 best = placement, relaxed
         if best is not None:
             return best[0], best[1], balance_io
-    if placed.io_window_budget() is not None and not isinstance(failed, backends.GaveUp):
+    if placed.io_window_budget() is not None and not gave_up:
         # only where the model was searched to the end: after a give-up the smaller models give up too (a 88-device
         # request under numa, whose preferred nodes are required, took 110 s to be refused instead of 24)
         for pcie_only in (True, False):
@@ -220,14 +221,16 @@ def _io_numa_preferences_dropped(units: Sequence[Unit]) -> tuple[Unit, ...] | No
     IO-BAR units' preferences those units need no expander bus of their
     node, while the other units keep theirs and may still meet them.
     """
-    if not any(u.has_io and u.numa_node is not None and not u.numa_strict for u in units):
+    if not any(u.has_io and _prefers_node(u) for u in units):
         return None
-    if not any(not u.has_io and u.numa_node is not None and not u.numa_strict for u in units):
+    if not any(not u.has_io and _prefers_node(u) for u in units):
         return None
-    return tuple(
-        attrs.evolve(u, numa_node=None) if u.has_io and u.numa_node is not None and not u.numa_strict else u
-        for u in units
-    )
+    return tuple(attrs.evolve(u, numa_node=None) if u.has_io and _prefers_node(u) else u for u in units)
+
+
+def _prefers_node(unit: Unit) -> bool:
+    """Whether ``unit`` names a NUMA node it only prefers (one a smaller model may drop)."""
+    return unit.numa_node is not None and not unit.numa_strict
 
 
 def _numa_preferences_dropped(units: Sequence[Unit]) -> tuple[Unit, ...] | None:
@@ -243,9 +246,9 @@ def _numa_preferences_dropped(units: Sequence[Unit]) -> tuple[Unit, ...] | None:
     of the smaller model is a plan of the request, scored with its
     preferences by :func:`pcitopo.policy.evaluate.soft_results`.
     """
-    if not any(u.numa_node is not None and not u.numa_strict for u in units):
+    if not any(_prefers_node(u) for u in units):
         return None
-    return tuple(attrs.evolve(u, numa_node=None) if u.numa_node is not None and not u.numa_strict else u for u in units)
+    return tuple(attrs.evolve(u, numa_node=None) if _prefers_node(u) else u for u in units)
 
 
 def _io_hotplug_preferences_dropped(units: Sequence[Unit], *, pcie_only: bool) -> tuple[Unit, ...] | None:
@@ -277,8 +280,9 @@ def _io_hotplug_preferences_dropped(units: Sequence[Unit], *, pcie_only: bool) -
 def _place_relaxed(
     backend: backends.Backend, placed: Topology, policy: Policy, units: tuple[Unit, ...], limit: int | None = None
 ) -> backends.Placement | None:
-    """The placement of the smaller model (:func:`_numa_preferences_dropped`), never claimed optimal: the
-    request's own model was not searched to the end (``None``: no plan there either)."""
+    """The placement of a smaller model (``units`` with some preferences dropped, see :func:`_place_or_retry`),
+    never claimed optimal: the request's own model was not searched to the end, or had no plan (``None``: no
+    plan there either; ``limit``: the search's node limit when lower than its own)."""
     pooled, rest = _fill_pools(placed, units, policy)
     try:
         placement = _place(backend, pooled, policy, rest, limit=limit)
