@@ -2,8 +2,13 @@
 
 A :class:`Plan` holds the topology it was asked about, the completed topology
 (every device addressed, the controllers added), which soft constraints were
-met, and the cost. Every plan has passed :func:`pcitopo.validate` before it is
-returned.
+met, and the cost. Every plan has passed the rules before it is returned, with
+the needs that won for each placed device: a policy's ``[[device]]`` override
+wins over a device's own needs (:meth:`Policy.needs_for
+<pcitopo.policy.Policy.needs_for>`). ``pcitopo.evaluate(plan.request,
+plan.topology, plan.policy).violations`` checks exactly that and is empty;
+``pcitopo.validate(plan.topology)`` alone checks the devices' own needs, which
+an override may have set aside on purpose.
 """
 
 from __future__ import annotations
