@@ -342,6 +342,9 @@ class _Builder:
     def add_device(self, draw: st.DrawFn, kinds: list[str], ident: str) -> Device | None:
         """Add an endpoint of a drawn kind with drawn needs, at a free position that meets them."""
         t = self.t
+        kinds = _open_kinds(kinds, t, _once(self.machine))
+        if not kinds:
+            return None
         kind = draw(st.sampled_from(kinds))
         needs = draw(_needs(t.numa_nodes, t.catalog.device(kind)))
         for device in (Device(ident, kind, needs=needs), Device(ident, kind)):
@@ -479,10 +482,25 @@ def _machines_where(test: Callable[[Machine], bool]) -> list[str]:
 
 
 def _starts(kind: DeviceKind, machine: Machine | None) -> bool:
-    """Whether ``machine``'s QEMU (every shipped machine's, for ``None``) has ``kind``'s driver (rule qemu-driver)."""
+    """Whether ``machine``'s QEMU (every shipped machine's, for ``None``) starts ``kind`` (rule qemu-driver)."""
     if machine is not None:
-        return kind.in_qemu_release(machine.qemu_version)
-    return all(kind.in_qemu_release(m.qemu_version) for m in shipped_machines().values())
+        return machine.starts(kind.name)
+    return all(m.starts(kind.name) for m in shipped_machines().values())
+
+
+def _once(machine: Machine | None) -> frozenset[str]:
+    """The kind families ``machine``'s QEMU (some shipped machine's, for ``None``) starts once (rule one-per-guest)."""
+    if machine is not None:
+        return frozenset(machine.one_per_guest)
+    return frozenset(f for m in shipped_machines().values() for f in m.one_per_guest)
+
+
+def _open_kinds(kinds: list[str], t: Topology, once: frozenset[str]) -> list[str]:
+    """``kinds`` but those of a family ``t`` already has a device of that QEMU starts once (rule one-per-guest)."""
+    full = {t.catalog.device(d.kind).family for d in t.devices} & once
+    if not full:
+        return kinds
+    return [k for k in kinds if t.catalog.device(k).family not in full]
 
 
 def _base(
@@ -636,7 +654,9 @@ def _break_placement(draw: st.DrawFn) -> Topology:
 def _break_integrated(draw: st.DrawFn) -> Topology:
     # a kind that must be integrated (on bus 0) placed elsewhere; a kind that may not be integrated is
     # accepted on a PCIe root bus at an explicit address (libvirt and QEMU take it), so it breaks nothing
-    b = _base(draw, _machines_where(_pcie_root))
+    # (virtio-iommu: where the machine starts it, and none there yet: QEMU starts one, rule one-per-guest)
+    b = _base(draw, _machines_where(lambda m: _pcie_root(m) and m.starts("virtio-iommu")))
+    assume(all(d.kind != "virtio-iommu" for d in b.t.devices))
     positions = [p for p in b.t.free_positions(_PLAIN) if p.bus != 0]
     assume(positions)
     b.place_device(Device("stray", "virtio-iommu", address=draw(st.sampled_from(positions))))
@@ -820,6 +840,7 @@ def _break_io_space(draw: st.DrawFn) -> Topology:
         if k.has_io_bar(behind_pcie_port=True)
         and k.usb != "companion"
         and _starts(k, b.machine)
+        and k.family not in b.machine.one_per_guest  # a dozen of one kind: no balloon (rule one-per-guest)
         and sum(bar.size for bar in k.bars) <= _SMALL_MMIO
     ]
     bridges = [
@@ -934,6 +955,21 @@ def _break_qemu_driver(draw: st.DrawFn) -> Topology:
     return b.t
 
 
+@_breaks("one-per-guest")
+def _break_one_per_guest(draw: st.DrawFn) -> Topology:
+    b = _base(draw, _machines_where(lambda m: bool(m.one_per_guest)))
+    family = draw(st.sampled_from(sorted(b.machine.one_per_guest)))
+    kinds = [k.name for k in b.t.catalog.devices.values() if k.family == family and _starts(k, b.machine)]
+    assume(kinds)
+    have = sum(b.t.kind(d).family == family for d in b.t.devices)
+    for i in range(2 - have):
+        device = Device(f"once{i}", draw(st.sampled_from(kinds)))
+        positions = [p for p in b.t.free_positions(device) if b.io_fits(device, p.bus)]
+        assume(positions)
+        b.place_device(device.placed_at(_position(draw, positions)))
+    return b.t
+
+
 assert set(_BREAKERS) == set(RULES), sorted(set(RULES) ^ set(_BREAKERS))
 
 
@@ -976,11 +1012,14 @@ def device_requests(
     numa_nodes: int = 0,
     taken: Collection[str] = (),
     kinds: Collection[str] | None = None,
+    beside: Topology | None = None,
 ) -> st.SearchStrategy[list[Device]]:
     """Unaddressed devices for the solver: kinds valid on ``machine``, drawn hotplug and NUMA needs.
 
-    Ids are unique and avoid ``taken``. NUMA nodes (strict or preferred) are
-    drawn only below ``numa_nodes``. Shrinks toward fewer devices with no needs.
+    Ids are unique and avoid ``taken`` (and the ids of ``beside``'s devices). NUMA nodes (strict or preferred) are
+    drawn only below ``numa_nodes``. Of a kind family the machine's QEMU starts once a guest (every shipped
+    machine's, without a machine; rule ``one-per-guest``) one device at most is drawn, none when ``beside``, the
+    topology the devices are for, has one. Shrinks toward fewer devices with no needs.
 
     >>> from hypothesis import given, settings
     >>> @settings(max_examples=5, deadline=None)
@@ -1015,7 +1054,11 @@ def device_requests(
         )
     if not names and max_devices:
         raise InvalidArgument("kinds is empty, so no device can be generated")
-    taken_ids = frozenset(taken)
+    taken_ids = frozenset(taken) | (frozenset(d.id for d in beside.devices) if beside is not None else frozenset())
+    once = _once(resolved)
+    present = (
+        frozenset(catalog.device(d.kind).family for d in beside.devices) & once if beside is not None else frozenset()
+    )
     nodes = st.none() if numa_nodes == 0 else st.one_of(st.none(), st.integers(0, numa_nodes - 1))
     needs = st.builds(
         Needs,
@@ -1029,10 +1072,17 @@ def device_requests(
         n = draw(st.integers(min_devices, max_devices))
         out = []
         serial = 0
+        full = set(present)
         for _ in range(n):
             while f"r{serial}" in taken_ids:
                 serial += 1
-            out.append(Device(f"r{serial}", draw(st.sampled_from(names)), needs=draw(needs)))
+            open_names = [k for k in names if catalog.device(k).family not in full] if full else names
+            if not open_names:
+                break
+            kind = draw(st.sampled_from(open_names))
+            if catalog.device(kind).family in once:
+                full.add(catalog.device(kind).family)
+            out.append(Device(f"r{serial}", kind, needs=draw(needs)))
             serial += 1
         return out
 

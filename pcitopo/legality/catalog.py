@@ -178,6 +178,13 @@ class DeviceKind:
     """``False`` for a kind libvirt names but no QEMU has a driver for (``vhost-vsock-transitional``: libvirt 9.0
     accepts ``<vsock model='virtio-transitional'>`` and asks QEMU for ``vhost-vsock-pci-transitional``). Such a
     kind is read from a domain so that ``validate`` can refuse it (rule ``qemu-driver``), and never planned."""
+    family: str = attrs.field(default=attrs.Factory(lambda kind: kind.name, takes_self=True), kw_only=True)
+    """The ``devices.toml`` table the kind comes from: a virtio kind's ``-transitional`` and
+    ``-non-transitional`` variants share their base's (QEMU counts them as one where it starts one a guest:
+    a machine's ``[one-per-guest]``)."""
+    first_display: bool = attrs.field(default=False, kw_only=True)
+    """QEMU starts the kind only as the first display device on its command line (``qxl-vga``: "primary
+    qxl-vga device must be console 0"), so :func:`pcitopo.qemu.qemu_args` puts it before the others."""
     vga: str | None = None
     """How a VGA-compatible kind (PCI class 0300, legacy VGA ranges, a video BIOS) reaches VBE:
     ``"bochs-vbe"`` (the Bochs DISPI I/O ports) or ``"cirrus"``; ``None``: not VGA-compatible."""
@@ -341,6 +348,7 @@ def _devices(source: str, name: str, data: Mapping[str, Any]) -> list[DeviceKind
         memory_property=t.get("memory-property", str, None),
         vga=t.get("vga", str, None),
         qemu_since=t.release("qemu-since"),
+        first_display=t.get("first-display", bool, False),
     )
     if kind.memory_bar is not None and kind.memory_bar not in {b.index for b in kind.bars}:
         raise InvalidDescription(source, f"{name}.memory-bar", f"BAR{kind.memory_bar} is not among its bars")

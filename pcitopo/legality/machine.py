@@ -63,6 +63,24 @@ def _read_only(value: Mapping[str, tuple[PciAddress, ...]]) -> Mapping[str, tupl
     return FrozenDict({role: tuple(addresses) for role, addresses in value.items()})
 
 
+def _read_only_text(value: Mapping[str, str]) -> Mapping[str, str]:
+    return FrozenDict(dict(value))
+
+
+def _kind_messages(catalog: Catalog, table: Table, *, family: bool) -> Mapping[str, str]:
+    """A table of device kinds (``family``: kind families) to QEMU's message, every key checked."""
+    found: dict[str, str] = {}
+    for name in list(table.data):
+        where = f"{table.key}.{name}" if table.key else name
+        if name not in catalog.devices or (family and catalog.devices[name].family != name):
+            what = "device kind family" if family else "device kind"
+            names = {n for n, k in catalog.devices.items() if not family or k.family == n}
+            raise InvalidDescription(table.source, where, str(UnknownName(what, name, names)))
+        found[name] = table.get(name, str, required=True)
+    table.check_unknown()
+    return FrozenDict(found)
+
+
 @attrs.frozen
 class LibvirtDefaults:
     """What libvirt 9.0 adds or picks on its own for a domain of this machine (the ``[libvirt]`` table).
@@ -121,6 +139,13 @@ class Machine:
     qemu_version: tuple[int, int] | None = attrs.field(default=None, kw_only=True)
     """The QEMU release (major, minor) this description describes (``qemu-version``; a probe's binary);
     ``None``: not known. Device kinds whose driver came later are refused (rule ``qemu-driver``)."""
+    refuses: Mapping[str, str] = attrs.field(factory=dict, kw_only=True, converter=_read_only_text)
+    """Device kinds this machine's QEMU does not start at all, each with QEMU's message (``[refuses]``,
+    measured: the binary has no such device, or the machine cannot plug it). Rule ``qemu-driver``."""
+    one_per_guest: Mapping[str, str] = attrs.field(factory=dict, kw_only=True, converter=_read_only_text)
+    """Device kind families (:attr:`DeviceKind.family <pcitopo.legality.catalog.DeviceKind.family>`: a virtio
+    kind with its variants) of which this machine's QEMU starts one a guest, each with QEMU's message for a
+    second (``[one-per-guest]``, measured). Rule ``one-per-guest``."""
     preferred: Mapping[str, tuple[PciAddress, ...]] = attrs.field(eq=False, converter=_read_only)
     """Preferred addresses by role (read-only: shipped descriptions are shared by every caller)."""
     catalog: Catalog = attrs.field(eq=False, repr=False)
@@ -190,6 +215,8 @@ class Machine:
             scsi=lv.get("scsi", str, None),
         )
         lv.check_unknown()
+        refuses = _kind_messages(catalog, t.sub("refuses"), family=False)
+        one_per_guest = _kind_messages(catalog, t.sub("one-per-guest"), family=True)
         machine = cls(
             name=t.get("name", str, required=True),
             description=t.get("description", str, ""),
@@ -210,6 +237,8 @@ class Machine:
             builtins=builtins,
             firmware_names=t.str_list("firmware"),
             qemu_version=t.release("qemu-version"),
+            refuses=refuses,
+            one_per_guest=one_per_guest,
             preferred=FrozenDict(preferred),
             libvirt=libvirt,
             catalog=catalog,
@@ -243,8 +272,10 @@ class Machine:
         >>> q35 = Machine.named("q35")
         >>> q35.qemu_version, q35.starts("e1000e"), q35.starts("igb"), q35.starts("vhost-vsock-transitional")
         ((7, 2), True, False, False)
+        >>> Machine.named("aarch64-virt").starts("qxl"), Machine.named("riscv64-virt").starts("virtio-iommu")
+        (False, False)
         """
-        return self.catalog.device(kind).in_qemu_release(self.qemu_version)
+        return kind not in self.refuses and self.catalog.device(kind).in_qemu_release(self.qemu_version)
 
     @property
     def root(self) -> ControllerModel:

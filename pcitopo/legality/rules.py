@@ -113,7 +113,10 @@ RULES: Mapping[str, str] = MappingProxyType(
         "(libvirt 9.0 refuses the domain at define), or an io-reserve on a QEMU device without that property "
         "(QEMU refuses to start)",
         "qemu-driver": "a device kind whose QEMU driver the machine's QEMU release lacks: added later (igb came with "
-        "QEMU 8.0) or in no release (vhost-vsock-pci-transitional, which libvirt 9.0 still asks for)",
+        "QEMU 8.0) or in no release (vhost-vsock-pci-transitional, which libvirt 9.0 still asks for), or one the "
+        "machine's QEMU does not start (qxl-vga on aarch64, virtio-iommu on riscv64 virt: its ``[refuses]``)",
+        "one-per-guest": "two devices of a kind QEMU starts once a guest on the machine (virtio-balloon in any "
+        "variant; virtio-iommu on x86 and aarch64; vmvga; qxl-vga): its ``[one-per-guest]``",
     }
 )
 """Every rule id with what it means. The ids are stable."""
@@ -1164,11 +1167,15 @@ def _qemu_driver(ctx: _Context) -> Iterator[Violation]:
         if d.kind in present:
             continue
         kind = ctx.catalog.device(d.kind)
-        if kind.in_qemu_release(version):
+        refusal = ctx.machine.refuses.get(d.kind)
+        if refusal is None and kind.in_qemu_release(version):
             present.add(d.kind)
             continue
         where = f" at {d.address}" if d.address is not None else ""
-        if not kind.in_qemu:
+        if refusal is not None:
+            qemu = " ".join(x for x in (ctx.machine.qemu_binary or "QEMU", release) if x)
+            lacks = f"which {qemu} does not start on {ctx.machine.name}: {refusal!r}"
+        elif not kind.in_qemu:
             base = kind.name.removesuffix("-non-transitional").removesuffix("-transitional")
             others = [
                 n
@@ -1186,6 +1193,30 @@ def _qemu_driver(ctx: _Context) -> Iterator[Violation]:
             f"{_q(d.id)} ({d.kind}){where} needs QEMU device {kind.qemu_device!r}, {lacks}",
             d.id,
             address=d.address,
+        )
+
+
+@_rule
+def _one_per_guest(ctx: _Context) -> Iterator[Violation]:
+    limited = ctx.machine.one_per_guest
+    if not limited:
+        return
+    by_family: dict[str, list[Device]] = {}
+    for d in ctx.t.devices:  # placed or not: QEMU counts devices, not addresses
+        family = ctx.catalog.device(d.kind).family
+        if family in limited:
+            by_family.setdefault(family, []).append(d)
+    for family, devices in sorted(by_family.items()):
+        if len(devices) < 2:
+            continue
+        named = ", ".join(
+            f"{_q(d.id)} ({d.kind})" + (f" at {d.address}" if d.address is not None else "") for d in devices
+        )
+        yield _violation(
+            "one-per-guest",
+            f"{len(devices)} {family} devices: {named}; {ctx.machine.name}'s QEMU starts one a guest "
+            f"({limited[family]!r}): keep one",
+            *(d.id for d in devices),
         )
 
 

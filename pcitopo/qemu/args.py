@@ -146,7 +146,11 @@ def device_specs(
     """The ``-device`` list of a complete topology, parents before children.
 
     Controllers come in topological order over the graph (siblings by
-    index), then endpoints by address. Devices that stand for a built-in
+    index), then endpoints by address, but a kind QEMU starts only as the
+    first display device (qxl-vga, :attr:`DeviceKind.first_display
+    <pcitopo.legality.catalog.DeviceKind.first_display>`) before every other
+    endpoint: the order of ``-device`` options moves no device that has an
+    address. Devices that stand for a built-in
     device of the machine (libvirt's SATA controller at q35's 00:1f.2) are the
     machine's own and are left out.
     """
@@ -170,9 +174,12 @@ def device_specs(
         and b.stands_for == d.kind
     }
     order = {c.index: i for i, c in enumerate(_controller_order(topology))}
+    first = {d.id for d in topology.devices if topology.catalog.device(d.kind).first_display}
     endpoints = sorted(
         (d for d in topology.devices if d.id not in builtin_standins),
-        key=lambda d: (order[d.address.bus], d.address) if d.address is not None else (0, PciAddress()),
+        key=lambda d: (
+            (d.id not in first, order[d.address.bus], d.address) if d.address is not None else (True, 0, PciAddress())
+        ),
     )
     for d in endpoints:
         specs.append(_device_spec(topology, d, extra.get(d.id, {})))

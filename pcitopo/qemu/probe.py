@@ -257,6 +257,10 @@ def describe(
             data["preferred"] = {role: [str(a) for a in addrs] for role, addrs in base.preferred.items()}
         if base.libvirt != LibvirtDefaults():
             data["libvirt"] = _libvirt_data(base.libvirt)
+        if base.refuses:
+            data["refuses"] = dict(base.refuses)
+        if base.one_per_guest:
+            data["one-per-guest"] = dict(base.one_per_guest)
     return Machine.from_data(f"probe of {facts.machine_type} ({facts.binary})", data, catalog=catalog)
 
 
@@ -415,4 +419,8 @@ def machine_to_toml(machine: Machine, *, base: Machine | None = None, header: st
     if machine.libvirt != LibvirtDefaults():
         lines += ["", f"[libvirt]{mark}"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in _libvirt_data(machine.libvirt).items()]
+    for table, messages in (("refuses", machine.refuses), ("one-per-guest", machine.one_per_guest)):
+        if messages:
+            lines += ["", f"[{table}]{mark}"]
+            lines += [f"{kind} = {_toml_value(message)}" for kind, message in messages.items()]
     return "\n".join(lines) + "\n"

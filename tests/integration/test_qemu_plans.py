@@ -399,14 +399,11 @@ _STAND_IN = {0: "virtio-rng-non-transitional", 64: "virtio-serial-transitional"}
 
 
 def _with_stand_ins(t: Topology) -> Topology:
-    """``t`` with stand-ins of the same IO BAR size (:data:`_STAND_IN`) for the kinds of :data:`_STAND_IN_PREFIXES`
-    and for every virtio-balloon but the first (QEMU takes one); its IO windows are ``t``'s."""
+    """``t`` with stand-ins of the same IO BAR size (:data:`_STAND_IN`) for the kinds of :data:`_STAND_IN_PREFIXES`;
+    its IO windows are ``t``'s."""
     devices = []
-    balloons = 0
     for d in t.devices:
-        balloon = d.kind.startswith("virtio-balloon")
-        balloons += balloon
-        if d.kind.startswith(_STAND_IN_PREFIXES) or (balloon and balloons > 1):
+        if d.kind.startswith(_STAND_IN_PREFIXES):
             d = attrs.evolve(d, kind=_STAND_IN[t.io_bar_size(d)])
         devices.append(d)
     stand_ins = t.replace(devices=devices)
@@ -418,8 +415,7 @@ def test_devices_preferring_three_numa_nodes_get_a_plan_that_maps_under_ovmf_whe
     """74 devices on q35 under OVMF (9 IO windows), 55 preferring one of three NUMA nodes: the search gives up in
     both of its orders, and the plan of the model with only the IO-BAR units' preferences dropped is returned
     (expander buses for the nodes, the IO-BAR units where the windows allow). With stand-ins of the same IO BAR
-    size for the kinds QEMU cannot start here and for every virtio-balloon but the first, OVMF finds every device
-    where planned and maps every BAR."""
+    size for the kinds QEMU cannot start here, OVMF finds every device where planned and maps every BAR."""
     request = numa_mixed_request()
     plan = solve(request)
     t = plan.topology
@@ -437,7 +433,7 @@ def test_devices_preferring_three_numa_nodes_get_a_plan_that_maps_under_ovmf_whe
 def test_a_device_that_must_not_be_hot_pluggable_among_55_on_pc_maps_under_seabios() -> None:
     """The 55 drawn devices on pc the search gave up on (one that must not be hot-pluggable, which only a new
     pci-expander-bus can take, ten that must be): the plan, with stand-ins of the same IO BAR size for the kinds QEMU
-    cannot start here and for every virtio-balloon but the first (QEMU takes one), starts in QEMU with every device
+    cannot start here, starts in QEMU with every device
     where planned; SeaBIOS maps every BAR; QEMU refuses to hot-plug into the expander bus that holds 'r51' and
     accepts it on the buses with a free slot that hold devices that must be hot-pluggable."""
     request, policy = pc_unpluggable_request()

@@ -124,3 +124,68 @@ def test_qemu_refuses(case: str, make: Callable[[], Topology], message: str) -> 
         verify(topology, firmware=False, hotplug=False)
     assert info.value.qemu_message == message
     assert message in info.value.stderr
+
+
+def _once_cases() -> list[tuple[str, str, str]]:
+    from pcitopo.legality.machine import machines as shipped_machines
+
+    return [
+        (m.name, family, message) for m in shipped_machines().values() for family, message in m.one_per_guest.items()
+    ]
+
+
+def _refused_cases() -> list[tuple[str, str, str]]:
+    from pcitopo.legality.machine import machines as shipped_machines
+
+    return [(m.name, kind, message) for m in shipped_machines().values() for kind, message in m.refuses.items()]
+
+
+@pytest.mark.parametrize(("machine", "family", "message"), _once_cases(), ids=[f"{m}-{f}" for m, f, _ in _once_cases()])
+def test_qemu_starts_one_device_of_each_one_per_guest_family(machine: str, family: str, message: str) -> None:
+    """Each machine's ``[one-per-guest]`` is what its QEMU does: one device of the family starts, a second is refused
+    with the message the description holds (rule one-per-guest names it), and the validator reports the pair."""
+    one = Topology.build(machine, devices=[Device("a", family, address=A("00:05.0"))])
+    assert validate(one) == ()
+    report = verify(one, firmware=False, hotplug=False)
+    assert report.ok, str(report)
+    two = one.with_devices(Device("b", family, address=A("00:06.0")))
+    assert [v.rule for v in validate(two)] == ["one-per-guest"]
+    with pytest.raises(QemuError) as info:
+        verify(two, firmware=False, hotplug=False)
+    assert info.value.qemu_message == message
+
+
+@pytest.mark.parametrize(
+    ("machine", "kind", "message"), _refused_cases(), ids=[f"{m}-{k}" for m, k, _ in _refused_cases()]
+)
+def test_qemu_refuses_the_kinds_a_machine_refuses(machine: str, kind: str, message: str) -> None:
+    """Each machine's ``[refuses]`` is what its QEMU does: the kind alone on the root bus is refused with the message
+    the description holds, and the validator reports it (rule qemu-driver)."""
+    t = Topology.build(machine, devices=[Device("a", kind, address=A("00:05.0"))])
+    assert [v.rule for v in validate(t)] == ["qemu-driver"]
+    with pytest.raises(QemuError) as info:
+        verify(t, firmware=False, hotplug=False)
+    assert info.value.qemu_message == message
+
+
+def test_pseries_starts_two_virtio_iommus() -> None:
+    """pseries is the machine whose QEMU starts a second virtio-iommu-pci (x86 and aarch64 virt refuse it): no
+    ``[one-per-guest]`` entry, and both start."""
+    t = Topology.build(
+        "pseries",
+        devices=[Device("a", "virtio-iommu", address=A("00:05.0")), Device("b", "virtio-iommu", address=A("00:06.0"))],
+    )
+    assert validate(t) == ()
+    report = verify(t, firmware=False, hotplug=False)
+    assert report.ok, str(report)
+
+
+def test_a_qxl_vga_after_another_display_device_starts() -> None:
+    """QEMU starts qxl-vga only as the first display device on its command line; pcitopo's command line puts it
+    first whatever its address, so a VGA at a lower slot does not stop QEMU."""
+    t = Topology.build(
+        "q35", devices=[Device("vga0", "vga", address=A("00:02.0")), Device("qxl0", "qxl", address=A("00:03.0"))]
+    )
+    assert validate(t) == ()
+    report = verify(t, firmware=False, hotplug=False)
+    assert report.ok, str(report)

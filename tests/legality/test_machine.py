@@ -116,8 +116,9 @@ BAD = [
         "typo-key.toml",
         "root-hotplugg",
         "unknown key (known keys: arches, builtin, bus-numbers, controllers, description, firmware, io-windows, "
-        "io-windows-without-acpi, libvirt, machine-types, max-host-bridges, name, pcie, preferred, qemu-binary, "
-        "qemu-version, root-bus-name, root-hotplug, root-model, root-qemu, unique-bridge-chassis)",
+        "io-windows-without-acpi, libvirt, machine-types, max-host-bridges, name, one-per-guest, pcie, preferred, "
+        "qemu-binary, qemu-version, refuses, root-bus-name, root-hotplug, root-model, root-qemu, "
+        "unique-bridge-chassis)",
     ),
     ("wrong-type.toml", "bus-numbers", "expected an integer (got a string '256')"),
     (

@@ -265,6 +265,25 @@ ILLEGAL: list[tuple[str, Topology, list[tuple[str, tuple[str, ...]]]]] = [
         [("qemu-driver", ("vsock0",)), ("qemu-driver", ("vsock1",))],
     ),
     (
+        "qemu-driver: qxl-vga, which qemu-system-aarch64 does not have, on aarch64 virt",
+        Topology.build("aarch64-virt", devices=[dev("video0", "qxl")]),
+        [("qemu-driver", ("video0",))],
+    ),
+    (
+        "one-per-guest: two virtio balloons of different variants, one placed",
+        Topology.build(
+            "q35", devices=[dev("b0", "virtio-balloon", "00:05.0"), dev("b1", "virtio-balloon-transitional")]
+        ),
+        [("one-per-guest", ("b0", "b1"))],
+    ),
+    (
+        "one-per-guest: two virtio-iommu on aarch64 virt (pseries starts several)",
+        Topology.build(
+            "aarch64-virt", devices=[dev("i0", "virtio-iommu", "00:05.0"), dev("i1", "virtio-iommu", "00:06.0")]
+        ),
+        [("one-per-guest", ("i0", "i1"))],
+    ),
+    (
         "integrated: pvpanic-pci behind a root port",
         Topology.build("q35", [rp(1, "00:02.0")], [dev("panic", "pvpanic-pci", "01:00.0")]),
         [("integrated", ("panic",))],
@@ -610,6 +629,17 @@ def test_function_range_on_a_catalog_with_single_function_slots() -> None:
 
 
 MESSAGES = [
+    (
+        Topology.build("riscv64-virt", devices=[dev("iommu0", "virtio-iommu")]),
+        "'iommu0' (virtio-iommu) needs QEMU device 'virtio-iommu-pci', which qemu-system-riscv64 7.2 does not start "
+        "on riscv64-virt: 'Check your machine implements a hotplug handler for the virtio-iommu-pci device' "
+        "(rule: qemu-driver)",
+    ),
+    (
+        Topology.build("q35", devices=[dev("b0", "virtio-balloon", "00:05.0"), dev("b1", "virtio-balloon")]),
+        "2 virtio-balloon devices: 'b0' (virtio-balloon) at 0000:00:05.0, 'b1' (virtio-balloon); q35's QEMU starts "
+        "one a guest ('Only one balloon device is supported'): keep one (rule: one-per-guest)",
+    ),
     (
         Topology.build("q35", [rp(1, "00:02.0")], [dev("net0", "igb", "01:00.0")]),
         "'net0' (igb) at 0000:01:00.0 needs QEMU device 'igb', which QEMU 8.0 added; q35 describes QEMU 7.2 "
@@ -1386,3 +1416,9 @@ def test_qemu_driver_refuses_a_kind_no_qemu_has_whatever_the_release(version: tu
     machine = attrs.evolve(Machine.named("q35"), qemu_version=version)
     t = Topology.build(machine, devices=[dev("vsock0", "vhost-vsock-transitional")])
     assert found(t) == [("qemu-driver", ("vsock0",))]
+
+
+def test_pseries_starts_several_virtio_iommus() -> None:
+    """QEMU 7.2 starts two virtio-iommu-pci on pseries (x86 and aarch64 virt refuse a second): no violation there."""
+    t = Topology.build("pseries", devices=[dev("i0", "virtio-iommu", "00:05.0"), dev("i1", "virtio-iommu", "00:06.0")])
+    assert found(t) == []

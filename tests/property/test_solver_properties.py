@@ -49,7 +49,7 @@ def test_every_plan_validates_and_meets_every_hard_need(request: Topology, polic
 @given(legal_topologies(max_devices=8), st.data())
 def test_pinned_addresses_never_move(pinned: Topology, data: st.DataObject) -> None:
     """Devices and controllers that had addresses keep them, whatever is added."""
-    extra = data.draw(device_requests(machine=pinned.machine, max_devices=8, taken={d.id for d in pinned.devices}))
+    extra = data.draw(device_requests(machine=pinned.machine, max_devices=8, beside=pinned))
     request = pinned.with_devices(*extra)
     plan = _solve(request)
     assume(plan is not None)
@@ -68,9 +68,7 @@ def test_a_grown_topology_gets_a_valid_plan_or_a_refusal(pinned: Topology, data:
     this way, it found two: an existing pci-expander-bus given bridges past the next expander's bus_nr, and the
     libvirt policy reporting libvirt's own bus-number overlap as the solver's fault."""
     extra = data.draw(
-        device_requests(
-            machine=pinned.machine, max_devices=40, numa_nodes=pinned.numa_nodes, taken={d.id for d in pinned.devices}
-        )
+        device_requests(machine=pinned.machine, max_devices=40, numa_nodes=pinned.numa_nodes, beside=pinned)
     )
     try:
         plan = solve(pinned.with_devices(*extra), policy)
@@ -85,7 +83,7 @@ def test_adding_devices_keeps_every_earlier_address(request: Topology, data: st.
     first = _solve(request)
     assume(first is not None)
     assert first is not None
-    more = data.draw(device_requests(machine=request.machine, max_devices=6, taken={d.id for d in request.devices}))
+    more = data.draw(device_requests(machine=request.machine, max_devices=6, beside=first.topology))
     second = _solve(first.topology.with_devices(*more))
     assume(second is not None)
     assert second is not None

@@ -204,6 +204,7 @@ def test_values_from_base_are_marked() -> None:
             "unique-bridge-chassis",
             "[preferred]",
             "[libvirt]",
+            "[one-per-guest]",
         ]
     )
     assert 'root-bus-name = "pcie.0"' in lines

@@ -42,17 +42,18 @@ def _numa_devices(specs: str, prefix: str) -> list[Device]:
 
 
 # 74 devices, IO-BAR NICs among others, most preferring one of three NUMA nodes (kind:node:hotplug as in _NUMA_IO):
-# a request of a seeded generator of q35 requests under OVMF (seed 12, 2026-12-03, branch numaladder)
+# a request of a seeded generator of q35 requests under OVMF (seed 12, 2026-12-03, branch numaladder), with its
+# virtio-balloons but the first made virtio-serial (the same IO BAR; QEMU starts one balloon, rule one-per-guest)
 _NUMA_MIXED = """
 virtio-rng:0:- virtio-balloon:2:- rtl8139:-:- rtl8139:0:p virtio-rng:0:p rtl8139:1:- virtio-net-transitional:-:-
 nvme:-:- virtio-blk:1:- qemu-xhci:2:- e1000e:1:- e1000e:0:- nvme:1:p virtio-net-transitional:0:- rtl8139:2:-
-virtio-balloon:2:- virtio-rng:1:- virtio-balloon:0:- nvme:2:- e1000e:-:- e1000:0:- nvme:1:- e1000e:0:-
-virtio-balloon:1:- nvme:2:- virtio-net-transitional:0:- virtio-net:2:p e1000e:0:- virtio-net:2:- e1000e:-:-
+virtio-serial:2:- virtio-rng:1:- virtio-serial:0:- nvme:2:- e1000e:-:- e1000:0:- nvme:1:- e1000e:0:-
+virtio-serial:1:- nvme:2:- virtio-net-transitional:0:- virtio-net:2:p e1000e:0:- virtio-net:2:- e1000e:-:-
 qemu-xhci:-:- pcnet:1:- rtl8139:-:- qemu-xhci:1:- virtio-scsi:2:- virtio-blk:2:- virtio-scsi:1:- nvme:2:-
-qemu-xhci:0:- virtio-balloon:2:- virtio-rng:0:p e1000e:-:- rtl8139:2:- qemu-xhci:2:- virtio-net:-:- qemu-xhci:1:-
+qemu-xhci:0:- virtio-serial:2:- virtio-rng:0:p e1000e:-:- rtl8139:2:- qemu-xhci:2:- virtio-net:-:- qemu-xhci:1:-
 e1000e:2:p virtio-rng:0:p rtl8139:0:- qemu-xhci:-:- virtio-rng:1:- qemu-xhci:2:- virtio-net-transitional:1:-
 rtl8139:-:p e1000:-:- virtio-rng:-:- e1000e:-:- virtio-net:0:p rtl8139:1:- e1000e:0:- virtio-net-transitional:1:p
-rtl8139:-:- virtio-balloon:1:- virtio-net:1:p pcnet:2:- virtio-rng:-:- e1000:1:p e1000:-:p virtio-net:2:-
+rtl8139:-:- virtio-serial:1:- virtio-net:1:p pcnet:2:- virtio-rng:-:- e1000:1:p e1000:-:p virtio-net:2:-
 virtio-scsi:1:- virtio-rng:-:- virtio-rng:-:- virtio-rng:0:- e1000e:0:p
 """
 
@@ -64,17 +65,18 @@ def numa_mixed_request() -> Topology:
 
 
 # 55 devices on pc (kind:hotplug, "-" any, "p" preferred, "r" required), ids r0..r54: a request of
-# benchmarks/same_plans.py's random draw (``draw_requests(450)``, "larger219", 2026-12-03)
+# benchmarks/same_plans.py's random draw (``draw_requests(450)``, "larger219", 2026-12-03), with its virtio-balloons
+# but the first made virtio-serial of the same variant (the same IO BAR; QEMU starts one balloon, rule one-per-guest)
 _PC_UNPLUGGABLE = """
 virtio-rng-transitional:- bochs:- vfio-pci:r ich9:r es1370:r cirrus:p virtio-blk-non-transitional:r bochs:-
 virtio-serial-transitional:r virtio-scsi:r cirrus:- vfio-pci:p rtl8139:- virtio-rng-non-transitional:r
-virtio-balloon:- vga:p nec-xhci:- ahci:p virtio-balloon-non-transitional:- ich9:- ivshmem-plain:- bochs:r
+virtio-balloon:- vga:p nec-xhci:- ahci:p virtio-serial-non-transitional:- ich9:- ivshmem-plain:- bochs:r
 pcnet:p ich9-ehci1:- lsilogic:r nvme:- virtio-vga:p virtio-net:- es1370:- virtio-9p-transitional:p
-virtio-rng-transitional:p virtio-balloon-transitional:- vga:- ich9:r virtio-serial-transitional:p
-pvpanic-pci:- lsilogic:- vfio-pci-conventional:p virtio-balloon-non-transitional:p ich9:p
-virtio-balloon-transitional:p virtio-scsi-non-transitional:r virtio-keyboard:p vfio-pci:- pci-ohci:-
+virtio-rng-transitional:p virtio-serial-transitional:- vga:- ich9:r virtio-serial-transitional:p
+pvpanic-pci:- lsilogic:- vfio-pci-conventional:p virtio-serial-non-transitional:p ich9:p
+virtio-serial-transitional:p virtio-scsi-non-transitional:r virtio-keyboard:p vfio-pci:- pci-ohci:-
 vhost-scsi-transitional:p virtio-9p-non-transitional:- virtio-9p-transitional:p vmxnet3:p
-virtio-balloon-transitional:- virtio-serial:- vhost-vsock:r lsisas1068:p vhost-scsi:p
+virtio-serial-transitional:- virtio-serial:- vhost-vsock:r lsisas1068:p vhost-scsi:p
 virtio-scsi-non-transitional:-
 """
 
