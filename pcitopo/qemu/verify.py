@@ -17,7 +17,9 @@ and checks, over QMP:
     succeeds, and into every empty slot it calls non-hotpluggable is refused.
 
 Endpoints that need a backend (``virtio-blk-pci`` needs ``drive=``) get it
-through ``extra``, as for :func:`~pcitopo.qemu.qemu_args`. QEMU always runs in
+through ``extra``, as for :func:`~pcitopo.qemu.qemu_args`; where ``extra``
+gives none, nvme, virtio-blk, virtio-9p and ivshmem-plain get a stand-in that
+costs nothing (``_backends``), so a plan starts as it is. QEMU always runs in
 a private temporary directory and is always killed.
 
 >>> check = Check("placement", "net0", True, "on pci.1 at 00.0")
@@ -157,7 +159,7 @@ def verify(
     if path is None:
         raise QemuError(f"no QEMU binary {binary or machine.qemu_binary!r} found")
     fw = _choose_firmware(topology, firmware)
-    backends, extra = _memory_backends(topology, extra)
+    backends, extra = _backends(topology, extra)
     specs = device_specs(topology, extra=extra)
     memory = _FIRMWARE_MEMORY.get(machine.name) if fw is not None else None
     args = machine_args(topology, machine_type=machine_type, memory=memory)
@@ -183,24 +185,41 @@ def verify(
         return VerifyReport(machine.name, path, vm.version, vm.command, tuple(checks), log)
 
 
-def _memory_backends(
+def _backends(
     topology: Topology, extra: Mapping[str, Mapping[str, Value]] | None
 ) -> tuple[list[str], dict[str, Mapping[str, Value]]]:
-    """A shared memory backend for each ivshmem-plain without a ``memdev``: a sparse file of its memory's size.
+    """Stand-in backends for the devices ``extra`` gives none, so that any plan starts as it is.
 
-    The file lives in QEMU's private directory and costs no RAM (nothing touches
-    it under ``-S`` or in the firmware), so a 256 GiB BAR is as cheap to map as 4 MiB.
+    - each ivshmem-plain without a ``memdev``: a shared memory backend, a sparse
+      file of its memory's size in QEMU's private directory; it costs no RAM
+      (nothing touches it under ``-S`` or in the firmware), so a 256 GiB BAR is
+      as cheap to map as 4 MiB;
+    - each nvme without a ``serial`` (QEMU: "serial property not set"): its id;
+    - each virtio-blk without a ``drive`` ("drive property not set"): a
+      ``null-co`` block node, which reads zeros and stores nothing;
+    - each virtio-9p without an ``fsdev``: QEMU's private directory, shared.
     """
     out = dict(extra or {})
     args: list[str] = []
-    for d in topology.devices:
+    for n, d in enumerate(topology.devices):
         kind = topology.kind(d)
-        if kind.qemu_device != "ivshmem-plain" or kind.memory_bar is None or "memdev" in out.get(d.id, {}):
-            continue
-        size = next(b.size for b in topology.bars(d) if b.index == kind.memory_bar)
-        name = f"pcitopo-shm-{len(args) // 2}"
-        args += ["-object", f"memory-backend-file,id={name},mem-path={name},share=on,size={size}"]
-        out[d.id] = {**out.get(d.id, {}), "memdev": name}
+        given = out.get(d.id, {})
+        base = kind.family
+        if kind.qemu_device == "ivshmem-plain" and kind.memory_bar is not None and "memdev" not in given:
+            size = next(b.size for b in topology.bars(d) if b.index == kind.memory_bar)
+            name = f"pcitopo-shm-{n}"
+            args += ["-object", f"memory-backend-file,id={name},mem-path={name},share=on,size={size}"]
+            out[d.id] = {**given, "memdev": name}
+        elif base == "nvme" and "serial" not in given:
+            out[d.id] = {**given, "serial": d.id}
+        elif base == "virtio-blk" and "drive" not in given:
+            name = f"pcitopo-blk-{n}"
+            args += ["-blockdev", f"driver=null-co,node-name={name}"]
+            out[d.id] = {**given, "drive": name}
+        elif base == "virtio-9p" and "fsdev" not in given:
+            name = f"pcitopo-fs-{n}"
+            args += ["-fsdev", f"local,id={name},path=.,security_model=none"]
+            out[d.id] = {**given, "fsdev": name, "mount_tag": name}
     return args, out
 
 

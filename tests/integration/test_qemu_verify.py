@@ -8,6 +8,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device
 from pcitopo.legality.rules import validate
 from pcitopo.qemu import VerificationFailed, verify
+from pcitopo.solver import solve
 from pcitopo.topology import Topology
 from tests.support.qemu import TOPOLOGIES
 
@@ -87,3 +88,22 @@ def test_qemu_accepts_hotplug_into_dmi_to_pci_bridge() -> None:
     assert len(on_bridge) == 32
     assert {c.detail for c in on_bridge} == {"accepted, though the topology calls it not hotpluggable"}
     assert all(c.ok for c in refused if c.subject.startswith("pcie.0 "))
+
+
+@pytest.mark.parametrize("machine", ["q35", "pc", "aarch64-virt", "pseries", "riscv64-virt"])
+def test_devices_that_need_a_backend_start_without_extra(machine: str) -> None:
+    """nvme (serial), virtio-blk in every variant (drive), virtio-9p (fsdev) and ivshmem-plain (memdev) get stand-in
+    backends when ``extra`` gives none: without them QEMU refuses ("serial property not set", "drive property not
+    set"); with them the plan starts and every device sits where planned."""
+    kinds = [
+        "nvme",
+        "virtio-blk",
+        "virtio-blk-transitional",
+        "virtio-blk-non-transitional",
+        "virtio-9p",
+        "ivshmem-plain",
+    ]
+    plan = solve(Topology.build(machine, devices=[Device(f"d{i}", k) for i, k in enumerate(kinds)]))
+    report = verify(plan.topology, firmware=False, hotplug=False)
+    assert report.ok, str(report)
+    assert {c.subject for c in report.named("placement") if c.ok} >= set(plan.assigned)
