@@ -18,7 +18,8 @@ and checks, over QMP:
 
 Endpoints that need a backend (``virtio-blk-pci`` needs ``drive=``) get it
 through ``extra``, as for :func:`~pcitopo.qemu.qemu_args`; where ``extra``
-gives none, nvme, virtio-blk, virtio-9p and ivshmem-plain get a stand-in that
+gives none, nvme, virtio-blk, virtio-9p, virtio-crypto, virtio-pmem, virtio-mem
+and ivshmem-plain get a stand-in that
 costs nothing (``_backends``), so a plan starts as it is. QEMU always runs in
 a private temporary directory and is always killed.
 
@@ -162,7 +163,7 @@ def verify(
     backends, extra = _backends(topology, extra)
     specs = device_specs(topology, extra=extra)
     memory = _FIRMWARE_MEMORY.get(machine.name) if fw is not None else None
-    args = machine_args(topology, machine_type=machine_type, memory=memory)
+    args = _with_device_memory(machine_args(topology, machine_type=machine_type, memory=memory), backends)
     args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg", *backends]
     if fw is not None:
         if _X86 & set(machine.arches):
@@ -197,7 +198,10 @@ def _backends(
     - each nvme without a ``serial`` (QEMU: "serial property not set"): its id;
     - each virtio-blk without a ``drive`` ("drive property not set"): a
       ``null-co`` block node, which reads zeros and stores nothing;
-    - each virtio-9p without an ``fsdev``: QEMU's private directory, shared.
+    - each virtio-9p without an ``fsdev``: QEMU's private directory, shared;
+    - each virtio-crypto without a ``cryptodev``: QEMU's built-in one;
+    - each virtio-pmem or virtio-mem without a ``memdev``: 16 MiB of RAM, in a
+      device memory region :func:`_with_device_memory` makes room for.
     """
     out = dict(extra or {})
     args: list[str] = []
@@ -220,7 +224,30 @@ def _backends(
             name = f"pcitopo-fs-{n}"
             args += ["-fsdev", f"local,id={name},path=.,security_model=none"]
             out[d.id] = {**given, "fsdev": name, "mount_tag": name}
+        elif base == "virtio-crypto" and "cryptodev" not in given:
+            name = f"pcitopo-crypto-{n}"
+            args += ["-object", f"cryptodev-backend-builtin,id={name}"]
+            out[d.id] = {**given, "cryptodev": name}
+        elif base in ("virtio-pmem", "virtio-mem") and "memdev" not in given:
+            name = f"pcitopo-devmem-{n}"
+            args += ["-object", f"memory-backend-ram,id={name},size={_DEVICE_MEMORY_MIB}M"]
+            out[d.id] = {**given, "memdev": name}
     return args, out
+
+
+_DEVICE_MEMORY_MIB = 16
+"""The size of the stand-in memory backend of a virtio-pmem or virtio-mem (a multiple of every block size)."""
+
+
+def _with_device_memory(args: list[str], backends: list[str]) -> list[str]:
+    """``args`` with room for the stand-in device memory of :func:`_backends` beside the RAM (QEMU: "'memdev'
+    property must be set", then a device memory region, which ``-m``'s ``maxmem`` gives)."""
+    count = sum(a.startswith("memory-backend-ram,id=pcitopo-devmem-") for a in backends)
+    if not count:
+        return args
+    at = args.index("-m") + 1
+    ram = int(args[at])
+    return [*args[:at], f"{ram},slots=1,maxmem={ram + count * _DEVICE_MEMORY_MIB}M", *args[at + 1 :]]
 
 
 # -- placement ----------------------------------------------------------------------------

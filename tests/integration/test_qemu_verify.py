@@ -92,18 +92,14 @@ def test_qemu_accepts_hotplug_into_dmi_to_pci_bridge() -> None:
 
 @pytest.mark.parametrize("machine", ["q35", "pc", "aarch64-virt", "pseries", "riscv64-virt"])
 def test_devices_that_need_a_backend_start_without_extra(machine: str) -> None:
-    """nvme (serial), virtio-blk in every variant (drive), virtio-9p (fsdev) and ivshmem-plain (memdev) get stand-in
-    backends when ``extra`` gives none: without them QEMU refuses ("serial property not set", "drive property not
+    """nvme (serial), virtio-blk in every variant (drive), virtio-9p (fsdev), virtio-crypto (cryptodev), virtio-pmem,
+    virtio-mem and ivshmem-plain (memdev) get stand-in backends when ``extra`` gives none (where the machine starts
+    the kind): without them QEMU refuses ("serial property not set", "drive property not
     set"); with them the plan starts and every device sits where planned."""
-    kinds = [
-        "nvme",
-        "virtio-blk",
-        "virtio-blk-transitional",
-        "virtio-blk-non-transitional",
-        "virtio-9p",
-        "ivshmem-plain",
-    ]
-    plan = solve(Topology.build(machine, devices=[Device(f"d{i}", k) for i, k in enumerate(kinds)]))
+    kinds = ["nvme", "virtio-blk", "virtio-blk-transitional", "virtio-blk-non-transitional", "virtio-9p"]
+    kinds += ["ivshmem-plain", "virtio-crypto", "virtio-pmem", "virtio-mem"]
+    request = Topology.build(machine, devices=[Device(f"d{i}", k) for i, k in enumerate(kinds)])
+    plan = solve(request.replace(devices=[d for d in request.devices if request.machine.starts(d.kind)]))
     report = verify(plan.topology, firmware=False, hotplug=False)
     assert report.ok, str(report)
     assert {c.subject for c in report.named("placement") if c.ok} >= set(plan.assigned)
