@@ -1,8 +1,9 @@
 """Generated requests, solved by every built-in policy on every machine, start in QEMU as planned.
 
 The requests come from a seeded generator (so a failure names a reproducible
-case) and use the device kinds QEMU starts without a backend; on x86 the
-firmware check runs too.
+case) and use the device kinds QEMU starts without a host resource (some
+with the stand-in backends ``verify`` gives); on x86 the firmware check runs
+too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("qemu")]
 
 MACHINES = ["q35", "pc", "aarch64-virt", "pseries", "riscv64-virt"]
 
-# kinds QEMU 7.2 starts with no backend (no drive, netdev, chardev, memdev or host device)
+# kinds every machine's QEMU 7.2 starts with no host resource: with no backend at all, or with the stand-in verify
+# gives (nvme's serial, virtio-blk's null drive, virtio-9p's directory, virtio-crypto's built-in cryptodev)
 KINDS = [
+    "nvme",
+    "virtio-blk",
+    "virtio-9p",
+    "virtio-crypto",
     "virtio-net",
     "virtio-net-transitional",
     "virtio-net-non-transitional",
