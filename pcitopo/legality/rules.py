@@ -654,6 +654,8 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
                 f"{_names([_q(c.name) for c in same])} {_all(same)} have bus_nr {nr}",
                 *(c.name for c in same),
             )
+    if not expanders:
+        return  # the root bus's region alone (identity.bus_regions takes the expanders with a bus_nr after it)
     regions = identity.bus_regions(t)
     if len(regions) == 1:
         return
