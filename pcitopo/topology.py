@@ -935,24 +935,38 @@ class Topology:
         direct = self._io_bytes
         sizes: dict[int, int] = {}
         cycles = self._in_cycle
+        children = self._children
+        # a child is a controller of this topology, so _is_bridge(child) is whether it is among the bridges
+        bridges = self._bridges
+        by_index = self._by_index
+        fw = self.firmware_model if reservations else None
+        honours_property = fw is not None and fw.io_reserve_property
 
         def size_of(index: int) -> int:
             if index in sizes:
                 return sizes[index]
             sizes[index] = 0  # guards against cycles
             total = direct.get(index, 0)
-            for child in self._children.get(index, ()):
-                if child not in cycles and self._is_bridge(child):
+            for child in children.get(index, ()):
+                if child not in cycles and child in bridges:
                     total += size_of(child)
-            if reservations:
-                if total == 0 and self.reserves_io(index):
+            if fw is not None:
+                # reserves_io and io_reserve_floor, inlined: asked of every bridge and port of a plan
+                c = by_index[index]
+                if (
+                    total == 0
+                    and c.hotplug is not False
+                    and not (c.io_reserve == 0 and fw.honours_io_reserve_off(c.model))
+                    and fw.reserves_io(c.model)
+                ):
                     total = IO_WINDOW
-                total = max(total, self.io_reserve_floor(index))
+                if honours_property and c.io_reserve and c.io_reserve > total:
+                    total = c.io_reserve
             sizes[index] = -(-total // IO_WINDOW) * IO_WINDOW
             return sizes[index]
 
         for c in self.controllers:
-            if c.index not in cycles and self._is_bridge(c.index):
+            if c.index not in cycles and c.index in bridges:
                 size_of(c.index)
         return sizes
 

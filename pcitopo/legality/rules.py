@@ -657,6 +657,8 @@ def _expander_bus_nr(ctx: _Context) -> Iterator[Violation]:
                 f"{_names([_q(c.name) for c in same])} {_all(same)} have bus_nr {nr}",
                 *(c.name for c in same),
             )
+    if not expanders:
+        return  # the root bus's region alone (identity.bus_regions takes the expanders with a bus_nr after it)
     regions = identity.bus_regions(t)
     if len(regions) == 1:
         return
@@ -813,13 +815,15 @@ def _mmio_checks(ctx: _Context, m: Mmio | None, *, knob_settable: bool) -> Itera
         "give the guest CPU more physical address bits (<cpu><maxphysaddr mode='passthrough'/>, or "
         "mode='emulate' with bits='N') or pass fewer large-BAR devices"
     )
-    listed, address, ids = _consumers(ctx, m.consumers_64)
+    # the consumers are worded only for a violation: a plan of many root ports has 64-bit reservations, and finding
+    # the largest consumer's address walks every device and controller
     if spec.mmio64_top is not None:
         base = max(1 << 32, -(-(1 << 32) // max(m.align_64, 1)) * max(m.align_64, 1))
         end = base + m.above_4g
         # the firmware lays windows out largest alignment first, so hotplug reservations (2 MiB) come last:
         # past the top they hold no BAR (a device hot-plugged there later gets no room)
         if end - m.reserved_64 > spec.mmio64_top:
+            listed, address, ids = _consumers(ctx, m.consumers_64)
             yield _violation(
                 "mmio-space",
                 f"the 64-bit MMIO window: 64-bit prefetchable BARs and windows need {_size(m.above_4g)} "
@@ -836,6 +840,7 @@ def _mmio_checks(ctx: _Context, m: Mmio | None, *, knob_settable: bool) -> Itera
         return
     if spec.idle_reservations_harmless and m.bars_64 <= fw.pref64_reserve and m.above_4g - m.reserved_64 <= window:
         return
+    listed, address, ids = _consumers(ctx, m.consumers_64)
     reserved = f", {_size(m.reserved_64)} of it reserved by {fw.name} for hotplug" if m.reserved_64 else ""
     need = f"64-bit prefetchable BARs and windows need {_size(m.above_4g)} ({listed}{reserved})"
     largest = spec.mmio64_max

@@ -854,6 +854,27 @@ def test_writing_an_expander_libvirt_cannot_number_is_a_violation() -> None:
     assert [(v.rule, v.devices) for v in info.value.violations] == [("expander-bus-nr", ("pci.2",))]
 
 
+def test_a_new_controller_without_numbers_is_written_with_libvirts() -> None:
+    """A controller a topology adds bare gets libvirt's model name and target numbers in the text, as if filled."""
+    from pcitopo.legality import identity
+
+    domain = load(_NONE + "<interface type='user'><model type='virtio'/></interface>")
+    t = domain.topology
+    bare = Controller(1, "pcie-root-port", address=PciAddress.parse("00:02.0"))
+    placed = [d.placed_at(PciAddress.parse("01:00.0")) if d.address is None else d for d in t.devices]
+    grown = t.replace(controllers=[*t.controllers, bare], devices=placed)
+    filled = grown.replace(controllers=[*t.controllers, identity.filled(grown, {1})[1]])
+    text = domain.export(grown)
+    assert (
+        "    <controller type='pci' index='1' model='pcie-root-port'>\n"
+        "      <model name='pcie-root-port'/>\n"
+        "      <target chassis='1' port='0x10'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>\n"
+        "    </controller>\n"
+    ) in text
+    assert text == domain.export(filled)
+
+
 @pytest.mark.parametrize(
     ("os_element", "machine", "firmware"),
     [

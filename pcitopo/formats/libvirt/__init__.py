@@ -240,6 +240,7 @@ class LibvirtDomain:
         "_implicit",
         "_implicit_controllers",
         "_index_implied",
+        "_last_children",
         "_machine_override",
         "_multi_implied",
         "_offsets",
@@ -265,6 +266,7 @@ class LibvirtDomain:
     _root: _Element
     _offsets: dict[_Element, Offsets]
     _first_children: dict[tuple[_Element | None, str], _Element]
+    _last_children: dict[_Element | None, _Element]
     _spans: dict[_Element, ElementSpan]
     _unit: str
     _machine_override: Machine | None
@@ -365,9 +367,13 @@ class LibvirtDomain:
         # each parent's first child element of each tag, found in one pass over the elements lxml has listed:
         # the reader and writer ask a few children of every device, and lxml's iterchildren(tag) costs each time
         first: dict[tuple[_Element | None, str], _Element] = {}
+        last: dict[_Element | None, _Element] = {}  # each parent's last child element: where the writer appends
         for el in elements:
-            first.setdefault((el.getparent(), el.tag), el)
+            parent = el.getparent()
+            first.setdefault((parent, el.tag), el)
+            last[parent] = el
         self._first_children = first
+        self._last_children = last
         self._spans = {}
         self._unit = self._indent_unit()
         self._machine_override = machine
@@ -518,6 +524,10 @@ class LibvirtDomain:
     def _child(self, el: _Element, tag: str) -> _Element | None:
         """The first child named ``tag`` of ``el``, an element of this document (``_read._child``, looked up)."""
         return self._first_children.get((el, tag))
+
+    def _last_child(self, el: _Element) -> _Element | None:
+        """The last child element of ``el``, an element of this document (``None``: it has none)."""
+        return self._last_children.get(el)
 
     def _span(self, el: _Element) -> ElementSpan:
         span = self._spans.get(el)

@@ -36,24 +36,33 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 """libvirt's namespace for QEMU command-line passthrough (``<qemu:commandline>``)."""
 
 
-def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, Controller]:
-    """The controllers of ``wanted`` indexes with the ``<model name>`` and ``<target>`` values libvirt would fill in.
+def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, tuple[Controller, dict[str, Any]]]:
+    """The controllers of ``wanted`` indexes, each with the ``<model name>`` and ``<target>`` values libvirt would
+    fill in (the changes :func:`_filled` makes).
 
     The ``<target>`` values come from :mod:`pcitopo.legality.identity`
-    (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give).
+    (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give). The controllers are not
+    evolved here: a new controller is only written (:func:`_controller_lines` reads the changes), and most
+    changes a plan's new ports get are their model name alone.
     """
-    values = identity.defaults(topology, wanted)  # identity.filled, with the model name in the same evolve
-    result: dict[int, Controller] = {}
+    values = identity.defaults(topology, wanted)
+    result: dict[int, tuple[Controller, dict[str, Any]]] = {}
+    catalog = topology.machine.catalog
     for c in topology.controllers:
         if c.index not in values:
             continue
         changes: dict[str, Any] = dict(values[c.index])
         if c.qemu_model is None:
-            qemu_device = topology.machine.catalog.controller(c.model).qemu_device
+            qemu_device = catalog.controller(c.model).qemu_device
             if qemu_device is not None:
                 changes["qemu_model"] = qemu_device
-        result[c.index] = _evolve(c, changes) if changes else c
+        result[c.index] = (c, changes)
     return result
+
+
+def _filled(c: Controller, changes: Mapping[str, Any]) -> Controller:
+    """``c`` with the changes :func:`_libvirt_defaults` found for it."""
+    return _evolve(c, changes) if changes else c
 
 
 _FIELDS = attrs.fields(Controller)
@@ -108,11 +117,22 @@ def _target_lines(c: Controller) -> list[tuple[int, str]]:
     return [(0, f"<target{attr_text}>"), (1, f"<node>{c.numa_node}</node>"), (0, "</target>")]
 
 
-def _controller_lines(c: Controller) -> list[tuple[int, str]]:
+def _controller_lines(c: Controller, changes: Mapping[str, Any] | None = None) -> list[tuple[int, str]]:
+    """The lines of a new ``<controller>`` element for ``c`` with ``changes`` (:func:`_libvirt_defaults`) made.
+
+    A change of the model name alone is read here rather than made by evolving the controller.
+    """
+    qemu_model = c.qemu_model
+    if changes:
+        if changes.keys() == {"qemu_model"}:
+            qemu_model = changes["qemu_model"]
+        else:
+            c = _evolve(c, changes)
+            qemu_model = c.qemu_model
     model = "pci-root" if c.model == "spapr-pci-host-bridge" else c.model
     lines: list[tuple[int, str]] = [(0, f"<controller type='pci' index='{c.index}' model='{model}'>")]
-    if c.qemu_model is not None:
-        lines.append((1, f"<model name='{c.qemu_model}'/>"))
+    if qemu_model is not None:
+        lines.append((1, f"<model name='{qemu_model}'/>"))
     lines += [(depth + 1, text) for depth, text in _target_lines(c)]
     if c.id is not None:
         lines.append((1, f"<alias name='{c.id}'/>"))
@@ -150,9 +170,9 @@ class _Writer:
         # complete but for what libvirt adds): implied multifunction='on', missing controller indexes,
         # the controllers libvirt adds, the implicit devices, chipset addresses.
         self._implied_multifunction()
-        new += [c for c in self.implicit_controllers if self.topology.has_bus(c.index)]
+        new += [(c, {}) for c in self.implicit_controllers if self.topology.has_bus(c.index)]
         if new:
-            self._insert_controllers(sorted(new, key=lambda c: c.index))
+            self._insert_controllers(sorted(new, key=lambda item: item[0].index))
         self._implicit()
         for index, el in self.d._index_implied.items():
             self._add_index(el, index)
@@ -414,8 +434,8 @@ class _Writer:
 
     # -- controllers --------------------------------------------------------------------------
 
-    def _controllers(self) -> list[Controller]:
-        """Queue the changes of listed controllers; the new ones, to insert."""
+    def _controllers(self) -> list[tuple[Controller, dict[str, Any]]]:
+        """Queue the changes of listed controllers; the new ones, to insert, with the changes libvirt would make."""
         old = {c.index: c for c in self.d.topology.controllers}
         changed: set[int] = set()
         implicit: set[int] = set()
@@ -439,10 +459,10 @@ class _Writer:
                 raise InvalidInput(f"controller index {c.index}", "is implicit in the domain and cannot be changed")
             changed.add(c.index)
         filled = _libvirt_defaults(self.topology, changed | implicit)
-        self.implicit_controllers = [filled[i] for i in sorted(implicit)]
+        self.implicit_controllers = [_filled(*filled[i]) for i in sorted(implicit)]
         for index in sorted(changed):
             if index in old:
-                self._update_controller(old[index], filled[index])
+                self._update_controller(old[index], _filled(*filled[index]))
         return [filled[i] for i in sorted(changed) if i not in old]
 
     def _update_controller(self, before: Controller, after: Controller) -> None:
@@ -471,7 +491,7 @@ class _Writer:
         if (after.address, after.multifunction) != (before.address, before.multifunction):
             self._set_address(el, after.address, after.multifunction)
 
-    def _insert_controllers(self, controllers: list[Controller]) -> None:
+    def _insert_controllers(self, controllers: list[tuple[Controller, dict[str, Any]]]) -> None:
         devices = _child(self.d._root, "devices")
         if devices is None:
             raise InvalidDomainXML(
@@ -488,8 +508,8 @@ class _Writer:
                 anchor = found[-1]
                 break
         lines: list[tuple[int, str]] = []
-        for c in controllers:
-            lines += _controller_lines(c)
+        for c, changes in controllers:
+            lines += _controller_lines(c, changes)
         if anchor is None:
             self._add_child(devices, "first", lines)
         else:
@@ -511,15 +531,17 @@ class _Writer:
         if anchor == "first":
             resolved = None
         elif anchor == "last":
-            resolved = next((c for c in reversed(parent) if isinstance(c.tag, str)), None)
+            resolved = self.d._last_child(parent)
         else:
             assert not isinstance(anchor, str)
             resolved = anchor
         self.children.setdefault(parent, []).append((resolved, lines))
 
     def _insert_children(self, parent: _Element, items: list[tuple[_Element | None, list[tuple[int, str]]]]) -> None:
-        span = self.d._span(parent)
-        outer = indent_before(self.text, span.start)
+        # the offsets as the reader found them, not an ElementSpan each: a plan inserts an <address> into every device
+        offsets = self.d._offsets
+        name, start, start_end, end_start, end = offsets[parent]
+        outer = indent_before(self.text, start)
         unit = self.d._unit
         inner = "" if outer is None else f"\n{outer}{unit}"
 
@@ -530,22 +552,22 @@ class _Writer:
                 return "".join([text for _, text in block])
             return "".join([f"{inner}{unit * depth}{text}" if depth else f"{inner}{text}" for depth, text in block])
 
-        if span.empty:
+        if end == start_end:  # an empty-element tag (ElementSpan.empty)
             block = [line for _, lines in items for line in lines]
-            slash = self.text.rfind("/", span.start, span.start_end)
-            close = f"</{span.name}>" if outer is None else f"\n{outer}</{span.name}>"
-            self.result.append(Edit(slash, span.start_end, ">" + render(block) + close))
+            slash = self.text.rfind("/", start, start_end)
+            close = f"</{name}>" if outer is None else f"\n{outer}</{name}>"
+            self.result.append(Edit(slash, start_end, ">" + render(block) + close))
             return
         if len(items) == 1:
             anchor, block = items[0]
-            at = span.start_end if anchor is None else self.d._span(anchor).end
+            at = start_end if anchor is None else offsets[anchor][4]
             self.result.append(Edit(at, at, render(block)))
         else:
             grouped: dict[int, list[tuple[int, str]]] = {}
             for anchor, lines in items:
-                at = span.start_end if anchor is None else self.d._span(anchor).end
+                at = start_end if anchor is None else offsets[anchor][4]
                 grouped.setdefault(at, []).extend(lines)
             for at, block in grouped.items():
                 self.result.append(Edit(at, at, render(block)))
-        if outer is not None and self.text.find("\n", span.start_end, span.end_start) < 0:
-            self.result.append(Edit(span.end_start, span.end_start, "\n" + outer))
+        if outer is not None and self.text.find("\n", start_end, end_start) < 0:
+            self.result.append(Edit(end_start, end_start, "\n" + outer))
