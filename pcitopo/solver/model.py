@@ -826,10 +826,24 @@ class Problem:
         A context's counts depend on these numbers only, not on its layout decisions nor on other contexts'
         variables, so the search's many partial assignments that differ elsewhere share one :class:`Counts`.
         """
+        getter = self._count_getters[ctx_id]
         try:
+            if getter is not None:
+                return (ctx_id, *getter(values))
             return (ctx_id, *[values[name] if name else n for name, n in self._count_spec[ctx_id]])
         except KeyError:
             return None
+
+    @functools.cached_property
+    def _count_getters(self) -> Mapping[int, Callable[[Mapping[str, int]], tuple[int, ...]] | None]:
+        """Context -> its :meth:`_count_key` less the context, at once, where every class that may go there has a
+        count variable there (``None``: a constant among them, or fewer than two)."""
+        return {
+            ctx_id: operator.itemgetter(*(name for name, _ in spec))
+            if len(spec) > 1 and all(name for name, _ in spec)
+            else None
+            for ctx_id, spec in self._count_spec.items()
+        }
 
     @functools.cached_property
     def _count_spec(self) -> Mapping[int, tuple[tuple[str, int], ...]]:
@@ -1236,7 +1250,85 @@ class Problem:
         Unassigned counts are taken as 0 and unassigned layout decisions at
         their best: a context never costs less with more units, so this is a
         lower bound, and the exact cost once everything it depends on is set.
+
+        Remembered by what it depends on (:meth:`_bound_key`): the search asks it of every context on every
+        node, and a node changes one variable.
         """
+        key = self._bound_key(ctx_id, values)
+        bounds = self._context_bounds
+        if key in bounds:
+            return bounds[key]
+        low = self._context_lower_bound(ctx_id, values)
+        bounds[key] = low
+        return low
+
+    @functools.cached_property
+    def _context_bounds(self) -> dict[tuple[object, ...], int | None]:
+        """:meth:`context_lower_bound` by :meth:`_bound_key`."""
+        return {}
+
+    def _bound_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[object, ...]:
+        """What :meth:`context_lower_bound` of a context depends on in ``values``.
+
+        The values of its own variables (``None``: open); of another context in its scope (a new expander bus's, in
+        the main root's), whether its counts set so far put a unit there (its open counts taken as 0, as the bound
+        takes them) and its spare ports, which together say whether it is used, the only way it changes this
+        context's layout; and whether any of those counts is open (the bound proves no layout fits only when none
+        is). Its other layout decisions change nothing here.
+        """
+        own, others, other_counts = self._bound_key_specs[ctx_id]
+        parts: list[object] = [ctx_id, *map(values.get, own)]
+        for names, constant, outside, spare in others:
+            parts.append(constant or any(values.get(name, 0) for name in names))
+            parts.append(tuple(map(values.get, outside)))
+            parts.append(values.get(spare))
+        if others:
+            parts.append(all(name in values for name in other_counts))
+        return tuple(parts)
+
+    @functools.cached_property
+    def _bound_key_specs(
+        self,
+    ) -> Mapping[
+        int, tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], bool, tuple[str, ...], str], ...], tuple[str, ...]]
+    ]:
+        """Context -> what :meth:`_bound_key` reads: the variables of its scope that are its own (its counts and
+        its decisions); per other context with variables in its scope, that context's count variables in the scope,
+        whether a class goes there whatever the counts (a constant), its count variables outside the scope (their
+        values as they are: with one open, :meth:`used` cannot tell) and its spare ports' variable (``""``: none);
+        and the other contexts' count variables in the scope."""
+        of_count = {name: k for (_, k), name in self.count_variables.items()}
+        out = {}
+        for ctx_id, scope in self.context_variables.items():
+            own = f"[{ctx_id}]"
+            mine = tuple(
+                name
+                for name in scope
+                if of_count.get(name, ctx_id) == ctx_id and (name in of_count or name.endswith(own))
+            )
+            foreign = sorted(
+                {of_count[name] for name in scope if of_count.get(name, ctx_id) != ctx_id}
+                | {k for k, names in self.context_variables.items() if k != ctx_id and set(names) & set(scope)}
+            )
+            others = []
+            for k in foreign:
+                spec = self._count_spec[k]
+                names = tuple(name for name, _ in spec if name)
+                spare = f"spare[{k}]"
+                others.append(
+                    (
+                        tuple(name for name in names if name in scope),
+                        any(n for name, n in spec if not name),
+                        tuple(name for name in names if name not in scope),
+                        spare if spare in self.domains else "",
+                    )
+                )
+            other_counts = tuple(name for name in scope if of_count.get(name, ctx_id) != ctx_id)
+            out[ctx_id] = (mine, tuple(others), other_counts)
+        return out
+
+    def _context_lower_bound(self, ctx_id: int, values: Mapping[str, int]) -> int | None:
+        """:meth:`context_lower_bound`, computed."""
         scope = self.context_variables.get(ctx_id, ())
         free = [name for name in scope if name not in values]
         if not free:
@@ -1259,7 +1351,29 @@ class Problem:
         if last is not None:
             layout.remove(last)
         best: int | None = None
-        for combo in itertools.product(*(self.domains[name] for name in layout)):
+        combos = list(itertools.product(*(self.domains[name] for name in layout)))
+        if last is None and len(combos) > 1:
+            # the cheapest layout of the context: the combinations in the order of their floors (the least first,
+            # ties in the domains' order), so that the cheapest is found early and the floor of the rest, no less
+            # than the cheapest so far, stops the search (a floor never exceeds its layout's cost, so the least is
+            # the least of every combination's, as in any order)
+            floored = []
+            for combo in combos:
+                trial.update(zip(layout, combo, strict=True))
+                scope_key = self._scope_key(ctx_id, trial)
+                assert scope_key is not None
+                floored.append((self._context_floor(ctx_id, trial, scope_key), combo))
+            floored.sort(key=operator.itemgetter(0))
+            for floor, combo in floored:
+                if best is not None and floor >= best:
+                    break
+                trial.update(zip(layout, combo, strict=True))
+                d = self.decision(ctx_id, trial)
+                if d is not None and d.feasible:
+                    cost = self.context_cost(ctx_id, d, trial)
+                    best = cost if best is None else min(best, cost)
+            combos = []
+        for combo in combos:
             trial.update(zip(layout, combo, strict=True))
             for spare in self.domains[last] if last is not None else (0,):
                 if last is not None:
