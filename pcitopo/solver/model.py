@@ -35,6 +35,7 @@ of unit last-resort integration takes first. The exhaustive enumerator of the te
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -902,6 +903,11 @@ class Problem:
         return {}
 
     @functools.cached_property
+    def _own_floors(self) -> dict[tuple[object, ...], int]:
+        """:meth:`_context_floor` by whether refined, the context's counts and its integrate and spare decisions."""
+        return {}
+
+    @functools.cached_property
     def _refined_floors(self) -> dict[tuple[int, object], int]:
         """:meth:`_context_floor` with its controllers bounded too, by context and scope values."""
         return {}
@@ -1003,18 +1009,29 @@ class Problem:
         floor = cache.get(scope_key)
         if floor is not None:
             return floor
-        floor = 0
-        ctx = self.contexts[ctx_id]
-        if ctx.root_kind is RootKind.PCIE:
-            count_key = self._count_key(ctx_id, values)
-            assert count_key is not None
-            integrate = values.get(f"integrate[{ctx_id}]", 0)
-            spare_n = values.get(f"spare[{ctx_id}]", 0)
-            counts = self._counts_of(count_key)
-            floor = pcie_cost_floor(
-                ctx, counts, self.policy, integrate, spare_n, self.spare.get(ctx_id, 0), controllers=refined
-            )
+        count_key = self._count_key(ctx_id, values)
+        assert count_key is not None
+        integrate = values.get(f"integrate[{ctx_id}]", 0)
+        spare_n = values.get(f"spare[{ctx_id}]", 0)
+        floor = self._own_floor(count_key, integrate, spare_n, refined=refined)
         cache[scope_key] = floor
+        return floor
+
+    def _own_floor(self, count_key: tuple[int, ...], integrate: int, spare_n: int, *, refined: bool) -> int:
+        """:meth:`_context_floor` by what it depends on: the context's counts (its :meth:`_count_key`) and its
+        integrate and spare decisions. Scopes that differ in other contexts' variables (the main root's holds the
+        new expander buses') share it."""
+        own_key = (refined, count_key, integrate, spare_n)
+        floor = self._own_floors.get(own_key)
+        if floor is None:
+            ctx_id = count_key[0]
+            ctx = self.contexts[ctx_id]
+            floor = 0
+            if ctx.root_kind is RootKind.PCIE:
+                counts = self._counts_of(count_key)
+                spare_wanted = self.spare.get(ctx_id, 0)
+                floor = pcie_cost_floor(ctx, counts, self.policy, integrate, spare_n, spare_wanted, controllers=refined)
+            self._own_floors[own_key] = floor
         return floor
 
     def _numa_cost(self, values: Mapping[str, int]) -> int:
@@ -1353,21 +1370,28 @@ class Problem:
         best: int | None = None
         combos = list(itertools.product(*(self.domains[name] for name in layout)))
         if last is None and len(combos) > 1:
-            # the cheapest layout of the context: the combinations in the order of their floors (the least first,
-            # ties in the domains' order), so that the cheapest is found early and the floor of the rest, no less
-            # than the cheapest so far, stops the search (a floor never exceeds its layout's cost, so the least is
-            # the least of every combination's, as in any order)
-            floored = []
-            for combo in combos:
+            # the cheapest layout of the context, best first: each combination by its floor (its hotplug misses and
+            # spare ports first, then with its controllers, which take longer), the least first, so that the
+            # cheapest is found early and the floors of the rest, no less than the cheapest so far, stop the search.
+            # A floor never exceeds its layout's cost, so the least is the least of every combination's, as in the
+            # domains' order
+            # the counts are set (the open ones taken as 0) whatever the combination
+            count_key = self._count_key(ctx_id, trial)
+            assert count_key is not None
+            integrate_name, spare_name = f"integrate[{ctx_id}]", f"spare[{ctx_id}]"
+            queue: list[tuple[int, bool, int]] = []
+            for i, combo in enumerate(combos):
                 trial.update(zip(layout, combo, strict=True))
-                scope_key = self._scope_key(ctx_id, trial)
-                assert scope_key is not None
-                floored.append((self._context_floor(ctx_id, trial, scope_key), combo))
-            floored.sort(key=operator.itemgetter(0))
-            for floor, combo in floored:
-                if best is not None and floor >= best:
-                    break
-                trial.update(zip(layout, combo, strict=True))
+                integrate, spare_n = trial.get(integrate_name, 0), trial.get(spare_name, 0)
+                queue.append((self._own_floor(count_key, integrate, spare_n, refined=False), False, i))
+            heapq.heapify(queue)
+            while queue and (best is None or queue[0][0] < best):
+                _, refined, i = heapq.heappop(queue)
+                trial.update(zip(layout, combos[i], strict=True))
+                if not refined:
+                    integrate, spare_n = trial.get(integrate_name, 0), trial.get(spare_name, 0)
+                    heapq.heappush(queue, (self._own_floor(count_key, integrate, spare_n, refined=True), True, i))
+                    continue
                 d = self.decision(ctx_id, trial)
                 if d is not None and d.feasible:
                     cost = self.context_cost(ctx_id, d, trial)
