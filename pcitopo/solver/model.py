@@ -761,9 +761,11 @@ class Problem:
     per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
     """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
     cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+    """Decisions already computed, by context, counts (:meth:`_counts_id`) and decisions (the search asks for the
+    same ones many times)."""
     group_counts: dict[tuple[int, int], Counts] = attrs.field(factory=dict, eq=False, repr=False)
-
-    """Decisions already computed, by context and values (the search asks for the same ones many times)."""
+    equal_counts: dict[Counts, int] = attrs.field(factory=dict, eq=False, repr=False)
+    """Each :class:`Counts` value met, and its :meth:`_counts_id` (shared with :attr:`cache`, whose keys hold it)."""
 
     # -- evaluating (partial) assignments ------------------------------------------------------
 
@@ -820,6 +822,25 @@ class Problem:
             )
         self._counts_cache[key] = total
         return total
+
+    def _counts_id(self, count_key: tuple[int, ...]) -> int:
+        """A number for the counts of a :meth:`_count_key`, the same for equal counts.
+
+        Classes that differ in what a context's layout does not ask (the NUMA node a unit prefers, in a node's
+        expander bus: that term is counted per variable) give it equal counts from different keys; what is
+        decided by the counts (a layout, a floor) is kept by this number, so that they share it.
+        """
+        known = self._counts_ids.get(count_key)
+        if known is None:
+            counts = self._counts_of(count_key)
+            known = self.equal_counts.setdefault(counts, len(self.equal_counts))
+            self._counts_ids[count_key] = known
+        return known
+
+    @functools.cached_property
+    def _counts_ids(self) -> dict[tuple[int, ...], int]:
+        """:meth:`_counts_id` by :meth:`_count_key`."""
+        return {}
 
     def _count_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[int, ...] | None:
         """The context and how many units of each class that may go there it gets (``None``: a count is open).
@@ -979,8 +1000,8 @@ class Problem:
         bridges = values.get(f"bridges[{ctx_id}]", 0)
         spare = values.get(f"spare[{ctx_id}]", 0)
         # the layout depends on these alone (the rest is fixed per context): assignments that differ in other
-        # contexts' variables share it
-        key = (count_key, integrate, bridges, spare, expanders_here)
+        # contexts' variables share it, and so do counts of different classes that come to the same needs here
+        key = (ctx_id, self._counts_id(count_key), integrate, bridges, spare, expanders_here)
         ctx = self.contexts[ctx_id]
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
@@ -1021,7 +1042,7 @@ class Problem:
         """:meth:`_context_floor` by what it depends on: the context's counts (its :meth:`_count_key`) and its
         integrate and spare decisions. Scopes that differ in other contexts' variables (the main root's holds the
         new expander buses') share it."""
-        own_key = (refined, count_key, integrate, spare_n)
+        own_key = (refined, count_key[0], self._counts_id(count_key), integrate, spare_n)
         floor = self._own_floors.get(own_key)
         if floor is None:
             ctx_id = count_key[0]
@@ -1583,7 +1604,13 @@ def formulate(
     constraints.append(
         Constraint("objective", "objective", everything, bound=problem.lower_bound, floor=problem.cost_floor)
     )
-    return attrs.evolve(problem, constraints=tuple(constraints), cache=problem.cache, group_counts=problem.group_counts)
+    return attrs.evolve(
+        problem,
+        constraints=tuple(constraints),
+        cache=problem.cache,
+        group_counts=problem.group_counts,
+        equal_counts=problem.equal_counts,
+    )
 
 
 def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constraint]:
