@@ -761,11 +761,15 @@ class Problem:
     per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
     """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
     cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
-    """Decisions already computed, by context, counts (:meth:`_counts_id`) and decisions (the search asks for the
-    same ones many times)."""
+    """Decisions already computed, by :meth:`_layout_key` (the search asks for the same ones many times)."""
+    layouts: dict[tuple[int, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+    """Decisions already computed, by context, counts (:meth:`_counts_id`) and decisions: those of :attr:`cache`,
+    where counts of different classes that come to the same needs share one. :attr:`cache` holds a decision once
+    it was asked for by its key (:meth:`quick_fits` answers from it, and then keeps it by the scope's values, which
+    :meth:`cost_floor` counts), this one once it was laid out."""
     group_counts: dict[tuple[int, int], Counts] = attrs.field(factory=dict, eq=False, repr=False)
     equal_counts: dict[Counts, int] = attrs.field(factory=dict, eq=False, repr=False)
-    """Each :class:`Counts` value met, and its :meth:`_counts_id` (shared with :attr:`cache`, whose keys hold it)."""
+    """Each :class:`Counts` value met, and its :meth:`_counts_id` (shared with :attr:`layouts`, whose keys hold it)."""
 
     # -- evaluating (partial) assignments ------------------------------------------------------
 
@@ -956,10 +960,10 @@ class Problem:
             return True
         d = self._decisions.get(scope_key)
         if d is None:
-            key, args = self._layout_args(ctx_id, values)
+            key = self._layout_key(ctx_id, values)
             d = self.cache.get(key)
             if d is None:
-                if args["ctx"].root_kind is RootKind.PCIE and quick_decide(**args):
+                if self._quick_layout(ctx_id, key):
                     self._quick.add(scope_key)
                     return True
                 return False
@@ -981,16 +985,38 @@ class Problem:
         known = self._decisions.get(scope_key)
         if known is not None:
             return known
-        key, args = self._layout_args(ctx_id, values)
+        key = self._layout_key(ctx_id, values)
         result = self.cache.get(key)
         if result is None:
-            result = decide(**args, bridges=values.get(f"bridges[{ctx_id}]", 0))
+            count_key, integrate, bridges, spare, expanders_here = key
+            same = (ctx_id, self._counts_id(count_key), integrate, bridges, spare, expanders_here)
+            result = self.layouts.get(same)
+            if result is None:
+                result = decide(**self._layout_args(ctx_id, key), bridges=bridges)
+                self.layouts[same] = result
             self.cache[key] = result
         self._decisions[scope_key] = result
         return result
 
-    def _layout_args(self, ctx_id: int, values: Mapping[str, int]) -> tuple[tuple[object, ...], dict[str, Any]]:
-        """The key of :attr:`cache` for a context whose scope is set, and :func:`quick_decide`'s arguments."""
+    def _quick_layout(self, ctx_id: int, key: tuple[tuple[int, ...], int, int, int, int]) -> bool:
+        """Whether :func:`quick_decide` tells a PCI Express root's layout of a :meth:`_layout_key` feasible and within
+        the IO budget (``False`` on other roots), remembered by the counts' value as :attr:`layouts` is."""
+        count_key, integrate, bridges, spare, expanders_here = key
+        same = (ctx_id, self._counts_id(count_key), integrate, bridges, spare, expanders_here)
+        quick = self._quick_layouts.get(same)
+        if quick is None:
+            args = self._layout_args(ctx_id, key)
+            quick = args["ctx"].root_kind is RootKind.PCIE and quick_decide(**args)
+            self._quick_layouts[same] = quick
+        return quick
+
+    @functools.cached_property
+    def _quick_layouts(self) -> dict[tuple[int, ...], bool]:
+        """:meth:`_quick_layout` by context, counts (:meth:`_counts_id`) and decisions."""
+        return {}
+
+    def _layout_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[tuple[int, ...], int, int, int, int]:
+        """The key of :attr:`cache` for a context whose scope is set: its :meth:`_count_key` and its decisions."""
         count_key = self._count_key(ctx_id, values)
         assert count_key is not None
         expanders_here = 0
@@ -1000,13 +1026,17 @@ class Problem:
         bridges = values.get(f"bridges[{ctx_id}]", 0)
         spare = values.get(f"spare[{ctx_id}]", 0)
         # the layout depends on these alone (the rest is fixed per context): assignments that differ in other
-        # contexts' variables share it, and so do counts of different classes that come to the same needs here
-        key = (ctx_id, self._counts_id(count_key), integrate, bridges, spare, expanders_here)
+        # contexts' variables share it
+        return count_key, integrate, bridges, spare, expanders_here
+
+    def _layout_args(self, ctx_id: int, key: tuple[tuple[int, ...], int, int, int, int]) -> dict[str, Any]:
+        """:func:`quick_decide`'s arguments for a context whose scope is set, by its :meth:`_layout_key`."""
+        count_key, integrate, _, spare, expanders_here = key
         ctx = self.contexts[ctx_id]
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
-        args: dict[str, Any] = {
+        return {
             "ctx": ctx,
             "c": self._counts_of(count_key),
             "policy": self.policy,
@@ -1017,7 +1047,6 @@ class Problem:
             "bus_cap": bus_cap,
             "io_cap": self.io_budget,
         }
-        return key, args
 
     def _context_floor(
         self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object], *, refined: bool = True
@@ -1293,16 +1322,27 @@ class Problem:
         node, and a node changes one variable.
         """
         key = self._bound_key(ctx_id, values)
-        bounds = self._context_bounds
-        if key in bounds:
-            return bounds[key]
-        low = self._context_lower_bound(ctx_id, values)
-        bounds[key] = low
+        known = self._context_bounds.get(key)
+        if known is None:
+            known = self._context_lower_bound(ctx_id, values)
+            self._context_bounds[key] = known
+            return known[0]
+        low, laid = known
+        # the layouts it lays out are kept by the values of the context's scope (:attr:`_decisions`), where
+        # :meth:`cost_floor` counts a layout's cost rather than its floor: laid out again for these values (from
+        # :attr:`cache`), that the search prunes as it would have with the bound computed anew
+        if not laid:
+            self.decision(ctx_id, values)
+        else:
+            trial, _, _ = self._bound_trial(ctx_id, values)
+            for assigned in laid:
+                trial.update(assigned)
+                self.decision(ctx_id, trial)
         return low
 
     @functools.cached_property
-    def _context_bounds(self) -> dict[tuple[object, ...], int | None]:
-        """:meth:`context_lower_bound` by :meth:`_bound_key`."""
+    def _context_bounds(self) -> dict[tuple[object, ...], tuple[int | None, tuple[tuple[tuple[str, int], ...], ...]]]:
+        """:meth:`_context_lower_bound` by :meth:`_bound_key`."""
         return {}
 
     def _bound_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[object, ...]:
@@ -1365,14 +1405,11 @@ class Problem:
             out[ctx_id] = (mine, tuple(others), other_counts)
         return out
 
-    def _context_lower_bound(self, ctx_id: int, values: Mapping[str, int]) -> int | None:
-        """:meth:`context_lower_bound`, computed."""
-        scope = self.context_variables.get(ctx_id, ())
-        free = [name for name in scope if name not in values]
-        if not free:
-            d = self.decision(ctx_id, values)
-            assert d is not None
-            return self.context_cost(ctx_id, d, values) if d.feasible else None
+    def _bound_trial(self, ctx_id: int, values: Mapping[str, int]) -> tuple[dict[str, int], list[str], str | None]:
+        """The assignment :meth:`_context_lower_bound` lays a context out with, its open counts taken as 0; the
+        open layout decisions it tries each value of; and the one of those it tries last, in its domain's order
+        (``None``: none)."""
+        free = [name for name in self.context_variables.get(ctx_id, ()) if name not in values]
         layout = [name for name in free if not name.startswith("count[")]
         trial = {**values, **{name: 0 for name in free if name.startswith("count[")}}
         # another context's layout decisions (a new expander's, in the main root's scope) change this one's
@@ -1388,6 +1425,21 @@ class Problem:
         last = spare_name if spare_name in layout and self.contexts[ctx_id].root_kind is RootKind.PCI else None
         if last is not None:
             layout.remove(last)
+        return trial, layout, last
+
+    def _context_lower_bound(
+        self, ctx_id: int, values: Mapping[str, int]
+    ) -> tuple[int | None, tuple[tuple[tuple[str, int], ...], ...]]:
+        """:meth:`context_lower_bound`, computed, and the open layout decisions of each layout it laid out (none:
+        the context's scope is set, and it laid that out)."""
+        scope = self.context_variables.get(ctx_id, ())
+        free = [name for name in scope if name not in values]
+        if not free:
+            d = self.decision(ctx_id, values)
+            assert d is not None
+            return (self.context_cost(ctx_id, d, values) if d.feasible else None), ()
+        trial, layout, last = self._bound_trial(ctx_id, values)
+        laid: list[tuple[tuple[str, int], ...]] = []
         best: int | None = None
         combos = list(itertools.product(*(self.domains[name] for name in layout)))
         if last is None and len(combos) > 1:
@@ -1414,6 +1466,7 @@ class Problem:
                     heapq.heappush(queue, (self._own_floor(count_key, integrate, spare_n, refined=True), True, i))
                     continue
                 d = self.decision(ctx_id, trial)
+                laid.append(tuple(zip(layout, combos[i], strict=True)))
                 if d is not None and d.feasible:
                     cost = self.context_cost(ctx_id, d, trial)
                     best = cost if best is None else min(best, cost)
@@ -1432,6 +1485,7 @@ class Problem:
                     ):
                         continue
                 d = self.decision(ctx_id, trial)
+                laid.append((*zip(layout, combo, strict=True), *(((last, spare),) if last is not None else ())))
                 if d is not None and d.feasible:
                     cost = self.context_cost(ctx_id, d, trial)
                     best = cost if best is None else min(best, cost)
@@ -1439,8 +1493,8 @@ class Problem:
         # with some counts still open, a context that fits no layout now may fit none later either,
         # but the counts were lowered to 0, so "no layout" only proves something when none was open
         if best is None and not any(name.startswith("count[") for name in free):
-            return None
-        return best or 0
+            return None, tuple(laid)
+        return best or 0, tuple(laid)
 
     def units_by_context(self, values: Mapping[str, int]) -> dict[int, list[Unit]]:
         """The units each context hosts: a class's units in order, to its candidates in order."""
@@ -1610,6 +1664,7 @@ def formulate(
         cache=problem.cache,
         group_counts=problem.group_counts,
         equal_counts=problem.equal_counts,
+        layouts=problem.layouts,
     )
 
 
