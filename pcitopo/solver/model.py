@@ -1348,14 +1348,17 @@ class Problem:
     def _bound_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[object, ...]:
         """What :meth:`context_lower_bound` of a context depends on in ``values``.
 
-        The values of its own variables (``None``: open); of another context in its scope (a new expander bus's, in
-        the main root's), whether its counts set so far put a unit there (its open counts taken as 0, as the bound
-        takes them) and its spare ports, which together say whether it is used, the only way it changes this
-        context's layout; and whether any of those counts is open (the bound proves no layout fits only when none
-        is). Its other layout decisions change nothing here.
+        Its counts (the open ones taken as 0, as the bound takes them) by their value (:meth:`_counts_id`: a layout
+        and its cost depend on nothing else of them) and whether one is open; the values of its own decisions
+        (``None``: open); of another context in its scope (a new expander bus's, in the main root's), whether its
+        counts set so far put a unit there (its open counts taken as 0) and its spare ports, which together say
+        whether it is used, the only way it changes this context's layout; and whether any of those counts is open
+        (the bound proves no layout fits only when none is). Its other layout decisions change nothing here.
         """
         own, others, other_counts = self._bound_key_specs[ctx_id]
-        parts: list[object] = [ctx_id, *map(values.get, own)]
+        spec = self._count_spec[ctx_id]
+        counts = self._counts_id((ctx_id, *[values.get(name, 0) if name else n for name, n in spec]))
+        parts: list[object] = [ctx_id, counts, all(name in values for name, _ in spec if name), *map(values.get, own)]
         for names, constant, outside, spare in others:
             parts.append(constant or any(values.get(name, 0) for name in names))
             parts.append(tuple(map(values.get, outside)))
@@ -1370,8 +1373,8 @@ class Problem:
     ) -> Mapping[
         int, tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], bool, tuple[str, ...], str], ...], tuple[str, ...]]
     ]:
-        """Context -> what :meth:`_bound_key` reads: the variables of its scope that are its own (its counts and
-        its decisions); per other context with variables in its scope, that context's count variables in the scope,
+        """Context -> what :meth:`_bound_key` reads besides its counts: the variables of its scope that are its own
+        decisions; per other context with variables in its scope, that context's count variables in the scope,
         whether a class goes there whatever the counts (a constant), its count variables outside the scope (their
         values as they are: with one open, :meth:`used` cannot tell) and its spare ports' variable (``""``: none);
         and the other contexts' count variables in the scope."""
@@ -1379,11 +1382,7 @@ class Problem:
         out = {}
         for ctx_id, scope in self.context_variables.items():
             own = f"[{ctx_id}]"
-            mine = tuple(
-                name
-                for name in scope
-                if of_count.get(name, ctx_id) == ctx_id and (name in of_count or name.endswith(own))
-            )
+            mine = tuple(name for name in scope if name not in of_count and name.endswith(own))
             foreign = sorted(
                 {of_count[name] for name in scope if of_count.get(name, ctx_id) != ctx_id}
                 | {k for k, names in self.context_variables.items() if k != ctx_id and set(names) & set(scope)}
