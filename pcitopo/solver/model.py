@@ -35,6 +35,7 @@ of unit last-resort integration takes first. The exhaustive enumerator of the te
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -760,9 +761,15 @@ class Problem:
     per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
     """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
     cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+    """Decisions already computed, by :meth:`_layout_key` (the search asks for the same ones many times)."""
+    layouts: dict[tuple[int, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
+    """Decisions already computed, by context, counts (:meth:`_counts_id`) and decisions: those of :attr:`cache`,
+    where counts of different classes that come to the same needs share one. :attr:`cache` holds a decision once
+    it was asked for by its key (:meth:`quick_fits` answers from it, and then keeps it by the scope's values, which
+    :meth:`cost_floor` counts), this one once it was laid out."""
     group_counts: dict[tuple[int, int], Counts] = attrs.field(factory=dict, eq=False, repr=False)
-
-    """Decisions already computed, by context and values (the search asks for the same ones many times)."""
+    equal_counts: dict[Counts, int] = attrs.field(factory=dict, eq=False, repr=False)
+    """Each :class:`Counts` value met, and its :meth:`_counts_id` (shared with :attr:`layouts`, whose keys hold it)."""
 
     # -- evaluating (partial) assignments ------------------------------------------------------
 
@@ -820,16 +827,49 @@ class Problem:
         self._counts_cache[key] = total
         return total
 
+    def _counts_id(self, count_key: tuple[int, ...]) -> int:
+        """A number for the counts of a :meth:`_count_key`, the same for equal counts.
+
+        Classes that differ in what a context's layout does not ask (the NUMA node a unit prefers, in a node's
+        expander bus: that term is counted per variable) give it equal counts from different keys; what is
+        decided by the counts (a layout, a floor) is kept by this number, so that they share it.
+        """
+        known = self._counts_ids.get(count_key)
+        if known is None:
+            counts = self._counts_of(count_key)
+            known = self.equal_counts.setdefault(counts, len(self.equal_counts))
+            self._counts_ids[count_key] = known
+        return known
+
+    @functools.cached_property
+    def _counts_ids(self) -> dict[tuple[int, ...], int]:
+        """:meth:`_counts_id` by :meth:`_count_key`."""
+        return {}
+
     def _count_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[int, ...] | None:
         """The context and how many units of each class that may go there it gets (``None``: a count is open).
 
         A context's counts depend on these numbers only, not on its layout decisions nor on other contexts'
         variables, so the search's many partial assignments that differ elsewhere share one :class:`Counts`.
         """
+        getter = self._count_getters[ctx_id]
         try:
+            if getter is not None:
+                return (ctx_id, *getter(values))
             return (ctx_id, *[values[name] if name else n for name, n in self._count_spec[ctx_id]])
         except KeyError:
             return None
+
+    @functools.cached_property
+    def _count_getters(self) -> Mapping[int, Callable[[Mapping[str, int]], tuple[int, ...]] | None]:
+        """Context -> its :meth:`_count_key` less the context, at once, where every class that may go there has a
+        count variable there (``None``: a constant among them, or fewer than two)."""
+        return {
+            ctx_id: operator.itemgetter(*(name for name, _ in spec))
+            if len(spec) > 1 and all(name for name, _ in spec)
+            else None
+            for ctx_id, spec in self._count_spec.items()
+        }
 
     @functools.cached_property
     def _count_spec(self) -> Mapping[int, tuple[tuple[str, int], ...]]:
@@ -888,6 +928,11 @@ class Problem:
         return {}
 
     @functools.cached_property
+    def _own_floors(self) -> dict[tuple[object, ...], int]:
+        """:meth:`_context_floor` by whether refined, the context's counts and its integrate and spare decisions."""
+        return {}
+
+    @functools.cached_property
     def _refined_floors(self) -> dict[tuple[int, object], int]:
         """:meth:`_context_floor` with its controllers bounded too, by context and scope values."""
         return {}
@@ -915,10 +960,10 @@ class Problem:
             return True
         d = self._decisions.get(scope_key)
         if d is None:
-            key, args = self._layout_args(ctx_id, values)
+            key = self._layout_key(ctx_id, values)
             d = self.cache.get(key)
             if d is None:
-                if args["ctx"].root_kind is RootKind.PCIE and quick_decide(**args):
+                if self._quick_layout(ctx_id, key):
                     self._quick.add(scope_key)
                     return True
                 return False
@@ -940,16 +985,38 @@ class Problem:
         known = self._decisions.get(scope_key)
         if known is not None:
             return known
-        key, args = self._layout_args(ctx_id, values)
+        key = self._layout_key(ctx_id, values)
         result = self.cache.get(key)
         if result is None:
-            result = decide(**args, bridges=values.get(f"bridges[{ctx_id}]", 0))
+            count_key, integrate, bridges, spare, expanders_here = key
+            same = (ctx_id, self._counts_id(count_key), integrate, bridges, spare, expanders_here)
+            result = self.layouts.get(same)
+            if result is None:
+                result = decide(**self._layout_args(ctx_id, key), bridges=bridges)
+                self.layouts[same] = result
             self.cache[key] = result
         self._decisions[scope_key] = result
         return result
 
-    def _layout_args(self, ctx_id: int, values: Mapping[str, int]) -> tuple[tuple[object, ...], dict[str, Any]]:
-        """The key of :attr:`cache` for a context whose scope is set, and :func:`quick_decide`'s arguments."""
+    def _quick_layout(self, ctx_id: int, key: tuple[tuple[int, ...], int, int, int, int]) -> bool:
+        """Whether :func:`quick_decide` tells a PCI Express root's layout of a :meth:`_layout_key` feasible and within
+        the IO budget (``False`` on other roots), remembered by the counts' value as :attr:`layouts` is."""
+        count_key, integrate, bridges, spare, expanders_here = key
+        same = (ctx_id, self._counts_id(count_key), integrate, bridges, spare, expanders_here)
+        quick = self._quick_layouts.get(same)
+        if quick is None:
+            args = self._layout_args(ctx_id, key)
+            quick = args["ctx"].root_kind is RootKind.PCIE and quick_decide(**args)
+            self._quick_layouts[same] = quick
+        return quick
+
+    @functools.cached_property
+    def _quick_layouts(self) -> dict[tuple[int, ...], bool]:
+        """:meth:`_quick_layout` by context, counts (:meth:`_counts_id`) and decisions."""
+        return {}
+
+    def _layout_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[tuple[int, ...], int, int, int, int]:
+        """The key of :attr:`cache` for a context whose scope is set: its :meth:`_count_key` and its decisions."""
         count_key = self._count_key(ctx_id, values)
         assert count_key is not None
         expanders_here = 0
@@ -960,12 +1027,16 @@ class Problem:
         spare = values.get(f"spare[{ctx_id}]", 0)
         # the layout depends on these alone (the rest is fixed per context): assignments that differ in other
         # contexts' variables share it
-        key = (count_key, integrate, bridges, spare, expanders_here)
+        return count_key, integrate, bridges, spare, expanders_here
+
+    def _layout_args(self, ctx_id: int, key: tuple[tuple[int, ...], int, int, int, int]) -> dict[str, Any]:
+        """:func:`quick_decide`'s arguments for a context whose scope is set, by its :meth:`_layout_key`."""
+        count_key, integrate, _, spare, expanders_here = key
         ctx = self.contexts[ctx_id]
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
         if ctx.new_expander:
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
-        args: dict[str, Any] = {
+        return {
             "ctx": ctx,
             "c": self._counts_of(count_key),
             "policy": self.policy,
@@ -976,7 +1047,6 @@ class Problem:
             "bus_cap": bus_cap,
             "io_cap": self.io_budget,
         }
-        return key, args
 
     def _context_floor(
         self, ctx_id: int, values: Mapping[str, int], scope_key: tuple[int, object], *, refined: bool = True
@@ -989,18 +1059,29 @@ class Problem:
         floor = cache.get(scope_key)
         if floor is not None:
             return floor
-        floor = 0
-        ctx = self.contexts[ctx_id]
-        if ctx.root_kind is RootKind.PCIE:
-            count_key = self._count_key(ctx_id, values)
-            assert count_key is not None
-            integrate = values.get(f"integrate[{ctx_id}]", 0)
-            spare_n = values.get(f"spare[{ctx_id}]", 0)
-            counts = self._counts_of(count_key)
-            floor = pcie_cost_floor(
-                ctx, counts, self.policy, integrate, spare_n, self.spare.get(ctx_id, 0), controllers=refined
-            )
+        count_key = self._count_key(ctx_id, values)
+        assert count_key is not None
+        integrate = values.get(f"integrate[{ctx_id}]", 0)
+        spare_n = values.get(f"spare[{ctx_id}]", 0)
+        floor = self._own_floor(count_key, integrate, spare_n, refined=refined)
         cache[scope_key] = floor
+        return floor
+
+    def _own_floor(self, count_key: tuple[int, ...], integrate: int, spare_n: int, *, refined: bool) -> int:
+        """:meth:`_context_floor` by what it depends on: the context's counts (its :meth:`_count_key`) and its
+        integrate and spare decisions. Scopes that differ in other contexts' variables (the main root's holds the
+        new expander buses') share it."""
+        own_key = (refined, count_key[0], self._counts_id(count_key), integrate, spare_n)
+        floor = self._own_floors.get(own_key)
+        if floor is None:
+            ctx_id = count_key[0]
+            ctx = self.contexts[ctx_id]
+            floor = 0
+            if ctx.root_kind is RootKind.PCIE:
+                counts = self._counts_of(count_key)
+                spare_wanted = self.spare.get(ctx_id, 0)
+                floor = pcie_cost_floor(ctx, counts, self.policy, integrate, spare_n, spare_wanted, controllers=refined)
+            self._own_floors[own_key] = floor
         return floor
 
     def _numa_cost(self, values: Mapping[str, int]) -> int:
@@ -1236,13 +1317,98 @@ class Problem:
         Unassigned counts are taken as 0 and unassigned layout decisions at
         their best: a context never costs less with more units, so this is a
         lower bound, and the exact cost once everything it depends on is set.
+
+        Remembered by what it depends on (:meth:`_bound_key`): the search asks it of every context on every
+        node, and a node changes one variable.
         """
-        scope = self.context_variables.get(ctx_id, ())
-        free = [name for name in scope if name not in values]
-        if not free:
-            d = self.decision(ctx_id, values)
-            assert d is not None
-            return self.context_cost(ctx_id, d, values) if d.feasible else None
+        key = self._bound_key(ctx_id, values)
+        known = self._context_bounds.get(key)
+        if known is None:
+            known = self._context_lower_bound(ctx_id, values)
+            self._context_bounds[key] = known
+            return known[0]
+        low, laid = known
+        # the layouts it lays out are kept by the values of the context's scope (:attr:`_decisions`), where
+        # :meth:`cost_floor` counts a layout's cost rather than its floor: laid out again for these values (from
+        # :attr:`cache`), that the search prunes as it would have with the bound computed anew
+        if not laid:
+            self.decision(ctx_id, values)
+        else:
+            trial, _, _ = self._bound_trial(ctx_id, values)
+            for assigned in laid:
+                trial.update(assigned)
+                self.decision(ctx_id, trial)
+        return low
+
+    @functools.cached_property
+    def _context_bounds(self) -> dict[tuple[object, ...], tuple[int | None, tuple[tuple[tuple[str, int], ...], ...]]]:
+        """:meth:`_context_lower_bound` by :meth:`_bound_key`."""
+        return {}
+
+    def _bound_key(self, ctx_id: int, values: Mapping[str, int]) -> tuple[object, ...]:
+        """What :meth:`context_lower_bound` of a context depends on in ``values``.
+
+        Its counts (the open ones taken as 0, as the bound takes them) by their value (:meth:`_counts_id`: a layout
+        and its cost depend on nothing else of them) and whether one is open; the values of its own decisions
+        (``None``: open); of another context in its scope (a new expander bus's, in the main root's), whether its
+        counts set so far put a unit there (its open counts taken as 0) and its spare ports, which together say
+        whether it is used, the only way it changes this context's layout; and whether any of those counts is open
+        (the bound proves no layout fits only when none is). Its other layout decisions change nothing here.
+        """
+        own, others, other_counts = self._bound_key_specs[ctx_id]
+        spec = self._count_spec[ctx_id]
+        counts = self._counts_id((ctx_id, *[values.get(name, 0) if name else n for name, n in spec]))
+        parts: list[object] = [ctx_id, counts, all(name in values for name, _ in spec if name), *map(values.get, own)]
+        for names, constant, outside, spare in others:
+            parts.append(constant or any(values.get(name, 0) for name in names))
+            parts.append(tuple(map(values.get, outside)))
+            parts.append(values.get(spare))
+        if others:
+            parts.append(all(name in values for name in other_counts))
+        return tuple(parts)
+
+    @functools.cached_property
+    def _bound_key_specs(
+        self,
+    ) -> Mapping[
+        int, tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], bool, tuple[str, ...], str], ...], tuple[str, ...]]
+    ]:
+        """Context -> what :meth:`_bound_key` reads besides its counts: the variables of its scope that are its own
+        decisions; per other context with variables in its scope, that context's count variables in the scope,
+        whether a class goes there whatever the counts (a constant), its count variables outside the scope (their
+        values as they are: with one open, :meth:`used` cannot tell) and its spare ports' variable (``""``: none);
+        and the other contexts' count variables in the scope."""
+        of_count = {name: k for (_, k), name in self.count_variables.items()}
+        out = {}
+        for ctx_id, scope in self.context_variables.items():
+            own = f"[{ctx_id}]"
+            mine = tuple(name for name in scope if name not in of_count and name.endswith(own))
+            foreign = sorted(
+                {of_count[name] for name in scope if of_count.get(name, ctx_id) != ctx_id}
+                | {k for k, names in self.context_variables.items() if k != ctx_id and set(names) & set(scope)}
+            )
+            others = []
+            for k in foreign:
+                spec = self._count_spec[k]
+                names = tuple(name for name, _ in spec if name)
+                spare = f"spare[{k}]"
+                others.append(
+                    (
+                        tuple(name for name in names if name in scope),
+                        any(n for name, n in spec if not name),
+                        tuple(name for name in names if name not in scope),
+                        spare if spare in self.domains else "",
+                    )
+                )
+            other_counts = tuple(name for name in scope if of_count.get(name, ctx_id) != ctx_id)
+            out[ctx_id] = (mine, tuple(others), other_counts)
+        return out
+
+    def _bound_trial(self, ctx_id: int, values: Mapping[str, int]) -> tuple[dict[str, int], list[str], str | None]:
+        """The assignment :meth:`_context_lower_bound` lays a context out with, its open counts taken as 0; the
+        open layout decisions it tries each value of; and the one of those it tries last, in its domain's order
+        (``None``: none)."""
+        free = [name for name in self.context_variables.get(ctx_id, ()) if name not in values]
         layout = [name for name in free if not name.startswith("count[")]
         trial = {**values, **{name: 0 for name in free if name.startswith("count[")}}
         # another context's layout decisions (a new expander's, in the main root's scope) change this one's
@@ -1258,8 +1424,53 @@ class Problem:
         last = spare_name if spare_name in layout and self.contexts[ctx_id].root_kind is RootKind.PCI else None
         if last is not None:
             layout.remove(last)
+        return trial, layout, last
+
+    def _context_lower_bound(
+        self, ctx_id: int, values: Mapping[str, int]
+    ) -> tuple[int | None, tuple[tuple[tuple[str, int], ...], ...]]:
+        """:meth:`context_lower_bound`, computed, and the open layout decisions of each layout it laid out (none:
+        the context's scope is set, and it laid that out)."""
+        scope = self.context_variables.get(ctx_id, ())
+        free = [name for name in scope if name not in values]
+        if not free:
+            d = self.decision(ctx_id, values)
+            assert d is not None
+            return (self.context_cost(ctx_id, d, values) if d.feasible else None), ()
+        trial, layout, last = self._bound_trial(ctx_id, values)
+        laid: list[tuple[tuple[str, int], ...]] = []
         best: int | None = None
-        for combo in itertools.product(*(self.domains[name] for name in layout)):
+        combos = list(itertools.product(*(self.domains[name] for name in layout)))
+        if last is None and len(combos) > 1:
+            # the cheapest layout of the context, best first: each combination by its floor (its hotplug misses and
+            # spare ports first, then with its controllers, which take longer), the least first, so that the
+            # cheapest is found early and the floors of the rest, no less than the cheapest so far, stop the search.
+            # A floor never exceeds its layout's cost, so the least is the least of every combination's, as in the
+            # domains' order
+            # the counts are set (the open ones taken as 0) whatever the combination
+            count_key = self._count_key(ctx_id, trial)
+            assert count_key is not None
+            integrate_name, spare_name = f"integrate[{ctx_id}]", f"spare[{ctx_id}]"
+            queue: list[tuple[int, bool, int]] = []
+            for i, combo in enumerate(combos):
+                trial.update(zip(layout, combo, strict=True))
+                integrate, spare_n = trial.get(integrate_name, 0), trial.get(spare_name, 0)
+                queue.append((self._own_floor(count_key, integrate, spare_n, refined=False), False, i))
+            heapq.heapify(queue)
+            while queue and (best is None or queue[0][0] < best):
+                _, refined, i = heapq.heappop(queue)
+                trial.update(zip(layout, combos[i], strict=True))
+                if not refined:
+                    integrate, spare_n = trial.get(integrate_name, 0), trial.get(spare_name, 0)
+                    heapq.heappush(queue, (self._own_floor(count_key, integrate, spare_n, refined=True), True, i))
+                    continue
+                d = self.decision(ctx_id, trial)
+                laid.append(tuple(zip(layout, combos[i], strict=True)))
+                if d is not None and d.feasible:
+                    cost = self.context_cost(ctx_id, d, trial)
+                    best = cost if best is None else min(best, cost)
+            combos = []
+        for combo in combos:
             trial.update(zip(layout, combo, strict=True))
             for spare in self.domains[last] if last is not None else (0,):
                 if last is not None:
@@ -1273,6 +1484,7 @@ class Problem:
                     ):
                         continue
                 d = self.decision(ctx_id, trial)
+                laid.append((*zip(layout, combo, strict=True), *(((last, spare),) if last is not None else ())))
                 if d is not None and d.feasible:
                     cost = self.context_cost(ctx_id, d, trial)
                     best = cost if best is None else min(best, cost)
@@ -1280,8 +1492,8 @@ class Problem:
         # with some counts still open, a context that fits no layout now may fit none later either,
         # but the counts were lowered to 0, so "no layout" only proves something when none was open
         if best is None and not any(name.startswith("count[") for name in free):
-            return None
-        return best or 0
+            return None, tuple(laid)
+        return best or 0, tuple(laid)
 
     def units_by_context(self, values: Mapping[str, int]) -> dict[int, list[Unit]]:
         """The units each context hosts: a class's units in order, to its candidates in order."""
@@ -1445,7 +1657,14 @@ def formulate(
     constraints.append(
         Constraint("objective", "objective", everything, bound=problem.lower_bound, floor=problem.cost_floor)
     )
-    return attrs.evolve(problem, constraints=tuple(constraints), cache=problem.cache, group_counts=problem.group_counts)
+    return attrs.evolve(
+        problem,
+        constraints=tuple(constraints),
+        cache=problem.cache,
+        group_counts=problem.group_counts,
+        equal_counts=problem.equal_counts,
+        layouts=problem.layouts,
+    )
 
 
 def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constraint]:

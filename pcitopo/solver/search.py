@@ -84,6 +84,11 @@ class SearchResult:
 class _ModelConstraint(EngineConstraint):  # type: ignore[misc]
     """A model constraint for the engine: called with the assigned values of its scope."""
 
+    whole = False
+    """Whether its scope is every variable of the search: the engine's assignments are then its scope's values,
+    copied at once rather than picked one name at a time (the objective's and the shared budgets' constraints are
+    called on every node)."""
+
     def __call__(
         self,
         variables: Sequence[str],
@@ -92,7 +97,7 @@ class _ModelConstraint(EngineConstraint):  # type: ignore[misc]
         forwardcheck: Any = False,
         _unassigned: Any = Unassigned,
     ) -> bool:
-        values = {v: assignments[v] for v in variables if v in assignments}
+        values = dict(assignments) if self.whole else {v: assignments[v] for v in variables if v in assignments}
         return self.holds(values, variables, domains, assignments, forwardcheck)
 
     def holds(
@@ -134,11 +139,11 @@ def _hide_last_free(
     refused: Callable[[dict[str, int]], bool],
 ) -> bool:
     """Forward checking: when one variable of ``variables`` is left free, hide the values of its domain that
-    ``refused`` with the others' ``values``; ``False`` when none is left."""
-    free = [v for v in variables if v not in assignments]
-    if len(free) != 1:
-        return True
-    name = free[0]
+    ``refused`` with the others' ``values`` (those of ``variables`` that are assigned, each variable once);
+    ``False`` when none is left."""
+    if len(values) != len(variables) - 1:
+        return True  # none or more than one free: the values assigned say so without looking for them
+    name = next(v for v in variables if v not in assignments)
     domain = domains[name]
     for value in list(domain):
         values[name] = value
@@ -366,9 +371,11 @@ def _search(
     bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT))
     # the floor's forward check first: the engine calls a variable's constraints in the order they were posted, so
     # it hides the values the floor refuses before the hard constraints lay each out to check it
-    engine.addConstraint(_FloorAhead(bound), names)
+    ahead = _FloorAhead(bound)
+    ahead.whole = bound.whole = True
+    engine.addConstraint(ahead, names)
     for c in problem.constraints:
-        _post(engine, c)
+        _post(engine, c, len(names))
     engine.addConstraint(bound, names)
     best: dict[str, int] | None = None
     finished = True
@@ -525,9 +532,12 @@ def _improve(
     return best, best_score, unsound
 
 
-def _post(engine: EngineProblem, c: Constraint) -> None:
+def _post(engine: EngineProblem, c: Constraint, everything: int) -> None:
+    """Post ``c`` to the engine; ``everything``: how many variables the search has."""
     if c.kind == "exact-sum":
         engine.addConstraint(ExactSumConstraint(c.total), list(c.scope))
     elif c.kind == "check" and c.scope:
         assert c.test is not None
-        engine.addConstraint(_Check(c.test), list(c.scope))
+        check = _Check(c.test)
+        check.whole = len(set(c.scope)) == everything  # a scope's names are the search's variables
+        engine.addConstraint(check, list(c.scope))

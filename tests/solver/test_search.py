@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Mapping
 
 import attrs
 
+from pcitopo.address import PciAddress
 from pcitopo.devices import Device, Needs
 from pcitopo.policy import Policy
 from pcitopo.solver import search
@@ -144,3 +146,25 @@ def test_the_cost_floor_changes_no_search_result() -> None:
             without.bound,
             without.proven,
         ), (request.machine.name, policy.name)
+
+
+def test_a_contexts_bound_remembered_is_the_bound_computed_anew() -> None:
+    """Over partial assignments of small requests (parts of each complete one, drawn with a fixed seed), a
+    context's bound as the search asks it, remembered from the assignments before by what it depends on (the main
+    root's by whether each new expander bus is used), is the one computed for that assignment alone."""
+    draw = random.Random(9)
+    # and the main root with two free slots, which the new expander buses take from it when used
+    pinned = [Device(f"p{slot}", "virtio-net", address=PciAddress(bus=0, slot=slot)) for slot in range(1, 29)]
+    numa = [Device("m0", "virtio-net", needs=Needs(numa_node=0)), Device("m1", "e1000", needs=Needs(numa_node=1))]
+    tight = Topology.build("q35", devices=[*pinned, *numa, Device("n0", "virtio-net")], numa_nodes=2)
+    for request, policy in [*_requests(), (tight, Policy.named("hotplug")), (tight, Policy.named("minimal"))]:
+        units = build_units(request, policy)
+        problem = formulate(request, policy, units)
+        anew = formulate(request, policy, units)
+        names = [v.name for v in problem.variables]
+        for values in _assignments(problem):
+            for _ in range(3):
+                partial = {name: values[name] for name in names if draw.random() < 0.7}
+                for ctx_id in problem.context_variables:
+                    got = problem.context_lower_bound(ctx_id, partial)
+                    assert got == anew._context_lower_bound(ctx_id, partial)[0], (request.machine.name, ctx_id, partial)
