@@ -11,6 +11,7 @@ says what is known about it. :class:`CspBackend` models the request
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
@@ -165,6 +166,11 @@ class CspBackend:
                 )
             else:
                 scored = score(topology)
+                if scored is None and topology.firmware_model is not None:
+                    # a budget broken (the 32-bit MMIO hole, say): the firmware reserves memory for each hotplug
+                    # port, so hotplug off on the ports it can be taken from may make the plan fit, at what the
+                    # policy charges for it
+                    topology, scored = _hotplug_off_to_fit(topology, keep, required, score)
             if scored is not None:
                 realised[key] = topology
             return scored
@@ -254,6 +260,54 @@ def _hotplug_off_where_cheaper(
         if scored is not None and (best_score is None or scored < best_score):
             best, best_score = trial, scored
     return best, best_score
+
+
+HOTPLUG_OFF_TRIALS = 64
+"""The most plans :func:`_hotplug_off_to_fit` scores for one realised plan that breaks a budget: a heuristic bound
+(a plan of 11 such ports gets every single and pair), so that a search near the 32-bit hole does not score every
+pair of a hundred ports for each assignment it realises."""
+
+
+def _hotplug_off_to_fit(
+    topology: Topology, keep: Collection[int], required: Collection[str], score: Callable[[Topology], int | None]
+) -> tuple[Topology, int | None]:
+    """``topology``, which breaks a firmware budget (``score`` gives ``None``), with ``hotplug=off`` on the fewest
+    of the ports it adds that fit it, the cheapest such plan, and its score (``None``: none fits).
+
+    The firmware reserves memory (and IO) for every hotplug port (SeaBIOS 2 MiB of 32-bit memory, for one), so a
+    plan near the 32-bit hole may fit with a port or two not hot-pluggable, at what the policy charges for their
+    devices (or spares). Ports holding a device that must be hot-pluggable, and the request's own, keep hotplug.
+    Each port alone is tried, then each pair, :data:`HOTPLUG_OFF_TRIALS` trials at most: enough for the small plans
+    near a budget the enumerator checks (tests/property/test_optimality.py), and a bounded cost on a plan with many
+    ports (each trial is scored in full).
+    """
+    on_bus: dict[int, list[str]] = {}
+    for d in topology.devices:
+        if d.address is not None:
+            on_bus.setdefault(d.address.bus, []).append(d.id)
+    ports = [
+        c
+        for c in topology.controllers
+        if c.index not in keep
+        and topology.model(c).port
+        and c.hotplug is not False
+        and not any(d in required for d in on_bus.get(c.index, ()))
+    ]
+    best: tuple[Topology, int | None] = (topology, None)
+    trials = 0
+    for size in (1, 2):
+        for chosen in itertools.combinations(ports, size):
+            trials += 1
+            if trials > HOTPLUG_OFF_TRIALS:
+                return best
+            off = {c.index: attrs.evolve(c, hotplug=False) for c in chosen}
+            trial = topology.replace(controllers=[off.get(x.index, x) for x in topology.controllers])
+            scored = score(trial)
+            if scored is not None and (best[1] is None or scored < best[1]):
+                best = (trial, scored)
+        if best[1] is not None:
+            return best
+    return best
 
 
 def _gain_bound(policy: Policy, placing: Collection[str]) -> Callable[[Topology, Controller], int | None]:

@@ -818,3 +818,25 @@ def test_the_solver_cost_is_the_enumerated_minimum_near_the_32_bit_hole(
         device_requests(machine="q35", min_devices=1, max_devices=2, taken=[f"p{i:02}" for i in range(20)])
     )
     check_against_the_enumerator(_near_the_hole(firmware, extra, *devices), policy)
+
+
+def test_a_port_without_hotplug_makes_a_plan_fit_the_32_bit_hole() -> None:
+    """q35 under SeaBIOS with 1 MiB of the 32-bit hole left, a qemu-xhci that must be hot-pluggable and a vfio-pci
+    (which pcitopo never integrates): each on a hotplug root port, SeaBIOS's 2 MiB reservations overflow the hole,
+    and the solver refused the request (found by Hypothesis). With hotplug off on the vfio-pci's port the plan fits,
+    at the 100 its preference costs: the enumerated minimum."""
+    request = _near_the_hole(
+        "seabios",
+        (32, 8),
+        Device("r0", "qemu-xhci", needs=Needs(hotplug=HotplugNeed.REQUIRED)),
+        Device("r1", "vfio-pci"),
+    )
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports=0)
+    found = minimum(request, policy)
+    assert found.cost == 102
+    from pcitopo.solver import solve
+
+    plan = solve(request, policy)
+    assert evaluate(request, plan.topology, policy).legal
+    assert plan.cost == found.cost
+    assert [(c.name, c.hotplug) for c in plan.added] == [("pci.1", None), ("pci.2", False)]
