@@ -1541,3 +1541,32 @@ def test_a_plan_found_after_refusing_a_layout_qemu_crashes_on_is_not_claimed_opt
     assert plan.status is Status.FEASIBLE
     assert plan.bound is None
     assert validate(plan.topology) == ()
+
+
+def test_a_vm_whose_idle_reservations_the_firmware_drops_replans_and_grows() -> None:
+    """aarch64 virt with 18 hotplug root ports, 15 holding a virtio-net: 18 IO windows counted against edk2's 16, and
+    legal, as edk2 drops the idle reservations it has no room for when no IO BAR needs a window. Re-planning it (a
+    device just removed) and growing it were refused, the model's IO budget -2 (found by Hypothesis's PlanReplan):
+    nothing is added now, a virtio-net takes an empty port, and an e1000 (an IO BAR) goes where it needs no window."""
+    ports = [
+        Controller(
+            i + 1,
+            "pcie-root-port",
+            address=A(f"00:{1 + i // 8:02x}.{i % 8}"),
+            chassis=i + 1,
+            port=8 + i,
+            multifunction=True if i % 8 == 0 else None,
+        )
+        for i in range(18)
+    ]
+    devices = [Device(f"net{i}", "virtio-net", address=PciAddress(bus=i + 1)) for i in range(15)]
+    vm = Topology.build("aarch64-virt", controllers=ports, devices=devices)
+    assert sum(vm.io_windows().values()) > (vm.io_window_budget() or 0)
+    assert validate(vm) == ()
+    again = solve(vm)
+    assert again.added == () and again.topology == vm
+    grown = solve(vm.with_devices(Device("net15", "virtio-net")))
+    assert grown.added == () and grown.assigned["net15"].bus in (16, 17, 18)
+    nic = solve(vm.with_devices(Device("nic", "e1000")))
+    assert validate(nic.topology) == ()
+    assert nic.topology.io_windows_short() == 0
