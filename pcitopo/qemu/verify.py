@@ -200,7 +200,8 @@ def _backends(
       ``null-co`` block node, which reads zeros and stores nothing;
     - each virtio-9p without an ``fsdev``: QEMU's private directory, shared;
     - each virtio-crypto without a ``cryptodev``: QEMU's built-in one;
-    - each virtio-pmem or virtio-mem without a ``memdev``: 16 MiB of RAM, in a
+    - each virtio-pmem or virtio-mem without a ``memdev``, where the machine starts
+      the kind (elsewhere QEMU's own refusal comes first): 16 MiB of RAM, in a
       device memory region :func:`_with_device_memory` makes room for.
     """
     out = dict(extra or {})
@@ -228,7 +229,7 @@ def _backends(
             name = f"pcitopo-crypto-{n}"
             args += ["-object", f"cryptodev-backend-builtin,id={name}"]
             out[d.id] = {**given, "cryptodev": name}
-        elif base in ("virtio-pmem", "virtio-mem") and "memdev" not in given:
+        elif base in ("virtio-pmem", "virtio-mem") and "memdev" not in given and topology.machine.starts(d.kind):
             name = f"pcitopo-devmem-{n}"
             args += ["-object", f"memory-backend-ram,id={name},size={_DEVICE_MEMORY_MIB}M"]
             out[d.id] = {**given, "memdev": name}
@@ -247,7 +248,9 @@ def _with_device_memory(args: list[str], backends: list[str]) -> list[str]:
         return args
     at = args.index("-m") + 1
     ram = int(args[at])
-    return [*args[:at], f"{ram},slots=1,maxmem={ram + count * _DEVICE_MEMORY_MIB}M", *args[at + 1 :]]
+    # rounded up to 256 MiB, which pseries requires ("Maximum memory size ... is not aligned to 256 MiB")
+    most = -(-(ram + count * _DEVICE_MEMORY_MIB) // 256) * 256
+    return [*args[:at], f"{ram},slots=1,maxmem={most}M", *args[at + 1 :]]
 
 
 # -- placement ----------------------------------------------------------------------------
