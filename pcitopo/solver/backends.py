@@ -242,10 +242,7 @@ def _hotplug_off_where_cheaper(
     """
     best, best_score = topology, score(topology)
     before = {c.index: c for c in unfitted.controllers}
-    on_bus: dict[int, list[str]] = {}
-    for d in topology.devices:
-        if d.address is not None:
-            on_bus.setdefault(d.address.bus, []).append(d.id)
+    on_bus = _device_ids_by_bus(topology)
     for c in topology.controllers:
         if c.io_reserve != 0 or c.index in keep or any(d in required for d in on_bus.get(c.index, ())):
             continue
@@ -260,6 +257,15 @@ def _hotplug_off_where_cheaper(
         if scored is not None and (best_score is None or scored < best_score):
             best, best_score = trial, scored
     return best, best_score
+
+
+def _device_ids_by_bus(topology: Topology) -> dict[int, list[str]]:
+    """The ids of the devices ``topology`` places, by bus."""
+    on_bus: dict[int, list[str]] = {}
+    for d in topology.devices:
+        if d.address is not None:
+            on_bus.setdefault(d.address.bus, []).append(d.id)
+    return on_bus
 
 
 HOTPLUG_OFF_TRIALS = 64
@@ -281,10 +287,7 @@ def _hotplug_off_to_fit(
     near a budget the enumerator checks (tests/property/test_optimality.py), and a bounded cost on a plan with many
     ports (each trial is scored in full).
     """
-    on_bus: dict[int, list[str]] = {}
-    for d in topology.devices:
-        if d.address is not None:
-            on_bus.setdefault(d.address.bus, []).append(d.id)
+    on_bus = _device_ids_by_bus(topology)
     ports = [
         c
         for c in topology.controllers
