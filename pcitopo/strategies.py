@@ -497,10 +497,14 @@ def _once(machine: Machine | None) -> frozenset[str]:
 
 def _open_kinds(kinds: list[str], t: Topology, once: frozenset[str]) -> list[str]:
     """``kinds`` but those of a family ``t`` already has a device of that QEMU starts once (rule one-per-guest)."""
-    full = {t.catalog.device(d.kind).family for d in t.devices} & once
+    return _outside(kinds, t.catalog, {t.catalog.device(d.kind).family for d in t.devices} & once)
+
+
+def _outside(kinds: list[str], catalog: Catalog, full: Collection[str]) -> list[str]:
+    """``kinds`` but those whose family is in ``full`` (``kinds`` itself when ``full`` is empty)."""
     if not full:
         return kinds
-    return [k for k in kinds if t.catalog.device(k).family not in full]
+    return [k for k in kinds if catalog.device(k).family not in full]
 
 
 def _base(
@@ -1076,7 +1080,7 @@ def device_requests(
         for _ in range(n):
             while f"r{serial}" in taken_ids:
                 serial += 1
-            open_names = [k for k in names if catalog.device(k).family not in full] if full else names
+            open_names = _outside(names, catalog, full)
             if not open_names:
                 break
             kind = draw(st.sampled_from(open_names))
