@@ -854,13 +854,24 @@ def _assign_bus_nr(
     topology = problem.topology
     machine = topology.machine
     existing = [c.bus_nr for c in topology.controllers if c.bus_nr is not None]
-    ceiling = min(existing, default=machine.bus_numbers)
     need = {ctx_id: problem.bus_numbers(ctx_id, decisions[ctx_id], values) for ctx_id in expanders}
-    main_need = (
-        topology.bus_numbers_used(0)
-        - sum(topology.subtree_bus_numbers(c.index) for c in topology.controllers if topology.model(c).expander)
-        + (decisions[0].bus_numbers if 0 in decisions else 0)
-    )
+    host = problem.bus_host
+    if host:
+        # the top of an existing expander bus's range (Problem.bus_host), above the numbers its own tree takes
+        index = problem.contexts[host].bus
+        assert index is not None
+        start = topology.controller(index).bus_nr or 0
+        ceiling = min((nr for nr in existing if nr > start), default=machine.bus_numbers)
+        main_need = (
+            start + topology.subtree_bus_numbers(index) + (decisions[host].bus_numbers if host in decisions else 0)
+        )
+    else:
+        ceiling = min(existing, default=machine.bus_numbers)
+        main_need = (
+            topology.bus_numbers_used(0)
+            - sum(topology.subtree_bus_numbers(c.index) for c in topology.controllers if topology.model(c).expander)
+            + (decisions[0].bus_numbers if 0 in decisions else 0)
+        )
     slack = max(0, ceiling - main_need - sum(need.values()))
     share = slack // (len(need) + 1)
     bus_nr: dict[int, int] = {}

@@ -745,7 +745,8 @@ class Problem:
     spare: Mapping[int, int]
     """Spare ports each context should add."""
     bus_region: int
-    """Bus numbers free in the main domain for the main root and new expanders."""
+    """Bus numbers free in the main domain for the new expanders and the context they share them with
+    (:attr:`bus_host`)."""
     io_budget: int | None
     """4 KiB IO windows the firmware can still give (``None``: no limit on this machine)."""
     host_bridges_left: int
@@ -760,6 +761,10 @@ class Problem:
     """Each variable's domain, by name."""
     per_unit: Mapping[tuple[int, int], Counts] = attrs.field(eq=False, repr=False)
     """(class, context) -> the counts of one unit of the class there (all units of a class are alike)."""
+    bus_host: int = 0
+    """The context whose bus numbers the new expander buses share, from the top of its range down: the main root,
+    below the lowest existing expander bus (libvirt's way, which leaves expanders the high numbers), or the existing
+    expander bus with more numbers left in its range than that (one whose ``busNr`` a user set low)."""
     cache: dict[tuple[object, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
     """Decisions already computed, by :meth:`_layout_key` (the search asks for the same ones many times)."""
     layouts: dict[tuple[int, ...], Decision] = attrs.field(factory=dict, eq=False, repr=False)
@@ -1034,7 +1039,9 @@ class Problem:
         count_key, integrate, _, spare, expanders_here = key
         ctx = self.contexts[ctx_id]
         bus_cap = ctx.own_range if ctx.own_range is not None else self.bus_region
-        if ctx.new_expander:
+        if ctx.new_expander and (any(count_key[1:]) or spare):
+            # the new expander's own bus numbers, once it exists (:meth:`used`): a context left empty is not
+            # added, so it fits where the domain has no bus number left for it
             bus_cap -= self.topology.catalog.controller(ctx.new_model or "").bus_numbers
         return {
             "ctx": ctx,
@@ -1575,6 +1582,18 @@ def formulate(
     expanders = [c for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None]
     ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)
     main_used = topology.bus_numbers_used(0) - sum(topology.subtree_bus_numbers(c.index) for c in expanders)
+    bus_region = ceiling - main_used
+    bus_host = _bus_host(contexts, bus_region)
+    if bus_host:
+        # the new expander buses take their bus numbers from the top of an existing one's range, which has more
+        # left than the main root below the lowest expander (the main root keeps its own for itself)
+        bus_region, host_range = contexts[bus_host].own_range or 0, bus_region
+        ranges = {0: host_range, bus_host: None}
+        contexts = tuple(attrs.evolve(c, own_range=ranges[c.id]) if c.id in ranges else c for c in contexts)
+        if spare.get(0, 0) > host_range and contexts[0].root_kind is RootKind.PCIE:
+            # the spare ports the main root has no bus numbers for go where the numbers are (an empty hot-pluggable
+            # root port on an expander bus is as spare as one on the main root, and costs the same)
+            spare[bus_host] = max(spare.get(bus_host, 0), spare.pop(0))
     existing_host_bridges = sum(1 for c in topology.controllers if topology.model(c).root)
 
     variables: list[Variable] = []
@@ -1648,7 +1667,8 @@ def formulate(
         contexts=contexts,
         candidates=class_candidates,
         spare=spare,
-        bus_region=ceiling - main_used,
+        bus_region=bus_region,
+        bus_host=bus_host,
         io_budget=io_left,
         host_bridges_left=machine.max_host_bridges - existing_host_bridges,
         variables=tuple(variables),
@@ -1671,6 +1691,18 @@ def formulate(
         equal_counts=problem.equal_counts,
         layouts=problem.layouts,
     )
+
+
+def _bus_host(contexts: Sequence[Context], main_region: int) -> int:
+    """:attr:`Problem.bus_host`: the main root (0), or the existing expander bus of the main domain whose range has
+    the most bus numbers left when that is more than ``main_region``, the main root's below the lowest expander.
+    Only where new expander buses may be added; the new ones share one region (a choice made before the search:
+    the larger of the two)."""
+    if not any(c.new_expander for c in contexts):
+        return 0
+    hosts = [c for c in contexts if c.domain == "main" and c.own_range is not None and c.bus is not None]
+    best = max(hosts, key=lambda c: (c.own_range or 0, -c.id), default=None)
+    return best.id if best is not None and (best.own_range or 0) > main_region else 0
 
 
 def _budget_constraints(problem: Problem, active: Sequence[int]) -> list[Constraint]:

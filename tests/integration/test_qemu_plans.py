@@ -610,3 +610,47 @@ def test_ordered_nics_under_a_node_less_pxb_pcie_verify() -> None:
     report = verify(plan.topology)
     assert report.ok, f"{plan.summary()}\n{report}"
     assert {c.subject for c in report.named("placement")} >= {"r0", "r1"}
+
+
+# -- a new expander bus above one a user numbered low (busNr='1') -----------------------------------------------------
+
+
+def _low_expander_domain(machine: str) -> str:
+    """Two NUMA nodes and an expander bus with ``busNr='1'``: the main root has no bus number left for another."""
+    root, expander, nic = (
+        ("pcie-root", "pcie-expander-bus", "e1000e") if machine == "q35" else ("pci-root", "pci-expander-bus", "e1000")
+    )
+    return (
+        f"<domain type='qemu'><name>low-expander-{machine}</name><memory unit='KiB'>1048576</memory><vcpu>2</vcpu>"
+        f"<os><type arch='x86_64' machine='{machine}'>hvm</type></os><features><acpi/></features>"
+        "<cpu><numa><cell id='0' cpus='0' memory='524288' unit='KiB'/>"
+        "<cell id='1' cpus='1' memory='524288' unit='KiB'/></numa></cpu>"
+        "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+        f"<controller type='pci' index='0' model='{root}'/>"
+        f"<controller type='pci' index='1' model='{expander}'><target busNr='1'/>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x06' function='0x0'/></controller>"
+        f"<controller type='usb' index='0' model='none'/><interface type='user'><model type='{nic}'/>"
+        "<alias name='ua-nic'/></interface><memballoon model='none'/></devices></domain>"
+    )
+
+
+@pytest.mark.usefixtures("libvirtd")
+@pytest.mark.parametrize(("machine", "firmware"), [("pc", "seabios"), ("q35", "seabios"), ("q35", "ovmf")])
+def test_a_new_expander_bus_above_one_numbered_low_boots_and_libvirt_keeps_it(machine: str, firmware: str) -> None:
+    """A NIC preferring NUMA node 0 gets a new expander bus for that node, numbered in the range the expander with
+    ``busNr='1'`` leaves unused (the solver used to refuse it, found by Hypothesis); the plan starts in QEMU with
+    the NIC where planned and every BAR mapped by the firmware, and libvirt 9.0 defines it and keeps every address
+    and both ``busNr``s."""
+    domain = LibvirtDomain.from_string(_low_expander_domain(machine))
+    policy = attrs.evolve(Policy.named("hotplug"), overrides=(Override("ua-nic", numa_node=0),))
+    plan = solve(domain.topology, policy)
+    [new] = [c for c in plan.added if c.model.endswith("expander-bus")]
+    assert new.numa_node == 0
+    assert new.bus_nr is not None
+    assert new.bus_nr > 1
+    assert all(s.met for s in plan.soft if s.name in ("numa", "hotplug", "spare-ports"))
+    report = verify(attrs.evolve(plan.topology, firmware=firmware), hotplug=False, firmware_wait=120, timeout=300)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert "ua-nic" in {c.subject for c in report.named("placement")}
+    theirs = libvirt_keeps_addresses(domain, plan)
+    assert {c.index: c.bus_nr for c in theirs.controllers if c.bus_nr is not None} == {1: 1, new.index: new.bus_nr}

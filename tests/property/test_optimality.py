@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcitopo.address import PciAddress
-from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import Unsatisfiable
 from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.topology import Topology
@@ -191,7 +191,34 @@ _DRAWN_WEIGHTS = attrs.evolve(
 )
 """Weights Hypothesis drew: a controller (67) costs more than half a device's hotplug (110)."""
 
+
+def _low_expander(machine: str, kind: str) -> Topology:
+    """An expander bus a user numbered ``busNr='1'`` (the main root keeps no bus number for another), and a device
+    preferring NUMA node 0, which only a new expander bus has: it takes the numbers its neighbour leaves unused."""
+    root, expander = ("pcie-root", "pcie-expander-bus") if machine == "q35" else ("pci-root", "pci-expander-bus")
+    return Topology.build(
+        machine,
+        controllers=[Controller(0, root), Controller(1, expander, address=PciAddress.parse("0000:00:06.0"), bus_nr=1)],
+        devices=[Device("r2", kind, needs=Needs(numa_node=0))],
+        numa_nodes=2,
+    )
+
+
 _COUNTEREXAMPLES = [
+    *(
+        (
+            # found by Hypothesis (a grown request refused although libvirt's policy planned it): the model offered
+            # new expander buses only the numbers below the lowest existing one, and an empty one still claimed its
+            # own bus there, so even the plan without it was refused ("does not fit, even on its own"); the spare
+            # port a hotplug policy wants went only to the main root, which has no number for it
+            f"{machine} {policy}: a new expander bus above one numbered busNr='1'",
+            _low_expander(machine, kind),
+            Policy.named(policy),
+            cost,
+        )
+        for machine, kind, cost in (("pc", "ac97", 2), ("q35", "e1000e", 3))
+        for policy in ("hotplug", "numa")
+    ),
     (
         # the new pxb's slots are not hotpluggable: the device that prefers hotplug takes a pci-bridge's slot
         # below it, where the model used to leave it on the pxb (solver 101, enumerator 2)
