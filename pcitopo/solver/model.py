@@ -436,8 +436,17 @@ def free_pools(topology: Topology) -> tuple[Pool, ...]:
     return tuple(pools)
 
 
-def unit_fits_pool(unit: Unit, pool: Pool, *, prefer_integrated: bool) -> bool:
-    """Whether a unit may take a slot of an existing pool at no soft cost."""
+def unit_fits_pool(
+    unit: Unit, pool: Pool, *, prefer_integrated: bool, hotplug_off_occupied: bool = False, free_only: bool = False
+) -> bool:
+    """Whether a unit may take a slot of an existing pool at no hotplug or NUMA cost; ``free_only``: at no soft cost
+    at all, the policy's preference for integrated devices (``prefer_integrated``: the unit could sit on the root bus
+    instead) and for hotplug off on occupied positions (``hotplug_off_occupied``) included."""
+    if free_only and not pool.integrated_root:
+        if prefer_integrated and unit.can_integrate:
+            return False
+        if hotplug_off_occupied and pool.hotpluggable and unit.hotplug is HotplugNeed.ANY:
+            return False
     if unit.integrated_required and pool.bus != 0:
         return False
     if pool.integrated_root:
@@ -1582,18 +1591,19 @@ def formulate(
     expanders = [c for c in topology.controllers if topology.model(c).expander and c.bus_nr is not None]
     ceiling = min([c.bus_nr for c in expanders if c.bus_nr], default=machine.bus_numbers)
     main_used = topology.bus_numbers_used(0) - sum(topology.subtree_bus_numbers(c.index) for c in expanders)
-    bus_region = ceiling - main_used
-    bus_host = _bus_host(contexts, bus_region)
+    bus_region = main_range = ceiling - main_used
+    roomiest = _roomiest_expander(contexts, main_range)
+    bus_host = roomiest if any(c.new_expander for c in contexts) else 0
     if bus_host:
         # the new expander buses take their bus numbers from the top of an existing one's range, which has more
         # left than the main root below the lowest expander (the main root keeps its own for itself)
-        bus_region, host_range = contexts[bus_host].own_range or 0, bus_region
-        ranges = {0: host_range, bus_host: None}
+        bus_region = contexts[bus_host].own_range or 0
+        ranges = {0: main_range, bus_host: None}
         contexts = tuple(attrs.evolve(c, own_range=ranges[c.id]) if c.id in ranges else c for c in contexts)
-        if spare.get(0, 0) > host_range and contexts[0].root_kind is RootKind.PCIE:
-            # the spare ports the main root has no bus numbers for go where the numbers are (an empty hot-pluggable
-            # root port on an expander bus is as spare as one on the main root, and costs the same)
-            spare[bus_host] = max(spare.get(bus_host, 0), spare.pop(0))
+    if roomiest and spare.get(0, 0) > main_range and contexts[0].root_kind is RootKind.PCIE:
+        # the spare ports the main root has no bus numbers for go where the numbers are (an empty hot-pluggable
+        # root port on an expander bus is as spare as one on the main root, and costs the same)
+        spare[roomiest] = max(spare.get(roomiest, 0), spare.pop(0))
     existing_host_bridges = sum(1 for c in topology.controllers if topology.model(c).root)
 
     variables: list[Variable] = []
@@ -1693,13 +1703,10 @@ def formulate(
     )
 
 
-def _bus_host(contexts: Sequence[Context], main_region: int) -> int:
-    """:attr:`Problem.bus_host`: the main root (0), or the existing expander bus of the main domain whose range has
-    the most bus numbers left when that is more than ``main_region``, the main root's below the lowest expander.
-    Only where new expander buses may be added; the new ones share one region (a choice made before the search:
-    the larger of the two)."""
-    if not any(c.new_expander for c in contexts):
-        return 0
+def _roomiest_expander(contexts: Sequence[Context], main_region: int) -> int:
+    """The existing expander bus of the main domain whose range has the most bus numbers left, when that is more
+    than ``main_region``, the main root's below the lowest expander; else 0. Where new expander buses may be added
+    it is :attr:`Problem.bus_host` (they share one region: a choice made before the search, the larger)."""
     hosts = [c for c in contexts if c.domain == "main" and c.own_range is not None and c.bus is not None]
     best = max(hosts, key=lambda c: (c.own_range or 0, -c.id), default=None)
     return best.id if best is not None and (best.own_range or 0) > main_region else 0

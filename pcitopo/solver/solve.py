@@ -44,7 +44,15 @@ from pcitopo.policy.evaluate import SoftResult, soft_results, vbe_needs_root_bus
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import backends
 from pcitopo.solver._realize import unit_functions
-from pcitopo.solver.model import Unit, build_units, free_pools, io_windows_used, root_has_fixed_slot, unit_fits_pool
+from pcitopo.solver.model import (
+    Pool,
+    Unit,
+    build_units,
+    free_pools,
+    io_windows_used,
+    root_has_fixed_slot,
+    unit_fits_pool,
+)
 from pcitopo.solver.plan import Plan, Status
 from pcitopo.topology import IO_WINDOW, Topology
 from pcitopo.violation import Violation
@@ -105,26 +113,55 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         return _finish(topology, placement, policy, tolerated)
     placed = _place_pinned_controllers(topology)
     placed = _join_placed_groups(placed)
-    units = build_units(placed, policy)
-    pooled, rest = _fill_pools(placed, units, policy)
-    try:
-        placement, units, balance_io = _place_or_retry(backend, placed, policy, units, pooled, rest)
-    except Unsatisfiable as caught:
-        gave_up = isinstance(caught, backends.GaveUp)
-        if short:
-            # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
-            raise _budget_unsatisfiable(*short[0], gave_up=gave_up) from None
-        from pcitopo.solver.explain import explain
+    all_units = build_units(placed, policy)
+    # the free slots of existing buses are not in the model: units are put there first, each where it costs
+    # nothing of hotplug and NUMA. Where that differs from putting there only units that cost nothing at all (the
+    # policy may prefer them integrated, or hotplug off where they sit), both are searched and the cheaper plan kept
+    pools = free_pools(placed)
+    variants = [_fill_pools(placed, pools, all_units, policy)]
+    free_only = _fill_pools(placed, pools, all_units, policy, free_only=True)
+    if free_only[0].devices != variants[0][0].devices:
+        variants.append(free_only)
+    best: Plan | None = None
+    # whether the best plan's units were all put in free slots at no cost (the pooling free_only makes)
+    best_all_free = False
+    refused: tuple[Topology, tuple[Unit, ...], Unsatisfiable, list[tuple[Topology, list[Violation]]]] | None = None
+    for v, (pooled, rest) in enumerate(variants):
+        short.clear()
+        crashed.clear()
+        try:
+            placement, units, balance_io = _place_or_retry(backend, placed, policy, all_units, pooled, rest)
+        except Unsatisfiable as caught:
+            if refused is None:
+                refused = pooled, rest, caught, list(short)
+            continue
+        video = _primary_video_unit(topology, policy, units)
+        if video is not None:
+            placement = _primary_video_on_root(placed, policy, units, video, backend, placement, balance_io=balance_io)
+        if crashed and placement.status is Status.OPTIMAL:
+            placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
+        plan = _finish(topology, placement, policy, tolerated, scored)
+        if best is None or plan.cost < best.cost:
+            best, best_all_free = plan, not rest and (len(variants) == 1 or v == 1)
+    if best is not None:
+        if best.status is Status.OPTIMAL and best.cost and not best_all_free and pools:
+            # the search proved the plan optimal among those that leave the free slots of existing buses as the
+            # pooling left them, not among those that put other units there, or new bridges (the exhaustive
+            # enumerator finds such plans, cheaper, tests/property/test_optimality.py); it is still proven where
+            # every unit went to such a slot at no cost at all, and where the plan costs nothing
+            return attrs.evolve(best, status=Status.FEASIBLE, bound=None)
+        return best
+    assert refused is not None
+    pooled, rest, failed, short_first = refused
+    gave_up = isinstance(failed, backends.GaveUp)
+    if short_first:
+        # every plan the search realised broke a firmware budget (or the search gave up after refusing them)
+        raise _budget_unsatisfiable(*short_first[0], gave_up=gave_up) from None
+    from pcitopo.solver.explain import explain
 
-        raise explain(
-            pooled, policy, rest, feasible=backends.feasible, gave_up=caught.conflicts[0] if gave_up else None
-        ) from None
-    video = _primary_video_unit(topology, policy, units)
-    if video is not None:
-        placement = _primary_video_on_root(placed, policy, units, video, backend, placement, balance_io=balance_io)
-    if crashed and placement.status is Status.OPTIMAL:
-        placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
-    return _finish(topology, placement, policy, tolerated, scored)
+    raise explain(
+        pooled, policy, rest, feasible=backends.feasible, gave_up=failed.conflicts[0] if gave_up else None
+    ) from None
 
 
 def _place_or_retry(
@@ -283,7 +320,7 @@ def _place_relaxed(
     """The placement of a smaller model (``units`` with some preferences dropped, see :func:`_place_or_retry`),
     never claimed optimal: the request's own model was not searched to the end, or had no plan (``None``: no
     plan there either; ``limit``: the search's node limit when lower than its own)."""
-    pooled, rest = _fill_pools(placed, units, policy)
+    pooled, rest = _fill_pools(placed, free_pools(placed), units, policy)
     try:
         placement = _place(backend, pooled, policy, rest, limit=limit)
     except Unsatisfiable:
@@ -338,7 +375,7 @@ def _primary_video_on_root(
     if free.status is Status.OPTIMAL and _first_on_main_root(placed, free.topology, video):
         return free
     forced = [attrs.evolve(u, integrated_required=True) if u is video else u for u in units]
-    pooled, rest = _fill_pools(placed, tuple(forced), policy)
+    pooled, rest = _fill_pools(placed, free_pools(placed), tuple(forced), policy)
     try:
         rooted = _place(backend, pooled, policy, rest, balance_io=balance_io)
     except Unsatisfiable:
@@ -620,8 +657,11 @@ def _group_position(
 # -- step 3: free positions at no cost -------------------------------------------------
 
 
-def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> tuple[Topology, tuple[Unit, ...]]:
-    pools = list(free_pools(topology))
+def _fill_pools(
+    topology: Topology, pools: Sequence[Pool], units: tuple[Unit, ...], policy: Policy, *, free_only: bool = False
+) -> tuple[Topology, tuple[Unit, ...]]:
+    """``units`` put in ``pools``, the free slots of ``topology``'s existing buses (:func:`free_pools`), where they
+    fit (:func:`unit_fits_pool`), and the rest."""
     if not pools:
         return topology, units
     budget = topology.io_window_budget()
@@ -647,7 +687,13 @@ def _fill_pools(topology: Topology, units: tuple[Unit, ...], policy: Policy) -> 
             left.append(u)  # a group is placed as one, by the search
             continue
         for i, pool in enumerate(pools):
-            if not free[i] or not unit_fits_pool(u, pool, prefer_integrated=policy.prefer_integrated):
+            if not free[i] or not unit_fits_pool(
+                u,
+                pool,
+                prefer_integrated=policy.prefer_integrated,
+                hotplug_off_occupied=policy.hotplug_off_occupied,
+                free_only=free_only,
+            ):
                 continue
             if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:
                 continue

@@ -26,7 +26,14 @@ from pcitopo.policy import Override, Policy, evaluate
 from pcitopo.topology import Topology
 from tests.support.enumerate import minimum
 from tests.support.firmware import ovmf_e1000e_ports
-from tests.support.optimality import POLICIES, check_against_the_enumerator, small_requests, with_overrides
+from tests.support.optimality import (
+    POLICIES,
+    check_against_the_enumerator,
+    check_status_against_the_enumerator,
+    grown_requests,
+    small_requests,
+    with_overrides,
+)
 
 PREFERRED = Needs(hotplug=HotplugNeed.PREFERRED)
 
@@ -218,6 +225,25 @@ _COUNTEREXAMPLES = [
         )
         for machine, kind, cost in (("pc", "ac97", 2), ("q35", "e1000e", 3))
         for policy in ("hotplug", "numa")
+    ),
+    (
+        # found by the enumerator on grown requests: the empty root port was filled first "at no cost", though
+        # minimal prefers the device integrated and hotplug off where it sits (solver 15, enumerator 0)
+        "aarch64 minimal: a new device integrated beside a pinned empty root port, not put in it",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-root-port", address=PciAddress.parse("0000:00:11.0"), chassis=1, port=0x88),
+            ],
+            devices=[
+                Device("d0", "nvme", address=PciAddress.parse("0000:00:01.0"), needs=Needs(integrated=True)),
+                Device("r0", "bochs"),
+            ],
+            numa_nodes=2,
+        ),
+        Policy.named("minimal"),
+        0,
     ),
     (
         # the new pxb's slots are not hotpluggable: the device that prefers hotplug takes a pci-bridge's slot
@@ -651,6 +677,27 @@ def test_the_solver_cost_is_the_enumerated_minimum_with_overrides(
 ) -> None:
     """With ``[[device]]`` overrides naming some devices by id, the solver's cost is still the enumerated minimum."""
     check_against_the_enumerator(request_, data.draw(with_overrides(request_, policy)))
+
+
+@settings(max_examples=40)
+@given(grown_requests(max_devices=2), POLICIES)
+def test_a_grown_request_s_plan_is_called_optimal_only_when_nothing_beats_it(
+    request_: Topology, policy: Policy
+) -> None:
+    """On drawn grown requests (pinned controllers with free slots) a plan called optimal is never beaten by a
+    completion the enumerator builds (found by it: 'optimal' plans costing 240 where 193 exists, the model not
+    searching the free slots of existing buses), and a refusal comes only when no completion exists."""
+    check_status_against_the_enumerator(request_, policy)
+
+
+@pytest.mark.slow
+@settings(max_examples=300)
+@given(grown_requests(max_devices=2), POLICIES)
+def test_a_grown_request_s_plan_is_called_optimal_only_when_nothing_beats_it_on_hundreds(
+    request_: Topology, policy: Policy
+) -> None:
+    """The same on 300 drawn grown requests and policies."""
+    check_status_against_the_enumerator(request_, policy)
 
 
 def test_conventional_devices_beside_a_root_port_as_its_slot_s_functions() -> None:
