@@ -126,14 +126,14 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     # whether the best plan's units were all put in free slots at no cost (the pooling free_only makes)
     best_all_free = False
     refused: tuple[Topology, tuple[Unit, ...], Unsatisfiable, list[tuple[Topology, list[Violation]]]] | None = None
-    for v, (pooled, rest) in enumerate(variants):
+    for pooled, rest in variants:
         short.clear()
         crashed.clear()
         try:
             placement, units, balance_io = _place_or_retry(backend, placed, policy, all_units, pooled, rest)
         except Unsatisfiable as caught:
-            if refused is None:
-                refused = pooled, rest, caught, list(short)
+            if refused is None or not refused[1]:
+                refused = pooled, rest, caught, list(short)  # explained with units left to name, where any are
             continue
         video = _primary_video_unit(topology, policy, units)
         if video is not None:
@@ -142,7 +142,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
             placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
         plan = _finish(topology, placement, policy, tolerated, scored)
         if best is None or plan.cost < best.cost:
-            best, best_all_free = plan, not rest and (len(variants) == 1 or v == 1)
+            best, best_all_free = plan, not rest and pooled.devices == free_only[0].devices
     if best is not None:
         if best.status is Status.OPTIMAL and best.cost and not best_all_free and pools:
             # the search proved the plan optimal among those that leave the free slots of existing buses as the
