@@ -123,8 +123,6 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     if free_only[0].devices != variants[0][0].devices:
         variants.append(free_only)
     best: Plan | None = None
-    # whether the best plan's units were all put in free slots at no cost (the pooling free_only makes)
-    best_all_free = False
     refused: tuple[Topology, tuple[Unit, ...], Unsatisfiable, list[tuple[Topology, list[Violation]]]] | None = None
     for pooled, rest in variants:
         short.clear()
@@ -142,13 +140,13 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
             placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
         plan = _finish(topology, placement, policy, tolerated, scored)
         if best is None or plan.cost < best.cost:
-            best, best_all_free = plan, not rest and pooled.devices == free_only[0].devices
+            best = plan
     if best is not None:
-        if best.status is Status.OPTIMAL and best.cost and not best_all_free and pools:
+        if best.status is Status.OPTIMAL and best.cost and pools:
             # the search proved the plan optimal among those that leave the free slots of existing buses as the
-            # pooling left them, not among those that put other units there, or new bridges (the exhaustive
-            # enumerator finds such plans, cheaper, tests/property/test_optimality.py); it is still proven where
-            # every unit went to such a slot at no cost at all, and where the plan costs nothing
+            # pooling left them, not among those that put other units there, or new bridges, or leave a slot a
+            # unit took empty (an empty hot-pluggable port is a spare one): the exhaustive enumerator finds such
+            # plans, cheaper (tests/property/test_optimality.py). A plan that costs nothing is proven all the same
             return attrs.evolve(best, status=Status.FEASIBLE, bound=None)
         return best
     assert refused is not None

@@ -690,6 +690,37 @@ def test_a_grown_request_s_plan_is_called_optimal_only_when_nothing_beats_it(
     check_status_against_the_enumerator(request_, policy)
 
 
+def test_a_plan_whose_device_took_the_only_spare_port_is_not_called_optimal() -> None:
+    """aarch64 with an empty hot-pluggable root port, hotplug weighing nothing: pooling the new device into that
+    port costs a new spare port (1), while leaving it spare and integrating the device costs 0 (the enumerated
+    minimum). Found by the slow property test in CI: the plan was called optimal because every device had gone to
+    a free slot at no cost of its own."""
+    from pcitopo.solver import Status, solve
+
+    request = Topology.build(
+        "aarch64-virt",
+        controllers=[
+            Controller(0, "pcie-root"),
+            Controller(
+                1, "pcie-root-port", address=PciAddress.parse("0000:00:01.0"), chassis=1, port=8, multifunction=True
+            ),
+            Controller(2, "pcie-root-port", address=PciAddress.parse("0000:00:01.1"), chassis=2, port=9, hotplug=False),
+        ],
+        devices=[
+            Device("d0", "virtio-net-transitional", address=PciAddress.parse("0000:00:02.0")),
+            Device("d1", "virtio-net-transitional", address=PciAddress.parse("0000:00:03.0")),
+            Device("r0", "nec-xhci"),
+        ],
+    )
+    weights = dict.fromkeys(Policy.named("hotplug").weights, 0)
+    policy = attrs.evolve(Policy.named("hotplug"), weights={**weights, "spare-ports": 1, "fewer-controllers": 1})
+    found = minimum(request, policy)
+    assert (found.cost, found.complete) == (0, True)
+    plan = solve(request, policy)
+    assert plan.cost == evaluate(request, plan.topology, policy).cost
+    assert plan.status is not Status.OPTIMAL or plan.cost == found.cost, f"'optimal' at {plan.cost}"
+
+
 @pytest.mark.slow
 @settings(max_examples=300)
 @given(grown_requests(max_devices=2), POLICIES)
