@@ -32,7 +32,7 @@ a private temporary directory and is always killed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -448,7 +448,13 @@ def _started(devices: list[dict[str, Any]]) -> bool:
     return False
 
 
-def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[dict[str, Any]], bool]:
+def settle_pci(
+    vm: Qemu,
+    wait: float,
+    *,
+    settle: float = _SETTLE,
+    fill: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
     """Poll ``query-pci`` until the firmware did PCI setup and nothing changed for ``settle`` seconds.
 
     PCI setup has happened once some BAR is mapped or some bridge numbered,
@@ -456,13 +462,24 @@ def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[
     settled within ``wait`` seconds. OVMF says nothing on its debug port in
     Debian's build, and when it runs out of room it numbers the buses, maps no
     BAR and sits idle, so the settled answer is the only witness of what it did.
+    ``fill`` completes each answer before it is judged: a firmware that
+    programs BARs but leaves their decoding off (edk2 on aarch64, for devices
+    no driver of its claims) shows them only in config space, and without
+    them a root bus holding only such devices would never count as set up.
     """
     deadline = time.monotonic() + wait
-    last: list[dict[str, Any]] = vm.execute("query-pci")
+
+    def query() -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = vm.execute("query-pci")
+        if fill is not None:
+            fill(answer)
+        return answer
+
+    last = query()
     since = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now: list[dict[str, Any]] = vm.execute("query-pci")
+        now = query()
         if now != last:
             last, since = now, time.monotonic()
         elif (
@@ -482,10 +499,9 @@ def _firmware(
     checks: list[Check] = []
     log = ""
     if fw.efi:
-        answer, settled = settle_pci(vm, wait)
         on = fw.for_machine(topology.machine.name, topology.machine.root_model)
-        if not fw.bars_decoded and on is not None and on.ecam is not None:
-            _read_bars(vm, answer, on.ecam)
+        ecam = on.ecam if not fw.bars_decoded and on is not None else None
+        answer, settled = settle_pci(vm, wait, fill=None if ecam is None else lambda a: _read_bars(vm, a, ecam))
         log = log_path.read_text(errors="replace") if log_path.exists() else ""
         if settled:
             checks.append(Check("firmware", "pci", True, f"{fw.name}: PCI setup settled"))

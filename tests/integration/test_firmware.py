@@ -272,6 +272,19 @@ def test_edk2_aarch64_io_windows(n: int) -> None:
 
 
 @pytest.mark.usefixtures("aavmf")
+def test_edk2_aarch64_setup_of_a_root_bus_of_unclaimed_endpoints_is_seen() -> None:
+    """An ich9 alone on aarch64 virt's pcie.0 (no edk2 driver claims it) is found set up, its BAR read from the ECAM.
+
+    edk2 programs its BAR but leaves decoding off, and there is no bridge to number: query-pci alone never shows
+    that PCI setup happened, and verify reported "did not settle" for a legal plan.
+    """
+    t = Topology.build("aarch64-virt", devices=[Device("n0", "ich9", address=A("00:01.0"))])
+    report = verify(t, firmware=True, hotplug=False, firmware_wait=60)
+    assert report.named("firmware")[0].detail == "edk2-aarch64: PCI setup settled", str(report)
+    assert report.ok, str(report)
+
+
+@pytest.mark.usefixtures("aavmf")
 def test_generated_plan_boots_under_edk2_aarch64() -> None:
     """An IO-heavy plan for aarch64 virt boots under edk2 with every device where planned and every BAR assigned."""
     plan = solve(io_heavy("aarch64-virt", 1, "edk2-aarch64"), "hotplug")
