@@ -67,6 +67,10 @@ _FIRMWARE_MEMORY = {"pc": 3072}
 """MiB of RAM a firmware boot gets where the 32-bit hole depends on it: on pc SeaBIOS and OVMF start the hole at
 2 GiB when RAM ends below it ("mmio32" in seabios.toml and ovmf.toml), and pcitopo plans for the smaller hole of
 a guest with more RAM, so the boot checks that one. QEMU allocates guest RAM as it is touched: it costs nothing."""
+_FIRMWARE_NODE_MEMORY = {"aarch64-virt": 128}
+"""MiB of RAM a firmware boot gets for each NUMA node (or in all, without nodes) where the firmware needs more than
+machine_args' default of 64 a node: edk2 on aarch64 virt stops at once with a "Synchronous Exception" when a node
+has less than 128 MiB (1 node of 64, 2 of 64, 4 of 64 crash; 1 of 128, 2 of 128, 4 of 128 reach its boot menu)."""
 
 
 @attrs.frozen
@@ -163,6 +167,8 @@ def verify(
     backends, extra = _backends(topology, extra)
     specs = device_specs(topology, extra=extra)
     memory = _FIRMWARE_MEMORY.get(machine.name) if fw is not None else None
+    if fw is not None and machine.name in _FIRMWARE_NODE_MEMORY:
+        memory = _FIRMWARE_NODE_MEMORY[machine.name] * max(topology.numa_nodes, 1)
     args = _with_device_memory(machine_args(topology, machine_type=machine_type, memory=memory), backends)
     args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg", *backends]
     if fw is not None:
