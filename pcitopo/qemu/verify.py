@@ -32,7 +32,7 @@ a private temporary directory and is always killed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,10 @@ _FIRMWARE_MEMORY = {"pc": 3072}
 """MiB of RAM a firmware boot gets where the 32-bit hole depends on it: on pc SeaBIOS and OVMF start the hole at
 2 GiB when RAM ends below it ("mmio32" in seabios.toml and ovmf.toml), and pcitopo plans for the smaller hole of
 a guest with more RAM, so the boot checks that one. QEMU allocates guest RAM as it is touched: it costs nothing."""
+_FIRMWARE_NODE_MEMORY = {"aarch64-virt": 128}
+"""MiB of RAM a firmware boot gets for each NUMA node (or in all, without nodes) where the firmware needs more than
+machine_args' default of 64 a node: edk2 on aarch64 virt stops at once with a "Synchronous Exception" when a node
+has less than 128 MiB (1 node of 64, 2 of 64, 4 of 64 crash; 1 of 128, 2 of 128, 4 of 128 reach its boot menu)."""
 
 
 @attrs.frozen
@@ -163,6 +167,8 @@ def verify(
     backends, extra = _backends(topology, extra)
     specs = device_specs(topology, extra=extra)
     memory = _FIRMWARE_MEMORY.get(machine.name) if fw is not None else None
+    if fw is not None and machine.name in _FIRMWARE_NODE_MEMORY:
+        memory = _FIRMWARE_NODE_MEMORY[machine.name] * max(topology.numa_nodes, 1)
     args = _with_device_memory(machine_args(topology, machine_type=machine_type, memory=memory), backends)
     args += ["-nodefaults", "-display", "none", "-S", "-accel", "tcg", *backends]
     if fw is not None:
@@ -448,7 +454,13 @@ def _started(devices: list[dict[str, Any]]) -> bool:
     return False
 
 
-def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[dict[str, Any]], bool]:
+def settle_pci(
+    vm: Qemu,
+    wait: float,
+    *,
+    settle: float = _SETTLE,
+    fill: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
     """Poll ``query-pci`` until the firmware did PCI setup and nothing changed for ``settle`` seconds.
 
     PCI setup has happened once some BAR is mapped or some bridge numbered,
@@ -456,13 +468,24 @@ def settle_pci(vm: Qemu, wait: float, *, settle: float = _SETTLE) -> tuple[list[
     settled within ``wait`` seconds. OVMF says nothing on its debug port in
     Debian's build, and when it runs out of room it numbers the buses, maps no
     BAR and sits idle, so the settled answer is the only witness of what it did.
+    ``fill`` completes each answer before it is judged: a firmware that
+    programs BARs but leaves their decoding off (edk2 on aarch64, for devices
+    no driver of its claims) shows them only in config space, and without
+    them a root bus holding only such devices would never count as set up.
     """
     deadline = time.monotonic() + wait
-    last: list[dict[str, Any]] = vm.execute("query-pci")
+
+    def query() -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = vm.execute("query-pci")
+        if fill is not None:
+            fill(answer)
+        return answer
+
+    last = query()
     since = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now: list[dict[str, Any]] = vm.execute("query-pci")
+        now = query()
         if now != last:
             last, since = now, time.monotonic()
         elif (
@@ -482,10 +505,9 @@ def _firmware(
     checks: list[Check] = []
     log = ""
     if fw.efi:
-        answer, settled = settle_pci(vm, wait)
         on = fw.for_machine(topology.machine.name, topology.machine.root_model)
-        if not fw.bars_decoded and on is not None and on.ecam is not None:
-            _read_bars(vm, answer, on.ecam)
+        ecam = on.ecam if not fw.bars_decoded and on is not None else None
+        answer, settled = settle_pci(vm, wait, fill=None if ecam is None else lambda a: _read_bars(vm, a, ecam))
         log = log_path.read_text(errors="replace") if log_path.exists() else ""
         if settled:
             checks.append(Check("firmware", "pci", True, f"{fw.name}: PCI setup settled"))

@@ -17,7 +17,7 @@ import pytest
 
 from pcitopo.address import PciAddress
 from pcitopo.cli import main
-from pcitopo.devices import Controller, Device, HotplugNeed
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.legality.rules import validate
@@ -269,6 +269,38 @@ def test_edk2_aarch64_io_windows(n: int) -> None:
     else:
         assert unmapped(report) == ["n0"]
         assert rules == ["io-space"]
+
+
+@pytest.mark.usefixtures("aavmf")
+def test_edk2_aarch64_setup_of_a_root_bus_of_unclaimed_endpoints_is_seen() -> None:
+    """An ich9 alone on aarch64 virt's pcie.0 (no edk2 driver claims it) is found set up, its BAR read from the ECAM.
+
+    edk2 programs its BAR but leaves decoding off, and there is no bridge to number: query-pci alone never shows
+    that PCI setup happened, and verify reported "did not settle" for a legal plan.
+    """
+    t = Topology.build("aarch64-virt", devices=[Device("n0", "ich9", address=A("00:01.0"))])
+    report = verify(t, firmware=True, hotplug=False, firmware_wait=60)
+    assert report.named("firmware")[0].detail == "edk2-aarch64: PCI setup settled", str(report)
+    assert report.ok, str(report)
+
+
+@pytest.mark.usefixtures("aavmf")
+def test_edk2_aarch64_boots_a_numa_plan_with_its_expander_bus() -> None:
+    """A NUMA plan for aarch64 virt (a pxb-pcie for node 0) boots under edk2 with every BAR mapped, the pxb's too.
+
+    verify gave each node 64 MiB, and edk2 stops at once with a "Synchronous Exception" below 128 MiB a node:
+    every aarch64 plan with NUMA nodes failed its firmware check, legal or not (found by boot fuzz).
+    """
+    request = Topology.build(
+        "aarch64-virt",
+        devices=[Device("root", "virtio-net"), Device("far", "virtio-net", needs=Needs(numa_node=0))],
+        numa_nodes=1,
+        firmware="edk2-aarch64",
+    )
+    plan = solve(request, "minimal+numa")
+    assert "pcie-expander-bus" in {c.model for c in plan.topology.controllers}
+    report = verify(plan.topology, firmware=True, hotplug=False, firmware_wait=90)
+    assert report.ok, f"{plan.summary()}\n{report}"
 
 
 @pytest.mark.usefixtures("aavmf")
