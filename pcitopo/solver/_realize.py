@@ -853,19 +853,15 @@ def _assign_bus_nr(
     """Bus numbers for new expander buses: carved from the top of the free region, the slack shared out."""
     topology = problem.topology
     machine = topology.machine
-    existing = [c.bus_nr for c in topology.controllers if c.bus_nr is not None]
     need = {ctx_id: problem.bus_numbers(ctx_id, decisions[ctx_id], values) for ctx_id in expanders}
     host = problem.bus_host
     if host:
         # the top of an existing expander bus's range (Problem.bus_host), above the numbers its own tree takes
-        index = problem.contexts[host].bus
-        assert index is not None
-        start = topology.controller(index).bus_nr or 0
-        ceiling = min((nr for nr in existing if nr > start), default=machine.bus_numbers)
-        main_need = (
-            start + topology.subtree_bus_numbers(index) + (decisions[host].bus_numbers if host in decisions else 0)
-        )
+        region = next(r for r in identity.bus_regions(topology) if r.owner == problem.contexts[host].bus)
+        ceiling = region.end
+        main_need = region.first + region.used + (decisions[host].bus_numbers if host in decisions else 0)
     else:
+        existing = [c.bus_nr for c in topology.controllers if c.bus_nr is not None]
         ceiling = min(existing, default=machine.bus_numbers)
         main_need = (
             topology.bus_numbers_used(0)
