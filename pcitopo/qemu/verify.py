@@ -14,7 +14,9 @@ and checks, over QMP:
     != -1) inside the windows of every bridge above it;
 ``hotplug``, ``hotplug-refused``
     ``device_add`` into every empty slot the topology calls hotpluggable
-    succeeds, and into every empty slot it calls non-hotpluggable is refused.
+    succeeds, and into every empty slot it calls non-hotpluggable is refused
+    (but on a bus whose model QEMU hot-plugs and libvirt does not,
+    ``ControllerModel.qemu_hotplug``: a dmi-to-pci-bridge's).
 
 Endpoints that need a backend (``virtio-blk-pci`` needs ``drive=``) get it
 through ``extra``, as for :func:`~pcitopo.qemu.qemu_args`; where ``extra``
@@ -613,6 +615,11 @@ def _hotplug(vm: Qemu, topology: Topology) -> list[Check]:
             continue
         if hot:
             checks.append(Check("hotplug", subject, True, "accepted"))
+        elif topology.model(bus).qemu_hotplug:
+            model = topology.model(bus).name
+            checks.append(
+                Check("hotplug-refused", subject, True, f"accepted by QEMU; libvirt refuses hot-plug on a {model}")
+            )
         else:
             checks.append(
                 Check("hotplug-refused", subject, False, "accepted, though the topology calls it not hotpluggable")

@@ -14,7 +14,7 @@ from pcitopo.policy.policy import BUILTIN_POLICIES, Override, Policy
 from pcitopo.qemu import verify
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
-from tests.support.libvirt import define_and_dump
+from tests.support.libvirt import LibvirtError, attach_live, define_and_dump
 from tests.support.requests import numa_io_request, numa_mixed_request, ovmf_io_ports_request, pc_unpluggable_request
 from tests.support.shapes import pci_bridges_held
 
@@ -654,3 +654,62 @@ def test_a_new_expander_bus_above_one_numbered_low_boots_and_libvirt_keeps_it(ma
     assert "ua-nic" in {c.subject for c in report.named("placement")}
     theirs = libvirt_keeps_addresses(domain, plan)
     assert {c.index: c.bus_nr for c in theirs.controllers if c.bus_nr is not None} == {1: 1, new.index: new.bus_nr}
+
+
+def _reuse_domain(name: str, controller: str) -> str:
+    """q35 with one pinned controller (an empty root port with hotplug off, or an empty dmi-to-pci-bridge) and an
+    e1000 NIC to place."""
+    return (
+        f"<domain type='qemu'><name>{name}</name><memory unit='KiB'>524288</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features><devices>"
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='pci' index='0' model='pcie-root'/>"
+        f"{controller}<controller type='usb' index='0' model='none'/>"
+        "<interface type='user'><model type='e1000'/><alias name='ua-nic'/></interface>"
+        "<memballoon model='none'/></devices></domain>"
+    )
+
+
+_EMPTY_PORT = (
+    "<controller type='pci' index='1' model='pcie-root-port'><target chassis='1' port='0x10' hotplug='off'/>"
+    "<address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/></controller>"
+)
+_EMPTY_DMI = (
+    "<controller type='pci' index='1' model='dmi-to-pci-bridge'>"
+    "<address type='pci' domain='0x0000' bus='0x00' slot='0x1e' function='0x0'/></controller>"
+)
+
+
+_BRIDGE_UNDER_DMI = (
+    "<controller type='pci' index='2' model='pci-bridge'><target chassisNr='2'/>"
+    "<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></controller>"
+)
+
+
+@pytest.mark.usefixtures("libvirtd")
+def test_libvirt_refuses_hot_plug_into_a_dmi_to_pci_bridge_and_takes_it_below_a_pci_bridge_there() -> None:
+    """The catalog calls a dmi-to-pci-bridge's slots not hot-pluggable because libvirt 9.0 refuses to hot-plug there
+    (QEMU 7.2 itself takes the ``device_add``: the next test). A running q35 domain: an e1000 attached live at
+    01:03.0 (the dmi-to-pci-bridge) is refused with libvirt's message; at 02:03.0, the pci-bridge in its slot 0
+    that a plan adds there, it is attached."""
+    xml = _reuse_domain("dmi-attach", _EMPTY_DMI + _BRIDGE_UNDER_DMI).replace(
+        "<interface type='user'><model type='e1000'/><alias name='ua-nic'/></interface>", ""
+    )
+    nic = "<interface type='user'><model type='e1000'/><address type='pci' bus='{bus}' slot='0x03'/></interface>"
+    with pytest.raises(LibvirtError, match="requires hotplug capability, but the PCI controller with index='1'"):
+        attach_live(xml, nic.format(bus="0x01"))
+    running = LibvirtDomain.from_string(attach_live(xml, nic.format(bus="0x02"))).topology
+    assert [str(d.address) for d in running.devices if d.kind == "e1000"] == ["0000:02:03.0"]
+
+
+def test_qemu_takes_device_add_into_a_dmi_to_pci_bridge() -> None:
+    """QEMU 7.2 on q35 accepts ``device_add`` into an empty dmi-to-pci-bridge's slots (ACPI hot-plug of bridges on
+    the root bus), where the catalog follows libvirt (``qemu-hotplug`` in controllers.toml): verify reports it as
+    QEMU's and libvirt's difference, not as a plan's fault (it did before, for every plan with a dmi-to-pci-bridge
+    verified with hotplug)."""
+    domain = LibvirtDomain.from_string(_reuse_domain("dmi-qemu", _EMPTY_DMI))
+    plan = solve(domain.topology, attrs.evolve(Policy.named("hotplug"), spare_ports=0))
+    report = verify(plan.topology, hotplug=True, firmware_wait=120, timeout=300)
+    assert report.ok, str(report)
+    on_dmi = [c for c in report.named("hotplug-refused") if c.subject.startswith("pci.1 ")]
+    assert on_dmi
+    assert all("accepted by QEMU; libvirt refuses hot-plug on a dmi-to-pci-bridge" in c.detail for c in on_dmi)

@@ -233,7 +233,7 @@ BAD_FILES = [
         None,
         "controllers-typo.toml: pci-bridge.hotplugg: unknown key (known keys: accepts, aggregate, autoassign, bars, "
         "bus-numbers, connect, description, expander, functions, hotplug, hotplug-slots, identity, io-reserve-devices, "
-        "port, qemu, root, slots, target-options)",
+        "port, qemu, qemu-hotplug, root, slots, target-options)",
         "pci-bridge.hotplugg",
     ),
     (

@@ -43,6 +43,7 @@ __all__ = [
     "PACKAGES",
     "LibvirtError",
     "Virsh",
+    "attach_live",
     "define_and_dump",
     "define_and_dump_many",
     "ensure_libvirtd",
@@ -277,3 +278,48 @@ def define_and_dump_many(xmls: list[str]) -> list[str | LibvirtError]:
         except LibvirtError as exc:
             results.append(exc)
     return results
+
+
+VIRTLOGD_SOCKET = Path("/run/libvirt/virtlogd-sock")
+
+
+def _ensure_virtlogd() -> None:
+    """virtlogd answering: libvirt's QEMU driver logs a running domain's console through it."""
+    if VIRTLOGD_SOCKET.exists():
+        return
+    daemon = shutil.which("virtlogd") or "/usr/sbin/virtlogd"
+    started = subprocess.run([daemon, "-d"], capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise LibvirtError(f"virtlogd -d failed: {started.stderr.strip()[-500:]}")
+    deadline = time.monotonic() + 10
+    while not VIRTLOGD_SOCKET.exists():
+        if time.monotonic() > deadline:
+            raise LibvirtError("virtlogd started but its socket did not appear within 10 s")
+        time.sleep(0.05)
+
+
+def attach_live(domain_xml: str, device_xml: str) -> str:
+    """libvirt's answer to hot-plugging a device: ``virsh create`` (a transient domain, QEMU started), then
+    ``attach-device --live``, then ``destroy``. Returns the running domain's XML after the attach; raises
+    :class:`LibvirtError` with virsh's message when libvirt refuses. Call :func:`ensure_libvirtd` first."""
+    _ensure_virtlogd()
+    name = etree.fromstring(domain_xml.encode()).findtext("name")
+    assert name
+    with tempfile.TemporaryDirectory() as tmp:
+        domain_file, device_file = Path(tmp, "domain.xml"), Path(tmp, "device.xml")
+        domain_file.write_text(domain_xml, encoding="utf-8")
+        device_file.write_text(device_xml, encoding="utf-8")
+
+        def virsh(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, check=False, timeout=120)
+
+        created = virsh("create", str(domain_file))
+        if created.returncode != 0:
+            raise LibvirtError(_error_text(created.stderr))
+        try:
+            attached = virsh("attach-device", name, str(device_file), "--live")
+            if attached.returncode != 0:
+                raise LibvirtError(_error_text(attached.stderr))
+            return virsh("dumpxml", name).stdout
+        finally:
+            virsh("destroy", name)
