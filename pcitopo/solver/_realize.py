@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal
 
 import attrs
 
@@ -15,7 +16,7 @@ from pcitopo.address import PciAddress
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import InternalError, Unsatisfiable
 from pcitopo.legality import identity
-from pcitopo.legality.catalog import Catalog
+from pcitopo.legality.catalog import Catalog, Connect
 from pcitopo.policy.policy import Policy
 from pcitopo.solver._layout import (
     BRIDGE_SLOTS,
@@ -31,10 +32,14 @@ from pcitopo.solver._layout import (
     last_resort_bucket,
     unit_category,
 )
-from pcitopo.solver.model import Problem, Unit
+from pcitopo.solver.model import Problem, Unit, context_root
 from pcitopo.topology import Topology
 
 __all__: list[str] = []
+
+PortReuse = Literal["none", "unpluggable", "any"]
+"""Which empty ports of the request a plan may plug its new bridges and switches into instead of new root ports:
+none, those with hotplug off (no spare port is lost), or any (a hot-pluggable one then no longer counts as spare)."""
 
 
 _rank, _io_size = operator.attrgetter("rank"), operator.attrgetter("io_size")
@@ -181,8 +186,16 @@ def _realize_pcie(
     port_functions: Sequence[PciAddress],
     dmi_preferred: Sequence[PciAddress] = (),
     io_matters: bool = True,
+    empty_ports: Sequence[tuple[int, frozenset[Connect]]] = (),
+    bridge_slots: Sequence[PciAddress] = (),
+    catalog: Catalog | None = None,
 ) -> None:
     """Lay out a PCIe root complex context (``free_slots`` excludes slots kept for expanders).
+
+    ``empty_ports``: ports of the request with nothing below them (index, what they accept), in the order they
+    are taken: a new pcie-to-pci-bridge or switch plugs into the first that takes it instead of a new root port.
+    ``bridge_slots``: free slots of the request's conventional buses that take a pci-bridge: where no empty port is
+    left, a bridge tree's top is a pci-bridge there instead of a pcie-to-pci-bridge behind a new root port.
 
     ``io_matters``: the firmware has an IO-window budget. Without one the model's classes do not tell units
     with an IO BAR from others (:func:`~pcitopo.solver.model.classify`), so packing takes either.
@@ -341,6 +354,20 @@ def _realize_pcie(
         except StopIteration:
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
+    reusable = list(empty_ports)
+    free_bridge_slots = list(bridge_slots)
+
+    def uplink(model: str) -> int:
+        """The bus a new bridge or switch plugs into: an empty port of the request that takes it (one controller
+        fewer than the model counted: the realised plan's score is the judge), or a new root port."""
+        if reusable and catalog is not None:
+            connect = catalog.controller(model).connect
+            for i, (index, accepts) in enumerate(reusable):
+                if connect in accepts:
+                    del reusable[i]
+                    return index
+        return b.root_port(next_port_position()).index
+
     tree_rp = len(decision.tree_sizes) if tree_items else 0
     items, beside_bridges = _port_items(port_units, ctx, policy, decision)
     direct_units = items[: decision.direct_ports]
@@ -358,13 +385,21 @@ def _realize_pcie(
             # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0 (the port's
             # hotplug is theirs: the bridge's own slots are hot-plugged through its SHPC either way)
             beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
-            rp = b.root_port(next_port_position(), hotplug=_item_hotplug(beside, policy) if beside else None)
+            if not beside and not reusable and free_bridge_slots:
+                # a pci-bridge in a free slot of a conventional bus of the request: one controller, not two
+                _fill_tree(b, b.pci_bridge(free_bridge_slots.pop(0)).index, remaining[:size])
+                del remaining[:size]
+                continue
+            if beside:
+                port = b.root_port(next_port_position(), hotplug=_item_hotplug(beside, policy)).index
+            else:
+                port = uplink("pcie-to-pci-bridge")
             at = len(b.controllers)  # the bridge's place in the list, for its multifunction below
-            bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
+            bridge = b.simple("pcie-to-pci-bridge", _addr(port, 0))
             _fill_tree(b, bridge.index, remaining[:size])
             del remaining[:size]
             for function, u in enumerate(beside, start=1):
-                b.placements[u.devices[0].id] = _addr(rp.index, 0, function)
+                b.placements[u.devices[0].id] = _addr(port, 0, function)
             if beside:
                 b.controllers[at] = attrs.evolve(bridge, multifunction=True)
 
@@ -377,14 +412,12 @@ def _realize_pcie(
         realize_trees()
     realize_direct()
     for _label, members in _groups(cats.get(Category.SWITCH_GROUP, []), "switch_group"):
-        up_rp = b.root_port(next_port_position())
-        up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
+        up = b.simple("pcie-switch-upstream-port", _addr(uplink("pcie-switch-upstream-port"), 0))
         for s, u in enumerate(members):
             dp = b.downstream_port(_addr(up.index, s), hotplug=_port_hotplug(u, policy))
             b.place(u, _addr(dp.index, 0))
     for _label, members in _groups(cats.get(Category.BUS_GROUP, []), "bus_group"):
-        rp = b.root_port(next_port_position())
-        bridge = b.simple("pcie-to-pci-bridge", _addr(rp.index, 0))
+        bridge = b.simple("pcie-to-pci-bridge", _addr(uplink("pcie-to-pci-bridge"), 0))
         for s, u in enumerate(members, start=1):
             b.place(u, _addr(bridge.index, s))
     if not trees_first:
@@ -393,8 +426,7 @@ def _realize_pcie(
     spare_left = decision.spare
     downstream_needed = decision.downstream
     for _ in range(decision.switches):
-        up_rp = b.root_port(next_port_position())
-        up = b.simple("pcie-switch-upstream-port", _addr(up_rp.index, 0))
+        up = b.simple("pcie-switch-upstream-port", _addr(uplink("pcie-switch-upstream-port"), 0))
         for s in range(32):
             if downstream_needed == 0:
                 break
@@ -765,9 +797,68 @@ def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
     return out
 
 
-def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
-    """The completed topology of an assignment: every context laid out by its decision."""
+def empty_ports(topology: Topology, reuse: PortReuse) -> dict[int, list[tuple[int, frozenset[Connect]]]]:
+    """The request's ports with nothing below them that ``reuse`` lets new bridges and switches take, by the root
+    bus or expander bus they hang from: those with hotplug off first (they are no spare ports), then by address."""
+    if reuse == "none":
+        return {}
+    children = {c.address.bus for c in topology.controllers if c.address is not None}
+    children |= {d.address.bus for d in topology.devices if d.address is not None}
+    found: list[tuple[bool, PciAddress, int, int, frozenset[Connect]]] = []
+    for c in topology.controllers:
+        model = topology.model(c)
+        if not model.port or c.address is None or c.index in children:
+            continue
+        hot = topology.is_hotpluggable(c.index, 0)
+        root = context_root(topology, c.index)
+        if root is None or (hot and reuse != "any"):
+            continue
+        found.append((hot, c.address, c.index, root, model.accepts))
+    out: dict[int, list[tuple[int, frozenset[Connect]]]] = {}
+    for _hot, _address, index, root, accepts in sorted(found, key=operator.itemgetter(0, 1)):
+        out.setdefault(root, []).append((index, accepts))
+    return out
+
+
+def free_bridge_slots(topology: Topology) -> dict[int, list[PciAddress]]:
+    """Free slots of the request's conventional buses below a PCI Express root (dmi-to-pci-bridges, pci-bridges,
+    pcie-to-pci-bridges) that take a pci-bridge, by that root, in address order."""
+    usage = topology.slot_usage()
+    out: dict[int, list[PciAddress]] = {}
+    for c in topology.controllers:
+        model = topology.model(c)
+        if c.address is None or model.root or model.expander or Connect.PCI_BRIDGE not in model.accepts:
+            continue
+        root = context_root(topology, c.index)
+        if root is None or topology.model(root).name not in ("pcie-root", "pcie-expander-bus"):
+            continue
+        out.setdefault(root, []).extend(_addr(c.index, s) for s in model.slot_range() if (0, c.index, s) not in usage)
+    return {root: sorted(slots) for root, slots in out.items() if slots}
+
+
+def port_reuses(topology: Topology) -> tuple[PortReuse, ...]:
+    """The ways of reusing empty ports (and conventional buses' free slots) worth realising an assignment in,
+    beside ``"none"``."""
+    cold = empty_ports(topology, "unpluggable")
+    every = empty_ports(topology, "any")
+    options: list[PortReuse] = []
+    if cold or free_bridge_slots(topology):
+        options.append("unpluggable")
+    if every != cold:
+        options.append("any")
+    return tuple(options)
+
+
+def realize(problem: Problem, values: Mapping[str, int], reuse: PortReuse = "none") -> Topology:
+    """The completed topology of an assignment: every context laid out by its decision.
+
+    ``reuse``: which empty ports of the request new bridges and switches may take (:data:`PortReuse`). The model
+    counts a new root port for each, so a plan that takes one costs less than the assignment's model cost: the
+    search then claims no proof (``search.search``'s ``sound``), and the request has free pools anyway.
+    """
     topology = problem.topology
+    reusable = empty_ports(topology, reuse)
+    bridge_slots = free_bridge_slots(topology) if reuse != "none" else {}
     by_ctx = problem.units_by_context(values)
     decisions: dict[int, Decision] = {}
     for ctx_id in problem.context_variables:
@@ -830,6 +921,9 @@ def realize(problem: Problem, values: Mapping[str, int]) -> Topology:
                 port_functions=ctx.free_port_functions,
                 dmi_preferred=dmi_preferred,
                 io_matters=problem.io_budget is not None,
+                empty_ports=reusable.get(root_bus, ()),
+                bridge_slots=bridge_slots.get(root_bus, ()),
+                catalog=topology.machine.catalog,
             )
         else:
             _realize_pci(b, ctx, root_bus, d, units, problem.policy, free_slots=slots)

@@ -149,9 +149,23 @@ class CspBackend:
                 scores[key] = _exact(values, key)
             return scores[key]
 
+        # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
+        # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
+        reuses: tuple[_realize.PortReuse, ...] = ("none", *_realize.port_reuses(problem.topology))
+
         def _exact(values: Mapping[str, int], key: tuple[tuple[str, int], ...]) -> int | None:
+            best: tuple[int, Topology] | None = None
+            for reuse in reuses:
+                topology, scored = _scored(_realize.realize(problem, values, reuse))
+                if scored is not None and (best is None or scored < best[0]):
+                    best = scored, topology
+            if best is None:
+                return None
+            realised[key] = best[1]
+            return best[0]
+
+        def _scored(topology: Topology) -> tuple[Topology, int | None]:
             assert score is not None
-            topology = _realize.realize(problem, values)
             # the firmware's reservations (an IO window for every SHPC bridge and, with OVMF, every hotplug
             # port) and the root buses' IO BARs beyond the firmware's room for them are counted on the
             # realised plan: the model's count is a lower bound of it. Where the firmware honours io-reserve=0
@@ -160,7 +174,7 @@ class CspBackend:
             if short:
                 fitted = io_reserve_off(topology, short, keep)
                 if fitted is None:
-                    return None
+                    return topology, None
                 topology, scored = _hotplug_off_where_cheaper(
                     topology, fitted, keep, required, score, _gain_bound(policy, placing)
                 )
@@ -171,12 +185,16 @@ class CspBackend:
                     # port, so hotplug off on the ports it can be taken from may make the plan fit, at what the
                     # policy charges for it
                     topology, scored = _hotplug_off_to_fit(topology, keep, required, score)
-            if scored is not None:
-                realised[key] = topology
-            return scored
+            return topology, scored
 
         limit = min(limit or search.NODE_LIMIT, NAMES_NODE_LIMIT if names_expander else search.NODE_LIMIT)
-        result = search.search(problem, exact=None if score is None else exact, limit=limit)
+        # each empty port a plan takes saves at most one new root port, and each bridge tree topped by a pci-bridge
+        # in a free conventional slot one pcie-to-pci-bridge's root port (a tree a unit at most)
+        ports = sum(map(len, _realize.empty_ports(problem.topology, "any").values()))
+        slots = sum(map(len, _realize.free_bridge_slots(problem.topology).values()))
+        slack = (ports + min(slots, len(units))) * policy.weights["fewer-controllers"]
+        slack = slack if score is not None and len(reuses) > 1 else 0
+        result = search.search(problem, exact=None if score is None else exact, limit=limit, slack=slack)
         stats = SearchStats(self.name, result.variables, result.constraints, result.nodes)
         if result.values is None:
             if not result.proven and result.nodes > limit:  # stopped at the limit it was given, not a proof

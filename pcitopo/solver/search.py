@@ -162,8 +162,11 @@ class _Bound(_ModelConstraint):
         sums: Sequence[tuple[tuple[str, ...], int]] = (),
         floor: Callable[[Mapping[str, int], int | None], int] | None = None,
         limit: int = NODE_LIMIT,
+        slack: int = 0,
     ) -> None:
         self._bound = bound
+        self._slack = slack
+        """How much less than the model's bound a realised plan may cost (see :func:`search`): pruned by less."""
         self._limit = limit
         self._floor = floor
         self._rank = rank
@@ -200,7 +203,7 @@ class _Bound(_ModelConstraint):
         best, floor = self.best, self._floor
         if best is None or floor is None:
             return False
-        low = floor(values, best)
+        low = floor(values, best + self._slack) - self._slack
         return low > best or (low == best and self.key(values) >= self.best_key)
 
     def holds(
@@ -221,6 +224,7 @@ class _Bound(_ModelConstraint):
         low = self._bound(values)
         if low is None:
             return False
+        low -= self._slack
         if self.best is None or low < self.best:
             return True
         # as cheap as the best at most: only a smaller tie-break key can still win
@@ -313,6 +317,7 @@ def search(
     optimise: bool = True,
     limit: int = NODE_LIMIT,
     exact: Callable[[Mapping[str, int]], int | None] | None = None,
+    slack: int = 0,
 ) -> SearchResult:
     """The cheapest assignment of ``problem``'s variables, ties broken by the documented key.
 
@@ -320,6 +325,9 @@ def search(
     assignment (the realised plan's score); the model's bound prunes partial
     ones. Should ``exact`` ever score a complete assignment below the model's
     bound, the pruning was not sound and the result is not claimed proven.
+    ``slack``: how much below the model's bound ``exact`` may score an assignment (plans that take what the
+    model does not count, the request's empty ports); the bound prunes that much less, and no result is
+    claimed proven.
 
     A search that stops at its node limit with no assignment, where the expander buses of three NUMA nodes or
     more share the firmware's IO windows, is run again with the variables taken a context at a time
@@ -327,11 +335,11 @@ def search(
     firmware has (the nodes reported are both searches'). Every search that finds an assignment in the
     engine's order returns what it did.
     """
-    result = _search(problem, optimise=optimise, limit=limit, exact=exact)
+    result = _search(problem, optimise=optimise, limit=limit, exact=exact, slack=slack)
     gave_up = result.values is None and result.nodes > min(limit, NODE_LIMIT)
     if not gave_up or not _contexts_share_io_windows(problem):
         return result
-    again = _search(problem, optimise=optimise, limit=limit, exact=exact, in_turn=True)
+    again = _search(problem, optimise=optimise, limit=limit, exact=exact, in_turn=True, slack=slack)
     return attrs.evolve(again, nodes=result.nodes + again.nodes)
 
 
@@ -342,6 +350,7 @@ def _search(
     limit: int,
     exact: Callable[[Mapping[str, int]], int | None] | None,
     in_turn: bool = False,
+    slack: int = 0,
 ) -> SearchResult:
     """:func:`search` in one order of the variables: the engine's, or a context at a time (``in_turn``)."""
     names = [v.name for v in problem.variables]
@@ -368,7 +377,7 @@ def _search(
     for v in problem.variables:
         engine.addVariable(v.name, list(reversed(v.domain)))
     sums = [(c.scope, c.total) for c in problem.constraints if c.kind == "exact-sum"]
-    bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT))
+    bound = _Bound(objective.bound, rank, sums, objective.floor, min(limit, NODE_LIMIT), slack)
     # the floor's forward check first: the engine calls a variable's constraints in the order they were posted, so
     # it hides the values the floor refuses before the hard constraints lay each out to check it
     ahead = _FloorAhead(bound)
@@ -387,7 +396,7 @@ def _search(
         if cost is None:  # pragma: no cover - the bound constraint refused it already
             continue
         key = bound.key(full)
-        if bound.best is not None and (cost, key) >= (bound.best, bound.best_key):
+        if bound.best is not None and (cost - slack, key) >= (bound.best, bound.best_key):
             continue  # the engine checks the bound before the last value is final: this one cannot win
         if exact is not None:
             model_cost = cost
@@ -405,7 +414,16 @@ def _search(
                 # a cheaper incumbent from the engine's: the bound then prunes with it (the result, when the
                 # search finishes, is still the least cost and key of all, the incumbent being one of them)
                 improved = _improve(
-                    problem, full, (cost, key), bound.key, sums, objective.bound, exact, objective.floor, least_model
+                    problem,
+                    full,
+                    (cost, key),
+                    bound.key,
+                    sums,
+                    objective.bound,
+                    exact,
+                    objective.floor,
+                    least_model,
+                    slack,
                 )
                 if improved is not None:
                     best, (bound.best, bound.best_key), unsound = improved
@@ -413,8 +431,12 @@ def _search(
         if not optimise:
             finished = False
             break
-    if bound.nodes > min(limit, NODE_LIMIT) or not sound:
+    if bound.nodes > min(limit, NODE_LIMIT):
         finished = False
+    elif not sound or slack:
+        # the bound pruned by less than the plans' scores may undercut it, or ``exact`` undercut it: no proof, but
+        # for a plan that costs nothing (no weight is negative), the least key of those that do (see _Bound.holds)
+        finished = finished and best is not None and bound.best == 0
     cost = bound.best or 0
     low = cost if finished else objective.bound({}) or 0
     return SearchResult(
@@ -451,6 +473,7 @@ def _improve(
     exact: Callable[[Mapping[str, int]], int | None] | None,
     floor: Callable[[Mapping[str, int], int | None], int] | None = None,
     least_model: list[int] | None = None,
+    slack: int = 0,
 ) -> tuple[dict[str, int], tuple[int, tuple[int, ...]], bool] | None:
     """A cheaper assignment than ``start`` by local search, with its (cost, key) (``None``: none found).
 
@@ -464,7 +487,7 @@ def _improve(
     assignment meets every hard constraint and scores less. The third value
     says whether ``exact`` scored one below the model (the bound unsound).
     ``least_model`` (see :attr:`SearchResult.least_model`) takes the model
-    bound of every assignment ``exact`` scores.
+    bound of every assignment ``exact`` scores; ``slack`` is :func:`search`'s.
     """
     checks = [c.test for c in problem.constraints if c.kind == "check" and c.scope and c.test is not None]
     domains = problem.domains
@@ -504,14 +527,14 @@ def _improve(
                     break
                 trial = {**best, **shift, **change}
                 if floor is not None:
-                    low = floor(trial, best_score[0])
+                    low = floor(trial, best_score[0] + slack) - slack
                     if low > best_score[0] or (low == best_score[0] and key(trial) >= best_score[1]):
                         continue  # no cheaper than the best whatever its bound, nor a smaller key
                 model = bound(trial)
                 if model is None:
                     continue
                 trial_key = key(trial)
-                if (model, trial_key) >= best_score or not all(test(trial) for test in checks):
+                if (model - slack, trial_key) >= best_score or not all(test(trial) for test in checks):
                     continue
                 cost = model
                 if exact is not None:

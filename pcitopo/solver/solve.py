@@ -142,11 +142,12 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         if best is None or plan.cost < best.cost:
             best = plan
     if best is not None:
-        if best.status is Status.OPTIMAL and best.cost and pools:
-            # the search proved the plan optimal among those that leave the free slots of existing buses as the
-            # pooling left them, not among those that put other units there, or new bridges, or leave a slot a
-            # unit took empty (an empty hot-pluggable port is a spare one): the exhaustive enumerator finds such
-            # plans, cheaper (tests/property/test_optimality.py). A plan that costs nothing is proven all the same
+        if best.cost and pools and (best.status is Status.OPTIMAL or best.bound is not None):
+            # the search proved the plan optimal (or bounded the cost) among those that leave the free slots of
+            # existing buses as the pooling left them, not among those that put other units there, or leave a slot
+            # a unit took empty (an empty hot-pluggable port is a spare one): the exhaustive enumerator finds such
+            # plans, cheaper (tests/property/test_optimality.py). No bound is known; a plan that costs nothing is
+            # proven all the same
             return attrs.evolve(best, status=Status.FEASIBLE, bound=None)
         return best
     assert refused is not None

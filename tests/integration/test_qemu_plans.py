@@ -679,6 +679,33 @@ _EMPTY_DMI = (
 )
 
 
+@pytest.mark.usefixtures("libvirtd")
+@pytest.mark.parametrize("firmware", ["seabios", "ovmf"])
+@pytest.mark.parametrize(
+    ("controller", "top"), [(_EMPTY_PORT, "pcie-to-pci-bridge"), (_EMPTY_DMI, "pci-bridge")], ids=["port", "dmi"]
+)
+def test_a_new_bridge_in_the_request_s_empty_port_or_free_dmi_slot_boots_and_libvirt_keeps_it(
+    controller: str, top: str, firmware: str
+) -> None:
+    """A conventional NIC that wants hotplug, on q35 with a pinned empty root port (hotplug off) or a pinned empty
+    dmi-to-pci-bridge: its bridge goes into that port (a pcie-to-pci-bridge) or that bridge's free slot (a
+    pci-bridge), one controller where the plan used to add a root port for a pcie-to-pci-bridge too (cost 3, now
+    2: the bridge and the spare port). QEMU starts it with the NIC where planned, hot-pluggable, and every BAR
+    mapped by the firmware; libvirt 9.0 defines it and keeps every address."""
+    domain = LibvirtDomain.from_string(_reuse_domain(f"reuse-{top}-{firmware}", controller))
+    plan = solve(domain.topology, Policy.named("hotplug"))
+    assert sorted(c.model for c in plan.added) == sorted([top, "pcie-root-port"])
+    [bridge] = [c for c in plan.added if c.model == top]
+    assert bridge.address is not None
+    assert bridge.address.bus == 1
+    assert plan.cost == 2
+    assert all(s.met for s in plan.soft if s.name in ("hotplug", "spare-ports"))
+    report = verify(attrs.evolve(plan.topology, firmware=firmware), hotplug=True, firmware_wait=120, timeout=300)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert "ua-nic" in {c.subject for c in report.named("placement")}
+    libvirt_keeps_addresses(domain, plan)
+
+
 _BRIDGE_UNDER_DMI = (
     "<controller type='pci' index='2' model='pci-bridge'><target chassisNr='2'/>"
     "<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></controller>"
