@@ -152,3 +152,18 @@ def test_read_bars_fills_undecoded_bars_from_the_ecam() -> None:
     assert [r["address"] for r in endpoint] == [0x8010220000, 0]
     assert answer[0]["devices"][1]["regions"][0]["address"] == -1
     assert vm.asked == ["xp /6wx 0x4010100010", "xp /6wx 0x4010018010"]
+
+
+def test_a_bar_the_firmware_never_assigns_is_left_not_unmapped() -> None:
+    """Under edk2 pvpanic-pci's unassigned 2-byte BAR is left to the guest OS; under SeaBIOS it would be unmapped."""
+    panic = {"bus": 0, "slot": 1, "function": 0, "qdev_id": "p"}
+    panic["regions"] = [{"bar": 0, "type": "memory", "address": -1, "size": 2, "prefetch": False}]
+    small = {"bus": 0, "slot": 2, "function": 0, "qdev_id": "w"}
+    small["regions"] = [{"bar": 0, "type": "memory", "address": -1, "size": 16, "prefetch": False}]
+    edk2: dict[str, _Seen] = {}
+    _walk([panic, small], 0, edk2, firmware=Firmware.named("edk2-aarch64"))
+    assert (edk2["p"].unmapped, edk2["p"].left) == ((), ("BAR0 (memory, 2 bytes)",))
+    assert (edk2["w"].unmapped, edk2["w"].left) == (("BAR0 (memory, 16 bytes)",), ())
+    seabios: dict[str, _Seen] = {}
+    _walk([panic], 0, seabios, firmware=Firmware.named("seabios"))
+    assert (seabios["p"].unmapped, seabios["p"].left) == (("BAR0 (memory, 2 bytes)",), ())
