@@ -363,6 +363,23 @@ def test_qemu_sizes_pvpanic_pci_s_bar_with_reserved_type_bits() -> None:
 
 
 @pytest.mark.usefixtures("aavmf")
+@pytest.mark.parametrize(
+    "kinds",
+    [pytest.param(["rtl8139"], id="an rtl8139 alone"), pytest.param(["rtl8139", "es1370"], id="and an es1370")],
+)
+def test_edk2_aarch64_io_bar_at_port_0_of_the_root_bus_counts_as_mapped(kinds: list[str]) -> None:
+    """An undecoded IO BAR edk2 put at port 0 of aarch64 virt's pcie.0 counts as mapped (verify said unmapped).
+
+    No edk2 driver claims an rtl8139 or an es1370, so edk2 leaves their decoding off and config space shows the
+    BAR at port 0 as it shows one never assigned (0x1). edk2 hands the root bus's IO out from port 0 upward: one
+    such BAR with nothing else at port 0 is there (the es1370 beside an rtl8139 at 0x100).
+    """
+    devices = [Device(f"d{i}", kind, address=A(f"00:{1 + i:02x}.0")) for i, kind in enumerate(kinds)]
+    report = verify(Topology.build("aarch64-virt", devices=devices), firmware=True, hotplug=False, firmware_wait=60)
+    assert report.ok, str(report)
+
+
+@pytest.mark.usefixtures("aavmf")
 def test_generated_plan_boots_under_edk2_aarch64() -> None:
     """An IO-heavy plan for aarch64 virt boots under edk2 with every device where planned and every BAR assigned."""
     plan = solve(io_heavy("aarch64-virt", 1, "edk2-aarch64"), "hotplug")
