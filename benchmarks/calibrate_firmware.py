@@ -141,6 +141,10 @@ def _e1000e_ports(n: int) -> list[str]:
     return [d for i in range(n) for d in _e1000e(i)]
 
 
+def _tiny(bus: str) -> list[str]:
+    return [f"pvpanic-pci,id=p,bus={bus},addr=0x3", f"virtio-net-pci,id=v,bus={bus},addr=0x4"]
+
+
 FACTS: dict[str, tuple[str, str, list[str]]] = {
     # name: (machine, firmware, devices); the firmware files cite these names
     "reservations (one empty root port)": ("q35", "ovmf", _empty(0, 1)),
@@ -253,6 +257,16 @@ FACTS: dict[str, tuple[str, str, list[str]]] = {
         "seabios",
         [f"i82801b11-bridge,id=dmi{i},bus=pcie.0,addr={2 + i:#x}" for i in range(20)],
     ),
+    # pvpanic-pci's BAR0 is 2 bytes: sized, it answers 0xfffffffe, whose memory type bits read as reserved
+    "tiny-bar q35 ovmf (a pvpanic-pci, 2-byte BAR0, and a virtio-net)": ("q35", "ovmf", _tiny("pcie.0")),
+    "tiny-bar pc ovmf (a pvpanic-pci, 2-byte BAR0, and a virtio-net)": ("pc", "ovmf", _tiny("pci.0")),
+    "tiny-bar aarch64 (a pvpanic-pci, 2-byte BAR0, and a virtio-net)": (
+        "aarch64-virt",
+        "edk2-aarch64",
+        _tiny("pcie.0"),
+    ),
+    "tiny-bar q35 seabios (a pvpanic-pci, 2-byte BAR0, and a virtio-net)": ("q35", "seabios", _tiny("pcie.0")),
+    "tiny-bar pc seabios (a pvpanic-pci, 2-byte BAR0, and a virtio-net)": ("pc", "seabios", _tiny("pci.0")),
     "nested-bridges (15 empty pci-bridges behind one pcie-to-pci-bridge)": (
         "q35",
         "seabios",
@@ -690,7 +704,9 @@ def facts(only: str | None = None) -> int:
         if only is not None and only not in name:
             continue
         outcome = booter.boot(machine, Firmware.named(fw), True, devices)
-        verdict = "fits" if fits(outcome) else f"{len(outcome['unmapped'])} BARs unmapped"
+        lost = outcome["unmapped"]
+        named = ", ".join(lost[:4]) + (", ..." if len(lost) > 4 else "")
+        verdict = "fits" if fits(outcome) else f"{len(lost)} BARs unmapped ({named})"
         print(f"{name} [{machine}, {fw}]: {verdict}", flush=True)
         for line in outcome["windows"][:3]:
             print(f"    {line}", flush=True)

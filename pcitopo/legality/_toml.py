@@ -107,6 +107,15 @@ class Table:
                 )
         return tuple(values)
 
+    def int_list(self, name: str) -> tuple[int, ...]:
+        values = self.get(name, list, [])
+        for i, v in enumerate(values):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise InvalidDescription(
+                    self.source, f"{self._path(name)}[{i}]", f"expected an integer (got {_kind(v)} {v!r})"
+                )
+        return tuple(values)
+
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self.get(name, str, default)
         if value not in choices:

@@ -144,6 +144,14 @@ class Firmware:
     IO, they get no window (OVMF reads QEMU's reservation capability; SeaBIOS only ever raises its own)."""
     vbe_root_bus_only: tuple[str, ...] = ()
     """The VBE interfaces (a device kind's ``vga``) this firmware's video BIOS finds only on the main root bus."""
+    never_assigned_mem_bars: tuple[int, ...] = ()
+    """Sizes in bytes of the memory BARs this firmware never assigns, wherever the device sits.
+
+    edk2 (OVMF and edk2 on aarch64) reads a memory BAR's type from the value the BAR answers when sized, and QEMU
+    lets a 2-byte BAR (pvpanic-pci's BAR0) answer ``0xfffffffe``: its type bits read as reserved, and PciBusDxe
+    (``PciParseBar``) records it as an unknown BAR, which it never allocates. SeaBIOS reads the type from the
+    value before sizing and maps it. No placement changes this; the BAR is left to the guest OS to assign.
+    """
 
     @classmethod
     def named(cls, name: str) -> Firmware:
@@ -200,6 +208,7 @@ class Firmware:
             source=source,
             bars_decoded=t.get("bars-decoded", bool, True),
             vbe_root_bus_only=t.str_list("vbe-root-bus-only"),
+            never_assigned_mem_bars=t.int_list("never-assigned-mem-bars"),
         )
         t.check_unknown()
         if fw.io_window <= 0 or fw.io_window & (fw.io_window - 1):
@@ -237,6 +246,16 @@ class Firmware:
         False
         """
         return model in self.io_reserve_off and self.reserves_io(model)
+
+    def assigns_mem_bar(self, size: int) -> bool:
+        """Whether this firmware assigns a memory BAR of ``size`` bytes (it may still run out of room for it).
+
+        >>> Firmware.named("ovmf").assigns_mem_bar(2), Firmware.named("ovmf").assigns_mem_bar(16)
+        (False, True)
+        >>> Firmware.named("seabios").assigns_mem_bar(2)
+        True
+        """
+        return size not in self.never_assigned_mem_bars
 
     def __str__(self) -> str:
         return self.name

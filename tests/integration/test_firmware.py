@@ -20,9 +20,11 @@ from pcitopo.cli import main
 from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.errors import Unsatisfiable
 from pcitopo.formats.libvirt import LibvirtDomain
+from pcitopo.legality.firmware import Firmware
 from pcitopo.legality.rules import validate
 from pcitopo.policy.policy import BUILTIN_POLICIES, Policy
 from pcitopo.qemu import verify
+from pcitopo.qemu._qmp import Qemu, find_binary
 from pcitopo.solver import Plan, solve
 from pcitopo.topology import Topology
 from tests.support.firmware import port_order
@@ -301,6 +303,80 @@ def test_edk2_aarch64_boots_a_numa_plan_with_its_expander_bus() -> None:
     assert "pcie-expander-bus" in {c.model for c in plan.topology.controllers}
     report = verify(plan.topology, firmware=True, hotplug=False, firmware_wait=90)
     assert report.ok, f"{plan.summary()}\n{report}"
+
+
+@pytest.mark.usefixtures("ovmf", "aavmf")
+@pytest.mark.parametrize(
+    ("machine", "firmware", "assigned"),
+    [
+        ("aarch64-virt", "edk2-aarch64", False),
+        ("q35", "ovmf", False),
+        ("pc", "ovmf", False),
+        ("q35", "seabios", True),
+        ("pc", "seabios", True),
+    ],
+)
+def test_edk2_leaves_pvpanic_pci_s_2_byte_bar_to_the_guest_os(machine: str, firmware: str, assigned: bool) -> None:
+    """edk2 never assigns pvpanic-pci's 2-byte BAR0, and verify says so as a pass; SeaBIOS maps it.
+
+    verify reported a legal edk2-aarch64 plan with a pvpanic-pci as "unmapped: BAR0 (memory, 2 bytes)", and so it
+    did on q35 and pc under OVMF: edk2 reads the BAR's type from the answer to sizing, 0xfffffffe, whose type bits
+    are reserved (test_qemu_sizes_pvpanic_pci_s_bar_with_reserved_type_bits), so no placement could map it.
+    """
+    request = Topology.build(
+        machine, devices=[Device("p", "pvpanic-pci"), Device("n", "virtio-net")], firmware=firmware
+    )
+    plan = solve(request, "minimal")
+    report = verify(plan.topology, firmware=True, hotplug=False, firmware_wait=90)
+    assert report.ok, str(report)
+    bars = {c.subject: c for c in report.named("bars")}["p"]
+    if assigned:
+        assert bars.detail == "every BAR mapped inside its bridges' windows"
+    else:
+        assert bars.detail == (
+            f"every BAR mapped inside its bridges' windows but BAR0 (memory, 2 bytes), which {firmware} never assigns "
+            "(left to the guest OS)"
+        )
+    assert Firmware.named(firmware).assigns_mem_bar(2) == assigned
+
+
+def test_qemu_sizes_pvpanic_pci_s_bar_with_reserved_type_bits() -> None:
+    """QEMU answers the sizing write to pvpanic-pci's 2-byte BAR0 with 0xfffffffe: memory type bits 2:1 read 11.
+
+    edk2's PciParseBar takes the memory type from that answer (reserved: an unknown BAR, never allocated), SeaBIOS's
+    pci_bios_get_bar from the value before sizing; a 16-byte BAR (i6300esb's) answers 0xfffffff0, a 32-bit BAR.
+    The config cycles go through ports 0xcf8/0xcfc with HMP ``o``/``i`` on a paused pc.
+    """
+    args = ["-machine", "pc", "-nodefaults", "-display", "none", "-S", "-accel", "tcg"]
+    args += ["-device", "pvpanic-pci,addr=0x3", "-device", "i6300esb,addr=0x4"]
+    path = find_binary("qemu-system-x86_64")
+    assert path is not None
+    answers = []
+    with Qemu(path, args) as vm:
+        for slot in (3, 4):
+            hmp = {"command-line": f"o /w 0xcf8 {0x80000010 | slot << 11:#x}"}
+            vm.execute("human-monitor-command", **hmp)
+            vm.execute("human-monitor-command", **{"command-line": "o /w 0xcfc 0xffffffff"})
+            answer = str(vm.execute("human-monitor-command", **{"command-line": "i /w 0xcfc"}))
+            answers.append(int(answer.split("=")[-1], 16))
+    assert answers == [0xFFFFFFFE, 0xFFFFFFF0]
+
+
+@pytest.mark.usefixtures("aavmf")
+@pytest.mark.parametrize(
+    "kinds",
+    [pytest.param(["rtl8139"], id="an rtl8139 alone"), pytest.param(["rtl8139", "es1370"], id="and an es1370")],
+)
+def test_edk2_aarch64_io_bar_at_port_0_of_the_root_bus_counts_as_mapped(kinds: list[str]) -> None:
+    """An undecoded IO BAR edk2 put at port 0 of aarch64 virt's pcie.0 counts as mapped (verify said unmapped).
+
+    No edk2 driver claims an rtl8139 or an es1370, so edk2 leaves their decoding off and config space shows the
+    BAR at port 0 as it shows one never assigned (0x1). edk2 hands the root bus's IO out from port 0 upward: one
+    such BAR with nothing else at port 0 is there (the es1370 beside an rtl8139 at 0x100).
+    """
+    devices = [Device(f"d{i}", kind, address=A(f"00:{1 + i:02x}.0")) for i, kind in enumerate(kinds)]
+    report = verify(Topology.build("aarch64-virt", devices=devices), firmware=True, hotplug=False, firmware_wait=60)
+    assert report.ok, str(report)
 
 
 @pytest.mark.usefixtures("aavmf")

@@ -116,6 +116,21 @@ def test_bad_file_names_file_and_key(tmp_path: Path) -> None:
     bad.write_text(text.replace("io-window = 4096", "io-window = 3000"))
     with pytest.raises(InvalidDescription, match="io-window: must be a power of two"):
         Firmware.from_file(bad)
+    bad.write_text(text.replace("io-window = 4096", 'io-window = 4096\nnever-assigned-mem-bars = [2, "4"]'))
+    with pytest.raises(InvalidDescription) as info:
+        Firmware.from_file(bad)
+    assert str(info.value) == f"{bad}: never-assigned-mem-bars[1]: expected an integer (got a string '4')"
+
+
+def test_only_edk2_never_assigns_a_2_byte_memory_bar() -> None:
+    """OVMF and edk2 on aarch64 leave a 2-byte memory BAR (pvpanic-pci's) unassigned; SeaBIOS maps it, as any size."""
+    fws = firmwares()
+    assert {name: fw.never_assigned_mem_bars for name, fw in fws.items()} == {
+        "edk2-aarch64": (2,),
+        "ovmf": (2,),
+        "seabios": (),
+    }
+    assert all(fw.assigns_mem_bar(16) for fw in fws.values())
 
 
 def test_machine_default_firmware_is_libvirts() -> None:

@@ -108,12 +108,15 @@ class _Ecam:
         self.asked.append(line)
         where = int(line.split()[-1], 16) - self.ecam - 0x10
         words = self.bars[(where >> 20, (where >> 15) & 0x1F)]
-        return (
-            f"{where:016x}: "
-            + " ".join(f"{w:#010x}" for w in words[:4])
-            + "\n: "
-            + " ".join(f"{w:#010x}" for w in words[4:])
+        words = words + [0] * (12 - len(words))
+        return "\n".join(
+            f"{where + 16 * i:016x}: " + " ".join(f"{w:#010x}" for w in words[4 * i : 4 * i + 4]) for i in range(3)
         )
+
+
+def enumerated(*bars: int) -> list[int]:
+    """Config space 0x10-0x3f of a device edk2 enumerated: ``bars``, and 0xff in the Interrupt Line (0x3c)."""
+    return [*bars, *[0] * (6 - len(bars)), 0, 0, 0, 0, 0, 0x1FF]
 
 
 def test_read_bars_fills_undecoded_bars_from_the_ecam() -> None:
@@ -146,9 +149,64 @@ def test_read_bars_fills_undecoded_bars_from_the_ecam() -> None:
             ],
         }
     ]
-    vm = _Ecam(0x4010000000, {(1, 0): [0x1022000C, 0x80, 0x1, 0, 0, 0], (0, 3): [0x1, 0, 0, 0, 0, 0]})
+    vm = _Ecam(0x4010000000, {(1, 0): enumerated(0x1022000C, 0x80, 0x1), (0, 3): enumerated(0x1)})
     _read_bars(vm, answer, 0x4010000000)  # type: ignore[arg-type]
     endpoint = answer[0]["devices"][0]["pci_bridge"]["devices"][0]["regions"]
     assert [r["address"] for r in endpoint] == [0x8010220000, 0]
     assert answer[0]["devices"][1]["regions"][0]["address"] == -1
-    assert vm.asked == ["xp /6wx 0x4010100010", "xp /6wx 0x4010018010"]
+    assert vm.asked == ["xp /12wx 0x4010018010", "xp /12wx 0x4010100010"]
+
+
+def _root_io(slot: int) -> dict[str, Any]:
+    """A device on the main root bus with one undecoded IO BAR (BAR0)."""
+    return {"bus": 0, "slot": slot, "function": 0, "regions": [{"bar": 0, "type": "io", "address": -1}]}
+
+
+def _root_io_addresses(config: dict[tuple[int, int], list[int]], *extra: dict[str, Any]) -> list[int]:
+    devices = [_root_io(slot) for (_, slot) in config]
+    answer: list[dict[str, Any]] = [{"bus": 0, "devices": [*devices, *extra]}]
+    _read_bars(_Ecam(0x4010000000, config), answer, 0x4010000000)  # type: ignore[arg-type]
+    return [d["regions"][0]["address"] for d in devices]
+
+
+@pytest.mark.parametrize(
+    ("config", "addresses"),
+    [
+        pytest.param({(0, 1): enumerated(0x1)}, [0], id="alone: at port 0"),
+        pytest.param({(0, 1): enumerated(0x101), (0, 2): enumerated(0x1)}, [0x100, 0], id="beside port 0x100"),
+        pytest.param({(0, 1): enumerated(0x1), (0, 2): enumerated(0x1)}, [-1, -1], id="two read 0"),
+        pytest.param({(0, 1): [0x1, 0, 0, 0, 0, 0]}, [-1], id="not enumerated yet"),
+    ],
+)
+def test_an_io_bar_reading_0_on_aarch64_root_bus_is_at_port_0_when_nothing_else_can_be(
+    config: dict[tuple[int, int], list[int]], addresses: list[int]
+) -> None:
+    """edk2 hands the root bus's IO out from port 0: one enumerated IO BAR reading 0 and nothing else there is at 0.
+
+    verify took an rtl8139 alone on aarch64 virt's pcie.0, and an es1370 beside one, as unmapped (edk2 put them at
+    port 0: an es1370 reads 0x1 in the ECAM beside an rtl8139 at 0x101, found by booting both).
+    """
+    assert _root_io_addresses(config) == addresses
+
+
+def test_an_io_bar_reading_0_is_unassigned_where_a_window_or_a_decoded_bar_holds_port_0() -> None:
+    """Port 0 of the root bus is taken by a bridge's IO window starting there, or by a decoded IO BAR at 0."""
+    window = bridge("rp1", [], io=(0, 0xFFF), mem=(0x10000000, 0x101FFFFF))
+    decoded = {"bus": 0, "slot": 5, "function": 0, "regions": [{"bar": 0, "type": "io", "address": 0}]}
+    assert _root_io_addresses({(0, 1): enumerated(0x1)}, window) == [-1]
+    assert _root_io_addresses({(0, 1): enumerated(0x1)}, decoded) == [-1]
+
+
+def test_a_bar_the_firmware_never_assigns_is_left_not_unmapped() -> None:
+    """Under edk2 pvpanic-pci's unassigned 2-byte BAR is left to the guest OS; under SeaBIOS it would be unmapped."""
+    panic = {"bus": 0, "slot": 1, "function": 0, "qdev_id": "p"}
+    panic["regions"] = [{"bar": 0, "type": "memory", "address": -1, "size": 2, "prefetch": False}]
+    small = {"bus": 0, "slot": 2, "function": 0, "qdev_id": "w"}
+    small["regions"] = [{"bar": 0, "type": "memory", "address": -1, "size": 16, "prefetch": False}]
+    edk2: dict[str, _Seen] = {}
+    _walk([panic, small], 0, edk2, firmware=Firmware.named("edk2-aarch64"))
+    assert (edk2["p"].unmapped, edk2["p"].left) == ((), ("BAR0 (memory, 2 bytes)",))
+    assert (edk2["w"].unmapped, edk2["w"].left) == (("BAR0 (memory, 16 bytes)",), ())
+    seabios: dict[str, _Seen] = {}
+    _walk([panic], 0, seabios, firmware=Firmware.named("seabios"))
+    assert (seabios["p"].unmapped, seabios["p"].left) == (("BAR0 (memory, 2 bytes)",), ())
