@@ -118,24 +118,28 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     # nothing of hotplug and NUMA. Where that differs from putting there only units that cost nothing at all (the
     # policy may prefer them integrated, or hotplug off where they sit), both are searched and the cheaper plan kept
     pools = free_pools(placed)
-    variants = [_fill_pools(placed, pools, all_units, policy)]
+    variants = [(False, *_fill_pools(placed, pools, all_units, policy))]
     free_only = _fill_pools(placed, pools, all_units, policy, free_only=True)
-    if free_only[0].devices != variants[0][0].devices:
-        variants.append(free_only)
+    if free_only[0].devices != variants[0][1].devices:
+        variants.append((True, *free_only))
     best: Plan | None = None
     refused: tuple[Topology, tuple[Unit, ...], Unsatisfiable, list[tuple[Topology, list[Violation]]]] | None = None
-    for pooled, rest in variants:
+    for only_free, pooled, rest in variants:
         short.clear()
         crashed.clear()
         try:
-            placement, units, balance_io = _place_or_retry(backend, placed, policy, all_units, pooled, rest)
+            placement, units, balance_io = _place_or_retry(
+                backend, placed, policy, all_units, pooled, rest, free_only=only_free
+            )
         except Unsatisfiable as caught:
             if refused is None or not refused[1]:
                 refused = pooled, rest, caught, list(short)  # explained with units left to name, where any are
             continue
         video = _primary_video_unit(topology, policy, units)
         if video is not None:
-            placement = _primary_video_on_root(placed, policy, units, video, backend, placement, balance_io=balance_io)
+            placement = _primary_video_on_root(
+                placed, policy, units, video, backend, placement, balance_io=balance_io, free_only=only_free
+            )
         if crashed and placement.status is Status.OPTIMAL:
             placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
         plan = _finish(topology, placement, policy, tolerated, scored)
@@ -170,6 +174,8 @@ def _place_or_retry(
     units: tuple[Unit, ...],
     pooled: Topology,
     rest: Sequence[Unit],
+    *,
+    free_only: bool = False,
 ) -> tuple[backends.Placement, tuple[Unit, ...], bool]:
     """The placement of ``rest`` in ``pooled`` (``units`` in ``placed``, the free pools filled), the units it placed
     and whether it dealt IO BARs out balanced; or the last search's :class:`~pcitopo.errors.Unsatisfiable`.
@@ -180,6 +186,7 @@ def _place_or_retry(
     NUMA preferences of the IO-BAR units dropped, then all of them), the plan of least cost under the request's
     full objective kept (the first on a tie); then, where the firmware has an IO budget and the search found
     that no plan exists, without the hotplug preferences of IO-BAR units (:func:`_io_hotplug_preferences_dropped`).
+    The smaller models' free pools are filled as ``pooled``'s were (``free_only``, see :func:`_fill_pools`).
     """
     balance_io = False
     try:
@@ -198,7 +205,7 @@ def _place_or_retry(
     if gave_up:
         best: tuple[backends.Placement, tuple[Unit, ...]] | None = None
         for relaxed, limit in _relaxations(units):
-            placement = _place_relaxed(backend, placed, policy, relaxed, limit)
+            placement = _place_relaxed(backend, placed, policy, relaxed, limit, free_only=free_only)
             if placement is not None and (best is None or (placement.model_cost or 0) < (best[0].model_cost or 0)):
                 best = placement, relaxed
         if best is not None:
@@ -208,7 +215,11 @@ def _place_or_retry(
         # request under numa, whose preferred nodes are required, took 110 s to be refused instead of 24)
         for pcie_only in (True, False):
             freed = _io_hotplug_preferences_dropped(units, pcie_only=pcie_only)
-            placement = None if freed is None else _place_relaxed(backend, placed, policy, freed, RELAXED_NODE_LIMIT)
+            placement = (
+                None
+                if freed is None
+                else _place_relaxed(backend, placed, policy, freed, RELAXED_NODE_LIMIT, free_only=free_only)
+            )
             if freed is not None and placement is not None:
                 return placement, freed, balance_io
     raise failed
@@ -314,12 +325,18 @@ def _io_hotplug_preferences_dropped(units: Sequence[Unit], *, pcie_only: bool) -
 
 
 def _place_relaxed(
-    backend: backends.Backend, placed: Topology, policy: Policy, units: tuple[Unit, ...], limit: int | None = None
+    backend: backends.Backend,
+    placed: Topology,
+    policy: Policy,
+    units: tuple[Unit, ...],
+    limit: int | None = None,
+    *,
+    free_only: bool = False,
 ) -> backends.Placement | None:
     """The placement of a smaller model (``units`` with some preferences dropped, see :func:`_place_or_retry`),
     never claimed optimal: the request's own model was not searched to the end, or had no plan (``None``: no
     plan there either; ``limit``: the search's node limit when lower than its own)."""
-    pooled, rest = _fill_pools(placed, free_pools(placed), units, policy)
+    pooled, rest = _fill_pools(placed, free_pools(placed), units, policy, free_only=free_only)
     try:
         placement = _place(backend, pooled, policy, rest, limit=limit)
     except Unsatisfiable:
@@ -354,6 +371,7 @@ def _primary_video_on_root(
     free: backends.Placement,
     *,
     balance_io: bool = False,
+    free_only: bool = False,
 ) -> backends.Placement:
     """The better of ``free`` (the search with the video anywhere) and the search with it integrated on bus 0.
 
@@ -369,12 +387,13 @@ def _primary_video_on_root(
     it placed on bus 0, the forced search is not run: its completions are a
     subset of the free search's that holds the free optimum, so it can only
     tie, and its tie would put the video there too (the forced unit takes
-    the first free slot).
+    the first free slot). The forced search fills the free pools as the free
+    one's were (``free_only``, see :func:`_fill_pools`).
     """
     if free.status is Status.OPTIMAL and _first_on_main_root(placed, free.topology, video):
         return free
     forced = [attrs.evolve(u, integrated_required=True) if u is video else u for u in units]
-    pooled, rest = _fill_pools(placed, free_pools(placed), tuple(forced), policy)
+    pooled, rest = _fill_pools(placed, free_pools(placed), tuple(forced), policy, free_only=free_only)
     try:
         rooted = _place(backend, pooled, policy, rest, balance_io=balance_io)
     except Unsatisfiable:
