@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Literal
 
 import attrs
 
@@ -32,14 +31,10 @@ from pcitopo.solver._layout import (
     last_resort_bucket,
     unit_category,
 )
-from pcitopo.solver.model import Problem, Unit, context_root
+from pcitopo.solver.model import PortReuse, Problem, Unit, empty_ports, free_bridge_slots
 from pcitopo.topology import Topology
 
 __all__: list[str] = []
-
-PortReuse = Literal["none", "unpluggable", "any"]
-"""Which empty ports of the request a plan may plug its new bridges and switches into instead of new root ports:
-none, those with hotplug off (no spare port is lost), or any (a hot-pluggable one then no longer counts as spare)."""
 
 
 _rank, _io_size = operator.attrgetter("rank"), operator.attrgetter("io_size")
@@ -795,45 +790,6 @@ def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
             d = _moved(d, address, True if multifunction.get(d.id) else d.multifunction)
         out.append(d)
     return out
-
-
-def empty_ports(topology: Topology, reuse: PortReuse) -> dict[int, list[tuple[int, frozenset[Connect]]]]:
-    """The request's ports with nothing below them that ``reuse`` lets new bridges and switches take, by the root
-    bus or expander bus they hang from: those with hotplug off first (they are no spare ports), then by address."""
-    if reuse == "none":
-        return {}
-    children = {c.address.bus for c in topology.controllers if c.address is not None}
-    children |= {d.address.bus for d in topology.devices if d.address is not None}
-    found: list[tuple[bool, PciAddress, int, int, frozenset[Connect]]] = []
-    for c in topology.controllers:
-        model = topology.model(c)
-        if not model.port or c.address is None or c.index in children:
-            continue
-        hot = topology.is_hotpluggable(c.index, 0)
-        root = context_root(topology, c.index)
-        if root is None or (hot and reuse != "any"):
-            continue
-        found.append((hot, c.address, c.index, root, model.accepts))
-    out: dict[int, list[tuple[int, frozenset[Connect]]]] = {}
-    for _hot, _address, index, root, accepts in sorted(found, key=operator.itemgetter(0, 1)):
-        out.setdefault(root, []).append((index, accepts))
-    return out
-
-
-def free_bridge_slots(topology: Topology) -> dict[int, list[PciAddress]]:
-    """Free slots of the request's conventional buses below a PCI Express root (dmi-to-pci-bridges, pci-bridges,
-    pcie-to-pci-bridges) that take a pci-bridge, by that root, in address order."""
-    usage = topology.slot_usage()
-    out: dict[int, list[PciAddress]] = {}
-    for c in topology.controllers:
-        model = topology.model(c)
-        if c.address is None or model.root or model.expander or Connect.PCI_BRIDGE not in model.accepts:
-            continue
-        root = context_root(topology, c.index)
-        if root is None or topology.model(root).name not in ("pcie-root", "pcie-expander-bus"):
-            continue
-        out.setdefault(root, []).extend(_addr(c.index, s) for s in model.slot_range() if (0, c.index, s) not in usage)
-    return {root: sorted(slots) for root, slots in out.items() if slots}
 
 
 def port_reuses(topology: Topology) -> tuple[PortReuse, ...]:

@@ -19,10 +19,11 @@ import attrs
 
 from pcitopo.devices import Controller, Device, HotplugNeed
 from pcitopo.errors import PcitopoError, Unsatisfiable
+from pcitopo.legality import identity
 from pcitopo.legality.catalog import Hotplug
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _realize
-from pcitopo.solver.model import Problem, Unit, formulate
+from pcitopo.solver.model import PortReuse, Problem, Unit, empty_ports, formulate, free_bridge_slots
 from pcitopo.solver.plan import SearchStats, Status
 from pcitopo.topology import Topology
 
@@ -127,8 +128,17 @@ class CspBackend:
         # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
         from pcitopo.solver import search
 
+        # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
+        # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
+        reuse_ports = self._score is not None and bool(empty_ports(request, "any"))
         problem = formulate(
-            request, policy, units, trees_via_dmi=trees_via_dmi, names_expander=names_expander, balance_io=balance_io
+            request,
+            policy,
+            units,
+            trees_via_dmi=trees_via_dmi,
+            names_expander=names_expander,
+            balance_io=balance_io,
+            reuse_ports=reuse_ports,
         )
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
@@ -149,14 +159,15 @@ class CspBackend:
                 scores[key] = _exact(values, key)
             return scores[key]
 
-        # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
-        # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
-        reuses: tuple[_realize.PortReuse, ...] = ("none", *_realize.port_reuses(problem.topology))
+        reuses: tuple[PortReuse, ...] = ("none", *_realize.port_reuses(problem.topology))
 
         def _exact(values: Mapping[str, int], key: tuple[tuple[str, int], ...]) -> int | None:
             best: tuple[int, Topology] | None = None
             for reuse in reuses:
-                topology, scored = _scored(_realize.realize(problem, values, reuse))
+                realised_one = _realize.realize(problem, values, reuse)
+                if reuse_ports and not _bus_numbers_fit(realised_one):
+                    continue  # the model counted the empty ports' bus numbers as free: this layout did not take them
+                topology, scored = _scored(realised_one)
                 if scored is not None and (best is None or scored < best[0]):
                     best = scored, topology
             if best is None:
@@ -190,8 +201,8 @@ class CspBackend:
         limit = min(limit or search.NODE_LIMIT, NAMES_NODE_LIMIT if names_expander else search.NODE_LIMIT)
         # each empty port a plan takes saves at most one new root port, and each bridge tree topped by a pci-bridge
         # in a free conventional slot one pcie-to-pci-bridge's root port (a tree a unit at most)
-        ports = sum(map(len, _realize.empty_ports(problem.topology, "any").values()))
-        slots = sum(map(len, _realize.free_bridge_slots(problem.topology).values()))
+        ports = sum(len(found) for found in empty_ports(problem.topology, "any").values())
+        slots = sum(len(found) for found in free_bridge_slots(problem.topology).values())
         slack = (ports + min(slots, len(units))) * policy.weights["fewer-controllers"]
         slack = slack if score is not None and len(reuses) > 1 else 0
         result = search.search(problem, exact=None if score is None else exact, limit=limit, slack=slack)
@@ -211,6 +222,11 @@ class CspBackend:
             # chain length), not every packing: the plan is the best of those, and no bound is known below it
             status, bound = Status.FEASIBLE, None
         return Placement(topology, status, stats, model_cost=result.cost, bound=bound, least_model=result.least_model)
+
+
+def _bus_numbers_fit(topology: Topology) -> bool:
+    """Whether every bus-number region of PCI domain 0, and the domain, has the numbers its buses take."""
+    return topology.bus_numbers_left(0) >= 0 and all(r.free >= 0 for r in identity.bus_regions(topology))
 
 
 def _packs_io_by_candidates(problem: Problem, values: Mapping[str, int]) -> bool:

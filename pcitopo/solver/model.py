@@ -71,6 +71,7 @@ __all__ = [
     "ConstraintKind",
     "DemandClass",
     "Pool",
+    "PortReuse",
     "Problem",
     "Unit",
     "Variable",
@@ -79,9 +80,12 @@ __all__ = [
     "candidates",
     "classify",
     "context_root",
+    "empty_ports",
     "formulate",
+    "free_bridge_slots",
     "free_pools",
     "io_windows_used",
+    "reachable_nodes",
     "root_has_fixed_slot",
     "spare_wanted",
     "unit_fits_pool",
@@ -437,11 +441,19 @@ def free_pools(topology: Topology) -> tuple[Pool, ...]:
 
 
 def unit_fits_pool(
-    unit: Unit, pool: Pool, *, prefer_integrated: bool, hotplug_off_occupied: bool = False, free_only: bool = False
+    unit: Unit,
+    pool: Pool,
+    *,
+    prefer_integrated: bool,
+    hotplug_off_occupied: bool = False,
+    free_only: bool = False,
+    numa_anywhere: bool = False,
 ) -> bool:
     """Whether a unit may take a slot of an existing pool at no hotplug or NUMA cost; ``free_only``: at no soft cost
     at all, the policy's preference for integrated devices (``prefer_integrated``: the unit could sit on the root bus
-    instead) and for hotplug off on occupied positions (``hotplug_off_occupied``) included."""
+    instead) and for hotplug off on occupied positions (``hotplug_off_occupied``) included. ``numa_anywhere``: the
+    unit's preferred node is one no bus of the plan can have (:func:`reachable_nodes`), so it misses it anywhere
+    alike."""
     if free_only and not pool.integrated_root:
         if prefer_integrated and unit.can_integrate:
             return False
@@ -460,14 +472,79 @@ def unit_fits_pool(
         return False
     if unit.hotplug is HotplugNeed.FORBIDDEN and pool.hotpluggable:
         return False
+    if numa_anywhere:
+        return True
     if unit.numa_node is not None and pool.numa_node != unit.numa_node:
         return False
     return not (unit.numa_node is None and pool.numa_node is not None)
 
 
+def reachable_nodes(topology: Topology) -> frozenset[int]:
+    """The NUMA nodes a bus of a plan for ``topology`` can be on: those of its root and expander buses, and every
+    node where the machine offers expander buses or host bridges to add."""
+    machine = topology.machine
+    pcie = topology.model(0).name == "pcie-root"
+    grows = machine.offers("spapr-pci-host-bridge") or machine.offers(
+        "pcie-expander-bus" if pcie else "pci-expander-bus"
+    )
+    if grows:
+        return frozenset(range(topology.numa_nodes))
+    return frozenset(
+        c.numa_node
+        for c in topology.controllers
+        if c.numa_node is not None and (topology.model(c).root or topology.model(c).expander)
+    )
+
+
 def io_windows_used(topology: Topology) -> int:
     """4 KiB IO windows the firmware must give bridges of this topology (the io-space rule's count)."""
     return sum(topology.io_windows().values())
+
+
+PortReuse = Literal["none", "unpluggable", "any"]
+"""Which empty ports of the request a plan may plug its new bridges and switches into instead of new root ports:
+none, those with hotplug off (no spare port is lost), or any (a hot-pluggable one then no longer counts as spare)."""
+
+
+def empty_ports(topology: Topology, reuse: PortReuse) -> dict[int, list[tuple[int, frozenset[Connect]]]]:
+    """The request's ports with nothing below them that ``reuse`` lets new bridges and switches take, by the root
+    bus or expander bus they hang from: those with hotplug off first (they are no spare ports), then by address."""
+    if reuse == "none":
+        return {}
+    children = {c.address.bus for c in topology.controllers if c.address is not None}
+    children |= {d.address.bus for d in topology.devices if d.address is not None}
+    found: list[tuple[bool, PciAddress, int, int, frozenset[Connect]]] = []
+    for c in topology.controllers:
+        model = topology.model(c)
+        if not model.port or c.address is None or c.index in children:
+            continue
+        hot = topology.is_hotpluggable(c.index, 0)
+        root = context_root(topology, c.index)
+        if root is None or (hot and reuse != "any"):
+            continue
+        found.append((hot, c.address, c.index, root, model.accepts))
+    out: dict[int, list[tuple[int, frozenset[Connect]]]] = {}
+    for _hot, _address, index, root, accepts in sorted(found, key=operator.itemgetter(0, 1)):
+        out.setdefault(root, []).append((index, accepts))
+    return out
+
+
+def free_bridge_slots(topology: Topology) -> dict[int, list[PciAddress]]:
+    """Free slots of the request's conventional buses below a PCI Express root (dmi-to-pci-bridges, pci-bridges,
+    pcie-to-pci-bridges) that take a pci-bridge, by that root, in address order."""
+    usage = topology.slot_usage()
+    out: dict[int, list[PciAddress]] = {}
+    for c in topology.controllers:
+        model = topology.model(c)
+        if c.address is None or model.root or model.expander or Connect.PCI_BRIDGE not in model.accepts:
+            continue
+        root = context_root(topology, c.index)
+        if root is None or topology.model(root).name not in ("pcie-root", "pcie-expander-bus"):
+            continue
+        out.setdefault(root, []).extend(
+            PciAddress(bus=c.index, slot=s) for s in model.slot_range() if (0, c.index, s) not in usage
+        )
+    return {root: sorted(slots) for root, slots in out.items() if slots}
 
 
 # -- contexts: where new structure can grow -------------------------------------------------
@@ -679,13 +756,22 @@ def candidates(cls: DemandClass, contexts: Sequence[Context]) -> tuple[int, ...]
 
 
 def spare_wanted(policy: Policy, contexts: Sequence[Context]) -> dict[int, int]:
-    """Spare hotplug ports each context should add: the main root's, and each node's with ``spare_ports_per_node``."""
+    """Spare hotplug ports each context should add: the main root's, and each node's with ``spare_ports_per_node``.
+
+    Without ``spare_ports_per_node`` the term counts empty hot-pluggable ports anywhere
+    (:func:`pcitopo.policy.evaluate.spare_ports`), so those below existing expander buses count for the main
+    root's want too (the contexts' own ones are counted by the layout): found by the exhaustive enumerator, a
+    root port added on pcie.0 as a spare beside one left empty on a pxb-pcie.
+    """
     spare: dict[int, int] = {}
     if policy.spare_ports == 0:
         return spare
+    elsewhere = sum(ctx.empty_hot_ports for ctx in contexts if ctx.bus != 0)
     for ctx in contexts:
         per_node = policy.spare_ports_per_node and ctx.numa_node is not None
-        if ctx.bus == 0 or (per_node and ctx.root_kind is not RootKind.NEW_HOST_BRIDGE):
+        if ctx.bus == 0 and not policy.spare_ports_per_node:
+            spare[ctx.id] = max(0, policy.spare_ports - elsewhere)
+        elif ctx.bus == 0 or (per_node and ctx.root_kind is not RootKind.NEW_HOST_BRIDGE):
             spare[ctx.id] = policy.spare_ports
     return spare
 
@@ -1547,12 +1633,16 @@ def formulate(
     trees_via_dmi: bool = True,
     names_expander: bool = False,
     balance_io: bool = False,
+    reuse_ports: bool = False,
 ) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``.
 
     ``trees_via_dmi=False`` keeps bridge trees off the dmi-to-pci-bridge (:attr:`Context.trees_via_dmi`);
     ``names_expander`` offers a node-less expander bus (:func:`build_contexts`); ``balance_io`` lets conventional
-    roots deal their bridged IO BARs out balanced (:attr:`Context.balance_io`).
+    roots deal their bridged IO BARs out balanced (:attr:`Context.balance_io`). ``reuse_ports``: the assignments
+    will be realised with new bridges and switches in the request's empty ports too (:func:`empty_ports`), each a
+    root port and its bus number fewer than the layout counts: each context's bus numbers are counted with that
+    many more, and a realised plan that then overflows them is no solution (the caller checks).
     """
     machine = topology.machine
     budget = topology.io_window_budget()
@@ -1600,6 +1690,15 @@ def formulate(
         bus_region = contexts[bus_host].own_range or 0
         ranges = {0: main_range, bus_host: None}
         contexts = tuple(attrs.evolve(c, own_range=ranges[c.id]) if c.id in ranges else c for c in contexts)
+    if reuse_ports:
+        extra = {root: len(ports) for root, ports in empty_ports(topology, "any").items()}
+        for c in contexts:
+            if c.bus in extra and c.own_range is None and c.domain == "main":
+                bus_region += extra[c.bus]  # the main root's, or the expander bus whose range new expanders share
+        contexts = tuple(
+            attrs.evolve(c, own_range=c.own_range + extra[c.bus]) if c.own_range is not None and c.bus in extra else c
+            for c in contexts
+        )
     if roomiest and spare.get(0, 0) > main_range and contexts[0].root_kind is RootKind.PCIE:
         # the spare ports the main root has no bus numbers for go where the numbers are (an empty hot-pluggable
         # root port on an expander bus is as spare as one on the main root, and costs the same)

@@ -50,6 +50,7 @@ from pcitopo.solver.model import (
     build_units,
     free_pools,
     io_windows_used,
+    reachable_nodes,
     root_has_fixed_slot,
     unit_fits_pool,
 )
@@ -686,6 +687,7 @@ def _fill_pools(
     io_left = None if budget is None else budget - io_windows_used(topology)
     io_bytes = topology.io_bytes_by_bus()
     min_address = _ordered_floor(topology) if policy.ordered else {}
+    reachable = reachable_nodes(topology)
     free: dict[int, list[int]] = {i: list(p.slots) for i, p in enumerate(pools)}
     placements: dict[str, PciAddress] = {}
     multifunction: set[str] = set()
@@ -711,6 +713,7 @@ def _fill_pools(
                 prefer_integrated=policy.prefer_integrated,
                 hotplug_off_occupied=policy.hotplug_off_occupied,
                 free_only=free_only,
+                numa_anywhere=u.numa_node is not None and not u.numa_strict and u.numa_node not in reachable,
             ):
                 continue
             if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:

@@ -7,7 +7,8 @@ import random
 import attrs
 import pytest
 
-from pcitopo.devices import Device, HotplugNeed, Needs
+from pcitopo.address import PciAddress
+from pcitopo.devices import Controller, Device, HotplugNeed, Needs
 from pcitopo.formats.libvirt import LibvirtDomain
 from pcitopo.policy.evaluate import effective_needs
 from pcitopo.policy.policy import BUILTIN_POLICIES, Override, Policy
@@ -740,3 +741,33 @@ def test_qemu_takes_device_add_into_a_dmi_to_pci_bridge() -> None:
     on_dmi = [c for c in report.named("hotplug-refused") if c.subject.startswith("pci.1 ")]
     assert on_dmi
     assert all("accepted by QEMU; libvirt refuses hot-plug on a dmi-to-pci-bridge" in c.detail for c in on_dmi)
+
+
+def test_a_bridge_in_an_empty_port_of_a_root_region_with_one_bus_number_left_boots_under_edk2() -> None:
+    """aarch64 virt with a pxb-pcie at busNr 4: pcie.0's region is buses 0..3, and its two empty root ports leave it
+    one number. An ac97 wanting hotplug gets a pcie-to-pci-bridge in one of those ports (bus 3), where a new root
+    port and its bridge (two numbers) had no room and went to the pxb-pcie. edk2 enumerates it with the ac97 where
+    planned, every BAR mapped and every hot-plug position taking device_add."""
+    at = PciAddress.parse
+    request = Topology.build(
+        "aarch64-virt",
+        numa_nodes=1,
+        firmware="edk2-aarch64",
+        controllers=[
+            Controller(0, "pcie-root"),
+            Controller(1, "pcie-expander-bus", address=at("0000:00:05.0"), bus_nr=4),
+            Controller(2, "pcie-root-port", address=at("0000:00:02.0"), chassis=2, port=16, multifunction=True),
+            Controller(3, "pcie-root-port", address=at("0000:00:02.5"), chassis=3, port=21),
+        ],
+        devices=[
+            Device("d0", "virtio-net-transitional", address=at("0000:00:01.0")),
+            Device("d1", "virtio-net-transitional", address=at("0000:00:03.0")),
+            Device("r0", "ac97"),
+        ],
+    )
+    plan = solve(request, attrs.evolve(Policy.named("hotplug"), spare_ports=0))
+    [bridge] = plan.added
+    assert (bridge.model, bridge.address) == ("pcie-to-pci-bridge", at("0000:02:00.0"))
+    report = verify(plan.topology, firmware=True, hotplug=True, firmware_wait=180, timeout=400)
+    assert report.ok, f"{plan.summary()}\n{report}"
+    assert "r0" in {c.subject for c in report.named("placement")}

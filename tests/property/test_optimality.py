@@ -481,6 +481,24 @@ _COUNTEREXAMPLES = [
         ),
         2,
     ),
+    (
+        # the spare-ports term counts empty hot-pluggable ports anywhere: the pxb-pcie's second empty root port is
+        # the spare, where the model wanted one of pcie.0's own and added it (cost 1)
+        "aarch64 hotplug: a spare port left empty below a pinned pxb-pcie counts, none added on pcie.0",
+        Topology.build(
+            "aarch64-virt",
+            numa_nodes=1,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-expander-bus", address=PciAddress.parse("0000:00:07.0"), bus_nr=85, numa_node=0),
+                Controller(2, "pcie-root-port", address=PciAddress.parse("0000:01:1c.0"), chassis=2, port=224),
+                Controller(3, "pcie-root-port", address=PciAddress.parse("0000:01:0b.0"), chassis=3, port=88),
+            ],
+            devices=[Device("r0", "virtio-scsi", needs=Needs(numa_node=0))],
+        ),
+        Policy.named("hotplug"),
+        0,
+    ),
 ]
 
 
@@ -801,6 +819,29 @@ _REUSE_CASES = [
         ),
         89,
     ),
+    (
+        "aarch64, hotplug: the bridge in the main root's empty port, whose region has one bus number left (the "
+        "model had no room for a new root port and its bridge there, and put both on the pxb-pcie: 2)",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            numa_nodes=1,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-expander-bus", address=_PINNED("0000:00:05.0"), bus_nr=4),
+                Controller(
+                    2, "pcie-root-port", address=_PINNED("0000:00:02.0"), chassis=2, port=16, multifunction=True
+                ),
+                Controller(3, "pcie-root-port", address=_PINNED("0000:00:02.5"), chassis=3, port=21),
+            ],
+            devices=[
+                Device("d0", "virtio-net-transitional", address=_PINNED("0000:00:01.0")),
+                Device("d1", "virtio-net-transitional", address=_PINNED("0000:00:03.0")),
+                Device("r0", "ac97"),
+            ],
+        ),
+        attrs.evolve(Policy.named("hotplug"), spare_ports=0),
+        1,
+    ),
 ]
 
 
@@ -821,6 +862,31 @@ def test_a_grown_request_s_new_bridges_take_its_empty_ports_and_free_bridge_slot
     plan = solve(request_, policy)
     assert (plan.cost, evaluate(request_, plan.topology, policy).cost) == (cost, cost)
     assert plan.status is Status.FEASIBLE
+
+
+def test_a_device_preferring_a_node_no_bus_can_have_takes_a_free_bridge_slot() -> None:
+    """riscv64 virt has no expander bus, so a device preferring NUMA node 0 misses it wherever it goes: it takes the
+    pinned pcie-to-pci-bridge's free hot-pluggable slot (cost 50: the NUMA miss), where it was left out of the free
+    slots for its node and integrated (51: no hotplug either, one controller fewer). Found by the enumerator on drawn
+    grown requests; it builds a completion of 50 here (its candidate budget spent before it proves the least)."""
+    from pcitopo.solver import solve
+
+    request = Topology.build(
+        "riscv64-virt",
+        numa_nodes=1,
+        controllers=[
+            Controller(0, "pcie-root"),
+            Controller(1, "pcie-root-port", address=_PINNED("0000:00:0d.0"), chassis=1, port=104, hotplug=False),
+            Controller(2, "pcie-to-pci-bridge", address=_PINNED("0000:01:00.0")),
+        ],
+        devices=[Device("r0", "pci-ohci", needs=Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0))],
+    )
+    policy = attrs.evolve(Policy.named("hotplug"), spare_ports=0)
+    found = minimum(request, policy)
+    assert found.cost == 50
+    plan = solve(request, policy)
+    assert (plan.cost, evaluate(request, plan.topology, policy).cost) == (50, 50)
+    assert plan.topology.device("r0").address == _PINNED("0000:02:01.0")
 
 
 @pytest.mark.slow
