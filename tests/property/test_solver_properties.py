@@ -223,6 +223,40 @@ def test_plans_near_the_io_budget_stay_within_it(machine: str, data: st.DataObje
     assert sum(plan.topology.io_windows().values()) <= budget
 
 
+def test_an_open_count_leaves_the_integration_of_its_context_open_in_the_bound() -> None:
+    """q35 under numa: the e1000 with no hotplug need ('r10') is one of the three endpoints pcie.0 integrates, beside
+    the two that must not be hot-plugged, and the virtio-blk goes on a root port: that completion costs 24. With r10's
+    count still open (taken as 0), integrate=3 used to force the virtio-blk onto the root bus, a bound of 104 over
+    it, which the search prunes by. Found by Hypothesis (the property test below)."""
+    from pcitopo.policy import Override
+    from pcitopo.solver.model import build_units, formulate
+
+    kinds = ["virtio-blk", "e1000", "rtl8139", *["e1000"] * 18, "rtl8139", "e1000"]
+    devices = [Device(f"r{i}", k, needs=Needs(numa_node=0) if i == 22 else Needs()) for i, k in enumerate(kinds)]
+    request = Topology.build("q35", devices=devices, numa_nodes=1)
+    forbidden = HotplugNeed.FORBIDDEN
+    overrides = (
+        Override("r1", hotplug=forbidden),
+        Override("r2", hotplug=forbidden),
+        Override("r10", hotplug=HotplugNeed.ANY),
+    )
+    policy = attrs.evolve(Policy.named("numa"), overrides=overrides)
+    problem = formulate(request, policy, build_units(request, policy))
+    assert [c.sample.devices[0].id for c in problem.classes][:6] == ["r0", "r1", "r2", "r3", "r10", "r21"]
+    objective = next(c for c in problem.constraints if c.kind == "objective")
+    assert objective.bound is not None
+    complete = dict.fromkeys(problem.domains, 0)
+    complete.update({"count[0@0]": 1, "count[1@0]": 1, "count[2@0]": 1, "count[3@1]": 17, "count[4@0]": 1})
+    complete.update({"count[5@1]": 1, "integrate[0]": 3})
+    assert all(c.test(complete) for c in problem.constraints if c.kind == "check" and c.test is not None)
+    cost = objective.bound(complete)
+    assert cost is not None
+    partial = {"count[0@0]": 1, "count[0@1]": 0, "integrate[0]": 3, "count[1@0]": 1, "count[2@0]": 1}
+    low = objective.bound(partial)
+    assert low is not None
+    assert low <= cost
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.data())
 def test_the_models_bound_of_a_partial_assignment_never_exceeds_a_completions_cost(data: st.DataObject) -> None:
