@@ -448,16 +448,23 @@ def unit_fits_pool(
     hotplug_off_occupied: bool = False,
     free_only: bool = False,
     numa_anywhere: bool = False,
+    spare_ports: bool = False,
+    root_hotplug: bool = False,
 ) -> bool:
     """Whether a unit may take a slot of an existing pool at no hotplug or NUMA cost; ``free_only``: at no soft cost
     at all, the policy's preference for integrated devices (``prefer_integrated``: the unit could sit on the root bus
-    instead) and for hotplug off on occupied positions (``hotplug_off_occupied``) included. ``numa_anywhere``: the
-    unit's preferred node is one no bus of the plan can have (:func:`reachable_nodes`), so it misses it anywhere
-    alike."""
+    instead), for hotplug off on occupied positions (``hotplug_off_occupied``) and for spare ports (``spare_ports``:
+    an empty hot-pluggable port a unit takes is a spare port less) included. ``numa_anywhere``: the
+    unit's preferred node is one no bus of the plan can have (:func:`reachable_nodes`), or the policy's NUMA
+    weight is 0: missing it costs the same anywhere. ``root_hotplug``: the main root bus's slots are hot-pluggable
+    (else a unit that must be hot-pluggable cannot be integrated, and misses that preference anywhere alike)."""
     if free_only and not pool.integrated_root:
-        if prefer_integrated and unit.can_integrate:
+        integrable = unit.can_integrate and (root_hotplug or unit.hotplug is not HotplugNeed.REQUIRED)
+        if prefer_integrated and integrable:
             return False
         if hotplug_off_occupied and pool.hotpluggable and unit.hotplug is HotplugNeed.ANY:
+            return False
+        if spare_ports and pool.hotpluggable and pool.behind_port:
             return False
     if unit.integrated_required and pool.bus != 0:
         return False

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import attrs
 
@@ -59,6 +60,12 @@ from pcitopo.topology import IO_WINDOW, Topology
 from pcitopo.violation import Violation
 
 __all__ = ["solve"]
+
+Pooling = Literal["lax", "free-only", "numa-blind"]
+"""How units are put in the free slots of existing buses before the search (:func:`_fill_pools`): where they cost
+nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); or as ``lax`` but whatever
+NUMA node they prefer, missing it where the bus is another node's (``numa-blind``)."""
+POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "numa-blind")
 
 
 def __dir__() -> list[str]:
@@ -117,20 +124,23 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     all_units = build_units(placed, policy)
     # the free slots of existing buses are not in the model: units are put there first, each where it costs
     # nothing of hotplug and NUMA. Where that differs from putting there only units that cost nothing at all (the
-    # policy may prefer them integrated, or hotplug off where they sit), both are searched and the cheaper plan kept
+    # policy may prefer them integrated, or hotplug off where they sit), or from putting there units that prefer
+    # another NUMA node too (the node missed may cost less than what the model has for them), each is searched and
+    # the cheapest plan kept (the first of a tie)
     pools = free_pools(placed)
-    variants = [(False, *_fill_pools(placed, pools, all_units, policy))]
-    free_only = _fill_pools(placed, pools, all_units, policy, free_only=True)
-    if free_only[0].devices != variants[0][1].devices:
-        variants.append((True, *free_only))
+    variants: list[tuple[Pooling, Topology, tuple[Unit, ...]]] = []
+    for pooling in POOLINGS:
+        pooled, rest = _fill_pools(placed, pools, all_units, policy, pooling)
+        if not any(pooled.devices == other.devices for _, other, _ in variants):
+            variants.append((pooling, pooled, rest))
     best: Plan | None = None
     refused: tuple[Topology, tuple[Unit, ...], Unsatisfiable, list[tuple[Topology, list[Violation]]]] | None = None
-    for only_free, pooled, rest in variants:
+    for pooling, pooled, rest in variants:
         short.clear()
         crashed.clear()
         try:
             placement, units, balance_io = _place_or_retry(
-                backend, placed, policy, all_units, pooled, rest, free_only=only_free
+                backend, placed, policy, all_units, pooled, rest, pooling=pooling
             )
         except Unsatisfiable as caught:
             if refused is None or not refused[1]:
@@ -139,7 +149,7 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
         video = _primary_video_unit(topology, policy, units)
         if video is not None:
             placement = _primary_video_on_root(
-                placed, policy, units, video, backend, placement, balance_io=balance_io, free_only=only_free
+                placed, policy, units, video, backend, placement, balance_io=balance_io, pooling=pooling
             )
         if crashed and placement.status is Status.OPTIMAL:
             placement = attrs.evolve(placement, status=Status.FEASIBLE, bound=None)
@@ -176,7 +186,7 @@ def _place_or_retry(
     pooled: Topology,
     rest: Sequence[Unit],
     *,
-    free_only: bool = False,
+    pooling: Pooling = "lax",
 ) -> tuple[backends.Placement, tuple[Unit, ...], bool]:
     """The placement of ``rest`` in ``pooled`` (``units`` in ``placed``, the free pools filled), the units it placed
     and whether it dealt IO BARs out balanced; or the last search's :class:`~pcitopo.errors.Unsatisfiable`.
@@ -187,7 +197,7 @@ def _place_or_retry(
     NUMA preferences of the IO-BAR units dropped, then all of them), the plan of least cost under the request's
     full objective kept (the first on a tie); then, where the firmware has an IO budget and the search found
     that no plan exists, without the hotplug preferences of IO-BAR units (:func:`_io_hotplug_preferences_dropped`).
-    The smaller models' free pools are filled as ``pooled``'s were (``free_only``, see :func:`_fill_pools`).
+    The smaller models' free pools are filled as ``pooled``'s were (``pooling``, see :func:`_fill_pools`).
     """
     balance_io = False
     try:
@@ -206,7 +216,7 @@ def _place_or_retry(
     if gave_up:
         best: tuple[backends.Placement, tuple[Unit, ...]] | None = None
         for relaxed, limit in _relaxations(units):
-            placement = _place_relaxed(backend, placed, policy, relaxed, limit, free_only=free_only)
+            placement = _place_relaxed(backend, placed, policy, relaxed, limit, pooling=pooling)
             if placement is not None and (best is None or (placement.model_cost or 0) < (best[0].model_cost or 0)):
                 best = placement, relaxed
         if best is not None:
@@ -219,7 +229,7 @@ def _place_or_retry(
             placement = (
                 None
                 if freed is None
-                else _place_relaxed(backend, placed, policy, freed, RELAXED_NODE_LIMIT, free_only=free_only)
+                else _place_relaxed(backend, placed, policy, freed, RELAXED_NODE_LIMIT, pooling=pooling)
             )
             if freed is not None and placement is not None:
                 return placement, freed, balance_io
@@ -332,12 +342,12 @@ def _place_relaxed(
     units: tuple[Unit, ...],
     limit: int | None = None,
     *,
-    free_only: bool = False,
+    pooling: Pooling = "lax",
 ) -> backends.Placement | None:
     """The placement of a smaller model (``units`` with some preferences dropped, see :func:`_place_or_retry`),
     never claimed optimal: the request's own model was not searched to the end, or had no plan (``None``: no
     plan there either; ``limit``: the search's node limit when lower than its own)."""
-    pooled, rest = _fill_pools(placed, free_pools(placed), units, policy, free_only=free_only)
+    pooled, rest = _fill_pools(placed, free_pools(placed), units, policy, pooling)
     try:
         placement = _place(backend, pooled, policy, rest, limit=limit)
     except Unsatisfiable:
@@ -372,7 +382,7 @@ def _primary_video_on_root(
     free: backends.Placement,
     *,
     balance_io: bool = False,
-    free_only: bool = False,
+    pooling: Pooling = "lax",
 ) -> backends.Placement:
     """The better of ``free`` (the search with the video anywhere) and the search with it integrated on bus 0.
 
@@ -389,12 +399,12 @@ def _primary_video_on_root(
     subset of the free search's that holds the free optimum, so it can only
     tie, and its tie would put the video there too (the forced unit takes
     the first free slot). The forced search fills the free pools as the free
-    one's were (``free_only``, see :func:`_fill_pools`).
+    one's were (``pooling``, see :func:`_fill_pools`).
     """
     if free.status is Status.OPTIMAL and _first_on_main_root(placed, free.topology, video):
         return free
     forced = [attrs.evolve(u, integrated_required=True) if u is video else u for u in units]
-    pooled, rest = _fill_pools(placed, free_pools(placed), tuple(forced), policy, free_only=free_only)
+    pooled, rest = _fill_pools(placed, free_pools(placed), tuple(forced), policy, pooling)
     try:
         rooted = _place(backend, pooled, policy, rest, balance_io=balance_io)
     except Unsatisfiable:
@@ -677,10 +687,10 @@ def _group_position(
 
 
 def _fill_pools(
-    topology: Topology, pools: Sequence[Pool], units: tuple[Unit, ...], policy: Policy, *, free_only: bool = False
+    topology: Topology, pools: Sequence[Pool], units: tuple[Unit, ...], policy: Policy, pooling: Pooling = "lax"
 ) -> tuple[Topology, tuple[Unit, ...]]:
     """``units`` put in ``pools``, the free slots of ``topology``'s existing buses (:func:`free_pools`), where they
-    fit (:func:`unit_fits_pool`), and the rest."""
+    fit (:func:`unit_fits_pool`) by ``pooling`` (:data:`Pooling`), and the rest."""
     if not pools:
         return topology, units
     budget = topology.io_window_budget()
@@ -688,6 +698,9 @@ def _fill_pools(
     io_bytes = topology.io_bytes_by_bus()
     min_address = _ordered_floor(topology) if policy.ordered else {}
     reachable = reachable_nodes(topology)
+    root_hotplug = any(topology.is_hotpluggable(0, slot) for slot in topology.model(0).slot_range())
+    # a node missed costs nothing, or the variant that weighs missing it against the model's places for the unit
+    free_numa = not policy.weights["numa"] or pooling == "numa-blind"
     free: dict[int, list[int]] = {i: list(p.slots) for i, p in enumerate(pools)}
     placements: dict[str, PciAddress] = {}
     multifunction: set[str] = set()
@@ -712,8 +725,12 @@ def _fill_pools(
                 pool,
                 prefer_integrated=policy.prefer_integrated,
                 hotplug_off_occupied=policy.hotplug_off_occupied,
-                free_only=free_only,
-                numa_anywhere=u.numa_node is not None and not u.numa_strict and u.numa_node not in reachable,
+                free_only=pooling == "free-only",
+                spare_ports=policy.spare_ports > 0,
+                root_hotplug=root_hotplug,
+                numa_anywhere=u.numa_node is not None
+                and not u.numa_strict
+                and (u.numa_node not in reachable or free_numa),
             ):
                 continue
             if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:

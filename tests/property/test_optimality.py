@@ -704,7 +704,11 @@ def test_a_grown_request_s_plan_is_called_optimal_only_when_nothing_beats_it(
 ) -> None:
     """On drawn grown requests (pinned controllers with free slots) a plan called optimal is never beaten by a
     completion the enumerator builds (found by it: 'optimal' plans costing 240 where 193 exists, the model not
-    searching the free slots of existing buses), and a refusal comes only when no completion exists."""
+    searching the free slots of existing buses), and a refusal comes only when no completion exists. Their cost is
+    not asserted to be the minimum: the model pools devices into those free slots, and lets new bridges take them,
+    without searching every way. Measured 2026-12-03: 2 of 10 runs of 340 drawn requests found a dearer plan; one
+    is a fixed case above, the other is left: the layout's own choice between conventional devices on the root bus
+    and a bridge tree does not weigh the request's empty port the tree could take."""
     check_status_against_the_enumerator(request_, policy)
 
 
@@ -737,6 +741,9 @@ def test_a_plan_whose_device_took_the_only_spare_port_is_not_called_optimal() ->
     plan = solve(request, policy)
     assert plan.cost == evaluate(request, plan.topology, policy).cost
     assert plan.status is not Status.OPTIMAL or plan.cost == found.cost, f"'optimal' at {plan.cost}"
+    # and the minimum is found: the pooling that puts only devices that cost nothing at all in free slots leaves
+    # an empty hot-pluggable port alone where the policy wants spare ports (it cost 1 before)
+    assert (plan.cost, plan.status) == (0, Status.OPTIMAL)
 
 
 def _port(index: int, address: str, port: int, *, hotplug: bool | None = None) -> Controller:
@@ -862,6 +869,94 @@ def test_a_grown_request_s_new_bridges_take_its_empty_ports_and_free_bridge_slot
     plan = solve(request_, policy)
     assert (plan.cost, evaluate(request_, plan.topology, policy).cost) == (cost, cost)
     assert plan.status is Status.FEASIBLE
+
+
+def _weights(**some: int) -> dict[str, int]:
+    """Every weight 0 but those given (drawn weights of the kind that found these cases)."""
+    return {**dict.fromkeys(Policy.named("hotplug").weights, 0), **{k.replace("_", "-"): v for k, v in some.items()}}
+
+
+def _dmi_tree(root_port: bool) -> list[Controller]:
+    """A pinned dmi-to-pci-bridge at 00:02.0 with a pci-bridge in its slot 0 (free hot-pluggable slots), and a root
+    port at 00:03.0."""
+    out = [
+        Controller(0, "pcie-root"),
+        Controller(1, "dmi-to-pci-bridge", address=_PINNED("0000:00:02.0")),
+        Controller(2, "pci-bridge", address=_PINNED("0000:01:00.0"), chassis_nr=2),
+    ]
+    return out + (
+        [Controller(3, "pcie-root-port", address=_PINNED("0000:00:03.0"), chassis=3, port=24)] if root_port else []
+    )
+
+
+def _dmi_tree_request() -> Topology:
+    return Topology.build(
+        "aarch64-virt",
+        numa_nodes=1,
+        controllers=_dmi_tree(root_port=True),
+        devices=[
+            Device("d0", "virtio-net", address=_PINNED("0000:00:01.0")),
+            Device("d1", "virtio-net", address=_PINNED("0000:00:04.0")),
+            Device("r0", "ac97", needs=Needs(numa_node=0)),
+        ],
+    )
+
+
+_POOLING_CASES = [
+    (
+        "the ac97 preferring node 0 in the pinned pci-bridge's free slot, its node missed at weight 1 (integrated, "
+        "node and hotplug missed, before: 2)",
+        _dmi_tree_request(),
+        attrs.evolve(Policy.named("hotplug"), spare_ports=0, weights=_weights(hotplug=1, numa=1, fewer_controllers=1)),
+        1,
+    ),
+    (
+        "the same at NUMA weight 0: the free slot costs nothing (before: 1, integrated without hotplug)",
+        _dmi_tree_request(),
+        attrs.evolve(Policy.named("hotplug"), spare_ports=0, weights=_weights(hotplug=1, fewer_controllers=1)),
+        0,
+    ),
+    (
+        "minimal, hotplug weighing nothing: the ac97 that must be hot-pluggable takes the pinned bridge's slot (it "
+        "cannot be integrated on pcie.0), the other ac97 is integrated (before: both in the bridge, 2)",
+        Topology.build(
+            "aarch64-virt",
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-root-port", address=_PINNED("0000:00:01.0"), chassis=1, port=8, multifunction=True),
+                Controller(2, "pcie-to-pci-bridge", address=_PINNED("0000:01:00.0")),
+                Controller(3, "pcie-root-port", address=_PINNED("0000:00:01.1"), chassis=3, port=9),
+            ],
+            devices=[
+                Device("d0", "virtio-net-transitional", address=_PINNED("0000:00:02.0")),
+                Device("d1", "virtio-net", address=_PINNED("0000:00:03.0")),
+                Device("d2", "virtio-net", address=_PINNED("0000:00:04.0")),
+                Device("r0", "ac97"),
+                Device("r1", "ac97", needs=Needs(hotplug=HotplugNeed.REQUIRED)),
+            ],
+        ),
+        attrs.evolve(Policy.named("minimal"), weights=_weights(fewer_controllers=1, integrated=1)),
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "policy", "cost"), _POOLING_CASES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_a_grown_request_s_free_slots_go_to_the_devices_they_cost_least(
+    case: str, request_: Topology, policy: Policy, cost: int
+) -> None:
+    """Grown requests whose plans were dearer than the enumerator's (found by it on drawn grown requests): a device
+    kept out of a free slot of an existing bus because its NUMA node differs, where missing the node costs less than
+    anything the model has for it (now searched as a third pooling), or because the policy prefers it integrated,
+    where it must be hot-pluggable and pcie.0 is not."""
+    from pcitopo.solver import solve
+
+    found = minimum(request_, policy)
+    assert (found.cost, found.complete) == (cost, True)
+    plan = solve(request_, policy)
+    assert (plan.cost, evaluate(request_, plan.topology, policy).cost) == (cost, cost)
 
 
 def test_a_device_preferring_a_node_no_bus_can_have_takes_a_free_bridge_slot() -> None:
