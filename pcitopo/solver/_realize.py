@@ -350,7 +350,7 @@ def _realize_pcie(
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
     reusable = list(empty_ports)
-    free_bridge_slots = list(bridge_slots)
+    bridge_slots_left = list(bridge_slots)
 
     def uplink(model: str) -> int:
         """The bus a new bridge or switch plugs into: an empty port of the request that takes it (one controller
@@ -380,9 +380,9 @@ def _realize_pcie(
             # endpoints sharing the port: functions 1..7 of its slot, beside the bridge at function 0 (the port's
             # hotplug is theirs: the bridge's own slots are hot-plugged through its SHPC either way)
             beside, beside_bridges = beside_bridges[:7], beside_bridges[7:]
-            if not beside and not reusable and free_bridge_slots:
+            if not beside and not reusable and bridge_slots_left:
                 # a pci-bridge in a free slot of a conventional bus of the request: one controller, not two
-                _fill_tree(b, b.pci_bridge(free_bridge_slots.pop(0)).index, remaining[:size])
+                _fill_tree(b, b.pci_bridge(bridge_slots_left.pop(0)).index, remaining[:size])
                 del remaining[:size]
                 continue
             if beside:
@@ -809,8 +809,9 @@ def realize(problem: Problem, values: Mapping[str, int], reuse: PortReuse = "non
     """The completed topology of an assignment: every context laid out by its decision.
 
     ``reuse``: which empty ports of the request new bridges and switches may take (:data:`PortReuse`). The model
-    counts a new root port for each, so a plan that takes one costs less than the assignment's model cost: the
-    search then claims no proof (``search.search``'s ``sound``), and the request has free pools anyway.
+    counts a new root port for each (but their bus numbers: ``formulate(reuse_ports=True)``), so a plan that takes
+    one may cost less than the assignment's model cost: the search prunes by that much less (``search.search``'s
+    ``slack``) and claims no proof, which a request with free pools never had anyway.
     """
     topology = problem.topology
     reusable = empty_ports(topology, reuse)
