@@ -349,8 +349,10 @@ def _realize_pcie(
         except StopIteration:
             raise Unsatisfiable([f"{ctx.label} ran out of slots for root ports"]) from None
 
-    reusable = list(empty_ports)
-    bridge_slots_left = list(bridge_slots)
+    # units packed beside the root ports take the free functions of the slots of the ports the layout counted:
+    # with a port of the request in place of a new one they would lack one, so such a layout reuses none
+    reusable = [] if beside_ports else list(empty_ports)
+    bridge_slots_left = [] if beside_ports else list(bridge_slots)
 
     def uplink(model: str) -> int:
         """The bus a new bridge or switch plugs into: an empty port of the request that takes it (one controller

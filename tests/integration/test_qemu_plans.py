@@ -716,9 +716,9 @@ _BRIDGE_UNDER_DMI = (
 @pytest.mark.usefixtures("libvirtd")
 def test_libvirt_refuses_hot_plug_into_a_dmi_to_pci_bridge_and_takes_it_below_a_pci_bridge_there() -> None:
     """The catalog calls a dmi-to-pci-bridge's slots not hot-pluggable because libvirt 9.0 refuses to hot-plug there
-    (QEMU 7.2 itself takes the ``device_add``: the next test). A running q35 domain: an e1000 attached live at
-    01:03.0 (the dmi-to-pci-bridge) is refused with libvirt's message; at 02:03.0, the pci-bridge in its slot 0
-    that a plan adds there, it is attached."""
+    (QEMU 7.2 itself takes the ``device_add``: tests/integration/test_qemu_verify.py). A running q35 domain: an
+    e1000 attached live at 01:03.0 (the dmi-to-pci-bridge) is refused with libvirt's message; at 02:03.0, the
+    pci-bridge in its slot 0 that a plan adds there, it is attached."""
     xml = _reuse_domain("dmi-attach", _EMPTY_DMI + _BRIDGE_UNDER_DMI).replace(
         "<interface type='user'><model type='e1000'/><alias name='ua-nic'/></interface>", ""
     )
@@ -727,20 +727,6 @@ def test_libvirt_refuses_hot_plug_into_a_dmi_to_pci_bridge_and_takes_it_below_a_
         attach_live(xml, nic.format(bus="0x01"))
     running = LibvirtDomain.from_string(attach_live(xml, nic.format(bus="0x02"))).topology
     assert [str(d.address) for d in running.devices if d.kind == "e1000"] == ["0000:02:03.0"]
-
-
-def test_qemu_takes_device_add_into_a_dmi_to_pci_bridge() -> None:
-    """QEMU 7.2 on q35 accepts ``device_add`` into an empty dmi-to-pci-bridge's slots (ACPI hot-plug of bridges on
-    the root bus), where the catalog follows libvirt (``qemu-hotplug`` in controllers.toml): verify reports it as
-    QEMU's and libvirt's difference, not as a plan's fault (it did before, for every plan with a dmi-to-pci-bridge
-    verified with hotplug)."""
-    domain = LibvirtDomain.from_string(_reuse_domain("dmi-qemu", _EMPTY_DMI))
-    plan = solve(domain.topology, attrs.evolve(Policy.named("hotplug"), spare_ports=0))
-    report = verify(plan.topology, hotplug=True, firmware_wait=120, timeout=300)
-    assert report.ok, str(report)
-    on_dmi = [c for c in report.named("hotplug-refused") if c.subject.startswith("pci.1 ")]
-    assert on_dmi
-    assert all("accepted by QEMU; libvirt refuses hot-plug on a dmi-to-pci-bridge" in c.detail for c in on_dmi)
 
 
 def test_a_bridge_in_an_empty_port_of_a_root_region_with_one_bus_number_left_boots_under_edk2() -> None:

@@ -80,13 +80,16 @@ def test_fifteen_io_ports_exhaust_seabios() -> None:
 
 
 def test_qemu_accepts_hotplug_into_dmi_to_pci_bridge() -> None:
-    """QEMU 7.2's ACPI hotplug takes devices on a dmi-to-pci-bridge, which libvirt (and pcitopo) call never."""
+    """QEMU 7.2's ACPI hotplug takes devices on a dmi-to-pci-bridge, which libvirt (and pcitopo) call never
+    (libvirt refuses the attach: tests/integration/test_qemu_plans.py). verify says so, and does not fail the plan
+    for it (it failed every plan with a dmi-to-pci-bridge verified with hotplug)."""
     topology = Topology.build("q35", [Controller(1, "dmi-to-pci-bridge", address=A("00:1e.0"))])
     report = verify(topology, firmware=False)
+    assert report.ok, str(report)
     refused = report.named("hotplug-refused")
     on_bridge = [c for c in refused if c.subject.startswith("pci.1 ")]
     assert len(on_bridge) == 32
-    assert {c.detail for c in on_bridge} == {"accepted, though the topology calls it not hotpluggable"}
+    assert {c.detail for c in on_bridge} == {"accepted by QEMU; libvirt refuses hot-plug on a dmi-to-pci-bridge"}
     assert all(c.ok for c in refused if c.subject.startswith("pcie.0 "))
 
 
