@@ -28,6 +28,7 @@ import fcntl
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -283,18 +284,33 @@ def define_and_dump_many(xmls: list[str]) -> list[str | LibvirtError]:
 VIRTLOGD_SOCKET = Path("/run/libvirt/virtlogd-sock")
 
 
+def _virtlogd_answers() -> bool:
+    """Something accepts connections on virtlogd's socket (a socket file left by a dead virtlogd refuses them)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(VIRTLOGD_SOCKET))
+        except OSError:
+            return False
+    return True
+
+
 def _ensure_virtlogd() -> None:
-    """virtlogd answering: libvirt's QEMU driver logs a running domain's console through it."""
-    if VIRTLOGD_SOCKET.exists():
+    """virtlogd answering: libvirt's QEMU driver logs a running domain's console through it.
+
+    A dead virtlogd leaves its socket file behind, and libvirt then fails "Failed to connect socket to
+    '/run/libvirt/virtlogd-sock': Connection refused"; so the socket is probed, not looked for."""
+    if _virtlogd_answers():
         return
+    for stale in (VIRTLOGD_SOCKET, VIRTLOGD_SOCKET.with_name("virtlogd-admin-sock")):
+        stale.unlink(missing_ok=True)
     daemon = shutil.which("virtlogd") or "/usr/sbin/virtlogd"
     started = subprocess.run([daemon, "-d"], capture_output=True, text=True, check=False)
     if started.returncode != 0:
         raise LibvirtError(f"virtlogd -d failed: {started.stderr.strip()[-500:]}")
     deadline = time.monotonic() + 10
-    while not VIRTLOGD_SOCKET.exists():
+    while not _virtlogd_answers():
         if time.monotonic() > deadline:
-            raise LibvirtError("virtlogd started but its socket did not appear within 10 s")
+            raise LibvirtError("virtlogd started but its socket did not answer within 10 s")
         time.sleep(0.05)
 
 
