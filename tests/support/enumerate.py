@@ -30,6 +30,11 @@ every cost, so the minimum is the minimum over *all* completions):
   any set of used slots can be mapped in order onto the first ones: the
   enumeration uses, for ``m`` groups, the first ``m`` empty slots, in every
   order of the groups (the ``order`` term compares addresses only relatively).
+  Under ``ordered`` the groups' places relative to the bus's occupied slots
+  matter too (a device's address against a pinned one's of its kind; the
+  guest numbers the buses below a root in slot order, which names the NICs):
+  the empty slots fall into runs between occupied ones, and every way of
+  dealing the ordered groups out to the runs (each run's first slots) is tried.
   Free functions of slots that hold built-ins are never needed: the requests
   are small and empty slots abound (asserted).
 * **Functions.** The items sharing a slot take functions 0, 1, ... in every
@@ -98,6 +103,33 @@ class _New:
 
 _FORESTS_PER_CANDIDATE = 20
 """Building a forest costs about a twentieth of checking a candidate: both count against ``max_candidates``."""
+
+
+def _runs(empty: Sequence[int]) -> list[list[int]]:
+    """The empty slots in runs of consecutive slots (the occupied ones between them)."""
+    runs: list[list[int]] = []
+    for slot in empty:
+        if runs and runs[-1][-1] == slot - 1:
+            runs[-1].append(slot)
+        else:
+            runs.append([slot])
+    return runs
+
+
+def _dealt_to_runs(
+    runs: Sequence[Sequence[int]], groups: Sequence[list[tuple[str, int]]]
+) -> Iterator[list[tuple[int, list[tuple[str, int]]]]]:
+    """Every way of putting ``groups``, in this slot order, on the first slots of the runs (as many as fit each)."""
+    for picks in itertools.combinations_with_replacement(range(len(runs)), len(groups)):
+        taken = dict.fromkeys(range(len(runs)), 0)
+        layout: list[tuple[int, list[tuple[str, int]]]] = []
+        for run, group in zip(picks, groups, strict=True):
+            if taken[run] == len(runs[run]):
+                break
+            layout.append((runs[run][taken[run]], group))
+            taken[run] += 1
+        else:
+            yield layout
 
 
 class _Exhausted(Exception):
@@ -293,9 +325,12 @@ class _Search:
             # costs the same; only the relative order of the devices can matter (``order``)
             devices = [item for item in items if item[0] == "d"]
             controllers = [item for item in items if item[0] == "c"]
-            orders = itertools.permutations(devices) if self.policy.ordered else [tuple(devices)]
-            for devices_in_order in orders:
-                yield [(slot, [item]) for slot, item in zip(empty, [*devices_in_order, *controllers], strict=False)]
+            if not self.policy.ordered:
+                yield [(slot, [item]) for slot, item in zip(empty, [*devices, *controllers], strict=False)]
+                return
+            for devices_in_order in itertools.permutations(devices):
+                sequence = [[item] for item in [*devices_in_order, *controllers]]
+                yield from _dealt_to_runs(_runs(empty), sequence)
             return
         seen: set[tuple[tuple[tuple[str, int], ...], ...]] = set()
         for groups in _ordered_partitions(items, model.functions):
@@ -307,7 +342,9 @@ class _Search:
                 if key in seen:
                     continue
                 seen.add(key)
-            yield list(zip(empty, groups, strict=False))
+                yield list(zip(empty, groups, strict=False))
+                continue
+            yield from _dealt_to_runs(_runs(empty), groups)
 
     def _slot_hot(self, bus: int, model: ControllerModel, slot: int) -> bool:
         if bus >= 0:
