@@ -113,6 +113,12 @@ class Context:
     (:func:`~pcitopo.solver._iobalance.fill_root`) rather than the largest first."""
     root_io_room: int | None = None
     """With :attr:`balance_io`: the IO BAR bytes the main root bus can still take at no window's cost."""
+    reusable_uplinks: int = 0
+    """Places of the request a new bridge tree's top or a new switch may plug into instead of a new root port (its
+    empty ports, its conventional buses' free slots: ``model.empty_ports``, ``model.free_bridge_slots``). Only the
+    local choice among layouts (``_decide_pcie``) reads it, counting a controller fewer for each uplink up to
+    this many: the realised plan takes them (``_realize.realize``'s ``reuse``) and its score is the judge. A
+    layout's figures (:attr:`Decision.controllers`, its bus numbers) still count new root ports for them."""
 
     @property
     def new_expander(self) -> bool:
@@ -1095,8 +1101,12 @@ def _decide_pcie(
     # beside its root ports, integrated endpoints a layout without it leaves on the trees
     per_integrated = weights["integrated"] if policy.prefer_integrated else 0
 
+    reusable = ctx.reusable_uplinks
+
     def key(d: Decision | _Laid, moves: _Moves) -> tuple[int, ...]:
         cost = per_controller * d.controllers + per_hot_miss * d.hot_misses + per_occupied_hot * d.occupied_hot
+        if reusable:
+            cost -= per_controller * min(reusable, d.uplinks if isinstance(d, _Laid) else _uplinks(d, c))
         cost += per_integrated * max(0, c.integrable_devices - d.integrated_devices)
         moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
         # a layout beyond the IO windows the firmware has left is of no use to any plan: every one within wins
@@ -1615,6 +1625,8 @@ class _Laid(NamedTuple):
     decision: Callable[[], Decision]
     integrated_devices: int = 0
     feasible: bool = True
+    uplinks: int = 0
+    """New root ports of the layout that only carry a bridge tree's top or a switch (see :func:`_uplinks`)."""
 
 
 class _Prepared(NamedTuple):
@@ -2171,7 +2183,21 @@ def _lay(
         ),
     )
     # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
-    return tuple.__new__(_Laid, (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True))
+    # the root ports a realised plan may spare by plugging into the request's empty ports: the trees' and switches'
+    # uplinks, none when units share the trees' ports or sit beside them (_realize takes no empty port then)
+    uplinks = 0
+    if not (on_tree_ports or beside_units):
+        uplinks = (0 if use_dmi_tree or not tree_units else len(trees)) + switches + c.switch_groups + c.bus_groups
+    laid = (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True, uplinks)
+    return tuple.__new__(_Laid, laid)
+
+
+def _uplinks(d: Decision, c: Counts) -> int:
+    """A :class:`Decision`'s :attr:`_Laid.uplinks`."""
+    if d.on_tree_ports or d.pack_beside:
+        return 0
+    trees = 0 if d.tree_via_dmi or not d.tree_units else len(d.tree_sizes)
+    return trees + d.switches + c.switch_groups + c.bus_groups
 
 
 def _decide_pci(

@@ -31,7 +31,7 @@ from pcitopo.solver._layout import (
     last_resort_bucket,
     unit_category,
 )
-from pcitopo.solver.model import PortReuse, Problem, Unit, empty_ports, free_bridge_slots
+from pcitopo.solver.model import Problem, Reuse, Unit
 from pcitopo.topology import Topology
 
 __all__: list[str] = []
@@ -794,30 +794,18 @@ def _with_placements(devices: Sequence[Device], b: Builder) -> list[Device]:
     return out
 
 
-def port_reuses(topology: Topology) -> tuple[PortReuse, ...]:
-    """The ways of reusing empty ports (and conventional buses' free slots) worth realising an assignment in,
-    beside ``"none"``."""
-    cold = empty_ports(topology, "unpluggable")
-    every = empty_ports(topology, "any")
-    options: list[PortReuse] = []
-    if cold or free_bridge_slots(topology):
-        options.append("unpluggable")
-    if every != cold:
-        options.append("any")
-    return tuple(options)
-
-
-def realize(problem: Problem, values: Mapping[str, int], reuse: PortReuse = "none") -> Topology:
+def realize(problem: Problem, values: Mapping[str, int], reuse: Reuse | None = None) -> Topology:
     """The completed topology of an assignment: every context laid out by its decision.
 
-    ``reuse``: which empty ports of the request new bridges and switches may take (:data:`PortReuse`). The model
-    counts a new root port for each (but their bus numbers: ``formulate(reuse_ports=True)``), so a plan that takes
-    one may cost less than the assignment's model cost: the search prunes by that much less (``search.search``'s
-    ``slack``) and claims no proof, which a request with free pools never had anyway.
+    ``reuse``: the places of the request new bridges and switches may take (:class:`~pcitopo.solver.model.Reuse`;
+    none when not given). The model counts a new root port for each (but their bus numbers:
+    ``formulate(reuse_ports=True)``), so a plan that takes one may cost less than the assignment's model cost: the
+    search prunes by that much less (``search.search``'s ``slack``) and claims no proof, which a request with free
+    pools never had anyway.
     """
     topology = problem.topology
-    reusable = empty_ports(topology, reuse)
-    bridge_slots = free_bridge_slots(topology) if reuse != "none" else {}
+    reusable = {} if reuse is None else reuse.ports
+    bridge_slots = {} if reuse is None else reuse.bridge_slots
     by_ctx = problem.units_by_context(values)
     decisions: dict[int, Decision] = {}
     for ctx_id in problem.context_variables:

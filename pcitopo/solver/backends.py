@@ -23,7 +23,7 @@ from pcitopo.legality import identity
 from pcitopo.legality.catalog import Hotplug
 from pcitopo.policy.policy import Policy
 from pcitopo.solver import _realize
-from pcitopo.solver.model import PortReuse, Problem, Unit, empty_ports, formulate, free_bridge_slots
+from pcitopo.solver.model import Problem, Reuse, Unit, formulate
 from pcitopo.solver.plan import SearchStats, Status
 from pcitopo.topology import Topology
 
@@ -130,7 +130,8 @@ class CspBackend:
 
         # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
         # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
-        reuse_ports = self._score is not None and bool(empty_ports(request, "any"))
+        reuses = Reuse.options(request) if self._score is not None else (Reuse.none(),)
+        reuse_ports = any(r.ports for r in reuses)
         problem = formulate(
             request,
             policy,
@@ -159,17 +160,23 @@ class CspBackend:
                 scores[key] = _exact(values, key)
             return scores[key]
 
-        reuses: tuple[PortReuse, ...] = ("none", *_realize.port_reuses(problem.topology))
+        # the same model laid out knowing each way's places: a context's local choice may then prefer a bridge tree
+        # (its top in an empty port) to packing on the root bus, say, where both cost the same with new root ports
+        aware = [None if r.kind == "none" else problem.reusing(r.uplinks()) for r in reuses]
 
         def _exact(values: Mapping[str, int], key: tuple[tuple[str, int], ...]) -> int | None:
             best: tuple[int, Topology] | None = None
-            for reuse in reuses:
-                realised_one = _realize.realize(problem, values, reuse)
-                if reuse_ports and not _bus_numbers_fit(realised_one):
-                    continue  # the model counted the empty ports' bus numbers as free: this layout did not take them
-                topology, scored = _scored(realised_one)
-                if scored is not None and (best is None or scored < best[0]):
-                    best = scored, topology
+            for reuse, other in zip(reuses, aware, strict=True):
+                ways = [problem]
+                if other is not None and _lays_out_otherwise(problem, other, values):
+                    ways.append(other)
+                for way in ways:
+                    realised_one = _realize.realize(way, values, reuse)
+                    if reuse_ports and not _bus_numbers_fit(realised_one):
+                        continue  # the model counted the empty ports' bus numbers as free: this layout took none
+                    topology, scored = _scored(realised_one)
+                    if scored is not None and (best is None or scored < best[0]):
+                        best = scored, topology
             if best is None:
                 return None
             realised[key] = best[1]
@@ -201,8 +208,8 @@ class CspBackend:
         limit = min(limit or search.NODE_LIMIT, NAMES_NODE_LIMIT if names_expander else search.NODE_LIMIT)
         # each empty port a plan takes saves at most one new root port, and each bridge tree topped by a pci-bridge
         # in a free conventional slot one pcie-to-pci-bridge's root port (a tree a unit at most)
-        ports = sum(len(found) for found in empty_ports(problem.topology, "any").values())
-        slots = sum(len(found) for found in free_bridge_slots(problem.topology).values())
+        ports = sum(len(found) for found in reuses[-1].ports.values())
+        slots = sum(len(found) for found in reuses[-1].bridge_slots.values())
         slack = (ports + min(slots, len(units))) * policy.weights["fewer-controllers"]
         slack = slack if score is not None and len(reuses) > 1 else 0
         result = search.search(problem, exact=None if score is None else exact, limit=limit, slack=slack)
@@ -222,6 +229,11 @@ class CspBackend:
             # chain length), not every packing: the plan is the best of those, and no bound is known below it
             status, bound = Status.FEASIBLE, None
         return Placement(topology, status, stats, model_cost=result.cost, bound=bound, least_model=result.least_model)
+
+
+def _lays_out_otherwise(problem: Problem, other: Problem, values: Mapping[str, int]) -> bool:
+    """Whether ``other`` (:meth:`Problem.reusing`) lays a context of the assignment out otherwise."""
+    return any(problem.decision(ctx, values) != other.decision(ctx, values) for ctx in problem.context_variables)
 
 
 def _bus_numbers_fit(topology: Topology) -> bool:

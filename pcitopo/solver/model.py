@@ -73,6 +73,7 @@ __all__ = [
     "Pool",
     "PortReuse",
     "Problem",
+    "Reuse",
     "Unit",
     "Variable",
     "build_contexts",
@@ -554,6 +555,58 @@ def free_bridge_slots(topology: Topology) -> dict[int, list[PciAddress]]:
     return {root: sorted(slots) for root, slots in out.items() if slots}
 
 
+@attrs.frozen(eq=False)
+class Reuse:
+    """The places of a request that a plan's new bridge trees and switches may plug into instead of new root ports,
+    by the root bus or expander bus they hang from: one of the :data:`PortReuse` ways.
+
+    >>> from pcitopo.topology import Topology
+    >>> request = Topology.build("q35", controllers=[Controller(0, "pcie-root"),
+    ...     Controller(1, "pcie-root-port", address=PciAddress(bus=0, slot=1), hotplug=False)])
+    >>> reuse = Reuse.of(request, "unpluggable")
+    >>> reuse.uplinks()
+    {0: 1}
+    >>> Reuse.of(request, "none").uplinks()
+    {}
+    """
+
+    kind: PortReuse
+    ports: Mapping[int, Sequence[tuple[int, frozenset[Connect]]]]
+    """:func:`empty_ports` of the kind: (index, what it accepts), in the order they are taken."""
+    bridge_slots: Mapping[int, Sequence[PciAddress]]
+    """:func:`free_bridge_slots` (none for ``"none"``): a bridge tree's top is a pci-bridge there when no port is
+    left."""
+
+    @classmethod
+    def of(cls, topology: Topology, kind: PortReuse) -> Reuse:
+        slots = free_bridge_slots(topology) if kind != "none" else {}
+        return cls(kind, empty_ports(topology, kind), slots)
+
+    @classmethod
+    def none(cls) -> Reuse:
+        """No place of the request is taken: every new bridge tree and switch gets a new root port."""
+        return cls("none", {}, {})
+
+    @classmethod
+    def options(cls, topology: Topology) -> tuple[Reuse, ...]:
+        """The ways worth realising an assignment in: ``"none"`` first, then those that offer more places."""
+        cold, every = cls.of(topology, "unpluggable"), cls.of(topology, "any")
+        out = [cls.none()]
+        if cold.ports or cold.bridge_slots:
+            out.append(cold)
+        if every.ports != cold.ports:
+            out.append(every)
+        return tuple(out)
+
+    def uplinks(self) -> dict[int, int]:
+        """Places by root bus (:attr:`~pcitopo.solver._layout.Context.reusable_uplinks`)."""
+        out: dict[int, int] = {}
+        for found in (self.ports, self.bridge_slots):
+            for root, places in found.items():
+                out[root] = out.get(root, 0) + len(places)
+        return out
+
+
 # -- contexts: where new structure can grow -------------------------------------------------
 
 
@@ -877,6 +930,20 @@ class Problem:
     group_counts: dict[tuple[int, int], Counts] = attrs.field(factory=dict, eq=False, repr=False)
     equal_counts: dict[Counts, int] = attrs.field(factory=dict, eq=False, repr=False)
     """Each :class:`Counts` value met, and its :meth:`_counts_id` (shared with :attr:`layouts`, whose keys hold it)."""
+
+    def reusing(self, uplinks: Mapping[int, int]) -> Problem:
+        """The same model whose PCI Express contexts lay out knowing the places of the request that new bridge trees
+        and switches may plug into, by root bus (:attr:`Context.reusable_uplinks`): the same variables,
+        constraints and domains, only the local choices among layouts differ (a tree where packing on the root
+        bus cost as much with a new root port). Its decisions are for realising plans, not for bounds: their
+        figures count a new root port for each uplink as before. Its caches are its own."""
+        contexts = tuple(
+            attrs.evolve(c, reusable_uplinks=uplinks.get(c.bus, 0))
+            if c.root_kind is RootKind.PCIE and c.bus is not None
+            else c
+            for c in self.contexts
+        )
+        return attrs.evolve(self, contexts=contexts, cache={}, layouts={}, group_counts={}, equal_counts={})
 
     # -- evaluating (partial) assignments ------------------------------------------------------
 
