@@ -449,6 +449,7 @@ def unit_fits_pool(
     hotplug_off_occupied: bool = False,
     free_only: bool = False,
     numa_anywhere: bool = False,
+    hotplug_anywhere: bool = False,
     spare_ports: bool = False,
     root_hotplug: bool = False,
 ) -> bool:
@@ -458,7 +459,8 @@ def unit_fits_pool(
     an empty hot-pluggable port a unit takes is a spare port less) included. ``numa_anywhere``: the
     unit's preferred node is one no bus of the plan can have (:func:`reachable_nodes`), or the policy's NUMA
     weight is 0: missing it costs the same anywhere. ``root_hotplug``: the main root bus's slots are hot-pluggable
-    (else a unit that must be hot-pluggable cannot be integrated, and misses that preference anywhere alike)."""
+    (else a unit that must be hot-pluggable cannot be integrated, and misses that preference anywhere alike).
+    ``hotplug_anywhere``: a unit that prefers hotplug may take a slot without it (missing the preference)."""
     if free_only and not pool.integrated_root:
         integrable = unit.can_integrate and (root_hotplug or unit.hotplug is not HotplugNeed.REQUIRED)
         if prefer_integrated and integrable:
@@ -476,7 +478,9 @@ def unit_fits_pool(
             return False
     elif not (pool.accepts_pcie if unit.connect is Connect.PCIE_DEVICE else pool.accepts_pci):
         return False
-    if unit.hotplug in (HotplugNeed.REQUIRED, HotplugNeed.PREFERRED) and not pool.hotpluggable:
+    if unit.hotplug is HotplugNeed.REQUIRED and not pool.hotpluggable:
+        return False
+    if unit.hotplug is HotplugNeed.PREFERRED and not pool.hotpluggable and not hotplug_anywhere:
         return False
     if unit.hotplug is HotplugNeed.FORBIDDEN and pool.hotpluggable:
         return False

@@ -61,11 +61,13 @@ from pcitopo.violation import Violation
 
 __all__ = ["solve"]
 
-Pooling = Literal["lax", "free-only", "numa-blind"]
+Pooling = Literal["lax", "free-only", "numa-blind", "hotplug-blind"]
 """How units are put in the free slots of existing buses before the search (:func:`_fill_pools`): where they cost
-nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); or as ``lax`` but whatever
-NUMA node they prefer, missing it where the bus is another node's (``numa-blind``)."""
-POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "numa-blind")
+nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); as ``lax`` but whatever
+NUMA node they prefer, missing it where the bus is another node's (``numa-blind``); or as ``lax`` but units that
+prefer hotplug on slots without it too, missing it (``hotplug-blind``: the model may have nothing better for them,
+a slot on their NUMA node, say)."""
+POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "numa-blind", "hotplug-blind")
 
 
 def __dir__() -> list[str]:
@@ -125,8 +127,8 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     # the free slots of existing buses are not in the model: units are put there first, each where it costs
     # nothing of hotplug and NUMA. Where that differs from putting there only units that cost nothing at all (the
     # policy may prefer them integrated, or hotplug off where they sit), or from putting there units that prefer
-    # another NUMA node too (the node missed may cost less than what the model has for them), each is searched and
-    # the cheapest plan kept (the first of a tie)
+    # another NUMA node too (the node missed may cost less than what the model has for them), or units that prefer
+    # hotplug on slots without it (likewise), each is searched and the cheapest plan kept (the first of a tie)
     pools = free_pools(placed)
     variants: list[tuple[Pooling, Topology, tuple[Unit, ...]]] = []
     for pooling in POOLINGS:
@@ -726,6 +728,7 @@ def _fill_pools(
                 prefer_integrated=policy.prefer_integrated,
                 hotplug_off_occupied=policy.hotplug_off_occupied,
                 free_only=pooling == "free-only",
+                hotplug_anywhere=pooling == "hotplug-blind",
                 spare_ports=policy.spare_ports > 0,
                 root_hotplug=root_hotplug,
                 numa_anywhere=u.numa_node is not None

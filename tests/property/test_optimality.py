@@ -978,6 +978,41 @@ _POOLING_CASES = [
         attrs.evolve(Policy.named("minimal"), weights=_weights(fewer_controllers=1, integrated=1)),
         1,
     ),
+    (
+        "minimal: the ac97 preferring hotplug and node 0 takes the free slot of the dmi-to-pci-bridge on the node-0 "
+        "pxb-pcie, hotplug and integration missed, its node met (before: integrated on pcie.0, node missed, 118)",
+        Topology.build(
+            "aarch64-virt",
+            numa_nodes=1,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-expander-bus", address=_PINNED("0000:00:0c.0"), bus_nr=231, numa_node=0),
+                Controller(2, "pcie-expander-bus", address=_PINNED("0000:00:05.0"), bus_nr=245),
+                Controller(3, "dmi-to-pci-bridge", address=_PINNED("0000:01:08.0")),
+            ],
+            devices=[
+                Device("d0", "pcnet", address=_PINNED("0000:00:19.0"), needs=Needs(hotplug=HotplugNeed.FORBIDDEN)),
+                Device("r0", "rtl8139", needs=Needs(numa_strict=True)),
+                Device("r1", "ac97", needs=Needs(hotplug=HotplugNeed.PREFERRED, numa_node=0)),
+                Device("r2", "ahci"),
+            ],
+        ),
+        attrs.evolve(
+            Policy.named("minimal"),
+            weights=_weights(
+                hotplug=40,
+                spare_ports=74,
+                io_reserve_off=53,
+                hotplug_off_occupied=5,
+                fewer_controllers=68,
+                order=36,
+                numa=78,
+                primary_video=89,
+                integrated=54,
+            ),
+        ),
+        40 + 54,
+    ),
 ]
 
 
@@ -989,8 +1024,9 @@ def test_a_grown_request_s_free_slots_go_to_the_devices_they_cost_least(
 ) -> None:
     """Grown requests whose plans were dearer than the enumerator's (found by it on drawn grown requests): a device
     kept out of a free slot of an existing bus because its NUMA node differs, where missing the node costs less than
-    anything the model has for it (now searched as a third pooling), or because the policy prefers it integrated,
-    where it must be hot-pluggable and pcie.0 is not."""
+    anything the model has for it (now searched as a third pooling), because it prefers hotplug the slot lacks,
+    where what the model has for it costs more (a fourth), or because the policy prefers it integrated, where it
+    must be hot-pluggable and pcie.0 is not."""
     from pcitopo.solver import solve
 
     found = minimum(request_, policy)
