@@ -131,7 +131,7 @@ class CspBackend:
         # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
         # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
         reuses = Reuse.options(request) if self._score is not None else (Reuse.none(),)
-        reuse_ports = any(r.ports for r in reuses)
+        reuse_ports = any(r.ports or r.bridge_slots for r in reuses)
         problem = formulate(
             request,
             policy,

@@ -1736,8 +1736,10 @@ def formulate(
     ``names_expander`` offers a node-less expander bus (:func:`build_contexts`); ``balance_io`` lets conventional
     roots deal their bridged IO BARs out balanced (:attr:`Context.balance_io`). ``reuse_ports``: the assignments
     will be realised with new bridges and switches in the request's empty ports too (:func:`empty_ports`), each a
-    root port and its bus number fewer than the layout counts: each context's bus numbers are counted with that
-    many more, and a realised plan that then overflows them is no solution (the caller checks).
+    root port and its bus number fewer than the layout counts, and with bridge trees topped by a pci-bridge in a
+    free conventional slot (:func:`free_bridge_slots`), each likewise (a tree a unit at most): each context's bus
+    numbers are counted with that many more, and a realised plan that then overflows them is no solution (the
+    caller checks).
     """
     machine = topology.machine
     budget = topology.io_window_budget()
@@ -1787,6 +1789,8 @@ def formulate(
         contexts = tuple(attrs.evolve(c, own_range=ranges[c.id]) if c.id in ranges else c for c in contexts)
     if reuse_ports:
         extra = {root: len(ports) for root, ports in empty_ports(topology, "any").items()}
+        for root, slots in free_bridge_slots(topology).items():
+            extra[root] = extra.get(root, 0) + min(len(slots), len(units))
         for c in contexts:
             if c.bus in extra and c.own_range is None and c.domain == "main":
                 bus_region += extra[c.bus]  # the main root's, or the expander bus whose range new expanders share

@@ -894,6 +894,29 @@ _REUSE_CASES = [
         ),
         86 + 45,
     ),
+    (
+        "aarch64, hotplug+numa: the vmpvscsi on a pci-bridge in the pinned dmi-to-pci-bridge's free slot, which takes "
+        "pcie.0's last bus number below the pxb-pcie (3 before: the model had no room there for a root port and its "
+        "bridge, and put both on the pxb-pcie)",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            numa_nodes=1,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "dmi-to-pci-bridge", address=_PINNED("0000:00:17.0")),
+                Controller(2, "pcie-expander-bus", address=_PINNED("0000:00:19.0"), bus_nr=3),
+            ],
+            devices=[
+                Device("d0", "virtio-scsi-non-transitional", address=_PINNED("0000:00:10.0")),
+                Device("d1", "virtio-serial", address=_PINNED("0000:00:16.0")),
+                Device("d2", "nvme", address=_PINNED("0000:00:12.0"), needs=Needs(hotplug=HotplugNeed.FORBIDDEN)),
+                Device("r0", "vmpvscsi", needs=Needs(hotplug=HotplugNeed.PREFERRED, numa_strict=True)),
+                Device("r1", "virtio-rng"),
+            ],
+        ),
+        attrs.evolve(Policy.named("hotplug+numa"), spare_ports=0),
+        2,
+    ),
 ]
 
 
