@@ -624,22 +624,10 @@ def build_contexts(
     machine = topology.machine
     usage = topology.slot_usage()
     contexts: list[Context] = []
-    children: set[int] = set()
-    for c in topology.controllers:
-        if c.address is not None:
-            children.add(c.address.bus)
-    for d in topology.devices:
-        if d.address is not None:
-            children.add(d.address.bus)
+    every, cold = empty_ports(topology, "any"), empty_ports(topology, "unpluggable")
 
     def empty_hot_ports(root: int) -> int:
-        n = 0
-        for c in topology.controllers:
-            m = topology.model(c)
-            empty = m.port and c.index not in children and topology.is_hotpluggable(c.index, 0)
-            if empty and context_root(topology, c.index) == root:
-                n += 1
-        return n
+        return len(every.get(root, ())) - len(cold.get(root, ()))
 
     firmware = topology.firmware_model
 
