@@ -12,6 +12,7 @@ says what is known about it. :class:`CspBackend` models the request
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
@@ -125,25 +126,63 @@ class CspBackend:
         balance_io: bool = False,
         limit: int | None = None,
     ) -> Placement:
-        # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
-        from pcitopo.solver import search
-
         # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
         # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
         reuses = Reuse.options(request) if self._score is not None else (Reuse.none(),)
         reuse_ports = any(r.ports or r.bridge_slots for r in reuses)
-        problem = formulate(
-            request,
-            policy,
-            units,
-            trees_via_dmi=trees_via_dmi,
-            names_expander=names_expander,
-            balance_io=balance_io,
-            reuse_ports=reuse_ports,
-        )
+        options = {
+            "trees_via_dmi": trees_via_dmi,
+            "names_expander": names_expander,
+            "balance_io": balance_io,
+            "reuse_ports": reuse_ports,
+        }
+        problem = formulate(request, policy, units, **options)
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
+        if not reuse_ports:
+            return self._search(problem, reuses, units, names_expander=names_expander, limit=limit)
+        # a place the plan takes in the request may leave the main root no bus number for the spare ports it wants,
+        # where an existing expander bus has some: the model offers spare ports on one context, so the plans with
+        # them on that expander bus are searched too, and the cheaper kept (the first of a tie)
+        beside = formulate(request, policy, units, spares_on_expander=True, **options)
+        if beside.spare == problem.spare:
+            return self._search(problem, reuses, units, names_expander=names_expander, limit=limit)
+        found: list[Placement] = []
+        refused: Unsatisfiable | None = None
+        gave_up = False
+        for one in (problem, beside):
+            try:
+                found.append(self._search(one, reuses, units, names_expander=names_expander, limit=limit))
+            except Unsatisfiable as exc:
+                refused = refused or exc
+                gave_up = gave_up or isinstance(exc, GaveUp)
+        if not found:
+            assert refused is not None
+            raise refused
+        best = min(found, key=lambda p: math.inf if p.model_cost is None else p.model_cost)
+        # a proof, or a bound, of one model holds for the other's plans only when that one has its own
+        if gave_up or any(p.status is not Status.OPTIMAL for p in found):
+            bounds = [p.bound for p in found]
+            bound = None if gave_up or None in bounds else min(b for b in bounds if b is not None)
+            best = attrs.evolve(best, status=Status.FEASIBLE, bound=bound)
+        return best
+
+    def _search(
+        self,
+        problem: Problem,
+        reuses: Sequence[Reuse],
+        units: Sequence[Unit],
+        *,
+        names_expander: bool,
+        limit: int | None,
+    ) -> Placement:
+        """The search of one model, each assignment it scores realised each way of ``reuses``."""
+        # imported here: the engine pulls in multiprocessing, longer to import than most plans take to make
+        from pcitopo.solver import search
+
+        request, policy = problem.topology, problem.policy
+        reuse_ports = any(r.ports or r.bridge_slots for r in reuses)
         score = self._score
         keep = frozenset(c.index for c in request.controllers)
         required = frozenset(d.id for u in units if u.hotplug is HotplugNeed.REQUIRED for d in u.devices)

@@ -1717,6 +1717,7 @@ def formulate(
     names_expander: bool = False,
     balance_io: bool = False,
     reuse_ports: bool = False,
+    spares_on_expander: bool = False,
 ) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``.
 
@@ -1727,7 +1728,9 @@ def formulate(
     root port and its bus number fewer than the layout counts, and with bridge trees topped by a pci-bridge in a
     free conventional slot (:func:`free_bridge_slots`), each likewise (a tree a unit at most): each context's bus
     numbers are counted with that many more, and a realised plan that then overflows them is no solution (the
-    caller checks).
+    caller checks). ``spares_on_expander``: the spare ports the main root wants go to the existing expander bus with
+    the most bus numbers left, when it has more than the main root (else only when the main root has fewer left
+    than the spare ports need).
     """
     machine = topology.machine
     budget = topology.io_window_budget()
@@ -1786,7 +1789,8 @@ def formulate(
             attrs.evolve(c, own_range=c.own_range + extra[c.bus]) if c.own_range is not None and c.bus in extra else c
             for c in contexts
         )
-    if roomiest and spare.get(0, 0) > main_range and contexts[0].root_kind is RootKind.PCIE:
+    moved = spare.get(0, 0) > main_range or (spares_on_expander and spare.get(0, 0) > 0)
+    if roomiest and moved and contexts[0].root_kind is RootKind.PCIE:
         # the spare ports the main root has no bus numbers for go where the numbers are (an empty hot-pluggable
         # root port on an expander bus is as spare as one on the main root, and costs the same)
         spare[roomiest] = max(spare.get(roomiest, 0), spare.pop(0))

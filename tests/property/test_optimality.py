@@ -759,6 +759,24 @@ def _port(index: int, address: str, port: int, *, hotplug: bool | None = None) -
 
 
 _PINNED = PciAddress.parse
+_REUSE_CASES_DMI_PXB = Topology.build(
+    "aarch64-virt-highmem-off",
+    numa_nodes=1,
+    controllers=[
+        Controller(0, "pcie-root"),
+        Controller(1, "dmi-to-pci-bridge", address=_PINNED("0000:00:17.0")),
+        Controller(2, "pcie-expander-bus", address=_PINNED("0000:00:19.0"), bus_nr=3),
+    ],
+    devices=[
+        Device("d0", "virtio-scsi-non-transitional", address=_PINNED("0000:00:10.0")),
+        Device("d1", "virtio-serial", address=_PINNED("0000:00:16.0")),
+        Device("d2", "nvme", address=_PINNED("0000:00:12.0"), needs=Needs(hotplug=HotplugNeed.FORBIDDEN)),
+        Device("r0", "vmpvscsi", needs=Needs(hotplug=HotplugNeed.PREFERRED, numa_strict=True)),
+        Device("r1", "virtio-rng"),
+    ],
+)
+"""A pinned dmi-to-pci-bridge with free slots on pcie.0, whose one bus number left below a pxb-pcie a pci-bridge
+there can take (a root port and its bridge could not), and two devices to place (found by the enumerator)."""
 _REUSE_CASES = [
     (
         "aarch64, hotplug: the new pcie-to-pci-bridge in the pinned empty hot-pluggable port (2 controllers before)",
@@ -899,24 +917,17 @@ _REUSE_CASES = [
         "aarch64, hotplug+numa: the vmpvscsi on a pci-bridge in the pinned dmi-to-pci-bridge's free slot, which takes "
         "pcie.0's last bus number below the pxb-pcie (3 before: the model had no room there for a root port and its "
         "bridge, and put both on the pxb-pcie)",
-        Topology.build(
-            "aarch64-virt-highmem-off",
-            numa_nodes=1,
-            controllers=[
-                Controller(0, "pcie-root"),
-                Controller(1, "dmi-to-pci-bridge", address=_PINNED("0000:00:17.0")),
-                Controller(2, "pcie-expander-bus", address=_PINNED("0000:00:19.0"), bus_nr=3),
-            ],
-            devices=[
-                Device("d0", "virtio-scsi-non-transitional", address=_PINNED("0000:00:10.0")),
-                Device("d1", "virtio-serial", address=_PINNED("0000:00:16.0")),
-                Device("d2", "nvme", address=_PINNED("0000:00:12.0"), needs=Needs(hotplug=HotplugNeed.FORBIDDEN)),
-                Device("r0", "vmpvscsi", needs=Needs(hotplug=HotplugNeed.PREFERRED, numa_strict=True)),
-                Device("r1", "virtio-rng"),
-            ],
-        ),
+        _REUSE_CASES_DMI_PXB,
         attrs.evolve(Policy.named("hotplug+numa"), spare_ports=0),
         2,
+    ),
+    (
+        "aarch64, hotplug+numa: as above, with the spare port the policy wants on the pxb-pcie, where pcie.0 has no "
+        "bus number left for it (4 before: the model offered spare ports on pcie.0 only, so the bridge went on the "
+        "pxb-pcie behind a root port of its own)",
+        _REUSE_CASES_DMI_PXB,
+        Policy.named("hotplug+numa"),
+        3,
     ),
 ]
 
