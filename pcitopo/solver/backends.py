@@ -162,6 +162,11 @@ class CspBackend:
             raise refused
         best = min(found, key=lambda p: math.inf if p.model_cost is None else p.model_cost)
         # a proof, or a bound, of one model holds for the other's plans only when that one has its own
+        least = [p.least_model for p in found]
+        if gave_up or None in least:
+            best = attrs.evolve(best, least_model=None)
+        else:
+            best = attrs.evolve(best, least_model=min(x for x in least if x is not None))
         if gave_up or any(p.status is not Status.OPTIMAL for p in found):
             bounds = [p.bound for p in found]
             bound = None if gave_up or None in bounds else min(b for b in bounds if b is not None)
