@@ -61,13 +61,14 @@ from pcitopo.violation import Violation
 
 __all__ = ["solve"]
 
-Pooling = Literal["lax", "free-only", "numa-blind", "hotplug-blind"]
+Pooling = Literal["lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind"]
 """How units are put in the free slots of existing buses before the search (:func:`_fill_pools`): where they cost
-nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); as ``lax`` but whatever
-NUMA node they prefer, missing it where the bus is another node's (``numa-blind``); or as ``lax`` but units that
-prefer hotplug on slots without it too, missing it (``hotplug-blind``: the model may have nothing better for them,
-a slot on their NUMA node, say)."""
-POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "numa-blind", "hotplug-blind")
+nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); as ``free-only`` but in
+empty hot-pluggable ports too, each a spare port less (``spares-taken``: a new port for the unit may cost more);
+as ``lax`` but whatever NUMA node they prefer, missing it where the bus is another node's (``numa-blind``); or as
+``lax`` but units that prefer hotplug on slots without it too, missing it (``hotplug-blind``: the model may have
+nothing better for them, a slot on their NUMA node, say)."""
+POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind")
 
 
 def __dir__() -> list[str]:
@@ -128,7 +129,9 @@ def solve(topology: Topology, policy: Policy | str | None = None, *, strict: boo
     # nothing of hotplug and NUMA. Where that differs from putting there only units that cost nothing at all (the
     # policy may prefer them integrated, or hotplug off where they sit), or from putting there units that prefer
     # another NUMA node too (the node missed may cost less than what the model has for them), or units that prefer
-    # hotplug on slots without it (likewise), each is searched and the cheapest plan kept (the first of a tie)
+    # hotplug on slots without it (likewise), or, of those that cost nothing else, units in empty hot-pluggable ports
+    # (a spare port less may cost less than a new port), each is searched and the cheapest plan kept (the first of a
+    # tie)
     pools = free_pools(placed)
     variants: list[tuple[Pooling, Topology, tuple[Unit, ...]]] = []
     for pooling in POOLINGS:
@@ -727,9 +730,9 @@ def _fill_pools(
                 pool,
                 prefer_integrated=policy.prefer_integrated,
                 hotplug_off_occupied=policy.hotplug_off_occupied,
-                free_only=pooling == "free-only",
+                free_only=pooling in ("free-only", "spares-taken"),
                 hotplug_anywhere=pooling == "hotplug-blind",
-                spare_ports=policy.spare_ports > 0,
+                spare_ports=policy.spare_ports > 0 and pooling != "spares-taken",
                 root_hotplug=root_hotplug,
                 numa_anywhere=u.numa_node is not None
                 and not u.numa_strict

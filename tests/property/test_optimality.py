@@ -1048,6 +1048,39 @@ _POOLING_CASES = [
         ),
         40 + 54,
     ),
+    (
+        "ordered+minimal: the virtio-net that must be hot-pluggable takes the pinned empty root port, a spare port "
+        "(39) less, where a new port costs 57; the others are integrated (before: 67, or 69 all pooled)",
+        Topology.build(
+            "riscv64-virt",
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "dmi-to-pci-bridge", address=_PINNED("0000:00:18.0")),
+                Controller(2, "pci-bridge", address=_PINNED("0000:01:14.0"), chassis_nr=2),
+                Controller(3, "pcie-root-port", address=_PINNED("0000:00:1e.0"), chassis=3, port=240),
+            ],
+            devices=[
+                Device("r0", "virtio-net", needs=Needs(hotplug=HotplugNeed.REQUIRED, numa_strict=True)),
+                Device("r1", "lsilogic", needs=Needs(numa_strict=True)),
+                Device("r2", "ich9-ehci1", needs=Needs(numa_strict=True)),
+            ],
+        ),
+        attrs.evolve(
+            Policy.named("ordered+minimal"),
+            spare_ports=1,
+            weights=_weights(
+                primary_video=117,
+                spare_ports=39,
+                hotplug_off_occupied=107,
+                integrated=10,
+                fewer_controllers=57,
+                order=66,
+                numa=18,
+                io_reserve_off=105,
+            ),
+        ),
+        10 + 39,
+    ),
 ]
 
 
@@ -1061,7 +1094,8 @@ def test_a_grown_request_s_free_slots_go_to_the_devices_they_cost_least(
     kept out of a free slot of an existing bus because its NUMA node differs, where missing the node costs less than
     anything the model has for it (now searched as a third pooling), because it prefers hotplug the slot lacks,
     where what the model has for it costs more (a fourth), or because the policy prefers it integrated, where it
-    must be hot-pluggable and pcie.0 is not."""
+    must be hot-pluggable and pcie.0 is not, or because it would take a spare port, where a new port costs more
+    (a fifth)."""
     from pcitopo.solver import solve
 
     found = minimum(request_, policy)
