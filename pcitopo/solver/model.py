@@ -1789,11 +1789,18 @@ def formulate(
             attrs.evolve(c, own_range=c.own_range + extra[c.bus]) if c.own_range is not None and c.bus in extra else c
             for c in contexts
         )
-    moved = spare.get(0, 0) > main_range or (spares_on_expander and spare.get(0, 0) > 0)
+    # the spare ports the main root must add: those it wants less its own empty hot-pluggable ones
+    need = spare.get(0, 0) - contexts[0].empty_hot_ports
+    moved = need > main_range or (spares_on_expander and need > 0)
     if roomiest and moved and contexts[0].root_kind is RootKind.PCIE:
         # the spare ports the main root has no bus numbers for go where the numbers are (an empty hot-pluggable
-        # root port on an expander bus is as spare as one on the main root, and costs the same)
-        spare[roomiest] = max(spare.get(roomiest, 0), spare.pop(0))
+        # root port on an expander bus is as spare as one on the main root, and costs the same); the expander's
+        # layout counts its own empty ones, the main root's count for it too (found by the enumerator: a spare port
+        # added on a pxb-pcie beside two empty ones on pcie.0)
+        wanted = spare.pop(0)
+        if not policy.spare_ports_per_node:
+            wanted = need + contexts[roomiest].empty_hot_ports
+        spare[roomiest] = max(spare.get(roomiest, 0), wanted)
     existing_host_bridges = sum(1 for c in topology.controllers if topology.model(c).root)
 
     variables: list[Variable] = []

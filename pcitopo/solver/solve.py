@@ -65,7 +65,8 @@ Pooling = Literal["lax", "free-only", "spares-taken", "numa-blind", "hotplug-bli
 """How units are put in the free slots of existing buses before the search (:func:`_fill_pools`): where they cost
 nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); as ``free-only`` but in
 empty hot-pluggable ports too, each a spare port less (``spares-taken``: a new port for the unit may cost more);
-as ``lax`` but whatever NUMA node they prefer, missing it where the bus is another node's (``numa-blind``); or as
+as ``lax`` but whatever NUMA node they prefer, missing it where the bus is another node's, and those with none
+on any node's bus too (``numa-blind``); or as
 ``lax`` but units that prefer hotplug on slots without it too, missing it (``hotplug-blind``: the model may have
 nothing better for them, a slot on their NUMA node, say)."""
 POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind")
@@ -734,9 +735,10 @@ def _fill_pools(
                 hotplug_anywhere=pooling == "hotplug-blind",
                 spare_ports=policy.spare_ports > 0 and pooling != "spares-taken",
                 root_hotplug=root_hotplug,
-                numa_anywhere=u.numa_node is not None
-                and not u.numa_strict
-                and (u.numa_node not in reachable or free_numa),
+                numa_anywhere=(
+                    u.numa_node is not None and not u.numa_strict and (u.numa_node not in reachable or free_numa)
+                )
+                or (u.numa_node is None and pooling == "numa-blind"),
             ):
                 continue
             if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:

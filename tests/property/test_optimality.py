@@ -1081,6 +1081,56 @@ _POOLING_CASES = [
         ),
         10 + 39,
     ),
+    (
+        "hotplug+numa: the ahci with no NUMA preference that must be hot-pluggable takes the free slot of the pinned "
+        "pci-bridge below the node-0 pxb-pcie (before: a pci-bridge of its own, 183: no pooling put a device without "
+        "a node on a node's bus)",
+        Topology.build(
+            "aarch64-virt",
+            numa_nodes=2,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-expander-bus", address=_PINNED("0000:00:1d.0"), bus_nr=174, numa_node=0),
+                Controller(2, "dmi-to-pci-bridge", address=_PINNED("0000:01:16.0")),
+                Controller(3, "pci-bridge", address=_PINNED("0000:02:01.0"), chassis_nr=3),
+            ],
+            devices=[
+                Device("d0", "virtio-9p-transitional", address=_PINNED("0000:00:15.0")),
+                Device("r0", "ahci", needs=Needs(hotplug=HotplugNeed.REQUIRED)),
+            ],
+        ),
+        attrs.evolve(
+            Policy.named("hotplug+numa"),
+            weights=_weights(
+                io_reserve_off=40,
+                spare_ports=67,
+                order=90,
+                fewer_controllers=116,
+                hotplug_off_occupied=84,
+                integrated=118,
+                numa=24,
+                primary_video=48,
+            ),
+        ),
+        67,
+    ),
+    (
+        "minimal+numa: pcie.0's two empty hot-pluggable ports are the spare port the policy wants, though its bus "
+        "numbers below the pxb-pcie are spent (before: a spare port added on the pxb-pcie, 1)",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            numa_nodes=1,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-expander-bus", address=_PINNED("0000:00:19.0"), bus_nr=3),
+                _port(2, "0000:00:01.0", 8),
+                _port(3, "0000:00:0e.0", 112),
+            ],
+            devices=[Device("r0", "virtio-input-host", needs=Needs(numa_strict=True))],
+        ),
+        attrs.evolve(Policy.named("minimal+numa"), spare_ports=1),
+        0,
+    ),
 ]
 
 
@@ -1095,7 +1145,7 @@ def test_a_grown_request_s_free_slots_go_to_the_devices_they_cost_least(
     anything the model has for it (now searched as a third pooling), because it prefers hotplug the slot lacks,
     where what the model has for it costs more (a fourth), or because the policy prefers it integrated, where it
     must be hot-pluggable and pcie.0 is not, or because it would take a spare port, where a new port costs more
-    (a fifth)."""
+    (a fifth); and spare ports counted where the main root's empty ones already are the spare ports wanted."""
     from pcitopo.solver import solve
 
     found = minimum(request_, policy)
