@@ -306,15 +306,16 @@ def _domain(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
-    # each bus's model and usable slots, looked up once a bus rather than once an item
-    buses: dict[int, tuple[ControllerModel, range]] = {}
+    # each bus model's usable slots, made once a model rather than once an item (a plan's devices sit each behind a
+    # root port of its own)
+    models = ctx.t._models
+    usable_slots: dict[str, range] = {}
     for item in ctx.placed:
         bus = item.address.bus
-        known = buses.get(bus)
-        if known is None:
-            model = ctx.model(bus)
-            known = buses[bus] = (model, model.slot_range())
-        model, usable = known
+        model = models[bus]
+        usable = usable_slots.get(model.name)
+        if usable is None:
+            usable = usable_slots[model.name] = model.slot_range()
         slot = item.address.slot
         if model.port:
             if slot != 0:
@@ -402,15 +403,18 @@ def _functions(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _placement(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    # an endpoint's checks below depend on its bus, its kind and whether it needs to be integrated alone: a triple
-    # that passed them passes again (the devices of a bridge's bus are mostly of a few kinds)
-    passed: set[tuple[int, str, bool]] = set()
-    # likewise a controller's depend on its bus and its model only (a plan's root ports share both)
-    passed_controllers: set[tuple[int, str]] = set()
+    models = t._models  # each bus's model, by index: every placed item's bus is a controller's
+    # an endpoint's checks below depend on its bus's model, whether the bus is bus 0, its kind and whether it needs
+    # to be integrated alone (Topology.placement_problem answers by the same): a key that passed them passes again,
+    # so that a plan's devices, each behind a root port of its own, are checked once a kind
+    passed: set[tuple[str, bool, str, bool]] = set()
+    # likewise a controller's depend on its bus's model, whether that is bus 0 and its own model only
+    passed_controllers: set[tuple[str, bool, str]] = set()
     for item in ctx.placed:
         bus = item.address.bus
+        bus_model = models[bus].name
         if item.controller is not None:
-            controller_key = (bus, item.controller.model)
+            controller_key = (bus_model, bus == 0, item.controller.model)
             if controller_key in passed_controllers:
                 continue
             model = t.model(item.controller)
@@ -427,7 +431,7 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         device = item.device
         if device is None:
             continue
-        key = (bus, device.kind, device.needs.integrated)
+        key = (bus_model, bus == 0, device.kind, device.needs.integrated)
         if key in passed:
             continue
         kind = t.kind(device)
@@ -1123,6 +1127,8 @@ _TARGET_FIELDS = (
 @_rule
 def _controller_options(ctx: _Context) -> Iterator[Violation]:
     numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
+    # the <target> fields each model does not take, by model name: only those are read of each controller
+    refused: dict[str, tuple[tuple[str, str], ...]] = {}
     for c, model in ctx.controllers:
         if c.qemu_model is not None:
             label = f"{_q(c.name)} ({c.model})"
@@ -1148,7 +1154,10 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                 address=c.address,
             )
         allowed = model.target_options
-        bad = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None and attr not in allowed]
+        fields = refused.get(model.name)
+        if fields is None:
+            fields = refused[model.name] = tuple((f, attr) for f, attr in _TARGET_FIELDS if attr not in allowed)
+        bad = [attr for field, attr in fields if getattr(c, field) is not None]
         if c.index == 0 and numbered_roots:
             bad = [attr for attr in bad if attr != "index"]  # the default host bridge's: rule phb-index
         if bad:
