@@ -163,14 +163,20 @@ class _Item(NamedTuple):
     controller and device, and a tuple is several times cheaper to make.
     """
 
-    label: str
-    """How messages name it: ``'net0'``, ``'pci.3'``, ``built-in 'lpc'``."""
+    builtin: str | None
+    """A built-in device's name (``None`` for a controller or an endpoint)."""
     ident: str | None
     """The id reported in ``Violation.devices`` (``None`` for built-ins)."""
     address: PciAddress
     multifunction: bool | None
     controller: Controller | None = None
     device: Device | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``'net0'``, ``'pci.3'``, ``built-in 'lpc'``. Worded when a message asks: validation
+        makes an item for each of a plan's thousand placed devices and controllers, and words a few."""
+        return repr(self.ident) if self.ident is not None else f"built-in {self.builtin!r}"
 
     @property
     def slot(self) -> tuple[int, int, int]:
@@ -204,18 +210,12 @@ class _Context:
     def items(self) -> tuple[_Item, ...]:
         t = self.t
         new = tuple.__new__  # _Item's own __new__ takes keywords and defaults: several times slower for thousands
-        items = [
-            new(_Item, (f"built-in {_q(b.name)}", None, b.address, b.multifunction or None, None, None))
-            for b in t.builtins()
-        ]
+        items = [new(_Item, (b.name, None, b.address, b.multifunction or None, None, None)) for b in t.builtins()]
         for c in t.controllers:
             if c.address is not None:
-                name = c.name
-                items.append(new(_Item, (repr(name), name, c.address, c.multifunction, c, None)))
+                items.append(new(_Item, (None, c.name, c.address, c.multifunction, c, None)))
         items += [
-            new(_Item, (repr(d.id), d.id, d.address, d.multifunction, None, d))
-            for d in t.devices
-            if d.address is not None
+            new(_Item, (None, d.id, d.address, d.multifunction, None, d)) for d in t.devices if d.address is not None
         ]
         return tuple(items)
 
@@ -371,6 +371,8 @@ def _functions(ctx: _Context) -> Iterator[Violation]:
         functions = sorted({i.address.function for i in items})
         if functions == [0]:
             continue
+        if functions[0] == 0 and next(i for i in items if i.address.function == 0).multifunction is True:
+            continue  # function 0 has multifunction on: the slot of a plan's packed root ports, nothing to word
         first = items[0].address.slot_address
         others = [i for i in items if i.address.function != 0]
         if functions[0] != 0:
