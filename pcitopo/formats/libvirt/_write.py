@@ -562,6 +562,15 @@ class _Writer:
         outer = indent_before(self.text, start)
         unit = self.d._unit
         inner = "" if outer is None else f"\n{outer}{unit}"
+        if len(items) == 1 and end != start_end and len(items[0][1]) == 1 and not items[0][1][0][0]:
+            # one line into an element with content: a device's new <address>, what nearly every call here is (a
+            # plan's thousand devices), written as render() writes it without a block to render
+            anchor, ((_, text),) = items[0]
+            at = start_end if anchor is None else offsets[anchor][4]
+            self.result.append(Edit(at, at, f"{inner}{text}"))
+            if outer is not None and self.text.find("\n", start_end, end_start) < 0:
+                self.result.append(Edit(end_start, end_start, "\n" + outer))
+            return
 
         def render(block: list[tuple[int, str]]) -> str:
             # each line on its own line, indented one unit deeper than the parent per depth (all on one line when
