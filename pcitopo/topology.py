@@ -1003,10 +1003,17 @@ class Topology:
 
     def _io_windows_of(self, sizes: Mapping[int, int]) -> dict[int, int]:
         out: dict[int, int] = {}
+        by_index = self._by_index
+        bridge_bus: dict[int, bool] = {}  # _is_bridge of each bus asked: a plan's root ports are all on bus 0
         for c in self.controllers:
-            if c.address is None or c.index not in sizes or c.address.bus not in self._by_index:
+            a = c.address
+            if a is None or c.index not in sizes or a.bus not in by_index:
                 continue
-            if not self._is_bridge(c.address.bus) and sizes[c.index] > 0:
+            bus = a.bus
+            on_bridge = bridge_bus.get(bus)
+            if on_bridge is None:
+                on_bridge = bridge_bus[bus] = self._is_bridge(bus)
+            if not on_bridge and sizes[c.index] > 0:
                 out[c.index] = sizes[c.index] // IO_WINDOW
         for bus in sorted(self._expanders_own_io):
             # a root bridge of its own to the firmware: its endpoints' IO BARs, rounded up to windows

@@ -1218,8 +1218,11 @@ def _one_per_guest(ctx: _Context) -> Iterator[Violation]:
     if not limited:
         return
     by_family: dict[str, list[Device]] = {}
+    families: dict[str, str] = {}  # each kind's family, looked up once a kind, not once a device
     for d in ctx.t.devices:  # placed or not: QEMU counts devices, not addresses
-        family = ctx.catalog.device(d.kind).family
+        family = families.get(d.kind)
+        if family is None:
+            family = families[d.kind] = ctx.catalog.device(d.kind).family
         if family in limited:
             by_family.setdefault(family, []).append(d)
     for family, devices in sorted(by_family.items()):
