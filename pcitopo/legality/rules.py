@@ -246,7 +246,8 @@ class _Context:
     def controllers(self) -> tuple[tuple[Controller, ControllerModel], ...]:
         """Every controller with its model, looked up once for all the rules that ask."""
         t = self.t
-        return tuple((c, t.model(c)) for c in t.controllers)
+        by_name = t._models_by_name  # what Topology.model finds first for a controller, without the call
+        return tuple((c, by_name.get(c.model) or t.model(c)) for c in t.controllers)
 
     @functools.cached_property
     def host_bridges(self) -> tuple[Controller, ...]:

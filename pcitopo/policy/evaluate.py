@@ -475,11 +475,11 @@ def spare_ports(topology: Topology, *, node: int | None = _ANYWHERE) -> int:
     if topology.machine.pcie:
         occupied = {c.address.bus for c in topology.controllers if c.address is not None}
         occupied |= {d.address.bus for d in topology.devices if d.address is not None}
-        models = topology._models  # each controller's model by index: model() per controller costs twice
+        by_name = topology._models_by_name  # what Topology.model finds first for a controller, without the call
         return sum(
             1
             for c in topology.controllers
-            if models[c.index].port
+            if (by_name.get(c.model) or topology.model(c)).port
             and c.index not in occupied
             and topology.is_hotpluggable(c.index, 0)
             and counted(c.index)
