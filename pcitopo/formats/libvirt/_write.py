@@ -183,8 +183,13 @@ class _Writer:
                 )
             if dev.acpi_index != before.acpi_index:
                 self._set_acpi_index(el, dev.acpi_index)
+            address = dev.address
             if (
-                dev.address == before.address
+                # equal addresses (PciAddress's own __eq__ only where both have one: a plan gives most devices theirs)
+                (
+                    address is before.address
+                    or (address is not None and before.address is not None and address == before.address)
+                )
                 and bool(dev.multifunction) == bool(before.multifunction)
                 and (dev.address is None or self.d._child(el, "address") is not None or self.partial)
             ):
@@ -217,6 +222,8 @@ class _Writer:
 
     def _implied_multifunction(self) -> None:
         """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
+        if not self.d._multi_implied:
+            return  # none read as implied: nothing to write (the common case, looked at once a plan)
         old = {dev.id: dev for dev in self.d.topology.devices}
         for dev in self.topology.devices:
             before = old.get(dev.id)
@@ -232,17 +239,17 @@ class _Writer:
         devices = _child(self.d._root, "devices")
         if devices is None:
             return
-        children = [c for c in devices if isinstance(c.tag, str)]
+        if not self.d._implicit:
+            return
+        last: dict[str, _Element] = {}  # the last child element of each tag: where an implicit one goes after
+        for c in devices:
+            if isinstance(c.tag, str):
+                last[c.tag] = c
         for dev in self.topology.devices:
             implicit = self.d._implicit.get(dev.id)
             if implicit is None:
                 continue
-            anchor: _Element | str = "last"
-            for tag in implicit.after:
-                found = [c for c in children if c.tag == tag]
-                if found:
-                    anchor = found[-1]
-                    break
+            anchor: _Element | str = next((last[tag] for tag in implicit.after if tag in last), "last")
             self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
 
     def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
