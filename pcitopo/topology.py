@@ -1003,10 +1003,17 @@ class Topology:
 
     def _io_windows_of(self, sizes: Mapping[int, int]) -> dict[int, int]:
         out: dict[int, int] = {}
+        by_index = self._by_index
+        bridge_bus: dict[int, bool] = {}  # _is_bridge of each bus asked: a plan's root ports are all on bus 0
         for c in self.controllers:
-            if c.address is None or c.index not in sizes or c.address.bus not in self._by_index:
+            a = c.address
+            if a is None or c.index not in sizes or a.bus not in by_index:
                 continue
-            if not self._is_bridge(c.address.bus) and sizes[c.index] > 0:
+            bus = a.bus
+            on_bridge = bridge_bus.get(bus)
+            if on_bridge is None:
+                on_bridge = bridge_bus[bus] = self._is_bridge(bus)
+            if not on_bridge and sizes[c.index] > 0:
                 out[c.index] = sizes[c.index] // IO_WINDOW
         for bus in sorted(self._expanders_own_io):
             # a root bridge of its own to the firmware: its endpoints' IO BARs, rounded up to windows
@@ -1331,13 +1338,18 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
     Sizes = tuple[int, int, int, int, int, tuple[int, str], tuple[int, str]]
     sizes: dict[int, Sizes] = {}
 
+    # the firmware's values, read once: a bridge's sizes are worked out for each of a plan's hundred root ports
+    window, mem_reserve, pref64_reserve = fw.mem_window, fw.mem_reserve, fw.pref64_reserve
+    reserving = fw.mem_reserve_models
+    nothing: tuple[int, str] = (0, "")
+
     def size_of(index: int) -> Sizes:
         """(memory window, 64-bit window, its alignment, reserved 32, reserved 64, biggest owners) of a bridge."""
         if index in sizes:
             return sizes[index]
-        sizes[index] = (0, 0, 0, 0, 0, (0, ""), (0, ""))  # guards against cycles
+        sizes[index] = (0, 0, 0, 0, 0, nothing, nothing)  # guards against cycles
         record = direct.get(index)
-        mem, pref, align, own32, own64 = record if record is not None else (0, 0, 0, (0, ""), (0, ""))
+        mem, pref, align, own32, own64 = record if record is not None else (0, 0, 0, nothing, nothing)
         res32 = res64 = 0
         for child in children.get(index, ()):
             if child not in cycles and child in bridges:
@@ -1345,32 +1357,38 @@ def _mmio(t: Topology, fw: Firmware, *, unplaced: bool = False) -> Mmio:
                 mem, pref, align = mem + cm, pref + cp, max(align, ca)
                 res32, res64 = res32 + cr32, res64 + cr64
                 own32, own64 = max(own32, co32), max(own64, co64)
-        mem = _align(mem, fw.mem_window)
-        align = max(align, fw.mem_window) if pref else 0
-        pref = _align(pref, align) if pref else 0
+        mem = -(-mem // window) * window  # _align(mem, window), inlined
+        if pref:
+            align = max(align, window)
+            pref = -(-pref // align) * align
+        else:
+            align = 0
         c = by_index[index]
-        if c.hotplug is not False and fw.reserves_mem(c.model):
-            if mem < fw.mem_reserve:
-                res32, mem = res32 + fw.mem_reserve - mem, fw.mem_reserve
-            if pref < fw.pref64_reserve:
-                res64, pref = res64 + fw.pref64_reserve - pref, fw.pref64_reserve
-                align = max(align, fw.pref64_reserve)
-        sizes[index] = (mem, pref, align, res32, res64, own32, own64)
-        return sizes[index]
+        if c.hotplug is not False and c.model in reserving:  # fw.reserves_mem(c.model)
+            if mem < mem_reserve:
+                res32, mem = res32 + mem_reserve - mem, mem_reserve
+            if pref < pref64_reserve:
+                res64, pref = res64 + pref64_reserve - pref, pref64_reserve
+                align = max(align, pref64_reserve)
+        found = sizes[index] = (mem, pref, align, res32, res64, own32, own64)
+        return found
 
     tops32, tops64 = list(root32), list(root64)
     reserved32 = reserved64 = 0
     top_align = max((size for _, size, _ in root64), default=0)
     for c in t.controllers:
-        if c.address is None or c.index in cycles or c.index not in bridges or c.address.bus not in by_index:
+        a = c.address
+        if a is None or c.index in cycles or c.index not in bridges or a.bus not in by_index:
             continue
-        if c.address.bus in bridges:
+        if a.bus in bridges:
             continue
         mem, pref, align, r32, r64, own32, own64 = size_of(c.index)
-        if mem:
-            tops32.append((c.name, mem, own32[1] or c.name))
-        if pref:
-            tops64.append((c.name, pref, own64[1] or c.name))
+        if mem or pref:
+            name = c.name  # a property: read once
+            if mem:
+                tops32.append((name, mem, own32[1] or name))
+            if pref:
+                tops64.append((name, pref, own64[1] or name))
         top_align = max(top_align, align)
         reserved32 += r32
         reserved64 += r64

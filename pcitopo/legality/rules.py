@@ -163,14 +163,20 @@ class _Item(NamedTuple):
     controller and device, and a tuple is several times cheaper to make.
     """
 
-    label: str
-    """How messages name it: ``'net0'``, ``'pci.3'``, ``built-in 'lpc'``."""
+    builtin: str | None
+    """A built-in device's name (``None`` for a controller or an endpoint)."""
     ident: str | None
     """The id reported in ``Violation.devices`` (``None`` for built-ins)."""
     address: PciAddress
     multifunction: bool | None
     controller: Controller | None = None
     device: Device | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``'net0'``, ``'pci.3'``, ``built-in 'lpc'``. Worded when a message asks: validation
+        makes an item for each of a plan's thousand placed devices and controllers, and words a few."""
+        return repr(self.ident) if self.ident is not None else f"built-in {self.builtin!r}"
 
     @property
     def slot(self) -> tuple[int, int, int]:
@@ -204,18 +210,12 @@ class _Context:
     def items(self) -> tuple[_Item, ...]:
         t = self.t
         new = tuple.__new__  # _Item's own __new__ takes keywords and defaults: several times slower for thousands
-        items = [
-            new(_Item, (f"built-in {_q(b.name)}", None, b.address, b.multifunction or None, None, None))
-            for b in t.builtins()
-        ]
+        items = [new(_Item, (b.name, None, b.address, b.multifunction or None, None, None)) for b in t.builtins()]
         for c in t.controllers:
             if c.address is not None:
-                name = c.name
-                items.append(new(_Item, (repr(name), name, c.address, c.multifunction, c, None)))
+                items.append(new(_Item, (None, c.name, c.address, c.multifunction, c, None)))
         items += [
-            new(_Item, (repr(d.id), d.id, d.address, d.multifunction, None, d))
-            for d in t.devices
-            if d.address is not None
+            new(_Item, (None, d.id, d.address, d.multifunction, None, d)) for d in t.devices if d.address is not None
         ]
         return tuple(items)
 
@@ -246,7 +246,8 @@ class _Context:
     def controllers(self) -> tuple[tuple[Controller, ControllerModel], ...]:
         """Every controller with its model, looked up once for all the rules that ask."""
         t = self.t
-        return tuple((c, t.model(c)) for c in t.controllers)
+        by_name = t._models_by_name  # what Topology.model finds first for a controller, without the call
+        return tuple((c, by_name.get(c.model) or t.model(c)) for c in t.controllers)
 
     @functools.cached_property
     def host_bridges(self) -> tuple[Controller, ...]:
@@ -306,15 +307,16 @@ def _domain(ctx: _Context) -> Iterator[Violation]:
 
 @_rule
 def _slot_ranges(ctx: _Context) -> Iterator[Violation]:
-    # each bus's model and usable slots, looked up once a bus rather than once an item
-    buses: dict[int, tuple[ControllerModel, range]] = {}
+    # each bus model's usable slots, made once a model rather than once an item (a plan's devices sit each behind a
+    # root port of its own)
+    models = ctx.t._models
+    usable_slots: dict[str, range] = {}
     for item in ctx.placed:
         bus = item.address.bus
-        known = buses.get(bus)
-        if known is None:
-            model = ctx.model(bus)
-            known = buses[bus] = (model, model.slot_range())
-        model, usable = known
+        model = models[bus]
+        usable = usable_slots.get(model.name)
+        if usable is None:
+            usable = usable_slots[model.name] = model.slot_range()
         slot = item.address.slot
         if model.port:
             if slot != 0:
@@ -370,6 +372,8 @@ def _functions(ctx: _Context) -> Iterator[Violation]:
         functions = sorted({i.address.function for i in items})
         if functions == [0]:
             continue
+        if functions[0] == 0 and next(i for i in items if i.address.function == 0).multifunction is True:
+            continue  # function 0 has multifunction on: the slot of a plan's packed root ports, nothing to word
         first = items[0].address.slot_address
         others = [i for i in items if i.address.function != 0]
         if functions[0] != 0:
@@ -402,15 +406,18 @@ def _functions(ctx: _Context) -> Iterator[Violation]:
 @_rule
 def _placement(ctx: _Context) -> Iterator[Violation]:
     t = ctx.t
-    # an endpoint's checks below depend on its bus, its kind and whether it needs to be integrated alone: a triple
-    # that passed them passes again (the devices of a bridge's bus are mostly of a few kinds)
-    passed: set[tuple[int, str, bool]] = set()
-    # likewise a controller's depend on its bus and its model only (a plan's root ports share both)
-    passed_controllers: set[tuple[int, str]] = set()
+    models = t._models  # each bus's model, by index: every placed item's bus is a controller's
+    # an endpoint's checks below depend on its bus's model, whether the bus is bus 0, its kind and whether it needs
+    # to be integrated alone (Topology.placement_problem answers by the same): a key that passed them passes again,
+    # so that a plan's devices, each behind a root port of its own, are checked once a kind
+    passed: set[tuple[str, bool, str, bool]] = set()
+    # likewise a controller's depend on its bus's model, whether that is bus 0 and its own model only
+    passed_controllers: set[tuple[str, bool, str]] = set()
     for item in ctx.placed:
         bus = item.address.bus
+        bus_model = models[bus].name
         if item.controller is not None:
-            controller_key = (bus, item.controller.model)
+            controller_key = (bus_model, bus == 0, item.controller.model)
             if controller_key in passed_controllers:
                 continue
             model = t.model(item.controller)
@@ -427,7 +434,7 @@ def _placement(ctx: _Context) -> Iterator[Violation]:
         device = item.device
         if device is None:
             continue
-        key = (bus, device.kind, device.needs.integrated)
+        key = (bus_model, bus == 0, device.kind, device.needs.integrated)
         if key in passed:
             continue
         kind = t.kind(device)
@@ -1123,6 +1130,8 @@ _TARGET_FIELDS = (
 @_rule
 def _controller_options(ctx: _Context) -> Iterator[Violation]:
     numbered_roots = any("target-index" in ctx.catalog.controller(m).identity for m in ctx.machine.controllers)
+    # the <target> fields each model does not take, by model name: only those are read of each controller
+    refused: dict[str, tuple[tuple[str, str], ...]] = {}
     for c, model in ctx.controllers:
         if c.qemu_model is not None:
             label = f"{_q(c.name)} ({c.model})"
@@ -1148,7 +1157,10 @@ def _controller_options(ctx: _Context) -> Iterator[Violation]:
                 address=c.address,
             )
         allowed = model.target_options
-        bad = [attr for field, attr in _TARGET_FIELDS if getattr(c, field) is not None and attr not in allowed]
+        fields = refused.get(model.name)
+        if fields is None:
+            fields = refused[model.name] = tuple((f, attr) for f, attr in _TARGET_FIELDS if attr not in allowed)
+        bad = [attr for field, attr in fields if getattr(c, field) is not None]
         if c.index == 0 and numbered_roots:
             bad = [attr for attr in bad if attr != "index"]  # the default host bridge's: rule phb-index
         if bad:
@@ -1207,8 +1219,11 @@ def _one_per_guest(ctx: _Context) -> Iterator[Violation]:
     if not limited:
         return
     by_family: dict[str, list[Device]] = {}
+    families: dict[str, str] = {}  # each kind's family, looked up once a kind, not once a device
     for d in ctx.t.devices:  # placed or not: QEMU counts devices, not addresses
-        family = ctx.catalog.device(d.kind).family
+        family = families.get(d.kind)
+        if family is None:
+            family = families[d.kind] = ctx.catalog.device(d.kind).family
         if family in limited:
             by_family.setdefault(family, []).append(d)
     for family, devices in sorted(by_family.items()):

@@ -328,8 +328,13 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
     usage = result.slot_usage()
     # without overrides, a device's effective needs depend on its kind and own needs only: once per pair
     same_needs: dict[tuple[str, tuple[object, ...]], Needs] | None = None if policy.overrides else {}
+    # what every device's terms look at, read once: a plan places a thousand devices
+    hotpluggable, preferred, anyhow = result.is_hotpluggable, HotplugNeed.PREFERRED, HotplugNeed.ANY
+    integrated, off_occupied = policy.prefer_integrated, policy.hotplug_off_occupied
+    hotplug_weight, numa_weight = weights["hotplug"], weights["numa"]
     for d in result.devices:
-        if d.id not in pending or d.address is None:
+        a = d.address
+        if a is None or d.id not in pending:
             continue
         if same_needs is None:
             needs = effective_needs(result, policy, d)
@@ -337,13 +342,14 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
             key = (d.kind, _needs_key(d.needs))
             found = same_needs.get(key)
             needs = found if found is not None else same_needs.setdefault(key, effective_needs(result, policy, d))
-        bus, slot = d.address.bus, d.address.slot
-        hot = result.is_hotpluggable(bus, slot)
-        if needs.hotplug is HotplugNeed.PREFERRED:
+        bus, slot = a.bus, a.slot
+        hotplug = needs.hotplug
+        hot = hotpluggable(bus, slot)  # asked of every device: an unknown bus raises, as evaluate() says
+        if hotplug is preferred:
             # a constant to compare with rather than two new sets a device (a missing slot is not {0} either)
-            alone = usage.get((d.address.domain, bus, slot)) == _FUNCTION_ZERO and d.address.function == 0
+            alone = usage.get((a.domain, bus, slot)) == _FUNCTION_ZERO and a.function == 0
             out.append(
-                SoftResult("hotplug", hot and alone, weights["hotplug"], f"{d.id!r} alone on a hotpluggable slot", d.id)
+                SoftResult("hotplug", hot and alone, hotplug_weight, f"{d.id!r} alone on a hotpluggable slot", d.id)
             )
         if needs.numa_node is not None and not needs.numa_strict:
             node = result.numa_node_of_bus(bus)
@@ -351,16 +357,16 @@ def soft_results(request: Topology, result: Topology, policy: Policy) -> tuple[S
                 SoftResult(
                     "numa",
                     node == needs.numa_node,
-                    weights["numa"],
+                    numa_weight,
                     f"{d.id!r} under NUMA node {needs.numa_node}",
                     d.id,
                 )
             )
-        if policy.prefer_integrated and result.kind(d).integrated is not Integrated.FORBIDDEN:
+        if integrated and result.kind(d).integrated is not Integrated.FORBIDDEN:
             out.append(
                 SoftResult("integrated", bus == 0, weights["integrated"], f"{d.id!r} integrated on the root bus", d.id)
             )
-        if policy.hotplug_off_occupied and needs.hotplug is HotplugNeed.ANY:
+        if off_occupied and hotplug is anyhow:
             out.append(
                 SoftResult(
                     "hotplug-off-occupied",
@@ -469,10 +475,11 @@ def spare_ports(topology: Topology, *, node: int | None = _ANYWHERE) -> int:
     if topology.machine.pcie:
         occupied = {c.address.bus for c in topology.controllers if c.address is not None}
         occupied |= {d.address.bus for d in topology.devices if d.address is not None}
+        by_name = topology._models_by_name  # what Topology.model finds first for a controller, without the call
         return sum(
             1
             for c in topology.controllers
-            if topology.model(c).port
+            if (by_name.get(c.model) or topology.model(c)).port
             and c.index not in occupied
             and topology.is_hotpluggable(c.index, 0)
             and counted(c.index)

@@ -670,16 +670,16 @@ def _usb2_slot_groups(
 
 
 def _libvirt_controller_order(
-    devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int]
+    devices: list[Device], elements: Mapping[str, _Element], indexes: Mapping[_Element, int], slots: list[int]
 ) -> list[Device]:
     """Controllers in the order libvirt keeps them after parsing, other devices where they are.
 
     ``virDomainControllerInsertPreAlloced`` puts a parsed controller right
     after the last one of its type with a lower index (before one with a
     higher index); a type not seen yet goes at the end. That order is the
-    one ``qemuDomainAssignDevicePCISlots`` follows.
+    one ``qemuDomainAssignDevicePCISlots`` follows. ``slots``: the positions of the devices of ``<controller>``
+    elements in ``devices``.
     """
-    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == "controller"]
     if len(slots) < 2:
         return devices
     order: list[Device] = []
@@ -704,13 +704,17 @@ def _libvirt_controller_order(
 
 
 def _libvirt_disk_order(
-    devices: list[Device], elements: Mapping[str, _Element], child: Callable[[_Element, str], _Element | None]
+    devices: list[Device],
+    elements: Mapping[str, _Element],
+    child: Callable[[_Element, str], _Element | None],
+    slots: list[int],
 ) -> list[Device]:
     """Disks in the order libvirt keeps them (by bus, then target name), other devices where they are.
 
     libvirt sorts ``<disk>`` elements when it parses a domain, so its
     placement, and definition order, follow ``vda, vdb, ...``. ``child`` finds
-    a child element (:func:`_child`, or the domain's index of them).
+    a child element (:func:`_child`, or the domain's index of them); ``slots``
+    are the positions of the disks in ``devices``.
     """
 
     def key(dev: Device) -> tuple[str, int, str]:
@@ -719,25 +723,24 @@ def _libvirt_disk_order(
         bus = str(target.get("bus", "")) if target is not None else ""
         return (bus, _disk_name_index(name), name)
 
-    return _sorted_in_place(devices, elements, "disk", key)
+    return _sorted_in_place(devices, slots, key)
 
 
 def _libvirt_video_order(
-    devices: list[Device], elements: Mapping[str, _Element], primary: _Element | None
+    devices: list[Device], elements: Mapping[str, _Element], primary: _Element | None, slots: list[int]
 ) -> list[Device]:
     """Videos in the order libvirt keeps them: the primary (``primary='yes'``) first, the others after it.
 
     libvirt's parser moves the primary video to the front, so it is placed
-    first and named ``video0``.
+    first and named ``video0``. ``slots`` are the positions of the videos in ``devices``.
     """
-    return _sorted_in_place(devices, elements, "video", lambda dev: elements[dev.id] is not primary)
+    return _sorted_in_place(devices, slots, lambda dev: elements[dev.id] is not primary)
 
 
-def _sorted_in_place(
-    devices: list[Device], elements: Mapping[str, _Element], tag: str, key: Callable[[Device], Any]
-) -> list[Device]:
-    """The devices of element ``tag`` sorted by ``key`` (stably) into the positions they held; the others stay."""
-    slots = [i for i, dev in enumerate(devices) if elements[dev.id].tag == tag]
+def _sorted_in_place(devices: list[Device], slots: list[int], key: Callable[[Device], Any]) -> list[Device]:
+    """The devices at ``slots`` (the positions of one element tag's) sorted by ``key`` (stably) into those
+    positions; the others stay. The reader lists each tag's positions as it makes the devices: asking each
+    device's element its tag again, for disks, videos and controllers, was three passes over a plan's devices."""
     if len(slots) < 2:
         return devices
     out = list(devices)
@@ -920,6 +923,7 @@ class _Reader:
         devices: list[Device] = []
         d._elements = {}
         counts: dict[str, int] = {}
+        positions: dict[str, list[int]] = {}  # each element tag's devices, by their position in devices
         for el, where in zip(children, paths, strict=True):
             tag = str(el.tag)
             n = counts.get(tag, 0)
@@ -972,9 +976,11 @@ class _Reader:
             except InvalidInput as exc:
                 raise _bad(where, exc.reason) from None
             d._elements[ident] = el
-        devices = _libvirt_disk_order(devices, d._elements, d._child)
-        devices = _libvirt_video_order(devices, d._elements, ctx.first_video)
-        devices = _libvirt_controller_order(devices, d._elements, controller_indexes)
+            positions.setdefault(tag, []).append(len(devices) - 1)
+        # the sorts below permute devices of one tag among their own positions: each tag's stay where they are
+        devices = _libvirt_disk_order(devices, d._elements, d._child, positions.get("disk", []))
+        devices = _libvirt_video_order(devices, d._elements, ctx.first_video, positions.get("video", []))
+        devices = _libvirt_controller_order(devices, d._elements, controller_indexes, positions.get("controller", []))
         devices = _usb2_slot_groups(devices, d._elements, controller_indexes)
         d._implicit = {}
         for kind, index, implicit in _implicit_elements(children, ctx):

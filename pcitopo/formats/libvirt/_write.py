@@ -42,7 +42,7 @@ def _libvirt_defaults(topology: Topology, wanted: set[int]) -> dict[int, tuple[C
 
     The ``<target>`` values come from :mod:`pcitopo.legality.identity`
     (:class:`~pcitopo.errors.InvalidTopology` when libvirt has none left to give). The controllers are not
-    evolved here: a new controller is only written (:func:`_controller_lines` reads the changes), and most
+    evolved here: a new controller is only written (:meth:`_Writer._controllers_text` reads the changes), and most
     changes a plan's new ports get are their model name alone.
     """
     values = identity.defaults(topology, wanted)
@@ -117,31 +117,6 @@ def _target_lines(c: Controller) -> list[tuple[int, str]]:
     return [(0, f"<target{attr_text}>"), (1, f"<node>{c.numa_node}</node>"), (0, "</target>")]
 
 
-def _controller_lines(c: Controller, changes: Mapping[str, Any] | None = None) -> list[tuple[int, str]]:
-    """The lines of a new ``<controller>`` element for ``c`` with ``changes`` (:func:`_libvirt_defaults`) made.
-
-    A change of the model name alone is read here rather than made by evolving the controller.
-    """
-    qemu_model = c.qemu_model
-    if changes:
-        if changes.keys() == {"qemu_model"}:
-            qemu_model = changes["qemu_model"]
-        else:
-            c = _evolve(c, changes)
-            qemu_model = c.qemu_model
-    model = "pci-root" if c.model == "spapr-pci-host-bridge" else c.model
-    lines: list[tuple[int, str]] = [(0, f"<controller type='pci' index='{c.index}' model='{model}'>")]
-    if qemu_model is not None:
-        lines.append((1, f"<model name='{qemu_model}'/>"))
-    lines += [(depth + 1, text) for depth, text in _target_lines(c)]
-    if c.id is not None:
-        lines.append((1, f"<alias name='{c.id}'/>"))
-    if c.address is not None:
-        lines.append((1, _format_address(c.address, c.multifunction)))
-    lines.append((0, "</controller>"))
-    return lines
-
-
 class _Writer:
     """Works out the text edits that turn a domain's document into one for ``topology``."""
 
@@ -208,8 +183,13 @@ class _Writer:
                 )
             if dev.acpi_index != before.acpi_index:
                 self._set_acpi_index(el, dev.acpi_index)
+            address = dev.address
             if (
-                dev.address == before.address
+                # equal addresses (PciAddress's own __eq__ only where both have one: a plan gives most devices theirs)
+                (
+                    address is before.address
+                    or (address is not None and before.address is not None and address == before.address)
+                )
                 and bool(dev.multifunction) == bool(before.multifunction)
                 and (dev.address is None or self.d._child(el, "address") is not None or self.partial)
             ):
@@ -242,6 +222,8 @@ class _Writer:
 
     def _implied_multifunction(self) -> None:
         """Write ``multifunction='on'`` that libvirt would add (read as set) where nothing else rewrote the address."""
+        if not self.d._multi_implied:
+            return  # none read as implied: nothing to write (the common case, looked at once a plan)
         old = {dev.id: dev for dev in self.d.topology.devices}
         for dev in self.topology.devices:
             before = old.get(dev.id)
@@ -257,17 +239,17 @@ class _Writer:
         devices = _child(self.d._root, "devices")
         if devices is None:
             return
-        children = [c for c in devices if isinstance(c.tag, str)]
+        if not self.d._implicit:
+            return
+        last: dict[str, _Element] = {}  # the last child element of each tag: where an implicit one goes after
+        for c in devices:
+            if isinstance(c.tag, str):
+                last[c.tag] = c
         for dev in self.topology.devices:
             implicit = self.d._implicit.get(dev.id)
             if implicit is None:
                 continue
-            anchor: _Element | str = "last"
-            for tag in implicit.after:
-                found = [c for c in children if c.tag == tag]
-                if found:
-                    anchor = found[-1]
-                    break
+            anchor: _Element | str = next((last[tag] for tag in implicit.after if tag in last), "last")
             self._add_child(devices, anchor, implicit.lines(dev.address, dev.multifunction))
 
     def _set_address(self, el: _Element, address: PciAddress | None, multifunction: bool | None) -> None:
@@ -507,13 +489,56 @@ class _Writer:
             if found:
                 anchor = found[-1]
                 break
-        lines: list[tuple[int, str]] = []
-        for c, changes in controllers:
-            lines += _controller_lines(c, changes)
+        lines = [(0, self._controllers_text(devices, controllers))]
         if anchor is None:
             self._add_child(devices, "first", lines)
         else:
             self._add_child(devices, anchor, lines)
+
+    def _controllers_text(self, parent: _Element, controllers: list[tuple[Controller, dict[str, Any]]]) -> str:
+        """The new controllers' elements (each with the ``changes`` of :func:`_libvirt_defaults` made) as one line
+        for ``parent``, indented as :meth:`_insert_children` renders lines, the first line's indent left to it.
+
+        A change of the model name alone is read here rather than made by evolving the controller.
+
+        A plan adds a controller for nearly every device (its root port): each written with its indents in one
+        format, where a line of each element was a tuple rendered on its own (a third of the writer's work).
+        """
+        outer = indent_before(self.text, self.d._offsets[parent][1])
+        unit = self.d._unit
+        # the text before a line of each depth but the first (render: on its own line, one unit deeper a depth)
+        inner = "" if outer is None else f"\n{outer}{unit}"
+        at0, at1, at2 = inner, inner + unit if inner else "", inner + 2 * unit if inner else ""
+        parts: list[str] = []
+        for c, changes in controllers:
+            qemu_model = c.qemu_model
+            if changes:
+                if changes.keys() == {"qemu_model"}:
+                    qemu_model = changes["qemu_model"]
+                else:
+                    c = _evolve(c, changes)
+                    qemu_model = c.qemu_model
+            model = "pci-root" if c.model == "spapr-pci-host-bridge" else c.model
+            parts.append(f"{at0}<controller type='pci' index='{c.index}' model='{model}'>")
+            if qemu_model is not None:
+                parts.append(f"{at1}<model name='{qemu_model}'/>")
+            if c.chassis_nr is None and c.bus_nr is None and c.target_index is None and c.hotplug is None:
+                # a root port's target (chassis and port) or none: _target_attrs' loop, written out
+                attr_text = "" if c.chassis is None else f" chassis='{c.chassis}'"
+                if c.port is not None:
+                    attr_text += " port='0x%x'" % c.port  # noqa: UP031 - as _TARGET_ATTRS formats it
+            else:
+                attr_text = "".join([f" {k}='{v}'" for k, v in _target_attrs(c)])
+            if c.numa_node is not None:
+                parts.append(f"{at1}<target{attr_text}>{at2}<node>{c.numa_node}</node>{at1}</target>")
+            elif attr_text:
+                parts.append(f"{at1}<target{attr_text}/>")
+            if c.id is not None:
+                parts.append(f"{at1}<alias name='{c.id}'/>")
+            if c.address is not None:
+                parts.append(at1 + _format_address(c.address, c.multifunction))
+            parts.append(f"{at0}</controller>")
+        return "".join(parts)[len(at0) :]
 
     def _add_index(self, el: _Element, index: int) -> None:
         span = self.d._span(el)
@@ -544,6 +569,15 @@ class _Writer:
         outer = indent_before(self.text, start)
         unit = self.d._unit
         inner = "" if outer is None else f"\n{outer}{unit}"
+        if len(items) == 1 and end != start_end and len(items[0][1]) == 1 and not items[0][1][0][0]:
+            # one line into an element with content: a device's new <address>, what nearly every call here is (a
+            # plan's thousand devices), written as render() writes it without a block to render
+            anchor, ((_, text),) = items[0]
+            at = start_end if anchor is None else offsets[anchor][4]
+            self.result.append(Edit(at, at, f"{inner}{text}"))
+            if outer is not None and self.text.find("\n", start_end, end_start) < 0:
+                self.result.append(Edit(end_start, end_start, "\n" + outer))
+            return
 
         def render(block: list[tuple[int, str]]) -> str:
             # each line on its own line, indented one unit deeper than the parent per depth (all on one line when
