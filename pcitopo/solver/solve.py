@@ -61,15 +61,25 @@ from pcitopo.violation import Violation
 
 __all__ = ["solve"]
 
-Pooling = Literal["lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind"]
+Pooling = Literal["lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind", "ports-kept", "packed"]
 """How units are put in the free slots of existing buses before the search (:func:`_fill_pools`): where they cost
 nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); as ``free-only`` but in
 empty hot-pluggable ports too, each a spare port less (``spares-taken``: a new port for the unit may cost more);
 as ``lax`` but whatever NUMA node they prefer, missing it where the bus is another node's, and those with none
 on any node's bus too (``numa-blind``); or as
 ``lax`` but units that prefer hotplug on slots without it too, missing it (``hotplug-blind``: the model may have
-nothing better for them, a slot on their NUMA node, say)."""
-POOLINGS: tuple[Pooling, ...] = ("lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind")
+nothing better for them, a slot on their NUMA node, say); as ``lax`` but leaving empty ports empty (``ports-kept``:
+a new bridge tree or switch may take one instead of a root port of its own); or as ``free-only`` with units that
+need no hotplug sharing a slot as its functions, where the policy packs them so (``packed``)."""
+POOLINGS: tuple[Pooling, ...] = (
+    "lax",
+    "free-only",
+    "spares-taken",
+    "numa-blind",
+    "hotplug-blind",
+    "ports-kept",
+    "packed",
+)
 
 
 def __dir__() -> list[str]:
@@ -708,6 +718,11 @@ def _fill_pools(
     # a node missed costs nothing, or the variant that weighs missing it against the model's places for the unit
     free_numa = not policy.weights["numa"] or pooling == "numa-blind"
     free: dict[int, list[int]] = {i: list(p.slots) for i, p in enumerate(pools)}
+    if pooling == "ports-kept":
+        free = {i: [] if p.behind_port else slots for (i, slots), p in zip(free.items(), pools, strict=True)}
+    packs = pooling == "packed" and policy.port_packing == "multifunction"
+    # with packs: slots of the pools holding units that need no hotplug, by pool, and the functions they hold
+    shared: dict[tuple[int, int], list[str]] = {}
     placements: dict[str, PciAddress] = {}
     multifunction: set[str] = set()
     left: list[Unit] = []
@@ -725,13 +740,18 @@ def _fill_pools(
         if u.switch_group is not None or u.bus_group is not None:
             left.append(u)  # a group is placed as one, by the search
             continue
-        for i, pool in enumerate(pools):
-            if not free[i] or not unit_fits_pool(
+        floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
+        floor = max(floors) if floors else None
+        fitting = [
+            i
+            for i, pool in enumerate(pools)
+            if (free[i] or packs)
+            and unit_fits_pool(
                 u,
                 pool,
                 prefer_integrated=policy.prefer_integrated,
                 hotplug_off_occupied=policy.hotplug_off_occupied,
-                free_only=pooling in ("free-only", "spares-taken"),
+                free_only=pooling in ("free-only", "spares-taken", "packed"),
                 hotplug_anywhere=pooling == "hotplug-blind",
                 spare_ports=policy.spare_ports > 0 and pooling != "spares-taken",
                 root_hotplug=root_hotplug,
@@ -739,29 +759,46 @@ def _fill_pools(
                     u.numa_node is not None and not u.numa_strict and (u.numa_node not in reachable or free_numa)
                 )
                 or (u.numa_node is None and pooling == "numa-blind"),
-            ):
-                continue
-            if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:
-                continue
-            floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
-            floor = max(floors) if floors else None
-            for slot in free[i]:
-                a = PciAddress(bus=pool.bus, slot=slot)
-                if floor is None or a > floor:
-                    spot = (i, slot)
-                    break
-            if spot:
+            )
+            and not (
+                u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left
+            )
+        ]
+        if packs and _packable(u):
+            # a slot already holding such a unit first: a function of it, not a slot of its own
+            spot = next(
+                (
+                    (i, slot)
+                    for (i, slot), ids in shared.items()
+                    if i in fitting
+                    and len(ids) < 8
+                    and (floor is None or PciAddress(bus=pools[i].bus, slot=slot, function=len(ids)) > floor)
+                ),
+                None,
+            )
+        for i in fitting if spot is None else ():
+            above = [s for s in free[i] if floor is None or PciAddress(bus=pools[i].bus, slot=s) > floor]
+            if above:
+                spot = (i, above[0])
                 break
         if spot is None:
             left.append(u)
             continue
         i, slot = spot
-        free[i].remove(slot)
         pool = pools[i]
         if u.has_io:
             if io_left is not None:
                 io_left -= _more_windows(topology, io_bytes, pool.bus, u.io_size)
             io_bytes[pool.bus] = io_bytes.get(pool.bus, 0) + u.io_size
+        if (i, slot) in shared:
+            ids = shared[(i, slot)]
+            placements[u.devices[0].id] = PciAddress(bus=pool.bus, slot=slot, function=len(ids))
+            multifunction.add(ids[0])
+            ids.append(u.devices[0].id)
+            continue
+        free[i].remove(slot)
+        if packs and _packable(u):
+            shared[(i, slot)] = [u.devices[0].id]
         functions = unit_functions(u.devices)
         for f, d in zip(functions, u.devices, strict=True):
             placements[d.id] = PciAddress(bus=pool.bus, slot=slot, function=f)
@@ -777,6 +814,13 @@ def _fill_pools(
     ]
     remaining = tuple(sorted(left, key=lambda u: u.position))
     return topology.replace(devices=devices), remaining
+
+
+def _packable(u: Unit) -> bool:
+    """Whether a unit may share a pool's slot with others as one of its functions (``packed`` pooling): one device,
+    no hotplug need, no function of its own asked for."""
+    (device, *more) = u.devices
+    return not more and u.hotplug is HotplugNeed.ANY and device.needs.function is None
 
 
 def _more_windows(topology: Topology, io_bytes: Mapping[int, int], bus: int, size: int) -> int:

@@ -1131,6 +1131,46 @@ _POOLING_CASES = [
         attrs.evolve(Policy.named("minimal+numa"), spare_ports=1),
         0,
     ),
+    (
+        "hotplug, hotplug off on occupied positions: the two vfio-pci with no hotplug need share the pinned cold port "
+        "as functions 0 and 1 (before: one there, the other on a new port, 1)",
+        Topology.build(
+            "aarch64-virt-highmem-off",
+            numa_nodes=2,
+            controllers=[
+                Controller(0, "pcie-root"),
+                _port(1, "0000:00:03.0", 24),
+                Controller(2, "pcie-expander-bus", address=_PINNED("0000:00:16.0"), bus_nr=9),
+                _port(3, "0000:00:0a.0", 80, hotplug=False),
+            ],
+            devices=[
+                Device("d0", "vhost-user-fs", address=_PINNED("0000:00:01.0"), needs=Needs(integrated=True)),
+                Device(
+                    "d1",
+                    "virtio-gpu",
+                    address=_PINNED("0000:00:02.0"),
+                    needs=Needs(hotplug=HotplugNeed.FORBIDDEN, integrated=True),
+                ),
+                Device("d2", "piix4-uhci", address=_PINNED("0000:00:18.0"), needs=Needs(integrated=True)),
+                Device("r0", "vfio-pci", needs=Needs(numa_strict=True)),
+                Device("r1", "vfio-pci", needs=Needs(numa_strict=True)),
+            ],
+        ),
+        attrs.evolve(Policy.named("hotplug"), spare_ports=0, hotplug_off_occupied=True),
+        0,
+    ),
+    (
+        "ordered, no ACPI: the virtio-9p integrated and the pinned cold port left to the pci-serial's bridge (before: "
+        "the virtio-9p pooled there, the bridge behind a new root port, 2)",
+        Topology.build(
+            "aarch64-virt",
+            acpi=False,
+            controllers=[Controller(0, "pcie-root"), _port(1, "0000:00:02.0", 16, hotplug=False)],
+            devices=[Device("r0", "pci-serial", needs=Needs(hotplug=HotplugNeed.PREFERRED)), Device("r1", "virtio-9p")],
+        ),
+        attrs.evolve(Policy.named("ordered"), spare_ports=0, hotplug_off_occupied=True),
+        1,
+    ),
 ]
 
 
@@ -1145,7 +1185,9 @@ def test_a_grown_request_s_free_slots_go_to_the_devices_they_cost_least(
     anything the model has for it (now searched as a third pooling), because it prefers hotplug the slot lacks,
     where what the model has for it costs more (a fourth), or because the policy prefers it integrated, where it
     must be hot-pluggable and pcie.0 is not, or because it would take a spare port, where a new port costs more
-    (a fifth); and spare ports counted where the main root's empty ones already are the spare ports wanted."""
+    (a fifth), or kept out of an empty port a new bridge could take (a sixth), or out of the free functions of a
+    slot a pooled device took (a seventh); and spare ports counted where the main root's empty ones already are the
+    spare ports wanted."""
     from pcitopo.solver import solve
 
     found = minimum(request_, policy)
