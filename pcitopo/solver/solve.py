@@ -742,11 +742,11 @@ def _fill_pools(
             continue
         floors = [min_address[d.kind] for d in u.devices if d.kind in min_address]
         floor = max(floors) if floors else None
-        fitting = [
-            i
-            for i, pool in enumerate(pools)
-            if (free[i] or packs)
-            and unit_fits_pool(
+
+        def fits(pool: Pool, u: Unit = u, io_left: int | None = io_left) -> bool:
+            if u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left:
+                return False
+            return unit_fits_pool(
                 u,
                 pool,
                 prefer_integrated=policy.prefer_integrated,
@@ -760,24 +760,23 @@ def _fill_pools(
                 )
                 or (u.numa_node is None and pooling == "numa-blind"),
             )
-            and not (
-                u.has_io and io_left is not None and _more_windows(topology, io_bytes, pool.bus, u.io_size) > io_left
-            )
-        ]
+
         if packs and _packable(u):
             # a slot already holding such a unit first: a function of it, not a slot of its own
             spot = next(
                 (
                     (i, slot)
                     for (i, slot), ids in shared.items()
-                    if i in fitting
-                    and len(ids) < 8
+                    if len(ids) < 8
                     and (floor is None or PciAddress(bus=pools[i].bus, slot=slot, function=len(ids)) > floor)
+                    and fits(pools[i])
                 ),
                 None,
             )
-        for i in fitting if spot is None else ():
-            above = [s for s in free[i] if floor is None or PciAddress(bus=pools[i].bus, slot=s) > floor]
+        for i, pool in enumerate(pools) if spot is None else ():
+            if not free[i] or not fits(pool):
+                continue
+            above = [s for s in free[i] if floor is None or PciAddress(bus=pool.bus, slot=s) > floor]
             if above:
                 spot = (i, above[0])
                 break
