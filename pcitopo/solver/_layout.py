@@ -1626,7 +1626,8 @@ class _Laid(NamedTuple):
     integrated_devices: int = 0
     feasible: bool = True
     uplinks: int = 0
-    """New root ports of the layout that only carry a bridge tree's top or a switch (see :func:`_uplinks`)."""
+    """New root ports of the layout that carry a bridge tree's top (and units beside it) or a switch (see
+    :func:`_uplinks`)."""
 
 
 class _Prepared(NamedTuple):
@@ -2184,9 +2185,10 @@ def _lay(
     )
     # tuple.__new__: a named tuple's own __new__ takes keywords and defaults, several times slower
     # the root ports a realised plan may spare by plugging into the request's empty ports: the trees' and switches'
-    # uplinks, none when units share the trees' ports or sit beside them (_realize takes no empty port then)
+    # uplinks (units sharing a tree's port go beside its bridge in an empty port as in a new one), none when units
+    # sit beside the root ports on the root bus (_realize takes no empty port then)
     uplinks = 0
-    if not (on_tree_ports or beside_units):
+    if not beside_units:
         uplinks = (0 if use_dmi_tree or not tree_units else len(trees)) + switches + c.switch_groups + c.bus_groups
     laid = (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True, uplinks)
     return tuple.__new__(_Laid, laid)
@@ -2194,7 +2196,7 @@ def _lay(
 
 def _uplinks(d: Decision, c: Counts) -> int:
     """A :class:`Decision`'s :attr:`_Laid.uplinks`."""
-    if d.on_tree_ports or d.pack_beside:
+    if d.pack_beside:
         return 0
     trees = 0 if d.tree_via_dmi or not d.tree_units else len(d.tree_sizes)
     return trees + d.switches + c.switch_groups + c.bus_groups

@@ -387,9 +387,10 @@ def _realize_pcie(
                 _fill_tree(b, b.pci_bridge(bridge_slots_left.pop(0)).index, remaining[:size])
                 del remaining[:size]
                 continue
-            if beside:
+            if beside and not reusable:
                 port = b.root_port(next_port_position(), hotplug=_item_hotplug(beside, policy)).index
             else:
+                # an empty port of the request keeps its own hotplug, whatever units share its slot with the bridge
                 port = uplink("pcie-to-pci-bridge")
             at = len(b.controllers)  # the bridge's place in the list, for its multifunction below
             bridge = b.simple("pcie-to-pci-bridge", _addr(port, 0))

@@ -924,6 +924,34 @@ _REUSE_CASES = [
         Policy.named("hotplug+numa"),
         3,
     ),
+    (
+        "aarch64, hotplug: the ac97's pcie-to-pci-bridge in the pxb-pcie's empty port, the vhost-scsi preferring "
+        "node 0 beside it at function 1, pcie.0's empty port left spare (2 before: a layout with units beside a "
+        "tree's bridge took no empty port)",
+        Topology.build(
+            "aarch64-virt",
+            numa_nodes=1,
+            controllers=[
+                Controller(0, "pcie-root"),
+                Controller(1, "pcie-expander-bus", address=_PINNED("0000:00:04.0"), bus_nr=3, numa_node=0),
+                _port(2, "0000:00:05.0", 40),
+                Controller(3, "pcie-root-port", address=_PINNED("0000:01:00.0"), chassis=3, port=0),
+            ],
+            devices=[
+                Device("d0", "virtio-net", address=_PINNED("0000:00:01.0")),
+                Device("d1", "virtio-net", address=_PINNED("0000:00:02.0")),
+                Device("d2", "virtio-net", address=_PINNED("0000:00:03.0")),
+                Device("r0", "vhost-scsi", needs=Needs(numa_node=0)),
+                Device("r1", "ac97", needs=Needs(hotplug=HotplugNeed.REQUIRED)),
+            ],
+        ),
+        attrs.evolve(
+            Policy.named("hotplug"),
+            spare_ports=1,
+            weights=_weights(numa=1, spare_ports=1, fewer_controllers=1),
+        ),
+        1,
+    ),
 ]
 
 
