@@ -1092,7 +1092,10 @@ def _decide_pcie(
     # one unit packs only beside a root port (on the root bus's functions): a group of one elsewhere is a unit alone
     packable = packable_units > 1 or (packable_units == 1 and root_ok and base.tree_units > 0)
     packable = packable and (not fits or base.tree_units > (0 if root_ok else BRIDGE_SLOTS))
-    if not ((movable and base.feasible) or both_kinds or packable):
+    # the moves lower bus numbers too: a layout that needs one more than the context has (a pcie-to-pci-bridge behind
+    # a root port on a pxb-pcie with one number left) may fit with a dmi-to-pci-bridge instead (found by the
+    # enumerator: an 'optimal' plan adding a second pxb-pcie for it)
+    if not (movable or both_kinds or packable):
         return base
     weights = policy.weights
     per_controller, per_hot_miss = weights["fewer-controllers"], weights["hotplug"]
@@ -1134,7 +1137,7 @@ def _decide_pcie(
         return d
 
     for pci_first in (False, True) if both_kinds else (False,):
-        if base.feasible:
+        if movable:
             for moves in _moves(ctx, c, policy, last, pci_first):
                 if moves != _Moves():
                     consider(moves)

@@ -1197,6 +1197,34 @@ _POOLING_CASES = [
 ]
 
 
+def test_a_layout_that_lacks_a_bus_number_moves_its_tree_to_a_dmi_to_pci_bridge() -> None:
+    """aarch64 virt without high ECAM has 16 buses: a pinned pxb-pcie at bus 14 on node 0 has one number left, and an
+    ahci preferring node 0 fits there only on a dmi-to-pci-bridge (one number), not behind a root port and a
+    pcie-to-pci-bridge (two). The layout tried the moves that lower its bus numbers only when it fitted without
+    them, so the plan added a second pxb-pcie for it (8) and was called optimal where 7 exists (found by the
+    enumerator on drawn grown requests)."""
+    from pcitopo.solver import Status, solve
+
+    request = Topology.build(
+        "aarch64-virt-highmem-off",
+        numa_nodes=2,
+        acpi=False,
+        controllers=[
+            Controller(0, "pcie-root"),
+            Controller(1, "pcie-expander-bus", address=_PINNED("0000:00:05.0"), bus_nr=14, numa_node=0),
+        ],
+        devices=[Device("r0", "ahci", needs=Needs(numa_node=0))],
+    )
+    policy = attrs.evolve(Policy.named("hotplug+minimal"), spare_ports=1)
+    found = minimum(request, policy)  # not complete: 5 controllers at weight 1 could still undercut 7
+    assert found.cost == 7
+    plan = solve(request, policy)
+    assert (plan.cost, plan.status) == (7, Status.OPTIMAL)
+    (dmi,) = [c for c in plan.added if c.model == "dmi-to-pci-bridge"]
+    assert dmi.address is not None
+    assert dmi.address.bus == 1
+
+
 @pytest.mark.parametrize(
     ("case", "request_", "policy", "cost"), _POOLING_CASES, ids=lambda v: v if isinstance(v, str) else ""
 )
