@@ -1109,7 +1109,7 @@ def _decide_pcie(
     def key(d: Decision | _Laid, moves: _Moves) -> tuple[int, ...]:
         cost = per_controller * d.controllers + per_hot_miss * d.hot_misses + per_occupied_hot * d.occupied_hot
         if reusable:
-            cost -= per_controller * min(reusable, d.uplinks if isinstance(d, _Laid) else _uplinks(d, c))
+            cost -= per_controller * min(reusable, d.uplinks if isinstance(d, _Laid) else _decision_uplinks(d, c))
         cost += per_integrated * max(0, c.integrable_devices - d.integrated_devices)
         moved = moves.dmi_any + moves.dmi_preferred + moves.pack_any + moves.pack_preferred + moves.pack_pci
         # a layout beyond the IO windows the firmware has left is of no use to any plan: every one within wins
@@ -2190,19 +2190,22 @@ def _lay(
     # the root ports a realised plan may spare by plugging into the request's empty ports: the trees' and switches'
     # uplinks (units sharing a tree's port go beside its bridge in an empty port as in a new one), none when units
     # sit beside the root ports on the root bus (_realize takes no empty port then)
-    uplinks = 0
-    if not beside_units:
-        uplinks = (0 if use_dmi_tree or not tree_units else len(trees)) + switches + c.switch_groups + c.bus_groups
+    uplinks = _uplinks(c, trees, tree_units, use_dmi_tree, switches, beside_units)
     laid = (controllers, hot_misses, occupied_hot, bus, io, decision, integrated_devices, True, uplinks)
     return tuple.__new__(_Laid, laid)
 
 
-def _uplinks(d: Decision, c: Counts) -> int:
-    """A :class:`Decision`'s :attr:`_Laid.uplinks`."""
-    if d.pack_beside:
+def _uplinks(c: Counts, trees: Sequence[int], tree_units: int, via_dmi: bool, switches: int, beside: int) -> int:
+    """:attr:`_Laid.uplinks` of a layout: its trees' ports (unless the trees hang from the dmi-to-pci-bridge), its
+    switches' and its groups' (switch groups, bus groups)."""
+    if beside:
         return 0
-    trees = 0 if d.tree_via_dmi or not d.tree_units else len(d.tree_sizes)
-    return trees + d.switches + c.switch_groups + c.bus_groups
+    return (0 if via_dmi or not tree_units else len(trees)) + switches + c.switch_groups + c.bus_groups
+
+
+def _decision_uplinks(d: Decision, c: Counts) -> int:
+    """A :class:`Decision`'s :attr:`_Laid.uplinks`."""
+    return _uplinks(c, d.tree_sizes, d.tree_units, d.tree_via_dmi, d.switches, d.pack_beside)
 
 
 def _decide_pci(

@@ -800,7 +800,7 @@ def realize(problem: Problem, values: Mapping[str, int], reuse: Reuse | None = N
 
     ``reuse``: the places of the request new bridges and switches may take (:class:`~pcitopo.solver.model.Reuse`;
     none when not given). The model counts a new root port for each (but their bus numbers:
-    ``formulate(reuse_ports=True)``), so a plan that takes one may cost less than the assignment's model cost: the
+    ``formulate``'s ``reuse``), so a plan that takes one may cost less than the assignment's model cost: the
     search prunes by that much less (``search.search``'s ``slack``) and claims no proof, which a request with free
     pools never had anyway.
     """

@@ -129,14 +129,21 @@ class CspBackend:
         # the request's empty ports new bridges and switches may take instead of new root ports (the model does not
         # count them): each assignment is realised each way, and the cheapest plan kept (the first of a tie)
         reuses = Reuse.options(request) if self._score is not None else (Reuse.none(),)
-        reuse_ports = any(r.ports or r.bridge_slots for r in reuses)
-        options = {
-            "trees_via_dmi": trees_via_dmi,
-            "names_expander": names_expander,
-            "balance_io": balance_io,
-            "reuse_ports": reuse_ports,
-        }
-        problem = formulate(request, policy, units, **options)
+        reuse_ports = len(reuses) > 1
+
+        def model(*, spares_on_expander: bool = False) -> Problem:
+            return formulate(
+                request,
+                policy,
+                units,
+                trees_via_dmi=trees_via_dmi,
+                names_expander=names_expander,
+                balance_io=balance_io,
+                reuse=reuses[-1] if reuse_ports else None,
+                spares_on_expander=spares_on_expander,
+            )
+
+        problem = model()
         homeless = [cls for ci, cls in enumerate(problem.classes) if not problem.candidates[ci]]
         if homeless:
             raise Unsatisfiable([f"{homeless[0].describe()} has nowhere to go"])
@@ -145,7 +152,7 @@ class CspBackend:
         # a place the plan takes in the request may leave the main root no bus number for the spare ports it wants,
         # where an existing expander bus has some: the model offers spare ports on one context, so the plans with
         # them on that expander bus are searched too, and the cheaper kept (the first of a tie)
-        beside = formulate(request, policy, units, spares_on_expander=True, **options)
+        beside = model(spares_on_expander=True)
         if beside.spare == problem.spare:
             return self._search(problem, reuses, units, names_expander=names_expander, limit=limit)
         found: list[Placement] = []
@@ -187,7 +194,7 @@ class CspBackend:
         from pcitopo.solver import search
 
         request, policy = problem.topology, problem.policy
-        reuse_ports = any(r.ports or r.bridge_slots for r in reuses)
+        reuse_ports = len(reuses) > 1
         score = self._score
         keep = frozenset(c.index for c in request.controllers)
         required = frozenset(d.id for u in units if u.hotplug is HotplugNeed.REQUIRED for d in u.devices)

@@ -593,8 +593,11 @@ class Reuse:
 
     @classmethod
     def options(cls, topology: Topology) -> tuple[Reuse, ...]:
-        """The ways worth realising an assignment in: ``"none"`` first, then those that offer more places."""
-        cold, every = cls.of(topology, "unpluggable"), cls.of(topology, "any")
+        """The ways worth realising an assignment in: ``"none"`` first, then those that offer more places (the last
+        offers them all)."""
+        slots = free_bridge_slots(topology)
+        cold = cls("unpluggable", empty_ports(topology, "unpluggable"), slots)
+        every = cls("any", empty_ports(topology, "any"), slots)
         out = [cls.none()]
         if cold.ports or cold.bridge_slots:
             out.append(cold)
@@ -1716,17 +1719,17 @@ def formulate(
     trees_via_dmi: bool = True,
     names_expander: bool = False,
     balance_io: bool = False,
-    reuse_ports: bool = False,
+    reuse: Reuse | None = None,
     spares_on_expander: bool = False,
 ) -> Problem:
     """The model of placing ``units`` in ``topology`` under ``policy``.
 
     ``trees_via_dmi=False`` keeps bridge trees off the dmi-to-pci-bridge (:attr:`Context.trees_via_dmi`);
     ``names_expander`` offers a node-less expander bus (:func:`build_contexts`); ``balance_io`` lets conventional
-    roots deal their bridged IO BARs out balanced (:attr:`Context.balance_io`). ``reuse_ports``: the assignments
-    will be realised with new bridges and switches in the request's empty ports too (:func:`empty_ports`), each a
-    root port and its bus number fewer than the layout counts, and with bridge trees topped by a pci-bridge in a
-    free conventional slot (:func:`free_bridge_slots`), each likewise (a tree a unit at most): each context's bus
+    roots deal their bridged IO BARs out balanced (:attr:`Context.balance_io`). ``reuse``: the assignments
+    will be realised with new bridges and switches in these places of the request too (its empty ports, each a
+    root port and its bus number fewer than the layout counts, and free conventional slots, each a bridge tree's
+    top as a pci-bridge, likewise: a tree a unit at most; :meth:`Reuse.options`, the last): each context's bus
     numbers are counted with that many more, and a realised plan that then overflows them is no solution (the
     caller checks). ``spares_on_expander``: the spare ports the main root wants go to the existing expander bus with
     the most bus numbers left, when it has more than the main root (else only when the main root has fewer left
@@ -1778,9 +1781,9 @@ def formulate(
         bus_region = contexts[bus_host].own_range or 0
         ranges = {0: main_range, bus_host: None}
         contexts = tuple(attrs.evolve(c, own_range=ranges[c.id]) if c.id in ranges else c for c in contexts)
-    if reuse_ports:
-        extra = {root: len(ports) for root, ports in empty_ports(topology, "any").items()}
-        for root, slots in free_bridge_slots(topology).items():
+    if reuse is not None:
+        extra = {root: len(ports) for root, ports in reuse.ports.items()}
+        for root, slots in reuse.bridge_slots.items():
             extra[root] = extra.get(root, 0) + min(len(slots), len(units))
         for c in contexts:
             if c.bus in extra and c.own_range is None and c.domain == "main":

@@ -62,15 +62,20 @@ from pcitopo.violation import Violation
 __all__ = ["solve"]
 
 Pooling = Literal["lax", "free-only", "spares-taken", "numa-blind", "hotplug-blind", "ports-kept", "packed"]
-"""How units are put in the free slots of existing buses before the search (:func:`_fill_pools`): where they cost
-nothing of hotplug and NUMA (``lax``); where they cost nothing at all (``free-only``); as ``free-only`` but in
-empty hot-pluggable ports too, each a spare port less (``spares-taken``: a new port for the unit may cost more);
-as ``lax`` but whatever NUMA node they prefer, missing it where the bus is another node's, and those with none
-on any node's bus too (``numa-blind``); or as
-``lax`` but units that prefer hotplug on slots without it too, missing it (``hotplug-blind``: the model may have
-nothing better for them, a slot on their NUMA node, say); as ``lax`` but leaving empty ports empty (``ports-kept``:
-a new bridge tree or switch may take one instead of a root port of its own); or as ``free-only`` with units that
-need no hotplug sharing a slot as its functions, where the policy packs them so (``packed``)."""
+"""How units are put in the free slots of existing buses before the search (:func:`_fill_pools`):
+
+* ``lax``: where they cost nothing of hotplug and NUMA;
+* ``free-only``: where they cost nothing at all;
+* ``spares-taken``: as ``free-only``, but in empty hot-pluggable ports too, each a spare port less (a new port for
+  the unit may cost more);
+* ``numa-blind``: as ``lax``, whatever NUMA node they prefer (missing it where the bus is another node's), and those
+  with none on any node's bus too;
+* ``hotplug-blind``: as ``lax``, units that prefer hotplug on slots without it too, missing it (the model may have
+  nothing better for them: a slot on their NUMA node, say);
+* ``ports-kept``: as ``lax``, leaving empty ports empty (a new bridge tree or switch may take one instead of a root
+  port of its own);
+* ``packed``: as ``free-only``, units that need no hotplug sharing a slot as its functions, where the policy packs
+  them so."""
 POOLINGS: tuple[Pooling, ...] = (
     "lax",
     "free-only",
